@@ -1,0 +1,45 @@
+// `cocoon attest`: inspect certificates and quotes, verify TDX quotes, and produce quotes inside a TDX guest.
+import fs from 'node:fs'
+import { parseArgs } from 'node:util'
+import { describeCertificate } from '../tee/describe.ts'
+
+export class UsageError extends Error {
+  readonly name = 'UsageError'
+}
+
+export async function runAttest(argv: string[]): Promise<number> {
+  const [sub, ...args] = argv
+  if (sub === 'inspect') {
+    const { positionals } = parseArgs({ args, allowPositionals: true, strict: true })
+    if (positionals.length !== 1) throw new UsageError('usage: cocoon attest inspect <cert.pem|quote-file>')
+    const bytes = fs.readFileSync(positionals[0])
+    const text = bytes.toString('latin1')
+    const isCert = text.includes('-----BEGIN CERTIFICATE-----') || bytes[0] === 0x30
+    let out: unknown
+    if (isCert) out = await describeCertificate(text.includes('-----BEGIN') ? text : new Uint8Array(bytes))
+    else {
+      const { describeQuote } = await import('../tee/tdx/index.ts')
+      out = describeQuote(new Uint8Array(bytes))
+    }
+    process.stdout.write(JSON.stringify(out, null, 2) + '\n')
+    return 0
+  }
+  if (sub === 'verify') {
+    const { values, positionals } = parseArgs({
+      args,
+      allowPositionals: true,
+      strict: true,
+      options: { collateral: { type: 'string' }, now: { type: 'string' }, json: { type: 'boolean', default: false } },
+    })
+    if (positionals.length !== 1) throw new UsageError('usage: cocoon attest verify <quote-file> [--collateral FILE] [--now ISO-8601] [--json]')
+    const { attestVerify } = await import('../tee/tdx/index.ts')
+    return attestVerify({ quoteFile: positionals[0], collateralFile: values.collateral, now: values.now, json: values.json })
+  }
+  if (sub === 'quote') {
+    const { values } = parseArgs({ args, strict: true, options: { 'report-data': { type: 'string' }, out: { type: 'string' } } })
+    if (!values['report-data']) throw new UsageError('usage: cocoon attest quote --report-data HEX [--out FILE]')
+    const { attestQuote } = await import('../tee/tdx/index.ts')
+    return attestQuote({ reportDataHex: values['report-data'], out: values.out })
+  }
+  throw new UsageError('usage: cocoon attest inspect|verify|quote …')
+}

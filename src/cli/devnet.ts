@@ -1,0 +1,232 @@
+// `cocoon devnet`: a whole local network (proxy, workers, client) as supervised child processes, one command.
+import { spawn, type ChildProcess } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
+import readline from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { simulatedImageHash } from '../tee/simulated.ts'
+import { resolveModel } from '../inference/models.ts'
+import { ConfigError } from '../node/config.ts'
+import { sleep } from '../node/time.ts'
+
+export const DEFAULT_DEVNET_MODEL = 'hf:ggml-org/tiny-llamas/stories260K.gguf'
+export const READY_TIMEOUT_MS = 120_000
+export const STOP_GRACE_MS = 5_000
+/** A child that keeps dying is given up on after this many restarts in RESTART_WINDOW_MS. */
+export const MAX_RESTARTS = 5
+export const RESTART_WINDOW_MS = 60_000
+
+const BIN = fileURLToPath(new URL('../../bin/cocoon.js', import.meta.url))
+
+export const DEVNET_PORTS = {
+  client: 10000,
+  proxyStats: 11000,
+  proxyWorkers: 11001,
+  proxyClients: 11002,
+  worker: (i: number) => 12000 + 10 * i,
+  chain: 10080,
+}
+
+interface Child {
+  name: string
+  config: string
+  proc?: ChildProcess
+  restarts: number[]
+  stopped: boolean
+}
+
+/** What a running devnet wrote to DIR/devnet.json, for tools and tests. */
+export interface DevnetState {
+  pid: number
+  baseUrl: string
+  ports: { client: number; proxyStats: number; proxyWorkers: number; proxyClients: number; workers: number[] }
+  children: Record<string, { pid: number | null; config: string; log: string }>
+  model: { id: string; path: string; sha256: string }
+}
+
+export async function runDevnet(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      workers: { type: 'string', default: '1' },
+      model: { type: 'string', default: DEFAULT_DEVNET_MODEL },
+      dir: { type: 'string', default: '.cocoon/devnet' },
+      'port-offset': { type: 'string', default: '0' },
+      threads: { type: 'string', default: '1' },
+    },
+    strict: true,
+  })
+  const workers = Number(values.workers)
+  if (!Number.isInteger(workers) || workers < 1 || workers > 16) throw new ConfigError('--workers', 'must be an integer from 1 to 16')
+  const offset = Number(values['port-offset'])
+  if (!Number.isInteger(offset) || offset < 0 || offset > 50_000) throw new ConfigError('--port-offset', 'must be an integer from 0 to 50000')
+  const threads = Number(values.threads)
+  if (!Number.isInteger(threads) || threads < 1) throw new ConfigError('--threads', 'must be a positive integer')
+  const dir = path.resolve(values.dir!)
+  const logDir = path.join(dir, 'logs')
+  fs.mkdirSync(logDir, { recursive: true })
+  const say = (line: string) => process.stdout.write(`[devnet] ${line}\n`)
+
+  const ports = {
+    client: DEVNET_PORTS.client + offset,
+    proxyStats: DEVNET_PORTS.proxyStats + offset,
+    proxyWorkers: DEVNET_PORTS.proxyWorkers + offset,
+    proxyClients: DEVNET_PORTS.proxyClients + offset,
+    workers: Array.from({ length: workers }, (_, i) => DEVNET_PORTS.worker(i) + offset),
+  }
+
+  say(`resolving model ${values.model}`)
+  const model = await resolveModel(values.model!, {})
+  say(`model ${model.id} (sha256 ${model.sha256.slice(0, 16)}…) at ${model.path}`)
+  const image = await simulatedImageHash('')
+  const policy = { acceptKinds: ['simulated', 'none'], imageHashes: { proxy: [image], worker: [image], client: '*' } }
+
+  const write = (name: string, cfg: unknown) => {
+    const file = path.join(dir, `${name}.json`)
+    fs.writeFileSync(file, JSON.stringify(cfg, null, 2) + '\n')
+    return file
+  }
+  const children: Child[] = []
+  children.push({
+    name: 'proxy',
+    restarts: [],
+    stopped: false,
+    config: write('proxy', {
+      role: 'proxy',
+      tee: { kind: 'simulated' },
+      policy,
+      stats: `127.0.0.1:${ports.proxyStats}`,
+      workerListen: `127.0.0.1:${ports.proxyWorkers}`,
+      clientListen: `127.0.0.1:${ports.proxyClients}`,
+    }),
+  })
+  for (let i = 0; i < workers; i++) {
+    children.push({
+      name: `worker-${i}`,
+      restarts: [],
+      stopped: false,
+      config: write(`worker-${i}`, {
+        role: 'worker',
+        tee: { kind: 'simulated' },
+        policy,
+        stats: `127.0.0.1:${ports.workers[i]}`,
+        proxies: [`127.0.0.1:${ports.proxyWorkers}`],
+        backend: { kind: 'llama', model: model.path, modelId: model.id, threads, parallel: 2 },
+      }),
+    })
+  }
+  children.push({
+    name: 'client',
+    restarts: [],
+    stopped: false,
+    config: write('client', {
+      role: 'client',
+      tee: { kind: 'none' },
+      policy,
+      listen: `127.0.0.1:${ports.client}`,
+      proxies: [`127.0.0.1:${ports.proxyClients}`],
+    }),
+  })
+
+  let shuttingDown = false
+  const baseUrl = `http://127.0.0.1:${ports.client}/v1`
+  const stateFile = path.join(dir, 'devnet.json')
+  const writeState = () => {
+    const state: DevnetState = {
+      pid: process.pid,
+      baseUrl,
+      ports,
+      children: Object.fromEntries(children.map((c) => [c.name, { pid: c.proc?.pid ?? null, config: c.config, log: path.join(logDir, `${c.name}.log`) }])),
+      model: { id: model.id, path: model.path, sha256: model.sha256 },
+    }
+    fs.writeFileSync(stateFile + '.tmp', JSON.stringify(state, null, 2) + '\n')
+    fs.renameSync(stateFile + '.tmp', stateFile)
+  }
+
+  const launch = (c: Child) => {
+    const role = c.name.split('-')[0]
+    const logFile = fs.openSync(path.join(logDir, `${c.name}.log`), 'a')
+    const proc = spawn(process.execPath, [BIN, role, '--config', c.config], { stdio: ['ignore', 'pipe', 'pipe'], env: process.env })
+    c.proc = proc
+    // Keep full logs on disk; echo only warnings and errors, so the console stays readable.
+    for (const stream of [proc.stdout!, proc.stderr!]) {
+      readline.createInterface({ input: stream }).on('line', (line) => {
+        fs.writeSync(logFile, line + '\n')
+        if (/"level":"(warn|error)"/.test(line) || !line.startsWith('{')) {
+          let msg = line
+          try {
+            const r = JSON.parse(line)
+            msg = `${r.level}: ${r.msg}${r.reason ? ` (${r.reason})` : r.error ? ` (${typeof r.error === 'object' ? r.error.message : r.error})` : ''}`
+          } catch {}
+          process.stdout.write(`[${c.name}] ${msg}\n`)
+        }
+      })
+    }
+    proc.once('exit', (code, signal) => {
+      fs.closeSync(logFile)
+      if (shuttingDown || c.stopped) return
+      say(`${c.name} (pid ${proc.pid}) died: ${signal ? `signal ${signal}` : `exit code ${code}`}; see ${path.join(logDir, `${c.name}.log`)}`)
+      const now = Date.now()
+      c.restarts = c.restarts.filter((t) => now - t < RESTART_WINDOW_MS)
+      if (c.restarts.length >= MAX_RESTARTS) {
+        say(`${c.name} died ${MAX_RESTARTS} times within ${RESTART_WINDOW_MS / 1000}s; not restarting it`)
+        c.stopped = true
+        writeState()
+        return
+      }
+      c.restarts.push(now)
+      setTimeout(() => {
+        if (shuttingDown) return
+        say(`restarting ${c.name}`)
+        launch(c)
+        writeState()
+      }, 1_000).unref()
+    })
+  }
+
+  const shutdown = async (signal: string) => {
+    if (shuttingDown) return
+    shuttingDown = true
+    say(`${signal}: stopping`)
+    const alive = children.filter((c) => c.proc && c.proc.exitCode === null && c.proc.signalCode === null)
+    for (const c of alive) c.proc!.kill('SIGTERM')
+    const exited = Promise.all(alive.map((c) => new Promise((r) => c.proc!.once('exit', r))))
+    const timer = setTimeout(() => alive.forEach((c) => c.proc!.kill('SIGKILL')), STOP_GRACE_MS)
+    await exited
+    clearTimeout(timer)
+    fs.rmSync(stateFile, { force: true })
+    say('stopped')
+    process.exit(0)
+  }
+  process.on('SIGINT', () => void shutdown('SIGINT'))
+  process.on('SIGTERM', () => void shutdown('SIGTERM'))
+
+  for (const c of children) launch(c)
+  writeState()
+  say(`starting proxy, ${workers} worker(s) and client; logs in ${logDir}`)
+
+  const deadline = Date.now() + READY_TIMEOUT_MS
+  for (;;) {
+    if (shuttingDown) return
+    const ready = await fetchJson(`http://127.0.0.1:${ports.proxyStats}/jsonstats`)
+      .then((s) => (s as { workers: { connected: number } }).workers.connected >= workers)
+      .catch(() => false)
+    const clientUp = ready && (await fetchJson(`http://127.0.0.1:${ports.client}/healthz`).then((h) => (h as { ok: boolean }).ok).catch(() => false))
+    if (clientUp) break
+    if (Date.now() > deadline) {
+      say(`not ready after ${READY_TIMEOUT_MS / 1000}s; see the logs in ${logDir}`)
+      return shutdown('timeout')
+    }
+    await sleep(200)
+  }
+  const curl = `curl ${baseUrl}/chat/completions -H 'content-type: application/json' -d '{"model":"${model.id}","messages":[{"role":"user","content":"Tell me a story"}],"max_tokens":64}'`
+  process.stdout.write(
+    `\nCocoon devnet is ready.\n\n  OpenAI base URL:  ${baseUrl}\n  model:            ${model.id}\n  stats:            http://127.0.0.1:${ports.client}/jsonstats  http://127.0.0.1:${ports.proxyStats}/jsonstats\n\n  ${curl}\n\nPress Ctrl-C to stop.\n`,
+  )
+}
+
+async function fetchJson(url: string): Promise<unknown> {
+  const r = await fetch(url, { signal: AbortSignal.timeout(2_000) })
+  return r.json()
+}

@@ -1,0 +1,88 @@
+// The `cocoon` command line: one binary with a subcommand per role and tool.
+import { parseArgs } from 'node:util'
+import { createLogger } from '../node/log.ts'
+import { ConfigError, loadConfig } from '../node/config.ts'
+import { startNode } from '../node/run.ts'
+
+const USAGE = `cocoon — Confidential Compute Open Network (TypeScript)
+
+Usage:
+  cocoon devnet [--workers N] [--model SPEC] [--dir DIR] [--port-offset K]
+                                    run a whole local network (chain-free for now) and serve the OpenAI API
+  cocoon client --config FILE       run a client node (OpenAI API on 127.0.0.1:10000)
+  cocoon proxy  --config FILE       run a proxy node
+  cocoon worker --config FILE       run a worker node
+  cocoon chain  [--dir DIR] [--port 10080]
+                                    run the embedded devnet TON chain
+  cocoon attest inspect <cert.pem|quote-file>
+  cocoon attest verify <quote-file> [--collateral FILE] [--now ISO-8601] [--json]
+  cocoon attest quote --report-data HEX
+  cocoon help
+
+Environment: COCOON_MODELS (folder searched first for models), COCOON_LOG_LEVEL
+(debug|info|warn|error), COCOON_<SETTING> overrides a config setting (see docs/operations.md).
+`
+
+export async function main(argv: string[]): Promise<void> {
+  const [cmd, ...rest] = argv
+  try {
+    switch (cmd) {
+      case 'client':
+      case 'proxy':
+      case 'worker':
+        return await runRole(cmd, rest)
+      case 'devnet': {
+        const { runDevnet } = await import('./devnet.ts')
+        return await runDevnet(rest)
+      }
+      case 'chain': {
+        const { runChainCommand } = await import('../ton/chain/cli.ts')
+        return await runChainCommand(rest)
+      }
+      case 'attest': {
+        const { runAttest } = await import('./attest.ts')
+        process.exitCode = await runAttest(rest)
+        return
+      }
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        process.stdout.write(USAGE)
+        return
+      default:
+        process.stderr.write(`cocoon: unknown command '${cmd}'\n\n${USAGE}`)
+        process.exitCode = 2
+    }
+  } catch (err) {
+    const e = err as Error
+    if (e.name === 'ConfigError' || e.name === 'InvalidPolicyError' || e.name === 'UsageError' || e.name === 'TypeError' && (e as any).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+      process.stderr.write(`cocoon ${cmd}: ${e.message}\n`)
+      process.exitCode = 2
+      return
+    }
+    throw err
+  }
+}
+
+async function runRole(role: 'client' | 'proxy' | 'worker', args: string[]): Promise<void> {
+  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' } }, strict: true })
+  if (!values.config) throw new ConfigError(role, '--config FILE is required')
+  const cfg = loadConfig(values.config)
+  if (cfg.role !== role) throw new ConfigError(values.config, `is a ${cfg.role} config, not a ${role} config`)
+  const log = createLogger({ role })
+  const node = await startNode(cfg, log)
+  let stopping = false
+  const shutdown = async (signal: string) => {
+    if (stopping) return
+    stopping = true
+    log.info('shutting down', { signal })
+    const force = setTimeout(() => process.exit(1), 5_000)
+    force.unref()
+    await node.stop()
+    process.exit(0)
+  }
+  process.on('SIGINT', () => void shutdown('SIGINT'))
+  process.on('SIGTERM', () => void shutdown('SIGTERM'))
+  log.info('ready', { ports: node.ports })
+}

@@ -1,0 +1,381 @@
+// The client node: serves the OpenAI API to local apps and forwards requests to attested proxies, with failover.
+import http from 'node:http'
+import http2 from 'node:http2'
+import { Counter, Gauge } from 'prom-client'
+import type { Identity, VerifiedPeer } from '../tee/types.ts'
+import type { Logger } from '../node/log.ts'
+import { sleep } from '../node/time.ts'
+import { createRegistry, handleOps, type OpsSource } from '../node/ops.ts'
+import { dialAttested, type PeerVerifier } from '../net/attested.ts'
+import { errorResponse, InvalidRequestError, isExpectedError, NoProxyAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
+import { parseJsonObject, readBody } from '../net/body.ts'
+import { CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, INFERENCE_PATHS, MAX_BODY_BYTES, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION } from '../net/protocol.ts'
+
+export const RECONNECT_MIN_MS = 200
+export const RECONNECT_MAX_MS = 5_000
+export const MODELS_TIMEOUT_MS = 10_000
+export const MAX_REQUEST_ID_CHARS = 128
+
+export interface ClientOptions {
+  /** Where the OpenAI API listens. Default 127.0.0.1:10000. */
+  listen: { host: string; port: number }
+  /** Proxies' client listeners, in order of preference. */
+  proxies: Array<{ host: string; port: number }>
+  /** Default for the app's `max_coefficient`. Default 4000. */
+  defaultMaxCoefficient?: number
+  /** Default for the app's `timeout`, seconds. Default 120. */
+  defaultTimeoutSec?: number
+  /** Largest accepted request body. Default 8 MiB. */
+  maxBodyBytes?: number
+}
+
+export interface ClientDeps {
+  identity: Identity
+  verify: PeerVerifier
+  log: Logger
+}
+
+interface ProxyLink {
+  target: string
+  state: 'connecting' | 'connected' | 'refused' | 'disconnected'
+  session?: http2.ClientHttp2Session
+  peer?: VerifiedPeer
+  lastError?: string
+  connectedAt?: number
+  active: number
+  requests: number
+  failovers: number
+}
+
+type Outcome = 'succeeded' | 'failed' | 'cancelled' | 'timeout' | 'rejected'
+
+export function createClient(opts: ClientOptions, deps: ClientDeps): Client {
+  return new Client(deps, {
+    ...opts,
+    defaultMaxCoefficient: opts.defaultMaxCoefficient ?? DEFAULT_MAX_COEFFICIENT,
+    defaultTimeoutSec: opts.defaultTimeoutSec ?? DEFAULT_TIMEOUT_SEC,
+    maxBodyBytes: opts.maxBodyBytes ?? MAX_BODY_BYTES,
+  })
+}
+
+export class Client implements OpsSource {
+  readonly registry = createRegistry('client')
+  private readonly links: ProxyLink[]
+  private readonly stopping = new AbortController()
+  private server?: http.Server
+  private readonly counts: Record<Outcome, number> & { requests: number; failovers: number } = { requests: 0, succeeded: 0, failed: 0, cancelled: 0, timeout: 0, rejected: 0, failovers: 0 }
+  private readonly m = {
+    requests: new Counter({ name: 'cocoon_client_requests_total', help: 'App requests by outcome', labelNames: ['outcome'], registers: [this.registry] }),
+    proxies: new Gauge({ name: 'cocoon_client_connected_proxies', help: 'Attested proxy sessions up', registers: [this.registry] }),
+  }
+
+  constructor(
+    private readonly deps: ClientDeps,
+    private readonly o: Required<ClientOptions>,
+  ) {
+    this.links = o.proxies.map((p) => ({ target: `${p.host}:${p.port}`, state: 'connecting', active: 0, requests: 0, failovers: 0 }))
+  }
+
+  async start(): Promise<number> {
+    this.o.proxies.forEach((p, i) => void this.connectLoop(p, this.links[i]))
+    const server = http.createServer((req, res) => this.onRequest(req, res))
+    server.keepAliveTimeout = 65_000
+    this.server = server
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(this.o.listen.port, this.o.listen.host, () => resolve())
+    })
+    const port = (server.address() as { port: number }).port
+    this.deps.log.info('OpenAI API listening', { url: `http://${this.o.listen.host}:${port}/v1` })
+    return port
+  }
+
+  async stop(): Promise<void> {
+    this.stopping.abort()
+    this.server?.close()
+    this.server?.closeAllConnections()
+    for (const l of this.links) l.session?.destroy()
+  }
+
+  private async connectLoop(target: { host: string; port: number }, link: ProxyLink): Promise<void> {
+    const log = this.deps.log.child({ proxy: link.target })
+    let delay = RECONNECT_MIN_MS
+    while (!this.stopping.signal.aborted) {
+      link.state = 'connecting'
+      try {
+        const { socket, peer } = await dialAttested({ ...target, identity: this.deps.identity, verify: this.deps.verify, expectedRole: 'proxy', signal: this.stopping.signal })
+        const session = http2.connect(`https://${link.target}`, { createConnection: () => socket })
+        session.on('error', (err) => log.debug('proxy session error', { error: err.message }))
+        link.session = session
+        link.peer = peer
+        link.state = 'connected'
+        link.connectedAt = Date.now()
+        link.lastError = undefined
+        this.m.proxies.set(this.links.filter((l) => l.state === 'connected').length)
+        log.info('connected to proxy', { image: peer.imageHash, kind: peer.kind })
+        delay = RECONNECT_MIN_MS
+        await new Promise((r) => session.once('close', r))
+        link.session = undefined
+        link.state = 'disconnected'
+        this.m.proxies.set(this.links.filter((l) => l.state === 'connected').length)
+        if (!this.stopping.signal.aborted) log.warn('proxy connection closed; reconnecting')
+      } catch (err) {
+        const e = err as Error & { reason?: string }
+        link.lastError = e.reason ?? e.message
+        link.state = e.name === 'EvidenceRefusedError' ? 'refused' : 'disconnected'
+        if (this.stopping.signal.aborted) break
+        if (e.name === 'EvidenceRefusedError') log.error('proxy evidence refused; not using it', { reason: link.lastError })
+        else log.debug('cannot reach proxy', { error: e.message })
+      }
+      await sleep(delay, this.stopping.signal)
+      delay = Math.min(delay * 2, RECONNECT_MAX_MS)
+    }
+  }
+
+  /** Connected proxies, least busy first (ties keep the configured order). */
+  private readyLinks(): ProxyLink[] {
+    return this.links.filter((l) => l.state === 'connected' && l.session && !l.session.closed && !l.session.destroyed).sort((a, b) => a.active - b.active)
+  }
+
+  private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    if (handleOps(req, res, this)) return
+    const path = (req.url ?? '/').split('?')[0]
+    const method = req.method ?? 'GET'
+    const fail = (err: unknown) => {
+      if (!isExpectedError(err)) this.deps.log.error('request failed', { error: err })
+      sendError(res, err)
+    }
+    if (method === 'GET' && path === PATHS.models) return void this.listModels(res).catch(fail)
+    if (method === 'POST' && INFERENCE_PATHS.has(path)) return void this.forwardInference(req, res, path).catch(fail)
+    req.resume()
+    fail(new RouteNotFoundError(method, path))
+  }
+
+  private async listModels(res: http.ServerResponse): Promise<void> {
+    let lastErr: Error = new NoProxyAvailableError()
+    for (const link of this.readyLinks()) {
+      try {
+        const { status, body } = await requestJson(link.session!, { ':method': 'GET', ':path': PATHS.models }, undefined, MODELS_TIMEOUT_MS)
+        res.writeHead(status, { 'content-type': 'application/json', 'content-length': body.length })
+        res.end(body)
+        return
+      } catch (err) {
+        lastErr = err as Error
+      }
+    }
+    throw lastErr
+  }
+
+  private finish(outcome: Outcome): void {
+    this.counts[outcome]++
+    this.m.requests.inc({ outcome })
+  }
+
+  private async forwardInference(req: http.IncomingMessage, res: http.ServerResponse, path: string): Promise<void> {
+    this.counts.requests++
+    let body: Record<string, unknown>
+    try {
+      const len = req.headers['content-length'] ? Number(req.headers['content-length']) : undefined
+      body = parseJsonObject(await readBody(req, this.o.maxBodyBytes, len))
+    } catch (err) {
+      this.finish('rejected')
+      // Tell keep-alive clients we are not reading the rest of an oversized body.
+      if ((err as Error).name === 'PayloadTooLargeError') res.setHeader('connection', 'close')
+      throw err
+    }
+    const ctl = this.controlFields(body)
+    for (const f of CLIENT_CONTROL_FIELDS) delete body[f]
+    if (typeof body.model !== 'string' || !body.model) {
+      this.finish('rejected')
+      throw new InvalidRequestError("'model' is required and must be a string", 'model')
+    }
+    const payload = Buffer.from(JSON.stringify(body))
+    const timeoutMs = Math.round(ctl.timeoutSec * 1000)
+    const log = this.deps.log.child({ requestId: ctl.requestId })
+    const started = Date.now()
+    let appGone = false
+    res.once('close', () => {
+      if (!res.writableFinished) appGone = true
+    })
+    const tried = new Set<ProxyLink>()
+    let lastErr: Error = new NoProxyAvailableError()
+    for (;;) {
+      const link = this.readyLinks().find((l) => !tried.has(l))
+      if (!link) break
+      tried.add(link)
+      if (tried.size > 1) {
+        this.counts.failovers++
+        link.failovers++
+      }
+      const remaining = timeoutMs - (Date.now() - started)
+      if (remaining <= 0) break
+      const r = await this.relay(link, res, path, payload, ctl, remaining, log, () => appGone)
+      if (r.kind === 'done') return this.finish(r.outcome)
+      lastErr = r.error
+      if (appGone) return this.finish('cancelled')
+      log.warn('proxy failed before answering; failing over', { proxy: link.target, error: r.error.message })
+    }
+    if (Date.now() - started >= timeoutMs) {
+      this.finish('timeout')
+      throw new RequestTimeoutError(timeoutMs)
+    }
+    this.finish(lastErr.name === 'NoProxyAvailableError' ? 'rejected' : 'failed')
+    throw lastErr.name === 'NoProxyAvailableError' ? lastErr : new UpstreamError(`no proxy could take the request: ${lastErr.message}`)
+  }
+
+  private controlFields(body: Record<string, unknown>): { maxCoefficient: number; timeoutSec: number; requestId: string } {
+    const mc = body.max_coefficient ?? this.o.defaultMaxCoefficient
+    if (typeof mc !== 'number' || !Number.isSafeInteger(mc) || mc < 0) throw new InvalidRequestError("'max_coefficient' must be a non-negative integer (1000 = 1.0x)", 'max_coefficient')
+    const t = body.timeout ?? this.o.defaultTimeoutSec
+    if (typeof t !== 'number' || !Number.isFinite(t) || t <= 0 || t > MAX_TIMEOUT_SEC) throw new InvalidRequestError(`'timeout' must be a number of seconds in (0, ${MAX_TIMEOUT_SEC}]`, 'timeout')
+    const rid = body.request_id ?? crypto.randomUUID()
+    if (typeof rid !== 'string' || rid.length === 0 || rid.length > MAX_REQUEST_ID_CHARS || !/^[\w.:-]+$/.test(rid)) {
+      throw new InvalidRequestError(`'request_id' must be 1-${MAX_REQUEST_ID_CHARS} characters of [A-Za-z0-9_.:-]`, 'request_id')
+    }
+    return { maxCoefficient: mc, timeoutSec: t, requestId: rid }
+  }
+
+  /** Forwards to one proxy. `retry` means nothing reached the app yet, so another proxy may be tried. */
+  private relay(
+    link: ProxyLink,
+    res: http.ServerResponse,
+    path: string,
+    payload: Buffer,
+    ctl: { maxCoefficient: number; requestId: string },
+    remainingMs: number,
+    log: Logger,
+    appGone: () => boolean,
+  ): Promise<{ kind: 'done'; outcome: Outcome } | { kind: 'retry'; error: Error }> {
+    return new Promise((resolve) => {
+      let ps: http2.ClientHttp2Stream
+      try {
+        ps = link.session!.request({
+          ':method': 'POST',
+          ':path': path,
+          'content-type': 'application/json',
+          [HEADERS.protocol]: String(PROTOCOL_VERSION),
+          [HEADERS.requestId]: ctl.requestId,
+          [HEADERS.maxCoefficient]: String(ctl.maxCoefficient),
+          [HEADERS.timeoutMs]: String(remainingMs),
+        })
+      } catch (err) {
+        return resolve({ kind: 'retry', error: err as Error })
+      }
+      link.active++
+      link.requests++
+      let settled = false
+      let sse = false
+      const settle = (r: { kind: 'done'; outcome: Outcome } | { kind: 'retry'; error: Error }) => {
+        if (settled) return
+        settled = true
+        link.active--
+        clearTimeout(timer)
+        res.off('close', onAppClose)
+        resolve(r)
+      }
+      const endWithError = (err: Error) => {
+        if (res.writableEnded || res.destroyed) return
+        if (!res.headersSent) return sendError(res, err)
+        if (sse) res.end(`data: ${JSON.stringify(errorResponse(err).body)}\n\n`)
+        else res.destroy()
+      }
+      const timer = setTimeout(() => {
+        ps.close(http2.constants.NGHTTP2_CANCEL)
+        endWithError(new RequestTimeoutError(remainingMs))
+        settle({ kind: 'done', outcome: 'timeout' })
+      }, remainingMs)
+      const onAppClose = () => {
+        if (res.writableFinished) return
+        ps.close(http2.constants.NGHTTP2_CANCEL)
+        log.info('app went away; request cancelled')
+        settle({ kind: 'done', outcome: 'cancelled' })
+      }
+      res.once('close', onAppClose)
+      let responded = false
+      ps.on('error', () => {})
+      ps.once('response', (h) => {
+        responded = true
+        const status = Number(h[':status'])
+        const ct = String(h['content-type'] ?? 'application/json')
+        sse = ct.startsWith('text/event-stream')
+        if (res.destroyed) return
+        res.writeHead(status, {
+          'content-type': ct,
+          'x-request-id': ctl.requestId,
+          ...(sse ? { 'cache-control': 'no-cache', connection: 'keep-alive' } : {}),
+        })
+        res.flushHeaders()
+        ps.on('data', (chunk: Buffer) => {
+          if (!res.write(chunk)) {
+            ps.pause()
+            res.once('drain', () => ps.resume())
+          }
+        })
+      })
+      ps.once('end', () => {
+        if (!responded) return settle({ kind: 'retry', error: new Error('proxy closed the stream without answering') })
+        res.end()
+        settle({ kind: 'done', outcome: res.statusCode < 400 ? 'succeeded' : 'failed' })
+      })
+      ps.once('close', () => {
+        if (settled) return
+        if (!responded) return settle({ kind: 'retry', error: new Error(`proxy stream closed before answering (code ${ps.rstCode})`) })
+        log.warn('proxy stream broke mid-answer', { proxy: link.target, rstCode: ps.rstCode })
+        endWithError(new UpstreamError('the answer was cut off: the network failed mid-stream'))
+        settle({ kind: 'done', outcome: 'failed' })
+      })
+      ps.end(payload)
+    })
+  }
+
+  stats(): Record<string, unknown> {
+    return {
+      role: 'client',
+      protocol: PROTOCOL_VERSION,
+      identity: { kind: this.deps.identity.kind, publicKey: Buffer.from(this.deps.identity.publicKey).toString('hex') },
+      requests: { ...this.counts },
+      proxies: this.links.map((l) => ({
+        target: l.target,
+        state: l.state,
+        imageHash: l.peer?.imageHash ?? null,
+        kind: l.peer?.kind ?? null,
+        lastError: l.lastError ?? null,
+        connectedAt: l.connectedAt ?? null,
+        activeRequests: l.active,
+        requests: l.requests,
+        failovers: l.failovers,
+      })),
+    }
+  }
+
+  health(): { ok: boolean; connectedProxies: number } {
+    const connectedProxies = this.readyLinks().length
+    return { ok: connectedProxies > 0, connectedProxies }
+  }
+}
+
+function sendError(res: http.ServerResponse, err: unknown): void {
+  if (res.headersSent || res.destroyed) {
+    res.destroy()
+    return
+  }
+  const r = errorResponse(err)
+  const text = JSON.stringify(r.body)
+  res.writeHead(r.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
+  res.end(text)
+}
+
+function requestJson(session: http2.ClientHttp2Session, headers: http2.OutgoingHttpHeaders, body: Buffer | undefined, timeoutMs: number): Promise<{ status: number; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const s = session.request(headers)
+    let status = 0
+    s.setTimeout(timeoutMs, () => {
+      s.close(http2.constants.NGHTTP2_CANCEL)
+      reject(new RequestTimeoutError(timeoutMs))
+    })
+    s.once('response', (h) => (status = Number(h[':status'])))
+    s.on('error', reject)
+    readBody(s, MAX_BODY_BYTES).then((b) => resolve({ status, body: b }), reject)
+    s.end(body)
+  })
+}

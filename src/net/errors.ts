@@ -1,0 +1,121 @@
+// Error classes with one meaning each, and the single function that turns any error into an OpenAI-style response.
+import { BackendError } from '../inference/types.ts'
+import { EvidenceRefusedError } from '../tee/types.ts'
+
+export class InvalidRequestError extends Error {
+  readonly name = 'InvalidRequestError'
+  constructor(message: string, readonly param: string | null = null) {
+    super(message)
+  }
+}
+
+export class ModelNotFoundError extends Error {
+  readonly name = 'ModelNotFoundError'
+  constructor(readonly model: string) {
+    super(`The model '${model}' does not exist or no worker serves it`)
+  }
+}
+
+export class PayloadTooLargeError extends Error {
+  readonly name = 'PayloadTooLargeError'
+  constructor(readonly limitBytes: number) {
+    super(`request body exceeds the limit of ${limitBytes} bytes`)
+  }
+}
+
+export class NoWorkerAvailableError extends Error {
+  readonly name = 'NoWorkerAvailableError'
+  constructor(message: string) {
+    super(message)
+  }
+}
+
+export class NoProxyAvailableError extends Error {
+  readonly name = 'NoProxyAvailableError'
+  constructor(message = 'no attested proxy is connected') {
+    super(message)
+  }
+}
+
+export class RequestTimeoutError extends Error {
+  readonly name = 'RequestTimeoutError'
+  constructor(readonly timeoutMs: number) {
+    super(`request timed out after ${timeoutMs} ms`)
+  }
+}
+
+export class RouteNotFoundError extends Error {
+  readonly name = 'RouteNotFoundError'
+  constructor(readonly method: string, readonly path: string) {
+    super(`unknown endpoint ${method} ${path}`)
+  }
+}
+
+export class UpstreamError extends Error {
+  readonly name = 'UpstreamError'
+  constructor(message: string) {
+    super(message)
+  }
+}
+
+export class TooManyRequestsError extends Error {
+  readonly name = 'TooManyRequestsError'
+  constructor(message: string) {
+    super(message)
+  }
+}
+
+/** The OpenAI error envelope. */
+export interface OpenAIErrorBody {
+  error: { message: string; type: string; code: string | null; param: string | null }
+}
+
+export interface ErrorResponse {
+  status: number
+  body: OpenAIErrorBody
+}
+
+/** Is this error something we expected (a client or peer problem), as opposed to a bug? */
+export function isExpectedError(err: unknown): boolean {
+  return errorResponse(err).status !== 500 || (err instanceof Error && err.name === 'BackendError')
+}
+
+/**
+ * The one place errors become responses. Unknown errors become a 500 that leaks nothing;
+ * the caller logs them.
+ */
+export function errorResponse(err: unknown): ErrorResponse {
+  const e = err as Error & { param?: string | null; status?: number }
+  const make = (status: number, type: string, code: string | null, message: string, param: string | null = null): ErrorResponse => ({
+    status,
+    body: { error: { message, type, code, param } },
+  })
+  switch (e?.name) {
+    case 'InvalidRequestError':
+      return make(400, 'invalid_request_error', 'invalid_request', e.message, e.param ?? null)
+    case 'ModelNotFoundError':
+      return make(404, 'invalid_request_error', 'model_not_found', e.message, 'model')
+    case 'PayloadTooLargeError':
+      return make(413, 'invalid_request_error', 'request_too_large', e.message)
+    case 'RouteNotFoundError':
+      return make(404, 'invalid_request_error', 'not_found', e.message)
+    case 'NoWorkerAvailableError':
+      return make(503, 'service_unavailable', 'no_worker_available', e.message)
+    case 'NoProxyAvailableError':
+      return make(503, 'service_unavailable', 'no_proxy_available', e.message)
+    case 'TooManyRequestsError':
+      return make(429, 'rate_limit_error', 'too_many_requests', e.message)
+    case 'RequestTimeoutError':
+      return make(504, 'timeout_error', 'timeout', e.message)
+    case 'UpstreamError':
+      return make(502, 'api_error', 'upstream_error', e.message)
+    case 'EvidenceRefusedError':
+      return make(502, 'api_error', 'evidence_refused', (e as EvidenceRefusedError).message)
+    case 'BackendError': {
+      const status = (e as BackendError).status ?? 502
+      return make(status, status < 500 ? 'invalid_request_error' : 'api_error', status < 500 ? 'invalid_request' : 'backend_error', e.message)
+    }
+    default:
+      return make(500, 'api_error', 'internal_error', 'internal error')
+  }
+}

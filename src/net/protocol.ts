@@ -1,0 +1,75 @@
+// The wire protocol between client, proxy and worker: one source of truth for versions, paths, headers and limits.
+//
+// Every hop is HTTP/2 over attested mutual TLS 1.3. The client node and the worker node both
+// speak to the proxy; the worker dials out, and the proxy then acts as the HTTP/2 client on
+// that socket. Request bodies are the app's OpenAI JSON minus the client's control fields;
+// control data travels in the headers below. Responses are OpenAI JSON or SSE, passed through
+// unchanged hop by hop; the worker's signed usage travels as HTTP/2 trailers.
+
+/** Bumped on any incompatible change to what is below. */
+export const PROTOCOL_VERSION = 1
+
+export const PATHS = {
+  chat: '/v1/chat/completions',
+  completions: '/v1/completions',
+  models: '/v1/models',
+  /** Proxy -> worker: what the worker serves. */
+  workerInfo: '/cocoon/v1/worker',
+} as const
+
+export const INFERENCE_PATHS: ReadonlySet<string> = new Set([PATHS.chat, PATHS.completions])
+
+/** Lower-case, as HTTP/2 requires. */
+export const HEADERS = {
+  protocol: 'x-cocoon-protocol',
+  requestId: 'x-cocoon-request-id',
+  /** Client -> proxy: the highest worker coefficient the app accepts (1000 = 1.0x). */
+  maxCoefficient: 'x-cocoon-max-coefficient',
+  /** Client -> proxy -> worker: time left for the request, in ms. Each hop shrinks it. */
+  timeoutMs: 'x-cocoon-timeout-ms',
+  /** Proxy -> worker: the coefficient snapshotted for this request. */
+  coefficient: 'x-cocoon-coefficient',
+  /** Worker trailer: usage JSON (UsageRecord). */
+  usage: 'x-cocoon-usage',
+  /** Worker trailer: base64 Ed25519 signature of usageSigningPayload() by the worker's attested key. */
+  usageSig: 'x-cocoon-usage-sig',
+  /** Proxy -> client: which worker served (its certificate key, hex prefix), for debugging. */
+  worker: 'x-cocoon-worker',
+} as const
+
+/** Control fields the client node removes from the app's body before forwarding. */
+export const CLIENT_CONTROL_FIELDS = ['max_coefficient', 'timeout', 'request_id'] as const
+
+/** Defaults, units in the names. */
+export const DEFAULT_MAX_COEFFICIENT = 4000
+export const DEFAULT_TIMEOUT_SEC = 120
+export const MAX_TIMEOUT_SEC = 3600
+export const MAX_BODY_BYTES = 8 * 1024 * 1024
+/** Each hop keeps this share of the remaining time, so inner timeouts fire first (as the reference). */
+export const HOP_TIMEOUT_FACTOR = 0.95
+
+/** What the worker reports it used, signed. Token counts, not nanoTON. */
+export interface UsageRecord {
+  requestId: string
+  promptTokens: number
+  cachedTokens: number
+  completionTokens: number
+  reasoningTokens: number
+  finishReason: string
+  estimated?: boolean
+}
+
+const USAGE_DOMAIN = 'cocoon-usage-v1\n'
+
+/** The bytes the worker signs for a usage record: a domain tag, then the record's canonical JSON. */
+export function usageSigningPayload(json: string): Uint8Array {
+  return Buffer.from(USAGE_DOMAIN + json, 'utf8')
+}
+
+/** Worker info served at PATHS.workerInfo. */
+export interface WorkerInfo {
+  protocol: number
+  model: { id: string; hash: string }
+  coefficient: number
+  maxActiveRequests: number
+}

@@ -1,0 +1,233 @@
+// Node configuration: JSON files per role, validated at start-up with messages that name the field, plus env overrides.
+import fs from 'node:fs'
+import crypto from 'node:crypto'
+import type { Role } from '../tee/types.ts'
+
+export class ConfigError extends Error {
+  readonly name = 'ConfigError'
+  constructor(readonly where: string, message: string) {
+    super(`${where}: ${message}`)
+  }
+}
+
+export interface HostPort {
+  host: string
+  port: number
+}
+
+export interface TeeConfig {
+  /** 'simulated' for machines without TDX (devnet), 'tdx' inside a TDX guest, 'none' for unattested clients. */
+  kind: 'simulated' | 'tdx' | 'none'
+  /** Simulated only: stands for a different image build (changes the simulated image hash). */
+  imageTag?: string
+}
+
+export interface BackendConfig {
+  kind: 'llama' | 'openai'
+  /** llama: a GGUF path or hf:<owner>/<repo>/<file>. openai: the model id to serve. */
+  model: string
+  /** Overrides the id shown in /v1/models (default: the file name without .gguf). */
+  modelId?: string
+  threads?: number
+  contextSize?: number
+  parallel?: number
+  /** openai: the upstream base URL, e.g. http://127.0.0.1:8000. */
+  baseUrl?: string
+  /** openai: the model name upstream, if it differs. */
+  upstreamModel?: string
+  /** openai: a file holding the upstream API key (secrets never in the config itself or argv). */
+  apiKeyFile?: string
+}
+
+interface Common {
+  role: Role
+  tee: TeeConfig
+  /** Raw policy JSON; parsed by tee/policy. */
+  policy: unknown
+}
+
+export interface ClientConfig extends Common {
+  role: 'client'
+  listen: HostPort
+  proxies: HostPort[]
+  defaultMaxCoefficient?: number
+  defaultTimeoutSec?: number
+  maxBodyBytes?: number
+}
+
+export interface ProxyConfig extends Common {
+  role: 'proxy'
+  stats: HostPort
+  workerListen: HostPort
+  clientListen: HostPort
+  maxAttempts?: number
+}
+
+export interface WorkerConfig extends Common {
+  role: 'worker'
+  stats: HostPort
+  proxies: HostPort[]
+  backend: BackendConfig
+  coefficient?: number
+  maxActiveRequests?: number
+  maxTokensCap?: number
+}
+
+export type NodeConfig = ClientConfig | ProxyConfig | WorkerConfig
+
+/** Parses "host:port" (IPv6 in brackets). */
+export function parseHostPort(v: unknown, where: string): HostPort {
+  if (typeof v !== 'string') throw new ConfigError(where, 'must be a "host:port" string')
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(v)
+  if (!m) throw new ConfigError(where, `"${v}" is not "host:port"`)
+  const port = Number(m[3])
+  if (port > 65535) throw new ConfigError(where, `port ${port} is out of range`)
+  return { host: m[1] ?? m[2], port }
+}
+
+function obj(v: unknown, where: string): Record<string, unknown> {
+  if (!v || typeof v !== 'object' || Array.isArray(v)) throw new ConfigError(where, 'must be an object')
+  return v as Record<string, unknown>
+}
+
+function optInt(o: Record<string, unknown>, key: string, where: string, min: number, max: number): number | undefined {
+  const v = o[key]
+  if (v === undefined) return undefined
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) throw new ConfigError(`${where}.${key}`, `must be an integer in [${min}, ${max}]`)
+  return v
+}
+
+function optStr(o: Record<string, unknown>, key: string, where: string): string | undefined {
+  const v = o[key]
+  if (v === undefined) return undefined
+  if (typeof v !== 'string') throw new ConfigError(`${where}.${key}`, 'must be a string')
+  return v
+}
+
+function hostPorts(v: unknown, where: string): HostPort[] {
+  if (!Array.isArray(v) || v.length === 0) throw new ConfigError(where, 'must be a non-empty array of "host:port"')
+  return v.map((x, i) => parseHostPort(x, `${where}[${i}]`))
+}
+
+const KNOWN_KEYS: Record<Role, string[]> = {
+  client: ['role', 'tee', 'policy', 'listen', 'proxies', 'defaultMaxCoefficient', 'defaultTimeoutSec', 'maxBodyBytes'],
+  proxy: ['role', 'tee', 'policy', 'stats', 'workerListen', 'clientListen', 'maxAttempts'],
+  worker: ['role', 'tee', 'policy', 'stats', 'proxies', 'backend', 'coefficient', 'maxActiveRequests', 'maxTokensCap'],
+}
+
+function tee(v: unknown, where: string, role: Role): TeeConfig {
+  const o = obj(v ?? { kind: role === 'client' ? 'none' : 'simulated' }, where)
+  const kind = o.kind
+  if (kind !== 'simulated' && kind !== 'tdx' && kind !== 'none') throw new ConfigError(`${where}.kind`, 'must be "simulated", "tdx" or "none"')
+  if (kind === 'none' && role !== 'client') throw new ConfigError(`${where}.kind`, `a ${role} must run in a TEE ("tdx" or "simulated")`)
+  return { kind, imageTag: optStr(o, 'imageTag', where) }
+}
+
+function backend(v: unknown, where: string): BackendConfig {
+  const o = obj(v, where)
+  const kind = o.kind ?? 'llama'
+  if (kind !== 'llama' && kind !== 'openai') throw new ConfigError(`${where}.kind`, 'must be "llama" or "openai"')
+  const model = optStr(o, 'model', where)
+  if (!model) throw new ConfigError(`${where}.model`, 'is required')
+  const baseUrl = optStr(o, 'baseUrl', where)
+  if (kind === 'openai') {
+    if (!baseUrl) throw new ConfigError(`${where}.baseUrl`, 'is required for the openai backend')
+    try {
+      new URL(baseUrl)
+    } catch {
+      throw new ConfigError(`${where}.baseUrl`, `"${baseUrl}" is not a URL`)
+    }
+  }
+  if ('apiKey' in o) throw new ConfigError(`${where}.apiKey`, 'secrets do not belong in the config; use apiKeyFile or COCOON_BACKEND_API_KEY')
+  return {
+    kind,
+    model,
+    modelId: optStr(o, 'modelId', where),
+    threads: optInt(o, 'threads', where, 1, 256),
+    contextSize: optInt(o, 'contextSize', where, 64, 1 << 20),
+    parallel: optInt(o, 'parallel', where, 1, 256),
+    baseUrl,
+    upstreamModel: optStr(o, 'upstreamModel', where),
+    apiKeyFile: optStr(o, 'apiKeyFile', where),
+  }
+}
+
+/**
+ * Environment overrides, applied before validation: COCOON_<KEY> for top-level keys, with
+ * camelCase keys in UPPER_SNAKE (COCOON_LISTEN, COCOON_MAX_ACTIVE_REQUESTS). Lists of host:port
+ * are comma-separated; numbers are parsed.
+ */
+export function applyEnvOverrides(raw: Record<string, unknown>, role: Role, env: NodeJS.ProcessEnv = process.env): Record<string, unknown> {
+  const out = { ...raw }
+  for (const key of KNOWN_KEYS[role]) {
+    if (key === 'role' || key === 'tee' || key === 'policy' || key === 'backend') continue
+    const name = 'COCOON_' + key.replace(/[A-Z]/g, (c) => '_' + c).toUpperCase()
+    const v = env[name]
+    if (v === undefined || v === '') continue
+    if (key === 'proxies') out[key] = v.split(',').map((s) => s.trim())
+    else if (/^-?\d+(\.\d+)?$/.test(v)) out[key] = Number(v)
+    else out[key] = v
+  }
+  return out
+}
+
+/** Validates a parsed config object for `role` (from the file, or the CLI's --role). */
+export function validateConfig(raw: unknown, where = 'config'): NodeConfig {
+  const o = obj(raw, where)
+  const role = o.role
+  if (role !== 'client' && role !== 'proxy' && role !== 'worker') throw new ConfigError(`${where}.role`, 'must be "client", "proxy" or "worker"')
+  for (const k of Object.keys(o)) if (!KNOWN_KEYS[role].includes(k)) throw new ConfigError(`${where}.${k}`, `unknown setting for a ${role}`)
+  const common = { tee: tee(o.tee, `${where}.tee`, role), policy: o.policy }
+  if (o.policy === undefined) throw new ConfigError(`${where}.policy`, 'is required (which evidence and images to trust)')
+  if (role === 'client') {
+    return {
+      role,
+      ...common,
+      listen: parseHostPort(o.listen ?? '127.0.0.1:10000', `${where}.listen`),
+      proxies: hostPorts(o.proxies, `${where}.proxies`),
+      defaultMaxCoefficient: optInt(o, 'defaultMaxCoefficient', where, 0, 1e9),
+      defaultTimeoutSec: optInt(o, 'defaultTimeoutSec', where, 1, 3600),
+      maxBodyBytes: optInt(o, 'maxBodyBytes', where, 1024, 1 << 30),
+    }
+  }
+  if (role === 'proxy') {
+    return {
+      role,
+      ...common,
+      stats: parseHostPort(o.stats ?? '127.0.0.1:11000', `${where}.stats`),
+      workerListen: parseHostPort(o.workerListen ?? '0.0.0.0:11001', `${where}.workerListen`),
+      clientListen: parseHostPort(o.clientListen ?? '0.0.0.0:11002', `${where}.clientListen`),
+      maxAttempts: optInt(o, 'maxAttempts', where, 1, 10),
+    }
+  }
+  return {
+    role,
+    ...common,
+    stats: parseHostPort(o.stats ?? '127.0.0.1:12000', `${where}.stats`),
+    proxies: hostPorts(o.proxies, `${where}.proxies`),
+    backend: backend(o.backend, `${where}.backend`),
+    coefficient: optInt(o, 'coefficient', where, 0, 1e9 - 1),
+    maxActiveRequests: optInt(o, 'maxActiveRequests', where, 1, 10_000),
+    maxTokensCap: optInt(o, 'maxTokensCap', where, 1, 1 << 20),
+  }
+}
+
+/** Reads, overrides from the environment and validates a config file. */
+export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): NodeConfig {
+  let raw: unknown
+  try {
+    raw = JSON.parse(fs.readFileSync(file, 'utf8'))
+  } catch (err) {
+    throw new ConfigError(file, (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : `not valid JSON: ${(err as Error).message}`)
+  }
+  const o = obj(raw, file)
+  const role = o.role as Role
+  return validateConfig(KNOWN_KEYS[role] ? applyEnvOverrides(o, role, env) : o, file)
+}
+
+/** SHA-256 of the effective configuration, canonical JSON; it goes into the attested claims. */
+export function configHash(c: NodeConfig): string {
+  const canon = (v: unknown): unknown =>
+    Array.isArray(v) ? v.map(canon) : v && typeof v === 'object' ? Object.fromEntries(Object.keys(v).sort().filter((k) => (v as any)[k] !== undefined).map((k) => [k, canon((v as any)[k])])) : v
+  return crypto.createHash('sha256').update(JSON.stringify(canon(c))).digest('hex')
+}

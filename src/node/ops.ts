@@ -1,0 +1,73 @@
+// The operations endpoints every node serves: /healthz, /jsonstats (documented schema) and /metrics (Prometheus).
+import http from 'node:http'
+import { Registry, collectDefaultMetrics } from 'prom-client'
+import type { Logger } from './log.ts'
+
+export interface OpsSource {
+  /** JSON document for /jsonstats; see docs/operations.md for each role's schema. */
+  stats(): Record<string, unknown>
+  /** ok=false makes /healthz answer 503. */
+  health(): { ok: boolean; [k: string]: unknown }
+  registry: Registry
+}
+
+/** A metrics registry with the process defaults, labelled with the node role. */
+export function createRegistry(role: string): Registry {
+  const registry = new Registry()
+  registry.setDefaultLabels({ role })
+  collectDefaultMetrics({ register: registry, prefix: 'cocoon_' })
+  return registry
+}
+
+function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body, (_k, v) => (typeof v === 'bigint' ? v.toString() : v))
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' })
+  res.end(text)
+}
+
+/** Serves an ops path if `req` is one; returns whether it did. */
+export function handleOps(req: http.IncomingMessage, res: http.ServerResponse, src: OpsSource): boolean {
+  const path = (req.url ?? '/').split('?')[0]
+  if (req.method !== 'GET' && req.method !== 'HEAD') return false
+  if (path === '/healthz') {
+    const h = src.health()
+    sendJson(res, h.ok ? 200 : 503, h)
+    return true
+  }
+  if (path === '/jsonstats') {
+    sendJson(res, 200, src.stats())
+    return true
+  }
+  if (path === '/metrics') {
+    src.registry.metrics().then(
+      (text) => {
+        res.writeHead(200, { 'content-type': src.registry.contentType })
+        res.end(text)
+      },
+      () => sendJson(res, 500, { error: 'metrics unavailable' }),
+    )
+    return true
+  }
+  return false
+}
+
+/** Starts a small HTTP server with only the ops endpoints. */
+export function startOpsServer(host: string, port: number, src: OpsSource, log: Logger): Promise<http.Server> {
+  const server = http.createServer((req, res) => {
+    if (!handleOps(req, res, src)) sendJson(res, 404, { error: { message: 'not found', type: 'invalid_request_error', code: 'not_found', param: null } })
+  })
+  return new Promise((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, host, () => {
+      server.off('error', reject)
+      const a = server.address()
+      log.info('ops endpoints listening', { url: `http://${host}:${typeof a === 'object' && a ? a.port : port}` })
+      resolve(server)
+    })
+  })
+}
+
+export function listenPort(server: { address(): unknown }): number {
+  const a = server.address() as { port?: number } | null
+  return a?.port ?? 0
+}

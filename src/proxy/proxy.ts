@@ -1,0 +1,468 @@
+// The proxy node: accepts attested workers and clients, routes each request to a worker, relays the answer, meters usage.
+import http2 from 'node:http2'
+import type tls from 'node:tls'
+import { Counter, Gauge } from 'prom-client'
+import type { Identity } from '../tee/types.ts'
+import type { Logger } from '../node/log.ts'
+import { createRegistry, type OpsSource } from '../node/ops.ts'
+import { listenAttested, type AttestedSocket, type PeerVerifier } from '../net/attested.ts'
+import { errorResponse, InvalidRequestError, ModelNotFoundError, NoWorkerAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
+import { parseJsonObject, readBody } from '../net/body.ts'
+import { DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_BODY_BYTES, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo } from '../net/protocol.ts'
+import { ed25519PublicKey, verifyUsage } from '../net/usage.ts'
+import { DEFAULT_REQUEST_MS, recordOutcome, selectWorker, type WorkerConn } from './routing.ts'
+
+export const MAX_ATTEMPTS = 3
+export const WORKER_INFO_TIMEOUT_MS = 5_000
+export const PING_INTERVAL_MS = 15_000
+
+export interface ProxyOptions {
+  workerListen: { host: string; port: number }
+  clientListen: { host: string; port: number }
+  /** Workers tried per request when they fail before the first byte. Default 3. */
+  maxAttempts?: number
+}
+
+export interface ProxyDeps {
+  identity: Identity
+  verify: PeerVerifier
+  log: Logger
+}
+
+type Outcome = 'succeeded' | 'failed' | 'cancelled' | 'timeout' | 'rejected'
+
+export function createProxy(opts: ProxyOptions, deps: ProxyDeps): Proxy {
+  return new Proxy(deps, { ...opts, maxAttempts: opts.maxAttempts ?? MAX_ATTEMPTS })
+}
+
+export class Proxy implements OpsSource {
+  readonly registry = createRegistry('proxy')
+  private readonly workers = new Map<string, WorkerConn>()
+  private readonly clientH2 = http2.createServer()
+  private servers: tls.Server[] = []
+  private nextId = 1
+  private readonly clientSessions = new Set<http2.ServerHttp2Session>()
+  private refused = { workers: 0, clients: 0 }
+  private readonly counts: Record<Outcome, number> & { requests: number; retries: number } = { requests: 0, succeeded: 0, failed: 0, cancelled: 0, timeout: 0, rejected: 0, retries: 0 }
+  private readonly tokens = { prompt: 0, cached: 0, completion: 0, reasoning: 0 }
+  private readonly m = {
+    requests: new Counter({ name: 'cocoon_proxy_requests_total', help: 'Client requests by outcome', labelNames: ['outcome'], registers: [this.registry] }),
+    retries: new Counter({ name: 'cocoon_proxy_retries_total', help: 'Requests retried on another worker before the first byte', registers: [this.registry] }),
+    tokens: new Counter({ name: 'cocoon_proxy_tokens_total', help: 'Metered tokens by kind', labelNames: ['kind'], registers: [this.registry] }),
+    workers: new Gauge({ name: 'cocoon_proxy_workers', help: 'Connected attested workers', registers: [this.registry] }),
+    refused: new Counter({ name: 'cocoon_proxy_peers_refused_total', help: 'Peers whose evidence was refused', labelNames: ['role'], registers: [this.registry] }),
+  }
+
+  constructor(
+    private readonly deps: ProxyDeps,
+    private readonly o: Required<ProxyOptions>,
+  ) {
+    this.clientH2.on('stream', (stream, headers) => this.onClientStream(stream, headers))
+    this.clientH2.on('session', (s) => {
+      this.clientSessions.add(s)
+      s.once('close', () => this.clientSessions.delete(s))
+      s.on('error', () => {})
+    })
+  }
+
+  async start(): Promise<{ workerPort: number; clientPort: number }> {
+    const log = this.deps.log
+    const ws = await listenAttested({
+      ...this.o.workerListen,
+      identity: this.deps.identity,
+      verify: this.deps.verify,
+      expectedRole: 'worker',
+      log,
+      onPeer: (a) => void this.addWorker(a),
+      onRefused: () => {
+        this.refused.workers++
+        this.m.refused.inc({ role: 'worker' })
+      },
+    })
+    const cs = await listenAttested({
+      ...this.o.clientListen,
+      identity: this.deps.identity,
+      verify: this.deps.verify,
+      expectedRole: 'client',
+      log,
+      onPeer: ({ socket }) => this.clientH2.emit('connection', socket),
+      onRefused: () => {
+        this.refused.clients++
+        this.m.refused.inc({ role: 'client' })
+      },
+    })
+    this.servers = [ws, cs]
+    const port = (s: tls.Server) => (s.address() as { port: number }).port
+    log.info('proxy listening', { workers: `${this.o.workerListen.host}:${port(ws)}`, clients: `${this.o.clientListen.host}:${port(cs)}` })
+    return { workerPort: port(ws), clientPort: port(cs) }
+  }
+
+  async stop(): Promise<void> {
+    for (const s of this.servers) s.close()
+    for (const w of this.workers.values()) w.session.destroy()
+    for (const s of this.clientSessions) s.destroy()
+    this.clientH2.close()
+  }
+
+  private async addWorker({ socket, peer }: AttestedSocket): Promise<void> {
+    const remote = `${socket.remoteAddress}:${socket.remotePort}`
+    const log = this.deps.log.child({ worker: remote })
+    // The worker dialled us, but we are the HTTP/2 client on its socket.
+    const session = http2.connect('https://worker.cocoon', { createConnection: () => socket })
+    session.on('error', (err) => log.debug('worker session error', { error: err.message }))
+    try {
+      const info = await this.fetchInfo(session)
+      if (info.protocol !== PROTOCOL_VERSION) throw new Error(`protocol ${info.protocol} is not ${PROTOCOL_VERSION}`)
+      if (info.model.id !== peer.claims.modelId || info.model.hash !== (peer.claims.modelHash ?? '')) {
+        throw new Error(`worker serves ${info.model.id} (${info.model.hash}) but attested ${peer.claims.modelId} (${peer.claims.modelHash})`)
+      }
+      const conn: WorkerConn = {
+        id: `w${this.nextId++}-${Buffer.from(peer.publicKey).toString('hex').slice(0, 8)}`,
+        session,
+        peer,
+        key: ed25519PublicKey(peer.publicKey),
+        info,
+        remote,
+        connectedAt: Date.now(),
+        active: 0,
+        avgMs: DEFAULT_REQUEST_MS,
+        failRate: 0,
+        served: 0,
+        failed: 0,
+        tokens: { prompt: 0, cached: 0, completion: 0, reasoning: 0 },
+      }
+      this.workers.set(conn.id, conn)
+      this.m.workers.set(this.workers.size)
+      const ping = setInterval(() => {
+        if (!session.closed) session.ping((err) => err && session.destroy())
+      }, PING_INTERVAL_MS).unref()
+      session.once('close', () => {
+        clearInterval(ping)
+        this.workers.delete(conn.id)
+        this.m.workers.set(this.workers.size)
+        log.info('worker disconnected', { id: conn.id })
+      })
+      log.info('worker connected', { id: conn.id, model: info.model.id, coefficient: info.coefficient, image: peer.imageHash, kind: peer.kind })
+    } catch (err) {
+      log.warn('worker rejected after handshake', { error: (err as Error).message })
+      session.destroy()
+    }
+  }
+
+  private fetchInfo(session: http2.ClientHttp2Session): Promise<WorkerInfo> {
+    return new Promise((resolve, reject) => {
+      const req = session.request({ ':method': 'GET', ':path': PATHS.workerInfo })
+      req.setTimeout(WORKER_INFO_TIMEOUT_MS, () => req.close(http2.constants.NGHTTP2_CANCEL))
+      readBody(req, 64 * 1024).then((b) => resolve(JSON.parse(b.toString()) as WorkerInfo), reject)
+      req.on('error', reject)
+      req.end()
+    })
+  }
+
+  models(): Record<string, unknown> {
+    const byModel = new Map<string, WorkerConn[]>()
+    for (const w of this.workers.values()) {
+      const list = byModel.get(w.info.model.id) ?? []
+      list.push(w)
+      byModel.set(w.info.model.id, list)
+    }
+    const data = [...byModel.entries()]
+      .sort((a, b) => a[0].localeCompare(b[0]))
+      .map(([id, ws]) => ({
+        id,
+        object: 'model',
+        created: Math.floor(Math.min(...ws.map((w) => w.connectedAt)) / 1000),
+        owned_by: 'cocoon',
+        hashes: [...new Set(ws.map((w) => w.info.model.hash))],
+        workers: ws
+          .map((w) => ({ coefficient: w.info.coefficient, running_requests: w.active, max_running_requests: w.info.maxActiveRequests }))
+          .sort((a, b) => a.coefficient - b.coefficient),
+      }))
+    return { object: 'list', data }
+  }
+
+  private onClientStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+    stream.on('error', () => {})
+    const path = String(headers[':path'] ?? '')
+    const method = String(headers[':method'])
+    if (method === 'GET' && path === PATHS.models) return respond(stream, 200, this.models())
+    if (method === 'POST' && INFERENCE_PATHS.has(path)) {
+      this.handleInference(stream, headers, path).catch((err) => {
+        this.deps.log.error('request handler failed', { error: err })
+        respondError(stream, err)
+      })
+      return
+    }
+    stream.resume()
+    respondError(stream, new RouteNotFoundError(method, path))
+  }
+
+  private finish(outcome: Outcome): void {
+    this.counts[outcome]++
+    this.m.requests.inc({ outcome })
+  }
+
+  private async handleInference(cs: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, path: string): Promise<void> {
+    this.counts.requests++
+    const requestId = String(headers[HEADERS.requestId] ?? crypto.randomUUID())
+    const log = this.deps.log.child({ requestId })
+    const started = Date.now()
+    let body: Buffer
+    let model: string
+    let maxCoefficient: number
+    let timeoutMs: number
+    try {
+      maxCoefficient = intHeader(headers[HEADERS.maxCoefficient], DEFAULT_MAX_COEFFICIENT, 'max_coefficient')
+      timeoutMs = intHeader(headers[HEADERS.timeoutMs], DEFAULT_TIMEOUT_SEC * 1000, 'timeout')
+      if (timeoutMs <= 0 || timeoutMs > MAX_TIMEOUT_SEC * 1000) throw new InvalidRequestError(`'timeout' must be between 0 and ${MAX_TIMEOUT_SEC} seconds`, 'timeout')
+      body = await readBody(cs, MAX_BODY_BYTES)
+      const json = parseJsonObject(body)
+      if (typeof json.model !== 'string' || !json.model) throw new InvalidRequestError("'model' is required and must be a string", 'model')
+      model = json.model
+    } catch (err) {
+      this.finish('rejected')
+      return respondError(cs, err)
+    }
+    const ownTimeoutMs = Math.floor(timeoutMs * HOP_TIMEOUT_FACTOR)
+    let clientGone = false
+    let timedOut = false
+    cs.once('close', () => {
+      clientGone = true
+    })
+    const deadline = started + ownTimeoutMs
+    const tried = new Set<string>()
+    let lastError: Error | undefined
+    for (let attempt = 0; attempt < this.o.maxAttempts; attempt++) {
+      const sel = selectWorker(this.workers.values(), model, maxCoefficient, tried)
+      if (!('conn' in sel)) {
+        if (attempt > 0 && lastError) break
+        this.finish('rejected')
+        if (sel.reason === 'model_not_found') return respondError(cs, new ModelNotFoundError(model))
+        if (sel.reason === 'coefficient') return respondError(cs, new NoWorkerAvailableError(`no worker for '${model}' at max_coefficient ${maxCoefficient}; the cheapest asks ${sel.minCoefficient}`))
+        return respondError(cs, new NoWorkerAvailableError(`all workers for '${model}' are busy`))
+      }
+      const conn = sel.conn
+      tried.add(conn.id)
+      if (attempt > 0) {
+        this.counts.retries++
+        this.m.retries.inc()
+      }
+      const remaining = deadline - Date.now()
+      if (remaining <= 0) break
+      const result = await this.forward(cs, conn, path, body, requestId, remaining, log, () => clientGone)
+      if (result.kind === 'done') {
+        this.finish(result.outcome)
+        return
+      }
+      lastError = result.error
+      if (result.kind === 'timeout') {
+        timedOut = true
+        break
+      }
+      if (clientGone) {
+        this.finish('cancelled')
+        return
+      }
+      log.warn('worker failed before the first byte; trying another', { worker: conn.id, error: result.error.message })
+    }
+    if (timedOut || Date.now() >= deadline) {
+      this.finish('timeout')
+      return respondError(cs, new RequestTimeoutError(timeoutMs))
+    }
+    this.finish('failed')
+    respondError(cs, new UpstreamError(`no worker could serve the request: ${lastError?.message ?? 'unknown error'}`))
+  }
+
+  /**
+   * Sends the request to one worker and relays its answer. Resolves `retry` when the worker
+   * failed before sending any body byte (so another worker may be tried), else `done`.
+   */
+  private forward(
+    cs: http2.ServerHttp2Stream,
+    conn: WorkerConn,
+    path: string,
+    body: Buffer,
+    requestId: string,
+    remainingMs: number,
+    log: Logger,
+    clientGone: () => boolean,
+  ): Promise<{ kind: 'done'; outcome: Outcome } | { kind: 'retry' | 'timeout'; error: Error }> {
+    return new Promise((resolve) => {
+      if (clientGone()) return resolve({ kind: 'retry', error: new Error('client went away') })
+      const t0 = Date.now()
+      conn.active++
+      let ws: http2.ClientHttp2Stream
+      try {
+        ws = conn.session.request({
+          ':method': 'POST',
+          ':path': path,
+          'content-type': 'application/json',
+          [HEADERS.requestId]: requestId,
+          [HEADERS.coefficient]: String(conn.info.coefficient),
+          [HEADERS.timeoutMs]: String(Math.floor(remainingMs * HOP_TIMEOUT_FACTOR)),
+        })
+      } catch (err) {
+        conn.active--
+        recordOutcome(conn, false)
+        return resolve({ kind: 'retry', error: err as Error })
+      }
+      let settled = false
+      let relaying = false
+      let sse = false
+      let status200 = false
+      let usage: UsageRecord | undefined
+      const settle = (r: { kind: 'done'; outcome: Outcome } | { kind: 'retry' | 'timeout'; error: Error }) => {
+        if (settled) return
+        settled = true
+        clearTimeout(timer)
+        cs.off('close', onClientClose)
+        conn.active--
+        resolve(r)
+      }
+      const timer = setTimeout(() => {
+        ws.close(http2.constants.NGHTTP2_CANCEL)
+        if (!relaying) return settle({ kind: 'timeout', error: new RequestTimeoutError(remainingMs) })
+        endWithError(new RequestTimeoutError(remainingMs))
+        settle({ kind: 'done', outcome: 'timeout' })
+      }, remainingMs)
+      const onClientClose = () => {
+        // The app went away: stop the worker, which bills what it produced.
+        if (!ws.closed) ws.close(http2.constants.NGHTTP2_CANCEL)
+        log.info('client cancelled; cancelling on the worker', { worker: conn.id })
+        settle({ kind: 'done', outcome: 'cancelled' })
+      }
+      cs.once('close', onClientClose)
+      const endWithError = (err: Error) => {
+        if (cs.destroyed || cs.closed) return
+        if (sse) {
+          cs.end(`data: ${JSON.stringify(errorResponse(err).body)}\n\n`)
+        } else {
+          cs.close(http2.constants.NGHTTP2_INTERNAL_ERROR)
+        }
+      }
+      ws.on('error', () => {})
+      ws.once('response', (h) => {
+        const status = Number(h[':status'])
+        if (status >= 500 && status !== 504) {
+          // Before the first byte: another worker may do better.
+          ws.close(http2.constants.NGHTTP2_CANCEL)
+          recordOutcome(conn, false)
+          return settle({ kind: 'retry', error: new Error(`worker answered ${status}`) })
+        }
+        relaying = true
+        status200 = status === 200
+        const ct = String(h['content-type'] ?? 'application/json')
+        sse = ct.startsWith('text/event-stream')
+        if (cs.closed || cs.destroyed) return
+        cs.respond({ ':status': status, 'content-type': ct, ...(sse ? { 'cache-control': 'no-cache' } : {}), [HEADERS.worker]: conn.id }, { waitForTrailers: true })
+        cs.once('wantTrailers', () => {
+          cs.sendTrailers(usage ? { [HEADERS.usage]: JSON.stringify(usage) } : {})
+        })
+        ws.on('data', (chunk: Buffer) => {
+          if (!cs.write(chunk)) {
+            ws.pause()
+            cs.once('drain', () => ws.resume())
+          }
+        })
+      })
+      ws.once('trailers', (t) => {
+        usage = verifyUsage(t[HEADERS.usage], t[HEADERS.usageSig], conn.key, requestId)
+        if (!usage) log.warn('worker usage trailer missing or badly signed', { worker: conn.id })
+        else this.meter(conn, usage)
+      })
+      ws.once('end', () => {
+        if (!relaying) {
+          recordOutcome(conn, false)
+          return settle({ kind: 'retry', error: new Error('worker closed the stream without answering') })
+        }
+        if (status200 && !usage) {
+          // A finished answer always carries signed usage; without it the worker died or lied.
+          recordOutcome(conn, false)
+          log.warn('worker answer ended without signed usage', { worker: conn.id })
+          endWithError(new UpstreamError(`worker ${conn.id} ended the answer without signed usage`))
+          return settle({ kind: 'done', outcome: 'failed' })
+        }
+        recordOutcome(conn, true, Date.now() - t0)
+        if (!cs.closed && !cs.destroyed) cs.end()
+        settle({ kind: 'done', outcome: 'succeeded' })
+      })
+      ws.once('close', () => {
+        if (settled) return
+        const err = new UpstreamError(`worker ${conn.id} failed mid-answer (stream reset ${ws.rstCode})`)
+        recordOutcome(conn, false)
+        if (!relaying) return settle({ kind: 'retry', error: new Error(`worker stream closed before answering (code ${ws.rstCode})`) })
+        log.warn('worker failed mid-stream', { worker: conn.id, rstCode: ws.rstCode })
+        endWithError(err)
+        settle({ kind: 'done', outcome: 'failed' })
+      })
+      ws.end(body)
+    })
+  }
+
+  private meter(conn: WorkerConn, u: UsageRecord): void {
+    const add = (t: { prompt: number; cached: number; completion: number; reasoning: number }) => {
+      t.prompt += u.promptTokens
+      t.cached += u.cachedTokens
+      t.completion += u.completionTokens
+      t.reasoning += u.reasoningTokens
+    }
+    add(conn.tokens)
+    add(this.tokens)
+    this.m.tokens.inc({ kind: 'prompt' }, u.promptTokens)
+    this.m.tokens.inc({ kind: 'cached' }, u.cachedTokens)
+    this.m.tokens.inc({ kind: 'completion' }, u.completionTokens)
+    this.m.tokens.inc({ kind: 'reasoning' }, u.reasoningTokens)
+  }
+
+  stats(): Record<string, unknown> {
+    return {
+      role: 'proxy',
+      protocol: PROTOCOL_VERSION,
+      identity: { kind: this.deps.identity.kind, publicKey: Buffer.from(this.deps.identity.publicKey).toString('hex') },
+      requests: { ...this.counts },
+      tokens: { ...this.tokens },
+      clients: { connected: this.clientSessions.size, refused: this.refused.clients },
+      workers: {
+        connected: this.workers.size,
+        refused: this.refused.workers,
+        list: [...this.workers.values()].map((w) => ({
+          id: w.id,
+          remote: w.remote,
+          model: w.info.model,
+          imageHash: w.peer.imageHash,
+          kind: w.peer.kind,
+          coefficient: w.info.coefficient,
+          activeRequests: w.active,
+          maxActiveRequests: w.info.maxActiveRequests,
+          avgRequestMs: Math.round(w.avgMs),
+          failRate: Number(w.failRate.toFixed(4)),
+          served: w.served,
+          failed: w.failed,
+          tokens: { ...w.tokens },
+        })),
+      },
+    }
+  }
+
+  health(): { ok: boolean; workers: number } {
+    return { ok: this.servers.length === 2, workers: this.workers.size }
+  }
+}
+
+function intHeader(v: string | string[] | undefined, dflt: number, field: string): number {
+  if (v === undefined) return dflt
+  const n = Number(v)
+  if (!Number.isSafeInteger(n) || n < 0) throw new InvalidRequestError(`'${field}' must be a non-negative integer`, field)
+  return n
+}
+
+function respond(stream: http2.ServerHttp2Stream, status: number, body: unknown): void {
+  if (stream.destroyed || stream.closed || stream.headersSent) return
+  stream.respond({ ':status': status, 'content-type': 'application/json' })
+  stream.end(JSON.stringify(body))
+}
+
+function respondError(stream: http2.ServerHttp2Stream, err: unknown): void {
+  const r = errorResponse(err)
+  respond(stream, r.status, r.body)
+}

@@ -1,0 +1,71 @@
+// Worker selection at the proxy: model match, capacity, coefficient cap, then the least expected wait.
+import type http2 from 'node:http2'
+import type crypto from 'node:crypto'
+import type { VerifiedPeer } from '../tee/types.ts'
+import type { WorkerInfo } from '../net/protocol.ts'
+
+/** Assumed duration of a request before a worker has been measured. */
+export const DEFAULT_REQUEST_MS = 1_000
+/** Weight of the newest sample in the moving averages. */
+export const EWMA_ALPHA = 0.2
+
+export interface WorkerConn {
+  id: string
+  session: http2.ClientHttp2Session
+  peer: VerifiedPeer
+  key: crypto.KeyObject
+  info: WorkerInfo
+  remote: string
+  connectedAt: number
+  active: number
+  /** Moving average of request duration, ms. */
+  avgMs: number
+  /** Moving average of failure (1) / success (0). */
+  failRate: number
+  served: number
+  failed: number
+  tokens: { prompt: number; cached: number; completion: number; reasoning: number }
+}
+
+export type Selection = { conn: WorkerConn } | { reason: 'model_not_found' | 'coefficient' | 'busy'; minCoefficient?: number }
+
+/** Expected time until a new request would finish here, inflated by recent failures. */
+export function expectedWaitMs(c: WorkerConn): number {
+  const slots = Math.max(1, c.info.maxActiveRequests)
+  return ((c.active + 1) * c.avgMs * (1 + 4 * c.failRate)) / slots
+}
+
+/** Picks the worker for `model`, never one in `exclude`. */
+export function selectWorker(conns: Iterable<WorkerConn>, model: string, maxCoefficient: number, exclude: ReadonlySet<string>): Selection {
+  let best: WorkerConn | undefined
+  let bestWait = Infinity
+  let seenModel = false
+  let minCoefficient = Infinity
+  let withinCoefficient = false
+  for (const c of conns) {
+    if (c.info.model.id !== model) continue
+    seenModel = true
+    if (c.info.coefficient > maxCoefficient) {
+      minCoefficient = Math.min(minCoefficient, c.info.coefficient)
+      continue
+    }
+    withinCoefficient = true
+    if (exclude.has(c.id) || c.active >= c.info.maxActiveRequests || c.session.closed || c.session.destroyed) continue
+    const w = expectedWaitMs(c)
+    if (w < bestWait || (w === bestWait && best && (c.info.coefficient < best.info.coefficient || (c.info.coefficient === best.info.coefficient && c.served < best.served)))) {
+      best = c
+      bestWait = w
+    }
+  }
+  if (best) return { conn: best }
+  if (!seenModel) return { reason: 'model_not_found' }
+  if (!withinCoefficient) return { reason: 'coefficient', minCoefficient }
+  return { reason: 'busy' }
+}
+
+export function recordOutcome(c: WorkerConn, ok: boolean, durationMs?: number): void {
+  c.failRate = c.failRate * (1 - EWMA_ALPHA) + (ok ? 0 : 1) * EWMA_ALPHA
+  if (ok) c.served++
+  else c.failed++
+  if (ok && durationMs !== undefined) c.avgMs = c.served === 1 ? durationMs : c.avgMs * (1 - EWMA_ALPHA) + durationMs * EWMA_ALPHA
+}

@@ -1,0 +1,77 @@
+// Builds OpenAI response objects at the worker: the usage object, the final usage chunk, and whole non-streamed answers.
+import type { InferenceKind, Usage } from '../inference/types.ts'
+
+export function openaiUsage(u: Usage): Record<string, unknown> {
+  return {
+    prompt_tokens: u.promptTokens,
+    completion_tokens: u.completionTokens,
+    total_tokens: u.promptTokens + u.completionTokens,
+    prompt_tokens_details: { cached_tokens: u.cachedTokens },
+    completion_tokens_details: { reasoning_tokens: u.reasoningTokens },
+  }
+}
+
+/** The id and object type the worker uses for a request's answer. */
+export function answerIds(kind: InferenceKind, requestId: string): { id: string; chunkObject: string; object: string } {
+  return kind === 'chat'
+    ? { id: `chatcmpl-${requestId}`, chunkObject: 'chat.completion.chunk', object: 'chat.completion' }
+    : { id: `cmpl-${requestId}`, chunkObject: 'text_completion', object: 'text_completion' }
+}
+
+/** The last stream chunk, as with OpenAI's `stream_options.include_usage`: no choices, just usage. */
+export function usageChunk(kind: InferenceKind, requestId: string, model: string, created: number, u: Usage): string {
+  const ids = answerIds(kind, requestId)
+  return JSON.stringify({ id: ids.id, object: ids.chunkObject, created, model, choices: [], usage: openaiUsage(u) })
+}
+
+interface ChoiceAcc {
+  text: string
+  reasoning: string
+  role: string
+  finishReason: string | null
+}
+
+/** Folds stream chunks into one non-streamed answer. */
+export class AnswerAggregator {
+  private readonly choices = new Map<number, ChoiceAcc>()
+  private id: string | undefined
+  private created: number | undefined
+
+  constructor(private readonly kind: InferenceKind) {}
+
+  add(json: string): void {
+    const c = JSON.parse(json) as { id?: string; created?: number; choices?: Array<Record<string, any>> }
+    this.id ??= c.id
+    this.created ??= c.created
+    for (const ch of c.choices ?? []) {
+      const idx = typeof ch.index === 'number' ? ch.index : 0
+      let acc = this.choices.get(idx)
+      if (!acc) this.choices.set(idx, (acc = { text: '', reasoning: '', role: 'assistant', finishReason: null }))
+      if (this.kind === 'chat') {
+        const d = ch.delta ?? {}
+        if (typeof d.role === 'string') acc.role = d.role
+        if (typeof d.content === 'string') acc.text += d.content
+        if (typeof d.reasoning_content === 'string') acc.reasoning += d.reasoning_content
+      } else if (typeof ch.text === 'string') {
+        acc.text += ch.text
+      }
+      if (ch.finish_reason) acc.finishReason = ch.finish_reason
+    }
+  }
+
+  build(requestId: string, model: string, created: number, usage: Usage, finishReason: string): Record<string, unknown> {
+    const ids = answerIds(this.kind, requestId)
+    const list = [...this.choices.entries()].sort((a, b) => a[0] - b[0])
+    if (list.length === 0) list.push([0, { text: '', reasoning: '', role: 'assistant', finishReason: null }])
+    const choices = list.map(([index, acc]) => {
+      const fr = acc.finishReason ?? finishReason
+      if (this.kind === 'chat') {
+        const message: Record<string, unknown> = { role: acc.role, content: acc.text }
+        if (acc.reasoning) message.reasoning_content = acc.reasoning
+        return { index, message, logprobs: null, finish_reason: fr }
+      }
+      return { index, text: acc.text, logprobs: null, finish_reason: fr }
+    })
+    return { id: this.id ?? ids.id, object: ids.object, created: this.created ?? created, model, choices, usage: openaiUsage(usage) }
+  }
+}

@@ -1,0 +1,117 @@
+// Validates an OpenAI request body at the worker and turns it into an InferenceRequest with max_tokens enforced.
+import { InvalidRequestError, ModelNotFoundError } from '../net/errors.ts'
+import type { ChatMessage, InferenceKind, InferenceRequest } from '../inference/types.ts'
+
+export interface ValidateLimits {
+  modelId: string
+  /** Upper bound for max_tokens, and the default when the app gives none. */
+  maxTokensCap: number
+}
+
+const CHAT_ROLES = new Set(['system', 'user', 'assistant', 'developer', 'tool'])
+const MAX_STOP_SEQUENCES = 4
+
+function num(body: Record<string, unknown>, key: string, min: number, max: number): number | undefined {
+  const v = body[key]
+  if (v === undefined || v === null) return undefined
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max) {
+    throw new InvalidRequestError(`'${key}' must be a number between ${min} and ${max}`, key)
+  }
+  return v
+}
+
+function int(body: Record<string, unknown>, key: string, min: number, max: number): number | undefined {
+  const v = num(body, key, min, max)
+  if (v !== undefined && !Number.isInteger(v)) throw new InvalidRequestError(`'${key}' must be an integer`, key)
+  return v
+}
+
+function contentText(content: unknown, i: number): string {
+  if (typeof content === 'string') return content
+  if (content === null || content === undefined) return ''
+  if (Array.isArray(content)) {
+    return content
+      .map((part, j) => {
+        const p = part as { type?: unknown; text?: unknown }
+        if (p && p.type === 'text' && typeof p.text === 'string') return p.text
+        throw new InvalidRequestError(`'messages[${i}].content[${j}]': only text parts are supported`, `messages[${i}].content`)
+      })
+      .join('')
+  }
+  throw new InvalidRequestError(`'messages[${i}].content' must be a string or an array of text parts`, `messages[${i}].content`)
+}
+
+function messages(body: Record<string, unknown>): ChatMessage[] {
+  const m = body.messages
+  if (m === undefined) throw new InvalidRequestError("'messages' is required", 'messages')
+  if (!Array.isArray(m) || m.length === 0) throw new InvalidRequestError("'messages' must be a non-empty array", 'messages')
+  return m.map((raw, i) => {
+    if (!raw || typeof raw !== 'object') throw new InvalidRequestError(`'messages[${i}]' must be an object`, `messages[${i}]`)
+    const { role, content, name } = raw as Record<string, unknown>
+    if (typeof role !== 'string' || !CHAT_ROLES.has(role)) {
+      throw new InvalidRequestError(`'messages[${i}].role' must be one of ${[...CHAT_ROLES].join(', ')}`, `messages[${i}].role`)
+    }
+    const msg: ChatMessage = { role: role as ChatMessage['role'], content: contentText(content, i) }
+    if (typeof name === 'string') msg.name = name
+    return msg
+  })
+}
+
+function prompt(body: Record<string, unknown>): string {
+  const p = body.prompt
+  if (p === undefined) throw new InvalidRequestError("'prompt' is required", 'prompt')
+  if (typeof p === 'string') return p
+  if (Array.isArray(p) && p.length === 1 && typeof p[0] === 'string') return p[0]
+  throw new InvalidRequestError("'prompt' must be a string (or an array of exactly one string)", 'prompt')
+}
+
+function stop(body: Record<string, unknown>): string[] | undefined {
+  const s = body.stop
+  if (s === undefined || s === null) return undefined
+  const list = typeof s === 'string' ? [s] : s
+  if (!Array.isArray(list) || list.length > MAX_STOP_SEQUENCES || !list.every((x) => typeof x === 'string' && x.length > 0)) {
+    throw new InvalidRequestError(`'stop' must be a non-empty string or an array of up to ${MAX_STOP_SEQUENCES} such strings`, 'stop')
+  }
+  return list as string[]
+}
+
+/**
+ * Validates `body` for `kind` and returns the backend request. `max_completion_tokens` wins over
+ * `max_tokens`; either is capped at `limits.maxTokensCap`, which is also the default. The
+ * returned body carries the effective max_tokens so upstream backends enforce it too.
+ */
+export function validateRequest(kind: InferenceKind, body: Record<string, unknown>, requestId: string, limits: ValidateLimits): InferenceRequest {
+  if (typeof body.model !== 'string' || body.model.length === 0) throw new InvalidRequestError("'model' is required and must be a string", 'model')
+  if (body.model !== limits.modelId) throw new ModelNotFoundError(body.model)
+  const n = int(body, 'n', 1, 1)
+  void n
+  if (body.stream !== undefined && typeof body.stream !== 'boolean') throw new InvalidRequestError("'stream' must be a boolean", 'stream')
+  if (body.stream_options !== undefined && body.stream_options !== null && typeof body.stream_options !== 'object') {
+    throw new InvalidRequestError("'stream_options' must be an object", 'stream_options')
+  }
+  const maxCompletion = int(body, 'max_completion_tokens', 1, Number.MAX_SAFE_INTEGER)
+  const maxTokensAsked = maxCompletion ?? int(body, 'max_tokens', 1, Number.MAX_SAFE_INTEGER)
+  const maxTokens = Math.min(maxTokensAsked ?? limits.maxTokensCap, limits.maxTokensCap)
+  const temperature = num(body, 'temperature', 0, 2)
+  const topP = num(body, 'top_p', 0, 1)
+  const seed = int(body, 'seed', Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER)
+  num(body, 'frequency_penalty', -2, 2)
+  num(body, 'presence_penalty', -2, 2)
+  const stops = stop(body)
+  const forwarded: Record<string, unknown> = { ...body, max_tokens: maxTokens }
+  delete forwarded.max_completion_tokens
+  const req: InferenceRequest = {
+    kind,
+    model: limits.modelId,
+    maxTokens,
+    temperature,
+    topP,
+    stop: stops,
+    seed,
+    body: forwarded,
+    requestId,
+  }
+  if (kind === 'chat') req.messages = messages(body)
+  else req.prompt = prompt(body)
+  return req
+}

@@ -1,0 +1,319 @@
+// The worker node: dials its proxies over attested TLS, serves HTTP/2 to them on those sockets, and runs the model.
+import http2 from 'node:http2'
+import { Counter, Gauge } from 'prom-client'
+import type { InferenceBackend, InferenceKind, Usage } from '../inference/types.ts'
+import type { Identity, VerifiedPeer } from '../tee/types.ts'
+import type { Logger } from '../node/log.ts'
+import { sleep } from '../node/time.ts'
+import { createRegistry, type OpsSource } from '../node/ops.ts'
+import { dialAttested, type PeerVerifier } from '../net/attested.ts'
+import { errorResponse, isExpectedError, RequestTimeoutError, TooManyRequestsError } from '../net/errors.ts'
+import { readBody, parseJsonObject } from '../net/body.ts'
+import { HEADERS, MAX_BODY_BYTES, PATHS, PROTOCOL_VERSION, usageSigningPayload, type UsageRecord, type WorkerInfo } from '../net/protocol.ts'
+import { validateRequest } from './validate.ts'
+import { AnswerAggregator, usageChunk } from './openai-format.ts'
+
+export const DEFAULT_COEFFICIENT = 1000
+export const MAX_ACTIVE_REQUESTS = 8
+export const MAX_TOKENS_CAP = 1024
+export const RECONNECT_MIN_MS = 200
+export const RECONNECT_MAX_MS = 5_000
+
+export interface WorkerOptions {
+  /** Proxies to serve, as host:port of their worker listeners. */
+  proxies: Array<{ host: string; port: number }>
+  /** Price factor, 1000 = 1.0x. Default 1000. */
+  coefficient?: number
+  /** Concurrent requests across all proxies. Default 8. */
+  maxActiveRequests?: number
+  /** Highest max_tokens accepted, and the default. Default 1024. */
+  maxTokensCap?: number
+}
+
+export interface WorkerDeps {
+  backend: InferenceBackend
+  identity: Identity
+  verify: PeerVerifier
+  log: Logger
+}
+
+interface ProxyLink {
+  target: string
+  state: 'connecting' | 'connected' | 'refused' | 'disconnected'
+  peer?: VerifiedPeer
+  session?: http2.ServerHttp2Session
+  lastError?: string
+  connectedAt?: number
+  requests: number
+}
+
+const ZERO_USAGE: Usage = { promptTokens: 0, cachedTokens: 0, completionTokens: 0, reasoningTokens: 0 }
+
+export function createWorker(opts: WorkerOptions, deps: WorkerDeps): Worker {
+  return new Worker(deps, {
+    proxies: opts.proxies,
+    coefficient: opts.coefficient ?? DEFAULT_COEFFICIENT,
+    maxActiveRequests: opts.maxActiveRequests ?? MAX_ACTIVE_REQUESTS,
+    maxTokensCap: opts.maxTokensCap ?? MAX_TOKENS_CAP,
+  })
+}
+
+export class Worker implements OpsSource {
+  readonly registry = createRegistry('worker')
+  private readonly h2 = http2.createServer()
+  private readonly links: ProxyLink[]
+  private readonly stopping = new AbortController()
+  private active = 0
+  private readonly counts = { requests: 0, succeeded: 0, failed: 0, cancelled: 0, rejected: 0 }
+  private readonly tokens = { prompt: 0, cached: 0, completion: 0, reasoning: 0 }
+  private readonly m = {
+    requests: new Counter({ name: 'cocoon_worker_requests_total', help: 'Inference requests by outcome', labelNames: ['outcome'], registers: [this.registry] }),
+    tokens: new Counter({ name: 'cocoon_worker_tokens_total', help: 'Tokens processed by kind', labelNames: ['kind'], registers: [this.registry] }),
+    active: new Gauge({ name: 'cocoon_worker_active_requests', help: 'Requests running now', registers: [this.registry] }),
+  }
+
+  constructor(
+    private readonly deps: WorkerDeps,
+    private readonly o: Required<WorkerOptions>,
+  ) {
+    this.links = o.proxies.map((p) => ({ target: `${p.host}:${p.port}`, state: 'connecting', requests: 0 }))
+    this.h2.on('stream', (stream, headers) => this.onStream(stream, headers))
+  }
+
+  info(): WorkerInfo {
+    const m = this.deps.backend.model
+    return { protocol: PROTOCOL_VERSION, model: { id: m.id, hash: m.hash }, coefficient: this.o.coefficient, maxActiveRequests: this.o.maxActiveRequests }
+  }
+
+  start(): void {
+    this.o.proxies.forEach((p, i) => void this.connectLoop(p, this.links[i]))
+  }
+
+  async stop(): Promise<void> {
+    this.stopping.abort()
+    for (const l of this.links) l.session?.close()
+    await Promise.race([
+      Promise.all(this.links.map((l) => (l.session && !l.session.closed ? new Promise((r) => l.session!.once('close', r)) : null))),
+      new Promise((r) => setTimeout(r, 2000).unref()),
+    ])
+    for (const l of this.links) l.session?.destroy()
+  }
+
+  private async connectLoop(target: { host: string; port: number }, link: ProxyLink): Promise<void> {
+    const log = this.deps.log.child({ proxy: link.target })
+    let delay = RECONNECT_MIN_MS
+    while (!this.stopping.signal.aborted) {
+      link.state = 'connecting'
+      try {
+        const { socket, peer } = await dialAttested({ ...target, identity: this.deps.identity, verify: this.deps.verify, expectedRole: 'proxy', signal: this.stopping.signal })
+        link.peer = peer
+        const closed = new Promise<void>((resolve) => {
+          this.h2.once('session', (session: http2.ServerHttp2Session) => {
+            link.session = session
+            link.state = 'connected'
+            link.connectedAt = Date.now()
+            link.lastError = undefined
+            session.on('error', (err) => log.warn('proxy session error', { error: err.message }))
+            session.once('close', () => resolve())
+          })
+          this.h2.emit('connection', socket)
+        })
+        log.info('connected to proxy', { proxyImage: peer.imageHash, kind: peer.kind })
+        delay = RECONNECT_MIN_MS
+        await closed
+        link.session = undefined
+        link.state = 'disconnected'
+        if (!this.stopping.signal.aborted) log.warn('proxy connection closed; reconnecting')
+      } catch (err) {
+        const e = err as Error & { reason?: string }
+        link.lastError = e.reason ?? e.message
+        link.state = e.name === 'EvidenceRefusedError' ? 'refused' : 'disconnected'
+        if (this.stopping.signal.aborted) break
+        if (e.name === 'EvidenceRefusedError') log.error('proxy evidence refused; not using it', { reason: link.lastError })
+        else log.debug('cannot reach proxy', { error: e.message })
+      }
+      await sleep(delay, this.stopping.signal)
+      delay = Math.min(delay * 2, RECONNECT_MAX_MS)
+    }
+  }
+
+  private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+    const path = headers[':path'] ?? ''
+    const method = headers[':method']
+    stream.on('error', () => {})
+    if (method === 'GET' && path === PATHS.workerInfo) {
+      respondJson(stream, 200, this.info())
+      return
+    }
+    if (method === 'POST' && (path === PATHS.chat || path === PATHS.completions)) {
+      this.serveInference(stream, headers, path === PATHS.chat ? 'chat' : 'completion').catch((err) => {
+        this.deps.log.error('inference handler failed', { error: err })
+        if (!stream.headersSent && !stream.destroyed) respondError(stream, err)
+        else stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR)
+      })
+      return
+    }
+    respondJson(stream, 404, errorResponse({ name: 'RouteNotFoundError', message: `unknown endpoint ${method} ${path}` }).body)
+  }
+
+  private async serveInference(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, kind: InferenceKind): Promise<void> {
+    const requestId = String(headers[HEADERS.requestId] ?? crypto.randomUUID())
+    const log = this.deps.log.child({ requestId })
+    this.counts.requests++
+    if (this.active >= this.o.maxActiveRequests) {
+      this.counts.rejected++
+      this.m.requests.inc({ outcome: 'rejected' })
+      stream.resume()
+      return respondError(stream, new TooManyRequestsError(`worker is at its limit of ${this.o.maxActiveRequests} active requests`), 503)
+    }
+    this.active++
+    this.m.active.set(this.active)
+    const ac = new AbortController()
+    let finished = false
+    stream.once('close', () => {
+      if (!finished) ac.abort(new Error('cancelled by peer'))
+    })
+    const timeoutMs = Number(headers[HEADERS.timeoutMs])
+    const timeoutSignal = Number.isFinite(timeoutMs) && timeoutMs > 0 ? AbortSignal.timeout(Math.max(1, Math.floor(timeoutMs))) : undefined
+    const signal = timeoutSignal ? AbortSignal.any([ac.signal, timeoutSignal]) : ac.signal
+    const created = Math.floor(Date.now() / 1000)
+    let usage: Usage = ZERO_USAGE
+    let finishReason = 'error'
+    let estimated = false
+    let chunks = 0
+    try {
+      const body = parseJsonObject(await readBody(stream, MAX_BODY_BYTES))
+      const req = validateRequest(kind, body, requestId, { modelId: this.deps.backend.model.id, maxTokensCap: this.o.maxTokensCap })
+      const streaming = body.stream === true
+      const agg = streaming ? undefined : new AnswerAggregator(kind)
+      let streamError: unknown
+      try {
+        for await (const ev of this.deps.backend.run(req, { signal })) {
+          if (ev.type === 'chunk') {
+            chunks++
+            if (agg) agg.add(ev.json)
+            else {
+              if (!stream.headersSent) stream.respond({ ':status': 200, 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }, { waitForTrailers: true })
+              if (!stream.write(`data: ${ev.json}\n\n`)) await drained(stream, signal)
+            }
+          } else {
+            usage = ev.usage
+            finishReason = ev.finishReason
+            estimated = ev.estimated ?? false
+          }
+        }
+      } catch (err) {
+        if (chunks === 0 && !signal.aborted) throw err
+        streamError = err
+        estimated = true
+        usage = { ...ZERO_USAGE, completionTokens: chunks }
+      }
+      if (timeoutSignal?.aborted && !ac.signal.aborted) streamError ??= new RequestTimeoutError(timeoutMs)
+      if (ac.signal.aborted) {
+        this.counts.cancelled++
+        this.m.requests.inc({ outcome: 'cancelled' })
+        log.info('request cancelled by the proxy', { completionTokens: usage.completionTokens })
+        this.meter(usage)
+        return
+      }
+      this.meter(usage)
+      const record: UsageRecord = { requestId, ...usage, finishReason: streamError ? 'error' : finishReason, ...(estimated ? { estimated } : {}) }
+      const trailers = this.usageTrailers(record)
+      if (streaming) {
+        if (!stream.headersSent) stream.respond({ ':status': 200, 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }, { waitForTrailers: true })
+        if (streamError) stream.write(`data: ${JSON.stringify(errorResponse(streamError).body)}\n\n`)
+        stream.write(`data: ${usageChunk(kind, requestId, req.model, created, usage)}\n\ndata: [DONE]\n\n`)
+        finished = true
+        stream.once('wantTrailers', () => stream.sendTrailers(trailers))
+        stream.end()
+      } else {
+        finished = true
+        if (streamError) {
+          const r = errorResponse(streamError)
+          respondJson(stream, r.status, r.body, trailers)
+        } else {
+          respondJson(stream, 200, agg!.build(requestId, req.model, created, usage, finishReason), trailers)
+        }
+      }
+      this.counts[streamError ? 'failed' : 'succeeded']++
+      this.m.requests.inc({ outcome: streamError ? 'failed' : 'succeeded' })
+    } catch (err) {
+      finished = true
+      this.counts.failed++
+      this.m.requests.inc({ outcome: 'failed' })
+      if (!isExpectedError(err)) log.error('request failed', { error: err })
+      if (!stream.destroyed) respondError(stream, err)
+    } finally {
+      this.active--
+      this.m.active.set(this.active)
+    }
+  }
+
+  private meter(u: Usage): void {
+    this.tokens.prompt += u.promptTokens
+    this.tokens.cached += u.cachedTokens
+    this.tokens.completion += u.completionTokens
+    this.tokens.reasoning += u.reasoningTokens
+    this.m.tokens.inc({ kind: 'prompt' }, u.promptTokens)
+    this.m.tokens.inc({ kind: 'cached' }, u.cachedTokens)
+    this.m.tokens.inc({ kind: 'completion' }, u.completionTokens)
+    this.m.tokens.inc({ kind: 'reasoning' }, u.reasoningTokens)
+  }
+
+  private usageTrailers(record: UsageRecord): http2.OutgoingHttpHeaders {
+    const json = JSON.stringify(record)
+    return { [HEADERS.usage]: json, [HEADERS.usageSig]: Buffer.from(this.deps.identity.sign(usageSigningPayload(json))).toString('base64') }
+  }
+
+  stats(): Record<string, unknown> {
+    const m = this.deps.backend.model
+    return {
+      role: 'worker',
+      protocol: PROTOCOL_VERSION,
+      model: { id: m.id, hash: m.hash },
+      coefficient: this.o.coefficient,
+      maxActiveRequests: this.o.maxActiveRequests,
+      activeRequests: this.active,
+      requests: { ...this.counts },
+      tokens: { ...this.tokens },
+      proxies: this.links.map((l) => ({ target: l.target, state: l.state, imageHash: l.peer?.imageHash ?? null, lastError: l.lastError ?? null, connectedAt: l.connectedAt ?? null })),
+      identity: { kind: this.deps.identity.kind, publicKey: Buffer.from(this.deps.identity.publicKey).toString('hex') },
+    }
+  }
+
+  health(): { ok: boolean; connectedProxies: number } {
+    const connectedProxies = this.links.filter((l) => l.state === 'connected').length
+    return { ok: connectedProxies > 0, connectedProxies }
+  }
+}
+
+function respondJson(stream: http2.ServerHttp2Stream, status: number, body: unknown, trailers?: http2.OutgoingHttpHeaders): void {
+  if (stream.destroyed || stream.closed) return
+  const text = JSON.stringify(body)
+  if (stream.headersSent) {
+    stream.end()
+    return
+  }
+  stream.respond({ ':status': status, 'content-type': 'application/json' }, trailers ? { waitForTrailers: true } : undefined)
+  if (trailers) stream.once('wantTrailers', () => stream.sendTrailers(trailers))
+  stream.end(text)
+}
+
+function respondError(stream: http2.ServerHttp2Stream, err: unknown, status?: number): void {
+  const r = errorResponse(err)
+  respondJson(stream, status ?? r.status, r.body)
+}
+
+function drained(stream: http2.ServerHttp2Stream, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      stream.off('drain', done)
+      stream.off('close', done)
+      signal.removeEventListener('abort', done)
+      resolve()
+    }
+    stream.once('drain', done)
+    stream.once('close', done)
+    signal.addEventListener('abort', done, { once: true })
+  })
+}

@@ -1,0 +1,78 @@
+// Builds an in-process network (proxies, workers, client) on loopback with real RA-TLS and HTTP/2, for protocol tests.
+import { createIdentity } from '../../src/tee/cert.ts'
+import { SimulatedEvidenceProvider, SimulatedEvidenceVerifier, simulatedImageHash } from '../../src/tee/simulated.ts'
+import { createPeerVerifier } from '../../src/tee/verify.ts'
+import type { Policy } from '../../src/tee/types.ts'
+import { createProxy, type Proxy, type ProxyOptions } from '../../src/proxy/proxy.ts'
+import { createWorker, type Worker, type WorkerOptions } from '../../src/worker/worker.ts'
+import { createClient, type Client, type ClientOptions } from '../../src/client/client.ts'
+import type { InferenceBackend } from '../../src/inference/types.ts'
+import { silentLogger, createLogger } from '../../src/node/log.ts'
+
+const log = process.env.COCOON_TEST_LOGS ? createLogger({}, 'debug') : silentLogger
+
+export async function policyFor(opts: { proxyTags?: string[]; workerTags?: string[] } = {}): Promise<Policy> {
+  const proxy = await Promise.all((opts.proxyTags ?? ['']).map((t) => simulatedImageHash(t)))
+  const worker = await Promise.all((opts.workerTags ?? ['']).map((t) => simulatedImageHash(t)))
+  return { acceptKinds: ['simulated', 'none'], imageHashes: { proxy, worker, client: '*' }, modelHashes: '*', maxCertAgeSec: 86_400 }
+}
+
+function verifierFor(policy: Policy) {
+  const v = createPeerVerifier(policy, { simulated: new SimulatedEvidenceVerifier() }, { cacheTtlMs: 60_000 })
+  return (der: Uint8Array, role: 'client' | 'proxy' | 'worker') => v(der, role)
+}
+
+export async function startProxy(opts: { policy?: Policy; imageTag?: string; options?: Partial<ProxyOptions> } = {}): Promise<{ proxy: Proxy; workerPort: number; clientPort: number }> {
+  const identity = await createIdentity({ role: 'proxy', provider: new SimulatedEvidenceProvider(await simulatedImageHash(opts.imageTag ?? '')), configHash: '00'.repeat(32) })
+  const proxy = createProxy(
+    { workerListen: { host: '127.0.0.1', port: 0 }, clientListen: { host: '127.0.0.1', port: 0 }, ...opts.options },
+    { identity, verify: verifierFor(opts.policy ?? (await policyFor())), log: log.child({ role: 'proxy' }) },
+  )
+  const ports = await proxy.start()
+  return { proxy, ...ports }
+}
+
+export async function startWorker(backend: InferenceBackend, proxyPorts: number[], opts: { policy?: Policy; imageTag?: string; options?: Partial<WorkerOptions> } = {}): Promise<Worker> {
+  const identity = await createIdentity({
+    role: 'worker',
+    provider: new SimulatedEvidenceProvider(await simulatedImageHash(opts.imageTag ?? '')),
+    configHash: '00'.repeat(32),
+    modelId: backend.model.id,
+    modelHash: backend.model.hash || undefined,
+  })
+  const worker = createWorker(
+    { proxies: proxyPorts.map((port) => ({ host: '127.0.0.1', port })), ...opts.options },
+    { backend, identity, verify: verifierFor(opts.policy ?? (await policyFor())), log: log.child({ role: 'worker' }) },
+  )
+  worker.start()
+  return worker
+}
+
+export async function startClient(proxyPorts: number[], opts: { policy?: Policy; options?: Partial<ClientOptions> } = {}): Promise<{ client: Client; url: string }> {
+  const identity = await createIdentity({ role: 'client', configHash: '00'.repeat(32) })
+  const client = createClient(
+    { listen: { host: '127.0.0.1', port: 0 }, proxies: proxyPorts.map((port) => ({ host: '127.0.0.1', port })), ...opts.options },
+    { identity, verify: verifierFor(opts.policy ?? (await policyFor())), log: log.child({ role: 'client' }) },
+  )
+  const port = await client.start()
+  return { client, url: `http://127.0.0.1:${port}` }
+}
+
+/** Polls `cond` every 20 ms until it holds or `timeoutMs` passes (then throws with `what`). */
+export async function waitFor(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}
+
+/** Reads an SSE response into its data payloads (strings), until the stream ends. */
+export async function readSse(res: Response): Promise<string[]> {
+  const text = await res.text()
+  return text
+    .split('\n\n')
+    .map((e) => e.trim())
+    .filter((e) => e.startsWith('data: '))
+    .map((e) => e.slice(6))
+}
