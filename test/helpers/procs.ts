@@ -1,0 +1,90 @@
+// Spawning real `cocoon` child processes for end-to-end tests, and cleaning them up whatever happens.
+import { spawn, type ChildProcess } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url))
+export const BIN = path.join(ROOT, 'bin', 'cocoon.js')
+export const MODELS_DIR = process.env.COCOON_MODELS ?? path.resolve(ROOT, '..', 'shared', 'models')
+
+const live = new Set<ChildProcess>()
+process.on('exit', () => {
+  for (const p of live) p.kill('SIGKILL')
+})
+
+export interface Proc {
+  proc: ChildProcess
+  output(): string
+  waitForOutput(re: RegExp, timeoutMs: number): Promise<RegExpMatchArray>
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
+}
+
+/** Spawns `cocoon <args>`, collecting stdout and stderr. */
+export function cocoon(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
+  const proc = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...process.env, COCOON_MODELS: MODELS_DIR, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  live.add(proc)
+  let out = ''
+  const listeners = new Set<() => void>()
+  const onData = (d: Buffer) => {
+    out += d.toString()
+    for (const l of listeners) l()
+  }
+  proc.stdout!.on('data', onData)
+  proc.stderr!.on('data', onData)
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    proc.once('exit', (code, signal) => {
+      live.delete(proc)
+      for (const l of listeners) l()
+      resolve({ code, signal })
+    }),
+  )
+  return {
+    proc,
+    output: () => out,
+    exited,
+    waitForOutput(re, timeoutMs) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const m = out.match(re)
+          if (m) {
+            cleanup()
+            resolve(m)
+          } else if (proc.exitCode !== null || proc.signalCode !== null) {
+            cleanup()
+            reject(new Error(`process exited before printing ${re}:\n${out}`))
+          }
+        }
+        const timer = setTimeout(() => {
+          cleanup()
+          reject(new Error(`timed out waiting for ${re}:\n${out}`))
+        }, timeoutMs)
+        const cleanup = () => {
+          clearTimeout(timer)
+          listeners.delete(check)
+        }
+        listeners.add(check)
+        check()
+      })
+    },
+  }
+}
+
+export function tmpDir(prefix: string): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), `cocoon-${prefix}-`))
+}
+
+/** A port offset unlikely to collide with a devnet on default ports or another test. */
+export function randomPortOffset(): number {
+  return 20_000 + Math.floor(Math.random() * 200) * 100
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
