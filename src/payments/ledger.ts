@@ -1,0 +1,226 @@
+// The proxy's ledger: embedded SQLite (WAL, synchronous FULL), an append-only hash-chained event log plus the
+// cumulative counters derived from it, all changed in one transaction per event so a crash never splits them.
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
+import Database from 'better-sqlite3'
+
+export const LEDGER_SCHEMA_VERSION = 1
+const GENESIS_HASH = '0'.repeat(64)
+
+/** One request's settled usage. Token counts are model tokens; `adjusted` is adjusted tokens; `*Nano` nanoTON. */
+export interface UsageEvent {
+  type: 'usage'
+  requestId: string
+  client: string
+  worker: string
+  coefficient: number
+  promptTokens: number
+  cachedTokens: number
+  completionTokens: number
+  reasoningTokens: number
+  adjusted: string
+  clientNano: string
+  workerNano: string
+}
+
+/** A voucher the proxy signed: cumulative adjusted tokens for one contract. */
+export interface VoucherEvent {
+  type: 'voucher'
+  kind: 'clientCharge' | 'clientFinalCharge' | 'workerPayout'
+  target: string
+  tokens: string
+  signature: string
+}
+
+export type LedgerEvent = UsageEvent | VoucherEvent
+
+export interface Counters {
+  /** Cumulative adjusted tokens. */
+  tokens: bigint
+  /** Cumulative nanoTON (charged to a client, or earned by a worker). */
+  nano: bigint
+  requests: number
+  /** Highest voucher issued, in adjusted tokens (0 if none). */
+  vouchered: bigint
+}
+
+export interface LedgerHead {
+  seqno: number
+  hash: string
+}
+
+export class LedgerRollbackError extends Error {
+  readonly name = 'LedgerRollbackError'
+  constructor(readonly local: LedgerHead, readonly onChain: LedgerHead) {
+    super(`the ledger is older than the chain: local seqno ${local.seqno} (${local.hash.slice(0, 12)}…), on-chain commit seqno ${onChain.seqno} (${onChain.hash.slice(0, 12)}…)`)
+  }
+}
+
+function canonical(v: unknown): string {
+  return JSON.stringify(v, Object.keys(v as object).sort())
+}
+
+export function chainHash(prev: string, body: string): string {
+  return crypto.createHash('sha256').update(prev).update('\n').update(body).digest('hex')
+}
+
+/**
+ * Opens (creating if needed) the ledger at `file`. Every append is one synchronous SQLite
+ * transaction: when `append` returns, the event and the counters it moves are on disk.
+ */
+export class Ledger {
+  private readonly db: Database.Database
+  private head: LedgerHead
+  private readonly stmts
+
+  constructor(readonly file: string) {
+    fs.mkdirSync(path.dirname(file), { recursive: true })
+    this.db = new Database(file)
+    this.db.pragma('journal_mode = WAL')
+    this.db.pragma('synchronous = FULL')
+    this.db.exec(`
+      CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS events (seqno INTEGER PRIMARY KEY, type TEXT NOT NULL, body TEXT NOT NULL, hash TEXT NOT NULL, at INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS counters (
+        party TEXT NOT NULL, address TEXT NOT NULL,
+        tokens TEXT NOT NULL, nano TEXT NOT NULL, requests INTEGER NOT NULL, vouchered TEXT NOT NULL,
+        PRIMARY KEY (party, address));
+      CREATE TABLE IF NOT EXISTS reservations (request_id TEXT PRIMARY KEY, client TEXT NOT NULL, tokens TEXT NOT NULL, at INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS commits (seqno INTEGER PRIMARY KEY, hash TEXT NOT NULL, confirmed_at INTEGER);
+      CREATE TRIGGER IF NOT EXISTS events_append_only_u BEFORE UPDATE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+      CREATE TRIGGER IF NOT EXISTS events_append_only_d BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+    `)
+    const version = this.db.prepare(`SELECT value FROM meta WHERE key = 'schema'`).get() as { value: string } | undefined
+    if (!version) this.db.prepare(`INSERT INTO meta (key, value) VALUES ('schema', ?)`).run(String(LEDGER_SCHEMA_VERSION))
+    else if (Number(version.value) !== LEDGER_SCHEMA_VERSION) throw new Error(`${file}: ledger schema ${version.value}, this build reads ${LEDGER_SCHEMA_VERSION}`)
+    this.stmts = {
+      insertEvent: this.db.prepare(`INSERT INTO events (seqno, type, body, hash, at) VALUES (?, ?, ?, ?, ?)`),
+      getCounter: this.db.prepare(`SELECT tokens, nano, requests, vouchered FROM counters WHERE party = ? AND address = ?`),
+      putCounter: this.db.prepare(`INSERT INTO counters (party, address, tokens, nano, requests, vouchered) VALUES (?, ?, ?, ?, ?, ?)
+        ON CONFLICT (party, address) DO UPDATE SET tokens = excluded.tokens, nano = excluded.nano, requests = excluded.requests, vouchered = excluded.vouchered`),
+      reserve: this.db.prepare(`INSERT INTO reservations (request_id, client, tokens, at) VALUES (?, ?, ?, ?)`),
+      release: this.db.prepare(`DELETE FROM reservations WHERE request_id = ?`),
+      reservedFor: this.db.prepare(`SELECT COALESCE(SUM(CAST(tokens AS INTEGER)), 0) AS t FROM reservations WHERE client = ?`),
+      hashAt: this.db.prepare(`SELECT hash FROM events WHERE seqno = ?`),
+    }
+    const last = this.db.prepare(`SELECT seqno, hash FROM events ORDER BY seqno DESC LIMIT 1`).get() as LedgerHead | undefined
+    this.head = last ?? { seqno: 0, hash: GENESIS_HASH }
+  }
+
+  /** The newest event's seqno and chain hash (0 and the genesis hash when empty). */
+  getHead(): LedgerHead {
+    return { ...this.head }
+  }
+
+  /** The chain hash after event `seqno`, if this ledger has it. */
+  hashAt(seqno: number): string | undefined {
+    if (seqno === 0) return GENESIS_HASH
+    return (this.stmts.hashAt.get(seqno) as { hash: string } | undefined)?.hash
+  }
+
+  /** Throws LedgerRollbackError if the chain has a commit this ledger does not contain. */
+  checkAgainstCommit(onChain: LedgerHead): void {
+    if (onChain.seqno === 0) return
+    if (this.head.seqno < onChain.seqno || this.hashAt(onChain.seqno) !== onChain.hash) throw new LedgerRollbackError(this.head, onChain)
+  }
+
+  counters(party: 'client' | 'worker', address: string): Counters {
+    const r = this.stmts.getCounter.get(party, address) as { tokens: string; nano: string; requests: number; vouchered: string } | undefined
+    return r ? { tokens: BigInt(r.tokens), nano: BigInt(r.nano), requests: r.requests, vouchered: BigInt(r.vouchered) } : { tokens: 0n, nano: 0n, requests: 0, vouchered: 0n }
+  }
+
+  allCounters(party: 'client' | 'worker'): Array<{ address: string } & Counters> {
+    const rows = this.db.prepare(`SELECT address, tokens, nano, requests, vouchered FROM counters WHERE party = ? ORDER BY address`).all(party) as Array<{ address: string; tokens: string; nano: string; requests: number; vouchered: string }>
+    return rows.map((r) => ({ address: r.address, tokens: BigInt(r.tokens), nano: BigInt(r.nano), requests: r.requests, vouchered: BigInt(r.vouchered) }))
+  }
+
+  private put(party: 'client' | 'worker', address: string, c: Counters): void {
+    this.stmts.putCounter.run(party, address, c.tokens.toString(), c.nano.toString(), c.requests, c.vouchered.toString())
+  }
+
+  private appendEvent(e: LedgerEvent): LedgerHead {
+    const body = canonical(e)
+    const seqno = this.head.seqno + 1
+    const hash = chainHash(this.head.hash, body)
+    this.stmts.insertEvent.run(seqno, e.type, body, hash, Date.now())
+    return { seqno, hash }
+  }
+
+  /** Reserves `tokens` adjusted tokens for a request; durable. */
+  reserve(requestId: string, client: string, tokens: bigint): void {
+    this.stmts.reserve.run(requestId, client, tokens.toString(), Date.now())
+  }
+
+  release(requestId: string): void {
+    this.stmts.release.run(requestId)
+  }
+
+  reservedTokens(client: string): bigint {
+    return BigInt((this.stmts.reservedFor.get(client) as { t: number | bigint }).t)
+  }
+
+  /** Drops reservations left by a crash: those requests died with the process. Returns how many. */
+  clearReservations(): number {
+    return this.db.prepare(`DELETE FROM reservations`).run().changes
+  }
+
+  /** Records a settled request and moves both counters, in one durable transaction. */
+  recordUsage(e: UsageEvent): { head: LedgerHead; client: Counters; worker: Counters } {
+    return this.db.transaction(() => {
+      const head = this.appendEvent(e)
+      const client = this.counters('client', e.client)
+      client.tokens += BigInt(e.adjusted)
+      client.nano += BigInt(e.clientNano)
+      client.requests++
+      const worker = this.counters('worker', e.worker)
+      worker.tokens += BigInt(e.adjusted)
+      worker.nano += BigInt(e.workerNano)
+      worker.requests++
+      this.put('client', e.client, client)
+      this.put('worker', e.worker, worker)
+      this.stmts.release.run(e.requestId)
+      this.head = head
+      return { head, client, worker }
+    })()
+  }
+
+  /** Records a signed voucher; a voucher never goes below one already issued for the same contract. */
+  recordVoucher(e: VoucherEvent, party: 'client' | 'worker', address: string): LedgerHead {
+    return this.db.transaction(() => {
+      const c = this.counters(party, address)
+      const tokens = BigInt(e.tokens)
+      if (tokens < c.vouchered) throw new Error(`voucher for ${e.target} would go backwards: ${tokens} < ${c.vouchered}`)
+      if (tokens > c.tokens) throw new Error(`voucher for ${e.target} exceeds the counter: ${tokens} > ${c.tokens}`)
+      const head = this.appendEvent(e)
+      c.vouchered = tokens
+      this.put(party, address, c)
+      this.head = head
+      return head
+    })()
+  }
+
+  /** Remembers that (seqno, hash) was committed on chain. */
+  recordCommit(head: LedgerHead, confirmedAt: number | null): void {
+    this.db.prepare(`INSERT INTO commits (seqno, hash, confirmed_at) VALUES (?, ?, ?) ON CONFLICT (seqno) DO UPDATE SET confirmed_at = excluded.confirmed_at`).run(head.seqno, head.hash, confirmedAt)
+  }
+
+  lastConfirmedCommit(): (LedgerHead & { confirmedAt: number }) | undefined {
+    const r = this.db.prepare(`SELECT seqno, hash, confirmed_at FROM commits WHERE confirmed_at IS NOT NULL ORDER BY seqno DESC LIMIT 1`).get() as { seqno: number; hash: string; confirmed_at: number } | undefined
+    return r ? { seqno: r.seqno, hash: r.hash, confirmedAt: r.confirmed_at } : undefined
+  }
+
+  /** Recomputes the hash chain from the events; true when it matches the stored hashes. */
+  verifyChain(): boolean {
+    let prev = GENESIS_HASH
+    for (const r of this.db.prepare(`SELECT seqno, body, hash FROM events ORDER BY seqno`).iterate() as Iterable<{ seqno: number; body: string; hash: string }>) {
+      prev = chainHash(prev, r.body)
+      if (prev !== r.hash) return false
+    }
+    return prev === this.head.hash
+  }
+
+  close(): void {
+    this.db.close()
+  }
+}

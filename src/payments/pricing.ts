@@ -1,0 +1,92 @@
+// Request pricing in integers only: adjusted tokens from metered usage, then nanoTON for the client and the worker.
+//
+// Units: a *token count* is a plain number of model tokens; *adjusted tokens* are what the
+// contracts count (tokens scaled by the worker coefficient and the per-kind multiplier);
+// *nano* amounts are nanoTON. All money is bigint.
+//
+// Rounding (documented in docs/payments.md): the exact adjusted amount of a request is
+//   Σ_kind n_kind × coefficient × mult_kind / (1000 × 10000)
+// computed as one integer numerator and floored once, so a request is never billed more
+// than its exact price and at most one adjusted token is lost per request. Then
+//   client pays  = adjusted × pricePerTokenNano
+//   worker earns = adjusted × workerFeePerTokenNano
+//   proxy margin = client pays − worker earns = adjusted × (price − fee) ≥ 0
+// which makes `client charged = worker earned + proxy margin` hold exactly, by construction.
+
+/** 1000 = a coefficient of 1.0x. */
+export const COEFFICIENT_ONE = 1000n
+/** 10000 = a multiplier of 1.0x. */
+export const MULT_ONE = 10000n
+const DENOM = COEFFICIENT_ONE * MULT_ONE
+
+/** The parts of the root parameters pricing needs (a subset of the contracts' Params). */
+export interface PriceParams {
+  pricePerTokenNano: bigint
+  workerFeePerTokenNano: bigint
+  promptMult: number
+  cachedMult: number
+  completionMult: number
+  reasoningMult: number
+}
+
+/** Metered usage of one request, in model tokens. cached ⊆ prompt, reasoning ⊆ completion. */
+export interface TokenUsage {
+  promptTokens: number
+  cachedTokens: number
+  completionTokens: number
+  reasoningTokens: number
+}
+
+export interface RequestCost {
+  adjustedTokens: bigint
+  clientNano: bigint
+  workerNano: bigint
+  marginNano: bigint
+}
+
+export class PricingError extends Error {
+  readonly name = 'PricingError'
+}
+
+function count(n: number, what: string): bigint {
+  if (!Number.isSafeInteger(n) || n < 0) throw new PricingError(`${what} must be a non-negative integer, got ${n}`)
+  return BigInt(n)
+}
+
+/** Adjusted tokens for `usage` at `coefficient` (1000 = 1.0x), floored once. */
+export function adjustedTokens(usage: TokenUsage, coefficient: number, p: PriceParams): bigint {
+  const prompt = count(usage.promptTokens, 'promptTokens')
+  const cached = count(usage.cachedTokens, 'cachedTokens')
+  const completion = count(usage.completionTokens, 'completionTokens')
+  const reasoning = count(usage.reasoningTokens, 'reasoningTokens')
+  if (cached > prompt) throw new PricingError('cachedTokens exceed promptTokens')
+  if (reasoning > completion) throw new PricingError('reasoningTokens exceed completionTokens')
+  const coef = count(coefficient, 'coefficient')
+  const numerator =
+    (prompt - cached) * BigInt(p.promptMult) +
+    cached * BigInt(p.cachedMult) +
+    (completion - reasoning) * BigInt(p.completionMult) +
+    reasoning * BigInt(p.reasoningMult)
+  return (numerator * coef) / DENOM
+}
+
+/** Prices a request. Throws if the parameters would give the proxy a negative margin. */
+export function priceRequest(usage: TokenUsage, coefficient: number, p: PriceParams): RequestCost {
+  if (p.workerFeePerTokenNano > p.pricePerTokenNano) throw new PricingError('worker fee per token exceeds the price per token')
+  const adjusted = adjustedTokens(usage, coefficient, p)
+  const clientNano = adjusted * p.pricePerTokenNano
+  const workerNano = adjusted * p.workerFeePerTokenNano
+  return { adjustedTokens: adjusted, clientNano, workerNano, marginNano: clientNano - workerNano }
+}
+
+/**
+ * The most a request can cost, in adjusted tokens: every prompt token at the dearer of the
+ * prompt and cached multipliers, every completion token at the dearer of the completion and
+ * reasoning multipliers, at the app's max_coefficient; rounded up.
+ */
+export function worstCaseAdjustedTokens(maxPromptTokens: number, maxCompletionTokens: number, maxCoefficient: number, p: PriceParams): bigint {
+  const promptMult = BigInt(Math.max(p.promptMult, p.cachedMult))
+  const completionMult = BigInt(Math.max(p.completionMult, p.reasoningMult))
+  const numerator = (count(maxPromptTokens, 'maxPromptTokens') * promptMult + count(maxCompletionTokens, 'maxCompletionTokens') * completionMult) * count(maxCoefficient, 'maxCoefficient')
+  return (numerator + DENOM - 1n) / DENOM
+}
