@@ -1,0 +1,446 @@
+// The embedded backend: runs a GGUF model in-process with node-llama-cpp and implements the OpenAI streaming semantics itself.
+
+import os from 'node:os'
+import { randomInt } from 'node:crypto'
+import type {
+  ChatHistoryItem,
+  ChatWrapper,
+  Llama,
+  LlamaContext,
+  LlamaContextSequence,
+  LlamaModel,
+  SequenceEvaluateOptions,
+  Token,
+} from 'node-llama-cpp'
+import type { Logger } from '../node/log.ts'
+import { ChunkWriter } from './chunks.ts'
+import { DEFAULT_CONTEXT_SIZE_TOKENS, DEFAULT_MAX_THREADS, DEFAULT_PARALLEL_SEQUENCES } from './constants.ts'
+import { IncrementalDetokenizer } from './detokenizer.ts'
+import { StopMatcher } from './stop.ts'
+import { BackendError, type ChatMessage, type InferenceBackend, type InferenceEvent, type InferenceRequest, type ModelInfo } from './types.ts'
+
+export interface LlamaBackendOptions {
+  /** Path of the GGUF file. */
+  modelPath: string
+  /** Id shown in /v1/models. */
+  modelId: string
+  /** SHA-256 of the weights, lowercase hex. */
+  modelHash: string
+  /** CPU threads for evaluation. Default: min(2, available cores); node-llama-cpp's own default is far slower on small machines. */
+  threads?: number
+  /** Context window per sequence, in tokens. Default: 2048, or the model's training context if smaller. */
+  contextSize?: number
+  /** Requests generating at once (context sequences); more wait in a FIFO queue. Default 2. */
+  parallel?: number
+  /** `false` runs on the CPU; `'auto'` uses a GPU when node-llama-cpp finds one. Default false. */
+  gpu?: false | 'auto'
+}
+
+/**
+ * Prompt format for models whose GGUF carries no chat template. System and developer messages
+ * come first as plain paragraphs, then one line per turn, ending with an open assistant turn:
+ *
+ *     You are terse.
+ *
+ *     User: Hello
+ *     Assistant: Hi!
+ *     User: Tell me a story
+ *     Assistant:
+ *
+ * Tool results render as `Tool: …` lines. If the last message is from the assistant, its text
+ * is left open so the model continues it. Generation also stops at PLAIN_CHAT_STOP, so the
+ * model does not write the user's next turn.
+ */
+export const PLAIN_CHAT_STOP = '\nUser:'
+
+export function formatPlainChat(messages: readonly ChatMessage[]): string {
+  const system: string[] = []
+  let turns = ''
+  let lastIsAssistant = false
+  for (const m of messages) {
+    lastIsAssistant = false
+    switch (m.role) {
+      case 'system':
+      case 'developer':
+        system.push(m.content)
+        break
+      case 'user':
+        turns += `User: ${m.content}\n`
+        break
+      case 'tool':
+        turns += `Tool: ${m.content}\n`
+        break
+      case 'assistant':
+        turns += `Assistant: ${m.content}\n`
+        lastIsAssistant = true
+        break
+    }
+  }
+  const head = system.length > 0 ? system.join('\n\n') + '\n\n' : ''
+  return lastIsAssistant ? head + turns.slice(0, -1) : head + turns + 'Assistant:'
+}
+
+/** A tokenized request, ready to evaluate. */
+interface Prepared {
+  tokens: Token[]
+  /** Template-specific stop strings, on top of the request's. */
+  stops: string[]
+  /** Tokens that end generation besides the vocabulary's EOG set (BOS, template end-of-turn). */
+  stopTokens: ReadonlySet<Token>
+}
+
+
+// One native llama.cpp binding per process and GPU setting: loading it is slow and it is shareable.
+const llamaInstances = new Map<string, Promise<Llama>>()
+
+async function sharedLlama(gpu: false | 'auto', log?: Logger): Promise<Llama> {
+  const key = String(gpu)
+  let p = llamaInstances.get(key)
+  if (!p) {
+    p = (async () => {
+      const { getLlama, LlamaLogLevel } = await import('node-llama-cpp')
+      return getLlama({
+        gpu,
+        build: 'never', // never compile or download at run time: the prebuilt binaries ship in the npm packages
+        logLevel: LlamaLogLevel.error,
+        logger: (level, message) => log?.warn('llama.cpp', { level, message: message.trim() }),
+      })
+    })()
+    llamaInstances.set(key, p)
+    p.catch(() => llamaInstances.delete(key))
+  }
+  return p
+}
+
+/** Free context sequences plus a FIFO queue of requests waiting for one. */
+class SequencePool {
+  private readonly free: LlamaContextSequence[]
+  private readonly waiters: Array<{ resolve: (s: LlamaContextSequence) => void; reject: (e: unknown) => void }> = []
+
+  constructor(sequences: LlamaContextSequence[]) {
+    this.free = sequences
+  }
+
+  /** Picks the free sequence whose KV cache shares the longest prefix with `tokens`. */
+  acquire(tokens: readonly Token[], signal: AbortSignal): Promise<LlamaContextSequence> {
+    if (this.free.length > 0) {
+      let best = 0
+      let bestLen = -1
+      for (let i = 0; i < this.free.length; i++) {
+        const len = this.free[i].compareContextTokens(tokens as Token[]).firstDifferentIndex
+        if (len > bestLen) {
+          best = i
+          bestLen = len
+        }
+      }
+      return Promise.resolve(this.free.splice(best, 1)[0])
+    }
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        resolve: (s: LlamaContextSequence) => {
+          signal.removeEventListener('abort', onAbort)
+          resolve(s)
+        },
+        reject: (e: unknown) => {
+          signal.removeEventListener('abort', onAbort)
+          reject(e)
+        },
+      }
+      const onAbort = () => {
+        const i = this.waiters.indexOf(waiter)
+        if (i !== -1) this.waiters.splice(i, 1)
+        waiter.reject(signal.reason)
+      }
+      signal.addEventListener('abort', onAbort, { once: true })
+      this.waiters.push(waiter)
+    })
+  }
+
+  release(seq: LlamaContextSequence): void {
+    const next = this.waiters.shift()
+    if (next) next.resolve(seq)
+    else this.free.push(seq)
+  }
+
+  get queued(): number {
+    return this.waiters.length
+  }
+
+  rejectAll(err: unknown): void {
+    for (const w of this.waiters.splice(0)) w.reject(err)
+  }
+}
+
+export class LlamaBackend implements InferenceBackend {
+  readonly model: ModelInfo
+  private closed = false
+  /**
+   * Tokens that end generation besides the vocabulary's end-of-generation set: BOS. A sampled
+   * BOS starts an unrelated new document (llama2.c-style models such as stories260K separate
+   * their training stories with BOS and never emit EOS), so it ends the answer like EOS does.
+   */
+  private readonly endTokens: ReadonlySet<Token>
+
+  private constructor(
+    private readonly llamaModel: LlamaModel,
+    private readonly context: LlamaContext,
+    private readonly pool: SequencePool,
+    private readonly chatWrapper: ChatWrapper | undefined,
+    private readonly log: Logger | undefined,
+    opts: LlamaBackendOptions,
+  ) {
+    this.model = { id: opts.modelId, hash: opts.modelHash, contextSize: context.contextSize }
+    const bos = llamaModel.tokens.bos
+    this.endTokens = new Set(bos != null ? [bos] : [])
+  }
+
+  static async create(opts: LlamaBackendOptions, deps: { log?: Logger } = {}): Promise<LlamaBackend> {
+    const gpu = opts.gpu ?? false
+    const threads = opts.threads ?? Math.min(DEFAULT_MAX_THREADS, os.availableParallelism())
+    const parallel = opts.parallel ?? DEFAULT_PARALLEL_SEQUENCES
+    const llama = await sharedLlama(gpu, deps.log)
+    const model = await llama.loadModel({ modelPath: opts.modelPath, gpuLayers: gpu === false ? 0 : 'auto' })
+    try {
+      const contextSize = opts.contextSize ?? Math.min(DEFAULT_CONTEXT_SIZE_TOKENS, model.trainContextSize || DEFAULT_CONTEXT_SIZE_TOKENS)
+      const context = await model.createContext({ contextSize, sequences: parallel, threads })
+      const sequences: LlamaContextSequence[] = []
+      for (let i = 0; i < parallel; i++) sequences.push(context.getSequence())
+      const chatWrapper = await resolveTemplate(model)
+      deps.log?.info('llama backend ready', {
+        model: opts.modelId,
+        contextSize: context.contextSize,
+        parallel,
+        threads,
+        gpu: llama.gpu,
+        chatTemplate: chatWrapper ? chatWrapper.wrapperName : 'plain',
+      })
+      return new LlamaBackend(model, context, new SequencePool(sequences), chatWrapper, deps.log, opts)
+    } catch (err) {
+      await model.dispose()
+      throw err
+    }
+  }
+
+  /** Requests waiting for a free sequence. */
+  get queued(): number {
+    return this.pool.queued
+  }
+
+  async *run(req: InferenceRequest, opts: { signal: AbortSignal }): AsyncIterable<InferenceEvent> {
+    if (this.closed) throw new BackendError('the llama backend is closed', 503)
+    const { signal } = opts
+    const prepared = this.prepare(req)
+    if (signal.aborted) {
+      yield cancelledBeforeStart()
+      return
+    }
+    let seq: LlamaContextSequence
+    try {
+      seq = await this.pool.acquire(prepared.tokens, signal)
+    } catch (err) {
+      if (signal.aborted) {
+        yield cancelledBeforeStart()
+        return
+      }
+      throw err
+    }
+    try {
+      if (signal.aborted) {
+        yield cancelledBeforeStart()
+        return
+      }
+      yield* this.generate(seq, req, prepared, signal)
+    } finally {
+      this.pool.release(seq)
+    }
+  }
+
+  private async *generate(seq: LlamaContextSequence, req: InferenceRequest, p: Prepared, signal: AbortSignal): AsyncGenerator<InferenceEvent> {
+    const model = this.llamaModel
+    const tokens = p.tokens
+    // Reuse the KV cache of a shared prefix (multi-turn chats, repeated system prompts). At
+    // least one prompt token must be evaluated to get logits for the first sampled token.
+    let cached = seq.compareContextTokens(tokens).firstDifferentIndex
+    if (cached >= tokens.length) cached = tokens.length - 1
+    try {
+      if (seq.nextTokenIndex > cached) await seq.eraseContextTokenRanges([{ start: cached, end: seq.nextTokenIndex }])
+    } catch (err) {
+      throw new BackendError(`llama.cpp failed to reset the context: ${(err as Error).message}`, 500)
+    }
+
+    // Stop before the sequence is full: node-llama-cpp would otherwise shift the context and
+    // silently drop the start of the prompt.
+    const maxNew = Math.min(req.maxTokens, seq.contextSize - tokens.length)
+    const writer = new ChunkWriter(req.kind, req.requestId, req.model || this.model.id)
+    const usage = (completionTokens: number, finishReason: string): InferenceEvent => ({
+      type: 'usage',
+      usage: { promptTokens: tokens.length, cachedTokens: cached, completionTokens, reasoningTokens: 0 },
+      finishReason,
+    })
+    if (maxNew <= 0) {
+      const role = writer.role()
+      if (role) yield { type: 'chunk', json: role }
+      yield { type: 'chunk', json: writer.finish('length') }
+      yield usage(0, 'length')
+      return
+    }
+
+    const it = seq.evaluate(tokens.slice(cached), samplingOptions(req))
+    const detok = new IncrementalDetokenizer(model, tokens)
+    const stop = new StopMatcher(p.stops.length > 0 ? (req.stop ?? []).concat(p.stops) : req.stop)
+    let completion = 0
+    let finish = 'length'
+    let stoppedByString = false
+    try {
+      // The first step evaluates the prompt; a failure here is still "before any chunk".
+      let r: IteratorResult<Token, void>
+      try {
+        r = await it.next()
+      } catch (err) {
+        throw new BackendError(`llama.cpp failed to evaluate the prompt: ${(err as Error).message}`, 500)
+      }
+      const role = writer.role()
+      if (role) yield { type: 'chunk', json: role }
+      try {
+        for (;;) {
+          if (r.done) {
+            finish = 'stop'
+            break
+          }
+          const token = r.value
+          completion++ // an end-of-generation token was sampled too, so it counts
+          if (model.isEogToken(token) || p.stopTokens.has(token)) {
+            finish = 'stop'
+            break
+          }
+          const piece = detok.push(token)
+          if (piece.length > 0) {
+            const out = stop.push(piece)
+            if (out.emit.length > 0) yield { type: 'chunk', json: writer.content(out.emit) }
+            if (out.stopped) {
+              finish = 'stop'
+              stoppedByString = true
+              break
+            }
+          }
+          if (completion >= maxNew) {
+            finish = 'length'
+            break
+          }
+          if (signal.aborted) {
+            finish = 'cancelled'
+            break
+          }
+          r = await it.next()
+        }
+      } catch (err) {
+        // Chunks are already out, so the stream ends cleanly and says what was produced.
+        this.log?.error('llama generation failed mid-stream', { requestId: req.requestId, err })
+        yield usage(completion, 'error')
+        return
+      }
+      if (finish !== 'cancelled') {
+        if (!stoppedByString) {
+          const rest = detok.flush()
+          const out = rest.length > 0 ? stop.push(rest) : { emit: '', stopped: false }
+          const tail = out.stopped ? out.emit : out.emit + stop.flush()
+          if (out.stopped) finish = 'stop'
+          if (tail.length > 0) yield { type: 'chunk', json: writer.content(tail) }
+        }
+        yield { type: 'chunk', json: writer.finish(finish) }
+      }
+      yield usage(completion, finish)
+    } finally {
+      await it.return()
+    }
+  }
+
+  /** Formats and tokenizes the request; a prompt that cannot fit is the caller's error (400). */
+  private prepare(req: InferenceRequest): Prepared {
+    const model = this.llamaModel
+    let tokens: Token[]
+    let stops: string[] = []
+    let stopTokens = this.endTokens
+    const bos = model.tokens.shouldPrependBosToken && model.tokens.bos != null ? [model.tokens.bos] : []
+    if (req.kind === 'chat') {
+      const messages = req.messages ?? []
+      if (this.chatWrapper) {
+        const state = this.chatWrapper.generateContextState({ chatHistory: toChatHistory(messages) })
+        tokens = state.contextText.tokenize(model.tokenizer)
+        const st = new Set<Token>(this.endTokens)
+        for (const trigger of state.stopGenerationTriggers) {
+          const t = trigger.tokenize(model.tokenizer)
+          if (t.length === 1 && model.isSpecialToken(t[0])) st.add(t[0])
+          else {
+            const s = trigger.toString()
+            if (s.length > 0 && !stops.includes(s)) stops.push(s)
+          }
+        }
+        stopTokens = st
+      } else {
+        tokens = bos.concat(model.tokenize(formatPlainChat(messages), false))
+        stops = [PLAIN_CHAT_STOP]
+      }
+    } else {
+      // Special-token text in a prompt stays literal text: a user must not be able to inject control tokens.
+      tokens = bos.concat(model.tokenize(req.prompt ?? '', false))
+    }
+    if (tokens.length === 0) throw new BackendError('the prompt is empty and the model has no BOS token to start from', 400)
+    const ctx = this.context.contextSize
+    if (tokens.length >= ctx) {
+      throw new BackendError(
+        `the prompt is ${tokens.length} tokens, but the context window of model '${this.model.id}' is ${ctx} tokens (including the completion)`,
+        400,
+      )
+    }
+    return { tokens, stops, stopTokens }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    this.pool.rejectAll(new BackendError('the llama backend is closed', 503))
+    await this.context.dispose()
+    await this.llamaModel.dispose()
+  }
+}
+
+function cancelledBeforeStart(): InferenceEvent {
+  return { type: 'usage', usage: { promptTokens: 0, cachedTokens: 0, completionTokens: 0, reasoningTokens: 0 }, finishReason: 'cancelled' }
+}
+
+function samplingOptions(req: InferenceRequest): SequenceEvaluateOptions {
+  const temperature = req.temperature ?? 1
+  // yieldEogToken: we want to see the end token, to count it and to tell 'stop' from other ends.
+  if (temperature <= 0) return { temperature: 0, yieldEogToken: true }
+  return {
+    temperature,
+    topP: req.topP ?? 1, // OpenAI's default; node-llama-cpp's would be 0.95
+    topK: 0, // OpenAI has no top-k; 0 disables it (node-llama-cpp defaults to 40)
+    minP: 0,
+    // node-llama-cpp's default seed is the current second, so two requests in one second would
+    // sample alike; draw a fresh one unless the request pins it.
+    seed: req.seed !== undefined ? req.seed >>> 0 : randomInt(0x7fffffff),
+    yieldEogToken: true,
+  }
+}
+
+function toChatHistory(messages: readonly ChatMessage[]): ChatHistoryItem[] {
+  const out: ChatHistoryItem[] = []
+  for (const m of messages) {
+    if (m.role === 'system' || m.role === 'developer') out.push({ type: 'system', text: m.content })
+    else if (m.role === 'assistant') out.push({ type: 'model', response: [m.content] })
+    else out.push({ type: 'user', text: m.content }) // tool results are shown to the model as user turns
+  }
+  // An open model turn is what the wrapper renders the generation prompt for.
+  if (out.length === 0 || out[out.length - 1].type !== 'model') out.push({ type: 'model', response: [] })
+  return out
+}
+
+/** The GGUF's own chat template, through node-llama-cpp's wrappers; undefined means the plain format. */
+async function resolveTemplate(model: LlamaModel): Promise<ChatWrapper | undefined> {
+  const template = model.fileInfo.metadata?.tokenizer?.chat_template
+  if (typeof template !== 'string' || template.length === 0) return undefined
+  const { resolveChatWrapper } = await import('node-llama-cpp')
+  return resolveChatWrapper(model, { fallbackToOtherWrappersOnJinjaError: true }) ?? undefined
+}

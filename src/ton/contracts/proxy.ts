@@ -1,0 +1,166 @@
+// Wrapper for the proxy contract (contracts/proxy.tolk): stake, collected funds, state
+// commits, margin withdrawal, worker payouts and close.
+import {
+  Address,
+  beginCell,
+  Cell,
+  SendMode,
+  type Contract,
+  type ContractProvider,
+  type Sender,
+} from '@ton/core'
+import { channelStateName, DEPOSIT_GAS_NANO, Op, type ChannelStateName } from './opcodes.ts'
+import type { SendOpts } from './root.ts'
+import {
+  bufferToUint256,
+  deriveAddress,
+  paramsFromCell,
+  proxyInitialData,
+  uint256ToBuffer,
+  type Params,
+  type ProxyConfig,
+} from './storage.ts'
+
+export interface ProxyState {
+  state: ChannelStateName
+  /** Locked until close. */
+  stakeNano: bigint
+  /** Stake plus charges collected, minus payouts and withdrawals. */
+  fundsNano: bigint
+  /** Still owed to workers for tokens already charged to clients. */
+  owedNano: bigint
+  /** What the owner may withdraw now. */
+  withdrawableNano: bigint
+  tokensCharged: bigint
+  tokensPaid: bigint
+  commitSeqno: bigint
+  /** 32-byte hash of the last state commit. */
+  commitHash: Buffer
+  /** Unix time the close delay ends (0 unless closing). */
+  unlockAt: number
+}
+
+export interface ProxyIdentity {
+  owner: Address
+  root: Address
+  publicKey: Buffer
+  params: Params
+}
+
+export class ProxyContract implements Contract {
+  constructor(
+    readonly address: Address,
+    readonly init?: { code: Cell; data: Cell },
+  ) {}
+
+  static createFromAddress(address: Address): ProxyContract {
+    return new ProxyContract(address)
+  }
+
+  static createFromConfig(config: ProxyConfig, code: Cell, workchain = 0): ProxyContract {
+    const init = { code, data: proxyInitialData(config) }
+    return new ProxyContract(deriveAddress(init, workchain), init)
+  }
+
+  /**
+   * Adds stake; the first call deploys the contract. Attaches `amountNano` plus
+   * `gasNano` (default DEPOSIT_GAS_NANO); unused gas comes back.
+   */
+  async sendAddStake(
+    provider: ContractProvider,
+    via: Sender,
+    opts: { amountNano: bigint; gasNano?: bigint; queryId?: bigint },
+  ) {
+    const body = beginCell()
+      .storeUint(Op.proxyAddStake, 32)
+      .storeUint(opts.queryId ?? 0n, 64)
+      .storeCoins(opts.amountNano)
+      .endCell()
+    await provider.internal(via, {
+      value: opts.amountNano + (opts.gasNano ?? DEPOSIT_GAS_NANO),
+      sendMode: SendMode.PAY_GAS_SEPARATELY,
+      body,
+    })
+  }
+
+  /** Owner: records a (seqno, 32-byte hash) state commit; seqno must grow. */
+  async sendCommitState(provider: ContractProvider, via: Sender, opts: SendOpts & { seqno: bigint; stateHash: Buffer }) {
+    const body = beginCell()
+      .storeUint(Op.proxyCommitState, 32)
+      .storeUint(opts.queryId ?? 0n, 64)
+      .storeUint(opts.seqno, 64)
+      .storeUint(bufferToUint256(opts.stateHash), 256)
+      .endCell()
+    await provider.internal(via, { value: opts.value, sendMode: SendMode.PAY_GAS_SEPARATELY, body })
+  }
+
+  /** Owner: withdraws margin (at most `withdrawableNano`). */
+  async sendWithdraw(provider: ContractProvider, via: Sender, opts: SendOpts & { amountNano: bigint }) {
+    const body = beginCell()
+      .storeUint(Op.proxyWithdraw, 32)
+      .storeUint(opts.queryId ?? 0n, 64)
+      .storeCoins(opts.amountNano)
+      .endCell()
+    await provider.internal(via, { value: opts.value, sendMode: SendMode.PAY_GAS_SEPARATELY, body })
+  }
+
+  /** Owner: starts the close. */
+  async sendRequestClose(provider: ContractProvider, via: Sender, opts: SendOpts) {
+    await provider.internal(via, {
+      value: opts.value,
+      sendMode: SendMode.PAY_GAS_SEPARATELY,
+      body: beginCell().storeUint(Op.proxyRequestClose, 32).storeUint(opts.queryId ?? 0n, 64).endCell(),
+    })
+  }
+
+  /** Owner: finishes the close; everything the contract holds goes to the owner. */
+  async sendFinishClose(provider: ContractProvider, via: Sender, opts: SendOpts) {
+    await provider.internal(via, {
+      value: opts.value,
+      sendMode: SendMode.PAY_GAS_SEPARATELY,
+      body: beginCell().storeUint(Op.proxyFinishClose, 32).storeUint(opts.queryId ?? 0n, 64).endCell(),
+    })
+  }
+
+  async getState(provider: ContractProvider): Promise<ProxyState> {
+    const { stack } = await provider.get('proxyState', [])
+    return {
+      state: channelStateName(stack.readNumber()),
+      stakeNano: stack.readBigNumber(),
+      fundsNano: stack.readBigNumber(),
+      owedNano: stack.readBigNumber(),
+      withdrawableNano: stack.readBigNumber(),
+      tokensCharged: stack.readBigNumber(),
+      tokensPaid: stack.readBigNumber(),
+      commitSeqno: stack.readBigNumber(),
+      commitHash: uint256ToBuffer(stack.readBigNumber()),
+      unlockAt: stack.readNumber(),
+    }
+  }
+
+  async getIdentity(provider: ContractProvider): Promise<ProxyIdentity> {
+    const { stack } = await provider.get('proxyIdentity', [])
+    return {
+      owner: stack.readAddress(),
+      root: stack.readAddress(),
+      publicKey: uint256ToBuffer(stack.readBigNumber()),
+      params: paramsFromCell(stack.readCell()),
+    }
+  }
+
+  /** The client contract this proxy contract accepts charges from, computed on-chain. */
+  async getClientContractAddress(provider: ContractProvider, owner: Address): Promise<Address> {
+    const { stack } = await provider.get('clientContractAddressOf', [
+      { type: 'slice', cell: beginCell().storeAddress(owner).endCell() },
+    ])
+    return stack.readAddress()
+  }
+
+  /** The worker contract this proxy contract pays, computed on-chain. */
+  async getWorkerContractAddress(provider: ContractProvider, owner: Address): Promise<Address> {
+    const { stack } = await provider.get('workerContractAddressOf', [
+      { type: 'slice', cell: beginCell().storeAddress(owner).endCell() },
+    ])
+    return stack.readAddress()
+  }
+}

@@ -1,0 +1,99 @@
+// Building, signing and checking proxy-signed vouchers: cumulative charge vouchers for
+// client contracts and cumulative payout vouchers for worker contracts.
+//
+// Layout (one cell): domain:uint32 ("coc1") | op:uint32 | target:MsgAddress | tokens:uint64.
+// Signature: Ed25519 over the cell's representation hash, by the proxy's payment key.
+// `op` is the opcode of the message that carries the voucher, and `target` the contract
+// it is valid for, so a voucher for one contract or purpose never works on another.
+import { Address, beginCell, Cell } from '@ton/core'
+import { sign, signVerify } from '@ton/crypto'
+import { Op, VOUCHER_DOMAIN } from './opcodes.ts'
+
+/** What a voucher authorises. Each kind is carried by its own message opcode. */
+export type VoucherKind = 'clientCharge' | 'clientFinalCharge' | 'workerPayout'
+
+export const VOUCHER_KINDS: readonly VoucherKind[] = ['clientCharge', 'clientFinalCharge', 'workerPayout']
+
+export interface Voucher {
+  kind: VoucherKind
+  /** The client or worker contract the voucher is valid for. */
+  target: Address
+  /** Cumulative adjusted tokens (charged to the client, or paid to the worker), not nanoTON. */
+  tokens: bigint
+}
+
+export interface SignedVoucher extends Voucher {
+  /** 64-byte Ed25519 signature over voucherCell(v).hash(). */
+  signature: Buffer
+}
+
+export class InvalidVoucherError extends Error {
+  readonly name = 'InvalidVoucherError'
+  constructor(readonly reason: string) {
+    super(`invalid voucher: ${reason}`)
+  }
+}
+
+function kindOfOp(op: number): VoucherKind | undefined {
+  return VOUCHER_KINDS.find((k) => Op[k] === op)
+}
+
+/** The cell the proxy signs. */
+export function voucherCell(v: Voucher): Cell {
+  if (v.tokens < 0n || v.tokens >= 1n << 64n) throw new RangeError(`voucher tokens out of uint64 range: ${v.tokens}`)
+  return beginCell()
+    .storeUint(VOUCHER_DOMAIN, 32)
+    .storeUint(Op[v.kind], 32)
+    .storeAddress(v.target)
+    .storeUint(v.tokens, 64)
+    .endCell()
+}
+
+export function parseVoucherCell(cell: Cell): Voucher {
+  const s = cell.beginParse()
+  if (s.loadUint(32) !== VOUCHER_DOMAIN) throw new InvalidVoucherError('wrong domain tag')
+  const kind = kindOfOp(s.loadUint(32))
+  if (!kind) throw new InvalidVoucherError('unknown op')
+  const target = s.loadAddress()
+  const tokens = s.loadUintBig(64)
+  s.endParse()
+  return { kind, target, tokens }
+}
+
+/** Signs a voucher with the proxy's 64-byte Ed25519 secret key (as from @ton/crypto keyPairFromSeed). */
+export function signVoucher(v: Voucher, secretKey: Buffer): SignedVoucher {
+  return { ...v, signature: sign(voucherCell(v).hash(), secretKey) }
+}
+
+/** True when the signature is the proxy's over exactly this voucher. */
+export function verifyVoucher(v: SignedVoucher, proxyPublicKey: Buffer): boolean {
+  return v.signature.length === 64 && signVerify(voucherCell(v).hash(), v.signature, proxyPublicKey)
+}
+
+/** Internal-message body that applies the voucher at its target contract. */
+export function voucherMessageBody(v: SignedVoucher, queryId = 0n): Cell {
+  return beginCell()
+    .storeUint(Op[v.kind], 32)
+    .storeUint(queryId, 64)
+    .storeBuffer(v.signature, 64)
+    .storeRef(voucherCell(v))
+    .endCell()
+}
+
+/** Portable form for the wire and for ledgers: one base64 BOC, signature then a ref to the voucher cell. */
+export function signedVoucherToBase64(v: SignedVoucher): string {
+  return beginCell().storeBuffer(v.signature, 64).storeRef(voucherCell(v)).endCell().toBoc().toString('base64')
+}
+
+export function signedVoucherFromBase64(b64: string): SignedVoucher {
+  let cell: Cell
+  try {
+    cell = Cell.fromBase64(b64)
+  } catch {
+    throw new InvalidVoucherError('not a base64 BOC')
+  }
+  const s = cell.beginParse()
+  if (s.remainingBits !== 512 || s.remainingRefs !== 1) throw new InvalidVoucherError('bad envelope')
+  const signature = s.loadBuffer(64)
+  return { ...parseVoucherCell(s.loadRef()), signature }
+}
