@@ -2,6 +2,12 @@
 import fs from 'node:fs'
 import { parseArgs } from 'node:util'
 import { describeCertificate } from '../tee/describe.ts'
+import { parseAttestedCert } from '../tee/cert.ts'
+
+function pemToDer(pem: string): Uint8Array {
+  const b64 = pem.replace(/-----(BEGIN|END) CERTIFICATE-----/g, '').replace(/\s+/g, '')
+  return new Uint8Array(Buffer.from(b64, 'base64'))
+}
 
 export class UsageError extends Error {
   readonly name = 'UsageError'
@@ -14,9 +20,21 @@ export async function runAttest(argv: string[]): Promise<number> {
     if (positionals.length !== 1) throw new UsageError('usage: cocoon attest inspect <cert.pem|quote-file>')
     const bytes = fs.readFileSync(positionals[0])
     const text = bytes.toString('latin1')
-    const isCert = text.includes('-----BEGIN CERTIFICATE-----') || bytes[0] === 0x30
+    // A quote embeds its PEM PCK chain, so only a leading PEM header (or DER's SEQUENCE tag) means a certificate.
+    const isCert = text.trimStart().startsWith('-----BEGIN CERTIFICATE-----') || bytes[0] === 0x30
     let out: unknown
-    if (isCert) out = await describeCertificate(text.includes('-----BEGIN') ? text : new Uint8Array(bytes))
+    if (isCert) {
+      const input = text.trimStart().startsWith('-----BEGIN') ? text : new Uint8Array(bytes)
+      const cert = await describeCertificate(input)
+      out = cert
+      // A TDX certificate's quote gets the same detail as a quote file.
+      const der = text.trimStart().startsWith('-----BEGIN') ? pemToDer(text) : new Uint8Array(bytes)
+      const parsed = await parseAttestedCert(der).catch(() => undefined)
+      if (parsed?.kind === 'tdx' && parsed.quote) {
+        const { describeQuote } = await import('../tee/tdx/index.ts')
+        out = { ...cert, tdxQuote: describeQuote(parsed.quote) }
+      }
+    }
     else {
       const { describeQuote } = await import('../tee/tdx/index.ts')
       out = describeQuote(new Uint8Array(bytes))

@@ -17,6 +17,7 @@ Usage:
   cocoon attest inspect <cert.pem|quote-file>
   cocoon attest verify <quote-file> [--collateral FILE] [--now ISO-8601] [--json]
   cocoon attest quote --report-data HEX
+  cocoon bench [--quick] [--out FILE]  measure protocol overhead, handshakes, inference and fees (docs/benchmarks.md)
   cocoon help
 
 Environment: COCOON_MODELS (folder searched first for models), COCOON_LOG_LEVEL
@@ -38,6 +39,10 @@ export async function main(argv: string[]): Promise<void> {
       case 'chain': {
         const { runChainCommand } = await import('../ton/chain/cli.ts')
         return await runChainCommand(rest)
+      }
+      case 'bench': {
+        const { runBench } = await import('../bench/index.ts')
+        return await runBench(rest)
       }
       case 'attest': {
         const { runAttest } = await import('./attest.ts')

@@ -2,9 +2,11 @@
 import http from 'node:http'
 import http2 from 'node:http2'
 import { Counter, Gauge } from 'prom-client'
-import type { Identity, VerifiedPeer } from '../tee/types.ts'
+import type { VerifiedPeer } from '../tee/types.ts'
+import type { IdentitySource } from '../tee/renew.ts'
 import type { Logger } from '../node/log.ts'
 import { sleep } from '../node/time.ts'
+import { identityStats } from '../node/stats.ts'
 import { createRegistry, handleOps, type OpsSource } from '../node/ops.ts'
 import { dialAttested, type PeerVerifier } from '../net/attested.ts'
 import { errorResponse, InvalidRequestError, isExpectedError, NoProxyAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
@@ -30,7 +32,7 @@ export interface ClientOptions {
 }
 
 export interface ClientDeps {
-  identity: Identity
+  identity: IdentitySource
   verify: PeerVerifier
   log: Logger
 }
@@ -103,7 +105,7 @@ export class Client implements OpsSource {
     while (!this.stopping.signal.aborted) {
       link.state = 'connecting'
       try {
-        const { socket, peer } = await dialAttested({ ...target, identity: this.deps.identity, verify: this.deps.verify, expectedRole: 'proxy', signal: this.stopping.signal })
+        const { socket, peer } = await dialAttested({ ...target, identity: this.deps.identity.current(), verify: this.deps.verify, expectedRole: 'proxy', signal: this.stopping.signal })
         const session = http2.connect(`https://${link.target}`, { createConnection: () => socket })
         session.on('error', (err) => log.debug('proxy session error', { error: err.message }))
         link.session = session
@@ -332,7 +334,7 @@ export class Client implements OpsSource {
     return {
       role: 'client',
       protocol: PROTOCOL_VERSION,
-      identity: { kind: this.deps.identity.kind, publicKey: Buffer.from(this.deps.identity.publicKey).toString('hex') },
+      identity: identityStats(this.deps.identity.current()),
       requests: { ...this.counts },
       proxies: this.links.map((l) => ({
         target: l.target,

@@ -2,6 +2,7 @@
 import net from 'node:net'
 import tls from 'node:tls'
 import type { Identity, Role, VerifiedPeer } from '../tee/types.ts'
+import type { IdentitySource } from '../tee/renew.ts'
 import { peerCertDer, tlsOptions } from '../tee/tls.ts'
 import type { Logger } from '../node/log.ts'
 
@@ -68,15 +69,16 @@ export function dialAttested(opts: {
 export function listenAttested(opts: {
   host: string
   port: number
-  identity: Identity | (() => Identity)
+  identity: IdentitySource
   verify: PeerVerifier
   expectedRole: Role
   log: Logger
   onPeer: (a: AttestedSocket) => void
   onRefused?: (reason: string, remote: string) => void
 }): Promise<tls.Server> {
-  const id = () => (typeof opts.identity === 'function' ? opts.identity() : opts.identity)
-  const server = tls.createServer({ ...tlsOptions(id()), handshakeTimeout: HANDSHAKE_TIMEOUT_MS })
+  const server = tls.createServer({ ...tlsOptions(opts.identity.current()), handshakeTimeout: HANDSHAKE_TIMEOUT_MS })
+  // New handshakes get the renewed certificate; sessions already open keep theirs.
+  opts.identity.onRenew((id) => server.setSecureContext(tlsOptions(id)))
   server.on('secureConnection', (socket: tls.TLSSocket) => {
     socket.setNoDelay(true)
     const remote = `${socket.remoteAddress}:${socket.remotePort}`
@@ -92,7 +94,8 @@ export function listenAttested(opts: {
     if (!der) return refuse('no client certificate')
     opts.verify(der, opts.expectedRole).then(
       (peer) => {
-        if (socket.destroyed) return
+        // The server may have been closed while the verdict was pending.
+        if (socket.destroyed || !server.listening) return void socket.destroy()
         opts.onPeer({ socket, peer })
       },
       (err: Error) => refuse((err as { reason?: string }).reason ?? err.message),

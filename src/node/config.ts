@@ -41,6 +41,8 @@ export interface BackendConfig {
 
 interface Common {
   role: Role
+  /** A production node refuses simulated evidence, for itself and from its peers. Default false. */
+  production: boolean
   tee: TeeConfig
   /** Raw policy JSON; parsed by tee/policy. */
   policy: unknown
@@ -110,9 +112,9 @@ function hostPorts(v: unknown, where: string): HostPort[] {
 }
 
 const KNOWN_KEYS: Record<Role, string[]> = {
-  client: ['role', 'tee', 'policy', 'listen', 'proxies', 'defaultMaxCoefficient', 'defaultTimeoutSec', 'maxBodyBytes'],
-  proxy: ['role', 'tee', 'policy', 'stats', 'workerListen', 'clientListen', 'maxAttempts'],
-  worker: ['role', 'tee', 'policy', 'stats', 'proxies', 'backend', 'coefficient', 'maxActiveRequests', 'maxTokensCap'],
+  client: ['role', 'production', 'tee', 'policy', 'listen', 'proxies', 'defaultMaxCoefficient', 'defaultTimeoutSec', 'maxBodyBytes'],
+  proxy: ['role', 'production', 'tee', 'policy', 'stats', 'workerListen', 'clientListen', 'maxAttempts'],
+  worker: ['role', 'production', 'tee', 'policy', 'stats', 'proxies', 'backend', 'coefficient', 'maxActiveRequests', 'maxTokensCap'],
 }
 
 function tee(v: unknown, where: string, role: Role): TeeConfig {
@@ -160,7 +162,7 @@ function backend(v: unknown, where: string): BackendConfig {
 export function applyEnvOverrides(raw: Record<string, unknown>, role: Role, env: NodeJS.ProcessEnv = process.env): Record<string, unknown> {
   const out = { ...raw }
   for (const key of KNOWN_KEYS[role]) {
-    if (key === 'role' || key === 'tee' || key === 'policy' || key === 'backend') continue
+    if (key === 'role' || key === 'production' || key === 'tee' || key === 'policy' || key === 'backend') continue
     const name = 'COCOON_' + key.replace(/[A-Z]/g, (c) => '_' + c).toUpperCase()
     const v = env[name]
     if (v === undefined || v === '') continue
@@ -177,7 +179,10 @@ export function validateConfig(raw: unknown, where = 'config'): NodeConfig {
   const role = o.role
   if (role !== 'client' && role !== 'proxy' && role !== 'worker') throw new ConfigError(`${where}.role`, 'must be "client", "proxy" or "worker"')
   for (const k of Object.keys(o)) if (!KNOWN_KEYS[role].includes(k)) throw new ConfigError(`${where}.${k}`, `unknown setting for a ${role}`)
-  const common = { tee: tee(o.tee, `${where}.tee`, role), policy: o.policy }
+  if (o.production !== undefined && typeof o.production !== 'boolean') throw new ConfigError(`${where}.production`, 'must be true or false')
+  const production = o.production === true
+  const common = { production, tee: tee(o.tee, `${where}.tee`, role), policy: o.policy }
+  if (production && common.tee.kind === 'simulated') throw new ConfigError(`${where}.tee.kind`, 'a production node cannot run on a simulated TEE')
   if (o.policy === undefined) throw new ConfigError(`${where}.policy`, 'is required (which evidence and images to trust)')
   if (role === 'client') {
     return {

@@ -1,8 +1,8 @@
 // Starts one node (client, proxy or worker) from a validated config: identity, policy, backend, servers, shutdown.
 import fs from 'node:fs'
 import type http from 'node:http'
-import type { EvidenceKind, EvidenceProvider, EvidenceVerifier, Identity, Policy } from '../tee/types.ts'
-import { createIdentity } from '../tee/cert.ts'
+import type { EvidenceKind, EvidenceProvider, EvidenceVerifier, Policy } from '../tee/types.ts'
+import { RenewingIdentity } from '../tee/renew.ts'
 import { SimulatedEvidenceProvider, SimulatedEvidenceVerifier, simulatedImageHash } from '../tee/simulated.ts'
 import { createPeerVerifier } from '../tee/verify.ts'
 import { assertProductionPolicy, parsePolicy } from '../tee/policy.ts'
@@ -53,28 +53,31 @@ function readSecret(file: string | undefined, envName: string): string | undefin
 
 /** Builds and starts the node described by `cfg`. */
 export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNode> {
-  let policy: Policy
-  try {
-    policy = parsePolicy(cfg.policy, 'policy')
-  } catch (err) {
-    throw new ConfigError('policy', (err as Error).message)
-  }
-  // A node in a real TEE must never trust forgeable simulated peers.
-  if (cfg.tee.kind === 'tdx') assertProductionPolicy(policy)
+  const policy: Policy = parsePolicy(cfg.policy, 'policy')
+  // A production node, and any node in a real TEE, must never trust forgeable simulated peers.
+  if (cfg.production || cfg.tee.kind === 'tdx') assertProductionPolicy(policy, 'policy')
   const verifyFn = createPeerVerifier(policy, await verifiers(policy), { cacheTtlMs: VERIFICATION_CACHE_TTL_MS })
   const verify: PeerVerifier = (der, role) => verifyFn(der, role)
   const provider = await evidenceProvider(cfg.tee)
   const hash = configHash(cfg)
+  const onError = (err: Error) => log.error('certificate renewal failed; retrying', { error: err })
 
   if (cfg.role === 'client') {
-    const identity = await createIdentity({ role: 'client', provider, configHash: hash })
+    const identity = await RenewingIdentity.start({ role: 'client', provider, configHash: hash }, { onError })
     const client = createClient(cfg, { identity, verify, log })
     const port = await client.start()
-    return { role: 'client', ports: { api: port }, stop: () => client.stop() }
+    return {
+      role: 'client',
+      ports: { api: port },
+      stop: async () => {
+        identity.stop()
+        await client.stop()
+      },
+    }
   }
 
   if (cfg.role === 'proxy') {
-    const identity = await createIdentity({ role: 'proxy', provider, configHash: hash })
+    const identity = await RenewingIdentity.start({ role: 'proxy', provider, configHash: hash }, { onError })
     const proxy = createProxy(cfg, { identity, verify, log })
     const ports = await proxy.start()
     const ops = await startOpsServer(cfg.stats.host, cfg.stats.port, proxy, log)
@@ -82,6 +85,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       role: 'proxy',
       ports: { ...ports, stats: listenPort(ops) },
       stop: async () => {
+        identity.stop()
         await proxy.stop()
         await closeServer(ops)
       },
@@ -93,9 +97,9 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     { ...b, apiKey: readSecret(b.apiKeyFile, 'COCOON_BACKEND_API_KEY') },
     { log },
   )
-  let identity: Identity
+  let identity: RenewingIdentity
   try {
-    identity = await createIdentity({ role: 'worker', provider, configHash: hash, modelId: backend.model.id, modelHash: backend.model.hash || undefined })
+    identity = await RenewingIdentity.start({ role: 'worker', provider, configHash: hash, modelId: backend.model.id, modelHash: backend.model.hash || undefined }, { onError })
   } catch (err) {
     await backend.close()
     throw err
@@ -108,6 +112,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     role: 'worker',
     ports: { stats: listenPort(ops) },
     stop: async () => {
+      identity.stop()
       await worker.stop()
       await closeServer(ops)
       await backend.close()

@@ -2,8 +2,9 @@
 import http2 from 'node:http2'
 import type tls from 'node:tls'
 import { Counter, Gauge } from 'prom-client'
-import type { Identity } from '../tee/types.ts'
+import type { IdentitySource } from '../tee/renew.ts'
 import type { Logger } from '../node/log.ts'
+import { identityStats } from '../node/stats.ts'
 import { createRegistry, type OpsSource } from '../node/ops.ts'
 import { listenAttested, type AttestedSocket, type PeerVerifier } from '../net/attested.ts'
 import { errorResponse, InvalidRequestError, ModelNotFoundError, NoWorkerAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
@@ -24,7 +25,7 @@ export interface ProxyOptions {
 }
 
 export interface ProxyDeps {
-  identity: Identity
+  identity: IdentitySource
   verify: PeerVerifier
   log: Logger
 }
@@ -42,6 +43,7 @@ export class Proxy implements OpsSource {
   private servers: tls.Server[] = []
   private nextId = 1
   private readonly clientSessions = new Set<http2.ServerHttp2Session>()
+  private readonly clientSockets = new Set<tls.TLSSocket>()
   private refused = { workers: 0, clients: 0 }
   private readonly counts: Record<Outcome, number> & { requests: number; retries: number } = { requests: 0, succeeded: 0, failed: 0, cancelled: 0, timeout: 0, rejected: 0, retries: 0 }
   private readonly tokens = { prompt: 0, cached: 0, completion: 0, reasoning: 0 }
@@ -85,7 +87,11 @@ export class Proxy implements OpsSource {
       verify: this.deps.verify,
       expectedRole: 'client',
       log,
-      onPeer: ({ socket }) => this.clientH2.emit('connection', socket),
+      onPeer: ({ socket }) => {
+        this.clientSockets.add(socket)
+        socket.once('close', () => this.clientSockets.delete(socket))
+        this.clientH2.emit('connection', socket)
+      },
       onRefused: () => {
         this.refused.clients++
         this.m.refused.inc({ role: 'client' })
@@ -101,6 +107,7 @@ export class Proxy implements OpsSource {
     for (const s of this.servers) s.close()
     for (const w of this.workers.values()) w.session.destroy()
     for (const s of this.clientSessions) s.destroy()
+    for (const s of this.clientSockets) s.destroy()
     this.clientH2.close()
   }
 
@@ -237,6 +244,7 @@ export class Proxy implements OpsSource {
       if (!('conn' in sel)) {
         if (attempt > 0 && lastError) break
         this.finish('rejected')
+        log.info('request not routed', { model, reason: sel.reason, workers: this.workers.size })
         if (sel.reason === 'model_not_found') return respondError(cs, new ModelNotFoundError(model))
         if (sel.reason === 'coefficient') return respondError(cs, new NoWorkerAvailableError(`no worker for '${model}' at max_coefficient ${maxCoefficient}; the cheapest asks ${sel.minCoefficient}`))
         return respondError(cs, new NoWorkerAvailableError(`all workers for '${model}' are busy`))
@@ -418,7 +426,7 @@ export class Proxy implements OpsSource {
     return {
       role: 'proxy',
       protocol: PROTOCOL_VERSION,
-      identity: { kind: this.deps.identity.kind, publicKey: Buffer.from(this.deps.identity.publicKey).toString('hex') },
+      identity: identityStats(this.deps.identity.current()),
       requests: { ...this.counts },
       tokens: { ...this.tokens },
       clients: { connected: this.clientSessions.size, refused: this.refused.clients },

@@ -46,6 +46,8 @@ export interface CreateIdentityOptions {
   modelHash?: string
   /** Certificate lifetime. Default CERT_VALIDITY_SEC (one day). */
   validitySec?: number
+  /** Reuse this key pair (a renewal keeps the identity key; only the certificate and evidence are fresh). */
+  keys?: webcrypto.CryptoKeyPair
   /** Clock, for claims.createdAt and the validity window. Default: system clock (chain time where the caller has it). */
   now?: () => Date
   signal?: AbortSignal
@@ -64,6 +66,11 @@ export interface AttestedCert {
   der: Uint8Array
 }
 
+/** A fresh Ed25519 identity key pair. */
+export async function generateIdentityKeys(): Promise<webcrypto.CryptoKeyPair> {
+  return (await webcrypto.subtle.generateKey({ name: 'Ed25519' }, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair
+}
+
 export async function createIdentity(opts: CreateIdentityOptions): Promise<Identity> {
   const now = (opts.now ?? (() => new Date()))()
   const validitySec = opts.validitySec ?? CERT_VALIDITY_SEC
@@ -71,7 +78,7 @@ export async function createIdentity(opts: CreateIdentityOptions): Promise<Ident
   const kind: EvidenceKind = opts.provider?.kind ?? 'none'
   if (opts.provider && kind === 'none') throw new TypeError("an evidence provider cannot be of kind 'none'")
 
-  const keys = (await webcrypto.subtle.generateKey({ name: 'Ed25519' }, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair
+  const keys = opts.keys ?? (await generateIdentityKeys())
   const publicKey = new Uint8Array(await webcrypto.subtle.exportKey('raw', keys.publicKey))
   const claims: Claims = {
     v: 1,

@@ -2,9 +2,11 @@
 import http2 from 'node:http2'
 import { Counter, Gauge } from 'prom-client'
 import type { InferenceBackend, InferenceKind, Usage } from '../inference/types.ts'
-import type { Identity, VerifiedPeer } from '../tee/types.ts'
+import type { VerifiedPeer } from '../tee/types.ts'
+import type { IdentitySource } from '../tee/renew.ts'
 import type { Logger } from '../node/log.ts'
 import { sleep } from '../node/time.ts'
+import { identityStats } from '../node/stats.ts'
 import { createRegistry, type OpsSource } from '../node/ops.ts'
 import { dialAttested, type PeerVerifier } from '../net/attested.ts'
 import { errorResponse, isExpectedError, RequestTimeoutError, TooManyRequestsError } from '../net/errors.ts'
@@ -32,7 +34,7 @@ export interface WorkerOptions {
 
 export interface WorkerDeps {
   backend: InferenceBackend
-  identity: Identity
+  identity: IdentitySource
   verify: PeerVerifier
   log: Logger
 }
@@ -105,7 +107,7 @@ export class Worker implements OpsSource {
     while (!this.stopping.signal.aborted) {
       link.state = 'connecting'
       try {
-        const { socket, peer } = await dialAttested({ ...target, identity: this.deps.identity, verify: this.deps.verify, expectedRole: 'proxy', signal: this.stopping.signal })
+        const { socket, peer } = await dialAttested({ ...target, identity: this.deps.identity.current(), verify: this.deps.verify, expectedRole: 'proxy', signal: this.stopping.signal })
         link.peer = peer
         const closed = new Promise<void>((resolve) => {
           this.h2.once('session', (session: http2.ServerHttp2Session) => {
@@ -262,7 +264,7 @@ export class Worker implements OpsSource {
 
   private usageTrailers(record: UsageRecord): http2.OutgoingHttpHeaders {
     const json = JSON.stringify(record)
-    return { [HEADERS.usage]: json, [HEADERS.usageSig]: Buffer.from(this.deps.identity.sign(usageSigningPayload(json))).toString('base64') }
+    return { [HEADERS.usage]: json, [HEADERS.usageSig]: Buffer.from(this.deps.identity.current().sign(usageSigningPayload(json))).toString('base64') }
   }
 
   stats(): Record<string, unknown> {
@@ -277,7 +279,7 @@ export class Worker implements OpsSource {
       requests: { ...this.counts },
       tokens: { ...this.tokens },
       proxies: this.links.map((l) => ({ target: l.target, state: l.state, imageHash: l.peer?.imageHash ?? null, lastError: l.lastError ?? null, connectedAt: l.connectedAt ?? null })),
-      identity: { kind: this.deps.identity.kind, publicKey: Buffer.from(this.deps.identity.publicKey).toString('hex') },
+      identity: identityStats(this.deps.identity.current()),
     }
   }
 

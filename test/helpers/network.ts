@@ -1,5 +1,6 @@
 // Builds an in-process network (proxies, workers, client) on loopback with real RA-TLS and HTTP/2, for protocol tests.
 import { createIdentity } from '../../src/tee/cert.ts'
+import { fixedIdentity, type IdentitySource } from '../../src/tee/renew.ts'
 import { SimulatedEvidenceProvider, SimulatedEvidenceVerifier, simulatedImageHash } from '../../src/tee/simulated.ts'
 import { createPeerVerifier } from '../../src/tee/verify.ts'
 import type { Policy } from '../../src/tee/types.ts'
@@ -22,8 +23,8 @@ function verifierFor(policy: Policy) {
   return (der: Uint8Array, role: 'client' | 'proxy' | 'worker') => v(der, role)
 }
 
-export async function startProxy(opts: { policy?: Policy; imageTag?: string; options?: Partial<ProxyOptions> } = {}): Promise<{ proxy: Proxy; workerPort: number; clientPort: number }> {
-  const identity = await createIdentity({ role: 'proxy', provider: new SimulatedEvidenceProvider(await simulatedImageHash(opts.imageTag ?? '')), configHash: '00'.repeat(32) })
+export async function startProxy(opts: { policy?: Policy; imageTag?: string; options?: Partial<ProxyOptions>; identity?: IdentitySource } = {}): Promise<{ proxy: Proxy; workerPort: number; clientPort: number }> {
+  const identity = opts.identity ?? fixedIdentity(await createIdentity({ role: 'proxy', provider: new SimulatedEvidenceProvider(await simulatedImageHash(opts.imageTag ?? '')), configHash: '00'.repeat(32) }))
   const proxy = createProxy(
     { workerListen: { host: '127.0.0.1', port: 0 }, clientListen: { host: '127.0.0.1', port: 0 }, ...opts.options },
     { identity, verify: verifierFor(opts.policy ?? (await policyFor())), log: log.child({ role: 'proxy' }) },
@@ -42,7 +43,7 @@ export async function startWorker(backend: InferenceBackend, proxyPorts: number[
   })
   const worker = createWorker(
     { proxies: proxyPorts.map((port) => ({ host: '127.0.0.1', port })), ...opts.options },
-    { backend, identity, verify: verifierFor(opts.policy ?? (await policyFor())), log: log.child({ role: 'worker' }) },
+    { backend, identity: fixedIdentity(identity), verify: verifierFor(opts.policy ?? (await policyFor())), log: log.child({ role: 'worker' }) },
   )
   worker.start()
   return worker
@@ -52,7 +53,7 @@ export async function startClient(proxyPorts: number[], opts: { policy?: Policy;
   const identity = await createIdentity({ role: 'client', configHash: '00'.repeat(32) })
   const client = createClient(
     { listen: { host: '127.0.0.1', port: 0 }, proxies: proxyPorts.map((port) => ({ host: '127.0.0.1', port })), ...opts.options },
-    { identity, verify: verifierFor(opts.policy ?? (await policyFor())), log: log.child({ role: 'client' }) },
+    { identity: fixedIdentity(identity), verify: verifierFor(opts.policy ?? (await policyFor())), log: log.child({ role: 'client' }) },
   )
   const port = await client.start()
   return { client, url: `http://127.0.0.1:${port}` }

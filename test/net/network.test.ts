@@ -125,14 +125,19 @@ test('a timeout gives 504', async () => {
 test('retries on another worker when the first fails before the first byte', async () => {
   const bad = new FakeBackend({ failBeforeFirst: 500 })
   const good = new FakeBackend()
-  const net = await network([bad, good])
+  // The failing worker connects first, so it wins the tie for the first request.
+  const net = await network([bad])
+  const w = await startWorker(good, [net.proxyPorts.workerPort])
+  stops.push(() => w.stop())
+  await waitFor(() => (net.proxy.stats() as any).workers.connected === 2, 'the second worker')
   for (let i = 0; i < 4; i++) {
     const res = await post(net.url, '/v1/completions', { model: 'fake-model', prompt: 'x' })
     assert.equal(res.status, 200)
     await res.json()
   }
   assert.equal(good.completed, 4)
-  assert.ok((net.proxy.stats() as any).requests.retries >= 1)
+  assert.equal(bad.seen.length, 1, 'the failing worker was tried once, then avoided')
+  assert.equal((net.proxy.stats() as any).requests.retries, 1)
 })
 
 test('cancelling a request stops the generation on the worker', async () => {
