@@ -105,6 +105,10 @@ export function errorResponse(err: unknown): ErrorResponse {
       return make(503, 'service_unavailable', 'no_proxy_available', e.message)
     case 'TooManyRequestsError':
       return make(429, 'rate_limit_error', 'too_many_requests', e.message)
+    case 'InsufficientQuotaError':
+      return make(402, 'insufficient_quota', 'insufficient_quota', e.message)
+    case 'ProxyNotServingError':
+      return make(503, 'service_unavailable', 'proxy_not_serving', e.message)
     case 'RequestTimeoutError':
       return make(504, 'timeout_error', 'timeout', e.message)
     case 'UpstreamError':

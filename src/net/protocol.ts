@@ -15,6 +15,8 @@ export const PATHS = {
   models: '/v1/models',
   /** Proxy -> worker: what the worker serves. */
   workerInfo: '/cocoon/v1/worker',
+  /** Proxy -> worker: stop the request named in x-cocoon-request-id; its answer then ends with usage. */
+  cancel: '/cocoon/v1/cancel',
 } as const
 
 export const INFERENCE_PATHS: ReadonlySet<string> = new Set([PATHS.chat, PATHS.completions])
@@ -29,6 +31,10 @@ export const HEADERS = {
   timeoutMs: 'x-cocoon-timeout-ms',
   /** Proxy -> worker: the coefficient snapshotted for this request. */
   coefficient: 'x-cocoon-coefficient',
+  /** Proxy -> worker: the most completion tokens the proxy reserved for; the worker never produces more. */
+  maxTokens: 'x-cocoon-max-tokens',
+  /** Proxy -> client trailer: the client's cumulative charge (ChargeStatement JSON). */
+  charged: 'x-cocoon-charged',
   /** Worker trailer: usage JSON (UsageRecord). */
   usage: 'x-cocoon-usage',
   /** Worker trailer: base64 Ed25519 signature of usageSigningPayload() by the worker's attested key. */
@@ -47,10 +53,19 @@ export const MAX_TIMEOUT_SEC = 3600
 export const MAX_BODY_BYTES = 8 * 1024 * 1024
 /** Each hop keeps this share of the remaining time, so inner timeouts fire first (as the reference). */
 export const HOP_TIMEOUT_FACTOR = 0.95
+/** After asking a worker to stop, how long the proxy waits for the answer to end with its usage. */
+export const CANCEL_GRACE_MS = 5_000
+/**
+ * Added to the body's byte length to bound the prompt's tokens for the reservation: a text token
+ * covers at least one byte, and a chat template adds a bounded number of special tokens.
+ */
+export const PROMPT_OVERHEAD_TOKENS = 512
 
 /** What the worker reports it used, signed. Token counts, not nanoTON. */
 export interface UsageRecord {
   requestId: string
+  /** The answer's id, chunk object type, model and creation time, so the proxy can write the usage chunk. */
+  answer: { id: string; object: string; model: string; created: number }
   promptTokens: number
   cachedTokens: number
   completionTokens: number
@@ -72,4 +87,8 @@ export interface WorkerInfo {
   model: { id: string; hash: string }
   coefficient: number
   maxActiveRequests: number
+  /** Highest max_tokens the worker accepts (and its default). */
+  maxTokensCap: number
+  /** Where the worker is paid: its wallet address ("0:hex"), or absent when it runs without a chain. */
+  payoutAddress?: string
 }

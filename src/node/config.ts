@@ -59,6 +59,8 @@ export interface ClientConfig extends Common {
 
 export interface ProxyConfig extends Common {
   role: 'proxy'
+  /** Where the ledger and keys live. Default .cocoon/proxy. */
+  dataDir: string
   stats: HostPort
   workerListen: HostPort
   clientListen: HostPort
@@ -113,7 +115,7 @@ function hostPorts(v: unknown, where: string): HostPort[] {
 
 const KNOWN_KEYS: Record<Role, string[]> = {
   client: ['role', 'production', 'tee', 'policy', 'listen', 'proxies', 'defaultMaxCoefficient', 'defaultTimeoutSec', 'maxBodyBytes'],
-  proxy: ['role', 'production', 'tee', 'policy', 'stats', 'workerListen', 'clientListen', 'maxAttempts'],
+  proxy: ['role', 'production', 'dataDir', 'tee', 'policy', 'stats', 'workerListen', 'clientListen', 'maxAttempts'],
   worker: ['role', 'production', 'tee', 'policy', 'stats', 'proxies', 'backend', 'coefficient', 'maxActiveRequests', 'maxTokensCap'],
 }
 
@@ -199,6 +201,7 @@ export function validateConfig(raw: unknown, where = 'config'): NodeConfig {
     return {
       role,
       ...common,
+      dataDir: optStr(o, 'dataDir', where) ?? '.cocoon/proxy',
       stats: parseHostPort(o.stats ?? '127.0.0.1:11000', `${where}.stats`),
       workerListen: parseHostPort(o.workerListen ?? '0.0.0.0:11001', `${where}.workerListen`),
       clientListen: parseHostPort(o.clientListen ?? '0.0.0.0:11002', `${where}.clientListen`),

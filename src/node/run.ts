@@ -1,5 +1,9 @@
 // Starts one node (client, proxy or worker) from a validated config: identity, policy, backend, servers, shutdown.
 import fs from 'node:fs'
+import path from 'node:path'
+import { Ledger } from '../payments/ledger.ts'
+import { ProxyBilling } from '../payments/billing.ts'
+import { OFFCHAIN_PRICE_PARAMS } from '../payments/pricing.ts'
 import type http from 'node:http'
 import type { EvidenceKind, EvidenceProvider, EvidenceVerifier, Policy } from '../tee/types.ts'
 import { RenewingIdentity } from '../tee/renew.ts'
@@ -78,7 +82,9 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
 
   if (cfg.role === 'proxy') {
     const identity = await RenewingIdentity.start({ role: 'proxy', provider, configHash: hash }, { onError })
-    const proxy = createProxy(cfg, { identity, verify, log })
+    const ledger = new Ledger(path.join(cfg.dataDir, 'ledger.sqlite'))
+    const billing = new ProxyBilling({ ledger, params: () => OFFCHAIN_PRICE_PARAMS, log })
+    const proxy = createProxy(cfg, { identity, verify, log, billing })
     const ports = await proxy.start()
     const ops = await startOpsServer(cfg.stats.host, cfg.stats.port, proxy, log)
     return {
@@ -87,6 +93,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       stop: async () => {
         identity.stop()
         await proxy.stop()
+        ledger.close()
         await closeServer(ops)
       },
     }

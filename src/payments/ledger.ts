@@ -86,7 +86,6 @@ export class Ledger {
         party TEXT NOT NULL, address TEXT NOT NULL,
         tokens TEXT NOT NULL, nano TEXT NOT NULL, requests INTEGER NOT NULL, vouchered TEXT NOT NULL,
         PRIMARY KEY (party, address));
-      CREATE TABLE IF NOT EXISTS reservations (request_id TEXT PRIMARY KEY, client TEXT NOT NULL, tokens TEXT NOT NULL, at INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS commits (seqno INTEGER PRIMARY KEY, hash TEXT NOT NULL, confirmed_at INTEGER);
       CREATE TRIGGER IF NOT EXISTS events_append_only_u BEFORE UPDATE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
       CREATE TRIGGER IF NOT EXISTS events_append_only_d BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
@@ -99,9 +98,6 @@ export class Ledger {
       getCounter: this.db.prepare(`SELECT tokens, nano, requests, vouchered FROM counters WHERE party = ? AND address = ?`),
       putCounter: this.db.prepare(`INSERT INTO counters (party, address, tokens, nano, requests, vouchered) VALUES (?, ?, ?, ?, ?, ?)
         ON CONFLICT (party, address) DO UPDATE SET tokens = excluded.tokens, nano = excluded.nano, requests = excluded.requests, vouchered = excluded.vouchered`),
-      reserve: this.db.prepare(`INSERT INTO reservations (request_id, client, tokens, at) VALUES (?, ?, ?, ?)`),
-      release: this.db.prepare(`DELETE FROM reservations WHERE request_id = ?`),
-      reservedFor: this.db.prepare(`SELECT COALESCE(SUM(CAST(tokens AS INTEGER)), 0) AS t FROM reservations WHERE client = ?`),
       hashAt: this.db.prepare(`SELECT hash FROM events WHERE seqno = ?`),
     }
     const last = this.db.prepare(`SELECT seqno, hash FROM events ORDER BY seqno DESC LIMIT 1`).get() as LedgerHead | undefined
@@ -147,42 +143,33 @@ export class Ledger {
     return { seqno, hash }
   }
 
-  /** Reserves `tokens` adjusted tokens for a request; durable. */
-  reserve(requestId: string, client: string, tokens: bigint): void {
-    this.stmts.reserve.run(requestId, client, tokens.toString(), Date.now())
-  }
-
-  release(requestId: string): void {
-    this.stmts.release.run(requestId)
-  }
-
-  reservedTokens(client: string): bigint {
-    return BigInt((this.stmts.reservedFor.get(client) as { t: number | bigint }).t)
-  }
-
-  /** Drops reservations left by a crash: those requests died with the process. Returns how many. */
-  clearReservations(): number {
-    return this.db.prepare(`DELETE FROM reservations`).run().changes
-  }
-
   /** Records a settled request and moves both counters, in one durable transaction. */
   recordUsage(e: UsageEvent): { head: LedgerHead; client: Counters; worker: Counters } {
-    return this.db.transaction(() => {
-      const head = this.appendEvent(e)
-      const client = this.counters('client', e.client)
-      client.tokens += BigInt(e.adjusted)
-      client.nano += BigInt(e.clientNano)
-      client.requests++
-      const worker = this.counters('worker', e.worker)
-      worker.tokens += BigInt(e.adjusted)
-      worker.nano += BigInt(e.workerNano)
-      worker.requests++
-      this.put('client', e.client, client)
-      this.put('worker', e.worker, worker)
-      this.stmts.release.run(e.requestId)
-      this.head = head
-      return { head, client, worker }
-    })()
+    return this.recordUsageBatch([e])[0]
+  }
+
+  /**
+   * Records several settled requests in one transaction, so one fsync covers them all (group
+   * commit). Results are in the order of `events`.
+   */
+  recordUsageBatch(events: UsageEvent[]): Array<{ head: LedgerHead; client: Counters; worker: Counters }> {
+    return this.db.transaction(() => events.map((e) => this.applyUsage(e)))()
+  }
+
+  private applyUsage(e: UsageEvent): { head: LedgerHead; client: Counters; worker: Counters } {
+    const head = this.appendEvent(e)
+    const client = this.counters('client', e.client)
+    client.tokens += BigInt(e.adjusted)
+    client.nano += BigInt(e.clientNano)
+    client.requests++
+    const worker = this.counters('worker', e.worker)
+    worker.tokens += BigInt(e.adjusted)
+    worker.nano += BigInt(e.workerNano)
+    worker.requests++
+    this.put('client', e.client, client)
+    this.put('worker', e.worker, worker)
+    this.head = head
+    return { head, client, worker }
   }
 
   /** Records a signed voucher; a voucher never goes below one already issued for the same contract. */

@@ -19,6 +19,19 @@ export const COEFFICIENT_ONE = 1000n
 export const MULT_ONE = 10000n
 const DENOM = COEFFICIENT_ONE * MULT_ONE
 
+/**
+ * Prices used when a proxy runs without a chain (tests, a devnet without payments). With a
+ * chain, the root contract's parameters apply.
+ */
+export const OFFCHAIN_PRICE_PARAMS: PriceParams = {
+  pricePerTokenNano: 1_000n,
+  workerFeePerTokenNano: 800n,
+  promptMult: 10_000,
+  cachedMult: 1_000,
+  completionMult: 10_000,
+  reasoningMult: 10_000,
+}
+
 /** The parts of the root parameters pricing needs (a subset of the contracts' Params). */
 export interface PriceParams {
   pricePerTokenNano: bigint

@@ -3,13 +3,17 @@ import http2 from 'node:http2'
 import type tls from 'node:tls'
 import { Counter, Gauge } from 'prom-client'
 import type { IdentitySource } from '../tee/renew.ts'
+import type { VerifiedPeer } from '../tee/types.ts'
 import type { Logger } from '../node/log.ts'
 import { identityStats } from '../node/stats.ts'
 import { createRegistry, type OpsSource } from '../node/ops.ts'
 import { listenAttested, type AttestedSocket, type PeerVerifier } from '../net/attested.ts'
 import { errorResponse, InvalidRequestError, ModelNotFoundError, NoWorkerAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
 import { parseJsonObject, readBody } from '../net/body.ts'
-import { DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_BODY_BYTES, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo } from '../net/protocol.ts'
+import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_BODY_BYTES, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo } from '../net/protocol.ts'
+import { openaiUsage, usageChunk, type UsageCost } from '../net/openai.ts'
+import { ProxyNotServingError, type ProxyBilling } from '../payments/billing.ts'
+import { worstCaseAdjustedTokens } from '../payments/pricing.ts'
 import { ed25519PublicKey, verifyUsage } from '../net/usage.ts'
 import { DEFAULT_REQUEST_MS, recordOutcome, selectWorker, type WorkerConn } from './routing.ts'
 
@@ -28,6 +32,9 @@ export interface ProxyDeps {
   identity: IdentitySource
   verify: PeerVerifier
   log: Logger
+  billing: ProxyBilling
+  /** The account a client is billed under (its wallet address on chain). Default: its key, hex. */
+  clientAccount?: (peer: VerifiedPeer) => string
 }
 
 type Outcome = 'succeeded' | 'failed' | 'cancelled' | 'timeout' | 'rejected'
@@ -43,6 +50,7 @@ export class Proxy implements OpsSource {
   private servers: tls.Server[] = []
   private nextId = 1
   private readonly clientSessions = new Set<http2.ServerHttp2Session>()
+  private readonly clientAccounts = new WeakMap<http2.Http2Session, string>()
   private readonly clientSockets = new Set<tls.TLSSocket>()
   private refused = { workers: 0, clients: 0 }
   private readonly counts: Record<Outcome, number> & { requests: number; retries: number } = { requests: 0, succeeded: 0, failed: 0, cancelled: 0, timeout: 0, rejected: 0, retries: 0 }
@@ -87,9 +95,11 @@ export class Proxy implements OpsSource {
       verify: this.deps.verify,
       expectedRole: 'client',
       log,
-      onPeer: ({ socket }) => {
+      onPeer: ({ socket, peer }) => {
         this.clientSockets.add(socket)
         socket.once('close', () => this.clientSockets.delete(socket))
+        const account = this.deps.clientAccount?.(peer) ?? Buffer.from(peer.publicKey).toString('hex')
+        this.clientH2.once('session', (s) => this.clientAccounts.set(s, account))
         this.clientH2.emit('connection', socket)
       },
       onRefused: () => {
@@ -128,6 +138,7 @@ export class Proxy implements OpsSource {
         session,
         peer,
         key: ed25519PublicKey(peer.publicKey),
+        account: info.payoutAddress ?? Buffer.from(peer.publicKey).toString('hex'),
         info,
         remote,
         connectedAt: Date.now(),
@@ -214,25 +225,29 @@ export class Proxy implements OpsSource {
     const requestId = String(headers[HEADERS.requestId] ?? crypto.randomUUID())
     const log = this.deps.log.child({ requestId })
     const started = Date.now()
+    const client = this.clientAccounts.get(cs.session!) ?? 'unknown'
     let body: Buffer
+    let json: Record<string, unknown>
     let model: string
     let maxCoefficient: number
     let timeoutMs: number
     try {
+      const serving = this.deps.billing.serving
+      if (!serving.ok) throw new ProxyNotServingError(serving.reason!)
       maxCoefficient = intHeader(headers[HEADERS.maxCoefficient], DEFAULT_MAX_COEFFICIENT, 'max_coefficient')
       timeoutMs = intHeader(headers[HEADERS.timeoutMs], DEFAULT_TIMEOUT_SEC * 1000, 'timeout')
       if (timeoutMs <= 0 || timeoutMs > MAX_TIMEOUT_SEC * 1000) throw new InvalidRequestError(`'timeout' must be between 0 and ${MAX_TIMEOUT_SEC} seconds`, 'timeout')
       body = await readBody(cs, MAX_BODY_BYTES)
-      const json = parseJsonObject(body)
+      json = parseJsonObject(body)
       if (typeof json.model !== 'string' || !json.model) throw new InvalidRequestError("'model' is required and must be a string", 'model')
       model = json.model
     } catch (err) {
       this.finish('rejected')
       return respondError(cs, err)
     }
+    const askedMaxTokens = [json.max_completion_tokens, json.max_tokens].find((v) => typeof v === 'number' && Number.isSafeInteger(v) && v > 0) as number | undefined
     const ownTimeoutMs = Math.floor(timeoutMs * HOP_TIMEOUT_FACTOR)
     let clientGone = false
-    let timedOut = false
     cs.once('close', () => {
       clientGone = true
     })
@@ -251,29 +266,38 @@ export class Proxy implements OpsSource {
       }
       const conn = sel.conn
       tried.add(conn.id)
+      const remaining = deadline - Date.now()
+      if (remaining <= 0) break
+      // Reserve the worst case before any work: all of max_tokens and a prompt as long as the body, at the
+      // dearest multipliers and the app's max_coefficient. The worker never exceeds max_tokens.
+      const maxTokens = Math.min(askedMaxTokens ?? conn.info.maxTokensCap, conn.info.maxTokensCap)
+      const worst = worstCaseAdjustedTokens(body.length + PROMPT_OVERHEAD_TOKENS, maxTokens, maxCoefficient, this.deps.billing.params())
+      try {
+        await this.deps.billing.reserve(requestId, client, worst)
+      } catch (err) {
+        this.finish('rejected')
+        log.info('request refused at admission', { reason: (err as Error).message })
+        return respondError(cs, err)
+      }
       if (attempt > 0) {
         this.counts.retries++
         this.m.retries.inc()
       }
-      const remaining = deadline - Date.now()
-      if (remaining <= 0) break
-      const result = await this.forward(cs, conn, path, body, requestId, remaining, log, () => clientGone)
+      const result = await this.forward(cs, conn, path, body, { requestId, client, maxTokens }, remaining, log, () => clientGone)
       if (result.kind === 'done') {
         this.finish(result.outcome)
         return
       }
+      this.deps.billing.release(requestId)
       lastError = result.error
-      if (result.kind === 'timeout') {
-        timedOut = true
-        break
-      }
+      if (result.kind === 'timeout') break
       if (clientGone) {
         this.finish('cancelled')
         return
       }
       log.warn('worker failed before the first byte; trying another', { worker: conn.id, error: result.error.message })
     }
-    if (timedOut || Date.now() >= deadline) {
+    if (Date.now() >= deadline || lastError?.name === 'RequestTimeoutError') {
       this.finish('timeout')
       return respondError(cs, new RequestTimeoutError(timeoutMs))
     }
@@ -281,16 +305,30 @@ export class Proxy implements OpsSource {
     respondError(cs, new UpstreamError(`no worker could serve the request: ${lastError?.message ?? 'unknown error'}`))
   }
 
+  /** Asks the worker to stop a request; it then ends the answer normally, with usage for what it produced. */
+  private cancelOnWorker(conn: WorkerConn, requestId: string): void {
+    if (conn.session.closed || conn.session.destroyed) return
+    try {
+      const r = conn.session.request({ ':method': 'POST', ':path': PATHS.cancel, [HEADERS.requestId]: requestId })
+      r.on('error', () => {})
+      r.resume()
+      r.end()
+    } catch {
+      // The session is going away; the worker aborts when its stream is reset.
+    }
+  }
+
   /**
    * Sends the request to one worker and relays its answer. Resolves `retry` when the worker
-   * failed before sending any body byte (so another worker may be tried), else `done`.
+   * failed before sending any body byte (so another worker may be tried), else `done`. An
+   * answer is complete for the client only after its usage is priced and durably recorded.
    */
   private forward(
     cs: http2.ServerHttp2Stream,
     conn: WorkerConn,
     path: string,
     body: Buffer,
-    requestId: string,
+    ctx: { requestId: string; client: string; maxTokens: number },
     remainingMs: number,
     log: Logger,
     clientGone: () => boolean,
@@ -305,8 +343,9 @@ export class Proxy implements OpsSource {
           ':method': 'POST',
           ':path': path,
           'content-type': 'application/json',
-          [HEADERS.requestId]: requestId,
+          [HEADERS.requestId]: ctx.requestId,
           [HEADERS.coefficient]: String(conn.info.coefficient),
+          [HEADERS.maxTokens]: String(ctx.maxTokens),
           [HEADERS.timeoutMs]: String(Math.floor(remainingMs * HOP_TIMEOUT_FACTOR)),
         })
       } catch (err) {
@@ -317,40 +356,54 @@ export class Proxy implements OpsSource {
       let settled = false
       let relaying = false
       let sse = false
-      let status200 = false
+      let status = 0
+      let ct = 'application/json'
       let usage: UsageRecord | undefined
+      let stopped: 'cancelled' | 'timeout' | undefined
+      const buffered: Buffer[] = []
+      let graceTimer: NodeJS.Timeout | undefined
       const settle = (r: { kind: 'done'; outcome: Outcome } | { kind: 'retry' | 'timeout'; error: Error }) => {
         if (settled) return
         settled = true
         clearTimeout(timer)
+        clearTimeout(graceTimer)
         cs.off('close', onClientClose)
         conn.active--
         resolve(r)
       }
+      const clientOpen = () => !cs.closed && !cs.destroyed
+      const endWithError = (err: Error) => {
+        if (!clientOpen()) return
+        if (!cs.headersSent) return respondError(cs, err)
+        if (sse) cs.end(`data: ${JSON.stringify(errorResponse(err).body)}\n\n`)
+        else cs.close(http2.constants.NGHTTP2_INTERNAL_ERROR)
+      }
+      // Stop the worker but let it finish the answer, so what it produced is billed; reset it if it does not.
+      const stop = (why: 'cancelled' | 'timeout') => {
+        if (stopped) return
+        stopped = why
+        this.cancelOnWorker(conn, ctx.requestId)
+        graceTimer = setTimeout(() => {
+          ws.close(http2.constants.NGHTTP2_CANCEL)
+          settle({ kind: 'done', outcome: why })
+        }, CANCEL_GRACE_MS)
+      }
       const timer = setTimeout(() => {
-        ws.close(http2.constants.NGHTTP2_CANCEL)
-        if (!relaying) return settle({ kind: 'timeout', error: new RequestTimeoutError(remainingMs) })
+        if (!relaying) {
+          ws.close(http2.constants.NGHTTP2_CANCEL)
+          return settle({ kind: 'timeout', error: new RequestTimeoutError(remainingMs) })
+        }
         endWithError(new RequestTimeoutError(remainingMs))
-        settle({ kind: 'done', outcome: 'timeout' })
+        stop('timeout')
       }, remainingMs)
       const onClientClose = () => {
-        // The app went away: stop the worker, which bills what it produced.
-        if (!ws.closed) ws.close(http2.constants.NGHTTP2_CANCEL)
-        log.info('client cancelled; cancelling on the worker', { worker: conn.id })
-        settle({ kind: 'done', outcome: 'cancelled' })
+        log.info('client went away; cancelling on the worker', { worker: conn.id })
+        stop('cancelled')
       }
       cs.once('close', onClientClose)
-      const endWithError = (err: Error) => {
-        if (cs.destroyed || cs.closed) return
-        if (sse) {
-          cs.end(`data: ${JSON.stringify(errorResponse(err).body)}\n\n`)
-        } else {
-          cs.close(http2.constants.NGHTTP2_INTERNAL_ERROR)
-        }
-      }
       ws.on('error', () => {})
       ws.once('response', (h) => {
-        const status = Number(h[':status'])
+        status = Number(h[':status'])
         if (status >= 500 && status !== 504) {
           // Before the first byte: another worker may do better.
           ws.close(http2.constants.NGHTTP2_CANCEL)
@@ -358,15 +411,16 @@ export class Proxy implements OpsSource {
           return settle({ kind: 'retry', error: new Error(`worker answered ${status}`) })
         }
         relaying = true
-        status200 = status === 200
-        const ct = String(h['content-type'] ?? 'application/json')
-        sse = ct.startsWith('text/event-stream')
-        if (cs.closed || cs.destroyed) return
-        cs.respond({ ':status': status, 'content-type': ct, ...(sse ? { 'cache-control': 'no-cache' } : {}), [HEADERS.worker]: conn.id }, { waitForTrailers: true })
-        cs.once('wantTrailers', () => {
-          cs.sendTrailers(usage ? { [HEADERS.usage]: JSON.stringify(usage) } : {})
-        })
+        ct = String(h['content-type'] ?? 'application/json')
+        sse = ct.startsWith('text/event-stream') && status === 200
+        if (sse && clientOpen()) cs.respond({ ':status': 200, 'content-type': ct, 'cache-control': 'no-cache', [HEADERS.worker]: conn.id }, { waitForTrailers: true })
         ws.on('data', (chunk: Buffer) => {
+          if (!sse) {
+            // A whole JSON answer: held back until its usage is billed, then sent with the cost.
+            buffered.push(chunk)
+            return
+          }
+          if (!clientOpen()) return
           if (!cs.write(chunk)) {
             ws.pause()
             cs.once('drain', () => ws.resume())
@@ -374,33 +428,62 @@ export class Proxy implements OpsSource {
         })
       })
       ws.once('trailers', (t) => {
-        usage = verifyUsage(t[HEADERS.usage], t[HEADERS.usageSig], conn.key, requestId)
-        if (!usage) log.warn('worker usage trailer missing or badly signed', { worker: conn.id })
-        else this.meter(conn, usage)
+        usage = verifyUsage(t[HEADERS.usage], t[HEADERS.usageSig], conn.key, ctx.requestId)
+        if (!usage && t[HEADERS.usage] !== undefined) log.warn('worker usage trailer badly signed; ignored', { worker: conn.id })
       })
       ws.once('end', () => {
         if (!relaying) {
           recordOutcome(conn, false)
           return settle({ kind: 'retry', error: new Error('worker closed the stream without answering') })
         }
-        if (status200 && !usage) {
-          // A finished answer always carries signed usage; without it the worker died or lied.
-          recordOutcome(conn, false)
-          log.warn('worker answer ended without signed usage', { worker: conn.id })
-          endWithError(new UpstreamError(`worker ${conn.id} ended the answer without signed usage`))
-          return settle({ kind: 'done', outcome: 'failed' })
+        if (!usage) {
+          this.deps.billing.release(ctx.requestId)
+          if (status === 200) {
+            // A finished answer always carries signed usage; without it the worker died or lied.
+            recordOutcome(conn, false)
+            log.warn('worker answer ended without signed usage', { worker: conn.id })
+            endWithError(new UpstreamError(`worker ${conn.id} ended the answer without signed usage`))
+            return settle({ kind: 'done', outcome: 'failed' })
+          }
+          // An error answer (e.g. a 400 from validation): pass it through.
+          if (clientOpen()) respondRaw(cs, status, ct, Buffer.concat(buffered))
+          recordOutcome(conn, status < 500)
+          return settle({ kind: 'done', outcome: stopped ?? (status < 400 ? 'succeeded' : 'failed') })
         }
-        recordOutcome(conn, true, Date.now() - t0)
-        if (!cs.closed && !cs.destroyed) cs.end()
-        settle({ kind: 'done', outcome: 'succeeded' })
+        const u = usage
+        this.meter(conn, u)
+        this.deps.billing
+          .settle({ requestId: ctx.requestId, client: ctx.client, worker: conn.account, coefficient: conn.info.coefficient, usage: u })
+          .then(
+            ({ cost, client }) => {
+              const costInfo = { nano: cost.clientNano, adjustedTokens: cost.adjustedTokens, coefficient: conn.info.coefficient, pricePerTokenNano: this.deps.billing.params().pricePerTokenNano }
+              const charged = JSON.stringify({ client: ctx.client, tokens: client.tokens.toString(), nano: client.nano.toString() })
+              recordOutcome(conn, true, Date.now() - t0)
+              if (clientOpen()) {
+                if (sse) {
+                  cs.once('wantTrailers', () => cs.sendTrailers({ [HEADERS.charged]: charged }))
+                  cs.end(`data: ${usageChunk(u.answer, u, costInfo)}\n\n${u.finishReason === 'error' ? '' : 'data: [DONE]\n\n'}`)
+                } else {
+                  respondRaw(cs, status, ct, withCost(Buffer.concat(buffered), u, costInfo), { [HEADERS.charged]: charged })
+                }
+              }
+              settle({ kind: 'done', outcome: stopped ?? (u.finishReason === 'error' || status >= 400 ? 'failed' : 'succeeded') })
+            },
+            (err: Error) => {
+              log.error('could not bill the answer; withholding it', { error: err })
+              endWithError(new UpstreamError('the answer could not be billed'))
+              settle({ kind: 'done', outcome: 'failed' })
+            },
+          )
       })
       ws.once('close', () => {
-        if (settled) return
-        const err = new UpstreamError(`worker ${conn.id} failed mid-answer (stream reset ${ws.rstCode})`)
+        if (settled || ws.readableEnded) return
+        this.deps.billing.release(ctx.requestId)
         recordOutcome(conn, false)
         if (!relaying) return settle({ kind: 'retry', error: new Error(`worker stream closed before answering (code ${ws.rstCode})`) })
+        if (stopped) return settle({ kind: 'done', outcome: stopped })
         log.warn('worker failed mid-stream', { worker: conn.id, rstCode: ws.rstCode })
-        endWithError(err)
+        endWithError(new UpstreamError(`worker ${conn.id} failed mid-answer (stream reset ${ws.rstCode})`))
         settle({ kind: 'done', outcome: 'failed' })
       })
       ws.end(body)
@@ -468,6 +551,24 @@ function respond(stream: http2.ServerHttp2Stream, status: number, body: unknown)
   if (stream.destroyed || stream.closed || stream.headersSent) return
   stream.respond({ ':status': status, 'content-type': 'application/json' })
   stream.end(JSON.stringify(body))
+}
+
+function respondRaw(stream: http2.ServerHttp2Stream, status: number, ct: string, body: Buffer, trailers?: http2.OutgoingHttpHeaders): void {
+  if (stream.destroyed || stream.closed || stream.headersSent) return
+  stream.respond({ ':status': status, 'content-type': ct }, trailers ? { waitForTrailers: true } : undefined)
+  if (trailers) stream.once('wantTrailers', () => stream.sendTrailers(trailers))
+  stream.end(body)
+}
+
+/** Puts the billed usage, with its cost, into a non-streamed answer. */
+function withCost(body: Buffer, u: UsageRecord, cost: UsageCost): Buffer {
+  try {
+    const j = JSON.parse(body.toString('utf8')) as Record<string, unknown>
+    j.usage = openaiUsage(u, cost)
+    return Buffer.from(JSON.stringify(j))
+  } catch {
+    return body
+  }
 }
 
 function respondError(stream: http2.ServerHttp2Stream, err: unknown): void {

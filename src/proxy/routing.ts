@@ -14,6 +14,8 @@ export interface WorkerConn {
   session: http2.ClientHttp2Session
   peer: VerifiedPeer
   key: crypto.KeyObject
+  /** Who is paid for this worker's answers: its payout wallet, or its key when off-chain. */
+  account: string
   info: WorkerInfo
   remote: string
   connectedAt: number

@@ -13,7 +13,7 @@ import { errorResponse, isExpectedError, RequestTimeoutError, TooManyRequestsErr
 import { readBody, parseJsonObject } from '../net/body.ts'
 import { HEADERS, MAX_BODY_BYTES, PATHS, PROTOCOL_VERSION, usageSigningPayload, type UsageRecord, type WorkerInfo } from '../net/protocol.ts'
 import { validateRequest } from './validate.ts'
-import { AnswerAggregator, usageChunk } from './openai-format.ts'
+import { AnswerAggregator, answerIds } from '../net/openai.ts'
 
 export const DEFAULT_COEFFICIENT = 1000
 export const MAX_ACTIVE_REQUESTS = 8
@@ -30,6 +30,8 @@ export interface WorkerOptions {
   maxActiveRequests?: number
   /** Highest max_tokens accepted, and the default. Default 1024. */
   maxTokensCap?: number
+  /** The wallet the worker is paid to ("0:hex"); absent off-chain. */
+  payoutAddress?: string
 }
 
 export interface WorkerDeps {
@@ -57,6 +59,7 @@ export function createWorker(opts: WorkerOptions, deps: WorkerDeps): Worker {
     coefficient: opts.coefficient ?? DEFAULT_COEFFICIENT,
     maxActiveRequests: opts.maxActiveRequests ?? MAX_ACTIVE_REQUESTS,
     maxTokensCap: opts.maxTokensCap ?? MAX_TOKENS_CAP,
+    payoutAddress: opts.payoutAddress ?? '',
   })
 }
 
@@ -66,6 +69,8 @@ export class Worker implements OpsSource {
   private readonly links: ProxyLink[]
   private readonly stopping = new AbortController()
   private active = 0
+  /** Running requests by id, so the proxy can stop one in-band (and still get its usage). */
+  private readonly running = new Map<string, AbortController>()
   private readonly counts = { requests: 0, succeeded: 0, failed: 0, cancelled: 0, rejected: 0 }
   private readonly tokens = { prompt: 0, cached: 0, completion: 0, reasoning: 0 }
   private readonly m = {
@@ -84,7 +89,14 @@ export class Worker implements OpsSource {
 
   info(): WorkerInfo {
     const m = this.deps.backend.model
-    return { protocol: PROTOCOL_VERSION, model: { id: m.id, hash: m.hash }, coefficient: this.o.coefficient, maxActiveRequests: this.o.maxActiveRequests }
+    return {
+      protocol: PROTOCOL_VERSION,
+      model: { id: m.id, hash: m.hash },
+      coefficient: this.o.coefficient,
+      maxActiveRequests: this.o.maxActiveRequests,
+      maxTokensCap: this.o.maxTokensCap,
+      ...(this.o.payoutAddress ? { payoutAddress: this.o.payoutAddress } : {}),
+    }
   }
 
   start(): void {
@@ -147,6 +159,14 @@ export class Worker implements OpsSource {
       respondJson(stream, 200, this.info())
       return
     }
+    if (method === 'POST' && path === PATHS.cancel) {
+      const id = String(headers[HEADERS.requestId] ?? '')
+      const ac = this.running.get(id)
+      ac?.abort(new Error('cancelled by the proxy'))
+      stream.resume()
+      respondJson(stream, 200, { cancelled: ac !== undefined })
+      return
+    }
     if (method === 'POST' && (path === PATHS.chat || path === PATHS.completions)) {
       this.serveInference(stream, headers, path === PATHS.chat ? 'chat' : 'completion').catch((err) => {
         this.deps.log.error('inference handler failed', { error: err })
@@ -170,14 +190,18 @@ export class Worker implements OpsSource {
     }
     this.active++
     this.m.active.set(this.active)
+    // Three ways to stop: the stream is reset (nothing can be sent back), the proxy cancels
+    // in-band (the answer ends normally, with usage), or the deadline passes.
     const ac = new AbortController()
+    const cancel = new AbortController()
+    this.running.set(requestId, cancel)
     let finished = false
     stream.once('close', () => {
-      if (!finished) ac.abort(new Error('cancelled by peer'))
+      if (!finished) ac.abort(new Error('stream reset by the proxy'))
     })
     const timeoutMs = Number(headers[HEADERS.timeoutMs])
     const timeoutSignal = Number.isFinite(timeoutMs) && timeoutMs > 0 ? AbortSignal.timeout(Math.max(1, Math.floor(timeoutMs))) : undefined
-    const signal = timeoutSignal ? AbortSignal.any([ac.signal, timeoutSignal]) : ac.signal
+    const signal = AbortSignal.any([ac.signal, cancel.signal, ...(timeoutSignal ? [timeoutSignal] : [])])
     const created = Math.floor(Date.now() / 1000)
     let usage: Usage = ZERO_USAGE
     let finishReason = 'error'
@@ -185,7 +209,12 @@ export class Worker implements OpsSource {
     let chunks = 0
     try {
       const body = parseJsonObject(await readBody(stream, MAX_BODY_BYTES))
-      const req = validateRequest(kind, body, requestId, { modelId: this.deps.backend.model.id, maxTokensCap: this.o.maxTokensCap })
+      // The proxy reserved funds for at most this many completion tokens.
+      const reserved = Number(headers[HEADERS.maxTokens])
+      const maxTokensCap = Number.isSafeInteger(reserved) && reserved > 0 ? Math.min(reserved, this.o.maxTokensCap) : this.o.maxTokensCap
+      const req = validateRequest(kind, body, requestId, { modelId: this.deps.backend.model.id, maxTokensCap })
+      const ids = answerIds(kind, requestId)
+      let answerId: string | undefined
       const streaming = body.stream === true
       const agg = streaming ? undefined : new AnswerAggregator(kind)
       let streamError: unknown
@@ -193,6 +222,7 @@ export class Worker implements OpsSource {
         for await (const ev of this.deps.backend.run(req, { signal })) {
           if (ev.type === 'chunk') {
             chunks++
+            if (answerId === undefined) answerId = (JSON.parse(ev.json) as { id?: string }).id ?? ids.id
             if (agg) agg.add(ev.json)
             else {
               if (!stream.headersSent) stream.respond({ ':status': 200, 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }, { waitForTrailers: true })
@@ -210,21 +240,29 @@ export class Worker implements OpsSource {
         estimated = true
         usage = { ...ZERO_USAGE, completionTokens: chunks }
       }
-      if (timeoutSignal?.aborted && !ac.signal.aborted) streamError ??= new RequestTimeoutError(timeoutMs)
-      if (ac.signal.aborted) {
+      if (timeoutSignal?.aborted && !ac.signal.aborted && !cancel.signal.aborted) streamError ??= new RequestTimeoutError(timeoutMs)
+      if (ac.signal.aborted || cancel.signal.aborted) {
         this.counts.cancelled++
         this.m.requests.inc({ outcome: 'cancelled' })
-        log.info('request cancelled by the proxy', { completionTokens: usage.completionTokens })
+        log.info('request cancelled by the proxy', { completionTokens: usage.completionTokens, inBand: !ac.signal.aborted })
+      }
+      if (ac.signal.aborted) {
         this.meter(usage)
         return
       }
       this.meter(usage)
-      const record: UsageRecord = { requestId, ...usage, finishReason: streamError ? 'error' : finishReason, ...(estimated ? { estimated } : {}) }
+      const record: UsageRecord = {
+        requestId,
+        answer: { id: answerId ?? ids.id, object: ids.chunkObject, model: req.model, created },
+        ...usage,
+        finishReason: streamError ? 'error' : finishReason,
+        ...(estimated ? { estimated } : {}),
+      }
       const trailers = this.usageTrailers(record)
       if (streaming) {
         if (!stream.headersSent) stream.respond({ ':status': 200, 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }, { waitForTrailers: true })
         if (streamError) stream.write(`data: ${JSON.stringify(errorResponse(streamError).body)}\n\n`)
-        stream.write(`data: ${usageChunk(kind, requestId, req.model, created, usage)}\n\ndata: [DONE]\n\n`)
+        // No usage chunk and no [DONE] here: the proxy writes them once it has billed the answer.
         finished = true
         stream.once('wantTrailers', () => stream.sendTrailers(trailers))
         stream.end()
@@ -237,8 +275,10 @@ export class Worker implements OpsSource {
           respondJson(stream, 200, agg!.build(requestId, req.model, created, usage, finishReason), trailers)
         }
       }
-      this.counts[streamError ? 'failed' : 'succeeded']++
-      this.m.requests.inc({ outcome: streamError ? 'failed' : 'succeeded' })
+      if (!cancel.signal.aborted) {
+        this.counts[streamError ? 'failed' : 'succeeded']++
+        this.m.requests.inc({ outcome: streamError ? 'failed' : 'succeeded' })
+      }
     } catch (err) {
       finished = true
       this.counts.failed++
@@ -246,6 +286,7 @@ export class Worker implements OpsSource {
       if (!isExpectedError(err)) log.error('request failed', { error: err })
       if (!stream.destroyed) respondError(stream, err)
     } finally {
+      this.running.delete(requestId)
       this.active--
       this.m.active.set(this.active)
     }

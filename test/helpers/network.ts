@@ -1,5 +1,11 @@
 // Builds an in-process network (proxies, workers, client) on loopback with real RA-TLS and HTTP/2, for protocol tests.
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 import { createIdentity } from '../../src/tee/cert.ts'
+import { Ledger } from '../../src/payments/ledger.ts'
+import { ProxyBilling } from '../../src/payments/billing.ts'
+import { OFFCHAIN_PRICE_PARAMS } from '../../src/payments/pricing.ts'
 import { fixedIdentity, type IdentitySource } from '../../src/tee/renew.ts'
 import { SimulatedEvidenceProvider, SimulatedEvidenceVerifier, simulatedImageHash } from '../../src/tee/simulated.ts'
 import { createPeerVerifier } from '../../src/tee/verify.ts'
@@ -23,11 +29,17 @@ function verifierFor(policy: Policy) {
   return (der: Uint8Array, role: 'client' | 'proxy' | 'worker') => v(der, role)
 }
 
-export async function startProxy(opts: { policy?: Policy; imageTag?: string; options?: Partial<ProxyOptions>; identity?: IdentitySource } = {}): Promise<{ proxy: Proxy; workerPort: number; clientPort: number }> {
+/** Billing with a fresh ledger in a temp dir and the off-chain prices: everyone is admitted. */
+export function offchainBilling(): ProxyBilling {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cocoon-ledger-'))
+  return new ProxyBilling({ ledger: new Ledger(path.join(dir, 'ledger.sqlite')), params: () => OFFCHAIN_PRICE_PARAMS, log })
+}
+
+export async function startProxy(opts: { policy?: Policy; imageTag?: string; options?: Partial<ProxyOptions>; identity?: IdentitySource; billing?: ProxyBilling } = {}): Promise<{ proxy: Proxy; workerPort: number; clientPort: number }> {
   const identity = opts.identity ?? fixedIdentity(await createIdentity({ role: 'proxy', provider: new SimulatedEvidenceProvider(await simulatedImageHash(opts.imageTag ?? '')), configHash: '00'.repeat(32) }))
   const proxy = createProxy(
     { workerListen: { host: '127.0.0.1', port: 0 }, clientListen: { host: '127.0.0.1', port: 0 }, ...opts.options },
-    { identity, verify: verifierFor(opts.policy ?? (await policyFor())), log: log.child({ role: 'proxy' }) },
+    { identity, verify: verifierFor(opts.policy ?? (await policyFor())), log: log.child({ role: 'proxy' }), billing: opts.billing ?? offchainBilling() },
   )
   const ports = await proxy.start()
   return { proxy, ...ports }

@@ -37,7 +37,16 @@ test('a non-streamed chat answer comes back with exact usage, and the proxy mete
   assert.equal(j.object, 'chat.completion')
   assert.equal(j.choices[0].message.content, 'tok0 tok1 tok2 ')
   assert.equal(j.choices[0].message.role, 'assistant')
-  assert.deepEqual(j.usage, { prompt_tokens: 3, completion_tokens: 3, total_tokens: 6, prompt_tokens_details: { cached_tokens: 0 }, completion_tokens_details: { reasoning_tokens: 0 } })
+  // Off-chain prices: 1000 nanoTON per adjusted token, multipliers 1.0x for prompt and completion.
+  assert.deepEqual(j.usage, {
+    prompt_tokens: 3,
+    completion_tokens: 3,
+    total_tokens: 6,
+    prompt_tokens_details: { cached_tokens: 0 },
+    completion_tokens_details: { reasoning_tokens: 0 },
+    cost: 6000,
+    cost_details: { currency: 'nanoTON', adjusted_tokens: 6, coefficient: 1000, price_per_token_nano: 1000 },
+  })
   const ps = net.proxy.stats() as any
   assert.deepEqual(ps.tokens, { prompt: 3, cached: 0, completion: 3, reasoning: 0 })
   assert.equal(ps.workers.list[0].served, 1)
@@ -55,8 +64,10 @@ test('a streamed completion arrives as SSE chunks, then a usage chunk, then [DON
   assert.equal(chunks.length, 5)
   assert.equal(chunks.slice(0, 4).map((c) => c.choices[0].text).join(''), 'tok0 tok1 tok2 tok3 ')
   assert.deepEqual(chunks[4].choices, [])
+  assert.equal(chunks[4].id, chunks[0].id)
   assert.equal(chunks[4].usage.completion_tokens, 4)
   assert.equal(chunks[4].usage.prompt_tokens, 2)
+  assert.equal(chunks[4].usage.cost, 6000, 'the streamed answer is billed, and the cost is in its usage chunk')
   await waitFor(() => (net.proxy.stats() as any).tokens.completion === 4, 'proxy to meter the stream')
 })
 

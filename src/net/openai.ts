@@ -1,14 +1,35 @@
-// Builds OpenAI response objects at the worker: the usage object, the final usage chunk, and whole non-streamed answers.
+// OpenAI response shapes shared by the nodes: the usage object (with Cocoon's cost), the final usage chunk, whole non-streamed answers.
 import type { InferenceKind, Usage } from '../inference/types.ts'
 
-export function openaiUsage(u: Usage): Record<string, unknown> {
-  return {
+/** What the request cost, added by the proxy to the usage object. */
+export interface UsageCost {
+  /** nanoTON charged to the client. */
+  nano: bigint
+  /** Adjusted tokens (tokens × coefficient × multipliers), the unit the contracts count. */
+  adjustedTokens: bigint
+  coefficient: number
+  pricePerTokenNano: bigint
+}
+
+export function openaiUsage(u: Usage, cost?: UsageCost): Record<string, unknown> {
+  const usage: Record<string, unknown> = {
     prompt_tokens: u.promptTokens,
     completion_tokens: u.completionTokens,
     total_tokens: u.promptTokens + u.completionTokens,
     prompt_tokens_details: { cached_tokens: u.cachedTokens },
     completion_tokens_details: { reasoning_tokens: u.reasoningTokens },
   }
+  if (cost) {
+    // nanoTON as a JSON number: exact up to 9e15 nano (9 million TON) per request.
+    usage.cost = Number(cost.nano)
+    usage.cost_details = {
+      currency: 'nanoTON',
+      adjusted_tokens: Number(cost.adjustedTokens),
+      coefficient: cost.coefficient,
+      price_per_token_nano: Number(cost.pricePerTokenNano),
+    }
+  }
+  return usage
 }
 
 /** The id and object type the worker uses for a request's answer. */
@@ -18,10 +39,18 @@ export function answerIds(kind: InferenceKind, requestId: string): { id: string;
     : { id: `cmpl-${requestId}`, chunkObject: 'text_completion', object: 'text_completion' }
 }
 
+/** Identifies the answer a usage chunk belongs to. */
+export interface AnswerMeta {
+  id: string
+  /** The stream chunk object type: 'chat.completion.chunk' or 'text_completion'. */
+  object: string
+  model: string
+  created: number
+}
+
 /** The last stream chunk, as with OpenAI's `stream_options.include_usage`: no choices, just usage. */
-export function usageChunk(kind: InferenceKind, requestId: string, model: string, created: number, u: Usage): string {
-  const ids = answerIds(kind, requestId)
-  return JSON.stringify({ id: ids.id, object: ids.chunkObject, created, model, choices: [], usage: openaiUsage(u) })
+export function usageChunk(meta: AnswerMeta, u: Usage, cost?: UsageCost): string {
+  return JSON.stringify({ id: meta.id, object: meta.object, created: meta.created, model: meta.model, choices: [], usage: openaiUsage(u, cost) })
 }
 
 interface ChoiceAcc {
