@@ -3,6 +3,8 @@ import http from 'node:http'
 import http2 from 'node:http2'
 import { Counter, Gauge } from 'prom-client'
 import type { VerifiedPeer } from '../tee/types.ts'
+import type { PartyLedger } from '../payments/party-ledger.ts'
+import { proxyIdOf } from '../net/peers.ts'
 import type { IdentitySource } from '../tee/renew.ts'
 import type { Logger } from '../node/log.ts'
 import { sleep } from '../node/time.ts'
@@ -35,11 +37,19 @@ export interface ClientDeps {
   identity: IdentitySource
   verify: PeerVerifier
   log: Logger
+  /** What each proxy told this client it charged; a proxy that goes backwards is dropped. */
+  ledger?: PartyLedger
+  /** Extra money figures per proxy for /jsonstats (balance, stake, reserved…), from the chain side. */
+  funds?: (proxyId: string) => Record<string, unknown> | undefined
+  /** Runs once per new proxy session before it is used (e.g. make sure the client contract is funded). */
+  onProxy?: (peer: VerifiedPeer, proxyId: string) => Promise<void>
 }
 
 interface ProxyLink {
   target: string
-  state: 'connecting' | 'connected' | 'refused' | 'disconnected'
+  state: 'connecting' | 'connected' | 'refused' | 'disconnected' | 'distrusted'
+  /** The proxy's identity for accounting: its payment key (or its TLS key off-chain), hex. */
+  proxyId?: string
   session?: http2.ClientHttp2Session
   peer?: VerifiedPeer
   lastError?: string
@@ -106,6 +116,18 @@ export class Client implements OpsSource {
       link.state = 'connecting'
       try {
         const { socket, peer } = await dialAttested({ ...target, identity: this.deps.identity.current(), verify: this.deps.verify, expectedRole: 'proxy', signal: this.stopping.signal })
+        const proxyId = proxyIdOf(peer)
+        const distrusted = this.deps.ledger?.isDistrusted(proxyId)
+        if (distrusted) {
+          socket.destroy()
+          link.state = 'distrusted'
+          link.lastError = distrusted
+          log.error('not using a proxy that under-reported what it charged', { reason: distrusted })
+          await sleep(RECONNECT_MAX_MS, this.stopping.signal)
+          continue
+        }
+        link.proxyId = proxyId
+        if (this.deps.onProxy) await this.deps.onProxy(peer, proxyId)
         const session = http2.connect(`https://${link.target}`, { createConnection: () => socket })
         session.on('error', (err) => log.debug('proxy session error', { error: err.message }))
         link.session = session
@@ -118,7 +140,7 @@ export class Client implements OpsSource {
         delay = RECONNECT_MIN_MS
         await new Promise((r) => session.once('close', r))
         link.session = undefined
-        link.state = 'disconnected'
+        if ((link.state as ProxyLink['state']) !== 'distrusted') link.state = 'disconnected'
         this.m.proxies.set(this.links.filter((l) => l.state === 'connected').length)
         if (!this.stopping.signal.aborted) log.warn('proxy connection closed; reconnecting')
       } catch (err) {
@@ -314,6 +336,10 @@ export class Client implements OpsSource {
           }
         })
       })
+      ps.once('trailers', (t) => {
+        const charged = t[HEADERS.charged]
+        if (typeof charged === 'string') this.recordCharge(link, charged, log)
+      })
       ps.once('end', () => {
         if (!responded) return settle({ kind: 'retry', error: new Error('proxy closed the stream without answering') })
         res.end()
@@ -330,6 +356,33 @@ export class Client implements OpsSource {
     })
   }
 
+  /** Checks the proxy's cumulative charge against what it said before; a regression drops the proxy. */
+  private recordCharge(link: ProxyLink, json: string, log: Logger): void {
+    if (!this.deps.ledger || !link.proxyId) return
+    try {
+      const c = JSON.parse(json) as { tokens: string; nano: string }
+      this.deps.ledger.recordStatement(link.proxyId, { tokens: BigInt(c.tokens), nano: BigInt(c.nano) })
+    } catch (err) {
+      const e = err as Error
+      if (e.name !== 'ProxyRegressionError') return void log.warn('unreadable charge statement from proxy', { error: e.message })
+      log.error('proxy reported less than it had already charged; dropping it', { proxy: link.target, reason: e.message })
+      link.state = 'distrusted'
+      link.lastError = e.message
+      link.session?.close()
+    }
+  }
+
+  /** Money per proxy: what it said it charged (local) and what was charged on chain, in adjusted tokens and nanoTON. */
+  private moneyStats(proxyId: string | undefined): Record<string, unknown> {
+    const rec = proxyId && this.deps.ledger ? this.deps.ledger.get(proxyId) : undefined
+    const extra = proxyId ? this.deps.funds?.(proxyId) : undefined
+    return {
+      charged: { tokens: (rec?.told.tokens ?? 0n).toString(), nano: (rec?.told.nano ?? 0n).toString() },
+      chargedOnChain: { tokens: (rec?.onChainTokens ?? 0n).toString() },
+      ...(extra ?? {}),
+    }
+  }
+
   stats(): Record<string, unknown> {
     return {
       role: 'client',
@@ -339,6 +392,8 @@ export class Client implements OpsSource {
       proxies: this.links.map((l) => ({
         target: l.target,
         state: l.state,
+        proxyId: l.proxyId ?? null,
+        ...this.moneyStats(l.proxyId),
         imageHash: l.peer?.imageHash ?? null,
         kind: l.peer?.kind ?? null,
         lastError: l.lastError ?? null,

@@ -17,6 +17,8 @@ export const PATHS = {
   workerInfo: '/cocoon/v1/worker',
   /** Proxy -> worker: stop the request named in x-cocoon-request-id; its answer then ends with usage. */
   cancel: '/cocoon/v1/cancel',
+  /** Proxy -> worker: what the worker has earned so far (WorkerStatement), with the newest payout voucher. */
+  statement: '/cocoon/v1/statement',
 } as const
 
 export const INFERENCE_PATHS: ReadonlySet<string> = new Set([PATHS.chat, PATHS.completions])
@@ -79,6 +81,13 @@ const USAGE_DOMAIN = 'cocoon-usage-v1\n'
 /** The bytes the worker signs for a usage record: a domain tag, then the record's canonical JSON. */
 export function usageSigningPayload(json: string): Uint8Array {
   return Buffer.from(USAGE_DOMAIN + json, 'utf8')
+}
+
+/** Proxy -> worker: cumulative earnings (adjusted tokens, nanoTON) and, on chain, a signed payout voucher (base64). */
+export interface WorkerStatement {
+  tokens: string
+  nano: string
+  voucher?: string
 }
 
 /** Worker info served at PATHS.workerInfo. */

@@ -68,6 +68,10 @@ export class ProxyBilling {
 
   constructor(private readonly deps: BillingDeps) {}
 
+  get ledger(): Ledger {
+    return this.deps.ledger
+  }
+
   params(): PriceParams {
     return this.deps.params()
   }

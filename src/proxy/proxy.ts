@@ -10,7 +10,7 @@ import { createRegistry, type OpsSource } from '../node/ops.ts'
 import { listenAttested, type AttestedSocket, type PeerVerifier } from '../net/attested.ts'
 import { errorResponse, InvalidRequestError, ModelNotFoundError, NoWorkerAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
 import { parseJsonObject, readBody } from '../net/body.ts'
-import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_BODY_BYTES, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo } from '../net/protocol.ts'
+import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_BODY_BYTES, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type WorkerStatement } from '../net/protocol.ts'
 import { openaiUsage, usageChunk, type UsageCost } from '../net/openai.ts'
 import { ProxyNotServingError, type ProxyBilling } from '../payments/billing.ts'
 import { worstCaseAdjustedTokens } from '../payments/pricing.ts'
@@ -20,6 +20,8 @@ import { DEFAULT_REQUEST_MS, recordOutcome, selectWorker, type WorkerConn } from
 export const MAX_ATTEMPTS = 3
 export const WORKER_INFO_TIMEOUT_MS = 5_000
 export const PING_INTERVAL_MS = 15_000
+/** How often workers are told what they earned. */
+export const STATEMENT_INTERVAL_MS = 2_000
 
 export interface ProxyOptions {
   workerListen: { host: string; port: number }
@@ -33,6 +35,8 @@ export interface ProxyDeps {
   verify: PeerVerifier
   log: Logger
   billing: ProxyBilling
+  /** The newest signed payout voucher for a worker account (base64), when the proxy settles on chain. */
+  payoutVoucher?: (workerAccount: string) => string | undefined
   /** The account a client is billed under (its wallet address on chain). Default: its key, hex. */
   clientAccount?: (peer: VerifiedPeer) => string
 }
@@ -49,6 +53,9 @@ export class Proxy implements OpsSource {
   private readonly clientH2 = http2.createServer()
   private servers: tls.Server[] = []
   private nextId = 1
+  private statementTimer?: NodeJS.Timeout
+  /** Last statement sent per worker connection, to send only changes. */
+  private readonly told = new WeakMap<WorkerConn, string>()
   private readonly clientSessions = new Set<http2.ServerHttp2Session>()
   private readonly clientAccounts = new WeakMap<http2.Http2Session, string>()
   private readonly clientSockets = new Set<tls.TLSSocket>()
@@ -108,12 +115,15 @@ export class Proxy implements OpsSource {
       },
     })
     this.servers = [ws, cs]
+    this.statementTimer = setInterval(() => void this.pushStatements(), STATEMENT_INTERVAL_MS)
+    this.statementTimer.unref()
     const port = (s: tls.Server) => (s.address() as { port: number }).port
     log.info('proxy listening', { workers: `${this.o.workerListen.host}:${port(ws)}`, clients: `${this.o.clientListen.host}:${port(cs)}` })
     return { workerPort: port(ws), clientPort: port(cs) }
   }
 
   async stop(): Promise<void> {
+    clearInterval(this.statementTimer)
     for (const s of this.servers) s.close()
     for (const w of this.workers.values()) w.session.destroy()
     for (const s of this.clientSessions) s.destroy()
@@ -488,6 +498,31 @@ export class Proxy implements OpsSource {
       })
       ws.end(body)
     })
+  }
+
+  /** Tells each connected worker its cumulative earnings (and hands over the newest payout voucher). */
+  async pushStatements(): Promise<void> {
+    const ledger = this.deps.billing.ledger
+    await Promise.all(
+      [...this.workers.values()].map(async (conn) => {
+        const c = ledger.counters('worker', conn.account)
+        const st: WorkerStatement = { tokens: c.tokens.toString(), nano: c.nano.toString() }
+        const voucher = this.deps.payoutVoucher?.(conn.account)
+        if (voucher) st.voucher = voucher
+        const text = JSON.stringify(st)
+        if (this.told.get(conn) === text || conn.session.closed || conn.session.destroyed) return
+        try {
+          const r = conn.session.request({ ':method': 'POST', ':path': PATHS.statement, 'content-type': 'application/json' })
+          r.on('error', () => {})
+          r.end(text)
+          const reply = JSON.parse((await readBody(r, 64 * 1024)).toString()) as { ok: boolean; error?: string }
+          if (reply.ok) this.told.set(conn, text)
+          else this.deps.log.warn('worker did not accept its statement', { worker: conn.id, error: reply.error })
+        } catch (err) {
+          this.deps.log.debug('could not send a statement', { worker: conn.id, error: (err as Error).message })
+        }
+      }),
+    )
   }
 
   private meter(conn: WorkerConn, u: UsageRecord): void {

@@ -11,7 +11,9 @@ import { createRegistry, type OpsSource } from '../node/ops.ts'
 import { dialAttested, type PeerVerifier } from '../net/attested.ts'
 import { errorResponse, isExpectedError, RequestTimeoutError, TooManyRequestsError } from '../net/errors.ts'
 import { readBody, parseJsonObject } from '../net/body.ts'
-import { HEADERS, MAX_BODY_BYTES, PATHS, PROTOCOL_VERSION, usageSigningPayload, type UsageRecord, type WorkerInfo } from '../net/protocol.ts'
+import { HEADERS, MAX_BODY_BYTES, PATHS, PROTOCOL_VERSION, usageSigningPayload, type UsageRecord, type WorkerInfo, type WorkerStatement } from '../net/protocol.ts'
+import type { PartyLedger } from '../payments/party-ledger.ts'
+import { proxyIdOf } from '../net/peers.ts'
 import { validateRequest } from './validate.ts'
 import { AnswerAggregator, answerIds } from '../net/openai.ts'
 
@@ -39,16 +41,23 @@ export interface WorkerDeps {
   identity: IdentitySource
   verify: PeerVerifier
   log: Logger
+  /** What each proxy said this worker earned, and its payout vouchers. */
+  ledger?: PartyLedger
+  /** Called with each newer payout voucher (e.g. to claim it on chain past a threshold). */
+  onVoucher?: (proxyId: string, voucher: string, tokens: bigint) => void
 }
 
 interface ProxyLink {
   target: string
-  state: 'connecting' | 'connected' | 'refused' | 'disconnected'
+  state: 'connecting' | 'connected' | 'refused' | 'disconnected' | 'distrusted'
+  proxyId?: string
   peer?: VerifiedPeer
   session?: http2.ServerHttp2Session
   lastError?: string
   connectedAt?: number
   requests: number
+  /** The proxy's latest statement of what this worker earned. */
+  earned?: { tokens: string; nano: string }
 }
 
 const ZERO_USAGE: Usage = { promptTokens: 0, cachedTokens: 0, completionTokens: 0, reasoningTokens: 0 }
@@ -121,6 +130,17 @@ export class Worker implements OpsSource {
       try {
         const { socket, peer } = await dialAttested({ ...target, identity: this.deps.identity.current(), verify: this.deps.verify, expectedRole: 'proxy', signal: this.stopping.signal })
         link.peer = peer
+        const proxyId = proxyIdOf(peer)
+        link.proxyId = proxyId
+        const distrusted = this.deps.ledger?.isDistrusted(proxyId)
+        if (distrusted) {
+          socket.destroy()
+          link.state = 'distrusted'
+          link.lastError = distrusted
+          log.error('not serving a proxy that under-reported what it owes', { reason: distrusted })
+          await sleep(RECONNECT_MAX_MS, this.stopping.signal)
+          continue
+        }
         const closed = new Promise<void>((resolve) => {
           this.h2.once('session', (session: http2.ServerHttp2Session) => {
             link.session = session
@@ -157,6 +177,14 @@ export class Worker implements OpsSource {
     stream.on('error', () => {})
     if (method === 'GET' && path === PATHS.workerInfo) {
       respondJson(stream, 200, this.info())
+      return
+    }
+    if (method === 'POST' && path === PATHS.statement) {
+      const link = this.links.find((l) => l.session === stream.session)
+      readBody(stream, 64 * 1024).then(
+        (b) => respondJson(stream, 200, this.onStatement(link, b.toString())),
+        () => respondJson(stream, 400, { ok: false }),
+      )
       return
     }
     if (method === 'POST' && path === PATHS.cancel) {
@@ -292,6 +320,33 @@ export class Worker implements OpsSource {
     }
   }
 
+  /** A proxy's statement of earnings: it must never go backwards. */
+  private onStatement(link: ProxyLink | undefined, text: string): { ok: boolean; error?: string } {
+    if (!link?.proxyId) return { ok: false, error: 'unknown session' }
+    let st: WorkerStatement
+    try {
+      st = JSON.parse(text) as WorkerStatement
+      BigInt(st.tokens)
+      BigInt(st.nano)
+    } catch {
+      return { ok: false, error: 'malformed statement' }
+    }
+    const log = this.deps.log.child({ proxy: link.target })
+    link.earned = { tokens: st.tokens, nano: st.nano }
+    if (!this.deps.ledger) return { ok: true }
+    try {
+      this.deps.ledger.recordStatement(link.proxyId, { tokens: BigInt(st.tokens), nano: BigInt(st.nano) })
+    } catch (err) {
+      log.error('proxy reported less than it already owed; disconnecting', { reason: (err as Error).message })
+      link.state = 'distrusted'
+      link.lastError = (err as Error).message
+      setImmediate(() => link.session?.close())
+      return { ok: false, error: 'statement went backwards' }
+    }
+    if (st.voucher && this.deps.ledger.recordVoucher(link.proxyId, BigInt(st.tokens), st.voucher)) this.deps.onVoucher?.(link.proxyId, st.voucher, BigInt(st.tokens))
+    return { ok: true }
+  }
+
   private meter(u: Usage): void {
     this.tokens.prompt += u.promptTokens
     this.tokens.cached += u.cachedTokens
@@ -319,7 +374,20 @@ export class Worker implements OpsSource {
       activeRequests: this.active,
       requests: { ...this.counts },
       tokens: { ...this.tokens },
-      proxies: this.links.map((l) => ({ target: l.target, state: l.state, imageHash: l.peer?.imageHash ?? null, lastError: l.lastError ?? null, connectedAt: l.connectedAt ?? null })),
+      proxies: this.links.map((l) => {
+        const rec = l.proxyId && this.deps.ledger ? this.deps.ledger.get(l.proxyId) : undefined
+        return {
+          target: l.target,
+          state: l.state,
+          proxyId: l.proxyId ?? null,
+          imageHash: l.peer?.imageHash ?? null,
+          lastError: l.lastError ?? null,
+          connectedAt: l.connectedAt ?? null,
+          earned: rec ? { tokens: rec.told.tokens.toString(), nano: rec.told.nano.toString() } : (l.earned ?? { tokens: '0', nano: '0' }),
+          voucheredTokens: rec ? rec.vouchered.toString() : '0',
+          paidOnChainTokens: rec ? rec.onChainTokens.toString() : '0',
+        }
+      }),
       identity: identityStats(this.deps.identity.current()),
     }
   }

@@ -5,6 +5,7 @@ import path from 'node:path'
 import { createIdentity } from '../../src/tee/cert.ts'
 import { Ledger } from '../../src/payments/ledger.ts'
 import { ProxyBilling } from '../../src/payments/billing.ts'
+import { PartyLedger } from '../../src/payments/party-ledger.ts'
 import { OFFCHAIN_PRICE_PARAMS } from '../../src/payments/pricing.ts'
 import { fixedIdentity, type IdentitySource } from '../../src/tee/renew.ts'
 import { SimulatedEvidenceProvider, SimulatedEvidenceVerifier, simulatedImageHash } from '../../src/tee/simulated.ts'
@@ -45,7 +46,7 @@ export async function startProxy(opts: { policy?: Policy; imageTag?: string; opt
   return { proxy, ...ports }
 }
 
-export async function startWorker(backend: InferenceBackend, proxyPorts: number[], opts: { policy?: Policy; imageTag?: string; options?: Partial<WorkerOptions> } = {}): Promise<Worker> {
+export async function startWorker(backend: InferenceBackend, proxyPorts: number[], opts: { policy?: Policy; imageTag?: string; options?: Partial<WorkerOptions>; ledger?: PartyLedger } = {}): Promise<Worker> {
   const identity = await createIdentity({
     role: 'worker',
     provider: new SimulatedEvidenceProvider(await simulatedImageHash(opts.imageTag ?? '')),
@@ -55,17 +56,17 @@ export async function startWorker(backend: InferenceBackend, proxyPorts: number[
   })
   const worker = createWorker(
     { proxies: proxyPorts.map((port) => ({ host: '127.0.0.1', port })), ...opts.options },
-    { backend, identity: fixedIdentity(identity), verify: verifierFor(opts.policy ?? (await policyFor())), log: log.child({ role: 'worker' }) },
+    { backend, identity: fixedIdentity(identity), verify: verifierFor(opts.policy ?? (await policyFor())), log: log.child({ role: 'worker' }), ledger: opts.ledger },
   )
   worker.start()
   return worker
 }
 
-export async function startClient(proxyPorts: number[], opts: { policy?: Policy; options?: Partial<ClientOptions> } = {}): Promise<{ client: Client; url: string }> {
+export async function startClient(proxyPorts: number[], opts: { policy?: Policy; options?: Partial<ClientOptions>; ledger?: PartyLedger } = {}): Promise<{ client: Client; url: string }> {
   const identity = await createIdentity({ role: 'client', configHash: '00'.repeat(32) })
   const client = createClient(
     { listen: { host: '127.0.0.1', port: 0 }, proxies: proxyPorts.map((port) => ({ host: '127.0.0.1', port })), ...opts.options },
-    { identity: fixedIdentity(identity), verify: verifierFor(opts.policy ?? (await policyFor())), log: log.child({ role: 'client' }) },
+    { identity: fixedIdentity(identity), verify: verifierFor(opts.policy ?? (await policyFor())), log: log.child({ role: 'client' }), ledger: opts.ledger },
   )
   const port = await client.start()
   return { client, url: `http://127.0.0.1:${port}` }
@@ -88,4 +89,9 @@ export async function readSse(res: Response): Promise<string[]> {
     .map((e) => e.trim())
     .filter((e) => e.startsWith('data: '))
     .map((e) => e.slice(6))
+}
+
+/** A client's or worker's ledger in a fresh temp dir. */
+export function partyLedger(): PartyLedger {
+  return new PartyLedger(path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'cocoon-party-')), 'ledger.sqlite'))
 }
