@@ -94,6 +94,7 @@ export async function runDevnet(args: string[]): Promise<void> {
     stopped: false,
     config: write('proxy', {
       role: 'proxy',
+      dataDir: path.join(dir, 'proxy'),
       tee: { kind: 'simulated' },
       policy,
       stats: `127.0.0.1:${ports.proxyStats}`,
@@ -108,6 +109,7 @@ export async function runDevnet(args: string[]): Promise<void> {
       stopped: false,
       config: write(`worker-${i}`, {
         role: 'worker',
+        dataDir: path.join(dir, `worker-${i}`),
         tee: { kind: 'simulated' },
         policy,
         stats: `127.0.0.1:${ports.workers[i]}`,
@@ -122,6 +124,7 @@ export async function runDevnet(args: string[]): Promise<void> {
     stopped: false,
     config: write('client', {
       role: 'client',
+      dataDir: path.join(dir, 'client'),
       tee: { kind: 'none' },
       policy,
       listen: `127.0.0.1:${ports.client}`,

@@ -50,6 +50,8 @@ interface Common {
 
 export interface ClientConfig extends Common {
   role: 'client'
+  /** Where the client's ledger and keys live. Default .cocoon/client. */
+  dataDir: string
   listen: HostPort
   proxies: HostPort[]
   defaultMaxCoefficient?: number
@@ -69,6 +71,8 @@ export interface ProxyConfig extends Common {
 
 export interface WorkerConfig extends Common {
   role: 'worker'
+  /** Where the worker's ledger and keys live. Default .cocoon/worker. */
+  dataDir: string
   stats: HostPort
   proxies: HostPort[]
   backend: BackendConfig
@@ -114,9 +118,9 @@ function hostPorts(v: unknown, where: string): HostPort[] {
 }
 
 const KNOWN_KEYS: Record<Role, string[]> = {
-  client: ['role', 'production', 'tee', 'policy', 'listen', 'proxies', 'defaultMaxCoefficient', 'defaultTimeoutSec', 'maxBodyBytes'],
+  client: ['role', 'production', 'dataDir', 'tee', 'policy', 'listen', 'proxies', 'defaultMaxCoefficient', 'defaultTimeoutSec', 'maxBodyBytes'],
   proxy: ['role', 'production', 'dataDir', 'tee', 'policy', 'stats', 'workerListen', 'clientListen', 'maxAttempts'],
-  worker: ['role', 'production', 'tee', 'policy', 'stats', 'proxies', 'backend', 'coefficient', 'maxActiveRequests', 'maxTokensCap'],
+  worker: ['role', 'production', 'dataDir', 'tee', 'policy', 'stats', 'proxies', 'backend', 'coefficient', 'maxActiveRequests', 'maxTokensCap'],
 }
 
 function tee(v: unknown, where: string, role: Role): TeeConfig {
@@ -190,6 +194,7 @@ export function validateConfig(raw: unknown, where = 'config'): NodeConfig {
     return {
       role,
       ...common,
+      dataDir: optStr(o, 'dataDir', where) ?? '.cocoon/client',
       listen: parseHostPort(o.listen ?? '127.0.0.1:10000', `${where}.listen`),
       proxies: hostPorts(o.proxies, `${where}.proxies`),
       defaultMaxCoefficient: optInt(o, 'defaultMaxCoefficient', where, 0, 1e9),
@@ -211,6 +216,7 @@ export function validateConfig(raw: unknown, where = 'config'): NodeConfig {
   return {
     role,
     ...common,
+    dataDir: optStr(o, 'dataDir', where) ?? '.cocoon/worker',
     stats: parseHostPort(o.stats ?? '127.0.0.1:12000', `${where}.stats`),
     proxies: hostPorts(o.proxies, `${where}.proxies`),
     backend: backend(o.backend, `${where}.backend`),

@@ -2,6 +2,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { Ledger } from '../payments/ledger.ts'
+import { PartyLedger } from '../payments/party-ledger.ts'
 import { ProxyBilling } from '../payments/billing.ts'
 import { OFFCHAIN_PRICE_PARAMS } from '../payments/pricing.ts'
 import type http from 'node:http'
@@ -68,7 +69,8 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
 
   if (cfg.role === 'client') {
     const identity = await RenewingIdentity.start({ role: 'client', provider, configHash: hash }, { onError })
-    const client = createClient(cfg, { identity, verify, log })
+    const ledger = new PartyLedger(path.join(cfg.dataDir, 'ledger.sqlite'))
+    const client = createClient(cfg, { identity, verify, log, ledger })
     const port = await client.start()
     return {
       role: 'client',
@@ -76,6 +78,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       stop: async () => {
         identity.stop()
         await client.stop()
+        ledger.close()
       },
     }
   }
@@ -111,7 +114,8 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     await backend.close()
     throw err
   }
-  const worker = createWorker(cfg, { backend, identity, verify, log })
+  const ledger = new PartyLedger(path.join(cfg.dataDir, 'ledger.sqlite'))
+  const worker = createWorker(cfg, { backend, identity, verify, log, ledger })
   const ops = await startOpsServer(cfg.stats.host, cfg.stats.port, worker, log)
   worker.start()
   log.info('worker ready', { model: backend.model.id, modelHash: backend.model.hash, coefficient: cfg.coefficient ?? 1000 })
@@ -121,6 +125,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     stop: async () => {
       identity.stop()
       await worker.stop()
+      ledger.close()
       await closeServer(ops)
       await backend.close()
     },

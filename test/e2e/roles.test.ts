@@ -29,11 +29,12 @@ before(async () => {
     fs.writeFileSync(f, JSON.stringify(cfg))
     return f
   }
-  const proxyCfg = write('proxy', { role: 'proxy', tee: { kind: 'simulated' }, policy, stats: `127.0.0.1:${base + 11000}`, workerListen: `127.0.0.1:${base + 11001}`, clientListen: `127.0.0.1:${base + 11002}` })
+  const proxyCfg = write('proxy', { role: 'proxy', dataDir: path.join(dir, 'proxy'), tee: { kind: 'simulated' }, policy, stats: `127.0.0.1:${base + 11000}`, workerListen: `127.0.0.1:${base + 11001}`, clientListen: `127.0.0.1:${base + 11002}` })
   procs.push(cocoon(['proxy', '--config', proxyCfg]))
   for (const i of [0, 1]) {
     const cfg = write(`worker-${i}`, {
       role: 'worker',
+      dataDir: path.join(dir, `worker-${i}`),
       tee: { kind: 'simulated' },
       policy,
       stats: `127.0.0.1:${base + 12000 + 10 * i}`,
@@ -42,7 +43,7 @@ before(async () => {
     })
     procs.push(cocoon(['worker', '--config', cfg]))
   }
-  const clientCfg = write('client', { role: 'client', policy, listen: `127.0.0.1:${base + 10000}`, proxies: [`127.0.0.1:${base + 11002}`] })
+  const clientCfg = write('client', { role: 'client', dataDir: path.join(dir, 'client'), policy, listen: `127.0.0.1:${base + 10000}`, proxies: [`127.0.0.1:${base + 11002}`] })
   procs.push(cocoon(['client', '--config', clientCfg]))
   await waitFor(async () => (await getJson(`http://127.0.0.1:${base + 11000}/jsonstats`).catch(() => null))?.workers.connected === 2, 'both workers on the proxy', 60_000)
   await waitFor(async () => (await getJson(`http://127.0.0.1:${base + 10000}/healthz`).catch(() => null))?.ok === true, 'the client', 60_000)
