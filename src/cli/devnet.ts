@@ -9,6 +9,12 @@ import { simulatedImageHash } from '../tee/simulated.ts'
 import { resolveModel } from '../inference/models.ts'
 import { ConfigError } from '../node/config.ts'
 import { sleep } from '../node/time.ts'
+import { createChain } from '../ton/chain-client/chain.ts'
+import { NodeWallet, devnetFaucet, loadOrCreateWalletKey } from '../ton/chain-client/wallet.ts'
+import { deployRoot, DEVNET_PARAMS } from '../ton/chain-client/devnet-root.ts'
+import { RootGovernance } from '../ton/chain-client/governance.ts'
+
+const ONE_TON_NANO = 1_000_000_000n
 
 export const DEFAULT_DEVNET_MODEL = 'hf:ggml-org/tiny-llamas/stories260K.gguf'
 export const READY_TIMEOUT_MS = 120_000
@@ -40,7 +46,8 @@ interface Child {
 export interface DevnetState {
   pid: number
   baseUrl: string
-  ports: { client: number; proxyStats: number; proxyWorkers: number; proxyClients: number; workers: number[] }
+  ports: { chain: number; client: number; proxyStats: number; proxyWorkers: number; proxyClients: number; workers: number[] }
+  chain: { url: string; endpoint: string; root: string | null; ownerKey: string } | null
   children: Record<string, { pid: number | null; config: string; log: string }>
   model: { id: string; path: string; sha256: string }
 }
@@ -54,6 +61,7 @@ export async function runDevnet(args: string[]): Promise<void> {
       dir: { type: 'string', default: '.cocoon/devnet' },
       'port-offset': { type: 'string', default: '0' },
       threads: { type: 'string', default: '1' },
+      'no-chain': { type: 'boolean', default: false },
     },
     strict: true,
   })
@@ -69,6 +77,7 @@ export async function runDevnet(args: string[]): Promise<void> {
   const say = (line: string) => process.stdout.write(`[devnet] ${line}\n`)
 
   const ports = {
+    chain: DEVNET_PORTS.chain + offset,
     client: DEVNET_PORTS.client + offset,
     proxyStats: DEVNET_PORTS.proxyStats + offset,
     proxyWorkers: DEVNET_PORTS.proxyWorkers + offset,
@@ -80,7 +89,9 @@ export async function runDevnet(args: string[]): Promise<void> {
   const model = await resolveModel(values.model!, {})
   say(`model ${model.id} (sha256 ${model.sha256.slice(0, 16)}…) at ${model.path}`)
   const image = await simulatedImageHash('')
-  const policy = { acceptKinds: ['simulated', 'none'], imageHashes: { proxy: [image], worker: [image], client: '*' } }
+  const withChain = !values['no-chain']
+  // Without a chain the allow-lists come from here; with one, from the root contract the devnet deploys.
+  const policy = { acceptKinds: ['simulated', 'none'], imageHashes: withChain ? {} : { proxy: [image], worker: [image], client: '*' } }
 
   const write = (name: string, cfg: unknown) => {
     const file = path.join(dir, `${name}.json`)
@@ -88,49 +99,61 @@ export async function runDevnet(args: string[]): Promise<void> {
     return file
   }
   const children: Child[] = []
-  children.push({
-    name: 'proxy',
-    restarts: [],
-    stopped: false,
-    config: write('proxy', {
-      role: 'proxy',
-      dataDir: path.join(dir, 'proxy'),
-      tee: { kind: 'simulated' },
-      policy,
-      stats: `127.0.0.1:${ports.proxyStats}`,
-      workerListen: `127.0.0.1:${ports.proxyWorkers}`,
-      clientListen: `127.0.0.1:${ports.proxyClients}`,
-    }),
-  })
-  for (let i = 0; i < workers; i++) {
+  let chainCfg: ((role: 'client' | 'proxy' | 'worker') => Record<string, unknown>) | undefined
+  let rootAddress: string | undefined
+  let chainChild: Child | undefined
+  if (withChain) {
+    chainChild = { name: 'chain', restarts: [], stopped: false, config: '' }
+    children.push(chainChild)
+  }
+  const writeConfigs = () => {
     children.push({
-      name: `worker-${i}`,
+      name: 'proxy',
       restarts: [],
       stopped: false,
-      config: write(`worker-${i}`, {
-        role: 'worker',
-        dataDir: path.join(dir, `worker-${i}`),
+      config: write('proxy', {
+        role: 'proxy',
+        dataDir: path.join(dir, 'proxy'),
+        ...chainCfg?.('proxy'),
         tee: { kind: 'simulated' },
         policy,
-        stats: `127.0.0.1:${ports.workers[i]}`,
-        proxies: [`127.0.0.1:${ports.proxyWorkers}`],
-        backend: { kind: 'llama', model: model.path, modelId: model.id, threads, parallel: 2 },
+        stats: `127.0.0.1:${ports.proxyStats}`,
+        workerListen: `127.0.0.1:${ports.proxyWorkers}`,
+        clientListen: `127.0.0.1:${ports.proxyClients}`,
+      }),
+    })
+    for (let i = 0; i < workers; i++) {
+      children.push({
+        name: `worker-${i}`,
+        restarts: [],
+        stopped: false,
+        config: write(`worker-${i}`, {
+          role: 'worker',
+          dataDir: path.join(dir, `worker-${i}`),
+          ...chainCfg?.('worker'),
+          tee: { kind: 'simulated' },
+          policy,
+          stats: `127.0.0.1:${ports.workers[i]}`,
+          proxies: [`127.0.0.1:${ports.proxyWorkers}`],
+          backend: { kind: 'llama', model: model.path, modelId: model.id, threads, parallel: 2 },
+        }),
+      })
+    }
+    children.push({
+      name: 'client',
+      restarts: [],
+      stopped: false,
+      config: write('client', {
+        role: 'client',
+        dataDir: path.join(dir, 'client'),
+        ...chainCfg?.('client'),
+        tee: { kind: 'none' },
+        policy,
+        listen: `127.0.0.1:${ports.client}`,
+        proxies: [`127.0.0.1:${ports.proxyClients}`],
       }),
     })
   }
-  children.push({
-    name: 'client',
-    restarts: [],
-    stopped: false,
-    config: write('client', {
-      role: 'client',
-      dataDir: path.join(dir, 'client'),
-      tee: { kind: 'none' },
-      policy,
-      listen: `127.0.0.1:${ports.client}`,
-      proxies: [`127.0.0.1:${ports.proxyClients}`],
-    }),
-  })
 
   let shuttingDown = false
   const baseUrl = `http://127.0.0.1:${ports.client}/v1`
@@ -141,6 +164,7 @@ export async function runDevnet(args: string[]): Promise<void> {
       baseUrl,
       ports,
       children: Object.fromEntries(children.map((c) => [c.name, { pid: c.proc?.pid ?? null, config: c.config, log: path.join(logDir, `${c.name}.log`) }])),
+      chain: withChain ? { url: `http://127.0.0.1:${ports.chain}`, endpoint: `http://127.0.0.1:${ports.chain}/api/v2/jsonRPC`, root: rootAddress ?? null, ownerKey: path.join(dir, 'owner.key') } : null,
       model: { id: model.id, path: model.path, sha256: model.sha256 },
     }
     fs.writeFileSync(stateFile + '.tmp', JSON.stringify(state, null, 2) + '\n')
@@ -150,7 +174,8 @@ export async function runDevnet(args: string[]): Promise<void> {
   const launch = (c: Child) => {
     const role = c.name.split('-')[0]
     const logFile = fs.openSync(path.join(logDir, `${c.name}.log`), 'a')
-    const proc = spawn(process.execPath, [BIN, role, '--config', c.config], { stdio: ['ignore', 'pipe', 'pipe'], env: process.env })
+    const args = c.name === 'chain' ? ['chain', '--dir', path.join(dir, 'chain'), '--port', String(ports.chain)] : [role, '--config', c.config]
+    const proc = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: process.env })
     c.proc = proc
     // Keep full logs on disk; echo only warnings and errors, so the console stays readable.
     for (const stream of [proc.stdout!, proc.stderr!]) {
@@ -205,7 +230,15 @@ export async function runDevnet(args: string[]): Promise<void> {
   process.on('SIGINT', () => void shutdown('SIGINT'))
   process.on('SIGTERM', () => void shutdown('SIGTERM'))
 
-  for (const c of children) launch(c)
+  if (chainChild) {
+    launch(chainChild)
+    say(`starting the devnet chain on port ${ports.chain}`)
+    const setup = await setUpChain({ dir, chainUrl: `http://127.0.0.1:${ports.chain}`, workers, image, modelHash: model.sha256, ports, say })
+    rootAddress = setup.root
+    chainCfg = setup.chainSection
+  }
+  writeConfigs()
+  for (const c of children) if (c !== chainChild) launch(c)
   writeState()
   say(`starting proxy, ${workers} worker(s) and client; logs in ${logDir}`)
 
@@ -225,11 +258,60 @@ export async function runDevnet(args: string[]): Promise<void> {
   }
   const curl = `curl ${baseUrl}/chat/completions -H 'content-type: application/json' -d '{"model":"${model.id}","messages":[{"role":"user","content":"Tell me a story"}],"max_tokens":64}'`
   process.stdout.write(
-    `\nCocoon devnet is ready.\n\n  OpenAI base URL:  ${baseUrl}\n  model:            ${model.id}\n  stats:            http://127.0.0.1:${ports.client}/jsonstats  http://127.0.0.1:${ports.proxyStats}/jsonstats\n\n  ${curl}\n\nPress Ctrl-C to stop.\n`,
+    `\nCocoon devnet is ready.\n\n  OpenAI base URL:  ${baseUrl}\n  model:            ${model.id}\n${rootAddress ? `  chain:            http://127.0.0.1:${ports.chain}/api/v2/jsonRPC (root ${rootAddress})\n` : ''}  stats:            http://127.0.0.1:${ports.client}/jsonstats  http://127.0.0.1:${ports.proxyStats}/jsonstats\n\n  ${curl}\n\nPress Ctrl-C to stop.\n`,
   )
 }
 
 async function fetchJson(url: string): Promise<unknown> {
   const r = await fetch(url, { signal: AbortSignal.timeout(2_000) })
   return r.json()
+}
+
+/** Starting balances the faucet gives each devnet wallet, nanoTON. */
+const DEVNET_FUNDING = { owner: 100n * ONE_TON_NANO, proxy: 20n * ONE_TON_NANO, worker: 5n * ONE_TON_NANO, client: 20n * ONE_TON_NANO }
+
+/**
+ * Waits for the chain, funds the devnet's wallets, deploys the root with this checkout's simulated
+ * image hash and the model's hash on its allow-lists, and registers the proxy. Idempotent, so a
+ * restarted devnet reuses its chain state.
+ */
+async function setUpChain(o: {
+  dir: string
+  chainUrl: string
+  workers: number
+  image: string
+  modelHash: string
+  ports: { proxyWorkers: number; proxyClients: number }
+  say: (line: string) => void
+}): Promise<{ root: string; chainSection: (role: 'client' | 'proxy' | 'worker') => Record<string, unknown> }> {
+  const deadline = Date.now() + READY_TIMEOUT_MS
+  while (!(await fetchJson(`${o.chainUrl}/healthz`).then((h) => (h as { ok: boolean }).ok).catch(() => false))) {
+    if (Date.now() > deadline) throw new Error(`the devnet chain did not come up at ${o.chainUrl}`)
+    await sleep(200)
+  }
+  const endpoint = `${o.chainUrl}/api/v2/jsonRPC`
+  const chain = createChain({ endpoint })
+  const fund = async (file: string, amount: bigint) => {
+    const w = new NodeWallet(chain, loadOrCreateWalletKey(file))
+    const have = await w.balance()
+    if (have < amount / 2n) await devnetFaucet(o.chainUrl, w.address, amount - have)
+    return w
+  }
+  const owner = await fund(path.join(o.dir, 'owner.key'), DEVNET_FUNDING.owner)
+  const proxyWallet = await fund(path.join(o.dir, 'proxy', 'wallet.key'), DEVNET_FUNDING.proxy)
+  for (let i = 0; i < o.workers; i++) await fund(path.join(o.dir, `worker-${i}`, 'wallet.key'), DEVNET_FUNDING.worker)
+  await fund(path.join(o.dir, 'client', 'wallet.key'), DEVNET_FUNDING.client)
+  const paymentKey = loadOrCreateWalletKey(path.join(o.dir, 'proxy', 'payment.key'))
+  const { address, state } = await deployRoot(chain, owner, { params: DEVNET_PARAMS, proxyImageHashes: [o.image], workerImageHashes: [o.image], modelHashes: [o.modelHash] })
+  if (!state.proxies.has(paymentKey.publicKey.toString('hex'))) {
+    await new RootGovernance(chain, owner, address).registerProxy(paymentKey.publicKey, { owner: proxyWallet.address, host: '127.0.0.1', workerPort: o.ports.proxyWorkers, clientPort: o.ports.proxyClients })
+  }
+  o.say(`root ${address.toString()} deployed with this build's image hash and the model hash`)
+  const common = { endpoint, root: address.toString(), policyRefreshSec: 2 }
+  const perRole = {
+    proxy: { settleIntervalSec: 5, chargeThresholdNano: '10000000' },
+    worker: { payoutThresholdNano: '10000000' },
+    client: { depositNano: String(5n * ONE_TON_NANO), topUpBelowNano: String(ONE_TON_NANO), topUpNano: String(5n * ONE_TON_NANO) },
+  }
+  return { root: address.toString(), chainSection: (role) => ({ chain: { ...common, ...perRole[role] } }) }
 }

@@ -14,6 +14,10 @@ Usage:
   cocoon worker --config FILE       run a worker node
   cocoon chain  [--dir DIR] [--port 10080]
                                     run the embedded devnet TON chain
+  cocoon root show|deploy|set-params|allow-image|revoke-image|allow-model|revoke-model|register-proxy|unregister-proxy
+                                    read or govern the root contract (cocoon root --help)
+  cocoon wallet address|balance|faucet --key FILE
+                                    a node wallet: address, balance, devnet faucet
   cocoon attest inspect <cert.pem|quote-file>
   cocoon attest verify <quote-file> [--collateral FILE] [--now ISO-8601] [--json]
   cocoon attest quote --report-data HEX
@@ -39,6 +43,16 @@ export async function main(argv: string[]): Promise<void> {
       case 'chain': {
         const { runChainCommand } = await import('../ton/chain/cli.ts')
         return await runChainCommand(rest)
+      }
+      case 'root': {
+        const { runRoot } = await import('./root.ts')
+        process.exitCode = await runRoot(rest)
+        return
+      }
+      case 'wallet': {
+        const { runWallet } = await import('./wallet.ts')
+        process.exitCode = await runWallet(rest)
+        return
       }
       case 'bench': {
         const { runBench } = await import('../bench/index.ts')
@@ -66,9 +80,29 @@ export async function main(argv: string[]): Promise<void> {
       process.exitCode = 2
       return
     }
+    if (OPERATIONAL_ERRORS.has(e.name)) {
+      process.stderr.write(`cocoon ${cmd}: ${e.message}\n`)
+      process.exitCode = 1
+      return
+    }
     throw err
   }
 }
+
+/** Failures with a message meant for the operator: printed without a stack trace, exit code 1. */
+const OPERATIONAL_ERRORS = new Set([
+  'ModelDownloadError',
+  'ModelFileNotFoundError',
+  'ModelHashMismatchError',
+  'InvalidModelSpecError',
+  'ChainError',
+  'WalletKeyError',
+  'WalletSendError',
+  'ContractRejectedError',
+  'DeliveryTimeoutError',
+  'RootMismatchError',
+  'LedgerRollbackError',
+])
 
 async function runRole(role: 'client' | 'proxy' | 'worker', args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' } }, strict: true })

@@ -383,6 +383,20 @@ export class Client implements OpsSource {
     }
   }
 
+  /** Leaves proxies the current policy no longer allows (e.g. their image was revoked on the root). */
+  revalidate(refusal: (peer: VerifiedPeer) => string | undefined): number {
+    let dropped = 0
+    for (const l of this.links) {
+      const reason = l.peer && l.state === 'connected' ? refusal(l.peer) : undefined
+      if (!reason) continue
+      this.deps.log.warn('proxy no longer trusted; disconnecting', { proxy: l.target, reason })
+      l.lastError = reason
+      l.session?.destroy()
+      dropped++
+    }
+    return dropped
+  }
+
   stats(): Record<string, unknown> {
     return {
       role: 'client',

@@ -1,6 +1,8 @@
 // Node configuration: JSON files per role, validated at start-up with messages that name the field, plus env overrides.
 import fs from 'node:fs'
 import crypto from 'node:crypto'
+import path from 'node:path'
+import { Address } from '@ton/core'
 import type { Role } from '../tee/types.ts'
 
 export class ConfigError extends Error {
@@ -39,10 +41,44 @@ export interface BackendConfig {
   apiKeyFile?: string
 }
 
+/** Where a node settles: the chain endpoint, the root contract, and role-specific money settings. */
+export interface ChainConfig {
+  /** toncenter-v2 JSON-RPC URL, or 'mainnet' | 'testnet' | 'devnet'. */
+  endpoint: string
+  /** The root contract's address. */
+  root: string
+  /** A file holding the toncenter API key (or COCOON_CHAIN_API_KEY). */
+  apiKeyFile?: string
+  /** The node's wallet seed (created if absent, mode 0600). Default <dataDir>/wallet.key. */
+  walletKeyFile: string
+  /** How often the root (allow-lists, parameters) is re-read. Default 30. */
+  policyRefreshSec: number
+  /** Proxy: the voucher-signing key seed. Default <dataDir>/payment.key. */
+  paymentKeyFile: string
+  /** Proxy: seconds between settlement rounds. Default 30. */
+  settleIntervalSec?: number
+  /** Proxy: charge a client on chain once this much is unsettled. */
+  chargeThresholdNano?: bigint
+  /** Proxy: stake to keep in the proxy contract (default: the root's minimum). */
+  stakeNano?: bigint
+  /** Client: first deposit into each client contract. Default 1 TON. */
+  depositNano?: bigint
+  /** Client: top up when the balance falls below this (0 = never). */
+  topUpBelowNano?: bigint
+  /** Client: amount of each top-up. Default: depositNano. */
+  topUpNano?: bigint
+  /** Worker: claim payouts once this much is unclaimed. Default 0.1 TON. */
+  payoutThresholdNano?: bigint
+}
+
 interface Common {
   role: Role
+  /** Settle on chain; absent, the node runs off-chain (prices from the defaults, nobody pays). */
+  chain?: ChainConfig
   /** A production node refuses simulated evidence, for itself and from its peers. Default false. */
   production: boolean
+  /** Where the node's ledger and keys live. Default .cocoon/<role>. */
+  dataDir: string
   tee: TeeConfig
   /** Raw policy JSON; parsed by tee/policy. */
   policy: unknown
@@ -50,8 +86,6 @@ interface Common {
 
 export interface ClientConfig extends Common {
   role: 'client'
-  /** Where the client's ledger and keys live. Default .cocoon/client. */
-  dataDir: string
   listen: HostPort
   proxies: HostPort[]
   defaultMaxCoefficient?: number
@@ -61,8 +95,6 @@ export interface ClientConfig extends Common {
 
 export interface ProxyConfig extends Common {
   role: 'proxy'
-  /** Where the ledger and keys live. Default .cocoon/proxy. */
-  dataDir: string
   stats: HostPort
   workerListen: HostPort
   clientListen: HostPort
@@ -71,8 +103,6 @@ export interface ProxyConfig extends Common {
 
 export interface WorkerConfig extends Common {
   role: 'worker'
-  /** Where the worker's ledger and keys live. Default .cocoon/worker. */
-  dataDir: string
   stats: HostPort
   proxies: HostPort[]
   backend: BackendConfig
@@ -118,9 +148,9 @@ function hostPorts(v: unknown, where: string): HostPort[] {
 }
 
 const KNOWN_KEYS: Record<Role, string[]> = {
-  client: ['role', 'production', 'dataDir', 'tee', 'policy', 'listen', 'proxies', 'defaultMaxCoefficient', 'defaultTimeoutSec', 'maxBodyBytes'],
-  proxy: ['role', 'production', 'dataDir', 'tee', 'policy', 'stats', 'workerListen', 'clientListen', 'maxAttempts'],
-  worker: ['role', 'production', 'dataDir', 'tee', 'policy', 'stats', 'proxies', 'backend', 'coefficient', 'maxActiveRequests', 'maxTokensCap'],
+  client: ['role', 'production', 'dataDir', 'chain', 'tee', 'policy', 'listen', 'proxies', 'defaultMaxCoefficient', 'defaultTimeoutSec', 'maxBodyBytes'],
+  proxy: ['role', 'production', 'dataDir', 'chain', 'tee', 'policy', 'stats', 'workerListen', 'clientListen', 'maxAttempts'],
+  worker: ['role', 'production', 'dataDir', 'chain', 'tee', 'policy', 'stats', 'proxies', 'backend', 'coefficient', 'maxActiveRequests', 'maxTokensCap'],
 }
 
 function tee(v: unknown, where: string, role: Role): TeeConfig {
@@ -160,6 +190,50 @@ function backend(v: unknown, where: string): BackendConfig {
   }
 }
 
+const CHAIN_KEYS: Record<Role, string[]> = {
+  client: ['depositNano', 'topUpBelowNano', 'topUpNano'],
+  proxy: ['paymentKeyFile', 'settleIntervalSec', 'chargeThresholdNano', 'stakeNano'],
+  worker: ['payoutThresholdNano'],
+}
+
+function nano(o: Record<string, unknown>, key: string, where: string): bigint | undefined {
+  const v = o[key]
+  if (v === undefined) return undefined
+  if ((typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) || (typeof v === 'string' && /^\d+$/.test(v))) return BigInt(v)
+  throw new ConfigError(`${where}.${key}`, 'must be a whole number of nanoTON (a number or a decimal string)')
+}
+
+function chainConfig(v: unknown, where: string, role: Role, dataDir: string): ChainConfig {
+  const o = obj(v, where)
+  const known = ['endpoint', 'root', 'apiKeyFile', 'walletKeyFile', 'policyRefreshSec', ...CHAIN_KEYS[role]]
+  for (const k of Object.keys(o)) if (!known.includes(k)) throw new ConfigError(`${where}.${k}`, `unknown chain setting for a ${role}`)
+  if ('apiKey' in o) throw new ConfigError(`${where}.apiKey`, 'secrets do not belong in the config; use apiKeyFile or COCOON_CHAIN_API_KEY')
+  const endpoint = optStr(o, 'endpoint', where)
+  if (!endpoint) throw new ConfigError(`${where}.endpoint`, "is required (a URL, or 'mainnet' / 'testnet' / 'devnet')")
+  const root = optStr(o, 'root', where)
+  if (!root) throw new ConfigError(`${where}.root`, 'is required (the root contract address)')
+  try {
+    Address.parse(root)
+  } catch {
+    throw new ConfigError(`${where}.root`, `"${root}" is not a TON address`)
+  }
+  return {
+    endpoint,
+    root,
+    apiKeyFile: optStr(o, 'apiKeyFile', where),
+    walletKeyFile: optStr(o, 'walletKeyFile', where) ?? path.join(dataDir, 'wallet.key'),
+    policyRefreshSec: optInt(o, 'policyRefreshSec', where, 1, 86_400) ?? 30,
+    paymentKeyFile: optStr(o, 'paymentKeyFile', where) ?? path.join(dataDir, 'payment.key'),
+    settleIntervalSec: optInt(o, 'settleIntervalSec', where, 1, 86_400),
+    chargeThresholdNano: nano(o, 'chargeThresholdNano', where),
+    stakeNano: nano(o, 'stakeNano', where),
+    depositNano: nano(o, 'depositNano', where),
+    topUpBelowNano: nano(o, 'topUpBelowNano', where),
+    topUpNano: nano(o, 'topUpNano', where),
+    payoutThresholdNano: nano(o, 'payoutThresholdNano', where),
+  }
+}
+
 /**
  * Environment overrides, applied before validation: COCOON_<KEY> for top-level keys, with
  * camelCase keys in UPPER_SNAKE (COCOON_LISTEN, COCOON_MAX_ACTIVE_REQUESTS). Lists of host:port
@@ -168,7 +242,7 @@ function backend(v: unknown, where: string): BackendConfig {
 export function applyEnvOverrides(raw: Record<string, unknown>, role: Role, env: NodeJS.ProcessEnv = process.env): Record<string, unknown> {
   const out = { ...raw }
   for (const key of KNOWN_KEYS[role]) {
-    if (key === 'role' || key === 'production' || key === 'tee' || key === 'policy' || key === 'backend') continue
+    if (key === 'role' || key === 'production' || key === 'chain' || key === 'tee' || key === 'policy' || key === 'backend') continue
     const name = 'COCOON_' + key.replace(/[A-Z]/g, (c) => '_' + c).toUpperCase()
     const v = env[name]
     if (v === undefined || v === '') continue
@@ -187,14 +261,14 @@ export function validateConfig(raw: unknown, where = 'config'): NodeConfig {
   for (const k of Object.keys(o)) if (!KNOWN_KEYS[role].includes(k)) throw new ConfigError(`${where}.${k}`, `unknown setting for a ${role}`)
   if (o.production !== undefined && typeof o.production !== 'boolean') throw new ConfigError(`${where}.production`, 'must be true or false')
   const production = o.production === true
-  const common = { production, tee: tee(o.tee, `${where}.tee`, role), policy: o.policy }
+  const dataDir = optStr(o, 'dataDir', where) ?? `.cocoon/${role}`
+  const common = { production, dataDir, tee: tee(o.tee, `${where}.tee`, role), policy: o.policy, chain: o.chain === undefined ? undefined : chainConfig(o.chain, `${where}.chain`, role, dataDir) }
   if (production && common.tee.kind === 'simulated') throw new ConfigError(`${where}.tee.kind`, 'a production node cannot run on a simulated TEE')
   if (o.policy === undefined) throw new ConfigError(`${where}.policy`, 'is required (which evidence and images to trust)')
   if (role === 'client') {
     return {
       role,
       ...common,
-      dataDir: optStr(o, 'dataDir', where) ?? '.cocoon/client',
       listen: parseHostPort(o.listen ?? '127.0.0.1:10000', `${where}.listen`),
       proxies: hostPorts(o.proxies, `${where}.proxies`),
       defaultMaxCoefficient: optInt(o, 'defaultMaxCoefficient', where, 0, 1e9),
@@ -206,7 +280,6 @@ export function validateConfig(raw: unknown, where = 'config'): NodeConfig {
     return {
       role,
       ...common,
-      dataDir: optStr(o, 'dataDir', where) ?? '.cocoon/proxy',
       stats: parseHostPort(o.stats ?? '127.0.0.1:11000', `${where}.stats`),
       workerListen: parseHostPort(o.workerListen ?? '0.0.0.0:11001', `${where}.workerListen`),
       clientListen: parseHostPort(o.clientListen ?? '0.0.0.0:11002', `${where}.clientListen`),
@@ -216,7 +289,6 @@ export function validateConfig(raw: unknown, where = 'config'): NodeConfig {
   return {
     role,
     ...common,
-    dataDir: optStr(o, 'dataDir', where) ?? '.cocoon/worker',
     stats: parseHostPort(o.stats ?? '127.0.0.1:12000', `${where}.stats`),
     proxies: hostPorts(o.proxies, `${where}.proxies`),
     backend: backend(o.backend, `${where}.backend`),
@@ -243,5 +315,5 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): 
 export function configHash(c: NodeConfig): string {
   const canon = (v: unknown): unknown =>
     Array.isArray(v) ? v.map(canon) : v && typeof v === 'object' ? Object.fromEntries(Object.keys(v).sort().filter((k) => (v as any)[k] !== undefined).map((k) => [k, canon((v as any)[k])])) : v
-  return crypto.createHash('sha256').update(JSON.stringify(canon(c))).digest('hex')
+  return crypto.createHash('sha256').update(JSON.stringify(canon(c), (_k, v) => (typeof v === 'bigint' ? v.toString() : v))).digest('hex')
 }

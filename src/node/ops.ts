@@ -52,9 +52,9 @@ export function handleOps(req: http.IncomingMessage, res: http.ServerResponse, s
 }
 
 /** Starts a small HTTP server with only the ops endpoints. */
-export function startOpsServer(host: string, port: number, src: OpsSource, log: Logger): Promise<http.Server> {
+export function startOpsServer(host: string, port: number, src: OpsSource, log: Logger, extra?: (req: http.IncomingMessage, res: http.ServerResponse) => boolean): Promise<http.Server> {
   const server = http.createServer((req, res) => {
-    if (!handleOps(req, res, src)) sendJson(res, 404, { error: { message: 'not found', type: 'invalid_request_error', code: 'not_found', param: null } })
+    if (!handleOps(req, res, src) && !extra?.(req, res)) sendJson(res, 404, { error: { message: 'not found', type: 'invalid_request_error', code: 'not_found', param: null } })
   })
   return new Promise((resolve, reject) => {
     server.once('error', reject)

@@ -35,6 +35,8 @@ export interface ProxyDeps {
   verify: PeerVerifier
   log: Logger
   billing: ProxyBilling
+  /** On-chain figures for /jsonstats (contract, stake, last commit). */
+  chainStats?: () => Record<string, unknown>
   /** The newest signed payout voucher for a worker account (base64), when the proxy settles on chain. */
   payoutVoucher?: (workerAccount: string) => string | undefined
   /** The account a client is billed under (its wallet address on chain). Default: its key, hex. */
@@ -500,6 +502,23 @@ export class Proxy implements OpsSource {
     })
   }
 
+  /** Drops connected workers the current policy no longer allows (e.g. their image was revoked on the root). */
+  revalidate(refusal: (peer: VerifiedPeer) => string | undefined): number {
+    let dropped = 0
+    for (const conn of this.workers.values()) {
+      const reason = refusal(conn.peer)
+      if (!reason) continue
+      this.deps.log.warn('worker no longer trusted; disconnecting', { worker: conn.id, reason })
+      this.refused.workers++
+      this.m.refused.inc({ role: 'worker' })
+      this.workers.delete(conn.id)
+      conn.session.destroy()
+      dropped++
+    }
+    this.m.workers.set(this.workers.size)
+    return dropped
+  }
+
   /** Tells each connected worker its cumulative earnings (and hands over the newest payout voucher). */
   async pushStatements(): Promise<void> {
     const ledger = this.deps.billing.ledger
@@ -545,8 +564,11 @@ export class Proxy implements OpsSource {
       role: 'proxy',
       protocol: PROTOCOL_VERSION,
       identity: identityStats(this.deps.identity.current()),
+      serving: this.deps.billing.serving,
       requests: { ...this.counts },
       tokens: { ...this.tokens },
+      money: this.moneyStats(),
+      chain: this.deps.chainStats?.() ?? null,
       clients: { connected: this.clientSessions.size, refused: this.refused.clients },
       workers: {
         connected: this.workers.size,
@@ -570,8 +592,31 @@ export class Proxy implements OpsSource {
     }
   }
 
-  health(): { ok: boolean; workers: number } {
-    return { ok: this.servers.length === 2, workers: this.workers.size }
+  /** Cumulative money per client and per worker (adjusted tokens and nanoTON), the margin, and the ledger head. */
+  private moneyStats(): Record<string, unknown> {
+    const ledger = this.deps.billing.ledger
+    const clients = ledger.allCounters('client')
+    const workers = ledger.allCounters('worker')
+    const sum = (l: typeof clients) => l.reduce((t, c) => t + c.nano, 0n)
+    const row = (c: (typeof clients)[number]) => ({ account: c.address, tokens: c.tokens.toString(), nano: c.nano.toString(), requests: c.requests, voucheredTokens: c.vouchered.toString() })
+    const p = this.deps.billing.params()
+    return {
+      pricePerTokenNano: p.pricePerTokenNano.toString(),
+      workerFeePerTokenNano: p.workerFeePerTokenNano.toString(),
+      chargedNano: sum(clients).toString(),
+      earnedByWorkersNano: sum(workers).toString(),
+      marginNano: (sum(clients) - sum(workers)).toString(),
+      reservedNano: this.deps.billing.reservedNano().toString(),
+      ledgerHead: ledger.getHead(),
+      lastCommit: ledger.lastConfirmedCommit() ?? null,
+      clients: clients.map(row),
+      workers: workers.map(row),
+    }
+  }
+
+  health(): { ok: boolean; workers: number; serving: boolean; reason?: string } {
+    const s = this.deps.billing.serving
+    return { ok: this.servers.length === 2 && s.ok, workers: this.workers.size, serving: s.ok, ...(s.reason ? { reason: s.reason } : {}) }
   }
 }
 

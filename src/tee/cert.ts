@@ -71,6 +71,20 @@ export async function generateIdentityKeys(): Promise<webcrypto.CryptoKeyPair> {
   return (await webcrypto.subtle.generateKey({ name: 'Ed25519' }, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair
 }
 
+const ED25519_PKCS8_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex')
+
+/**
+ * The identity key pair for a 32-byte Ed25519 seed, e.g. a client's wallet key: then the TLS
+ * handshake itself proves control of that wallet.
+ */
+export async function identityKeysFromSeed(seed: Uint8Array): Promise<webcrypto.CryptoKeyPair> {
+  if (seed.length !== 32) throw new RangeError('an Ed25519 seed is 32 bytes')
+  const privateKey = await webcrypto.subtle.importKey('pkcs8', Buffer.concat([ED25519_PKCS8_PREFIX, Buffer.from(seed)]), { name: 'Ed25519' }, true, ['sign'])
+  const jwk = await webcrypto.subtle.exportKey('jwk', privateKey)
+  const publicKey = await webcrypto.subtle.importKey('jwk', { kty: 'OKP', crv: 'Ed25519', x: jwk.x }, { name: 'Ed25519' }, true, ['verify'])
+  return { privateKey, publicKey }
+}
+
 export async function createIdentity(opts: CreateIdentityOptions): Promise<Identity> {
   const now = (opts.now ?? (() => new Date()))()
   const validitySec = opts.validitySec ?? CERT_VALIDITY_SEC

@@ -38,8 +38,8 @@ export class RenewingIdentity implements IdentitySource {
   }
 
   /** Creates the first certificate now and renews every `renewSec` (default NODE_CERT_RENEW_SEC). */
-  static async start(opts: Omit<CreateIdentityOptions, 'keys'>, o: { renewSec?: number; onError?: (err: Error) => void } = {}): Promise<RenewingIdentity> {
-    const keys = await generateIdentityKeys()
+  static async start(opts: Omit<CreateIdentityOptions, 'keys'>, o: { renewSec?: number; onError?: (err: Error) => void; keys?: webcrypto.CryptoKeyPair } = {}): Promise<RenewingIdentity> {
+    const keys = o.keys ?? (await generateIdentityKeys())
     const validitySec = opts.validitySec ?? NODE_CERT_VALIDITY_SEC
     const full = { ...opts, validitySec }
     const r = new RenewingIdentity(await createIdentity({ ...full, keys }), keys, full, o.renewSec ?? NODE_CERT_RENEW_SEC, o.onError ?? (() => {}))

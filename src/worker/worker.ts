@@ -363,6 +363,20 @@ export class Worker implements OpsSource {
     return { [HEADERS.usage]: json, [HEADERS.usageSig]: Buffer.from(this.deps.identity.current().sign(usageSigningPayload(json))).toString('base64') }
   }
 
+  /** Leaves proxies the current policy no longer allows (e.g. their image was revoked on the root). */
+  revalidate(refusal: (peer: VerifiedPeer) => string | undefined): number {
+    let dropped = 0
+    for (const l of this.links) {
+      const reason = l.peer && l.state === 'connected' ? refusal(l.peer) : undefined
+      if (!reason) continue
+      this.deps.log.warn('proxy no longer trusted; disconnecting', { proxy: l.target, reason })
+      l.lastError = reason
+      l.session?.destroy()
+      dropped++
+    }
+    return dropped
+  }
+
   stats(): Record<string, unknown> {
     const m = this.deps.backend.model
     return {

@@ -1,0 +1,63 @@
+// Where a proxy's payment channels live on chain: the proxy contract and, per client or worker wallet, its
+// client or worker contract. Every party derives the same addresses from the root, the proxy's key and owner.
+import { Address } from '@ton/core'
+import { contractCodes, type ContractCodes } from '../ton/contracts/compile.ts'
+import { ProxyContract } from '../ton/contracts/proxy.ts'
+import { ClientContract } from '../ton/contracts/client.ts'
+import { WorkerContract } from '../ton/contracts/worker.ts'
+import type { Params } from '../ton/contracts/storage.ts'
+import type { RootState } from '../ton/contracts/root.ts'
+import { nodeWalletContract } from '../ton/chain-client/wallet.ts'
+import type { PriceParams } from './pricing.ts'
+
+export interface ProxyChannel {
+  root: Address
+  /** The proxy operator's wallet, owner of the proxy contract. */
+  owner: Address
+  /** The proxy's Ed25519 payment key (32 bytes), which signs vouchers. */
+  paymentKey: Buffer
+  params: Params
+  codes: ContractCodes
+}
+
+/** The proxy contract of a channel. */
+export function proxyContract(ch: ProxyChannel): ProxyContract {
+  return ProxyContract.createFromConfig({ owner: ch.owner, root: ch.root, publicKey: ch.paymentKey, params: ch.params, codes: { client: ch.codes.client, worker: ch.codes.worker } }, ch.codes.proxy)
+}
+
+/** The client contract of `clientWallet` on this proxy. */
+export function clientContract(ch: ProxyChannel, clientWallet: Address): ClientContract {
+  return ClientContract.createFromConfig({ owner: clientWallet, proxy: proxyContract(ch).address, proxyPublicKey: ch.paymentKey, params: ch.params }, ch.codes.client)
+}
+
+/** The worker contract of `workerWallet` on this proxy. */
+export function workerContract(ch: ProxyChannel, workerWallet: Address): WorkerContract {
+  return WorkerContract.createFromConfig({ owner: workerWallet, proxy: proxyContract(ch).address, proxyPublicKey: ch.paymentKey }, ch.codes.worker)
+}
+
+/**
+ * The wallet a client's TLS key controls. A client's identity key is its wallet key, so the TLS
+ * handshake itself proves it may spend from that wallet's client contract.
+ */
+export function walletOfKey(publicKey: Uint8Array): Address {
+  return nodeWalletContract(Buffer.from(publicKey)).address
+}
+
+/** The channel of a registered proxy, found in the root's registry by its payment key. */
+export async function channelFromRoot(root: Address, state: RootState, paymentKeyHex: string): Promise<ProxyChannel> {
+  const info = state.proxies.get(paymentKeyHex.toLowerCase())
+  if (!info) throw new Error(`proxy ${paymentKeyHex.slice(0, 16)}… is not registered on the root`)
+  return { root, owner: info.owner, paymentKey: Buffer.from(paymentKeyHex, 'hex'), params: state.params, codes: await contractCodes() }
+}
+
+/** The pricing parameters in a root parameter snapshot. */
+export function priceParamsOf(p: Params): PriceParams {
+  return {
+    pricePerTokenNano: p.pricePerTokenNano,
+    workerFeePerTokenNano: p.workerFeePerTokenNano,
+    promptMult: p.promptMult,
+    cachedMult: p.cachedMult,
+    completionMult: p.completionMult,
+    reasoningMult: p.reasoningMult,
+  }
+}

@@ -1,0 +1,128 @@
+// The client's side of payments on chain: its client contract per proxy, funded at start-up and topped up
+// below a threshold; top-up, withdrawal and close for the CLI.
+import type { Address } from '@ton/core'
+import type { Chain } from '../ton/chain-client/chain.ts'
+import { collectMessages, type NodeWallet } from '../ton/chain-client/wallet.ts'
+import type { ClientState } from '../ton/contracts/client.ts'
+import type { RootState } from '../ton/contracts/root.ts'
+import { VOUCHER_MIN_VALUE_NANO } from '../ton/contracts/opcodes.ts'
+import type { Logger } from '../node/log.ts'
+import { channelFromRoot, clientContract, type ProxyChannel } from './channels.ts'
+
+export const ONE_TON_NANO = 1_000_000_000n
+/** How often the client re-reads its client contracts (balance, charges on chain) and tops up if needed. */
+export const CLIENT_REFRESH_MS = 10_000
+
+export interface ClientFundingOptions {
+  /** Deposit made when the client contract does not exist yet. Default 1 TON. */
+  depositNano?: bigint
+  /** Top up when the contract's balance falls below this (0 = never). Default 0. */
+  topUpBelowNano?: bigint
+  /** Amount of each automatic top-up. Default: depositNano. */
+  topUpNano?: bigint
+}
+
+export class ClientAccount {
+  private readonly channels = new Map<string, ProxyChannel>()
+  private readonly states = new Map<string, ClientState>()
+  private readonly o: Required<ClientFundingOptions>
+
+  constructor(
+    private readonly deps: { chain: Chain; wallet: NodeWallet; root: Address; rootState: () => RootState | undefined; log: Logger },
+    opts: ClientFundingOptions = {},
+  ) {
+    const deposit = opts.depositNano ?? ONE_TON_NANO
+    this.o = { depositNano: deposit, topUpBelowNano: opts.topUpBelowNano ?? 0n, topUpNano: opts.topUpNano ?? deposit }
+  }
+
+  private async channel(proxyId: string): Promise<ProxyChannel> {
+    let ch = this.channels.get(proxyId)
+    if (!ch) {
+      const state = this.deps.rootState() ?? (await this.deps.chain.getRootState(this.deps.root))
+      ch = await channelFromRoot(this.deps.root, state, proxyId)
+      this.channels.set(proxyId, ch)
+    }
+    return ch
+  }
+
+  async contractFor(proxyId: string) {
+    return this.deps.chain.open(clientContract(await this.channel(proxyId), this.deps.wallet.address))
+  }
+
+  private timer?: NodeJS.Timeout
+
+  /** Re-reads every known client contract periodically, recording on-chain charges and topping up below the threshold. */
+  start(ledger: { recordOnChain(proxy: string, tokens: bigint): void }, everyMs = CLIENT_REFRESH_MS): void {
+    this.timer = setInterval(() => {
+      for (const proxyId of this.channels.keys()) {
+        this.ensureFunded(proxyId)
+          .then(() => {
+            const s = this.states.get(proxyId)
+            if (s) ledger.recordOnChain(proxyId, s.tokensCharged)
+          })
+          .catch((err) => this.deps.log.debug('could not refresh the client contract', { error: (err as Error).message }))
+      }
+    }, everyMs)
+    this.timer.unref()
+  }
+
+  stop(): void {
+    clearInterval(this.timer)
+  }
+
+  /** The client contract's state on chain, or undefined before the first deposit. */
+  async state(proxyId: string): Promise<ClientState | undefined> {
+    const c = await this.contractFor(proxyId)
+    if (!(await this.deps.chain.isDeployed(c.address))) return undefined
+    const s = await c.getState()
+    this.states.set(proxyId, s)
+    return s
+  }
+
+  /** Makes sure the client contract with this proxy exists and holds funds (deposit, or a top-up below the threshold). */
+  async ensureFunded(proxyId: string): Promise<void> {
+    const s = await this.state(proxyId)
+    if (!s) {
+      this.deps.log.info('depositing to a new client contract', { proxy: proxyId.slice(0, 16), amountNano: this.o.depositNano.toString() })
+      return this.topUp(proxyId, this.o.depositNano)
+    }
+    if (s.state === 'active' && this.o.topUpBelowNano > 0n && s.balanceNano < this.o.topUpBelowNano) {
+      this.deps.log.info('topping up the client contract', { proxy: proxyId.slice(0, 16), balanceNano: s.balanceNano.toString(), amountNano: this.o.topUpNano.toString() })
+      await this.topUp(proxyId, this.o.topUpNano)
+    }
+  }
+
+  async topUp(proxyId: string, amountNano: bigint): Promise<void> {
+    const c = await this.contractFor(proxyId)
+    await this.deps.wallet.sendAndConfirm(await collectMessages((via) => c.sendTopUp(via, { amountNano })))
+    await this.state(proxyId)
+  }
+
+  /** Withdraws down to the stake at most; the contract refuses more. */
+  async withdraw(proxyId: string, amountNano: bigint): Promise<void> {
+    const c = await this.contractFor(proxyId)
+    await this.deps.wallet.sendAndConfirm(await collectMessages((via) => c.sendWithdraw(via, { value: VOUCHER_MIN_VALUE_NANO, amountNano })))
+    await this.state(proxyId)
+  }
+
+  /** Starts closing: the proxy may still charge until the close delay ends. */
+  async requestClose(proxyId: string): Promise<ClientState | undefined> {
+    const c = await this.contractFor(proxyId)
+    await this.deps.wallet.sendAndConfirm(await collectMessages((via) => c.sendRequestClose(via, { value: VOUCHER_MIN_VALUE_NANO })))
+    return this.state(proxyId)
+  }
+
+  /** After the close delay: everything not charged comes back to the wallet. */
+  async finishClose(proxyId: string): Promise<ClientState | undefined> {
+    const c = await this.contractFor(proxyId)
+    await this.deps.wallet.sendAndConfirm(await collectMessages((via) => c.sendFinishClose(via, { value: VOUCHER_MIN_VALUE_NANO })))
+    return this.state(proxyId)
+  }
+
+  /** Money figures for /jsonstats, from the last state read. */
+  stats(proxyId: string): Record<string, unknown> | undefined {
+    const s = this.states.get(proxyId)
+    if (!s) return undefined
+    return { contractState: s.state, balanceNano: s.balanceNano.toString(), stakeNano: s.stakeNano.toString(), chargedOnChainTokens: s.tokensCharged.toString() }
+  }
+}

@@ -1,0 +1,209 @@
+// The proxy's side of settlement on chain: stake, rollback check against the last commit, periodic state
+// commits, charge vouchers submitted to client contracts, payout vouchers handed to workers.
+import { Address } from '@ton/core'
+import type { KeyPair } from '@ton/crypto'
+import type { Chain } from '../ton/chain-client/chain.ts'
+import { collectMessages, type NodeWallet } from '../ton/chain-client/wallet.ts'
+import { signVoucher, signedVoucherToBase64 } from '../ton/contracts/vouchers.ts'
+import type { ProxyState } from '../ton/contracts/proxy.ts'
+import { VOUCHER_MIN_VALUE_NANO } from '../ton/contracts/opcodes.ts'
+import type { Logger } from '../node/log.ts'
+import type { ClientFunds, FundsSource } from './billing.ts'
+import { clientContract, proxyContract, workerContract, type ProxyChannel } from './channels.ts'
+import type { Ledger, LedgerHead } from './ledger.ts'
+import { priceParamsOf } from './channels.ts'
+import type { PriceParams } from './pricing.ts'
+
+/** Default time between settlement rounds. */
+export const SETTLE_INTERVAL_MS = 30_000
+/** Submit a client's charge once this much is unsettled (nanoTON), or when asked to. */
+export const CHARGE_THRESHOLD_NANO = 100_000_000n
+/** How long a client contract's state read from chain is reused for admission. */
+export const FUNDS_CACHE_MS = 1_000
+/** Messages per wallet transfer (the V5 wallet's limit is higher; 4 keeps each transfer small). */
+const BATCH = 4
+
+export interface SettlementOptions {
+  intervalMs?: number
+  chargeThresholdNano?: bigint
+  /** Stake to keep in the proxy contract. Default: the root's minimum proxy stake. */
+  stakeNano?: bigint
+}
+
+export interface SettleReport {
+  committed?: LedgerHead
+  charged: number
+  payoutVouchers: number
+}
+
+export class ProxySettlement implements FundsSource {
+  private readonly contract
+  private readonly funds = new Map<string, { at: number; value: ClientFunds | undefined }>()
+  private readonly vouchers = new Map<string, string>()
+  private timer?: NodeJS.Timeout
+  private running: Promise<SettleReport> | undefined
+  private lastCommit: LedgerHead = { seqno: 0, hash: '0'.repeat(64) }
+  private lastState: ProxyState | undefined
+  private lastError: string | undefined
+  private readonly o: Required<SettlementOptions>
+
+  constructor(
+    private readonly deps: { chain: Chain; wallet: NodeWallet; paymentKey: KeyPair; channel: ProxyChannel; ledger: Ledger; log: Logger },
+    opts: SettlementOptions = {},
+  ) {
+    this.contract = deps.chain.open(proxyContract(deps.channel))
+    this.o = {
+      intervalMs: opts.intervalMs ?? SETTLE_INTERVAL_MS,
+      chargeThresholdNano: opts.chargeThresholdNano ?? CHARGE_THRESHOLD_NANO,
+      stakeNano: opts.stakeNano ?? deps.channel.params.minProxyStakeNano,
+    }
+  }
+
+  get address(): Address {
+    return this.contract.address
+  }
+
+  priceParams(): PriceParams {
+    return priceParamsOf(this.deps.channel.params)
+  }
+
+  /** The proxy contract's state, or undefined before it is deployed. */
+  async state(): Promise<ProxyState | undefined> {
+    if (!(await this.deps.chain.isDeployed(this.contract.address))) return undefined
+    this.lastState = await this.contract.getState()
+    return this.lastState
+  }
+
+  /** Deploys the proxy contract and tops its stake up to the configured amount. */
+  async ensureStaked(): Promise<void> {
+    const st = await this.state()
+    const have = st?.stakeNano ?? 0n
+    if (have >= this.o.stakeNano) return
+    this.deps.log.info('staking the proxy contract', { address: this.contract.address.toString(), stakeNano: (this.o.stakeNano - have).toString() })
+    await this.deps.wallet.sendAndConfirm(await collectMessages((via) => this.contract.sendAddStake(via, { amountNano: this.o.stakeNano - have })))
+    await this.state()
+  }
+
+  /**
+   * The last commit on chain. Throws LedgerRollbackError (from the ledger) if the local ledger
+   * does not contain it: the ledger was restored from an old copy.
+   */
+  async checkRollback(): Promise<void> {
+    const st = await this.state()
+    if (!st || st.commitSeqno === 0n) return
+    const onChain = { seqno: Number(st.commitSeqno), hash: st.commitHash.toString('hex') }
+    this.deps.ledger.checkAgainstCommit(onChain)
+    this.lastCommit = onChain
+  }
+
+  start(): void {
+    this.timer = setInterval(() => void this.settle().catch(() => {}), this.o.intervalMs)
+    this.timer.unref()
+  }
+
+  stop(): void {
+    clearInterval(this.timer)
+  }
+
+  /** Client contract state for admission, cached briefly. */
+  async clientFunds(client: string): Promise<ClientFunds | undefined> {
+    const hit = this.funds.get(client)
+    if (hit && Date.now() - hit.at < FUNDS_CACHE_MS) return hit.value
+    let value: ClientFunds | undefined
+    const c = this.deps.chain.open(clientContract(this.deps.channel, Address.parseRaw(client)))
+    if (await this.deps.chain.isDeployed(c.address)) {
+      const s = await c.getState()
+      value = { balanceNano: s.balanceNano, tokensCharged: s.tokensCharged, active: s.state === 'active' }
+    }
+    this.funds.set(client, { at: Date.now(), value })
+    return value
+  }
+
+  /** The newest payout voucher for a worker wallet, base64 (what the worker submits to its worker contract). */
+  payoutVoucher(workerAccount: string): string | undefined {
+    return this.vouchers.get(workerAccount)
+  }
+
+  /** One settlement round; rounds never overlap. `force` charges every client with anything unsettled. */
+  settle(opts: { force?: boolean } = {}): Promise<SettleReport> {
+    this.running ??= this.settleRound(opts.force ?? false).finally(() => (this.running = undefined))
+    return this.running
+  }
+
+  private async settleRound(force: boolean): Promise<SettleReport> {
+    const { ledger, wallet, paymentKey, channel, log } = this.deps
+    const report: SettleReport = { charged: 0, payoutVouchers: 0 }
+    try {
+      // 1. Commit the ledger head, so a later rollback of this ledger is detectable.
+      const head = ledger.getHead()
+      if (head.seqno > this.lastCommit.seqno) {
+        await wallet.sendAndConfirm(await collectMessages((via) => this.contract.sendCommitState(via, { value: VOUCHER_MIN_VALUE_NANO, seqno: BigInt(head.seqno), stateHash: Buffer.from(head.hash, 'hex') })))
+        ledger.recordCommit(head, Math.floor(Date.now() / 1000))
+        this.lastCommit = head
+        report.committed = head
+      }
+      // 2. Charge clients whose unsettled usage passed the threshold.
+      const price = channel.params.pricePerTokenNano
+      const charges = []
+      for (const c of ledger.allCounters('client')) {
+        let addr: Address
+        try {
+          addr = Address.parseRaw(c.address)
+        } catch {
+          continue // an off-chain account (no wallet): nothing to settle
+        }
+        const contract = this.deps.chain.open(clientContract(channel, addr))
+        if (!(await this.deps.chain.isDeployed(contract.address))) continue
+        const onChain = (await contract.getState()).tokensCharged
+        if (c.tokens <= onChain) continue
+        if (!force && (c.tokens - onChain) * price < this.o.chargeThresholdNano) continue
+        const v = signVoucher({ kind: 'clientCharge', target: contract.address, tokens: c.tokens }, paymentKey.secretKey)
+        if (c.tokens > c.vouchered) ledger.recordVoucher({ type: 'voucher', kind: 'clientCharge', target: contract.address.toRawString(), tokens: c.tokens.toString(), signature: v.signature.toString('hex') }, 'client', c.address)
+        charges.push(...(await collectMessages((via) => contract.sendVoucher(via, { voucher: v }))))
+        this.funds.delete(c.address)
+      }
+      for (let i = 0; i < charges.length; i += BATCH) await wallet.sendAndConfirm(charges.slice(i, i + BATCH))
+      report.charged = charges.length
+      // 3. Sign payout vouchers for everything workers earned; they claim them on chain themselves.
+      for (const w of ledger.allCounters('worker')) {
+        let addr: Address
+        try {
+          addr = Address.parseRaw(w.address)
+        } catch {
+          continue
+        }
+        if (w.tokens === 0n) continue
+        const target = workerContract(channel, addr).address
+        const v = signVoucher({ kind: 'workerPayout', target, tokens: w.tokens }, paymentKey.secretKey)
+        if (w.tokens > w.vouchered) {
+          ledger.recordVoucher({ type: 'voucher', kind: 'workerPayout', target: target.toRawString(), tokens: w.tokens.toString(), signature: v.signature.toString('hex') }, 'worker', w.address)
+          report.payoutVouchers++
+        }
+        this.vouchers.set(w.address, signedVoucherToBase64(v))
+      }
+      await this.state()
+      this.lastError = undefined
+      if (report.committed || report.charged || report.payoutVouchers) log.info('settled', { seqno: report.committed?.seqno, charged: report.charged, payoutVouchers: report.payoutVouchers })
+      return report
+    } catch (err) {
+      this.lastError = (err as Error).message
+      log.warn('settlement round failed; will retry', { error: err })
+      throw err
+    }
+  }
+
+  stats(): Record<string, unknown> {
+    const s = this.lastState
+    return {
+      contract: this.contract.address.toString(),
+      wallet: this.deps.wallet.address.toString(),
+      stakeNano: s?.stakeNano.toString() ?? null,
+      fundsNano: s?.fundsNano.toString() ?? null,
+      withdrawableNano: s?.withdrawableNano.toString() ?? null,
+      tokensChargedOnChain: s?.tokensCharged.toString() ?? null,
+      tokensPaidOnChain: s?.tokensPaid.toString() ?? null,
+      lastCommit: this.lastCommit,
+      lastError: this.lastError ?? null,
+    }
+  }
+}

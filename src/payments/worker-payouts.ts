@@ -1,0 +1,70 @@
+// The worker's side of payments on chain: claim payout vouchers from its worker contract past a threshold or on demand.
+import type { Address } from '@ton/core'
+import type { Chain } from '../ton/chain-client/chain.ts'
+import { collectMessages, type NodeWallet } from '../ton/chain-client/wallet.ts'
+import { signedVoucherFromBase64, verifyVoucher } from '../ton/contracts/vouchers.ts'
+import type { RootState } from '../ton/contracts/root.ts'
+import type { Logger } from '../node/log.ts'
+import { channelFromRoot, workerContract } from './channels.ts'
+import type { PartyLedger } from './party-ledger.ts'
+
+/** Claim once this much (nanoTON) is unclaimed. */
+export const PAYOUT_THRESHOLD_NANO = 100_000_000n
+
+export class WorkerPayouts {
+  private inFlight = new Map<string, Promise<bigint>>()
+
+  constructor(
+    private readonly deps: { chain: Chain; wallet: NodeWallet; root: Address; rootState: () => RootState | undefined; ledger: PartyLedger; log: Logger },
+    private readonly thresholdNano = PAYOUT_THRESHOLD_NANO,
+  ) {}
+
+  private async contractFor(proxyId: string) {
+    const state = this.deps.rootState() ?? (await this.deps.chain.getRootState(this.deps.root))
+    const ch = await channelFromRoot(this.deps.root, state, proxyId)
+    return { contract: this.deps.chain.open(workerContract(ch, this.deps.wallet.address)), feeNano: ch.params.workerFeePerTokenNano }
+  }
+
+  /** Tokens paid to this worker on chain by this proxy's worker contract. */
+  async paidTokens(proxyId: string): Promise<bigint> {
+    const { contract } = await this.contractFor(proxyId)
+    if (!(await this.deps.chain.isDeployed(contract.address))) return 0n
+    return (await contract.getState()).tokensPaid
+  }
+
+  /** Called with each newer voucher: claims it when enough is unclaimed. */
+  onVoucher(proxyId: string): void {
+    void this.claim(proxyId, false).catch((err) => this.deps.log.warn('payout claim failed; will retry with the next voucher', { error: err }))
+  }
+
+  /**
+   * Submits the newest voucher from `proxyId` to the worker contract if what it adds is past the
+   * threshold (or `force`). Returns the tokens paid on chain afterwards.
+   */
+  claim(proxyId: string, force: boolean): Promise<bigint> {
+    const running = this.inFlight.get(proxyId)
+    if (running) return running
+    const p = this.doClaim(proxyId, force).finally(() => this.inFlight.delete(proxyId))
+    this.inFlight.set(proxyId, p)
+    return p
+  }
+
+  private async doClaim(proxyId: string, force: boolean): Promise<bigint> {
+    const rec = this.deps.ledger.get(proxyId)
+    const { contract, feeNano } = await this.contractFor(proxyId)
+    const paid = (await this.deps.chain.isDeployed(contract.address)) ? (await contract.getState()).tokensPaid : 0n
+    this.deps.ledger.recordOnChain(proxyId, paid)
+    if (!rec.voucher || rec.vouchered <= paid) return paid
+    if (!force && (rec.vouchered - paid) * feeNano < this.thresholdNano) return paid
+    const v = signedVoucherFromBase64(rec.voucher)
+    // Check it before paying gas for it: signed by this proxy, for this worker's own contract.
+    if (v.kind !== 'workerPayout' || !v.target.equals(contract.address) || !verifyVoucher(v, Buffer.from(proxyId, 'hex'))) {
+      throw new Error('the proxy handed over a payout voucher that is not valid for this worker contract')
+    }
+    await this.deps.wallet.sendAndConfirm(await collectMessages((via) => contract.sendPayout(via, { voucher: v })))
+    const after = (await contract.getState()).tokensPaid
+    this.deps.ledger.recordOnChain(proxyId, after)
+    this.deps.log.info('payout claimed', { proxy: proxyId.slice(0, 16), tokensPaid: after.toString() })
+    return after
+  }
+}
