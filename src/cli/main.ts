@@ -12,6 +12,13 @@ Usage:
   cocoon client --config FILE       run a client node (OpenAI API on 127.0.0.1:10000)
   cocoon proxy  --config FILE       run a proxy node
   cocoon worker --config FILE       run a worker node
+  cocoon client topup|withdraw --config FILE --amount TON [--proxy KEY]
+  cocoon client close --config FILE [--finish] [--proxy KEY]
+                                    fund, withdraw from or close the client contract (any chain)
+  cocoon worker payout --config FILE
+                                    claim the worker's payouts now
+  cocoon proxy withdraw --config FILE [--amount TON]
+                                    withdraw the proxy's margin to its owner wallet
   cocoon chain  [--dir DIR] [--port 10080]
                                     run the embedded devnet TON chain
   cocoon root show|deploy|set-params|allow-image|revoke-image|allow-model|revoke-model|register-proxy|unregister-proxy
@@ -35,6 +42,11 @@ export async function main(argv: string[]): Promise<void> {
       case 'client':
       case 'proxy':
       case 'worker':
+        if (rest[0] && !rest[0].startsWith('-')) {
+          const { runMoney } = await import('./money.ts')
+          process.exitCode = await runMoney(cmd, rest[0], rest.slice(1))
+          return
+        }
         return await runRole(cmd, rest)
       case 'devnet': {
         const { runDevnet } = await import('./devnet.ts')

@@ -124,9 +124,15 @@ export class ProxySettlement implements FundsSource {
     return this.vouchers.get(workerAccount)
   }
 
-  /** One settlement round; rounds never overlap. `force` charges every client with anything unsettled. */
+  /**
+   * One settlement round; rounds never overlap. `force` charges every client with anything
+   * unsettled, in a round that starts after this call (a round already running may predate
+   * the usage the caller wants settled).
+   */
   settle(opts: { force?: boolean } = {}): Promise<SettleReport> {
-    this.running ??= this.settleRound(opts.force ?? false).finally(() => (this.running = undefined))
+    const force = opts.force ?? false
+    if (this.running && force) return this.running.catch(() => undefined).then(() => this.settle(opts))
+    this.running ??= this.settleRound(force).finally(() => (this.running = undefined))
     return this.running
   }
 

@@ -43,7 +43,8 @@ export class WorkerPayouts {
    */
   claim(proxyId: string, force: boolean): Promise<bigint> {
     const running = this.inFlight.get(proxyId)
-    if (running) return running
+    // A forced claim must not be answered by an unforced one already under way (it may have claimed nothing).
+    if (running) return force ? running.catch(() => 0n).then(() => this.claim(proxyId, force)) : running
     const p = this.doClaim(proxyId, force).finally(() => this.inFlight.delete(proxyId))
     this.inFlight.set(proxyId, p)
     return p

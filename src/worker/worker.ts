@@ -13,6 +13,7 @@ import { errorResponse, isExpectedError, RequestTimeoutError, TooManyRequestsErr
 import { readBody, parseJsonObject } from '../net/body.ts'
 import { HEADERS, MAX_BODY_BYTES, PATHS, PROTOCOL_VERSION, usageSigningPayload, type UsageRecord, type WorkerInfo, type WorkerStatement } from '../net/protocol.ts'
 import type { PartyLedger } from '../payments/party-ledger.ts'
+import { signedVoucherFromBase64 } from '../ton/contracts/vouchers.ts'
 import { proxyIdOf } from '../net/peers.ts'
 import { validateRequest } from './validate.ts'
 import { AnswerAggregator, answerIds } from '../net/openai.ts'
@@ -343,7 +344,15 @@ export class Worker implements OpsSource {
       setImmediate(() => link.session?.close())
       return { ok: false, error: 'statement went backwards' }
     }
-    if (st.voucher && this.deps.ledger.recordVoucher(link.proxyId, BigInt(st.tokens), st.voucher)) this.deps.onVoucher?.(link.proxyId, st.voucher, BigInt(st.tokens))
+    if (st.voucher) {
+      let tokens: bigint
+      try {
+        tokens = signedVoucherFromBase64(st.voucher).tokens
+      } catch {
+        return { ok: false, error: 'malformed voucher' }
+      }
+      if (this.deps.ledger.recordVoucher(link.proxyId, tokens, st.voucher)) this.deps.onVoucher?.(link.proxyId, st.voucher, tokens)
+    }
     return { ok: true }
   }
 
@@ -384,6 +393,7 @@ export class Worker implements OpsSource {
       protocol: PROTOCOL_VERSION,
       model: { id: m.id, hash: m.hash },
       coefficient: this.o.coefficient,
+      payoutAddress: this.o.payoutAddress || null,
       maxActiveRequests: this.o.maxActiveRequests,
       activeRequests: this.active,
       requests: { ...this.counts },

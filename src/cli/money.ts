@@ -1,0 +1,120 @@
+// Money commands on any chain, from a node's config: `cocoon client topup|withdraw|close`,
+// `cocoon worker payout`, `cocoon proxy withdraw`.
+import path from 'node:path'
+import { parseArgs } from 'node:util'
+import { Address } from '@ton/core'
+import { loadConfig, ConfigError, type ChainConfig, type NodeConfig } from '../node/config.ts'
+import { createLogger } from '../node/log.ts'
+import { createChain, chainOptionsFromEnv } from '../ton/chain-client/chain.ts'
+import { NodeWallet, loadOrCreateWalletKey, collectMessages } from '../ton/chain-client/wallet.ts'
+import { contractCodes } from '../ton/contracts/compile.ts'
+import { VOUCHER_MIN_VALUE_NANO } from '../ton/contracts/opcodes.ts'
+import { ClientAccount } from '../payments/client-account.ts'
+import { WorkerPayouts } from '../payments/worker-payouts.ts'
+import { PartyLedger } from '../payments/party-ledger.ts'
+import { proxyContract } from '../payments/channels.ts'
+
+const ONE_TON_NANO = 1_000_000_000n
+
+/** "1.5" TON -> nanoTON, exactly (no floating point). */
+export function parseTon(text: string, what: string): bigint {
+  const m = /^(\d+)(?:\.(\d{1,9}))?$/.exec(text.trim())
+  if (!m) throw new ConfigError(what, `"${text}" is not an amount of TON (e.g. 1.5)`)
+  return BigInt(m[1]) * ONE_TON_NANO + BigInt((m[2] ?? '').padEnd(9, '0'))
+}
+
+export function formatTon(nano: bigint): string {
+  const neg = nano < 0n
+  const a = neg ? -nano : nano
+  const frac = (a % ONE_TON_NANO).toString().padStart(9, '0').replace(/0+$/, '')
+  return `${neg ? '-' : ''}${a / ONE_TON_NANO}${frac ? '.' + frac : ''}`
+}
+
+function needChain(cfg: NodeConfig, file: string): ChainConfig {
+  if (!cfg.chain) throw new ConfigError(file, 'has no "chain" section: this node runs off-chain')
+  return cfg.chain
+}
+
+async function open(cfg: NodeConfig, file: string) {
+  const c = needChain(cfg, file)
+  const log = createLogger({ role: cfg.role, cmd: true }, 'warn')
+  const chain = createChain({ ...chainOptionsFromEnv(process.env, { endpoint: c.endpoint, apiKeyFile: c.apiKeyFile })!, log })
+  const root = Address.parse(c.root)
+  const rootState = await chain.getRootState(root)
+  const wallet = new NodeWallet(chain, loadOrCreateWalletKey(c.walletKeyFile), { log })
+  return { c, log, chain, root, rootState, wallet }
+}
+
+/** Which proxies a client command applies to: --proxy, else those the client has dealt with, else the root's registered ones. */
+function clientProxies(explicit: string | undefined, ledger: PartyLedger, registered: string[]): string[] {
+  if (explicit) return [explicit.toLowerCase()]
+  const known = ledger.all().map((r) => r.proxy)
+  return known.length ? known : registered
+}
+
+export async function runMoney(role: 'client' | 'worker' | 'proxy', sub: string, argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, strict: true, options: { config: { type: 'string', short: 'c' }, amount: { type: 'string' }, proxy: { type: 'string' }, finish: { type: 'boolean', default: false } } })
+  if (!values.config) throw new ConfigError(`${role} ${sub}`, '--config FILE is required')
+  const cfg = loadConfig(values.config)
+  if (cfg.role !== role) throw new ConfigError(values.config, `is a ${cfg.role} config, not a ${role} config`)
+  const o = await open(cfg, values.config)
+  const say = (obj: Record<string, unknown>) => process.stdout.write(JSON.stringify(obj, (_k, v) => (typeof v === 'bigint' ? v.toString() : v)) + '\n')
+
+  if (role === 'client') {
+    const ledger = new PartyLedger(path.join(cfg.dataDir, 'ledger.sqlite'))
+    try {
+      const account = new ClientAccount({ chain: o.chain, wallet: o.wallet, root: o.root, rootState: () => o.rootState, log: o.log })
+      const proxies = clientProxies(values.proxy, ledger, [...o.rootState.proxies.keys()])
+      if (proxies.length === 0) throw new ConfigError('--proxy', 'no proxy known: name one by its payment key (hex)')
+      for (const proxyId of proxies) {
+        if (sub === 'topup') {
+          if (!values.amount) throw new ConfigError('--amount', 'is required (TON)')
+          await account.topUp(proxyId, parseTon(values.amount, '--amount'))
+        } else if (sub === 'withdraw') {
+          if (!values.amount) throw new ConfigError('--amount', 'is required (TON)')
+          await account.withdraw(proxyId, parseTon(values.amount, '--amount'))
+        } else if (sub === 'close') {
+          const before = await account.state(proxyId)
+          if (!before) throw new ConfigError('--proxy', `no client contract with proxy ${proxyId.slice(0, 16)}…`)
+          if (values.finish) await account.finishClose(proxyId)
+          else if (before.state === 'active') await account.requestClose(proxyId)
+        } else throw new ConfigError(`client ${sub}`, 'unknown command; use topup, withdraw or close')
+        const s = await account.state(proxyId)
+        say({ proxy: proxyId, contract: (await account.contractFor(proxyId)).address.toString(), state: s?.state, balanceTon: s ? formatTon(s.balanceNano) : null, stakeTon: s ? formatTon(s.stakeNano) : null, tokensCharged: s?.tokensCharged, unlockAt: s?.unlockAt })
+      }
+      return 0
+    } finally {
+      ledger.close()
+    }
+  }
+
+  if (role === 'worker') {
+    if (sub !== 'payout') throw new ConfigError(`worker ${sub}`, 'unknown command; use payout')
+    const ledger = new PartyLedger(path.join(cfg.dataDir, 'ledger.sqlite'))
+    try {
+      const payouts = new WorkerPayouts({ chain: o.chain, wallet: o.wallet, root: o.root, rootState: () => o.rootState, ledger, log: o.log }, 0n)
+      for (const r of ledger.all()) {
+        const paid = await payouts.claim(r.proxy, true)
+        say({ proxy: r.proxy, earnedTokens: r.told.tokens, voucheredTokens: r.vouchered, paidTokens: paid })
+      }
+      say({ wallet: o.wallet.address.toString(), balanceTon: formatTon(await o.wallet.balance()) })
+      return 0
+    } finally {
+      ledger.close()
+    }
+  }
+
+  if (sub !== 'withdraw') throw new ConfigError(`proxy ${sub}`, 'unknown command; use withdraw')
+  const paymentKey = loadOrCreateWalletKey(needChain(cfg, values.config).paymentKeyFile)
+  const contract = o.chain.open(proxyContract({ root: o.root, owner: o.wallet.address, paymentKey: paymentKey.publicKey, params: o.rootState.params, codes: await contractCodes() }))
+  const st = await contract.getState()
+  const amount = values.amount ? parseTon(values.amount, '--amount') : st.withdrawableNano
+  if (amount === 0n) {
+    say({ contract: contract.address.toString(), withdrawn: '0', withdrawableTon: formatTon(st.withdrawableNano), note: 'nothing to withdraw: margin not yet collected from clients, or held for workers' })
+    return 0
+  }
+  await o.wallet.sendAndConfirm(await collectMessages((via) => contract.sendWithdraw(via, { value: VOUCHER_MIN_VALUE_NANO, amountNano: amount })))
+  const after = await contract.getState()
+  say({ contract: contract.address.toString(), withdrawnTon: formatTon(amount), fundsTon: formatTon(after.fundsNano), withdrawableTon: formatTon(after.withdrawableNano) })
+  return 0
+}

@@ -1,0 +1,220 @@
+// Payments end to end on the devnet chain, through real processes: billing, settlement, agreement with the
+// contracts to the nanoTON, 402 before work, kill -9 of the proxy and of a worker, and a restored old ledger.
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import fs from 'node:fs'
+import path from 'node:path'
+import OpenAI from 'openai'
+import Database from 'better-sqlite3'
+import { Address } from '@ton/core'
+import { cocoon, isAlive, randomPortOffset, tmpDir, type Proc } from '../helpers/procs.ts'
+import { waitFor } from '../helpers/network.ts'
+import type { DevnetState } from '../../src/cli/devnet.ts'
+import { createChain } from '../../src/ton/chain-client/chain.ts'
+import { loadWalletKey, nodeWalletContract } from '../../src/ton/chain-client/wallet.ts'
+import { contractCodes } from '../../src/ton/contracts/compile.ts'
+import { clientContract, proxyContract, workerContract, type ProxyChannel } from '../../src/payments/channels.ts'
+
+/** Seeded generator (mulberry32), so the kill points are the same every run. */
+function rng(seed: number) {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+const SEED = Number(process.env.COCOON_CRASH_SEED ?? 7)
+const CRASH_REQUESTS = Number(process.env.COCOON_CRASH_REQUESTS ?? 200)
+
+let devnet: Proc
+let dir: string
+let state: DevnetState
+let openai: OpenAI
+const getJson = async (url: string, init?: RequestInit) => (await fetch(url, init)).json() as Promise<any>
+const proxyStats = () => getJson(`http://127.0.0.1:${state.ports.proxyStats}/jsonstats`)
+const settle = () => getJson(`http://127.0.0.1:${state.ports.proxyStats}/admin/settle`, { method: 'POST' })
+const payout = (i: number) => getJson(`http://127.0.0.1:${state.ports.workers[i]}/admin/payout`, { method: 'POST' })
+const currentPid = (name: string) => (JSON.parse(fs.readFileSync(path.join(dir, 'devnet.json'), 'utf8')) as DevnetState).children[name].pid!
+
+before(async () => {
+  dir = tmpDir('payments')
+  devnet = cocoon(['devnet', '--workers', '2', '--dir', dir, '--port-offset', String(randomPortOffset())])
+  const m = await devnet.waitForOutput(/OpenAI base URL:\s+(\S+)/, 180_000)
+  state = JSON.parse(fs.readFileSync(path.join(dir, 'devnet.json'), 'utf8'))
+  openai = new OpenAI({ baseURL: m[1], apiKey: 'unused', maxRetries: 0 })
+})
+
+after(async () => {
+  if (devnet.proc.exitCode === null) {
+    devnet.proc.kill('SIGINT')
+    await devnet.exited
+  }
+  if (process.env.COCOON_KEEP_TEST_DIRS) console.log(`kept ${dir}`)
+  else fs.rmSync(dir, { recursive: true, force: true })
+})
+
+async function onChain() {
+  const chain = createChain({ endpoint: state.chain!.endpoint })
+  const root = Address.parse(state.chain!.root!)
+  const rs = await chain.getRootState(root)
+  const paymentKey = loadWalletKey(path.join(dir, 'proxy', 'payment.key')).publicKey
+  const proxyOwner = nodeWalletContract(loadWalletKey(path.join(dir, 'proxy', 'wallet.key')).publicKey).address
+  const ch: ProxyChannel = { root, owner: proxyOwner, paymentKey, params: rs.params, codes: await contractCodes() }
+  const wallet = (f: string) => nodeWalletContract(loadWalletKey(path.join(dir, f, 'wallet.key')).publicKey).address
+  const client = await chain.open(clientContract(ch, wallet('client'))).getState()
+  const workers = await Promise.all([0, 1].map(async (i) => {
+    const c = chain.open(workerContract(ch, wallet(`worker-${i}`)))
+    return (await chain.isDeployed(c.address)) ? (await c.getState()).tokensPaid : 0n
+  }))
+  const proxy = await chain.open(proxyContract(ch)).getState()
+  return { params: rs.params, client, workers, proxy, clientWallet: wallet('client').toRawString() }
+}
+
+/** One completion; streamed ones read the cost from the final usage chunk. Returns its cost in nanoTON. */
+async function ask(stream: boolean, maxTokens = 8): Promise<number> {
+  if (!stream) {
+    const r = await openai.completions.create({ model: 'stories260K', prompt: 'Once upon a time', max_tokens: maxTokens, temperature: 0 })
+    return (r.usage as any).cost
+  }
+  const s = await openai.completions.create({ model: 'stories260K', prompt: 'Once upon a time', max_tokens: maxTokens, temperature: 0, stream: true })
+  let cost: number | undefined
+  for await (const c of s) if ((c as any).usage) cost = (c as any).usage.cost
+  assert.ok(cost !== undefined && cost > 0, 'a streamed answer carries its cost in the final usage chunk')
+  return cost
+}
+
+test('streamed and non-streamed answers are billed, and after settlement the ledger, vouchers and contracts agree to the nanoTON', async () => {
+  const chainBefore = await onChain()
+  let total = 0n
+  for (let i = 0; i < 12; i++) total += BigInt(await ask(i % 2 === 0))
+  const ps = await proxyStats()
+  assert.equal(BigInt(ps.money.chargedNano), total, "the proxy's counters hold exactly what the answers said they cost")
+  await settle()
+  for (const i of [0, 1]) await payout(i)
+  const c = await onChain()
+  const p = c.params
+  const clientRow = (await proxyStats()).money.clients.find((r: any) => r.account === c.clientWallet)
+  const clientTokens = BigInt(clientRow.tokens)
+  assert.equal(c.client.tokensCharged, clientTokens, 'the client contract was charged exactly the ledger total')
+  assert.equal(BigInt(clientRow.voucheredTokens), clientTokens, 'by a voucher for that total')
+  assert.equal(chainBefore.client.balanceNano - c.client.balanceNano, clientTokens * p.pricePerTokenNano - (chainBefore.client.tokensCharged * p.pricePerTokenNano), 'the balance fell by exactly the charge')
+  const workerTokens = (await proxyStats()).money.workers.reduce((t: bigint, w: any) => t + BigInt(w.tokens), 0n)
+  assert.equal(c.workers[0] + c.workers[1], workerTokens, 'the worker contracts paid exactly what the workers earned')
+  assert.equal(c.proxy.tokensCharged, clientTokens)
+  assert.equal(c.proxy.tokensPaid, workerTokens)
+  // client charged = worker earned + proxy margin, with margin >= 0.
+  const charged = clientTokens * p.pricePerTokenNano
+  const earned = workerTokens * p.workerFeePerTokenNano
+  const margin = BigInt((await proxyStats()).money.marginNano)
+  assert.equal(charged, earned + margin)
+  assert.ok(margin >= 0n)
+  // The client's own ledger holds what the proxy told it, and sees the charge on chain.
+  const clientStats = await getJson(`${state.baseUrl.replace(/\/v1$/, '')}/jsonstats`)
+  assert.equal(BigInt(clientStats.proxies[0].charged.nano), BigInt(clientRow.nano))
+})
+
+test('an app asking for more than its balance allows gets 402 insufficient_quota before any work', async () => {
+  const before = await Promise.all([0, 1].map((i) => getJson(`http://127.0.0.1:${state.ports.workers[i]}/jsonstats`)))
+  await assert.rejects(
+    openai.completions.create({ model: 'stories260K', prompt: 'x', max_tokens: 1000, max_coefficient: 1_000_000 } as any),
+    (e: any) => e.status === 402 && e.code === 'insufficient_quota',
+  )
+  const now = await Promise.all([0, 1].map((i) => getJson(`http://127.0.0.1:${state.ports.workers[i]}/jsonstats`)))
+  assert.deepEqual(now.map((w) => w.requests.requests), before.map((w) => w.requests.requests), 'no worker saw the request')
+})
+
+test('kill -9 of the proxy and of a worker during a run: nobody overcharged, every answer paid, counters never go back', async () => {
+  const r = rng(SEED)
+  const kills = new Map<number, 'proxy' | 'worker-0'>()
+  while (kills.size < 4) kills.set(5 + Math.floor(r() * (CRASH_REQUESTS - 10)), kills.size % 2 ? 'worker-0' : 'proxy')
+  const start = await proxyStats()
+  const startCharged = BigInt(start.money.chargedNano)
+  // Watch the counters while the run goes on.
+  const samples: Array<{ charged: bigint; earned: bigint[] }> = []
+  let watching = true
+  const watcher = (async () => {
+    while (watching) {
+      const p = await proxyStats().catch(() => null)
+      const ws = await Promise.all([0, 1].map((i) => getJson(`http://127.0.0.1:${state.ports.workers[i]}/jsonstats`).catch(() => null)))
+      if (p && ws.every(Boolean)) samples.push({ charged: BigInt(p.money.chargedNano), earned: ws.map((w) => BigInt(w.proxies[0]?.earned.nano ?? 0)) })
+      await new Promise((res) => setTimeout(res, 100))
+    }
+  })()
+  let completed = 0n
+  let maxCost = 0n
+  let failures = 0
+  for (let i = 0; i < CRASH_REQUESTS; i++) {
+    const victim = kills.get(i)
+    if (victim) process.kill(currentPid(victim), 'SIGKILL')
+    try {
+      const c = BigInt(await ask(i % 3 === 0, 4))
+      completed += c
+      if (c > maxCost) maxCost = c
+    } catch {
+      failures++
+      await new Promise((res) => setTimeout(res, 100))
+    }
+  }
+  watching = false
+  await watcher
+  await waitFor(async () => (await proxyStats().catch(() => null))?.serving?.ok === true, 'the proxy to serve again', 30_000)
+  const end = await proxyStats()
+  const charged = BigInt(end.money.chargedNano) - startCharged
+  // 1. No client is charged for more than it used: every completed answer, plus at most the answers cut off by a kill.
+  assert.ok(charged >= completed, `charged ${charged} < completed ${completed}`)
+  assert.ok(charged - completed <= BigInt(failures) * maxCost, `charged ${charged - completed} more than the completed answers, with ${failures} failures`)
+  assert.ok(completed > 0n, 'some answers completed')
+  assert.ok(failures < CRASH_REQUESTS / 2, `${failures} of ${CRASH_REQUESTS} requests failed`)
+  // 2. Every completed answer is paid to its worker: settle, wait until each worker holds a voucher for
+  // all it earned (statements reach workers every few seconds), then let it claim.
+  await settle()
+  const final = await proxyStats()
+  for (const i of [0, 1]) {
+    const ws = await getJson(`http://127.0.0.1:${state.ports.workers[i]}/jsonstats`)
+    const earned = final.money.workers.find((w: any) => w.account === ws.payoutAddress)?.tokens ?? '0'
+    await waitFor(async () => (await getJson(`http://127.0.0.1:${state.ports.workers[i]}/jsonstats`).catch(() => null))?.proxies[0]?.voucheredTokens === earned, `worker ${i} to hold a voucher for ${earned} tokens`, 30_000)
+    const r = await payout(i)
+    assert.ok(Array.isArray(r.payouts), JSON.stringify(r))
+  }
+  const c = await onChain()
+  const ledgerWorkerTokens = final.money.workers.reduce((t: bigint, w: any) => t + BigInt(w.tokens), 0n)
+  const ledgerClientTokens = final.money.clients.reduce((t: bigint, w: any) => t + BigInt(w.tokens), 0n)
+  assert.equal(ledgerWorkerTokens, ledgerClientTokens, 'every billed answer credits its worker')
+  assert.equal(c.workers[0] + c.workers[1], ledgerWorkerTokens, 'and the worker contracts paid all of it')
+  // 3. Counters never go backwards.
+  assert.ok(samples.length > 5)
+  for (let k = 1; k < samples.length; k++) {
+    assert.ok(samples[k].charged >= samples[k - 1].charged, 'the proxy charge counter went back')
+    for (const w of [0, 1]) assert.ok(samples[k].earned[w] >= samples[k - 1].earned[w] || samples[k].earned[w] === 0n, `worker ${w} earnings went back`)
+  }
+})
+
+test('a proxy restored from an old copy of its ledger refuses to serve, and says why', async () => {
+  const ledgerFile = path.join(dir, 'proxy', 'ledger.sqlite')
+  const oldCopy = path.join(dir, 'ledger.old.sqlite')
+  const db = new Database(ledgerFile, { readonly: true })
+  await db.backup(oldCopy)
+  db.close()
+  for (let i = 0; i < 3; i++) await ask(false)
+  const r = await settle()
+  assert.ok(r.committed, 'the newer ledger head is committed on chain')
+  const pid = currentPid('proxy')
+  process.kill(pid, 'SIGKILL')
+  for (const f of ['', '-wal', '-shm']) fs.rmSync(ledgerFile + f, { force: true })
+  fs.copyFileSync(oldCopy, ledgerFile)
+  await waitFor(async () => (await proxyStats().catch(() => null))?.serving?.ok === false, 'the restarted proxy to refuse', 30_000)
+  await waitFor(async () => (await getJson(`${state.baseUrl.replace(/\/v1$/, '')}/healthz`).catch(() => null))?.ok === true, 'the client to reconnect', 30_000)
+  const ps = await proxyStats()
+  assert.match(ps.serving.reason, /rollback/)
+  const clientStats = await getJson(`${state.baseUrl.replace(/\/v1$/, '')}/jsonstats`)
+  await assert.rejects(ask(false), (e: any) => {
+    assert.equal(e.status, 503, `${e.message}; client: ${JSON.stringify(clientStats.proxies)}; proxy log: ${fs.readFileSync(path.join(dir, 'logs', 'proxy.log'), 'utf8').split('\n').slice(-8).join('\n')}`)
+    return e.code === 'proxy_not_serving'
+  })
+  // It does not crash-loop: the same process keeps running and reporting.
+  const newPid = currentPid('proxy')
+  await new Promise((res) => setTimeout(res, 3_000))
+  assert.ok(isAlive(newPid))
+  assert.equal(currentPid('proxy'), newPid)
+})
