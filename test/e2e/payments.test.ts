@@ -153,7 +153,9 @@ test('kill -9 of the proxy and of a worker during a run: nobody overcharged, eve
       if (c > maxCost) maxCost = c
     } catch {
       failures++
-      await new Promise((res) => setTimeout(res, 100))
+      // Wait for the supervisor to bring the killed process back before the next request.
+      await waitFor(async () => (await getJson(`${state.baseUrl.replace(/\/v1$/, '')}/healthz`).catch(() => null))?.ok === true, 'the client to reach a proxy', 60_000)
+      await waitFor(async () => (await proxyStats().catch(() => null))?.workers?.connected === 2, 'both workers', 60_000)
     }
   }
   watching = false
@@ -165,7 +167,7 @@ test('kill -9 of the proxy and of a worker during a run: nobody overcharged, eve
   assert.ok(charged >= completed, `charged ${charged} < completed ${completed}`)
   assert.ok(charged - completed <= BigInt(failures) * maxCost, `charged ${charged - completed} more than the completed answers, with ${failures} failures`)
   assert.ok(completed > 0n, 'some answers completed')
-  assert.ok(failures < CRASH_REQUESTS / 2, `${failures} of ${CRASH_REQUESTS} requests failed`)
+  assert.ok(failures <= kills.size * 3, `${failures} of ${CRASH_REQUESTS} requests failed after ${kills.size} kills`)
   // 2. Every completed answer is paid to its worker: settle, wait until each worker holds a voucher for
   // all it earned (statements reach workers every few seconds), then let it claim.
   await settle()

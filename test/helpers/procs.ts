@@ -75,9 +75,12 @@ export function tmpDir(prefix: string): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), `cocoon-${prefix}-`))
 }
 
-/** A port offset unlikely to collide with a devnet on default ports or another test. */
+/**
+ * A port offset unlikely to collide with a devnet on default ports or another test. Every devnet
+ * port stays below 32768, where Linux starts handing out ephemeral ports for outgoing connections.
+ */
 export function randomPortOffset(): number {
-  return 20_000 + Math.floor(Math.random() * 200) * 100
+  return 3_000 + Math.floor(Math.random() * 160) * 100
 }
 
 export function isAlive(pid: number): boolean {
