@@ -192,6 +192,23 @@ test('kill -9 of the proxy and of a worker during a run: nobody overcharged, eve
   }
 })
 
+test('revoking the model hash on the root stops routing to its workers within one refresh; allowing it brings them back', async () => {
+  const model = state.model.sha256
+  const gov = (cmd: string) => cocoon(['root', cmd, model, '--endpoint', state.chain!.endpoint, '--root', state.chain!.root!, '--wallet-key', state.chain!.ownerKey])
+  const revoke = gov('revoke-model')
+  assert.equal((await revoke.exited).code, 0, revoke.output())
+  const t0 = Date.now()
+  // The devnet refreshes the root every 2 s.
+  await waitFor(async () => (await proxyStats()).workers.connected === 0, 'the proxy to drop the revoked workers', 10_000)
+  assert.ok(Date.now() - t0 < 6_000, `took ${Date.now() - t0} ms`)
+  await assert.rejects(ask(false), (e: any) => e.status === 404 && e.code === 'model_not_found')
+  assert.ok((await proxyStats()).workers.refused >= 2)
+  const allow = gov('allow-model')
+  assert.equal((await allow.exited).code, 0, allow.output())
+  await waitFor(async () => (await proxyStats()).workers.connected === 2, 'the workers to be accepted again', 30_000)
+  assert.ok((await ask(false)) > 0)
+})
+
 test('a proxy restored from an old copy of its ledger refuses to serve, and says why', async () => {
   const ledgerFile = path.join(dir, 'proxy', 'ledger.sqlite')
   const oldCopy = path.join(dir, 'ledger.old.sqlite')
@@ -219,4 +236,36 @@ test('a proxy restored from an old copy of its ledger refuses to serve, and says
   await new Promise((res) => setTimeout(res, 3_000))
   assert.ok(isAlive(newPid))
   assert.equal(currentPid('proxy'), newPid)
+})
+
+test('a client closes with the proxy down: everything not charged comes back after the close delay', async () => {
+  const clientCfg = path.join(dir, 'client.json')
+  const proxyPid = currentPid('proxy')
+  process.kill(proxyPid, 'SIGSTOP') // the proxy is silent: it cannot sign a final charge
+  try {
+    const before = await onChain()
+    assert.equal(before.client.state, 'active')
+    const walletKey = loadWalletKey(path.join(dir, 'client', 'wallet.key'))
+    const chain = createChain({ endpoint: state.chain!.endpoint })
+    const walletBefore = await chain.getBalance(nodeWalletContract(walletKey.publicKey).address)
+    const close = cocoon(['client', 'close', '--config', clientCfg])
+    assert.equal((await close.exited).code, 0, close.output())
+    assert.match(close.output(), /"state":"closing"/)
+    const early = cocoon(['client', 'close', '--finish', '--config', clientCfg])
+    assert.equal((await early.exited).code, 1, 'finishing before the delay is refused')
+    assert.match(early.output(), /exit code \d+/)
+    const delay = before.params.clientCloseDelaySec
+    const r = await fetch(`${state.chain!.url}/devnet/time`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ advance: delay + 5 }) })
+    assert.equal(r.status, 200)
+    const finish = cocoon(['client', 'close', '--finish', '--config', clientCfg])
+    assert.equal((await finish.exited).code, 0, finish.output())
+    const after = await onChain()
+    assert.equal(after.client.state, 'closed')
+    assert.equal(after.client.balanceNano, 0n)
+    const walletAfter = await chain.getBalance(nodeWalletContract(walletKey.publicKey).address)
+    const gasBudget = 200_000_000n // three owner messages' fees, generously
+    assert.ok(walletAfter - walletBefore > before.client.balanceNano - gasBudget, `the wallet got back ${walletAfter - walletBefore} of ${before.client.balanceNano}`)
+  } finally {
+    process.kill(proxyPid, 'SIGCONT')
+  }
 })
