@@ -13,7 +13,7 @@ import { errorResponse, isExpectedError, RequestTimeoutError, TooManyRequestsErr
 import { readBody, parseJsonObject } from '../net/body.ts'
 import { HEADERS, MAX_BODY_BYTES, PATHS, PROTOCOL_VERSION, usageSigningPayload, type UsageRecord, type WorkerInfo, type WorkerStatement } from '../net/protocol.ts'
 import type { PartyLedger } from '../payments/party-ledger.ts'
-import { signedVoucherFromBase64 } from '../ton/contracts/vouchers.ts'
+import { signedVoucherFromBase64, verifyVoucher } from '../ton/contracts/vouchers.ts'
 import { proxyIdOf } from '../net/peers.ts'
 import { validateRequest } from './validate.ts'
 import { AnswerAggregator, answerIds } from '../net/openai.ts'
@@ -345,11 +345,18 @@ export class Worker implements OpsSource {
       return { ok: false, error: 'statement went backwards' }
     }
     if (st.voucher) {
+      // A voucher is kept only if this proxy signed it, as a payout, for no more than it says was earned;
+      // its target (this worker's contract) is checked again before it is submitted.
       let tokens: bigint
       try {
-        tokens = signedVoucherFromBase64(st.voucher).tokens
-      } catch {
-        return { ok: false, error: 'malformed voucher' }
+        const v = signedVoucherFromBase64(st.voucher)
+        if (v.kind !== 'workerPayout') throw new Error(`a ${v.kind} voucher is not a payout`)
+        if (!verifyVoucher(v, Buffer.from(link.proxyId, 'hex'))) throw new Error('not signed by this proxy')
+        if (v.tokens > BigInt(st.tokens)) throw new Error('it pays more than the statement says was earned')
+        tokens = v.tokens
+      } catch (err) {
+        log.warn('refused a voucher from the proxy', { reason: (err as Error).message })
+        return { ok: false, error: `voucher refused: ${(err as Error).message}` }
       }
       if (this.deps.ledger.recordVoucher(link.proxyId, tokens, st.voucher)) this.deps.onVoucher?.(link.proxyId, st.voucher, tokens)
     }
