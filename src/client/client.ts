@@ -4,19 +4,16 @@ import http2 from 'node:http2'
 import { Counter, Gauge } from 'prom-client'
 import type { VerifiedPeer } from '../tee/types.ts'
 import type { PartyLedger } from '../payments/party-ledger.ts'
-import { proxyIdOf } from '../net/peers.ts'
 import type { IdentitySource } from '../tee/renew.ts'
 import type { Logger } from '../node/log.ts'
-import { sleep } from '../node/time.ts'
 import { identityStats } from '../node/stats.ts'
 import { createRegistry, handleOps, type OpsSource } from '../node/ops.ts'
-import { dialAttested, type PeerVerifier } from '../net/attested.ts'
+import type { PeerVerifier } from '../net/attested.ts'
+import { maintainProxyLink, revalidateLinks, type ProxyLink as BaseLink } from '../net/proxy-link.ts'
 import { errorResponse, InvalidRequestError, isExpectedError, NoProxyAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
 import { parseJsonObject, readBody } from '../net/body.ts'
 import { CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, INFERENCE_PATHS, MAX_BODY_BYTES, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION } from '../net/protocol.ts'
 
-export const RECONNECT_MIN_MS = 200
-export const RECONNECT_MAX_MS = 5_000
 export const MODELS_TIMEOUT_MS = 10_000
 export const MAX_REQUEST_ID_CHARS = 128
 
@@ -45,15 +42,7 @@ export interface ClientDeps {
   onProxy?: (peer: VerifiedPeer, proxyId: string) => Promise<void>
 }
 
-interface ProxyLink {
-  target: string
-  state: 'connecting' | 'connected' | 'refused' | 'disconnected' | 'distrusted'
-  /** The proxy's identity for accounting: its payment key (or its TLS key off-chain), hex. */
-  proxyId?: string
-  session?: http2.ClientHttp2Session
-  peer?: VerifiedPeer
-  lastError?: string
-  connectedAt?: number
+interface ProxyLink extends BaseLink<http2.ClientHttp2Session> {
   active: number
   requests: number
   failovers: number
@@ -109,52 +98,22 @@ export class Client implements OpsSource {
     for (const l of this.links) l.session?.destroy()
   }
 
-  private async connectLoop(target: { host: string; port: number }, link: ProxyLink): Promise<void> {
-    const log = this.deps.log.child({ proxy: link.target })
-    let delay = RECONNECT_MIN_MS
-    while (!this.stopping.signal.aborted) {
-      link.state = 'connecting'
-      try {
-        const { socket, peer } = await dialAttested({ ...target, identity: this.deps.identity.current(), verify: this.deps.verify, expectedRole: 'proxy', signal: this.stopping.signal })
-        const proxyId = proxyIdOf(peer)
-        const distrusted = this.deps.ledger?.isDistrusted(proxyId)
-        if (distrusted) {
-          socket.destroy()
-          link.state = 'distrusted'
-          link.lastError = distrusted
-          log.error('not using a proxy that under-reported what it charged', { reason: distrusted })
-          await sleep(RECONNECT_MAX_MS, this.stopping.signal)
-          continue
-        }
-        link.proxyId = proxyId
+  private connectLoop(target: { host: string; port: number }, link: ProxyLink): Promise<void> {
+    const setConnected = () => this.m.proxies.set(this.links.filter((l) => l.state === 'connected').length)
+    return maintainProxyLink(link, target, {
+      identity: this.deps.identity,
+      verify: this.deps.verify,
+      log: this.deps.log,
+      signal: this.stopping.signal,
+      distrusted: (id) => this.deps.ledger?.isDistrusted(id),
+      open: async (socket, peer, proxyId) => {
         if (this.deps.onProxy) await this.deps.onProxy(peer, proxyId)
-        const session = http2.connect(`https://${link.target}`, { createConnection: () => socket })
-        session.on('error', (err) => log.debug('proxy session error', { error: err.message }))
-        link.session = session
-        link.peer = peer
-        link.state = 'connected'
-        link.connectedAt = Date.now()
-        link.lastError = undefined
-        this.m.proxies.set(this.links.filter((l) => l.state === 'connected').length)
-        log.info('connected to proxy', { image: peer.imageHash, kind: peer.kind })
-        delay = RECONNECT_MIN_MS
-        await new Promise((r) => session.once('close', r))
-        link.session = undefined
-        if ((link.state as ProxyLink['state']) !== 'distrusted') link.state = 'disconnected'
-        this.m.proxies.set(this.links.filter((l) => l.state === 'connected').length)
-        if (!this.stopping.signal.aborted) log.warn('proxy connection closed; reconnecting')
-      } catch (err) {
-        const e = err as Error & { reason?: string }
-        link.lastError = e.reason ?? e.message
-        link.state = e.name === 'EvidenceRefusedError' ? 'refused' : 'disconnected'
-        if (this.stopping.signal.aborted) break
-        if (e.name === 'EvidenceRefusedError') log.error('proxy evidence refused; not using it', { reason: link.lastError })
-        else log.debug('cannot reach proxy', { error: e.message })
-      }
-      await sleep(delay, this.stopping.signal)
-      delay = Math.min(delay * 2, RECONNECT_MAX_MS)
-    }
+        return http2.connect(`https://${link.target}`, { createConnection: () => socket })
+      },
+      onChange: setConnected,
+    })
   }
+
 
   /** Connected proxies, least busy first (ties keep the configured order). */
   private readyLinks(): ProxyLink[] {
@@ -385,17 +344,9 @@ export class Client implements OpsSource {
 
   /** Leaves proxies the current policy no longer allows (e.g. their image was revoked on the root). */
   revalidate(refusal: (peer: VerifiedPeer) => string | undefined): number {
-    let dropped = 0
-    for (const l of this.links) {
-      const reason = l.peer && l.state === 'connected' ? refusal(l.peer) : undefined
-      if (!reason) continue
-      this.deps.log.warn('proxy no longer trusted; disconnecting', { proxy: l.target, reason })
-      l.lastError = reason
-      l.session?.destroy()
-      dropped++
-    }
-    return dropped
+    return revalidateLinks(this.links, refusal, this.deps.log)
   }
+
 
   stats(): Record<string, unknown> {
     return {

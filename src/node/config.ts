@@ -3,6 +3,7 @@ import fs from 'node:fs'
 import crypto from 'node:crypto'
 import path from 'node:path'
 import { Address } from '@ton/core'
+import type { BackendConfig as InferenceBackendConfig } from '../inference/create.ts'
 import type { Role } from '../tee/types.ts'
 
 export class ConfigError extends Error {
@@ -24,19 +25,8 @@ export interface TeeConfig {
   imageTag?: string
 }
 
-export interface BackendConfig {
-  kind: 'llama' | 'openai'
-  /** llama: a GGUF path or hf:<owner>/<repo>/<file>. openai: the model id to serve. */
-  model: string
-  /** Overrides the id shown in /v1/models (default: the file name without .gguf). */
-  modelId?: string
-  threads?: number
-  contextSize?: number
-  parallel?: number
-  /** openai: the upstream base URL, e.g. http://127.0.0.1:8000. */
-  baseUrl?: string
-  /** openai: the model name upstream, if it differs. */
-  upstreamModel?: string
+/** The backend settings a worker config holds: the inference backend's own, with the API key read from a file. */
+export type BackendConfig = Omit<InferenceBackendConfig, 'apiKey' | 'gpu' | 'timeoutMs' | 'modelHash' | 'expectedSha256'> & {
   /** openai: a file holding the upstream API key (secrets never in the config itself or argv). */
   apiKeyFile?: string
 }

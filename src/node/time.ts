@@ -1,4 +1,4 @@
-// Small timing helpers shared by the nodes.
+// Small timing helpers shared by the nodes: sleeps that end early on abort, and racing a promise against a signal.
 
 /** Resolves after `ms`, or at once when `signal` aborts. Never rejects. */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
@@ -11,5 +11,41 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
       resolve()
     }
     signal?.addEventListener('abort', done, { once: true })
+  })
+}
+
+/** Resolves after `ms`; rejects with the signal's reason as soon as `signal` aborts. */
+export function sleepOrAbort(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason)
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort)
+      resolve()
+    }, ms)
+    function onAbort() {
+      clearTimeout(t)
+      reject(signal!.reason)
+    }
+    signal?.addEventListener('abort', onAbort, { once: true })
+  })
+}
+
+/** Settles like `p`, or rejects with the signal's reason when `signal` aborts first (`p` keeps running). */
+export function raceSignal<T>(p: Promise<T>, signal?: AbortSignal): Promise<T> {
+  if (!signal) return p
+  if (signal.aborted) return Promise.reject(signal.reason)
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(signal.reason)
+    signal.addEventListener('abort', onAbort, { once: true })
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort)
+        resolve(v)
+      },
+      (e) => {
+        signal.removeEventListener('abort', onAbort)
+        reject(e)
+      },
+    )
   })
 }

@@ -8,7 +8,6 @@ import { WorkerContract } from '../ton/contracts/worker.ts'
 import type { Params } from '../ton/contracts/storage.ts'
 import type { RootState } from '../ton/contracts/root.ts'
 import { nodeWalletContract } from '../ton/chain-client/wallet.ts'
-import type { PriceParams } from './pricing.ts'
 
 export interface ProxyChannel {
   root: Address
@@ -48,16 +47,4 @@ export async function channelFromRoot(root: Address, state: RootState, paymentKe
   const info = state.proxies.get(paymentKeyHex.toLowerCase())
   if (!info) throw new Error(`proxy ${paymentKeyHex.slice(0, 16)}… is not registered on the root`)
   return { root, owner: info.owner, paymentKey: Buffer.from(paymentKeyHex, 'hex'), params: state.params, codes: await contractCodes() }
-}
-
-/** The pricing parameters in a root parameter snapshot. */
-export function priceParamsOf(p: Params): PriceParams {
-  return {
-    pricePerTokenNano: p.pricePerTokenNano,
-    workerFeePerTokenNano: p.workerFeePerTokenNano,
-    promptMult: p.promptMult,
-    cachedMult: p.cachedMult,
-    completionMult: p.completionMult,
-    reasoningMult: p.reasoningMult,
-  }
 }

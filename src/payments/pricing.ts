@@ -13,6 +13,8 @@
 //   proxy margin = client pays − worker earns = adjusted × (price − fee) ≥ 0
 // which makes `client charged = worker earned + proxy margin` hold exactly, by construction.
 
+import type { Params } from '../ton/contracts/storage.ts'
+
 /** 1000 = a coefficient of 1.0x. */
 export const COEFFICIENT_ONE = 1000n
 /** 10000 = a multiplier of 1.0x. */
@@ -32,15 +34,8 @@ export const OFFCHAIN_PRICE_PARAMS: PriceParams = {
   reasoningMult: 10_000,
 }
 
-/** The parts of the root parameters pricing needs (a subset of the contracts' Params). */
-export interface PriceParams {
-  pricePerTokenNano: bigint
-  workerFeePerTokenNano: bigint
-  promptMult: number
-  cachedMult: number
-  completionMult: number
-  reasoningMult: number
-}
+/** The parts of the root parameters pricing needs. */
+export type PriceParams = Pick<Params, 'pricePerTokenNano' | 'workerFeePerTokenNano' | 'promptMult' | 'cachedMult' | 'completionMult' | 'reasoningMult'>
 
 /** Metered usage of one request, in model tokens. cached ⊆ prompt, reasoning ⊆ completion. */
 export interface TokenUsage {

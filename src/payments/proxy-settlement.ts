@@ -11,7 +11,6 @@ import type { Logger } from '../node/log.ts'
 import type { ClientFunds, FundsSource } from './billing.ts'
 import { clientContract, proxyContract, workerContract, type ProxyChannel } from './channels.ts'
 import type { Ledger, LedgerHead } from './ledger.ts'
-import { priceParamsOf } from './channels.ts'
 import type { PriceParams } from './pricing.ts'
 
 /** Default time between settlement rounds. */
@@ -64,7 +63,7 @@ export class ProxySettlement implements FundsSource {
   }
 
   priceParams(): PriceParams {
-    return priceParamsOf(this.deps.channel.params)
+    return this.deps.channel.params
   }
 
   /** The proxy contract's state, or undefined before it is deployed. */

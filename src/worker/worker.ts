@@ -5,24 +5,21 @@ import type { InferenceBackend, InferenceKind, Usage } from '../inference/types.
 import type { VerifiedPeer } from '../tee/types.ts'
 import type { IdentitySource } from '../tee/renew.ts'
 import type { Logger } from '../node/log.ts'
-import { sleep } from '../node/time.ts'
 import { identityStats } from '../node/stats.ts'
 import { createRegistry, type OpsSource } from '../node/ops.ts'
-import { dialAttested, type PeerVerifier } from '../net/attested.ts'
+import type { PeerVerifier } from '../net/attested.ts'
+import { maintainProxyLink, revalidateLinks, type ProxyLink as BaseLink } from '../net/proxy-link.ts'
 import { errorResponse, isExpectedError, RequestTimeoutError, TooManyRequestsError } from '../net/errors.ts'
 import { readBody, parseJsonObject } from '../net/body.ts'
 import { HEADERS, MAX_BODY_BYTES, PATHS, PROTOCOL_VERSION, usageSigningPayload, type UsageRecord, type WorkerInfo, type WorkerStatement } from '../net/protocol.ts'
 import type { PartyLedger } from '../payments/party-ledger.ts'
 import { signedVoucherFromBase64, verifyVoucher } from '../ton/contracts/vouchers.ts'
-import { proxyIdOf } from '../net/peers.ts'
 import { validateRequest } from './validate.ts'
 import { AnswerAggregator, answerIds } from '../net/openai.ts'
 
 export const DEFAULT_COEFFICIENT = 1000
 export const MAX_ACTIVE_REQUESTS = 8
 export const MAX_TOKENS_CAP = 1024
-export const RECONNECT_MIN_MS = 200
-export const RECONNECT_MAX_MS = 5_000
 
 export interface WorkerOptions {
   /** Proxies to serve, as host:port of their worker listeners. */
@@ -48,14 +45,7 @@ export interface WorkerDeps {
   onVoucher?: (proxyId: string, voucher: string, tokens: bigint) => void
 }
 
-interface ProxyLink {
-  target: string
-  state: 'connecting' | 'connected' | 'refused' | 'disconnected' | 'distrusted'
-  proxyId?: string
-  peer?: VerifiedPeer
-  session?: http2.ServerHttp2Session
-  lastError?: string
-  connectedAt?: number
+interface ProxyLink extends BaseLink<http2.ServerHttp2Session> {
   requests: number
   /** The proxy's latest statement of what this worker earned. */
   earned?: { tokens: string; nano: string }
@@ -123,54 +113,23 @@ export class Worker implements OpsSource {
     for (const l of this.links) l.session?.destroy()
   }
 
-  private async connectLoop(target: { host: string; port: number }, link: ProxyLink): Promise<void> {
-    const log = this.deps.log.child({ proxy: link.target })
-    let delay = RECONNECT_MIN_MS
-    while (!this.stopping.signal.aborted) {
-      link.state = 'connecting'
-      try {
-        const { socket, peer } = await dialAttested({ ...target, identity: this.deps.identity.current(), verify: this.deps.verify, expectedRole: 'proxy', signal: this.stopping.signal })
-        link.peer = peer
-        const proxyId = proxyIdOf(peer)
-        link.proxyId = proxyId
-        const distrusted = this.deps.ledger?.isDistrusted(proxyId)
-        if (distrusted) {
-          socket.destroy()
-          link.state = 'distrusted'
-          link.lastError = distrusted
-          log.error('not serving a proxy that under-reported what it owes', { reason: distrusted })
-          await sleep(RECONNECT_MAX_MS, this.stopping.signal)
-          continue
-        }
-        const closed = new Promise<void>((resolve) => {
-          this.h2.once('session', (session: http2.ServerHttp2Session) => {
-            link.session = session
-            link.state = 'connected'
-            link.connectedAt = Date.now()
-            link.lastError = undefined
-            session.on('error', (err) => log.warn('proxy session error', { error: err.message }))
-            session.once('close', () => resolve())
-          })
-          this.h2.emit('connection', socket)
-        })
-        log.info('connected to proxy', { proxyImage: peer.imageHash, kind: peer.kind })
-        delay = RECONNECT_MIN_MS
-        await closed
-        link.session = undefined
-        link.state = 'disconnected'
-        if (!this.stopping.signal.aborted) log.warn('proxy connection closed; reconnecting')
-      } catch (err) {
-        const e = err as Error & { reason?: string }
-        link.lastError = e.reason ?? e.message
-        link.state = e.name === 'EvidenceRefusedError' ? 'refused' : 'disconnected'
-        if (this.stopping.signal.aborted) break
-        if (e.name === 'EvidenceRefusedError') log.error('proxy evidence refused; not using it', { reason: link.lastError })
-        else log.debug('cannot reach proxy', { error: e.message })
-      }
-      await sleep(delay, this.stopping.signal)
-      delay = Math.min(delay * 2, RECONNECT_MAX_MS)
-    }
+  private connectLoop(target: { host: string; port: number }, link: ProxyLink): Promise<void> {
+    return maintainProxyLink(link, target, {
+      identity: this.deps.identity,
+      verify: this.deps.verify,
+      log: this.deps.log,
+      signal: this.stopping.signal,
+      distrusted: (id) => this.deps.ledger?.isDistrusted(id),
+      // The worker dialled, but the proxy is the HTTP/2 client: serve HTTP/2 on this socket.
+      open: async (socket) => {
+        let session!: http2.ServerHttp2Session
+        this.h2.once('session', (s: http2.ServerHttp2Session) => (session = s))
+        this.h2.emit('connection', socket)
+        return session
+      },
+    })
   }
+
 
   private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
     const path = headers[':path'] ?? ''
@@ -381,17 +340,9 @@ export class Worker implements OpsSource {
 
   /** Leaves proxies the current policy no longer allows (e.g. their image was revoked on the root). */
   revalidate(refusal: (peer: VerifiedPeer) => string | undefined): number {
-    let dropped = 0
-    for (const l of this.links) {
-      const reason = l.peer && l.state === 'connected' ? refusal(l.peer) : undefined
-      if (!reason) continue
-      this.deps.log.warn('proxy no longer trusted; disconnecting', { proxy: l.target, reason })
-      l.lastError = reason
-      l.session?.destroy()
-      dropped++
-    }
-    return dropped
+    return revalidateLinks(this.links, refusal, this.deps.log)
   }
+
 
   stats(): Record<string, unknown> {
     const m = this.deps.backend.model

@@ -1,5 +1,6 @@
 // The TDX EvidenceProvider: asks the guest kernel for a quote through Linux configfs-tsm (/sys/kernel/config/tsm/report).
 
+import { sleepOrAbort } from '../../node/time.ts'
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs/promises'
 import type { EvidenceProvider } from '../types.ts'
@@ -60,20 +61,6 @@ function errno(err: unknown): string | undefined {
   return (err as { code?: unknown })?.code as string | undefined
 }
 
-function defaultSleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason)
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort)
-      resolve()
-    }, ms)
-    const onAbort = () => {
-      clearTimeout(t)
-      reject(signal?.reason)
-    }
-    signal?.addEventListener('abort', onAbort, { once: true })
-  })
-}
 
 /** Thrown inside one attempt when the generation counter shows a concurrent writer. */
 class RaceDetected extends Error {}
@@ -100,7 +87,7 @@ export class ConfigfsTsmProvider implements EvidenceProvider {
     this.maxRace = opts.maxRaceRetries ?? TSM_MAX_RACE_RETRIES
     this.backoffMs = opts.busyBackoffMs ?? TSM_BUSY_BACKOFF_MS
     this.fs = deps.fs ?? nodeTsmFs
-    this.sleep = deps.sleep ?? defaultSleep
+    this.sleep = deps.sleep ?? sleepOrAbort
     this.uniqueName = deps.uniqueName ?? (() => `cocoon-${process.pid}-${randomBytes(6).toString('hex')}`)
   }
 

@@ -1,5 +1,6 @@
 // The TDX EvidenceVerifier: collateral from a PCCS (cached until it expires) or fixed, and verdicts cached by quote hash with a TTL.
 
+import { raceSignal } from '../../node/time.ts'
 import { createHash } from 'node:crypto'
 import { EvidenceRefusedError, type EvidenceVerifier, type VerifiedEvidence } from '../types.ts'
 import { TDX_FAILURE_TTL_MS, TDX_RESULT_CACHE_MAX_ENTRIES, TDX_RESULT_TTL_MS } from './constants.ts'
@@ -111,7 +112,7 @@ export class TdxEvidenceVerifier implements EvidenceVerifier {
       pending = this.verifyUncached(key, quote, now).finally(() => this.inflight.delete(key))
       this.inflight.set(key, pending)
     }
-    return opts.signal ? abortable(pending, opts.signal) : pending
+    return opts.signal ? raceSignal(pending, opts.signal) : pending
   }
 
   private async verifyUncached(key: string, quote: Uint8Array, now: Date): Promise<TdxVerifiedQuote> {
@@ -178,21 +179,3 @@ export class TdxEvidenceVerifier implements EvidenceVerifier {
   }
 }
 
-/** Rejects with the signal's reason when it aborts first; the underlying work carries on for others. */
-function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason)
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason)
-    signal.addEventListener('abort', onAbort, { once: true })
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort)
-        resolve(v)
-      },
-      (e) => {
-        signal.removeEventListener('abort', onAbort)
-        reject(e)
-      },
-    )
-  })
-}

@@ -13,7 +13,7 @@ import {
   TONCENTER_TESTNET_ENDPOINT,
 } from './constants.ts'
 import { ChainError, RootMismatchError } from './errors.ts'
-import { raceSignal } from './timing.ts'
+import { raceSignal } from '../../node/time.ts'
 import { createTransport, type Transport } from './transport.ts'
 
 export interface CallOpts {

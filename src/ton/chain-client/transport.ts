@@ -9,7 +9,7 @@ import {
   CHAIN_RETRY_MAX_DELAY_MS,
 } from './constants.ts'
 import { ChainError } from './errors.ts'
-import { sleep } from './timing.ts'
+import { sleepOrAbort as sleep } from '../../node/time.ts'
 
 type HttpAdapter = NonNullable<TonClientParameters['httpAdapter']>
 

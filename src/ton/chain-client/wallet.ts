@@ -26,7 +26,7 @@ import {
   WALLET_SEND_TIMEOUT_MS,
 } from './constants.ts'
 import { ChainError, ContractRejectedError, DeliveryTimeoutError, WalletKeyError, WalletSendError } from './errors.ts'
-import { raceSignal, sleep } from './timing.ts'
+import { raceSignal, sleepOrAbort as sleep } from '../../node/time.ts'
 
 // ---------------------------------------------------------------- key files
 

@@ -1,0 +1,174 @@
+// The network under test: `cocoon devnet` as it is today, plus one more worker whose openai backend is the fake backend.
+//
+// The devnet is started unchanged (so whatever it runs, its chain and payments included, is in
+// the measured path), with a free port offset. The extra worker is a copy of the devnet's own
+// worker config with four changes: its backend (openai, at the fake backend, declaring
+// BENCH_UPSTREAM_MODEL_HASH), its stats port, enough slots for the load's concurrency, and
+// per-instance values naming `worker-0` (data folder, wallet) renamed so the two workers never
+// share state. When the devnet has a chain, the bench first allows that model hash on the root,
+// as an operator would with `cocoon root allow-model`.
+import fs from 'node:fs'
+import net from 'node:net'
+import path from 'node:path'
+import { DEVNET_PORTS, type DevnetState } from '../cli/devnet.ts'
+import type { BackendConfig } from '../node/config.ts'
+import { sleep } from '../node/time.ts'
+import { BENCH_UPSTREAM_MODEL, BENCH_UPSTREAM_MODEL_HASH, BENCH_WORKER_MAX_ACTIVE_REQUESTS, NETWORK_READY_TIMEOUT_MS } from './constants.ts'
+import { spawnCocoon, type CocoonProcess } from './procs.ts'
+
+export interface BenchNetwork {
+  /** The client node's root, e.g. http://127.0.0.1:10000 (the OpenAI API is under /v1). */
+  clientUrl: string
+  /** Model served by the openai-backed worker (the fake backend behind it). */
+  upstreamModel: string
+  /** The devnet's own llama worker: its model id and backend settings, to run the same backend in-process. */
+  llama: { modelId: string; backend: BackendConfig }
+  /** Node processes, for memory figures. `worker` is the openai-backed worker that serves the load. */
+  pids: { client: number | null; proxy: number | null; worker: number }
+  /** Whether the devnet ran a chain (and so could settle payments) alongside the nodes. */
+  hasChain: boolean
+  stop(): Promise<void>
+}
+
+export interface BenchNetworkOptions {
+  /** Root URL of the fake OpenAI backend. */
+  backendUrl: string
+  /** Where configs, state and logs go. */
+  dir: string
+  /** Devnet model spec; default the devnet's. */
+  model?: string
+  /** Run the devnet without its chain (and so without payments). Default false. */
+  noChain?: boolean
+  say: (line: string) => void
+}
+
+const OPENAI_WORKER = 'worker-openai'
+
+/** Port offsets tried for the devnet; the default ports may belong to a devnet the user runs. */
+const PORT_OFFSET_BASE = 20_000
+const PORT_OFFSET_STEP = 100
+const PORT_OFFSET_SLOTS = 200
+const PORT_OFFSET_ATTEMPTS = 20
+
+export async function startBenchNetwork(o: BenchNetworkOptions): Promise<BenchNetwork> {
+  const logDir = path.join(o.dir, 'logs')
+  fs.mkdirSync(logDir, { recursive: true })
+  const offset = await freePortOffset()
+  const workerStatsPort = DEVNET_PORTS.worker(1) + offset
+  const procs: CocoonProcess[] = []
+  const stop = async () => {
+    // The extra worker first, so the proxy does not log it as a failure while the devnet stops.
+    for (const p of [...procs].reverse()) await p.stop()
+  }
+  try {
+    o.say(`starting cocoon devnet (port offset ${offset}; logs in ${logDir})`)
+    const devnetArgs = ['devnet', '--workers', '1', '--threads', '1', '--dir', o.dir, '--port-offset', String(offset)]
+    if (o.model) devnetArgs.push('--model', o.model)
+    if (o.noChain) devnetArgs.push('--no-chain')
+    const devnet = spawnCocoon('devnet', devnetArgs, path.join(logDir, 'devnet-stdout.log'))
+    procs.push(devnet)
+    await devnet.waitForLine(/Cocoon devnet is ready/, NETWORK_READY_TIMEOUT_MS)
+    const state = JSON.parse(fs.readFileSync(path.join(o.dir, 'devnet.json'), 'utf8')) as DevnetState
+    const worker0 = JSON.parse(fs.readFileSync(state.children['worker-0'].config, 'utf8')) as Record<string, unknown>
+
+    if (state.chain?.root) {
+      o.say('allowing the fake backend\'s model hash on the devnet root')
+      const allow = spawnCocoon(
+        'root allow-model',
+        ['root', 'allow-model', BENCH_UPSTREAM_MODEL_HASH, '--endpoint', state.chain.endpoint, '--root', state.chain.root, '--wallet-key', state.chain.ownerKey],
+        path.join(logDir, 'root-allow-model.log'),
+      )
+      const { code } = await allow.exited
+      if (code !== 0) throw new Error(`cocoon root allow-model failed (exit code ${code}); see ${path.join(logDir, 'root-allow-model.log')}`)
+    }
+
+    const cfg = {
+      ...renameInstance(worker0, 'worker-0', OPENAI_WORKER),
+      stats: `127.0.0.1:${workerStatsPort}`,
+      backend: { kind: 'openai', model: BENCH_UPSTREAM_MODEL, baseUrl: o.backendUrl, modelHash: BENCH_UPSTREAM_MODEL_HASH },
+      maxActiveRequests: BENCH_WORKER_MAX_ACTIVE_REQUESTS,
+    }
+    const cfgFile = path.join(o.dir, `${OPENAI_WORKER}.json`)
+    fs.writeFileSync(cfgFile, JSON.stringify(cfg, null, 2) + '\n')
+    const proxyStats = `http://127.0.0.1:${state.ports.proxyStats}/jsonstats`
+    type ProxyStats = { workers?: { refused?: number; list?: Array<{ model: { id: string } }> } }
+    const refusedBefore = ((await getJson(proxyStats)) as ProxyStats | undefined)?.workers?.refused ?? 0
+    // `bench worker` is `worker` plus backend.modelHash (see worker.ts).
+    const worker = spawnCocoon(OPENAI_WORKER, ['bench', 'worker', '--config', cfgFile], path.join(logDir, `${OPENAI_WORKER}.log`))
+    procs.push(worker)
+
+    const clientRoot = state.baseUrl.replace(/\/v1$/, '')
+    let workerExited = false
+    void worker.exited.then(() => (workerExited = true))
+    const deadline = Date.now() + NETWORK_READY_TIMEOUT_MS
+    for (;;) {
+      const stats = (await getJson(proxyStats)) as ProxyStats | undefined
+      if (stats?.workers?.list?.some((w) => w.model.id === BENCH_UPSTREAM_MODEL)) break
+      if (workerExited) throw new Error(`the openai-backed worker exited before joining the proxy; see ${path.join(logDir, `${OPENAI_WORKER}.log`)}`)
+      if ((stats?.workers?.refused ?? 0) > refusedBefore) {
+        throw new Error(`the proxy refused the openai-backed worker (${lastRefusal(state.children.proxy?.log) ?? 'see its log'}); logs in ${logDir}`)
+      }
+      if (Date.now() > deadline) throw new Error(`the openai-backed worker did not join the proxy in ${NETWORK_READY_TIMEOUT_MS / 1000}s; see ${logDir}`)
+      await sleep(100)
+    }
+    const backend = worker0.backend as BackendConfig
+    return {
+      clientUrl: clientRoot,
+      upstreamModel: BENCH_UPSTREAM_MODEL,
+      llama: { modelId: state.model.id, backend },
+      pids: { client: state.children.client?.pid ?? null, proxy: state.children.proxy?.pid ?? null, worker: worker.pid },
+      hasChain: state.chain !== null && state.chain !== undefined,
+      stop,
+    }
+  } catch (err) {
+    await stop()
+    throw err
+  }
+}
+
+/** A copy of `v` with `from` replaced by `to` in every string: per-instance file names and labels. */
+export function renameInstance<T>(v: T, from: string, to: string): T {
+  if (typeof v === 'string') return v.split(from).join(to) as T
+  if (Array.isArray(v)) return v.map((x) => renameInstance(x, from, to)) as T
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, renameInstance(x, from, to)])) as T
+  return v
+}
+
+/** The reason of the last "peer refused" line in a node's log. */
+function lastRefusal(logFile: string | undefined): string | undefined {
+  if (!logFile) return undefined
+  try {
+    const lines = fs.readFileSync(logFile, 'utf8').split('\n').filter((l) => l.includes('"peer refused"'))
+    return (JSON.parse(lines.at(-1) ?? '{}') as { reason?: string }).reason
+  } catch {
+    return undefined
+  }
+}
+
+async function getJson(url: string): Promise<unknown> {
+  try {
+    const r = await fetch(url, { signal: AbortSignal.timeout(2_000) })
+    return await r.json()
+  } catch {
+    return undefined
+  }
+}
+
+/** A devnet port offset whose ports (and the extra worker's) are all free now. */
+async function freePortOffset(): Promise<number> {
+  for (let i = 0; i < PORT_OFFSET_ATTEMPTS; i++) {
+    const offset = PORT_OFFSET_BASE + Math.floor(Math.random() * PORT_OFFSET_SLOTS) * PORT_OFFSET_STEP
+    const ports = [DEVNET_PORTS.client, DEVNET_PORTS.proxyStats, DEVNET_PORTS.proxyWorkers, DEVNET_PORTS.proxyClients, DEVNET_PORTS.worker(0), DEVNET_PORTS.worker(1), DEVNET_PORTS.chain]
+    const free = await Promise.all(ports.map((p) => portFree(p + offset)))
+    if (free.every(Boolean)) return offset
+  }
+  throw new Error('found no free set of ports for the devnet')
+}
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.createServer()
+    s.once('error', () => resolve(false))
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)))
+  })
+}

@@ -1,0 +1,129 @@
+// Protocol overhead: the same streaming load against the fake backend directly and through client → proxy → worker.
+import type { BenchPlan } from './constants.ts'
+import { FAKE_CHUNK_COUNT, OVERHEAD_CONCURRENCY } from './constants.ts'
+import { LoadFailedError, runLoad, type LoadRun } from './load.ts'
+import { peakRssMiB } from './procs.ts'
+import type { BenchResult, LoadFigures } from './schema.ts'
+import { median, round } from './stats.ts'
+
+export interface OverheadOptions {
+  /** Root of the fake backend (direct) and of the client node (network). */
+  directUrl: string
+  networkUrl: string
+  /** The model id the network routes to the fake backend. */
+  model: string
+  /** Content chunks of the fake backend's answer (its --chunks). */
+  chunks: number
+  plan: BenchPlan
+  pids: { client: number | null; proxy: number | null; worker: number }
+  say: (line: string) => void
+}
+
+type Target = 'direct' | 'network'
+
+/** The request of every run: a streamed chat completion of the fake backend's full answer. */
+export function overheadRequestBody(model: string, chunks = FAKE_CHUNK_COUNT): string {
+  return JSON.stringify({
+    model,
+    messages: [{ role: 'user', content: 'Tell me a story' }],
+    max_tokens: chunks,
+    stream: true,
+    stream_options: { include_usage: true },
+  })
+}
+
+export async function measureOverhead(o: OverheadOptions): Promise<{ overhead: BenchResult['overhead']; notes: string[] }> {
+  const notes: string[] = []
+  const url = (t: Target) => `${t === 'direct' ? o.directUrl : o.networkUrl}/v1/chat/completions`
+  const body = overheadRequestBody(o.model, o.chunks)
+  for (const t of ['direct', 'network'] as const) await checkAnswer(url(t), body, t, o.chunks)
+
+  const runs: Record<Target, LoadRun[]> = { direct: [], network: [] }
+  const c1: Record<Target, LoadRun[]> = { direct: [], network: [] }
+  const load = async (t: Target, connections: number, durationSec: number) => {
+    let r: LoadRun
+    try {
+      r = await runLoad({ url: url(t), body, connections, durationSec })
+    } catch (err) {
+      if (!(err instanceof LoadFailedError)) throw err
+      throw new LoadFailedError(err.url, err.failed, err.errors, `${t} at concurrency ${connections}; one answer now: ${await sampleAnswer(url(t), body)}`)
+    }
+    if (r.failed > 0 || r.errors > 0) notes.push(`overhead ${t} at concurrency ${connections}: ${r.failed} non-2xx responses and ${r.errors} errors besides ${r.ok} successes`)
+    return r
+  }
+  for (const t of ['direct', 'network'] as const) {
+    if (o.plan.warmupSec <= 0) break
+    o.say(`overhead: warming up ${t}`)
+    await load(t, OVERHEAD_CONCURRENCY, o.plan.warmupSec)
+  }
+  // Alternate which side goes first, so slow drift of a shared machine hits both alike.
+  const order = (n: number): Target[] => (n % 2 === 0 ? ['direct', 'network'] : ['network', 'direct'])
+  for (let i = 0; i < o.plan.rounds; i++) {
+    for (const t of order(i)) {
+      o.say(`overhead: ${t}, concurrency ${OVERHEAD_CONCURRENCY}, ${o.plan.loadSec}s (round ${i + 1}/${o.plan.rounds})`)
+      runs[t].push(await load(t, OVERHEAD_CONCURRENCY, o.plan.loadSec))
+    }
+  }
+  for (let i = 0; i < o.plan.rounds; i++) {
+    for (const t of order(i)) {
+      o.say(`overhead: ${t}, concurrency 1, ${o.plan.c1Sec}s (round ${i + 1}/${o.plan.rounds})`)
+      c1[t].push(await load(t, 1, o.plan.c1Sec))
+    }
+  }
+  const peak = { client: rss(o.pids.client), proxy: rss(o.pids.proxy), worker: rss(o.pids.worker) }
+  if (Object.values(peak).some((v) => v === null)) notes.push('peak RSS needs /proc (Linux); missing figures are null')
+
+  const direct = figures(runs.direct)
+  const network = figures(runs.network)
+  const c1Direct = round(median(c1.direct.map((r) => r.p50Ms)), 3)
+  const c1Network = round(median(c1.network.map((r) => r.p50Ms)), 3)
+  return {
+    overhead: {
+      concurrency: OVERHEAD_CONCURRENCY,
+      direct,
+      network,
+      ratioRps: round(network.rps / direct.rps, 3),
+      addedP50Ms: round(network.p50Ms - direct.p50Ms, 3),
+      c1: { directP50Ms: c1Direct, networkP50Ms: c1Network, addedP50Ms: round(c1Network - c1Direct, 3) },
+      peakRssMiB: peak,
+    },
+    notes,
+  }
+}
+
+/** Medians over the rounds, rounded: requests/s to 0.1, times to the microsecond. */
+function figures(runs: LoadRun[]): LoadFigures {
+  return {
+    rps: round(median(runs.map((r) => r.rps)), 1),
+    p50Ms: round(median(runs.map((r) => r.p50Ms)), 3),
+    p99Ms: round(median(runs.map((r) => r.p99Ms)), 3),
+    ttfbP50Ms: round(median(runs.map((r) => r.ttfbP50Ms)), 3),
+  }
+}
+
+function rss(pid: number | null): number | null {
+  if (pid === null) return null
+  const v = peakRssMiB(pid)
+  return v === null ? null : round(v, 1)
+}
+
+/** One request before the load: the answer must be complete, so both sides are measured doing the same work. */
+async function checkAnswer(url: string, body: string, target: Target, chunks: number): Promise<void> {
+  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(30_000) })
+  const text = await res.text()
+  const events = text.split('\n\n').filter((e) => e.startsWith('data: '))
+  const content = events.filter((e) => e.includes('"content"')).length
+  if (res.status !== 200 || content !== chunks || !events.some((e) => e.includes('"usage"')) || events.at(-1) !== 'data: [DONE]') {
+    throw new Error(`the ${target} answer is not the fake backend's full answer (HTTP ${res.status}, ${content} content chunks): ${text.slice(0, 300)}`)
+  }
+}
+
+/** Status and the start of the body of one answer, to say why a load failed. */
+async function sampleAnswer(url: string, body: string): Promise<string> {
+  try {
+    const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(10_000) })
+    return `HTTP ${res.status} ${(await res.text()).slice(0, 300)}`
+  } catch (err) {
+    return `no answer (${(err as Error).message})`
+  }
+}

@@ -1,0 +1,103 @@
+// Child processes of the bench (`cocoon …` commands): spawned with logs on disk, stopped by pid, never left behind.
+import { spawn, type ChildProcess } from 'node:child_process'
+import fs from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { CHILD_STOP_GRACE_MS } from './constants.ts'
+
+const BIN = fileURLToPath(new URL('../../bin/cocoon.js', import.meta.url))
+
+/**
+ * Every child still running. If the bench exits without stopping them they get SIGTERM, not
+ * SIGKILL: the devnet must live long enough to stop the nodes it started.
+ */
+const live = new Set<ChildProcess>()
+let exitHookInstalled = false
+
+export interface CocoonProcess {
+  name: string
+  pid: number
+  /** Resolves with the first stdout line that matches; rejects if the process exits first or time runs out. */
+  waitForLine(re: RegExp, timeoutMs: number): Promise<RegExpMatchArray>
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
+  /** SIGTERM, then SIGKILL after CHILD_STOP_GRACE_MS. */
+  stop(): Promise<void>
+}
+
+/** Spawns `cocoon <args>` (this checkout's bin), appending its stdout and stderr to `logFile`. */
+export function spawnCocoon(name: string, args: string[], logFile: string, env: NodeJS.ProcessEnv = process.env): CocoonProcess {
+  if (!exitHookInstalled) {
+    exitHookInstalled = true
+    process.once('exit', () => {
+      for (const p of live) p.kill('SIGTERM')
+    })
+  }
+  const proc = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env })
+  if (proc.pid === undefined) throw new Error(`could not start ${name}`)
+  live.add(proc)
+  const log = fs.openSync(logFile, 'a')
+  let out = ''
+  const listeners = new Set<() => void>()
+  proc.stdout!.on('data', (d: Buffer) => {
+    fs.writeSync(log, d)
+    out += d.toString()
+    // Only the head of stdout is searched; keep memory flat for chatty children.
+    if (out.length > 1 << 20) out = out.slice(-(1 << 16))
+    for (const l of listeners) l()
+  })
+  proc.stderr!.on('data', (d: Buffer) => fs.writeSync(log, d))
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    proc.once('exit', (code, signal) => {
+      live.delete(proc)
+      fs.closeSync(log)
+      for (const l of listeners) l()
+      resolve({ code, signal })
+    }),
+  )
+  return {
+    name,
+    pid: proc.pid,
+    exited,
+    waitForLine(re, timeoutMs) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const m = out.match(re)
+          if (m) {
+            done()
+            resolve(m)
+          } else if (proc.exitCode !== null || proc.signalCode !== null) {
+            done()
+            reject(new Error(`${name} exited (${proc.exitCode ?? proc.signalCode}) before it was ready; see ${logFile}`))
+          }
+        }
+        const timer = setTimeout(() => {
+          done()
+          reject(new Error(`${name} not ready after ${timeoutMs / 1000}s; see ${logFile}`))
+        }, timeoutMs)
+        const done = () => {
+          clearTimeout(timer)
+          listeners.delete(check)
+        }
+        listeners.add(check)
+        check()
+      })
+    },
+    async stop() {
+      if (proc.exitCode !== null || proc.signalCode !== null) return
+      proc.kill('SIGTERM')
+      const timer = setTimeout(() => proc.kill('SIGKILL'), CHILD_STOP_GRACE_MS)
+      await exited
+      clearTimeout(timer)
+    },
+  }
+}
+
+/** Peak resident set size of `pid` so far (VmHWM in /proc), in MiB; null where /proc is not available. */
+export function peakRssMiB(pid: number): number | null {
+  try {
+    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8')
+    const m = /^VmHWM:\s+(\d+)\s+kB/m.exec(status)
+    return m ? Number(m[1]) / 1024 : null
+  } catch {
+    return null
+  }
+}

@@ -1,0 +1,68 @@
+// Renders a bench result as Markdown tables: the figures side by side, the targets, the fees, the notes.
+import { OVERHEAD_CONCURRENCY } from './constants.ts'
+import type { BenchResult, OpFees } from './schema.ts'
+
+/** The targets of issue 6; goals to compare against, never test assertions. */
+export const BENCH_TARGETS = {
+  minRatioRps: 0.5,
+  maxAddedP50MsAtC1: 2,
+  maxTdxCachedHandshakeMs: 5,
+  minInferenceRatio: 0.9,
+}
+
+const fmt = (v: number | null | undefined, digits = 1): string => (v === null || v === undefined ? 'n/a' : v.toFixed(digits))
+const signed = (v: number, digits = 2): string => `${v >= 0 ? '+' : ''}${v.toFixed(digits)}`
+
+export function renderMarkdown(r: BenchResult): string {
+  const o = r.overhead
+  const inf = r.inference
+  const h = r.handshake
+  const lines: string[] = []
+  lines.push(`Cocoon bench, ${r.date}, ${r.quick ? 'quick' : 'full'} run; ${r.machine.cpus} CPUs, ${fmt(r.machine.memGiB)} GiB, Node ${r.machine.node}`)
+  lines.push('')
+  lines.push('| Measure | Direct | Network | Network vs direct |')
+  lines.push('|---|---:|---:|---:|')
+  lines.push(`| Requests/s, concurrency ${o.concurrency} | ${fmt(o.direct.rps)} | ${fmt(o.network.rps)} | ×${o.ratioRps.toFixed(3)} |`)
+  lines.push(`| p50 latency, ms, c${o.concurrency} | ${fmt(o.direct.p50Ms, 2)} | ${fmt(o.network.p50Ms, 2)} | ${signed(o.addedP50Ms)} ms |`)
+  lines.push(`| p99 latency, ms, c${o.concurrency} | ${fmt(o.direct.p99Ms, 2)} | ${fmt(o.network.p99Ms, 2)} | ${signed(o.network.p99Ms - o.direct.p99Ms)} ms |`)
+  lines.push(`| p50 time to first byte, ms, c${o.concurrency} | ${fmt(o.direct.ttfbP50Ms, 2)} | ${fmt(o.network.ttfbP50Ms, 2)} | ${signed(o.network.ttfbP50Ms - o.direct.ttfbP50Ms)} ms |`)
+  lines.push(`| p50 latency, ms, concurrency 1 | ${fmt(o.c1.directP50Ms, 3)} | ${fmt(o.c1.networkP50Ms, 3)} | ${signed(o.c1.addedP50Ms, 3)} ms |`)
+  lines.push(`| Inference tok/s, 1 stream | ${fmt(inf.directTokPerSec)} | ${fmt(inf.networkTokPerSec)} | ×${inf.ratio.toFixed(3)} |`)
+  const c4 = inf.concurrent4
+  lines.push(`| Inference tok/s, 4 streams | ${fmt(c4.directTokPerSec)} | ${fmt(c4.networkTokPerSec)} | ×${(c4.networkTokPerSec / c4.directTokPerSec).toFixed(3)} |`)
+  lines.push('')
+  lines.push('| Node | Peak RSS, MiB |')
+  lines.push('|---|---:|')
+  for (const k of ['client', 'proxy', 'worker'] as const) lines.push(`| ${k} | ${fmt(o.peakRssMiB[k])} |`)
+  lines.push('')
+  lines.push('| Attested handshake | p50, ms | per second |')
+  lines.push('|---|---:|---:|')
+  lines.push(`| simulated evidence | ${fmt(h.simulated.p50Ms, 2)} | ${fmt(h.simulated.perSec)} |`)
+  lines.push(`| TDX, cold verification | ${fmt(h.tdxCold.p50Ms, 2)} | |`)
+  lines.push(`| TDX, cached verdict | ${fmt(h.tdxCached.p50Ms, 2)} | |`)
+  lines.push('')
+  lines.push('| Target | Goal | Result | Met |')
+  lines.push('|---|---|---:|---|')
+  const met = (ok: boolean | null) => (ok === null ? 'n/a' : ok ? 'yes' : 'no')
+  const t = BENCH_TARGETS
+  lines.push(`| ratioRps (c${OVERHEAD_CONCURRENCY}) | ≥ ${t.minRatioRps} | ${o.ratioRps.toFixed(3)} | ${met(o.ratioRps >= t.minRatioRps)} |`)
+  lines.push(`| added p50 at concurrency 1 | ≤ ${t.maxAddedP50MsAtC1} ms | ${o.c1.addedP50Ms.toFixed(3)} ms | ${met(o.c1.addedP50Ms <= t.maxAddedP50MsAtC1)} |`)
+  const cached = h.tdxCached.p50Ms
+  lines.push(`| cached TDX handshake | ≤ ${t.maxTdxCachedHandshakeMs} ms | ${fmt(cached, 2)} ms | ${met(cached === null ? null : cached <= t.maxTdxCachedHandshakeMs)} |`)
+  lines.push(`| inference ratio | ≥ ${t.minInferenceRatio} | ${inf.ratio.toFixed(3)} | ${met(inf.ratio >= t.minInferenceRatio)} |`)
+  lines.push('')
+  const ops = Object.entries(r.fees).filter((e): e is [string, OpFees] => e[0] !== 'perRequestAmortisedNano' && e[1] !== null && typeof e[1] === 'object')
+  if (ops.length > 0) {
+    lines.push('| Contract operation | Gas | Fee, nanoTON |')
+    lines.push('|---|---:|---:|')
+    for (const [op, c] of ops) lines.push(`| ${op} | ${c.gas} | ${c.feeNano} |`)
+    lines.push('')
+  }
+  lines.push(`Amortised on-chain cost per request: ${r.fees.perRequestAmortisedNano === null ? 'n/a' : `${r.fees.perRequestAmortisedNano} nanoTON`}`)
+  if (r.notes.length > 0) {
+    lines.push('')
+    lines.push('Notes:')
+    for (const n of r.notes) lines.push(`- ${n}`)
+  }
+  return lines.join('\n') + '\n'
+}
