@@ -13,6 +13,16 @@ import { ClientAccount } from '../payments/client-account.ts'
 import { WorkerPayouts } from '../payments/worker-payouts.ts'
 import { PartyLedger } from '../payments/party-ledger.ts'
 import { proxyContract } from '../payments/channels.ts'
+import http2 from 'node:http2'
+import { parsePolicy } from '../tee/policy.ts'
+import { policyFromRoot } from '../ton/chain-client/policy.ts'
+import { SimulatedEvidenceVerifier } from '../tee/simulated.ts'
+import { createPeerVerifier } from '../tee/verify.ts'
+import { createIdentity, identityKeysFromSeed } from '../tee/cert.ts'
+import type { EvidenceKind, EvidenceVerifier } from '../tee/types.ts'
+import { dialAttested } from '../net/attested.ts'
+import { proxyIdOf } from '../net/peers.ts'
+import { PATHS, type FinalCharge } from '../net/protocol.ts'
 
 const ONE_TON_NANO = 1_000_000_000n
 
@@ -41,7 +51,8 @@ async function open(cfg: NodeConfig, file: string) {
   const chain = createChain({ ...chainOptionsFromEnv(process.env, { endpoint: c.endpoint, apiKeyFile: c.apiKeyFile })!, log })
   const root = Address.parse(c.root)
   const rootState = await chain.getRootState(root)
-  const wallet = new NodeWallet(chain, loadOrCreateWalletKey(c.walletKeyFile), { log })
+  const key = loadOrCreateWalletKey(c.walletKeyFile)
+  const wallet = Object.assign(new NodeWallet(chain, key, { log }), { seed: key.secretKey.subarray(0, 32) })
   return { c, log, chain, root, rootState, wallet }
 }
 
@@ -50,6 +61,49 @@ function clientProxies(explicit: string | undefined, ledger: PartyLedger, regist
   if (explicit) return [explicit.toLowerCase()]
   const known = ledger.all().map((r) => r.proxy)
   return known.length ? known : registered
+}
+
+/** Dials the client's configured proxies (attested, as the client) to find `proxyId` and ask it for the final charge. */
+async function askFinalCharge(cfg: NodeConfig, o: Awaited<ReturnType<typeof open>>, proxyId: string): Promise<FinalCharge> {
+  if (cfg.role !== 'client') throw new Error('not a client')
+  const base = parsePolicy(cfg.policy, 'policy')
+  const policy = policyFromRoot(o.rootState, { role: 'client', acceptKinds: base.acceptKinds, maxCertAgeSec: base.maxCertAgeSec, tcbStatuses: base.tcbStatuses })
+  const v: Partial<Record<EvidenceKind, EvidenceVerifier>> = { simulated: new SimulatedEvidenceVerifier() }
+  if (base.acceptKinds.includes('tdx')) {
+    const { TdxEvidenceVerifier } = await import('../tee/tdx/index.ts')
+    v.tdx = new TdxEvidenceVerifier({ pccsUrl: process.env.COCOON_PCCS_URL })
+  }
+  if (!base.acceptKinds.includes('simulated')) delete v.simulated
+  const verify = createPeerVerifier(policy, v, { cacheTtlMs: 0 })
+  const identity = await createIdentity({ role: 'client', configHash: '00'.repeat(32), keys: await identityKeysFromSeed(o.wallet.seed) })
+  let lastErr: Error = new Error('none of the configured proxies has this payment key')
+  for (const target of cfg.proxies) {
+    try {
+      const { socket, peer } = await dialAttested({ ...target, identity, verify: (d, r) => verify(d, r), expectedRole: 'proxy' })
+      if (proxyIdOf(peer) !== proxyId) {
+        socket.destroy()
+        continue
+      }
+      const session = http2.connect(`https://${target.host}`, { createConnection: () => socket })
+      try {
+        return await new Promise<FinalCharge>((resolve, reject) => {
+          const req = session.request({ ':method': 'POST', ':path': PATHS.close })
+          let status = 0
+          let body = ''
+          req.on('response', (h) => (status = Number(h[':status'])))
+          req.on('data', (c) => (body += c))
+          req.on('end', () => (status === 200 ? resolve(JSON.parse(body) as FinalCharge) : reject(new Error(`proxy answered ${status}: ${body}`))))
+          req.on('error', reject)
+          req.end()
+        })
+      } finally {
+        session.destroy()
+      }
+    } catch (err) {
+      lastErr = err as Error
+    }
+  }
+  throw lastErr
 }
 
 export async function runMoney(role: 'client' | 'worker' | 'proxy', sub: string, argv: string[]): Promise<number> {
@@ -77,7 +131,15 @@ export async function runMoney(role: 'client' | 'worker' | 'proxy', sub: string,
           const before = await account.state(proxyId)
           if (!before) throw new ConfigError('--proxy', `no client contract with proxy ${proxyId.slice(0, 16)}…`)
           if (values.finish) await account.finishClose(proxyId)
-          else if (before.state === 'active') await account.requestClose(proxyId)
+          else if (before.state === 'active') {
+            // First ask the proxy for its final charge (the rest comes back at once); if it is silent, close through the delay.
+            const final = await askFinalCharge(cfg, o, proxyId).catch((err: Error) => {
+              process.stderr.write(`the proxy did not sign a final charge (${err.message}); closing through the delay instead\n`)
+              return undefined
+            })
+            if (final) await account.closeWithFinalCharge(proxyId, final.voucher, ledger.get(proxyId).told.tokens)
+            else await account.requestClose(proxyId)
+          }
         } else throw new ConfigError(`client ${sub}`, 'unknown command; use topup, withdraw or close')
         const s = await account.state(proxyId)
         say({ proxy: proxyId, contract: (await account.contractFor(proxyId)).address.toString(), state: s?.state, balanceTon: s ? formatTon(s.balanceNano) : null, stakeTon: s ? formatTon(s.stakeNano) : null, tokensCharged: s?.tokensCharged, unlockAt: s?.unlockAt })

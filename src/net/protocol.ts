@@ -17,6 +17,8 @@ export const PATHS = {
   workerInfo: '/cocoon/v1/worker',
   /** Proxy -> worker: stop the request named in x-cocoon-request-id; its answer then ends with usage. */
   cancel: '/cocoon/v1/cancel',
+  /** Client -> proxy: close my channel; answers a signed final-charge voucher (FinalCharge). */
+  close: '/cocoon/v1/close',
   /** Proxy -> worker: what the worker has earned so far (WorkerStatement), with the newest payout voucher. */
   statement: '/cocoon/v1/statement',
 } as const
@@ -88,6 +90,12 @@ export interface WorkerStatement {
   tokens: string
   nano: string
   voucher?: string
+}
+
+/** Proxy -> client: the final charge for its channel, a signed clientFinalCharge voucher (base64). */
+export interface FinalCharge {
+  tokens: string
+  voucher: string
 }
 
 /** Worker info served at PATHS.workerInfo. */

@@ -177,6 +177,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       billing,
       clientAccount: cc ? (peer) => walletOfKey(peer.publicKey).toRawString() : undefined,
       payoutVoucher: settlement ? (a) => settlement.payoutVoucher(a) : undefined,
+      finalCharge: settlement ? (c, inFlight) => settlement.finalCharge(c, inFlight) : undefined,
       chainStats: settlement ? () => settlement.stats() : undefined,
     })
     trust.onUpdate((p) => proxy.revalidate((peer) => refusalUnder(p, peer)))

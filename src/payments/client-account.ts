@@ -4,6 +4,7 @@ import type { Address } from '@ton/core'
 import type { Chain } from '../ton/chain-client/chain.ts'
 import { collectMessages, type NodeWallet } from '../ton/chain-client/wallet.ts'
 import type { ClientState } from '../ton/contracts/client.ts'
+import { signedVoucherFromBase64, verifyVoucher } from '../ton/contracts/vouchers.ts'
 import type { RootState } from '../ton/contracts/root.ts'
 import { VOUCHER_MIN_VALUE_NANO } from '../ton/contracts/opcodes.ts'
 import type { Logger } from '../node/log.ts'
@@ -103,6 +104,22 @@ export class ClientAccount {
     const c = await this.contractFor(proxyId)
     await this.deps.wallet.sendAndConfirm(await collectMessages((via) => c.sendWithdraw(via, { value: VOUCHER_MIN_VALUE_NANO, amountNano })))
     await this.state(proxyId)
+  }
+
+  /**
+   * Closes at once with the proxy's final charge: checked first (signed by this proxy, a final
+   * charge, for this client's own contract, never more than the proxy said it charged), then
+   * submitted; the contract refunds the rest.
+   */
+  async closeWithFinalCharge(proxyId: string, voucherB64: string, toldTokens: bigint): Promise<ClientState | undefined> {
+    const c = await this.contractFor(proxyId)
+    const v = signedVoucherFromBase64(voucherB64)
+    if (v.kind !== 'clientFinalCharge') throw new Error(`the proxy sent a ${v.kind} voucher, not a final charge`)
+    if (!v.target.equals(c.address)) throw new Error('the final charge is for another contract')
+    if (!verifyVoucher(v, Buffer.from(proxyId, 'hex'))) throw new Error('the final charge is not signed by this proxy')
+    if (v.tokens > toldTokens) throw new Error(`the final charge (${v.tokens} tokens) is more than the proxy said it charged (${toldTokens})`)
+    await this.deps.wallet.sendAndConfirm(await collectMessages((via) => c.sendVoucher(via, { voucher: v })))
+    return this.state(proxyId)
   }
 
   /** Starts closing: the proxy may still charge until the close delay ends. */

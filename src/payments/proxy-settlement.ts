@@ -118,6 +118,23 @@ export class ProxySettlement implements FundsSource {
     return value
   }
 
+  /**
+   * Signs the final charge for a client that closes: everything it was charged, cumulative. The
+   * client submits it; its contract then refunds the rest at once. Refused while the client has
+   * requests in flight.
+   */
+  finalCharge(client: string, inFlightNano: bigint): { tokens: bigint; voucher: string } {
+    if (inFlightNano > 0n) throw new Error('the client has requests in flight; close when they are done')
+    const { ledger, paymentKey, channel } = this.deps
+    const target = clientContract(channel, Address.parseRaw(client)).address
+    const c = ledger.counters('client', client)
+    const v = signVoucher({ kind: 'clientFinalCharge', target, tokens: c.tokens }, paymentKey.secretKey)
+    if (c.tokens > c.vouchered) ledger.recordVoucher({ type: 'voucher', kind: 'clientFinalCharge', target: target.toRawString(), tokens: c.tokens.toString(), signature: v.signature.toString('hex') }, 'client', client)
+    this.funds.delete(client)
+    this.deps.log.info('final charge signed for a closing client', { client, tokens: c.tokens.toString() })
+    return { tokens: c.tokens, voucher: signedVoucherToBase64(v) }
+  }
+
   /** The newest payout voucher for a worker wallet, base64 (what the worker submits to its worker contract). */
   payoutVoucher(workerAccount: string): string | undefined {
     return this.vouchers.get(workerAccount)

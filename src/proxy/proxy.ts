@@ -10,7 +10,7 @@ import { createRegistry, type OpsSource } from '../node/ops.ts'
 import { listenAttested, type AttestedSocket, type PeerVerifier } from '../net/attested.ts'
 import { errorResponse, InvalidRequestError, ModelNotFoundError, NoWorkerAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
 import { parseJsonObject, readBody } from '../net/body.ts'
-import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_BODY_BYTES, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type WorkerStatement } from '../net/protocol.ts'
+import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_BODY_BYTES, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type WorkerStatement, type FinalCharge } from '../net/protocol.ts'
 import { openaiUsage, usageChunk, type UsageCost } from '../net/openai.ts'
 import { ProxyNotServingError, type ProxyBilling } from '../payments/billing.ts'
 import { worstCaseAdjustedTokens } from '../payments/pricing.ts'
@@ -35,6 +35,8 @@ export interface ProxyDeps {
   verify: PeerVerifier
   log: Logger
   billing: ProxyBilling
+  /** Signs a closing client's final charge (on chain only). */
+  finalCharge?: (client: string, inFlightNano: bigint) => { tokens: bigint; voucher: string }
   /** On-chain figures for /jsonstats (contract, stake, last commit). */
   chainStats?: () => Record<string, unknown>
   /** The newest signed payout voucher for a worker account (base64), when the proxy settles on chain. */
@@ -216,6 +218,20 @@ export class Proxy implements OpsSource {
     const path = String(headers[':path'] ?? '')
     const method = String(headers[':method'])
     if (method === 'GET' && path === PATHS.models) return respond(stream, 200, this.models())
+    if (method === 'POST' && path === PATHS.close) {
+      stream.resume()
+      const client = this.clientAccounts.get(stream.session!)
+      if (!this.deps.finalCharge || !client) return respond(stream, 409, errorResponse(new InvalidRequestError('this proxy settles off-chain: there is no channel to close')).body)
+      const serving = this.deps.billing.serving
+      if (!serving.ok) return respondError(stream, new ProxyNotServingError(serving.reason!))
+      try {
+        const r = this.deps.finalCharge(client, this.deps.billing.reservedNano(client))
+        const body: FinalCharge = { tokens: r.tokens.toString(), voucher: r.voucher }
+        return respond(stream, 200, body)
+      } catch (err) {
+        return respond(stream, 409, errorResponse(new InvalidRequestError((err as Error).message)).body)
+      }
+    }
     if (method === 'POST' && INFERENCE_PATHS.has(path)) {
       this.handleInference(stream, headers, path).catch((err) => {
         this.deps.log.error('request handler failed', { error: err })

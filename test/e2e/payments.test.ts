@@ -11,7 +11,7 @@ import { cocoon, isAlive, randomPortOffset, tmpDir, type Proc } from '../helpers
 import { waitFor } from '../helpers/network.ts'
 import type { DevnetState } from '../../src/cli/devnet.ts'
 import { createChain } from '../../src/ton/chain-client/chain.ts'
-import { loadWalletKey, nodeWalletContract } from '../../src/ton/chain-client/wallet.ts'
+import { devnetFaucet, loadOrCreateWalletKey, loadWalletKey, nodeWalletContract } from '../../src/ton/chain-client/wallet.ts'
 import { contractCodes } from '../../src/ton/contracts/compile.ts'
 import { clientContract, proxyContract, workerContract, type ProxyChannel } from '../../src/payments/channels.ts'
 
@@ -207,6 +207,41 @@ test('revoking the model hash on the root stops routing to its workers within on
   assert.equal((await allow.exited).code, 0, allow.output())
   await waitFor(async () => (await proxyStats()).workers.connected === 2, 'the workers to be accepted again', 30_000)
   assert.ok((await ask(false)) > 0)
+})
+
+test('a client closing with the proxy online gets its final charge signed and the rest back at once', async () => {
+  // A second client, with its own wallet, funded by the faucet like the devnet's.
+  const cdir = path.join(dir, 'client2')
+  fs.mkdirSync(cdir, { recursive: true })
+  const key = loadOrCreateWalletKey(path.join(cdir, 'wallet.key'))
+  const walletAddr = nodeWalletContract(key.publicKey).address
+  await devnetFaucet(state.chain!.url, walletAddr, 20n * 1_000_000_000n)
+  const base = JSON.parse(fs.readFileSync(path.join(dir, 'client.json'), 'utf8'))
+  const port = state.ports.client + 7
+  const cfgFile = path.join(dir, 'client2.json')
+  fs.writeFileSync(cfgFile, JSON.stringify({ ...base, dataDir: cdir, listen: `127.0.0.1:${port}`, chain: { ...base.chain, walletKeyFile: path.join(cdir, 'wallet.key') } }))
+  const client2 = cocoon(['client', '--config', cfgFile])
+  try {
+    await waitFor(async () => (await getJson(`http://127.0.0.1:${port}/healthz`).catch(() => null))?.ok === true, 'the second client', 60_000)
+    const sdk = new OpenAI({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: 'unused', maxRetries: 0 })
+    let spent = 0n
+    for (let i = 0; i < 3; i++) spent += BigInt(((await sdk.completions.create({ model: 'stories260K', prompt: 'Once', max_tokens: 8 })).usage as any).cost)
+    const chain = createChain({ endpoint: state.chain!.endpoint })
+    const walletBefore = await chain.getBalance(walletAddr)
+    const close = cocoon(['client', 'close', '--config', cfgFile])
+    assert.equal((await close.exited).code, 0, close.output())
+    assert.match(close.output(), /"state":"closed"/, close.output())
+    assert.doesNotMatch(close.output(), /closing through the delay/)
+    const refund = (await chain.getBalance(walletAddr)) - walletBefore
+    // Deposit 5 TON, minus exactly what was spent, minus a little gas.
+    assert.ok(refund <= 5n * 1_000_000_000n - spent && refund > 5n * 1_000_000_000n - spent - 100_000_000n, `refund ${refund}, spent ${spent}`)
+    const row = (await proxyStats()).money.clients.find((r: any) => r.account === walletAddr.toRawString())
+    assert.equal(BigInt(row.nano), spent)
+    assert.equal(row.voucheredTokens, row.tokens, 'the final charge covered everything')
+  } finally {
+    client2.proc.kill('SIGTERM')
+    await client2.exited
+  }
 })
 
 test('a proxy restored from an old copy of its ledger refuses to serve, and says why', async () => {
