@@ -133,10 +133,7 @@ export async function runBench(args: string[]): Promise<void> {
     const { runFakeBackendCommand } = await import('./fake-backend.ts')
     return runFakeBackendCommand(args.slice(1))
   }
-  if (args[0] === 'worker') {
-    const { runBenchWorker } = await import('./worker.ts')
-    return runBenchWorker(args.slice(1))
-  }
+
   const { values } = parseArgs({
     args,
     options: {

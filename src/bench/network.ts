@@ -93,8 +93,7 @@ export async function startBenchNetwork(o: BenchNetworkOptions): Promise<BenchNe
     const proxyStats = `http://127.0.0.1:${state.ports.proxyStats}/jsonstats`
     type ProxyStats = { workers?: { refused?: number; list?: Array<{ model: { id: string } }> } }
     const refusedBefore = ((await getJson(proxyStats)) as ProxyStats | undefined)?.workers?.refused ?? 0
-    // `bench worker` is `worker` plus backend.modelHash (see worker.ts).
-    const worker = spawnCocoon(OPENAI_WORKER, ['bench', 'worker', '--config', cfgFile], path.join(logDir, `${OPENAI_WORKER}.log`))
+    const worker = spawnCocoon(OPENAI_WORKER, ['worker', '--config', cfgFile], path.join(logDir, `${OPENAI_WORKER}.log`))
     procs.push(worker)
 
     const clientRoot = state.baseUrl.replace(/\/v1$/, '')

@@ -135,7 +135,7 @@ export class Client implements OpsSource {
   }
 
   private async listModels(res: http.ServerResponse): Promise<void> {
-    let lastErr: Error = new NoProxyAvailableError()
+    let lastErr: Error | undefined
     for (const link of this.readyLinks()) {
       try {
         const { status, body } = await requestJson(link.session!, { ':method': 'GET', ':path': PATHS.models }, undefined, MODELS_TIMEOUT_MS)
@@ -146,7 +146,7 @@ export class Client implements OpsSource {
         lastErr = err as Error
       }
     }
-    throw lastErr
+    throw lastErr ?? new NoProxyAvailableError()
   }
 
   private finish(outcome: Outcome): void {
@@ -181,7 +181,7 @@ export class Client implements OpsSource {
       if (!res.writableFinished) appGone = true
     })
     const tried = new Set<ProxyLink>()
-    let lastErr: Error = new NoProxyAvailableError()
+    let lastErr: Error | undefined
     for (;;) {
       const link = this.readyLinks().find((l) => !tried.has(l))
       if (!link) break
@@ -202,8 +202,8 @@ export class Client implements OpsSource {
       this.finish('timeout')
       throw new RequestTimeoutError(timeoutMs)
     }
-    this.finish(lastErr.name === 'NoProxyAvailableError' ? 'rejected' : 'failed')
-    throw lastErr.name === 'NoProxyAvailableError' ? lastErr : new UpstreamError(`no proxy could take the request: ${lastErr.message}`)
+    this.finish(lastErr ? 'failed' : 'rejected')
+    throw lastErr ? new UpstreamError(`no proxy could take the request: ${lastErr.message}`) : new NoProxyAvailableError()
   }
 
   private controlFields(body: Record<string, unknown>): { maxCoefficient: number; timeoutSec: number; requestId: string } {

@@ -26,7 +26,7 @@ export interface TeeConfig {
 }
 
 /** The backend settings a worker config holds: the inference backend's own, with the API key read from a file. */
-export type BackendConfig = Omit<InferenceBackendConfig, 'apiKey' | 'gpu' | 'timeoutMs' | 'modelHash' | 'expectedSha256'> & {
+export type BackendConfig = Omit<InferenceBackendConfig, 'apiKey' | 'gpu' | 'timeoutMs' | 'expectedSha256'> & {
   /** openai: a file holding the upstream API key (secrets never in the config itself or argv). */
   apiKeyFile?: string
 }
@@ -151,6 +151,12 @@ function tee(v: unknown, where: string, role: Role): TeeConfig {
   return { kind, imageTag: optStr(o, 'imageTag', where) }
 }
 
+function hash256(o: Record<string, unknown>, key: string, where: string): string | undefined {
+  const v = optStr(o, key, where)
+  if (v !== undefined && !/^[0-9a-f]{64}$/.test(v)) throw new ConfigError(`${where}.${key}`, 'must be a SHA-256 in 64 lowercase hex characters')
+  return v
+}
+
 function backend(v: unknown, where: string): BackendConfig {
   const o = obj(v, where)
   const kind = o.kind ?? 'llama'
@@ -176,6 +182,7 @@ function backend(v: unknown, where: string): BackendConfig {
     parallel: optInt(o, 'parallel', where, 1, 256),
     baseUrl,
     upstreamModel: optStr(o, 'upstreamModel', where),
+    modelHash: hash256(o, 'modelHash', where),
     apiKeyFile: optStr(o, 'apiKeyFile', where),
   }
 }

@@ -91,6 +91,8 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
   // A production node, and any node in a real TEE, must never trust forgeable simulated peers.
   if (cfg.production || cfg.tee.kind === 'tdx') assertProductionPolicy(base, 'policy')
   const cc = cfg.chain ? await openChain(cfg.chain, log) : undefined
+  // Compile the contracts now (about a second of CPU), not in the middle of serving the first payment.
+  if (cc) await contractCodes()
   // With a chain, the allow-lists come from the root and follow it; the config gives the rest.
   const policyNow = () => (cc ? policyFromRoot(cc.watcher.state!, { role: cfg.role, acceptKinds: base.acceptKinds, maxCertAgeSec: base.maxCertAgeSec, tcbStatuses: base.tcbStatuses }) : base)
   const trust = new LiveTrust(policyNow(), await verifiers(base))

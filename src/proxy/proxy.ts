@@ -483,16 +483,21 @@ export class Proxy implements OpsSource {
         this.deps.billing
           .settle({ requestId: ctx.requestId, client: ctx.client, worker: conn.account, coefficient: conn.info.coefficient, usage: u })
           .then(
-            ({ cost, client }) => {
+            ({ cost }) => {
               const costInfo = { nano: cost.clientNano, adjustedTokens: cost.adjustedTokens, coefficient: conn.info.coefficient, pricePerTokenNano: this.deps.billing.params().pricePerTokenNano }
-              const charged = JSON.stringify({ client: ctx.client, tokens: client.tokens.toString(), nano: client.nano.toString() })
+              // The client's running total, read when the trailer is actually sent: answers on one
+              // session finish in any order, and the client checks the totals never go down.
+              const charged = () => {
+                const c = this.deps.billing.ledger.counters('client', ctx.client)
+                return { [HEADERS.charged]: JSON.stringify({ client: ctx.client, tokens: c.tokens.toString(), nano: c.nano.toString() }) }
+              }
               recordOutcome(conn, true, Date.now() - t0)
               if (clientOpen()) {
                 if (sse) {
-                  cs.once('wantTrailers', () => cs.sendTrailers({ [HEADERS.charged]: charged }))
+                  cs.once('wantTrailers', () => cs.sendTrailers(charged()))
                   cs.end(`data: ${usageChunk(u.answer, u, costInfo)}\n\n${u.finishReason === 'error' ? '' : 'data: [DONE]\n\n'}`)
                 } else {
-                  respondRaw(cs, status, ct, withCost(Buffer.concat(buffered), u, costInfo), { [HEADERS.charged]: charged })
+                  respondRaw(cs, status, ct, withCost(Buffer.concat(buffered), u, costInfo), charged)
                 }
               }
               settle({ kind: 'done', outcome: stopped ?? (u.finishReason === 'error' || status >= 400 ? 'failed' : 'succeeded') })
@@ -649,10 +654,10 @@ function respond(stream: http2.ServerHttp2Stream, status: number, body: unknown)
   stream.end(JSON.stringify(body))
 }
 
-function respondRaw(stream: http2.ServerHttp2Stream, status: number, ct: string, body: Buffer, trailers?: http2.OutgoingHttpHeaders): void {
+function respondRaw(stream: http2.ServerHttp2Stream, status: number, ct: string, body: Buffer, trailers?: () => http2.OutgoingHttpHeaders): void {
   if (stream.destroyed || stream.closed || stream.headersSent) return
   stream.respond({ ':status': status, 'content-type': ct }, trailers ? { waitForTrailers: true } : undefined)
-  if (trailers) stream.once('wantTrailers', () => stream.sendTrailers(trailers))
+  if (trailers) stream.once('wantTrailers', () => stream.sendTrailers(trailers()))
   stream.end(body)
 }
 

@@ -1,0 +1,95 @@
+// The bench harness: the fake backend's answers, the result schema, and one smoke run of `cocoon bench` end to end.
+// Speed is recorded, never asserted: the figures of a smoke run only have to be present and consistent.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { BENCH_TARGETS, checkBenchResult, renderMarkdown, runBenchmarks, startFakeBackend, type BenchResult } from '../../src/bench/index.ts'
+import { amortisedFeePerRequestNano } from '../../src/bench/fees.ts'
+import { fakeChunkText } from '../../src/bench/fake-backend.ts'
+
+const chat = (stream: boolean) => JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'hi' }], stream })
+
+test('the fake backend streams N chunks of B bytes, then usage and [DONE]; unstreamed, the same text', async () => {
+  const backend = await startFakeBackend({ chunks: 5, chunkBytes: 128 })
+  try {
+    const streamed = await fetch(`${backend.url}/v1/chat/completions`, { method: 'POST', body: chat(true) })
+    assert.equal(streamed.headers.get('content-type'), 'text/event-stream')
+    const events = (await streamed.text()).split('\n\n').filter(Boolean).map((e) => e.replace(/^data: /, ''))
+    assert.equal(events.length, 5 + 2)
+    assert.equal(events.at(-1), '[DONE]')
+    const chunks = events.slice(0, 5).map((e) => JSON.parse(e))
+    assert.ok(chunks.every((c, i) => Buffer.byteLength(c.choices[0].delta.content) === 128 && c.choices[0].delta.content === fakeChunkText(i, 128)))
+    assert.equal(chunks[4].choices[0].finish_reason, 'stop')
+    const usage = JSON.parse(events[5])
+    assert.deepEqual(usage.choices, [])
+    assert.equal(usage.usage.completion_tokens, 5)
+
+    const whole = (await (await fetch(`${backend.url}/v1/chat/completions`, { method: 'POST', body: chat(false) })).json()) as any
+    assert.equal(whole.choices[0].message.content, chunks.map((c) => c.choices[0].delta.content).join(''))
+    assert.deepEqual(whole.usage, usage.usage)
+    assert.equal(backend.completed, 2)
+  } finally {
+    await backend.close()
+  }
+})
+
+test('the schema check finds missing figures and derived figures that disagree', () => {
+  assert.ok(checkBenchResult({}).length > 0)
+  const r = sampleResult()
+  assert.deepEqual(checkBenchResult(r), [])
+  assert.match(checkBenchResult({ ...r, overhead: { ...r.overhead, ratioRps: 0.9 } }).join('\n'), /ratioRps/)
+  assert.match(checkBenchResult({ ...r, fees: { 'client.charge': { gas: 1 }, perRequestAmortisedNano: null } }).join('\n'), /client\.charge.*feeNano/)
+})
+
+test('the amortised on-chain cost per request follows the settlement thresholds', () => {
+  const prices = { pricePerTokenNano: 1000n, workerFeePerTokenNano: 800n, promptMult: 10_000, cachedMult: 1_000, completionMult: 20_000, reasoningMult: 20_000 }
+  const terms = { source: 't', prices, clientChargeThresholdNano: 1_000_000_000n, workerPayoutThresholdNano: 10_000_000_000n }
+  // 16 prompt + 50 completion tokens at 2x: 116 adjusted tokens; the client pays 116 000, the worker earns 92 800 nanoTON.
+  const v = amortisedFeePerRequestNano(terms, { gas: 1, feeNano: 10_000_000 }, { gas: 1, feeNano: 10_000_000 }, { promptTokens: 16, completionTokens: 50 })
+  assert.equal(v, 116_000 * 0.01 + 92_800 * 0.001)
+})
+
+test('a smoke run of the whole harness gives a result that matches the schema', { timeout: 180_000 }, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cocoon-bench-test-'))
+  // Kept when the run fails: the error names the logs in it.
+  let passed = false
+  try {
+    const feeReport = path.join(dir, 'contract-fees.json')
+    fs.writeFileSync(feeReport, JSON.stringify({ version: 1, ops: { 'client.charge': { gas: 13_000, feeNano: 9_000_000 }, 'worker.payout': { gas: 11_000, feeNano: 8_000_000 } } }))
+    const r = await runBenchmarks({ mode: 'smoke', feeReportFile: feeReport, generateFeeReport: false, workDir: path.join(dir, 'work'), say: () => {} })
+    assert.deepEqual(checkBenchResult(r), [])
+    assert.equal(r.quick, true)
+    assert.equal(r.overhead.concurrency, 30)
+    // On Linux with the shared TDX fixtures (as in CI) every figure is measured.
+    assert.ok(Object.values(r.overhead.peakRssMiB).every((v) => typeof v === 'number' && v > 0), JSON.stringify(r.overhead.peakRssMiB))
+    assert.equal(typeof r.handshake.tdxCold.p50Ms, 'number', r.notes.join('\n'))
+    assert.equal(typeof r.handshake.tdxCached.p50Ms, 'number')
+    assert.deepEqual(r.fees['client.charge'], { gas: 13_000, feeNano: 9_000_000 })
+    assert.equal(typeof r.fees.perRequestAmortisedNano, 'number')
+    assert.ok(r.inference.directTokPerSec > 0 && r.inference.networkTokPerSec > 0)
+    const md = renderMarkdown(r)
+    assert.match(md, /\| Requests\/s, concurrency 30 \|/)
+    assert.match(md, /\| client\.charge \| 13000 \| 9000000 \|/)
+    passed = true
+  } finally {
+    if (passed) fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+function sampleResult(): BenchResult {
+  const direct = { rps: 1000, p50Ms: 10, p99Ms: 20, ttfbP50Ms: 5 }
+  const network = { rps: 600, p50Ms: 12.5, p99Ms: 30, ttfbP50Ms: 7 }
+  return {
+    version: 1,
+    date: new Date().toISOString(),
+    machine: { cpus: 2, memGiB: 4, node: process.version },
+    quick: true,
+    overhead: { concurrency: 30, direct, network, ratioRps: 0.6, addedP50Ms: 2.5, c1: { directP50Ms: 1, networkP50Ms: 2, addedP50Ms: 1 }, peakRssMiB: { client: 1, proxy: 1, worker: null } },
+    handshake: { simulated: { perSec: 100, p50Ms: 5 }, tdxCold: { p50Ms: null }, tdxCached: { p50Ms: BENCH_TARGETS.maxTdxCachedHandshakeMs } },
+    inference: { directTokPerSec: 100, networkTokPerSec: 90, ratio: 0.9, concurrent4: { directTokPerSec: 1, networkTokPerSec: 1 } },
+    fees: { 'client.charge': { gas: 1, feeNano: 2 }, perRequestAmortisedNano: null },
+    notes: [],
+  }
+}
