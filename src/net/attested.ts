@@ -16,6 +16,16 @@ export interface AttestedSocket {
   peer: VerifiedPeer
 }
 
+const contexts = new WeakMap<Identity, tls.SecureContext>()
+
+/** TLS options for dialling with `identity`; the secure context (parsed key and certificate) is built once per identity. */
+function dialOptions(identity: Identity): tls.ConnectionOptions {
+  const base = tlsOptions(identity)
+  let secureContext = contexts.get(identity)
+  if (!secureContext) contexts.set(identity, (secureContext = tls.createSecureContext(base)))
+  return { ...base, secureContext }
+}
+
 /** Dials `host:port`, completes TLS 1.3, and verifies the server's evidence. Rejects (and closes) on refusal. */
 export function dialAttested(opts: {
   host: string
@@ -27,7 +37,7 @@ export function dialAttested(opts: {
   timeoutMs?: number
 }): Promise<AttestedSocket> {
   return new Promise((resolve, reject) => {
-    const socket = tls.connect({ host: opts.host, port: opts.port, ...tlsOptions(opts.identity), servername: net.isIP(opts.host) ? undefined : opts.host })
+    const socket = tls.connect({ host: opts.host, port: opts.port, ...dialOptions(opts.identity), servername: net.isIP(opts.host) ? undefined : opts.host })
     socket.setNoDelay(true)
     const timer = setTimeout(() => fail(new Error(`TLS handshake with ${opts.host}:${opts.port} timed out`)), opts.timeoutMs ?? HANDSHAKE_TIMEOUT_MS)
     const onAbort = () => fail(new Error('aborted'))

@@ -205,6 +205,7 @@ export class Worker implements OpsSource {
       let answerId: string | undefined
       const streaming = body.stream === true
       const agg = streaming ? undefined : new AnswerAggregator(kind)
+      const out = new EventCoalescer(stream)
       let streamError: unknown
       try {
         for await (const ev of this.deps.backend.run(req, { signal })) {
@@ -214,7 +215,7 @@ export class Worker implements OpsSource {
             if (agg) agg.add(ev.json)
             else {
               if (!stream.headersSent) stream.respond({ ':status': 200, 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }, { waitForTrailers: true })
-              if (!stream.write(`data: ${ev.json}\n\n`)) await drained(stream, signal)
+              if (!out.push(`data: ${ev.json}\n\n`)) await drained(stream, signal)
             }
           } else {
             usage = ev.usage
@@ -249,6 +250,7 @@ export class Worker implements OpsSource {
       const trailers = this.usageTrailers(record)
       if (streaming) {
         if (!stream.headersSent) stream.respond({ ':status': 200, 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }, { waitForTrailers: true })
+        out.flush()
         if (streamError) stream.write(`data: ${JSON.stringify(errorResponse(streamError).body)}\n\n`)
         // No usage chunk and no [DONE] here: the proxy writes them once it has billed the answer.
         finished = true
@@ -395,6 +397,45 @@ function respondJson(stream: http2.ServerHttp2Stream, status: number, body: unkn
 function respondError(stream: http2.ServerHttp2Stream, err: unknown, status?: number): void {
   const r = errorResponse(err)
   respondJson(stream, status ?? r.status, r.body)
+}
+
+/** Flush once this much is pending, without waiting for the end of the event-loop turn. */
+const COALESCE_MAX_BYTES = 16 * 1024
+
+/**
+ * Writes SSE events to an HTTP/2 stream, the first at once (time to first byte) and the rest
+ * gathered until the end of the event-loop turn: events that arrive together (an upstream's
+ * TCP read often holds several) then travel in one DATA frame instead of one each.
+ */
+class EventCoalescer {
+  private pending = ''
+  private scheduled = false
+  private first = true
+
+  constructor(private readonly stream: http2.ServerHttp2Stream) {}
+
+  /** Queues an event; false when the stream's buffer is full (the caller waits for 'drain'). */
+  push(event: string): boolean {
+    if (this.first) {
+      this.first = false
+      return this.stream.write(event)
+    }
+    this.pending += event
+    if (this.pending.length >= COALESCE_MAX_BYTES) return this.flush()
+    if (!this.scheduled) {
+      this.scheduled = true
+      setImmediate(() => this.flush())
+    }
+    return true
+  }
+
+  flush(): boolean {
+    this.scheduled = false
+    if (!this.pending || this.stream.destroyed || this.stream.closed) return true
+    const text = this.pending
+    this.pending = ''
+    return this.stream.write(text)
+  }
 }
 
 function drained(stream: http2.ServerHttp2Stream, signal: AbortSignal): Promise<void> {
