@@ -17,9 +17,11 @@ function isCount(v: unknown): v is number {
  * Returns the usage record if the signature by `key` is valid, the request id matches and
  * the counts are sane (cached ≤ prompt, reasoning ≤ completion); otherwise undefined.
  */
-export function verifyUsage(json: unknown, sigB64: unknown, key: crypto.KeyObject, requestId: string): UsageRecord | undefined {
+export async function verifyUsage(json: unknown, sigB64: unknown, key: crypto.KeyObject, requestId: string): Promise<UsageRecord | undefined> {
   if (typeof json !== 'string' || typeof sigB64 !== 'string') return undefined
-  if (!crypto.verify(null, usageSigningPayload(json), key, Buffer.from(sigB64, 'base64'))) return undefined
+  // On libuv's thread pool: the proxy checks one signature per answer, and its event loop is the bottleneck.
+  const ok = await new Promise<boolean>((resolve) => crypto.verify(null, usageSigningPayload(json), key, Buffer.from(sigB64, 'base64'), (err, valid) => resolve(!err && valid)))
+  if (!ok) return undefined
   let r: UsageRecord
   try {
     r = JSON.parse(json) as UsageRecord

@@ -455,11 +455,16 @@ export class Proxy implements OpsSource {
           }
         })
       })
+      let usageChecked: Promise<UsageRecord | undefined> = Promise.resolve(undefined)
       ws.once('trailers', (t) => {
-        usage = verifyUsage(t[HEADERS.usage], t[HEADERS.usageSig], conn.key, ctx.requestId)
-        if (!usage && t[HEADERS.usage] !== undefined) log.warn('worker usage trailer badly signed; ignored', { worker: conn.id })
+        usageChecked = verifyUsage(t[HEADERS.usage], t[HEADERS.usageSig], conn.key, ctx.requestId).then((u) => {
+          if (!u && t[HEADERS.usage] !== undefined) log.warn('worker usage trailer badly signed; ignored', { worker: conn.id })
+          return u
+        })
       })
-      ws.once('end', () => {
+      ws.once('end', () => void usageChecked.then((u) => onEnd(u)))
+      const onEnd = (checked: UsageRecord | undefined) => {
+        usage = checked
         if (!relaying) {
           recordOutcome(conn, false)
           return settle({ kind: 'retry', error: new Error('worker closed the stream without answering') })
@@ -508,7 +513,7 @@ export class Proxy implements OpsSource {
               settle({ kind: 'done', outcome: 'failed' })
             },
           )
-      })
+      }
       ws.once('close', () => {
         if (settled || ws.readableEnded) return
         this.deps.billing.release(ctx.requestId)

@@ -132,6 +132,7 @@ export async function createIdentity(opts: CreateIdentityOptions): Promise<Ident
     keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
     publicKey,
     sign: (data) => new Uint8Array(edSign(null, data, privateKey)),
+    signAsync: (data) => new Promise((resolve, reject) => edSign(null, data, privateKey, (err, sig) => (err ? reject(err) : resolve(new Uint8Array(sig))))),
   }
 }
 

@@ -88,6 +88,8 @@ export interface Identity {
   publicKey: Uint8Array
   /** Ed25519 signature with the identity key. */
   sign(data: Uint8Array): Uint8Array
+  /** The same, computed on libuv's thread pool so a busy event loop does not wait for it. */
+  signAsync(data: Uint8Array): Promise<Uint8Array>
 }
 
 /** A peer's evidence did not satisfy the policy. `reason` is safe to log. */

@@ -247,7 +247,7 @@ export class Worker implements OpsSource {
         finishReason: streamError ? 'error' : finishReason,
         ...(estimated ? { estimated } : {}),
       }
-      const trailers = this.usageTrailers(record)
+      const trailers = await this.usageTrailers(record)
       if (streaming) {
         if (!stream.headersSent) stream.respond({ ':status': 200, 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }, { waitForTrailers: true })
         out.flush()
@@ -335,9 +335,10 @@ export class Worker implements OpsSource {
     this.m.tokens.inc({ kind: 'reasoning' }, u.reasoningTokens)
   }
 
-  private usageTrailers(record: UsageRecord): http2.OutgoingHttpHeaders {
+  private async usageTrailers(record: UsageRecord): Promise<http2.OutgoingHttpHeaders> {
     const json = JSON.stringify(record)
-    return { [HEADERS.usage]: json, [HEADERS.usageSig]: Buffer.from(this.deps.identity.current().sign(usageSigningPayload(json))).toString('base64') }
+    const sig = await this.deps.identity.current().signAsync(usageSigningPayload(json))
+    return { [HEADERS.usage]: json, [HEADERS.usageSig]: Buffer.from(sig).toString('base64') }
   }
 
   /** Leaves proxies the current policy no longer allows (e.g. their image was revoked on the root). */
