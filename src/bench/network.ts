@@ -104,10 +104,16 @@ export async function startBenchNetwork(o: BenchNetworkOptions): Promise<BenchNe
       const stats = (await getJson(proxyStats)) as ProxyStats | undefined
       if (stats?.workers?.list?.some((w) => w.model.id === BENCH_UPSTREAM_MODEL)) break
       if (workerExited) throw new Error(`the openai-backed worker exited before joining the proxy; see ${path.join(logDir, `${OPENAI_WORKER}.log`)}`)
-      if ((stats?.workers?.refused ?? 0) > refusedBefore) {
-        throw new Error(`the proxy refused the openai-backed worker (${lastRefusal(state.children.proxy?.log) ?? 'see its log'}); logs in ${logDir}`)
+      // A refusal right after the allow-model may only mean the proxy has not re-read the root yet;
+      // the worker dials again, so only a refusal that lasts until the deadline counts.
+      if (Date.now() > deadline) {
+        const refused = (stats?.workers?.refused ?? 0) > refusedBefore
+        throw new Error(
+          refused
+            ? `the proxy refused the openai-backed worker (${lastRefusal(state.children.proxy?.log) ?? 'see its log'}); logs in ${logDir}`
+            : `the openai-backed worker did not join the proxy in ${NETWORK_READY_TIMEOUT_MS / 1000}s; see ${logDir}`,
+        )
       }
-      if (Date.now() > deadline) throw new Error(`the openai-backed worker did not join the proxy in ${NETWORK_READY_TIMEOUT_MS / 1000}s; see ${logDir}`)
       await sleep(100)
     }
     const backend = worker0.backend as BackendConfig
