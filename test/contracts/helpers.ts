@@ -10,24 +10,14 @@ import { ProxyContract } from '../../src/ton/contracts/proxy.ts'
 import { ClientContract } from '../../src/ton/contracts/client.ts'
 import { WorkerContract } from '../../src/ton/contracts/worker.ts'
 import type { Params } from '../../src/ton/contracts/storage.ts'
+import { FEE_REPORT_PARAMS } from '../../src/ton/contracts/fees.ts'
 import { summarizeTransaction, type TxSummary } from '../../src/ton/contracts/transactions.ts'
 import { signVoucher, type SignedVoucher, type VoucherKind } from '../../src/ton/contracts/vouchers.ts'
 
 export const ONE_TON = 1_000_000_000n
 
-export const PARAMS: Params = {
-  paramsVersion: 0,
-  pricePerTokenNano: 1_000n,
-  workerFeePerTokenNano: 800n,
-  promptMult: 10_000,
-  cachedMult: 1_000,
-  completionMult: 20_000,
-  reasoningMult: 20_000,
-  proxyCloseDelaySec: 600,
-  clientCloseDelaySec: 300,
-  minProxyStakeNano: 10n * ONE_TON,
-  minClientStakeNano: 1n * ONE_TON,
-}
+/** The reference parameters, shared with the contract fee report so both measure the same life cycle. */
+export const PARAMS: Params = FEE_REPORT_PARAMS
 
 export function keyPair(seed: string): KeyPair {
   return keyPairFromSeed(Buffer.alloc(32, seed))
