@@ -49,13 +49,21 @@ interface BodyReader {
 const httpAgent = new http.Agent({ keepAlive: true, maxSockets: 256 })
 const httpsAgent = new https.Agent({ keepAlive: true, maxSockets: 256 })
 
-/** POSTs `body` and resolves once the response headers are in; `signal` aborts the request at any point. */
-function post(url: string, headers: Record<string, string>, body: string, signal: AbortSignal): Promise<UpstreamResponse> {
+/**
+ * POSTs `body` and resolves once the response headers are in; `signal` aborts the request at any
+ * point. A pooled connection the upstream closed while idle fails at once: that is retried once
+ * on a fresh connection, since nothing reached the upstream.
+ */
+function post(url: string, headers: Record<string, string>, body: string, signal: AbortSignal, retried = false): Promise<UpstreamResponse> {
   return new Promise((resolve, reject) => {
     const u = new URL(url)
     const mod = u.protocol === 'https:' ? https : http
     const req = mod.request(u, { method: 'POST', headers: { ...headers, 'content-length': Buffer.byteLength(body) }, agent: u.protocol === 'https:' ? httpsAgent : httpAgent, signal })
-    req.once('error', reject)
+    req.once('error', (err: NodeJS.ErrnoException) => {
+      const stale = req.reusedSocket && (err.code === 'ECONNRESET' || err.code === 'EPIPE')
+      if (stale && !retried && !signal.aborted) post(url, headers, body, signal, true).then(resolve, reject)
+      else reject(err)
+    })
     req.once('response', (res) => {
       const status = res.statusCode ?? 0
       const it = res[Symbol.asyncIterator]()

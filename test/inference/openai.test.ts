@@ -224,3 +224,39 @@ describe('OpenAIUpstreamBackend', () => {
     }
   })
 })
+
+describe('keep-alive to the upstream', () => {
+  it('retries once on a fresh connection when a pooled one turns out to be closed', async () => {
+    // FAKE upstream that answers once per connection and resets any connection reused after
+    // that, as an upstream that timed out an idle keep-alive socket at the wrong moment would.
+    const served = new WeakSet<object>()
+    let resets = 0
+    const server = http.createServer((req, res) => {
+      if (served.has(req.socket)) {
+        resets++
+        req.socket.destroy()
+        return
+      }
+      served.add(req.socket)
+      req.resume()
+      req.on('end', () => {
+        res.writeHead(200, { 'content-type': 'text/event-stream', connection: 'keep-alive' })
+        res.write(`data: ${JSON.stringify({ id: 'x', object: 'text_completion', created: 1, model: 'm', choices: [{ index: 0, text: 'hi', finish_reason: 'stop' }] })}\n\n`)
+        res.write(`data: ${JSON.stringify({ id: 'x', object: 'text_completion', created: 1, model: 'm', choices: [], usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 } })}\n\n`)
+        res.end('data: [DONE]\n\n')
+      })
+    })
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+    try {
+      const backend = new OpenAIUpstreamBackend({ baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, modelId: 'm' })
+      for (let i = 0; i < 3; i++) {
+        const r = await collect(backend, request('completion'))
+        assert.equal(r.usage?.usage.completionTokens, 1, `request ${i}`)
+      }
+      assert.ok(resets >= 1, 'a pooled connection was reset and the request retried')
+    } finally {
+      server.closeAllConnections()
+      server.close()
+    }
+  })
+})
