@@ -2,13 +2,12 @@
 // withdrawal down to the stake, and both ways to close.
 import {
   Address,
-  beginCell,
   Cell,
-  SendMode,
   type Contract,
   type ContractProvider,
   type Sender,
 } from '@ton/core'
+import { opBody, sendOp } from './message.ts'
 import { channelStateName, DEPOSIT_GAS_NANO, Op, VOUCHER_MIN_VALUE_NANO, type ChannelStateName } from './opcodes.ts'
 import type { SendOpts } from './root.ts'
 import {
@@ -60,16 +59,10 @@ export class ClientContract implements Contract {
    * `gasNano` (default DEPOSIT_GAS_NANO); unused gas comes back.
    */
   async sendTopUp(provider: ContractProvider, via: Sender, opts: { amountNano: bigint; gasNano?: bigint; queryId?: bigint }) {
-    const body = beginCell()
-      .storeUint(Op.clientTopUp, 32)
-      .storeUint(opts.queryId ?? 0n, 64)
+    const body = opBody(Op.clientTopUp, opts.queryId)
       .storeCoins(opts.amountNano)
       .endCell()
-    await provider.internal(via, {
-      value: opts.amountNano + (opts.gasNano ?? DEPOSIT_GAS_NANO),
-      sendMode: SendMode.PAY_GAS_SEPARATELY,
-      body,
-    })
+    await sendOp(provider, via, opts.amountNano + (opts.gasNano ?? DEPOSIT_GAS_NANO), body)
   }
 
   /**
@@ -77,39 +70,25 @@ export class ClientContract implements Contract {
    * VOUCHER_MIN_VALUE_NANO; what gas does not use comes back to the sender.
    */
   async sendVoucher(provider: ContractProvider, via: Sender, opts: { voucher: SignedVoucher; value?: bigint; queryId?: bigint }) {
-    await provider.internal(via, {
-      value: opts.value ?? VOUCHER_MIN_VALUE_NANO,
-      sendMode: SendMode.PAY_GAS_SEPARATELY,
-      body: voucherMessageBody(opts.voucher, opts.queryId),
-    })
+    await sendOp(provider, via, opts.value ?? VOUCHER_MIN_VALUE_NANO, voucherMessageBody(opts.voucher, opts.queryId))
   }
 
   /** Owner: withdraws `amountNano`, never below the stake. */
   async sendWithdraw(provider: ContractProvider, via: Sender, opts: SendOpts & { amountNano: bigint }) {
-    const body = beginCell()
-      .storeUint(Op.clientWithdraw, 32)
-      .storeUint(opts.queryId ?? 0n, 64)
+    const body = opBody(Op.clientWithdraw, opts.queryId)
       .storeCoins(opts.amountNano)
       .endCell()
-    await provider.internal(via, { value: opts.value, sendMode: SendMode.PAY_GAS_SEPARATELY, body })
+    await sendOp(provider, via, opts.value, body)
   }
 
   /** Owner: starts the close (the proxy may still charge until the delay passes). */
   async sendRequestClose(provider: ContractProvider, via: Sender, opts: SendOpts) {
-    await provider.internal(via, {
-      value: opts.value,
-      sendMode: SendMode.PAY_GAS_SEPARATELY,
-      body: beginCell().storeUint(Op.clientRequestClose, 32).storeUint(opts.queryId ?? 0n, 64).endCell(),
-    })
+    await sendOp(provider, via, opts.value, opBody(Op.clientRequestClose, opts.queryId).endCell())
   }
 
   /** Owner: after the close delay, takes back everything not charged. */
   async sendFinishClose(provider: ContractProvider, via: Sender, opts: SendOpts) {
-    await provider.internal(via, {
-      value: opts.value,
-      sendMode: SendMode.PAY_GAS_SEPARATELY,
-      body: beginCell().storeUint(Op.clientFinishClose, 32).storeUint(opts.queryId ?? 0n, 64).endCell(),
-    })
+    await sendOp(provider, via, opts.value, opBody(Op.clientFinishClose, opts.queryId).endCell())
   }
 
   async getState(provider: ContractProvider): Promise<ClientState> {

@@ -4,11 +4,11 @@ import {
   Address,
   beginCell,
   Cell,
-  SendMode,
   type Contract,
   type ContractProvider,
   type Sender,
 } from '@ton/core'
+import { opBody, sendOp } from './message.ts'
 import { channelStateName, DEPOSIT_GAS_NANO, Op, type ChannelStateName } from './opcodes.ts'
 import type { SendOpts } from './root.ts'
 import {
@@ -71,55 +71,37 @@ export class ProxyContract implements Contract {
     via: Sender,
     opts: { amountNano: bigint; gasNano?: bigint; queryId?: bigint },
   ) {
-    const body = beginCell()
-      .storeUint(Op.proxyAddStake, 32)
-      .storeUint(opts.queryId ?? 0n, 64)
+    const body = opBody(Op.proxyAddStake, opts.queryId)
       .storeCoins(opts.amountNano)
       .endCell()
-    await provider.internal(via, {
-      value: opts.amountNano + (opts.gasNano ?? DEPOSIT_GAS_NANO),
-      sendMode: SendMode.PAY_GAS_SEPARATELY,
-      body,
-    })
+    await sendOp(provider, via, opts.amountNano + (opts.gasNano ?? DEPOSIT_GAS_NANO), body)
   }
 
   /** Owner: records a (seqno, 32-byte hash) state commit; seqno must grow. */
   async sendCommitState(provider: ContractProvider, via: Sender, opts: SendOpts & { seqno: bigint; stateHash: Buffer }) {
-    const body = beginCell()
-      .storeUint(Op.proxyCommitState, 32)
-      .storeUint(opts.queryId ?? 0n, 64)
+    const body = opBody(Op.proxyCommitState, opts.queryId)
       .storeUint(opts.seqno, 64)
       .storeUint(bufferToUint256(opts.stateHash), 256)
       .endCell()
-    await provider.internal(via, { value: opts.value, sendMode: SendMode.PAY_GAS_SEPARATELY, body })
+    await sendOp(provider, via, opts.value, body)
   }
 
   /** Owner: withdraws margin (at most `withdrawableNano`). */
   async sendWithdraw(provider: ContractProvider, via: Sender, opts: SendOpts & { amountNano: bigint }) {
-    const body = beginCell()
-      .storeUint(Op.proxyWithdraw, 32)
-      .storeUint(opts.queryId ?? 0n, 64)
+    const body = opBody(Op.proxyWithdraw, opts.queryId)
       .storeCoins(opts.amountNano)
       .endCell()
-    await provider.internal(via, { value: opts.value, sendMode: SendMode.PAY_GAS_SEPARATELY, body })
+    await sendOp(provider, via, opts.value, body)
   }
 
   /** Owner: starts the close. */
   async sendRequestClose(provider: ContractProvider, via: Sender, opts: SendOpts) {
-    await provider.internal(via, {
-      value: opts.value,
-      sendMode: SendMode.PAY_GAS_SEPARATELY,
-      body: beginCell().storeUint(Op.proxyRequestClose, 32).storeUint(opts.queryId ?? 0n, 64).endCell(),
-    })
+    await sendOp(provider, via, opts.value, opBody(Op.proxyRequestClose, opts.queryId).endCell())
   }
 
   /** Owner: finishes the close; everything the contract holds goes to the owner. */
   async sendFinishClose(provider: ContractProvider, via: Sender, opts: SendOpts) {
-    await provider.internal(via, {
-      value: opts.value,
-      sendMode: SendMode.PAY_GAS_SEPARATELY,
-      body: beginCell().storeUint(Op.proxyFinishClose, 32).storeUint(opts.queryId ?? 0n, 64).endCell(),
-    })
+    await sendOp(provider, via, opts.value, opBody(Op.proxyFinishClose, opts.queryId).endCell())
   }
 
   async getState(provider: ContractProvider): Promise<ProxyState> {

@@ -1,10 +1,8 @@
 // Wrapper for the root contract (contracts/root.tolk): registry, allow-lists, parameters.
 import {
   Address,
-  beginCell,
   Cell,
   Dictionary,
-  SendMode,
   type Contract,
   type ContractProvider,
   type Sender,
@@ -23,6 +21,7 @@ import {
   type ProxyInfo,
   type RootConfig,
 } from './storage.ts'
+import { opBody, sendOp } from './message.ts'
 
 export interface SendOpts {
   /** nanoTON attached; what gas does not use comes back as Excesses. */
@@ -66,31 +65,25 @@ export class RootContract implements Contract {
 
   /** Deploys with an empty body; the value funds the root's storage. */
   async sendDeploy(provider: ContractProvider, via: Sender, value: bigint) {
-    await provider.internal(via, { value, sendMode: SendMode.PAY_GAS_SEPARATELY, body: Cell.EMPTY })
-  }
-
-  private async sendBody(provider: ContractProvider, via: Sender, value: bigint, body: Cell) {
-    await provider.internal(via, { value, sendMode: SendMode.PAY_GAS_SEPARATELY, body })
+    await sendOp(provider, via, value, Cell.EMPTY)
   }
 
   /** Owner: replaces the parameters (the root assigns paramsVersion). */
   async sendSetParams(provider: ContractProvider, via: Sender, opts: SendOpts & { params: Params }) {
-    const body = beginCell()
-      .storeUint(Op.rootSetParams, 32)
-      .storeUint(opts.queryId ?? 0n, 64)
+    const body = opBody(Op.rootSetParams, opts.queryId)
       .storeRef(paramsToCell(opts.params))
       .endCell()
-    await this.sendBody(provider, via, opts.value, body)
+    await sendOp(provider, via, opts.value, body)
   }
 
   /** Owner: adds a 32-byte hash to an allow-list. */
   async sendAllowHash(provider: ContractProvider, via: Sender, opts: SendOpts & { kind: HashKindName; hash: Buffer }) {
-    await this.sendBody(provider, via, opts.value, hashBody(Op.rootAllowHash, opts))
+    await sendOp(provider, via, opts.value, hashBody(Op.rootAllowHash, opts))
   }
 
   /** Owner: removes a 32-byte hash from an allow-list. */
   async sendRevokeHash(provider: ContractProvider, via: Sender, opts: SendOpts & { kind: HashKindName; hash: Buffer }) {
-    await this.sendBody(provider, via, opts.value, hashBody(Op.rootRevokeHash, opts))
+    await sendOp(provider, via, opts.value, hashBody(Op.rootRevokeHash, opts))
   }
 
   /** Owner: registers (or updates) a proxy under its payment public key. */
@@ -99,31 +92,25 @@ export class RootContract implements Contract {
     via: Sender,
     opts: SendOpts & { publicKey: Buffer; info: ProxyInfo },
   ) {
-    const body = beginCell()
-      .storeUint(Op.rootRegisterProxy, 32)
-      .storeUint(opts.queryId ?? 0n, 64)
+    const body = opBody(Op.rootRegisterProxy, opts.queryId)
       .storeUint(bufferToUint256(opts.publicKey), 256)
       .storeRef(proxyInfoToCell(opts.info))
       .endCell()
-    await this.sendBody(provider, via, opts.value, body)
+    await sendOp(provider, via, opts.value, body)
   }
 
   async sendUnregisterProxy(provider: ContractProvider, via: Sender, opts: SendOpts & { publicKey: Buffer }) {
-    const body = beginCell()
-      .storeUint(Op.rootUnregisterProxy, 32)
-      .storeUint(opts.queryId ?? 0n, 64)
+    const body = opBody(Op.rootUnregisterProxy, opts.queryId)
       .storeUint(bufferToUint256(opts.publicKey), 256)
       .endCell()
-    await this.sendBody(provider, via, opts.value, body)
+    await sendOp(provider, via, opts.value, body)
   }
 
   async sendChangeOwner(provider: ContractProvider, via: Sender, opts: SendOpts & { newOwner: Address }) {
-    const body = beginCell()
-      .storeUint(Op.rootChangeOwner, 32)
-      .storeUint(opts.queryId ?? 0n, 64)
+    const body = opBody(Op.rootChangeOwner, opts.queryId)
       .storeAddress(opts.newOwner)
       .endCell()
-    await this.sendBody(provider, via, opts.value, body)
+    await sendOp(provider, via, opts.value, body)
   }
 
   /** Everything in one get-method call. */
@@ -180,9 +167,7 @@ export class RootContract implements Contract {
 }
 
 function hashBody(op: number, opts: SendOpts & { kind: HashKindName; hash: Buffer }): Cell {
-  return beginCell()
-    .storeUint(op, 32)
-    .storeUint(opts.queryId ?? 0n, 64)
+  return opBody(op, opts.queryId)
     .storeUint(HashKind[opts.kind], 8)
     .storeUint(bufferToUint256(opts.hash), 256)
     .endCell()
