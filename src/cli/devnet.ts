@@ -12,7 +12,7 @@ import { sleep } from '../node/time.ts'
 import { createChain } from '../ton/chain-client/chain.ts'
 import { NodeWallet, devnetFaucet, loadOrCreateWalletKey } from '../ton/chain-client/wallet.ts'
 import { deployRoot, DEVNET_PARAMS } from '../ton/chain-client/devnet-root.ts'
-import { RootGovernance } from '../ton/chain-client/governance.ts'
+import { ProxyRegistry } from '../ton/chain-client/proxy-registry.ts'
 
 const ONE_TON_NANO = 1_000_000_000n
 
@@ -303,8 +303,13 @@ async function setUpChain(o: {
   await fund(path.join(o.dir, 'client', 'wallet.key'), DEVNET_FUNDING.client)
   const paymentKey = loadOrCreateWalletKey(path.join(o.dir, 'proxy', 'payment.key'))
   const { address, state } = await deployRoot(chain, owner, { params: DEVNET_PARAMS, proxyImageHashes: [o.image], workerImageHashes: [o.image], modelHashes: [o.modelHash] })
-  if (!state.proxies.has(paymentKey.publicKey.toString('hex'))) {
-    await new RootGovernance(chain, owner, address).registerProxy(paymentKey.publicKey, { owner: proxyWallet.address, host: '127.0.0.1', workerPort: o.ports.proxyWorkers, clientPort: o.ports.proxyClients })
+  // The proxy registers itself, as any proxy with an allowed image and a stake may; no owner action.
+  const published = { host: '127.0.0.1', workerPort: o.ports.proxyWorkers, clientPort: o.ports.proxyClients }
+  const registry = new ProxyRegistry(chain, proxyWallet, paymentKey, address)
+  const entry = state.proxies.get(registry.publicKeyHex)
+  if (!entry) await registry.register(published, { imageHash: o.image })
+  else if (entry.state === 'listed' && (entry.host !== published.host || entry.workerPort !== published.workerPort || entry.clientPort !== published.clientPort)) {
+    await registry.update(published)
   }
   o.say(`root ${address.toString()} deployed with this build's image hash and the model hash`)
   const common = { endpoint, root: address.toString(), policyRefreshSec: 2 }

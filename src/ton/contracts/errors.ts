@@ -30,6 +30,16 @@ export const ContractExitCode = {
   StakeTooLow: 145,
   InsufficientFunds: 146,
   ExceedsWithdrawable: 147,
+  ProxyImageNotAllowed: 150,
+  ProxyStakeBelowMinimum: 151,
+  ProxyAlreadyRegistered: 152,
+  ProxyDelisted: 153,
+  RegistrationBadSignature: 154,
+  RegistrationWrongRoot: 155,
+  RegistrationWrongOwner: 156,
+  NotProxyOwner: 157,
+  ProxyNotListed: 158,
+  ProxyStillListed: 159,
 } as const
 
 export type ContractExitCodeName = keyof typeof ContractExitCode
