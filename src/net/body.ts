@@ -110,3 +110,30 @@ function nonFinitePath(v: unknown, path: string): string | undefined {
 function truncate(s: string, max: number): string {
   return s.length > max ? `${s.slice(0, max)}…` : s
 }
+
+/**
+ * Reads and drops the rest of a body, so an early answer (an error before the body was needed) is not
+ * cut off by a stream reset. Resolves at its end, once it closes, or once more than `limitBytes` came.
+ */
+export function discardBody(stream: Readable, limitBytes: number): Promise<void> {
+  if (stream.readableEnded || stream.destroyed) return Promise.resolve()
+  return new Promise((resolve) => {
+    let size = 0
+    const done = () => {
+      stream.off('data', onData)
+      stream.off('end', done)
+      stream.off('close', done)
+      stream.off('error', done)
+      resolve()
+    }
+    const onData = (c: Buffer) => {
+      size += c.length
+      if (size > limitBytes) done()
+    }
+    stream.on('data', onData)
+    stream.on('end', done)
+    stream.on('close', done)
+    stream.on('error', done)
+    stream.resume()
+  })
+}
