@@ -34,6 +34,20 @@ export const DEVNET_PORTS = {
   chain: 10080,
 }
 
+/** Ports of one devnet proxy. */
+export interface DevnetProxyPorts {
+  name: string
+  stats: number
+  workers: number
+  clients: number
+}
+
+/** Ports of devnet proxy i: the first at 11000/11001/11002, each next one 10 higher. */
+export function devnetProxyPorts(i: number, offset: number): DevnetProxyPorts {
+  const step = 10 * i + offset
+  return { name: i === 0 ? 'proxy' : `proxy-${i}`, stats: DEVNET_PORTS.proxyStats + step, workers: DEVNET_PORTS.proxyWorkers + step, clients: DEVNET_PORTS.proxyClients + step }
+}
+
 interface Child {
   name: string
   config: string
@@ -46,9 +60,11 @@ interface Child {
 export interface DevnetState {
   pid: number
   baseUrl: string
-  ports: { chain: number; client: number; proxyStats: number; proxyWorkers: number; proxyClients: number; workers: number[] }
+  /** proxyStats/proxyWorkers/proxyClients are the first proxy's; `proxies` lists every proxy's. */
+  ports: { chain: number; client: number; proxyStats: number; proxyWorkers: number; proxyClients: number; workers: number[]; proxies: DevnetProxyPorts[] }
   chain: { url: string; endpoint: string; root: string | null; ownerKey: string } | null
-  children: Record<string, { pid: number | null; config: string; log: string }>
+  /** Every child process by name (chain, proxy, proxy-1…, worker-0…, client), with its PID, so a test can kill one. */
+  children: Record<string, { pid: number | null; role: 'chain' | 'proxy' | 'worker' | 'client'; ports: Record<string, number>; config: string; log: string }>
   model: { id: string; path: string; sha256: string }
 }
 
@@ -57,6 +73,7 @@ export async function runDevnet(args: string[]): Promise<void> {
     args,
     options: {
       workers: { type: 'string', default: '1' },
+      proxies: { type: 'string', default: '1' },
       model: { type: 'string', default: DEFAULT_DEVNET_MODEL },
       dir: { type: 'string', default: '.cocoon/devnet' },
       'port-offset': { type: 'string', default: '0' },
@@ -67,6 +84,8 @@ export async function runDevnet(args: string[]): Promise<void> {
   })
   const workers = Number(values.workers)
   if (!Number.isInteger(workers) || workers < 1 || workers > 16) throw new ConfigError('--workers', 'must be an integer from 1 to 16')
+  const proxyCount = Number(values.proxies)
+  if (!Number.isInteger(proxyCount) || proxyCount < 1 || proxyCount > 8) throw new ConfigError('--proxies', 'must be an integer from 1 to 8')
   const offset = Number(values['port-offset'])
   if (!Number.isInteger(offset) || offset < 0 || offset > 50_000) throw new ConfigError('--port-offset', 'must be an integer from 0 to 50000')
   const threads = Number(values.threads)
@@ -83,6 +102,7 @@ export async function runDevnet(args: string[]): Promise<void> {
     proxyWorkers: DEVNET_PORTS.proxyWorkers + offset,
     proxyClients: DEVNET_PORTS.proxyClients + offset,
     workers: Array.from({ length: workers }, (_, i) => DEVNET_PORTS.worker(i) + offset),
+    proxies: Array.from({ length: proxyCount }, (_, i) => devnetProxyPorts(i, offset)),
   }
 
   say(`resolving model ${values.model}`)
@@ -107,21 +127,23 @@ export async function runDevnet(args: string[]): Promise<void> {
     children.push(chainChild)
   }
   const writeConfigs = () => {
-    children.push({
-      name: 'proxy',
-      restarts: [],
-      stopped: false,
-      config: write('proxy', {
-        role: 'proxy',
-        dataDir: path.join(dir, 'proxy'),
-        ...chainCfg?.('proxy'),
-        tee: { kind: 'simulated' },
-        policy,
-        stats: `127.0.0.1:${ports.proxyStats}`,
-        workerListen: `127.0.0.1:${ports.proxyWorkers}`,
-        clientListen: `127.0.0.1:${ports.proxyClients}`,
-      }),
-    })
+    for (const pp of ports.proxies) {
+      children.push({
+        name: pp.name,
+        restarts: [],
+        stopped: false,
+        config: write(pp.name, {
+          role: 'proxy',
+          dataDir: path.join(dir, pp.name),
+          ...chainCfg?.('proxy'),
+          tee: { kind: 'simulated' },
+          policy,
+          stats: `127.0.0.1:${pp.stats}`,
+          workerListen: `127.0.0.1:${pp.workers}`,
+          clientListen: `127.0.0.1:${pp.clients}`,
+        }),
+      })
+    }
     for (let i = 0; i < workers; i++) {
       children.push({
         name: `worker-${i}`,
@@ -134,7 +156,7 @@ export async function runDevnet(args: string[]): Promise<void> {
           tee: { kind: 'simulated' },
           policy,
           stats: `127.0.0.1:${ports.workers[i]}`,
-          proxies: [`127.0.0.1:${ports.proxyWorkers}`],
+          proxies: ports.proxies.map((pp) => `127.0.0.1:${pp.workers}`),
           backend: { kind: 'llama', model: model.path, modelId: model.id, threads, parallel: 2 },
         }),
       })
@@ -150,7 +172,7 @@ export async function runDevnet(args: string[]): Promise<void> {
         tee: { kind: 'none' },
         policy,
         listen: `127.0.0.1:${ports.client}`,
-        proxies: [`127.0.0.1:${ports.proxyClients}`],
+        proxies: ports.proxies.map((pp) => `127.0.0.1:${pp.clients}`),
       }),
     })
   }
@@ -158,12 +180,19 @@ export async function runDevnet(args: string[]): Promise<void> {
   let shuttingDown = false
   const baseUrl = `http://127.0.0.1:${ports.client}/v1`
   const stateFile = path.join(dir, 'devnet.json')
+  const childPorts = (name: string): Record<string, number> => {
+    if (name === 'chain') return { rpc: ports.chain }
+    if (name === 'client') return { api: ports.client }
+    const pp = ports.proxies.find((x) => x.name === name)
+    if (pp) return { stats: pp.stats, workers: pp.workers, clients: pp.clients }
+    return { stats: ports.workers[Number(name.split('-')[1])] }
+  }
   const writeState = () => {
     const state: DevnetState = {
       pid: process.pid,
       baseUrl,
       ports,
-      children: Object.fromEntries(children.map((c) => [c.name, { pid: c.proc?.pid ?? null, config: c.config, log: path.join(logDir, `${c.name}.log`) }])),
+      children: Object.fromEntries(children.map((c) => [c.name, { pid: c.proc?.pid ?? null, role: roleOf(c.name), ports: childPorts(c.name), config: c.config, log: path.join(logDir, `${c.name}.log`) }])),
       chain: withChain ? { url: `http://127.0.0.1:${ports.chain}`, endpoint: `http://127.0.0.1:${ports.chain}/api/v2/jsonRPC`, root: rootAddress ?? null, ownerKey: path.join(dir, 'owner.key') } : null,
       model: { id: model.id, path: model.path, sha256: model.sha256 },
     }
@@ -233,21 +262,26 @@ export async function runDevnet(args: string[]): Promise<void> {
   if (chainChild) {
     launch(chainChild)
     say(`starting the devnet chain on port ${ports.chain}`)
-    const setup = await setUpChain({ dir, chainUrl: `http://127.0.0.1:${ports.chain}`, workers, image, modelHash: model.sha256, ports, say })
+    const setup = await setUpChain({ dir, chainUrl: `http://127.0.0.1:${ports.chain}`, workers, image, modelHash: model.sha256, proxies: ports.proxies, say })
     rootAddress = setup.root
     chainCfg = setup.chainSection
   }
   writeConfigs()
   for (const c of children) if (c !== chainChild) launch(c)
   writeState()
-  say(`starting proxy, ${workers} worker(s) and client; logs in ${logDir}`)
+  say(`starting ${proxyCount} prox${proxyCount === 1 ? 'y' : 'ies'}, ${workers} worker(s) and client; logs in ${logDir}`)
 
   const deadline = Date.now() + READY_TIMEOUT_MS
   for (;;) {
     if (shuttingDown) return
-    const ready = await fetchJson(`http://127.0.0.1:${ports.proxyStats}/jsonstats`)
-      .then((s) => (s as { workers: { connected: number } }).workers.connected >= workers)
-      .catch(() => false)
+    const connected = await Promise.all(
+      ports.proxies.map((pp) =>
+        fetchJson(`http://127.0.0.1:${pp.stats}/jsonstats`)
+          .then((s) => (s as { workers: { connected: number } }).workers.connected >= workers)
+          .catch(() => false),
+      ),
+    )
+    const ready = connected.every(Boolean)
     const clientUp = ready && (await fetchJson(`http://127.0.0.1:${ports.client}/healthz`).then((h) => (h as { ok: boolean }).ok).catch(() => false))
     if (clientUp) break
     if (Date.now() > deadline) {
@@ -258,7 +292,7 @@ export async function runDevnet(args: string[]): Promise<void> {
   }
   const curl = `curl ${baseUrl}/chat/completions -H 'content-type: application/json' -d '{"model":"${model.id}","messages":[{"role":"user","content":"Tell me a story"}],"max_tokens":64}'`
   process.stdout.write(
-    `\nCocoon devnet is ready.\n\n  OpenAI base URL:  ${baseUrl}\n  model:            ${model.id}\n${rootAddress ? `  chain:            http://127.0.0.1:${ports.chain}/api/v2/jsonRPC (root ${rootAddress})\n` : ''}  stats:            http://127.0.0.1:${ports.client}/jsonstats  http://127.0.0.1:${ports.proxyStats}/jsonstats\n\n  ${curl}\n\nPress Ctrl-C to stop.\n`,
+    `\nCocoon devnet is ready.\n\n  OpenAI base URL:  ${baseUrl}\n  model:            ${model.id}\n${rootAddress ? `  chain:            http://127.0.0.1:${ports.chain}/api/v2/jsonRPC (root ${rootAddress})\n` : ''}  stats:            http://127.0.0.1:${ports.client}/jsonstats  ${ports.proxies.map((pp) => `http://127.0.0.1:${pp.stats}/jsonstats`).join('  ')}\n\n  ${curl}\n\nPress Ctrl-C to stop.\n`,
   )
 }
 
@@ -281,7 +315,7 @@ async function setUpChain(o: {
   workers: number
   image: string
   modelHash: string
-  ports: { proxyWorkers: number; proxyClients: number }
+  proxies: DevnetProxyPorts[]
   say: (line: string) => void
 }): Promise<{ root: string; chainSection: (role: 'client' | 'proxy' | 'worker') => Record<string, unknown> }> {
   const deadline = Date.now() + READY_TIMEOUT_MS
@@ -298,18 +332,20 @@ async function setUpChain(o: {
     return w
   }
   const owner = await fund(path.join(o.dir, 'owner.key'), DEVNET_FUNDING.owner)
-  const proxyWallet = await fund(path.join(o.dir, 'proxy', 'wallet.key'), DEVNET_FUNDING.proxy)
+  for (const pp of o.proxies) await fund(path.join(o.dir, pp.name, 'wallet.key'), DEVNET_FUNDING.proxy)
   for (let i = 0; i < o.workers; i++) await fund(path.join(o.dir, `worker-${i}`, 'wallet.key'), DEVNET_FUNDING.worker)
   await fund(path.join(o.dir, 'client', 'wallet.key'), DEVNET_FUNDING.client)
-  const paymentKey = loadOrCreateWalletKey(path.join(o.dir, 'proxy', 'payment.key'))
   const { address, state } = await deployRoot(chain, owner, { params: DEVNET_PARAMS, proxyImageHashes: [o.image], workerImageHashes: [o.image], modelHashes: [o.modelHash] })
-  // The proxy registers itself, as any proxy with an allowed image and a stake may; no owner action.
-  const published = { host: '127.0.0.1', workerPort: o.ports.proxyWorkers, clientPort: o.ports.proxyClients }
-  const registry = new ProxyRegistry(chain, proxyWallet, paymentKey, address)
-  const entry = state.proxies.get(registry.publicKeyHex)
-  if (!entry) await registry.register(published, { imageHash: o.image })
-  else if (entry.state === 'listed' && (entry.host !== published.host || entry.workerPort !== published.workerPort || entry.clientPort !== published.clientPort)) {
-    await registry.update(published)
+  // Each proxy registers itself, as any proxy with an allowed image and a stake may; no owner action.
+  for (const pp of o.proxies) {
+    const wallet = new NodeWallet(chain, loadOrCreateWalletKey(path.join(o.dir, pp.name, 'wallet.key')))
+    const registry = new ProxyRegistry(chain, wallet, loadOrCreateWalletKey(path.join(o.dir, pp.name, 'payment.key')), address)
+    const published = { host: '127.0.0.1', workerPort: pp.workers, clientPort: pp.clients }
+    const entry = state.proxies.get(registry.publicKeyHex)
+    if (!entry) await registry.register(published, { imageHash: o.image })
+    else if (entry.state === 'listed' && (entry.host !== published.host || entry.workerPort !== published.workerPort || entry.clientPort !== published.clientPort)) {
+      await registry.update(published)
+    }
   }
   o.say(`root ${address.toString()} deployed with this build's image hash and the model hash`)
   const common = { endpoint, root: address.toString(), policyRefreshSec: 2 }
@@ -319,4 +355,8 @@ async function setUpChain(o: {
     client: { depositNano: String(5n * ONE_TON_NANO), topUpBelowNano: String(ONE_TON_NANO), topUpNano: String(5n * ONE_TON_NANO) },
   }
   return { root: address.toString(), chainSection: (role) => ({ chain: { ...common, ...perRole[role] } }) }
+}
+
+function roleOf(name: string): 'chain' | 'proxy' | 'worker' | 'client' {
+  return name.split('-')[0] as 'chain' | 'proxy' | 'worker' | 'client'
 }
