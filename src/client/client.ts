@@ -283,6 +283,7 @@ export class Client implements OpsSource {
         res.writeHead(status, {
           'content-type': ct,
           'x-request-id': ctl.requestId,
+          ...(h['retry-after'] !== undefined ? { 'retry-after': String(h['retry-after']) } : {}),
           ...(sse ? { 'cache-control': 'no-cache', connection: 'keep-alive' } : {}),
         })
         res.flushHeaders()

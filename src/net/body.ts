@@ -58,3 +58,30 @@ export function parseJsonObject(buf: Buffer): Record<string, unknown> {
   if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new InvalidRequestError('request body must be a JSON object')
   return v as Record<string, unknown>
 }
+
+/**
+ * Reads and drops the rest of a body, so an early answer (an error before the body was needed) is not
+ * cut off by a stream reset. Resolves at its end, once it closes, or once more than `limitBytes` came.
+ */
+export function discardBody(stream: Readable, limitBytes: number): Promise<void> {
+  if (stream.readableEnded || stream.destroyed) return Promise.resolve()
+  return new Promise((resolve) => {
+    let size = 0
+    const done = () => {
+      stream.off('data', onData)
+      stream.off('end', done)
+      stream.off('close', done)
+      stream.off('error', done)
+      resolve()
+    }
+    const onData = (c: Buffer) => {
+      size += c.length
+      if (size > limitBytes) done()
+    }
+    stream.on('data', onData)
+    stream.on('end', done)
+    stream.on('close', done)
+    stream.on('error', done)
+    stream.resume()
+  })
+}

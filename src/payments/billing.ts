@@ -85,6 +85,16 @@ export class ProxyBilling {
     return this.notServing ? { ok: false, reason: this.notServing } : { ok: true }
   }
 
+  /**
+   * Whether the client has any funds with this proxy (a live client contract holding a balance).
+   * Always true off-chain. Unfunded clients get metadata calls only.
+   */
+  async isFunded(client: string): Promise<boolean> {
+    if (!this.deps.funds) return true
+    const f = await this.deps.funds.clientFunds(client)
+    return !!f && f.active && f.balanceNano > 0n
+  }
+
   /** nanoTON the client can still spend: on-chain balance, less what is charged but not yet settled on chain, less reservations. */
   async availableNano(client: string): Promise<bigint | undefined> {
     if (!this.deps.funds) return undefined

@@ -6,13 +6,14 @@ import { type IdentitySource, type VerifiedPeer, identityStats } from '../tee/in
 import type { Logger } from '../core/log.ts'
 import { createRegistry, type OpsSource } from '../core/ops.ts'
 import { listenAttested, type AttestedSocket, type PeerVerifier } from '../net/attested.ts'
-import { errorResponse, InvalidRequestError, ModelNotFoundError, NoWorkerAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
-import { parseJsonObject, readBody } from '../net/body.ts'
+import { errorResponse, InvalidRequestError, TooManyRequestsError, UnfundedClientError, ModelNotFoundError, NoWorkerAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
+import { discardBody, parseJsonObject, readBody } from '../net/body.ts'
 import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_BODY_BYTES, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type WorkerStatement, type FinalCharge } from '../net/protocol.ts'
 import { openaiUsage, usageChunk, type UsageCost } from '../net/openai.ts'
 import { ProxyNotServingError, type ProxyBilling } from '../payments/billing.ts'
 import { worstCaseAdjustedTokens } from '../payments/pricing.ts'
 import { ed25519PublicKey, verifyUsage } from '../net/usage.ts'
+import { ErrorBudget } from './error-budget.ts'
 import { DEFAULT_REQUEST_MS, recordOutcome, selectWorker, type WorkerConn } from './routing.ts'
 
 export const MAX_ATTEMPTS = 3
@@ -62,6 +63,9 @@ export class Proxy implements OpsSource {
   private readonly clientAccounts = new WeakMap<http2.Http2Session, string>()
   private readonly clientSockets = new Set<tls.TLSSocket>()
   private refused = { workers: 0, clients: 0 }
+  /** Error answers per client: a client that keeps sending bad requests is slowed down before anything is read or logged. */
+  private readonly errorBudget = new ErrorBudget()
+  private rateLimited = 0
   private readonly counts: Record<Outcome, number> & { requests: number; retries: number } = { requests: 0, succeeded: 0, failed: 0, cancelled: 0, timeout: 0, rejected: 0, retries: 0 }
   private readonly tokens = { prompt: 0, cached: 0, completion: 0, reasoning: 0 }
   private readonly m = {
@@ -215,6 +219,18 @@ export class Proxy implements OpsSource {
     stream.on('error', () => {})
     const path = String(headers[':path'] ?? '')
     const method = String(headers[':method'])
+    const account = this.clientAccounts.get(stream.session!) ?? 'unknown'
+    const limit = this.errorBudget.check(account)
+    if (limit.waitSec > 0) {
+      this.rateLimited++
+      if (limit.first) this.deps.log.warn('client keeps getting errors; slowing it down', { client: account, retryAfterSec: limit.waitSec })
+      stream.resume()
+      return respondError(stream, new TooManyRequestsError(`too many failed requests from this client; retry after ${limit.waitSec} s`, limit.waitSec))
+    }
+    stream.once('close', () => {
+      const status = Number(stream.sentHeaders?.[':status'] ?? 0)
+      if (status >= 400 && status < 500) this.errorBudget.spend(account)
+    })
     if (method === 'GET' && path === PATHS.models) return respond(stream, 200, this.models())
     if (method === 'POST' && path === PATHS.close) {
       stream.resume()
@@ -260,6 +276,11 @@ export class Proxy implements OpsSource {
     try {
       const serving = this.deps.billing.serving
       if (!serving.ok) throw new ProxyNotServingError(serving.reason!)
+      // Before reading a byte of the body: a client with no funds gets metadata calls only.
+      if (!(await this.deps.billing.isFunded(client))) {
+        await discardBody(cs, MAX_BODY_BYTES)
+        throw new UnfundedClientError()
+      }
       maxCoefficient = intHeader(headers[HEADERS.maxCoefficient], DEFAULT_MAX_COEFFICIENT, 'max_coefficient')
       timeoutMs = intHeader(headers[HEADERS.timeoutMs], DEFAULT_TIMEOUT_SEC * 1000, 'timeout')
       if (timeoutMs <= 0 || timeoutMs > MAX_TIMEOUT_SEC * 1000) throw new InvalidRequestError(`'timeout' must be between 0 and ${MAX_TIMEOUT_SEC} seconds`, 'timeout')
@@ -593,7 +614,7 @@ export class Proxy implements OpsSource {
       tokens: { ...this.tokens },
       money: this.moneyStats(),
       chain: this.deps.chainStats?.() ?? null,
-      clients: { connected: this.clientSessions.size, refused: this.refused.clients },
+      clients: { connected: this.clientSessions.size, refused: this.refused.clients, rateLimited: this.rateLimited, limitedNow: this.errorBudget.limitedClients() },
       workers: {
         connected: this.workers.size,
         refused: this.refused.workers,
@@ -651,9 +672,9 @@ function intHeader(v: string | string[] | undefined, dflt: number, field: string
   return n
 }
 
-function respond(stream: http2.ServerHttp2Stream, status: number, body: unknown): void {
+function respond(stream: http2.ServerHttp2Stream, status: number, body: unknown, extra: http2.OutgoingHttpHeaders = {}): void {
   if (stream.destroyed || stream.closed || stream.headersSent) return
-  stream.respond({ ':status': status, 'content-type': 'application/json' })
+  stream.respond({ ':status': status, 'content-type': 'application/json', ...extra })
   stream.end(JSON.stringify(body))
 }
 
@@ -677,5 +698,6 @@ function withCost(body: Buffer, u: UsageRecord, cost: UsageCost): Buffer {
 
 function respondError(stream: http2.ServerHttp2Stream, err: unknown): void {
   const r = errorResponse(err)
-  respond(stream, r.status, r.body)
+  const retryAfter = (err as { retryAfterSec?: number }).retryAfterSec
+  respond(stream, r.status, r.body, retryAfter ? { 'retry-after': String(retryAfter) } : {})
 }
