@@ -121,6 +121,8 @@ export function errorResponse(err: unknown): ErrorResponse {
       return make(503, 'service_unavailable', 'no_proxy_available', e.message)
     case 'TooManyRequestsError':
       return make(429, 'rate_limit_error', 'too_many_requests', e.message)
+    case 'DuplicateRequestError':
+      return make(409, 'invalid_request_error', 'duplicate_request_id', e.message, 'request_id')
     case 'UnfundedClientError':
     case 'InsufficientQuotaError':
       return make(402, 'insufficient_quota', 'insufficient_quota', e.message)

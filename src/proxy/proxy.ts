@@ -8,9 +8,9 @@ import { createRegistry, type OpsSource } from '../core/ops.ts'
 import { listenAttested, type AttestedSocket, type PeerVerifier } from '../net/attested.ts'
 import { errorResponse, InvalidRequestError, TooManyRequestsError, UnfundedClientError, ModelNotFoundError, NoWorkerAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
 import { discardBody, parseJsonObject, readBody } from '../net/body.ts'
-import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_BODY_BYTES, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type WorkerStatement, type FinalCharge } from '../net/protocol.ts'
+import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_BODY_BYTES, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type WorkerStatement, type FinalCharge } from '../net/protocol.ts'
 import { openaiUsage, usageChunk, type UsageCost } from '../net/openai.ts'
-import { ProxyNotServingError, type ProxyBilling } from '../payments/billing.ts'
+import { DuplicateRequestError, ProxyNotServingError, type ProxyBilling, type Reservation } from '../payments/billing.ts'
 import { worstCaseAdjustedTokens } from '../payments/pricing.ts'
 import { ed25519PublicKey, verifyUsage } from '../net/usage.ts'
 import { ErrorBudget } from './error-budget.ts'
@@ -62,6 +62,8 @@ export class Proxy implements OpsSource {
   private readonly clientSessions = new Set<http2.ServerHttp2Session>()
   private readonly clientAccounts = new WeakMap<http2.Http2Session, string>()
   private readonly clientSockets = new Set<tls.TLSSocket>()
+  /** `client \n request_id` of every request in flight, so one client cannot run two with the same id. */
+  private readonly inflight = new Set<string>()
   private refused = { workers: 0, clients: 0 }
   /** Error answers per client: a client that keeps sending bad requests is slowed down before anything is read or logged. */
   private readonly errorBudget = new ErrorBudget()
@@ -265,9 +267,31 @@ export class Proxy implements OpsSource {
   private async handleInference(cs: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, path: string): Promise<void> {
     this.counts.requests++
     const requestId = String(headers[HEADERS.requestId] ?? crypto.randomUUID())
+    const client = this.clientAccounts.get(cs.session!) ?? 'unknown'
+    if (requestId.length > MAX_REQUEST_ID_CHARS) {
+      cs.resume()
+      this.finish('rejected')
+      return respondError(cs, new InvalidRequestError(`'request_id' must be at most ${MAX_REQUEST_ID_CHARS} characters`, 'request_id'))
+    }
+    const key = `${client}\n${requestId}`
+    if (this.inflight.has(key)) {
+      cs.resume()
+      this.finish('rejected')
+      return respondError(cs, new DuplicateRequestError(requestId))
+    }
+    this.inflight.add(key)
+    const held: { reservation?: Reservation } = {}
+    try {
+      await this.serveInference(cs, headers, path, requestId, client, held)
+    } finally {
+      this.inflight.delete(key)
+      this.deps.billing.release(held.reservation)
+    }
+  }
+
+  private async serveInference(cs: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, path: string, requestId: string, client: string, held: { reservation?: Reservation }): Promise<void> {
     const log = this.deps.log.child({ requestId })
     const started = Date.now()
-    const client = this.clientAccounts.get(cs.session!) ?? 'unknown'
     let body: Buffer
     let json: Record<string, unknown>
     let model: string
@@ -320,7 +344,7 @@ export class Proxy implements OpsSource {
       const maxTokens = Math.min(askedMaxTokens ?? conn.info.maxTokensCap, conn.info.maxTokensCap)
       const worst = worstCaseAdjustedTokens(body.length + PROMPT_OVERHEAD_TOKENS, maxTokens, maxCoefficient, this.deps.billing.params())
       try {
-        await this.deps.billing.reserve(requestId, client, worst)
+        held.reservation = await this.deps.billing.reserve({ client, requestId, worstTokens: worst, deadlineMs: deadline })
       } catch (err) {
         this.finish('rejected')
         log.info('request refused at admission', { reason: (err as Error).message })
@@ -330,12 +354,13 @@ export class Proxy implements OpsSource {
         this.counts.retries++
         this.m.retries.inc()
       }
-      const result = await this.forward(cs, conn, path, body, { requestId, client, maxTokens }, remaining, log, () => clientGone)
+      const result = await this.forward(cs, conn, path, body, { requestId, client, maxTokens, reservation: held.reservation }, remaining, log, () => clientGone)
       if (result.kind === 'done') {
         this.finish(result.outcome)
         return
       }
-      this.deps.billing.release(requestId)
+      this.deps.billing.release(held.reservation)
+      held.reservation = undefined
       lastError = result.error
       if (result.kind === 'timeout') break
       if (clientGone) {
@@ -375,7 +400,7 @@ export class Proxy implements OpsSource {
     conn: WorkerConn,
     path: string,
     body: Buffer,
-    ctx: { requestId: string; client: string; maxTokens: number },
+    ctx: { requestId: string; client: string; maxTokens: number; reservation?: Reservation },
     remainingMs: number,
     log: Logger,
     clientGone: () => boolean,
@@ -489,7 +514,7 @@ export class Proxy implements OpsSource {
           return settle({ kind: 'retry', error: new Error('worker closed the stream without answering') })
         }
         if (!usage) {
-          this.deps.billing.release(ctx.requestId)
+          this.deps.billing.release(ctx.reservation)
           if (status === 200) {
             // A finished answer always carries signed usage; without it the worker died or lied.
             recordOutcome(conn, false)
@@ -505,7 +530,7 @@ export class Proxy implements OpsSource {
         const u = usage
         this.meter(conn, u)
         this.deps.billing
-          .settle({ requestId: ctx.requestId, client: ctx.client, worker: conn.account, coefficient: conn.info.coefficient, usage: u })
+          .settle({ reservation: ctx.reservation, requestId: ctx.requestId, client: ctx.client, worker: conn.account, coefficient: conn.info.coefficient, usage: u })
           .then(
             ({ cost }) => {
               const costInfo = { nano: cost.clientNano, adjustedTokens: cost.adjustedTokens, coefficient: conn.info.coefficient, pricePerTokenNano: this.deps.billing.params().pricePerTokenNano }
@@ -535,7 +560,7 @@ export class Proxy implements OpsSource {
       }
       ws.once('close', () => {
         if (settled || ws.readableEnded) return
-        this.deps.billing.release(ctx.requestId)
+        this.deps.billing.release(ctx.reservation)
         recordOutcome(conn, false)
         if (!relaying) return settle({ kind: 'retry', error: new Error(`worker stream closed before answering (code ${ws.rstCode})`) })
         if (stopped) return settle({ kind: 'done', outcome: stopped })
