@@ -11,8 +11,7 @@ import { ConfigError } from '../node/config.ts'
 import { sleep } from '../core/time.ts'
 import { DEVNET_PORTS, type DevnetState } from '../node/devnet.ts'
 import { createChain, NodeWallet, devnetFaucet, loadOrCreateWalletKey, deployRoot, DEVNET_PARAMS, RootGovernance } from '../ton/chain-client/index.ts'
-
-const ONE_TON_NANO = 1_000_000_000n
+import { ONE_TON_NANO } from '../ton/contracts/index.ts'
 
 export const DEFAULT_DEVNET_MODEL = 'hf:ggml-org/tiny-llamas/stories260K.gguf'
 export const READY_TIMEOUT_MS = 120_000

@@ -6,7 +6,7 @@ import { Address } from '@ton/core'
 import { loadConfig, ConfigError, type ChainConfig, type NodeConfig } from '../node/config.ts'
 import { createLogger } from '../core/log.ts'
 import { createChain, chainOptionsFromEnv, NodeWallet, loadOrCreateWalletKey, collectMessages } from '../ton/chain-client/index.ts'
-import { contractCodes, VOUCHER_MIN_VALUE_NANO } from '../ton/contracts/index.ts'
+import { contractCodes, ONE_TON_NANO, VOUCHER_MIN_VALUE_NANO } from '../ton/contracts/index.ts'
 import { ClientAccount } from '../payments/client-account.ts'
 import { WorkerPayouts } from '../payments/worker-payouts.ts'
 import { PartyLedger } from '../payments/party-ledger.ts'
@@ -18,7 +18,6 @@ import { dialAttested } from '../net/attested.ts'
 import { proxyIdOf } from '../net/peers.ts'
 import { PATHS, type FinalCharge } from '../net/protocol.ts'
 
-const ONE_TON_NANO = 1_000_000_000n
 
 /** "1.5" TON -> nanoTON, exactly (no floating point). */
 export function parseTon(text: string, what: string): bigint {

@@ -1,9 +1,8 @@
 // The proxy's ledger: embedded SQLite (WAL, synchronous FULL), an append-only hash-chained event log plus the
 // cumulative counters derived from it, all changed in one transaction per event so a crash never splits them.
 import crypto from 'node:crypto'
-import fs from 'node:fs'
-import path from 'node:path'
-import Database from 'better-sqlite3'
+import type Database from 'better-sqlite3'
+import { openSqlite } from './sqlite.ts'
 
 export const LEDGER_SCHEMA_VERSION = 1
 const GENESIS_HASH = '0'.repeat(64)
@@ -75,10 +74,7 @@ export class Ledger {
   private readonly stmts
 
   constructor(readonly file: string) {
-    fs.mkdirSync(path.dirname(file), { recursive: true })
-    this.db = new Database(file)
-    this.db.pragma('journal_mode = WAL')
-    this.db.pragma('synchronous = FULL')
+    this.db = openSqlite(file, 'FULL')
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS events (seqno INTEGER PRIMARY KEY, type TEXT NOT NULL, body TEXT NOT NULL, hash TEXT NOT NULL, at INTEGER NOT NULL);
