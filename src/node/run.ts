@@ -205,7 +205,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
   }
 
   const b = cfg.backend
-  const backend: InferenceBackend = await createBackend({ ...b, apiKey: readSecret(b.apiKeyFile, 'COCOON_BACKEND_API_KEY') }, { log })
+  const backend: InferenceBackend = await createBackend(b.kind === 'openai' ? { ...b, apiKey: readSecret(b.apiKeyFile, 'COCOON_BACKEND_API_KEY') } : b, { log })
   let identity: RenewingIdentity
   try {
     identity = await RenewingIdentity.start({ role: 'worker', provider, configHash: hash, modelId: backend.model.id, modelHash: backend.model.hash || undefined }, { onError })
