@@ -5,6 +5,7 @@ import path from 'node:path'
 import { Address } from '@ton/core'
 import type { BackendConfig as InferenceBackendConfig } from '../inference/create.ts'
 import type { Role } from '../tee/types.ts'
+import { portProblem, urlPort } from './ports.ts'
 
 export class ConfigError extends Error {
   readonly name = 'ConfigError'
@@ -109,8 +110,15 @@ export function parseHostPort(v: unknown, where: string): HostPort {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(v)
   if (!m) throw new ConfigError(where, `"${v}" is not "host:port"`)
   const port = Number(m[3])
-  if (port > 65535) throw new ConfigError(where, `port ${port} is out of range`)
+  const problem = portProblem(port)
+  if (problem) throw new ConfigError(where, problem)
   return { host: m[1] ?? m[2], port }
+}
+
+/** Checks the port a URL setting dials against the blocked-port list. */
+function checkUrlPort(url: URL, where: string): void {
+  const problem = portProblem(urlPort(url))
+  if (problem) throw new ConfigError(where, problem)
 }
 
 function obj(v: unknown, where: string): Record<string, unknown> {
@@ -166,11 +174,13 @@ function backend(v: unknown, where: string): BackendConfig {
   const baseUrl = optStr(o, 'baseUrl', where)
   if (kind === 'openai') {
     if (!baseUrl) throw new ConfigError(`${where}.baseUrl`, 'is required for the openai backend')
+    let url: URL
     try {
-      new URL(baseUrl)
+      url = new URL(baseUrl)
     } catch {
       throw new ConfigError(`${where}.baseUrl`, `"${baseUrl}" is not a URL`)
     }
+    checkUrlPort(url, `${where}.baseUrl`)
   }
   if ('apiKey' in o) throw new ConfigError(`${where}.apiKey`, 'secrets do not belong in the config; use apiKeyFile or COCOON_BACKEND_API_KEY')
   return {
@@ -207,6 +217,15 @@ function chainConfig(v: unknown, where: string, role: Role, dataDir: string): Ch
   if ('apiKey' in o) throw new ConfigError(`${where}.apiKey`, 'secrets do not belong in the config; use apiKeyFile or COCOON_CHAIN_API_KEY')
   const endpoint = optStr(o, 'endpoint', where)
   if (!endpoint) throw new ConfigError(`${where}.endpoint`, "is required (a URL, or 'mainnet' / 'testnet' / 'devnet')")
+  if (/^https?:\/\//.test(endpoint)) {
+    let url: URL
+    try {
+      url = new URL(endpoint)
+    } catch {
+      throw new ConfigError(`${where}.endpoint`, `"${endpoint}" is not a URL`)
+    }
+    checkUrlPort(url, `${where}.endpoint`)
+  }
   const root = optStr(o, 'root', where)
   if (!root) throw new ConfigError(`${where}.root`, 'is required (the root contract address)')
   try {

@@ -127,6 +127,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
           }
         : undefined,
       funds: account ? (proxyId) => account.stats(proxyId) : undefined,
+      funded: account ? (proxyId) => account.isFunded(proxyId) : undefined,
     })
     trust.onUpdate((p) => client.revalidate((peer) => refusalUnder(p, peer)))
     account?.start(ledger)

@@ -640,9 +640,11 @@ export class Proxy implements OpsSource {
     }
   }
 
+  /** Ready when both listeners are up, billing serves and at least one worker is connected; otherwise `reason` says which is missing. */
   health(): { ok: boolean; workers: number; serving: boolean; reason?: string } {
     const s = this.deps.billing.serving
-    return { ok: this.servers.length === 2 && s.ok, workers: this.workers.size, serving: s.ok, ...(s.reason ? { reason: s.reason } : {}) }
+    const reason = this.servers.length !== 2 ? 'not listening' : !s.ok ? s.reason : this.workers.size === 0 ? 'no worker' : undefined
+    return { ok: !reason, workers: this.workers.size, serving: s.ok, ...(reason ? { reason } : {}) }
   }
 }
 

@@ -377,9 +377,9 @@ export class Worker implements OpsSource {
     }
   }
 
-  health(): { ok: boolean; connectedProxies: number } {
+  health(): { ok: boolean; connectedProxies: number; reason?: string } {
     const connectedProxies = this.links.filter((l) => l.state === 'connected').length
-    return { ok: connectedProxies > 0, connectedProxies }
+    return { ok: connectedProxies > 0, connectedProxies, ...(connectedProxies === 0 ? { reason: 'no proxy' } : {}) }
   }
 }
 

@@ -6,7 +6,7 @@ export const ONE_TON_NANO = 1_000_000_000n
 export const TONCENTER_MAINNET_ENDPOINT = 'https://toncenter.com/api/v2/jsonRPC'
 export const TONCENTER_TESTNET_ENDPOINT = 'https://testnet.toncenter.com/api/v2/jsonRPC'
 /** The local devnet chain (`cocoon chain`) at its default port. */
-export const DEVNET_DEFAULT_ENDPOINT = 'http://127.0.0.1:10080/api/v2/jsonRPC'
+export const DEVNET_DEFAULT_ENDPOINT = 'http://127.0.0.1:10090/api/v2/jsonRPC'
 
 /** One HTTP request to the chain, per attempt. */
 export const CHAIN_REQUEST_TIMEOUT_MS = 15_000

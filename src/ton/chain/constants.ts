@@ -2,8 +2,8 @@
 
 export const ONE_TON_NANO = 1_000_000_000n
 
-/** Where `cocoon chain` listens unless told otherwise. */
-export const DEFAULT_CHAIN_PORT = 10080
+/** Where `cocoon chain` listens unless told otherwise (not 10080: `fetch` refuses that port; see node/ports.ts). */
+export const DEFAULT_CHAIN_PORT = 10090
 export const DEFAULT_CHAIN_HOST = '127.0.0.1'
 
 /** The toncenter-v2 JSON-RPC path that `TonClient` posts to. */
