@@ -12,6 +12,7 @@ import { ClientAccount } from '../payments/client-account.ts'
 import { WorkerPayouts } from '../payments/worker-payouts.ts'
 import { walletOfKey, type ProxyChannel } from '../payments/channels.ts'
 import { createChain, chainOptionsFromEnv, type Chain } from '../ton/chain-client/chain.ts'
+import { ChainError } from '../ton/chain-client/errors.ts'
 import { NodeWallet, loadOrCreateWalletKey } from '../ton/chain-client/wallet.ts'
 import { RootWatcher, policyFromRoot } from '../ton/chain-client/policy.ts'
 import { contractCodes } from '../ton/contracts/compile.ts'
@@ -78,7 +79,9 @@ async function openChain(c: ChainConfig, log: Logger): Promise<ChainContext> {
   const chain = createChain({ ...opts, log })
   const root = Address.parse(c.root)
   const watcher = new RootWatcher({ chain, root, log }, { refreshMs: c.policyRefreshSec * 1000 })
-  await watcher.start()
+  await watcher.start().catch((err: Error) => {
+    throw new ChainError(`cannot read the root contract ${root.toString()} from the chain at ${chain.endpoint}: ${err.message}; is the chain running, and are chain.endpoint and chain.root right?`)
+  })
   const key = loadOrCreateWalletKey(c.walletKeyFile)
   const wallet = new NodeWallet(chain, key, { log })
   log.info('on chain', { endpoint: chain.endpoint, root: root.toString(), wallet: wallet.address.toString(), rootVersion: watcher.state?.version })

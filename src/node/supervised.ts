@@ -10,7 +10,12 @@ export const SUPERVISED_ENV = 'COCOON_SUPERVISED'
 export function stopWithSupervisor(env: NodeJS.ProcessEnv = process.env): void {
   if (env[SUPERVISED_ENV] !== '1') return
   const stdin = process.stdin
-  const gone = () => process.kill(process.pid, 'SIGTERM')
+  const gone = () => {
+    // Our stdout and stderr were pipes to the supervisor too: writing to them now fails, and must not stop the graceful shutdown.
+    process.stdout.on('error', () => {})
+    process.stderr.on('error', () => {})
+    process.kill(process.pid, 'SIGTERM')
+  }
   stdin.once('end', gone)
   stdin.once('error', gone)
   stdin.resume()
