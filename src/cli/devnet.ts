@@ -119,19 +119,18 @@ function signalChild(p: ChildProcess, signal: NodeJS.Signals): void {
   }
 }
 
+/** `cocoon devnet`'s flags (the README and the usage text are checked against these). */
+export const DEVNET_OPTIONS = {
+  workers: { type: 'string', default: '1' },
+  model: { type: 'string', default: DEFAULT_DEVNET_MODEL },
+  dir: { type: 'string', default: '.cocoon/devnet' },
+  'port-offset': { type: 'string', default: '0' },
+  threads: { type: 'string', default: '1' },
+  'no-chain': { type: 'boolean', default: false },
+} as const
+
 export async function runDevnet(args: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      workers: { type: 'string', default: '1' },
-      model: { type: 'string', default: DEFAULT_DEVNET_MODEL },
-      dir: { type: 'string', default: '.cocoon/devnet' },
-      'port-offset': { type: 'string', default: '0' },
-      threads: { type: 'string', default: '1' },
-      'no-chain': { type: 'boolean', default: false },
-    },
-    strict: true,
-  })
+  const { values } = parseArgs({ args, options: DEVNET_OPTIONS, strict: true })
   const workers = Number(values.workers)
   if (!Number.isInteger(workers) || workers < 1 || workers > 16) throw new ConfigError('--workers', 'must be an integer from 1 to 16')
   const offset = Number(values['port-offset'])
