@@ -5,17 +5,14 @@ import path from 'node:path'
 import readline from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { simulatedImageHash } from '../tee/simulated.ts'
-import { resolveModel } from '../inference/models.ts'
+import { simulatedImageHash } from '../tee/index.ts'
+import { resolveModel } from '../inference/index.ts'
 import { ConfigError } from '../node/config.ts'
-import { portIsFree, portProblem } from '../node/ports.ts'
-import { SUPERVISED_ENV } from '../node/supervised.ts'
-import { DEFAULT_CHAIN_PORT } from '../ton/chain/constants.ts'
-import { sleep } from '../node/time.ts'
-import { createChain } from '../ton/chain-client/chain.ts'
-import { NodeWallet, devnetFaucet, loadOrCreateWalletKey } from '../ton/chain-client/wallet.ts'
-import { deployRoot, DEVNET_PARAMS } from '../ton/chain-client/devnet-root.ts'
-import { RootGovernance } from '../ton/chain-client/governance.ts'
+import { sleep } from '../core/time.ts'
+import { portIsFree } from '../core/ports.ts'
+import { SUPERVISED_ENV } from '../core/supervised.ts'
+import { devnetPortOffsetProblem, devnetPorts, devnetPortsByRole, type DevnetState } from '../node/devnet.ts'
+import { createChain, NodeWallet, devnetFaucet, loadOrCreateWalletKey, deployRoot, DEVNET_PARAMS, RootGovernance } from '../ton/chain-client/index.ts'
 
 const ONE_TON_NANO = 1_000_000_000n
 
@@ -27,57 +24,6 @@ export const MAX_RESTARTS = 5
 export const RESTART_WINDOW_MS = 60_000
 
 const BIN = fileURLToPath(new URL('../../bin/cocoon.js', import.meta.url))
-
-export const DEVNET_PORTS = {
-  client: 10000,
-  proxyStats: 11000,
-  proxyWorkers: 11001,
-  proxyClients: 11002,
-  worker: (i: number) => 12000 + 10 * i,
-  chain: DEFAULT_CHAIN_PORT,
-}
-
-export interface DevnetPorts {
-  chain: number
-  client: number
-  proxyStats: number
-  proxyWorkers: number
-  proxyClients: number
-  workers: number[]
-}
-
-/** The devnet's ports for `--port-offset K`. */
-export function devnetPorts(offset: number, workers: number): DevnetPorts {
-  return {
-    chain: DEVNET_PORTS.chain + offset,
-    client: DEVNET_PORTS.client + offset,
-    proxyStats: DEVNET_PORTS.proxyStats + offset,
-    proxyWorkers: DEVNET_PORTS.proxyWorkers + offset,
-    proxyClients: DEVNET_PORTS.proxyClients + offset,
-    workers: Array.from({ length: workers }, (_, i) => DEVNET_PORTS.worker(i) + offset),
-  }
-}
-
-/** Each port with the role that wants it, for messages ("port 10000 for the client"). */
-function portsByRole(p: DevnetPorts, withChain: boolean): Array<{ role: string; port: number }> {
-  return [
-    ...(withChain ? [{ role: 'chain', port: p.chain }] : []),
-    { role: 'client', port: p.client },
-    { role: 'proxy (stats)', port: p.proxyStats },
-    { role: 'proxy (worker listener)', port: p.proxyWorkers },
-    { role: 'proxy (client listener)', port: p.proxyClients },
-    ...p.workers.map((port, i) => ({ role: `worker-${i}`, port })),
-  ]
-}
-
-/** Why `--port-offset offset` cannot be used (a port out of range or one `fetch` refuses), or undefined. */
-export function devnetPortOffsetProblem(offset: number, workers: number, withChain = true): string | undefined {
-  for (const { role, port } of portsByRole(devnetPorts(offset, workers), withChain)) {
-    const problem = portProblem(port)
-    if (problem) return `--port-offset ${offset} puts the ${role} on port ${port}: ${problem}`
-  }
-  return undefined
-}
 
 /** The devnet could not start; it has already stopped every child it started. The message says what failed and what to do. */
 export class DevnetStartError extends Error {
@@ -92,16 +38,6 @@ interface Child {
   stopped: boolean
   /** The last line the child printed that was not a structured info log: usually why it died. */
   lastError?: string
-}
-
-/** What a running devnet wrote to DIR/devnet.json, for tools and tests. */
-export interface DevnetState {
-  pid: number
-  baseUrl: string
-  ports: DevnetPorts
-  chain: { url: string; endpoint: string; root: string | null; ownerKey: string } | null
-  children: Record<string, { pid: number | null; config: string; log: string }>
-  model: { id: string; path: string; sha256: string }
 }
 
 function isRunning(p: ChildProcess | undefined): p is ChildProcess {
@@ -202,7 +138,7 @@ export async function runDevnet(args: string[]): Promise<void> {
   }
 
   // Every port must be free before anything starts, so a second devnet fails at once and names the port.
-  for (const { role, port } of portsByRole(ports, withChain)) {
+  for (const { role, port } of devnetPortsByRole(ports, withChain)) {
     if (!(await portIsFree('127.0.0.1', port))) {
       throw new DevnetStartError(`port ${port} for the ${role} is already in use (is another devnet running?); stop what holds it, or run with --port-offset K`)
     }

@@ -11,8 +11,9 @@ import path from 'node:path'
 import { promisify } from 'node:util'
 import { BIN, MODELS_DIR, ROOT, cocoon, isAlive, randomPortOffset, tmpDir, type Proc } from '../helpers/procs.ts'
 import { waitFor } from '../helpers/network.ts'
-import { DEVNET_OPTIONS, DEVNET_PORTS, STOP_GRACE_MS, devnetPorts, type DevnetState } from '../../src/cli/devnet.ts'
-import { portIsFree } from '../../src/node/ports.ts'
+import { DEVNET_OPTIONS, STOP_GRACE_MS } from '../../src/cli/devnet.ts'
+import { DEVNET_PORTS, devnetPorts, type DevnetState } from '../../src/node/devnet.ts'
+import { portIsFree } from '../../src/core/ports.ts'
 
 const run = promisify(execFile)
 const README = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8')

@@ -4,7 +4,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { devnetPortOffsetProblem } from '../../src/cli/devnet.ts'
+import { devnetPortOffsetProblem } from '../../src/node/devnet.ts'
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 export const BIN = path.join(ROOT, 'bin', 'cocoon.js')

@@ -1,9 +1,9 @@
 // The one blocked-port list: it is exactly what Node's fetch refuses, and every port a config, a flag or an offset produces goes through it.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { FETCH_BAD_PORTS, portProblem } from '../../src/node/ports.ts'
+import { FETCH_BAD_PORTS, portProblem } from '../../src/core/ports.ts'
 import { ConfigError, validateConfig } from '../../src/node/config.ts'
-import { DEVNET_PORTS, devnetPortOffsetProblem } from '../../src/cli/devnet.ts'
+import { DEVNET_PORTS, devnetPortOffsetProblem } from '../../src/node/devnet.ts'
 import { DEFAULT_CHAIN_PORT } from '../../src/ton/chain/constants.ts'
 import { randomPortOffset } from '../helpers/procs.ts'
 
