@@ -357,10 +357,13 @@ async function setUpChain(o: {
     if (have < amount / 2n) await devnetFaucet(o.chainUrl, w.address, amount - have)
     return w
   }
-  const owner = await fund(path.join(o.dir, 'owner.key'), DEVNET_FUNDING.owner)
-  const proxyWallet = await fund(path.join(o.dir, 'proxy', 'wallet.key'), DEVNET_FUNDING.proxy)
-  for (let i = 0; i < o.workers; i++) await fund(path.join(o.dir, `worker-${i}`, 'wallet.key'), DEVNET_FUNDING.worker)
-  await fund(path.join(o.dir, 'client', 'wallet.key'), DEVNET_FUNDING.client)
+  // The faucet credits at once, so every wallet is funded side by side.
+  const [owner, proxyWallet] = await Promise.all([
+    fund(path.join(o.dir, 'owner.key'), DEVNET_FUNDING.owner),
+    fund(path.join(o.dir, 'proxy', 'wallet.key'), DEVNET_FUNDING.proxy),
+    ...Array.from({ length: o.workers }, (_, i) => fund(path.join(o.dir, `worker-${i}`, 'wallet.key'), DEVNET_FUNDING.worker)),
+    fund(path.join(o.dir, 'client', 'wallet.key'), DEVNET_FUNDING.client),
+  ])
   const paymentKey = loadOrCreateWalletKey(path.join(o.dir, 'proxy', 'payment.key'))
   const { address, state } = await deployRoot(chain, owner, { params: DEVNET_PARAMS, proxyImageHashes: [o.image], workerImageHashes: [o.image], modelHashes: [o.modelHash] })
   if (!state.proxies.has(paymentKey.publicKey.toString('hex'))) {

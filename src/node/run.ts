@@ -85,7 +85,17 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
   const base = parsePolicy(cfg.policy, 'policy')
   // A production node, and any node in a real TEE, must never trust forgeable simulated peers.
   if (cfg.production || cfg.tee.kind === 'tdx') assertProductionPolicy(base, 'policy')
-  const cc = cfg.chain ? await openChain(cfg.chain, log) : undefined
+  // A worker loads its model while it reads the chain: start-up takes the longer of the two, not their sum.
+  const backendLoading =
+    cfg.role === 'worker' ? createBackend({ ...cfg.backend, apiKey: readSecret(cfg.backend.apiKeyFile, 'COCOON_BACKEND_API_KEY') }, { log }) : undefined
+  backendLoading?.catch(() => {})
+  let cc: ChainContext | undefined
+  try {
+    cc = cfg.chain ? await openChain(cfg.chain, log) : undefined
+  } catch (err) {
+    await backendLoading?.then((b) => b.close()).catch(() => {})
+    throw err
+  }
   // Compile the contracts now (about a second of CPU), not in the middle of serving the first payment.
   if (cc) await contractCodes()
   // With a chain, the allow-lists come from the root and follow it; the config gives the rest.
@@ -207,8 +217,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     }
   }
 
-  const b = cfg.backend
-  const backend: InferenceBackend = await createBackend({ ...b, apiKey: readSecret(b.apiKeyFile, 'COCOON_BACKEND_API_KEY') }, { log })
+  const backend: InferenceBackend = await backendLoading!
   let identity: RenewingIdentity
   try {
     identity = await RenewingIdentity.start({ role: 'worker', provider, configHash: hash, modelId: backend.model.id, modelHash: backend.model.hash || undefined }, { onError })
