@@ -14,7 +14,7 @@ import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS,
 import { openaiUsage, usageChunk, type UsageCost } from '../net/openai.ts'
 import { ProxyNotServingError, type ProxyBilling } from '../payments/billing.ts'
 import { worstCaseAdjustedTokens } from '../payments/pricing.ts'
-import { ed25519PublicKey, verifyUsage } from '../net/usage.ts'
+import { checkUsage, ed25519PublicKey } from '../net/usage.ts'
 import { ErrorBudget } from './error-budget.ts'
 import { DEFAULT_REQUEST_MS, recordOutcome, selectWorker, type WorkerConn } from './routing.ts'
 
@@ -478,9 +478,11 @@ export class Proxy implements OpsSource {
       })
       let usageChecked: Promise<UsageRecord | undefined> = Promise.resolve(undefined)
       ws.once('trailers', (t) => {
-        usageChecked = verifyUsage(t[HEADERS.usage], t[HEADERS.usageSig], conn.key, ctx.requestId).then((u) => {
-          if (!u && t[HEADERS.usage] !== undefined) log.warn('worker usage trailer badly signed; ignored', { worker: conn.id })
-          return u
+        usageChecked = checkUsage(t[HEADERS.usage], t[HEADERS.usageSig], conn.key, ctx.requestId).then((c) => {
+          if (c.ok) return c.usage
+          // Refused usage bills nothing; the answer is withheld as failed (below) and the worker marked down.
+          if (t[HEADERS.usage] !== undefined) log.warn('refused the usage a worker signed', { worker: conn.id, reason: c.reason })
+          return undefined
         })
       })
       ws.once('end', () => void usageChecked.then((u) => onEnd(u)))
