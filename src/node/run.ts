@@ -224,7 +224,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
   const payouts = cc ? new WorkerPayouts({ chain: cc.chain, wallet: cc.wallet, root: cc.root, rootState: () => cc.watcher.state, ledger, log }, cfg.chain!.payoutThresholdNano) : undefined
   const worker = createWorker(
     { ...cfg, payoutAddress: cc?.wallet.address.toRawString() },
-    { backend, identity, verify, log, ledger, onVoucher: payouts ? (proxyId) => payouts.onVoucher(proxyId) : undefined },
+    { backend, identity, verify, log, ledger, onVoucher: payouts ? (proxyId) => payouts.onVoucher(proxyId) : undefined, payoutContract: payouts ? (proxyId) => payouts.contractAddress(proxyId) : undefined },
   )
   trust.onUpdate((p) => worker.revalidate((peer) => refusalUnder(p, peer)))
   const ops = await startOpsServer(cfg.stats.host, cfg.stats.port, worker, log, (req, res) => {
