@@ -158,7 +158,11 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       )
     }
     const billing = new ProxyBilling({ ledger, params: () => settlement?.priceParams() ?? OFFCHAIN_PRICE_PARAMS, funds: settlement, log })
-    if (settlement) {
+    if (ledger.integrity) {
+      // Counters that do not match their own hash-chained events can be neither billed on nor committed.
+      log.error('refusing to serve', { reason: ledger.integrity.message })
+      billing.refuseService(ledger.integrity.message)
+    } else if (settlement) {
       // Refuse to serve, without crashing, when the chain shows this ledger is stale or the contract cannot be staked.
       try {
         await settlement.checkRollback()
