@@ -10,6 +10,7 @@ import { createRegistry, type OpsSource } from '../node/ops.ts'
 import { listenAttested, type AttestedSocket, type PeerVerifier } from '../net/attested.ts'
 import { errorResponse, InvalidRequestError, TooManyRequestsError, UnfundedClientError, ModelNotFoundError, NoWorkerAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
 import { discardBody, parseJsonObject, readBody } from '../net/body.ts'
+import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
 import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_BODY_BYTES, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type WorkerStatement, type FinalCharge } from '../net/protocol.ts'
 import { openaiUsage, usageChunk, type UsageCost } from '../net/openai.ts'
 import { DuplicateRequestError, ProxyNotServingError, type ProxyBilling, type Reservation } from '../payments/billing.ts'
@@ -55,7 +56,7 @@ export function createProxy(opts: ProxyOptions, deps: ProxyDeps): Proxy {
 export class Proxy implements OpsSource {
   readonly registry = createRegistry('proxy')
   private readonly workers = new Map<string, WorkerConn>()
-  private readonly clientH2 = http2.createServer()
+  private readonly clientH2 = http2.createServer(H2_OPTIONS)
   private servers: tls.Server[] = []
   private nextId = 1
   private statementTimer?: NodeJS.Timeout
@@ -87,6 +88,7 @@ export class Proxy implements OpsSource {
     this.clientH2.on('stream', (stream, headers) => this.onClientStream(stream, headers))
     this.clientH2.on('session', (s) => {
       this.clientSessions.add(s)
+      tuneSession(s)
       s.once('close', () => this.clientSessions.delete(s))
       s.on('error', () => {})
     })
@@ -145,7 +147,8 @@ export class Proxy implements OpsSource {
     const remote = `${socket.remoteAddress}:${socket.remotePort}`
     const log = this.deps.log.child({ worker: remote })
     // The worker dialled us, but we are the HTTP/2 client on its socket.
-    const session = http2.connect('https://worker.cocoon', { createConnection: () => socket })
+    const session = http2.connect('https://worker.cocoon', { ...H2_OPTIONS, createConnection: () => socket })
+    tuneSession(session)
     session.on('error', (err) => log.debug('worker session error', { error: err.message }))
     try {
       const info = await this.fetchInfo(session)
@@ -570,7 +573,7 @@ export class Proxy implements OpsSource {
         endWithError(new UpstreamError(`worker ${conn.id} failed mid-answer (stream reset ${ws.rstCode})`))
         settle({ kind: 'done', outcome: 'failed' })
       })
-      ws.end(body)
+      sendBody(ws, body)
     })
   }
 

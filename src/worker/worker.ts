@@ -11,6 +11,7 @@ import type { PeerVerifier } from '../net/attested.ts'
 import { maintainProxyLink, revalidateLinks, type ProxyLink as BaseLink } from '../net/proxy-link.ts'
 import { errorResponse, isExpectedError, RequestTimeoutError, TooManyRequestsError } from '../net/errors.ts'
 import { readBody, parseJsonObject } from '../net/body.ts'
+import { H2_OPTIONS, tuneSession } from '../net/h2.ts'
 import { HEADERS, MAX_BODY_BYTES, PATHS, PROTOCOL_VERSION, usageSigningPayload, type UsageRecord, type WorkerInfo, type WorkerStatement } from '../net/protocol.ts'
 import type { PartyLedger } from '../payments/party-ledger.ts'
 import { signedVoucherFromBase64, verifyVoucher } from '../ton/contracts/vouchers.ts'
@@ -65,7 +66,7 @@ export function createWorker(opts: WorkerOptions, deps: WorkerDeps): Worker {
 
 export class Worker implements OpsSource {
   readonly registry = createRegistry('worker')
-  private readonly h2 = http2.createServer()
+  private readonly h2 = http2.createServer(H2_OPTIONS)
   private readonly links: ProxyLink[]
   private readonly stopping = new AbortController()
   private active = 0
@@ -123,7 +124,10 @@ export class Worker implements OpsSource {
       // The worker dialled, but the proxy is the HTTP/2 client: serve HTTP/2 on this socket.
       open: async (socket) => {
         let session!: http2.ServerHttp2Session
-        this.h2.once('session', (s: http2.ServerHttp2Session) => (session = s))
+        this.h2.once('session', (s: http2.ServerHttp2Session) => {
+          session = s
+          tuneSession(s)
+        })
         this.h2.emit('connection', socket)
         return session
       },
