@@ -17,7 +17,8 @@ import { DuplicateRequestError, ProxyNotServingError, type ProxyBilling, type Re
 import { worstCaseAdjustedTokens } from '../payments/pricing.ts'
 import { ed25519PublicKey, verifyUsage } from '../net/usage.ts'
 import { ErrorBudget } from './error-budget.ts'
-import { DEFAULT_REQUEST_MS, recordOutcome, selectWorker, type WorkerConn } from './routing.ts'
+import { DEFAULT_REQUEST_MS, recordOutcome, type WorkerConn } from './routing.ts'
+import { AdmissionQueue, DEFAULT_QUEUE_DEPTH, DEFAULT_QUEUE_MAX_WAIT_MS } from './admission.ts'
 
 export const MAX_ATTEMPTS = 3
 export const WORKER_INFO_TIMEOUT_MS = 5_000
@@ -30,6 +31,10 @@ export interface ProxyOptions {
   clientListen: { host: string; port: number }
   /** Workers tried per request when they fail before the first byte. Default 3. */
   maxAttempts?: number
+  /** Requests that may wait for a worker slot, across clients; 0: none wait. Default 256. */
+  queueDepth?: number
+  /** Longest wait for a worker slot, ms, before 429 with Retry-After. Default 30 000. */
+  queueMaxWaitMs?: number
 }
 
 export interface ProxyDeps {
@@ -50,7 +55,7 @@ export interface ProxyDeps {
 type Outcome = 'succeeded' | 'failed' | 'cancelled' | 'timeout' | 'rejected'
 
 export function createProxy(opts: ProxyOptions, deps: ProxyDeps): Proxy {
-  return new Proxy(deps, { ...opts, maxAttempts: opts.maxAttempts ?? MAX_ATTEMPTS })
+  return new Proxy(deps, { ...opts, maxAttempts: opts.maxAttempts ?? MAX_ATTEMPTS, queueDepth: opts.queueDepth ?? DEFAULT_QUEUE_DEPTH, queueMaxWaitMs: opts.queueMaxWaitMs ?? DEFAULT_QUEUE_MAX_WAIT_MS })
 }
 
 export class Proxy implements OpsSource {
@@ -67,6 +72,8 @@ export class Proxy implements OpsSource {
   private readonly clientSockets = new Set<tls.TLSSocket>()
   /** `client \n request_id` of every request in flight, so one client cannot run two with the same id. */
   private readonly inflight = new Set<string>()
+  /** Worker slots: claimed with the choice of worker, waited for in a bounded queue fair across clients. */
+  private readonly admission: AdmissionQueue
   private refused = { workers: 0, clients: 0 }
   /** Error answers per client: a client that keeps sending bad requests is slowed down before anything is read or logged. */
   private readonly errorBudget = new ErrorBudget()
@@ -85,6 +92,23 @@ export class Proxy implements OpsSource {
     private readonly deps: ProxyDeps,
     private readonly o: Required<ProxyOptions>,
   ) {
+    this.admission = new AdmissionQueue(() => this.workers.values(), { depth: o.queueDepth, maxWaitMs: o.queueMaxWaitMs })
+    const queue = this.admission
+    const registers = [this.registry]
+    new Gauge({ name: 'cocoon_proxy_queue_waiting', help: 'Requests waiting for a worker slot', registers, collect(this: Gauge) { this.set(queue.stats().queued) } })
+    new Gauge({ name: 'cocoon_proxy_queue_depth', help: 'Requests that may wait for a worker slot', registers, collect(this: Gauge) { this.set(o.queueDepth) } })
+    new Gauge({ name: 'cocoon_proxy_queue_admitted_after_wait_total', help: 'Requests that got a worker slot after waiting', registers, collect(this: Gauge) { this.set(queue.stats().admittedAfterWait) } })
+    new Gauge({
+      name: 'cocoon_proxy_queue_rejected_total',
+      help: 'Requests answered 429 because the queue was full (full) or the wait too long (wait)',
+      labelNames: ['why'],
+      registers,
+      collect(this: Gauge) {
+        const q = queue.stats()
+        this.set({ why: 'full' }, q.rejectedFull)
+        this.set({ why: 'wait' }, q.timedOut)
+      },
+    })
     this.clientH2.on('stream', (stream, headers) => this.onClientStream(stream, headers))
     this.clientH2.on('session', (s) => {
       this.clientSessions.add(s)
@@ -174,6 +198,7 @@ export class Proxy implements OpsSource {
       }
       this.workers.set(conn.id, conn)
       this.m.workers.set(this.workers.size)
+      this.admission.pump()
       const ping = setInterval(() => {
         if (!session.closed) session.ping((err) => err && session.destroy())
       }, PING_INTERVAL_MS).unref()
@@ -181,6 +206,7 @@ export class Proxy implements OpsSource {
         clearInterval(ping)
         this.workers.delete(conn.id)
         this.m.workers.set(this.workers.size)
+        this.admission.pump()
         log.info('worker disconnected', { id: conn.id })
       })
       log.info('worker connected', { id: conn.id, model: info.model.id, coefficient: info.coefficient, image: peer.imageHash, kind: peer.kind })
@@ -236,7 +262,8 @@ export class Proxy implements OpsSource {
     }
     stream.once('close', () => {
       const status = Number(stream.sentHeaders?.[':status'] ?? 0)
-      if (status >= 400 && status < 500) this.errorBudget.spend(account)
+      // 429 is the network being busy (the queue), not the client erring.
+      if (status >= 400 && status < 500 && status !== 429) this.errorBudget.spend(account)
     })
     if (method === 'GET' && path === PATHS.models) return respond(stream, 200, this.models())
     if (method === 'POST' && path === PATHS.close) {
@@ -324,26 +351,35 @@ export class Proxy implements OpsSource {
     const askedMaxTokens = [json.max_completion_tokens, json.max_tokens].find((v) => typeof v === 'number' && Number.isSafeInteger(v) && v > 0) as number | undefined
     const ownTimeoutMs = Math.floor(timeoutMs * HOP_TIMEOUT_FACTOR)
     let clientGone = false
+    const deadline = started + ownTimeoutMs
+    // Waiting for a slot ends when the client goes away or the request's deadline passes.
+    const gone = new AbortController()
     cs.once('close', () => {
       clientGone = true
+      gone.abort(new Error('client went away'))
     })
-    const deadline = started + ownTimeoutMs
+    const waitSignal = AbortSignal.any([gone.signal, AbortSignal.timeout(Math.max(1, ownTimeoutMs))])
     const tried = new Set<string>()
     let lastError: Error | undefined
     for (let attempt = 0; attempt < this.o.maxAttempts; attempt++) {
-      const sel = selectWorker(this.workers.values(), model, maxCoefficient, tried)
-      if (!('conn' in sel)) {
-        if (attempt > 0 && lastError) break
+      let conn: WorkerConn
+      try {
+        conn = await this.admission.claim({ client, model, maxCoefficient, exclude: tried }, waitSignal)
+      } catch (err) {
+        const e = err as Error
+        if (attempt > 0 && lastError && (e.name === 'WorkersExhaustedError' || e.name === 'ModelNotFoundError')) break
+        if (clientGone) return this.finish('cancelled')
+        if (Date.now() >= deadline) break
         this.finish('rejected')
-        log.info('request not routed', { model, reason: sel.reason, workers: this.workers.size })
-        if (sel.reason === 'model_not_found') return respondError(cs, new ModelNotFoundError(model))
-        if (sel.reason === 'coefficient') return respondError(cs, new NoWorkerAvailableError(`no worker for '${model}' at max_coefficient ${maxCoefficient}; the cheapest asks ${sel.minCoefficient}`))
-        return respondError(cs, new NoWorkerAvailableError(`all workers for '${model}' are busy`))
+        log.info('request not routed', { model, reason: e.message, workers: this.workers.size })
+        return respondError(cs, e.name === 'WorkersExhaustedError' ? new NoWorkerAvailableError(`no worker for '${model}' is left to try`) : e)
       }
-      const conn = sel.conn
       tried.add(conn.id)
       const remaining = deadline - Date.now()
-      if (remaining <= 0) break
+      if (remaining <= 0) {
+        this.admission.release(conn)
+        break
+      }
       // Reserve the worst case before any work: all of max_tokens and a prompt as long as the body, at the
       // dearest multipliers and the app's max_coefficient. The worker never exceeds max_tokens.
       const maxTokens = Math.min(askedMaxTokens ?? conn.info.maxTokensCap, conn.info.maxTokensCap)
@@ -351,6 +387,7 @@ export class Proxy implements OpsSource {
       try {
         held.reservation = await this.deps.billing.reserve({ client, requestId, worstTokens: worst, deadlineMs: deadline })
       } catch (err) {
+        this.admission.release(conn)
         this.finish('rejected')
         log.info('request refused at admission', { reason: (err as Error).message })
         return respondError(cs, err)
@@ -411,9 +448,11 @@ export class Proxy implements OpsSource {
     clientGone: () => boolean,
   ): Promise<{ kind: 'done'; outcome: Outcome } | { kind: 'retry' | 'timeout'; error: Error }> {
     return new Promise((resolve) => {
-      if (clientGone()) return resolve({ kind: 'retry', error: new Error('client went away') })
+      if (clientGone()) {
+        this.admission.release(conn)
+        return resolve({ kind: 'retry', error: new Error('client went away') })
+      }
       const t0 = Date.now()
-      conn.active++
       let ws: http2.ClientHttp2Stream
       try {
         ws = conn.session.request({
@@ -426,7 +465,7 @@ export class Proxy implements OpsSource {
           [HEADERS.timeoutMs]: String(Math.floor(remainingMs * HOP_TIMEOUT_FACTOR)),
         })
       } catch (err) {
-        conn.active--
+        this.admission.release(conn)
         recordOutcome(conn, false)
         return resolve({ kind: 'retry', error: err as Error })
       }
@@ -445,7 +484,7 @@ export class Proxy implements OpsSource {
         clearTimeout(timer)
         clearTimeout(graceTimer)
         cs.off('close', onClientClose)
-        conn.active--
+        this.admission.release(conn)
         resolve(r)
       }
       const clientOpen = () => !cs.closed && !cs.destroyed
@@ -645,6 +684,7 @@ export class Proxy implements OpsSource {
       money: this.moneyStats(),
       chain: this.deps.chainStats?.() ?? null,
       clients: { connected: this.clientSessions.size, refused: this.refused.clients, rateLimited: this.rateLimited, limitedNow: this.errorBudget.limitedClients() },
+      queue: this.admission.stats(),
       workers: {
         connected: this.workers.size,
         refused: this.refused.workers,
