@@ -3,8 +3,8 @@ import fs from 'node:fs'
 import crypto from 'node:crypto'
 import path from 'node:path'
 import { Address } from '@ton/core'
-import type { BackendConfig as InferenceBackendConfig } from '../inference/create.ts'
-import type { Role } from '../tee/types.ts'
+import type { BackendConfig as InferenceBackendConfig } from '../inference/index.ts'
+import type { Role } from '../tee/index.ts'
 
 export class ConfigError extends Error {
   readonly name = 'ConfigError'

@@ -1,7 +1,7 @@
 // Worker selection at the proxy: model match, capacity, coefficient cap, then the least expected wait.
 import type http2 from 'node:http2'
 import type crypto from 'node:crypto'
-import type { VerifiedPeer } from '../tee/types.ts'
+import type { VerifiedPeer } from '../tee/index.ts'
 import type { WorkerInfo } from '../net/protocol.ts'
 
 /** Assumed duration of a request before a worker has been measured. */
