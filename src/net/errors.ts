@@ -1,6 +1,6 @@
 // Error classes with one meaning each, and the single function that turns any error into an OpenAI-style response.
-import { BackendError } from '../inference/types.ts'
-import { EvidenceRefusedError } from '../tee/types.ts'
+import { BackendError } from '../inference/index.ts'
+import { EvidenceRefusedError } from '../tee/index.ts'
 
 /** Longest piece of app input echoed back in an error message. */
 export const MAX_ECHO_CHARS = 256
@@ -121,6 +121,8 @@ export function errorResponse(err: unknown): ErrorResponse {
       return make(503, 'service_unavailable', 'no_proxy_available', e.message)
     case 'TooManyRequestsError':
       return make(429, 'rate_limit_error', 'too_many_requests', e.message)
+    case 'DuplicateRequestError':
+      return make(409, 'invalid_request_error', 'duplicate_request_id', e.message, 'request_id')
     case 'UnfundedClientError':
     case 'InsufficientQuotaError':
       return make(402, 'insufficient_quota', 'insufficient_quota', e.message)

@@ -15,7 +15,7 @@ import { createProxy, type Proxy, type ProxyOptions } from '../../src/proxy/prox
 import { createWorker, type Worker, type WorkerOptions } from '../../src/worker/worker.ts'
 import { createClient, type Client, type ClientOptions } from '../../src/client/client.ts'
 import type { InferenceBackend } from '../../src/inference/types.ts'
-import { silentLogger, createLogger, type Logger } from '../../src/node/log.ts'
+import { silentLogger, createLogger, type Logger } from '../../src/core/log.ts'
 import type { Identity } from '../../src/tee/types.ts'
 
 const log = process.env.COCOON_TEST_LOGS ? createLogger({}, 'debug') : silentLogger
