@@ -164,7 +164,11 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       )
     }
     const billing = new ProxyBilling({ ledger, params: () => settlement?.priceParams() ?? OFFCHAIN_PRICE_PARAMS, funds: settlement, log })
-    if (settlement) {
+    if (ledger.integrity) {
+      // Counters that do not match their own hash-chained events can be neither billed on nor committed.
+      log.error('refusing to serve', { reason: ledger.integrity.message })
+      billing.refuseService(ledger.integrity.message)
+    } else if (settlement) {
       // Refuse to serve, without crashing, when the chain shows this ledger is stale or the contract cannot be staked.
       try {
         await settlement.checkRollback()
@@ -229,7 +233,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
   const payouts = cc ? new WorkerPayouts({ chain: cc.chain, wallet: cc.wallet, root: cc.root, rootState: () => cc.watcher.state, ledger, log }, cfg.chain!.payoutThresholdNano) : undefined
   const worker = createWorker(
     { ...cfg, payoutAddress: cc?.wallet.address.toRawString() },
-    { backend, identity, verify, log, ledger, onVoucher: payouts ? (proxyId) => payouts.onVoucher(proxyId) : undefined },
+    { backend, identity, verify, log, ledger, onVoucher: payouts ? (proxyId) => payouts.onVoucher(proxyId) : undefined, payoutContract: payouts ? (proxyId) => payouts.contractAddress(proxyId) : undefined },
   )
   trust.onUpdate((p) => worker.revalidate((peer) => refusalUnder(p, peer)))
   const ops = await startOpsServer(cfg.stats.host, cfg.stats.port, worker, log, (req, res) => {

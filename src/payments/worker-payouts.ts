@@ -23,6 +23,11 @@ export class WorkerPayouts {
     return { contract: this.deps.chain.open(workerContract(ch, this.deps.wallet.address)), feeNano: ch.params.workerFeePerTokenNano }
   }
 
+  /** This worker's worker contract with `proxyId` (raw address): the only target a payout voucher may have. */
+  async contractAddress(proxyId: string): Promise<string> {
+    return (await this.contractFor(proxyId)).contract.address.toRawString()
+  }
+
   /** Tokens paid to this worker on chain by this proxy's worker contract. */
   async paidTokens(proxyId: string): Promise<bigint> {
     const { contract } = await this.contractFor(proxyId)
@@ -58,6 +63,9 @@ export class WorkerPayouts {
     const v = signedVoucherFromBase64(rec.voucher)
     // Check it before paying gas for it: signed by this proxy, for this worker's own contract.
     if (v.kind !== 'workerPayout' || !v.target.equals(contract.address) || !verifyVoucher(v, Buffer.from(proxyId, 'hex'))) {
+      // Kept from before vouchers were checked on receipt: drop it, so the next good voucher is taken.
+      this.deps.ledger.dropVoucher(proxyId, rec.voucher)
+      this.deps.log.warn('dropped a stored payout voucher that is not valid for this worker contract; no transaction sent', { proxy: proxyId.slice(0, 16) })
       throw new Error('the proxy handed over a payout voucher that is not valid for this worker contract')
     }
     await this.deps.wallet.sendAndConfirm(await collectMessages((via) => contract.sendPayout(via, { voucher: v })))
