@@ -5,6 +5,7 @@ import path from 'node:path'
 import { Address } from '@ton/core'
 import type { LlamaBackendConfig, OpenAIBackendConfig } from '../inference/index.ts'
 import type { Role } from '../tee/index.ts'
+import { portProblem, urlPort } from '../core/ports.ts'
 
 export class ConfigError extends Error {
   readonly name = 'ConfigError'
@@ -102,6 +103,10 @@ export interface ProxyConfig extends Common {
   workerListen: HostPort
   clientListen: HostPort
   maxAttempts?: number
+  /** Requests that may wait for a worker slot (0: none wait, a busy network answers 429). */
+  queueDepth?: number
+  /** Longest wait for a worker slot, ms. */
+  queueMaxWaitMs?: number
 }
 
 export interface WorkerConfig extends Common {
@@ -123,8 +128,15 @@ export function parseHostPort(v: unknown, where: string): HostPort {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(v)
   if (!m) throw new ConfigError(where, `"${v}" is not "host:port"`)
   const port = Number(m[3])
-  if (port > 65535) throw new ConfigError(where, `port ${port} is out of range`)
+  const problem = portProblem(port)
+  if (problem) throw new ConfigError(where, problem)
   return { host: m[1] ?? m[2], port }
+}
+
+/** Checks the port a URL setting dials against the blocked-port list. */
+function checkUrlPort(url: URL, where: string): void {
+  const problem = portProblem(urlPort(url))
+  if (problem) throw new ConfigError(where, problem)
 }
 
 function obj(v: unknown, where: string): Record<string, unknown> {
@@ -153,7 +165,7 @@ function hostPorts(v: unknown, where: string): HostPort[] {
 
 const KNOWN_KEYS: Record<Role, string[]> = {
   client: ['role', 'production', 'dataDir', 'chain', 'tee', 'policy', 'listen', 'proxies', 'defaultMaxCoefficient', 'defaultTimeoutSec', 'maxBodyBytes'],
-  proxy: ['role', 'production', 'dataDir', 'chain', 'tee', 'policy', 'stats', 'workerListen', 'clientListen', 'maxAttempts'],
+  proxy: ['role', 'production', 'dataDir', 'chain', 'tee', 'policy', 'stats', 'workerListen', 'clientListen', 'maxAttempts', 'queueDepth', 'queueMaxWaitMs'],
   worker: ['role', 'production', 'dataDir', 'chain', 'tee', 'policy', 'stats', 'proxies', 'backend', 'coefficient', 'maxActiveRequests', 'maxTokensCap'],
 }
 
@@ -200,11 +212,13 @@ function backend(v: unknown, where: string): BackendConfig {
   }
   const baseUrl = optStr(o, 'baseUrl', where)
   if (!baseUrl) throw new ConfigError(`${where}.baseUrl`, 'is required for the openai backend')
+  let url: URL
   try {
-    new URL(baseUrl)
+    url = new URL(baseUrl)
   } catch {
     throw new ConfigError(`${where}.baseUrl`, `"${baseUrl}" is not a URL`)
   }
+  checkUrlPort(url, `${where}.baseUrl`)
   return {
     kind,
     model,
@@ -240,6 +254,15 @@ function chainConfig(v: unknown, where: string, role: Role, dataDir: string): Ch
   if ('apiKey' in o) throw new ConfigError(`${where}.apiKey`, 'secrets do not belong in the config; use apiKeyFile or COCOON_CHAIN_API_KEY')
   const endpoint = optStr(o, 'endpoint', where)
   if (!endpoint) throw new ConfigError(`${where}.endpoint`, "is required (a URL, or 'mainnet' / 'testnet' / 'devnet')")
+  if (/^https?:\/\//.test(endpoint)) {
+    let url: URL
+    try {
+      url = new URL(endpoint)
+    } catch {
+      throw new ConfigError(`${where}.endpoint`, `"${endpoint}" is not a URL`)
+    }
+    checkUrlPort(url, `${where}.endpoint`)
+  }
   const root = optStr(o, 'root', where)
   if (!root) throw new ConfigError(`${where}.root`, 'is required (the root contract address)')
   try {
@@ -322,6 +345,8 @@ export function validateConfig(raw: unknown, where = 'config'): NodeConfig {
       workerListen: parseHostPort(o.workerListen ?? '0.0.0.0:11001', `${where}.workerListen`),
       clientListen: parseHostPort(o.clientListen ?? '0.0.0.0:11002', `${where}.clientListen`),
       maxAttempts: optInt(o, 'maxAttempts', where, 1, 10),
+      queueDepth: optInt(o, 'queueDepth', where, 0, 100_000),
+      queueMaxWaitMs: optInt(o, 'queueMaxWaitMs', where, 1, 3_600_000),
     }
   }
   return {

@@ -118,6 +118,12 @@ export class ClientAccount {
     return this.state(proxyId)
   }
 
+  /** From the last state read: the contract with this proxy is open and holds more than nothing. */
+  isFunded(proxyId: string): boolean {
+    const s = this.states.get(proxyId)
+    return !!s && s.state === 'active' && s.balanceNano > 0n
+  }
+
   /** Money figures for /jsonstats, from the last state read. */
   stats(proxyId: string): Record<string, unknown> | undefined {
     const s = this.states.get(proxyId)

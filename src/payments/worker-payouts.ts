@@ -1,7 +1,7 @@
 // The worker's side of payments on chain: claim payout vouchers from its worker contract past a threshold or on demand.
 import type { Address } from '@ton/core'
 import { type Chain, collectMessages, type NodeWallet } from '../ton/chain-client/index.ts'
-import { checkVoucher, type RootState } from '../ton/contracts/index.ts'
+import { checkVoucher, type RootState, type SignedVoucher } from '../ton/contracts/index.ts'
 import type { Logger } from '../core/log.ts'
 import { ChannelLookup, workerContract } from './channels.ts'
 import type { PartyLedger } from './party-ledger.ts'
@@ -23,6 +23,11 @@ export class WorkerPayouts {
   private async contractFor(proxyId: string) {
     const ch = await this.channels.channel(proxyId)
     return { contract: this.deps.chain.open(workerContract(ch, this.deps.wallet.address)), feeNano: ch.params.workerFeePerTokenNano }
+  }
+
+  /** This worker's worker contract with `proxyId` (raw address): the only target a payout voucher may have. */
+  async contractAddress(proxyId: string): Promise<string> {
+    return (await this.contractFor(proxyId)).contract.address.toRawString()
   }
 
   /** Tokens paid to this worker on chain by this proxy's worker contract. */
@@ -58,7 +63,15 @@ export class WorkerPayouts {
     if (!rec.voucher || rec.vouchered <= paid) return paid
     if (!force && (rec.vouchered - paid) * feeNano < this.thresholdNano) return paid
     // Check it before paying gas for it: signed by this proxy, for this worker's own contract.
-    const v = checkVoucher(rec.voucher, { kind: 'workerPayout', signer: proxyId, target: contract.address })
+    let v: SignedVoucher
+    try {
+      v = checkVoucher(rec.voucher, { kind: 'workerPayout', signer: proxyId, target: contract.address })
+    } catch {
+      // Kept from before vouchers were checked on receipt: drop it, so the next good voucher is taken.
+      this.deps.ledger.dropVoucher(proxyId, rec.voucher)
+      this.deps.log.warn('dropped a stored payout voucher that is not valid for this worker contract; no transaction sent', { proxy: proxyId.slice(0, 16) })
+      throw new Error('the proxy handed over a payout voucher that is not valid for this worker contract')
+    }
     await this.deps.wallet.sendAndConfirm(await collectMessages((via) => contract.sendPayout(via, { voucher: v })))
     const after = (await contract.getState()).tokensPaid
     this.deps.ledger.recordOnChain(proxyId, after)

@@ -21,13 +21,13 @@ test('errors name the field', () => {
     [{ role: 'wizard' }, /config\.role/],
     [{ role: 'client', policy, proxies: ['localhost'] }, /config\.proxies\[0\].*host:port/],
     [{ role: 'client', policy, proxies: ['[::1]:99999'] }, /port 99999/],
-    [{ role: 'client', policy, proxies: ['a:1'], colour: 'red' }, /config\.colour.*unknown/],
-    [{ role: 'client', proxies: ['a:1'] }, /config\.policy.*required/],
-    [{ role: 'worker', policy, proxies: ['a:1'], backend: { kind: 'openai', model: 'm' } }, /backend\.baseUrl.*required/],
-    [{ role: 'worker', policy, proxies: ['a:1'], backend: { kind: 'openai', model: 'm', baseUrl: 'http://x', apiKey: 'sk-1' } }, /secrets do not belong/],
-    [{ role: 'worker', policy, proxies: ['a:1'], backend: { kind: 'llama', model: 'm' }, maxActiveRequests: 0 }, /maxActiveRequests/],
+    [{ role: 'client', policy, proxies: ['a:1000'], colour: 'red' }, /config\.colour.*unknown/],
+    [{ role: 'client', proxies: ['a:1000'] }, /config\.policy.*required/],
+    [{ role: 'worker', policy, proxies: ['a:1000'], backend: { kind: 'openai', model: 'm' } }, /backend\.baseUrl.*required/],
+    [{ role: 'worker', policy, proxies: ['a:1000'], backend: { kind: 'openai', model: 'm', baseUrl: 'http://x', apiKey: 'sk-1' } }, /secrets do not belong/],
+    [{ role: 'worker', policy, proxies: ['a:1000'], backend: { kind: 'llama', model: 'm' }, maxActiveRequests: 0 }, /maxActiveRequests/],
     [{ role: 'proxy', policy, tee: { kind: 'none' } }, /must run in a TEE/],
-    [{ role: 'worker', production: true, policy, proxies: ['a:1'], backend: { kind: 'llama', model: 'm' } }, /production node cannot run on a simulated TEE/],
+    [{ role: 'worker', production: true, policy, proxies: ['a:1000'], backend: { kind: 'llama', model: 'm' } }, /production node cannot run on a simulated TEE/],
   ]
   for (const [raw, re] of cases) assert.throws(() => validateConfig(raw), (e: Error) => e instanceof ConfigError && re.test(e.message), JSON.stringify(raw))
 })
@@ -60,7 +60,7 @@ test('the chain section holds only the settings of the node\'s own role', () => 
 })
 
 test('COCOON_<SETTING> overrides top-level settings', () => {
-  const o = applyEnvOverrides({ role: 'client', policy, proxies: ['a:1'] }, 'client', { COCOON_LISTEN: '127.0.0.1:9999', COCOON_PROXIES: 'b:2, c:3', COCOON_DEFAULT_TIMEOUT_SEC: '30' })
+  const o = applyEnvOverrides({ role: 'client', policy, proxies: ['a:1000'] }, 'client', { COCOON_LISTEN: '127.0.0.1:9999', COCOON_PROXIES: 'b:2, c:3', COCOON_DEFAULT_TIMEOUT_SEC: '30' })
   const c = validateConfig(o)
   assert.equal(c.role, 'client')
   if (c.role !== 'client') return
@@ -70,6 +70,6 @@ test('COCOON_<SETTING> overrides top-level settings', () => {
 })
 
 test('a production node refuses a policy that trusts simulated evidence', async () => {
-  const cfg = validateConfig({ role: 'client', production: true, policy, proxies: ['127.0.0.1:1'] })
+  const cfg = validateConfig({ role: 'client', production: true, policy, proxies: ['127.0.0.1:1000'] })
   await assert.rejects(startNode(cfg, silentLogger), /simulated/)
 })
