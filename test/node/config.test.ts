@@ -33,7 +33,7 @@ test('errors name the field', () => {
 })
 
 test('each backend kind has its own settings: gpu and the weights hash for llama, a timeout for openai', () => {
-  const worker = (backend: unknown) => validateConfig({ role: 'worker', policy, proxies: ['a:1'], backend })
+  const worker = (backend: unknown) => validateConfig({ role: 'worker', policy, proxies: ['a:9000'], backend })
   const llama = worker({ kind: 'llama', model: 'm.gguf', gpu: 'auto', expectedSha256: 'ab'.repeat(32) })
   assert.ok(llama.role === 'worker' && llama.backend.kind === 'llama')
   assert.equal(llama.backend.gpu, 'auto')
@@ -54,9 +54,9 @@ test('the chain section holds only the settings of the node\'s own role', () => 
   const chain = { endpoint: 'devnet', root: 'EQCGJEDxBefMWNTdGoX3W7PlHriYgdQr2r4dBU5ywrPYmpD1' }
   const proxy = validateConfig({ role: 'proxy', policy, chain: { ...chain, stakeNano: '5' } })
   assert.ok(proxy.role === 'proxy' && proxy.chain?.stakeNano === 5n && proxy.chain.paymentKeyFile.endsWith('payment.key'))
-  const client = validateConfig({ role: 'client', policy, proxies: ['a:1'], chain })
+  const client = validateConfig({ role: 'client', policy, proxies: ['a:9000'], chain })
   assert.ok(client.role === 'client' && client.chain && !('paymentKeyFile' in client.chain))
-  assert.throws(() => validateConfig({ role: 'client', policy, proxies: ['a:1'], chain: { ...chain, stakeNano: '5' } }), /chain\.stakeNano.*unknown chain setting for a client/)
+  assert.throws(() => validateConfig({ role: 'client', policy, proxies: ['a:9000'], chain: { ...chain, stakeNano: '5' } }), /chain\.stakeNano.*unknown chain setting for a client/)
 })
 
 test('COCOON_<SETTING> overrides top-level settings', () => {
