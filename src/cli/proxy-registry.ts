@@ -4,7 +4,7 @@
 import { parseArgs } from 'node:util'
 import { Address } from '@ton/core'
 import { loadConfig, ConfigError, type ProxyConfig } from '../node/config.ts'
-import { createLogger } from '../node/log.ts'
+import { createLogger } from '../core/log.ts'
 import { createChain, chainOptionsFromEnv } from '../ton/chain-client/chain.ts'
 import { NodeWallet, loadOrCreateWalletKey } from '../ton/chain-client/wallet.ts'
 import { normalizeHash } from '../ton/chain-client/governance.ts'

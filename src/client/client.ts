@@ -2,19 +2,30 @@
 import http from 'node:http'
 import http2 from 'node:http2'
 import { Counter, Gauge } from 'prom-client'
-import type { VerifiedPeer } from '../tee/types.ts'
+import { type VerifiedPeer, type IdentitySource, identityStats } from '../tee/index.ts'
 import type { PartyLedger } from '../payments/party-ledger.ts'
-import type { IdentitySource } from '../tee/renew.ts'
-import type { Logger } from '../node/log.ts'
-import { identityStats } from '../node/stats.ts'
-import { createRegistry, handleOps, type OpsSource } from '../node/ops.ts'
+import type { Logger } from '../core/log.ts'
+import { createRegistry, handleOps, type OpsSource } from '../core/ops.ts'
 import type { PeerVerifier } from '../net/attested.ts'
 import { maintainProxyLink, revalidateLinks, type ProxyLink as BaseLink } from '../net/proxy-link.ts'
 import { errorResponse, InvalidRequestError, isExpectedError, NoProxyAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
 import { parseJsonObject, readBody } from '../net/body.ts'
+import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
 import { CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, INFERENCE_PATHS, MAX_BODY_BYTES, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION } from '../net/protocol.ts'
 
 export const MODELS_TIMEOUT_MS = 10_000
+/** How long /healthz waits for a proxy's model list. */
+export const READINESS_TIMEOUT_MS = 2_000
+
+export type Readiness = {
+  ok: boolean
+  reason?: 'no proxy' | 'no worker' | 'not funded'
+  /** The reason in a sentence, for people. */
+  detail?: string
+  connectedProxies: number
+  /** Model ids the connected proxies list. */
+  models: string[]
+}
 
 export interface ClientOptions {
   /** Where the OpenAI API listens. Default 127.0.0.1:10000. */
@@ -37,6 +48,8 @@ export interface ClientDeps {
   ledger?: PartyLedger
   /** Extra money figures per proxy for /jsonstats (balance, stake, reserved…), from the chain side. */
   funds?: (proxyId: string) => Record<string, unknown> | undefined
+  /** On chain: whether this client's contract with the proxy holds funds (a proxy settling off-chain needs none). */
+  funded?: (proxyId: string) => boolean
   /** Runs once per new proxy session before it is used (e.g. make sure the client contract is funded). */
   onProxy?: (peer: VerifiedPeer, proxyId: string) => Promise<void>
 }
@@ -107,7 +120,9 @@ export class Client implements OpsSource {
       distrusted: (id) => this.deps.ledger?.isDistrusted(id),
       open: async (socket, peer, proxyId) => {
         if (this.deps.onProxy) await this.deps.onProxy(peer, proxyId)
-        return http2.connect(`https://${link.target}`, { createConnection: () => socket })
+        const session = http2.connect(`https://${link.target}`, { ...H2_OPTIONS, createConnection: () => socket })
+        tuneSession(session)
+        return session
       },
       onChange: setConnected,
     })
@@ -135,7 +150,15 @@ export class Client implements OpsSource {
 
   private async listModels(res: http.ServerResponse): Promise<void> {
     let lastErr: Error | undefined
-    for (const link of this.readyLinks()) {
+    const links = this.readyLinks()
+    // No proxy yet means no worker yet: an empty list, not an error, so apps polling for a model simply wait.
+    if (links.length === 0) {
+      const text = JSON.stringify({ object: 'list', data: [] })
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
+      res.end(text)
+      return
+    }
+    for (const link of links) {
       try {
         const { status, body } = await requestJson(link.session!, { ':method': 'GET', ':path': PATHS.models }, undefined, MODELS_TIMEOUT_MS)
         if (status !== 200) throw new Error(`the proxy answered ${status}`)
@@ -338,7 +361,7 @@ export class Client implements OpsSource {
         endWithError(new UpstreamError('the answer was cut off: the network failed mid-stream'))
         settle({ kind: 'done', outcome: 'failed' })
       })
-      ps.end(payload)
+      sendBody(ps, payload)
     })
   }
 
@@ -400,6 +423,30 @@ export class Client implements OpsSource {
   health(): { ok: boolean; connectedProxies: number } {
     const connectedProxies = this.readyLinks().length
     return { ok: connectedProxies > 0, connectedProxies }
+  }
+
+  /**
+   * What /healthz answers: ready only when a request could be served now, that is a proxy is
+   * connected, it lists at least one model (a worker is behind it) and, on chain, this client's
+   * contract with that proxy is funded. Otherwise `reason` is 'no proxy', 'no worker' or 'not funded'.
+   */
+  async readiness(): Promise<Readiness> {
+    const links = this.readyLinks()
+    if (links.length === 0) return { ok: false, reason: 'no proxy', detail: 'no attested proxy is connected yet', connectedProxies: 0, models: [] }
+    const models = new Set<string>()
+    for (const link of links) {
+      try {
+        const { status, body } = await requestJson(link.session!, { ':method': 'GET', ':path': PATHS.models }, undefined, READINESS_TIMEOUT_MS)
+        if (status === 200) for (const m of (JSON.parse(body.toString()) as { data?: Array<{ id?: unknown }> }).data ?? []) if (typeof m.id === 'string') models.add(m.id)
+      } catch {}
+    }
+    const base = { connectedProxies: links.length, models: [...models].sort() }
+    if (models.size === 0) return { ok: false, reason: 'no worker', detail: 'the connected proxies list no model: no worker is connected to them yet', ...base }
+    const funded = this.deps.funded
+    if (funded && !links.some((l) => !l.peer?.claims.paymentKey || funded(l.proxyId!))) {
+      return { ok: false, reason: 'not funded', detail: "this client's contract with the connected proxies holds no funds yet", ...base }
+    }
+    return { ok: true, ...base }
   }
 }
 

@@ -9,7 +9,7 @@ import OpenAI from 'openai'
 import { Address } from '@ton/core'
 import { cocoon, isAlive, randomPortOffset, tmpDir, type Proc } from '../helpers/procs.ts'
 import { waitFor } from '../helpers/network.ts'
-import type { DevnetState } from '../../src/cli/devnet.ts'
+import type { DevnetState } from '../../src/node/devnet.ts'
 import { createChain } from '../../src/ton/chain-client/chain.ts'
 import { offeredProxies } from '../../src/ton/contracts/root.ts'
 

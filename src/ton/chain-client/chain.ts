@@ -2,19 +2,13 @@
 // JSON-RPC, with rate limiting, retries and one ChainError for every failure.
 import fs from 'node:fs'
 import { Address, TonClient, type Contract, type OpenedContract } from '@ton/ton'
-import type { Logger } from '../../node/log.ts'
-import { JSON_RPC_PATH } from '../chain/constants.ts'
+import type { Logger } from '../../core/log.ts'
+import { JSON_RPC_PATH, DEVNET_DEFAULT_ENDPOINT, TONCENTER_MAINNET_ENDPOINT, TONCENTER_RPS_WITH_KEY, TONCENTER_RPS_WITHOUT_KEY, TONCENTER_TESTNET_ENDPOINT } from './constants.ts'
 import { RootContract, type RootState } from '../contracts/root.ts'
-import {
-  DEVNET_DEFAULT_ENDPOINT,
-  TONCENTER_MAINNET_ENDPOINT,
-  TONCENTER_RPS_WITH_KEY,
-  TONCENTER_RPS_WITHOUT_KEY,
-  TONCENTER_TESTNET_ENDPOINT,
-} from './constants.ts'
 import { ChainError, RootMismatchError } from './errors.ts'
-import { raceSignal } from '../../node/time.ts'
+import { raceSignal } from '../../core/time.ts'
 import { createTransport, type Transport } from './transport.ts'
+import { portProblem, urlPort } from '../../core/ports.ts'
 
 export interface CallOpts {
   signal?: AbortSignal
@@ -62,7 +56,7 @@ const CLOCK_PROBE = new Address(0, Buffer.alloc(32))
 
 /**
  * Full JSON-RPC endpoint for `mainnet`, `testnet`, `devnet` (the local chain on its default port)
- * or a URL. A URL without a path gets `/api/v2/jsonRPC` appended, so `http://127.0.0.1:10080` works.
+ * or a URL. A URL without a path gets `/api/v2/jsonRPC` appended, so `http://127.0.0.1:10090` works.
  */
 export function resolveEndpoint(spec: string): string {
   switch (spec) {
@@ -80,6 +74,8 @@ export function resolveEndpoint(spec: string): string {
     throw new ChainError(`chain endpoint ${JSON.stringify(spec)} is not a URL (nor mainnet, testnet or devnet)`)
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ChainError(`chain endpoint must be http(s), got ${url.protocol}`)
+  const problem = portProblem(urlPort(url))
+  if (problem) throw new ChainError(`chain endpoint ${url.origin}: ${problem}`)
   if (url.pathname === '/' || url.pathname === '') url.pathname = JSON_RPC_PATH
   return url.toString()
 }

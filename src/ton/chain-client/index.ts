@@ -23,7 +23,7 @@ export {
 export { deployRoot, rootFor, DEVNET_PARAMS, type DeployRootOptions, type DeployedRoot } from './devnet-root.ts'
 export { RootGovernance, normalizeHash, hashList, type HashChange } from './governance.ts'
 export { ProxyRegistry, type RegisterOptions } from './proxy-registry.ts'
-export { policyFromRoot, RootWatcher, type RootPolicyBase, type RootWatcherOptions, type RootListener } from './policy.ts'
+export { RootWatcher, type RootWatcherOptions, type RootListener } from './root-watcher.ts'
 export {
   ChainError,
   WalletKeyError,

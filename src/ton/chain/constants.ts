@@ -1,14 +1,13 @@
 // Named defaults of the embedded devnet chain (`cocoon chain`), units in the names.
 
-export const ONE_TON_NANO = 1_000_000_000n
+import { ONE_TON_NANO } from '../contracts/units.ts'
 
-/** Where `cocoon chain` listens unless told otherwise. */
-export const DEFAULT_CHAIN_PORT = 10080
+/** Where `cocoon chain` listens unless told otherwise (not 10080: `fetch` refuses that port; see core/ports.ts). */
+export const DEFAULT_CHAIN_PORT = 10090
 export const DEFAULT_CHAIN_HOST = '127.0.0.1'
 
-/** The toncenter-v2 JSON-RPC path that `TonClient` posts to. */
-export const JSON_RPC_PATH = '/api/v2/jsonRPC'
-export const FAUCET_PATH = '/devnet/faucet'
+/** The paths nodes reach the chain on are the chain client's (JSON_RPC_PATH, FAUCET_PATH); the devnet serves them. */
+export { JSON_RPC_PATH, FAUCET_PATH } from '../chain-client/constants.ts'
 export const TIME_PATH = '/devnet/time'
 export const HEALTH_PATH = '/healthz'
 export const STATS_PATH = '/jsonstats'
