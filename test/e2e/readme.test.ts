@@ -86,7 +86,7 @@ function assertOneLine(stderr: string, re: RegExp): void {
 }
 
 describe("the README's quick start, verbatim, on the default ports", () => {
-  test('npm start serves the curl line and the JavaScript snippet; Ctrl-C leaves no process behind', async (t) => {
+  test('npm start serves the curl line and the JavaScript snippet; Ctrl-C leaves no process behind; a second npm start reuses the state', async (t) => {
     // `npm start` is `node bin/cocoon.js devnet` with no flags: run exactly that.
     assert.match(block('sh', 'npm start'), /^npm install && npm start$/m)
     const startArgv = PACKAGE.scripts.start.split(' ')
@@ -140,10 +140,30 @@ describe("the README's quick start, verbatim, on the default ports", () => {
       }
 
       // Ctrl-C.
+      const root = readState(dir).chain!.root
       devnet.proc.kill('SIGINT')
       const { code } = await devnet.exited
       assert.equal(code, 0, devnet.output())
       await waitFor(() => pids.every((p) => !isAlive(p)), `every child (${pids.join(', ')}) to exit`, EXIT_WITHIN_MS)
+
+      // A second `npm start` reuses the state: the same chain, root and funded contracts, and it serves again.
+      const again = spawnUser(startArgv, cwd)
+      try {
+        await again.waitForOutput(/Press Ctrl-C to stop\./, READY_TIMEOUT_MS)
+        const state = readState(dir)
+        pids = childPids(state)
+        assert.equal(state.chain!.root, root, 'the same root contract, from the persisted chain')
+        // The client's log is appended across runs: one deposit, made by the first start.
+        const deposits = fs.readFileSync(path.join(dir, 'logs', 'client.log'), 'utf8').match(/depositing to a new client contract/g) ?? []
+        assert.equal(deposits.length, 1, 'the client contract funded the first time is reused')
+        const { stdout } = await run('sh', ['-c', block('sh', 'curl ')], { cwd, env: userEnv(), timeout: 60_000 })
+        assert.match(stdout, /data: \[DONE\]/)
+        again.proc.kill('SIGINT')
+        assert.equal((await again.exited).code, 0, again.output())
+        await waitFor(() => pids.every((p) => !isAlive(p)), `every child (${pids.join(', ')}) of the second start to exit`, EXIT_WITHIN_MS)
+      } finally {
+        if (again.proc.exitCode === null) again.proc.kill('SIGKILL')
+      }
     } finally {
       if (devnet.proc.exitCode === null) devnet.proc.kill('SIGKILL')
       for (const p of pids) if (isAlive(p)) process.kill(p, 'SIGKILL')
