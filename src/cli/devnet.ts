@@ -13,6 +13,8 @@ import { createChain } from '../ton/chain-client/chain.ts'
 import { NodeWallet, devnetFaucet, loadOrCreateWalletKey } from '../ton/chain-client/wallet.ts'
 import { deployRoot, DEVNET_PARAMS } from '../ton/chain-client/devnet-root.ts'
 import { RootGovernance } from '../ton/chain-client/governance.ts'
+import { ADMIN_TOKEN_FILE, dashboardUrl } from '../node/admin.ts'
+import { buildDashboardIfMissing } from '../dashboard/build.ts'
 
 const ONE_TON_NANO = 1_000_000_000n
 
@@ -175,7 +177,8 @@ export async function runDevnet(args: string[]): Promise<void> {
     const role = c.name.split('-')[0]
     const logFile = fs.openSync(path.join(logDir, `${c.name}.log`), 'a')
     const args = c.name === 'chain' ? ['chain', '--dir', path.join(dir, 'chain'), '--port', String(ports.chain)] : [role, '--config', c.config]
-    const proc = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: process.env })
+    // The devnet prints the dashboard URL with its token itself; the children keep it out of their logs.
+    const proc = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, COCOON_ADMIN_TOKEN_PRINT: '0' } })
     c.proc = proc
     // Keep full logs on disk; echo only warnings and errors, so the console stays readable.
     for (const stream of [proc.stdout!, proc.stderr!]) {
@@ -256,10 +259,20 @@ export async function runDevnet(args: string[]): Promise<void> {
     }
     await sleep(200)
   }
+  const token = readToken(path.join(dir, 'client', ADMIN_TOKEN_FILE))
+  const dashboards = `  dashboard:        ${dashboardUrl('127.0.0.1', ports.client, token)}\n                    proxy ${dashboardUrl('127.0.0.1', ports.proxyStats)}  worker ${ports.workers.map((p) => dashboardUrl('127.0.0.1', p)).join('  ')}\n                    (admin tokens: ${path.join(dir, '<node>', ADMIN_TOKEN_FILE)})\n`
   const curl = `curl ${baseUrl}/chat/completions -H 'content-type: application/json' -d '{"model":"${model.id}","messages":[{"role":"user","content":"Tell me a story"}],"max_tokens":64}'`
   process.stdout.write(
-    `\nCocoon devnet is ready.\n\n  OpenAI base URL:  ${baseUrl}\n  model:            ${model.id}\n${rootAddress ? `  chain:            http://127.0.0.1:${ports.chain}/api/v2/jsonRPC (root ${rootAddress})\n` : ''}  stats:            http://127.0.0.1:${ports.client}/jsonstats  http://127.0.0.1:${ports.proxyStats}/jsonstats\n\n  ${curl}\n\nPress Ctrl-C to stop.\n`,
+    `\nCocoon devnet is ready.\n\n  OpenAI base URL:  ${baseUrl}\n${dashboards}  model:            ${model.id}\n${rootAddress ? `  chain:            http://127.0.0.1:${ports.chain}/api/v2/jsonRPC (root ${rootAddress})\n` : ''}  stats:            http://127.0.0.1:${ports.client}/jsonstats  http://127.0.0.1:${ports.proxyStats}/jsonstats\n\n  ${curl}\n\nPress Ctrl-C to stop.\n`,
   )
+}
+
+function readToken(file: string): string | undefined {
+  try {
+    return fs.readFileSync(file, 'utf8').trim()
+  } catch {
+    return undefined
+  }
 }
 
 async function fetchJson(url: string): Promise<unknown> {

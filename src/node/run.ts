@@ -29,6 +29,8 @@ import { createWorker } from '../worker/worker.ts'
 import { ConfigError, configHash, type ChainConfig, type NodeConfig, type TeeConfig } from './config.ts'
 import type { Logger } from './log.ts'
 import { listenPort, startOpsServer } from './ops.ts'
+import { dashboardUrl, handleAdmin, loadOrCreateAdminToken, MinInterval, type AdminToken } from './admin.ts'
+import { serveDashboard } from './dashboard.ts'
 
 export interface RunningNode {
   role: NodeConfig['role']
@@ -184,19 +186,25 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     })
     trust.onUpdate((p) => proxy.revalidate((peer) => refusalUnder(p, peer)))
     const ports = await proxy.start()
-    const ops = await startOpsServer(cfg.stats.host, cfg.stats.port, proxy, log, (req, res) => {
-      // Loopback operators can trigger a settlement round now (tests, before a withdrawal).
-      if (req.method !== 'POST' || req.url !== '/admin/settle') return false
-      if (!settlement) return sendJson(res, 409, { error: 'this proxy runs without a chain' }), true
-      settlement.settle({ force: true }).then(
-        async (r) => {
-          await proxy.pushStatements()
-          sendJson(res, 200, { committed: r.committed ?? null, charged: r.charged, payoutVouchers: r.payoutVouchers })
+    const admin = adminToken(cfg.dataDir, log)
+    const settleOnce = new MinInterval<unknown>()
+    const ops = await startOpsServer(cfg.stats.host, cfg.stats.port, proxy, log, (req, res) =>
+      serveDashboard(req, res) ||
+      handleAdmin(req, res, admin.token, [
+        {
+          // A settlement round now (tests, before a withdrawal): at most one per ADMIN_MIN_INTERVAL_MS, however often it is called.
+          path: '/admin/settle',
+          throttle: settleOnce,
+          run: async () => {
+            if (!settlement) throw Object.assign(new Error('this proxy runs without a chain'), { status: 409 })
+            const r = await settlement.settle({ force: true })
+            await proxy.pushStatements()
+            return { committed: r.committed ?? null, charged: r.charged, payoutVouchers: r.payoutVouchers }
+          },
         },
-        (err: Error) => sendJson(res, 502, { error: err.message }),
-      )
-      return true
-    })
+      ]),
+    )
+    announceDashboard(cfg.stats.host, listenPort(ops), admin, log)
     return {
       role: 'proxy',
       ports: { ...ports, stats: listenPort(ops) },
@@ -227,15 +235,25 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     { backend, identity, verify, log, ledger, onVoucher: payouts ? (proxyId) => payouts.onVoucher(proxyId) : undefined },
   )
   trust.onUpdate((p) => worker.revalidate((peer) => refusalUnder(p, peer)))
-  const ops = await startOpsServer(cfg.stats.host, cfg.stats.port, worker, log, (req, res) => {
-    if (req.method !== 'POST' || !req.url?.startsWith('/admin/payout')) return false
-    if (!payouts) return sendJson(res, 409, { error: 'this worker runs without a chain' }), true
-    Promise.all(ledger.all().map(async (r) => ({ proxy: r.proxy, tokensPaid: (await payouts.claim(r.proxy, true)).toString() }))).then(
-      (list) => sendJson(res, 200, { payouts: list }),
-      (err: Error) => sendJson(res, 502, { error: err.message }),
-    )
-    return true
-  })
+  const admin = adminToken(cfg.dataDir, log)
+  const payoutOnce = new MinInterval<unknown>()
+  const ops = await startOpsServer(cfg.stats.host, cfg.stats.port, worker, log, (req, res) =>
+    serveDashboard(req, res) ||
+    handleAdmin(req, res, admin.token, [
+      {
+        // `cocoon worker payout` from the dashboard: claims every proxy's voucher and waits for the transactions.
+        path: '/admin/payout',
+        throttle: payoutOnce,
+        run: async () => {
+          if (!payouts) throw Object.assign(new Error('this worker runs without a chain'), { status: 409 })
+          const list = []
+          for (const r of ledger.all()) list.push({ proxy: r.proxy, tokensPaid: (await payouts.claim(r.proxy, true)).toString() })
+          return { payouts: list, walletBalanceNano: (await cc!.wallet.balance()).toString() }
+        },
+      },
+    ]),
+  )
+  announceDashboard(cfg.stats.host, listenPort(ops), admin, log)
   worker.start()
   log.info('worker ready', { model: backend.model.id, modelHash: backend.model.hash, coefficient: cfg.coefficient ?? 1000 })
   return {
@@ -252,10 +270,20 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
   }
 }
 
-function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body)
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
-  res.end(text)
+function adminToken(dataDir: string, log: Logger): AdminToken {
+  const t = loadOrCreateAdminToken(dataDir)
+  if (t.created) log.info('admin token created', { file: t.file })
+  return t
+}
+
+/**
+ * Prints the dashboard URL. The first start, which generated the admin token, prints it once in
+ * the URL (Jupyter-style) on stdout, never in the structured log; later starts point at the file.
+ * COCOON_ADMIN_TOKEN_PRINT=0 keeps it off stdout (the devnet prints its own banner).
+ */
+function announceDashboard(host: string, port: number, admin: AdminToken, log: Logger): void {
+  log.info('dashboard', { url: dashboardUrl(host, port), adminTokenFile: admin.file })
+  if (admin.created && process.env.COCOON_ADMIN_TOKEN_PRINT !== '0') process.stdout.write(`\n  Dashboard (with its admin token, shown once): ${dashboardUrl(host, port, admin.token)}\n\n`)
 }
 
 function closeServer(s: http.Server): Promise<void> {

@@ -3,7 +3,7 @@
 import type { Address } from '@ton/core'
 import type { Chain } from '../ton/chain-client/chain.ts'
 import { collectMessages, type NodeWallet } from '../ton/chain-client/wallet.ts'
-import type { ClientState } from '../ton/contracts/client.ts'
+import type { ClientState, TopUpMessage } from '../ton/contracts/client.ts'
 import { signedVoucherFromBase64, verifyVoucher } from '../ton/contracts/vouchers.ts'
 import type { RootState } from '../ton/contracts/root.ts'
 import { VOUCHER_MIN_VALUE_NANO } from '../ton/contracts/opcodes.ts'
@@ -97,6 +97,13 @@ export class ClientAccount {
     const c = await this.contractFor(proxyId)
     await this.deps.wallet.sendAndConfirm(await collectMessages((via) => c.sendTopUp(via, { amountNano })))
     await this.state(proxyId)
+  }
+
+  /** The top-up as a message for the app user's own wallet (TON Connect) to send; the node never holds those funds. */
+  async topUpMessage(proxyId: string, amountNano: bigint): Promise<TopUpMessage> {
+    const c = await this.contractFor(proxyId)
+    const deployed = await this.deps.chain.isDeployed(c.address)
+    return clientContract(await this.channel(proxyId), this.deps.wallet.address).topUpMessage({ amountNano, deployed })
   }
 
   /** Withdraws down to the stake at most; the contract refuses more. */
