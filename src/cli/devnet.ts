@@ -87,6 +87,8 @@ export async function runDevnet(args: string[]): Promise<void> {
     workers: Array.from({ length: workers }, (_, i) => DEVNET_PORTS.worker(i) + offset),
   }
 
+  // npm install builds the dashboard; a checkout that skipped it gets it built here (about a second).
+  await buildDashboardIfMissing()
   say(`resolving model ${values.model}`)
   const model = await resolveModel(values.model!, {})
   say(`model ${model.id} (sha256 ${model.sha256.slice(0, 16)}…) at ${model.path}`)

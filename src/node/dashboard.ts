@@ -38,6 +38,14 @@ const NOT_BUILT = `<!doctype html><meta charset="utf-8"><title>Cocoon</title><p>
 export function serveDashboard(req: http.IncomingMessage, res: http.ServerResponse, dir: string = DASHBOARD_DIR): boolean {
   if (req.method !== 'GET' && req.method !== 'HEAD') return false
   const p = (req.url ?? '/').split('?')[0]
+  if (p === '/tonconnect-manifest.json') {
+    // TON Connect wallets fetch this to name the app asking for a payment; it describes this node's own origin.
+    const origin = `http://${String(req.headers.host ?? 'localhost').replace(/[^\w.:\[\]-]/g, '')}`
+    const text = JSON.stringify({ url: origin, name: 'Cocoon client node', iconUrl: `${origin}/ui/icon.svg` })
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'access-control-allow-origin': '*' })
+    res.end(text)
+    return true
+  }
   let file: string
   if (p === '/' || p === '/index.html') file = 'index.html'
   else if (p.startsWith('/ui/') && /^[\w.-]+$/.test(p.slice(4)) && !p.includes('..')) file = p.slice(4)

@@ -19,6 +19,7 @@ import { identityKeysFromSeed } from '../tee/cert.ts'
 import { LiveTrust, refusalUnder } from './trust.ts'
 import type { EvidenceKind, EvidenceProvider, EvidenceVerifier, Policy } from '../tee/types.ts'
 import { RenewingIdentity } from '../tee/renew.ts'
+import { describeCertificate } from '../tee/describe.ts'
 import { SimulatedEvidenceProvider, SimulatedEvidenceVerifier, simulatedImageHash } from '../tee/simulated.ts'
 import { assertProductionPolicy, parsePolicy } from '../tee/policy.ts'
 import { createBackend } from '../inference/create.ts'
@@ -26,10 +27,15 @@ import type { InferenceBackend } from '../inference/types.ts'
 import { createClient } from '../client/client.ts'
 import { createProxy } from '../proxy/proxy.ts'
 import { createWorker } from '../worker/worker.ts'
-import { ConfigError, configHash, type ChainConfig, type NodeConfig, type TeeConfig } from './config.ts'
+import { AppAccounts } from '../client/apps.ts'
+import { clientConsole, networkOf } from './client-console.ts'
+import { StatsHistory } from './history.ts'
+import { ConfigError, isLoopback, configHash, type ChainConfig, type NodeConfig, type TeeConfig } from './config.ts'
 import type { Logger } from './log.ts'
 import { listenPort, startOpsServer } from './ops.ts'
-import { dashboardUrl, handleAdmin, loadOrCreateAdminToken, MinInterval, type AdminToken } from './admin.ts'
+import { ADMIN_TOKEN_HEADER, dashboardUrl, handleAdmin, hasAdminToken, loadOrCreateAdminToken, MinInterval, type AdminToken } from './admin.ts'
+import { summarizeTransaction } from '../ton/contracts/transactions.ts'
+import { Op } from '../ton/contracts/opcodes.ts'
 import { serveDashboard } from './dashboard.ts'
 
 export interface RunningNode {
@@ -117,11 +123,19 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     const account = cc
       ? new ClientAccount({ chain: cc.chain, wallet: cc.wallet, root: cc.root, rootState: () => cc.watcher.state, log }, { depositNano: c!.depositNano, topUpBelowNano: c!.topUpBelowNano, topUpNano: c!.topUpNano })
       : undefined
+    const apps = new AppAccounts(path.join(cfg.dataDir, 'apps.sqlite'))
+    const admin = adminToken(cfg.dataDir, log)
+    let consoleRoutes: ReturnType<typeof clientConsole> | undefined
     const client = createClient(cfg, {
       identity,
       verify,
       log,
       ledger,
+      routes: (req, res) => consoleRoutes!(req, res),
+      apps: {
+        admit: (authorization, model) => apps.authorize(authorization, model, cfg.apiKeys)?.id ?? null,
+        answered: (r) => apps.record(r),
+      },
       onProxy: account
         ? async (peer, proxyId) => {
             if (!peer.claims.paymentKey) return
@@ -130,9 +144,20 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
         : undefined,
       funds: account ? (proxyId) => account.stats(proxyId) : undefined,
     })
+    consoleRoutes = clientConsole({
+      client,
+      apps,
+      ledger,
+      adminToken: admin.token,
+      loopback: isLoopback(cfg.listen.host),
+      keysRequired: cfg.apiKeys,
+      chain: cc && account ? { endpoint: cc.chain.endpoint, root: cc.root, rootState: () => cc.watcher.state, wallet: cc.wallet, account } : undefined,
+    })
     trust.onUpdate((p) => client.revalidate((peer) => refusalUnder(p, peer)))
     account?.start(ledger)
     const port = await client.start()
+    log.info('API keys', { required: cfg.apiKeys })
+    announceDashboard(cfg.listen.host, port, admin, log)
     return {
       role: 'client',
       ports: { api: port },
@@ -142,6 +167,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
         identity.stop()
         await client.stop()
         ledger.close()
+        apps.close()
       },
     }
   }
@@ -188,8 +214,30 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     const ports = await proxy.start()
     const admin = adminToken(cfg.dataDir, log)
     const settleOnce = new MinInterval<unknown>()
+    const history = new StatsHistory(() => {
+      const m = proxy.stats().money as Record<string, string>
+      return { chargedNano: m.chargedNano, earnedByWorkersNano: m.earnedByWorkersNano, marginNano: m.marginNano, reservedNano: m.reservedNano }
+    }).start()
+    const network = cc ? networkOf(cc.chain.endpoint) : null
+    const api = readOnlyApi(cfg.stats.host, admin.token, {
+      '/api/node': () => ({ role: 'proxy', network, certificate: certTimes(identity) }),
+      '/api/history': () => ({ samples: history.series() }),
+      '/api/commits': async () => {
+        const commits = ledger.commits(50)
+        let transactions: Array<Record<string, unknown>> = []
+        if (settlement && cc) {
+          const txs = await cc.chain.client.getTransactions(settlement.address, { limit: 50 }).catch(() => [])
+          transactions = txs
+            .map((tx) => ({ tx, s: summarizeTransaction(tx) }))
+            .filter(({ s }) => s.op === Op.proxyCommitState)
+            .map(({ tx, s }) => ({ hash: tx.hash().toString('hex'), lt: tx.lt.toString(), at: tx.now, success: s.success }))
+        }
+        return { network, contract: settlement?.address.toString() ?? null, commits, transactions }
+      },
+    })
     const ops = await startOpsServer(cfg.stats.host, cfg.stats.port, proxy, log, (req, res) =>
       serveDashboard(req, res) ||
+      api(req, res) ||
       handleAdmin(req, res, admin.token, [
         {
           // A settlement round now (tests, before a withdrawal): at most one per ADMIN_MIN_INTERVAL_MS, however often it is called.
@@ -210,6 +258,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       ports: { ...ports, stats: listenPort(ops) },
       stop: async () => {
         stopChain()
+        history.stop()
         settlement?.stop()
         identity.stop()
         await proxy.stop()
@@ -237,8 +286,26 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
   trust.onUpdate((p) => worker.revalidate((peer) => refusalUnder(p, peer)))
   const admin = adminToken(cfg.dataDir, log)
   const payoutOnce = new MinInterval<unknown>()
+  const history = new StatsHistory(() => {
+    const s = worker.stats() as { requests: Record<string, number>; proxies: Array<{ earned: { tokens: string; nano: string }; paidOnChainTokens: string }> }
+    const sum = (f: (p: (typeof s.proxies)[number]) => string) => s.proxies.reduce((t, p) => t + BigInt(f(p)), 0n).toString()
+    return { earnedNano: sum((p) => p.earned.nano), earnedTokens: sum((p) => p.earned.tokens), paidTokens: sum((p) => p.paidOnChainTokens), ...s.requests }
+  }).start()
+  const network = cc ? networkOf(cc.chain.endpoint) : null
+  const api = readOnlyApi(cfg.stats.host, admin.token, {
+    '/api/node': async () => ({
+      role: 'worker',
+      network,
+      certificate: certTimes(identity),
+      attestation: await attestationOf(identity),
+      wallet: cc ? { address: cc.wallet.address.toString({ testOnly: network !== 'mainnet' }), balanceNano: (await cc.wallet.balance().catch(() => null))?.toString() ?? null } : null,
+      payoutThresholdNano: cfg.chain?.payoutThresholdNano?.toString() ?? null,
+    }),
+    '/api/history': () => ({ samples: history.series() }),
+  })
   const ops = await startOpsServer(cfg.stats.host, cfg.stats.port, worker, log, (req, res) =>
     serveDashboard(req, res) ||
+    api(req, res) ||
     handleAdmin(req, res, admin.token, [
       {
         // `cocoon worker payout` from the dashboard: claims every proxy's voucher and waits for the transactions.
@@ -261,6 +328,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     ports: { stats: listenPort(ops) },
     stop: async () => {
       stopChain()
+      history.stop()
       identity.stop()
       await worker.stop()
       await closeServer(ops)
@@ -268,6 +336,47 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       ledger.close()
     },
   }
+}
+
+/** What the node's certificate presents: evidence kind, image hash (simulated quotes carry it), not-after. */
+async function attestationOf(identity: RenewingIdentity): Promise<Record<string, unknown>> {
+  const d = await describeCertificate(identity.current().certPem)
+  return { kind: identity.current().kind, imageHash: d.quote?.simulatedImageHash ?? null, quoteBytes: d.quote?.bytes ?? 0, notAfter: d.notAfter, claims: d.claims ?? null }
+}
+
+/** When the certificate was made and when it renews (unix seconds). */
+function certTimes(identity: RenewingIdentity): { createdAt: number; renewsAt: number } {
+  const createdAt = identity.current().claims.createdAt
+  return { createdAt, renewsAt: createdAt + identity.renewSec }
+}
+
+/**
+ * Read-only dashboard endpoints (GET /api/...). On loopback they need no token; on any other
+ * address the admin token, in its header, like the money-moving ones.
+ */
+function readOnlyApi(host: string, token: string, routes: Record<string, () => unknown>): (req: http.IncomingMessage, res: http.ServerResponse) => boolean {
+  return (req, res) => {
+    const p = (req.url ?? '/').split('?')[0]
+    const route = routes[p]
+    if (!route || (req.method !== 'GET' && req.method !== 'HEAD')) return false
+    if (!isLoopback(host) && !hasAdminToken(req, token)) {
+      sendJson(res, 401, { error: { message: `send the admin token in the ${ADMIN_TOKEN_HEADER} header`, type: 'invalid_request_error', code: 'invalid_admin_token', param: null } })
+      return true
+    }
+    Promise.resolve()
+      .then(route)
+      .then(
+        (body) => sendJson(res, 200, body),
+        (err: Error) => sendJson(res, 502, { error: { message: err.message.slice(0, 500), type: 'api_error', code: 'dashboard_error', param: null } }),
+      )
+    return true
+  }
+}
+
+function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body, (_k, v) => (typeof v === 'bigint' ? v.toString() : v))
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' })
+  res.end(text)
 }
 
 function adminToken(dataDir: string, log: Logger): AdminToken {

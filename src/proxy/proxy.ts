@@ -22,6 +22,8 @@ export const WORKER_INFO_TIMEOUT_MS = 5_000
 export const PING_INTERVAL_MS = 15_000
 /** How often workers are told what they earned. */
 export const STATEMENT_INTERVAL_MS = 2_000
+/** Refused peers kept with their reasons for /jsonstats. */
+export const MAX_REFUSALS_SHOWN = 50
 
 export interface ProxyOptions {
   workerListen: { host: string; port: number }
@@ -64,6 +66,13 @@ export class Proxy implements OpsSource {
   private readonly clientAccounts = new WeakMap<http2.Http2Session, string>()
   private readonly clientSockets = new Set<tls.TLSSocket>()
   private refused = { workers: 0, clients: 0 }
+  /** The latest refused peers with their reasons, newest last, for /jsonstats (and the dashboard). */
+  private readonly refusals: Array<{ at: number; role: 'worker' | 'client'; reason: string; peer: string }> = []
+
+  private noteRefusal(role: 'worker' | 'client', reason: string, peer: string): void {
+    this.refusals.push({ at: Date.now(), role, reason: reason.slice(0, 300), peer: String(peer).slice(0, 80) })
+    if (this.refusals.length > MAX_REFUSALS_SHOWN) this.refusals.shift()
+  }
   private readonly counts: Record<Outcome, number> & { requests: number; retries: number } = { requests: 0, succeeded: 0, failed: 0, cancelled: 0, timeout: 0, rejected: 0, retries: 0 }
   private readonly tokens = { prompt: 0, cached: 0, completion: 0, reasoning: 0 }
   private readonly m = {
@@ -95,9 +104,10 @@ export class Proxy implements OpsSource {
       expectedRole: 'worker',
       log,
       onPeer: (a) => void this.addWorker(a),
-      onRefused: () => {
+      onRefused: (reason, remote) => {
         this.refused.workers++
         this.m.refused.inc({ role: 'worker' })
+        this.noteRefusal('worker', reason, remote)
       },
     })
     const cs = await listenAttested({
@@ -113,9 +123,10 @@ export class Proxy implements OpsSource {
         this.clientH2.once('session', (s) => this.clientAccounts.set(s, account))
         this.clientH2.emit('connection', socket)
       },
-      onRefused: () => {
+      onRefused: (reason, remote) => {
         this.refused.clients++
         this.m.refused.inc({ role: 'client' })
+        this.noteRefusal('client', reason, remote)
       },
     })
     this.servers = [ws, cs]
@@ -537,6 +548,7 @@ export class Proxy implements OpsSource {
       this.deps.log.warn('worker no longer trusted; disconnecting', { worker: conn.id, reason })
       this.refused.workers++
       this.m.refused.inc({ role: 'worker' })
+      this.noteRefusal('worker', reason, conn.remote)
       this.workers.delete(conn.id)
       conn.session.destroy()
       dropped++
@@ -596,6 +608,7 @@ export class Proxy implements OpsSource {
       money: this.moneyStats(),
       chain: this.deps.chainStats?.() ?? null,
       clients: { connected: this.clientSessions.size, refused: this.refused.clients },
+      refusals: [...this.refusals].reverse(),
       workers: {
         connected: this.workers.size,
         refused: this.refused.workers,
