@@ -1,10 +1,8 @@
 // The worker's side of payments on chain: claim payout vouchers from its worker contract past a threshold or on demand.
 import type { Address } from '@ton/core'
-import type { Chain } from '../ton/chain-client/chain.ts'
-import { collectMessages, type NodeWallet } from '../ton/chain-client/wallet.ts'
-import { signedVoucherFromBase64, verifyVoucher } from '../ton/contracts/vouchers.ts'
-import type { RootState } from '../ton/contracts/root.ts'
-import type { Logger } from '../node/log.ts'
+import { type Chain, collectMessages, type NodeWallet } from '../ton/chain-client/index.ts'
+import { signedVoucherFromBase64, verifyVoucher, type RootState } from '../ton/contracts/index.ts'
+import type { Logger } from '../core/log.ts'
 import { channelFromRoot, workerContract } from './channels.ts'
 import type { PartyLedger } from './party-ledger.ts'
 

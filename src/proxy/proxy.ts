@@ -2,20 +2,21 @@
 import http2 from 'node:http2'
 import type tls from 'node:tls'
 import { Counter, Gauge } from 'prom-client'
-import type { IdentitySource } from '../tee/renew.ts'
-import type { VerifiedPeer } from '../tee/types.ts'
-import type { Logger } from '../node/log.ts'
-import { identityStats } from '../node/stats.ts'
-import { createRegistry, type OpsSource } from '../node/ops.ts'
+import { type IdentitySource, type VerifiedPeer, identityStats } from '../tee/index.ts'
+import type { Logger } from '../core/log.ts'
+import { createRegistry, type OpsSource } from '../core/ops.ts'
 import { listenAttested, type AttestedSocket, type PeerVerifier } from '../net/attested.ts'
-import { errorResponse, InvalidRequestError, ModelNotFoundError, NoWorkerAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
-import { parseJsonObject, readBody } from '../net/body.ts'
-import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_BODY_BYTES, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type WorkerStatement, type FinalCharge } from '../net/protocol.ts'
+import { errorResponse, InvalidRequestError, TooManyRequestsError, UnfundedClientError, ModelNotFoundError, NoWorkerAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
+import { discardBody, parseJsonObject, readBody } from '../net/body.ts'
+import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
+import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_BODY_BYTES, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type WorkerStatement, type FinalCharge } from '../net/protocol.ts'
 import { openaiUsage, usageChunk, type UsageCost } from '../net/openai.ts'
-import { ProxyNotServingError, type ProxyBilling } from '../payments/billing.ts'
+import { DuplicateRequestError, ProxyNotServingError, type ProxyBilling, type Reservation } from '../payments/billing.ts'
 import { worstCaseAdjustedTokens } from '../payments/pricing.ts'
 import { ed25519PublicKey, verifyUsage } from '../net/usage.ts'
-import { DEFAULT_REQUEST_MS, recordOutcome, selectWorker, type WorkerConn } from './routing.ts'
+import { ErrorBudget } from './error-budget.ts'
+import { DEFAULT_REQUEST_MS, recordOutcome, type WorkerConn } from './routing.ts'
+import { AdmissionQueue, DEFAULT_QUEUE_DEPTH, DEFAULT_QUEUE_MAX_WAIT_MS } from './admission.ts'
 
 export const MAX_ATTEMPTS = 3
 export const WORKER_INFO_TIMEOUT_MS = 5_000
@@ -30,6 +31,10 @@ export interface ProxyOptions {
   clientListen: { host: string; port: number }
   /** Workers tried per request when they fail before the first byte. Default 3. */
   maxAttempts?: number
+  /** Requests that may wait for a worker slot, across clients; 0: none wait. Default 256. */
+  queueDepth?: number
+  /** Longest wait for a worker slot, ms, before 429 with Retry-After. Default 30 000. */
+  queueMaxWaitMs?: number
 }
 
 export interface ProxyDeps {
@@ -50,13 +55,13 @@ export interface ProxyDeps {
 type Outcome = 'succeeded' | 'failed' | 'cancelled' | 'timeout' | 'rejected'
 
 export function createProxy(opts: ProxyOptions, deps: ProxyDeps): Proxy {
-  return new Proxy(deps, { ...opts, maxAttempts: opts.maxAttempts ?? MAX_ATTEMPTS })
+  return new Proxy(deps, { ...opts, maxAttempts: opts.maxAttempts ?? MAX_ATTEMPTS, queueDepth: opts.queueDepth ?? DEFAULT_QUEUE_DEPTH, queueMaxWaitMs: opts.queueMaxWaitMs ?? DEFAULT_QUEUE_MAX_WAIT_MS })
 }
 
 export class Proxy implements OpsSource {
   readonly registry = createRegistry('proxy')
   private readonly workers = new Map<string, WorkerConn>()
-  private readonly clientH2 = http2.createServer()
+  private readonly clientH2 = http2.createServer(H2_OPTIONS)
   private servers: tls.Server[] = []
   private nextId = 1
   private statementTimer?: NodeJS.Timeout
@@ -65,14 +70,16 @@ export class Proxy implements OpsSource {
   private readonly clientSessions = new Set<http2.ServerHttp2Session>()
   private readonly clientAccounts = new WeakMap<http2.Http2Session, string>()
   private readonly clientSockets = new Set<tls.TLSSocket>()
+  /** `client \n request_id` of every request in flight, so one client cannot run two with the same id. */
+  private readonly inflight = new Set<string>()
+  /** Worker slots: claimed with the choice of worker, waited for in a bounded queue fair across clients. */
+  private readonly admission: AdmissionQueue
   private refused = { workers: 0, clients: 0 }
   /** The latest refused peers with their reasons, newest last, for /jsonstats (and the dashboard). */
   private readonly refusals: Array<{ at: number; role: 'worker' | 'client'; reason: string; peer: string }> = []
-
-  private noteRefusal(role: 'worker' | 'client', reason: string, peer: string): void {
-    this.refusals.push({ at: Date.now(), role, reason: reason.slice(0, 300), peer: String(peer).slice(0, 80) })
-    if (this.refusals.length > MAX_REFUSALS_SHOWN) this.refusals.shift()
-  }
+  /** Error answers per client: a client that keeps sending bad requests is slowed down before anything is read or logged. */
+  private readonly errorBudget = new ErrorBudget()
+  private rateLimited = 0
   private readonly counts: Record<Outcome, number> & { requests: number; retries: number } = { requests: 0, succeeded: 0, failed: 0, cancelled: 0, timeout: 0, rejected: 0, retries: 0 }
   private readonly tokens = { prompt: 0, cached: 0, completion: 0, reasoning: 0 }
   private readonly m = {
@@ -87,9 +94,27 @@ export class Proxy implements OpsSource {
     private readonly deps: ProxyDeps,
     private readonly o: Required<ProxyOptions>,
   ) {
+    this.admission = new AdmissionQueue(() => this.workers.values(), { depth: o.queueDepth, maxWaitMs: o.queueMaxWaitMs })
+    const queue = this.admission
+    const registers = [this.registry]
+    new Gauge({ name: 'cocoon_proxy_queue_waiting', help: 'Requests waiting for a worker slot', registers, collect(this: Gauge) { this.set(queue.stats().queued) } })
+    new Gauge({ name: 'cocoon_proxy_queue_depth', help: 'Requests that may wait for a worker slot', registers, collect(this: Gauge) { this.set(o.queueDepth) } })
+    new Gauge({ name: 'cocoon_proxy_queue_admitted_after_wait_total', help: 'Requests that got a worker slot after waiting', registers, collect(this: Gauge) { this.set(queue.stats().admittedAfterWait) } })
+    new Gauge({
+      name: 'cocoon_proxy_queue_rejected_total',
+      help: 'Requests answered 429 because the queue was full (full) or the wait too long (wait)',
+      labelNames: ['why'],
+      registers,
+      collect(this: Gauge) {
+        const q = queue.stats()
+        this.set({ why: 'full' }, q.rejectedFull)
+        this.set({ why: 'wait' }, q.timedOut)
+      },
+    })
     this.clientH2.on('stream', (stream, headers) => this.onClientStream(stream, headers))
     this.clientH2.on('session', (s) => {
       this.clientSessions.add(s)
+      tuneSession(s)
       s.once('close', () => this.clientSessions.delete(s))
       s.on('error', () => {})
     })
@@ -150,7 +175,8 @@ export class Proxy implements OpsSource {
     const remote = `${socket.remoteAddress}:${socket.remotePort}`
     const log = this.deps.log.child({ worker: remote })
     // The worker dialled us, but we are the HTTP/2 client on its socket.
-    const session = http2.connect('https://worker.cocoon', { createConnection: () => socket })
+    const session = http2.connect('https://worker.cocoon', { ...H2_OPTIONS, createConnection: () => socket })
+    tuneSession(session)
     session.on('error', (err) => log.debug('worker session error', { error: err.message }))
     try {
       const info = await this.fetchInfo(session)
@@ -176,6 +202,7 @@ export class Proxy implements OpsSource {
       }
       this.workers.set(conn.id, conn)
       this.m.workers.set(this.workers.size)
+      this.admission.pump()
       const ping = setInterval(() => {
         if (!session.closed) session.ping((err) => err && session.destroy())
       }, PING_INTERVAL_MS).unref()
@@ -183,6 +210,7 @@ export class Proxy implements OpsSource {
         clearInterval(ping)
         this.workers.delete(conn.id)
         this.m.workers.set(this.workers.size)
+        this.admission.pump()
         log.info('worker disconnected', { id: conn.id })
       })
       log.info('worker connected', { id: conn.id, model: info.model.id, coefficient: info.coefficient, image: peer.imageHash, kind: peer.kind })
@@ -228,6 +256,19 @@ export class Proxy implements OpsSource {
     stream.on('error', () => {})
     const path = String(headers[':path'] ?? '')
     const method = String(headers[':method'])
+    const account = this.clientAccounts.get(stream.session!) ?? 'unknown'
+    const limit = this.errorBudget.check(account)
+    if (limit.waitSec > 0) {
+      this.rateLimited++
+      if (limit.first) this.deps.log.warn('client keeps getting errors; slowing it down', { client: account, retryAfterSec: limit.waitSec })
+      stream.resume()
+      return respondError(stream, new TooManyRequestsError(`too many failed requests from this client; retry after ${limit.waitSec} s`, limit.waitSec))
+    }
+    stream.once('close', () => {
+      const status = Number(stream.sentHeaders?.[':status'] ?? 0)
+      // 429 is the network being busy (the queue), not the client erring.
+      if (status >= 400 && status < 500 && status !== 429) this.errorBudget.spend(account)
+    })
     if (method === 'GET' && path === PATHS.models) return respond(stream, 200, this.models())
     if (method === 'POST' && path === PATHS.close) {
       stream.resume()
@@ -262,9 +303,31 @@ export class Proxy implements OpsSource {
   private async handleInference(cs: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, path: string): Promise<void> {
     this.counts.requests++
     const requestId = String(headers[HEADERS.requestId] ?? crypto.randomUUID())
+    const client = this.clientAccounts.get(cs.session!) ?? 'unknown'
+    if (requestId.length > MAX_REQUEST_ID_CHARS) {
+      cs.resume()
+      this.finish('rejected')
+      return respondError(cs, new InvalidRequestError(`'request_id' must be at most ${MAX_REQUEST_ID_CHARS} characters`, 'request_id'))
+    }
+    const key = `${client}\n${requestId}`
+    if (this.inflight.has(key)) {
+      cs.resume()
+      this.finish('rejected')
+      return respondError(cs, new DuplicateRequestError(requestId))
+    }
+    this.inflight.add(key)
+    const held: { reservation?: Reservation } = {}
+    try {
+      await this.serveInference(cs, headers, path, requestId, client, held)
+    } finally {
+      this.inflight.delete(key)
+      this.deps.billing.release(held.reservation)
+    }
+  }
+
+  private async serveInference(cs: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, path: string, requestId: string, client: string, held: { reservation?: Reservation }): Promise<void> {
     const log = this.deps.log.child({ requestId })
     const started = Date.now()
-    const client = this.clientAccounts.get(cs.session!) ?? 'unknown'
     let body: Buffer
     let json: Record<string, unknown>
     let model: string
@@ -273,6 +336,11 @@ export class Proxy implements OpsSource {
     try {
       const serving = this.deps.billing.serving
       if (!serving.ok) throw new ProxyNotServingError(serving.reason!)
+      // Before reading a byte of the body: a client with no funds gets metadata calls only.
+      if (!(await this.deps.billing.isFunded(client))) {
+        await discardBody(cs, MAX_BODY_BYTES)
+        throw new UnfundedClientError()
+      }
       maxCoefficient = intHeader(headers[HEADERS.maxCoefficient], DEFAULT_MAX_COEFFICIENT, 'max_coefficient')
       timeoutMs = intHeader(headers[HEADERS.timeoutMs], DEFAULT_TIMEOUT_SEC * 1000, 'timeout')
       if (timeoutMs <= 0 || timeoutMs > MAX_TIMEOUT_SEC * 1000) throw new InvalidRequestError(`'timeout' must be between 0 and ${MAX_TIMEOUT_SEC} seconds`, 'timeout')
@@ -287,33 +355,43 @@ export class Proxy implements OpsSource {
     const askedMaxTokens = [json.max_completion_tokens, json.max_tokens].find((v) => typeof v === 'number' && Number.isSafeInteger(v) && v > 0) as number | undefined
     const ownTimeoutMs = Math.floor(timeoutMs * HOP_TIMEOUT_FACTOR)
     let clientGone = false
+    const deadline = started + ownTimeoutMs
+    // Waiting for a slot ends when the client goes away or the request's deadline passes.
+    const gone = new AbortController()
     cs.once('close', () => {
       clientGone = true
+      gone.abort(new Error('client went away'))
     })
-    const deadline = started + ownTimeoutMs
+    const waitSignal = AbortSignal.any([gone.signal, AbortSignal.timeout(Math.max(1, ownTimeoutMs))])
     const tried = new Set<string>()
     let lastError: Error | undefined
     for (let attempt = 0; attempt < this.o.maxAttempts; attempt++) {
-      const sel = selectWorker(this.workers.values(), model, maxCoefficient, tried)
-      if (!('conn' in sel)) {
-        if (attempt > 0 && lastError) break
+      let conn: WorkerConn
+      try {
+        conn = await this.admission.claim({ client, model, maxCoefficient, exclude: tried }, waitSignal)
+      } catch (err) {
+        const e = err as Error
+        if (attempt > 0 && lastError && (e.name === 'WorkersExhaustedError' || e.name === 'ModelNotFoundError')) break
+        if (clientGone) return this.finish('cancelled')
+        if (Date.now() >= deadline) break
         this.finish('rejected')
-        log.info('request not routed', { model, reason: sel.reason, workers: this.workers.size })
-        if (sel.reason === 'model_not_found') return respondError(cs, new ModelNotFoundError(model))
-        if (sel.reason === 'coefficient') return respondError(cs, new NoWorkerAvailableError(`no worker for '${model}' at max_coefficient ${maxCoefficient}; the cheapest asks ${sel.minCoefficient}`))
-        return respondError(cs, new NoWorkerAvailableError(`all workers for '${model}' are busy`))
+        log.info('request not routed', { model, reason: e.message, workers: this.workers.size })
+        return respondError(cs, e.name === 'WorkersExhaustedError' ? new NoWorkerAvailableError(`no worker for '${model}' is left to try`) : e)
       }
-      const conn = sel.conn
       tried.add(conn.id)
       const remaining = deadline - Date.now()
-      if (remaining <= 0) break
+      if (remaining <= 0) {
+        this.admission.release(conn)
+        break
+      }
       // Reserve the worst case before any work: all of max_tokens and a prompt as long as the body, at the
       // dearest multipliers and the app's max_coefficient. The worker never exceeds max_tokens.
       const maxTokens = Math.min(askedMaxTokens ?? conn.info.maxTokensCap, conn.info.maxTokensCap)
       const worst = worstCaseAdjustedTokens(body.length + PROMPT_OVERHEAD_TOKENS, maxTokens, maxCoefficient, this.deps.billing.params())
       try {
-        await this.deps.billing.reserve(requestId, client, worst)
+        held.reservation = await this.deps.billing.reserve({ client, requestId, worstTokens: worst, deadlineMs: deadline })
       } catch (err) {
+        this.admission.release(conn)
         this.finish('rejected')
         log.info('request refused at admission', { reason: (err as Error).message })
         return respondError(cs, err)
@@ -322,12 +400,13 @@ export class Proxy implements OpsSource {
         this.counts.retries++
         this.m.retries.inc()
       }
-      const result = await this.forward(cs, conn, path, body, { requestId, client, maxTokens }, remaining, log, () => clientGone)
+      const result = await this.forward(cs, conn, path, body, { requestId, client, maxTokens, reservation: held.reservation }, remaining, log, () => clientGone)
       if (result.kind === 'done') {
         this.finish(result.outcome)
         return
       }
-      this.deps.billing.release(requestId)
+      this.deps.billing.release(held.reservation)
+      held.reservation = undefined
       lastError = result.error
       if (result.kind === 'timeout') break
       if (clientGone) {
@@ -367,15 +446,17 @@ export class Proxy implements OpsSource {
     conn: WorkerConn,
     path: string,
     body: Buffer,
-    ctx: { requestId: string; client: string; maxTokens: number },
+    ctx: { requestId: string; client: string; maxTokens: number; reservation?: Reservation },
     remainingMs: number,
     log: Logger,
     clientGone: () => boolean,
   ): Promise<{ kind: 'done'; outcome: Outcome } | { kind: 'retry' | 'timeout'; error: Error }> {
     return new Promise((resolve) => {
-      if (clientGone()) return resolve({ kind: 'retry', error: new Error('client went away') })
+      if (clientGone()) {
+        this.admission.release(conn)
+        return resolve({ kind: 'retry', error: new Error('client went away') })
+      }
       const t0 = Date.now()
-      conn.active++
       let ws: http2.ClientHttp2Stream
       try {
         ws = conn.session.request({
@@ -388,7 +469,7 @@ export class Proxy implements OpsSource {
           [HEADERS.timeoutMs]: String(Math.floor(remainingMs * HOP_TIMEOUT_FACTOR)),
         })
       } catch (err) {
-        conn.active--
+        this.admission.release(conn)
         recordOutcome(conn, false)
         return resolve({ kind: 'retry', error: err as Error })
       }
@@ -407,7 +488,7 @@ export class Proxy implements OpsSource {
         clearTimeout(timer)
         clearTimeout(graceTimer)
         cs.off('close', onClientClose)
-        conn.active--
+        this.admission.release(conn)
         resolve(r)
       }
       const clientOpen = () => !cs.closed && !cs.destroyed
@@ -481,7 +562,7 @@ export class Proxy implements OpsSource {
           return settle({ kind: 'retry', error: new Error('worker closed the stream without answering') })
         }
         if (!usage) {
-          this.deps.billing.release(ctx.requestId)
+          this.deps.billing.release(ctx.reservation)
           if (status === 200) {
             // A finished answer always carries signed usage; without it the worker died or lied.
             recordOutcome(conn, false)
@@ -497,7 +578,7 @@ export class Proxy implements OpsSource {
         const u = usage
         this.meter(conn, u)
         this.deps.billing
-          .settle({ requestId: ctx.requestId, client: ctx.client, worker: conn.account, coefficient: conn.info.coefficient, usage: u })
+          .settle({ reservation: ctx.reservation, requestId: ctx.requestId, client: ctx.client, worker: conn.account, coefficient: conn.info.coefficient, usage: u })
           .then(
             ({ cost }) => {
               const costInfo = { nano: cost.clientNano, adjustedTokens: cost.adjustedTokens, coefficient: conn.info.coefficient, pricePerTokenNano: this.deps.billing.params().pricePerTokenNano }
@@ -527,7 +608,7 @@ export class Proxy implements OpsSource {
       }
       ws.once('close', () => {
         if (settled || ws.readableEnded) return
-        this.deps.billing.release(ctx.requestId)
+        this.deps.billing.release(ctx.reservation)
         recordOutcome(conn, false)
         if (!relaying) return settle({ kind: 'retry', error: new Error(`worker stream closed before answering (code ${ws.rstCode})`) })
         if (stopped) return settle({ kind: 'done', outcome: stopped })
@@ -535,8 +616,13 @@ export class Proxy implements OpsSource {
         endWithError(new UpstreamError(`worker ${conn.id} failed mid-answer (stream reset ${ws.rstCode})`))
         settle({ kind: 'done', outcome: 'failed' })
       })
-      ws.end(body)
+      sendBody(ws, body)
     })
+  }
+
+  private noteRefusal(role: 'worker' | 'client', reason: string, peer: string): void {
+    this.refusals.push({ at: Date.now(), role, reason: reason.slice(0, 300), peer: String(peer).slice(0, 80) })
+    if (this.refusals.length > MAX_REFUSALS_SHOWN) this.refusals.shift()
   }
 
   /** Drops connected workers the current policy no longer allows (e.g. their image was revoked on the root). */
@@ -607,8 +693,9 @@ export class Proxy implements OpsSource {
       tokens: { ...this.tokens },
       money: this.moneyStats(),
       chain: this.deps.chainStats?.() ?? null,
-      clients: { connected: this.clientSessions.size, refused: this.refused.clients },
+      clients: { connected: this.clientSessions.size, refused: this.refused.clients, rateLimited: this.rateLimited, limitedNow: this.errorBudget.limitedClients() },
       refusals: [...this.refusals].reverse(),
+      queue: this.admission.stats(),
       workers: {
         connected: this.workers.size,
         refused: this.refused.workers,
@@ -666,9 +753,9 @@ function intHeader(v: string | string[] | undefined, dflt: number, field: string
   return n
 }
 
-function respond(stream: http2.ServerHttp2Stream, status: number, body: unknown): void {
+function respond(stream: http2.ServerHttp2Stream, status: number, body: unknown, extra: http2.OutgoingHttpHeaders = {}): void {
   if (stream.destroyed || stream.closed || stream.headersSent) return
-  stream.respond({ ':status': status, 'content-type': 'application/json' })
+  stream.respond({ ':status': status, 'content-type': 'application/json', ...extra })
   stream.end(JSON.stringify(body))
 }
 
@@ -692,5 +779,6 @@ function withCost(body: Buffer, u: UsageRecord, cost: UsageCost): Buffer {
 
 function respondError(stream: http2.ServerHttp2Stream, err: unknown): void {
   const r = errorResponse(err)
-  respond(stream, r.status, r.body)
+  const retryAfter = (err as { retryAfterSec?: number }).retryAfterSec
+  respond(stream, r.status, r.body, retryAfter ? { 'retry-after': String(retryAfter) } : {})
 }

@@ -1,20 +1,19 @@
 // The worker node: dials its proxies over attested TLS, serves HTTP/2 to them on those sockets, and runs the model.
 import http2 from 'node:http2'
 import { Counter, Gauge } from 'prom-client'
-import type { InferenceBackend, InferenceKind, Usage } from '../inference/types.ts'
-import type { VerifiedPeer } from '../tee/types.ts'
-import type { IdentitySource } from '../tee/renew.ts'
-import type { Logger } from '../node/log.ts'
-import { identityStats } from '../node/stats.ts'
-import { createRegistry, type OpsSource } from '../node/ops.ts'
+import type { InferenceBackend, InferenceKind, Usage } from '../inference/index.ts'
+import { type VerifiedPeer, type IdentitySource, identityStats } from '../tee/index.ts'
+import type { Logger } from '../core/log.ts'
+import { createRegistry, type OpsSource } from '../core/ops.ts'
 import type { PeerVerifier } from '../net/attested.ts'
 import { maintainProxyLink, revalidateLinks, type ProxyLink as BaseLink } from '../net/proxy-link.ts'
 import { errorResponse, isExpectedError, RequestTimeoutError, TooManyRequestsError } from '../net/errors.ts'
 import { readBody, parseJsonObject } from '../net/body.ts'
+import { H2_OPTIONS, tuneSession } from '../net/h2.ts'
 import { HEADERS, MAX_BODY_BYTES, PATHS, PROTOCOL_VERSION, usageSigningPayload, type UsageRecord, type WorkerInfo, type WorkerStatement } from '../net/protocol.ts'
 import type { PartyLedger } from '../payments/party-ledger.ts'
-import { signedVoucherFromBase64, verifyVoucher } from '../ton/contracts/vouchers.ts'
-import { validateRequest } from './validate.ts'
+import { signedVoucherFromBase64, verifyVoucher } from '../ton/contracts/index.ts'
+import { validateRequest } from '../net/validate.ts'
 import { AnswerAggregator, answerIds } from '../net/openai.ts'
 
 export const DEFAULT_COEFFICIENT = 1000
@@ -65,7 +64,7 @@ export function createWorker(opts: WorkerOptions, deps: WorkerDeps): Worker {
 
 export class Worker implements OpsSource {
   readonly registry = createRegistry('worker')
-  private readonly h2 = http2.createServer()
+  private readonly h2 = http2.createServer(H2_OPTIONS)
   private readonly links: ProxyLink[]
   private readonly stopping = new AbortController()
   private active = 0
@@ -123,7 +122,10 @@ export class Worker implements OpsSource {
       // The worker dialled, but the proxy is the HTTP/2 client: serve HTTP/2 on this socket.
       open: async (socket) => {
         let session!: http2.ServerHttp2Session
-        this.h2.once('session', (s: http2.ServerHttp2Session) => (session = s))
+        this.h2.once('session', (s: http2.ServerHttp2Session) => {
+          session = s
+          tuneSession(s)
+        })
         this.h2.emit('connection', socket)
         return session
       },
@@ -200,7 +202,7 @@ export class Worker implements OpsSource {
       // The proxy reserved funds for at most this many completion tokens.
       const reserved = Number(headers[HEADERS.maxTokens])
       const maxTokensCap = Number.isSafeInteger(reserved) && reserved > 0 ? Math.min(reserved, this.o.maxTokensCap) : this.o.maxTokensCap
-      const req = validateRequest(kind, body, requestId, { modelId: this.deps.backend.model.id, maxTokensCap })
+      const req = validateRequest(kind, body, requestId, { modelId: this.deps.backend.model.id, maxTokensCap, features: this.deps.backend.features })
       const ids = answerIds(kind, requestId)
       let answerId: string | undefined
       const streaming = body.stream === true

@@ -1,7 +1,7 @@
 /// <reference lib="dom" />
 // The client node's pages: the network, my money and top-ups, the playground, recent requests, API keys.
 import { live, stateBadge, adminToken, badge, card, chart, copy, getJson, h, int, meter, ms, postAdmin, progress, short, stat, table, time, toast, ton, tokens } from './util.ts'
-import type { Page } from './main.ts'
+import type { Page } from './util.ts'
 
 async function networkCard(): Promise<Node[]> {
   const [net, models] = await Promise.all([getJson('/api/network'), getJson('/v1/models').catch(() => ({ data: [] }))])

@@ -1,12 +1,10 @@
 /// <reference lib="dom" />
 // The dashboard's entry: finds which role this node has, then shows that role's pages (hash routes, no server routing).
-import { adminToken, adoptTokenFromUrl, getJson, h, setAdminToken, toast } from './util.ts'
+import { adminToken, adoptTokenFromUrl, getJson, h, setAdminToken, toast, type Page } from './util.ts'
 import { keys, overview, playground, requests } from './client.ts'
 import { workerHome } from './worker.ts'
 import { proxyHome } from './proxy.ts'
 
-/** A page renders into `main`; `signal` aborts when the user leaves it (timers stop). */
-export type Page = (main: HTMLElement, signal: AbortSignal) => Promise<void>
 
 const ROUTES: Record<string, Array<{ path: string; title: string; page: Page }>> = {
   client: [

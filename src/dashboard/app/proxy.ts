@@ -1,7 +1,7 @@
 /// <reference lib="dom" />
 // The proxy's pages: connected workers and clients, reservations and margin, commits on chain, refused peers, the ledger's health.
 import { badge, card, chart, getJson, h, int, ms, pct, postAdmin, progress, short, stat, table, time, ton, tokens, live } from './util.ts'
-import type { Page } from './main.ts'
+import type { Page } from './util.ts'
 
 async function overviewBox(): Promise<Node[]> {
   const [s, hist] = await Promise.all([getJson('/jsonstats'), getJson('/api/history')])

@@ -1,6 +1,9 @@
 /// <reference lib="dom" />
 // Small browser helpers: DOM building without innerHTML, number formats with units, the node's JSON, the admin token, a chart.
 
+/** A page renders into `main`; `signal` aborts when the user leaves it (timers stop). */
+export type Page = (main: HTMLElement, signal: AbortSignal) => Promise<void>
+
 type Child = Node | string | number | null | undefined | false
 type Attrs = Record<string, string | number | boolean | EventListener | undefined | null>
 

@@ -1,7 +1,7 @@
 /// <reference lib="dom" />
 // The worker's pages: what it earned and why, what it served, its payouts, and what it presents (model, attestation, certificate).
 import { badge, card, chart, getJson, h, int, live, pct, postAdmin, progress, short, stat, stateBadge, table, time, ton, tokens } from './util.ts'
-import type { Page } from './main.ts'
+import type { Page } from './util.ts'
 
 async function earnings(): Promise<Node[]> {
   const [s, hist] = await Promise.all([getJson('/jsonstats'), getJson('/api/history')])
