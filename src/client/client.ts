@@ -16,6 +16,18 @@ import { UsageTap, type AnswerUsage } from './usage-tap.ts'
 import type { RequestRecord } from './apps.ts'
 
 export const MODELS_TIMEOUT_MS = 10_000
+/** How long /healthz waits for a proxy's model list. */
+export const READINESS_TIMEOUT_MS = 2_000
+
+export type Readiness = {
+  ok: boolean
+  reason?: 'no proxy' | 'no worker' | 'not funded'
+  /** The reason in a sentence, for people. */
+  detail?: string
+  connectedProxies: number
+  /** Model ids the connected proxies list. */
+  models: string[]
+}
 
 export interface ClientOptions {
   /** Where the OpenAI API listens. Default 127.0.0.1:10000. */
@@ -38,6 +50,8 @@ export interface ClientDeps {
   ledger?: PartyLedger
   /** Extra money figures per proxy for /jsonstats (balance, stake, reserved…), from the chain side. */
   funds?: (proxyId: string) => Record<string, unknown> | undefined
+  /** On chain: whether this client's contract with the proxy holds funds (a proxy settling off-chain needs none). */
+  funded?: (proxyId: string) => boolean
   /** Runs once per new proxy session before it is used (e.g. make sure the client contract is funded). */
   onProxy?: (peer: VerifiedPeer, proxyId: string) => Promise<void>
   /** Routes served beside the OpenAI API (the dashboard, its /api and /admin endpoints); returns whether it handled the request. */
@@ -149,7 +163,15 @@ export class Client implements OpsSource {
 
   private async listModels(res: http.ServerResponse): Promise<void> {
     let lastErr: Error | undefined
-    for (const link of this.readyLinks()) {
+    const links = this.readyLinks()
+    // No proxy yet means no worker yet: an empty list, not an error, so apps polling for a model simply wait.
+    if (links.length === 0) {
+      const text = JSON.stringify({ object: 'list', data: [] })
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
+      res.end(text)
+      return
+    }
+    for (const link of links) {
       try {
         const { status, body } = await requestJson(link.session!, { ':method': 'GET', ':path': PATHS.models }, undefined, MODELS_TIMEOUT_MS)
         if (status !== 200) throw new Error(`the proxy answered ${status}`)
@@ -432,6 +454,30 @@ export class Client implements OpsSource {
   health(): { ok: boolean; connectedProxies: number } {
     const connectedProxies = this.readyLinks().length
     return { ok: connectedProxies > 0, connectedProxies }
+  }
+
+  /**
+   * What /healthz answers: ready only when a request could be served now, that is a proxy is
+   * connected, it lists at least one model (a worker is behind it) and, on chain, this client's
+   * contract with that proxy is funded. Otherwise `reason` is 'no proxy', 'no worker' or 'not funded'.
+   */
+  async readiness(): Promise<Readiness> {
+    const links = this.readyLinks()
+    if (links.length === 0) return { ok: false, reason: 'no proxy', detail: 'no attested proxy is connected yet', connectedProxies: 0, models: [] }
+    const models = new Set<string>()
+    for (const link of links) {
+      try {
+        const { status, body } = await requestJson(link.session!, { ':method': 'GET', ':path': PATHS.models }, undefined, READINESS_TIMEOUT_MS)
+        if (status === 200) for (const m of (JSON.parse(body.toString()) as { data?: Array<{ id?: unknown }> }).data ?? []) if (typeof m.id === 'string') models.add(m.id)
+      } catch {}
+    }
+    const base = { connectedProxies: links.length, models: [...models].sort() }
+    if (models.size === 0) return { ok: false, reason: 'no worker', detail: 'the connected proxies list no model: no worker is connected to them yet', ...base }
+    const funded = this.deps.funded
+    if (funded && !links.some((l) => !l.peer?.claims.paymentKey || funded(l.proxyId!))) {
+      return { ok: false, reason: 'not funded', detail: "this client's contract with the connected proxies holds no funds yet", ...base }
+    }
+    return { ok: true, ...base }
   }
 }
 

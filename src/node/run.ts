@@ -11,7 +11,7 @@ import { ProxySettlement } from '../payments/proxy-settlement.ts'
 import { ClientAccount } from '../payments/client-account.ts'
 import { WorkerPayouts } from '../payments/worker-payouts.ts'
 import { walletOfKey, type ProxyChannel } from '../payments/channels.ts'
-import { createChain, chainOptionsFromEnv, type Chain, NodeWallet, loadOrCreateWalletKey, RootWatcher } from '../ton/chain-client/index.ts'
+import { createChain, chainOptionsFromEnv, type Chain, ChainError, NodeWallet, loadOrCreateWalletKey, RootWatcher } from '../ton/chain-client/index.ts'
 import { contractCodes } from '../ton/contracts/index.ts'
 import { identityKeysFromSeed, type EvidenceKind, type EvidenceProvider, type EvidenceVerifier, type Policy, RenewingIdentity, SimulatedEvidenceProvider, SimulatedEvidenceVerifier, simulatedImageHash, assertProductionPolicy, parsePolicy } from '../tee/index.ts'
 import { LiveTrust, policyFromRoot, refusalUnder } from './trust.ts'
@@ -78,7 +78,9 @@ async function openChain(c: ChainConfig, log: Logger): Promise<ChainContext> {
   const chain = createChain({ ...opts, log })
   const root = Address.parse(c.root)
   const watcher = new RootWatcher({ chain, root, log }, { refreshMs: c.policyRefreshSec * 1000 })
-  await watcher.start()
+  await watcher.start().catch((err: Error) => {
+    throw new ChainError(`cannot read the root contract ${root.toString()} from the chain at ${chain.endpoint}: ${err.message}; is the chain running, and are chain.endpoint and chain.root right?`)
+  })
   const key = loadOrCreateWalletKey(c.walletKeyFile)
   const wallet = new NodeWallet(chain, key, { log })
   log.info('on chain', { endpoint: chain.endpoint, root: root.toString(), wallet: wallet.address.toString(), rootVersion: watcher.state?.version })
@@ -90,7 +92,17 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
   const base = parsePolicy(cfg.policy, 'policy')
   // A production node, and any node in a real TEE, must never trust forgeable simulated peers.
   if (cfg.production || cfg.tee.kind === 'tdx') assertProductionPolicy(base, 'policy')
-  const cc = cfg.chain ? await openChain(cfg.chain, log) : undefined
+  // A worker loads its model while it reads the chain: start-up takes the longer of the two, not their sum.
+  const backendLoading =
+    cfg.role === 'worker' ? createBackend(cfg.backend.kind === 'openai' ? { ...cfg.backend, apiKey: readSecret(cfg.backend.apiKeyFile, 'COCOON_BACKEND_API_KEY') } : cfg.backend, { log }) : undefined
+  backendLoading?.catch(() => {})
+  let cc: ChainContext | undefined
+  try {
+    cc = cfg.chain ? await openChain(cfg.chain, log) : undefined
+  } catch (err) {
+    await backendLoading?.then((b) => b.close()).catch(() => {})
+    throw err
+  }
   // Compile the contracts now (about a second of CPU), not in the middle of serving the first payment.
   if (cc) await contractCodes()
   // With a chain, the allow-lists come from the root and follow it; the config gives the rest.
@@ -135,6 +147,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
           }
         : undefined,
       funds: account ? (proxyId) => account.stats(proxyId) : undefined,
+      funded: account ? (proxyId) => account.isFunded(proxyId) : undefined,
     })
     consoleRoutes = clientConsole({
       client,
@@ -178,7 +191,11 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       )
     }
     const billing = new ProxyBilling({ ledger, params: () => settlement?.priceParams() ?? OFFCHAIN_PRICE_PARAMS, funds: settlement, log })
-    if (settlement) {
+    if (ledger.integrity) {
+      // Counters that do not match their own hash-chained events can be neither billed on nor committed.
+      log.error('refusing to serve', { reason: ledger.integrity.message })
+      billing.refuseService(ledger.integrity.message)
+    } else if (settlement) {
       // Refuse to serve, without crashing, when the chain shows this ledger is stale or the contract cannot be staked.
       try {
         await settlement.checkRollback()
@@ -260,8 +277,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     }
   }
 
-  const b = cfg.backend
-  const backend: InferenceBackend = await createBackend({ ...b, apiKey: readSecret(b.apiKeyFile, 'COCOON_BACKEND_API_KEY') }, { log })
+  const backend: InferenceBackend = await backendLoading!
   let identity: RenewingIdentity
   try {
     identity = await RenewingIdentity.start({ role: 'worker', provider, configHash: hash, modelId: backend.model.id, modelHash: backend.model.hash || undefined }, { onError })
@@ -273,7 +289,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
   const payouts = cc ? new WorkerPayouts({ chain: cc.chain, wallet: cc.wallet, root: cc.root, rootState: () => cc.watcher.state, ledger, log }, cfg.chain!.payoutThresholdNano) : undefined
   const worker = createWorker(
     { ...cfg, payoutAddress: cc?.wallet.address.toRawString() },
-    { backend, identity, verify, log, ledger, onVoucher: payouts ? (proxyId) => payouts.onVoucher(proxyId) : undefined },
+    { backend, identity, verify, log, ledger, onVoucher: payouts ? (proxyId) => payouts.onVoucher(proxyId) : undefined, payoutContract: payouts ? (proxyId) => payouts.contractAddress(proxyId) : undefined },
   )
   trust.onUpdate((p) => worker.revalidate((peer) => refusalUnder(p, peer)))
   const admin = adminToken(cfg.dataDir, log)
