@@ -11,7 +11,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { DEVNET_PORTS, devnetPortOffsetProblem, type DevnetState } from '../node/devnet.ts'
 import { portIsFree } from '../core/ports.ts'
-import type { BackendConfig } from '../node/config.ts'
+import type { LlamaBackendConfig } from '../inference/index.ts'
 import { sleep } from '../core/time.ts'
 import { BENCH_UPSTREAM_MODEL, BENCH_UPSTREAM_MODEL_HASH, BENCH_WORKER_MAX_ACTIVE_REQUESTS, NETWORK_READY_TIMEOUT_MS } from './constants.ts'
 import { spawnCocoon, type CocoonProcess } from './procs.ts'
@@ -22,7 +22,7 @@ export interface BenchNetwork {
   /** Model served by the openai-backed worker (the fake backend behind it). */
   upstreamModel: string
   /** The devnet's own llama worker: its model id and backend settings, to run the same backend in-process. */
-  llama: { modelId: string; backend: BackendConfig }
+  llama: { modelId: string; backend: LlamaBackendConfig }
   /** Node processes, for memory figures. `worker` is the openai-backed worker that serves the load. */
   pids: { client: number | null; proxy: number | null; worker: number }
   /** Whether the devnet ran a chain (and so could settle payments) alongside the nodes. */
@@ -116,7 +116,7 @@ export async function startBenchNetwork(o: BenchNetworkOptions): Promise<BenchNe
       }
       await sleep(100)
     }
-    const backend = worker0.backend as BackendConfig
+    const backend = worker0.backend as LlamaBackendConfig
     return {
       clientUrl: clientRoot,
       upstreamModel: BENCH_UPSTREAM_MODEL,

@@ -1,6 +1,6 @@
 // Named defaults of the chain client (how every node reaches a TON chain), units in the names.
 
-export const ONE_TON_NANO = 1_000_000_000n
+import { ONE_TON_NANO } from '../contracts/units.ts'
 
 /** toncenter API v2 JSON-RPC endpoints of the public networks. */
 export const TONCENTER_MAINNET_ENDPOINT = 'https://toncenter.com/api/v2/jsonRPC'
