@@ -13,7 +13,7 @@ import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS,
 import { openaiUsage, usageChunk, type UsageCost } from '../net/openai.ts'
 import { DuplicateRequestError, ProxyNotServingError, type ProxyBilling, type Reservation } from '../payments/billing.ts'
 import { worstCaseAdjustedTokens } from '../payments/pricing.ts'
-import { ed25519PublicKey, verifyUsage } from '../net/usage.ts'
+import { checkUsage, ed25519PublicKey } from '../net/usage.ts'
 import { ErrorBudget } from './error-budget.ts'
 import { DEFAULT_REQUEST_MS, recordOutcome, type WorkerConn } from './routing.ts'
 import { AdmissionQueue, DEFAULT_QUEUE_DEPTH, DEFAULT_QUEUE_MAX_WAIT_MS } from './admission.ts'
@@ -23,6 +23,8 @@ export const WORKER_INFO_TIMEOUT_MS = 5_000
 export const PING_INTERVAL_MS = 15_000
 /** How often workers are told what they earned. */
 export const STATEMENT_INTERVAL_MS = 2_000
+/** Refused peers kept with their reasons for /jsonstats. */
+export const MAX_REFUSALS_SHOWN = 50
 
 export interface ProxyOptions {
   workerListen: { host: string; port: number }
@@ -73,9 +75,13 @@ export class Proxy implements OpsSource {
   /** Worker slots: claimed with the choice of worker, waited for in a bounded queue fair across clients. */
   private readonly admission: AdmissionQueue
   private refused = { workers: 0, clients: 0 }
+  /** The latest refused peers with their reasons, newest last, for /jsonstats (and the dashboard). */
+  private readonly refusals: Array<{ at: number; role: 'worker' | 'client'; reason: string; peer: string }> = []
   /** Error answers per client: a client that keeps sending bad requests is slowed down before anything is read or logged. */
   private readonly errorBudget = new ErrorBudget()
   private rateLimited = 0
+  /** Worker keys caught misbehaving (e.g. answering as a model they did not attest), with the reason. */
+  private readonly banned = new Map<string, string>()
   private readonly counts: Record<Outcome, number> & { requests: number; retries: number } = { requests: 0, succeeded: 0, failed: 0, cancelled: 0, timeout: 0, rejected: 0, retries: 0 }
   private readonly tokens = { prompt: 0, cached: 0, completion: 0, reasoning: 0 }
   private readonly m = {
@@ -125,9 +131,10 @@ export class Proxy implements OpsSource {
       expectedRole: 'worker',
       log,
       onPeer: (a) => void this.addWorker(a),
-      onRefused: () => {
+      onRefused: (reason, remote) => {
         this.refused.workers++
         this.m.refused.inc({ role: 'worker' })
+        this.noteRefusal('worker', reason, remote)
       },
     })
     const cs = await listenAttested({
@@ -143,9 +150,10 @@ export class Proxy implements OpsSource {
         this.clientH2.once('session', (s) => this.clientAccounts.set(s, account))
         this.clientH2.emit('connection', socket)
       },
-      onRefused: () => {
+      onRefused: (reason, remote) => {
         this.refused.clients++
         this.m.refused.inc({ role: 'client' })
+        this.noteRefusal('client', reason, remote)
       },
     })
     this.servers = [ws, cs]
@@ -168,6 +176,14 @@ export class Proxy implements OpsSource {
   private async addWorker({ socket, peer }: AttestedSocket): Promise<void> {
     const remote = `${socket.remoteAddress}:${socket.remotePort}`
     const log = this.deps.log.child({ worker: remote })
+    const banned = this.banned.get(Buffer.from(peer.publicKey).toString('hex'))
+    if (banned) {
+      log.warn('refusing a worker caught misbehaving before', { reason: banned })
+      this.refused.workers++
+      this.m.refused.inc({ role: 'worker' })
+      socket.destroy()
+      return
+    }
     // The worker dialled us, but we are the HTTP/2 client on its socket.
     const session = http2.connect('https://worker.cocoon', { ...H2_OPTIONS, createConnection: () => socket })
     tuneSession(session)
@@ -542,10 +558,21 @@ export class Proxy implements OpsSource {
         })
       })
       let usageChecked: Promise<UsageRecord | undefined> = Promise.resolve(undefined)
+      /** Set when the worker signed something it could not honestly sign: it is dropped once the answer ends. */
+      let lied: string | undefined
       ws.once('trailers', (t) => {
-        usageChecked = verifyUsage(t[HEADERS.usage], t[HEADERS.usageSig], conn.key, ctx.requestId).then((u) => {
-          if (!u && t[HEADERS.usage] !== undefined) log.warn('worker usage trailer badly signed; ignored', { worker: conn.id })
-          return u
+        usageChecked = checkUsage(t[HEADERS.usage], t[HEADERS.usageSig], conn.key, ctx.requestId).then((c) => {
+          if (c.ok && c.usage.answer?.model !== conn.peer.claims.modelId) {
+            // It answered as a model it did not attest: nothing it says can be trusted; bill nothing, drop it.
+            const reason = `worker answered as model '${String(c.usage.answer?.model)}' but attested '${conn.peer.claims.modelId}'`
+            log.warn('refused the usage a worker signed', { worker: conn.id, reason })
+            lied = reason
+            return undefined
+          }
+          if (c.ok) return c.usage
+          // Refused usage bills nothing; the answer is withheld as failed (below) and the worker marked down.
+          if (t[HEADERS.usage] !== undefined) log.warn('refused the usage a worker signed', { worker: conn.id, reason: c.reason })
+          return undefined
         })
       })
       ws.once('end', () => void usageChecked.then((u) => onEnd(u)))
@@ -562,6 +589,7 @@ export class Proxy implements OpsSource {
             recordOutcome(conn, false)
             log.warn('worker answer ended without signed usage', { worker: conn.id })
             endWithError(new UpstreamError(`worker ${conn.id} ended the answer without signed usage`))
+            if (lied) this.dropWorker(conn, lied, true)
             return settle({ kind: 'done', outcome: 'failed' })
           }
           // An error answer (e.g. a 400 from validation): pass it through.
@@ -614,21 +642,35 @@ export class Proxy implements OpsSource {
     })
   }
 
+  private noteRefusal(role: 'worker' | 'client', reason: string, peer: string): void {
+    this.refusals.push({ at: Date.now(), role, reason: reason.slice(0, 300), peer: String(peer).slice(0, 80) })
+    if (this.refusals.length > MAX_REFUSALS_SHOWN) this.refusals.shift()
+  }
+
   /** Drops connected workers the current policy no longer allows (e.g. their image was revoked on the root). */
   revalidate(refusal: (peer: VerifiedPeer) => string | undefined): number {
     let dropped = 0
     for (const conn of this.workers.values()) {
       const reason = refusal(conn.peer)
       if (!reason) continue
-      this.deps.log.warn('worker no longer trusted; disconnecting', { worker: conn.id, reason })
-      this.refused.workers++
-      this.m.refused.inc({ role: 'worker' })
-      this.workers.delete(conn.id)
-      conn.session.destroy()
+      this.dropWorker(conn, reason)
       dropped++
     }
-    this.m.workers.set(this.workers.size)
     return dropped
+  }
+
+  /** Disconnects a worker that can no longer be trusted, and counts it as refused. */
+  private dropWorker(conn: WorkerConn, reason: string, ban = false): void {
+    // A worker caught lying stays away for the life of this proxy, whatever its evidence says when it redials.
+    if (ban) this.banned.set(Buffer.from(conn.peer.publicKey).toString('hex'), reason)
+    if (!this.workers.has(conn.id)) return
+    this.deps.log.warn('worker no longer trusted; disconnecting', { worker: conn.id, reason })
+    this.refused.workers++
+    this.m.refused.inc({ role: 'worker' })
+    this.noteRefusal('worker', reason, conn.remote)
+    this.workers.delete(conn.id)
+    this.m.workers.set(this.workers.size)
+    conn.session.destroy()
   }
 
   /** Tells each connected worker its cumulative earnings (and hands over the newest payout voucher). */
@@ -682,6 +724,7 @@ export class Proxy implements OpsSource {
       money: this.moneyStats(),
       chain: this.deps.chainStats?.() ?? null,
       clients: { connected: this.clientSessions.size, refused: this.refused.clients, rateLimited: this.rateLimited, limitedNow: this.errorBudget.limitedClients() },
+      refusals: [...this.refusals].reverse(),
       queue: this.admission.stats(),
       workers: {
         connected: this.workers.size,
@@ -727,9 +770,11 @@ export class Proxy implements OpsSource {
     }
   }
 
+  /** Ready when both listeners are up, billing serves and at least one worker is connected; otherwise `reason` says which is missing. */
   health(): { ok: boolean; workers: number; serving: boolean; reason?: string } {
     const s = this.deps.billing.serving
-    return { ok: this.servers.length === 2 && s.ok, workers: this.workers.size, serving: s.ok, ...(s.reason ? { reason: s.reason } : {}) }
+    const reason = this.servers.length !== 2 ? 'not listening' : !s.ok ? s.reason : this.workers.size === 0 ? 'no worker' : undefined
+    return { ok: !reason, workers: this.workers.size, serving: s.ok, ...(reason ? { reason } : {}) }
   }
 }
 

@@ -12,7 +12,7 @@ import { readBody, parseJsonObject } from '../net/body.ts'
 import { H2_OPTIONS, tuneSession } from '../net/h2.ts'
 import { HEADERS, MAX_BODY_BYTES, PATHS, PROTOCOL_VERSION, usageSigningPayload, type UsageRecord, type WorkerInfo, type WorkerStatement } from '../net/protocol.ts'
 import type { PartyLedger } from '../payments/party-ledger.ts'
-import { signedVoucherFromBase64, verifyVoucher } from '../ton/contracts/index.ts'
+import { checkVoucher, InvalidVoucherError } from '../ton/contracts/index.ts'
 import { validateRequest } from '../net/validate.ts'
 import { AnswerAggregator, answerIds } from '../net/openai.ts'
 
@@ -42,6 +42,11 @@ export interface WorkerDeps {
   ledger?: PartyLedger
   /** Called with each newer payout voucher (e.g. to claim it on chain past a threshold). */
   onVoucher?: (proxyId: string, voucher: string, tokens: bigint) => void
+  /**
+   * This worker's own worker contract with a proxy (raw address), when it is paid on chain. A payout
+   * voucher for any other contract is refused on receipt, so it can never shadow a good one.
+   */
+  payoutContract?: (proxyId: string) => Promise<string>
 }
 
 interface ProxyLink extends BaseLink<http2.ServerHttp2Session> {
@@ -143,10 +148,12 @@ export class Worker implements OpsSource {
     }
     if (method === 'POST' && path === PATHS.statement) {
       const link = this.links.find((l) => l.session === stream.session)
-      readBody(stream, 64 * 1024).then(
-        (b) => respondJson(stream, 200, this.onStatement(link, b.toString())),
-        () => respondJson(stream, 400, { ok: false }),
-      )
+      readBody(stream, 64 * 1024)
+        .then((b) => this.onStatement(link, b.toString()))
+        .then(
+          (r) => respondJson(stream, 200, r),
+          () => respondJson(stream, 400, { ok: false }),
+        )
       return
     }
     if (method === 'POST' && path === PATHS.cancel) {
@@ -285,7 +292,7 @@ export class Worker implements OpsSource {
   }
 
   /** A proxy's statement of earnings: it must never go backwards. */
-  private onStatement(link: ProxyLink | undefined, text: string): { ok: boolean; error?: string } {
+  private async onStatement(link: ProxyLink | undefined, text: string): Promise<{ ok: boolean; error?: string }> {
     if (!link?.proxyId) return { ok: false, error: 'unknown session' }
     let st: WorkerStatement
     try {
@@ -312,14 +319,18 @@ export class Worker implements OpsSource {
       // its target (this worker's contract) is checked again before it is submitted.
       let tokens: bigint
       try {
-        const v = signedVoucherFromBase64(st.voucher)
-        if (v.kind !== 'workerPayout') throw new Error(`a ${v.kind} voucher is not a payout`)
-        if (!verifyVoucher(v, Buffer.from(link.proxyId, 'hex'))) throw new Error('not signed by this proxy')
-        if (v.tokens > BigInt(st.tokens)) throw new Error('it pays more than the statement says was earned')
+        const v = checkVoucher(st.voucher, { kind: 'workerPayout', signer: link.proxyId, maxTokens: BigInt(st.tokens) })
+        if (this.deps.payoutContract) {
+          const mine = await this.deps.payoutContract(link.proxyId).catch((err: Error) => {
+            throw new Error(`cannot check its target now (${err.message}); it will be checked when resent`)
+          })
+          if (v.target.toRawString() !== mine) throw new Error(`it is for another contract (${v.target.toRawString()}), not this worker's (${mine})`)
+        }
         tokens = v.tokens
       } catch (err) {
-        log.warn('refused a voucher from the proxy', { reason: (err as Error).message })
-        return { ok: false, error: `voucher refused: ${(err as Error).message}` }
+        const reason = err instanceof InvalidVoucherError ? err.reason : (err as Error).message
+        log.warn('refused a voucher from the proxy', { reason })
+        return { ok: false, error: `voucher refused: ${reason}` }
       }
       if (this.deps.ledger.recordVoucher(link.proxyId, tokens, st.voucher)) this.deps.onVoucher?.(link.proxyId, st.voucher, tokens)
     }
@@ -379,9 +390,9 @@ export class Worker implements OpsSource {
     }
   }
 
-  health(): { ok: boolean; connectedProxies: number } {
+  health(): { ok: boolean; connectedProxies: number; reason?: string } {
     const connectedProxies = this.links.filter((l) => l.state === 'connected').length
-    return { ok: connectedProxies > 0, connectedProxies }
+    return { ok: connectedProxies > 0, connectedProxies, ...(connectedProxies === 0 ? { reason: 'no proxy' } : {}) }
   }
 }
 

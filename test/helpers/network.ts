@@ -13,7 +13,7 @@ import { createPeerVerifier } from '../../src/tee/verify.ts'
 import type { Policy } from '../../src/tee/types.ts'
 import { createProxy, type Proxy, type ProxyOptions } from '../../src/proxy/proxy.ts'
 import { createWorker, type Worker, type WorkerOptions } from '../../src/worker/worker.ts'
-import { createClient, type Client, type ClientOptions } from '../../src/client/client.ts'
+import { createClient, type Client, type ClientDeps, type ClientOptions } from '../../src/client/client.ts'
 import type { InferenceBackend } from '../../src/inference/types.ts'
 import { silentLogger, createLogger, type Logger } from '../../src/core/log.ts'
 import type { Identity } from '../../src/tee/types.ts'
@@ -63,11 +63,11 @@ export async function startWorker(backend: InferenceBackend, proxyPorts: number[
   return worker
 }
 
-export async function startClient(proxyPorts: number[], opts: { policy?: Policy; options?: Partial<ClientOptions>; ledger?: PartyLedger; identity?: Identity; log?: Logger } = {}): Promise<{ client: Client; url: string }> {
+export async function startClient(proxyPorts: number[], opts: { policy?: Policy; options?: Partial<ClientOptions>; ledger?: PartyLedger; identity?: Identity; log?: Logger; funded?: ClientDeps['funded']; deps?: Partial<ClientDeps> } = {}): Promise<{ client: Client; url: string }> {
   const identity = opts.identity ?? (await createIdentity({ role: 'client', configHash: '00'.repeat(32) }))
   const client = createClient(
     { listen: { host: '127.0.0.1', port: 0 }, proxies: proxyPorts.map((port) => ({ host: '127.0.0.1', port })), ...opts.options },
-    { identity: fixedIdentity(identity), verify: verifierFor(opts.policy ?? (await policyFor())), log: opts.log ?? log.child({ role: 'client' }), ledger: opts.ledger },
+    { identity: fixedIdentity(identity), verify: verifierFor(opts.policy ?? (await policyFor())), log: opts.log ?? log.child({ role: 'client' }), ledger: opts.ledger, funded: opts.funded, ...opts.deps },
   )
   const port = await client.start()
   return { client, url: `http://127.0.0.1:${port}` }
@@ -95,4 +95,41 @@ export async function readSse(res: Response): Promise<string[]> {
 /** A client's or worker's ledger in a fresh temp dir. */
 export function partyLedger(): PartyLedger {
   return new PartyLedger(path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'cocoon-party-')), 'ledger.sqlite'))
+}
+
+/**
+ * A FAKE proxy driven by hand: a bare attested proxy identity (claiming `paymentKey`) that accepts one
+ * worker and lets the test send it statements. For testing what a worker does with what a proxy says.
+ */
+export async function handDrivenProxy(paymentKeyHex: string): Promise<{ port: number; connected: () => boolean; sendStatement(st: unknown): Promise<any>; close(): void }> {
+  const http2 = await import('node:http2')
+  const { listenAttested } = await import('../../src/net/attested.ts')
+  const identity = await createIdentity({ role: 'proxy', provider: new SimulatedEvidenceProvider(await simulatedImageHash('')), configHash: '00'.repeat(32), paymentKey: paymentKeyHex })
+  let session: import('node:http2').ClientHttp2Session | undefined
+  const server = await listenAttested({
+    host: '127.0.0.1',
+    port: 0,
+    identity: fixedIdentity(identity),
+    verify: verifierFor(await policyFor()),
+    expectedRole: 'worker',
+    log,
+    onPeer: ({ socket }) => (session = http2.connect('https://w', { createConnection: () => socket })),
+  })
+  return {
+    port: (server.address() as { port: number }).port,
+    connected: () => session !== undefined && !session.closed,
+    sendStatement: (st) =>
+      new Promise((resolve, reject) => {
+        const r = session!.request({ ':method': 'POST', ':path': '/cocoon/v1/statement' })
+        let body = ''
+        r.on('data', (c) => (body += c))
+        r.on('end', () => resolve(JSON.parse(body)))
+        r.on('error', reject)
+        r.end(JSON.stringify(st))
+      }),
+    close: () => {
+      session?.destroy()
+      server.close()
+    },
+  }
 }

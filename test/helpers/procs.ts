@@ -4,6 +4,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { devnetPortOffsetProblem } from '../../src/node/devnet.ts'
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 export const BIN = path.join(ROOT, 'bin', 'cocoon.js')
@@ -80,7 +81,11 @@ export function tmpDir(prefix: string): string {
  * port stays below 32768, where Linux starts handing out ephemeral ports for outgoing connections.
  */
 export function randomPortOffset(): number {
-  return 3_000 + Math.floor(Math.random() * 160) * 100
+  for (;;) {
+    const offset = 3_000 + Math.floor(Math.random() * 160) * 100
+    // The same check `cocoon devnet --port-offset` makes: no port on the Fetch standard's blocked list.
+    if (!devnetPortOffsetProblem(offset, 16)) return offset
+  }
 }
 
 export function isAlive(pid: number): boolean {

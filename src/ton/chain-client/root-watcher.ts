@@ -97,6 +97,11 @@ export class RootWatcher {
 
   private apply(state: RootState): void {
     const previous = this.current
+    if (previous && state.version < previous.version) {
+      // A lagging or hostile endpoint must not roll a revocation back: versions only move forward.
+      this.log.warn('ignoring an older root version than already seen', { root: this.deps.root.toString(), seen: previous.version, got: state.version })
+      return
+    }
     this.current = state
     if (previous && previous.version === state.version) return
     if (previous) this.log.info('root changed', { root: this.deps.root.toString(), from: previous.version, to: state.version })
