@@ -17,6 +17,9 @@ Usage:
   cocoon client topup|withdraw --config FILE --amount TON [--proxy KEY]
   cocoon client close --config FILE [--finish] [--proxy KEY]
                                     fund, withdraw from or close the client contract (any chain)
+  cocoon client keys create --config FILE --name NAME [--limit TON] [--period day|month] [--models A,B]
+  cocoon client keys list|revoke --config FILE [--name NAME]
+                                    API keys for the apps behind a client node (shown once, stored hashed)
   cocoon worker payout --config FILE
                                     claim the worker's payouts now
   cocoon proxy withdraw --config FILE [--amount TON]
@@ -58,6 +61,11 @@ export async function main(argv: string[]): Promise<void> {
         if (cmd === 'proxy' && ['register', 'update', 'unregister'].includes(rest[0])) {
           const { runProxyRegistry } = await import('./proxy-registry.ts')
           process.exitCode = await runProxyRegistry(rest[0], rest.slice(1))
+          return
+        }
+        if (cmd === 'client' && rest[0] === 'keys') {
+          const { runKeys } = await import('./keys.ts')
+          process.exitCode = await runKeys(rest.slice(1))
           return
         }
         if (rest[0] && !rest[0].startsWith('-')) {

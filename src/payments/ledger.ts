@@ -256,6 +256,12 @@ export class Ledger {
     this.db.prepare(`INSERT INTO commits (seqno, hash, confirmed_at) VALUES (?, ?, ?) ON CONFLICT (seqno) DO UPDATE SET confirmed_at = excluded.confirmed_at`).run(head.seqno, head.hash, confirmedAt)
   }
 
+  /** The newest commits, newest first. */
+  commits(limit = 50): Array<LedgerHead & { confirmedAt: number | null }> {
+    const rows = this.db.prepare(`SELECT seqno, hash, confirmed_at FROM commits ORDER BY seqno DESC LIMIT ?`).all(limit) as Array<{ seqno: number; hash: string; confirmed_at: number | null }>
+    return rows.map((r) => ({ seqno: r.seqno, hash: r.hash, confirmedAt: r.confirmed_at }))
+  }
+
   lastConfirmedCommit(): (LedgerHead & { confirmedAt: number }) | undefined {
     const r = this.db.prepare(`SELECT seqno, hash, confirmed_at FROM commits WHERE confirmed_at IS NOT NULL ORDER BY seqno DESC LIMIT 1`).get() as { seqno: number; hash: string; confirmed_at: number } | undefined
     return r ? { seqno: r.seqno, hash: r.hash, confirmedAt: r.confirmed_at } : undefined

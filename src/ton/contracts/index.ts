@@ -19,8 +19,8 @@ export { RootContract, signRegistration, isOffered, offeredProxies } from './roo
 export type { RootState, SendOpts, SignedRegistration } from './root.ts'
 export { ProxyContract } from './proxy.ts'
 export type { ProxyState, ProxyIdentity } from './proxy.ts'
-export { ClientContract } from './client.ts'
-export type { ClientState, ClientIdentity } from './client.ts'
+export { ClientContract, topUpBody } from './client.ts'
+export type { ClientState, ClientIdentity, TopUpMessage } from './client.ts'
 export { WorkerContract } from './worker.ts'
 export type { WorkerState } from './worker.ts'
 export {
