@@ -47,7 +47,10 @@ async function moneyCard(): Promise<Node[]> {
   const spent = sum((p) => p.chargedNano)
   const spentTokens = sum((p) => p.chargedTokens)
   let cum = 0n
-  const points = (m.spend as Array<{ t: number; costNano: string }>).map((s) => ({ t: s.t, y: Number((cum += BigInt(s.costNano))) / 1e9 }))
+  const spend = m.spend as Array<{ t: number; costNano: string }>
+  const points = spend.map((s) => ({ t: s.t + 60_000, y: Number((cum += BigInt(s.costNano))) / 1e9 }))
+  // From zero before the first minute with spending, to now.
+  if (spend.length) points.unshift({ t: spend[0].t, y: 0 }), points.push({ t: Math.max(Date.now(), points[points.length - 1].t), y: Number(cum) / 1e9 })
   return [
     h(
       'div',
