@@ -57,6 +57,10 @@ async function shoot(name: string): Promise<void> {
     await page.waitForTimeout(300)
     await page.screenshot({ path: path.join(ARTIFACTS, `${name}-${width}.png`), fullPage: true })
   }
+  // A smaller, viewport-only picture for docs/dashboard.md (copied to docs/img by hand).
+  await page.setViewportSize({ width: 1024, height: 720 })
+  await page.waitForTimeout(300)
+  await page.screenshot({ path: path.join(ARTIFACTS, `${name}-doc.png`) })
   await page.setViewportSize({ width: 1280, height: 900 })
 }
 

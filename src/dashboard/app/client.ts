@@ -1,6 +1,6 @@
 /// <reference lib="dom" />
 // The client node's pages: the network, my money and top-ups, the playground, recent requests, API keys.
-import { live, stateBadge, adminToken, badge, card, chart, copy, getJson, h, int, meter, ms, postAdmin, progress, short, stat, table, time, toast, ton, tokens } from './util.ts'
+import { refreshAll, live, stateBadge, adminToken, badge, card, chart, copy, getJson, h, int, meter, ms, postAdmin, progress, short, stat, table, time, toast, ton, tokens } from './util.ts'
 import type { Page } from './util.ts'
 
 async function networkCard(): Promise<Node[]> {
@@ -84,6 +84,7 @@ function topUpCard(network: string | null): HTMLElement {
     try {
       if (devnet) {
         const r = await postAdmin('/admin/topup', { amountTon: amount.value })
+        refreshAll()
         p.done(`Confirmed on chain: +${ton(r.toppedUpNano)}; balance now ${ton(r.balanceNano)}.`, true)
       } else {
         const tx = await getJson(`/api/topup-tx?amount=${encodeURIComponent(amount.value)}`)
