@@ -106,6 +106,14 @@ export class Client implements OpsSource {
     this.o.proxies.forEach((p, i) => void this.connectLoop(p, this.links[i]))
     const server = http.createServer((req, res) => this.onRequest(req, res))
     server.keepAliveTimeout = 65_000
+    // Requests Node cannot even parse (header floods, garbage) get an OpenAI error too, not a bare status line.
+    server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+      if (!socket.writable || err.code === 'ECONNRESET') return void socket.destroy()
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400
+      const message = status === 431 ? 'request headers are too large' : status === 408 ? 'the request was not received in time' : 'malformed HTTP request'
+      const body = JSON.stringify({ error: { message, type: 'invalid_request_error', code: status === 431 ? 'headers_too_large' : 'invalid_request', param: null } })
+      socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
+    })
     this.server = server
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
