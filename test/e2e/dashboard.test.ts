@@ -65,7 +65,10 @@ async function shoot(name: string): Promise<void> {
 }
 
 async function open(url: string): Promise<void> {
+  const same = page.url().split('#')[0] === url.split('#')[0]
   await page.goto(url)
+  // Same page, another #route: the app routes without reloading; reload so each step starts fresh.
+  if (same && !url.includes('#token=')) await page.reload()
   await page.waitForSelector('body[data-ready="true"]', { timeout: 20_000 })
 }
 
