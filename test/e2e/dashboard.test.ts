@@ -95,6 +95,11 @@ test('the client dashboard lists the devnet’s proxy and model, without a token
   assert.match(proxies!, /connected/i)
   await page.waitForSelector('[data-stat="balance"]')
   await shoot('client-overview')
+  // The theme follows the system: the same page in dark mode.
+  await page.emulateMedia({ colorScheme: 'dark' })
+  assert.notEqual(await page.evaluate(() => getComputedStyle(document.body).backgroundColor), 'rgb(246, 247, 249)')
+  await page.screenshot({ path: path.join(ARTIFACTS, 'client-overview-dark-1280.png'), fullPage: true })
+  await page.emulateMedia({ colorScheme: 'light' })
 })
 
 test('the playground streams an answer with its cost, and the request appears in the recent list', async () => {
