@@ -77,7 +77,7 @@ export async function runBenchmarks(o: BenchOptions = {}): Promise<BenchResult> 
           ? 'network: the devnet ran with its chain, so payments (admission, billing, settlement) were in the measured path'
           : 'network: the devnet ran no chain, so the measured path had metering (signed usage) but no payments',
       )
-      const ov = await measureOverhead({ directUrl: backendUrl, networkUrl: network.clientUrl, model: network.upstreamModel, chunks: w.chunks, plan, pids: network.pids, say })
+      const ov = await measureOverhead({ directUrl: backendUrl, networkUrl: network.clientUrl, model: network.upstreamModel, chunks: w.chunks, plan, pids: { ...network.pids, backend: backend.pid }, say })
       overhead = ov.overhead
       notes.push(...ov.notes)
       const inf = await measureInference({ clientUrl: network.clientUrl, modelId: network.llama.modelId, backend: network.llama.backend, plan, say })

@@ -101,3 +101,31 @@ export function peakRssMiB(pid: number): number | null {
     return null
   }
 }
+
+/** Clock ticks per second of /proc/PID/stat's times (USER_HZ: 100 on every Linux we run on). */
+const USER_HZ = 100
+
+/**
+ * CPU time `pid` has used so far (user + system, its own threads, not its children), in ms, from
+ * /proc/PID/stat; null where /proc is not available or the process is gone.
+ */
+export function cpuTimeMs(pid: number): number | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+    // Fields after the command name, which is in parentheses and may hold spaces: state is field 3, utime 14, stime 15.
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return ((Number(f[11]) + Number(f[12])) * 1000) / USER_HZ
+  } catch {
+    return null
+  }
+}
+
+/** Resident set size of `pid` now (VmRSS), in MiB; null where /proc is not available. */
+export function rssMiB(pid: number): number | null {
+  try {
+    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))
+    return m ? Number(m[1]) / 1024 : null
+  } catch {
+    return null
+  }
+}
