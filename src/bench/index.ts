@@ -4,7 +4,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { BENCH_PLANS, BENCH_RESULT_VERSION, DEFAULT_FEE_REPORT_FILE, DEFAULT_OUT_FILE, FAKE_CHUNK_BYTES, FAKE_CHUNK_COUNT, FAKE_CHUNK_DELAY_MS, FAKE_PROMPT_TOKENS, type BenchMode } from './constants.ts'
+import { BENCH_PLANS, BENCH_RESULT_VERSION, DEFAULT_FEE_REPORT_FILE, DEFAULT_OUT_FILE, DEFAULT_SOAK_OUT_FILE, FAKE_CHUNK_BYTES, FAKE_CHUNK_COUNT, FAKE_CHUNK_DELAY_MS, FAKE_PROMPT_TOKENS, type BenchMode } from './constants.ts'
 import { measureFees } from './fees.ts'
 import { measureHandshakes } from './handshake.ts'
 import { measureInference } from './inference.ts'
@@ -147,6 +147,7 @@ export async function runBench(args: string[]): Promise<void> {
       'tdx-fixtures': { type: 'string' },
       'fee-report': { type: 'string' },
       keep: { type: 'boolean', default: false },
+      soak: { type: 'string' },
     },
     strict: true,
   })
@@ -154,6 +155,17 @@ export async function runBench(args: string[]): Promise<void> {
   process.once('SIGINT', () => process.exit(130))
   process.once('SIGTERM', () => process.exit(143))
   const started = Date.now()
+  if (values.soak !== undefined) {
+    const minutes = intOption('soak', values.soak, 1)!
+    const { runSoak, renderSoakMarkdown } = await import('./soak.ts')
+    const soak = await runSoak({ minutes, model: values.model, noChain: values['no-chain'] })
+    const out = values.out === DEFAULT_OUT_FILE ? DEFAULT_SOAK_OUT_FILE : values.out!
+    fs.mkdirSync(path.dirname(path.resolve(out)), { recursive: true })
+    fs.writeFileSync(out, JSON.stringify(soak, null, 2) + '\n')
+    process.stdout.write(renderSoakMarkdown(soak))
+    process.stdout.write(`\nWrote ${out} (${Math.round((Date.now() - started) / 1000)} s).\n`)
+    return
+  }
   const result = await runBenchmarks({
     mode: values.quick ? 'quick' : 'full',
     workload: { chunks: intOption('chunks', values.chunks, 1), chunkBytes: intOption('chunk-bytes', values['chunk-bytes'], 1), delayMs: intOption('chunk-delay-ms', values['chunk-delay-ms'], 0) },
