@@ -10,7 +10,7 @@ import { measureHandshakes } from './handshake.ts'
 import { measureInference } from './inference.ts'
 import { startBenchNetwork } from './network.ts'
 import { measureOverhead } from './overhead.ts'
-import { spawnCocoon } from './procs.ts'
+import { benchWorkDir, spawnCocoon } from './procs.ts'
 import { renderMarkdown } from './report.ts'
 import { checkBenchResult, type BenchResult } from './schema.ts'
 import { round } from './stats.ts'
@@ -52,9 +52,7 @@ export async function runBenchmarks(o: BenchOptions = {}): Promise<BenchResult> 
   const plan = BENCH_PLANS[mode]
   const say = o.say ?? ((line: string) => process.stderr.write(`[bench] ${line}\n`))
   const date = new Date().toISOString()
-  const workDir = o.workDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'cocoon-bench-'))
-  const logDir = path.join(workDir, 'logs')
-  fs.mkdirSync(logDir, { recursive: true })
+  const { workDir, logDir } = benchWorkDir(o.workDir, 'cocoon-bench-')
   const notes: string[] = []
   if (mode === 'smoke') notes.push('smoke run: runs of about a second, only to check the harness; the figures mean little')
 

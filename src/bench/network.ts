@@ -126,7 +126,7 @@ export async function startBenchNetwork(o: BenchNetworkOptions): Promise<BenchNe
               : `the openai-backed worker did not join the proxy in ${NETWORK_READY_TIMEOUT_MS / 1000}s; see ${logDir}`,
           )
         }
-          await sleep(100)
+        await sleep(100)
       }
     }
     worker = await startWorker()
@@ -152,7 +152,7 @@ export async function startBenchNetwork(o: BenchNetworkOptions): Promise<BenchNe
         for (let i = 0; i < 50; i++) {
           const stats = (await getJson(proxyStats)) as ProxyStats | undefined
           if (!stats?.workers?.list?.some((w) => w.model.id === BENCH_UPSTREAM_MODEL)) break
-          await sleep(100)
+        await sleep(100)
         }
         restarts++
         worker = await startWorker()

@@ -1,6 +1,8 @@
 // Child processes of the bench (`cocoon …` commands): spawned with logs on disk, stopped by pid, never left behind.
 import { spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { CHILD_STOP_GRACE_MS } from './constants.ts'
 
@@ -89,6 +91,14 @@ export function spawnCocoon(name: string, args: string[], logFile: string, env: 
       clearTimeout(timer)
     },
   }
+}
+
+/** The folder a bench run keeps configs and logs in (`given`, or a fresh temporary one), with its logs/ made. */
+export function benchWorkDir(given: string | undefined, prefix: string): { workDir: string; logDir: string } {
+  const workDir = given ?? fs.mkdtempSync(path.join(os.tmpdir(), prefix))
+  const logDir = path.join(workDir, 'logs')
+  fs.mkdirSync(logDir, { recursive: true })
+  return { workDir, logDir }
 }
 
 /** Peak resident set size of `pid` so far (VmHWM in /proc), in MiB; null where /proc is not available. */

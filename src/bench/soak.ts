@@ -8,7 +8,7 @@ import { BENCH_UPSTREAM_MODEL, FAKE_CHUNK_BYTES, FAKE_CHUNK_COUNT } from './cons
 import { runLoad, type LoadRun } from './load.ts'
 import { startBenchNetwork } from './network.ts'
 import { overheadRequestBody } from './overhead.ts'
-import { rssMiB, spawnCocoon } from './procs.ts'
+import { benchWorkDir, rssMiB, spawnCocoon } from './procs.ts'
 import { round } from './stats.ts'
 
 export const SOAK_CONCURRENCY = 100
@@ -49,9 +49,7 @@ export interface SoakOptions {
 export async function runSoak(o: SoakOptions): Promise<SoakResult> {
   const say = o.say ?? ((line: string) => process.stderr.write(`[soak] ${line}\n`))
   const date = new Date().toISOString()
-  const workDir = o.workDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'cocoon-soak-'))
-  const logDir = path.join(workDir, 'logs')
-  fs.mkdirSync(logDir, { recursive: true })
+  const { workDir, logDir } = benchWorkDir(o.workDir, 'cocoon-soak-')
   const notes: string[] = []
   const backend = spawnCocoon('fake-backend', ['bench', 'fake-backend'], path.join(logDir, 'fake-backend.log'))
   let ok = false
