@@ -13,6 +13,25 @@ function isCount(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0
 }
 
+/** A worker's usage record with its signature: what the proxy checked, kept instead of thrown away. */
+export interface SignedUsage {
+  usage: UsageRecord
+  /** The exact JSON the worker signed. */
+  json: string
+  /** Base64 Ed25519 signature of usageSigningPayload(json). */
+  signature: string
+  /** The signer's raw Ed25519 key (the worker's attested certificate key), hex. */
+  signer: string
+}
+
+/** verifyUsage, keeping the signed bytes, the signature and the signer. */
+export async function verifySignedUsage(json: unknown, sigB64: unknown, key: crypto.KeyObject, requestId: string): Promise<SignedUsage | undefined> {
+  const usage = await verifyUsage(json, sigB64, key, requestId)
+  if (!usage) return undefined
+  const raw = key.export({ format: 'der', type: 'spki' }).subarray(-32)
+  return { usage, json: json as string, signature: sigB64 as string, signer: Buffer.from(raw).toString('hex') }
+}
+
 /**
  * Returns the usage record if the signature by `key` is valid, the request id matches and
  * the counts are sane (cached ≤ prompt, reasoning ≤ completion); otherwise undefined.
