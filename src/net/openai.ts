@@ -104,3 +104,55 @@ export class AnswerAggregator {
     return { id: this.id ?? ids.id, object: ids.object, created: this.created ?? created, model, choices, usage: openaiUsage(usage) }
   }
 }
+
+/** The answer text a chunk adds, as the app sees it: chat deltas' content, or completions' text (all choices, in order). */
+export function chunkText(json: string): string {
+  let c: { choices?: Array<Record<string, any>> }
+  try {
+    c = JSON.parse(json)
+  } catch {
+    return ''
+  }
+  let out = ''
+  for (const ch of c.choices ?? []) {
+    if (typeof ch.delta?.content === 'string') out += ch.delta.content
+    else if (typeof ch.text === 'string') out += ch.text
+  }
+  return out
+}
+
+/** The text of a whole (non-streamed) answer: each choice's message content or text, by index. */
+export function answerText(json: string | Record<string, any>): string {
+  let j: Record<string, any>
+  try {
+    j = typeof json === 'string' ? JSON.parse(json) : json
+  } catch {
+    return ''
+  }
+  const choices = Array.isArray(j.choices) ? [...j.choices].sort((a, b) => (a.index ?? 0) - (b.index ?? 0)) : []
+  let out = ''
+  for (const ch of choices) {
+    if (typeof ch.message?.content === 'string') out += ch.message.content
+    else if (typeof ch.text === 'string') out += ch.text
+  }
+  return out
+}
+
+/** Collects the answer text from SSE bytes as they pass, across arbitrary chunk boundaries. */
+export class SseText {
+  private pending = ''
+  text = ''
+
+  push(chunk: Buffer | string): void {
+    this.pending += chunk.toString()
+    let nl: number
+    while ((nl = this.pending.indexOf('\n')) >= 0) {
+      const line = this.pending.slice(0, nl).replace(/\r$/, '')
+      this.pending = this.pending.slice(nl + 1)
+      if (line.startsWith('data:')) {
+        const data = line.slice(5).trim()
+        if (data && data !== '[DONE]') this.text += chunkText(data)
+      }
+    }
+  }
+}

@@ -2,6 +2,7 @@
 import crypto from 'node:crypto'
 import { beginCell, Cell, type Slice } from '@ton/core'
 import type { SignedUsage } from '../../net/usage.ts'
+import { priceRequest, type PriceParams, type TokenUsage } from '../pricing.ts'
 
 /** Bumped on any change to the receipt layout. */
 export const RECEIPT_VERSION = 1
@@ -283,4 +284,93 @@ export function paramsHash(salt: Buffer, p: SamplingParams): Buffer {
 /** The receipt id the app sees: derived from the salt, so the client node knows it before the answer starts and the public log cannot link it. */
 export function receiptIdFromSalt(salt: Buffer): string {
   return crypto.createHash('sha256').update('cocoon-receipt-id\n').update(salt).digest('hex').slice(0, 32)
+}
+
+// ---------------------------------------------------------------- building one
+
+/** What a signer knows at the end of an answer, from which the receipt's fields follow. */
+export interface ReceiptInput {
+  signer: ReceiptSigner
+  requestId: string
+  salt: Buffer
+  /** The request body bytes as received. */
+  requestBody: Buffer
+  /** The answer text as the app receives it. */
+  answerText: string
+  sampling: SamplingParams
+  modelId: string
+  /** Hex. */
+  modelHash: string
+  imageHash: string
+  workerKey: Uint8Array
+  proxyKey: Uint8Array
+  usage: TokenUsage
+  coefficient: number
+  prices: PriceParams
+  startedAtMs: number
+  endedAtMs: number
+  finishReason: string
+}
+
+function hex32(h: string): Buffer {
+  const b = Buffer.from(/^[0-9a-f]{64}$/i.test(h) ? h : '', 'hex')
+  return b.length === 32 ? b : Buffer.alloc(32)
+}
+
+export function receiptFields(i: ReceiptInput): ReceiptFields {
+  const cost = priceRequest(i.usage, i.coefficient, i.prices)
+  return {
+    version: RECEIPT_VERSION,
+    signer: i.signer,
+    requestId: i.requestId,
+    requestHash: requestHash(i.salt, i.requestBody),
+    answerHash: answerHash(i.salt, i.answerText),
+    paramsHash: paramsHash(i.salt, i.sampling),
+    modelId: i.modelId,
+    modelHash: hex32(i.modelHash),
+    imageHash: hex32(i.imageHash),
+    workerKey: Buffer.from(i.workerKey),
+    proxyKey: Buffer.from(i.proxyKey),
+    promptTokens: i.usage.promptTokens,
+    cachedTokens: i.usage.cachedTokens,
+    completionTokens: i.usage.completionTokens,
+    reasoningTokens: i.usage.reasoningTokens,
+    coefficient: i.coefficient,
+    pricePerTokenNano: i.prices.pricePerTokenNano,
+    workerFeePerTokenNano: i.prices.workerFeePerTokenNano,
+    adjustedTokens: cost.adjustedTokens,
+    costNano: cost.clientNano,
+    startedAtMs: i.startedAtMs,
+    endedAtMs: i.endedAtMs,
+    finishReason: finishReasonOf(i.finishReason),
+  }
+}
+
+/** The prices a proxy tells its worker to state in receipts (HEADERS.price). */
+export function priceHeader(p: PriceParams): string {
+  return [p.pricePerTokenNano, p.workerFeePerTokenNano, p.promptMult, p.cachedMult, p.completionMult, p.reasoningMult].join(',')
+}
+
+export function parsePriceHeader(v: unknown): PriceParams | undefined {
+  if (typeof v !== 'string' || !/^\d+(,\d+){5}$/.test(v)) return undefined
+  const [price, fee, pm, cm, com, rm] = v.split(',')
+  return { pricePerTokenNano: BigInt(price), workerFeePerTokenNano: BigInt(fee), promptMult: Number(pm), cachedMult: Number(cm), completionMult: Number(com), reasoningMult: Number(rm) }
+}
+
+/** The salt from HEADERS.salt, if it is 32 bytes of hex. */
+export function parseSalt(v: unknown): Buffer | undefined {
+  return typeof v === 'string' && /^[0-9a-f]{64}$/i.test(v) ? Buffer.from(v, 'hex') : undefined
+}
+
+/** Whether a logged receipt agrees with the signed usage it came with and the proxy's own pricing. Returns the first disagreement. */
+export function receiptMismatch(f: ReceiptFields, u: TokenUsage & { requestId: string }, expect: { coefficient: number; prices: PriceParams; workerKey: Uint8Array; proxyKey: Uint8Array }): string | undefined {
+  if (f.requestId !== u.requestId) return 'request id'
+  if (f.promptTokens !== u.promptTokens || f.cachedTokens !== u.cachedTokens || f.completionTokens !== u.completionTokens || f.reasoningTokens !== u.reasoningTokens) return 'token counts'
+  if (f.coefficient !== expect.coefficient) return 'coefficient'
+  if (f.pricePerTokenNano !== expect.prices.pricePerTokenNano || f.workerFeePerTokenNano !== expect.prices.workerFeePerTokenNano) return 'prices'
+  const cost = priceRequest(u, expect.coefficient, expect.prices)
+  if (f.adjustedTokens !== cost.adjustedTokens || f.costNano !== cost.clientNano) return 'cost'
+  if (!f.workerKey.equals(Buffer.from(expect.workerKey))) return 'worker key'
+  if (!f.proxyKey.equals(Buffer.from(expect.proxyKey))) return 'proxy key'
+  return undefined
 }
