@@ -69,6 +69,8 @@ export const DEFAULT_MAX_COEFFICIENT = 4000
 export const DEFAULT_TIMEOUT_SEC = 120
 export const MAX_TIMEOUT_SEC = 3600
 export const MAX_BODY_BYTES = 8 * 1024 * 1024
+/** Longest request id an app may choose. */
+export const MAX_REQUEST_ID_CHARS = 128
 /** Each hop keeps this share of the remaining time, so inner timeouts fire first (as the reference). */
 export const HOP_TIMEOUT_FACTOR = 0.95
 /** After asking a worker to stop, how long the proxy waits for the answer to end with its usage. */
