@@ -9,6 +9,8 @@ export interface UsageCost {
   adjustedTokens: bigint
   coefficient: number
   pricePerTokenNano: bigint
+  /** The answer's receipt id (GET /v1/receipts/{id} on the client node). */
+  receiptId?: string
 }
 
 export function openaiUsage(u: Usage, cost?: UsageCost): Record<string, unknown> {
@@ -28,6 +30,7 @@ export function openaiUsage(u: Usage, cost?: UsageCost): Record<string, unknown>
       coefficient: cost.coefficient,
       price_per_token_nano: Number(cost.pricePerTokenNano),
     }
+    if (cost.receiptId) usage.receipt_id = cost.receiptId
   }
   return usage
 }

@@ -5,6 +5,8 @@ import type http from 'node:http'
 import { Address } from '@ton/core'
 import { Ledger, LedgerRollbackError } from '../payments/ledger.ts'
 import { PartyLedger } from '../payments/party-ledger.ts'
+import { ReceiptStore } from '../payments/receipts/store.ts'
+import { ProxyContract } from '../ton/contracts/proxy.ts'
 import { ProxyBilling } from '../payments/billing.ts'
 import { OFFCHAIN_PRICE_PARAMS } from '../payments/pricing.ts'
 import { ProxySettlement } from '../payments/proxy-settlement.ts'
@@ -15,7 +17,7 @@ import { createChain, chainOptionsFromEnv, type Chain } from '../ton/chain-clien
 import { NodeWallet, loadOrCreateWalletKey } from '../ton/chain-client/wallet.ts'
 import { RootWatcher, policyFromRoot } from '../ton/chain-client/policy.ts'
 import { contractCodes } from '../ton/contracts/compile.ts'
-import { identityKeysFromSeed } from '../tee/cert.ts'
+import { identityKeysFromSeed, parseAttestedCert } from '../tee/cert.ts'
 import { LiveTrust, refusalUnder } from './trust.ts'
 import type { EvidenceKind, EvidenceProvider, EvidenceVerifier, Policy } from '../tee/types.ts'
 import { RenewingIdentity } from '../tee/renew.ts'
@@ -115,11 +117,20 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     const account = cc
       ? new ClientAccount({ chain: cc.chain, wallet: cc.wallet, root: cc.root, rootState: () => cc.watcher.state, log }, { depositNano: c!.depositNano, topUpBelowNano: c!.topUpBelowNano, topUpNano: c!.topUpNano })
       : undefined
+    const receipts = new ReceiptStore(path.join(cfg.dataDir, 'receipts.sqlite'))
     const client = createClient(cfg, {
       identity,
       verify,
       log,
       ledger,
+      receipts,
+      receiptsRoot: cc
+        ? async (addr) => {
+            const p = cc.chain.open(ProxyContract.createFromAddress(Address.parse(addr)))
+            const [r, id] = await Promise.all([p.getReceiptsRoot(), p.getIdentity()])
+            return { seqno: Number(r.seqno), root: r.root.toString('hex'), count: Number(r.count), paymentKey: id.publicKey.toString('hex') }
+          }
+        : undefined,
       onProxy: account
         ? async (peer, proxyId) => {
             if (!peer.claims.paymentKey) return
@@ -140,6 +151,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
         identity.stop()
         await client.stop()
         ledger.close()
+        receipts.close()
       },
     }
   }
@@ -181,6 +193,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       payoutVoucher: settlement ? (a) => settlement.payoutVoucher(a) : undefined,
       finalCharge: settlement ? (c, inFlight) => settlement.finalCharge(c, inFlight) : undefined,
       chainStats: settlement ? () => settlement.stats() : undefined,
+      proxyContract: settlement ? () => settlement.address.toString() : undefined,
     })
     trust.onUpdate((p) => proxy.revalidate((peer) => refusalUnder(p, peer)))
     const ports = await proxy.start()
@@ -220,11 +233,24 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     await backend.close()
     throw err
   }
+  // Receipts state the worker's own image hash: its own evidence, checked as a peer's would be.
+  const own = { pem: '', imageHash: '' }
+  const vs = await verifiers(base)
+  const refreshImage = async () => {
+    const id = identity.current()
+    if (id.certPem === own.pem) return
+    const cert = await parseAttestedCert(Buffer.from(id.certPem.replace(/-----[^-]+-----|\s/g, ''), 'base64'))
+    const v = cert.quote ? vs[cert.kind] : undefined
+    own.imageHash = v ? (await v.verify(cert.quote!)).imageHash : ''
+    own.pem = id.certPem
+  }
+  await refreshImage().catch((err) => log.warn('could not read this worker\'s own image hash; receipts state zeros', { error: err }))
+  const imageTimer = setInterval(() => void refreshImage().catch(() => {}), 60_000).unref()
   const ledger = new PartyLedger(path.join(cfg.dataDir, 'ledger.sqlite'))
   const payouts = cc ? new WorkerPayouts({ chain: cc.chain, wallet: cc.wallet, root: cc.root, rootState: () => cc.watcher.state, ledger, log }, cfg.chain!.payoutThresholdNano) : undefined
   const worker = createWorker(
     { ...cfg, payoutAddress: cc?.wallet.address.toRawString() },
-    { backend, identity, verify, log, ledger, onVoucher: payouts ? (proxyId) => payouts.onVoucher(proxyId) : undefined },
+    { backend, identity, verify, log, ledger, imageHash: () => own.imageHash, onVoucher: payouts ? (proxyId) => payouts.onVoucher(proxyId) : undefined },
   )
   trust.onUpdate((p) => worker.revalidate((peer) => refusalUnder(p, peer)))
   const ops = await startOpsServer(cfg.stats.host, cfg.stats.port, worker, log, (req, res) => {
@@ -242,6 +268,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     role: 'worker',
     ports: { stats: listenPort(ops) },
     stop: async () => {
+      clearInterval(imageTimer)
       stopChain()
       identity.stop()
       await worker.stop()

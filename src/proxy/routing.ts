@@ -27,6 +27,8 @@ export interface WorkerConn {
   served: number
   failed: number
   tokens: { prompt: number; cached: number; completion: number; reasoning: number }
+  /** The worker's certificate (DER), handed to clients with its receipts. */
+  certDer?: Uint8Array
 }
 
 export type Selection = { conn: WorkerConn } | { reason: 'model_not_found' | 'coefficient' | 'busy'; minCoefficient?: number }
