@@ -10,7 +10,7 @@ import crypto from 'node:crypto'
 import { beginCell, Cell } from '@ton/core'
 import { ReceiptTree } from '../payments/receipts/tree.ts'
 import { verifyReceiptProof } from '../payments/receipts/proof.ts'
-import { commitStateBody } from '../ton/contracts/proxy.ts'
+import { commitStateBody } from '../ton/contracts/index.ts'
 import type { BenchResult } from './schema.ts'
 import { percentile, round } from './stats.ts'
 

@@ -1,7 +1,7 @@
 // Worker selection at the proxy: model match, capacity, coefficient cap, then the least expected wait.
 import type http2 from 'node:http2'
 import type crypto from 'node:crypto'
-import type { VerifiedPeer } from '../tee/types.ts'
+import type { VerifiedPeer } from '../tee/index.ts'
 import type { WorkerInfo } from '../net/protocol.ts'
 
 /** Assumed duration of a request before a worker has been measured. */
@@ -31,7 +31,8 @@ export interface WorkerConn {
   certDer?: Uint8Array
 }
 
-export type Selection = { conn: WorkerConn } | { reason: 'model_not_found' | 'coefficient' | 'busy'; minCoefficient?: number }
+/** `exhausted`: every worker that could serve was already tried for this request. */
+export type Selection = { conn: WorkerConn } | { reason: 'model_not_found' | 'coefficient' | 'busy' | 'exhausted'; minCoefficient?: number }
 
 /** Expected time until a new request would finish here, inflated by recent failures. */
 export function expectedWaitMs(c: WorkerConn): number {
@@ -46,6 +47,7 @@ export function selectWorker(conns: Iterable<WorkerConn>, model: string, maxCoef
   let seenModel = false
   let minCoefficient = Infinity
   let withinCoefficient = false
+  let untried = false
   for (const c of conns) {
     if (c.info.model.id !== model) continue
     seenModel = true
@@ -54,6 +56,7 @@ export function selectWorker(conns: Iterable<WorkerConn>, model: string, maxCoef
       continue
     }
     withinCoefficient = true
+    if (!exclude.has(c.id) && !c.session.closed && !c.session.destroyed) untried = true
     if (exclude.has(c.id) || c.active >= c.info.maxActiveRequests || c.session.closed || c.session.destroyed) continue
     const w = expectedWaitMs(c)
     if (w < bestWait || (w === bestWait && best && (c.info.coefficient < best.info.coefficient || (c.info.coefficient === best.info.coefficient && c.served < best.served)))) {
@@ -64,6 +67,7 @@ export function selectWorker(conns: Iterable<WorkerConn>, model: string, maxCoef
   if (best) return { conn: best }
   if (!seenModel) return { reason: 'model_not_found' }
   if (!withinCoefficient) return { reason: 'coefficient', minCoefficient }
+  if (!untried) return { reason: 'exhausted' }
   return { reason: 'busy' }
 }
 

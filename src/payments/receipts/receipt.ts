@@ -1,7 +1,6 @@
 // The receipt: one TON cell per answered request, signed by the worker's attested key (TL-B in docs/receipts.md).
 import crypto from 'node:crypto'
 import { beginCell, Cell, type Slice } from '@ton/core'
-import type { SignedUsage } from '../../net/usage.ts'
 import { priceRequest, type PriceParams, type TokenUsage } from '../pricing.ts'
 
 /** Bumped on any change to the receipt layout. */
@@ -63,6 +62,19 @@ export interface Receipt {
   cell: Cell
   fields: ReceiptFields
   signature: Buffer
+}
+
+/**
+ * A worker's signed usage, kept instead of thrown away: the counts it reported, the exact JSON it
+ * signed, the signature, and who signed (the worker's attested key, hex). The wire format of the
+ * JSON is the usage trailer's (net/protocol.ts UsageRecord).
+ */
+export interface SignedUsage {
+  usage: TokenUsage & { requestId: string; finishReason: string }
+  json: string
+  /** Base64 Ed25519 signature of the usage signing payload. */
+  signature: string
+  signer: string
 }
 
 /**
