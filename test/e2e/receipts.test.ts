@@ -13,7 +13,7 @@ import { waitFor } from '../helpers/network.ts'
 import type { DevnetState } from '../../src/node/devnet.ts'
 import { createChain } from '../../src/ton/chain-client/chain.ts'
 import { ProxyContract } from '../../src/ton/contracts/proxy.ts'
-import { answerHash, decodeReceiptBoc, receiptIdFromSalt } from '../../src/payments/receipts/receipt.ts'
+import { answerHash, decodeReceiptBoc, receiptBodyCell, receiptCell, receiptIdFromSalt } from '../../src/payments/receipts/receipt.ts'
 import { verifyReceiptProof } from '../../src/payments/receipts/proof.ts'
 
 let devnet: Proc
@@ -168,4 +168,98 @@ test('receipts reveal nothing: the proxy log and the commit transactions hold no
   const haystacks = [...rows.map((r) => r.boc), ...txs.map((t) => Buffer.from(JSON.stringify(t, (_k, v) => (typeof v === 'bigint' ? v.toString() : v))))]
   for (const t of txs) if (t.inMessage) haystacks.push(t.inMessage.body.toBoc())
   for (const h of haystacks) for (const n of needles) assert.ok(!h.includes(Buffer.from(n)), `found "${n}" in the public log`)
+})
+
+/** Runs `cocoon receipt verify` on a receipt JSON as a real process; returns its exit code and JSON report. */
+async function verifyCli(j: unknown, extra: string[] = []): Promise<{ code: number | null; report: any }> {
+  const file = path.join(dir, `receipt-${Math.random().toString(16).slice(2)}.json`)
+  fs.writeFileSync(file, JSON.stringify(j))
+  const p = cocoon(['receipt', 'verify', file, '--chain', state.chain!.endpoint, '--json', ...extra])
+  const { code } = await p.exited
+  const out = p.output()
+  return { code, report: JSON.parse(out.slice(out.indexOf('{'))) }
+}
+
+test('cocoon receipt verify: every check holds on a committed receipt; each tampering fails and names its check', async () => {
+  const a = await ask(false, 16)
+  await settle()
+  const { j } = await checkReceipt(a.id, a.text)
+  const answerFile = path.join(dir, 'answer.txt')
+  fs.writeFileSync(answerFile, a.text)
+  const good = await verifyCli(j, ['--answer', answerFile])
+  assert.equal(good.code, 0, JSON.stringify(good.report, null, 2))
+  assert.deepEqual(good.report.checks.map((c: any) => c.name).sort(), ['answer', 'certificate', 'cost', 'fields', 'proof', 'salt', 'signature'])
+
+  // Each field of the cell changed, keeping the worker's signature: the signature check fails.
+  const r = decodeReceiptBoc(j.receipt)
+  const tampered: Array<[string, any]> = [
+    ['costNano', r.fields.costNano + 1n],
+    ['completionTokens', r.fields.completionTokens + 1],
+    ['answerHash', Buffer.alloc(32, 9)],
+    ['requestHash', Buffer.alloc(32, 9)],
+    ['modelHash', Buffer.alloc(32, 9)],
+    ['finishReason', r.fields.finishReason === 'stop' ? 'length' : 'stop'],
+    ['endedAtMs', r.fields.endedAtMs + 1],
+  ]
+  for (const [field, value] of tampered) {
+    const cell = receiptCell(receiptBodyCell({ ...r.fields, [field]: value }), r.signature)
+    const bad = await verifyCli({ ...j, receipt: cell.toBoc().toString('base64') })
+    assert.equal(bad.code, 1, field)
+    assert.ok(bad.report.failed.includes('signature'), `${field}: ${bad.report.failed}`)
+  }
+  // The signature itself.
+  const sig = Buffer.from(r.signature)
+  sig[0] ^= 1
+  const badSig = await verifyCli({ ...j, receipt: receiptCell(r.cell.refs[0], sig).toBoc().toString('base64') })
+  assert.deepEqual(badSig.report.failed.includes('signature'), true)
+  // The proof: another receipt's proof, or a root the chain never held.
+  const proofBytes = Buffer.from(j.proof, 'base64')
+  const badProof = await verifyCli({ ...j, index: j.index + 1 })
+  assert.ok(badProof.report.failed.includes('proof'), badProof.report.failed)
+  const badRoot = await verifyCli({ ...j, commit: { ...j.commit, root: 'ab'.repeat(32) }, proof: proofBytes.toString('base64') })
+  assert.ok(badRoot.report.failed.includes('proof'))
+  // The salt: the id no longer derives from it, and the answer no longer matches.
+  const badSalt = await verifyCli({ ...j, salt: 'cd'.repeat(32) }, ['--answer', answerFile])
+  assert.deepEqual(badSalt.report.failed.sort(), ['answer', 'salt'])
+  // A decoded field shown differently from the cell.
+  const badFields = await verifyCli({ ...j, fields: { ...j.fields, cost_nano: '1' } })
+  assert.deepEqual(badFields.report.failed, ['fields'])
+  // The wrong answer text.
+  fs.writeFileSync(answerFile, a.text + '!')
+  const badAnswer = await verifyCli(j, ['--answer', answerFile])
+  assert.deepEqual(badAnswer.report.failed, ['answer'])
+})
+
+test('cocoon audit replays the proxy contract\'s commits: seqnos and counts only grow', async () => {
+  const ps = await proxyStats()
+  const p = cocoon(['audit', '--proxy', ps.chain.contract, '--chain', state.chain!.endpoint, '--json'])
+  const { code } = await p.exited
+  const out = p.output()
+  const report = JSON.parse(out.slice(out.indexOf('{')))
+  assert.equal(code, 0, out)
+  assert.ok(report.commits >= 3)
+  assert.equal(report.ok, true)
+  assert.equal(Number(report.receipts), (await onChainRoot()).count === undefined ? NaN : Number((await onChainRoot()).count))
+})
+
+test('a proxy whose log drops a receipt the client holds is caught by the client and dropped', async () => {
+  const a = await ask(false)
+  const index = (await getJson(`${base}/v1/receipts/${a.id}`)).index as number
+  // The proxy operator rewrites history before the commit: kill it, drop the newest receipt from its log, restart.
+  process.kill(currentPid('proxy'), 'SIGKILL')
+  await new Promise((r) => setTimeout(r, 500))
+  const db = new Database(path.join(dir, 'proxy', 'ledger.sqlite'))
+  db.exec('DROP TRIGGER receipts_append_only_d')
+  const dropped = db.prepare('DELETE FROM receipts WHERE idx = ?').run(index)
+  db.close()
+  assert.equal(dropped.changes, 1)
+  await waitFor(async () => (await proxyStats().catch(() => null))?.workers?.connected === 1, 'the proxy to come back', 120_000)
+  await waitFor(async () => (await getJson(`${base}/healthz`).catch(() => null))?.ok === true, 'the client to reach the proxy', 60_000)
+  // The next answer takes the dropped receipt's number; the commit then holds another receipt there.
+  await ask(false)
+  await settle()
+  await waitFor(async () => (await getJson(`${base}/jsonstats`)).receipts.proxiesDropped >= 1, 'the client to drop the proxy', 30_000)
+  const stats = await getJson(`${base}/jsonstats`)
+  assert.equal(stats.proxies[0].state, 'distrusted')
+  assert.match(stats.proxies[0].lastError, /receipt/)
 })
