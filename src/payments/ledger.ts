@@ -1,9 +1,8 @@
 // The proxy's ledger: embedded SQLite (WAL, synchronous FULL), an append-only hash-chained event log plus the
 // cumulative counters derived from it, all changed in one transaction per event so a crash never splits them.
 import crypto from 'node:crypto'
-import fs from 'node:fs'
-import path from 'node:path'
-import Database from 'better-sqlite3'
+import type Database from 'better-sqlite3'
+import { openSqlite } from './sqlite.ts'
 import { Cell } from '@ton/core'
 import { ReceiptTree, type CellRef } from './receipts/tree.ts'
 
@@ -126,10 +125,7 @@ export class Ledger {
   readonly tree = new ReceiptTree()
 
   constructor(readonly file: string) {
-    fs.mkdirSync(path.dirname(file), { recursive: true })
-    this.db = new Database(file)
-    this.db.pragma('journal_mode = WAL')
-    this.db.pragma('synchronous = FULL')
+    this.db = openSqlite(file, 'FULL')
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS events (seqno INTEGER PRIMARY KEY, type TEXT NOT NULL, body TEXT NOT NULL, hash TEXT NOT NULL, at INTEGER NOT NULL);
@@ -384,6 +380,12 @@ export class Ledger {
          ON CONFLICT (seqno) DO UPDATE SET confirmed_at = excluded.confirmed_at, receipts_root = excluded.receipts_root, receipts_count = excluded.receipts_count, tx = excluded.tx`,
       )
       .run(head.seqno, head.hash, confirmedAt, receipts?.root ?? '0'.repeat(64), receipts?.count ?? 0, receipts?.tx ?? null)
+  }
+
+  /** The newest commits, newest first. */
+  commits(limit = 50): Array<LedgerHead & { confirmedAt: number | null }> {
+    const rows = this.db.prepare(`SELECT seqno, hash, confirmed_at FROM commits ORDER BY seqno DESC LIMIT ?`).all(limit) as Array<{ seqno: number; hash: string; confirmed_at: number | null }>
+    return rows.map((r) => ({ seqno: r.seqno, hash: r.hash, confirmedAt: r.confirmed_at }))
   }
 
   lastConfirmedCommit(): CommitRecord | undefined {

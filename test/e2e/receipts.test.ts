@@ -23,7 +23,15 @@ let base: string
 const PROMPT = 'Once upon a time there was a zebra named Quillfeather'
 const getJson = async (url: string, init?: RequestInit) => (await fetch(url, init)).json() as Promise<any>
 const proxyStats = () => getJson(`http://127.0.0.1:${state.ports.proxyStats}/jsonstats`)
-const settle = () => getJson(`http://127.0.0.1:${state.ports.proxyStats}/admin/settle`, { method: 'POST' })
+/** A settlement round now, with the proxy's admin token; waits out the minimum interval (429 + Retry-After). */
+async function settle(): Promise<any> {
+  const token = fs.readFileSync(path.join(dir, 'proxy', 'admin.token'), 'utf8').trim()
+  for (;;) {
+    const r = await fetch(`http://127.0.0.1:${state.ports.proxyStats}/admin/settle`, { method: 'POST', headers: { 'x-cocoon-admin-token': token } })
+    if (r.status !== 429) return r.json()
+    await new Promise((res) => setTimeout(res, Number(r.headers.get('retry-after') ?? 1) * 1000))
+  }
+}
 const currentPid = (name: string) => (JSON.parse(fs.readFileSync(path.join(dir, 'devnet.json'), 'utf8')) as DevnetState).children[name].pid!
 
 before(async () => {
