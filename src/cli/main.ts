@@ -33,6 +33,10 @@ Usage:
   cocoon attest inspect <cert.pem|quote-file>
   cocoon attest verify <quote-file> [--collateral FILE] [--now ISO-8601] [--json]
   cocoon attest quote --report-data HEX
+  cocoon receipt verify <file|receipt_id> [--chain URL] [--answer FILE] [--client URL] [--json]
+                                    check a receipt: signature, certificate, Merkle proof on chain, answer, cost
+  cocoon audit --proxy ADDRESS [--chain URL] [--json]
+                                    replay a proxy contract's commits: seqnos and counts only grow, roots well formed
   cocoon bench [--quick] [--out FILE]  measure protocol overhead, handshakes, inference and fees (docs/benchmarks.md)
   cocoon help
 
@@ -84,6 +88,16 @@ export async function main(argv: string[]): Promise<void> {
       case 'bench': {
         const { runBench } = await import('../bench/index.ts')
         return await runBench(rest)
+      }
+      case 'receipt': {
+        const { runReceipt } = await import('./receipts.ts')
+        process.exitCode = await runReceipt(rest)
+        return
+      }
+      case 'audit': {
+        const { runAudit } = await import('./receipts.ts')
+        process.exitCode = await runAudit(rest)
+        return
       }
       case 'attest': {
         const { runAttest } = await import('./attest.ts')
