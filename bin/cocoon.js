@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The one `cocoon` binary. It runs the compiled JavaScript in dist/ (built from src/ by `npm install` through
+// The one `cocoon` binary. It runs the compiled JavaScript in build/ (built from src/ by `npm install` through
 // the `prepare` script, or by `npm run build`) when that build is complete and newer than every file under
 // src/; otherwise (no build, a failed one, or sources edited since) it loads the TypeScript sources through
 // tsx, so a checkout being edited never runs stale code. COCOON_FROM_SOURCE=1 forces the sources.
@@ -9,10 +9,10 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 
-/** Time the usable build in dist/ started, or undefined when there is none. */
+/** Time the usable build in build/ started, or undefined when there is none. */
 function buildTime() {
   try {
-    return fs.statSync(path.join(ROOT, 'dist', 'BUILD_STAMP')).mtimeMs
+    return fs.statSync(path.join(ROOT, 'build', 'BUILD_STAMP')).mtimeMs
   } catch {
     return undefined
   }
@@ -32,7 +32,7 @@ function changedSince(dir, since) {
 const built = process.env.COCOON_FROM_SOURCE === '1' ? undefined : buildTime()
 let entry
 if (built !== undefined && !changedSince(path.join(ROOT, 'src'), built)) {
-  entry = pathToFileURL(path.join(ROOT, 'dist', 'cli', 'main.js')).href
+  entry = pathToFileURL(path.join(ROOT, 'build', 'cli', 'main.js')).href
 } else {
   const { register } = await import('tsx/esm/api')
   register()

@@ -1,5 +1,5 @@
-// Builds dist/ from src/ with tsc (`npm run build`, and `prepare` at `npm install`). bin/cocoon.js runs dist/
-// only when dist/BUILD_STAMP is newer than every file under src/ (see bin/cocoon.js), so the stamp is written
+// Builds build/ from src/ with tsc (`npm run build`, and `prepare` at `npm install`). bin/cocoon.js runs build/
+// only when build/BUILD_STAMP is newer than every file under src/ (see bin/cocoon.js), so the stamp is written
 // last, holding the time the build started: a source edited while tsc runs leaves the build stale.
 // A failed build never fails `npm install`: bin/cocoon.js then runs the sources through tsx.
 import { spawnSync } from 'node:child_process'
@@ -8,8 +8,8 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
-const DIST = path.join(ROOT, 'dist')
-const STAMP = path.join(DIST, 'BUILD_STAMP')
+const OUT = path.join(ROOT, 'build')
+const STAMP = path.join(OUT, 'BUILD_STAMP')
 const started = Date.now()
 
 fs.rmSync(STAMP, { force: true })
@@ -27,4 +27,4 @@ if (r.status !== 0) {
 }
 fs.writeFileSync(STAMP, `${started}\n`)
 fs.utimesSync(STAMP, started / 1000, started / 1000)
-console.log(`cocoon build: dist/ from src/ in ${((Date.now() - started) / 1000).toFixed(1)} s`)
+console.log(`cocoon build: build/ from src/ in ${((Date.now() - started) / 1000).toFixed(1)} s`)

@@ -10,6 +10,7 @@ import { measureHandshakes } from './handshake.ts'
 import { measureInference } from './inference.ts'
 import { startBenchNetwork } from './network.ts'
 import { measureOverhead } from './overhead.ts'
+import { measureReceipts } from './receipts.ts'
 import { benchWorkDir, spawnCocoon } from './procs.ts'
 import { renderMarkdown } from './report.ts'
 import { checkBenchResult, type BenchResult } from './schema.ts'
@@ -22,6 +23,8 @@ export { BENCH_PLANS, type BenchMode, type BenchPlan } from './constants.ts'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 const FAKE_BACKEND_READY_MS = 30_000
+/** Issue 12's scale for the receipt log's commit and proof costs. */
+const RECEIPTS_AT_SCALE = 1_000_000
 
 export interface BenchOptions {
   /** full (under 10 min on 2 cores), quick (under 2), smoke (seconds; for the test suite). Default full. */
@@ -96,6 +99,8 @@ export async function runBenchmarks(o: BenchOptions = {}): Promise<BenchResult> 
       say,
     })
     notes.push(...fees.notes)
+    const rc = measureReceipts({ count: mode === 'smoke' ? 20_000 : RECEIPTS_AT_SCALE, proofs: mode === 'smoke' ? 50 : 1000, say })
+    notes.push(...rc.notes)
     ok = true
     return {
       version: BENCH_RESULT_VERSION,
@@ -106,6 +111,7 @@ export async function runBenchmarks(o: BenchOptions = {}): Promise<BenchResult> 
       handshake: hs.handshake,
       inference,
       fees: fees.fees,
+      receipts: rc.receipts,
       notes,
     }
   } finally {

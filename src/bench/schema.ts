@@ -67,6 +67,25 @@ export interface BenchResult {
   }
   /** One entry per contract operation ("client.charge", ...), plus the amortised cost per request. */
   fees: { [operation: string]: OpFees | number | null; perRequestAmortisedNano: number | null }
+  /** The receipt log at `count` receipts (1,000,000 in full and quick runs): append, commit and proof costs. */
+  receipts: {
+    count: number
+    /** Mean wall time of one append to the Merkle structure, µs. */
+    appendUs: number
+    /** CPU time of one state commit's receipt part (root + message), median and worst of 20, ms. */
+    commitCpuMs: number
+    commitCpuMaxMs: number
+    /** Wall time to build and serialize one receipt's Merkle proof, ms. */
+    proofP50Ms: number
+    proofP99Ms: number
+    /** Wall time to check one proof against the root, ms. */
+    verifyP50Ms: number
+    proofMaxBytes: number
+    /** Rebuilding the structure from `count` stored receipt hashes (a proxy restart), ms. */
+    rebuildMs: number
+    /** Memory the structure holds, MiB. */
+    memMiB: number
+  }
   /** Why a figure is null, and anything else a reader must know to interpret this run. */
   notes: string[]
 }
@@ -122,6 +141,7 @@ export function checkBenchResult(r: unknown): string[] {
       }
     }
   }
+  for (const k of ['count', 'appendUs', 'commitCpuMs', 'commitCpuMaxMs', 'proofP50Ms', 'proofP99Ms', 'verifyP50Ms', 'proofMaxBytes', 'rebuildMs', 'memMiB']) num(`receipts.${k}`)
   const notes = at('notes')
   if (!Array.isArray(notes) || !notes.every((n) => typeof n === 'string')) problems.push('notes must be an array of strings')
   if (problems.length > 0) return problems

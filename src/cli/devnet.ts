@@ -14,6 +14,8 @@ import { SUPERVISED_ENV } from '../core/supervised.ts'
 import { devnetPortOffsetProblem, devnetPorts, devnetPortsByRole, type DevnetState } from '../node/devnet.ts'
 import { createChain, NodeWallet, devnetFaucet, loadOrCreateWalletKey, deployRoot, DEVNET_PARAMS, RootGovernance } from '../ton/chain-client/index.ts'
 import { ONE_TON_NANO } from '../ton/contracts/index.ts'
+import { ADMIN_TOKEN_FILE, dashboardUrl } from '../node/admin.ts'
+import { buildDashboardIfMissing } from '../dashboard/build.ts'
 
 export const DEFAULT_DEVNET_MODEL = 'hf:ggml-org/tiny-llamas/stories260K.gguf'
 export const READY_TIMEOUT_MS = 120_000
@@ -143,6 +145,8 @@ export async function runDevnet(args: string[]): Promise<void> {
     }
   }
 
+  // npm install builds the dashboard; a checkout that skipped it gets it built here (about a second).
+  await buildDashboardIfMissing()
   say(`resolving model ${values.model}`)
   const model = await resolveModel(values.model!, {}).catch((err: Error) => {
     throw new DevnetStartError(`${err.message}; set COCOON_MODELS to a folder that holds the model, or pass --model FILE`)
@@ -234,8 +238,9 @@ export async function runDevnet(args: string[]): Promise<void> {
     const role = c.name.split('-')[0]
     const logFile = fs.openSync(path.join(logDir, `${c.name}.log`), 'a')
     const args = c.name === 'chain' ? ['chain', '--dir', path.join(dir, 'chain'), '--port', String(ports.chain)] : [role, '--config', c.config]
+    // The devnet prints the dashboard URL with its token itself; the children keep it out of their logs.
     // Own process group (detached), and stdin a pipe from us: if the devnet dies without stopping it, the child sees EOF and stops itself.
-    const proc = spawn(process.execPath, [BIN, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, [SUPERVISED_ENV]: '1' }, detached: true })
+    const proc = spawn(process.execPath, [BIN, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, [SUPERVISED_ENV]: '1', COCOON_ADMIN_TOKEN_PRINT: '0' }, detached: true })
     c.proc = proc
     proc.stdin!.on('error', () => {})
     // Keep full logs on disk; echo only warnings and errors, so the console stays readable.
@@ -315,10 +320,20 @@ export async function runDevnet(args: string[]): Promise<void> {
   }
   if (shuttingDown) return new Promise<never>(() => {})
   ready = true
+  const token = readToken(path.join(dir, 'client', ADMIN_TOKEN_FILE))
+  const dashboards = `  dashboard:        ${dashboardUrl('127.0.0.1', ports.client, token)}\n                    proxy ${dashboardUrl('127.0.0.1', ports.proxyStats)}  worker ${ports.workers.map((p) => dashboardUrl('127.0.0.1', p)).join('  ')}\n                    (admin tokens: ${path.join(dir, '<node>', ADMIN_TOKEN_FILE)})\n`
   const curl = `curl ${baseUrl}/chat/completions -H 'content-type: application/json' -d '{"model":"${model.id}","messages":[{"role":"user","content":"Tell me a story"}],"max_tokens":64}'`
   process.stdout.write(
-    `\nCocoon devnet is ready.\n\n  OpenAI base URL:  ${baseUrl}\n  model:            ${model.id}\n${rootAddress ? `  chain:            http://127.0.0.1:${ports.chain}/api/v2/jsonRPC (root ${rootAddress})\n` : ''}  stats:            http://127.0.0.1:${ports.client}/jsonstats  http://127.0.0.1:${ports.proxyStats}/jsonstats\n\n  ${curl}\n\nPress Ctrl-C to stop.\n`,
+    `\nCocoon devnet is ready.\n\n  OpenAI base URL:  ${baseUrl}\n${dashboards}  model:            ${model.id}\n${rootAddress ? `  chain:            http://127.0.0.1:${ports.chain}/api/v2/jsonRPC (root ${rootAddress})\n` : ''}  stats:            http://127.0.0.1:${ports.client}/jsonstats  http://127.0.0.1:${ports.proxyStats}/jsonstats\n\n  ${curl}\n\nPress Ctrl-C to stop.\n`,
   )
+}
+
+function readToken(file: string): string | undefined {
+  try {
+    return fs.readFileSync(file, 'utf8').trim()
+  } catch {
+    return undefined
+  }
 }
 
 async function fetchJson(url: string): Promise<unknown> {

@@ -16,6 +16,9 @@ Usage:
   cocoon client topup|withdraw --config FILE --amount TON [--proxy KEY]
   cocoon client close --config FILE [--finish] [--proxy KEY]
                                     fund, withdraw from or close the client contract (any chain)
+  cocoon client keys create --config FILE --name NAME [--limit TON] [--period day|month] [--models A,B]
+  cocoon client keys list|revoke --config FILE [--name NAME]
+                                    API keys for the apps behind a client node (shown once, stored hashed)
   cocoon worker payout --config FILE
                                     claim the worker's payouts now
   cocoon proxy withdraw --config FILE [--amount TON]
@@ -29,6 +32,10 @@ Usage:
   cocoon attest inspect <cert.pem|quote-file>
   cocoon attest verify <quote-file> [--collateral FILE] [--now ISO-8601] [--json]
   cocoon attest quote --report-data HEX
+  cocoon receipt verify <file|receipt_id> [--chain URL] [--answer FILE] [--client URL] [--json]
+                                    check a receipt: signature, certificate, Merkle proof on chain, answer, cost
+  cocoon audit --proxy ADDRESS [--chain URL] [--json]
+                                    replay a proxy contract's commits: seqnos and counts only grow, roots well formed
   cocoon bench [--quick] [--out FILE]  measure protocol overhead, handshakes, inference and fees (docs/benchmarks.md)
   cocoon bench --soak MINUTES [--out FILE]
                                     100 streams for MINUTES, a worker restarted each minute: memory slope per node
@@ -50,6 +57,11 @@ export async function main(argv: string[]): Promise<void> {
       case 'client':
       case 'proxy':
       case 'worker':
+        if (cmd === 'client' && rest[0] === 'keys') {
+          const { runKeys } = await import('./keys.ts')
+          process.exitCode = await runKeys(rest.slice(1))
+          return
+        }
         if (rest[0] && !rest[0].startsWith('-')) {
           const { runMoney } = await import('./money.ts')
           process.exitCode = await runMoney(cmd, rest[0], rest.slice(1))
@@ -77,6 +89,16 @@ export async function main(argv: string[]): Promise<void> {
       case 'bench': {
         const { runBench } = await import('../bench/index.ts')
         return await runBench(rest)
+      }
+      case 'receipt': {
+        const { runReceipt } = await import('./receipts.ts')
+        process.exitCode = await runReceipt(rest)
+        return
+      }
+      case 'audit': {
+        const { runAudit } = await import('./receipts.ts')
+        process.exitCode = await runAudit(rest)
+        return
       }
       case 'attest': {
         const { runAttest } = await import('./attest.ts')

@@ -94,6 +94,8 @@ export interface ClientConfig extends Common {
   defaultMaxCoefficient?: number
   defaultTimeoutSec?: number
   maxBodyBytes?: number
+  /** Require an API key (Authorization: Bearer) on the OpenAI API. Default: off on loopback, on when listening anywhere else. */
+  apiKeys: boolean
 }
 
 export interface ProxyConfig extends Common {
@@ -121,6 +123,11 @@ export interface WorkerConfig extends Common {
 }
 
 export type NodeConfig = ClientConfig | ProxyConfig | WorkerConfig
+
+/** Is this listen host reachable only from this machine? */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host)
+}
 
 /** Parses "host:port" (IPv6 in brackets). */
 export function parseHostPort(v: unknown, where: string): HostPort {
@@ -172,7 +179,7 @@ function hostPorts(v: unknown, where: string): HostPort[] {
 }
 
 const KNOWN_KEYS: Record<Role, string[]> = {
-  client: ['role', 'production', 'dataDir', 'chain', 'tee', 'policy', 'listen', 'proxies', 'defaultMaxCoefficient', 'defaultTimeoutSec', 'maxBodyBytes'],
+  client: ['role', 'production', 'dataDir', 'chain', 'tee', 'policy', 'listen', 'proxies', 'defaultMaxCoefficient', 'defaultTimeoutSec', 'maxBodyBytes', 'apiKeys'],
   proxy: ['role', 'production', 'dataDir', 'chain', 'tee', 'policy', 'stats', 'workerListen', 'clientListen', 'maxAttempts', 'queueDepth', 'queueMaxWaitMs'],
   worker: ['role', 'production', 'dataDir', 'chain', 'tee', 'policy', 'stats', 'proxies', 'backend', 'coefficient', 'maxActiveRequests', 'maxTokensCap'],
 }
@@ -299,6 +306,7 @@ export function applyEnvOverrides(raw: Record<string, unknown>, role: Role, env:
     const v = env[name]
     if (v === undefined || v === '') continue
     if (key === 'proxies') out[key] = v.split(',').map((s) => s.trim())
+    else if (v === 'true' || v === 'false') out[key] = v === 'true'
     else if (/^-?\d+(\.\d+)?$/.test(v)) out[key] = Number(v)
     else out[key] = v
   }
@@ -319,11 +327,14 @@ export function validateConfig(raw: unknown, where = 'config'): NodeConfig {
   if (production && common.tee.kind === 'simulated') throw new ConfigError(`${where}.tee.kind`, 'a production node cannot run on a simulated TEE')
   if (o.policy === undefined) throw new ConfigError(`${where}.policy`, 'is required (which evidence and images to trust)')
   if (role === 'client') {
+    const listen = parseHostPort(o.listen ?? '127.0.0.1:10000', `${where}.listen`)
+    if (o.apiKeys !== undefined && typeof o.apiKeys !== 'boolean') throw new ConfigError(`${where}.apiKeys`, 'must be true or false')
     return {
       role,
       ...common,
       chain: chain(role),
-      listen: parseHostPort(o.listen ?? '127.0.0.1:10000', `${where}.listen`),
+      listen,
+      apiKeys: (o.apiKeys as boolean | undefined) ?? !isLoopback(listen.host),
       proxies: hostPorts(o.proxies, `${where}.proxies`),
       defaultMaxCoefficient: optInt(o, 'defaultMaxCoefficient', where, 0, 1e9),
       defaultTimeoutSec: optInt(o, 'defaultTimeoutSec', where, 1, 3600),

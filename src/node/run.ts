@@ -5,6 +5,7 @@ import type http from 'node:http'
 import { Address } from '@ton/core'
 import { Ledger, LedgerRollbackError } from '../payments/ledger.ts'
 import { PartyLedger } from '../payments/party-ledger.ts'
+import { ReceiptStore } from '../payments/receipts/store.ts'
 import { ProxyBilling } from '../payments/billing.ts'
 import { OFFCHAIN_PRICE_PARAMS } from '../payments/pricing.ts'
 import { ProxySettlement } from '../payments/proxy-settlement.ts'
@@ -12,16 +13,23 @@ import { ClientAccount } from '../payments/client-account.ts'
 import { WorkerPayouts } from '../payments/worker-payouts.ts'
 import { walletOfKey, type ProxyChannel } from '../payments/channels.ts'
 import { createChain, chainOptionsFromEnv, type Chain, ChainError, NodeWallet, loadOrCreateWalletKey, RootWatcher } from '../ton/chain-client/index.ts'
-import { contractCodes } from '../ton/contracts/index.ts'
-import { identityKeysFromSeed, type EvidenceKind, type EvidenceProvider, type EvidenceVerifier, type Policy, RenewingIdentity, SimulatedEvidenceProvider, SimulatedEvidenceVerifier, simulatedImageHash, assertProductionPolicy, parsePolicy } from '../tee/index.ts'
+import { contractCodes, ProxyContract } from '../ton/contracts/index.ts'
+import { identityKeysFromSeed, parseAttestedCert, type EvidenceKind, type EvidenceProvider, type EvidenceVerifier, type Policy, RenewingIdentity, SimulatedEvidenceProvider, SimulatedEvidenceVerifier, simulatedImageHash, assertProductionPolicy, parsePolicy } from '../tee/index.ts'
 import { LiveTrust, policyFromRoot, refusalUnder } from './trust.ts'
 import { createBackend, type InferenceBackend } from '../inference/index.ts'
 import { createClient } from '../client/client.ts'
 import { createProxy } from '../proxy/proxy.ts'
 import { createWorker } from '../worker/worker.ts'
-import { ConfigError, configHash, type ChainConfig, type NodeConfig, type TeeConfig } from './config.ts'
+import { AppAccounts } from '../client/apps.ts'
+import { clientConsole, networkOf } from './client-console.ts'
+import { StatsHistory } from './history.ts'
+import { ConfigError, isLoopback, configHash, type ChainConfig, type NodeConfig, type TeeConfig } from './config.ts'
 import type { Logger } from '../core/log.ts'
 import { listenPort, startOpsServer } from '../core/ops.ts'
+import { ADMIN_TOKEN_HEADER, dashboardUrl, handleAdmin, hasAdminToken, loadOrCreateAdminToken, MinInterval, type AdminToken } from './admin.ts'
+import { summarizeTransaction, Op } from '../ton/contracts/index.ts'
+import { describeCertificate } from '../tee/index.ts'
+import { serveDashboard } from './dashboard.ts'
 
 export interface RunningNode {
   role: NodeConfig['role']
@@ -120,11 +128,28 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     const account = cc
       ? new ClientAccount({ chain: cc.chain, wallet: cc.wallet, root: cc.root, rootState: () => cc.watcher.state, log }, { depositNano: c!.depositNano, topUpBelowNano: c!.topUpBelowNano, topUpNano: c!.topUpNano })
       : undefined
+    const receipts = new ReceiptStore(path.join(cfg.dataDir, 'receipts.sqlite'))
+    const apps = new AppAccounts(path.join(cfg.dataDir, 'apps.sqlite'))
+    const admin = adminToken(cfg.dataDir, log)
+    let consoleRoutes: ReturnType<typeof clientConsole> | undefined
     const client = createClient(cfg, {
       identity,
       verify,
       log,
       ledger,
+      receipts,
+      receiptsRoot: cc
+        ? async (addr) => {
+            const p = cc.chain.open(ProxyContract.createFromAddress(Address.parse(addr)))
+            const [r, id] = await Promise.all([p.getReceiptsRoot(), p.getIdentity()])
+            return { seqno: Number(r.seqno), root: r.root.toString('hex'), count: Number(r.count), paymentKey: id.publicKey.toString('hex') }
+          }
+        : undefined,
+      routes: (req, res) => consoleRoutes!(req, res),
+      apps: {
+        admit: (authorization, model) => apps.authorize(authorization, model, cfg.apiKeys)?.id ?? null,
+        answered: (r) => apps.record(r),
+      },
       onProxy: account
         ? async (peer, proxyId) => {
             if (!peer.claims.paymentKey) return
@@ -134,9 +159,20 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       funds: account ? (proxyId) => account.stats(proxyId) : undefined,
       funded: account ? (proxyId) => account.isFunded(proxyId) : undefined,
     })
+    consoleRoutes = clientConsole({
+      client,
+      apps,
+      ledger,
+      adminToken: admin.token,
+      loopback: isLoopback(cfg.listen.host),
+      keysRequired: cfg.apiKeys,
+      chain: cc && account ? { endpoint: cc.chain.endpoint, root: cc.root, rootState: () => cc.watcher.state, wallet: cc.wallet, account } : undefined,
+    })
     trust.onUpdate((p) => client.revalidate((peer) => refusalUnder(p, peer)))
     account?.start(ledger)
     const port = await client.start()
+    log.info('API keys', { required: cfg.apiKeys })
+    announceDashboard(cfg.listen.host, port, admin, log)
     return {
       role: 'client',
       ports: { api: port },
@@ -146,6 +182,8 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
         identity.stop()
         await client.stop()
         ledger.close()
+        receipts.close()
+        apps.close()
       },
     }
   }
@@ -191,27 +229,57 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       payoutVoucher: settlement ? (a) => settlement.payoutVoucher(a) : undefined,
       finalCharge: settlement ? (c, inFlight) => settlement.finalCharge(c, inFlight) : undefined,
       chainStats: settlement ? () => settlement.stats() : undefined,
+      proxyContract: settlement ? () => settlement.address.toString() : undefined,
     })
     trust.onUpdate((p) => proxy.revalidate((peer) => refusalUnder(p, peer)))
     const ports = await proxy.start()
-    const ops = await startOpsServer(cfg.stats.host, cfg.stats.port, proxy, log, (req, res) => {
-      // Loopback operators can trigger a settlement round now (tests, before a withdrawal).
-      if (req.method !== 'POST' || req.url !== '/admin/settle') return false
-      if (!settlement) return sendJson(res, 409, { error: 'this proxy runs without a chain' }), true
-      settlement.settle({ force: true }).then(
-        async (r) => {
-          await proxy.pushStatements()
-          sendJson(res, 200, { committed: r.committed ?? null, charged: r.charged, payoutVouchers: r.payoutVouchers })
-        },
-        (err: Error) => sendJson(res, 502, { error: err.message }),
-      )
-      return true
+    const admin = adminToken(cfg.dataDir, log)
+    const settleOnce = new MinInterval<unknown>()
+    const history = new StatsHistory(() => {
+      const m = proxy.stats().money as Record<string, string>
+      return { chargedNano: m.chargedNano, earnedByWorkersNano: m.earnedByWorkersNano, marginNano: m.marginNano, reservedNano: m.reservedNano }
+    }).start()
+    const network = cc ? networkOf(cc.chain.endpoint) : null
+    const api = readOnlyApi(cfg.stats.host, admin.token, {
+      '/api/node': () => ({ role: 'proxy', network, certificate: certTimes(identity) }),
+      '/api/history': () => ({ samples: history.series() }),
+      '/api/commits': async () => {
+        const commits = ledger.commits(50)
+        let transactions: Array<Record<string, unknown>> = []
+        if (settlement && cc) {
+          const txs = await cc.chain.client.getTransactions(settlement.address, { limit: 50 }).catch(() => [])
+          transactions = txs
+            .map((tx) => ({ tx, s: summarizeTransaction(tx) }))
+            .filter(({ s }) => s.op === Op.proxyCommitState)
+            .map(({ tx, s }) => ({ hash: tx.hash().toString('hex'), lt: tx.lt.toString(), at: tx.now, success: s.success }))
+        }
+        return { network, contract: settlement?.address.toString() ?? null, commits, transactions }
+      },
     })
+    const ops = await startOpsServer(cfg.stats.host, cfg.stats.port, proxy, log, (req, res) =>
+      serveDashboard(req, res) ||
+      api(req, res) ||
+      handleAdmin(req, res, admin.token, [
+        {
+          // A settlement round now (tests, before a withdrawal): at most one per ADMIN_MIN_INTERVAL_MS, however often it is called.
+          path: '/admin/settle',
+          throttle: settleOnce,
+          run: async () => {
+            if (!settlement) throw Object.assign(new Error('this proxy runs without a chain'), { status: 409 })
+            const r = await settlement.settle({ force: true })
+            await proxy.pushStatements()
+            return { committed: r.committed ?? null, charged: r.charged, payoutVouchers: r.payoutVouchers }
+          },
+        },
+      ]),
+    )
+    announceDashboard(cfg.stats.host, listenPort(ops), admin, log)
     return {
       role: 'proxy',
       ports: { ...ports, stats: listenPort(ops) },
       stop: async () => {
         stopChain()
+        history.stop()
         settlement?.stop()
         identity.stop()
         await proxy.stop()
@@ -229,29 +297,72 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     await backend.close()
     throw err
   }
+  // Receipts state the worker's own image hash: its own evidence, checked as a peer's would be.
+  const own = { pem: '', imageHash: '' }
+  const vs = await verifiers(base)
+  const refreshImage = async () => {
+    const id = identity.current()
+    if (id.certPem === own.pem) return
+    const cert = await parseAttestedCert(Buffer.from(id.certPem.replace(/-----[^-]+-----|\s/g, ''), 'base64'))
+    const v = cert.quote ? vs[cert.kind] : undefined
+    own.imageHash = v ? (await v.verify(cert.quote!)).imageHash : ''
+    own.pem = id.certPem
+  }
+  await refreshImage().catch((err) => log.warn('could not read this worker\'s own image hash; receipts state zeros', { error: err }))
+  const imageTimer = setInterval(() => void refreshImage().catch(() => {}), 60_000).unref()
   const ledger = new PartyLedger(path.join(cfg.dataDir, 'ledger.sqlite'))
   const payouts = cc ? new WorkerPayouts({ chain: cc.chain, wallet: cc.wallet, root: cc.root, rootState: () => cc.watcher.state, ledger, log }, cfg.chain!.payoutThresholdNano) : undefined
   const worker = createWorker(
     { ...cfg, payoutAddress: cc?.wallet.address.toRawString() },
-    { backend, identity, verify, log, ledger, onVoucher: payouts ? (proxyId) => payouts.onVoucher(proxyId) : undefined, payoutContract: payouts ? (proxyId) => payouts.contractAddress(proxyId) : undefined },
+    { backend, identity, verify, log, ledger, imageHash: () => own.imageHash, onVoucher: payouts ? (proxyId) => payouts.onVoucher(proxyId) : undefined, payoutContract: payouts ? (proxyId) => payouts.contractAddress(proxyId) : undefined },
   )
   trust.onUpdate((p) => worker.revalidate((peer) => refusalUnder(p, peer)))
-  const ops = await startOpsServer(cfg.stats.host, cfg.stats.port, worker, log, (req, res) => {
-    if (req.method !== 'POST' || !req.url?.startsWith('/admin/payout')) return false
-    if (!payouts) return sendJson(res, 409, { error: 'this worker runs without a chain' }), true
-    Promise.all(ledger.all().map(async (r) => ({ proxy: r.proxy, tokensPaid: (await payouts.claim(r.proxy, true)).toString() }))).then(
-      (list) => sendJson(res, 200, { payouts: list }),
-      (err: Error) => sendJson(res, 502, { error: err.message }),
-    )
-    return true
+  const admin = adminToken(cfg.dataDir, log)
+  const payoutOnce = new MinInterval<unknown>()
+  const history = new StatsHistory(() => {
+    const s = worker.stats() as { requests: Record<string, number>; proxies: Array<{ earned: { tokens: string; nano: string }; paidOnChainTokens: string }> }
+    const sum = (f: (p: (typeof s.proxies)[number]) => string) => s.proxies.reduce((t, p) => t + BigInt(f(p)), 0n).toString()
+    return { earnedNano: sum((p) => p.earned.nano), earnedTokens: sum((p) => p.earned.tokens), paidTokens: sum((p) => p.paidOnChainTokens), ...s.requests }
+  }).start()
+  const network = cc ? networkOf(cc.chain.endpoint) : null
+  const api = readOnlyApi(cfg.stats.host, admin.token, {
+    '/api/node': async () => ({
+      role: 'worker',
+      network,
+      certificate: certTimes(identity),
+      attestation: await attestationOf(identity),
+      wallet: cc ? { address: cc.wallet.address.toString({ testOnly: network !== 'mainnet' }), balanceNano: (await cc.wallet.balance().catch(() => null))?.toString() ?? null } : null,
+      payoutThresholdNano: cfg.chain?.payoutThresholdNano?.toString() ?? null,
+    }),
+    '/api/history': () => ({ samples: history.series() }),
   })
+  const ops = await startOpsServer(cfg.stats.host, cfg.stats.port, worker, log, (req, res) =>
+    serveDashboard(req, res) ||
+    api(req, res) ||
+    handleAdmin(req, res, admin.token, [
+      {
+        // `cocoon worker payout` from the dashboard: claims every proxy's voucher and waits for the transactions.
+        path: '/admin/payout',
+        throttle: payoutOnce,
+        run: async () => {
+          if (!payouts) throw Object.assign(new Error('this worker runs without a chain'), { status: 409 })
+          const list = []
+          for (const r of ledger.all()) list.push({ proxy: r.proxy, tokensPaid: (await payouts.claim(r.proxy, true)).toString() })
+          return { payouts: list, walletBalanceNano: (await cc!.wallet.balance()).toString() }
+        },
+      },
+    ]),
+  )
+  announceDashboard(cfg.stats.host, listenPort(ops), admin, log)
   worker.start()
   log.info('worker ready', { model: backend.model.id, modelHash: backend.model.hash, coefficient: cfg.coefficient ?? 1000 })
   return {
     role: 'worker',
     ports: { stats: listenPort(ops) },
     stop: async () => {
+      clearInterval(imageTimer)
       stopChain()
+      history.stop()
       identity.stop()
       await worker.stop()
       await closeServer(ops)
@@ -261,10 +372,61 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
   }
 }
 
+/** What the node's certificate presents: evidence kind, image hash (simulated quotes carry it), not-after. */
+async function attestationOf(identity: RenewingIdentity): Promise<Record<string, unknown>> {
+  const d = await describeCertificate(identity.current().certPem)
+  return { kind: identity.current().kind, imageHash: d.quote?.simulatedImageHash ?? null, quoteBytes: d.quote?.bytes ?? 0, notAfter: d.notAfter, claims: d.claims ?? null }
+}
+
+/** When the certificate was made and when it renews (unix seconds). */
+function certTimes(identity: RenewingIdentity): { createdAt: number; renewsAt: number } {
+  const createdAt = identity.current().claims.createdAt
+  return { createdAt, renewsAt: createdAt + identity.renewSec }
+}
+
+/**
+ * Read-only dashboard endpoints (GET /api/...). On loopback they need no token; on any other
+ * address the admin token, in its header, like the money-moving ones.
+ */
+function readOnlyApi(host: string, token: string, routes: Record<string, () => unknown>): (req: http.IncomingMessage, res: http.ServerResponse) => boolean {
+  return (req, res) => {
+    const p = (req.url ?? '/').split('?')[0]
+    const route = routes[p]
+    if (!route || (req.method !== 'GET' && req.method !== 'HEAD')) return false
+    if (!isLoopback(host) && !hasAdminToken(req, token)) {
+      sendJson(res, 401, { error: { message: `send the admin token in the ${ADMIN_TOKEN_HEADER} header`, type: 'invalid_request_error', code: 'invalid_admin_token', param: null } })
+      return true
+    }
+    Promise.resolve()
+      .then(route)
+      .then(
+        (body) => sendJson(res, 200, body),
+        (err: Error) => sendJson(res, 502, { error: { message: err.message.slice(0, 500), type: 'api_error', code: 'dashboard_error', param: null } }),
+      )
+    return true
+  }
+}
+
 function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body)
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
+  const text = JSON.stringify(body, (_k, v) => (typeof v === 'bigint' ? v.toString() : v))
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' })
   res.end(text)
+}
+
+function adminToken(dataDir: string, log: Logger): AdminToken {
+  const t = loadOrCreateAdminToken(dataDir)
+  if (t.created) log.info('admin token created', { file: t.file })
+  return t
+}
+
+/**
+ * Prints the dashboard URL. The first start, which generated the admin token, prints it once in
+ * the URL (Jupyter-style) on stdout, never in the structured log; later starts point at the file.
+ * COCOON_ADMIN_TOKEN_PRINT=0 keeps it off stdout (the devnet prints its own banner).
+ */
+function announceDashboard(host: string, port: number, admin: AdminToken, log: Logger): void {
+  log.info('dashboard', { url: dashboardUrl(host, port), adminTokenFile: admin.file })
+  if (admin.created && process.env.COCOON_ADMIN_TOKEN_PRINT !== '0') process.stdout.write(`\n  Dashboard (with its admin token, shown once): ${dashboardUrl(host, port, admin.token)}\n\n`)
 }
 
 function closeServer(s: http.Server): Promise<void> {

@@ -2,7 +2,7 @@
 // below a threshold; top-up, withdrawal and close for the CLI.
 import type { Address } from '@ton/core'
 import { type Chain, collectMessages, type NodeWallet } from '../ton/chain-client/index.ts'
-import { type ClientState, checkVoucher, ONE_TON_NANO, type RootState, VOUCHER_MIN_VALUE_NANO } from '../ton/contracts/index.ts'
+import { type ClientState, type TopUpMessage, checkVoucher, ONE_TON_NANO, type RootState, VOUCHER_MIN_VALUE_NANO } from '../ton/contracts/index.ts'
 import type { Logger } from '../core/log.ts'
 import { ChannelLookup, clientContract } from './channels.ts'
 
@@ -83,6 +83,13 @@ export class ClientAccount {
     const c = await this.contractFor(proxyId)
     await this.deps.wallet.sendAndConfirm(await collectMessages((via) => c.sendTopUp(via, { amountNano })))
     await this.state(proxyId)
+  }
+
+  /** The top-up as a message for the app user's own wallet (TON Connect) to send; the node never holds those funds. */
+  async topUpMessage(proxyId: string, amountNano: bigint): Promise<TopUpMessage> {
+    const c = await this.contractFor(proxyId)
+    const deployed = await this.deps.chain.isDeployed(c.address)
+    return clientContract(await this.channels.channel(proxyId), this.deps.wallet.address).topUpMessage({ amountNano, deployed })
   }
 
   /** Withdraws down to the stake at most; the contract refuses more. */

@@ -73,6 +73,8 @@ test('a smoke run of the whole harness gives a result that matches the schema', 
     assert.equal(typeof r.handshake.tdxCached.p50Ms, 'number')
     assert.deepEqual(r.fees['client.charge'], { gas: 13_000, feeNano: 9_000_000 })
     assert.equal(typeof r.fees.perRequestAmortisedNano, 'number')
+    assert.equal(r.receipts.count, 20_000)
+    assert.ok(r.receipts.proofP50Ms > 0 && r.receipts.commitCpuMaxMs >= 0)
     assert.ok(r.inference.directTokPerSec > 0 && r.inference.networkTokPerSec > 0)
     const md = renderMarkdown(r)
     assert.match(md, /\| Requests\/s, concurrency 30 \|/)
@@ -98,6 +100,7 @@ function sampleResult(): BenchResult {
     handshake: { simulated: { perSec: 100, p50Ms: 5 }, tdxCold: { p50Ms: null }, tdxCached: { p50Ms: BENCH_TARGETS.maxTdxCachedHandshakeMs } },
     inference: { directTokPerSec: 100, networkTokPerSec: 90, ratio: 0.9, concurrent4: { directTokPerSec: 1, networkTokPerSec: 1 } },
     fees: { 'client.charge': { gas: 1, feeNano: 2 }, perRequestAmortisedNano: null },
+    receipts: { count: 1_000_000, appendUs: 3, commitCpuMs: 0.2, commitCpuMaxMs: 0.4, proofP50Ms: 0.5, proofP99Ms: 1, verifyP50Ms: 0.3, proofMaxBytes: 3000, rebuildMs: 3000, memMiB: 70 },
     notes: [],
   }
 }

@@ -1,12 +1,11 @@
 // The README's quick start, run as written: `npm start` on the DEFAULT ports, then the README's own curl line and
-// JavaScript snippet (read from README.md, never copied here), Ctrl-C, and no process left. Then the ways a start
-// can fail, each leaving nothing behind, and the README's commands checked against `cocoon --help`.
+// JavaScript snippet (read from README.md, never copied here), Ctrl-C, and no process left; a second start reuses the
+// state. Then a devnet stopped during start-up, and the README's commands checked against `cocoon --help`.
 // This is the one test file allowed to use the devnet's default ports.
 import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFile, spawn } from 'node:child_process'
 import fs from 'node:fs'
-import net from 'node:net'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import { BIN, MODELS_DIR, ROOT, cocoon, isAlive, randomPortOffset, tmpDir, type Proc } from '../helpers/procs.ts'
@@ -49,7 +48,7 @@ function childPids(state: DevnetState): number[] {
 }
 
 /** Spawns a `cocoon` command line the way a user's shell would, in `cwd`, collecting its output. */
-function spawnUser(argv: string[], cwd: string): Proc & { stderr(): string } {
+function spawnUser(argv: string[], cwd: string): Proc {
   const proc = spawn(argv[0] === 'node' ? process.execPath : argv[0], argv.slice(1), { cwd, env: userEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   let err = ''
@@ -77,16 +76,8 @@ function spawnUser(argv: string[], cwd: string): Proc & { stderr(): string } {
   }
 }
 
-/** One line on stderr, no stack trace. */
-function assertOneLine(stderr: string, re: RegExp): void {
-  const lines = stderr.trimEnd().split('\n')
-  assert.equal(lines.length, 1, `one line on stderr, got:\n${stderr}`)
-  assert.match(lines[0], re)
-  assert.doesNotMatch(stderr, /^\s+at /m, 'no stack trace')
-}
-
 describe("the README's quick start, verbatim, on the default ports", () => {
-  test('npm start serves the curl line and the JavaScript snippet; Ctrl-C leaves no process behind', async (t) => {
+  test('npm start serves the curl line and the JavaScript snippet; Ctrl-C leaves no process behind; a second npm start reuses the state', async (t) => {
     // `npm start` is `node bin/cocoon.js devnet` with no flags: run exactly that.
     assert.match(block('sh', 'npm start'), /^npm install && npm start$/m)
     const startArgv = PACKAGE.scripts.start.split(' ')
@@ -140,10 +131,30 @@ describe("the README's quick start, verbatim, on the default ports", () => {
       }
 
       // Ctrl-C.
+      const root = readState(dir).chain!.root
       devnet.proc.kill('SIGINT')
       const { code } = await devnet.exited
       assert.equal(code, 0, devnet.output())
       await waitFor(() => pids.every((p) => !isAlive(p)), `every child (${pids.join(', ')}) to exit`, EXIT_WITHIN_MS)
+
+      // A second `npm start` reuses the state: the same chain, root and funded contracts, and it serves again.
+      const again = spawnUser(startArgv, cwd)
+      try {
+        await again.waitForOutput(/Press Ctrl-C to stop\./, READY_TIMEOUT_MS)
+        const state = readState(dir)
+        pids = childPids(state)
+        assert.equal(state.chain!.root, root, 'the same root contract, from the persisted chain')
+        // The client's log is appended across runs: one deposit, made by the first start.
+        const deposits = fs.readFileSync(path.join(dir, 'logs', 'client.log'), 'utf8').match(/depositing to a new client contract/g) ?? []
+        assert.equal(deposits.length, 1, 'the client contract funded the first time is reused')
+        const { stdout } = await run('sh', ['-c', block('sh', 'curl ')], { cwd, env: userEnv(), timeout: 60_000 })
+        assert.match(stdout, /data: \[DONE\]/)
+        again.proc.kill('SIGINT')
+        assert.equal((await again.exited).code, 0, again.output())
+        await waitFor(() => pids.every((p) => !isAlive(p)), `every child (${pids.join(', ')}) of the second start to exit`, EXIT_WITHIN_MS)
+      } finally {
+        if (again.proc.exitCode === null) again.proc.kill('SIGKILL')
+      }
     } finally {
       if (devnet.proc.exitCode === null) devnet.proc.kill('SIGKILL')
       for (const p of pids) if (isAlive(p)) process.kill(p, 'SIGKILL')
@@ -190,63 +201,6 @@ describe('a devnet stopped during start-up leaves no child behind', () => {
   })
 })
 
-describe('a failed start prints one line, exits 1 and leaves nothing running', () => {
-  test('a port already in use: the message names the port and the role, and nothing starts', async () => {
-    const offset = randomPortOffset()
-    const dir = tmpDir('port-taken')
-    const holder = net.createServer().listen(DEVNET_PORTS.proxyWorkers + offset, '127.0.0.1')
-    await new Promise((r) => holder.once('listening', r))
-    try {
-      const devnet = spawnUser(['node', BIN, 'devnet', '--dir', dir, '--port-offset', String(offset)], ROOT)
-      const { code } = await devnet.exited
-      assert.equal(code, 1)
-      assertOneLine(devnet.stderr(), new RegExp(`^cocoon devnet: port ${DEVNET_PORTS.proxyWorkers + offset} for the proxy \\(worker listener\\) is already in use`))
-      assert.doesNotMatch(devnet.output(), /starting the devnet chain/, 'nothing was started')
-      assert.equal(fs.existsSync(path.join(dir, 'devnet.json')), false)
-    } finally {
-      holder.close()
-      fs.rmSync(dir, { recursive: true, force: true })
-    }
-  })
-
-  test('a child that dies during start-up: the devnet stops the rest and says which child and why', async () => {
-    // Another chain already holds the devnet's chain folder, so the devnet's own chain exits at once.
-    const dir = tmpDir('child-dies')
-    const squatter = cocoon(['chain', '--dir', path.join(dir, 'chain'), '--port', '0'])
-    try {
-      await squatter.waitForOutput(/listening on/, 60_000)
-      const devnet = spawnUser(['node', BIN, 'devnet', '--dir', dir, '--port-offset', String(randomPortOffset())], ROOT)
-      const { code } = await devnet.exited
-      assert.equal(code, 1, devnet.output())
-      assertOneLine(devnet.stderr(), /^cocoon devnet: the chain exited during start-up \(exit code 1\): .*; see .*chain\.log$/)
-      assert.equal(fs.existsSync(path.join(dir, 'devnet.json')), false)
-    } finally {
-      squatter.proc.kill('SIGTERM')
-      await squatter.exited
-      fs.rmSync(dir, { recursive: true, force: true })
-    }
-  })
-
-  test('a missing model: one line saying what to do', async () => {
-    const dir = tmpDir('no-model')
-    try {
-      const devnet = spawnUser(['node', BIN, 'devnet', '--dir', dir, '--port-offset', String(randomPortOffset()), '--model', 'no-such-model.gguf'], ROOT)
-      const { code } = await devnet.exited
-      assert.equal(code, 1)
-      assertOneLine(devnet.stderr(), /^cocoon devnet: model file 'no-such-model\.gguf' not found .*; set COCOON_MODELS to a folder that holds the model, or pass --model FILE$/)
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true })
-    }
-  })
-
-  test('a --port-offset that lands on a port fetch refuses is refused before anything starts', async () => {
-    const devnet = spawnUser(['node', BIN, 'devnet', '--port-offset', String(10_080 - DEVNET_PORTS.client)], ROOT)
-    const { code } = await devnet.exited
-    assert.equal(code, 1)
-    assertOneLine(devnet.stderr(), /--port-offset: 80 puts the client on port 10080: .*blocked ports/)
-  })
-})
-
 describe("the README's commands exist as written", () => {
   test('every cocoon subcommand and flag the README names is in `cocoon --help`, and the devnet flags are the code\'s', async () => {
     const { stdout: help } = await run(process.execPath, [BIN, '--help'], { cwd: ROOT, env: userEnv() })
@@ -283,5 +237,6 @@ describe("the README's commands exist as written", () => {
     assert.match(README, new RegExp(`OpenAI base URL:\\s+http://127\\.0\\.0\\.1:${DEVNET_PORTS.client}/v1`))
     assert.match(README, new RegExp(`${DEVNET_PORTS.chain} \\(chain\\)`))
     assert.match(README, new RegExp(`cocoon chain \\[--dir DIR\\] \\[--port ${DEVNET_PORTS.chain}\\]`))
+    assert.match(helpFor.get('chain')!, new RegExp(`--port ${DEVNET_PORTS.chain}\\b`), 'the usage text shows the chain\'s real default port')
   })
 })

@@ -17,7 +17,10 @@ process.on('exit', () => {
 
 export interface Proc {
   proc: ChildProcess
+  /** stdout and stderr, interleaved as they arrived. */
   output(): string
+  /** stderr alone. */
+  stderr(): string
   waitForOutput(re: RegExp, timeoutMs: number): Promise<RegExpMatchArray>
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
 }
@@ -27,13 +30,17 @@ export function cocoon(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
   const proc = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...process.env, COCOON_MODELS: MODELS_DIR, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
   live.add(proc)
   let out = ''
+  let err = ''
   const listeners = new Set<() => void>()
   const onData = (d: Buffer) => {
     out += d.toString()
     for (const l of listeners) l()
   }
   proc.stdout!.on('data', onData)
-  proc.stderr!.on('data', onData)
+  proc.stderr!.on('data', (d: Buffer) => {
+    err += d.toString()
+    onData(d)
+  })
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     proc.once('exit', (code, signal) => {
       live.delete(proc)
@@ -44,6 +51,7 @@ export function cocoon(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
   return {
     proc,
     output: () => out,
+    stderr: () => err,
     exited,
     waitForOutput(re, timeoutMs) {
       return new Promise((resolve, reject) => {
