@@ -5,6 +5,7 @@ import type http from 'node:http'
 import { Address } from '@ton/core'
 import { Ledger, LedgerRollbackError } from '../payments/ledger.ts'
 import { PartyLedger } from '../payments/party-ledger.ts'
+import { ReceiptStore } from '../payments/receipts/store.ts'
 import { ProxyBilling } from '../payments/billing.ts'
 import { OFFCHAIN_PRICE_PARAMS } from '../payments/pricing.ts'
 import { ProxySettlement } from '../payments/proxy-settlement.ts'
@@ -12,8 +13,8 @@ import { ClientAccount } from '../payments/client-account.ts'
 import { WorkerPayouts } from '../payments/worker-payouts.ts'
 import { walletOfKey, type ProxyChannel } from '../payments/channels.ts'
 import { createChain, chainOptionsFromEnv, type Chain, ChainError, NodeWallet, loadOrCreateWalletKey, RootWatcher } from '../ton/chain-client/index.ts'
-import { contractCodes } from '../ton/contracts/index.ts'
-import { identityKeysFromSeed, type EvidenceKind, type EvidenceProvider, type EvidenceVerifier, type Policy, RenewingIdentity, SimulatedEvidenceProvider, SimulatedEvidenceVerifier, simulatedImageHash, assertProductionPolicy, parsePolicy } from '../tee/index.ts'
+import { contractCodes, ProxyContract } from '../ton/contracts/index.ts'
+import { identityKeysFromSeed, parseAttestedCert, type EvidenceKind, type EvidenceProvider, type EvidenceVerifier, type Policy, RenewingIdentity, SimulatedEvidenceProvider, SimulatedEvidenceVerifier, simulatedImageHash, assertProductionPolicy, parsePolicy } from '../tee/index.ts'
 import { LiveTrust, policyFromRoot, refusalUnder } from './trust.ts'
 import { createBackend, type InferenceBackend } from '../inference/index.ts'
 import { createClient } from '../client/client.ts'
@@ -127,6 +128,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     const account = cc
       ? new ClientAccount({ chain: cc.chain, wallet: cc.wallet, root: cc.root, rootState: () => cc.watcher.state, log }, { depositNano: c!.depositNano, topUpBelowNano: c!.topUpBelowNano, topUpNano: c!.topUpNano })
       : undefined
+    const receipts = new ReceiptStore(path.join(cfg.dataDir, 'receipts.sqlite'))
     const apps = new AppAccounts(path.join(cfg.dataDir, 'apps.sqlite'))
     const admin = adminToken(cfg.dataDir, log)
     let consoleRoutes: ReturnType<typeof clientConsole> | undefined
@@ -135,6 +137,14 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       verify,
       log,
       ledger,
+      receipts,
+      receiptsRoot: cc
+        ? async (addr) => {
+            const p = cc.chain.open(ProxyContract.createFromAddress(Address.parse(addr)))
+            const [r, id] = await Promise.all([p.getReceiptsRoot(), p.getIdentity()])
+            return { seqno: Number(r.seqno), root: r.root.toString('hex'), count: Number(r.count), paymentKey: id.publicKey.toString('hex') }
+          }
+        : undefined,
       routes: (req, res) => consoleRoutes!(req, res),
       apps: {
         admit: (authorization, model) => apps.authorize(authorization, model, cfg.apiKeys)?.id ?? null,
@@ -172,6 +182,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
         identity.stop()
         await client.stop()
         ledger.close()
+        receipts.close()
         apps.close()
       },
     }
@@ -218,6 +229,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       payoutVoucher: settlement ? (a) => settlement.payoutVoucher(a) : undefined,
       finalCharge: settlement ? (c, inFlight) => settlement.finalCharge(c, inFlight) : undefined,
       chainStats: settlement ? () => settlement.stats() : undefined,
+      proxyContract: settlement ? () => settlement.address.toString() : undefined,
     })
     trust.onUpdate((p) => proxy.revalidate((peer) => refusalUnder(p, peer)))
     const ports = await proxy.start()
@@ -294,11 +306,24 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     await backend.close()
     throw err
   }
+  // Receipts state the worker's own image hash: its own evidence, checked as a peer's would be.
+  const own = { pem: '', imageHash: '' }
+  const vs = await verifiers(base)
+  const refreshImage = async () => {
+    const id = identity.current()
+    if (id.certPem === own.pem) return
+    const cert = await parseAttestedCert(Buffer.from(id.certPem.replace(/-----[^-]+-----|\s/g, ''), 'base64'))
+    const v = cert.quote ? vs[cert.kind] : undefined
+    own.imageHash = v ? (await v.verify(cert.quote!)).imageHash : ''
+    own.pem = id.certPem
+  }
+  await refreshImage().catch((err) => log.warn('could not read this worker\'s own image hash; receipts state zeros', { error: err }))
+  const imageTimer = setInterval(() => void refreshImage().catch(() => {}), 60_000).unref()
   const ledger = new PartyLedger(path.join(cfg.dataDir, 'ledger.sqlite'))
   const payouts = cc ? new WorkerPayouts({ chain: cc.chain, wallet: cc.wallet, root: cc.root, rootState: () => cc.watcher.state, ledger, log }, cfg.chain!.payoutThresholdNano) : undefined
   const worker = createWorker(
     { ...cfg, payoutAddress: cc?.wallet.address.toRawString() },
-    { backend, identity, verify, log, ledger, onVoucher: payouts ? (proxyId) => payouts.onVoucher(proxyId) : undefined, payoutContract: payouts ? (proxyId) => payouts.contractAddress(proxyId) : undefined },
+    { backend, identity, verify, log, ledger, imageHash: () => own.imageHash, onVoucher: payouts ? (proxyId) => payouts.onVoucher(proxyId) : undefined, payoutContract: payouts ? (proxyId) => payouts.contractAddress(proxyId) : undefined },
   )
   trust.onUpdate((p) => worker.revalidate((peer) => refusalUnder(p, peer)))
   const admin = adminToken(cfg.dataDir, log)
@@ -344,6 +369,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     role: 'worker',
     ports: { stats: listenPort(ops) },
     stop: async () => {
+      clearInterval(imageTimer)
       stopChain()
       history.stop()
       identity.stop()
