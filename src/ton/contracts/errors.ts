@@ -30,6 +30,8 @@ export const ContractExitCode = {
   StakeTooLow: 145,
   InsufficientFunds: 146,
   ExceedsWithdrawable: 147,
+  ReceiptsShrink: 148,
+  ReceiptsRootMalformed: 149,
   ProxyImageNotAllowed: 150,
   ProxyStakeBelowMinimum: 151,
   ProxyAlreadyRegistered: 152,
