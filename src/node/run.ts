@@ -21,6 +21,7 @@ import { createProxy } from '../proxy/proxy.ts'
 import { createWorker } from '../worker/worker.ts'
 import { ConfigError, configHash, type ChainConfig, type NodeConfig, type TeeConfig } from './config.ts'
 import type { Logger } from '../core/log.ts'
+import { raceSignal } from '../core/time.ts'
 import { listenPort, startOpsServer } from '../core/ops.ts'
 
 export interface RunningNode {
@@ -66,11 +67,25 @@ interface ChainContext {
   walletSeed: Buffer
 }
 
-async function openChain(c: ChainConfig, log: Logger): Promise<ChainContext> {
+/** How long the proxy waits for its rollback check at start-up before it serves without the chain. */
+const SETTLEMENT_CONNECT_TIMEOUT_MS = 10_000
+/** How often a proxy running without the chain tries to connect settlement again. */
+const SETTLEMENT_RETRY_MS = 5_000
+/** How long a client waits for its deposit check on a new proxy session before it uses the session anyway. */
+const FUNDING_WAIT_MS = 5_000
+
+/** Is this a chain that does not answer (timeout, network), as opposed to one that answered no? */
+function isUnreachable(err: unknown): boolean {
+  const e = err as Error & { cause?: unknown }
+  return e?.name === 'TimeoutError' || e?.name === 'AbortError' || /timed out|no answer|ECONNREFUSED|ECONNRESET|fetch failed|network|socket/i.test(e?.message ?? '')
+}
+
+async function openChain(c: ChainConfig, dataDir: string, log: Logger): Promise<ChainContext> {
   const opts = chainOptionsFromEnv(process.env, { endpoint: c.endpoint, apiKeyFile: c.apiKeyFile })!
   const chain = createChain({ ...opts, log })
   const root = Address.parse(c.root)
-  const watcher = new RootWatcher({ chain, root, log }, { refreshMs: c.policyRefreshSec * 1000 })
+  // The root as last seen is kept in the data folder, so the node can start while the chain is unreachable.
+  const watcher = new RootWatcher({ chain, root, log }, { refreshMs: c.policyRefreshSec * 1000, cacheFile: path.join(dataDir, 'root-state.json') })
   await watcher.start()
   const key = loadOrCreateWalletKey(c.walletKeyFile)
   const wallet = new NodeWallet(chain, key, { log })
@@ -83,7 +98,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
   const base = parsePolicy(cfg.policy, 'policy')
   // A production node, and any node in a real TEE, must never trust forgeable simulated peers.
   if (cfg.production || cfg.tee.kind === 'tdx') assertProductionPolicy(base, 'policy')
-  const cc = cfg.chain ? await openChain(cfg.chain, log) : undefined
+  const cc = cfg.chain ? await openChain(cfg.chain, cfg.dataDir, log) : undefined
   // Compile the contracts now (about a second of CPU), not in the middle of serving the first payment.
   if (cc) await contractCodes()
   // With a chain, the allow-lists come from the root and follow it; the config gives the rest.
@@ -116,11 +131,14 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       onProxy: account
         ? async (peer, proxyId) => {
             if (!peer.claims.paymentKey) return
-            await account.ensureFunded(proxyId).catch((err) => log.error('could not fund the client contract for this proxy', { error: err }))
+            // Bounded: while the chain is unreachable the session is used at once (the proxy admits on the last known balance).
+            const funded = account.ensureFunded(proxyId).catch((err) => log.error('could not fund the client contract for this proxy', { error: err }))
+            await Promise.race([funded, new Promise((r) => setTimeout(r, cc!.watcher.reachability.reachable ? FUNDING_WAIT_MS * 12 : 0).unref())])
           }
         : undefined,
       funds: account ? (proxyId) => account.stats(proxyId) : undefined,
     })
+    if (cc) client.chainReachability = () => cc.watcher.reachability
     trust.onUpdate((p) => client.revalidate((peer) => refusalUnder(p, peer)))
     account?.start(ledger)
     const port = await client.start()
@@ -140,6 +158,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
   if (cfg.role === 'proxy') {
     const ledger = new Ledger(path.join(cfg.dataDir, 'ledger.sqlite'))
     let settlement: ProxySettlement | undefined
+    let stopRetry = () => {}
     let paymentKeyHex: string | undefined
     if (cc) {
       const paymentKey = loadOrCreateWalletKey(cfg.chain!.paymentKeyFile)
@@ -147,7 +166,12 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       const channel: ProxyChannel = { root: cc.root, owner: cc.wallet.address, paymentKey: paymentKey.publicKey, params: cc.watcher.state!.params, codes: await contractCodes() }
       settlement = new ProxySettlement(
         { chain: cc.chain, wallet: cc.wallet, paymentKey, channel, ledger, log },
-        { intervalMs: cfg.chain!.settleIntervalSec ? cfg.chain!.settleIntervalSec * 1000 : undefined, chargeThresholdNano: cfg.chain!.chargeThresholdNano, stakeNano: cfg.chain!.stakeNano },
+        {
+          intervalMs: cfg.chain!.settleIntervalSec ? cfg.chain!.settleIntervalSec * 1000 : undefined,
+          chargeThresholdNano: cfg.chain!.chargeThresholdNano,
+          stakeNano: cfg.chain!.stakeNano,
+          fundsCacheFile: path.join(cfg.dataDir, 'client-funds.json'),
+        },
       )
     }
     const billing = new ProxyBilling({ ledger, params: () => settlement?.priceParams() ?? OFFCHAIN_PRICE_PARAMS, funds: settlement, log })
@@ -157,15 +181,36 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       billing.refuseService(ledger.integrity.message)
     } else if (settlement) {
       // Refuse to serve, without crashing, when the chain shows this ledger is stale or the contract cannot be staked.
-      try {
-        await settlement.checkRollback()
-        await settlement.ensureStaked()
-        settlement.start()
-        log.info('proxy contract ready', { address: settlement.address.toString() })
-      } catch (err) {
-        const reason = err instanceof LedgerRollbackError ? `ledger rollback detected: ${err.message}` : `cannot settle on chain: ${(err as Error).message}`
-        log.error('refusing to serve', { reason })
-        billing.refuseService(reason)
+      // When the chain does not answer, serve on the ledger and the last known balances, and connect settlement
+      // (rollback check first) as soon as it answers again.
+      const s = settlement
+      const connect = async (): Promise<'ready' | 'unreachable'> => {
+        try {
+          await raceSignal(s.checkRollback(), AbortSignal.timeout(SETTLEMENT_CONNECT_TIMEOUT_MS))
+          await s.ensureStaked()
+          s.start()
+          log.info('proxy contract ready', { address: s.address.toString() })
+          return 'ready'
+        } catch (err) {
+          if (!(err instanceof LedgerRollbackError) && (!cc!.watcher.reachability.reachable || isUnreachable(err))) return 'unreachable'
+          const reason = err instanceof LedgerRollbackError ? `ledger rollback detected: ${err.message}` : `cannot settle on chain: ${(err as Error).message}`
+          log.error('refusing to serve', { reason })
+          billing.refuseService(reason)
+          return 'ready'
+        }
+      }
+      if (!cc!.watcher.reachability.reachable || (await connect()) === 'unreachable') {
+        log.warn('chain unreachable; serving on the ledger and the last known client balances; settlement starts when the chain returns')
+        const retry = setInterval(() => {
+          if (!cc!.watcher.reachability.reachable || retrying) return
+          retrying = true
+          void connect()
+            .then((r) => r === 'ready' && clearInterval(retry))
+            .finally(() => (retrying = false))
+        }, SETTLEMENT_RETRY_MS)
+        retry.unref()
+        let retrying = false
+        stopRetry = () => clearInterval(retry)
       }
     }
     const identity = await RenewingIdentity.start({ role: 'proxy', provider, configHash: hash, paymentKey: paymentKeyHex }, { onError })
@@ -179,6 +224,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       finalCharge: settlement ? (c, inFlight) => settlement.finalCharge(c, inFlight) : undefined,
       chainStats: settlement ? () => settlement.stats() : undefined,
     })
+    if (cc) proxy.chainReachability = () => cc.watcher.reachability
     trust.onUpdate((p) => proxy.revalidate((peer) => refusalUnder(p, peer)))
     const ports = await proxy.start()
     const ops = await startOpsServer(cfg.stats.host, cfg.stats.port, proxy, log, (req, res) => {
@@ -199,6 +245,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       ports: { ...ports, stats: listenPort(ops) },
       stop: async () => {
         stopChain()
+        stopRetry()
         settlement?.stop()
         identity.stop()
         await proxy.stop()
@@ -223,6 +270,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     { ...cfg, payoutAddress: cc?.wallet.address.toRawString() },
     { backend, identity, verify, log, ledger, onVoucher: payouts ? (proxyId) => payouts.onVoucher(proxyId) : undefined, payoutContract: payouts ? (proxyId) => payouts.contractAddress(proxyId) : undefined },
   )
+  if (cc) worker.chainReachability = () => cc.watcher.reachability
   trust.onUpdate((p) => worker.revalidate((peer) => refusalUnder(p, peer)))
   const ops = await startOpsServer(cfg.stats.host, cfg.stats.port, worker, log, (req, res) => {
     if (req.method !== 'POST' || !req.url?.startsWith('/admin/payout')) return false
