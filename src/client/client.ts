@@ -12,8 +12,22 @@ import { errorResponse, InvalidRequestError, isExpectedError, NoProxyAvailableEr
 import { parseJsonObject, readBody } from '../net/body.ts'
 import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
 import { CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, INFERENCE_PATHS, MAX_BODY_BYTES, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION } from '../net/protocol.ts'
+import { UsageTap, type AnswerUsage } from './usage-tap.ts'
+import type { RequestRecord } from './apps.ts'
 
 export const MODELS_TIMEOUT_MS = 10_000
+/** How long /healthz waits for a proxy's model list. */
+export const READINESS_TIMEOUT_MS = 2_000
+
+export type Readiness = {
+  ok: boolean
+  reason?: 'no proxy' | 'no worker' | 'not funded'
+  /** The reason in a sentence, for people. */
+  detail?: string
+  connectedProxies: number
+  /** Model ids the connected proxies list. */
+  models: string[]
+}
 
 export interface ClientOptions {
   /** Where the OpenAI API listens. Default 127.0.0.1:10000. */
@@ -36,8 +50,21 @@ export interface ClientDeps {
   ledger?: PartyLedger
   /** Extra money figures per proxy for /jsonstats (balance, stake, reserved…), from the chain side. */
   funds?: (proxyId: string) => Record<string, unknown> | undefined
+  /** On chain: whether this client's contract with the proxy holds funds (a proxy settling off-chain needs none). */
+  funded?: (proxyId: string) => boolean
   /** Runs once per new proxy session before it is used (e.g. make sure the client contract is funded). */
   onProxy?: (peer: VerifiedPeer, proxyId: string) => Promise<void>
+  /** Routes served beside the OpenAI API (the dashboard, its /api and /admin endpoints); returns whether it handled the request. */
+  routes?: (req: http.IncomingMessage, res: http.ServerResponse) => boolean
+  /** API keys and the request history (src/client/apps.ts): who may ask, and what each answer cost. */
+  apps?: AppGate
+}
+
+/** Admits app requests by API key and records each answer. */
+export interface AppGate {
+  /** The key id (null: anonymous); throws InvalidApiKeyError (401), ApiKeyQuotaError (429) or ModelNotAllowedError (403). */
+  admit(authorization: string | undefined, model: string): string | null
+  answered(r: Omit<RequestRecord, 'at'>): void
 }
 
 interface ProxyLink extends BaseLink<http2.ClientHttp2Session> {
@@ -81,6 +108,14 @@ export class Client implements OpsSource {
     this.o.proxies.forEach((p, i) => void this.connectLoop(p, this.links[i]))
     const server = http.createServer((req, res) => this.onRequest(req, res))
     server.keepAliveTimeout = 65_000
+    // Requests Node cannot even parse (header floods, garbage) get an OpenAI error too, not a bare status line.
+    server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+      if (!socket.writable || err.code === 'ECONNRESET') return void socket.destroy()
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400
+      const message = status === 431 ? 'request headers are too large' : status === 408 ? 'the request was not received in time' : 'malformed HTTP request'
+      const body = JSON.stringify({ error: { message, type: 'invalid_request_error', code: status === 431 ? 'headers_too_large' : 'invalid_request', param: null } })
+      socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
+    })
     this.server = server
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
@@ -123,7 +158,7 @@ export class Client implements OpsSource {
   }
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
-    if (handleOps(req, res, this)) return
+    if (handleOps(req, res, this) || this.deps.routes?.(req, res)) return
     const path = (req.url ?? '/').split('?')[0]
     const method = req.method ?? 'GET'
     const fail = (err: unknown) => {
@@ -138,7 +173,15 @@ export class Client implements OpsSource {
 
   private async listModels(res: http.ServerResponse): Promise<void> {
     let lastErr: Error | undefined
-    for (const link of this.readyLinks()) {
+    const links = this.readyLinks()
+    // No proxy yet means no worker yet: an empty list, not an error, so apps polling for a model simply wait.
+    if (links.length === 0) {
+      const text = JSON.stringify({ object: 'list', data: [] })
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
+      res.end(text)
+      return
+    }
+    for (const link of links) {
       try {
         const { status, body } = await requestJson(link.session!, { ':method': 'GET', ':path': PATHS.models }, undefined, MODELS_TIMEOUT_MS)
         if (status !== 200) throw new Error(`the proxy answered ${status}`)
@@ -178,6 +221,13 @@ export class Client implements OpsSource {
       this.finish('rejected')
       throw new InvalidRequestError("'model' is required and must be a string", 'model')
     }
+    let keyId: string | null = null
+    try {
+      keyId = this.deps.apps?.admit(req.headers.authorization, body.model) ?? null
+    } catch (err) {
+      this.finish('rejected')
+      throw err
+    }
     const payload = Buffer.from(JSON.stringify(body))
     const timeoutMs = Math.round(ctl.timeoutSec * 1000)
     const log = this.deps.log.child({ requestId: ctl.requestId })
@@ -199,7 +249,13 @@ export class Client implements OpsSource {
       const remaining = timeoutMs - (Date.now() - started)
       if (remaining <= 0) break
       const r = await this.relay(link, res, path, payload, ctl, remaining, log, () => appGone)
-      if (r.kind === 'done') return this.finish(r.outcome)
+      if (r.kind === 'done') {
+        this.deps.apps?.answered({
+          id: ctl.requestId, model: body.model, keyId, status: res.statusCode, outcome: r.outcome, stream: body.stream === true,
+          promptTokens: r.usage?.promptTokens ?? 0, completionTokens: r.usage?.completionTokens ?? 0, costNano: r.usage?.costNano ?? '0', latencyMs: Date.now() - started,
+        })
+        return this.finish(r.outcome)
+      }
       lastErr = r.error
       if (appGone) return this.finish('cancelled')
       log.warn('proxy failed before answering; failing over', { proxy: link.target, error: r.error.message })
@@ -234,7 +290,7 @@ export class Client implements OpsSource {
     remainingMs: number,
     log: Logger,
     appGone: () => boolean,
-  ): Promise<{ kind: 'done'; outcome: Outcome } | { kind: 'retry'; error: Error }> {
+  ): Promise<{ kind: 'done'; outcome: Outcome; usage?: AnswerUsage } | { kind: 'retry'; error: Error }> {
     return new Promise((resolve) => {
       let ps: http2.ClientHttp2Stream
       try {
@@ -254,9 +310,11 @@ export class Client implements OpsSource {
       link.requests++
       let settled = false
       let sse = false
-      const settle = (r: { kind: 'done'; outcome: Outcome } | { kind: 'retry'; error: Error }) => {
+      let tap: UsageTap | undefined
+      const settle = (r: { kind: 'done'; outcome: Outcome; usage?: AnswerUsage } | { kind: 'retry'; error: Error }) => {
         if (settled) return
         settled = true
+        if (r.kind === 'done') r.usage = tap?.result()
         link.active--
         clearTimeout(timer)
         res.off('close', onAppClose)
@@ -295,6 +353,7 @@ export class Client implements OpsSource {
         const ct = String(h['content-type'] ?? 'application/json')
         sse = ct.startsWith('text/event-stream')
         if (res.destroyed) return
+        if (this.deps.apps) tap = new UsageTap(sse)
         if (!sse) {
           ps.on('data', (chunk: Buffer) => held.push(chunk))
           return
@@ -302,6 +361,7 @@ export class Client implements OpsSource {
         res.writeHead(status, { 'content-type': ct, 'x-request-id': ctl.requestId, 'cache-control': 'no-cache', connection: 'keep-alive' })
         res.flushHeaders()
         ps.on('data', (chunk: Buffer) => {
+          tap?.write(chunk)
           lastChunk = chunk
           if (!res.write(chunk)) {
             ps.pause()
@@ -329,6 +389,7 @@ export class Client implements OpsSource {
         if (sse) res.end()
         else if (!res.destroyed && !res.headersSent) {
           const body = Buffer.concat(held)
+          tap?.write(body)
           res.writeHead(status, { 'content-type': 'application/json', 'content-length': body.length, 'x-request-id': ctl.requestId, ...(retryAfter ? { 'retry-after': retryAfter } : {}) })
           res.end(body)
         }
@@ -403,6 +464,30 @@ export class Client implements OpsSource {
   health(): { ok: boolean; connectedProxies: number } {
     const connectedProxies = this.readyLinks().length
     return { ok: connectedProxies > 0, connectedProxies }
+  }
+
+  /**
+   * What /healthz answers: ready only when a request could be served now, that is a proxy is
+   * connected, it lists at least one model (a worker is behind it) and, on chain, this client's
+   * contract with that proxy is funded. Otherwise `reason` is 'no proxy', 'no worker' or 'not funded'.
+   */
+  async readiness(): Promise<Readiness> {
+    const links = this.readyLinks()
+    if (links.length === 0) return { ok: false, reason: 'no proxy', detail: 'no attested proxy is connected yet', connectedProxies: 0, models: [] }
+    const models = new Set<string>()
+    for (const link of links) {
+      try {
+        const { status, body } = await requestJson(link.session!, { ':method': 'GET', ':path': PATHS.models }, undefined, READINESS_TIMEOUT_MS)
+        if (status === 200) for (const m of (JSON.parse(body.toString()) as { data?: Array<{ id?: unknown }> }).data ?? []) if (typeof m.id === 'string') models.add(m.id)
+      } catch {}
+    }
+    const base = { connectedProxies: links.length, models: [...models].sort() }
+    if (models.size === 0) return { ok: false, reason: 'no worker', detail: 'the connected proxies list no model: no worker is connected to them yet', ...base }
+    const funded = this.deps.funded
+    if (funded && !links.some((l) => !l.peer?.claims.paymentKey || funded(l.proxyId!))) {
+      return { ok: false, reason: 'not funded', detail: "this client's contract with the connected proxies holds no funds yet", ...base }
+    }
+    return { ok: true, ...base }
   }
 }
 

@@ -6,33 +6,45 @@ import { resolveModel, type DownloadProgress } from './models.ts'
 import { OpenAIUpstreamBackend } from './openai.ts'
 import type { InferenceBackend } from './types.ts'
 
-export interface BackendConfig {
-  kind: 'llama' | 'openai'
-  /** llama: a model spec (file path or hf:owner/repo/file). openai: the upstream's model name. */
+/** The embedded llama.cpp backend on a GGUF file. */
+export interface LlamaBackendConfig {
+  kind: 'llama'
+  /** A model spec: a file path or hf:owner/repo/file. */
   model: string
-  /** Id shown in /v1/models. Default: llama, the file name without .gguf; openai, `model`. */
+  /** Id shown in /v1/models. Default: the file name without .gguf. */
   modelId?: string
-  /** llama: CPU threads. Default min(2, cores). */
+  /** CPU threads. Default min(2, cores). */
   threads?: number
-  /** llama: context window per sequence, in tokens. Default 2048 or the model's training context if smaller. */
+  /** Context window per sequence, in tokens. Default 2048 or the model's training context if smaller. */
   contextSize?: number
-  /** llama: requests generating at once. Default 2. */
+  /** Requests generating at once. Default 2. */
   parallel?: number
-  /** llama: GPU use. Default false (CPU). */
+  /** GPU use: false (CPU only) or 'auto' (whatever GPU node-llama-cpp finds). Default false. */
   gpu?: false | 'auto'
-  /** openai: upstream server root, e.g. http://127.0.0.1:8000. Required for openai. */
-  baseUrl?: string
-  /** openai: upstream bearer token, read by the caller from the environment or a file. */
-  apiKey?: string
-  /** openai: model name sent upstream. Default: `model`. */
-  upstreamModel?: string
-  /** openai: time allowed for the upstream's response headers, in ms. Default 60 000. */
-  timeoutMs?: number
-  /** openai: SHA-256 of the upstream's weights, if known. */
-  modelHash?: string
-  /** llama: required SHA-256 of the weights. Default: known-model table or the hub's ETag. */
+  /** Required SHA-256 of the weights. Default: the known-model table or the hub's ETag. */
   expectedSha256?: string
 }
+
+/** An upstream OpenAI-compatible server (vLLM, SGLang, llama.cpp server, Ollama). */
+export interface OpenAIBackendConfig {
+  kind: 'openai'
+  /** The upstream's model name. */
+  model: string
+  /** Id shown in /v1/models. Default: `model`. */
+  modelId?: string
+  /** Upstream server root, e.g. http://127.0.0.1:8000. */
+  baseUrl: string
+  /** Upstream bearer token, read by the caller from the environment or a file. */
+  apiKey?: string
+  /** Model name sent upstream. Default: `model`. */
+  upstreamModel?: string
+  /** Time allowed for the upstream's response headers, in ms. Default 60 000. */
+  timeoutMs?: number
+  /** SHA-256 of the upstream's weights, if known. */
+  modelHash?: string
+}
+
+export type BackendConfig = LlamaBackendConfig | OpenAIBackendConfig
 
 export async function createBackend(
   cfg: BackendConfig,
@@ -52,7 +64,7 @@ export async function createBackend(
       { log: deps.log },
     )
   }
-  if (cfg.kind !== 'llama') throw new Error(`unknown backend kind '${String(cfg.kind)}' (expected llama or openai)`)
+  if (cfg.kind !== 'llama') throw new Error(`unknown backend kind '${String((cfg as { kind: unknown }).kind)}' (expected llama or openai)`)
   const resolved = await resolveModel(cfg.model, { onProgress: deps.onProgress, signal: deps.signal, log: deps.log, expectedSha256: cfg.expectedSha256 })
   return LlamaBackend.create(
     {

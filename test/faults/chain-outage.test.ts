@@ -95,11 +95,14 @@ async function clientOnChain() {
   return chain.open(clientContract(ch, clientWallet())).getState()
 }
 
+/** A settlement round now, with the proxy's admin token from its data folder, as an operator would ask for it. */
 async function settle(): Promise<any> {
-  // The proxy's admin token sits in its data folder (mode 0600), as an operator would use it.
-  const tokenFile = ['admin.token', 'admin-token'].map((f) => path.join(dir, 'proxy', f)).find((f) => fs.existsSync(f))
-  const token = tokenFile ? fs.readFileSync(tokenFile, 'utf8').trim() : ''
-  return getJson(`${urls().proxy}/admin/settle`, { method: 'POST', headers: token ? { authorization: `Bearer ${token}` } : {} })
+  const token = fs.readFileSync(path.join(dir, 'proxy', 'admin.token'), 'utf8').trim()
+  for (;;) {
+    const r = await fetch(`${urls().proxy}/admin/settle`, { method: 'POST', headers: { 'x-cocoon-admin-token': token } })
+    if (r.status !== 429) return r.json()
+    await new Promise((res) => setTimeout(res, Number(r.headers.get('retry-after') ?? 1) * 1000))
+  }
 }
 
 test('funded clients are served while the chain is unreachable, across a restart of every node, and everything settles when it returns', async () => {
