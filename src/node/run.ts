@@ -140,7 +140,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     const ledger = new PartyLedger(path.join(cfg.dataDir, 'ledger.sqlite'))
     const c = cfg.chain
     const account = cc
-      ? new ClientAccount({ chain: cc.chain, wallet: cc.wallet, root: cc.root, rootState: () => cc.watcher.state, log }, { depositNano: c!.depositNano, topUpBelowNano: c!.topUpBelowNano, topUpNano: c!.topUpNano })
+      ? new ClientAccount({ chain: cc.chain, wallet: cc.wallet, root: cc.root, rootState: () => cc.watcher.state, log }, { depositNano: c!.depositNano, topUpBelowNano: c!.topUpBelowNano, topUpNano: c!.topUpNano, statesFile: path.join(cfg.dataDir, 'client-contracts.json') })
       : undefined
     const apps = new AppAccounts(path.join(cfg.dataDir, 'apps.sqlite'))
     const admin = adminToken(cfg.dataDir, log)
