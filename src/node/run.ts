@@ -251,9 +251,18 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
           transactions = txs
             .map((tx) => ({ tx, s: summarizeTransaction(tx) }))
             .filter(({ s }) => s.op === Op.proxyCommitState)
-            .map(({ tx, s }) => ({ hash: tx.hash().toString('hex'), lt: tx.lt.toString(), at: tx.now, success: s.success }))
+            .map(({ tx, s }) => ({ seqno: commitSeqno(tx), hash: tx.hash().toString('hex'), lt: tx.lt.toString(), at: tx.now, success: s.success }))
         }
         return { network, contract: settlement?.address.toString() ?? null, commits, transactions }
+      },
+      // One of the proxy contract's transactions, as the chain reports it (the devnet has no explorer to link to).
+      '/api/tx': async (url) => {
+        const hash = url.searchParams.get('hash') ?? ''
+        if (!settlement || !cc || !/^[0-9a-f]{64}$/.test(hash)) throw Object.assign(new Error('no such transaction'), { status: 404 })
+        const tx = (await cc.chain.client.getTransactions(settlement.address, { limit: 100 })).find((t) => t.hash().toString('hex') === hash)
+        if (!tx) throw Object.assign(new Error('transaction not among the proxy contract’s latest 100'), { status: 404 })
+        const s = summarizeTransaction(tx)
+        return { hash, lt: tx.lt.toString(), at: tx.now, contract: settlement.address.toString(), from: s.from?.toString() ?? null, op: s.op === undefined ? null : '0x' + s.op.toString(16), commitSeqno: s.op === Op.proxyCommitState ? commitSeqno(tx) : null, success: s.success, exitCode: s.exitCode ?? null, valueNano: s.valueNano.toString() }
       },
     })
     const ops = await startOpsServer(cfg.stats.host, cfg.stats.port, proxy, log, (req, res) =>
@@ -372,6 +381,18 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
   }
 }
 
+/** The ledger seqno a commit-state transaction carried (op, query id, then the seqno). */
+function commitSeqno(tx: { inMessage?: { body: { beginParse(): { loadUint(n: number): number; loadUintBig(n: number): bigint } } } | null | undefined }): number | null {
+  try {
+    const b = tx.inMessage!.body.beginParse()
+    b.loadUint(32)
+    b.loadUintBig(64)
+    return Number(b.loadUintBig(64))
+  } catch {
+    return null
+  }
+}
+
 /** What the node's certificate presents: evidence kind, image hash (simulated quotes carry it), not-after. */
 async function attestationOf(identity: RenewingIdentity): Promise<Record<string, unknown>> {
   const d = await describeCertificate(identity.current().certPem)
@@ -388,20 +409,20 @@ function certTimes(identity: RenewingIdentity): { createdAt: number; renewsAt: n
  * Read-only dashboard endpoints (GET /api/...). On loopback they need no token; on any other
  * address the admin token, in its header, like the money-moving ones.
  */
-function readOnlyApi(host: string, token: string, routes: Record<string, () => unknown>): (req: http.IncomingMessage, res: http.ServerResponse) => boolean {
+function readOnlyApi(host: string, token: string, routes: Record<string, (url: URL) => unknown>): (req: http.IncomingMessage, res: http.ServerResponse) => boolean {
   return (req, res) => {
-    const p = (req.url ?? '/').split('?')[0]
-    const route = routes[p]
+    const url = new URL(req.url ?? '/', 'http://node')
+    const route = routes[url.pathname]
     if (!route || (req.method !== 'GET' && req.method !== 'HEAD')) return false
     if (!isLoopback(host) && !hasAdminToken(req, token)) {
       sendJson(res, 401, { error: { message: `send the admin token in the ${ADMIN_TOKEN_HEADER} header`, type: 'invalid_request_error', code: 'invalid_admin_token', param: null } })
       return true
     }
     Promise.resolve()
-      .then(route)
+      .then(() => route(url))
       .then(
         (body) => sendJson(res, 200, body),
-        (err: Error) => sendJson(res, 502, { error: { message: err.message.slice(0, 500), type: 'api_error', code: 'dashboard_error', param: null } }),
+        (err: Error & { status?: number }) => sendJson(res, err.status ?? 502, { error: { message: err.message.slice(0, 500), type: 'api_error', code: 'dashboard_error', param: null } }),
       )
     return true
   }
