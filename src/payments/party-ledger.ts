@@ -1,7 +1,7 @@
 // The small ledger a client or a worker keeps of what each proxy told it and what was paid on chain,
 // so a proxy that later reports less (a rolled-back or dishonest proxy) is caught and dropped.
 import type Database from 'better-sqlite3'
-import { openSqlite } from './sqlite.ts'
+import { openSqlite } from '../core/sqlite.ts'
 
 /** What a proxy has stated about this party, cumulative. Adjusted tokens and nanoTON. */
 export interface ProxyStatement {
@@ -128,6 +128,15 @@ export class PartyLedger {
         r.onChainTokens = tokens
         this.put(r)
       }
+    })()
+  }
+
+  /** Marks a proxy distrusted (durably), e.g. when its receipt log omits a receipt this node holds. */
+  distrust(proxy: string, reason: string): void {
+    this.db.transaction(() => {
+      const r = this.get(proxy)
+      r.distrusted = reason
+      this.put(r)
     })()
   }
 
