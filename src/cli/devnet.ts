@@ -202,7 +202,8 @@ export async function runDevnet(args: string[]): Promise<void> {
           tee: { kind: 'simulated' },
           policy,
           stats: `127.0.0.1:${ports.workers[i]}`,
-          proxies: ports.proxies.map((pp) => `127.0.0.1:${pp.workers}`),
+          // On chain, workers discover the proxies from the root; off-chain they are named here.
+          ...(chainCfg ? {} : { proxies: ports.proxies.map((pp) => `127.0.0.1:${pp.workers}`) }),
           backend: { kind: 'llama', model: model.path, modelId: model.id, threads, parallel: 2 },
         }),
       })
@@ -218,7 +219,8 @@ export async function runDevnet(args: string[]): Promise<void> {
         tee: { kind: 'none' },
         policy,
         listen: `127.0.0.1:${ports.client}`,
-        proxies: ports.proxies.map((pp) => `127.0.0.1:${pp.clients}`),
+        // On chain, the client discovers the proxies from the root and keeps sessions to the best two.
+        ...(chainCfg ? {} : { proxies: ports.proxies.map((pp) => `127.0.0.1:${pp.clients}`) }),
       }),
     })
   }

@@ -23,6 +23,8 @@ Usage:
                                     claim the worker's payouts now
   cocoon proxy withdraw --config FILE [--amount TON]
                                     withdraw the proxy's margin to its owner wallet
+  cocoon client proxies --config FILE [--json]
+                                    the proxies the client node can use, with their measured scores
   cocoon proxy register --config FILE [--host HOST] [--worker-port N] [--client-port N] [--stake TON] [--image HEX]
                                     register the proxy on the root (permissionless: allowed image + stake >= minProxyStake)
   cocoon proxy update --config FILE [--host HOST] [--worker-port N] [--client-port N]
@@ -63,6 +65,11 @@ export async function main(argv: string[]): Promise<void> {
       case 'client':
       case 'proxy':
       case 'worker':
+        if (cmd === 'client' && rest[0] === 'proxies') {
+          const { runClientProxies } = await import('./client-proxies.ts')
+          process.exitCode = await runClientProxies(rest.slice(1))
+          return
+        }
         if (cmd === 'proxy' && ['register', 'update', 'unregister'].includes(rest[0])) {
           const { runProxyRegistry } = await import('./proxy-registry.ts')
           process.exitCode = await runProxyRegistry(rest[0], rest.slice(1))

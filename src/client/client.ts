@@ -8,6 +8,7 @@ import type { Logger } from '../core/log.ts'
 import { createRegistry, handleOps, type OpsSource } from '../core/ops.ts'
 import type { PeerVerifier } from '../net/attested.ts'
 import { maintainProxyLink, revalidateLinks, type ProxyLink as BaseLink } from '../net/proxy-link.ts'
+import { ProxyScoreboard, type FailureKind } from './proxy-scores.ts'
 import { errorResponse, InvalidRequestError, isExpectedError, NoProxyAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
 import { parseJsonObject, readBody } from '../net/body.ts'
 import { answerText, SseText } from '../net/openai.ts'
@@ -37,8 +38,10 @@ export type Readiness = {
 export interface ClientOptions {
   /** Where the OpenAI API listens. Default 127.0.0.1:10000. */
   listen: { host: string; port: number }
-  /** Proxies' client listeners, in order of preference. */
+  /** Proxies' client listeners named in the config; discovered ones come through setDiscovered(). */
   proxies: Array<{ host: string; port: number }>
+  /** Sessions kept open at once, to the best-scored proxies. Default 2. */
+  maxProxySessions?: number
   /** Default for the app's `max_coefficient`. Default 4000. */
   defaultMaxCoefficient?: number
   /** Default for the app's `timeout`, seconds. Default 120. */
@@ -80,7 +83,23 @@ interface ProxyLink extends BaseLink<http2.ClientHttp2Session> {
   active: number
   requests: number
   failovers: number
+  host: string
+  port: number
+  /** Where it came from: the config, or the root's registry (then the payment key it registered). */
+  source: 'config' | 'root'
+  registeredId?: string
+  /** Set while its connect loop runs. */
+  abort?: AbortController
+  /** No longer configured or offered: stopped and dropped once idle. */
+  removed?: boolean
+  /** Time to the answer's first byte of the last request, ms. */
+  lastTtftMs?: number
+  /** The last failure already counted against the proxy's score. */
+  countedError?: string
 }
+
+/** How often the client re-ranks its proxies, pings its sessions and opens or closes sessions. */
+export const REBALANCE_INTERVAL_MS = 2_000
 
 type Outcome = 'succeeded' | 'failed' | 'cancelled' | 'timeout' | 'rejected'
 
@@ -90,6 +109,7 @@ export function createClient(opts: ClientOptions, deps: ClientDeps): Client {
     defaultMaxCoefficient: opts.defaultMaxCoefficient ?? DEFAULT_MAX_COEFFICIENT,
     defaultTimeoutSec: opts.defaultTimeoutSec ?? DEFAULT_TIMEOUT_SEC,
     maxBodyBytes: opts.maxBodyBytes ?? MAX_BODY_BYTES,
+    maxProxySessions: opts.maxProxySessions ?? 2,
   })
 }
 
@@ -97,7 +117,9 @@ export class Client implements OpsSource {
   /** Set by the node's start-up when it runs on a chain (see OpsSource). */
   chainReachability?: OpsSource['chainReachability']
   readonly registry = createRegistry('client')
-  private readonly links: ProxyLink[]
+  private links: ProxyLink[]
+  readonly scores = new ProxyScoreboard()
+  private rebalanceTimer?: NodeJS.Timeout
   private readonly stopping = new AbortController()
   private server?: http.Server
   private readonly counts: Record<Outcome, number> & { requests: number; failovers: number } = { requests: 0, succeeded: 0, failed: 0, cancelled: 0, timeout: 0, rejected: 0, failovers: 0 }
@@ -110,7 +132,7 @@ export class Client implements OpsSource {
     private readonly deps: ClientDeps,
     private readonly o: Required<ClientOptions>,
   ) {
-    this.links = o.proxies.map((p) => ({ target: `${p.host}:${p.port}`, state: 'connecting', active: 0, requests: 0, failovers: 0 }))
+    this.links = o.proxies.map((p) => newLink(p.host, p.port, 'config'))
   }
 
   private receiptTimer?: NodeJS.Timeout
@@ -121,7 +143,9 @@ export class Client implements OpsSource {
         for (const l of this.links) if (l.proxyId && l.state === 'connected') void this.syncReceipts(l.proxyId).catch((err) => this.deps.log.debug('receipt sync failed', { error: (err as Error).message }))
       }, RECEIPT_SYNC_MS).unref()
     }
-    this.o.proxies.forEach((p, i) => void this.connectLoop(p, this.links[i]))
+    this.rebalance()
+    this.rebalanceTimer = setInterval(() => this.rebalance(), REBALANCE_INTERVAL_MS)
+    this.rebalanceTimer.unref()
     const server = http.createServer((req, res) => this.onRequest(req, res))
     server.keepAliveTimeout = 65_000
     // Requests Node cannot even parse (header floods, garbage) get an OpenAI error too, not a bare status line.
@@ -144,24 +168,104 @@ export class Client implements OpsSource {
 
   async stop(): Promise<void> {
     clearInterval(this.receiptTimer)
+    clearInterval(this.rebalanceTimer)
     this.stopping.abort()
     this.server?.close()
     this.server?.closeAllConnections()
     for (const l of this.links) l.session?.destroy()
   }
 
-  private connectLoop(target: { host: string; port: number }, link: ProxyLink): Promise<void> {
+  /**
+   * The proxies the root offers now (host, client port, payment key). New ones become candidates; ones no
+   * longer offered are closed once idle. Configured proxies stay.
+   */
+  setDiscovered(list: Array<{ id: string; host: string; port: number }>): void {
+    const wanted = new Map(list.map((p) => [`${p.host}:${p.port}`, p]))
+    for (const l of this.links) {
+      const d = wanted.get(l.target)
+      if (d) {
+        l.registeredId = d.id
+        l.removed = false
+        wanted.delete(l.target)
+      } else if (l.source === 'root') l.removed = true
+    }
+    for (const d of wanted.values()) this.links.push({ ...newLink(d.host, d.port, 'root'), registeredId: d.id })
+    this.rebalance()
+  }
+
+  /**
+   * Keeps sessions to the best `maxProxySessions` proxies: counts link failures against their scores,
+   * closes sessions to removed or backed-off proxies, and opens sessions to the best-ranked others while
+   * there is room. A healthy session is never dropped just because an untried proxy might be better.
+   */
+  private rebalance(): void {
+    if (this.stopping.signal.aborted) return
+    for (const l of this.links) {
+      if (l.state === 'connected') l.countedError = undefined
+      if (l.abort && l.lastError && l.lastError !== l.countedError && l.state !== 'connected' && l.state !== 'connecting') {
+        l.countedError = l.lastError
+        const kind: FailureKind = l.state === 'distrusted' ? 'cheated' : l.state === 'refused' ? 'refused' : 'failed'
+        this.scores.observeFailure(l.target, kind, l.lastError)
+      }
+      if (l.abort && (l.removed || (l.state !== 'connected' && this.scores.isBackedOff(l.target)))) {
+        if (!l.removed || l.active === 0) this.stopLink(l)
+      }
+      if (l.state === 'connected' && l.session && !l.session.destroyed) {
+        const target = l.target
+        try {
+          l.session.ping((err, ms) => (err ? undefined : this.scores.observeRtt(target, ms)))
+        } catch {}
+      }
+    }
+    this.links = this.links.filter((l) => !(l.removed && !l.abort))
+    let room = this.o.maxProxySessions - this.links.filter((l) => l.abort).length
+    if (room <= 0) return
+    let idle = this.links.filter((l) => !l.abort && !l.removed)
+    // Backed-off proxies wait out their backoff, unless nothing else is open or could be.
+    const fresh = idle.filter((l) => !this.scores.isBackedOff(l.target))
+    if (fresh.length > 0 || this.links.some((l) => l.abort)) idle = fresh
+    const byTarget = new Map(idle.map((l) => [l.target, l]))
+    for (const target of this.scores.rank(byTarget.keys())) {
+      if (room-- <= 0) break
+      this.startLink(byTarget.get(target)!)
+    }
+  }
+
+  private startLink(link: ProxyLink): void {
+    link.abort = new AbortController()
+    const signal = AbortSignal.any([this.stopping.signal, link.abort.signal])
+    link.state = 'connecting'
+    void this.connectLoop(link, signal)
+  }
+
+  private stopLink(link: ProxyLink): void {
+    link.abort?.abort()
+    link.abort = undefined
+    link.session?.destroy()
+    link.session = undefined
+    link.state = 'disconnected'
+  }
+
+  private connectLoop(link: ProxyLink, signal: AbortSignal): Promise<void> {
     const setConnected = () => this.m.proxies.set(this.links.filter((l) => l.state === 'connected').length)
-    return maintainProxyLink(link, target, {
+    return maintainProxyLink(link, { host: link.host, port: link.port }, {
       identity: this.deps.identity,
       verify: this.deps.verify,
       log: this.deps.log,
-      signal: this.stopping.signal,
+      signal,
       distrusted: (id) => this.deps.ledger?.isDistrusted(id),
       open: async (socket, peer, proxyId) => {
+        // A proxy found on the root must present the payment key it registered with.
+        if (link.registeredId && proxyId !== link.registeredId) {
+          socket.destroy()
+          const err = Object.assign(new Error(`the proxy at ${link.target} is not the one registered there (key ${proxyId.slice(0, 16)}…)`), { name: 'EvidenceRefusedError' })
+          throw err
+        }
         if (this.deps.onProxy) await this.deps.onProxy(peer, proxyId)
+        const started = Date.now()
         const session = http2.connect(`https://${link.target}`, { ...H2_OPTIONS, createConnection: () => socket })
         tuneSession(session)
+        session.once('connect', () => this.scores.observeRtt(link.target, Date.now() - started))
         return session
       },
       onChange: setConnected,
@@ -169,9 +273,11 @@ export class Client implements OpsSource {
   }
 
 
-  /** Connected proxies, least busy first (ties keep the configured order). */
+  /** Connected proxies, best score first (see proxy-scores.ts); backed-off ones last. */
   private readyLinks(): ProxyLink[] {
-    return this.links.filter((l) => l.state === 'connected' && l.session && !l.session.closed && !l.session.destroyed).sort((a, b) => a.active - b.active)
+    const ready = this.links.filter((l) => l.state === 'connected' && l.session && !l.session.closed && !l.session.destroyed)
+    const order = new Map(this.scores.rank(ready.map((l) => l.target)).map((t, i) => [t, i]))
+    return ready.sort((a, b) => order.get(a.target)! - order.get(b.target)!)
   }
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
@@ -272,8 +378,11 @@ export class Client implements OpsSource {
           id: ctl.requestId, model: body.model, keyId, status: res.statusCode, outcome: r.outcome, stream: body.stream === true,
           promptTokens: r.usage?.promptTokens ?? 0, completionTokens: r.usage?.completionTokens ?? 0, costNano: r.usage?.costNano ?? '0', latencyMs: Date.now() - started,
         })
+        if (r.outcome === 'succeeded') this.scores.observeSuccess(link.target, link.lastTtftMs ?? 0)
+        else if (r.outcome === 'failed' && !appGone) this.scores.observeFailure(link.target, 'failed', 'the answer failed')
         return this.finish(r.outcome)
       }
+      this.scores.observeFailure(link.target, 'failed', r.error.message)
       lastErr = r.error
       if (appGone) return this.finish('cancelled')
       log.warn('proxy failed before answering; failing over', { proxy: link.target, error: r.error.message })
@@ -336,6 +445,7 @@ export class Client implements OpsSource {
       }
       link.active++
       link.requests++
+      const sentAt = Date.now()
       let settled = false
       let sse = false
       let tap: UsageTap | undefined
@@ -376,6 +486,7 @@ export class Client implements OpsSource {
       ps.on('error', () => {})
       ps.once('response', (h) => {
         responded = true
+        link.lastTtftMs = Date.now() - sentAt
         status = Number(h[':status'])
         if (typeof h['retry-after'] === 'string') retryAfter = h['retry-after']
         const ct = String(h['content-type'] ?? 'application/json')
@@ -538,6 +649,7 @@ export class Client implements OpsSource {
       const e = err as Error
       if (e.name !== 'ProxyRegressionError') return void log.warn('unreadable charge statement from proxy', { error: e.message })
       log.error('proxy reported less than it had already charged; dropping it', { proxy: link.target, reason: e.message })
+      this.scores.observeFailure(link.target, 'cheated', e.message)
       link.state = 'distrusted'
       link.lastError = e.message
       link.session?.close()
@@ -568,9 +680,13 @@ export class Client implements OpsSource {
       protocol: PROTOCOL_VERSION,
       identity: identityStats(this.deps.identity.current()),
       requests: { ...this.counts },
+      proxySessions: { max: this.o.maxProxySessions, open: this.links.filter((l) => l.abort).length },
       proxies: this.links.map((l) => ({
         target: l.target,
-        state: l.state,
+        state: l.abort ? l.state : 'standby',
+        source: l.source,
+        registeredId: l.registeredId ?? null,
+        score: this.scores.snapshot([l.target])[0],
         proxyId: l.proxyId ?? null,
         ...this.moneyStats(l.proxyId),
         imageHash: l.peer?.imageHash ?? null,
@@ -668,4 +784,8 @@ function requestJson(session: http2.ClientHttp2Session, headers: http2.OutgoingH
     readBody(s, MAX_BODY_BYTES).then((b) => resolve({ status, body: b }), reject)
     s.end(body)
   })
+}
+
+function newLink(host: string, port: number, source: 'config' | 'root'): ProxyLink {
+  return { target: `${host}:${port}`, host, port, source, state: 'disconnected', active: 0, requests: 0, failovers: 0 }
 }

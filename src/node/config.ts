@@ -90,7 +90,10 @@ export interface ClientConfig extends Common {
   /** Settle on chain; absent, the node runs off-chain (prices from the defaults, nobody pays). */
   chain?: ClientChainConfig
   listen: HostPort
+  /** Proxies named in the config; on chain, the root's offered proxies are discovered as well. */
   proxies: HostPort[]
+  /** Sessions kept open at once, to the best-scored proxies. Default 2. */
+  maxProxySessions?: number
   defaultMaxCoefficient?: number
   defaultTimeoutSec?: number
   maxBodyBytes?: number
@@ -173,13 +176,20 @@ function optStr(o: Record<string, unknown>, key: string, where: string): string 
   return v
 }
 
+/** Configured proxies: required off-chain; on chain optional (the root's registered proxies are discovered too). */
+function proxiesSetting(v: unknown, where: string, onChain: boolean): HostPort[] {
+  if (v === undefined && onChain) return []
+  if (Array.isArray(v) && v.length === 0 && onChain) return []
+  return hostPorts(v, where)
+}
+
 function hostPorts(v: unknown, where: string): HostPort[] {
   if (!Array.isArray(v) || v.length === 0) throw new ConfigError(where, 'must be a non-empty array of "host:port"')
   return v.map((x, i) => parseHostPort(x, `${where}[${i}]`))
 }
 
 const KNOWN_KEYS: Record<Role, string[]> = {
-  client: ['role', 'production', 'dataDir', 'chain', 'tee', 'policy', 'listen', 'proxies', 'defaultMaxCoefficient', 'defaultTimeoutSec', 'maxBodyBytes', 'apiKeys'],
+  client: ['role', 'production', 'dataDir', 'chain', 'tee', 'policy', 'listen', 'proxies', 'maxProxySessions', 'defaultMaxCoefficient', 'defaultTimeoutSec', 'maxBodyBytes', 'apiKeys'],
   proxy: ['role', 'production', 'dataDir', 'chain', 'tee', 'policy', 'stats', 'workerListen', 'clientListen', 'maxAttempts', 'queueDepth', 'queueMaxWaitMs'],
   worker: ['role', 'production', 'dataDir', 'chain', 'tee', 'policy', 'stats', 'proxies', 'backend', 'coefficient', 'maxActiveRequests', 'maxTokensCap'],
 }
@@ -335,7 +345,8 @@ export function validateConfig(raw: unknown, where = 'config'): NodeConfig {
       chain: chain(role),
       listen,
       apiKeys: (o.apiKeys as boolean | undefined) ?? !isLoopback(listen.host),
-      proxies: hostPorts(o.proxies, `${where}.proxies`),
+      proxies: proxiesSetting(o.proxies, `${where}.proxies`, o.chain !== undefined),
+      maxProxySessions: optInt(o, 'maxProxySessions', where, 1, 64),
       defaultMaxCoefficient: optInt(o, 'defaultMaxCoefficient', where, 0, 1e9),
       defaultTimeoutSec: optInt(o, 'defaultTimeoutSec', where, 1, 3600),
       maxBodyBytes: optInt(o, 'maxBodyBytes', where, 1024, 1 << 30),
@@ -359,7 +370,7 @@ export function validateConfig(raw: unknown, where = 'config'): NodeConfig {
     ...common,
     chain: chain(role),
     stats: parseHostPort(o.stats ?? '127.0.0.1:12000', `${where}.stats`),
-    proxies: hostPorts(o.proxies, `${where}.proxies`),
+    proxies: proxiesSetting(o.proxies, `${where}.proxies`, o.chain !== undefined),
     backend: backend(o.backend, `${where}.backend`),
     coefficient: optInt(o, 'coefficient', where, 0, 1e9 - 1),
     maxActiveRequests: optInt(o, 'maxActiveRequests', where, 1, 10_000),

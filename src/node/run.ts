@@ -17,6 +17,7 @@ import { contractCodes, ProxyContract } from '../ton/contracts/index.ts'
 import { identityKeysFromSeed, parseAttestedCert, type EvidenceKind, type EvidenceProvider, type EvidenceVerifier, type Policy, RenewingIdentity, SimulatedEvidenceProvider, SimulatedEvidenceVerifier, simulatedImageHash, assertProductionPolicy, parsePolicy } from '../tee/index.ts'
 import { LiveTrust, policyFromRoot, refusalUnder } from './trust.ts'
 import { createBackend, type InferenceBackend } from '../inference/index.ts'
+import { discoverProxies } from '../ton/chain-client/discovery.ts'
 import { createClient } from '../client/client.ts'
 import { createProxy } from '../proxy/proxy.ts'
 import { createWorker } from '../worker/worker.ts'
@@ -187,6 +188,12 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     })
     if (cc) client.chainReachability = () => cc.watcher.reachability
     trust.onUpdate((p) => client.revalidate((peer) => refusalUnder(p, peer)))
+    if (cc) {
+      // The proxies the root offers are candidates too; the client keeps sessions to the best few.
+      const discover = () => cc.watcher.state && client.setDiscovered(discoverProxies(cc.watcher.state, 'client'))
+      discover()
+      cc.watcher.subscribe(discover)
+    }
     account?.start(ledger)
     const port = await client.start()
     log.info('API keys', { required: cfg.apiKeys })
@@ -374,6 +381,12 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
   )
   if (cc) worker.chainReachability = () => cc.watcher.reachability
   trust.onUpdate((p) => worker.revalidate((peer) => refusalUnder(p, peer)))
+  if (cc) {
+    // Workers serve every proxy the root offers, at once.
+    const discover = () => cc.watcher.state && worker.setDiscovered(discoverProxies(cc.watcher.state, 'worker'))
+    discover()
+    cc.watcher.subscribe(discover)
+  }
   const admin = adminToken(cfg.dataDir, log)
   const payoutOnce = new MinInterval<unknown>()
   const history = new StatsHistory(() => {

@@ -55,6 +55,8 @@ export interface WorkerDeps {
 
 interface ProxyLink extends BaseLink<http2.ServerHttp2Session> {
   requests: number
+  /** Set for proxies discovered on the root: stops this link when the root no longer offers the proxy. */
+  abort?: AbortController
   /** The proxy's latest statement of what this worker earned. */
   earned?: { tokens: string; nano: string }
 }
@@ -76,7 +78,7 @@ export class Worker implements OpsSource {
   chainReachability?: OpsSource['chainReachability']
   readonly registry = createRegistry('worker')
   private readonly h2 = http2.createServer(H2_OPTIONS)
-  private readonly links: ProxyLink[]
+  private links: ProxyLink[]
   private readonly stopping = new AbortController()
   private active = 0
   /** Running requests by id, so the proxy can stop one in-band (and still get its usage). */
@@ -123,12 +125,33 @@ export class Worker implements OpsSource {
     for (const l of this.links) l.session?.destroy()
   }
 
-  private connectLoop(target: { host: string; port: number }, link: ProxyLink): Promise<void> {
+  /**
+   * The proxies the root offers now (host, worker port, payment key): the worker serves each of them at
+   * once, besides the configured ones; one no longer offered is left once its requests are done.
+   */
+  setDiscovered(list: Array<{ id: string; host: string; port: number }>): void {
+    const wanted = new Map(list.map((p) => [`${p.host}:${p.port}`, p]))
+    const configured = new Set(this.o.proxies.map((p) => `${p.host}:${p.port}`))
+    for (const l of this.links) {
+      if (wanted.delete(l.target) || configured.has(l.target) || !l.abort) continue
+      this.deps.log.info('proxy no longer offered by the root; leaving it', { proxy: l.target })
+      l.abort.abort()
+      l.session?.close()
+    }
+    this.links = this.links.filter((l) => !l.abort?.signal.aborted)
+    for (const d of wanted.values()) {
+      const link: ProxyLink = { target: `${d.host}:${d.port}`, state: 'connecting', requests: 0, abort: new AbortController() }
+      this.links.push(link)
+      void this.connectLoop(d, link, AbortSignal.any([this.stopping.signal, link.abort!.signal]))
+    }
+  }
+
+  private connectLoop(target: { host: string; port: number }, link: ProxyLink, signal: AbortSignal = this.stopping.signal): Promise<void> {
     return maintainProxyLink(link, target, {
       identity: this.deps.identity,
       verify: this.deps.verify,
       log: this.deps.log,
-      signal: this.stopping.signal,
+      signal,
       distrusted: (id) => this.deps.ledger?.isDistrusted(id),
       // The worker dialled, but the proxy is the HTTP/2 client: serve HTTP/2 on this socket.
       open: async (socket) => {

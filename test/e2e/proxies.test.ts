@@ -1,5 +1,5 @@
 // `cocoon devnet --proxies 2`, through real processes: both proxies register themselves on the devnet root
-// (no owner action), devnet.json lists every child's PID with its role and ports, the official openai SDK
+// (no owner action), the client and the worker discover them there, devnet.json lists every child's PID with its role and ports, the official openai SDK
 // gets answers, and with one proxy killed -9 requests keep succeeding through the other.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
@@ -81,4 +81,20 @@ test('answers through the openai SDK, and keeps answering with one proxy killed 
     const r = await ask()
     assert.ok(r.choices[0].message.content, `request ${i} after the kill`)
   }
+  // The client saw the dead proxy fail and backed it off; /jsonstats and `cocoon client proxies` say so.
+  const killed = `127.0.0.1:${state.ports.proxies[0].clients}`
+  const survivor = `127.0.0.1:${state.ports.proxies[1].clients}`
+  const stats = await getJson(`http://127.0.0.1:${state.ports.client}/jsonstats`)
+  assert.equal(stats.proxySessions.max, 2)
+  const row = (t: string) => stats.proxies.find((p: any) => p.target === t)
+  assert.equal(row(killed).source, 'root')
+  assert.ok(row(killed).score.lastFailure, JSON.stringify(row(killed)))
+  assert.ok(row(survivor).score.successRate > row(killed).score.successRate)
+  const cli = cocoon(['client', 'proxies', '--config', state.children.client.config, '--json'])
+  const { code } = await cli.exited
+  assert.equal(code, 0, cli.output())
+  const listed = JSON.parse(cli.output().trim().split('\n').pop()!)
+  assert.equal(listed.source, 'client')
+  assert.equal(listed.proxies[0].target, survivor, 'the healthy proxy ranks first')
+  assert.ok(listed.proxies.every((p: any) => typeof p.score === 'number'))
 })

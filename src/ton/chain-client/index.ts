@@ -24,6 +24,7 @@ export { deployRoot, rootFor, DEVNET_PARAMS, type DeployRootOptions, type Deploy
 export { RootGovernance, normalizeHash, hashList, type HashChange } from './governance.ts'
 export { ProxyRegistry, type RegisterOptions } from './proxy-registry.ts'
 export { RootWatcher, type RootWatcherOptions, type RootListener } from './root-watcher.ts'
+export { discoverProxies, type DiscoveredProxy } from './discovery.ts'
 export {
   ChainError,
   WalletKeyError,
