@@ -1,4 +1,5 @@
 // The client node: serves the OpenAI API to local apps and forwards requests to attested proxies, with failover.
+import crypto from 'node:crypto'
 import http from 'node:http'
 import http2 from 'node:http2'
 import { Counter, Gauge } from 'prom-client'
@@ -9,6 +10,7 @@ import { createRegistry, handleOps, type OpsSource } from '../core/ops.ts'
 import type { PeerVerifier } from '../net/attested.ts'
 import { maintainProxyLink, revalidateLinks, type ProxyLink as BaseLink } from '../net/proxy-link.ts'
 import { ProxyScoreboard, type FailureKind } from './proxy-scores.ts'
+import { prefixKey } from './prefix-key.ts'
 import { errorResponse, InvalidRequestError, isExpectedError, NoProxyAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
 import { parseJsonObject, readBody } from '../net/body.ts'
 import { answerText, SseText } from '../net/openai.ts'
@@ -119,6 +121,8 @@ export class Client implements OpsSource {
   readonly registry = createRegistry('client')
   private links: ProxyLink[]
   readonly scores = new ProxyScoreboard()
+  /** Keys the prompt-prefix hashes sent for cache affinity; never leaves this process. */
+  private readonly prefixSecret = crypto.randomBytes(32)
   private rebalanceTimer?: NodeJS.Timeout
   private readonly stopping = new AbortController()
   private server?: http.Server
@@ -339,7 +343,7 @@ export class Client implements OpsSource {
       if ((err as Error).name === 'PayloadTooLargeError') res.setHeader('connection', 'close')
       throw err
     }
-    const ctl = this.controlFields(body)
+    const ctl = { ...this.controlFields(body), prefixKey: prefixKey(this.prefixSecret, body) }
     for (const f of CLIENT_CONTROL_FIELDS) delete body[f]
     if (typeof body.model !== 'string' || !body.model) {
       this.finish('rejected')
@@ -413,7 +417,7 @@ export class Client implements OpsSource {
     res: http.ServerResponse,
     path: string,
     payload: Buffer,
-    ctl: { maxCoefficient: number; requestId: string },
+    ctl: { maxCoefficient: number; requestId: string; prefixKey?: string },
     remainingMs: number,
     log: Logger,
     appGone: () => boolean,
@@ -437,6 +441,7 @@ export class Client implements OpsSource {
           [HEADERS.protocol]: String(PROTOCOL_VERSION),
           [HEADERS.requestId]: ctl.requestId,
           [HEADERS.maxCoefficient]: String(ctl.maxCoefficient),
+          ...(ctl.prefixKey ? { [HEADERS.prefixKey]: ctl.prefixKey } : {}),
           [HEADERS.timeoutMs]: String(remainingMs),
           [HEADERS.salt]: salt.toString('hex'),
         })

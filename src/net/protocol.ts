@@ -47,6 +47,8 @@ export const HEADERS = {
   usageSig: 'x-cocoon-usage-sig',
   /** Proxy -> client: which worker served (its certificate key, hex prefix), for debugging. */
   worker: 'x-cocoon-worker',
+  /** Client -> proxy: keyed hash of the prompt prefix, for prefix-cache affinity (docs/routing.md); 32 hex chars. */
+  prefixKey: 'x-cocoon-prefix-key',
   /** Client -> proxy -> worker: the request's salt (32 bytes, hex) that keys its receipt's hashes. Never logged. */
   salt: 'x-cocoon-salt',
   /** Proxy -> worker: the prices the receipt states (ReceiptPrices, comma-separated). */

@@ -1,7 +1,7 @@
 // The proxy's admission queue: a request that finds every suitable worker busy waits for a slot, in a bounded queue
 // served round-robin across clients. The slot is claimed in the same synchronous step as the choice of worker.
 import { ModelNotFoundError, NoWorkerAvailableError, RequestTimeoutError, TooManyRequestsError } from '../net/errors.ts'
-import { selectWorker, type WorkerConn } from './routing.ts'
+import { selectWorker, type Affinity, type WorkerConn } from './routing.ts'
 
 /** Requests that may wait for a worker slot, across all clients. */
 export const DEFAULT_QUEUE_DEPTH = 256
@@ -30,6 +30,8 @@ export interface Want {
   maxCoefficient: number
   /** Workers already tried for this request. */
   exclude: ReadonlySet<string>
+  /** Prefix-cache affinity: the client's prefix key, salted with the client (docs/routing.md). */
+  affinity?: Affinity
 }
 
 interface Waiter {
@@ -78,7 +80,7 @@ export class AdmissionQueue {
   claim(want: Want, signal: AbortSignal): Promise<WorkerConn> {
     // Only when nobody waits may a newcomer take a free slot directly; otherwise it queues behind them.
     if (this.queued === 0) {
-      const sel = selectWorker(this.workers(), want.model, want.maxCoefficient, want.exclude)
+      const sel = selectWorker(this.workers(), want.model, want.maxCoefficient, want.exclude, { affinity: want.affinity })
       if ('conn' in sel) {
         sel.conn.active++
         return Promise.resolve(sel.conn)
@@ -87,7 +89,7 @@ export class AdmissionQueue {
       if (sel.reason === 'exhausted') return Promise.reject(new WorkersExhaustedError())
       if (sel.reason === 'coefficient') return Promise.reject(new NoWorkerAvailableError(`no worker for '${want.model}' at max_coefficient ${want.maxCoefficient}; the cheapest asks ${sel.minCoefficient}`))
     } else {
-      const sel = selectWorker(this.workers(), want.model, want.maxCoefficient, want.exclude)
+      const sel = selectWorker(this.workers(), want.model, want.maxCoefficient, want.exclude, { affinity: want.affinity })
       if (!('conn' in sel) && sel.reason === 'model_not_found') return Promise.reject(new ModelNotFoundError(want.model))
       if (!('conn' in sel) && sel.reason === 'exhausted') return Promise.reject(new WorkersExhaustedError())
     }
@@ -145,7 +147,7 @@ export class AdmissionQueue {
         const client = this.order[i]
         const list = this.byClient.get(client)!
         const head = list[0]
-        const sel = selectWorker(this.workers(), head.want.model, head.want.maxCoefficient, head.want.exclude)
+        const sel = selectWorker(this.workers(), head.want.model, head.want.maxCoefficient, head.want.exclude, { affinity: head.want.affinity })
         if (!('conn' in sel)) {
           if (sel.reason === 'busy') continue
           // Its model or price is gone (the workers left): it can never be served from this queue.

@@ -17,7 +17,7 @@ import { DuplicateRequestError, ProxyNotServingError, type ProxyBilling, type Re
 import { worstCaseAdjustedTokens } from '../payments/pricing.ts'
 import { checkUsage, ed25519PublicKey } from '../net/usage.ts'
 import { ErrorBudget } from './error-budget.ts'
-import { DEFAULT_REQUEST_MS, recordOutcome, type WorkerConn } from './routing.ts'
+import { DEFAULT_REQUEST_MS, qualityStats, recordOutcome, type WorkerConn } from './routing.ts'
 import { AdmissionQueue, DEFAULT_QUEUE_DEPTH, DEFAULT_QUEUE_MAX_WAIT_MS } from './admission.ts'
 
 export const MAX_ATTEMPTS = 3
@@ -365,6 +365,7 @@ export class Proxy implements OpsSource {
     let json: Record<string, unknown>
     let model: string
     let maxCoefficient: number
+    let prefix: string | undefined
     let timeoutMs: number
     try {
       const serving = this.deps.billing.serving
@@ -375,6 +376,8 @@ export class Proxy implements OpsSource {
         throw new UnfundedClientError()
       }
       maxCoefficient = intHeader(headers[HEADERS.maxCoefficient], DEFAULT_MAX_COEFFICIENT, 'max_coefficient')
+      const pk = headers[HEADERS.prefixKey]
+      prefix = typeof pk === 'string' && /^[0-9a-f]{1,64}$/.test(pk) ? pk : undefined
       timeoutMs = intHeader(headers[HEADERS.timeoutMs], DEFAULT_TIMEOUT_SEC * 1000, 'timeout')
       if (timeoutMs <= 0 || timeoutMs > MAX_TIMEOUT_SEC * 1000) throw new InvalidRequestError(`'timeout' must be between 0 and ${MAX_TIMEOUT_SEC} seconds`, 'timeout')
       body = await readBody(cs, MAX_BODY_BYTES)
@@ -401,7 +404,7 @@ export class Proxy implements OpsSource {
     for (let attempt = 0; attempt < this.o.maxAttempts; attempt++) {
       let conn: WorkerConn
       try {
-        conn = await this.admission.claim({ client, model, maxCoefficient, exclude: tried }, waitSignal)
+        conn = await this.admission.claim({ client, model, maxCoefficient, exclude: tried, affinity: prefix ? { prefixKey: prefix, client } : undefined }, waitSignal)
       } catch (err) {
         const e = err as Error
         if (attempt > 0 && lastError && (e.name === 'WorkersExhaustedError' || e.name === 'ModelNotFoundError')) break
@@ -490,6 +493,7 @@ export class Proxy implements OpsSource {
         return resolve({ kind: 'retry', error: new Error('client went away') })
       }
       const t0 = Date.now()
+      let firstByteAt: number | undefined
       let ws: http2.ClientHttp2Stream
       try {
         ws = conn.session.request({
@@ -582,6 +586,7 @@ export class Proxy implements OpsSource {
         sse = ct.startsWith('text/event-stream') && status === 200
         if (sse && clientOpen()) cs.respond({ ':status': 200, 'content-type': ct, 'cache-control': 'no-cache', [HEADERS.worker]: conn.id }, { waitForTrailers: true })
         ws.on('data', (chunk: Buffer) => {
+          firstByteAt ??= Date.now()
           if (!sse) {
             // A whole JSON answer: held back until its usage is billed, then sent with the cost.
             buffered.push(chunk)
@@ -672,7 +677,7 @@ export class Proxy implements OpsSource {
                 const c = this.deps.billing.ledger.counters('client', ctx.client)
                 return { [HEADERS.charged]: JSON.stringify({ client: ctx.client, tokens: c.tokens.toString(), nano: c.nano.toString() }), ...receiptTrailers }
               }
-              recordOutcome(conn, true, Date.now() - t0)
+              recordOutcome(conn, true, Date.now() - t0, { ttftMs: firstByteAt === undefined ? undefined : firstByteAt - t0, completionTokens: u.completionTokens })
               if (clientOpen()) {
                 if (sse) {
                   cs.once('wantTrailers', () => cs.sendTrailers(charged()))
@@ -892,6 +897,7 @@ export class Proxy implements OpsSource {
           activeRequests: w.active,
           maxActiveRequests: w.info.maxActiveRequests,
           avgRequestMs: Math.round(w.avgMs),
+          quality: qualityStats(w),
           failRate: Number(w.failRate.toFixed(4)),
           served: w.served,
           failed: w.failed,

@@ -1,6 +1,8 @@
-// Worker selection at the proxy: model match, capacity, coefficient cap, then the least expected wait.
+// Worker selection at the proxy, in one pure module: hard gates (model, coefficient cap, capacity, circuit
+// breaker, already tried), then the lowest expected cost from measured quality, then prefix-cache affinity by
+// rendezvous hashing among the near-best. The formula, its weights and why: docs/routing.md.
+import crypto from 'node:crypto'
 import type http2 from 'node:http2'
-import type crypto from 'node:crypto'
 import type { VerifiedPeer } from '../tee/index.ts'
 import type { WorkerInfo } from '../net/protocol.ts'
 
@@ -8,6 +10,32 @@ import type { WorkerInfo } from '../net/protocol.ts'
 export const DEFAULT_REQUEST_MS = 1_000
 /** Weight of the newest sample in the moving averages. */
 export const EWMA_ALPHA = 0.2
+/** Before a worker is measured: time to first token, ms, and decode speed, tokens/s. */
+export const PRIOR_TTFT_MS = 500
+export const PRIOR_TOKENS_PER_SEC = 20
+/** The answer length the cost is computed for (tokens): long enough that decode speed matters. */
+export const REFERENCE_COMPLETION_TOKENS = 128
+/** Weight of the coefficient in the cost: cost × (coefficient/1000)^COEFFICIENT_WEIGHT. */
+export const COEFFICIENT_WEIGHT = 1
+/** Workers within this factor of the best cost share prefix-affinity traffic (0.25 = 25% slower at most). */
+export const AFFINITY_SLACK = 0.25
+/** Consecutive failures that open a worker's circuit breaker. */
+export const BREAKER_THRESHOLD = 3
+/** How long an opened breaker stays open, doubling on each re-open, up to the max. */
+export const BREAKER_OPEN_MS = 5_000
+export const BREAKER_MAX_OPEN_MS = 120_000
+
+/** Measured quality of one worker for the one model it serves (a worker connection serves one model). */
+export interface WorkerQuality {
+  /** EMA of time to first token, ms; null before the first measured answer. */
+  ttftMs: number | null
+  /** EMA of decode speed after the first token, tokens/s. */
+  tokensPerSec: number | null
+  /** EMA of success (1) / failure (0); starts at 1. */
+  successRate: number
+  consecutiveFailures: number
+  breaker: { state: 'closed' | 'open' | 'half-open'; until: number; openMs: number; trialInFlight: boolean }
+}
 
 export interface WorkerConn {
   id: string
@@ -29,21 +57,79 @@ export interface WorkerConn {
   tokens: { prompt: number; cached: number; completion: number; reasoning: number }
   /** The worker's certificate (DER), handed to clients with its receipts. */
   certDer?: Uint8Array
+  /** Measured quality; created on first use. */
+  quality?: WorkerQuality
 }
 
 /** `exhausted`: every worker that could serve was already tried for this request. */
 export type Selection = { conn: WorkerConn } | { reason: 'model_not_found' | 'coefficient' | 'busy' | 'exhausted'; minCoefficient?: number }
 
-/** Expected time until a new request would finish here, inflated by recent failures. */
+/** Prefix-cache affinity for one request: a key for its prompt prefix, and who asks (the salt). */
+export interface Affinity {
+  /** Opaque key of the prompt prefix, computed by the client node (a keyed hash; the proxy never sees the prompt). */
+  prefixKey: string
+  /** The client's identity at the proxy: salts the hash, so one client's keys map nowhere in particular for another. */
+  client: string
+}
+
+export interface SelectOptions {
+  affinity?: Affinity
+  now?: number
+}
+
+export function qualityOf(c: WorkerConn): WorkerQuality {
+  if (!c.quality) {
+    c.quality = { ttftMs: null, tokensPerSec: null, successRate: 1, consecutiveFailures: 0, breaker: { state: 'closed', until: 0, openMs: BREAKER_OPEN_MS, trialInFlight: false } }
+  }
+  return c.quality
+}
+
+/** Whether the breaker lets a request through now (an open breaker turns half-open once its time is up). */
+export function breakerAllows(q: WorkerQuality, now: number): boolean {
+  const b = q.breaker
+  if (b.state === 'closed') return true
+  if (b.state === 'open') {
+    if (now < b.until) return false
+    b.state = 'half-open'
+    b.trialInFlight = false
+  }
+  // One trial at a time; a trial that never reported back (cancelled, lost) expires after BREAKER_OPEN_MS.
+  return !b.trialInFlight || now >= b.until
+}
+
+/**
+ * Expected milliseconds to finish a reference answer here, with queueing and failures priced in, scaled by
+ * the worker's price. Lower is better.
+ *   latency = ttft + REFERENCE_COMPLETION_TOKENS / tokensPerSec × 1000
+ *   cost    = latency × (1 + active / maxActiveRequests) / successRate × (coefficient / 1000)^COEFFICIENT_WEIGHT
+ */
+export function routingCost(c: WorkerConn): number {
+  const q = qualityOf(c)
+  const ttft = q.ttftMs ?? PRIOR_TTFT_MS
+  const tps = Math.max(q.tokensPerSec ?? PRIOR_TOKENS_PER_SEC, 0.1)
+  const latency = ttft + (REFERENCE_COMPLETION_TOKENS / tps) * 1000
+  const load = 1 + c.active / Math.max(1, c.info.maxActiveRequests)
+  const success = Math.max(q.successRate, 0.05)
+  const price = Math.max(c.info.coefficient, 1) / 1000
+  return (latency * load * price ** COEFFICIENT_WEIGHT) / success
+}
+
+/** Kept for callers that want the old notion: expected time until a new request would finish here. */
 export function expectedWaitMs(c: WorkerConn): number {
   const slots = Math.max(1, c.info.maxActiveRequests)
   return ((c.active + 1) * c.avgMs * (1 + 4 * c.failRate)) / slots
 }
 
+/** Rendezvous (highest random weight) hash of a worker for a salted prefix key. */
+export function rendezvousWeight(a: Affinity, workerId: string): bigint {
+  const h = crypto.createHash('sha256').update(a.client).update('\0').update(a.prefixKey).update('\0').update(workerId).digest()
+  return h.readBigUInt64BE(0)
+}
+
 /** Picks the worker for `model`, never one in `exclude`. */
-export function selectWorker(conns: Iterable<WorkerConn>, model: string, maxCoefficient: number, exclude: ReadonlySet<string>): Selection {
-  let best: WorkerConn | undefined
-  let bestWait = Infinity
+export function selectWorker(conns: Iterable<WorkerConn>, model: string, maxCoefficient: number, exclude: ReadonlySet<string>, opts: SelectOptions = {}): Selection {
+  const now = opts.now ?? Date.now()
+  const eligible: Array<{ c: WorkerConn; cost: number }> = []
   let seenModel = false
   let minCoefficient = Infinity
   let withinCoefficient = false
@@ -56,24 +142,93 @@ export function selectWorker(conns: Iterable<WorkerConn>, model: string, maxCoef
       continue
     }
     withinCoefficient = true
-    if (!exclude.has(c.id) && !c.session.closed && !c.session.destroyed) untried = true
-    if (exclude.has(c.id) || c.active >= c.info.maxActiveRequests || c.session.closed || c.session.destroyed) continue
-    const w = expectedWaitMs(c)
-    if (w < bestWait || (w === bestWait && best && (c.info.coefficient < best.info.coefficient || (c.info.coefficient === best.info.coefficient && c.served < best.served)))) {
-      best = c
-      bestWait = w
-    }
+    const down = c.session.closed || c.session.destroyed
+    if (!exclude.has(c.id) && !down) untried = true
+    if (exclude.has(c.id) || down || c.active >= c.info.maxActiveRequests) continue
+    if (!breakerAllows(qualityOf(c), now)) continue
+    eligible.push({ c, cost: routingCost(c) })
   }
-  if (best) return { conn: best }
+  if (eligible.length > 0) {
+    let best = eligible[0]
+    for (const e of eligible) if (e.cost < best.cost || (e.cost === best.cost && tieBreak(e.c, best.c) < 0)) best = e
+    let chosen = best.c
+    if (opts.affinity && eligible.length > 1) {
+      // Among the near-best, the prefix's rendezvous winner: the same client's same prefix lands on the same
+      // worker (its KV cache is warm there) while that worker stays within the slack of the best.
+      let top: bigint = -1n
+      for (const e of eligible) {
+        if (e.cost > best.cost * (1 + AFFINITY_SLACK)) continue
+        const w = rendezvousWeight(opts.affinity, e.c.id)
+        if (w > top) {
+          top = w
+          chosen = e.c
+        }
+      }
+    }
+    const q = qualityOf(chosen)
+    if (q.breaker.state === 'half-open') Object.assign(q.breaker, { trialInFlight: true, until: now + BREAKER_OPEN_MS })
+    return { conn: chosen }
+  }
   if (!seenModel) return { reason: 'model_not_found' }
   if (!withinCoefficient) return { reason: 'coefficient', minCoefficient }
   if (!untried) return { reason: 'exhausted' }
   return { reason: 'busy' }
 }
 
-export function recordOutcome(c: WorkerConn, ok: boolean, durationMs?: number): void {
+function tieBreak(a: WorkerConn, b: WorkerConn): number {
+  return a.info.coefficient - b.info.coefficient || a.served - b.served || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
+}
+
+/** What the proxy measured of one answer. */
+export interface AnswerSample {
+  /** From sending the request to the answer's first byte, ms. */
+  ttftMs?: number
+  completionTokens?: number
+}
+
+export function recordOutcome(c: WorkerConn, ok: boolean, durationMs?: number, sample: AnswerSample = {}, now = Date.now()): void {
   c.failRate = c.failRate * (1 - EWMA_ALPHA) + (ok ? 0 : 1) * EWMA_ALPHA
   if (ok) c.served++
   else c.failed++
   if (ok && durationMs !== undefined) c.avgMs = c.served === 1 ? durationMs : c.avgMs * (1 - EWMA_ALPHA) + durationMs * EWMA_ALPHA
+
+  const q = qualityOf(c)
+  q.successRate = q.successRate * (1 - EWMA_ALPHA) + (ok ? 1 : 0) * EWMA_ALPHA
+  const b = q.breaker
+  if (ok) {
+    q.consecutiveFailures = 0
+    if (b.state !== 'closed') Object.assign(b, { state: 'closed', until: 0, openMs: BREAKER_OPEN_MS, trialInFlight: false })
+    if (sample.ttftMs !== undefined) q.ttftMs = ewma(q.ttftMs, sample.ttftMs)
+    if (durationMs !== undefined && sample.ttftMs !== undefined && sample.completionTokens && sample.completionTokens > 1) {
+      const decodeMs = Math.max(1, durationMs - sample.ttftMs)
+      q.tokensPerSec = ewma(q.tokensPerSec, ((sample.completionTokens - 1) * 1000) / decodeMs)
+    }
+    return
+  }
+  q.consecutiveFailures++
+  if (b.state === 'half-open') {
+    // The trial failed: open again, for twice as long.
+    b.openMs = Math.min(b.openMs * 2, BREAKER_MAX_OPEN_MS)
+    Object.assign(b, { state: 'open', until: now + b.openMs, trialInFlight: false })
+  } else if (b.state === 'closed' && q.consecutiveFailures >= BREAKER_THRESHOLD) {
+    Object.assign(b, { state: 'open', until: now + b.openMs, trialInFlight: false })
+  }
+}
+
+/** For /jsonstats: the worker's quality record as routing sees it. */
+export function qualityStats(c: WorkerConn): Record<string, unknown> {
+  const q = qualityOf(c)
+  return {
+    ttftMs: q.ttftMs === null ? null : Math.round(q.ttftMs),
+    tokensPerSec: q.tokensPerSec === null ? null : Math.round(q.tokensPerSec * 10) / 10,
+    successRate: Math.round(q.successRate * 1000) / 1000,
+    inFlight: c.active,
+    capacity: c.info.maxActiveRequests,
+    breaker: q.breaker.state,
+    cost: Math.round(routingCost(c)),
+  }
+}
+
+function ewma(prev: number | null, x: number): number {
+  return prev === null ? x : prev * (1 - EWMA_ALPHA) + x * EWMA_ALPHA
 }

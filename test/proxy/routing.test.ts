@@ -1,0 +1,135 @@
+// Routing by measured quality (src/proxy/routing.ts): hard gates, the cost formula from EMAs of time to first
+// token and tokens/s, success rate and load, the coefficient under the client's cap, the circuit breaker, and
+// prefix affinity by rendezvous hashing salted per client. Fakes: sessions are plain objects (the seam next door).
+import { describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import {
+  AFFINITY_SLACK, BREAKER_OPEN_MS, BREAKER_THRESHOLD, PRIOR_TTFT_MS, recordOutcome, routingCost, selectWorker, type WorkerConn,
+} from '../../src/proxy/routing.ts'
+
+function worker(id: string, o: { model?: string; coefficient?: number; capacity?: number; active?: number } = {}): WorkerConn {
+  return {
+    id,
+    session: { closed: false, destroyed: false } as any,
+    peer: {} as any,
+    key: {} as any,
+    account: id,
+    info: { protocol: 1, model: { id: o.model ?? 'm', hash: '' }, coefficient: o.coefficient ?? 1000, maxActiveRequests: o.capacity ?? 4, maxTokensCap: 1024 } as any,
+    remote: id,
+    connectedAt: 0,
+    active: o.active ?? 0,
+    avgMs: 1000,
+    failRate: 0,
+    served: 0,
+    failed: 0,
+    tokens: { prompt: 0, cached: 0, completion: 0, reasoning: 0 },
+  }
+}
+
+const none = new Set<string>()
+const pick = (ws: WorkerConn[], opts = {}, max = 10_000) => {
+  const s = selectWorker(ws, 'm', max, none, opts)
+  return 'conn' in s ? s.conn.id : s.reason
+}
+
+/** Feeds `n` measured answers: `ttftMs` to the first token, then `tps` tokens/s for 101 tokens. */
+function measure(c: WorkerConn, n: number, ttftMs: number, tps: number, now = 0) {
+  for (let i = 0; i < n; i++) recordOutcome(c, true, ttftMs + (100 / tps) * 1000, { ttftMs, completionTokens: 101 }, now)
+}
+
+describe('routing by measured quality', () => {
+  it('keeps the hard gates: model, coefficient cap (with the lowest it could get), capacity, already tried', () => {
+    const a = worker('a', { coefficient: 3000 })
+    assert.equal(pick([a], {}, 2000), 'coefficient')
+    assert.deepEqual(selectWorker([a], 'm', 2000, none), { reason: 'coefficient', minCoefficient: 3000 })
+    assert.equal(pick([a], {}, 2000) && selectWorker([a], 'other', 9999, none).hasOwnProperty('reason') && (selectWorker([a], 'other', 9999, none) as any).reason, 'model_not_found')
+    const full = worker('f', { capacity: 1, active: 1 })
+    assert.equal(pick([full]), 'busy')
+    assert.equal((selectWorker([worker('t')], 'm', 9999, new Set(['t'])) as any).reason, 'exhausted')
+  })
+
+  it('learns time to first token and tokens per second as moving averages, and prefers the faster worker', () => {
+    const slow = worker('slow')
+    const fast = worker('fast')
+    measure(slow, 5, 400, 10)
+    measure(fast, 5, 100, 50)
+    assert.ok(Math.abs(fast.quality!.ttftMs! - 100) < 1e-9)
+    assert.ok(Math.abs(fast.quality!.tokensPerSec! - 50) < 1e-6)
+    assert.equal(pick([slow, fast]), 'fast')
+    // An unmeasured worker is priced at the priors.
+    assert.equal(worker('new').quality, undefined)
+    assert.ok(routingCost(worker('new')) > routingCost(fast))
+    assert.equal(worker('x').quality?.ttftMs ?? PRIOR_TTFT_MS, PRIOR_TTFT_MS)
+  })
+
+  it('weighs load against capacity and the success rate', () => {
+    const a = worker('a', { capacity: 4, active: 3 })
+    const b = worker('b', { capacity: 4, active: 0 })
+    assert.equal(pick([a, b]), 'b')
+    const flaky = worker('flaky')
+    const steady = worker('steady')
+    measure(flaky, 3, 100, 50)
+    measure(steady, 3, 120, 45)
+    recordOutcome(flaky, false)
+    recordOutcome(flaky, true, 2100, { ttftMs: 100, completionTokens: 101 })
+    assert.ok(flaky.quality!.successRate < 1)
+    assert.equal(pick([flaky, steady]), 'steady')
+  })
+
+  it('combines quality with the coefficient: a dearer worker must be proportionally faster', () => {
+    const cheap = worker('cheap', { coefficient: 1000 })
+    const dear = worker('dear', { coefficient: 2000 })
+    measure(cheap, 3, 200, 20)
+    measure(dear, 3, 200, 30)
+    assert.equal(pick([cheap, dear]), 'cheap')
+    measure(dear, 20, 20, 200)
+    assert.equal(pick([cheap, dear]), 'dear')
+    assert.equal(pick([cheap, dear], {}, 1500), 'cheap', 'the cap still excludes the dearer one')
+  })
+
+  it('opens the circuit breaker after consecutive failures, half-opens for one trial, and re-opens for longer', () => {
+    const w = worker('w')
+    const other = worker('other')
+    measure(w, 3, 50, 100)
+    measure(other, 3, 300, 10)
+    for (let i = 0; i < BREAKER_THRESHOLD; i++) recordOutcome(w, false, undefined, {}, 1_000)
+    assert.equal(w.quality!.breaker.state, 'open')
+    assert.equal(pick([w, other], { now: 1_000 + BREAKER_OPEN_MS - 1 }), 'other')
+    assert.equal(pick([w], { now: 1_000 + BREAKER_OPEN_MS - 1 }), 'busy')
+    // Time is up: one trial goes through, a second is held back while it runs.
+    assert.equal(pick([w, other], { now: 1_000 + BREAKER_OPEN_MS }), 'w')
+    assert.equal(w.quality!.breaker.state, 'half-open')
+    assert.equal(pick([w, other], { now: 1_000 + BREAKER_OPEN_MS + 1 }), 'other')
+    recordOutcome(w, false, undefined, {}, 1_000 + BREAKER_OPEN_MS + 2)
+    assert.equal(w.quality!.breaker.state, 'open')
+    assert.equal(w.quality!.breaker.openMs, 2 * BREAKER_OPEN_MS)
+    // After the longer wait, a successful trial closes it.
+    const later = 1_000 + 3 * BREAKER_OPEN_MS + 10
+    assert.equal(pick([w, other], { now: later }), 'w')
+    recordOutcome(w, true, 1000, { ttftMs: 50, completionTokens: 101 }, later)
+    assert.equal(w.quality!.breaker.state, 'closed')
+  })
+
+  it('sends one client’s repeated prefix to the same near-best worker, spreads prefixes, and salts per client', () => {
+    const ws = ['w1', 'w2', 'w3', 'w4'].map((id) => worker(id))
+    for (const w of ws) measure(w, 3, 100, 50)
+    const first = pick(ws, { affinity: { prefixKey: 'p-1', client: 'alice' } })
+    for (let i = 0; i < 5; i++) assert.equal(pick(ws, { affinity: { prefixKey: 'p-1', client: 'alice' } }), first)
+    const spread = new Set(Array.from({ length: 40 }, (_, i) => pick(ws, { affinity: { prefixKey: `p-${i}`, client: 'alice' } })))
+    assert.ok(spread.size >= 3, `prefixes spread over ${spread.size} workers`)
+    // The same prefix key from another client lands independently: over many keys, the two clients disagree often.
+    let differ = 0
+    for (let i = 0; i < 40; i++) {
+      if (pick(ws, { affinity: { prefixKey: `k-${i}`, client: 'alice' } }) !== pick(ws, { affinity: { prefixKey: `k-${i}`, client: 'mallory' } })) differ++
+    }
+    assert.ok(differ >= 15, `clients disagreed on ${differ} of 40 keys`)
+  })
+
+  it('never lets affinity pick a worker much worse than the best', () => {
+    const good = worker('good')
+    const bad = worker('bad')
+    measure(good, 5, 100, 50)
+    measure(bad, 5, 100 * (1 + AFFINITY_SLACK) * 4, 10)
+    for (let i = 0; i < 30; i++) assert.equal(pick([good, bad], { affinity: { prefixKey: `p-${i}`, client: 'c' } }), 'good')
+  })
+})
