@@ -12,7 +12,6 @@ import { sleep } from '../core/time.ts'
 import { portIsFree } from '../core/ports.ts'
 import { SUPERVISED_ENV } from '../core/supervised.ts'
 import { devnetPortOffsetProblem, devnetPorts, devnetPortsByRole, type DevnetState } from '../node/devnet.ts'
-import { createChain, NodeWallet, devnetFaucet, loadOrCreateWalletKey, deployRoot, DEVNET_PARAMS, RootGovernance } from '../ton/chain-client/index.ts'
 import { ONE_TON_NANO } from '../ton/contracts/index.ts'
 import { ADMIN_TOKEN_FILE, dashboardUrl } from '../node/admin.ts'
 import { buildDashboardIfMissing } from '../dashboard/build.ts'
@@ -358,11 +357,14 @@ async function setUpChain(o: {
   ports: { proxyWorkers: number; proxyClients: number }
   say: (line: string) => void
 }): Promise<{ root: string; chainSection: (role: 'client' | 'proxy' | 'worker') => Record<string, unknown> }> {
+  // Loaded while the chain boots, not before the devnet can start anything.
+  const chainClient = import('../ton/chain-client/index.ts')
   const deadline = Date.now() + READY_TIMEOUT_MS
   while (!(await fetchJson(`${o.chainUrl}/healthz`).then((h) => (h as { ok: boolean }).ok).catch(() => false))) {
     if (Date.now() > deadline) throw new Error(`the devnet chain did not come up at ${o.chainUrl} within ${READY_TIMEOUT_MS / 1000}s; see ${path.join(o.dir, 'logs', 'chain.log')}`)
     await sleep(200)
   }
+  const { createChain, NodeWallet, devnetFaucet, loadOrCreateWalletKey, deployRoot, DEVNET_PARAMS, RootGovernance } = await chainClient
   const endpoint = `${o.chainUrl}/api/v2/jsonRPC`
   const chain = createChain({ endpoint })
   const fund = async (file: string, amount: bigint) => {

@@ -3,7 +3,6 @@ import { parseArgs } from 'node:util'
 import { createLogger } from '../core/log.ts'
 import { ConfigError, loadConfig } from '../node/config.ts'
 import { PortInUseError } from '../core/ports.ts'
-import { startNode } from '../node/run.ts'
 import { stopWithSupervisor } from '../core/supervised.ts'
 
 const USAGE = `cocoon — Confidential Compute Open Network (TypeScript)
@@ -168,6 +167,8 @@ async function runRole(role: 'client' | 'proxy' | 'worker', args: string[]): Pro
   const cfg = loadConfig(values.config)
   if (cfg.role !== role) throw new ConfigError(values.config, `is a ${cfg.role} config, not a ${role} config`)
   const log = createLogger({ role })
+  // Loaded here, not at the top: the devnet and the tools never pay for the whole node.
+  const { startNode } = await import('../node/run.ts')
   const node = await startNode(cfg, log).catch((err: NodeJS.ErrnoException & { address?: string; port?: number }) => {
     if (err.code === 'EADDRINUSE') throw new PortInUseError(role, err.address ?? '127.0.0.1', err.port ?? 0)
     throw err
