@@ -20,6 +20,8 @@ import { buildDashboardIfMissing } from '../dashboard/build.ts'
 export const DEFAULT_DEVNET_MODEL = 'hf:ggml-org/tiny-llamas/stories260K.gguf'
 export const READY_TIMEOUT_MS = 120_000
 export const STOP_GRACE_MS = 5_000
+/** One readiness poll (chain /healthz, proxy /jsonstats, client /healthz and /v1/models). */
+const POLL_TIMEOUT_MS = 10_000
 /** A child that keeps dying is given up on after this many restarts in RESTART_WINDOW_MS. */
 export const MAX_RESTARTS = 5
 export const RESTART_WINDOW_MS = 60_000
@@ -355,7 +357,8 @@ function readToken(file: string): string | undefined {
 }
 
 async function fetchJson(url: string): Promise<unknown> {
-  const r = await fetch(url, { signal: AbortSignal.timeout(2_000) })
+  // Longer than the client's own readiness check (READINESS_TIMEOUT_MS), so a busy machine is slow, not "never ready".
+  const r = await fetch(url, { signal: AbortSignal.timeout(POLL_TIMEOUT_MS) })
   return r.json()
 }
 

@@ -1,15 +1,19 @@
 // The devnet's layout: its default ports and the state file it writes, shared by the supervisor (`cocoon devnet`) and the bench.
 import { portProblem } from '../core/ports.ts'
-import { DEFAULT_CHAIN_PORT } from '../ton/chain/index.ts'
 
-/** Default ports of a devnet, after the reference's conventions; an offset shifts them all. The chain is on 10090: fetch refuses 10080. */
+/**
+ * Default ports of a devnet, after the reference's conventions; an offset shifts them all. The chain
+ * is on 10090, `cocoon chain`'s default (DEFAULT_CHAIN_PORT, kept equal by test/node/ports.test.ts,
+ * not imported: that would load the whole chain into every process that only needs the layout).
+ * Not 10080: fetch refuses it.
+ */
 export const DEVNET_PORTS = {
   client: 10000,
   proxyStats: 11000,
   proxyWorkers: 11001,
   proxyClients: 11002,
   worker: (i: number) => 12000 + 10 * i,
-  chain: DEFAULT_CHAIN_PORT,
+  chain: 10090,
 }
 
 /** Ports of one devnet proxy. */
