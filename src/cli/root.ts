@@ -55,6 +55,7 @@ const PARAM_FLAGS: Record<string, keyof Omit<Params, 'paramsVersion'>> = {
   'cached-mult': 'cachedMult',
   'completion-mult': 'completionMult',
   'reasoning-mult': 'reasoningMult',
+  'audio-second-mult': 'audioSecondMult',
   'proxy-close-delay-sec': 'proxyCloseDelaySec',
   'client-close-delay-sec': 'clientCloseDelaySec',
   'min-proxy-stake-nano': 'minProxyStakeNano',
@@ -177,6 +178,7 @@ function stateText(address: Address, s: RootState): string {
     `  price per token       ${p.pricePerTokenNano} nanoTON\n` +
     `  worker fee per token  ${p.workerFeePerTokenNano} nanoTON\n` +
     `  multipliers           prompt ${ratio(p.promptMult)}, cached ${ratio(p.cachedMult)}, completion ${ratio(p.completionMult)}, reasoning ${ratio(p.reasoningMult)}\n` +
+    `  audio second          ${p.audioSecondMult / 10_000} adjusted tokens (${(p.pricePerTokenNano * BigInt(p.audioSecondMult)) / 10_000n} nanoTON)\n` +
     `  close delays          proxy ${p.proxyCloseDelaySec} s, client ${p.clientCloseDelaySec} s\n` +
     `  minimum stakes        proxy ${fromNano(p.minProxyStakeNano)} TON, client ${fromNano(p.minClientStakeNano)} TON\n` +
     list('proxy images', s.proxyImageHashes) +
