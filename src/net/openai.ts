@@ -11,14 +11,27 @@ export interface UsageCost {
   pricePerTokenNano: bigint
 }
 
-export function openaiUsage(u: Usage, cost?: UsageCost): Record<string, unknown> {
-  const usage: Record<string, unknown> = {
-    prompt_tokens: u.promptTokens,
-    completion_tokens: u.completionTokens,
-    total_tokens: u.promptTokens + u.completionTokens,
-    prompt_tokens_details: { cached_tokens: u.cachedTokens },
-    completion_tokens_details: { reasoning_tokens: u.reasoningTokens },
-  }
+/** The answer object types of the non-generating endpoints, as the worker names them in its usage record. */
+export const EMBEDDING_OBJECT = 'list'
+export const TRANSCRIPTION_OBJECT = 'transcription'
+
+/**
+ * The OpenAI usage object for an answer of type `object`: tokens for generation, prompt tokens
+ * for embeddings, `{type: 'duration', seconds}` for transcriptions; with the cost when billed.
+ */
+export function openaiUsage(u: Usage, cost?: UsageCost, object?: string): Record<string, unknown> {
+  const usage: Record<string, unknown> =
+    object === TRANSCRIPTION_OBJECT
+      ? { type: 'duration', seconds: u.audioSeconds ?? 0 }
+      : object === EMBEDDING_OBJECT
+        ? { prompt_tokens: u.promptTokens, total_tokens: u.promptTokens }
+        : {
+            prompt_tokens: u.promptTokens,
+            completion_tokens: u.completionTokens,
+            total_tokens: u.promptTokens + u.completionTokens,
+            prompt_tokens_details: { cached_tokens: u.cachedTokens },
+            completion_tokens_details: { reasoning_tokens: u.reasoningTokens },
+          }
   if (cost) {
     // nanoTON as a JSON number: exact up to 9e15 nano (9 million TON) per request.
     usage.cost = Number(cost.nano)

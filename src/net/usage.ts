@@ -31,5 +31,6 @@ export async function verifyUsage(json: unknown, sigB64: unknown, key: crypto.Ke
   if (r.requestId !== requestId) return undefined
   if (![r.promptTokens, r.cachedTokens, r.completionTokens, r.reasoningTokens].every(isCount)) return undefined
   if (r.cachedTokens > r.promptTokens || r.reasoningTokens > r.completionTokens) return undefined
+  if (r.audioSeconds !== undefined && !isCount(r.audioSeconds)) return undefined
   return r
 }

@@ -670,7 +670,7 @@ function respondRaw(stream: http2.ServerHttp2Stream, status: number, ct: string,
 function withCost(body: Buffer, u: UsageRecord, cost: UsageCost): Buffer {
   try {
     const j = JSON.parse(body.toString('utf8')) as Record<string, unknown>
-    j.usage = openaiUsage(u, cost)
+    j.usage = openaiUsage(u, cost, u.answer.object)
     return Buffer.from(JSON.stringify(j))
   } catch {
     return body
