@@ -12,10 +12,9 @@ import type { PeerVerifier } from '../net/attested.ts'
 import { maintainProxyLink, revalidateLinks, type ProxyLink as BaseLink } from '../net/proxy-link.ts'
 import { errorResponse, InvalidRequestError, isExpectedError, NoProxyAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
 import { parseJsonObject, readBody } from '../net/body.ts'
-import { CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, INFERENCE_PATHS, MAX_BODY_BYTES, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION } from '../net/protocol.ts'
+import { CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, INFERENCE_PATHS, MAX_BODY_BYTES, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION } from '../net/protocol.ts'
 
 export const MODELS_TIMEOUT_MS = 10_000
-export const MAX_REQUEST_ID_CHARS = 128
 
 export interface ClientOptions {
   /** Where the OpenAI API listens. Default 127.0.0.1:10000. */
@@ -139,14 +138,18 @@ export class Client implements OpsSource {
     for (const link of this.readyLinks()) {
       try {
         const { status, body } = await requestJson(link.session!, { ':method': 'GET', ':path': PATHS.models }, undefined, MODELS_TIMEOUT_MS)
+        if (status !== 200) throw new Error(`the proxy answered ${status}`)
         res.writeHead(status, { 'content-type': 'application/json', 'content-length': body.length })
         res.end(body)
         return
       } catch (err) {
         lastErr = err as Error
+        this.deps.log.warn('could not list models at a proxy', { proxy: link.target, error: lastErr.message })
       }
     }
-    throw lastErr ?? new NoProxyAvailableError()
+    if (!lastErr) throw new NoProxyAvailableError()
+    if (lastErr.name === 'RequestTimeoutError') throw new UpstreamError(`the proxy did not list its models within ${MODELS_TIMEOUT_MS} ms`)
+    throw new UpstreamError(`could not list models at any proxy: ${lastErr.message}`)
   }
 
   private finish(outcome: Outcome): void {
@@ -275,20 +278,28 @@ export class Client implements OpsSource {
       }
       res.once('close', onAppClose)
       let responded = false
+      let status = 0
+      let charged = false
+      // Non-streamed answers are held until they are known complete; SSE is relayed as it comes.
+      const held: Buffer[] = []
+      let lastChunk: Buffer | undefined
+      let retryAfter: string | undefined
       ps.on('error', () => {})
       ps.once('response', (h) => {
         responded = true
-        const status = Number(h[':status'])
+        status = Number(h[':status'])
+        if (typeof h['retry-after'] === 'string') retryAfter = h['retry-after']
         const ct = String(h['content-type'] ?? 'application/json')
         sse = ct.startsWith('text/event-stream')
         if (res.destroyed) return
-        res.writeHead(status, {
-          'content-type': ct,
-          'x-request-id': ctl.requestId,
-          ...(sse ? { 'cache-control': 'no-cache', connection: 'keep-alive' } : {}),
-        })
+        if (!sse) {
+          ps.on('data', (chunk: Buffer) => held.push(chunk))
+          return
+        }
+        res.writeHead(status, { 'content-type': ct, 'x-request-id': ctl.requestId, 'cache-control': 'no-cache', connection: 'keep-alive' })
         res.flushHeaders()
         ps.on('data', (chunk: Buffer) => {
+          lastChunk = chunk
           if (!res.write(chunk)) {
             ps.pause()
             res.once('drain', () => ps.resume())
@@ -296,13 +307,29 @@ export class Client implements OpsSource {
         })
       })
       ps.once('trailers', (t) => {
-        const charged = t[HEADERS.charged]
-        if (typeof charged === 'string') this.recordCharge(link, charged, log)
+        const c = t[HEADERS.charged]
+        if (typeof c !== 'string') return
+        charged = true
+        this.recordCharge(link, c, log)
       })
       ps.once('end', () => {
         if (!responded) return settle({ kind: 'retry', error: new Error('proxy closed the stream without answering') })
-        res.end()
-        settle({ kind: 'done', outcome: res.statusCode < 400 ? 'succeeded' : 'failed' })
+        // An answer is complete only once its usage was billed: the proxy then sends the charge as a
+        // trailer. A 200 that ends without it was cut off (the proxy died, or the link broke).
+        if (status === 200 && !charged) {
+          log.warn('proxy stream ended before the answer was billed', { proxy: link.target })
+          // The proxy may have ended the stream with its own error event; do not add a second.
+          if (!(sse && lastChunk?.includes('data: {"error"'))) endWithError(new UpstreamError('the answer was cut off: the proxy stream ended before the final usage'))
+          else res.end()
+          return settle({ kind: 'done', outcome: 'failed' })
+        }
+        if (sse) res.end()
+        else if (!res.destroyed && !res.headersSent) {
+          const body = Buffer.concat(held)
+          res.writeHead(status, { 'content-type': 'application/json', 'content-length': body.length, 'x-request-id': ctl.requestId, ...(retryAfter ? { 'retry-after': retryAfter } : {}) })
+          res.end(body)
+        }
+        settle({ kind: 'done', outcome: status < 400 ? 'succeeded' : 'failed' })
       })
       ps.once('close', () => {
         if (settled) return

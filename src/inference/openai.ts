@@ -5,7 +5,7 @@ import https from 'node:https'
 import type { Logger } from '../node/log.ts'
 import { ESTIMATE_CHARS_PER_TOKEN, UPSTREAM_DRAIN_AFTER_DONE_MS, UPSTREAM_ERROR_BODY_MAX_BYTES, UPSTREAM_HEADERS_TIMEOUT_MS } from './constants.ts'
 import { SseParser } from './sse.ts'
-import { BackendError, type InferenceBackend, type InferenceEvent, type InferenceRequest, type ModelInfo, type Usage } from './types.ts'
+import { BackendError, type InferenceBackend, type InferenceEvent, type InferenceRequest, type ModelInfo, type RequestFeature, type Usage } from './types.ts'
 
 export interface OpenAIUpstreamOptions {
   /** Server root, e.g. http://127.0.0.1:8000 (a trailing /v1 is accepted too). */
@@ -85,6 +85,8 @@ function post(url: string, headers: Record<string, string>, body: string, signal
 
 export class OpenAIUpstreamBackend implements InferenceBackend {
   readonly model: ModelInfo
+  /** The upstream server gets these fields as the app sent them, and its answer carries their results. */
+  readonly features: ReadonlySet<RequestFeature> = new Set(['tools', 'response_format', 'logit_bias', 'logprobs'])
   private readonly chatUrl: string
   private readonly completionUrl: string
   private readonly headers: Record<string, string>

@@ -120,8 +120,16 @@ export interface ModelInfo {
   embeddingDimensions?: number
 }
 
+/**
+ * OpenAI request fields beyond text and sampling that a backend may honour. The worker refuses a
+ * request using one its backend does not honour with a 400 naming the field; it never ignores it.
+ */
+export type RequestFeature = 'tools' | 'response_format' | 'logit_bias' | 'logprobs'
+
 export interface InferenceBackend {
   readonly model: ModelInfo
+  /** The optional request features this backend honours. Default: none. */
+  readonly features?: ReadonlySet<RequestFeature>
   /**
    * Streams chunks then one usage event. Aborting `signal` stops generation promptly and
    * still ends with a usage event. Throws BackendError when the backend fails before any chunk.

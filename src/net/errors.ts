@@ -2,6 +2,9 @@
 import { BackendError } from '../inference/types.ts'
 import { EvidenceRefusedError } from '../tee/types.ts'
 
+/** Longest piece of app input echoed back in an error message. */
+export const MAX_ECHO_CHARS = 256
+
 export class InvalidRequestError extends Error {
   readonly name = 'InvalidRequestError'
   constructor(message: string, readonly param: string | null = null) {
@@ -12,7 +15,8 @@ export class InvalidRequestError extends Error {
 export class ModelNotFoundError extends Error {
   readonly name = 'ModelNotFoundError'
   constructor(readonly model: string) {
-    super(`The model '${model}' does not exist or no worker serves it`)
+    // The name comes from the app: echo a bounded prefix, never megabytes of it.
+    super(`The model '${model.length > MAX_ECHO_CHARS ? model.slice(0, MAX_ECHO_CHARS) + '…' : model}' does not exist or no worker serves it`)
   }
 }
 
@@ -47,7 +51,7 @@ export class RequestTimeoutError extends Error {
 export class RouteNotFoundError extends Error {
   readonly name = 'RouteNotFoundError'
   constructor(readonly method: string, readonly path: string) {
-    super(`unknown endpoint ${method} ${path}`)
+    super(`unknown endpoint ${method.slice(0, 16)} ${path.length > MAX_ECHO_CHARS ? path.slice(0, MAX_ECHO_CHARS) + '…' : path}`)
   }
 }
 
@@ -60,8 +64,20 @@ export class UpstreamError extends Error {
 
 export class TooManyRequestsError extends Error {
   readonly name = 'TooManyRequestsError'
-  constructor(message: string) {
+  constructor(
+    message: string,
+    /** Seconds after which a retry may succeed (sent as Retry-After), if known. */
+    readonly retryAfterSec?: number,
+  ) {
     super(message)
+  }
+}
+
+/** The client has no funds with this proxy: only metadata calls (e.g. GET /v1/models) are served. */
+export class UnfundedClientError extends Error {
+  readonly name = 'UnfundedClientError'
+  constructor() {
+    super('this client has no funds with this proxy: only metadata calls such as GET /v1/models are served; deposit to your client contract to run requests')
   }
 }
 
@@ -105,6 +121,9 @@ export function errorResponse(err: unknown): ErrorResponse {
       return make(503, 'service_unavailable', 'no_proxy_available', e.message)
     case 'TooManyRequestsError':
       return make(429, 'rate_limit_error', 'too_many_requests', e.message)
+    case 'DuplicateRequestError':
+      return make(409, 'invalid_request_error', 'duplicate_request_id', e.message, 'request_id')
+    case 'UnfundedClientError':
     case 'InsufficientQuotaError':
       return make(402, 'insufficient_quota', 'insufficient_quota', e.message)
     case 'ProxyNotServingError':

@@ -66,11 +66,27 @@ export function usageChunk(meta: AnswerMeta, u: Usage, cost?: UsageCost): string
   return JSON.stringify({ id: meta.id, object: meta.object, created: meta.created, model: meta.model, choices: [], usage: openaiUsage(u, cost) })
 }
 
+interface ToolCallAcc {
+  id?: string
+  type: string
+  function: { name: string; arguments: string }
+}
+
 interface ChoiceAcc {
   text: string
   reasoning: string
   role: string
   finishReason: string | null
+  /** Tool calls by their index, with arguments concatenated across chunks (upstream backends that honour `tools`). */
+  toolCalls?: Map<number, ToolCallAcc>
+  /** Log probabilities concatenated across chunks (upstream backends that honour `logprobs`). */
+  logprobs?: Record<string, unknown[]>
+}
+
+function appendLogprobs(acc: ChoiceAcc, lp: unknown): void {
+  if (!lp || typeof lp !== 'object') return
+  acc.logprobs ??= {}
+  for (const [k, v] of Object.entries(lp as Record<string, unknown>)) if (Array.isArray(v)) (acc.logprobs[k] ??= []).push(...v)
 }
 
 /** Folds stream chunks into one non-streamed answer. */
@@ -94,9 +110,22 @@ export class AnswerAggregator {
         if (typeof d.role === 'string') acc.role = d.role
         if (typeof d.content === 'string') acc.text += d.content
         if (typeof d.reasoning_content === 'string') acc.reasoning += d.reasoning_content
+        if (Array.isArray(d.tool_calls)) {
+          acc.toolCalls ??= new Map()
+          for (const tc of d.tool_calls as Array<Record<string, any>>) {
+            const i = typeof tc.index === 'number' ? tc.index : acc.toolCalls.size
+            let t = acc.toolCalls.get(i)
+            if (!t) acc.toolCalls.set(i, (t = { type: 'function', function: { name: '', arguments: '' } }))
+            if (typeof tc.id === 'string') t.id = tc.id
+            if (typeof tc.type === 'string') t.type = tc.type
+            if (typeof tc.function?.name === 'string') t.function.name += tc.function.name
+            if (typeof tc.function?.arguments === 'string') t.function.arguments += tc.function.arguments
+          }
+        }
       } else if (typeof ch.text === 'string') {
         acc.text += ch.text
       }
+      appendLogprobs(acc, ch.logprobs)
       if (ch.finish_reason) acc.finishReason = ch.finish_reason
     }
   }
@@ -107,12 +136,14 @@ export class AnswerAggregator {
     if (list.length === 0) list.push([0, { text: '', reasoning: '', role: 'assistant', finishReason: null }])
     const choices = list.map(([index, acc]) => {
       const fr = acc.finishReason ?? finishReason
+      const logprobs = acc.logprobs ?? null
       if (this.kind === 'chat') {
-        const message: Record<string, unknown> = { role: acc.role, content: acc.text }
+        const message: Record<string, unknown> = { role: acc.role, content: acc.toolCalls && !acc.text ? null : acc.text }
         if (acc.reasoning) message.reasoning_content = acc.reasoning
-        return { index, message, logprobs: null, finish_reason: fr }
+        if (acc.toolCalls) message.tool_calls = [...acc.toolCalls.entries()].sort((a, b) => a[0] - b[0]).map(([, t]) => t)
+        return { index, message, logprobs, finish_reason: fr }
       }
-      return { index, text: acc.text, logprobs: null, finish_reason: fr }
+      return { index, text: acc.text, logprobs, finish_reason: fr }
     })
     return { id: this.id ?? ids.id, object: ids.object, created: this.created ?? created, model, choices, usage: openaiUsage(usage) }
   }

@@ -80,6 +80,8 @@ export const MAX_AUDIO_SECONDS = 3600
  * and the worker refuses longer audio: no accepted format packs speech tighter (8 kbit/s Opus is 1000).
  */
 export const MIN_AUDIO_BYTES_PER_SECOND = 500
+/** Longest request id an app may choose. */
+export const MAX_REQUEST_ID_CHARS = 128
 /** Each hop keeps this share of the remaining time, so inner timeouts fire first (as the reference). */
 export const HOP_TIMEOUT_FACTOR = 0.95
 /** After asking a worker to stop, how long the proxy waits for the answer to end with its usage. */

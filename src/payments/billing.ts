@@ -23,6 +23,33 @@ export class ProxyNotServingError extends Error {
   }
 }
 
+/** The same client already has a request with this id in flight. */
+export class DuplicateRequestError extends Error {
+  readonly name = 'DuplicateRequestError'
+  constructor(readonly requestId: string) {
+    super(`a request with request_id '${requestId}' is already in flight from this client; use a unique request_id per request`)
+  }
+}
+
+/**
+ * Funds held for one request until it is settled or released. Its key is made by the proxy (never
+ * the app's request_id), so no app can reach another request's reservation, its own or another client's.
+ */
+export interface Reservation {
+  readonly key: string
+  readonly client: string
+  /** The app's request id, for logs. */
+  readonly requestId: string
+  readonly nano: bigint
+  /** When the request's own deadline passes (ms since epoch); the sweeper frees it after that. */
+  readonly deadlineMs: number
+}
+
+/** How long past its request's deadline a reservation may live before the sweeper frees it. */
+export const RESERVATION_SWEEP_SLACK_MS = 30_000
+/** How often the sweeper looks. */
+export const RESERVATION_SWEEP_INTERVAL_MS = 10_000
+
 /** A client's position on chain, as its client contract shows it. */
 export interface ClientFunds {
   /** Deposited and not yet charged on chain, nanoTON (includes the stake). */
@@ -60,13 +87,23 @@ interface Pending {
 }
 
 export class ProxyBilling {
-  private readonly reserved = new Map<string, { client: string; nano: bigint }>()
+  private readonly reserved = new Map<string, Reservation>()
   private readonly reservedByClient = new Map<string, bigint>()
+  private nextKey = 1
+  private readonly sweeper: NodeJS.Timeout
   private queue: Pending[] = []
   private flushScheduled = false
   private notServing: string | undefined
 
-  constructor(private readonly deps: BillingDeps) {}
+  constructor(private readonly deps: BillingDeps) {
+    this.sweeper = setInterval(() => this.sweep(), RESERVATION_SWEEP_INTERVAL_MS)
+    this.sweeper.unref()
+  }
+
+  /** Stops the sweeper. */
+  close(): void {
+    clearInterval(this.sweeper)
+  }
 
   get ledger(): Ledger {
     return this.deps.ledger
@@ -85,10 +122,24 @@ export class ProxyBilling {
     return this.notServing ? { ok: false, reason: this.notServing } : { ok: true }
   }
 
+  /**
+   * Whether the client has any funds with this proxy (a live client contract holding a balance).
+   * Always true off-chain. Unfunded clients get metadata calls only.
+   */
+  async isFunded(client: string): Promise<boolean> {
+    if (!this.deps.funds) return true
+    const f = await this.deps.funds.clientFunds(client)
+    return !!f && f.active && f.balanceNano > 0n
+  }
+
   /** nanoTON the client can still spend: on-chain balance, less what is charged but not yet settled on chain, less reservations. */
   async availableNano(client: string): Promise<bigint | undefined> {
     if (!this.deps.funds) return undefined
-    const f = await this.deps.funds.clientFunds(client)
+    return this.availableGiven(client, await this.deps.funds.clientFunds(client))
+  }
+
+  /** Synchronous on purpose: reading reservations and adding one must not be split by an await. */
+  private availableGiven(client: string, f: ClientFunds | undefined): bigint {
     if (!f || !f.active) return 0n
     const p = this.params()
     const c = this.deps.ledger.counters('client', client)
@@ -98,25 +149,49 @@ export class ProxyBilling {
 
   /**
    * Reserves the worst case (`worstTokens` adjusted tokens) for a request, or throws
-   * InsufficientQuotaError before any work is done.
+   * InsufficientQuotaError before any work is done. Admission is atomic per client: the only await
+   * is the funds lookup, and the check against live reservations and the new reservation happen
+   * together after it, so concurrent requests can never together reserve more than the balance.
    */
-  async reserve(requestId: string, client: string, worstTokens: bigint): Promise<void> {
+  async reserve(r: { client: string; requestId: string; worstTokens: bigint; deadlineMs: number }): Promise<Reservation> {
     if (this.notServing) throw new ProxyNotServingError(this.notServing)
-    const nano = worstTokens * this.params().pricePerTokenNano
-    const available = await this.availableNano(client)
-    if (available !== undefined && available < nano) throw new InsufficientQuotaError(nano, available < 0n ? 0n : available)
-    this.reserved.set(requestId, { client, nano })
-    this.reservedByClient.set(client, (this.reservedByClient.get(client) ?? 0n) + nano)
+    const nano = r.worstTokens * this.params().pricePerTokenNano
+    if (this.deps.funds) {
+      const funds = await this.deps.funds.clientFunds(r.client)
+      if (this.notServing) throw new ProxyNotServingError(this.notServing)
+      const available = this.availableGiven(r.client, funds)
+      if (available < nano) throw new InsufficientQuotaError(nano, available < 0n ? 0n : available)
+    }
+    const res: Reservation = { key: `r${this.nextKey++}`, client: r.client, requestId: r.requestId, nano, deadlineMs: r.deadlineMs }
+    this.reserved.set(res.key, res)
+    this.reservedByClient.set(r.client, (this.reservedByClient.get(r.client) ?? 0n) + nano)
+    return res
   }
 
   /** Frees a reservation (the request ended). Idempotent. */
-  release(requestId: string): void {
-    const r = this.reserved.get(requestId)
-    if (!r) return
-    this.reserved.delete(requestId)
-    const left = (this.reservedByClient.get(r.client) ?? 0n) - r.nano
-    if (left > 0n) this.reservedByClient.set(r.client, left)
-    else this.reservedByClient.delete(r.client)
+  release(res: Reservation | undefined): void {
+    if (!res || this.reserved.get(res.key) !== res) return
+    this.reserved.delete(res.key)
+    const left = (this.reservedByClient.get(res.client) ?? 0n) - res.nano
+    if (left > 0n) this.reservedByClient.set(res.client, left)
+    else this.reservedByClient.delete(res.client)
+  }
+
+  /** Frees (and logs) reservations whose request is long past its deadline: a leak, whatever caused it. */
+  sweep(now = Date.now()): number {
+    let freed = 0
+    for (const res of [...this.reserved.values()]) {
+      if (res.deadlineMs + RESERVATION_SWEEP_SLACK_MS > now) continue
+      this.deps.log.warn('freeing a reservation left past its deadline', { client: res.client.slice(0, 80), requestId: res.requestId.slice(0, 128), nano: res.nano.toString(), overdueMs: now - res.deadlineMs })
+      this.release(res)
+      freed++
+    }
+    return freed
+  }
+
+  /** Reservations held now. */
+  get reservations(): number {
+    return this.reserved.size
   }
 
   reservedNano(client?: string): bigint {
@@ -130,13 +205,13 @@ export class ProxyBilling {
    * Prices a finished (or cancelled) answer and records it durably. Resolves only after the
    * ledger transaction holding it has committed; the reservation is released either way.
    */
-  settle(r: { requestId: string; client: string; worker: string; coefficient: number; usage: TokenUsage }): Promise<Settlement> {
+  settle(r: { reservation?: Reservation; requestId: string; client: string; worker: string; coefficient: number; usage: TokenUsage }): Promise<Settlement> {
     const p = this.params()
     let cost: RequestCost
     try {
       cost = priceRequest(r.usage, r.coefficient, p)
     } catch (err) {
-      this.release(r.requestId)
+      this.release(r.reservation)
       return Promise.reject(err)
     }
     const event: UsageEvent = {
@@ -160,7 +235,7 @@ export class ProxyBilling {
         // Everything that finishes in this turn of the event loop shares one transaction.
         setImmediate(() => this.flush())
       }
-    }).finally(() => this.release(r.requestId))
+    }).finally(() => this.release(r.reservation))
   }
 
   private flush(): void {

@@ -8,13 +8,14 @@ import type { Logger } from '../node/log.ts'
 import { identityStats } from '../node/stats.ts'
 import { createRegistry, type OpsSource } from '../node/ops.ts'
 import { listenAttested, type AttestedSocket, type PeerVerifier } from '../net/attested.ts'
-import { errorResponse, InvalidRequestError, ModelNotFoundError, NoWorkerAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
-import { parseJsonObject, readBody } from '../net/body.ts'
-import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_BODY_BYTES, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type WorkerStatement, type FinalCharge } from '../net/protocol.ts'
+import { errorResponse, InvalidRequestError, TooManyRequestsError, UnfundedClientError, ModelNotFoundError, NoWorkerAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
+import { discardBody, parseJsonObject, readBody } from '../net/body.ts'
+import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_BODY_BYTES, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type WorkerStatement, type FinalCharge } from '../net/protocol.ts'
 import { openaiUsage, usageChunk, type UsageCost } from '../net/openai.ts'
-import { ProxyNotServingError, type ProxyBilling } from '../payments/billing.ts'
+import { DuplicateRequestError, ProxyNotServingError, type ProxyBilling, type Reservation } from '../payments/billing.ts'
 import { worstCaseAdjustedTokens } from '../payments/pricing.ts'
 import { ed25519PublicKey, verifyUsage } from '../net/usage.ts'
+import { ErrorBudget } from './error-budget.ts'
 import { DEFAULT_REQUEST_MS, recordOutcome, selectWorker, type WorkerConn } from './routing.ts'
 
 export const MAX_ATTEMPTS = 3
@@ -63,7 +64,12 @@ export class Proxy implements OpsSource {
   private readonly clientSessions = new Set<http2.ServerHttp2Session>()
   private readonly clientAccounts = new WeakMap<http2.Http2Session, string>()
   private readonly clientSockets = new Set<tls.TLSSocket>()
+  /** `client \n request_id` of every request in flight, so one client cannot run two with the same id. */
+  private readonly inflight = new Set<string>()
   private refused = { workers: 0, clients: 0 }
+  /** Error answers per client: a client that keeps sending bad requests is slowed down before anything is read or logged. */
+  private readonly errorBudget = new ErrorBudget()
+  private rateLimited = 0
   private readonly counts: Record<Outcome, number> & { requests: number; retries: number } = { requests: 0, succeeded: 0, failed: 0, cancelled: 0, timeout: 0, rejected: 0, retries: 0 }
   private readonly tokens = { prompt: 0, cached: 0, completion: 0, reasoning: 0 }
   private readonly m = {
@@ -217,6 +223,18 @@ export class Proxy implements OpsSource {
     stream.on('error', () => {})
     const path = String(headers[':path'] ?? '')
     const method = String(headers[':method'])
+    const account = this.clientAccounts.get(stream.session!) ?? 'unknown'
+    const limit = this.errorBudget.check(account)
+    if (limit.waitSec > 0) {
+      this.rateLimited++
+      if (limit.first) this.deps.log.warn('client keeps getting errors; slowing it down', { client: account, retryAfterSec: limit.waitSec })
+      stream.resume()
+      return respondError(stream, new TooManyRequestsError(`too many failed requests from this client; retry after ${limit.waitSec} s`, limit.waitSec))
+    }
+    stream.once('close', () => {
+      const status = Number(stream.sentHeaders?.[':status'] ?? 0)
+      if (status >= 400 && status < 500) this.errorBudget.spend(account)
+    })
     if (method === 'GET' && path === PATHS.models) return respond(stream, 200, this.models())
     if (method === 'POST' && path === PATHS.close) {
       stream.resume()
@@ -251,9 +269,31 @@ export class Proxy implements OpsSource {
   private async handleInference(cs: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, path: string): Promise<void> {
     this.counts.requests++
     const requestId = String(headers[HEADERS.requestId] ?? crypto.randomUUID())
+    const client = this.clientAccounts.get(cs.session!) ?? 'unknown'
+    if (requestId.length > MAX_REQUEST_ID_CHARS) {
+      cs.resume()
+      this.finish('rejected')
+      return respondError(cs, new InvalidRequestError(`'request_id' must be at most ${MAX_REQUEST_ID_CHARS} characters`, 'request_id'))
+    }
+    const key = `${client}\n${requestId}`
+    if (this.inflight.has(key)) {
+      cs.resume()
+      this.finish('rejected')
+      return respondError(cs, new DuplicateRequestError(requestId))
+    }
+    this.inflight.add(key)
+    const held: { reservation?: Reservation } = {}
+    try {
+      await this.serveInference(cs, headers, path, requestId, client, held)
+    } finally {
+      this.inflight.delete(key)
+      this.deps.billing.release(held.reservation)
+    }
+  }
+
+  private async serveInference(cs: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, path: string, requestId: string, client: string, held: { reservation?: Reservation }): Promise<void> {
     const log = this.deps.log.child({ requestId })
     const started = Date.now()
-    const client = this.clientAccounts.get(cs.session!) ?? 'unknown'
     let body: Buffer
     let json: Record<string, unknown>
     let model: string
@@ -262,6 +302,11 @@ export class Proxy implements OpsSource {
     try {
       const serving = this.deps.billing.serving
       if (!serving.ok) throw new ProxyNotServingError(serving.reason!)
+      // Before reading a byte of the body: a client with no funds gets metadata calls only.
+      if (!(await this.deps.billing.isFunded(client))) {
+        await discardBody(cs, MAX_BODY_BYTES)
+        throw new UnfundedClientError()
+      }
       maxCoefficient = intHeader(headers[HEADERS.maxCoefficient], DEFAULT_MAX_COEFFICIENT, 'max_coefficient')
       timeoutMs = intHeader(headers[HEADERS.timeoutMs], DEFAULT_TIMEOUT_SEC * 1000, 'timeout')
       if (timeoutMs <= 0 || timeoutMs > MAX_TIMEOUT_SEC * 1000) throw new InvalidRequestError(`'timeout' must be between 0 and ${MAX_TIMEOUT_SEC} seconds`, 'timeout')
@@ -301,7 +346,7 @@ export class Proxy implements OpsSource {
       const maxTokens = Math.min(askedMaxTokens ?? conn.info.maxTokensCap, conn.info.maxTokensCap)
       const worst = worstCaseAdjustedTokens(body.length + PROMPT_OVERHEAD_TOKENS, maxTokens, maxCoefficient, this.deps.billing.params())
       try {
-        await this.deps.billing.reserve(requestId, client, worst)
+        held.reservation = await this.deps.billing.reserve({ client, requestId, worstTokens: worst, deadlineMs: deadline })
       } catch (err) {
         this.finish('rejected')
         log.info('request refused at admission', { reason: (err as Error).message })
@@ -311,12 +356,13 @@ export class Proxy implements OpsSource {
         this.counts.retries++
         this.m.retries.inc()
       }
-      const result = await this.forward(cs, conn, path, body, { requestId, client, maxTokens }, remaining, log, () => clientGone)
+      const result = await this.forward(cs, conn, path, body, { requestId, client, maxTokens, reservation: held.reservation }, remaining, log, () => clientGone)
       if (result.kind === 'done') {
         this.finish(result.outcome)
         return
       }
-      this.deps.billing.release(requestId)
+      this.deps.billing.release(held.reservation)
+      held.reservation = undefined
       lastError = result.error
       if (result.kind === 'timeout') break
       if (clientGone) {
@@ -356,7 +402,7 @@ export class Proxy implements OpsSource {
     conn: WorkerConn,
     path: string,
     body: Buffer,
-    ctx: { requestId: string; client: string; maxTokens: number },
+    ctx: { requestId: string; client: string; maxTokens: number; reservation?: Reservation },
     remainingMs: number,
     log: Logger,
     clientGone: () => boolean,
@@ -470,7 +516,7 @@ export class Proxy implements OpsSource {
           return settle({ kind: 'retry', error: new Error('worker closed the stream without answering') })
         }
         if (!usage) {
-          this.deps.billing.release(ctx.requestId)
+          this.deps.billing.release(ctx.reservation)
           if (status === 200) {
             // A finished answer always carries signed usage; without it the worker died or lied.
             recordOutcome(conn, false)
@@ -486,7 +532,7 @@ export class Proxy implements OpsSource {
         const u = usage
         this.meter(conn, u)
         this.deps.billing
-          .settle({ requestId: ctx.requestId, client: ctx.client, worker: conn.account, coefficient: conn.info.coefficient, usage: u })
+          .settle({ reservation: ctx.reservation, requestId: ctx.requestId, client: ctx.client, worker: conn.account, coefficient: conn.info.coefficient, usage: u })
           .then(
             ({ cost }) => {
               const costInfo = { nano: cost.clientNano, adjustedTokens: cost.adjustedTokens, coefficient: conn.info.coefficient, pricePerTokenNano: this.deps.billing.params().pricePerTokenNano }
@@ -516,7 +562,7 @@ export class Proxy implements OpsSource {
       }
       ws.once('close', () => {
         if (settled || ws.readableEnded) return
-        this.deps.billing.release(ctx.requestId)
+        this.deps.billing.release(ctx.reservation)
         recordOutcome(conn, false)
         if (!relaying) return settle({ kind: 'retry', error: new Error(`worker stream closed before answering (code ${ws.rstCode})`) })
         if (stopped) return settle({ kind: 'done', outcome: stopped })
@@ -595,7 +641,7 @@ export class Proxy implements OpsSource {
       tokens: { ...this.tokens },
       money: this.moneyStats(),
       chain: this.deps.chainStats?.() ?? null,
-      clients: { connected: this.clientSessions.size, refused: this.refused.clients },
+      clients: { connected: this.clientSessions.size, refused: this.refused.clients, rateLimited: this.rateLimited, limitedNow: this.errorBudget.limitedClients() },
       workers: {
         connected: this.workers.size,
         refused: this.refused.workers,
@@ -653,9 +699,9 @@ function intHeader(v: string | string[] | undefined, dflt: number, field: string
   return n
 }
 
-function respond(stream: http2.ServerHttp2Stream, status: number, body: unknown): void {
+function respond(stream: http2.ServerHttp2Stream, status: number, body: unknown, extra: http2.OutgoingHttpHeaders = {}): void {
   if (stream.destroyed || stream.closed || stream.headersSent) return
-  stream.respond({ ':status': status, 'content-type': 'application/json' })
+  stream.respond({ ':status': status, 'content-type': 'application/json', ...extra })
   stream.end(JSON.stringify(body))
 }
 
@@ -679,5 +725,6 @@ function withCost(body: Buffer, u: UsageRecord, cost: UsageCost): Buffer {
 
 function respondError(stream: http2.ServerHttp2Stream, err: unknown): void {
   const r = errorResponse(err)
-  respond(stream, r.status, r.body)
+  const retryAfter = (err as { retryAfterSec?: number }).retryAfterSec
+  respond(stream, r.status, r.body, retryAfter ? { 'retry-after': String(retryAfter) } : {})
 }

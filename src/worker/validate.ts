@@ -1,11 +1,13 @@
 // Validates an OpenAI request body at the worker and turns it into an InferenceRequest with max_tokens enforced.
 import { InvalidRequestError, ModelNotFoundError } from '../net/errors.ts'
-import type { ChatMessage, EmbeddingRequest, InferenceKind, InferenceRequest } from '../inference/types.ts'
+import type { ChatMessage, EmbeddingRequest, InferenceKind, InferenceRequest, RequestFeature } from '../inference/types.ts'
 
 export interface ValidateLimits {
   modelId: string
   /** Upper bound for max_tokens, and the default when the app gives none. */
   maxTokensCap: number
+  /** Optional features the backend honours (tools, response_format, …); a request using another is refused. */
+  features?: ReadonlySet<RequestFeature>
 }
 
 const CHAT_ROLES = new Set(['system', 'user', 'assistant', 'developer', 'tool'])
@@ -75,6 +77,58 @@ function stop(body: Record<string, unknown>): string[] | undefined {
   return list as string[]
 }
 
+const isSet = (v: unknown) => v !== undefined && v !== null
+
+/**
+ * Checks the fields that need a backend feature: each is either well-formed and honoured, or refused
+ * with a 400 naming it. A field that asks for nothing (null, false, an empty map, `{type: 'text'}`) passes.
+ */
+function features(kind: InferenceKind, body: Record<string, unknown>, has: ReadonlySet<RequestFeature>): void {
+  const refuse = (field: string, feature: RequestFeature) => {
+    if (!has.has(feature)) throw new InvalidRequestError(`'${field}' is not supported by this worker's backend; remove it`, field)
+  }
+  for (const field of ['tools', 'tool_choice', 'functions', 'function_call'] as const) {
+    const v = body[field]
+    if (!isSet(v)) continue
+    if ((field === 'tools' || field === 'functions') && !Array.isArray(v)) throw new InvalidRequestError(`'${field}' must be an array`, field)
+    if (kind !== 'chat') throw new InvalidRequestError(`'${field}' is only valid for chat completions`, field)
+    if (Array.isArray(v) && v.length === 0) continue
+    refuse(field, 'tools')
+  }
+  const rf = body.response_format
+  if (isSet(rf)) {
+    const type = (rf as { type?: unknown }).type
+    if (typeof rf !== 'object' || !['text', 'json_object', 'json_schema'].includes(type as string)) {
+      throw new InvalidRequestError("'response_format' must be an object with 'type' text, json_object or json_schema", 'response_format')
+    }
+    if (type === 'json_schema') {
+      const js = (rf as { json_schema?: { schema?: unknown } }).json_schema
+      if (!js || typeof js !== 'object' || (js.schema !== undefined && (js.schema === null || typeof js.schema !== 'object'))) {
+        throw new InvalidRequestError("'response_format.json_schema' must be an object with a 'schema' object", 'response_format')
+      }
+    }
+    if (type !== 'text') refuse('response_format', 'response_format')
+  }
+  const lb = body.logit_bias
+  if (isSet(lb)) {
+    if (typeof lb !== 'object' || Array.isArray(lb)) throw new InvalidRequestError("'logit_bias' must be an object mapping token ids to numbers", 'logit_bias')
+    for (const [k, b] of Object.entries(lb as Record<string, unknown>)) {
+      if (!/^\d+$/.test(k) || typeof b !== 'number' || b < -100 || b > 100) throw new InvalidRequestError("'logit_bias' must map token ids to numbers between -100 and 100", 'logit_bias')
+    }
+    if (Object.keys(lb).length > 0) refuse('logit_bias', 'logit_bias')
+  }
+  const lp = body.logprobs
+  if (isSet(lp)) {
+    if (kind === 'chat' && typeof lp !== 'boolean') throw new InvalidRequestError("'logprobs' must be a boolean", 'logprobs')
+    if (kind === 'completion' && (typeof lp !== 'number' || !Number.isInteger(lp) || lp < 0 || lp > 5)) throw new InvalidRequestError("'logprobs' must be an integer between 0 and 5", 'logprobs')
+    if (lp !== false) refuse('logprobs', 'logprobs')
+  }
+  if (isSet(body.top_logprobs)) {
+    int(body, 'top_logprobs', 0, 20)
+    refuse('top_logprobs', 'logprobs')
+  }
+}
+
 /**
  * Validates `body` for `kind` and returns the backend request. `max_completion_tokens` wins over
  * `max_tokens`; either is capped at `limits.maxTokensCap`, which is also the default. The
@@ -98,6 +152,7 @@ export function validateRequest(kind: InferenceKind, body: Record<string, unknow
   num(body, 'frequency_penalty', -2, 2)
   num(body, 'presence_penalty', -2, 2)
   const stops = stop(body)
+  features(kind, body, limits.features ?? new Set())
   const forwarded: Record<string, unknown> = { ...body, max_tokens: maxTokens }
   delete forwarded.max_completion_tokens
   const req: InferenceRequest = {

@@ -200,7 +200,7 @@ export class Worker implements OpsSource {
       // The proxy reserved funds for at most this many completion tokens.
       const reserved = Number(headers[HEADERS.maxTokens])
       const maxTokensCap = Number.isSafeInteger(reserved) && reserved > 0 ? Math.min(reserved, this.o.maxTokensCap) : this.o.maxTokensCap
-      const req = validateRequest(kind, body, requestId, { modelId: this.deps.backend.model.id, maxTokensCap })
+      const req = validateRequest(kind, body, requestId, { modelId: this.deps.backend.model.id, maxTokensCap, features: this.deps.backend.features })
       const ids = answerIds(kind, requestId)
       let answerId: string | undefined
       const streaming = body.stream === true

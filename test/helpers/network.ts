@@ -15,7 +15,8 @@ import { createProxy, type Proxy, type ProxyOptions } from '../../src/proxy/prox
 import { createWorker, type Worker, type WorkerOptions } from '../../src/worker/worker.ts'
 import { createClient, type Client, type ClientOptions } from '../../src/client/client.ts'
 import type { InferenceBackend } from '../../src/inference/types.ts'
-import { silentLogger, createLogger } from '../../src/node/log.ts'
+import { silentLogger, createLogger, type Logger } from '../../src/node/log.ts'
+import type { Identity } from '../../src/tee/types.ts'
 
 const log = process.env.COCOON_TEST_LOGS ? createLogger({}, 'debug') : silentLogger
 
@@ -36,11 +37,11 @@ export function offchainBilling(): ProxyBilling {
   return new ProxyBilling({ ledger: new Ledger(path.join(dir, 'ledger.sqlite')), params: () => OFFCHAIN_PRICE_PARAMS, log })
 }
 
-export async function startProxy(opts: { policy?: Policy; imageTag?: string; options?: Partial<ProxyOptions>; identity?: IdentitySource; billing?: ProxyBilling } = {}): Promise<{ proxy: Proxy; workerPort: number; clientPort: number }> {
+export async function startProxy(opts: { policy?: Policy; imageTag?: string; options?: Partial<ProxyOptions>; identity?: IdentitySource; billing?: ProxyBilling; log?: Logger } = {}): Promise<{ proxy: Proxy; workerPort: number; clientPort: number }> {
   const identity = opts.identity ?? fixedIdentity(await createIdentity({ role: 'proxy', provider: new SimulatedEvidenceProvider(await simulatedImageHash(opts.imageTag ?? '')), configHash: '00'.repeat(32) }))
   const proxy = createProxy(
     { workerListen: { host: '127.0.0.1', port: 0 }, clientListen: { host: '127.0.0.1', port: 0 }, ...opts.options },
-    { identity, verify: verifierFor(opts.policy ?? (await policyFor())), log: log.child({ role: 'proxy' }), billing: opts.billing ?? offchainBilling() },
+    { identity, verify: verifierFor(opts.policy ?? (await policyFor())), log: opts.log ?? log.child({ role: 'proxy' }), billing: opts.billing ?? offchainBilling() },
   )
   const ports = await proxy.start()
   return { proxy, ...ports }
@@ -62,11 +63,11 @@ export async function startWorker(backend: InferenceBackend, proxyPorts: number[
   return worker
 }
 
-export async function startClient(proxyPorts: number[], opts: { policy?: Policy; options?: Partial<ClientOptions>; ledger?: PartyLedger } = {}): Promise<{ client: Client; url: string }> {
-  const identity = await createIdentity({ role: 'client', configHash: '00'.repeat(32) })
+export async function startClient(proxyPorts: number[], opts: { policy?: Policy; options?: Partial<ClientOptions>; ledger?: PartyLedger; identity?: Identity; log?: Logger } = {}): Promise<{ client: Client; url: string }> {
+  const identity = opts.identity ?? (await createIdentity({ role: 'client', configHash: '00'.repeat(32) }))
   const client = createClient(
     { listen: { host: '127.0.0.1', port: 0 }, proxies: proxyPorts.map((port) => ({ host: '127.0.0.1', port })), ...opts.options },
-    { identity: fixedIdentity(identity), verify: verifierFor(opts.policy ?? (await policyFor())), log: log.child({ role: 'client' }), ledger: opts.ledger },
+    { identity: fixedIdentity(identity), verify: verifierFor(opts.policy ?? (await policyFor())), log: opts.log ?? log.child({ role: 'client' }), ledger: opts.ledger },
   )
   const port = await client.start()
   return { client, url: `http://127.0.0.1:${port}` }

@@ -1,0 +1,106 @@
+// Faults on real processes: the proxy killed -9 mid-answer. The client node must never present a cut-off answer as
+// complete. Each role is its own process; the worker's openai backend talks to a FAKE upstream server.
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import fs from 'node:fs'
+import path from 'node:path'
+import OpenAI from 'openai'
+import { cocoon, randomPortOffset, tmpDir, type Proc } from '../helpers/procs.ts'
+import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.ts'
+import { waitFor } from '../helpers/network.ts'
+import { simulatedImageHash } from '../../src/tee/simulated.ts'
+
+const procs: Proc[] = []
+let dir: string
+let upstream: FakeUpstream
+let openai: OpenAI
+let base: number
+let proxyCfg: string
+let proxy: Proc
+const getJson = async (url: string) => (await fetch(url)).json() as Promise<any>
+const clientStats = () => getJson(`http://127.0.0.1:${base + 10000}/jsonstats`)
+
+async function startProxy(): Promise<void> {
+  proxy = cocoon(['proxy', '--config', proxyCfg])
+  procs.push(proxy)
+  await waitFor(async () => (await getJson(`http://127.0.0.1:${base + 11000}/jsonstats`).catch(() => null))?.workers.connected === 1, 'the worker on the proxy', 60_000)
+  await waitFor(async () => (await getJson(`http://127.0.0.1:${base + 10000}/healthz`).catch(() => null))?.ok === true, 'the client on the proxy', 60_000)
+}
+
+before(async () => {
+  dir = tmpDir('hardening')
+  base = randomPortOffset()
+  upstream = await startFakeUpstream({ chunks: 400, delayMs: 10 })
+  const image = await simulatedImageHash('')
+  const policy = { acceptKinds: ['simulated', 'none'], imageHashes: { proxy: [image], worker: [image], client: '*' } }
+  const write = (name: string, cfg: object) => {
+    const f = path.join(dir, `${name}.json`)
+    fs.writeFileSync(f, JSON.stringify(cfg))
+    return f
+  }
+  proxyCfg = write('proxy', { role: 'proxy', dataDir: path.join(dir, 'proxy'), tee: { kind: 'simulated' }, policy, stats: `127.0.0.1:${base + 11000}`, workerListen: `127.0.0.1:${base + 11001}`, clientListen: `127.0.0.1:${base + 11002}` })
+  const workerCfg = write('worker', {
+    role: 'worker',
+    dataDir: path.join(dir, 'worker'),
+    tee: { kind: 'simulated' },
+    policy,
+    stats: `127.0.0.1:${base + 12000}`,
+    proxies: [`127.0.0.1:${base + 11001}`],
+    backend: { kind: 'openai', model: 'upstream-model', baseUrl: upstream.url },
+  })
+  procs.push(cocoon(['worker', '--config', workerCfg]))
+  const clientCfg = write('client', { role: 'client', dataDir: path.join(dir, 'client'), policy, listen: `127.0.0.1:${base + 10000}`, proxies: [`127.0.0.1:${base + 11002}`] })
+  procs.push(cocoon(['client', '--config', clientCfg]))
+  await startProxy()
+  openai = new OpenAI({ baseURL: `http://127.0.0.1:${base + 10000}/v1`, apiKey: 'unused', maxRetries: 0 })
+})
+
+after(async () => {
+  for (const p of procs) if (p.proc.exitCode === null && p.proc.signalCode === null) p.proc.kill('SIGTERM')
+  await Promise.all(procs.map((p) => p.exited))
+  await upstream.close()
+  fs.rmSync(dir, { recursive: true, force: true })
+})
+
+test('the proxy killed -9 mid-stream: the app gets an error event, never a normal end, and the client counts it failed', async () => {
+  const before = (await clientStats()).requests
+  const stream = await openai.chat.completions.create({ model: 'upstream-model', messages: [{ role: 'user', content: 'hi' }], stream: true, max_tokens: 400 })
+  let n = 0
+  let sawUsage = false
+  let sawFinish = false
+  await assert.rejects(
+    (async () => {
+      for await (const c of stream) {
+        if (c.usage) sawUsage = true
+        if (c.choices[0]?.finish_reason) sawFinish = true
+        if (++n === 5) proxy.proc.kill('SIGKILL')
+      }
+    })(),
+    (e: any) => /cut off/i.test(e.message),
+  )
+  assert.ok(n >= 5 && n < 400, `${n} chunks`)
+  assert.equal(sawUsage, false)
+  assert.equal(sawFinish, false)
+  await waitFor(async () => (await clientStats()).requests.failed === before.failed + 1, 'the client to count the request failed')
+  const after = (await clientStats()).requests
+  assert.equal(after.succeeded, before.succeeded, 'not counted as a success')
+  await proxy.exited
+  await startProxy()
+})
+
+test('the proxy killed -9 during a non-streamed request: the app gets a 502', async () => {
+  const before = (await clientStats()).requests
+  const t0 = Date.now()
+  const pending = openai.chat.completions.create({ model: 'upstream-model', messages: [{ role: 'user', content: 'hi' }], max_tokens: 400 })
+  // 400 chunks at 10 ms: the answer is still being generated when the proxy dies.
+  await waitFor(() => upstream.started > 0 && Date.now() - t0 > 800, 'generation to be under way')
+  proxy.proc.kill('SIGKILL')
+  await assert.rejects(pending, (e: any) => e.status === 502 && typeof e.error?.message === 'string')
+  await waitFor(async () => (await clientStats()).requests.failed === before.failed + 1, 'the client to count the request failed')
+  assert.equal((await clientStats()).requests.succeeded, before.succeeded)
+  await proxy.exited
+  await startProxy()
+  // And the network serves again.
+  const ok = await openai.chat.completions.create({ model: 'upstream-model', messages: [{ role: 'user', content: 'hi' }], max_tokens: 3 })
+  assert.equal(ok.usage?.completion_tokens, 3)
+})
