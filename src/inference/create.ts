@@ -4,11 +4,15 @@ import type { Logger } from '../node/log.ts'
 import { LlamaBackend } from './llama.ts'
 import { resolveModel, type DownloadProgress } from './models.ts'
 import { OpenAIUpstreamBackend } from './openai.ts'
-import type { InferenceBackend } from './types.ts'
+import { PocketSphinxBackend } from './pocketsphinx.ts'
+import type { Capability, InferenceBackend } from './types.ts'
 
 export interface BackendConfig {
-  kind: 'llama' | 'openai'
-  /** llama: a model spec (file path or hf:owner/repo/file). openai: the upstream's model name. */
+  kind: 'llama' | 'openai' | 'pocketsphinx'
+  /**
+   * llama: a model spec (file path or hf:owner/repo/file). openai: the upstream's model name.
+   * pocketsphinx: the model directory (Debian's is /usr/share/pocketsphinx/model/en-us).
+   */
   model: string
   /** Id shown in /v1/models. Default: llama, the file name without .gguf; openai, `model`. */
   modelId?: string
@@ -32,6 +36,12 @@ export interface BackendConfig {
   modelHash?: string
   /** llama: required SHA-256 of the weights. Default: known-model table or the hub's ETag. */
   expectedSha256?: string
+  /** llama: also serve /v1/embeddings. Default true. */
+  embeddings?: boolean
+  /** llama: the model's vectors may be shortened with `dimensions` (Matryoshka-trained). Default false. */
+  matryoshka?: boolean
+  /** openai: what the upstream model serves. Default ['chat', 'completions']. */
+  capabilities?: Capability[]
 }
 
 export async function createBackend(
@@ -48,11 +58,13 @@ export async function createBackend(
         upstreamModel: cfg.upstreamModel ?? cfg.model,
         modelHash: cfg.modelHash,
         timeoutMs: cfg.timeoutMs,
+        capabilities: cfg.capabilities,
       },
       { log: deps.log },
     )
   }
-  if (cfg.kind !== 'llama') throw new Error(`unknown backend kind '${String(cfg.kind)}' (expected llama or openai)`)
+  if (cfg.kind === 'pocketsphinx') return PocketSphinxBackend.create({ modelDir: cfg.model, modelId: cfg.modelId, parallel: cfg.parallel }, { log: deps.log })
+  if (cfg.kind !== 'llama') throw new Error(`unknown backend kind '${String(cfg.kind)}' (expected llama, openai or pocketsphinx)`)
   const resolved = await resolveModel(cfg.model, { onProgress: deps.onProgress, signal: deps.signal, log: deps.log, expectedSha256: cfg.expectedSha256 })
   return LlamaBackend.create(
     {
@@ -63,6 +75,8 @@ export async function createBackend(
       contextSize: cfg.contextSize,
       parallel: cfg.parallel,
       gpu: cfg.gpu,
+      embeddings: cfg.embeddings,
+      matryoshka: cfg.matryoshka,
     },
     { log: deps.log },
   )

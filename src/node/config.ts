@@ -4,6 +4,7 @@ import crypto from 'node:crypto'
 import path from 'node:path'
 import { Address } from '@ton/core'
 import type { BackendConfig as InferenceBackendConfig } from '../inference/create.ts'
+import type { Capability } from '../inference/types.ts'
 import type { Role } from '../tee/types.ts'
 
 export class ConfigError extends Error {
@@ -132,6 +133,24 @@ function optStr(o: Record<string, unknown>, key: string, where: string): string 
   return v
 }
 
+function optBool(o: Record<string, unknown>, key: string, where: string): boolean | undefined {
+  const v = o[key]
+  if (v === undefined) return undefined
+  if (typeof v !== 'boolean') throw new ConfigError(`${where}.${key}`, 'must be true or false')
+  return v
+}
+
+const CAPABILITIES: readonly Capability[] = ['chat', 'completions', 'embeddings', 'transcriptions']
+
+function capabilities(o: Record<string, unknown>, where: string): Capability[] | undefined {
+  const v = o.capabilities
+  if (v === undefined) return undefined
+  if (!Array.isArray(v) || v.length === 0 || !v.every((c) => CAPABILITIES.includes(c as Capability))) {
+    throw new ConfigError(`${where}.capabilities`, `must be a non-empty list of ${CAPABILITIES.map((c) => `"${c}"`).join(', ')}`)
+  }
+  return v as Capability[]
+}
+
 function hostPorts(v: unknown, where: string): HostPort[] {
   if (!Array.isArray(v) || v.length === 0) throw new ConfigError(where, 'must be a non-empty array of "host:port"')
   return v.map((x, i) => parseHostPort(x, `${where}[${i}]`))
@@ -160,7 +179,7 @@ function hash256(o: Record<string, unknown>, key: string, where: string): string
 function backend(v: unknown, where: string): BackendConfig {
   const o = obj(v, where)
   const kind = o.kind ?? 'llama'
-  if (kind !== 'llama' && kind !== 'openai') throw new ConfigError(`${where}.kind`, 'must be "llama" or "openai"')
+  if (kind !== 'llama' && kind !== 'openai' && kind !== 'pocketsphinx') throw new ConfigError(`${where}.kind`, 'must be "llama", "openai" or "pocketsphinx"')
   const model = optStr(o, 'model', where)
   if (!model) throw new ConfigError(`${where}.model`, 'is required')
   const baseUrl = optStr(o, 'baseUrl', where)
@@ -184,6 +203,9 @@ function backend(v: unknown, where: string): BackendConfig {
     upstreamModel: optStr(o, 'upstreamModel', where),
     modelHash: hash256(o, 'modelHash', where),
     apiKeyFile: optStr(o, 'apiKeyFile', where),
+    embeddings: optBool(o, 'embeddings', where),
+    matryoshka: optBool(o, 'matryoshka', where),
+    capabilities: capabilities(o, where),
   }
 }
 

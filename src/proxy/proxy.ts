@@ -10,13 +10,13 @@ import { createRegistry, type OpsSource } from '../node/ops.ts'
 import { listenAttested, type AttestedSocket, type PeerVerifier } from '../net/attested.ts'
 import { errorResponse, InvalidRequestError, TooManyRequestsError, UnfundedClientError, ModelNotFoundError, NoWorkerAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
 import { discardBody, parseJsonObject, readBody } from '../net/body.ts'
-import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_BODY_BYTES, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type WorkerStatement, type FinalCharge } from '../net/protocol.ts'
+import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, MIN_AUDIO_BYTES_PER_SECOND, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type WorkerStatement, type FinalCharge } from '../net/protocol.ts'
 import { openaiUsage, usageChunk, type UsageCost } from '../net/openai.ts'
 import { DuplicateRequestError, ProxyNotServingError, type ProxyBilling, type Reservation } from '../payments/billing.ts'
 import { worstCaseAdjustedTokens } from '../payments/pricing.ts'
 import { ed25519PublicKey, verifyUsage } from '../net/usage.ts'
 import { ErrorBudget } from './error-budget.ts'
-import { DEFAULT_REQUEST_MS, recordOutcome, selectWorker, type WorkerConn } from './routing.ts'
+import { DEFAULT_REQUEST_MS, recordOutcome, selectWorker, workerEndpoints, type WorkerConn } from './routing.ts'
 
 export const MAX_ATTEMPTS = 3
 export const WORKER_INFO_TIMEOUT_MS = 5_000
@@ -212,6 +212,7 @@ export class Proxy implements OpsSource {
         created: Math.floor(Math.min(...ws.map((w) => w.connectedAt)) / 1000),
         owned_by: 'cocoon',
         hashes: [...new Set(ws.map((w) => w.info.model.hash))],
+        endpoints: [...new Set(ws.flatMap((w) => workerEndpoints(w.info)))].sort(),
         workers: ws
           .map((w) => ({ coefficient: w.info.coefficient, running_requests: w.active, max_running_requests: w.info.maxActiveRequests }))
           .sort((a, b) => a.coefficient - b.coefficient),
@@ -304,16 +305,25 @@ export class Proxy implements OpsSource {
       if (!serving.ok) throw new ProxyNotServingError(serving.reason!)
       // Before reading a byte of the body: a client with no funds gets metadata calls only.
       if (!(await this.deps.billing.isFunded(client))) {
-        await discardBody(cs, MAX_BODY_BYTES)
+        await discardBody(cs, path === PATHS.transcriptions ? MAX_AUDIO_BODY_BYTES : MAX_BODY_BYTES)
         throw new UnfundedClientError()
       }
       maxCoefficient = intHeader(headers[HEADERS.maxCoefficient], DEFAULT_MAX_COEFFICIENT, 'max_coefficient')
       timeoutMs = intHeader(headers[HEADERS.timeoutMs], DEFAULT_TIMEOUT_SEC * 1000, 'timeout')
       if (timeoutMs <= 0 || timeoutMs > MAX_TIMEOUT_SEC * 1000) throw new InvalidRequestError(`'timeout' must be between 0 and ${MAX_TIMEOUT_SEC} seconds`, 'timeout')
-      body = await readBody(cs, MAX_BODY_BYTES)
-      json = parseJsonObject(body)
-      if (typeof json.model !== 'string' || !json.model) throw new InvalidRequestError("'model' is required and must be a string", 'model')
-      model = json.model
+      if (path === PATHS.transcriptions) {
+        // Multipart audio: routed on the model the client node named, never parsed here.
+        body = await readBody(cs, MAX_AUDIO_BODY_BYTES)
+        json = {}
+        const m = headers[HEADERS.model]
+        if (typeof m !== 'string' || !m) throw new InvalidRequestError("'model' is required", 'model')
+        model = m
+      } else {
+        body = await readBody(cs, MAX_BODY_BYTES)
+        json = parseJsonObject(body)
+        if (typeof json.model !== 'string' || !json.model) throw new InvalidRequestError("'model' is required and must be a string", 'model')
+        model = json.model
+      }
     } catch (err) {
       this.finish('rejected')
       return respondError(cs, err)
@@ -328,12 +338,13 @@ export class Proxy implements OpsSource {
     const tried = new Set<string>()
     let lastError: Error | undefined
     for (let attempt = 0; attempt < this.o.maxAttempts; attempt++) {
-      const sel = selectWorker(this.workers.values(), model, maxCoefficient, tried)
+      const sel = selectWorker(this.workers.values(), model, maxCoefficient, tried, path)
       if (!('conn' in sel)) {
         if (attempt > 0 && lastError) break
         this.finish('rejected')
         log.info('request not routed', { model, reason: sel.reason, workers: this.workers.size })
         if (sel.reason === 'model_not_found') return respondError(cs, new ModelNotFoundError(model))
+        if (sel.reason === 'endpoint') return respondError(cs, new InvalidRequestError(`model '${model}' is not served at ${path}; see the endpoints /v1/models lists for it`, 'model'))
         if (sel.reason === 'coefficient') return respondError(cs, new NoWorkerAvailableError(`no worker for '${model}' at max_coefficient ${maxCoefficient}; the cheapest asks ${sel.minCoefficient}`))
         return respondError(cs, new NoWorkerAvailableError(`all workers for '${model}' are busy`))
       }
@@ -343,8 +354,14 @@ export class Proxy implements OpsSource {
       if (remaining <= 0) break
       // Reserve the worst case before any work: all of max_tokens and a prompt as long as the body, at the
       // dearest multipliers and the app's max_coefficient. The worker never exceeds max_tokens.
-      const maxTokens = Math.min(askedMaxTokens ?? conn.info.maxTokensCap, conn.info.maxTokensCap)
-      const worst = worstCaseAdjustedTokens(body.length + PROMPT_OVERHEAD_TOKENS, maxTokens, maxCoefficient, this.deps.billing.params())
+      // Embeddings generate nothing; a transcription is billed by its audio seconds, bounded by the upload's size.
+      const generates = path === PATHS.chat || path === PATHS.completions
+      const maxTokens = generates ? Math.min(askedMaxTokens ?? conn.info.maxTokensCap, conn.info.maxTokensCap) : 0
+      const maxAudioSeconds = path === PATHS.transcriptions ? Math.min(MAX_AUDIO_SECONDS, Math.ceil(body.length / MIN_AUDIO_BYTES_PER_SECOND)) : 0
+      const worst =
+        path === PATHS.transcriptions
+          ? worstCaseAdjustedTokens(0, 0, maxCoefficient, this.deps.billing.params(), maxAudioSeconds)
+          : worstCaseAdjustedTokens(body.length + PROMPT_OVERHEAD_TOKENS, maxTokens, maxCoefficient, this.deps.billing.params())
       try {
         held.reservation = await this.deps.billing.reserve({ client, requestId, worstTokens: worst, deadlineMs: deadline })
       } catch (err) {
@@ -356,7 +373,8 @@ export class Proxy implements OpsSource {
         this.counts.retries++
         this.m.retries.inc()
       }
-      const result = await this.forward(cs, conn, path, body, { requestId, client, maxTokens, reservation: held.reservation }, remaining, log, () => clientGone)
+      const contentType = path === PATHS.transcriptions ? String(headers['content-type'] ?? '') : 'application/json'
+      const result = await this.forward(cs, conn, path, body, { requestId, client, maxTokens, maxAudioSeconds, contentType, reservation: held.reservation }, remaining, log, () => clientGone)
       if (result.kind === 'done') {
         this.finish(result.outcome)
         return
@@ -402,7 +420,7 @@ export class Proxy implements OpsSource {
     conn: WorkerConn,
     path: string,
     body: Buffer,
-    ctx: { requestId: string; client: string; maxTokens: number; reservation?: Reservation },
+    ctx: { requestId: string; client: string; maxTokens: number; maxAudioSeconds: number; contentType: string; reservation?: Reservation },
     remainingMs: number,
     log: Logger,
     clientGone: () => boolean,
@@ -416,10 +434,11 @@ export class Proxy implements OpsSource {
         ws = conn.session.request({
           ':method': 'POST',
           ':path': path,
-          'content-type': 'application/json',
+          'content-type': ctx.contentType,
           [HEADERS.requestId]: ctx.requestId,
           [HEADERS.coefficient]: String(conn.info.coefficient),
           [HEADERS.maxTokens]: String(ctx.maxTokens),
+          ...(ctx.maxAudioSeconds > 0 ? { [HEADERS.maxAudioSeconds]: String(ctx.maxAudioSeconds) } : {}),
           [HEADERS.timeoutMs]: String(Math.floor(remainingMs * HOP_TIMEOUT_FACTOR)),
         })
       } catch (err) {
