@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { simulatedImageHash } from '../tee/simulated.ts'
 import { resolveModel } from '../inference/models.ts'
+import { DEFAULT_POCKETSPHINX_MODEL_DIR, hashModelDir, pocketSphinxAvailable } from '../inference/pocketsphinx.ts'
 import { ConfigError } from '../node/config.ts'
 import { sleep } from '../node/time.ts'
 import { createChain } from '../ton/chain-client/chain.ts'
@@ -50,7 +51,12 @@ export interface DevnetState {
   chain: { url: string; endpoint: string; root: string | null; ownerKey: string } | null
   children: Record<string, { pid: number | null; config: string; log: string }>
   model: { id: string; path: string; sha256: string }
+  /** The speech worker's model (PocketSphinx), or null when the devnet runs without one. */
+  speech: { id: string; dir: string; sha256: string } | null
 }
+
+/** The devnet's speech model id, served at /v1/audio/transcriptions. */
+export const DEVNET_SPEECH_MODEL_ID = 'pocketsphinx-en-us'
 
 export async function runDevnet(args: string[]): Promise<void> {
   const { values } = parseArgs({
@@ -62,6 +68,7 @@ export async function runDevnet(args: string[]): Promise<void> {
       'port-offset': { type: 'string', default: '0' },
       threads: { type: 'string', default: '1' },
       'no-chain': { type: 'boolean', default: false },
+      'no-speech': { type: 'boolean', default: false },
     },
     strict: true,
   })
@@ -84,10 +91,22 @@ export async function runDevnet(args: string[]): Promise<void> {
     proxyClients: DEVNET_PORTS.proxyClients + offset,
     workers: Array.from({ length: workers }, (_, i) => DEVNET_PORTS.worker(i) + offset),
   }
+  const speechStatsPort = DEVNET_PORTS.worker(workers) + offset
 
   say(`resolving model ${values.model}`)
   const model = await resolveModel(values.model!, {})
   say(`model ${model.id} (sha256 ${model.sha256.slice(0, 16)}…) at ${model.path}`)
+  // A speech worker (transcriptions) joins when Debian's pocketsphinx and pocketsphinx-en-us are installed.
+  let speech: DevnetState['speech'] = null
+  if (!values['no-speech']) {
+    if (pocketSphinxAvailable()) {
+      speech = { id: DEVNET_SPEECH_MODEL_ID, dir: DEFAULT_POCKETSPHINX_MODEL_DIR, sha256: await hashModelDir(DEFAULT_POCKETSPHINX_MODEL_DIR) }
+      say(`speech model ${speech.id} (sha256 ${speech.sha256.slice(0, 16)}…) at ${speech.dir}`)
+    } else {
+      say('no speech worker: install it with `sudo apt-get install pocketsphinx pocketsphinx-en-us sox` for /v1/audio/transcriptions')
+    }
+  }
+  const workerNames = [...Array.from({ length: workers }, (_, i) => `worker-${i}`), ...(speech ? ['worker-speech'] : [])]
   const image = await simulatedImageHash('')
   const withChain = !values['no-chain']
   // Without a chain the allow-lists come from here; with one, from the root contract the devnet deploys.
@@ -139,6 +158,23 @@ export async function runDevnet(args: string[]): Promise<void> {
         }),
       })
     }
+    if (speech) {
+      children.push({
+        name: 'worker-speech',
+        restarts: [],
+        stopped: false,
+        config: write('worker-speech', {
+          role: 'worker',
+          dataDir: path.join(dir, 'worker-speech'),
+          ...chainCfg?.('worker'),
+          tee: { kind: 'simulated' },
+          policy,
+          stats: `127.0.0.1:${speechStatsPort}`,
+          proxies: [`127.0.0.1:${ports.proxyWorkers}`],
+          backend: { kind: 'pocketsphinx', model: speech.dir, modelId: speech.id, parallel: 1 },
+        }),
+      })
+    }
     children.push({
       name: 'client',
       restarts: [],
@@ -166,6 +202,7 @@ export async function runDevnet(args: string[]): Promise<void> {
       children: Object.fromEntries(children.map((c) => [c.name, { pid: c.proc?.pid ?? null, config: c.config, log: path.join(logDir, `${c.name}.log`) }])),
       chain: withChain ? { url: `http://127.0.0.1:${ports.chain}`, endpoint: `http://127.0.0.1:${ports.chain}/api/v2/jsonRPC`, root: rootAddress ?? null, ownerKey: path.join(dir, 'owner.key') } : null,
       model: { id: model.id, path: model.path, sha256: model.sha256 },
+      speech,
     }
     fs.writeFileSync(stateFile + '.tmp', JSON.stringify(state, null, 2) + '\n')
     fs.renameSync(stateFile + '.tmp', stateFile)
@@ -233,20 +270,20 @@ export async function runDevnet(args: string[]): Promise<void> {
   if (chainChild) {
     launch(chainChild)
     say(`starting the devnet chain on port ${ports.chain}`)
-    const setup = await setUpChain({ dir, chainUrl: `http://127.0.0.1:${ports.chain}`, workers, image, modelHash: model.sha256, ports, say })
+    const setup = await setUpChain({ dir, chainUrl: `http://127.0.0.1:${ports.chain}`, workers: workerNames, image, modelHashes: [model.sha256, ...(speech ? [speech.sha256] : [])], ports, say })
     rootAddress = setup.root
     chainCfg = setup.chainSection
   }
   writeConfigs()
   for (const c of children) if (c !== chainChild) launch(c)
   writeState()
-  say(`starting proxy, ${workers} worker(s) and client; logs in ${logDir}`)
+  say(`starting proxy, ${workerNames.length} worker(s) and client; logs in ${logDir}`)
 
   const deadline = Date.now() + READY_TIMEOUT_MS
   for (;;) {
     if (shuttingDown) return
     const ready = await fetchJson(`http://127.0.0.1:${ports.proxyStats}/jsonstats`)
-      .then((s) => (s as { workers: { connected: number } }).workers.connected >= workers)
+      .then((s) => (s as { workers: { connected: number } }).workers.connected >= workerNames.length)
       .catch(() => false)
     const clientUp = ready && (await fetchJson(`http://127.0.0.1:${ports.client}/healthz`).then((h) => (h as { ok: boolean }).ok).catch(() => false))
     if (clientUp) break
@@ -258,7 +295,7 @@ export async function runDevnet(args: string[]): Promise<void> {
   }
   const curl = `curl ${baseUrl}/chat/completions -H 'content-type: application/json' -d '{"model":"${model.id}","messages":[{"role":"user","content":"Tell me a story"}],"max_tokens":64}'`
   process.stdout.write(
-    `\nCocoon devnet is ready.\n\n  OpenAI base URL:  ${baseUrl}\n  model:            ${model.id}\n${rootAddress ? `  chain:            http://127.0.0.1:${ports.chain}/api/v2/jsonRPC (root ${rootAddress})\n` : ''}  stats:            http://127.0.0.1:${ports.client}/jsonstats  http://127.0.0.1:${ports.proxyStats}/jsonstats\n\n  ${curl}\n\nPress Ctrl-C to stop.\n`,
+    `\nCocoon devnet is ready.\n\n  OpenAI base URL:  ${baseUrl}\n  model:            ${model.id}${speech ? ` (chat, completions, embeddings); ${speech.id} (audio transcriptions)` : ' (chat, completions, embeddings)'}\n${rootAddress ? `  chain:            http://127.0.0.1:${ports.chain}/api/v2/jsonRPC (root ${rootAddress})\n` : ''}  stats:            http://127.0.0.1:${ports.client}/jsonstats  http://127.0.0.1:${ports.proxyStats}/jsonstats\n\n  ${curl}\n\nPress Ctrl-C to stop.\n`,
   )
 }
 
@@ -278,9 +315,10 @@ const DEVNET_FUNDING = { owner: 100n * ONE_TON_NANO, proxy: 20n * ONE_TON_NANO, 
 async function setUpChain(o: {
   dir: string
   chainUrl: string
-  workers: number
+  /** Worker names: each has a wallet under <dir>/<name>/. */
+  workers: string[]
   image: string
-  modelHash: string
+  modelHashes: string[]
   ports: { proxyWorkers: number; proxyClients: number }
   say: (line: string) => void
 }): Promise<{ root: string; chainSection: (role: 'client' | 'proxy' | 'worker') => Record<string, unknown> }> {
@@ -299,10 +337,10 @@ async function setUpChain(o: {
   }
   const owner = await fund(path.join(o.dir, 'owner.key'), DEVNET_FUNDING.owner)
   const proxyWallet = await fund(path.join(o.dir, 'proxy', 'wallet.key'), DEVNET_FUNDING.proxy)
-  for (let i = 0; i < o.workers; i++) await fund(path.join(o.dir, `worker-${i}`, 'wallet.key'), DEVNET_FUNDING.worker)
+  for (const name of o.workers) await fund(path.join(o.dir, name, 'wallet.key'), DEVNET_FUNDING.worker)
   await fund(path.join(o.dir, 'client', 'wallet.key'), DEVNET_FUNDING.client)
   const paymentKey = loadOrCreateWalletKey(path.join(o.dir, 'proxy', 'payment.key'))
-  const { address, state } = await deployRoot(chain, owner, { params: DEVNET_PARAMS, proxyImageHashes: [o.image], workerImageHashes: [o.image], modelHashes: [o.modelHash] })
+  const { address, state } = await deployRoot(chain, owner, { params: DEVNET_PARAMS, proxyImageHashes: [o.image], workerImageHashes: [o.image], modelHashes: o.modelHashes })
   if (!state.proxies.has(paymentKey.publicKey.toString('hex'))) {
     await new RootGovernance(chain, owner, address).registerProxy(paymentKey.publicKey, { owner: proxyWallet.address, host: '127.0.0.1', workerPort: o.ports.proxyWorkers, clientPort: o.ports.proxyClients })
   }

@@ -21,4 +21,4 @@ export {
 } from './models.ts'
 export { probeAudio, sniffAudioFormat, wavDurationSec, type AudioFormat, type AudioInfo } from './audio.ts'
 export { normalize, vectorToBase64 } from './vectors.ts'
-export { PocketSphinxBackend, DEFAULT_POCKETSPHINX_MODEL_DIR, hashModelDir, parsePocketSphinxOutput, type PocketSphinxOptions } from './pocketsphinx.ts'
+export { PocketSphinxBackend, DEFAULT_POCKETSPHINX_MODEL_DIR, hashModelDir, pocketSphinxAvailable, parsePocketSphinxOutput, type PocketSphinxOptions } from './pocketsphinx.ts'

@@ -5,6 +5,7 @@
 // hypothesis of each utterance followed by one line per word: `word start end posterior`.
 import { execFile } from 'node:child_process'
 import crypto from 'node:crypto'
+import { existsSync } from 'node:fs'
 import fs from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
@@ -45,6 +46,12 @@ async function findModelFiles(dir: string): Promise<ModelFiles> {
   const hmmName = lm?.replace(/\.lm\.bin$/, '')
   if (!lm || !dict || !hmmName || !names.includes(hmmName)) throw new Error(`${dir} does not hold a pocketsphinx model (<lang>/, <lang>.lm.bin, *.dict)`)
   return { hmm: path.join(dir, hmmName), lm: path.join(dir, lm), dict: path.join(dir, dict), language: hmmName.slice(0, 2).toLowerCase() }
+}
+
+/** Is the engine installed here (the binary on PATH, and the model directory)? */
+export function pocketSphinxAvailable(modelDir = DEFAULT_POCKETSPHINX_MODEL_DIR): boolean {
+  const onPath = (process.env.PATH ?? '').split(path.delimiter).some((d) => d && existsSync(path.join(d, POCKETSPHINX_BINARY)))
+  return onPath && existsSync(modelDir)
 }
 
 /** SHA-256 over every file of the model, in path order (path, NUL, contents): the model hash a root can allow. */
