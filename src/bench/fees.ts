@@ -64,7 +64,7 @@ export function amortisedFeePerRequestNano(t: SettlementTerms, charge: OpFees, p
 
 /** Prices from the parameters the fee report ran with; thresholds: the payments code's defaults. */
 async function settlementTerms(): Promise<SettlementTerms> {
-  const { FEE_REPORT_PARAMS: p } = await import('../ton/contracts/fees.ts')
+  const { FEE_REPORT_PARAMS: p } = await import('../ton/contracts/index.ts')
   const { CHARGE_THRESHOLD_NANO } = await import('../payments/proxy-settlement.ts')
   const { PAYOUT_THRESHOLD_NANO } = await import('../payments/worker-payouts.ts')
   return {
@@ -87,7 +87,7 @@ async function loadReport(o: FeesOptions, notes: string[]): Promise<Record<strin
   if (o.generate && (!exists || fs.statSync(o.reportFile).mtimeMs < newestContractSourceMs())) {
     o.say(`fees: ${exists ? 'the report is older than the contracts' : `no report at ${o.reportFile}`}; measuring contract fees in @ton/sandbox`)
     try {
-      const { writeContractFeeReport } = await import('../ton/contracts/fees.ts')
+      const { writeContractFeeReport } = await import('../ton/contracts/index.ts')
       await writeContractFeeReport(o.reportFile)
     } catch (err) {
       notes.push(`fees: the contract fee report could not be made (${(err as Error).message}); all fee figures are null`)

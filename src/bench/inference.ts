@@ -5,10 +5,9 @@
 // greedy, so both generate the same tokens. Tokens per second = completion tokens / wall time
 // from sending the request to the end of the answer.
 import { randomUUID } from 'node:crypto'
-import { createBackend } from '../inference/create.ts'
-import type { InferenceBackend } from '../inference/types.ts'
+import { createBackend, type InferenceBackend } from '../inference/index.ts'
 import type { BackendConfig } from '../node/config.ts'
-import { validateRequest } from '../worker/validate.ts'
+import { validateRequest } from '../net/validate.ts'
 import { INFERENCE_CONCURRENCY, INFERENCE_PROMPT, type BenchPlan } from './constants.ts'
 import type { BenchResult } from './schema.ts'
 import { elapsedMs, median, round } from './stats.ts'

@@ -10,9 +10,9 @@
 import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
-import { DEVNET_PORTS, type DevnetState } from '../cli/devnet.ts'
+import { DEVNET_PORTS, type DevnetState } from '../node/devnet.ts'
 import type { BackendConfig } from '../node/config.ts'
-import { sleep } from '../node/time.ts'
+import { sleep } from '../core/time.ts'
 import { BENCH_UPSTREAM_MODEL, BENCH_UPSTREAM_MODEL_HASH, BENCH_WORKER_MAX_ACTIVE_REQUESTS, NETWORK_READY_TIMEOUT_MS } from './constants.ts'
 import { spawnCocoon, type CocoonProcess } from './procs.ts'
 

@@ -1,6 +1,5 @@
 // Protocol overhead: the same streaming load against the fake backend directly and through client → proxy → worker.
-import type { BenchPlan } from './constants.ts'
-import { FAKE_CHUNK_COUNT, OVERHEAD_CONCURRENCY } from './constants.ts'
+import { type BenchPlan, FAKE_CHUNK_COUNT, OVERHEAD_CONCURRENCY } from './constants.ts'
 import { LoadFailedError, runLoad, type LoadRun } from './load.ts'
 import { peakRssMiB } from './procs.ts'
 import type { BenchResult, LoadFigures } from './schema.ts'

@@ -1,8 +1,7 @@
 // `cocoon attest`: inspect certificates and quotes, verify TDX quotes, and produce quotes inside a TDX guest.
 import fs from 'node:fs'
 import { parseArgs } from 'node:util'
-import { describeCertificate } from '../tee/describe.ts'
-import { parseAttestedCert } from '../tee/cert.ts'
+import { describeCertificate, parseAttestedCert } from '../tee/index.ts'
 
 function pemToDer(pem: string): Uint8Array {
   const b64 = pem.replace(/-----(BEGIN|END) CERTIFICATE-----/g, '').replace(/\s+/g, '')
@@ -31,12 +30,12 @@ export async function runAttest(argv: string[]): Promise<number> {
       const der = text.trimStart().startsWith('-----BEGIN') ? pemToDer(text) : new Uint8Array(bytes)
       const parsed = await parseAttestedCert(der).catch(() => undefined)
       if (parsed?.kind === 'tdx' && parsed.quote) {
-        const { describeQuote } = await import('../tee/tdx/index.ts')
+        const { describeQuote } = await import('./attest-tdx.ts')
         out = { ...cert, tdxQuote: describeQuote(parsed.quote) }
       }
     }
     else {
-      const { describeQuote } = await import('../tee/tdx/index.ts')
+      const { describeQuote } = await import('./attest-tdx.ts')
       out = describeQuote(new Uint8Array(bytes))
     }
     process.stdout.write(JSON.stringify(out, null, 2) + '\n')
@@ -50,13 +49,13 @@ export async function runAttest(argv: string[]): Promise<number> {
       options: { collateral: { type: 'string' }, now: { type: 'string' }, json: { type: 'boolean', default: false } },
     })
     if (positionals.length !== 1) throw new UsageError('usage: cocoon attest verify <quote-file> [--collateral FILE] [--now ISO-8601] [--json]')
-    const { attestVerify } = await import('../tee/tdx/index.ts')
+    const { attestVerify } = await import('./attest-tdx.ts')
     return attestVerify({ quoteFile: positionals[0], collateralFile: values.collateral, now: values.now, json: values.json })
   }
   if (sub === 'quote') {
     const { values } = parseArgs({ args, strict: true, options: { 'report-data': { type: 'string' }, out: { type: 'string' } } })
     if (!values['report-data']) throw new UsageError('usage: cocoon attest quote --report-data HEX [--out FILE]')
-    const { attestQuote } = await import('../tee/tdx/index.ts')
+    const { attestQuote } = await import('./attest-tdx.ts')
     return attestQuote({ reportDataHex: values['report-data'], out: values.out })
   }
   throw new UsageError('usage: cocoon attest inspect|verify|quote …')

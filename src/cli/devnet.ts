@@ -5,15 +5,12 @@ import path from 'node:path'
 import readline from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { simulatedImageHash } from '../tee/simulated.ts'
-import { resolveModel } from '../inference/models.ts'
-import { DEFAULT_POCKETSPHINX_MODEL_DIR, hashModelDir, pocketSphinxAvailable } from '../inference/pocketsphinx.ts'
+import { simulatedImageHash } from '../tee/index.ts'
+import { DEFAULT_POCKETSPHINX_MODEL_DIR, hashModelDir, pocketSphinxAvailable, resolveModel } from '../inference/index.ts'
 import { ConfigError } from '../node/config.ts'
-import { sleep } from '../node/time.ts'
-import { createChain } from '../ton/chain-client/chain.ts'
-import { NodeWallet, devnetFaucet, loadOrCreateWalletKey } from '../ton/chain-client/wallet.ts'
-import { deployRoot, DEVNET_PARAMS } from '../ton/chain-client/devnet-root.ts'
-import { RootGovernance } from '../ton/chain-client/governance.ts'
+import { sleep } from '../core/time.ts'
+import { DEVNET_PORTS, type DevnetState } from '../node/devnet.ts'
+import { createChain, NodeWallet, devnetFaucet, loadOrCreateWalletKey, deployRoot, DEVNET_PARAMS, RootGovernance } from '../ton/chain-client/index.ts'
 
 const ONE_TON_NANO = 1_000_000_000n
 
@@ -26,14 +23,6 @@ export const RESTART_WINDOW_MS = 60_000
 
 const BIN = fileURLToPath(new URL('../../bin/cocoon.js', import.meta.url))
 
-export const DEVNET_PORTS = {
-  client: 10000,
-  proxyStats: 11000,
-  proxyWorkers: 11001,
-  proxyClients: 11002,
-  worker: (i: number) => 12000 + 10 * i,
-  chain: 10080,
-}
 
 interface Child {
   name: string
@@ -43,17 +32,6 @@ interface Child {
   stopped: boolean
 }
 
-/** What a running devnet wrote to DIR/devnet.json, for tools and tests. */
-export interface DevnetState {
-  pid: number
-  baseUrl: string
-  ports: { chain: number; client: number; proxyStats: number; proxyWorkers: number; proxyClients: number; workers: number[] }
-  chain: { url: string; endpoint: string; root: string | null; ownerKey: string } | null
-  children: Record<string, { pid: number | null; config: string; log: string }>
-  model: { id: string; path: string; sha256: string }
-  /** The speech worker's model (PocketSphinx), or null when the devnet runs without one. */
-  speech: { id: string; dir: string; sha256: string } | null
-}
 
 /** The devnet's speech model id, served at /v1/audio/transcriptions. */
 export const DEVNET_SPEECH_MODEL_ID = 'pocketsphinx-en-us'

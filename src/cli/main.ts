@@ -1,6 +1,6 @@
 // The `cocoon` command line: one binary with a subcommand per role and tool.
 import { parseArgs } from 'node:util'
-import { createLogger } from '../node/log.ts'
+import { createLogger } from '../core/log.ts'
 import { ConfigError, loadConfig } from '../node/config.ts'
 import { startNode } from '../node/run.ts'
 
@@ -53,7 +53,7 @@ export async function main(argv: string[]): Promise<void> {
         return await runDevnet(rest)
       }
       case 'chain': {
-        const { runChainCommand } = await import('../ton/chain/cli.ts')
+        const { runChainCommand } = await import('./chain.ts')
         return await runChainCommand(rest)
       }
       case 'root': {

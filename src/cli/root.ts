@@ -2,13 +2,8 @@
 // from the owner's wallet, on the devnet or a real network.
 import { parseArgs } from 'node:util'
 import { Address, fromNano, toNano } from '@ton/core'
-import { chainOptionsFromEnv, createChain, type Chain } from '../ton/chain-client/chain.ts'
-import { deployRoot, DEVNET_PARAMS } from '../ton/chain-client/devnet-root.ts'
-import { hashList, normalizeHash, RootGovernance } from '../ton/chain-client/governance.ts'
-import { loadWalletKey, NodeWallet } from '../ton/chain-client/wallet.ts'
-import type { HashKindName } from '../ton/contracts/opcodes.ts'
-import type { RootState } from '../ton/contracts/root.ts'
-import type { Params } from '../ton/contracts/storage.ts'
+import { chainOptionsFromEnv, createChain, type Chain, deployRoot, DEVNET_PARAMS, hashList, normalizeHash, RootGovernance, loadWalletKey, NodeWallet } from '../ton/chain-client/index.ts'
+import type { HashKindName, RootState, Params } from '../ton/contracts/index.ts'
 
 export const ROOT_USAGE = `Usage: cocoon root COMMAND [options]
 

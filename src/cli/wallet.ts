@@ -1,9 +1,7 @@
 // `cocoon wallet …`: a node's wallet from its key file: address, balance, and devnet faucet funding.
 import { parseArgs } from 'node:util'
 import { fromNano, toNano } from '@ton/core'
-import { chainOptionsFromEnv, createChain, devnetBaseUrl, type Chain } from '../ton/chain-client/chain.ts'
-import { DEFAULT_FAUCET_NANO } from '../ton/chain-client/constants.ts'
-import { devnetFaucet, loadOrCreateWalletKey, loadWalletKey, nodeWalletContract, NodeWallet } from '../ton/chain-client/wallet.ts'
+import { chainOptionsFromEnv, createChain, devnetBaseUrl, type Chain, DEFAULT_FAUCET_NANO, devnetFaucet, loadOrCreateWalletKey, loadWalletKey, nodeWalletContract, NodeWallet } from '../ton/chain-client/index.ts'
 import { UsageError, type CliIo } from './root.ts'
 
 export const WALLET_USAGE = `Usage: cocoon wallet COMMAND --key FILE [options]

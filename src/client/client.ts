@@ -2,16 +2,15 @@
 import http from 'node:http'
 import http2 from 'node:http2'
 import { Counter, Gauge } from 'prom-client'
-import type { VerifiedPeer } from '../tee/types.ts'
+import { type VerifiedPeer, type IdentitySource, identityStats } from '../tee/index.ts'
 import type { PartyLedger } from '../payments/party-ledger.ts'
-import type { IdentitySource } from '../tee/renew.ts'
-import type { Logger } from '../node/log.ts'
-import { identityStats } from '../node/stats.ts'
-import { createRegistry, handleOps, type OpsSource } from '../node/ops.ts'
+import type { Logger } from '../core/log.ts'
+import { createRegistry, handleOps, type OpsSource } from '../core/ops.ts'
 import type { PeerVerifier } from '../net/attested.ts'
 import { maintainProxyLink, revalidateLinks, type ProxyLink as BaseLink } from '../net/proxy-link.ts'
 import { errorResponse, InvalidRequestError, isExpectedError, NoProxyAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
 import { parseJsonObject, parseMultipart, readBody } from '../net/body.ts'
+import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
 import { CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_BODY_BYTES, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION } from '../net/protocol.ts'
 
 export const MODELS_TIMEOUT_MS = 10_000
@@ -107,7 +106,9 @@ export class Client implements OpsSource {
       distrusted: (id) => this.deps.ledger?.isDistrusted(id),
       open: async (socket, peer, proxyId) => {
         if (this.deps.onProxy) await this.deps.onProxy(peer, proxyId)
-        return http2.connect(`https://${link.target}`, { createConnection: () => socket })
+        const session = http2.connect(`https://${link.target}`, { ...H2_OPTIONS, createConnection: () => socket })
+        tuneSession(session)
+        return session
       },
       onChange: setConnected,
     })
@@ -367,7 +368,7 @@ export class Client implements OpsSource {
         endWithError(new UpstreamError('the answer was cut off: the network failed mid-stream'))
         settle({ kind: 'done', outcome: 'failed' })
       })
-      ps.end(payload)
+      sendBody(ps, payload)
     })
   }
 

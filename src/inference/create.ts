@@ -1,6 +1,6 @@
 // Builds the configured inference backend from a plain config: resolves and verifies the model, then starts the backend.
 
-import type { Logger } from '../node/log.ts'
+import type { Logger } from '../core/log.ts'
 import { LlamaBackend } from './llama.ts'
 import { resolveModel, type DownloadProgress } from './models.ts'
 import { OpenAIUpstreamBackend } from './openai.ts'

@@ -1,7 +1,7 @@
 // The inference seam's public surface: the backend interface, both backends, model resolution and the factory.
 
 export { BackendError, DEFAULT_CAPABILITIES } from './types.ts'
-export type { Capability, EmbeddingRequest, EmbeddingResult, TranscriptionRequest, TranscriptionResult, TranscriptSegment, ChatMessage, InferenceBackend, InferenceEvent, InferenceKind, InferenceRequest, ModelInfo, Usage } from './types.ts'
+export type { Capability, EmbeddingRequest, EmbeddingResult, TranscriptionRequest, TranscriptionResult, TranscriptSegment, ChatMessage, InferenceBackend, InferenceEvent, InferenceKind, InferenceRequest, ModelInfo, RequestFeature, Usage } from './types.ts'
 export { createBackend, type BackendConfig } from './create.ts'
 export { LlamaBackend, PLAIN_CHAT_STOP, formatPlainChat, type LlamaBackendOptions } from './llama.ts'
 export { OpenAIUpstreamBackend, type OpenAIUpstreamOptions } from './openai.ts'

@@ -13,7 +13,7 @@ import type {
   SequenceEvaluateOptions,
   Token,
 } from 'node-llama-cpp'
-import type { Logger } from '../node/log.ts'
+import type { Logger } from '../core/log.ts'
 import { ChunkWriter } from './chunks.ts'
 import { DEFAULT_CONTEXT_SIZE_TOKENS, DEFAULT_MAX_THREADS, DEFAULT_PARALLEL_SEQUENCES } from './constants.ts'
 import { IncrementalDetokenizer } from './detokenizer.ts'

@@ -5,7 +5,7 @@ import { createReadStream, createWriteStream } from 'node:fs'
 import fs from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
-import type { Logger } from '../node/log.ts'
+import type { Logger } from '../core/log.ts'
 import { DEFAULT_HUB_URL, KNOWN_MODEL_SHA256, MAX_DOWNLOAD_REDIRECTS, PROGRESS_BAR_INTERVAL_MS, PROGRESS_LOG_INTERVAL_MS } from './constants.ts'
 
 /** The model spec names a local file that does not exist (nor in COCOON_MODELS). */

@@ -2,7 +2,7 @@
 
 import http from 'node:http'
 import https from 'node:https'
-import type { Logger } from '../node/log.ts'
+import type { Logger } from '../core/log.ts'
 import { ESTIMATE_CHARS_PER_TOKEN, UPSTREAM_DRAIN_AFTER_DONE_MS, UPSTREAM_ERROR_BODY_MAX_BYTES, UPSTREAM_HEADERS_TIMEOUT_MS } from './constants.ts'
 import { SseParser } from './sse.ts'
 import { normalize } from './vectors.ts'

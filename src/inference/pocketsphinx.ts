@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs'
 import fs from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
-import type { Logger } from '../node/log.ts'
+import type { Logger } from '../core/log.ts'
 import { BackendError, type InferenceBackend, type InferenceEvent, type ModelInfo, type TranscriptSegment, type TranscriptionRequest, type TranscriptionResult } from './types.ts'
 
 /** Where Debian's pocketsphinx-en-us puts the US English model. */

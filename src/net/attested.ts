@@ -1,10 +1,8 @@
 // Attested mutual TLS 1.3 sockets: dial or accept, then verify the peer's evidence before any application byte moves.
 import net from 'node:net'
 import tls from 'node:tls'
-import type { Identity, Role, VerifiedPeer } from '../tee/types.ts'
-import type { IdentitySource } from '../tee/renew.ts'
-import { peerCertDer, tlsOptions } from '../tee/tls.ts'
-import type { Logger } from '../node/log.ts'
+import { type Identity, type Role, type VerifiedPeer, type IdentitySource, peerCertDer, tlsOptions } from '../tee/index.ts'
+import type { Logger } from '../core/log.ts'
 
 /** Checks a peer certificate (DER) against a policy; throws EvidenceRefusedError. */
 export type PeerVerifier = (der: Uint8Array, expectedRole: Role) => Promise<VerifiedPeer>

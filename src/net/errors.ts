@@ -1,6 +1,6 @@
 // Error classes with one meaning each, and the single function that turns any error into an OpenAI-style response.
-import { BackendError } from '../inference/types.ts'
-import { EvidenceRefusedError } from '../tee/types.ts'
+import { BackendError } from '../inference/index.ts'
+import { EvidenceRefusedError } from '../tee/index.ts'
 
 /** Longest piece of app input echoed back in an error message. */
 export const MAX_ECHO_CHARS = 256

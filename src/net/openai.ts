@@ -1,5 +1,5 @@
 // OpenAI response shapes shared by the nodes: the usage object (with Cocoon's cost), the final usage chunk, whole non-streamed answers.
-import type { InferenceKind, Usage } from '../inference/types.ts'
+import type { InferenceKind, Usage } from '../inference/index.ts'
 
 /** What the request cost, added by the proxy to the usage object. */
 export interface UsageCost {

@@ -5,7 +5,7 @@
 // that socket. Request bodies are the app's OpenAI JSON minus the client's control fields;
 // control data travels in the headers below. Responses are OpenAI JSON or SSE, passed through
 // unchanged hop by hop; the worker's signed usage travels as HTTP/2 trailers.
-import type { Capability } from '../inference/types.ts'
+import type { Capability } from '../inference/index.ts'
 
 /** Bumped on any incompatible change to what is below. */
 export const PROTOCOL_VERSION = 1

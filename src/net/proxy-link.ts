@@ -2,10 +2,9 @@
 // session, and reconnect with backoff whenever it drops — the same loop for both roles.
 import type http2 from 'node:http2'
 import type tls from 'node:tls'
-import type { VerifiedPeer } from '../tee/types.ts'
-import type { IdentitySource } from '../tee/renew.ts'
-import type { Logger } from '../node/log.ts'
-import { sleep } from '../node/time.ts'
+import type { VerifiedPeer, IdentitySource } from '../tee/index.ts'
+import type { Logger } from '../core/log.ts'
+import { sleep } from '../core/time.ts'
 import { dialAttested, type PeerVerifier } from './attested.ts'
 import { proxyIdOf } from './peers.ts'
 

@@ -3,9 +3,8 @@ import fs from 'node:fs'
 import crypto from 'node:crypto'
 import path from 'node:path'
 import { Address } from '@ton/core'
-import type { BackendConfig as InferenceBackendConfig } from '../inference/create.ts'
-import type { Capability } from '../inference/types.ts'
-import type { Role } from '../tee/types.ts'
+import type { BackendConfig as InferenceBackendConfig, Capability } from '../inference/index.ts'
+import type { Role } from '../tee/index.ts'
 
 export class ConfigError extends Error {
   readonly name = 'ConfigError'
@@ -90,6 +89,10 @@ export interface ProxyConfig extends Common {
   workerListen: HostPort
   clientListen: HostPort
   maxAttempts?: number
+  /** Requests that may wait for a worker slot (0: none wait, a busy network answers 429). */
+  queueDepth?: number
+  /** Longest wait for a worker slot, ms. */
+  queueMaxWaitMs?: number
 }
 
 export interface WorkerConfig extends Common {
@@ -158,7 +161,7 @@ function hostPorts(v: unknown, where: string): HostPort[] {
 
 const KNOWN_KEYS: Record<Role, string[]> = {
   client: ['role', 'production', 'dataDir', 'chain', 'tee', 'policy', 'listen', 'proxies', 'defaultMaxCoefficient', 'defaultTimeoutSec', 'maxBodyBytes'],
-  proxy: ['role', 'production', 'dataDir', 'chain', 'tee', 'policy', 'stats', 'workerListen', 'clientListen', 'maxAttempts'],
+  proxy: ['role', 'production', 'dataDir', 'chain', 'tee', 'policy', 'stats', 'workerListen', 'clientListen', 'maxAttempts', 'queueDepth', 'queueMaxWaitMs'],
   worker: ['role', 'production', 'dataDir', 'chain', 'tee', 'policy', 'stats', 'proxies', 'backend', 'coefficient', 'maxActiveRequests', 'maxTokensCap'],
 }
 
@@ -303,6 +306,8 @@ export function validateConfig(raw: unknown, where = 'config'): NodeConfig {
       workerListen: parseHostPort(o.workerListen ?? '0.0.0.0:11001', `${where}.workerListen`),
       clientListen: parseHostPort(o.clientListen ?? '0.0.0.0:11002', `${where}.clientListen`),
       maxAttempts: optInt(o, 'maxAttempts', where, 1, 10),
+      queueDepth: optInt(o, 'queueDepth', where, 0, 100_000),
+      queueMaxWaitMs: optInt(o, 'queueMaxWaitMs', where, 1, 3_600_000),
     }
   }
   return {

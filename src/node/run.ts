@@ -11,24 +11,17 @@ import { ProxySettlement } from '../payments/proxy-settlement.ts'
 import { ClientAccount } from '../payments/client-account.ts'
 import { WorkerPayouts } from '../payments/worker-payouts.ts'
 import { walletOfKey, type ProxyChannel } from '../payments/channels.ts'
-import { createChain, chainOptionsFromEnv, type Chain } from '../ton/chain-client/chain.ts'
-import { NodeWallet, loadOrCreateWalletKey } from '../ton/chain-client/wallet.ts'
-import { RootWatcher, policyFromRoot } from '../ton/chain-client/policy.ts'
-import { contractCodes } from '../ton/contracts/compile.ts'
-import { identityKeysFromSeed } from '../tee/cert.ts'
-import { LiveTrust, refusalUnder } from './trust.ts'
-import type { EvidenceKind, EvidenceProvider, EvidenceVerifier, Policy } from '../tee/types.ts'
-import { RenewingIdentity } from '../tee/renew.ts'
-import { SimulatedEvidenceProvider, SimulatedEvidenceVerifier, simulatedImageHash } from '../tee/simulated.ts'
-import { assertProductionPolicy, parsePolicy } from '../tee/policy.ts'
-import { createBackend } from '../inference/create.ts'
-import type { InferenceBackend } from '../inference/types.ts'
+import { createChain, chainOptionsFromEnv, type Chain, NodeWallet, loadOrCreateWalletKey, RootWatcher } from '../ton/chain-client/index.ts'
+import { contractCodes } from '../ton/contracts/index.ts'
+import { identityKeysFromSeed, type EvidenceKind, type EvidenceProvider, type EvidenceVerifier, type Policy, RenewingIdentity, SimulatedEvidenceProvider, SimulatedEvidenceVerifier, simulatedImageHash, assertProductionPolicy, parsePolicy } from '../tee/index.ts'
+import { LiveTrust, policyFromRoot, refusalUnder } from './trust.ts'
+import { createBackend, type InferenceBackend } from '../inference/index.ts'
 import { createClient } from '../client/client.ts'
 import { createProxy } from '../proxy/proxy.ts'
 import { createWorker } from '../worker/worker.ts'
 import { ConfigError, configHash, type ChainConfig, type NodeConfig, type TeeConfig } from './config.ts'
-import type { Logger } from './log.ts'
-import { listenPort, startOpsServer } from './ops.ts'
+import type { Logger } from '../core/log.ts'
+import { listenPort, startOpsServer } from '../core/ops.ts'
 
 export interface RunningNode {
   role: NodeConfig['role']
@@ -158,7 +151,11 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       )
     }
     const billing = new ProxyBilling({ ledger, params: () => settlement?.priceParams() ?? OFFCHAIN_PRICE_PARAMS, funds: settlement, log })
-    if (settlement) {
+    if (ledger.integrity) {
+      // Counters that do not match their own hash-chained events can be neither billed on nor committed.
+      log.error('refusing to serve', { reason: ledger.integrity.message })
+      billing.refuseService(ledger.integrity.message)
+    } else if (settlement) {
       // Refuse to serve, without crashing, when the chain shows this ledger is stale or the contract cannot be staked.
       try {
         await settlement.checkRollback()
@@ -224,7 +221,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
   const payouts = cc ? new WorkerPayouts({ chain: cc.chain, wallet: cc.wallet, root: cc.root, rootState: () => cc.watcher.state, ledger, log }, cfg.chain!.payoutThresholdNano) : undefined
   const worker = createWorker(
     { ...cfg, payoutAddress: cc?.wallet.address.toRawString() },
-    { backend, identity, verify, log, ledger, onVoucher: payouts ? (proxyId) => payouts.onVoucher(proxyId) : undefined },
+    { backend, identity, verify, log, ledger, onVoucher: payouts ? (proxyId) => payouts.onVoucher(proxyId) : undefined, payoutContract: payouts ? (proxyId) => payouts.contractAddress(proxyId) : undefined },
   )
   trust.onUpdate((p) => worker.revalidate((peer) => refusalUnder(p, peer)))
   const ops = await startOpsServer(cfg.stats.host, cfg.stats.port, worker, log, (req, res) => {

@@ -1,9 +1,33 @@
 // The node's trust policy as it changes: static from config, or read from the root contract and refreshed,
 // with a peer verifier that always applies the newest policy and a check for peers already connected.
-import type { EvidenceKind, EvidenceVerifier, Policy, VerifiedPeer } from '../tee/types.ts'
-import { createPeerVerifier } from '../tee/verify.ts'
-import { VERIFICATION_CACHE_TTL_MS } from '../tee/constants.ts'
+import { type EvidenceKind, type EvidenceVerifier, type Policy, type VerifiedPeer, createPeerVerifier, VERIFICATION_CACHE_TTL_MS, DEFAULT_MAX_CERT_AGE_SEC, type Role } from '../tee/index.ts'
 import type { PeerVerifier } from '../net/attested.ts'
+import type { RootState } from '../ton/contracts/index.ts'
+
+/** What a node keeps from its own configuration when the lists come from the root. */
+export interface RootPolicyBase extends Pick<Policy, 'acceptKinds'>, Partial<Pick<Policy, 'maxCertAgeSec' | 'tcbStatuses'>> {
+  /** The node's own role, which decides whom it checks. */
+  role: Role
+}
+
+/**
+ * The policy a node of `base.role` enforces under the root's lists:
+ * - client and worker check proxies: `imageHashes.proxy` = the root's proxy image hashes;
+ * - proxy checks workers and clients: `imageHashes.worker` = the root's worker image hashes,
+ *   `modelHashes` = the root's model hashes, `imageHashes.client` = '*' (clients are not attested).
+ * An empty list on the root trusts nobody of that role.
+ */
+export function policyFromRoot(state: RootState, base: RootPolicyBase): Policy {
+  const common = {
+    acceptKinds: [...base.acceptKinds],
+    maxCertAgeSec: base.maxCertAgeSec ?? DEFAULT_MAX_CERT_AGE_SEC,
+    ...(base.tcbStatuses ? { tcbStatuses: [...base.tcbStatuses] } : {}),
+  }
+  if (base.role === 'proxy') {
+    return { ...common, imageHashes: { worker: [...state.workerImageHashes], client: '*' }, modelHashes: [...state.modelHashes] }
+  }
+  return { ...common, imageHashes: { proxy: [...state.proxyImageHashes] }, modelHashes: '*' }
+}
 
 /** Why a connected peer would no longer be accepted under `policy`, or undefined if it still is. */
 export function refusalUnder(policy: Policy, peer: VerifiedPeer): string | undefined {

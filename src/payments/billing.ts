@@ -1,6 +1,6 @@
 // Proxy-side billing: admission against the client's funds, worst-case reservations, and durable settlement
 // of each answer (group-committed, so one fsync covers every answer finished in the same moment).
-import type { Logger } from '../node/log.ts'
+import type { Logger } from '../core/log.ts'
 import type { Counters, Ledger, UsageEvent } from './ledger.ts'
 import { priceRequest, type PriceParams, type RequestCost, type TokenUsage } from './pricing.ts'
 

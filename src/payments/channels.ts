@@ -1,13 +1,8 @@
 // Where a proxy's payment channels live on chain: the proxy contract and, per client or worker wallet, its
 // client or worker contract. Every party derives the same addresses from the root, the proxy's key and owner.
 import { Address } from '@ton/core'
-import { contractCodes, type ContractCodes } from '../ton/contracts/compile.ts'
-import { ProxyContract } from '../ton/contracts/proxy.ts'
-import { ClientContract } from '../ton/contracts/client.ts'
-import { WorkerContract } from '../ton/contracts/worker.ts'
-import type { Params } from '../ton/contracts/storage.ts'
-import type { RootState } from '../ton/contracts/root.ts'
-import { nodeWalletContract } from '../ton/chain-client/wallet.ts'
+import { contractCodes, type ContractCodes, ProxyContract, ClientContract, WorkerContract, type Params, type RootState } from '../ton/contracts/index.ts'
+import { nodeWalletContract } from '../ton/chain-client/index.ts'
 
 export interface ProxyChannel {
   root: Address

@@ -1,13 +1,9 @@
 // The client's side of payments on chain: its client contract per proxy, funded at start-up and topped up
 // below a threshold; top-up, withdrawal and close for the CLI.
 import type { Address } from '@ton/core'
-import type { Chain } from '../ton/chain-client/chain.ts'
-import { collectMessages, type NodeWallet } from '../ton/chain-client/wallet.ts'
-import type { ClientState } from '../ton/contracts/client.ts'
-import { signedVoucherFromBase64, verifyVoucher } from '../ton/contracts/vouchers.ts'
-import type { RootState } from '../ton/contracts/root.ts'
-import { VOUCHER_MIN_VALUE_NANO } from '../ton/contracts/opcodes.ts'
-import type { Logger } from '../node/log.ts'
+import { type Chain, collectMessages, type NodeWallet } from '../ton/chain-client/index.ts'
+import { type ClientState, signedVoucherFromBase64, verifyVoucher, type RootState, VOUCHER_MIN_VALUE_NANO } from '../ton/contracts/index.ts'
+import type { Logger } from '../core/log.ts'
 import { channelFromRoot, clientContract, type ProxyChannel } from './channels.ts'
 
 export const ONE_TON_NANO = 1_000_000_000n

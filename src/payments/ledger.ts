@@ -57,6 +57,14 @@ export class LedgerRollbackError extends Error {
   }
 }
 
+/** The ledger on disk does not hold together: its hash chain is broken, or its counters are not what its events add up to. */
+export class LedgerIntegrityError extends Error {
+  readonly name = 'LedgerIntegrityError'
+  constructor(readonly file: string, readonly problem: string) {
+    super(`${file}: ledger integrity check failed: ${problem}`)
+  }
+}
+
 function canonical(v: unknown): string {
   return JSON.stringify(v, Object.keys(v as object).sort())
 }
@@ -102,6 +110,66 @@ export class Ledger {
     }
     const last = this.db.prepare(`SELECT seqno, hash FROM events ORDER BY seqno DESC LIMIT 1`).get() as LedgerHead | undefined
     this.head = last ?? { seqno: 0, hash: GENESIS_HASH }
+    this.integrity = this.checkIntegrity()
+  }
+
+  /**
+   * What the open-time check found: undefined when the hash chain is intact and every stored counter
+   * equals what the events add up to; else the first problem. A proxy refuses to serve on a problem.
+   */
+  readonly integrity: LedgerIntegrityError | undefined
+
+  /** Replays the events: checks the hash chain link by link and recomputes every counter, then compares. */
+  private checkIntegrity(): LedgerIntegrityError | undefined {
+    const fail = (problem: string) => new LedgerIntegrityError(this.file, problem)
+    const expected = new Map<string, Counters>()
+    const at = (party: string, address: string) => {
+      const k = `${party}\u0000${address}`
+      let c = expected.get(k)
+      if (!c) expected.set(k, (c = { tokens: 0n, nano: 0n, requests: 0, vouchered: 0n }))
+      return c
+    }
+    const voucherParty = (kind: VoucherEvent['kind']) => (kind === 'workerPayout' ? 'worker' : 'client')
+    // Vouchers name their target contract, not the account; the counters row says which account that is.
+    const targets = new Map<string, bigint>()
+    let prev = GENESIS_HASH
+    let n = 0
+    for (const r of this.db.prepare(`SELECT seqno, body, hash FROM events ORDER BY seqno`).iterate() as Iterable<{ seqno: number; body: string; hash: string }>) {
+      n++
+      if (r.seqno !== n) return fail(`event ${n} is missing (found ${r.seqno})`)
+      prev = chainHash(prev, r.body)
+      if (prev !== r.hash) return fail(`the hash chain breaks at event ${r.seqno}`)
+      const e = JSON.parse(r.body) as LedgerEvent
+      if (e.type === 'usage') {
+        for (const [party, address, nano] of [['client', e.client, e.clientNano], ['worker', e.worker, e.workerNano]] as const) {
+          const c = at(party, address)
+          c.tokens += BigInt(e.adjusted)
+          c.nano += BigInt(nano)
+          c.requests++
+        }
+      } else {
+        const key = `${voucherParty(e.kind)}\u0000${e.target}`
+        const t = BigInt(e.tokens)
+        if (t > (targets.get(key) ?? 0n)) targets.set(key, t)
+      }
+    }
+    const rows = this.db.prepare(`SELECT party, address, tokens, nano, requests, vouchered FROM counters`).all() as Array<{ party: string; address: string; tokens: string; nano: string; requests: number; vouchered: string }>
+    for (const r of rows) {
+      const c = expected.get(`${r.party}\u0000${r.address}`) ?? { tokens: 0n, nano: 0n, requests: 0, vouchered: 0n }
+      if (BigInt(r.tokens) !== c.tokens || BigInt(r.nano) !== c.nano || r.requests !== c.requests) {
+        return fail(`the ${r.party} counter of ${r.address} says ${r.tokens} tokens / ${r.nano} nanoTON / ${r.requests} requests, its events add up to ${c.tokens} / ${c.nano} / ${c.requests}`)
+      }
+      if (BigInt(r.vouchered) > c.tokens) return fail(`the ${r.party} counter of ${r.address} is vouchered beyond its tokens`)
+      expected.delete(`${r.party}\u0000${r.address}`)
+    }
+    for (const [k, c] of expected) if (c.requests > 0) return fail(`the ${k.split('\u0000')[0]} counter of ${k.split('\u0000')[1]} is missing (its events add up to ${c.tokens} tokens)`)
+    // Each contract's highest voucher must show in some counter of its party vouchered at least that far.
+    for (const [k, tokens] of targets) {
+      const party = k.split('\u0000')[0]
+      if (!rows.some((r) => r.party === party && BigInt(r.vouchered) >= tokens)) return fail(`a ${party} voucher for ${tokens} tokens is not reflected in any counter`)
+    }
+    if (prev !== this.head.hash) return fail('the head does not match the hash chain')
+    return undefined
   }
 
   /** The newest event's seqno and chain hash (0 and the genesis hash when empty). */

@@ -111,6 +111,20 @@ export class PartyLedger {
     })()
   }
 
+  /**
+   * Forgets `voucher` if it is still the kept one (it turned out invalid), falling back to what is paid
+   * on chain, so it cannot shadow the correct vouchers that follow.
+   */
+  dropVoucher(proxy: string, voucher: string): void {
+    this.db.transaction(() => {
+      const r = this.get(proxy)
+      if (r.voucher !== voucher) return
+      r.voucher = null
+      r.vouchered = r.onChainTokens
+      this.put(r)
+    })()
+  }
+
   recordOnChain(proxy: string, tokens: bigint): void {
     this.db.transaction(() => {
       const r = this.get(proxy)

@@ -13,7 +13,7 @@
 //   proxy margin = client pays − worker earns = adjusted × (price − fee) ≥ 0
 // which makes `client charged = worker earned + proxy margin` hold exactly, by construction.
 
-import type { Params } from '../ton/contracts/storage.ts'
+import type { Params } from '../ton/contracts/index.ts'
 
 /** 1000 = a coefficient of 1.0x. */
 export const COEFFICIENT_ONE = 1000n

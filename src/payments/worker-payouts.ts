@@ -1,10 +1,8 @@
 // The worker's side of payments on chain: claim payout vouchers from its worker contract past a threshold or on demand.
 import type { Address } from '@ton/core'
-import type { Chain } from '../ton/chain-client/chain.ts'
-import { collectMessages, type NodeWallet } from '../ton/chain-client/wallet.ts'
-import { signedVoucherFromBase64, verifyVoucher } from '../ton/contracts/vouchers.ts'
-import type { RootState } from '../ton/contracts/root.ts'
-import type { Logger } from '../node/log.ts'
+import { type Chain, collectMessages, type NodeWallet } from '../ton/chain-client/index.ts'
+import { signedVoucherFromBase64, verifyVoucher, type RootState } from '../ton/contracts/index.ts'
+import type { Logger } from '../core/log.ts'
 import { channelFromRoot, workerContract } from './channels.ts'
 import type { PartyLedger } from './party-ledger.ts'
 
@@ -23,6 +21,11 @@ export class WorkerPayouts {
     const state = this.deps.rootState() ?? (await this.deps.chain.getRootState(this.deps.root))
     const ch = await channelFromRoot(this.deps.root, state, proxyId)
     return { contract: this.deps.chain.open(workerContract(ch, this.deps.wallet.address)), feeNano: ch.params.workerFeePerTokenNano }
+  }
+
+  /** This worker's worker contract with `proxyId` (raw address): the only target a payout voucher may have. */
+  async contractAddress(proxyId: string): Promise<string> {
+    return (await this.contractFor(proxyId)).contract.address.toRawString()
   }
 
   /** Tokens paid to this worker on chain by this proxy's worker contract. */
@@ -60,6 +63,9 @@ export class WorkerPayouts {
     const v = signedVoucherFromBase64(rec.voucher)
     // Check it before paying gas for it: signed by this proxy, for this worker's own contract.
     if (v.kind !== 'workerPayout' || !v.target.equals(contract.address) || !verifyVoucher(v, Buffer.from(proxyId, 'hex'))) {
+      // Kept from before vouchers were checked on receipt: drop it, so the next good voucher is taken.
+      this.deps.ledger.dropVoucher(proxyId, rec.voucher)
+      this.deps.log.warn('dropped a stored payout voucher that is not valid for this worker contract; no transaction sent', { proxy: proxyId.slice(0, 16) })
       throw new Error('the proxy handed over a payout voucher that is not valid for this worker contract')
     }
     await this.deps.wallet.sendAndConfirm(await collectMessages((via) => contract.sendPayout(via, { voucher: v })))

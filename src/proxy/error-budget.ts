@@ -5,6 +5,8 @@
 export const CLIENT_ERROR_BURST = 20
 /** Error answers per second a client earns back once its burst is spent. */
 export const CLIENT_ERRORS_PER_SEC = 2
+/** A limited client is logged at most once per this interval. */
+export const CLIENT_LIMIT_LOG_INTERVAL_MS = 60_000
 /** Clients tracked at most; the stalest are forgotten first. */
 const MAX_TRACKED_CLIENTS = 10_000
 
@@ -18,7 +20,7 @@ export interface ErrorBudgetOptions {
 
 /** A token bucket per client, spent by error answers. */
 export class ErrorBudget {
-  private readonly buckets = new Map<string, { tokens: number; at: number; limitedSince?: number }>()
+  private readonly buckets = new Map<string, { tokens: number; at: number; limitedSince?: number; loggedAt?: number }>()
   private readonly burst: number
   private readonly perSec: number
   private readonly now: () => number
@@ -44,7 +46,7 @@ export class ErrorBudget {
 
   /**
    * Seconds until this client may be served again, or 0 if it may be served now. `first` is true
-   * for the first refusal of a limited spell (log that one, not every refusal).
+   * for the refusal worth logging: the first one in CLIENT_LIMIT_LOG_INTERVAL_MS for this client.
    */
   check(client: string): { waitSec: number; first: boolean } {
     const b = this.bucket(client)
@@ -52,8 +54,10 @@ export class ErrorBudget {
       b.limitedSince = undefined
       return { waitSec: 0, first: false }
     }
-    const first = b.limitedSince === undefined
-    b.limitedSince ??= this.now()
+    const now = this.now()
+    b.limitedSince ??= now
+    const first = b.loggedAt === undefined || now - b.loggedAt >= CLIENT_LIMIT_LOG_INTERVAL_MS
+    if (first) b.loggedAt = now
     return { waitSec: Math.max(1, Math.ceil((1 - b.tokens) / this.perSec)), first }
   }
 

@@ -2,21 +2,21 @@
 import http2 from 'node:http2'
 import type tls from 'node:tls'
 import { Counter, Gauge } from 'prom-client'
-import type { IdentitySource } from '../tee/renew.ts'
-import type { VerifiedPeer } from '../tee/types.ts'
-import type { Logger } from '../node/log.ts'
-import { identityStats } from '../node/stats.ts'
-import { createRegistry, type OpsSource } from '../node/ops.ts'
+import { type IdentitySource, type VerifiedPeer, identityStats } from '../tee/index.ts'
+import type { Logger } from '../core/log.ts'
+import { createRegistry, type OpsSource } from '../core/ops.ts'
 import { listenAttested, type AttestedSocket, type PeerVerifier } from '../net/attested.ts'
 import { errorResponse, InvalidRequestError, TooManyRequestsError, UnfundedClientError, ModelNotFoundError, NoWorkerAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
 import { discardBody, parseJsonObject, readBody } from '../net/body.ts'
+import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
 import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, MIN_AUDIO_BYTES_PER_SECOND, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type WorkerStatement, type FinalCharge } from '../net/protocol.ts'
 import { openaiUsage, usageChunk, type UsageCost } from '../net/openai.ts'
 import { DuplicateRequestError, ProxyNotServingError, type ProxyBilling, type Reservation } from '../payments/billing.ts'
 import { worstCaseAdjustedTokens } from '../payments/pricing.ts'
-import { ed25519PublicKey, verifyUsage } from '../net/usage.ts'
+import { checkUsage, ed25519PublicKey } from '../net/usage.ts'
 import { ErrorBudget } from './error-budget.ts'
-import { DEFAULT_REQUEST_MS, recordOutcome, selectWorker, workerEndpoints, type WorkerConn } from './routing.ts'
+import { DEFAULT_REQUEST_MS, recordOutcome, workerEndpoints, type WorkerConn } from './routing.ts'
+import { AdmissionQueue, DEFAULT_QUEUE_DEPTH, DEFAULT_QUEUE_MAX_WAIT_MS } from './admission.ts'
 
 export const MAX_ATTEMPTS = 3
 export const WORKER_INFO_TIMEOUT_MS = 5_000
@@ -29,6 +29,10 @@ export interface ProxyOptions {
   clientListen: { host: string; port: number }
   /** Workers tried per request when they fail before the first byte. Default 3. */
   maxAttempts?: number
+  /** Requests that may wait for a worker slot, across clients; 0: none wait. Default 256. */
+  queueDepth?: number
+  /** Longest wait for a worker slot, ms, before 429 with Retry-After. Default 30 000. */
+  queueMaxWaitMs?: number
 }
 
 export interface ProxyDeps {
@@ -49,13 +53,13 @@ export interface ProxyDeps {
 type Outcome = 'succeeded' | 'failed' | 'cancelled' | 'timeout' | 'rejected'
 
 export function createProxy(opts: ProxyOptions, deps: ProxyDeps): Proxy {
-  return new Proxy(deps, { ...opts, maxAttempts: opts.maxAttempts ?? MAX_ATTEMPTS })
+  return new Proxy(deps, { ...opts, maxAttempts: opts.maxAttempts ?? MAX_ATTEMPTS, queueDepth: opts.queueDepth ?? DEFAULT_QUEUE_DEPTH, queueMaxWaitMs: opts.queueMaxWaitMs ?? DEFAULT_QUEUE_MAX_WAIT_MS })
 }
 
 export class Proxy implements OpsSource {
   readonly registry = createRegistry('proxy')
   private readonly workers = new Map<string, WorkerConn>()
-  private readonly clientH2 = http2.createServer()
+  private readonly clientH2 = http2.createServer(H2_OPTIONS)
   private servers: tls.Server[] = []
   private nextId = 1
   private statementTimer?: NodeJS.Timeout
@@ -66,10 +70,14 @@ export class Proxy implements OpsSource {
   private readonly clientSockets = new Set<tls.TLSSocket>()
   /** `client \n request_id` of every request in flight, so one client cannot run two with the same id. */
   private readonly inflight = new Set<string>()
+  /** Worker slots: claimed with the choice of worker, waited for in a bounded queue fair across clients. */
+  private readonly admission: AdmissionQueue
   private refused = { workers: 0, clients: 0 }
   /** Error answers per client: a client that keeps sending bad requests is slowed down before anything is read or logged. */
   private readonly errorBudget = new ErrorBudget()
   private rateLimited = 0
+  /** Worker keys caught misbehaving (e.g. answering as a model they did not attest), with the reason. */
+  private readonly banned = new Map<string, string>()
   private readonly counts: Record<Outcome, number> & { requests: number; retries: number } = { requests: 0, succeeded: 0, failed: 0, cancelled: 0, timeout: 0, rejected: 0, retries: 0 }
   private readonly tokens = { prompt: 0, cached: 0, completion: 0, reasoning: 0 }
   private readonly m = {
@@ -84,9 +92,27 @@ export class Proxy implements OpsSource {
     private readonly deps: ProxyDeps,
     private readonly o: Required<ProxyOptions>,
   ) {
+    this.admission = new AdmissionQueue(() => this.workers.values(), { depth: o.queueDepth, maxWaitMs: o.queueMaxWaitMs })
+    const queue = this.admission
+    const registers = [this.registry]
+    new Gauge({ name: 'cocoon_proxy_queue_waiting', help: 'Requests waiting for a worker slot', registers, collect(this: Gauge) { this.set(queue.stats().queued) } })
+    new Gauge({ name: 'cocoon_proxy_queue_depth', help: 'Requests that may wait for a worker slot', registers, collect(this: Gauge) { this.set(o.queueDepth) } })
+    new Gauge({ name: 'cocoon_proxy_queue_admitted_after_wait_total', help: 'Requests that got a worker slot after waiting', registers, collect(this: Gauge) { this.set(queue.stats().admittedAfterWait) } })
+    new Gauge({
+      name: 'cocoon_proxy_queue_rejected_total',
+      help: 'Requests answered 429 because the queue was full (full) or the wait too long (wait)',
+      labelNames: ['why'],
+      registers,
+      collect(this: Gauge) {
+        const q = queue.stats()
+        this.set({ why: 'full' }, q.rejectedFull)
+        this.set({ why: 'wait' }, q.timedOut)
+      },
+    })
     this.clientH2.on('stream', (stream, headers) => this.onClientStream(stream, headers))
     this.clientH2.on('session', (s) => {
       this.clientSessions.add(s)
+      tuneSession(s)
       s.once('close', () => this.clientSessions.delete(s))
       s.on('error', () => {})
     })
@@ -144,8 +170,17 @@ export class Proxy implements OpsSource {
   private async addWorker({ socket, peer }: AttestedSocket): Promise<void> {
     const remote = `${socket.remoteAddress}:${socket.remotePort}`
     const log = this.deps.log.child({ worker: remote })
+    const banned = this.banned.get(Buffer.from(peer.publicKey).toString('hex'))
+    if (banned) {
+      log.warn('refusing a worker caught misbehaving before', { reason: banned })
+      this.refused.workers++
+      this.m.refused.inc({ role: 'worker' })
+      socket.destroy()
+      return
+    }
     // The worker dialled us, but we are the HTTP/2 client on its socket.
-    const session = http2.connect('https://worker.cocoon', { createConnection: () => socket })
+    const session = http2.connect('https://worker.cocoon', { ...H2_OPTIONS, createConnection: () => socket })
+    tuneSession(session)
     session.on('error', (err) => log.debug('worker session error', { error: err.message }))
     try {
       const info = await this.fetchInfo(session)
@@ -171,6 +206,7 @@ export class Proxy implements OpsSource {
       }
       this.workers.set(conn.id, conn)
       this.m.workers.set(this.workers.size)
+      this.admission.pump()
       const ping = setInterval(() => {
         if (!session.closed) session.ping((err) => err && session.destroy())
       }, PING_INTERVAL_MS).unref()
@@ -178,6 +214,7 @@ export class Proxy implements OpsSource {
         clearInterval(ping)
         this.workers.delete(conn.id)
         this.m.workers.set(this.workers.size)
+        this.admission.pump()
         log.info('worker disconnected', { id: conn.id })
       })
       log.info('worker connected', { id: conn.id, model: info.model.id, coefficient: info.coefficient, image: peer.imageHash, kind: peer.kind })
@@ -234,7 +271,8 @@ export class Proxy implements OpsSource {
     }
     stream.once('close', () => {
       const status = Number(stream.sentHeaders?.[':status'] ?? 0)
-      if (status >= 400 && status < 500) this.errorBudget.spend(account)
+      // 429 is the network being busy (the queue), not the client erring.
+      if (status >= 400 && status < 500 && status !== 429) this.errorBudget.spend(account)
     })
     if (method === 'GET' && path === PATHS.models) return respond(stream, 200, this.models())
     if (method === 'POST' && path === PATHS.close) {
@@ -331,27 +369,35 @@ export class Proxy implements OpsSource {
     const askedMaxTokens = [json.max_completion_tokens, json.max_tokens].find((v) => typeof v === 'number' && Number.isSafeInteger(v) && v > 0) as number | undefined
     const ownTimeoutMs = Math.floor(timeoutMs * HOP_TIMEOUT_FACTOR)
     let clientGone = false
+    const deadline = started + ownTimeoutMs
+    // Waiting for a slot ends when the client goes away or the request's deadline passes.
+    const gone = new AbortController()
     cs.once('close', () => {
       clientGone = true
+      gone.abort(new Error('client went away'))
     })
-    const deadline = started + ownTimeoutMs
+    const waitSignal = AbortSignal.any([gone.signal, AbortSignal.timeout(Math.max(1, ownTimeoutMs))])
     const tried = new Set<string>()
     let lastError: Error | undefined
     for (let attempt = 0; attempt < this.o.maxAttempts; attempt++) {
-      const sel = selectWorker(this.workers.values(), model, maxCoefficient, tried, path)
-      if (!('conn' in sel)) {
-        if (attempt > 0 && lastError) break
+      let conn: WorkerConn
+      try {
+        conn = await this.admission.claim({ client, model, maxCoefficient, exclude: tried, path }, waitSignal)
+      } catch (err) {
+        const e = err as Error
+        if (attempt > 0 && lastError && (e.name === 'WorkersExhaustedError' || e.name === 'ModelNotFoundError')) break
+        if (clientGone) return this.finish('cancelled')
+        if (Date.now() >= deadline) break
         this.finish('rejected')
-        log.info('request not routed', { model, reason: sel.reason, workers: this.workers.size })
-        if (sel.reason === 'model_not_found') return respondError(cs, new ModelNotFoundError(model))
-        if (sel.reason === 'endpoint') return respondError(cs, new InvalidRequestError(`model '${model}' is not served at ${path}; see the endpoints /v1/models lists for it`, 'model'))
-        if (sel.reason === 'coefficient') return respondError(cs, new NoWorkerAvailableError(`no worker for '${model}' at max_coefficient ${maxCoefficient}; the cheapest asks ${sel.minCoefficient}`))
-        return respondError(cs, new NoWorkerAvailableError(`all workers for '${model}' are busy`))
+        log.info('request not routed', { model, reason: e.message, workers: this.workers.size })
+        return respondError(cs, e.name === 'WorkersExhaustedError' ? new NoWorkerAvailableError(`no worker for '${model}' is left to try`) : e)
       }
-      const conn = sel.conn
       tried.add(conn.id)
       const remaining = deadline - Date.now()
-      if (remaining <= 0) break
+      if (remaining <= 0) {
+        this.admission.release(conn)
+        break
+      }
       // Reserve the worst case before any work: all of max_tokens and a prompt as long as the body, at the
       // dearest multipliers and the app's max_coefficient. The worker never exceeds max_tokens.
       // Embeddings generate nothing; a transcription is billed by its audio seconds, bounded by the upload's size.
@@ -365,6 +411,7 @@ export class Proxy implements OpsSource {
       try {
         held.reservation = await this.deps.billing.reserve({ client, requestId, worstTokens: worst, deadlineMs: deadline })
       } catch (err) {
+        this.admission.release(conn)
         this.finish('rejected')
         log.info('request refused at admission', { reason: (err as Error).message })
         return respondError(cs, err)
@@ -426,9 +473,11 @@ export class Proxy implements OpsSource {
     clientGone: () => boolean,
   ): Promise<{ kind: 'done'; outcome: Outcome } | { kind: 'retry' | 'timeout'; error: Error }> {
     return new Promise((resolve) => {
-      if (clientGone()) return resolve({ kind: 'retry', error: new Error('client went away') })
+      if (clientGone()) {
+        this.admission.release(conn)
+        return resolve({ kind: 'retry', error: new Error('client went away') })
+      }
       const t0 = Date.now()
-      conn.active++
       let ws: http2.ClientHttp2Stream
       try {
         ws = conn.session.request({
@@ -442,7 +491,7 @@ export class Proxy implements OpsSource {
           [HEADERS.timeoutMs]: String(Math.floor(remainingMs * HOP_TIMEOUT_FACTOR)),
         })
       } catch (err) {
-        conn.active--
+        this.admission.release(conn)
         recordOutcome(conn, false)
         return resolve({ kind: 'retry', error: err as Error })
       }
@@ -461,7 +510,7 @@ export class Proxy implements OpsSource {
         clearTimeout(timer)
         clearTimeout(graceTimer)
         cs.off('close', onClientClose)
-        conn.active--
+        this.admission.release(conn)
         resolve(r)
       }
       const clientOpen = () => !cs.closed && !cs.destroyed
@@ -521,10 +570,21 @@ export class Proxy implements OpsSource {
         })
       })
       let usageChecked: Promise<UsageRecord | undefined> = Promise.resolve(undefined)
+      /** Set when the worker signed something it could not honestly sign: it is dropped once the answer ends. */
+      let lied: string | undefined
       ws.once('trailers', (t) => {
-        usageChecked = verifyUsage(t[HEADERS.usage], t[HEADERS.usageSig], conn.key, ctx.requestId).then((u) => {
-          if (!u && t[HEADERS.usage] !== undefined) log.warn('worker usage trailer badly signed; ignored', { worker: conn.id })
-          return u
+        usageChecked = checkUsage(t[HEADERS.usage], t[HEADERS.usageSig], conn.key, ctx.requestId).then((c) => {
+          if (c.ok && c.usage.answer?.model !== conn.peer.claims.modelId) {
+            // It answered as a model it did not attest: nothing it says can be trusted; bill nothing, drop it.
+            const reason = `worker answered as model '${String(c.usage.answer?.model)}' but attested '${conn.peer.claims.modelId}'`
+            log.warn('refused the usage a worker signed', { worker: conn.id, reason })
+            lied = reason
+            return undefined
+          }
+          if (c.ok) return c.usage
+          // Refused usage bills nothing; the answer is withheld as failed (below) and the worker marked down.
+          if (t[HEADERS.usage] !== undefined) log.warn('refused the usage a worker signed', { worker: conn.id, reason: c.reason })
+          return undefined
         })
       })
       ws.once('end', () => void usageChecked.then((u) => onEnd(u)))
@@ -541,6 +601,7 @@ export class Proxy implements OpsSource {
             recordOutcome(conn, false)
             log.warn('worker answer ended without signed usage', { worker: conn.id })
             endWithError(new UpstreamError(`worker ${conn.id} ended the answer without signed usage`))
+            if (lied) this.dropWorker(conn, lied, true)
             return settle({ kind: 'done', outcome: 'failed' })
           }
           // An error answer (e.g. a 400 from validation): pass it through.
@@ -589,7 +650,7 @@ export class Proxy implements OpsSource {
         endWithError(new UpstreamError(`worker ${conn.id} failed mid-answer (stream reset ${ws.rstCode})`))
         settle({ kind: 'done', outcome: 'failed' })
       })
-      ws.end(body)
+      sendBody(ws, body)
     })
   }
 
@@ -599,15 +660,23 @@ export class Proxy implements OpsSource {
     for (const conn of this.workers.values()) {
       const reason = refusal(conn.peer)
       if (!reason) continue
-      this.deps.log.warn('worker no longer trusted; disconnecting', { worker: conn.id, reason })
-      this.refused.workers++
-      this.m.refused.inc({ role: 'worker' })
-      this.workers.delete(conn.id)
-      conn.session.destroy()
+      this.dropWorker(conn, reason)
       dropped++
     }
-    this.m.workers.set(this.workers.size)
     return dropped
+  }
+
+  /** Disconnects a worker that can no longer be trusted, and counts it as refused. */
+  private dropWorker(conn: WorkerConn, reason: string, ban = false): void {
+    // A worker caught lying stays away for the life of this proxy, whatever its evidence says when it redials.
+    if (ban) this.banned.set(Buffer.from(conn.peer.publicKey).toString('hex'), reason)
+    if (!this.workers.has(conn.id)) return
+    this.deps.log.warn('worker no longer trusted; disconnecting', { worker: conn.id, reason })
+    this.refused.workers++
+    this.m.refused.inc({ role: 'worker' })
+    this.workers.delete(conn.id)
+    this.m.workers.set(this.workers.size)
+    conn.session.destroy()
   }
 
   /** Tells each connected worker its cumulative earnings (and hands over the newest payout voucher). */
@@ -661,6 +730,7 @@ export class Proxy implements OpsSource {
       money: this.moneyStats(),
       chain: this.deps.chainStats?.() ?? null,
       clients: { connected: this.clientSessions.size, refused: this.refused.clients, rateLimited: this.rateLimited, limitedNow: this.errorBudget.limitedClients() },
+      queue: this.admission.stats(),
       workers: {
         connected: this.workers.size,
         refused: this.refused.workers,

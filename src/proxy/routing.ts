@@ -1,7 +1,7 @@
 // Worker selection at the proxy: model match, capacity, coefficient cap, then the least expected wait.
 import type http2 from 'node:http2'
 import type crypto from 'node:crypto'
-import type { VerifiedPeer } from '../tee/types.ts'
+import type { VerifiedPeer } from '../tee/index.ts'
 import { PATHS, type WorkerInfo } from '../net/protocol.ts'
 
 /** Assumed duration of a request before a worker has been measured. */
@@ -29,7 +29,8 @@ export interface WorkerConn {
   tokens: { prompt: number; cached: number; completion: number; reasoning: number }
 }
 
-export type Selection = { conn: WorkerConn } | { reason: 'model_not_found' | 'endpoint' | 'coefficient' | 'busy'; minCoefficient?: number }
+/** `exhausted`: every worker that could serve was already tried for this request. */
+export type Selection = { conn: WorkerConn } | { reason: 'model_not_found' | 'endpoint' | 'coefficient' | 'busy' | 'exhausted'; minCoefficient?: number }
 
 /** The paths a worker serves its model at; workers from before endpoints were advertised serve generation only. */
 export function workerEndpoints(info: WorkerInfo): readonly string[] {
@@ -51,6 +52,7 @@ export function selectWorker(conns: Iterable<WorkerConn>, model: string, maxCoef
   let seenEndpoint = false
   let minCoefficient = Infinity
   let withinCoefficient = false
+  let untried = false
   for (const c of conns) {
     if (c.info.model.id !== model) continue
     seenModel = true
@@ -61,6 +63,7 @@ export function selectWorker(conns: Iterable<WorkerConn>, model: string, maxCoef
       continue
     }
     withinCoefficient = true
+    if (!exclude.has(c.id) && !c.session.closed && !c.session.destroyed) untried = true
     if (exclude.has(c.id) || c.active >= c.info.maxActiveRequests || c.session.closed || c.session.destroyed) continue
     const w = expectedWaitMs(c)
     if (w < bestWait || (w === bestWait && best && (c.info.coefficient < best.info.coefficient || (c.info.coefficient === best.info.coefficient && c.served < best.served)))) {
@@ -72,6 +75,7 @@ export function selectWorker(conns: Iterable<WorkerConn>, model: string, maxCoef
   if (!seenModel) return { reason: 'model_not_found' }
   if (!seenEndpoint) return { reason: 'endpoint' }
   if (!withinCoefficient) return { reason: 'coefficient', minCoefficient }
+  if (!untried) return { reason: 'exhausted' }
   return { reason: 'busy' }
 }
 

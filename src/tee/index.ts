@@ -24,3 +24,7 @@ export {
 export { parsePolicy, assertProductionPolicy, devnetPolicy, InvalidPolicyError } from './policy.ts'
 export { tlsOptions, peerCertDer, type RaTlsOptions } from './tls.ts'
 export { describeCertificate, type CertificateDescription } from './describe.ts'
+export { generateIdentityKeys, identityKeysFromSeed } from './cert.ts'
+export { fixedIdentity, RenewingIdentity, type IdentitySource, NODE_CERT_VALIDITY_SEC, NODE_CERT_RENEW_SEC } from './renew.ts'
+export { toHex, isHex } from './hex.ts'
+export { identityStats } from './stats.ts'

@@ -1,21 +1,20 @@
 // The worker node: dials its proxies over attested TLS, serves HTTP/2 to them on those sockets, and runs the model.
 import http2 from 'node:http2'
 import { Counter, Gauge } from 'prom-client'
-import type { Capability, InferenceBackend, InferenceKind, TranscriptionResult, Usage } from '../inference/types.ts'
+import type { Capability, InferenceBackend, InferenceKind, TranscriptionResult, Usage } from '../inference/index.ts'
 import { DEFAULT_CAPABILITIES, probeAudio, vectorToBase64 } from '../inference/index.ts'
-import type { VerifiedPeer } from '../tee/types.ts'
-import type { IdentitySource } from '../tee/renew.ts'
-import type { Logger } from '../node/log.ts'
-import { identityStats } from '../node/stats.ts'
-import { createRegistry, type OpsSource } from '../node/ops.ts'
+import { type VerifiedPeer, type IdentitySource, identityStats } from '../tee/index.ts'
+import type { Logger } from '../core/log.ts'
+import { createRegistry, type OpsSource } from '../core/ops.ts'
 import type { PeerVerifier } from '../net/attested.ts'
 import { maintainProxyLink, revalidateLinks, type ProxyLink as BaseLink } from '../net/proxy-link.ts'
 import { errorResponse, InvalidRequestError, isExpectedError, RequestTimeoutError, TooManyRequestsError } from '../net/errors.ts'
 import { readBody, parseJsonObject, parseMultipart } from '../net/body.ts'
+import { H2_OPTIONS, tuneSession } from '../net/h2.ts'
 import { CAPABILITY_PATHS, HEADERS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, PATHS, PROTOCOL_VERSION, usageSigningPayload, type UsageRecord, type WorkerInfo, type WorkerStatement } from '../net/protocol.ts'
 import type { PartyLedger } from '../payments/party-ledger.ts'
-import { signedVoucherFromBase64, verifyVoucher } from '../ton/contracts/vouchers.ts'
-import { validateEmbeddingRequest, validateRequest, validateTranscriptionForm, type TranscriptionFormat } from './validate.ts'
+import { signedVoucherFromBase64, verifyVoucher } from '../ton/contracts/index.ts'
+import { validateEmbeddingRequest, validateRequest, validateTranscriptionForm, type TranscriptionFormat } from '../net/validate.ts'
 import { AnswerAggregator, answerIds, EMBEDDING_OBJECT, TRANSCRIPTION_OBJECT } from '../net/openai.ts'
 
 export const DEFAULT_COEFFICIENT = 1000
@@ -44,6 +43,11 @@ export interface WorkerDeps {
   ledger?: PartyLedger
   /** Called with each newer payout voucher (e.g. to claim it on chain past a threshold). */
   onVoucher?: (proxyId: string, voucher: string, tokens: bigint) => void
+  /**
+   * This worker's own worker contract with a proxy (raw address), when it is paid on chain. A payout
+   * voucher for any other contract is refused on receipt, so it can never shadow a good one.
+   */
+  payoutContract?: (proxyId: string) => Promise<string>
 }
 
 interface ProxyLink extends BaseLink<http2.ServerHttp2Session> {
@@ -66,7 +70,7 @@ export function createWorker(opts: WorkerOptions, deps: WorkerDeps): Worker {
 
 export class Worker implements OpsSource {
   readonly registry = createRegistry('worker')
-  private readonly h2 = http2.createServer()
+  private readonly h2 = http2.createServer(H2_OPTIONS)
   private readonly links: ProxyLink[]
   private readonly stopping = new AbortController()
   private active = 0
@@ -129,7 +133,10 @@ export class Worker implements OpsSource {
       // The worker dialled, but the proxy is the HTTP/2 client: serve HTTP/2 on this socket.
       open: async (socket) => {
         let session!: http2.ServerHttp2Session
-        this.h2.once('session', (s: http2.ServerHttp2Session) => (session = s))
+        this.h2.once('session', (s: http2.ServerHttp2Session) => {
+          session = s
+          tuneSession(s)
+        })
         this.h2.emit('connection', socket)
         return session
       },
@@ -147,10 +154,12 @@ export class Worker implements OpsSource {
     }
     if (method === 'POST' && path === PATHS.statement) {
       const link = this.links.find((l) => l.session === stream.session)
-      readBody(stream, 64 * 1024).then(
-        (b) => respondJson(stream, 200, this.onStatement(link, b.toString())),
-        () => respondJson(stream, 400, { ok: false }),
-      )
+      readBody(stream, 64 * 1024)
+        .then((b) => this.onStatement(link, b.toString()))
+        .then(
+          (r) => respondJson(stream, 200, r),
+          () => respondJson(stream, 400, { ok: false }),
+        )
       return
     }
     if (method === 'POST' && path === PATHS.cancel) {
@@ -393,7 +402,7 @@ export class Worker implements OpsSource {
   }
 
   /** A proxy's statement of earnings: it must never go backwards. */
-  private onStatement(link: ProxyLink | undefined, text: string): { ok: boolean; error?: string } {
+  private async onStatement(link: ProxyLink | undefined, text: string): Promise<{ ok: boolean; error?: string }> {
     if (!link?.proxyId) return { ok: false, error: 'unknown session' }
     let st: WorkerStatement
     try {
@@ -424,6 +433,12 @@ export class Worker implements OpsSource {
         if (v.kind !== 'workerPayout') throw new Error(`a ${v.kind} voucher is not a payout`)
         if (!verifyVoucher(v, Buffer.from(link.proxyId, 'hex'))) throw new Error('not signed by this proxy')
         if (v.tokens > BigInt(st.tokens)) throw new Error('it pays more than the statement says was earned')
+        if (this.deps.payoutContract) {
+          const mine = await this.deps.payoutContract(link.proxyId).catch((err: Error) => {
+            throw new Error(`cannot check its target now (${err.message}); it will be checked when resent`)
+          })
+          if (v.target.toRawString() !== mine) throw new Error(`it is for another contract (${v.target.toRawString()}), not this worker's (${mine})`)
+        }
         tokens = v.tokens
       } catch (err) {
         log.warn('refused a voucher from the proxy', { reason: (err as Error).message })

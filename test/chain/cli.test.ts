@@ -10,7 +10,7 @@ import { Address, TonClient } from '@ton/ton'
 import { faucet, tempDir } from './helpers.ts'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
-const ENTRY = path.join(ROOT, 'src/ton/chain/cli-entry.ts')
+const ENTRY = path.join(ROOT, 'src/cli/chain-entry.ts')
 const START_TIMEOUT_MS = 20_000
 
 interface Running {

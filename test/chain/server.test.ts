@@ -5,7 +5,7 @@ import path from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { keyPairFromSeed } from '@ton/crypto'
 import { Address, Cell, SendMode, TonClient, WalletContractV4, WalletContractV5R1, beginCell, external, internal, storeMessage, toNano } from '@ton/ton'
-import { silentLogger } from '../../src/node/log.ts'
+import { silentLogger } from '../../src/core/log.ts'
 import { startDevnetChain, type DevnetChainServer } from '../../src/ton/chain/server.ts'
 import { faucet, postJson, rpc, tempDir } from './helpers.ts'
 

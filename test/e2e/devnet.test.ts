@@ -6,7 +6,7 @@ import path from 'node:path'
 import OpenAI from 'openai'
 import { cocoon, isAlive, randomPortOffset, tmpDir, type Proc } from '../helpers/procs.ts'
 import { waitFor } from '../helpers/network.ts'
-import type { DevnetState } from '../../src/cli/devnet.ts'
+import type { DevnetState } from '../../src/node/devnet.ts'
 
 let devnet: Proc
 let dir: string

@@ -8,8 +8,18 @@ import OpenAI from 'openai'
 import Database from 'better-sqlite3'
 import { Address } from '@ton/core'
 import { cocoon, isAlive, randomPortOffset, tmpDir, type Proc } from '../helpers/procs.ts'
-import { waitFor } from '../helpers/network.ts'
-import type { DevnetState } from '../../src/cli/devnet.ts'
+import { handDrivenProxy, partyLedger, policyFor, waitFor } from '../helpers/network.ts'
+import { FakeBackend } from '../helpers/fake-backend.ts'
+import { signVoucher, signedVoucherToBase64 } from '../../src/ton/contracts/vouchers.ts'
+import { WorkerPayouts } from '../../src/payments/worker-payouts.ts'
+import { NodeWallet } from '../../src/ton/chain-client/wallet.ts'
+import { createWorker } from '../../src/worker/worker.ts'
+import { createIdentity } from '../../src/tee/cert.ts'
+import { fixedIdentity } from '../../src/tee/renew.ts'
+import { SimulatedEvidenceProvider, SimulatedEvidenceVerifier, simulatedImageHash } from '../../src/tee/simulated.ts'
+import { createPeerVerifier } from '../../src/tee/verify.ts'
+import { silentLogger } from '../../src/core/log.ts'
+import type { DevnetState } from '../../src/node/devnet.ts'
 import { createChain } from '../../src/ton/chain-client/chain.ts'
 import { devnetFaucet, loadOrCreateWalletKey, loadWalletKey, nodeWalletContract } from '../../src/ton/chain-client/wallet.ts'
 import { contractCodes } from '../../src/ton/contracts/compile.ts'
@@ -112,6 +122,66 @@ test('streamed and non-streamed answers are billed, and after settlement the led
   // The client's own ledger holds what the proxy told it, and sees the charge on chain.
   const clientStats = await getJson(`${state.baseUrl.replace(/\/v1$/, '')}/jsonstats`)
   assert.equal(BigInt(clientStats.proxies[0].charged.nano), BigInt(clientRow.nano))
+})
+
+test('a payout voucher for another contract is refused on receipt: no transaction is sent, and the correct voucher is still claimed', async () => {
+  // Funds in the proxy contract to pay from: a charged client.
+  await ask(false)
+  await settle()
+  const paymentKey = loadWalletKey(path.join(dir, 'proxy', 'payment.key'))
+  const proxyId = paymentKey.publicKey.toString('hex')
+  // The proxy's real payment key, behind a FAKE proxy driven by hand; a real worker (in process) paid on the devnet chain.
+  const proxy = await handDrivenProxy(proxyId)
+  const chain = createChain({ endpoint: state.chain!.endpoint })
+  const wdir = tmpDir('voucher-worker')
+  const wallet = new NodeWallet(chain, loadOrCreateWalletKey(path.join(wdir, 'wallet.key')), { pollIntervalMs: 50 })
+  await devnetFaucet(state.chain!.url, wallet.address, 2n * 1_000_000_000n)
+  const ledger = partyLedger()
+  const payouts = new WorkerPayouts({ chain, wallet, root: Address.parse(state.chain!.root!), rootState: () => undefined, ledger, log: silentLogger }, 0n)
+  const backend = new FakeBackend()
+  const identity = await createIdentity({ role: 'worker', provider: new SimulatedEvidenceProvider(await simulatedImageHash('')), configHash: '00'.repeat(32), modelId: backend.model.id, modelHash: backend.model.hash })
+  const verifier = createPeerVerifier(await policyFor(), { simulated: new SimulatedEvidenceVerifier() }, { cacheTtlMs: 0 })
+  const worker = createWorker(
+    { proxies: [{ host: '127.0.0.1', port: proxy.port }], payoutAddress: wallet.address.toRawString() },
+    { backend, identity: fixedIdentity(identity), verify: (d, r) => verifier(d, r), log: silentLogger, ledger, payoutContract: (id) => payouts.contractAddress(id) },
+  )
+  worker.start()
+  try {
+    await waitFor(proxy.connected, 'the worker to connect')
+    const mine = Address.parseRaw(await payouts.contractAddress(proxyId))
+    const elsewhere = Address.parseRaw(await (async () => {
+      // Another worker's contract on the same proxy: a real, valid contract, just not this worker's.
+      const ch: ProxyChannel = { root: Address.parse(state.chain!.root!), owner: nodeWalletContract(loadWalletKey(path.join(dir, 'proxy', 'wallet.key')).publicKey).address, paymentKey: paymentKey.publicKey, params: (await chain.getRootState(Address.parse(state.chain!.root!))).params, codes: await contractCodes() }
+      return workerContract(ch, nodeWalletContract(loadWalletKey(path.join(dir, 'worker-0', 'wallet.key')).publicKey).address).address.toRawString()
+    })())
+    const voucher = (target: Address, tokens: bigint) => signedVoucherToBase64(signVoucher({ kind: 'workerPayout', target, tokens }, paymentKey.secretKey))
+    const told = { tokens: '1000000', nano: '1600000000' }
+    const seqno0 = await wallet.seqno()
+    const bad = await proxy.sendStatement({ ...told, voucher: voucher(elsewhere, 1_000_000n) })
+    assert.equal(bad.ok, false)
+    assert.match(bad.error, /another contract/)
+    assert.equal(ledger.get(proxyId).voucher, null, 'the voucher for another contract was not kept')
+    assert.equal(await payouts.claim(proxyId, true), 0n)
+    assert.equal(await wallet.seqno(), seqno0, 'no transaction was sent')
+    assert.equal(await chain.isDeployed(mine), false)
+    // The correct voucher, with a lower count, is taken and claimed.
+    const good = await proxy.sendStatement({ ...told, voucher: voucher(mine, 10n) })
+    assert.equal(good.ok, true, JSON.stringify(good))
+    assert.equal(await payouts.claim(proxyId, true), 10n)
+    assert.equal(await wallet.seqno(), seqno0 + 1, 'one transaction: the claim')
+    // A bad voucher kept by an older build cannot shadow later ones either: dropped at claim time, without a transaction.
+    ledger.recordVoucher(proxyId, 1_000_000n, voucher(elsewhere, 1_000_000n))
+    await assert.rejects(payouts.claim(proxyId, true), /not valid for this worker contract/)
+    assert.equal(await wallet.seqno(), seqno0 + 1, 'no transaction for the stored bad voucher')
+    assert.equal((await proxy.sendStatement({ ...told, voucher: voucher(mine, 20n) })).ok, true)
+    assert.equal(ledger.get(proxyId).vouchered, 20n, 'the correct voucher is kept again')
+    assert.equal(await payouts.claim(proxyId, true), 20n)
+  } finally {
+    await worker.stop()
+    proxy.close()
+    ledger.close()
+    fs.rmSync(wdir, { recursive: true, force: true })
+  }
 })
 
 test('an app asking for more than its balance allows gets 402 insufficient_quota before any work', async () => {

@@ -15,7 +15,7 @@ import { createProxy, type Proxy, type ProxyOptions } from '../../src/proxy/prox
 import { createWorker, type Worker, type WorkerOptions } from '../../src/worker/worker.ts'
 import { createClient, type Client, type ClientOptions } from '../../src/client/client.ts'
 import type { InferenceBackend } from '../../src/inference/types.ts'
-import { silentLogger, createLogger, type Logger } from '../../src/node/log.ts'
+import { silentLogger, createLogger, type Logger } from '../../src/core/log.ts'
 import type { Identity } from '../../src/tee/types.ts'
 
 const log = process.env.COCOON_TEST_LOGS ? createLogger({}, 'debug') : silentLogger
@@ -95,4 +95,41 @@ export async function readSse(res: Response): Promise<string[]> {
 /** A client's or worker's ledger in a fresh temp dir. */
 export function partyLedger(): PartyLedger {
   return new PartyLedger(path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'cocoon-party-')), 'ledger.sqlite'))
+}
+
+/**
+ * A FAKE proxy driven by hand: a bare attested proxy identity (claiming `paymentKey`) that accepts one
+ * worker and lets the test send it statements. For testing what a worker does with what a proxy says.
+ */
+export async function handDrivenProxy(paymentKeyHex: string): Promise<{ port: number; connected: () => boolean; sendStatement(st: unknown): Promise<any>; close(): void }> {
+  const http2 = await import('node:http2')
+  const { listenAttested } = await import('../../src/net/attested.ts')
+  const identity = await createIdentity({ role: 'proxy', provider: new SimulatedEvidenceProvider(await simulatedImageHash('')), configHash: '00'.repeat(32), paymentKey: paymentKeyHex })
+  let session: import('node:http2').ClientHttp2Session | undefined
+  const server = await listenAttested({
+    host: '127.0.0.1',
+    port: 0,
+    identity: fixedIdentity(identity),
+    verify: verifierFor(await policyFor()),
+    expectedRole: 'worker',
+    log,
+    onPeer: ({ socket }) => (session = http2.connect('https://w', { createConnection: () => socket })),
+  })
+  return {
+    port: (server.address() as { port: number }).port,
+    connected: () => session !== undefined && !session.closed,
+    sendStatement: (st) =>
+      new Promise((resolve, reject) => {
+        const r = session!.request({ ':method': 'POST', ':path': '/cocoon/v1/statement' })
+        let body = ''
+        r.on('data', (c) => (body += c))
+        r.on('end', () => resolve(JSON.parse(body)))
+        r.on('error', reject)
+        r.end(JSON.stringify(st))
+      }),
+    close: () => {
+      session?.destroy()
+      server.close()
+    },
+  }
 }

@@ -9,7 +9,7 @@ import { startClient, startProxy, startWorker, waitFor } from '../helpers/networ
 import { Ledger } from '../../src/payments/ledger.ts'
 import { ProxyBilling, type ClientFunds, type FundsSource } from '../../src/payments/billing.ts'
 import { OFFCHAIN_PRICE_PARAMS } from '../../src/payments/pricing.ts'
-import { silentLogger } from '../../src/node/log.ts'
+import { silentLogger } from '../../src/core/log.ts'
 
 const stops: Array<() => Promise<void> | void> = []
 after(async () => {

@@ -87,7 +87,7 @@ test('a worker refuses forged and cross-purpose vouchers before it would submit 
   const { SimulatedEvidenceProvider, simulatedImageHash } = await import('../../src/tee/simulated.ts')
   const { fixedIdentity } = await import('../../src/tee/renew.ts')
   const { listenAttested } = await import('../../src/net/attested.ts')
-  const { silentLogger } = await import('../../src/node/log.ts')
+  const { silentLogger } = await import('../../src/core/log.ts')
   const { policyFor } = await import('../helpers/network.ts')
   const { createPeerVerifier } = await import('../../src/tee/verify.ts')
   const { SimulatedEvidenceVerifier } = await import('../../src/tee/simulated.ts')

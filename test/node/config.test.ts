@@ -3,7 +3,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { applyEnvOverrides, ConfigError, validateConfig } from '../../src/node/config.ts'
 import { startNode } from '../../src/node/run.ts'
-import { silentLogger } from '../../src/node/log.ts'
+import { silentLogger } from '../../src/core/log.ts'
 
 const policy = { acceptKinds: ['simulated', 'none'], imageHashes: { proxy: '*', worker: '*', client: '*' } }
 

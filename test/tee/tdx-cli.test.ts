@@ -5,7 +5,8 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { attestVerify, parseTdxQuote, tdxImageHash, verifyTdxQuote, type AttestVerifyJson, type TdxCollateral } from '../../src/tee/tdx/index.ts'
+import { parseTdxQuote, tdxImageHash, verifyTdxQuote, type TdxCollateral } from '../../src/tee/tdx/index.ts'
+import { attestVerify, type AttestVerifyJson } from '../../src/cli/attest-tdx.ts'
 
 const FIXTURES = new URL('../../../shared/fixtures/tdx/', import.meta.url)
 const file = (name: string) => fileURLToPath(new URL(name, FIXTURES))

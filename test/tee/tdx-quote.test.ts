@@ -3,7 +3,8 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { describeQuote, parseTdxQuote, QuoteFormatError, tdxImageHash } from '../../src/tee/tdx/index.ts'
+import { parseTdxQuote, QuoteFormatError, tdxImageHash } from '../../src/tee/tdx/index.ts'
+import { describeQuote } from '../../src/cli/attest-tdx.ts'
 
 const FIXTURES = new URL('../../../shared/fixtures/tdx/', import.meta.url)
 const v4 = new Uint8Array(readFileSync(new URL('tdx_quote', FIXTURES)))

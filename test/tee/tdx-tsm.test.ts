@@ -1,7 +1,8 @@
 // Spec: ConfigfsTsmProvider against a fake configfs-tsm kernel — happy path, wrong provider, races, EBUSY, cleanup, bad input.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { attestQuote, ConfigfsTsmProvider, FakeTsmKernel, TsmError } from '../../src/tee/tdx/index.ts'
+import { ConfigfsTsmProvider, FakeTsmKernel, TsmError } from '../../src/tee/tdx/index.ts'
+import { attestQuote } from '../../src/cli/attest-tdx.ts'
 
 const ROOT = '/sys/kernel/config/tsm/report'
 const reportData = new Uint8Array(64).map((_, i) => i)

@@ -1,4 +1,4 @@
-// Intel TDX attestation: quote parsing, DCAP verification to a pinned Intel root, the configfs-tsm provider, and CLI helpers.
+// Intel TDX attestation: quote parsing, DCAP verification to a pinned Intel root, the configfs-tsm provider, and the TDX evidence provider and verifier.
 
 export { parseTdxQuote, tdxImageHash, isDebugTd } from './quote.ts'
 export type { TdxQuote, QuoteHeader, TdReportBody, QeReport, QuoteSignatureData } from './quote.ts'
@@ -15,8 +15,8 @@ export type { TdxVerifierOptions, TdxVerifierDeps, TdxVerifierStats } from './ve
 export { ConfigfsTsmProvider, nodeTsmFs } from './tsm.ts'
 export type { TsmFs, ConfigfsTsmOptions, ConfigfsTsmDeps } from './tsm.ts'
 export { FakeTsmKernel } from './fake-tsm.ts'
-export { attestVerify, attestQuote, describeQuote, EXIT_OK, EXIT_INVALID, EXIT_USAGE } from './cli.ts'
-export type { AttestVerifyArgs, AttestVerifyJson, AttestQuoteArgs, AttestIo } from './cli.ts'
 export { QuoteFormatError, TdxVerificationError, CollateralFetchError, TsmError } from './errors.ts'
 export type { TdxFailure, TsmFailure } from './errors.ts'
 export { INTEL_SGX_ROOT_CA_SHA256, INTEL_PCS_URL, PCCS_URL_ENV, DEFAULT_TDX_TCB_STATUSES } from './constants.ts'
+export { certSha256, parsePemChain } from './chain.ts'
+export { readPckInfo, type PckInfo } from './pck.ts'

@@ -1,6 +1,6 @@
 // The TDX EvidenceProvider: asks the guest kernel for a quote through Linux configfs-tsm (/sys/kernel/config/tsm/report).
 
-import { sleepOrAbort } from '../../node/time.ts'
+import { sleepOrAbort } from '../../core/time.ts'
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs/promises'
 import type { EvidenceProvider } from '../types.ts'

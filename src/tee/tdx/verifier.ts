@@ -1,6 +1,6 @@
 // The TDX EvidenceVerifier: collateral from a PCCS (cached until it expires) or fixed, and verdicts cached by quote hash with a TTL.
 
-import { raceSignal } from '../../node/time.ts'
+import { raceSignal } from '../../core/time.ts'
 import { createHash } from 'node:crypto'
 import { EvidenceRefusedError, type EvidenceVerifier, type VerifiedEvidence } from '../types.ts'
 import { TDX_FAILURE_TTL_MS, TDX_RESULT_CACHE_MAX_ENTRIES, TDX_RESULT_TTL_MS } from './constants.ts'

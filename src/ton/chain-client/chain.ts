@@ -2,18 +2,11 @@
 // JSON-RPC, with rate limiting, retries and one ChainError for every failure.
 import fs from 'node:fs'
 import { Address, TonClient, type Contract, type OpenedContract } from '@ton/ton'
-import type { Logger } from '../../node/log.ts'
-import { JSON_RPC_PATH } from '../chain/constants.ts'
+import type { Logger } from '../../core/log.ts'
+import { JSON_RPC_PATH, DEVNET_DEFAULT_ENDPOINT, TONCENTER_MAINNET_ENDPOINT, TONCENTER_RPS_WITH_KEY, TONCENTER_RPS_WITHOUT_KEY, TONCENTER_TESTNET_ENDPOINT } from './constants.ts'
 import { RootContract, type RootState } from '../contracts/root.ts'
-import {
-  DEVNET_DEFAULT_ENDPOINT,
-  TONCENTER_MAINNET_ENDPOINT,
-  TONCENTER_RPS_WITH_KEY,
-  TONCENTER_RPS_WITHOUT_KEY,
-  TONCENTER_TESTNET_ENDPOINT,
-} from './constants.ts'
 import { ChainError, RootMismatchError } from './errors.ts'
-import { raceSignal } from '../../node/time.ts'
+import { raceSignal } from '../../core/time.ts'
 import { createTransport, type Transport } from './transport.ts'
 
 export interface CallOpts {

@@ -8,6 +8,11 @@ export const TONCENTER_TESTNET_ENDPOINT = 'https://testnet.toncenter.com/api/v2/
 /** The local devnet chain (`cocoon chain`) at its default port. */
 export const DEVNET_DEFAULT_ENDPOINT = 'http://127.0.0.1:10080/api/v2/jsonRPC'
 
+/** The toncenter-v2 JSON-RPC path that `TonClient` posts to. */
+export const JSON_RPC_PATH = '/api/v2/jsonRPC'
+/** The devnet chain's faucet (devnet only). */
+export const FAUCET_PATH = '/devnet/faucet'
+
 /** One HTTP request to the chain, per attempt. */
 export const CHAIN_REQUEST_TIMEOUT_MS = 15_000
 /** Retries of a transient failure (network error, 429, 5xx) after the first attempt. */

@@ -9,7 +9,7 @@ import type { CallOpts, Chain } from './chain.ts'
 import { ONE_TON_NANO, ROOT_DEPLOY_VALUE_NANO, TX_CONFIRM_TIMEOUT_MS, WALLET_POLL_INTERVAL_MS } from './constants.ts'
 import { RootMismatchError } from './errors.ts'
 import { hashList, normalizeHash, RootGovernance, type HashChange } from './governance.ts'
-import { sleepOrAbort as sleep } from '../../node/time.ts'
+import { sleepOrAbort as sleep } from '../../core/time.ts'
 import { collectMessages, type NodeWallet, type WalletMessage } from './wallet.ts'
 
 /**

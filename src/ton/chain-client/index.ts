@@ -22,7 +22,7 @@ export {
 } from './wallet.ts'
 export { deployRoot, rootFor, DEVNET_PARAMS, type DeployRootOptions, type DeployedRoot } from './devnet-root.ts'
 export { RootGovernance, normalizeHash, hashList, type HashChange } from './governance.ts'
-export { policyFromRoot, RootWatcher, type RootPolicyBase, type RootWatcherOptions, type RootListener } from './policy.ts'
+export { RootWatcher, type RootWatcherOptions, type RootListener } from './root-watcher.ts'
 export {
   ChainError,
   WalletKeyError,

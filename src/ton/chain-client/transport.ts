@@ -1,7 +1,7 @@
 // HTTP transport to a toncenter-v2 JSON-RPC endpoint (toncenter or the devnet chain), plugged
 // into TonClient as its axios adapter: rate limit, retries with backoff, and one ChainError.
 import type { TonClientParameters } from '@ton/ton'
-import type { Logger } from '../../node/log.ts'
+import type { Logger } from '../../core/log.ts'
 import {
   CHAIN_REQUEST_TIMEOUT_MS,
   CHAIN_RETRIES,
@@ -9,7 +9,7 @@ import {
   CHAIN_RETRY_MAX_DELAY_MS,
 } from './constants.ts'
 import { ChainError } from './errors.ts'
-import { sleepOrAbort as sleep } from '../../node/time.ts'
+import { sleepOrAbort as sleep } from '../../core/time.ts'
 
 type HttpAdapter = NonNullable<TonClientParameters['httpAdapter']>
 

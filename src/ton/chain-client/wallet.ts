@@ -14,19 +14,12 @@ import {
   type SenderArguments,
   type Transaction,
 } from '@ton/ton'
-import type { Logger } from '../../node/log.ts'
-import { FAUCET_PATH } from '../chain/constants.ts'
+import type { Logger } from '../../core/log.ts'
+import { FAUCET_PATH, MAX_MESSAGES_PER_TRANSFER, TX_CONFIRM_TIMEOUT_MS, TX_SEARCH_PAGE, WALLET_POLL_INTERVAL_MS, WALLET_SEND_TIMEOUT_MS } from './constants.ts'
 import { summarizeTransaction, type TxSummary } from '../contracts/transactions.ts'
 import type { CallOpts, Chain } from './chain.ts'
-import {
-  MAX_MESSAGES_PER_TRANSFER,
-  TX_CONFIRM_TIMEOUT_MS,
-  TX_SEARCH_PAGE,
-  WALLET_POLL_INTERVAL_MS,
-  WALLET_SEND_TIMEOUT_MS,
-} from './constants.ts'
 import { ChainError, ContractRejectedError, DeliveryTimeoutError, WalletKeyError, WalletSendError } from './errors.ts'
-import { raceSignal, sleepOrAbort as sleep } from '../../node/time.ts'
+import { raceSignal, sleepOrAbort as sleep } from '../../core/time.ts'
 
 // ---------------------------------------------------------------- key files
 

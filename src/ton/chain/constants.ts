@@ -6,9 +6,8 @@ export const ONE_TON_NANO = 1_000_000_000n
 export const DEFAULT_CHAIN_PORT = 10080
 export const DEFAULT_CHAIN_HOST = '127.0.0.1'
 
-/** The toncenter-v2 JSON-RPC path that `TonClient` posts to. */
-export const JSON_RPC_PATH = '/api/v2/jsonRPC'
-export const FAUCET_PATH = '/devnet/faucet'
+/** The paths nodes reach the chain on are the chain client's (JSON_RPC_PATH, FAUCET_PATH); the devnet serves them. */
+export { JSON_RPC_PATH, FAUCET_PATH } from '../chain-client/constants.ts'
 export const TIME_PATH = '/devnet/time'
 export const HEALTH_PATH = '/healthz'
 export const STATS_PATH = '/jsonstats'

@@ -29,7 +29,7 @@ import {
   type IExecutor,
   type LogsVerbosity,
 } from '@ton/sandbox'
-import type { Logger } from '../../node/log.ts'
+import type { Logger } from '../../core/log.ts'
 import { DevnetClock, wallClockSeconds } from './clock.ts'
 import {
   ESTIMATE_FEE_MIN_BALANCE_NANO,

@@ -1,6 +1,5 @@
 // The embedded devnet chain (`cocoon chain`): @ton/sandbox persisted on disk, served as toncenter v2 JSON-RPC.
 export { startDevnetChain, type DevnetChainServer, type DevnetChainServerOptions } from './server.ts'
-export { runChainCommand, CHAIN_USAGE, DEFAULT_CHAIN_DIR } from './cli.ts'
 export {
   DevnetChain,
   DevnetBlockchain,

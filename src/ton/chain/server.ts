@@ -3,7 +3,7 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { Address } from '@ton/core'
 import type { Blockchain } from '@ton/sandbox'
-import { createLogger, type Logger } from '../../node/log.ts'
+import { createLogger, type Logger } from '../../core/log.ts'
 import type { DevnetClock } from './clock.ts'
 import {
   DEFAULT_CHAIN_HOST,

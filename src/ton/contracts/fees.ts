@@ -9,7 +9,7 @@
 //          and receiving wallets included) plus the forward fees its messages carried.
 import { mkdir, writeFile } from 'node:fs/promises'
 import path from 'node:path'
-import { Blockchain, type SendMessageResult } from '@ton/sandbox'
+import type { SendMessageResult } from '@ton/sandbox'
 import { Address, type Transaction } from '@ton/core'
 import { keyPairFromSeed } from '@ton/crypto'
 import { contractCodes } from './compile.ts'
@@ -72,6 +72,7 @@ export function measureOp(op: string, result: SendMessageResult, contracts: Addr
 
 /** Runs every op once on a fresh sandbox chain and reports its gas and fees. */
 export async function measureContractFees(): Promise<ContractFeeReport> {
+  const { Blockchain } = await import('@ton/sandbox') // the sandbox is heavy; only the fee report needs it
   const blockchain = await Blockchain.create()
   blockchain.now = 1_700_000_000
   const codes = await contractCodes()

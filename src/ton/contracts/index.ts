@@ -26,7 +26,7 @@ export {
   signedVoucherToBase64, signedVoucherFromBase64, InvalidVoucherError, VOUCHER_KINDS,
 } from './vouchers.ts'
 export type { Voucher, SignedVoucher, VoucherKind } from './vouchers.ts'
-export { measureContractFees, writeContractFeeReport, CONTRACT_FEE_REPORT_PATH, CONTRACT_FEE_REPORT_VERSION } from './fees.ts'
+export { measureContractFees, writeContractFeeReport, CONTRACT_FEE_REPORT_PATH, CONTRACT_FEE_REPORT_VERSION, FEE_REPORT_PARAMS } from './fees.ts'
 export type { ContractFeeReport, OpCost } from './fees.ts'
 export { summarizeTransaction, feesBurntNano } from './transactions.ts'
 export type { TxSummary } from './transactions.ts'

@@ -1,37 +1,10 @@
-// Trust policy from the root contract: which allow-lists each role enforces, and a watcher that
-// re-reads the root periodically so a revoked image or model stops being trusted within one refresh.
+// A watcher that re-reads the root contract periodically, so a revoked image or model stops being trusted
+// within one refresh. Turning the root's lists into a trust policy is the trust code's job (node/trust.ts).
 import type { Address } from '@ton/core'
-import { silentLogger, type Logger } from '../../node/log.ts'
-import { DEFAULT_MAX_CERT_AGE_SEC } from '../../tee/constants.ts'
-import type { Policy, Role } from '../../tee/types.ts'
+import { silentLogger, type Logger } from '../../core/log.ts'
 import type { RootState } from '../contracts/root.ts'
 import type { CallOpts, Chain } from './chain.ts'
 import { ROOT_REFRESH_INTERVAL_MS } from './constants.ts'
-
-/** What a node keeps from its own configuration when the lists come from the root. */
-export interface RootPolicyBase extends Pick<Policy, 'acceptKinds'>, Partial<Pick<Policy, 'maxCertAgeSec' | 'tcbStatuses'>> {
-  /** The node's own role, which decides whom it checks. */
-  role: Role
-}
-
-/**
- * The policy a node of `base.role` enforces under the root's lists:
- * - client and worker check proxies: `imageHashes.proxy` = the root's proxy image hashes;
- * - proxy checks workers and clients: `imageHashes.worker` = the root's worker image hashes,
- *   `modelHashes` = the root's model hashes, `imageHashes.client` = '*' (clients are not attested).
- * An empty list on the root trusts nobody of that role.
- */
-export function policyFromRoot(state: RootState, base: RootPolicyBase): Policy {
-  const common = {
-    acceptKinds: [...base.acceptKinds],
-    maxCertAgeSec: base.maxCertAgeSec ?? DEFAULT_MAX_CERT_AGE_SEC,
-    ...(base.tcbStatuses ? { tcbStatuses: [...base.tcbStatuses] } : {}),
-  }
-  if (base.role === 'proxy') {
-    return { ...common, imageHashes: { worker: [...state.workerImageHashes], client: '*' }, modelHashes: [...state.modelHashes] }
-  }
-  return { ...common, imageHashes: { proxy: [...state.proxyImageHashes] }, modelHashes: '*' }
-}
 
 export interface RootWatcherOptions {
   /** Time between reads of the root. Default ROOT_REFRESH_INTERVAL_MS (30 s). */
@@ -124,6 +97,11 @@ export class RootWatcher {
 
   private apply(state: RootState): void {
     const previous = this.current
+    if (previous && state.version < previous.version) {
+      // A lagging or hostile endpoint must not roll a revocation back: versions only move forward.
+      this.log.warn('ignoring an older root version than already seen', { root: this.deps.root.toString(), seen: previous.version, got: state.version })
+      return
+    }
     this.current = state
     if (previous && previous.version === state.version) return
     if (previous) this.log.info('root changed', { root: this.deps.root.toString(), from: previous.version, to: state.version })

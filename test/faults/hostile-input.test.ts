@@ -8,7 +8,7 @@ import { FakeBackend } from '../helpers/fake-backend.ts'
 import { startClient, startProxy, startWorker, waitFor } from '../helpers/network.ts'
 import { OpenAIUpstreamBackend } from '../../src/inference/openai.ts'
 import type { InferenceBackend } from '../../src/inference/types.ts'
-import { silentLogger } from '../../src/node/log.ts'
+import { silentLogger } from '../../src/core/log.ts'
 
 const stops: Array<() => Promise<void> | void> = []
 after(async () => {

@@ -1,5 +1,5 @@
 // Pieces of /jsonstats that every role shares.
-import type { Identity } from '../tee/types.ts'
+import type { Identity } from './types.ts'
 
 /** The node's own identity as shown in /jsonstats. */
 export function identityStats(id: Identity): Record<string, unknown> {

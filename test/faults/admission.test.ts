@@ -11,7 +11,7 @@ import { Ledger } from '../../src/payments/ledger.ts'
 import { ProxyBilling, RESERVATION_SWEEP_SLACK_MS, type ClientFunds, type FundsSource } from '../../src/payments/billing.ts'
 import { OFFCHAIN_PRICE_PARAMS, worstCaseAdjustedTokens } from '../../src/payments/pricing.ts'
 import { PROMPT_OVERHEAD_TOKENS } from '../../src/net/protocol.ts'
-import { createLogger, silentLogger } from '../../src/node/log.ts'
+import { createLogger, silentLogger } from '../../src/core/log.ts'
 
 const stops: Array<() => Promise<void> | void> = []
 after(async () => {

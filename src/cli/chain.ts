@@ -1,10 +1,9 @@
 // `cocoon chain`: runs the embedded devnet chain until SIGINT/SIGTERM, then persists and returns (exit code 0).
 import path from 'node:path'
 import { parseArgs } from 'node:util'
-import { ConfigError } from '../../node/config.ts'
-import { createLogger, type Logger } from '../../node/log.ts'
-import { DEFAULT_CHAIN_HOST, DEFAULT_CHAIN_PORT, FAUCET_PATH } from './constants.ts'
-import { startDevnetChain } from './server.ts'
+import { ConfigError } from '../node/config.ts'
+import { createLogger, type Logger } from '../core/log.ts'
+import { DEFAULT_CHAIN_HOST, DEFAULT_CHAIN_PORT, FAUCET_PATH, startDevnetChain } from '../ton/chain/index.ts'
 
 export const DEFAULT_CHAIN_DIR = '.cocoon/chain'
 

@@ -1,17 +1,8 @@
 // The TDX halves of `cocoon attest`: verify a quote file, produce a quote inside a TDX guest, describe a quote.
 
 import { readFile, writeFile } from 'node:fs/promises'
-import type { EvidenceProvider } from '../types.ts'
-import { DEFAULT_TDX_TCB_STATUSES, INTEL_PCS_URL, PCCS_URL_ENV, REPORT_DATA_BYTES } from './constants.ts'
-import { certSha256, parsePemChain } from './chain.ts'
-import { parseCollateralJson, type TdxCollateral } from './collateral.ts'
-import { TsmError } from './errors.ts'
-import { readPckInfo } from './pck.ts'
-import { PccsClient, quotePlatform } from './pccs.ts'
-import { isDebugTd, parseTdxQuote, tdxImageHash, type TdReportBody } from './quote.ts'
-import { tcbStatusAllowed } from './tcb.ts'
-import { ConfigfsTsmProvider } from './tsm.ts'
-import { verifyTdxQuote } from './verify.ts'
+import { REPORT_DATA_BYTES, type EvidenceProvider } from '../tee/index.ts'
+import { DEFAULT_TDX_TCB_STATUSES, INTEL_PCS_URL, PCCS_URL_ENV, certSha256, parsePemChain, parseCollateralJson, type TdxCollateral, TsmError, readPckInfo, PccsClient, quotePlatform, isDebugTd, parseTdxQuote, tdxImageHash, type TdReportBody, tcbStatusAllowed, ConfigfsTsmProvider, verifyTdxQuote } from '../tee/tdx/index.ts'
 
 /** Exit codes of the attest commands. */
 export const EXIT_OK = 0

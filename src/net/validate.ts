@@ -1,6 +1,6 @@
 // Validates an OpenAI request body at the worker and turns it into an InferenceRequest with max_tokens enforced.
-import { InvalidRequestError, ModelNotFoundError } from '../net/errors.ts'
-import type { ChatMessage, EmbeddingRequest, InferenceKind, InferenceRequest, RequestFeature } from '../inference/types.ts'
+import { InvalidRequestError, ModelNotFoundError } from './errors.ts'
+import type { ChatMessage, EmbeddingRequest, InferenceKind, InferenceRequest, RequestFeature } from '../inference/index.ts'
 
 export interface ValidateLimits {
   modelId: string

@@ -1,0 +1,233 @@
+// The proxy's admission queue: a request that finds every suitable worker busy waits for a slot, in a bounded queue
+// served round-robin across clients. The slot is claimed in the same synchronous step as the choice of worker.
+import { InvalidRequestError, ModelNotFoundError, NoWorkerAvailableError, RequestTimeoutError, TooManyRequestsError } from '../net/errors.ts'
+import { selectWorker, type WorkerConn } from './routing.ts'
+
+/** Requests that may wait for a worker slot, across all clients. */
+export const DEFAULT_QUEUE_DEPTH = 256
+/** Longest a request waits in the queue before it gets 429. */
+export const DEFAULT_QUEUE_MAX_WAIT_MS = 30_000
+
+export interface QueueOptions {
+  /** Requests that may wait for a slot, across all clients; 0 turns queueing off. Default 256. */
+  depth: number
+  /** Longest wait for a slot, ms, before 429 with Retry-After. Default 30 000. */
+  maxWaitMs: number
+}
+
+/** Every worker that could take the request was already tried (a retry has nowhere left to go). */
+export class WorkersExhaustedError extends Error {
+  readonly name = 'WorkersExhaustedError'
+  constructor() {
+    super('every worker for this model was tried')
+  }
+}
+
+/** What a request needs from a worker. */
+export interface Want {
+  client: string
+  model: string
+  maxCoefficient: number
+  /** Workers already tried for this request. */
+  exclude: ReadonlySet<string>
+  /** The endpoint asked for; only workers that advertise it qualify. Default: any. */
+  path?: string
+}
+
+interface Waiter {
+  want: Want
+  enqueuedAt: number
+  resolve: (c: WorkerConn) => void
+  reject: (e: Error) => void
+  cleanup: () => void
+}
+
+/** Admission statistics for /jsonstats and /metrics. */
+export interface QueueStats {
+  depth: number
+  maxWaitMs: number
+  queued: number
+  byClient: Record<string, number>
+  admittedAfterWait: number
+  rejectedFull: number
+  timedOut: number
+  /** Moving average of the wait of requests that did wait, ms. */
+  avgWaitMs: number
+}
+
+/**
+ * Hands out worker slots. `claim` either returns a worker whose slot is already taken (its `active`
+ * counted) or waits; the caller gives the slot back with `release`. Fairness: each client has its own
+ * FIFO, and a freed slot goes to the next client in turn whose head request it fits.
+ */
+export class AdmissionQueue {
+  private readonly byClient = new Map<string, Waiter[]>()
+  /** Clients with waiters, in service order; the head is served next. */
+  private order: string[] = []
+  private queued = 0
+  private readonly counts = { admittedAfterWait: 0, rejectedFull: 0, timedOut: 0 }
+  private avgWaitMs = 0
+
+  constructor(
+    private readonly workers: () => Iterable<WorkerConn>,
+    private readonly o: QueueOptions,
+  ) {}
+
+  /**
+   * A worker for `want`, its slot claimed. Throws at once when no worker could ever take it (unknown model,
+   * coefficient above the cap), and TooManyRequestsError when the queue is full or the wait too long.
+   */
+  claim(want: Want, signal: AbortSignal): Promise<WorkerConn> {
+    // Only when nobody waits may a newcomer take a free slot directly; otherwise it queues behind them.
+    if (this.queued === 0) {
+      const sel = selectWorker(this.workers(), want.model, want.maxCoefficient, want.exclude, want.path)
+      if ('conn' in sel) {
+        sel.conn.active++
+        return Promise.resolve(sel.conn)
+      }
+      if (sel.reason === 'model_not_found') return Promise.reject(new ModelNotFoundError(want.model))
+      if (sel.reason === 'endpoint') return Promise.reject(endpointNotServed(want))
+      if (sel.reason === 'exhausted') return Promise.reject(new WorkersExhaustedError())
+      if (sel.reason === 'coefficient') return Promise.reject(new NoWorkerAvailableError(`no worker for '${want.model}' at max_coefficient ${want.maxCoefficient}; the cheapest asks ${sel.minCoefficient}`))
+    } else {
+      const sel = selectWorker(this.workers(), want.model, want.maxCoefficient, want.exclude, want.path)
+      if (!('conn' in sel) && sel.reason === 'model_not_found') return Promise.reject(new ModelNotFoundError(want.model))
+      if (!('conn' in sel) && sel.reason === 'endpoint') return Promise.reject(endpointNotServed(want))
+      if (!('conn' in sel) && sel.reason === 'exhausted') return Promise.reject(new WorkersExhaustedError())
+    }
+    if (signal.aborted) return Promise.reject(signal.reason ?? new Error('aborted'))
+    if (!this.makeRoom(want.client)) {
+      this.counts.rejectedFull++
+      return Promise.reject(new TooManyRequestsError(`every worker for '${want.model}' is busy and the queue is full (${this.o.depth} waiting); retry later`, this.retryAfterSec()))
+    }
+    return new Promise<WorkerConn>((resolve, reject) => {
+      const waiter: Waiter = {
+        want,
+        enqueuedAt: Date.now(),
+        resolve,
+        reject,
+        cleanup: () => {
+          clearTimeout(timer)
+          signal.removeEventListener('abort', onAbort)
+        },
+      }
+      const timer = setTimeout(() => {
+        if (!this.remove(waiter)) return
+        this.counts.timedOut++
+        reject(new TooManyRequestsError(`every worker for '${want.model}' stayed busy for ${this.o.maxWaitMs} ms; retry later`, this.retryAfterSec()))
+      }, this.o.maxWaitMs)
+      const onAbort = () => {
+        if (this.remove(waiter)) reject(signal.reason instanceof Error ? signal.reason : new RequestTimeoutError(0))
+      }
+      signal.addEventListener('abort', onAbort, { once: true })
+      let list = this.byClient.get(want.client)
+      if (!list) {
+        this.byClient.set(want.client, (list = []))
+        this.order.push(want.client)
+      }
+      list.push(waiter)
+      this.queued++
+      this.pump()
+    })
+  }
+
+  /** Gives a slot back and lets the queue use it. */
+  release(conn: WorkerConn): void {
+    conn.active--
+    this.pump()
+  }
+
+  /**
+   * Serves waiters while slots are free: clients in turn, each one's oldest request first. A client whose
+   * head request fits no free worker is passed over for this round, not skipped for good.
+   */
+  pump(): void {
+    let progress = true
+    while (progress && this.queued > 0) {
+      progress = false
+      for (let i = 0; i < this.order.length; i++) {
+        const client = this.order[i]
+        const list = this.byClient.get(client)!
+        const head = list[0]
+        const sel = selectWorker(this.workers(), head.want.model, head.want.maxCoefficient, head.want.exclude, head.want.path)
+        if (!('conn' in sel)) {
+          if (sel.reason === 'busy') continue
+          // Its model or price is gone (the workers left): it can never be served from this queue.
+          this.remove(head)
+          head.reject(
+            sel.reason === 'model_not_found' ? new ModelNotFoundError(head.want.model) : sel.reason === 'endpoint' ? endpointNotServed(head.want) : sel.reason === 'exhausted' ? new WorkersExhaustedError() : new NoWorkerAvailableError(`no worker for '${head.want.model}' at max_coefficient ${head.want.maxCoefficient}`),
+          )
+          progress = true
+          break
+        }
+        sel.conn.active++
+        this.remove(head)
+        // Served: this client goes to the back of the line.
+        if (this.byClient.has(client)) this.order = [...this.order.filter((c) => c !== client), client]
+        const waited = Date.now() - head.enqueuedAt
+        this.avgWaitMs = this.counts.admittedAfterWait === 0 ? waited : this.avgWaitMs * 0.8 + waited * 0.2
+        this.counts.admittedAfterWait++
+        head.resolve(sel.conn)
+        progress = true
+        break
+      }
+    }
+  }
+
+  /**
+   * Makes room for one more of `client`'s requests: yes while the queue has room; when it is full, a client
+   * holding less than an equal share takes the place of the newest request of the client holding the most.
+   */
+  private makeRoom(client: string): boolean {
+    if (this.o.depth <= 0) return false
+    if (this.queued < this.o.depth) return true
+    const clients = new Set([...this.byClient.keys(), client]).size
+    const share = Math.floor(this.o.depth / clients)
+    if ((this.byClient.get(client)?.length ?? 0) >= share) return false
+    let hog: Waiter[] | undefined
+    for (const list of this.byClient.values()) if (!hog || list.length > hog.length) hog = list
+    if (!hog || hog.length <= share) return false
+    const evicted = hog[hog.length - 1]
+    this.remove(evicted)
+    this.counts.rejectedFull++
+    evicted.reject(new TooManyRequestsError('the queue is full and this client holds more than its share of it; retry later', this.retryAfterSec()))
+    return true
+  }
+
+  private remove(w: Waiter): boolean {
+    const list = this.byClient.get(w.want.client)
+    const i = list?.indexOf(w) ?? -1
+    if (!list || i < 0) return false
+    list.splice(i, 1)
+    this.queued--
+    w.cleanup()
+    if (list.length === 0) {
+      this.byClient.delete(w.want.client)
+      this.order = this.order.filter((c) => c !== w.want.client)
+    }
+    return true
+  }
+
+  /** A fair guess at when a slot frees for a newcomer: the queue ahead, over every slot, at the measured speed. */
+  private retryAfterSec(): number {
+    let slots = 0
+    let ms = 0
+    for (const w of this.workers()) {
+      slots += w.info.maxActiveRequests
+      ms += w.avgMs * w.info.maxActiveRequests
+    }
+    const avg = slots > 0 ? ms / slots : 1_000
+    return Math.max(1, Math.min(60, Math.ceil(((this.queued + 1) * avg) / Math.max(1, slots) / 1000)))
+  }
+
+  stats(): QueueStats {
+    const byClient: Record<string, number> = {}
+    for (const [c, l] of this.byClient) byClient[c] = l.length
+    return { depth: this.o.depth, maxWaitMs: this.o.maxWaitMs, queued: this.queued, byClient, ...this.counts, avgWaitMs: Math.round(this.avgWaitMs) }
+  }
+}
+
+/** The model exists here, but none of its workers serves the endpoint asked for. */
+function endpointNotServed(want: Want): InvalidRequestError {
+  return new InvalidRequestError(`model '${want.model}' is not served at ${want.path}; see the endpoints /v1/models lists for it`, 'model')
+}
