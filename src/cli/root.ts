@@ -26,8 +26,8 @@ Options:
   --json               machine-readable output
 
 Param flags (integers): --price-per-token-nano --worker-fee-per-token-nano --prompt-mult
-  --cached-mult --completion-mult --reasoning-mult (10000 = 1.0x) --proxy-close-delay-sec
-  --client-close-delay-sec --min-proxy-stake-nano --min-client-stake-nano
+  --cached-mult --completion-mult --reasoning-mult (10000 = 1.0x) --audio-second-mult (tokens per audio second, 10000 = 1)
+  --proxy-close-delay-sec --client-close-delay-sec --min-proxy-stake-nano --min-client-stake-nano
 
 Exit codes: 0 done, 1 the chain or the root refused (the contract's exit code is named), 2 usage.
 `
