@@ -41,20 +41,37 @@ export function sniffAudioFormat(bytes: Uint8Array): AudioFormat | undefined {
   return undefined
 }
 
-/** A PCM/float WAV's duration from its header, or a 400 if the header is broken. */
-export function wavDurationSec(bytes: Uint8Array): number {
+/** WAV sample formats whose bytes per second follow from rate × channels × bits: PCM, float, A-law, µ-law, extensible. */
+const LINEAR_WAV_FORMATS = new Set([1, 3, 6, 7, 0xfffe])
+
+/**
+ * A WAV's duration: the sample data actually present, at the rate, channels and sample size
+ * the decoder will use. The header's own byte-rate field is ignored, so a header cannot make
+ * audio look shorter (cheaper) than what gets decoded. Undefined for a compressed WAV
+ * (ADPCM, …), which is measured by sox instead; a 400 if the header is broken.
+ */
+export function wavDurationSec(bytes: Uint8Array): number | undefined {
   const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-  let byteRate = 0
+  let bytesPerSecond = 0
+  let linear = true
   let off = 12
   while (off + 8 <= b.length) {
     const id = b.subarray(off, off + 4).toString('latin1')
     let size = b.readUInt32LE(off + 4)
-    if (id === 'fmt ' && off + 16 <= b.length) byteRate = b.readUInt32LE(off + 8 + 8)
+    if (id === 'fmt ' && off + 24 <= b.length) {
+      const format = b.readUInt16LE(off + 8)
+      const channels = b.readUInt16LE(off + 10)
+      const rate = b.readUInt32LE(off + 12)
+      const bits = b.readUInt16LE(off + 22)
+      linear = LINEAR_WAV_FORMATS.has(format)
+      bytesPerSecond = (rate * channels * Math.ceil(bits / 8)) | 0
+    }
     if (id === 'data') {
-      if (byteRate === 0) break
+      if (!linear) return undefined
+      if (bytesPerSecond <= 0) break
       // Streaming writers (espeak-ng to a pipe, sox) leave 0 or 0xFFFFFFFF: the data runs to the end.
       if (size === 0 || size === 0xffffffff || off + 8 + size > b.length) size = b.length - off - 8
-      return size / byteRate
+      return size / bytesPerSecond
     }
     off += 8 + size + (size & 1)
   }
@@ -68,11 +85,14 @@ export function wavDurationSec(bytes: Uint8Array): number {
 export async function probeAudio(bytes: Uint8Array, signal?: AbortSignal): Promise<AudioInfo> {
   const format = sniffAudioFormat(bytes)
   const readable = await soxReadableFormats()
-  const accepted = ['wav', ...['flac', 'ogg', 'mp3', 'opus'].filter((f) => readable.has(f))]
+  const accepted: string[] = ['wav', ...['flac', 'ogg', 'mp3', 'opus'].filter((f) => readable.has(f))]
   if (!format || !accepted.includes(format)) {
     throw new BackendError(`unsupported audio format${format ? ` '${format}'` : ''}; this worker accepts ${accepted.join(', ')}`, 400)
   }
-  if (format === 'wav') return { format, durationSec: wavDurationSec(bytes) }
+  if (format === 'wav') {
+    const d = wavDurationSec(bytes)
+    if (d !== undefined) return { format, durationSec: d }
+  }
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'cocoon-audio-'))
   try {
     const file = path.join(dir, `in.${format}`)

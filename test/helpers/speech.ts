@@ -36,3 +36,24 @@ export function wordErrorRate(reference: string, hypothesis: string): number {
   }
   return r.length === 0 ? (h.length === 0 ? 0 : 1) : prev[h.length] / r.length
 }
+
+/** A WAV file: fmt chunk (format, channels, rate, bits; byteRate as claimed) and `dataBytes` of silence. */
+export function wav(o: { format?: number; channels?: number; rate: number; bits: number; claimedByteRate?: number; dataBytes: number; dataSize?: number }): Buffer {
+  const fmt = Buffer.alloc(24)
+  fmt.write('fmt ', 0, 'latin1')
+  fmt.writeUInt32LE(16, 4)
+  fmt.writeUInt16LE(o.format ?? 1, 8)
+  fmt.writeUInt16LE(o.channels ?? 1, 10)
+  fmt.writeUInt32LE(o.rate, 12)
+  fmt.writeUInt32LE(o.claimedByteRate ?? o.rate * (o.channels ?? 1) * (o.bits / 8), 16)
+  fmt.writeUInt16LE((o.channels ?? 1) * (o.bits / 8), 20)
+  fmt.writeUInt16LE(o.bits, 22)
+  const data = Buffer.alloc(8 + o.dataBytes)
+  data.write('data', 0, 'latin1')
+  data.writeUInt32LE(o.dataSize ?? o.dataBytes, 4)
+  const head = Buffer.alloc(12)
+  head.write('RIFF', 0, 'latin1')
+  head.writeUInt32LE(4 + fmt.length + data.length, 4)
+  head.write('WAVE', 8, 'latin1')
+  return Buffer.concat([head, fmt, data])
+}

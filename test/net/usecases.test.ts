@@ -13,7 +13,7 @@ import { OFFCHAIN_PRICE_PARAMS } from '../../src/payments/pricing.ts'
 import { MAX_AUDIO_BODY_BYTES } from '../../src/net/protocol.ts'
 import { startClient, startProxy, startWorker, waitFor } from '../helpers/network.ts'
 import { MODELS_DIR } from '../helpers/procs.ts'
-import { MAX_WORD_ERROR_RATE, SPOKEN_SENTENCE, speak, wordErrorRate } from '../helpers/speech.ts'
+import { MAX_WORD_ERROR_RATE, SPOKEN_SENTENCE, speak, wav as wavFile, wordErrorRate } from '../helpers/speech.ts'
 import type { Proxy } from '../../src/proxy/proxy.ts'
 import type { Worker } from '../../src/worker/worker.ts'
 import type { Client } from '../../src/client/client.ts'
@@ -178,6 +178,18 @@ describe('/v1/audio/transcriptions', () => {
     const res = await fetch(`${url}/v1/audio/transcriptions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: SPEECH_MODEL }) })
     assert.equal(res.status, 400)
     assert.match(((await res.json()) as { error: { message: string } }).error.message, /multipart\/form-data/)
+    assert.equal(chargedNano(), before)
+  })
+
+  it('refuses audio longer than the proxy reserved for, before any work, billing nothing', async () => {
+    // 200 s of 100 Hz 8-bit samples in 20 kB: the proxy reserves for at most bytes / 500 = ~41 s.
+    const long = wavFile({ rate: 100, bits: 8, dataBytes: 20_000 })
+    const before = chargedNano()
+    await assert.rejects(openai.audio.transcriptions.create({ model: SPEECH_MODEL, file: await toFile(long, 'long.wav') }), (e: InstanceType<typeof OpenAI.APIError>) => {
+      assert.equal(e.status, 400)
+      assert.match(e.message, /the audio is 200 s long; at most 41 s are accepted/)
+      return true
+    })
     assert.equal(chargedNano(), before)
   })
 
