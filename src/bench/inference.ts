@@ -5,8 +5,7 @@
 // greedy, so both generate the same tokens. Tokens per second = completion tokens / wall time
 // from sending the request to the end of the answer.
 import { randomUUID } from 'node:crypto'
-import { createBackend, type InferenceBackend } from '../inference/index.ts'
-import type { BackendConfig } from '../node/config.ts'
+import { createBackend, type InferenceBackend, type LlamaBackendConfig } from '../inference/index.ts'
 import { validateRequest } from '../net/validate.ts'
 import { INFERENCE_CONCURRENCY, INFERENCE_PROMPT, type BenchPlan } from './constants.ts'
 import type { BenchResult } from './schema.ts'
@@ -17,7 +16,7 @@ export interface InferenceOptions {
   clientUrl: string
   /** The llama worker's model id and backend settings. */
   modelId: string
-  backend: BackendConfig
+  backend: LlamaBackendConfig
   plan: BenchPlan
   say: (line: string) => void
 }

@@ -8,10 +8,10 @@
 // share state. When the devnet has a chain, the bench first allows that model hash on the root,
 // as an operator would with `cocoon root allow-model`.
 import fs from 'node:fs'
-import net from 'node:net'
 import path from 'node:path'
-import { DEVNET_PORTS, type DevnetState } from '../node/devnet.ts'
-import type { BackendConfig } from '../node/config.ts'
+import { DEVNET_PORTS, devnetPortOffsetProblem, type DevnetState } from '../node/devnet.ts'
+import { portIsFree } from '../core/ports.ts'
+import type { LlamaBackendConfig } from '../inference/index.ts'
 import { sleep } from '../core/time.ts'
 import { BENCH_UPSTREAM_MODEL, BENCH_UPSTREAM_MODEL_HASH, BENCH_WORKER_MAX_ACTIVE_REQUESTS, NETWORK_READY_TIMEOUT_MS } from './constants.ts'
 import { spawnCocoon, type CocoonProcess } from './procs.ts'
@@ -22,7 +22,7 @@ export interface BenchNetwork {
   /** Model served by the openai-backed worker (the fake backend behind it). */
   upstreamModel: string
   /** The devnet's own llama worker: its model id and backend settings, to run the same backend in-process. */
-  llama: { modelId: string; backend: BackendConfig }
+  llama: { modelId: string; backend: LlamaBackendConfig }
   /** Node processes, for memory figures. `worker` is the openai-backed worker that serves the load. */
   pids: { client: number | null; proxy: number | null; worker: number }
   /** Whether the devnet ran a chain (and so could settle payments) alongside the nodes. */
@@ -116,7 +116,7 @@ export async function startBenchNetwork(o: BenchNetworkOptions): Promise<BenchNe
       }
       await sleep(100)
     }
-    const backend = worker0.backend as BackendConfig
+    const backend = worker0.backend as LlamaBackendConfig
     return {
       clientUrl: clientRoot,
       upstreamModel: BENCH_UPSTREAM_MODEL,
@@ -163,17 +163,10 @@ async function getJson(url: string): Promise<unknown> {
 async function freePortOffset(): Promise<number> {
   for (let i = 0; i < PORT_OFFSET_ATTEMPTS; i++) {
     const offset = PORT_OFFSET_BASE + Math.floor(Math.random() * PORT_OFFSET_SLOTS) * PORT_OFFSET_STEP
+    if (devnetPortOffsetProblem(offset, 2)) continue
     const ports = [DEVNET_PORTS.client, DEVNET_PORTS.proxyStats, DEVNET_PORTS.proxyWorkers, DEVNET_PORTS.proxyClients, DEVNET_PORTS.worker(0), DEVNET_PORTS.worker(1), DEVNET_PORTS.chain]
-    const free = await Promise.all(ports.map((p) => portFree(p + offset)))
+    const free = await Promise.all(ports.map((p) => portIsFree('127.0.0.1', p + offset)))
     if (free.every(Boolean)) return offset
   }
   throw new Error('found no free set of ports for the devnet')
-}
-
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.createServer()
-    s.once('error', () => resolve(false))
-    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)))
-  })
 }

@@ -3,6 +3,7 @@ import path from 'node:path'
 import { parseArgs } from 'node:util'
 import { ConfigError } from '../node/config.ts'
 import { createLogger, type Logger } from '../core/log.ts'
+import { PortInUseError, portProblem } from '../core/ports.ts'
 import { DEFAULT_CHAIN_HOST, DEFAULT_CHAIN_PORT, FAUCET_PATH, startDevnetChain } from '../ton/chain/index.ts'
 
 export const DEFAULT_CHAIN_DIR = '.cocoon/chain'
@@ -36,11 +37,13 @@ export async function runChainCommand(argv: string[], deps: { log?: Logger; out?
   }
   const port = Number(values.port)
   if (!Number.isInteger(port) || port < 0 || port > 65_535) throw new ConfigError('--port', 'must be an integer from 0 to 65535')
+  const problem = portProblem(port)
+  if (problem) throw new ConfigError('--port', problem)
   const dir = path.resolve(values.dir!)
   const log = deps.log ?? createLogger({ role: 'chain' })
 
   const server = await startDevnetChain({ dir, port, host: values.host!, log }).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'EADDRINUSE') throw new ConfigError('--port', `${values.host}:${port} is already in use`)
+    if (err.code === 'EADDRINUSE') throw new PortInUseError('chain', values.host!, port)
     if (err.name === 'ChainDirLockedError') throw new ConfigError('--dir', err.message)
     throw err
   })

@@ -9,12 +9,17 @@ import { simulatedImageHash } from '../tee/index.ts'
 import { DEFAULT_POCKETSPHINX_MODEL_DIR, hashModelDir, pocketSphinxAvailable, resolveModel } from '../inference/index.ts'
 import { ConfigError } from '../node/config.ts'
 import { sleep } from '../core/time.ts'
-import { DEVNET_PORTS, type DevnetState } from '../node/devnet.ts'
+import { portIsFree } from '../core/ports.ts'
+import { SUPERVISED_ENV } from '../core/supervised.ts'
+import { devnetPortOffsetProblem, devnetPorts, devnetPortsByRole, type DevnetState } from '../node/devnet.ts'
 import { createChain, NodeWallet, devnetFaucet, loadOrCreateWalletKey, deployRoot, DEVNET_PARAMS, RootGovernance } from '../ton/chain-client/index.ts'
-
-const ONE_TON_NANO = 1_000_000_000n
+import { ONE_TON_NANO } from '../ton/contracts/index.ts'
+import { ADMIN_TOKEN_FILE, dashboardUrl } from '../node/admin.ts'
+import { buildDashboardIfMissing } from '../dashboard/build.ts'
 
 export const DEFAULT_DEVNET_MODEL = 'hf:ggml-org/tiny-llamas/stories260K.gguf'
+/** The devnet's speech model id, served at /v1/audio/transcriptions. */
+export const DEVNET_SPEECH_MODEL_ID = 'pocketsphinx-en-us'
 export const READY_TIMEOUT_MS = 120_000
 export const STOP_GRACE_MS = 5_000
 /** A child that keeps dying is given up on after this many restarts in RESTART_WINDOW_MS. */
@@ -23,6 +28,10 @@ export const RESTART_WINDOW_MS = 60_000
 
 const BIN = fileURLToPath(new URL('../../bin/cocoon.js', import.meta.url))
 
+/** The devnet could not start; it has already stopped every child it started. The message says what failed and what to do. */
+export class DevnetStartError extends Error {
+  readonly name = 'DevnetStartError'
+}
 
 interface Child {
   name: string
@@ -30,63 +39,135 @@ interface Child {
   proc?: ChildProcess
   restarts: number[]
   stopped: boolean
+  /** The last line the child printed that was not a structured info log: usually why it died. */
+  lastError?: string
 }
 
+function isRunning(p: ChildProcess | undefined): p is ChildProcess {
+  return !!p && p.exitCode === null && p.signalCode === null
+}
 
-/** The devnet's speech model id, served at /v1/audio/transcriptions. */
-export const DEVNET_SPEECH_MODEL_ID = 'pocketsphinx-en-us'
+/** Signals a child's whole process group (each child leads its own, so a terminal's Ctrl-C reaches only the devnet). */
+function signalChild(p: ChildProcess, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-p.pid!, signal)
+  } catch {
+    try {
+      p.kill(signal)
+    } catch {}
+  }
+}
+
+/** `cocoon devnet`'s flags (the README and the usage text are checked against these). */
+export const DEVNET_OPTIONS = {
+  workers: { type: 'string', default: '1' },
+  model: { type: 'string', default: DEFAULT_DEVNET_MODEL },
+  dir: { type: 'string', default: '.cocoon/devnet' },
+  'port-offset': { type: 'string', default: '0' },
+  threads: { type: 'string', default: '1' },
+  'no-chain': { type: 'boolean', default: false },
+  'no-speech': { type: 'boolean', default: false },
+} as const
 
 export async function runDevnet(args: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      workers: { type: 'string', default: '1' },
-      model: { type: 'string', default: DEFAULT_DEVNET_MODEL },
-      dir: { type: 'string', default: '.cocoon/devnet' },
-      'port-offset': { type: 'string', default: '0' },
-      threads: { type: 'string', default: '1' },
-      'no-chain': { type: 'boolean', default: false },
-      'no-speech': { type: 'boolean', default: false },
-    },
-    strict: true,
-  })
+  const { values } = parseArgs({ args, options: DEVNET_OPTIONS, strict: true })
   const workers = Number(values.workers)
   if (!Number.isInteger(workers) || workers < 1 || workers > 16) throw new ConfigError('--workers', 'must be an integer from 1 to 16')
   const offset = Number(values['port-offset'])
   if (!Number.isInteger(offset) || offset < 0 || offset > 50_000) throw new ConfigError('--port-offset', 'must be an integer from 0 to 50000')
   const threads = Number(values.threads)
   if (!Number.isInteger(threads) || threads < 1) throw new ConfigError('--threads', 'must be a positive integer')
+  const withChain = !values['no-chain']
+  // A speech worker (transcriptions) joins when Debian's pocketsphinx and pocketsphinx-en-us are
+  // installed; it takes the worker slot after the others (ports, wallet, stats).
+  const withSpeech = !values['no-speech'] && pocketSphinxAvailable()
+  const workerNames = [...Array.from({ length: workers }, (_, i) => `worker-${i}`), ...(withSpeech ? ['worker-speech'] : [])]
+  const offsetProblem = devnetPortOffsetProblem(offset, workerNames.length, withChain)
+  if (offsetProblem) throw new ConfigError('--port-offset', offsetProblem.replace(/^--port-offset /, ''))
   const dir = path.resolve(values.dir!)
   const logDir = path.join(dir, 'logs')
   fs.mkdirSync(logDir, { recursive: true })
   const say = (line: string) => process.stdout.write(`[devnet] ${line}\n`)
+  const ports = devnetPorts(offset, workerNames.length)
 
-  const ports = {
-    chain: DEVNET_PORTS.chain + offset,
-    client: DEVNET_PORTS.client + offset,
-    proxyStats: DEVNET_PORTS.proxyStats + offset,
-    proxyWorkers: DEVNET_PORTS.proxyWorkers + offset,
-    proxyClients: DEVNET_PORTS.proxyClients + offset,
-    workers: Array.from({ length: workers }, (_, i) => DEVNET_PORTS.worker(i) + offset),
+  const children: Child[] = []
+  let shuttingDown = false
+  let ready = false
+  const stateFile = path.join(dir, 'devnet.json')
+
+  /** Stops every child still running: SIGTERM to its process group, SIGKILL after the grace period. */
+  const stopChildren = async () => {
+    const alive = children.filter((c) => isRunning(c.proc))
+    const exited = Promise.all(alive.map((c) => new Promise((r) => (isRunning(c.proc) ? c.proc!.once('exit', r) : r(null)))))
+    for (const c of alive) signalChild(c.proc!, 'SIGTERM')
+    const timer = setTimeout(() => alive.forEach((c) => isRunning(c.proc) && signalChild(c.proc!, 'SIGKILL')), STOP_GRACE_MS)
+    await exited
+    clearTimeout(timer)
+    fs.rmSync(stateFile, { force: true })
   }
-  const speechStatsPort = DEVNET_PORTS.worker(workers) + offset
+  // Last resort, if this process exits any other way: no child outlives it.
+  process.on('exit', () => {
+    for (const c of children) if (isRunning(c.proc)) signalChild(c.proc, 'SIGKILL')
+  })
 
-  say(`resolving model ${values.model}`)
-  const model = await resolveModel(values.model!, {})
-  say(`model ${model.id} (sha256 ${model.sha256.slice(0, 16)}…) at ${model.path}`)
-  // A speech worker (transcriptions) joins when Debian's pocketsphinx and pocketsphinx-en-us are installed.
-  let speech: DevnetState['speech'] = null
-  if (!values['no-speech']) {
-    if (pocketSphinxAvailable()) {
-      speech = { id: DEVNET_SPEECH_MODEL_ID, dir: DEFAULT_POCKETSPHINX_MODEL_DIR, sha256: await hashModelDir(DEFAULT_POCKETSPHINX_MODEL_DIR) }
-      say(`speech model ${speech.id} (sha256 ${speech.sha256.slice(0, 16)}…) at ${speech.dir}`)
-    } else {
-      say('no speech worker: install it with `sudo apt-get install pocketsphinx pocketsphinx-en-us sox` for /v1/audio/transcriptions')
+  const shutdown = async (signal: string) => {
+    if (shuttingDown) return
+    shuttingDown = true
+    say(`${signal}: stopping`)
+    await stopChildren()
+    say('stopped')
+    process.exit(0)
+  }
+  // Installed before anything starts, so Ctrl-C during start-up stops what has started so far.
+  process.on('SIGINT', () => void shutdown('SIGINT'))
+  process.on('SIGTERM', () => void shutdown('SIGTERM'))
+  process.on('SIGHUP', () => void shutdown('SIGHUP'))
+
+  /** A start-up step failed: stop everything started so far, then report one line. */
+  const fail = async (what: string): Promise<never> => {
+    shuttingDown = true
+    await stopChildren()
+    throw new DevnetStartError(what)
+  }
+  // A child that dies before the devnet is ready ends the start-up: restarting would only hide why.
+  let startupDeath: ((c: Child, how: string) => void) | undefined
+  const died = new Promise<never>((_, reject) => {
+    startupDeath = (c, how) => reject(new DevnetStartError(`the ${c.name} exited during start-up (${how})${c.lastError ? `: ${c.lastError}` : ''}; see ${path.join(logDir, `${c.name}.log`)}`))
+  })
+  died.catch(() => {})
+  /** Runs a start-up step, failing fast if a child dies meanwhile. */
+  const step = async <T>(p: Promise<T>): Promise<T> => {
+    try {
+      return await Promise.race([p, died])
+    } catch (err) {
+      if (shuttingDown) return new Promise<never>(() => {}) // Ctrl-C: shutdown() exits the process
+      return fail((err as Error).message)
     }
   }
-  const workerNames = [...Array.from({ length: workers }, (_, i) => `worker-${i}`), ...(speech ? ['worker-speech'] : [])]
+
+  // Every port must be free before anything starts, so a second devnet fails at once and names the port.
+  for (const { role, port } of devnetPortsByRole(ports, withChain)) {
+    if (!(await portIsFree('127.0.0.1', port))) {
+      throw new DevnetStartError(`port ${port} for the ${role} is already in use (is another devnet running?); stop what holds it, or run with --port-offset K`)
+    }
+  }
+
+  // npm install builds the dashboard; a checkout that skipped it gets it built here (about a second).
+  await buildDashboardIfMissing()
+  say(`resolving model ${values.model}`)
+  const model = await resolveModel(values.model!, {}).catch((err: Error) => {
+    throw new DevnetStartError(`${err.message}; set COCOON_MODELS to a folder that holds the model, or pass --model FILE`)
+  })
+  if (shuttingDown) return new Promise<never>(() => {})
+  say(`model ${model.id} (sha256 ${model.sha256.slice(0, 16)}…) at ${model.path}`)
+  let speech: DevnetState['speech'] = null
+  if (withSpeech) {
+    speech = { id: DEVNET_SPEECH_MODEL_ID, dir: DEFAULT_POCKETSPHINX_MODEL_DIR, sha256: await hashModelDir(DEFAULT_POCKETSPHINX_MODEL_DIR) }
+    say(`speech model ${speech.id} (sha256 ${speech.sha256.slice(0, 16)}…) at ${speech.dir}`)
+  } else if (!values['no-speech']) {
+    say('no speech worker: `sudo apt-get install pocketsphinx pocketsphinx-en-us sox` adds one for /v1/audio/transcriptions')
+  }
   const image = await simulatedImageHash('')
-  const withChain = !values['no-chain']
   // Without a chain the allow-lists come from here; with one, from the root contract the devnet deploys.
   const policy = { acceptKinds: ['simulated', 'none'], imageHashes: withChain ? {} : { proxy: [image], worker: [image], client: '*' } }
 
@@ -95,7 +176,6 @@ export async function runDevnet(args: string[]): Promise<void> {
     fs.writeFileSync(file, JSON.stringify(cfg, null, 2) + '\n')
     return file
   }
-  const children: Child[] = []
   let chainCfg: ((role: 'client' | 'proxy' | 'worker') => Record<string, unknown>) | undefined
   let rootAddress: string | undefined
   let chainChild: Child | undefined
@@ -147,7 +227,7 @@ export async function runDevnet(args: string[]): Promise<void> {
           ...chainCfg?.('worker'),
           tee: { kind: 'simulated' },
           policy,
-          stats: `127.0.0.1:${speechStatsPort}`,
+          stats: `127.0.0.1:${ports.workers[workers]}`,
           proxies: [`127.0.0.1:${ports.proxyWorkers}`],
           backend: { kind: 'pocketsphinx', model: speech.dir, modelId: speech.id, parallel: 1 },
         }),
@@ -169,10 +249,9 @@ export async function runDevnet(args: string[]): Promise<void> {
     })
   }
 
-  let shuttingDown = false
   const baseUrl = `http://127.0.0.1:${ports.client}/v1`
-  const stateFile = path.join(dir, 'devnet.json')
   const writeState = () => {
+    if (shuttingDown) return
     const state: DevnetState = {
       pid: process.pid,
       baseUrl,
@@ -187,11 +266,15 @@ export async function runDevnet(args: string[]): Promise<void> {
   }
 
   const launch = (c: Child) => {
+    if (shuttingDown) return
     const role = c.name.split('-')[0]
     const logFile = fs.openSync(path.join(logDir, `${c.name}.log`), 'a')
     const args = c.name === 'chain' ? ['chain', '--dir', path.join(dir, 'chain'), '--port', String(ports.chain)] : [role, '--config', c.config]
-    const proc = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: process.env })
+    // The devnet prints the dashboard URL with its token itself; the children keep it out of their logs.
+    // Own process group (detached), and stdin a pipe from us: if the devnet dies without stopping it, the child sees EOF and stops itself.
+    const proc = spawn(process.execPath, [BIN, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, [SUPERVISED_ENV]: '1', COCOON_ADMIN_TOKEN_PRINT: '0' }, detached: true })
     c.proc = proc
+    proc.stdin!.on('error', () => {})
     // Keep full logs on disk; echo only warnings and errors, so the console stays readable.
     for (const stream of [proc.stdout!, proc.stderr!]) {
       readline.createInterface({ input: stream }).on('line', (line) => {
@@ -202,14 +285,18 @@ export async function runDevnet(args: string[]): Promise<void> {
             const r = JSON.parse(line)
             msg = `${r.level}: ${r.msg}${r.reason ? ` (${r.reason})` : r.error ? ` (${typeof r.error === 'object' ? r.error.message : r.error})` : ''}`
           } catch {}
+          if (stream === proc.stderr || /^(error|warn):/.test(msg)) c.lastError = msg.replace(/^cocoon \w+: /, '')
           process.stdout.write(`[${c.name}] ${msg}\n`)
         }
       })
     }
     proc.once('exit', (code, signal) => {
-      fs.closeSync(logFile)
+      // Let the last lines of output reach the log first.
+      setImmediate(() => fs.closeSync(logFile))
       if (shuttingDown || c.stopped) return
-      say(`${c.name} (pid ${proc.pid}) died: ${signal ? `signal ${signal}` : `exit code ${code}`}; see ${path.join(logDir, `${c.name}.log`)}`)
+      const how = signal ? `signal ${signal}` : `exit code ${code}`
+      if (!ready) return setImmediate(() => startupDeath!(c, how))
+      say(`${c.name} (pid ${proc.pid}) died: ${how}; see ${path.join(logDir, `${c.name}.log`)}`)
       const now = Date.now()
       c.restarts = c.restarts.filter((t) => now - t < RESTART_WINDOW_MS)
       if (c.restarts.length >= MAX_RESTARTS) {
@@ -228,53 +315,57 @@ export async function runDevnet(args: string[]): Promise<void> {
     })
   }
 
-  const shutdown = async (signal: string) => {
-    if (shuttingDown) return
-    shuttingDown = true
-    say(`${signal}: stopping`)
-    const alive = children.filter((c) => c.proc && c.proc.exitCode === null && c.proc.signalCode === null)
-    for (const c of alive) c.proc!.kill('SIGTERM')
-    const exited = Promise.all(alive.map((c) => new Promise((r) => c.proc!.once('exit', r))))
-    const timer = setTimeout(() => alive.forEach((c) => c.proc!.kill('SIGKILL')), STOP_GRACE_MS)
-    await exited
-    clearTimeout(timer)
-    fs.rmSync(stateFile, { force: true })
-    say('stopped')
-    process.exit(0)
-  }
-  process.on('SIGINT', () => void shutdown('SIGINT'))
-  process.on('SIGTERM', () => void shutdown('SIGTERM'))
-
   if (chainChild) {
     launch(chainChild)
+    writeState()
     say(`starting the devnet chain on port ${ports.chain}`)
-    const setup = await setUpChain({ dir, chainUrl: `http://127.0.0.1:${ports.chain}`, workers: workerNames, image, modelHashes: [model.sha256, ...(speech ? [speech.sha256] : [])], ports, say })
+    const setup = await step(setUpChain({ dir, chainUrl: `http://127.0.0.1:${ports.chain}`, workers: workerNames, image, modelHashes: [model.sha256, ...(speech ? [speech.sha256] : [])], ports, say }))
     rootAddress = setup.root
     chainCfg = setup.chainSection
   }
+  if (shuttingDown) return new Promise<never>(() => {})
   writeConfigs()
   for (const c of children) if (c !== chainChild) launch(c)
   writeState()
   say(`starting proxy, ${workerNames.length} worker(s) and client; logs in ${logDir}`)
 
+  // Ready means what the banner promises: the client answers /healthz and lists the model, served by every worker.
   const deadline = Date.now() + READY_TIMEOUT_MS
-  for (;;) {
-    if (shuttingDown) return
-    const ready = await fetchJson(`http://127.0.0.1:${ports.proxyStats}/jsonstats`)
+  const isReady = async () => {
+    const connected = await fetchJson(`http://127.0.0.1:${ports.proxyStats}/jsonstats`)
       .then((s) => (s as { workers: { connected: number } }).workers.connected >= workerNames.length)
       .catch(() => false)
-    const clientUp = ready && (await fetchJson(`http://127.0.0.1:${ports.client}/healthz`).then((h) => (h as { ok: boolean }).ok).catch(() => false))
-    if (clientUp) break
+    if (!connected) return false
+    const healthy = await fetchJson(`http://127.0.0.1:${ports.client}/healthz`).then((h) => (h as { ok: boolean }).ok).catch(() => false)
+    if (!healthy) return false
+    return fetchJson(`${baseUrl}/models`)
+      .then((m) => [model.id, ...(speech ? [speech.id] : [])].every((id) => (m as { data: Array<{ id: string }> }).data.some((x) => x.id === id)))
+      .catch(() => false)
+  }
+  while (!(await step(isReady()))) {
+    if (shuttingDown) return new Promise<never>(() => {})
     if (Date.now() > deadline) {
-      say(`not ready after ${READY_TIMEOUT_MS / 1000}s; see the logs in ${logDir}`)
-      return shutdown('timeout')
+      const why = await fetchJson(`http://127.0.0.1:${ports.client}/healthz`).then((h) => (h as { reason?: string }).reason).catch(() => 'the client does not answer')
+      await fail(`the devnet was not ready after ${READY_TIMEOUT_MS / 1000}s${why ? ` (${why})` : ''}; see the logs in ${logDir}`)
     }
     await sleep(200)
   }
+  if (shuttingDown) return new Promise<never>(() => {})
+  ready = true
+  const token = readToken(path.join(dir, 'client', ADMIN_TOKEN_FILE))
+  const dashboards = `  dashboard:        ${dashboardUrl('127.0.0.1', ports.client, token)}\n                    proxy ${dashboardUrl('127.0.0.1', ports.proxyStats)}  worker ${ports.workers.map((p) => dashboardUrl('127.0.0.1', p)).join('  ')}\n                    (admin tokens: ${path.join(dir, '<node>', ADMIN_TOKEN_FILE)})\n`
   const curl = `curl ${baseUrl}/chat/completions -H 'content-type: application/json' -d '{"model":"${model.id}","messages":[{"role":"user","content":"Tell me a story"}],"max_tokens":64}'`
   process.stdout.write(
-    `\nCocoon devnet is ready.\n\n  OpenAI base URL:  ${baseUrl}\n  model:            ${model.id}${speech ? ` (chat, completions, embeddings); ${speech.id} (audio transcriptions)` : ' (chat, completions, embeddings)'}\n${rootAddress ? `  chain:            http://127.0.0.1:${ports.chain}/api/v2/jsonRPC (root ${rootAddress})\n` : ''}  stats:            http://127.0.0.1:${ports.client}/jsonstats  http://127.0.0.1:${ports.proxyStats}/jsonstats\n\n  ${curl}\n\nPress Ctrl-C to stop.\n`,
+    `\nCocoon devnet is ready.\n\n  OpenAI base URL:  ${baseUrl}\n${dashboards}  model:            ${model.id}\n${speech ? `  speech model:     ${speech.id}\n` : ''}${rootAddress ? `  chain:            http://127.0.0.1:${ports.chain}/api/v2/jsonRPC (root ${rootAddress})\n` : ''}  stats:            http://127.0.0.1:${ports.client}/jsonstats  http://127.0.0.1:${ports.proxyStats}/jsonstats\n\n  ${curl}\n\nPress Ctrl-C to stop.\n`,
   )
+}
+
+function readToken(file: string): string | undefined {
+  try {
+    return fs.readFileSync(file, 'utf8').trim()
+  } catch {
+    return undefined
+  }
 }
 
 async function fetchJson(url: string): Promise<unknown> {
@@ -302,7 +393,7 @@ async function setUpChain(o: {
 }): Promise<{ root: string; chainSection: (role: 'client' | 'proxy' | 'worker') => Record<string, unknown> }> {
   const deadline = Date.now() + READY_TIMEOUT_MS
   while (!(await fetchJson(`${o.chainUrl}/healthz`).then((h) => (h as { ok: boolean }).ok).catch(() => false))) {
-    if (Date.now() > deadline) throw new Error(`the devnet chain did not come up at ${o.chainUrl}`)
+    if (Date.now() > deadline) throw new Error(`the devnet chain did not come up at ${o.chainUrl} within ${READY_TIMEOUT_MS / 1000}s; see ${path.join(o.dir, 'logs', 'chain.log')}`)
     await sleep(200)
   }
   const endpoint = `${o.chainUrl}/api/v2/jsonRPC`
@@ -313,10 +404,13 @@ async function setUpChain(o: {
     if (have < amount / 2n) await devnetFaucet(o.chainUrl, w.address, amount - have)
     return w
   }
-  const owner = await fund(path.join(o.dir, 'owner.key'), DEVNET_FUNDING.owner)
-  const proxyWallet = await fund(path.join(o.dir, 'proxy', 'wallet.key'), DEVNET_FUNDING.proxy)
-  for (const name of o.workers) await fund(path.join(o.dir, name, 'wallet.key'), DEVNET_FUNDING.worker)
-  await fund(path.join(o.dir, 'client', 'wallet.key'), DEVNET_FUNDING.client)
+  // The faucet credits at once, so every wallet is funded side by side.
+  const [owner, proxyWallet] = await Promise.all([
+    fund(path.join(o.dir, 'owner.key'), DEVNET_FUNDING.owner),
+    fund(path.join(o.dir, 'proxy', 'wallet.key'), DEVNET_FUNDING.proxy),
+    ...o.workers.map((name) => fund(path.join(o.dir, name, 'wallet.key'), DEVNET_FUNDING.worker)),
+    fund(path.join(o.dir, 'client', 'wallet.key'), DEVNET_FUNDING.client),
+  ])
   const paymentKey = loadOrCreateWalletKey(path.join(o.dir, 'proxy', 'payment.key'))
   const { address, state } = await deployRoot(chain, owner, { params: DEVNET_PARAMS, proxyImageHashes: [o.image], workerImageHashes: [o.image], modelHashes: o.modelHashes })
   if (!state.proxies.has(paymentKey.publicKey.toString('hex'))) {

@@ -2,7 +2,9 @@
 import { parseArgs } from 'node:util'
 import { createLogger } from '../core/log.ts'
 import { ConfigError, loadConfig } from '../node/config.ts'
+import { PortInUseError } from '../core/ports.ts'
 import { startNode } from '../node/run.ts'
+import { stopWithSupervisor } from '../core/supervised.ts'
 
 const USAGE = `cocoon — Confidential Compute Open Network (TypeScript)
 
@@ -15,11 +17,14 @@ Usage:
   cocoon client topup|withdraw --config FILE --amount TON [--proxy KEY]
   cocoon client close --config FILE [--finish] [--proxy KEY]
                                     fund, withdraw from or close the client contract (any chain)
+  cocoon client keys create --config FILE --name NAME [--limit TON] [--period day|month] [--models A,B]
+  cocoon client keys list|revoke --config FILE [--name NAME]
+                                    API keys for the apps behind a client node (shown once, stored hashed)
   cocoon worker payout --config FILE
                                     claim the worker's payouts now
   cocoon proxy withdraw --config FILE [--amount TON]
                                     withdraw the proxy's margin to its owner wallet
-  cocoon chain  [--dir DIR] [--port 10080]
+  cocoon chain  [--dir DIR] [--port 10090]
                                     run the embedded devnet TON chain
   cocoon root show|deploy|set-params|allow-image|revoke-image|allow-model|revoke-model|register-proxy|unregister-proxy
                                     read or govern the root contract (cocoon root --help)
@@ -35,13 +40,23 @@ Environment: COCOON_MODELS (folder searched first for models), COCOON_LOG_LEVEL
 (debug|info|warn|error), COCOON_<SETTING> overrides a config setting (see docs/operations.md).
 `
 
+/** Commands that start a long-running process: a failed start is one line on stderr, exit code 1, and nothing left running. */
+const STARTING = new Set(['client', 'proxy', 'worker', 'chain', 'devnet'])
+
 export async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv
+  const starting = STARTING.has(cmd) && !(rest[0] && !rest[0].startsWith('-'))
+  if (starting && cmd !== 'devnet') stopWithSupervisor()
   try {
     switch (cmd) {
       case 'client':
       case 'proxy':
       case 'worker':
+        if (cmd === 'client' && rest[0] === 'keys') {
+          const { runKeys } = await import('./keys.ts')
+          process.exitCode = await runKeys(rest.slice(1))
+          return
+        }
         if (rest[0] && !rest[0].startsWith('-')) {
           const { runMoney } = await import('./money.ts')
           process.exitCode = await runMoney(cmd, rest[0], rest.slice(1))
@@ -87,7 +102,15 @@ export async function main(argv: string[]): Promise<void> {
     }
   } catch (err) {
     const e = err as Error
-    if (e.name === 'ConfigError' || e.name === 'InvalidPolicyError' || e.name === 'UsageError' || e.name === 'TypeError' && (e as any).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+    const usage = e.name === 'UsageError' || (e.name === 'TypeError' && typeof (e as NodeJS.ErrnoException).code === 'string' && (e as NodeJS.ErrnoException).code!.startsWith('ERR_PARSE_ARGS_'))
+    if (starting) {
+      // Whatever went wrong, a start that fails says so in one line and exits, leaving no half-started servers or timers behind.
+      const known = usage || OPERATIONAL_ERRORS.has(e.name) || START_ERRORS.has(e.name)
+      process.stderr.write(`cocoon ${cmd}: ${oneLine(known ? e.message : `could not start: ${e.message}`)}\n`)
+      if (!known && process.env.COCOON_LOG_LEVEL === 'debug') process.stderr.write(`${e.stack}\n`)
+      process.exit(usage ? 2 : 1)
+    }
+    if (e.name === 'ConfigError' || e.name === 'InvalidPolicyError' || usage) {
       process.stderr.write(`cocoon ${cmd}: ${e.message}\n`)
       process.exitCode = 2
       return
@@ -99,6 +122,15 @@ export async function main(argv: string[]): Promise<void> {
     }
     throw err
   }
+}
+
+/** Why a node, the chain or the devnet could not start: the message is the whole story. */
+const START_ERRORS = new Set(['ConfigError', 'InvalidPolicyError', 'PortInUseError', 'DevnetStartError'])
+
+/** An error message as one line, cut to a readable length (it may quote outside input). */
+function oneLine(text: string): string {
+  const line = text.replace(/\s*\n\s*/g, ' ').trim()
+  return line.length > 500 ? line.slice(0, 500) + '…' : line
 }
 
 /** Failures with a message meant for the operator: printed without a stack trace, exit code 1. */
@@ -122,7 +154,10 @@ async function runRole(role: 'client' | 'proxy' | 'worker', args: string[]): Pro
   const cfg = loadConfig(values.config)
   if (cfg.role !== role) throw new ConfigError(values.config, `is a ${cfg.role} config, not a ${role} config`)
   const log = createLogger({ role })
-  const node = await startNode(cfg, log)
+  const node = await startNode(cfg, log).catch((err: NodeJS.ErrnoException & { address?: string; port?: number }) => {
+    if (err.code === 'EADDRINUSE') throw new PortInUseError(role, err.address ?? '127.0.0.1', err.port ?? 0)
+    throw err
+  })
   let stopping = false
   const shutdown = async (signal: string) => {
     if (stopping) return

@@ -3,10 +3,10 @@
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 import { Address } from '@ton/core'
-import { loadConfig, ConfigError, type ChainConfig, type NodeConfig } from '../node/config.ts'
+import { loadConfig, ConfigError, type NodeConfig } from '../node/config.ts'
 import { createLogger } from '../core/log.ts'
 import { createChain, chainOptionsFromEnv, NodeWallet, loadOrCreateWalletKey, collectMessages } from '../ton/chain-client/index.ts'
-import { contractCodes, VOUCHER_MIN_VALUE_NANO } from '../ton/contracts/index.ts'
+import { contractCodes, ONE_TON_NANO, VOUCHER_MIN_VALUE_NANO } from '../ton/contracts/index.ts'
 import { ClientAccount } from '../payments/client-account.ts'
 import { WorkerPayouts } from '../payments/worker-payouts.ts'
 import { PartyLedger } from '../payments/party-ledger.ts'
@@ -18,7 +18,6 @@ import { dialAttested } from '../net/attested.ts'
 import { proxyIdOf } from '../net/peers.ts'
 import { PATHS, type FinalCharge } from '../net/protocol.ts'
 
-const ONE_TON_NANO = 1_000_000_000n
 
 /** "1.5" TON -> nanoTON, exactly (no floating point). */
 export function parseTon(text: string, what: string): bigint {
@@ -34,9 +33,9 @@ export function formatTon(nano: bigint): string {
   return `${neg ? '-' : ''}${a / ONE_TON_NANO}${frac ? '.' + frac : ''}`
 }
 
-function needChain(cfg: NodeConfig, file: string): ChainConfig {
+function needChain<C extends NodeConfig>(cfg: C, file: string): NonNullable<C['chain']> {
   if (!cfg.chain) throw new ConfigError(file, 'has no "chain" section: this node runs off-chain')
-  return cfg.chain
+  return cfg.chain as NonNullable<C['chain']>
 }
 
 async function open(cfg: NodeConfig, file: string) {
@@ -161,6 +160,7 @@ export async function runMoney(role: 'client' | 'worker' | 'proxy', sub: string,
   }
 
   if (sub !== 'withdraw') throw new ConfigError(`proxy ${sub}`, 'unknown command; use withdraw')
+  if (cfg.role !== 'proxy') throw new ConfigError(values.config, `is a ${cfg.role} config, not a proxy config`)
   const paymentKey = loadOrCreateWalletKey(needChain(cfg, values.config).paymentKeyFile)
   const contract = o.chain.open(proxyContract({ root: o.root, owner: o.wallet.address, paymentKey: paymentKey.publicKey, params: o.rootState.params, codes: await contractCodes() }))
   const st = await contract.getState()

@@ -12,8 +12,22 @@ import { errorResponse, InvalidRequestError, isExpectedError, NoProxyAvailableEr
 import { parseJsonObject, parseMultipart, readBody } from '../net/body.ts'
 import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
 import { CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_BODY_BYTES, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION } from '../net/protocol.ts'
+import { UsageTap, type AnswerUsage } from './usage-tap.ts'
+import type { RequestRecord } from './apps.ts'
 
 export const MODELS_TIMEOUT_MS = 10_000
+/** How long /healthz waits for a proxy's model list. */
+export const READINESS_TIMEOUT_MS = 2_000
+
+export type Readiness = {
+  ok: boolean
+  reason?: 'no proxy' | 'no worker' | 'not funded'
+  /** The reason in a sentence, for people. */
+  detail?: string
+  connectedProxies: number
+  /** Model ids the connected proxies list. */
+  models: string[]
+}
 
 export interface ClientOptions {
   /** Where the OpenAI API listens. Default 127.0.0.1:10000. */
@@ -36,8 +50,21 @@ export interface ClientDeps {
   ledger?: PartyLedger
   /** Extra money figures per proxy for /jsonstats (balance, stake, reserved…), from the chain side. */
   funds?: (proxyId: string) => Record<string, unknown> | undefined
+  /** On chain: whether this client's contract with the proxy holds funds (a proxy settling off-chain needs none). */
+  funded?: (proxyId: string) => boolean
   /** Runs once per new proxy session before it is used (e.g. make sure the client contract is funded). */
   onProxy?: (peer: VerifiedPeer, proxyId: string) => Promise<void>
+  /** Routes served beside the OpenAI API (the dashboard, its /api and /admin endpoints); returns whether it handled the request. */
+  routes?: (req: http.IncomingMessage, res: http.ServerResponse) => boolean
+  /** API keys and the request history (src/client/apps.ts): who may ask, and what each answer cost. */
+  apps?: AppGate
+}
+
+/** Admits app requests by API key and records each answer. */
+export interface AppGate {
+  /** The key id (null: anonymous); throws InvalidApiKeyError (401), ApiKeyQuotaError (429) or ModelNotAllowedError (403). */
+  admit(authorization: string | undefined, model: string): string | null
+  answered(r: Omit<RequestRecord, 'at'>): void
 }
 
 interface ProxyLink extends BaseLink<http2.ClientHttp2Session> {
@@ -79,6 +106,14 @@ export class Client implements OpsSource {
     this.o.proxies.forEach((p, i) => void this.connectLoop(p, this.links[i]))
     const server = http.createServer((req, res) => this.onRequest(req, res))
     server.keepAliveTimeout = 65_000
+    // Requests Node cannot even parse (header floods, garbage) get an OpenAI error too, not a bare status line.
+    server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+      if (!socket.writable || err.code === 'ECONNRESET') return void socket.destroy()
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400
+      const message = status === 431 ? 'request headers are too large' : status === 408 ? 'the request was not received in time' : 'malformed HTTP request'
+      const body = JSON.stringify({ error: { message, type: 'invalid_request_error', code: status === 431 ? 'headers_too_large' : 'invalid_request', param: null } })
+      socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
+    })
     this.server = server
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
@@ -121,7 +156,7 @@ export class Client implements OpsSource {
   }
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
-    if (handleOps(req, res, this)) return
+    if (handleOps(req, res, this) || this.deps.routes?.(req, res)) return
     const path = (req.url ?? '/').split('?')[0]
     const method = req.method ?? 'GET'
     const fail = (err: unknown) => {
@@ -136,7 +171,15 @@ export class Client implements OpsSource {
 
   private async listModels(res: http.ServerResponse): Promise<void> {
     let lastErr: Error | undefined
-    for (const link of this.readyLinks()) {
+    const links = this.readyLinks()
+    // No proxy yet means no worker yet: an empty list, not an error, so apps polling for a model simply wait.
+    if (links.length === 0) {
+      const text = JSON.stringify({ object: 'list', data: [] })
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
+      res.end(text)
+      return
+    }
+    for (const link of links) {
       try {
         const { status, body } = await requestJson(link.session!, { ':method': 'GET', ':path': PATHS.models }, undefined, MODELS_TIMEOUT_MS)
         if (status !== 200) throw new Error(`the proxy answered ${status}`)
@@ -160,7 +203,7 @@ export class Client implements OpsSource {
 
   private async forwardInference(req: http.IncomingMessage, res: http.ServerResponse, path: string): Promise<void> {
     this.counts.requests++
-    let out: { payload: Buffer; contentType: string; model?: string; ctl: ReturnType<Client['controlFields']> }
+    let out: { payload: Buffer; contentType: string; model: string; stream: boolean; multipart: boolean; ctl: ReturnType<Client['controlFields']> }
     try {
       const len = req.headers['content-length'] ? Number(req.headers['content-length']) : undefined
       out = path === PATHS.transcriptions ? await this.multipartRequest(req, len) : this.jsonRequest(await readBody(req, this.o.maxBodyBytes, len))
@@ -170,8 +213,15 @@ export class Client implements OpsSource {
       if ((err as Error).name === 'PayloadTooLargeError') res.setHeader('connection', 'close')
       throw err
     }
-    const { payload, ctl } = out
-    const send = { ...ctl, contentType: out.contentType, model: out.model }
+    const { payload, ctl, model } = out
+    const send = { ...ctl, contentType: out.contentType, model: out.multipart ? model : undefined }
+    let keyId: string | null = null
+    try {
+      keyId = this.deps.apps?.admit(req.headers.authorization, model) ?? null
+    } catch (err) {
+      this.finish('rejected')
+      throw err
+    }
     const timeoutMs = Math.round(ctl.timeoutSec * 1000)
     const log = this.deps.log.child({ requestId: ctl.requestId })
     const started = Date.now()
@@ -192,7 +242,13 @@ export class Client implements OpsSource {
       const remaining = timeoutMs - (Date.now() - started)
       if (remaining <= 0) break
       const r = await this.relay(link, res, path, payload, send, remaining, log, () => appGone)
-      if (r.kind === 'done') return this.finish(r.outcome)
+      if (r.kind === 'done') {
+        this.deps.apps?.answered({
+          id: ctl.requestId, model, keyId, status: res.statusCode, outcome: r.outcome, stream: out.stream,
+          promptTokens: r.usage?.promptTokens ?? 0, completionTokens: r.usage?.completionTokens ?? 0, costNano: r.usage?.costNano ?? '0', latencyMs: Date.now() - started,
+        })
+        return this.finish(r.outcome)
+      }
       lastErr = r.error
       if (appGone) return this.finish('cancelled')
       log.warn('proxy failed before answering; failing over', { proxy: link.target, error: r.error.message })
@@ -206,19 +262,19 @@ export class Client implements OpsSource {
   }
 
   /** A JSON request: the control fields are taken out, the rest is forwarded as the app wrote it. */
-  private jsonRequest(buf: Buffer): { payload: Buffer; contentType: string; ctl: ReturnType<Client['controlFields']> } {
+  private jsonRequest(buf: Buffer): { payload: Buffer; contentType: string; model: string; stream: boolean; multipart: false; ctl: ReturnType<Client['controlFields']> } {
     const body = parseJsonObject(buf)
     const ctl = this.controlFields(body)
     for (const f of CLIENT_CONTROL_FIELDS) delete body[f]
     if (typeof body.model !== 'string' || !body.model) throw new InvalidRequestError("'model' is required and must be a string", 'model')
-    return { payload: Buffer.from(JSON.stringify(body)), contentType: 'application/json', ctl }
+    return { payload: Buffer.from(JSON.stringify(body)), contentType: 'application/json', model: body.model, stream: body.stream === true, multipart: false, ctl }
   }
 
   /**
    * A multipart upload (transcriptions), up to MAX_AUDIO_BODY_BYTES: parsed here once, so the
    * model travels as a header and no later hop parses the body; control fields are form fields.
    */
-  private async multipartRequest(req: http.IncomingMessage, len: number | undefined): Promise<{ payload: Buffer; contentType: string; model: string; ctl: ReturnType<Client['controlFields']> }> {
+  private async multipartRequest(req: http.IncomingMessage, len: number | undefined): Promise<{ payload: Buffer; contentType: string; model: string; stream: boolean; multipart: true; ctl: ReturnType<Client['controlFields']> }> {
     const form = await parseMultipart(await readBody(req, MAX_AUDIO_BODY_BYTES, len), req.headers['content-type'])
     const num = (k: string) => {
       const v = form.get(k)
@@ -232,7 +288,7 @@ export class Client implements OpsSource {
     const file = form.get('file')
     if (file === null || typeof file === 'string') throw new InvalidRequestError("'file' is required and must be an uploaded file", 'file')
     const encoded = new Response(form)
-    return { payload: Buffer.from(await encoded.arrayBuffer()), contentType: encoded.headers.get('content-type')!, model, ctl }
+    return { payload: Buffer.from(await encoded.arrayBuffer()), contentType: encoded.headers.get('content-type')!, model, stream: false, multipart: true, ctl }
   }
 
   private controlFields(body: Record<string, unknown>): { maxCoefficient: number; timeoutSec: number; requestId: string } {
@@ -257,7 +313,7 @@ export class Client implements OpsSource {
     remainingMs: number,
     log: Logger,
     appGone: () => boolean,
-  ): Promise<{ kind: 'done'; outcome: Outcome } | { kind: 'retry'; error: Error }> {
+  ): Promise<{ kind: 'done'; outcome: Outcome; usage?: AnswerUsage } | { kind: 'retry'; error: Error }> {
     return new Promise((resolve) => {
       let ps: http2.ClientHttp2Stream
       try {
@@ -278,9 +334,11 @@ export class Client implements OpsSource {
       link.requests++
       let settled = false
       let sse = false
-      const settle = (r: { kind: 'done'; outcome: Outcome } | { kind: 'retry'; error: Error }) => {
+      let tap: UsageTap | undefined
+      const settle = (r: { kind: 'done'; outcome: Outcome; usage?: AnswerUsage } | { kind: 'retry'; error: Error }) => {
         if (settled) return
         settled = true
+        if (r.kind === 'done') r.usage = tap?.result()
         link.active--
         clearTimeout(timer)
         res.off('close', onAppClose)
@@ -321,6 +379,7 @@ export class Client implements OpsSource {
         contentType = ct
         sse = ct.startsWith('text/event-stream')
         if (res.destroyed) return
+        if (this.deps.apps) tap = new UsageTap(sse)
         if (!sse) {
           ps.on('data', (chunk: Buffer) => held.push(chunk))
           return
@@ -328,6 +387,7 @@ export class Client implements OpsSource {
         res.writeHead(status, { 'content-type': ct, 'x-request-id': ctl.requestId, 'cache-control': 'no-cache', connection: 'keep-alive' })
         res.flushHeaders()
         ps.on('data', (chunk: Buffer) => {
+          tap?.write(chunk)
           lastChunk = chunk
           if (!res.write(chunk)) {
             ps.pause()
@@ -355,6 +415,7 @@ export class Client implements OpsSource {
         if (sse) res.end()
         else if (!res.destroyed && !res.headersSent) {
           const body = Buffer.concat(held)
+          tap?.write(body)
           // JSON, or plain text (a transcription with response_format text).
           res.writeHead(status, { 'content-type': contentType, 'content-length': body.length, 'x-request-id': ctl.requestId, ...(retryAfter ? { 'retry-after': retryAfter } : {}) })
           res.end(body)
@@ -430,6 +491,30 @@ export class Client implements OpsSource {
   health(): { ok: boolean; connectedProxies: number } {
     const connectedProxies = this.readyLinks().length
     return { ok: connectedProxies > 0, connectedProxies }
+  }
+
+  /**
+   * What /healthz answers: ready only when a request could be served now, that is a proxy is
+   * connected, it lists at least one model (a worker is behind it) and, on chain, this client's
+   * contract with that proxy is funded. Otherwise `reason` is 'no proxy', 'no worker' or 'not funded'.
+   */
+  async readiness(): Promise<Readiness> {
+    const links = this.readyLinks()
+    if (links.length === 0) return { ok: false, reason: 'no proxy', detail: 'no attested proxy is connected yet', connectedProxies: 0, models: [] }
+    const models = new Set<string>()
+    for (const link of links) {
+      try {
+        const { status, body } = await requestJson(link.session!, { ':method': 'GET', ':path': PATHS.models }, undefined, READINESS_TIMEOUT_MS)
+        if (status === 200) for (const m of (JSON.parse(body.toString()) as { data?: Array<{ id?: unknown }> }).data ?? []) if (typeof m.id === 'string') models.add(m.id)
+      } catch {}
+    }
+    const base = { connectedProxies: links.length, models: [...models].sort() }
+    if (models.size === 0) return { ok: false, reason: 'no worker', detail: 'the connected proxies list no model: no worker is connected to them yet', ...base }
+    const funded = this.deps.funded
+    if (funded && !links.some((l) => !l.peer?.claims.paymentKey || funded(l.proxyId!))) {
+      return { ok: false, reason: 'not funded', detail: "this client's contract with the connected proxies holds no funds yet", ...base }
+    }
+    return { ok: true, ...base }
   }
 }
 

@@ -6,8 +6,10 @@ import type { Logger } from './log.ts'
 export interface OpsSource {
   /** JSON document for /jsonstats; see docs/operations.md for each role's schema. */
   stats(): Record<string, unknown>
-  /** ok=false makes /healthz answer 503. */
-  health(): { ok: boolean; [k: string]: unknown }
+  /** ok=false makes /healthz answer 503; `reason` says why. */
+  health(): { ok: boolean; reason?: string; [k: string]: unknown }
+  /** When present, /healthz answers with this instead of health(): readiness that needs a round trip. */
+  readiness?(): Promise<{ ok: boolean; reason?: string; [k: string]: unknown }>
   registry: Registry
 }
 
@@ -30,8 +32,15 @@ export function handleOps(req: http.IncomingMessage, res: http.ServerResponse, s
   const path = (req.url ?? '/').split('?')[0]
   if (req.method !== 'GET' && req.method !== 'HEAD') return false
   if (path === '/healthz') {
-    const h = src.health()
-    sendJson(res, h.ok ? 200 : 503, h)
+    if (!src.readiness) {
+      const h = src.health()
+      sendJson(res, h.ok ? 200 : 503, h)
+      return true
+    }
+    src.readiness().then(
+      (h) => sendJson(res, h.ok ? 200 : 503, h),
+      (err: Error) => sendJson(res, 503, { ok: false, reason: err.message }),
+    )
     return true
   }
   if (path === '/jsonstats') {

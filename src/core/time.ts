@@ -33,7 +33,10 @@ export function sleepOrAbort(ms: number, signal?: AbortSignal): Promise<void> {
 /** Settles like `p`, or rejects with the signal's reason when `signal` aborts first (`p` keeps running). */
 export function raceSignal<T>(p: Promise<T>, signal?: AbortSignal): Promise<T> {
   if (!signal) return p
-  if (signal.aborted) return Promise.reject(signal.reason)
+  if (signal.aborted) {
+    p.catch(() => {}) // abandoned: its own failure must not surface as an unhandled rejection
+    return Promise.reject(signal.reason)
+  }
   return new Promise((resolve, reject) => {
     const onAbort = () => reject(signal.reason)
     signal.addEventListener('abort', onAbort, { once: true })

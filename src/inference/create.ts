@@ -7,42 +7,62 @@ import { OpenAIUpstreamBackend } from './openai.ts'
 import { PocketSphinxBackend } from './pocketsphinx.ts'
 import type { Capability, InferenceBackend } from './types.ts'
 
-export interface BackendConfig {
-  kind: 'llama' | 'openai' | 'pocketsphinx'
-  /**
-   * llama: a model spec (file path or hf:owner/repo/file). openai: the upstream's model name.
-   * pocketsphinx: the model directory (Debian's is /usr/share/pocketsphinx/model/en-us).
-   */
+/** The embedded llama.cpp backend on a GGUF file. */
+export interface LlamaBackendConfig {
+  kind: 'llama'
+  /** A model spec: a file path or hf:owner/repo/file. */
   model: string
-  /** Id shown in /v1/models. Default: llama, the file name without .gguf; openai, `model`. */
+  /** Id shown in /v1/models. Default: the file name without .gguf. */
   modelId?: string
-  /** llama: CPU threads. Default min(2, cores). */
+  /** CPU threads. Default min(2, cores). */
   threads?: number
-  /** llama: context window per sequence, in tokens. Default 2048 or the model's training context if smaller. */
+  /** Context window per sequence, in tokens. Default 2048 or the model's training context if smaller. */
   contextSize?: number
-  /** llama: requests generating at once. Default 2. */
+  /** Requests generating at once. Default 2. */
   parallel?: number
-  /** llama: GPU use. Default false (CPU). */
+  /** GPU use: false (CPU only) or 'auto' (whatever GPU node-llama-cpp finds). Default false. */
   gpu?: false | 'auto'
-  /** openai: upstream server root, e.g. http://127.0.0.1:8000. Required for openai. */
-  baseUrl?: string
-  /** openai: upstream bearer token, read by the caller from the environment or a file. */
-  apiKey?: string
-  /** openai: model name sent upstream. Default: `model`. */
-  upstreamModel?: string
-  /** openai: time allowed for the upstream's response headers, in ms. Default 60 000. */
-  timeoutMs?: number
-  /** openai: SHA-256 of the upstream's weights, if known. */
-  modelHash?: string
-  /** llama: required SHA-256 of the weights. Default: known-model table or the hub's ETag. */
+  /** Required SHA-256 of the weights. Default: the known-model table or the hub's ETag. */
   expectedSha256?: string
-  /** llama: also serve /v1/embeddings. Default true. */
+  /** Also serve /v1/embeddings (node-llama-cpp's embedding context). Default true. */
   embeddings?: boolean
-  /** llama: the model's vectors may be shortened with `dimensions` (Matryoshka-trained). Default false. */
+  /** The model's vectors may be shortened with `dimensions` (Matryoshka-trained). Default false. */
   matryoshka?: boolean
-  /** openai: what the upstream model serves. Default ['chat', 'completions']. */
+}
+
+/** An upstream OpenAI-compatible server (vLLM, SGLang, llama.cpp server, Ollama). */
+export interface OpenAIBackendConfig {
+  kind: 'openai'
+  /** The upstream's model name. */
+  model: string
+  /** Id shown in /v1/models. Default: `model`. */
+  modelId?: string
+  /** Upstream server root, e.g. http://127.0.0.1:8000. */
+  baseUrl: string
+  /** Upstream bearer token, read by the caller from the environment or a file. */
+  apiKey?: string
+  /** Model name sent upstream. Default: `model`. */
+  upstreamModel?: string
+  /** Time allowed for the upstream's response headers, in ms. Default 60 000. */
+  timeoutMs?: number
+  /** SHA-256 of the upstream's weights, if known. */
+  modelHash?: string
+  /** What the upstream model serves. Default ['chat', 'completions']. */
   capabilities?: Capability[]
 }
+
+/** Speech to text with Debian's PocketSphinx (pocketsphinx + pocketsphinx-en-us), offline. */
+export interface PocketSphinxBackendConfig {
+  kind: 'pocketsphinx'
+  /** The model directory, e.g. /usr/share/pocketsphinx/model/en-us. */
+  model: string
+  /** Id shown in /v1/models. Default: pocketsphinx-<folder name>. */
+  modelId?: string
+  /** Decoders running at once. Default 2. */
+  parallel?: number
+}
+
+export type BackendConfig = LlamaBackendConfig | OpenAIBackendConfig | PocketSphinxBackendConfig
 
 export async function createBackend(
   cfg: BackendConfig,
@@ -64,7 +84,7 @@ export async function createBackend(
     )
   }
   if (cfg.kind === 'pocketsphinx') return PocketSphinxBackend.create({ modelDir: cfg.model, modelId: cfg.modelId, parallel: cfg.parallel }, { log: deps.log })
-  if (cfg.kind !== 'llama') throw new Error(`unknown backend kind '${String(cfg.kind)}' (expected llama, openai or pocketsphinx)`)
+  if (cfg.kind !== 'llama') throw new Error(`unknown backend kind '${String((cfg as { kind: unknown }).kind)}' (expected llama, openai or pocketsphinx)`)
   const resolved = await resolveModel(cfg.model, { onProgress: deps.onProgress, signal: deps.signal, log: deps.log, expectedSha256: cfg.expectedSha256 })
   return LlamaBackend.create(
     {

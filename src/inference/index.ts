@@ -2,7 +2,7 @@
 
 export { BackendError, DEFAULT_CAPABILITIES } from './types.ts'
 export type { Capability, EmbeddingRequest, EmbeddingResult, TranscriptionRequest, TranscriptionResult, TranscriptSegment, ChatMessage, InferenceBackend, InferenceEvent, InferenceKind, InferenceRequest, ModelInfo, RequestFeature, Usage } from './types.ts'
-export { createBackend, type BackendConfig } from './create.ts'
+export { createBackend, type BackendConfig, type LlamaBackendConfig, type OpenAIBackendConfig, type PocketSphinxBackendConfig } from './create.ts'
 export { LlamaBackend, PLAIN_CHAT_STOP, formatPlainChat, type LlamaBackendOptions } from './llama.ts'
 export { OpenAIUpstreamBackend, type OpenAIUpstreamOptions } from './openai.ts'
 export {

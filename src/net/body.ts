@@ -25,9 +25,10 @@ export function readBody(stream: Readable, limitBytes: number, declaredLength?: 
       cleanup()
       resolve(parts.length === 1 ? parts[0] : Buffer.concat(parts, size))
     }
-    const onError = (err: Error) => {
+    const onError = () => {
       cleanup()
-      reject(err)
+      // The sender went away mid-body (e.g. 'aborted'): the request's fault, not ours.
+      reject(new InvalidRequestError('request body was cut off'))
     }
     const onClose = () => {
       cleanup()

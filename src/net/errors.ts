@@ -121,6 +121,12 @@ export function errorResponse(err: unknown): ErrorResponse {
       return make(503, 'service_unavailable', 'no_proxy_available', e.message)
     case 'TooManyRequestsError':
       return make(429, 'rate_limit_error', 'too_many_requests', e.message)
+    case 'InvalidApiKeyError':
+      return make(401, 'invalid_request_error', 'invalid_api_key', e.message)
+    case 'ApiKeyQuotaError':
+      return make(429, 'insufficient_quota', 'insufficient_quota', e.message)
+    case 'ModelNotAllowedError':
+      return make(403, 'permission_error', 'model_not_allowed', e.message, 'model')
     case 'DuplicateRequestError':
       return make(409, 'invalid_request_error', 'duplicate_request_id', e.message, 'request_id')
     case 'UnfundedClientError':

@@ -3,8 +3,9 @@ import fs from 'node:fs'
 import crypto from 'node:crypto'
 import path from 'node:path'
 import { Address } from '@ton/core'
-import type { BackendConfig as InferenceBackendConfig, Capability } from '../inference/index.ts'
+import type { Capability, LlamaBackendConfig, OpenAIBackendConfig, PocketSphinxBackendConfig } from '../inference/index.ts'
 import type { Role } from '../tee/index.ts'
+import { portProblem, urlPort } from '../core/ports.ts'
 
 export class ConfigError extends Error {
   readonly name = 'ConfigError'
@@ -25,14 +26,14 @@ export interface TeeConfig {
   imageTag?: string
 }
 
-/** The backend settings a worker config holds: the inference backend's own, with the API key read from a file. */
-export type BackendConfig = Omit<InferenceBackendConfig, 'apiKey' | 'gpu' | 'timeoutMs' | 'expectedSha256'> & {
-  /** openai: a file holding the upstream API key (secrets never in the config itself or argv). */
-  apiKeyFile?: string
-}
+/**
+ * The backend settings a worker config holds, one shape per kind: the inference backend's own, except
+ * that the openai backend's API key is read from a file (secrets never in the config itself or argv).
+ */
+export type BackendConfig = LlamaBackendConfig | (Omit<OpenAIBackendConfig, 'apiKey'> & { apiKeyFile?: string }) | PocketSphinxBackendConfig
 
-/** Where a node settles: the chain endpoint, the root contract, and role-specific money settings. */
-export interface ChainConfig {
+/** Where a node settles: the chain endpoint, the root contract and the node's wallet. */
+interface ChainCommon {
   /** toncenter-v2 JSON-RPC URL, or 'mainnet' | 'testnet' | 'devnet'. */
   endpoint: string
   /** The root contract's address. */
@@ -43,28 +44,38 @@ export interface ChainConfig {
   walletKeyFile: string
   /** How often the root (allow-lists, parameters) is re-read. Default 30. */
   policyRefreshSec: number
-  /** Proxy: the voucher-signing key seed. Default <dataDir>/payment.key. */
-  paymentKeyFile: string
-  /** Proxy: seconds between settlement rounds. Default 30. */
-  settleIntervalSec?: number
-  /** Proxy: charge a client on chain once this much is unsettled. */
-  chargeThresholdNano?: bigint
-  /** Proxy: stake to keep in the proxy contract (default: the root's minimum). */
-  stakeNano?: bigint
-  /** Client: first deposit into each client contract. Default 1 TON. */
+}
+
+export interface ClientChainConfig extends ChainCommon {
+  /** First deposit into each client contract. Default 1 TON. */
   depositNano?: bigint
-  /** Client: top up when the balance falls below this (0 = never). */
+  /** Top up when the balance falls below this (0 = never). */
   topUpBelowNano?: bigint
-  /** Client: amount of each top-up. Default: depositNano. */
+  /** Amount of each top-up. Default: depositNano. */
   topUpNano?: bigint
-  /** Worker: claim payouts once this much is unclaimed. Default 0.1 TON. */
+}
+
+export interface ProxyChainConfig extends ChainCommon {
+  /** The voucher-signing key seed. Default <dataDir>/payment.key. */
+  paymentKeyFile: string
+  /** Seconds between settlement rounds. Default 30. */
+  settleIntervalSec?: number
+  /** Charge a client on chain once this much is unsettled. */
+  chargeThresholdNano?: bigint
+  /** Stake to keep in the proxy contract (default: the root's minimum). */
+  stakeNano?: bigint
+}
+
+export interface WorkerChainConfig extends ChainCommon {
+  /** Claim payouts once this much is unclaimed. Default 0.1 TON. */
   payoutThresholdNano?: bigint
 }
 
+/** The chain section of any role's config (each role's config names its own). */
+export type ChainConfig = ClientChainConfig | ProxyChainConfig | WorkerChainConfig
+
 interface Common {
   role: Role
-  /** Settle on chain; absent, the node runs off-chain (prices from the defaults, nobody pays). */
-  chain?: ChainConfig
   /** A production node refuses simulated evidence, for itself and from its peers. Default false. */
   production: boolean
   /** Where the node's ledger and keys live. Default .cocoon/<role>. */
@@ -76,15 +87,20 @@ interface Common {
 
 export interface ClientConfig extends Common {
   role: 'client'
+  /** Settle on chain; absent, the node runs off-chain (prices from the defaults, nobody pays). */
+  chain?: ClientChainConfig
   listen: HostPort
   proxies: HostPort[]
   defaultMaxCoefficient?: number
   defaultTimeoutSec?: number
   maxBodyBytes?: number
+  /** Require an API key (Authorization: Bearer) on the OpenAI API. Default: off on loopback, on when listening anywhere else. */
+  apiKeys: boolean
 }
 
 export interface ProxyConfig extends Common {
   role: 'proxy'
+  chain?: ProxyChainConfig
   stats: HostPort
   workerListen: HostPort
   clientListen: HostPort
@@ -97,6 +113,7 @@ export interface ProxyConfig extends Common {
 
 export interface WorkerConfig extends Common {
   role: 'worker'
+  chain?: WorkerChainConfig
   stats: HostPort
   proxies: HostPort[]
   backend: BackendConfig
@@ -107,14 +124,26 @@ export interface WorkerConfig extends Common {
 
 export type NodeConfig = ClientConfig | ProxyConfig | WorkerConfig
 
+/** Is this listen host reachable only from this machine? */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host)
+}
+
 /** Parses "host:port" (IPv6 in brackets). */
 export function parseHostPort(v: unknown, where: string): HostPort {
   if (typeof v !== 'string') throw new ConfigError(where, 'must be a "host:port" string')
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(v)
   if (!m) throw new ConfigError(where, `"${v}" is not "host:port"`)
   const port = Number(m[3])
-  if (port > 65535) throw new ConfigError(where, `port ${port} is out of range`)
+  const problem = portProblem(port)
+  if (problem) throw new ConfigError(where, problem)
   return { host: m[1] ?? m[2], port }
+}
+
+/** Checks the port a URL setting dials against the blocked-port list. */
+function checkUrlPort(url: URL, where: string): void {
+  const problem = portProblem(urlPort(url))
+  if (problem) throw new ConfigError(where, problem)
 }
 
 function obj(v: unknown, where: string): Record<string, unknown> {
@@ -136,31 +165,13 @@ function optStr(o: Record<string, unknown>, key: string, where: string): string 
   return v
 }
 
-function optBool(o: Record<string, unknown>, key: string, where: string): boolean | undefined {
-  const v = o[key]
-  if (v === undefined) return undefined
-  if (typeof v !== 'boolean') throw new ConfigError(`${where}.${key}`, 'must be true or false')
-  return v
-}
-
-const CAPABILITIES: readonly Capability[] = ['chat', 'completions', 'embeddings', 'transcriptions']
-
-function capabilities(o: Record<string, unknown>, where: string): Capability[] | undefined {
-  const v = o.capabilities
-  if (v === undefined) return undefined
-  if (!Array.isArray(v) || v.length === 0 || !v.every((c) => CAPABILITIES.includes(c as Capability))) {
-    throw new ConfigError(`${where}.capabilities`, `must be a non-empty list of ${CAPABILITIES.map((c) => `"${c}"`).join(', ')}`)
-  }
-  return v as Capability[]
-}
-
 function hostPorts(v: unknown, where: string): HostPort[] {
   if (!Array.isArray(v) || v.length === 0) throw new ConfigError(where, 'must be a non-empty array of "host:port"')
   return v.map((x, i) => parseHostPort(x, `${where}[${i}]`))
 }
 
 const KNOWN_KEYS: Record<Role, string[]> = {
-  client: ['role', 'production', 'dataDir', 'chain', 'tee', 'policy', 'listen', 'proxies', 'defaultMaxCoefficient', 'defaultTimeoutSec', 'maxBodyBytes'],
+  client: ['role', 'production', 'dataDir', 'chain', 'tee', 'policy', 'listen', 'proxies', 'defaultMaxCoefficient', 'defaultTimeoutSec', 'maxBodyBytes', 'apiKeys'],
   proxy: ['role', 'production', 'dataDir', 'chain', 'tee', 'policy', 'stats', 'workerListen', 'clientListen', 'maxAttempts', 'queueDepth', 'queueMaxWaitMs'],
   worker: ['role', 'production', 'dataDir', 'chain', 'tee', 'policy', 'stats', 'proxies', 'backend', 'coefficient', 'maxActiveRequests', 'maxTokensCap'],
 }
@@ -179,35 +190,73 @@ function hash256(o: Record<string, unknown>, key: string, where: string): string
   return v
 }
 
+const BACKEND_KEYS: Record<BackendConfig['kind'], string[]> = {
+  llama: ['kind', 'model', 'modelId', 'threads', 'contextSize', 'parallel', 'gpu', 'expectedSha256', 'embeddings', 'matryoshka'],
+  openai: ['kind', 'model', 'modelId', 'baseUrl', 'apiKeyFile', 'upstreamModel', 'timeoutMs', 'modelHash', 'capabilities'],
+  pocketsphinx: ['kind', 'model', 'modelId', 'parallel'],
+}
+
+function optBool(o: Record<string, unknown>, key: string, where: string): boolean | undefined {
+  const v = o[key]
+  if (v === undefined) return undefined
+  if (typeof v !== 'boolean') throw new ConfigError(`${where}.${key}`, 'must be true or false')
+  return v
+}
+
+const CAPABILITIES: readonly Capability[] = ['chat', 'completions', 'embeddings', 'transcriptions']
+
+function capabilities(o: Record<string, unknown>, where: string): Capability[] | undefined {
+  const v = o.capabilities
+  if (v === undefined) return undefined
+  if (!Array.isArray(v) || v.length === 0 || !v.every((c) => CAPABILITIES.includes(c as Capability))) {
+    throw new ConfigError(`${where}.capabilities`, `must be a non-empty list of ${CAPABILITIES.map((c) => `"${c}"`).join(', ')}`)
+  }
+  return v as Capability[]
+}
+
 function backend(v: unknown, where: string): BackendConfig {
   const o = obj(v, where)
   const kind = o.kind ?? 'llama'
   if (kind !== 'llama' && kind !== 'openai' && kind !== 'pocketsphinx') throw new ConfigError(`${where}.kind`, 'must be "llama", "openai" or "pocketsphinx"')
+  if ('apiKey' in o) throw new ConfigError(`${where}.apiKey`, 'secrets do not belong in the config; use apiKeyFile or COCOON_BACKEND_API_KEY')
+  for (const k of Object.keys(o)) if (!BACKEND_KEYS[kind].includes(k)) throw new ConfigError(`${where}.${k}`, `unknown setting for the ${kind} backend`)
   const model = optStr(o, 'model', where)
   if (!model) throw new ConfigError(`${where}.model`, 'is required')
-  const baseUrl = optStr(o, 'baseUrl', where)
-  if (kind === 'openai') {
-    if (!baseUrl) throw new ConfigError(`${where}.baseUrl`, 'is required for the openai backend')
-    try {
-      new URL(baseUrl)
-    } catch {
-      throw new ConfigError(`${where}.baseUrl`, `"${baseUrl}" is not a URL`)
+  const modelId = optStr(o, 'modelId', where)
+  if (kind === 'llama') {
+    if (o.gpu !== undefined && o.gpu !== false && o.gpu !== 'auto') throw new ConfigError(`${where}.gpu`, 'must be false (CPU only) or "auto"')
+    return {
+      kind,
+      model,
+      modelId,
+      threads: optInt(o, 'threads', where, 1, 256),
+      contextSize: optInt(o, 'contextSize', where, 64, 1 << 20),
+      parallel: optInt(o, 'parallel', where, 1, 256),
+      gpu: o.gpu as false | 'auto' | undefined,
+      expectedSha256: hash256(o, 'expectedSha256', where),
+      embeddings: optBool(o, 'embeddings', where),
+      matryoshka: optBool(o, 'matryoshka', where),
     }
   }
-  if ('apiKey' in o) throw new ConfigError(`${where}.apiKey`, 'secrets do not belong in the config; use apiKeyFile or COCOON_BACKEND_API_KEY')
+  if (kind === 'pocketsphinx') return { kind, model, modelId, parallel: optInt(o, 'parallel', where, 1, 256) }
+  const baseUrl = optStr(o, 'baseUrl', where)
+  if (!baseUrl) throw new ConfigError(`${where}.baseUrl`, 'is required for the openai backend')
+  let url: URL
+  try {
+    url = new URL(baseUrl)
+  } catch {
+    throw new ConfigError(`${where}.baseUrl`, `"${baseUrl}" is not a URL`)
+  }
+  checkUrlPort(url, `${where}.baseUrl`)
   return {
     kind,
     model,
-    modelId: optStr(o, 'modelId', where),
-    threads: optInt(o, 'threads', where, 1, 256),
-    contextSize: optInt(o, 'contextSize', where, 64, 1 << 20),
-    parallel: optInt(o, 'parallel', where, 1, 256),
+    modelId,
     baseUrl,
     upstreamModel: optStr(o, 'upstreamModel', where),
+    timeoutMs: optInt(o, 'timeoutMs', where, 1, 3_600_000),
     modelHash: hash256(o, 'modelHash', where),
     apiKeyFile: optStr(o, 'apiKeyFile', where),
-    embeddings: optBool(o, 'embeddings', where),
-    matryoshka: optBool(o, 'matryoshka', where),
     capabilities: capabilities(o, where),
   }
 }
@@ -225,6 +274,9 @@ function nano(o: Record<string, unknown>, key: string, where: string): bigint | 
   throw new ConfigError(`${where}.${key}`, 'must be a whole number of nanoTON (a number or a decimal string)')
 }
 
+function chainConfig(v: unknown, where: string, role: 'client', dataDir: string): ClientChainConfig
+function chainConfig(v: unknown, where: string, role: 'proxy', dataDir: string): ProxyChainConfig
+function chainConfig(v: unknown, where: string, role: 'worker', dataDir: string): WorkerChainConfig
 function chainConfig(v: unknown, where: string, role: Role, dataDir: string): ChainConfig {
   const o = obj(v, where)
   const known = ['endpoint', 'root', 'apiKeyFile', 'walletKeyFile', 'policyRefreshSec', ...CHAIN_KEYS[role]]
@@ -232,6 +284,15 @@ function chainConfig(v: unknown, where: string, role: Role, dataDir: string): Ch
   if ('apiKey' in o) throw new ConfigError(`${where}.apiKey`, 'secrets do not belong in the config; use apiKeyFile or COCOON_CHAIN_API_KEY')
   const endpoint = optStr(o, 'endpoint', where)
   if (!endpoint) throw new ConfigError(`${where}.endpoint`, "is required (a URL, or 'mainnet' / 'testnet' / 'devnet')")
+  if (/^https?:\/\//.test(endpoint)) {
+    let url: URL
+    try {
+      url = new URL(endpoint)
+    } catch {
+      throw new ConfigError(`${where}.endpoint`, `"${endpoint}" is not a URL`)
+    }
+    checkUrlPort(url, `${where}.endpoint`)
+  }
   const root = optStr(o, 'root', where)
   if (!root) throw new ConfigError(`${where}.root`, 'is required (the root contract address)')
   try {
@@ -239,21 +300,26 @@ function chainConfig(v: unknown, where: string, role: Role, dataDir: string): Ch
   } catch {
     throw new ConfigError(`${where}.root`, `"${root}" is not a TON address`)
   }
-  return {
+  const common: ChainCommon = {
     endpoint,
     root,
     apiKeyFile: optStr(o, 'apiKeyFile', where),
     walletKeyFile: optStr(o, 'walletKeyFile', where) ?? path.join(dataDir, 'wallet.key'),
     policyRefreshSec: optInt(o, 'policyRefreshSec', where, 1, 86_400) ?? 30,
-    paymentKeyFile: optStr(o, 'paymentKeyFile', where) ?? path.join(dataDir, 'payment.key'),
-    settleIntervalSec: optInt(o, 'settleIntervalSec', where, 1, 86_400),
-    chargeThresholdNano: nano(o, 'chargeThresholdNano', where),
-    stakeNano: nano(o, 'stakeNano', where),
-    depositNano: nano(o, 'depositNano', where),
-    topUpBelowNano: nano(o, 'topUpBelowNano', where),
-    topUpNano: nano(o, 'topUpNano', where),
-    payoutThresholdNano: nano(o, 'payoutThresholdNano', where),
   }
+  if (role === 'client') {
+    return { ...common, depositNano: nano(o, 'depositNano', where), topUpBelowNano: nano(o, 'topUpBelowNano', where), topUpNano: nano(o, 'topUpNano', where) }
+  }
+  if (role === 'proxy') {
+    return {
+      ...common,
+      paymentKeyFile: optStr(o, 'paymentKeyFile', where) ?? path.join(dataDir, 'payment.key'),
+      settleIntervalSec: optInt(o, 'settleIntervalSec', where, 1, 86_400),
+      chargeThresholdNano: nano(o, 'chargeThresholdNano', where),
+      stakeNano: nano(o, 'stakeNano', where),
+    }
+  }
+  return { ...common, payoutThresholdNano: nano(o, 'payoutThresholdNano', where) }
 }
 
 /**
@@ -269,6 +335,7 @@ export function applyEnvOverrides(raw: Record<string, unknown>, role: Role, env:
     const v = env[name]
     if (v === undefined || v === '') continue
     if (key === 'proxies') out[key] = v.split(',').map((s) => s.trim())
+    else if (v === 'true' || v === 'false') out[key] = v === 'true'
     else if (/^-?\d+(\.\d+)?$/.test(v)) out[key] = Number(v)
     else out[key] = v
   }
@@ -284,14 +351,19 @@ export function validateConfig(raw: unknown, where = 'config'): NodeConfig {
   if (o.production !== undefined && typeof o.production !== 'boolean') throw new ConfigError(`${where}.production`, 'must be true or false')
   const production = o.production === true
   const dataDir = optStr(o, 'dataDir', where) ?? `.cocoon/${role}`
-  const common = { production, dataDir, tee: tee(o.tee, `${where}.tee`, role), policy: o.policy, chain: o.chain === undefined ? undefined : chainConfig(o.chain, `${where}.chain`, role, dataDir) }
+  const common = { production, dataDir, tee: tee(o.tee, `${where}.tee`, role), policy: o.policy }
+  const chain = <R extends Role>(r: R) => (o.chain === undefined ? undefined : chainConfig(o.chain, `${where}.chain`, r as any, dataDir) as Extract<NodeConfig, { role: R }>['chain'])
   if (production && common.tee.kind === 'simulated') throw new ConfigError(`${where}.tee.kind`, 'a production node cannot run on a simulated TEE')
   if (o.policy === undefined) throw new ConfigError(`${where}.policy`, 'is required (which evidence and images to trust)')
   if (role === 'client') {
+    const listen = parseHostPort(o.listen ?? '127.0.0.1:10000', `${where}.listen`)
+    if (o.apiKeys !== undefined && typeof o.apiKeys !== 'boolean') throw new ConfigError(`${where}.apiKeys`, 'must be true or false')
     return {
       role,
       ...common,
-      listen: parseHostPort(o.listen ?? '127.0.0.1:10000', `${where}.listen`),
+      chain: chain(role),
+      listen,
+      apiKeys: (o.apiKeys as boolean | undefined) ?? !isLoopback(listen.host),
       proxies: hostPorts(o.proxies, `${where}.proxies`),
       defaultMaxCoefficient: optInt(o, 'defaultMaxCoefficient', where, 0, 1e9),
       defaultTimeoutSec: optInt(o, 'defaultTimeoutSec', where, 1, 3600),
@@ -302,6 +374,7 @@ export function validateConfig(raw: unknown, where = 'config'): NodeConfig {
     return {
       role,
       ...common,
+      chain: chain(role),
       stats: parseHostPort(o.stats ?? '127.0.0.1:11000', `${where}.stats`),
       workerListen: parseHostPort(o.workerListen ?? '0.0.0.0:11001', `${where}.workerListen`),
       clientListen: parseHostPort(o.clientListen ?? '0.0.0.0:11002', `${where}.clientListen`),
@@ -313,6 +386,7 @@ export function validateConfig(raw: unknown, where = 'config'): NodeConfig {
   return {
     role,
     ...common,
+    chain: chain(role),
     stats: parseHostPort(o.stats ?? '127.0.0.1:12000', `${where}.stats`),
     proxies: hostPorts(o.proxies, `${where}.proxies`),
     backend: backend(o.backend, `${where}.backend`),

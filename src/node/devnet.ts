@@ -1,20 +1,64 @@
 // The devnet's layout: its default ports and the state file it writes, shared by the supervisor (`cocoon devnet`) and the bench.
+import { portProblem } from '../core/ports.ts'
+import { DEFAULT_CHAIN_PORT } from '../ton/chain/index.ts'
 
-/** Default ports of a devnet, after the reference's conventions; an offset shifts them all. */
+/** Default ports of a devnet, after the reference's conventions; an offset shifts them all. The chain is on 10090: fetch refuses 10080. */
 export const DEVNET_PORTS = {
   client: 10000,
   proxyStats: 11000,
   proxyWorkers: 11001,
   proxyClients: 11002,
   worker: (i: number) => 12000 + 10 * i,
-  chain: 10080,
+  chain: DEFAULT_CHAIN_PORT,
+}
+
+export interface DevnetPorts {
+  chain: number
+  client: number
+  proxyStats: number
+  proxyWorkers: number
+  proxyClients: number
+  workers: number[]
+}
+
+/** The devnet's ports for `--port-offset K`. */
+export function devnetPorts(offset: number, workers: number): DevnetPorts {
+  return {
+    chain: DEVNET_PORTS.chain + offset,
+    client: DEVNET_PORTS.client + offset,
+    proxyStats: DEVNET_PORTS.proxyStats + offset,
+    proxyWorkers: DEVNET_PORTS.proxyWorkers + offset,
+    proxyClients: DEVNET_PORTS.proxyClients + offset,
+    workers: Array.from({ length: workers }, (_, i) => DEVNET_PORTS.worker(i) + offset),
+  }
+}
+
+/** Each port with the role that wants it, for messages ("port 10000 for the client"). */
+export function devnetPortsByRole(p: DevnetPorts, withChain = true): Array<{ role: string; port: number }> {
+  return [
+    ...(withChain ? [{ role: 'chain', port: p.chain }] : []),
+    { role: 'client', port: p.client },
+    { role: 'proxy (stats)', port: p.proxyStats },
+    { role: 'proxy (worker listener)', port: p.proxyWorkers },
+    { role: 'proxy (client listener)', port: p.proxyClients },
+    ...p.workers.map((port, i) => ({ role: `worker-${i}`, port })),
+  ]
+}
+
+/** Why `--port-offset offset` cannot be used (a port out of range or one `fetch` refuses), or undefined. */
+export function devnetPortOffsetProblem(offset: number, workers: number, withChain = true): string | undefined {
+  for (const { role, port } of devnetPortsByRole(devnetPorts(offset, workers), withChain)) {
+    const problem = portProblem(port)
+    if (problem) return `--port-offset ${offset} puts the ${role} on port ${port}: ${problem}`
+  }
+  return undefined
 }
 
 /** What a running devnet wrote to DIR/devnet.json, for tools and tests. */
 export interface DevnetState {
   pid: number
   baseUrl: string
-  ports: { chain: number; client: number; proxyStats: number; proxyWorkers: number; proxyClients: number; workers: number[] }
+  ports: DevnetPorts
   chain: { url: string; endpoint: string; root: string | null; ownerKey: string } | null
   children: Record<string, { pid: number | null; config: string; log: string }>
   model: { id: string; path: string; sha256: string }

@@ -11,7 +11,7 @@ import { ProxySettlement } from '../payments/proxy-settlement.ts'
 import { ClientAccount } from '../payments/client-account.ts'
 import { WorkerPayouts } from '../payments/worker-payouts.ts'
 import { walletOfKey, type ProxyChannel } from '../payments/channels.ts'
-import { createChain, chainOptionsFromEnv, type Chain, NodeWallet, loadOrCreateWalletKey, RootWatcher } from '../ton/chain-client/index.ts'
+import { createChain, chainOptionsFromEnv, type Chain, ChainError, NodeWallet, loadOrCreateWalletKey, RootWatcher } from '../ton/chain-client/index.ts'
 import { contractCodes } from '../ton/contracts/index.ts'
 import { identityKeysFromSeed, type EvidenceKind, type EvidenceProvider, type EvidenceVerifier, type Policy, RenewingIdentity, SimulatedEvidenceProvider, SimulatedEvidenceVerifier, simulatedImageHash, assertProductionPolicy, parsePolicy } from '../tee/index.ts'
 import { LiveTrust, policyFromRoot, refusalUnder } from './trust.ts'
@@ -19,9 +19,16 @@ import { createBackend, type InferenceBackend } from '../inference/index.ts'
 import { createClient } from '../client/client.ts'
 import { createProxy } from '../proxy/proxy.ts'
 import { createWorker } from '../worker/worker.ts'
-import { ConfigError, configHash, type ChainConfig, type NodeConfig, type TeeConfig } from './config.ts'
+import { AppAccounts } from '../client/apps.ts'
+import { clientConsole, networkOf } from './client-console.ts'
+import { StatsHistory } from './history.ts'
+import { ConfigError, isLoopback, configHash, type ChainConfig, type NodeConfig, type TeeConfig } from './config.ts'
 import type { Logger } from '../core/log.ts'
 import { listenPort, startOpsServer } from '../core/ops.ts'
+import { ADMIN_TOKEN_HEADER, dashboardUrl, handleAdmin, hasAdminToken, loadOrCreateAdminToken, MinInterval, type AdminToken } from './admin.ts'
+import { summarizeTransaction, Op } from '../ton/contracts/index.ts'
+import { describeCertificate } from '../tee/index.ts'
+import { serveDashboard } from './dashboard.ts'
 
 export interface RunningNode {
   role: NodeConfig['role']
@@ -71,7 +78,9 @@ async function openChain(c: ChainConfig, log: Logger): Promise<ChainContext> {
   const chain = createChain({ ...opts, log })
   const root = Address.parse(c.root)
   const watcher = new RootWatcher({ chain, root, log }, { refreshMs: c.policyRefreshSec * 1000 })
-  await watcher.start()
+  await watcher.start().catch((err: Error) => {
+    throw new ChainError(`cannot read the root contract ${root.toString()} from the chain at ${chain.endpoint}: ${err.message}; is the chain running, and are chain.endpoint and chain.root right?`)
+  })
   const key = loadOrCreateWalletKey(c.walletKeyFile)
   const wallet = new NodeWallet(chain, key, { log })
   log.info('on chain', { endpoint: chain.endpoint, root: root.toString(), wallet: wallet.address.toString(), rootVersion: watcher.state?.version })
@@ -83,7 +92,17 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
   const base = parsePolicy(cfg.policy, 'policy')
   // A production node, and any node in a real TEE, must never trust forgeable simulated peers.
   if (cfg.production || cfg.tee.kind === 'tdx') assertProductionPolicy(base, 'policy')
-  const cc = cfg.chain ? await openChain(cfg.chain, log) : undefined
+  // A worker loads its model while it reads the chain: start-up takes the longer of the two, not their sum.
+  const backendLoading =
+    cfg.role === 'worker' ? createBackend(cfg.backend.kind === 'openai' ? { ...cfg.backend, apiKey: readSecret(cfg.backend.apiKeyFile, 'COCOON_BACKEND_API_KEY') } : cfg.backend, { log }) : undefined
+  backendLoading?.catch(() => {})
+  let cc: ChainContext | undefined
+  try {
+    cc = cfg.chain ? await openChain(cfg.chain, log) : undefined
+  } catch (err) {
+    await backendLoading?.then((b) => b.close()).catch(() => {})
+    throw err
+  }
   // Compile the contracts now (about a second of CPU), not in the middle of serving the first payment.
   if (cc) await contractCodes()
   // With a chain, the allow-lists come from the root and follow it; the config gives the rest.
@@ -108,11 +127,19 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     const account = cc
       ? new ClientAccount({ chain: cc.chain, wallet: cc.wallet, root: cc.root, rootState: () => cc.watcher.state, log }, { depositNano: c!.depositNano, topUpBelowNano: c!.topUpBelowNano, topUpNano: c!.topUpNano })
       : undefined
+    const apps = new AppAccounts(path.join(cfg.dataDir, 'apps.sqlite'))
+    const admin = adminToken(cfg.dataDir, log)
+    let consoleRoutes: ReturnType<typeof clientConsole> | undefined
     const client = createClient(cfg, {
       identity,
       verify,
       log,
       ledger,
+      routes: (req, res) => consoleRoutes!(req, res),
+      apps: {
+        admit: (authorization, model) => apps.authorize(authorization, model, cfg.apiKeys)?.id ?? null,
+        answered: (r) => apps.record(r),
+      },
       onProxy: account
         ? async (peer, proxyId) => {
             if (!peer.claims.paymentKey) return
@@ -120,10 +147,22 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
           }
         : undefined,
       funds: account ? (proxyId) => account.stats(proxyId) : undefined,
+      funded: account ? (proxyId) => account.isFunded(proxyId) : undefined,
+    })
+    consoleRoutes = clientConsole({
+      client,
+      apps,
+      ledger,
+      adminToken: admin.token,
+      loopback: isLoopback(cfg.listen.host),
+      keysRequired: cfg.apiKeys,
+      chain: cc && account ? { endpoint: cc.chain.endpoint, root: cc.root, rootState: () => cc.watcher.state, wallet: cc.wallet, account } : undefined,
     })
     trust.onUpdate((p) => client.revalidate((peer) => refusalUnder(p, peer)))
     account?.start(ledger)
     const port = await client.start()
+    log.info('API keys', { required: cfg.apiKeys })
+    announceDashboard(cfg.listen.host, port, admin, log)
     return {
       role: 'client',
       ports: { api: port },
@@ -133,6 +172,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
         identity.stop()
         await client.stop()
         ledger.close()
+        apps.close()
       },
     }
   }
@@ -181,24 +221,53 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     })
     trust.onUpdate((p) => proxy.revalidate((peer) => refusalUnder(p, peer)))
     const ports = await proxy.start()
-    const ops = await startOpsServer(cfg.stats.host, cfg.stats.port, proxy, log, (req, res) => {
-      // Loopback operators can trigger a settlement round now (tests, before a withdrawal).
-      if (req.method !== 'POST' || req.url !== '/admin/settle') return false
-      if (!settlement) return sendJson(res, 409, { error: 'this proxy runs without a chain' }), true
-      settlement.settle({ force: true }).then(
-        async (r) => {
-          await proxy.pushStatements()
-          sendJson(res, 200, { committed: r.committed ?? null, charged: r.charged, payoutVouchers: r.payoutVouchers })
-        },
-        (err: Error) => sendJson(res, 502, { error: err.message }),
-      )
-      return true
+    const admin = adminToken(cfg.dataDir, log)
+    const settleOnce = new MinInterval<unknown>()
+    const history = new StatsHistory(() => {
+      const m = proxy.stats().money as Record<string, string>
+      return { chargedNano: m.chargedNano, earnedByWorkersNano: m.earnedByWorkersNano, marginNano: m.marginNano, reservedNano: m.reservedNano }
+    }).start()
+    const network = cc ? networkOf(cc.chain.endpoint) : null
+    const api = readOnlyApi(cfg.stats.host, admin.token, {
+      '/api/node': () => ({ role: 'proxy', network, certificate: certTimes(identity) }),
+      '/api/history': () => ({ samples: history.series() }),
+      '/api/commits': async () => {
+        const commits = ledger.commits(50)
+        let transactions: Array<Record<string, unknown>> = []
+        if (settlement && cc) {
+          const txs = await cc.chain.client.getTransactions(settlement.address, { limit: 50 }).catch(() => [])
+          transactions = txs
+            .map((tx) => ({ tx, s: summarizeTransaction(tx) }))
+            .filter(({ s }) => s.op === Op.proxyCommitState)
+            .map(({ tx, s }) => ({ hash: tx.hash().toString('hex'), lt: tx.lt.toString(), at: tx.now, success: s.success }))
+        }
+        return { network, contract: settlement?.address.toString() ?? null, commits, transactions }
+      },
     })
+    const ops = await startOpsServer(cfg.stats.host, cfg.stats.port, proxy, log, (req, res) =>
+      serveDashboard(req, res) ||
+      api(req, res) ||
+      handleAdmin(req, res, admin.token, [
+        {
+          // A settlement round now (tests, before a withdrawal): at most one per ADMIN_MIN_INTERVAL_MS, however often it is called.
+          path: '/admin/settle',
+          throttle: settleOnce,
+          run: async () => {
+            if (!settlement) throw Object.assign(new Error('this proxy runs without a chain'), { status: 409 })
+            const r = await settlement.settle({ force: true })
+            await proxy.pushStatements()
+            return { committed: r.committed ?? null, charged: r.charged, payoutVouchers: r.payoutVouchers }
+          },
+        },
+      ]),
+    )
+    announceDashboard(cfg.stats.host, listenPort(ops), admin, log)
     return {
       role: 'proxy',
       ports: { ...ports, stats: listenPort(ops) },
       stop: async () => {
         stopChain()
+        history.stop()
         settlement?.stop()
         identity.stop()
         await proxy.stop()
@@ -208,8 +277,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     }
   }
 
-  const b = cfg.backend
-  const backend: InferenceBackend = await createBackend({ ...b, apiKey: readSecret(b.apiKeyFile, 'COCOON_BACKEND_API_KEY') }, { log })
+  const backend: InferenceBackend = await backendLoading!
   let identity: RenewingIdentity
   try {
     identity = await RenewingIdentity.start({ role: 'worker', provider, configHash: hash, modelId: backend.model.id, modelHash: backend.model.hash || undefined }, { onError })
@@ -224,15 +292,43 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     { backend, identity, verify, log, ledger, onVoucher: payouts ? (proxyId) => payouts.onVoucher(proxyId) : undefined, payoutContract: payouts ? (proxyId) => payouts.contractAddress(proxyId) : undefined },
   )
   trust.onUpdate((p) => worker.revalidate((peer) => refusalUnder(p, peer)))
-  const ops = await startOpsServer(cfg.stats.host, cfg.stats.port, worker, log, (req, res) => {
-    if (req.method !== 'POST' || !req.url?.startsWith('/admin/payout')) return false
-    if (!payouts) return sendJson(res, 409, { error: 'this worker runs without a chain' }), true
-    Promise.all(ledger.all().map(async (r) => ({ proxy: r.proxy, tokensPaid: (await payouts.claim(r.proxy, true)).toString() }))).then(
-      (list) => sendJson(res, 200, { payouts: list }),
-      (err: Error) => sendJson(res, 502, { error: err.message }),
-    )
-    return true
+  const admin = adminToken(cfg.dataDir, log)
+  const payoutOnce = new MinInterval<unknown>()
+  const history = new StatsHistory(() => {
+    const s = worker.stats() as { requests: Record<string, number>; proxies: Array<{ earned: { tokens: string; nano: string }; paidOnChainTokens: string }> }
+    const sum = (f: (p: (typeof s.proxies)[number]) => string) => s.proxies.reduce((t, p) => t + BigInt(f(p)), 0n).toString()
+    return { earnedNano: sum((p) => p.earned.nano), earnedTokens: sum((p) => p.earned.tokens), paidTokens: sum((p) => p.paidOnChainTokens), ...s.requests }
+  }).start()
+  const network = cc ? networkOf(cc.chain.endpoint) : null
+  const api = readOnlyApi(cfg.stats.host, admin.token, {
+    '/api/node': async () => ({
+      role: 'worker',
+      network,
+      certificate: certTimes(identity),
+      attestation: await attestationOf(identity),
+      wallet: cc ? { address: cc.wallet.address.toString({ testOnly: network !== 'mainnet' }), balanceNano: (await cc.wallet.balance().catch(() => null))?.toString() ?? null } : null,
+      payoutThresholdNano: cfg.chain?.payoutThresholdNano?.toString() ?? null,
+    }),
+    '/api/history': () => ({ samples: history.series() }),
   })
+  const ops = await startOpsServer(cfg.stats.host, cfg.stats.port, worker, log, (req, res) =>
+    serveDashboard(req, res) ||
+    api(req, res) ||
+    handleAdmin(req, res, admin.token, [
+      {
+        // `cocoon worker payout` from the dashboard: claims every proxy's voucher and waits for the transactions.
+        path: '/admin/payout',
+        throttle: payoutOnce,
+        run: async () => {
+          if (!payouts) throw Object.assign(new Error('this worker runs without a chain'), { status: 409 })
+          const list = []
+          for (const r of ledger.all()) list.push({ proxy: r.proxy, tokensPaid: (await payouts.claim(r.proxy, true)).toString() })
+          return { payouts: list, walletBalanceNano: (await cc!.wallet.balance()).toString() }
+        },
+      },
+    ]),
+  )
+  announceDashboard(cfg.stats.host, listenPort(ops), admin, log)
   worker.start()
   log.info('worker ready', { model: backend.model.id, modelHash: backend.model.hash, coefficient: cfg.coefficient ?? 1000 })
   return {
@@ -240,6 +336,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     ports: { stats: listenPort(ops) },
     stop: async () => {
       stopChain()
+      history.stop()
       identity.stop()
       await worker.stop()
       await closeServer(ops)
@@ -249,10 +346,61 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
   }
 }
 
+/** What the node's certificate presents: evidence kind, image hash (simulated quotes carry it), not-after. */
+async function attestationOf(identity: RenewingIdentity): Promise<Record<string, unknown>> {
+  const d = await describeCertificate(identity.current().certPem)
+  return { kind: identity.current().kind, imageHash: d.quote?.simulatedImageHash ?? null, quoteBytes: d.quote?.bytes ?? 0, notAfter: d.notAfter, claims: d.claims ?? null }
+}
+
+/** When the certificate was made and when it renews (unix seconds). */
+function certTimes(identity: RenewingIdentity): { createdAt: number; renewsAt: number } {
+  const createdAt = identity.current().claims.createdAt
+  return { createdAt, renewsAt: createdAt + identity.renewSec }
+}
+
+/**
+ * Read-only dashboard endpoints (GET /api/...). On loopback they need no token; on any other
+ * address the admin token, in its header, like the money-moving ones.
+ */
+function readOnlyApi(host: string, token: string, routes: Record<string, () => unknown>): (req: http.IncomingMessage, res: http.ServerResponse) => boolean {
+  return (req, res) => {
+    const p = (req.url ?? '/').split('?')[0]
+    const route = routes[p]
+    if (!route || (req.method !== 'GET' && req.method !== 'HEAD')) return false
+    if (!isLoopback(host) && !hasAdminToken(req, token)) {
+      sendJson(res, 401, { error: { message: `send the admin token in the ${ADMIN_TOKEN_HEADER} header`, type: 'invalid_request_error', code: 'invalid_admin_token', param: null } })
+      return true
+    }
+    Promise.resolve()
+      .then(route)
+      .then(
+        (body) => sendJson(res, 200, body),
+        (err: Error) => sendJson(res, 502, { error: { message: err.message.slice(0, 500), type: 'api_error', code: 'dashboard_error', param: null } }),
+      )
+    return true
+  }
+}
+
 function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body)
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
+  const text = JSON.stringify(body, (_k, v) => (typeof v === 'bigint' ? v.toString() : v))
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' })
   res.end(text)
+}
+
+function adminToken(dataDir: string, log: Logger): AdminToken {
+  const t = loadOrCreateAdminToken(dataDir)
+  if (t.created) log.info('admin token created', { file: t.file })
+  return t
+}
+
+/**
+ * Prints the dashboard URL. The first start, which generated the admin token, prints it once in
+ * the URL (Jupyter-style) on stdout, never in the structured log; later starts point at the file.
+ * COCOON_ADMIN_TOKEN_PRINT=0 keeps it off stdout (the devnet prints its own banner).
+ */
+function announceDashboard(host: string, port: number, admin: AdminToken, log: Logger): void {
+  log.info('dashboard', { url: dashboardUrl(host, port), adminTokenFile: admin.file })
+  if (admin.created && process.env.COCOON_ADMIN_TOKEN_PRINT !== '0') process.stdout.write(`\n  Dashboard (with its admin token, shown once): ${dashboardUrl(host, port, admin.token)}\n\n`)
 }
 
 function closeServer(s: http.Server): Promise<void> {

@@ -2,7 +2,7 @@
 // client or worker contract. Every party derives the same addresses from the root, the proxy's key and owner.
 import { Address } from '@ton/core'
 import { contractCodes, type ContractCodes, ProxyContract, ClientContract, WorkerContract, type Params, type RootState } from '../ton/contracts/index.ts'
-import { nodeWalletContract } from '../ton/chain-client/index.ts'
+import { nodeWalletContract, type Chain } from '../ton/chain-client/index.ts'
 
 export interface ProxyChannel {
   root: Address
@@ -35,6 +35,32 @@ export function workerContract(ch: ProxyChannel, workerWallet: Address): WorkerC
  */
 export function walletOfKey(publicKey: Uint8Array): Address {
   return nodeWalletContract(Buffer.from(publicKey)).address
+}
+
+/**
+ * The one lookup of the channels a client or worker has with proxies: each found once in the root's registry
+ * (by the proxy's payment key) and then kept, like the proxy keeps the channel it started with.
+ */
+export class ChannelLookup {
+  private readonly channels = new Map<string, Promise<ProxyChannel>>()
+
+  constructor(private readonly deps: { chain: Chain; root: Address; rootState: () => RootState | undefined }) {}
+
+  /** The channel with proxy `proxyId` (its payment key, hex); rejects if the root does not list that proxy. */
+  channel(proxyId: string): Promise<ProxyChannel> {
+    let ch = this.channels.get(proxyId)
+    if (!ch) {
+      ch = (async () => channelFromRoot(this.deps.root, this.deps.rootState() ?? (await this.deps.chain.getRootState(this.deps.root)), proxyId))()
+      this.channels.set(proxyId, ch)
+      ch.catch(() => this.channels.delete(proxyId))
+    }
+    return ch
+  }
+
+  /** The proxies looked up so far. */
+  known(): string[] {
+    return [...this.channels.keys()]
+  }
 }
 
 /** The channel of a registered proxy, found in the root's registry by its payment key. */

@@ -2,11 +2,10 @@
 // below a threshold; top-up, withdrawal and close for the CLI.
 import type { Address } from '@ton/core'
 import { type Chain, collectMessages, type NodeWallet } from '../ton/chain-client/index.ts'
-import { type ClientState, signedVoucherFromBase64, verifyVoucher, type RootState, VOUCHER_MIN_VALUE_NANO } from '../ton/contracts/index.ts'
+import { type ClientState, type TopUpMessage, checkVoucher, ONE_TON_NANO, type RootState, VOUCHER_MIN_VALUE_NANO } from '../ton/contracts/index.ts'
 import type { Logger } from '../core/log.ts'
-import { channelFromRoot, clientContract, type ProxyChannel } from './channels.ts'
+import { ChannelLookup, clientContract } from './channels.ts'
 
-export const ONE_TON_NANO = 1_000_000_000n
 /** How often the client re-reads its client contracts (balance, charges on chain) and tops up if needed. */
 export const CLIENT_REFRESH_MS = 10_000
 
@@ -20,7 +19,7 @@ export interface ClientFundingOptions {
 }
 
 export class ClientAccount {
-  private readonly channels = new Map<string, ProxyChannel>()
+  private readonly channels: ChannelLookup
   private readonly states = new Map<string, ClientState>()
   private readonly o: Required<ClientFundingOptions>
 
@@ -30,20 +29,11 @@ export class ClientAccount {
   ) {
     const deposit = opts.depositNano ?? ONE_TON_NANO
     this.o = { depositNano: deposit, topUpBelowNano: opts.topUpBelowNano ?? 0n, topUpNano: opts.topUpNano ?? deposit }
-  }
-
-  private async channel(proxyId: string): Promise<ProxyChannel> {
-    let ch = this.channels.get(proxyId)
-    if (!ch) {
-      const state = this.deps.rootState() ?? (await this.deps.chain.getRootState(this.deps.root))
-      ch = await channelFromRoot(this.deps.root, state, proxyId)
-      this.channels.set(proxyId, ch)
-    }
-    return ch
+    this.channels = new ChannelLookup(deps)
   }
 
   async contractFor(proxyId: string) {
-    return this.deps.chain.open(clientContract(await this.channel(proxyId), this.deps.wallet.address))
+    return this.deps.chain.open(clientContract(await this.channels.channel(proxyId), this.deps.wallet.address))
   }
 
   private timer?: NodeJS.Timeout
@@ -51,7 +41,7 @@ export class ClientAccount {
   /** Re-reads every known client contract periodically, recording on-chain charges and topping up below the threshold. */
   start(ledger: { recordOnChain(proxy: string, tokens: bigint): void }, everyMs = CLIENT_REFRESH_MS): void {
     this.timer = setInterval(() => {
-      for (const proxyId of this.channels.keys()) {
+      for (const proxyId of this.channels.known()) {
         this.ensureFunded(proxyId)
           .then(() => {
             const s = this.states.get(proxyId)
@@ -95,6 +85,13 @@ export class ClientAccount {
     await this.state(proxyId)
   }
 
+  /** The top-up as a message for the app user's own wallet (TON Connect) to send; the node never holds those funds. */
+  async topUpMessage(proxyId: string, amountNano: bigint): Promise<TopUpMessage> {
+    const c = await this.contractFor(proxyId)
+    const deployed = await this.deps.chain.isDeployed(c.address)
+    return clientContract(await this.channels.channel(proxyId), this.deps.wallet.address).topUpMessage({ amountNano, deployed })
+  }
+
   /** Withdraws down to the stake at most; the contract refuses more. */
   async withdraw(proxyId: string, amountNano: bigint): Promise<void> {
     const c = await this.contractFor(proxyId)
@@ -109,11 +106,7 @@ export class ClientAccount {
    */
   async closeWithFinalCharge(proxyId: string, voucherB64: string, toldTokens: bigint): Promise<ClientState | undefined> {
     const c = await this.contractFor(proxyId)
-    const v = signedVoucherFromBase64(voucherB64)
-    if (v.kind !== 'clientFinalCharge') throw new Error(`the proxy sent a ${v.kind} voucher, not a final charge`)
-    if (!v.target.equals(c.address)) throw new Error('the final charge is for another contract')
-    if (!verifyVoucher(v, Buffer.from(proxyId, 'hex'))) throw new Error('the final charge is not signed by this proxy')
-    if (v.tokens > toldTokens) throw new Error(`the final charge (${v.tokens} tokens) is more than the proxy said it charged (${toldTokens})`)
+    const v = checkVoucher(voucherB64, { kind: 'clientFinalCharge', signer: proxyId, target: c.address, maxTokens: toldTokens })
     await this.deps.wallet.sendAndConfirm(await collectMessages((via) => c.sendVoucher(via, { voucher: v })))
     return this.state(proxyId)
   }
@@ -130,6 +123,12 @@ export class ClientAccount {
     const c = await this.contractFor(proxyId)
     await this.deps.wallet.sendAndConfirm(await collectMessages((via) => c.sendFinishClose(via, { value: VOUCHER_MIN_VALUE_NANO })))
     return this.state(proxyId)
+  }
+
+  /** From the last state read: the contract with this proxy is open and holds more than nothing. */
+  isFunded(proxyId: string): boolean {
+    const s = this.states.get(proxyId)
+    return !!s && s.state === 'active' && s.balanceNano > 0n
   }
 
   /** Money figures for /jsonstats, from the last state read. */

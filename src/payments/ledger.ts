@@ -1,9 +1,8 @@
 // The proxy's ledger: embedded SQLite (WAL, synchronous FULL), an append-only hash-chained event log plus the
 // cumulative counters derived from it, all changed in one transaction per event so a crash never splits them.
 import crypto from 'node:crypto'
-import fs from 'node:fs'
-import path from 'node:path'
-import Database from 'better-sqlite3'
+import type Database from 'better-sqlite3'
+import { openSqlite } from './sqlite.ts'
 
 export const LEDGER_SCHEMA_VERSION = 1
 const GENESIS_HASH = '0'.repeat(64)
@@ -83,10 +82,7 @@ export class Ledger {
   private readonly stmts
 
   constructor(readonly file: string) {
-    fs.mkdirSync(path.dirname(file), { recursive: true })
-    this.db = new Database(file)
-    this.db.pragma('journal_mode = WAL')
-    this.db.pragma('synchronous = FULL')
+    this.db = openSqlite(file, 'FULL')
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS events (seqno INTEGER PRIMARY KEY, type TEXT NOT NULL, body TEXT NOT NULL, hash TEXT NOT NULL, at INTEGER NOT NULL);
@@ -258,6 +254,12 @@ export class Ledger {
   /** Remembers that (seqno, hash) was committed on chain. */
   recordCommit(head: LedgerHead, confirmedAt: number | null): void {
     this.db.prepare(`INSERT INTO commits (seqno, hash, confirmed_at) VALUES (?, ?, ?) ON CONFLICT (seqno) DO UPDATE SET confirmed_at = excluded.confirmed_at`).run(head.seqno, head.hash, confirmedAt)
+  }
+
+  /** The newest commits, newest first. */
+  commits(limit = 50): Array<LedgerHead & { confirmedAt: number | null }> {
+    const rows = this.db.prepare(`SELECT seqno, hash, confirmed_at FROM commits ORDER BY seqno DESC LIMIT ?`).all(limit) as Array<{ seqno: number; hash: string; confirmed_at: number | null }>
+    return rows.map((r) => ({ seqno: r.seqno, hash: r.hash, confirmedAt: r.confirmed_at }))
   }
 
   lastConfirmedCommit(): (LedgerHead & { confirmedAt: number }) | undefined {

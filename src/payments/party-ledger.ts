@@ -1,8 +1,7 @@
 // The small ledger a client or a worker keeps of what each proxy told it and what was paid on chain,
 // so a proxy that later reports less (a rolled-back or dishonest proxy) is caught and dropped.
-import fs from 'node:fs'
-import path from 'node:path'
-import Database from 'better-sqlite3'
+import type Database from 'better-sqlite3'
+import { openSqlite } from './sqlite.ts'
 
 /** What a proxy has stated about this party, cumulative. Adjusted tokens and nanoTON. */
 export interface ProxyStatement {
@@ -39,12 +38,9 @@ export class PartyLedger {
   private readonly db: Database.Database
 
   constructor(readonly file: string) {
-    fs.mkdirSync(path.dirname(file), { recursive: true })
-    this.db = new Database(file)
-    this.db.pragma('journal_mode = WAL')
     // NORMAL in WAL mode survives a killed process (not a power cut) without an fsync per answer:
     // at worst a power cut forgets the newest statements, which only delays catching a regression.
-    this.db.pragma('synchronous = NORMAL')
+    this.db = openSqlite(file, 'NORMAL')
     this.db.exec(`CREATE TABLE IF NOT EXISTS proxies (
       proxy TEXT PRIMARY KEY, told_tokens TEXT NOT NULL, told_nano TEXT NOT NULL,
       vouchered TEXT NOT NULL, voucher TEXT, onchain_tokens TEXT NOT NULL, distrusted TEXT)`)

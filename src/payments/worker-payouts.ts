@@ -1,9 +1,9 @@
 // The worker's side of payments on chain: claim payout vouchers from its worker contract past a threshold or on demand.
 import type { Address } from '@ton/core'
 import { type Chain, collectMessages, type NodeWallet } from '../ton/chain-client/index.ts'
-import { signedVoucherFromBase64, verifyVoucher, type RootState } from '../ton/contracts/index.ts'
+import { checkVoucher, type RootState, type SignedVoucher } from '../ton/contracts/index.ts'
 import type { Logger } from '../core/log.ts'
-import { channelFromRoot, workerContract } from './channels.ts'
+import { ChannelLookup, workerContract } from './channels.ts'
 import type { PartyLedger } from './party-ledger.ts'
 
 /** Claim once this much (nanoTON) is unclaimed. */
@@ -11,15 +11,17 @@ export const PAYOUT_THRESHOLD_NANO = 100_000_000n
 
 export class WorkerPayouts {
   private inFlight = new Map<string, Promise<bigint>>()
+  private readonly channels: ChannelLookup
 
   constructor(
     private readonly deps: { chain: Chain; wallet: NodeWallet; root: Address; rootState: () => RootState | undefined; ledger: PartyLedger; log: Logger },
     private readonly thresholdNano = PAYOUT_THRESHOLD_NANO,
-  ) {}
+  ) {
+    this.channels = new ChannelLookup(deps)
+  }
 
   private async contractFor(proxyId: string) {
-    const state = this.deps.rootState() ?? (await this.deps.chain.getRootState(this.deps.root))
-    const ch = await channelFromRoot(this.deps.root, state, proxyId)
+    const ch = await this.channels.channel(proxyId)
     return { contract: this.deps.chain.open(workerContract(ch, this.deps.wallet.address)), feeNano: ch.params.workerFeePerTokenNano }
   }
 
@@ -60,9 +62,11 @@ export class WorkerPayouts {
     this.deps.ledger.recordOnChain(proxyId, paid)
     if (!rec.voucher || rec.vouchered <= paid) return paid
     if (!force && (rec.vouchered - paid) * feeNano < this.thresholdNano) return paid
-    const v = signedVoucherFromBase64(rec.voucher)
     // Check it before paying gas for it: signed by this proxy, for this worker's own contract.
-    if (v.kind !== 'workerPayout' || !v.target.equals(contract.address) || !verifyVoucher(v, Buffer.from(proxyId, 'hex'))) {
+    let v: SignedVoucher
+    try {
+      v = checkVoucher(rec.voucher, { kind: 'workerPayout', signer: proxyId, target: contract.address })
+    } catch {
       // Kept from before vouchers were checked on receipt: drop it, so the next good voucher is taken.
       this.deps.ledger.dropVoucher(proxyId, rec.voucher)
       this.deps.log.warn('dropped a stored payout voucher that is not valid for this worker contract; no transaction sent', { proxy: proxyId.slice(0, 16) })

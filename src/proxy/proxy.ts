@@ -23,6 +23,8 @@ export const WORKER_INFO_TIMEOUT_MS = 5_000
 export const PING_INTERVAL_MS = 15_000
 /** How often workers are told what they earned. */
 export const STATEMENT_INTERVAL_MS = 2_000
+/** Refused peers kept with their reasons for /jsonstats. */
+export const MAX_REFUSALS_SHOWN = 50
 
 export interface ProxyOptions {
   workerListen: { host: string; port: number }
@@ -73,6 +75,8 @@ export class Proxy implements OpsSource {
   /** Worker slots: claimed with the choice of worker, waited for in a bounded queue fair across clients. */
   private readonly admission: AdmissionQueue
   private refused = { workers: 0, clients: 0 }
+  /** The latest refused peers with their reasons, newest last, for /jsonstats (and the dashboard). */
+  private readonly refusals: Array<{ at: number; role: 'worker' | 'client'; reason: string; peer: string }> = []
   /** Error answers per client: a client that keeps sending bad requests is slowed down before anything is read or logged. */
   private readonly errorBudget = new ErrorBudget()
   private rateLimited = 0
@@ -127,9 +131,10 @@ export class Proxy implements OpsSource {
       expectedRole: 'worker',
       log,
       onPeer: (a) => void this.addWorker(a),
-      onRefused: () => {
+      onRefused: (reason, remote) => {
         this.refused.workers++
         this.m.refused.inc({ role: 'worker' })
+        this.noteRefusal('worker', reason, remote)
       },
     })
     const cs = await listenAttested({
@@ -145,9 +150,10 @@ export class Proxy implements OpsSource {
         this.clientH2.once('session', (s) => this.clientAccounts.set(s, account))
         this.clientH2.emit('connection', socket)
       },
-      onRefused: () => {
+      onRefused: (reason, remote) => {
         this.refused.clients++
         this.m.refused.inc({ role: 'client' })
+        this.noteRefusal('client', reason, remote)
       },
     })
     this.servers = [ws, cs]
@@ -654,6 +660,11 @@ export class Proxy implements OpsSource {
     })
   }
 
+  private noteRefusal(role: 'worker' | 'client', reason: string, peer: string): void {
+    this.refusals.push({ at: Date.now(), role, reason: reason.slice(0, 300), peer: String(peer).slice(0, 80) })
+    if (this.refusals.length > MAX_REFUSALS_SHOWN) this.refusals.shift()
+  }
+
   /** Drops connected workers the current policy no longer allows (e.g. their image was revoked on the root). */
   revalidate(refusal: (peer: VerifiedPeer) => string | undefined): number {
     let dropped = 0
@@ -674,6 +685,7 @@ export class Proxy implements OpsSource {
     this.deps.log.warn('worker no longer trusted; disconnecting', { worker: conn.id, reason })
     this.refused.workers++
     this.m.refused.inc({ role: 'worker' })
+    this.noteRefusal('worker', reason, conn.remote)
     this.workers.delete(conn.id)
     this.m.workers.set(this.workers.size)
     conn.session.destroy()
@@ -730,6 +742,7 @@ export class Proxy implements OpsSource {
       money: this.moneyStats(),
       chain: this.deps.chainStats?.() ?? null,
       clients: { connected: this.clientSessions.size, refused: this.refused.clients, rateLimited: this.rateLimited, limitedNow: this.errorBudget.limitedClients() },
+      refusals: [...this.refusals].reverse(),
       queue: this.admission.stats(),
       workers: {
         connected: this.workers.size,
@@ -775,9 +788,11 @@ export class Proxy implements OpsSource {
     }
   }
 
+  /** Ready when both listeners are up, billing serves and at least one worker is connected; otherwise `reason` says which is missing. */
   health(): { ok: boolean; workers: number; serving: boolean; reason?: string } {
     const s = this.deps.billing.serving
-    return { ok: this.servers.length === 2 && s.ok, workers: this.workers.size, serving: s.ok, ...(s.reason ? { reason: s.reason } : {}) }
+    const reason = this.servers.length !== 2 ? 'not listening' : !s.ok ? s.reason : this.workers.size === 0 ? 'no worker' : undefined
+    return { ok: !reason, workers: this.workers.size, serving: s.ok, ...(reason ? { reason } : {}) }
   }
 }
 

@@ -31,7 +31,7 @@ export class RenewingIdentity implements IdentitySource {
     first: Identity,
     private readonly keys: webcrypto.CryptoKeyPair,
     private readonly opts: Omit<CreateIdentityOptions, 'keys'>,
-    private readonly renewSec: number,
+    readonly renewSec: number,
     private readonly onError: (err: Error) => void,
   ) {
     this.id = first

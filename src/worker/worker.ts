@@ -13,7 +13,7 @@ import { readBody, parseJsonObject, parseMultipart } from '../net/body.ts'
 import { H2_OPTIONS, tuneSession } from '../net/h2.ts'
 import { CAPABILITY_PATHS, HEADERS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, PATHS, PROTOCOL_VERSION, usageSigningPayload, type UsageRecord, type WorkerInfo, type WorkerStatement } from '../net/protocol.ts'
 import type { PartyLedger } from '../payments/party-ledger.ts'
-import { signedVoucherFromBase64, verifyVoucher } from '../ton/contracts/index.ts'
+import { checkVoucher, InvalidVoucherError } from '../ton/contracts/index.ts'
 import { validateEmbeddingRequest, validateRequest, validateTranscriptionForm, type TranscriptionFormat } from '../net/validate.ts'
 import { AnswerAggregator, answerIds, EMBEDDING_OBJECT, TRANSCRIPTION_OBJECT } from '../net/openai.ts'
 
@@ -429,10 +429,7 @@ export class Worker implements OpsSource {
       // its target (this worker's contract) is checked again before it is submitted.
       let tokens: bigint
       try {
-        const v = signedVoucherFromBase64(st.voucher)
-        if (v.kind !== 'workerPayout') throw new Error(`a ${v.kind} voucher is not a payout`)
-        if (!verifyVoucher(v, Buffer.from(link.proxyId, 'hex'))) throw new Error('not signed by this proxy')
-        if (v.tokens > BigInt(st.tokens)) throw new Error('it pays more than the statement says was earned')
+        const v = checkVoucher(st.voucher, { kind: 'workerPayout', signer: link.proxyId, maxTokens: BigInt(st.tokens) })
         if (this.deps.payoutContract) {
           const mine = await this.deps.payoutContract(link.proxyId).catch((err: Error) => {
             throw new Error(`cannot check its target now (${err.message}); it will be checked when resent`)
@@ -441,8 +438,9 @@ export class Worker implements OpsSource {
         }
         tokens = v.tokens
       } catch (err) {
-        log.warn('refused a voucher from the proxy', { reason: (err as Error).message })
-        return { ok: false, error: `voucher refused: ${(err as Error).message}` }
+        const reason = err instanceof InvalidVoucherError ? err.reason : (err as Error).message
+        log.warn('refused a voucher from the proxy', { reason })
+        return { ok: false, error: `voucher refused: ${reason}` }
       }
       if (this.deps.ledger.recordVoucher(link.proxyId, tokens, st.voucher)) this.deps.onVoucher?.(link.proxyId, st.voucher, tokens)
     }
@@ -502,9 +500,9 @@ export class Worker implements OpsSource {
     }
   }
 
-  health(): { ok: boolean; connectedProxies: number } {
+  health(): { ok: boolean; connectedProxies: number; reason?: string } {
     const connectedProxies = this.links.filter((l) => l.state === 'connected').length
-    return { ok: connectedProxies > 0, connectedProxies }
+    return { ok: connectedProxies > 0, connectedProxies, ...(connectedProxies === 0 ? { reason: 'no proxy' } : {}) }
   }
 }
 

@@ -3,6 +3,7 @@ import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { Address, beginCell } from '@ton/core'
 import {
+  checkVoucher,
   InvalidVoucherError,
   parseVoucherCell,
   signedVoucherFromBase64,
@@ -27,6 +28,20 @@ describe('vouchers', () => {
     assert.ok(s.loadAddress().equals(target))
     assert.equal(s.loadUintBig(64), 123n)
     assert.equal(s.remainingBits, 0)
+  })
+
+  it('checkVoucher keeps only a voucher of the expected kind, signer, target and size, and says what is wrong', () => {
+    const b64 = signedVoucherToBase64(signVoucher({ kind: 'workerPayout', target, tokens: 500n }, proxy.secretKey))
+    const signer = proxy.publicKey.toString('hex')
+    assert.equal(checkVoucher(b64, { kind: 'workerPayout', signer, target, maxTokens: 500n }).tokens, 500n)
+    assert.equal(checkVoucher(b64, { kind: 'workerPayout', signer: proxy.publicKey }).tokens, 500n)
+    const refused = (expect: Parameters<typeof checkVoucher>[1], why: RegExp, v: string = b64) =>
+      assert.throws(() => checkVoucher(v, expect), (err: unknown) => err instanceof InvalidVoucherError && why.test(err.reason))
+    refused({ kind: 'clientFinalCharge', signer }, /a payout voucher is not a final charge/)
+    refused({ kind: 'workerPayout', signer, target: other }, /for another contract/)
+    refused({ kind: 'workerPayout', signer: keyPair('someone-else').publicKey }, /not signed by this proxy/)
+    refused({ kind: 'workerPayout', signer, maxTokens: 499n }, /more than the proxy said/)
+    refused({ kind: 'workerPayout', signer }, /not a base64 BOC|bad envelope/, 'not-a-voucher')
   })
 
   it('verifies only against the signing key and only for the exact voucher', () => {

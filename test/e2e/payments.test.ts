@@ -43,8 +43,17 @@ let state: DevnetState
 let openai: OpenAI
 const getJson = async (url: string, init?: RequestInit) => (await fetch(url, init)).json() as Promise<any>
 const proxyStats = () => getJson(`http://127.0.0.1:${state.ports.proxyStats}/jsonstats`)
-const settle = () => getJson(`http://127.0.0.1:${state.ports.proxyStats}/admin/settle`, { method: 'POST' })
-const payout = (i: number) => getJson(`http://127.0.0.1:${state.ports.workers[i]}/admin/payout`, { method: 'POST' })
+/** A money-moving admin POST with the node's admin token; waits out the minimum interval (429 + Retry-After) like an operator would. */
+async function admin(url: string, node: string): Promise<any> {
+  const token = fs.readFileSync(path.join(dir, node, 'admin.token'), 'utf8').trim()
+  for (;;) {
+    const r = await fetch(url, { method: 'POST', headers: { 'x-cocoon-admin-token': token } })
+    if (r.status !== 429) return r.json()
+    await new Promise((res) => setTimeout(res, Number(r.headers.get('retry-after') ?? 1) * 1000))
+  }
+}
+const settle = () => admin(`http://127.0.0.1:${state.ports.proxyStats}/admin/settle`, 'proxy')
+const payout = (i: number) => admin(`http://127.0.0.1:${state.ports.workers[i]}/admin/payout`, `worker-${i}`)
 const currentPid = (name: string) => (JSON.parse(fs.readFileSync(path.join(dir, 'devnet.json'), 'utf8')) as DevnetState).children[name].pid!
 
 before(async () => {

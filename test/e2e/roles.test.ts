@@ -62,7 +62,7 @@ test('a role refuses a bad config with a message naming the field', async () => 
   fs.writeFileSync(f, JSON.stringify({ role: 'worker', policy: { acceptKinds: ['simulated'], imageHashes: {} }, proxies: ['nowhere'], backend: { kind: 'llama', model: 'x' } }))
   const p = cocoon(['worker', '--config', f])
   const { code } = await p.exited
-  assert.equal(code, 2)
+  assert.equal(code, 1)
   assert.match(p.output(), /proxies\[0\].*host:port/)
 })
 

@@ -16,7 +16,11 @@ let upstream: FakeUpstream
 let openai: OpenAI
 let base: number
 let proxyCfg: string
+let workerCfg: string
+let clientCfg: string
 let proxy: Proc
+let worker: Proc
+let client: Proc
 const getJson = async (url: string) => (await fetch(url)).json() as Promise<any>
 const clientStats = () => getJson(`http://127.0.0.1:${base + 10000}/jsonstats`)
 
@@ -39,7 +43,7 @@ before(async () => {
     return f
   }
   proxyCfg = write('proxy', { role: 'proxy', dataDir: path.join(dir, 'proxy'), tee: { kind: 'simulated' }, policy, stats: `127.0.0.1:${base + 11000}`, workerListen: `127.0.0.1:${base + 11001}`, clientListen: `127.0.0.1:${base + 11002}` })
-  const workerCfg = write('worker', {
+  workerCfg = write('worker', {
     role: 'worker',
     dataDir: path.join(dir, 'worker'),
     tee: { kind: 'simulated' },
@@ -48,9 +52,11 @@ before(async () => {
     proxies: [`127.0.0.1:${base + 11001}`],
     backend: { kind: 'openai', model: 'upstream-model', baseUrl: upstream.url },
   })
-  procs.push(cocoon(['worker', '--config', workerCfg]))
-  const clientCfg = write('client', { role: 'client', dataDir: path.join(dir, 'client'), policy, listen: `127.0.0.1:${base + 10000}`, proxies: [`127.0.0.1:${base + 11002}`] })
-  procs.push(cocoon(['client', '--config', clientCfg]))
+  worker = cocoon(['worker', '--config', workerCfg])
+  procs.push(worker)
+  clientCfg = write('client', { role: 'client', dataDir: path.join(dir, 'client'), policy, listen: `127.0.0.1:${base + 10000}`, proxies: [`127.0.0.1:${base + 11002}`] })
+  client = cocoon(['client', '--config', clientCfg])
+  procs.push(client)
   await startProxy()
   openai = new OpenAI({ baseURL: `http://127.0.0.1:${base + 10000}/v1`, apiKey: 'unused', maxRetries: 0 })
 })
@@ -104,3 +110,63 @@ test('the proxy killed -9 during a non-streamed request: the app gets a 502', as
   const ok = await openai.chat.completions.create({ model: 'upstream-model', messages: [{ role: 'user', content: 'hi' }], max_tokens: 3 })
   assert.equal(ok.usage?.completion_tokens, 3)
 })
+
+/** Reads one streamed answer as the app sees it: `complete` only if it ended without an error event or a broken connection. */
+async function appStream(i: number, maxTokens: number): Promise<{ ended: 'complete' | 'error'; usage: boolean; done: boolean }> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${base + 10000}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'upstream-model', messages: [{ role: 'user', content: `story ${i}` }], stream: true, max_tokens: maxTokens }),
+    })
+    if (res.status !== 200) {
+      await res.text()
+      return { ended: 'error', usage: false, done: false }
+    }
+    const events = (await res.text()).split('\n\n').map((e) => e.trim()).filter((e) => e.startsWith('data: ')).map((e) => e.slice(6))
+    const error = events.some((e) => e.startsWith('{"error"'))
+    const usage = events.some((e) => e !== '[DONE]' && !e.startsWith('{"error"') && JSON.parse(e).usage != null)
+    return { ended: error ? 'error' : 'complete', usage, done: events.at(-1) === '[DONE]' }
+  } catch {
+    return { ended: 'error', usage: false, done: false }
+  }
+}
+
+async function restart(role: 'proxy' | 'worker' | 'client'): Promise<void> {
+  if (role === 'proxy') return startProxy()
+  if (role === 'worker') {
+    worker = cocoon(['worker', '--config', workerCfg])
+    procs.push(worker)
+  } else {
+    client = cocoon(['client', '--config', clientCfg])
+    procs.push(client)
+  }
+  await waitFor(async () => (await getJson(`http://127.0.0.1:${base + 11000}/jsonstats`).catch(() => null))?.workers.connected === 1, 'the worker on the proxy', 60_000)
+  await waitFor(async () => (await getJson(`http://127.0.0.1:${base + 10000}/healthz`).catch(() => null))?.ok === true, 'the client on the proxy', 60_000)
+}
+
+test('kill -9 at random points of the proxy, the worker and the client during streaming: no app stream ever ends as complete without its final usage', async () => {
+  const rounds = process.env.COCOON_FAULTS_LONG ? 18 : 3
+  const seen = { complete: 0, error: 0 }
+  for (let round = 0; round < rounds; round++) {
+    const role = (['proxy', 'worker', 'client'] as const)[round % 3]
+    // Some streams start before the kill and finish before it, some are cut, some start as it happens.
+    const streams = Array.from({ length: 6 }, (_, i) => new Promise((r) => setTimeout(r, i * 150)).then(() => appStream(round * 10 + i, i % 2 ? 30 : 400)))
+    await new Promise((r) => setTimeout(r, 300 + Math.floor(Math.random() * 2500)))
+    const victim = role === 'proxy' ? proxy : role === 'worker' ? worker : client
+    victim.proc.kill('SIGKILL')
+    await victim.exited
+    const results = await Promise.all(streams)
+    for (const [i, r] of results.entries()) {
+      seen[r.ended]++
+      if (r.ended === 'complete') {
+        assert.ok(r.usage, `round ${round} (${role} killed), stream ${i}: ended as complete without its final usage`)
+        assert.ok(r.done, `round ${round} (${role} killed), stream ${i}: ended as complete without [DONE]`)
+      }
+    }
+    await restart(role)
+  }
+  assert.ok(seen.error > 0, `the kills cut some streams: ${JSON.stringify(seen)}`)
+  assert.ok(seen.complete > 0, `short streams finish between kills: ${JSON.stringify(seen)}`)
+})
+

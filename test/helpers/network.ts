@@ -13,7 +13,7 @@ import { createPeerVerifier } from '../../src/tee/verify.ts'
 import type { Policy } from '../../src/tee/types.ts'
 import { createProxy, type Proxy, type ProxyOptions } from '../../src/proxy/proxy.ts'
 import { createWorker, type Worker, type WorkerOptions } from '../../src/worker/worker.ts'
-import { createClient, type Client, type ClientOptions } from '../../src/client/client.ts'
+import { createClient, type Client, type ClientDeps, type ClientOptions } from '../../src/client/client.ts'
 import type { InferenceBackend } from '../../src/inference/types.ts'
 import { silentLogger, createLogger, type Logger } from '../../src/core/log.ts'
 import type { Identity } from '../../src/tee/types.ts'
@@ -63,11 +63,11 @@ export async function startWorker(backend: InferenceBackend, proxyPorts: number[
   return worker
 }
 
-export async function startClient(proxyPorts: number[], opts: { policy?: Policy; options?: Partial<ClientOptions>; ledger?: PartyLedger; identity?: Identity; log?: Logger } = {}): Promise<{ client: Client; url: string }> {
+export async function startClient(proxyPorts: number[], opts: { policy?: Policy; options?: Partial<ClientOptions>; ledger?: PartyLedger; identity?: Identity; log?: Logger; funded?: ClientDeps['funded']; deps?: Partial<ClientDeps> } = {}): Promise<{ client: Client; url: string }> {
   const identity = opts.identity ?? (await createIdentity({ role: 'client', configHash: '00'.repeat(32) }))
   const client = createClient(
     { listen: { host: '127.0.0.1', port: 0 }, proxies: proxyPorts.map((port) => ({ host: '127.0.0.1', port })), ...opts.options },
-    { identity: fixedIdentity(identity), verify: verifierFor(opts.policy ?? (await policyFor())), log: opts.log ?? log.child({ role: 'client' }), ledger: opts.ledger },
+    { identity: fixedIdentity(identity), verify: verifierFor(opts.policy ?? (await policyFor())), log: opts.log ?? log.child({ role: 'client' }), ledger: opts.ledger, funded: opts.funded, ...opts.deps },
   )
   const port = await client.start()
   return { client, url: `http://127.0.0.1:${port}` }

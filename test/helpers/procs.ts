@@ -4,6 +4,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { devnetPortOffsetProblem } from '../../src/node/devnet.ts'
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 export const BIN = path.join(ROOT, 'bin', 'cocoon.js')
@@ -16,7 +17,10 @@ process.on('exit', () => {
 
 export interface Proc {
   proc: ChildProcess
+  /** stdout and stderr, interleaved as they arrived. */
   output(): string
+  /** stderr alone. */
+  stderr(): string
   waitForOutput(re: RegExp, timeoutMs: number): Promise<RegExpMatchArray>
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
 }
@@ -26,13 +30,17 @@ export function cocoon(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
   const proc = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...process.env, COCOON_MODELS: MODELS_DIR, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
   live.add(proc)
   let out = ''
+  let err = ''
   const listeners = new Set<() => void>()
   const onData = (d: Buffer) => {
     out += d.toString()
     for (const l of listeners) l()
   }
   proc.stdout!.on('data', onData)
-  proc.stderr!.on('data', onData)
+  proc.stderr!.on('data', (d: Buffer) => {
+    err += d.toString()
+    onData(d)
+  })
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     proc.once('exit', (code, signal) => {
       live.delete(proc)
@@ -43,6 +51,7 @@ export function cocoon(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
   return {
     proc,
     output: () => out,
+    stderr: () => err,
     exited,
     waitForOutput(re, timeoutMs) {
       return new Promise((resolve, reject) => {
@@ -80,7 +89,11 @@ export function tmpDir(prefix: string): string {
  * port stays below 32768, where Linux starts handing out ephemeral ports for outgoing connections.
  */
 export function randomPortOffset(): number {
-  return 3_000 + Math.floor(Math.random() * 160) * 100
+  for (;;) {
+    const offset = 3_000 + Math.floor(Math.random() * 160) * 100
+    // The same check `cocoon devnet --port-offset` makes: no port on the Fetch standard's blocked list.
+    if (!devnetPortOffsetProblem(offset, 16)) return offset
+  }
 }
 
 export function isAlive(pid: number): boolean {

@@ -5,7 +5,7 @@ import fs from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { createBackend } from '../../src/inference/create.ts'
+import { createBackend, type BackendConfig } from '../../src/inference/create.ts'
 import { LlamaBackend } from '../../src/inference/llama.ts'
 import { OpenAIUpstreamBackend } from '../../src/inference/openai.ts'
 import { collect, request } from './backend-compliance.ts'
@@ -42,6 +42,6 @@ describe('createBackend', () => {
     const b = await createBackend({ kind: 'openai', model: 'qwen3', baseUrl: 'http://127.0.0.1:1' }, {})
     assert.ok(b instanceof OpenAIUpstreamBackend)
     assert.deepEqual(b.model, { id: 'qwen3', hash: '', capabilities: ['chat', 'completions'] })
-    await assert.rejects(createBackend({ kind: 'openai', model: 'qwen3' }), /baseUrl/)
+    await assert.rejects(createBackend({ kind: 'openai', model: 'qwen3' } as unknown as BackendConfig), /baseUrl/)
   })
 })

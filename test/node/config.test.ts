@@ -21,19 +21,46 @@ test('errors name the field', () => {
     [{ role: 'wizard' }, /config\.role/],
     [{ role: 'client', policy, proxies: ['localhost'] }, /config\.proxies\[0\].*host:port/],
     [{ role: 'client', policy, proxies: ['[::1]:99999'] }, /port 99999/],
-    [{ role: 'client', policy, proxies: ['a:1'], colour: 'red' }, /config\.colour.*unknown/],
-    [{ role: 'client', proxies: ['a:1'] }, /config\.policy.*required/],
-    [{ role: 'worker', policy, proxies: ['a:1'], backend: { kind: 'openai', model: 'm' } }, /backend\.baseUrl.*required/],
-    [{ role: 'worker', policy, proxies: ['a:1'], backend: { kind: 'openai', model: 'm', baseUrl: 'http://x', apiKey: 'sk-1' } }, /secrets do not belong/],
-    [{ role: 'worker', policy, proxies: ['a:1'], backend: { kind: 'llama', model: 'm' }, maxActiveRequests: 0 }, /maxActiveRequests/],
+    [{ role: 'client', policy, proxies: ['a:1000'], colour: 'red' }, /config\.colour.*unknown/],
+    [{ role: 'client', proxies: ['a:1000'] }, /config\.policy.*required/],
+    [{ role: 'worker', policy, proxies: ['a:1000'], backend: { kind: 'openai', model: 'm' } }, /backend\.baseUrl.*required/],
+    [{ role: 'worker', policy, proxies: ['a:1000'], backend: { kind: 'openai', model: 'm', baseUrl: 'http://x', apiKey: 'sk-1' } }, /secrets do not belong/],
+    [{ role: 'worker', policy, proxies: ['a:1000'], backend: { kind: 'llama', model: 'm' }, maxActiveRequests: 0 }, /maxActiveRequests/],
     [{ role: 'proxy', policy, tee: { kind: 'none' } }, /must run in a TEE/],
-    [{ role: 'worker', production: true, policy, proxies: ['a:1'], backend: { kind: 'llama', model: 'm' } }, /production node cannot run on a simulated TEE/],
+    [{ role: 'worker', production: true, policy, proxies: ['a:1000'], backend: { kind: 'llama', model: 'm' } }, /production node cannot run on a simulated TEE/],
   ]
   for (const [raw, re] of cases) assert.throws(() => validateConfig(raw), (e: Error) => e instanceof ConfigError && re.test(e.message), JSON.stringify(raw))
 })
 
+test('each backend kind has its own settings: gpu and the weights hash for llama, a timeout for openai', () => {
+  const worker = (backend: unknown) => validateConfig({ role: 'worker', policy, proxies: ['a:9000'], backend })
+  const llama = worker({ kind: 'llama', model: 'm.gguf', gpu: 'auto', expectedSha256: 'ab'.repeat(32) })
+  assert.ok(llama.role === 'worker' && llama.backend.kind === 'llama')
+  assert.equal(llama.backend.gpu, 'auto')
+  assert.equal(llama.backend.expectedSha256, 'ab'.repeat(32))
+  const cpu = worker({ kind: 'llama', model: 'm.gguf', gpu: false })
+  assert.ok(cpu.role === 'worker' && cpu.backend.kind === 'llama' && cpu.backend.gpu === false)
+  const openai = worker({ kind: 'openai', model: 'm', baseUrl: 'http://x', timeoutMs: 5000 })
+  assert.ok(openai.role === 'worker' && openai.backend.kind === 'openai' && openai.backend.timeoutMs === 5000)
+  const refused: Array<[unknown, RegExp]> = [
+    [{ kind: 'llama', model: 'm', gpu: 'cuda' }, /backend\.gpu.*false.*auto/],
+    [{ kind: 'openai', model: 'm', baseUrl: 'http://x', gpu: 'auto' }, /backend\.gpu.*unknown setting for the openai backend/],
+    [{ kind: 'llama', model: 'm', baseUrl: 'http://x' }, /backend\.baseUrl.*unknown setting for the llama backend/],
+  ]
+  for (const [backend, re] of refused) assert.throws(() => worker(backend), (e: Error) => e instanceof ConfigError && re.test(e.message), JSON.stringify(backend))
+})
+
+test('the chain section holds only the settings of the node\'s own role', () => {
+  const chain = { endpoint: 'devnet', root: 'EQCGJEDxBefMWNTdGoX3W7PlHriYgdQr2r4dBU5ywrPYmpD1' }
+  const proxy = validateConfig({ role: 'proxy', policy, chain: { ...chain, stakeNano: '5' } })
+  assert.ok(proxy.role === 'proxy' && proxy.chain?.stakeNano === 5n && proxy.chain.paymentKeyFile.endsWith('payment.key'))
+  const client = validateConfig({ role: 'client', policy, proxies: ['a:9000'], chain })
+  assert.ok(client.role === 'client' && client.chain && !('paymentKeyFile' in client.chain))
+  assert.throws(() => validateConfig({ role: 'client', policy, proxies: ['a:9000'], chain: { ...chain, stakeNano: '5' } }), /chain\.stakeNano.*unknown chain setting for a client/)
+})
+
 test('COCOON_<SETTING> overrides top-level settings', () => {
-  const o = applyEnvOverrides({ role: 'client', policy, proxies: ['a:1'] }, 'client', { COCOON_LISTEN: '127.0.0.1:9999', COCOON_PROXIES: 'b:2, c:3', COCOON_DEFAULT_TIMEOUT_SEC: '30' })
+  const o = applyEnvOverrides({ role: 'client', policy, proxies: ['a:1000'] }, 'client', { COCOON_LISTEN: '127.0.0.1:9999', COCOON_PROXIES: 'b:2, c:3', COCOON_DEFAULT_TIMEOUT_SEC: '30' })
   const c = validateConfig(o)
   assert.equal(c.role, 'client')
   if (c.role !== 'client') return
@@ -43,6 +70,6 @@ test('COCOON_<SETTING> overrides top-level settings', () => {
 })
 
 test('a production node refuses a policy that trusts simulated evidence', async () => {
-  const cfg = validateConfig({ role: 'client', production: true, policy, proxies: ['127.0.0.1:1'] })
+  const cfg = validateConfig({ role: 'client', production: true, policy, proxies: ['127.0.0.1:1000'] })
   await assert.rejects(startNode(cfg, silentLogger), /simulated/)
 })

@@ -56,9 +56,10 @@ describe('chain endpoint configuration', () => {
   it('resolves network names and bare devnet URLs to JSON-RPC endpoints', () => {
     assert.equal(resolveEndpoint('mainnet'), TONCENTER_MAINNET_ENDPOINT)
     assert.equal(resolveEndpoint('testnet'), TONCENTER_TESTNET_ENDPOINT)
-    assert.equal(resolveEndpoint('http://127.0.0.1:10080'), 'http://127.0.0.1:10080/api/v2/jsonRPC')
-    assert.equal(devnetBaseUrl('http://127.0.0.1:10080/api/v2/jsonRPC'), 'http://127.0.0.1:10080')
+    assert.equal(resolveEndpoint('http://127.0.0.1:10090'), 'http://127.0.0.1:10090/api/v2/jsonRPC')
+    assert.equal(devnetBaseUrl('http://127.0.0.1:10090/api/v2/jsonRPC'), 'http://127.0.0.1:10090')
     assert.throws(() => resolveEndpoint('not a url'), ChainError)
+    assert.throws(() => resolveEndpoint('http://127.0.0.1:10080'), /port 10080 is on the Fetch standard's list of blocked ports/)
   })
 
   it('reads the endpoint and API key from the environment, explicit flags first', () => {

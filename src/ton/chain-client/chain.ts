@@ -8,6 +8,7 @@ import { RootContract, type RootState } from '../contracts/root.ts'
 import { ChainError, RootMismatchError } from './errors.ts'
 import { raceSignal } from '../../core/time.ts'
 import { createTransport, type Transport } from './transport.ts'
+import { portProblem, urlPort } from '../../core/ports.ts'
 
 export interface CallOpts {
   signal?: AbortSignal
@@ -55,7 +56,7 @@ const CLOCK_PROBE = new Address(0, Buffer.alloc(32))
 
 /**
  * Full JSON-RPC endpoint for `mainnet`, `testnet`, `devnet` (the local chain on its default port)
- * or a URL. A URL without a path gets `/api/v2/jsonRPC` appended, so `http://127.0.0.1:10080` works.
+ * or a URL. A URL without a path gets `/api/v2/jsonRPC` appended, so `http://127.0.0.1:10090` works.
  */
 export function resolveEndpoint(spec: string): string {
   switch (spec) {
@@ -73,6 +74,8 @@ export function resolveEndpoint(spec: string): string {
     throw new ChainError(`chain endpoint ${JSON.stringify(spec)} is not a URL (nor mainnet, testnet or devnet)`)
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ChainError(`chain endpoint must be http(s), got ${url.protocol}`)
+  const problem = portProblem(urlPort(url))
+  if (problem) throw new ChainError(`chain endpoint ${url.origin}: ${problem}`)
   if (url.pathname === '/' || url.pathname === '') url.pathname = JSON_RPC_PATH
   return url.toString()
 }

@@ -1,12 +1,12 @@
 // Named defaults of the chain client (how every node reaches a TON chain), units in the names.
 
-export const ONE_TON_NANO = 1_000_000_000n
+import { ONE_TON_NANO } from '../contracts/units.ts'
 
 /** toncenter API v2 JSON-RPC endpoints of the public networks. */
 export const TONCENTER_MAINNET_ENDPOINT = 'https://toncenter.com/api/v2/jsonRPC'
 export const TONCENTER_TESTNET_ENDPOINT = 'https://testnet.toncenter.com/api/v2/jsonRPC'
 /** The local devnet chain (`cocoon chain`) at its default port. */
-export const DEVNET_DEFAULT_ENDPOINT = 'http://127.0.0.1:10080/api/v2/jsonRPC'
+export const DEVNET_DEFAULT_ENDPOINT = 'http://127.0.0.1:10090/api/v2/jsonRPC'
 
 /** The toncenter-v2 JSON-RPC path that `TonClient` posts to. */
 export const JSON_RPC_PATH = '/api/v2/jsonRPC'

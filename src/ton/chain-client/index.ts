@@ -40,3 +40,4 @@ export {
   MAX_MESSAGES_PER_TRANSFER,
   DEFAULT_FAUCET_NANO,
 } from './constants.ts'
+export { tonConnectTransaction, TONCONNECT_NETWORK, TONCONNECT_VALID_SEC, type TonConnectTransaction } from './tonconnect.ts'

@@ -1,9 +1,9 @@
 // Named defaults of the embedded devnet chain (`cocoon chain`), units in the names.
 
-export const ONE_TON_NANO = 1_000_000_000n
+import { ONE_TON_NANO } from '../contracts/units.ts'
 
-/** Where `cocoon chain` listens unless told otherwise. */
-export const DEFAULT_CHAIN_PORT = 10080
+/** Where `cocoon chain` listens unless told otherwise (not 10080: `fetch` refuses that port; see core/ports.ts). */
+export const DEFAULT_CHAIN_PORT = 10090
 export const DEFAULT_CHAIN_HOST = '127.0.0.1'
 
 /** The paths nodes reach the chain on are the chain client's (JSON_RPC_PATH, FAUCET_PATH); the devnet serves them. */

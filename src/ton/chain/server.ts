@@ -20,7 +20,7 @@ import { InvalidAddressError, InvalidParamsError, MalformedRequestError, Payload
 import { callToncenterMethod } from './toncenter.ts'
 
 export interface DevnetChainServerOptions extends DevnetChainOptions {
-  /** TCP port; 0 picks a free one. Default DEFAULT_CHAIN_PORT (10080). */
+  /** TCP port; 0 picks a free one. Default DEFAULT_CHAIN_PORT (10090). */
   port?: number
   /** Interface to bind. Default 127.0.0.1: the devnet has no authentication (anyone reaching it can mint TON). */
   host?: string
@@ -29,7 +29,7 @@ export interface DevnetChainServerOptions extends DevnetChainOptions {
 }
 
 export interface DevnetChainServer {
-  /** Base URL, e.g. http://127.0.0.1:10080. */
+  /** Base URL, e.g. http://127.0.0.1:10090. */
   url: string
   /** The toncenter JSON-RPC endpoint to give TonClient: `${url}/api/v2/jsonRPC`. */
   endpoint: string

@@ -2,7 +2,9 @@
 // withdrawal down to the stake, and both ways to close.
 import {
   Address,
+  beginCell,
   Cell,
+  storeStateInit,
   type Contract,
   type ContractProvider,
   type Sender,
@@ -39,6 +41,19 @@ export interface ClientIdentity {
   params: Params
 }
 
+/** The body of a client contract top-up: opcode, query id, the amount to credit. */
+export function topUpBody(amountNano: bigint, queryId?: bigint): Cell {
+  return opBody(Op.clientTopUp, queryId).storeCoins(amountNano).endCell()
+}
+
+/** A top-up message for an external wallet to send. */
+export interface TopUpMessage {
+  address: Address
+  valueNano: bigint
+  body: Cell
+  stateInit?: Cell
+}
+
 export class ClientContract implements Contract {
   constructor(
     readonly address: Address,
@@ -59,10 +74,21 @@ export class ClientContract implements Contract {
    * `gasNano` (default DEPOSIT_GAS_NANO); unused gas comes back.
    */
   async sendTopUp(provider: ContractProvider, via: Sender, opts: { amountNano: bigint; gasNano?: bigint; queryId?: bigint }) {
-    const body = opBody(Op.clientTopUp, opts.queryId)
-      .storeCoins(opts.amountNano)
-      .endCell()
-    await sendOp(provider, via, opts.amountNano + (opts.gasNano ?? DEPOSIT_GAS_NANO), body)
+    await sendOp(provider, via, opts.amountNano + (opts.gasNano ?? DEPOSIT_GAS_NANO), topUpBody(opts.amountNano, opts.queryId))
+  }
+
+  /**
+   * The top-up as one message for someone else's wallet to send (TON Connect's sendTransaction):
+   * the contract address, the value (amount plus gas; unused gas comes back to the payer), the
+   * body, and the state init when the contract is not deployed yet (the first deposit deploys it).
+   */
+  topUpMessage(opts: { amountNano: bigint; gasNano?: bigint; queryId?: bigint; deployed: boolean }): TopUpMessage {
+    return {
+      address: this.address,
+      valueNano: opts.amountNano + (opts.gasNano ?? DEPOSIT_GAS_NANO),
+      body: topUpBody(opts.amountNano, opts.queryId),
+      stateInit: !opts.deployed && this.init ? beginCell().store(storeStateInit(this.init)).endCell() : undefined,
+    }
   }
 
   /**

@@ -13,6 +13,7 @@ import type { SendMessageResult } from '@ton/sandbox'
 import { Address, type Transaction } from '@ton/core'
 import { keyPairFromSeed } from '@ton/crypto'
 import { contractCodes } from './compile.ts'
+import { ONE_TON_NANO } from './units.ts'
 import { RootContract } from './root.ts'
 import { ProxyContract } from './proxy.ts'
 import { ClientContract } from './client.ts'
@@ -41,7 +42,6 @@ export class ContractOpFailedError extends Error {
   }
 }
 
-const ONE_TON = 1_000_000_000n
 
 /** Parameters of the measured life cycle (fees do not depend on them much). */
 export const FEE_REPORT_PARAMS: Params = {
@@ -55,8 +55,8 @@ export const FEE_REPORT_PARAMS: Params = {
   audioSecondMult: 1_000_000,
   proxyCloseDelaySec: 600,
   clientCloseDelaySec: 300,
-  minProxyStakeNano: 10n * ONE_TON,
-  minClientStakeNano: 1n * ONE_TON,
+  minProxyStakeNano: 10n * ONE_TON_NANO,
+  minClientStakeNano: 1n * ONE_TON_NANO,
 }
 
 /** Gas and fees of a finished op. Throws if any transaction in it failed. */
@@ -107,7 +107,7 @@ export async function measureContractFees(): Promise<ContractFeeReport> {
   const gas = 50_000_000n
   const hash = Buffer.alloc(32, 7)
 
-  await run('root.deploy', () => root.sendDeploy(rootOwner.getSender(), ONE_TON))
+  await run('root.deploy', () => root.sendDeploy(rootOwner.getSender(), ONE_TON_NANO))
   await run('root.setParams', () => root.sendSetParams(rootOwner.getSender(), { value: gas, params }))
   await run('root.allowHash', () => root.sendAllowHash(rootOwner.getSender(), { value: gas, kind: 'workerImage', hash }))
   await run('root.revokeHash', () => root.sendRevokeHash(rootOwner.getSender(), { value: gas, kind: 'workerImage', hash }))
@@ -117,23 +117,23 @@ export async function measureContractFees(): Promise<ContractFeeReport> {
   await run('root.changeOwner', () => root.sendChangeOwner(rootOwner.getSender(), { value: gas, newOwner: rootOwner.address }))
 
   await run('proxy.deploy', () => proxy.sendAddStake(proxyOwner.getSender(), { amountNano: params.minProxyStakeNano }))
-  await run('proxy.addStake', () => proxy.sendAddStake(proxyOwner.getSender(), { amountNano: ONE_TON }))
+  await run('proxy.addStake', () => proxy.sendAddStake(proxyOwner.getSender(), { amountNano: ONE_TON_NANO }))
   await run('proxy.commitState', () => proxy.sendCommitState(proxyOwner.getSender(), { value: gas, seqno: 1n, stateHash: hash }))
 
-  await run('client.deploy', () => client.sendTopUp(clientWallet.getSender(), { amountNano: 5n * ONE_TON }))
-  await run('client.topUp', () => client.sendTopUp(clientWallet.getSender(), { amountNano: ONE_TON }))
+  await run('client.deploy', () => client.sendTopUp(clientWallet.getSender(), { amountNano: 5n * ONE_TON_NANO }))
+  await run('client.topUp', () => client.sendTopUp(clientWallet.getSender(), { amountNano: ONE_TON_NANO }))
   const charge = (tokens: bigint) => signVoucher({ kind: 'clientCharge', target: client.address, tokens }, keys.secretKey)
   await run('client.charge', () => client.sendVoucher(proxyOwner.getSender(), { voucher: charge(1_000_000n) }))
   const payout = (tokens: bigint) => signVoucher({ kind: 'workerPayout', target: worker.address, tokens }, keys.secretKey)
   await run('worker.deploy', () => worker.sendPayout(workerWallet.getSender(), { voucher: payout(400_000n) }))
   await run('worker.payout', () => worker.sendPayout(workerWallet.getSender(), { voucher: payout(800_000n) }))
-  await run('client.withdraw', () => client.sendWithdraw(clientWallet.getSender(), { value: gas, amountNano: ONE_TON }))
+  await run('client.withdraw', () => client.sendWithdraw(clientWallet.getSender(), { value: gas, amountNano: ONE_TON_NANO }))
   await run('proxy.withdraw', () => proxy.sendWithdraw(proxyOwner.getSender(), { value: gas, amountNano: 100_000_000n }))
   await run('client.requestClose', () => client.sendRequestClose(clientWallet.getSender(), { value: gas }))
   const final = signVoucher({ kind: 'clientFinalCharge', target: client.address, tokens: 1_200_000n }, keys.secretKey)
   await run('client.finalCharge', () => client.sendVoucher(proxyOwner.getSender(), { voucher: final }))
 
-  await run('client2.deploy', () => client2.sendTopUp(client2Wallet.getSender(), { amountNano: 2n * ONE_TON }))
+  await run('client2.deploy', () => client2.sendTopUp(client2Wallet.getSender(), { amountNano: 2n * ONE_TON_NANO }))
   await client2.sendRequestClose(client2Wallet.getSender(), { value: gas })
   blockchain.now += params.clientCloseDelaySec
   await run('client.finishClose', () => client2.sendFinishClose(client2Wallet.getSender(), { value: gas }))

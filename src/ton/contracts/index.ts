@@ -2,6 +2,7 @@
 // storage codecs, voucher signing, exit codes and the gas/fee report.
 export { compileContract, contractCode, contractCodes, ContractCompileError, CONTRACT_NAMES, CONTRACTS_DIR } from './compile.ts'
 export type { CompiledContract, ContractCodes, ContractName } from './compile.ts'
+export { ONE_TON_NANO } from './units.ts'
 export { ContractExitCode, contractExitCodeName } from './errors.ts'
 export type { ContractExitCodeName } from './errors.ts'
 export {
@@ -17,15 +18,15 @@ export { RootContract } from './root.ts'
 export type { RootState, SendOpts } from './root.ts'
 export { ProxyContract } from './proxy.ts'
 export type { ProxyState, ProxyIdentity } from './proxy.ts'
-export { ClientContract } from './client.ts'
-export type { ClientState, ClientIdentity } from './client.ts'
+export { ClientContract, topUpBody } from './client.ts'
+export type { ClientState, ClientIdentity, TopUpMessage } from './client.ts'
 export { WorkerContract } from './worker.ts'
 export type { WorkerState } from './worker.ts'
 export {
-  signVoucher, verifyVoucher, voucherCell, parseVoucherCell, voucherMessageBody,
+  signVoucher, verifyVoucher, checkVoucher, voucherCell, parseVoucherCell, voucherMessageBody,
   signedVoucherToBase64, signedVoucherFromBase64, InvalidVoucherError, VOUCHER_KINDS,
 } from './vouchers.ts'
-export type { Voucher, SignedVoucher, VoucherKind } from './vouchers.ts'
+export type { Voucher, SignedVoucher, VoucherKind, VoucherExpectation } from './vouchers.ts'
 export { measureContractFees, writeContractFeeReport, CONTRACT_FEE_REPORT_PATH, CONTRACT_FEE_REPORT_VERSION, FEE_REPORT_PARAMS } from './fees.ts'
 export type { ContractFeeReport, OpCost } from './fees.ts'
 export { summarizeTransaction, feesBurntNano } from './transactions.ts'

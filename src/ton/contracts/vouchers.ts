@@ -70,6 +70,37 @@ export function verifyVoucher(v: SignedVoucher, proxyPublicKey: Buffer): boolean
   return v.signature.length === 64 && signVerify(voucherCell(v).hash(), v.signature, proxyPublicKey)
 }
 
+/** What the holder of a voucher expects it to be before keeping or submitting it. */
+export interface VoucherExpectation {
+  kind: VoucherKind
+  /** The proxy that must have signed it: its Ed25519 payment key, as hex (the proxy's id) or bytes. */
+  signer: string | Buffer
+  /** The contract it must be valid for, when the holder knows it. */
+  target?: Address
+  /** The most tokens it may carry (e.g. what the proxy said was earned or charged). */
+  maxTokens?: bigint
+}
+
+const KIND_NAMES: Record<VoucherKind, string> = { clientCharge: 'charge', clientFinalCharge: 'final charge', workerPayout: 'payout' }
+
+/**
+ * The one check of a voucher received from a proxy (worker statements, payout claims, a client's final
+ * charge): decodes it and throws InvalidVoucherError naming what is wrong, so nothing forged, cross-purpose,
+ * for another contract or inflated is kept or paid gas for.
+ */
+export function checkVoucher(voucher: string | SignedVoucher, expect: VoucherExpectation): SignedVoucher {
+  const v = typeof voucher === 'string' ? signedVoucherFromBase64(voucher) : voucher
+  const want = KIND_NAMES[expect.kind]
+  if (v.kind !== expect.kind) throw new InvalidVoucherError(`a ${KIND_NAMES[v.kind]} voucher is not a ${want}`)
+  if (expect.target && !v.target.equals(expect.target)) throw new InvalidVoucherError(`the ${want} is for another contract`)
+  const signer = typeof expect.signer === 'string' ? Buffer.from(expect.signer, 'hex') : expect.signer
+  if (!verifyVoucher(v, signer)) throw new InvalidVoucherError(`the ${want} is not signed by this proxy`)
+  if (expect.maxTokens !== undefined && v.tokens > expect.maxTokens) {
+    throw new InvalidVoucherError(`the ${want} (${v.tokens} tokens) is more than the proxy said (${expect.maxTokens})`)
+  }
+  return v
+}
+
 /** Internal-message body that applies the voucher at its target contract. */
 export function voucherMessageBody(v: SignedVoucher, queryId = 0n): Cell {
   return beginCell()

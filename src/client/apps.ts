@@ -1,0 +1,260 @@
+// The apps behind one client node: API keys (stored hashed, each with a spend limit per day or month and
+// allowed models) and the history of answered requests, for the dashboard and for each key's usage.
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
+import Database from 'better-sqlite3'
+
+/** How an API key looks: a fixed prefix, then 32 random bytes in base64url. */
+export const API_KEY_PREFIX = 'sk-cocoon-'
+/** Requests kept in the history (oldest dropped first). */
+export const REQUEST_HISTORY_MAX = 10_000
+const ONE_TON_NANO = 1_000_000_000n
+
+export type LimitPeriod = 'day' | 'month'
+
+export interface ApiKeyInfo {
+  id: string
+  name: string
+  /** The first characters of the key, to recognise it; the key itself is never stored. */
+  prefix: string
+  /** Spend limit per period in nanoTON; null = no limit. */
+  limitNano: string | null
+  period: LimitPeriod
+  /** Models the key may use; empty = all. */
+  models: string[]
+  createdAt: number
+  revokedAt: number | null
+  /** Spent in the current period, nanoTON. */
+  spentNano: string
+  requests: number
+}
+
+export interface NewApiKey {
+  name: string
+  limitNano?: bigint | null
+  period?: LimitPeriod
+  models?: string[]
+}
+
+/** One answered (or failed) app request, as the dashboard lists it. */
+export interface RequestRecord {
+  id: string
+  at: number
+  model: string
+  keyId: string | null
+  status: number
+  outcome: string
+  promptTokens: number
+  completionTokens: number
+  costNano: string
+  latencyMs: number
+  stream: boolean
+}
+
+/** The key is missing or unknown (401 invalid_api_key, in OpenAI's shape). */
+export class InvalidApiKeyError extends Error {
+  readonly name = 'InvalidApiKeyError'
+  constructor(message = 'Incorrect or missing API key. Send it as "Authorization: Bearer sk-cocoon-…" (cocoon client keys create).') {
+    super(message)
+  }
+}
+
+/** The key spent its limit for this period (429 insufficient_quota, naming the limit). */
+export class ApiKeyQuotaError extends Error {
+  readonly name = 'ApiKeyQuotaError'
+  constructor(
+    readonly keyName: string,
+    readonly limitNano: bigint,
+    readonly period: LimitPeriod,
+    readonly spentNano: bigint,
+  ) {
+    super(`API key '${keyName}' reached its spend limit of ${formatTonText(limitNano)} TON per ${period} (spent ${formatTonText(spentNano)} TON this ${period})`)
+  }
+}
+
+/** The key may not use this model (403, naming the model). */
+export class ModelNotAllowedError extends Error {
+  readonly name = 'ModelNotAllowedError'
+  constructor(readonly keyName: string, readonly model: string) {
+    super(`API key '${keyName}' may not use the model '${model}'`)
+  }
+}
+
+function formatTonText(nano: bigint): string {
+  const frac = (nano % ONE_TON_NANO).toString().padStart(9, '0').replace(/0+$/, '')
+  return `${nano / ONE_TON_NANO}${frac ? '.' + frac : ''}`
+}
+
+export function hashApiKey(key: string): string {
+  return crypto.createHash('sha256').update(key).digest('hex')
+}
+
+/** Start of the current period (UTC), ms. */
+export function periodStart(period: LimitPeriod, now: number): number {
+  const d = new Date(now)
+  return period === 'day' ? Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate()) : Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1)
+}
+
+interface KeyRow {
+  id: string
+  name: string
+  hash: string
+  prefix: string
+  limit_nano: string | null
+  period: LimitPeriod
+  models: string
+  created_at: number
+  revoked_at: number | null
+}
+
+export class AppAccounts {
+  private readonly db: Database.Database
+
+  constructor(
+    readonly file: string,
+    private readonly now: () => number = Date.now,
+  ) {
+    fs.mkdirSync(path.dirname(file), { recursive: true })
+    this.db = new Database(file)
+    this.db.pragma('journal_mode = WAL')
+    this.db.pragma('synchronous = NORMAL')
+    this.db.exec(`
+      CREATE TABLE IF NOT EXISTS api_keys (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, prefix TEXT NOT NULL,
+        limit_nano TEXT, period TEXT NOT NULL, models TEXT NOT NULL, created_at INTEGER NOT NULL, revoked_at INTEGER);
+      CREATE TABLE IF NOT EXISTS requests (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, at INTEGER NOT NULL, model TEXT NOT NULL, key_id TEXT,
+        status INTEGER NOT NULL, outcome TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+        cost_nano TEXT NOT NULL, latency_ms INTEGER NOT NULL, stream INTEGER NOT NULL);
+      CREATE INDEX IF NOT EXISTS requests_key_at ON requests (key_id, at);
+    `)
+    fs.chmodSync(file, 0o600)
+  }
+
+  close(): void {
+    this.db.close()
+  }
+
+  /** Creates a key; the returned `key` is shown once and never stored. */
+  createKey(k: NewApiKey): { key: string; info: ApiKeyInfo } {
+    const name = k.name.trim()
+    if (!name || name.length > 64) throw new RangeError('the key name must be 1-64 characters')
+    if (k.limitNano != null && k.limitNano <= 0n) throw new RangeError('the spend limit must be positive (or absent)')
+    const period = k.period ?? 'month'
+    if (period !== 'day' && period !== 'month') throw new RangeError("the period must be 'day' or 'month'")
+    const key = API_KEY_PREFIX + crypto.randomBytes(32).toString('base64url')
+    const id = crypto.randomBytes(6).toString('hex')
+    this.db
+      .prepare(`INSERT INTO api_keys (id, name, hash, prefix, limit_nano, period, models, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)`)
+      .run(id, name, hashApiKey(key), key.slice(0, API_KEY_PREFIX.length + 4), k.limitNano == null ? null : k.limitNano.toString(), period, JSON.stringify(k.models ?? []), this.now())
+    return { key, info: this.keyInfo(id)! }
+  }
+
+  revokeKey(idOrName: string): ApiKeyInfo | undefined {
+    const row = this.row(idOrName)
+    if (!row) return undefined
+    if (row.revoked_at == null) this.db.prepare(`UPDATE api_keys SET revoked_at = ? WHERE id = ?`).run(this.now(), row.id)
+    return this.keyInfo(row.id)
+  }
+
+  listKeys(): ApiKeyInfo[] {
+    const rows = this.db.prepare(`SELECT id FROM api_keys ORDER BY created_at`).all() as Array<{ id: string }>
+    return rows.map((r) => this.keyInfo(r.id)!)
+  }
+
+  /** Active (not revoked) keys exist. */
+  hasKeys(): boolean {
+    return !!this.db.prepare(`SELECT 1 FROM api_keys WHERE revoked_at IS NULL LIMIT 1`).get()
+  }
+
+  private row(idOrName: string): KeyRow | undefined {
+    return this.db.prepare(`SELECT * FROM api_keys WHERE id = ? OR name = ? ORDER BY revoked_at IS NULL DESC LIMIT 1`).get(idOrName, idOrName) as KeyRow | undefined
+  }
+
+  private keyInfo(id: string): ApiKeyInfo | undefined {
+    const r = this.db.prepare(`SELECT * FROM api_keys WHERE id = ?`).get(id) as KeyRow | undefined
+    if (!r) return undefined
+    const since = periodStart(r.period, this.now())
+    const s = this.db.prepare(`SELECT cost_nano FROM requests WHERE key_id = ? AND at >= ?`).all(id, since) as Array<{ cost_nano: string }>
+    const n = this.db.prepare(`SELECT count(*) AS n FROM requests WHERE key_id = ?`).get(id) as { n: number }
+    return {
+      id: r.id,
+      name: r.name,
+      prefix: r.prefix,
+      limitNano: r.limit_nano,
+      period: r.period,
+      models: JSON.parse(r.models) as string[],
+      createdAt: r.created_at,
+      revokedAt: r.revoked_at,
+      spentNano: s.reduce((t, x) => t + BigInt(x.cost_nano), 0n).toString(),
+      requests: n.n,
+    }
+  }
+
+  /**
+   * Who is asking. With `required`, a missing or unknown key is InvalidApiKeyError. Without it, a
+   * known key still counts (and is limited), and anything else (the SDK's placeholder) is anonymous.
+   * A revoked key is refused either way. Throws ApiKeyQuotaError over the limit, ModelNotAllowedError.
+   */
+  authorize(authorization: string | undefined, model: string, required: boolean): ApiKeyInfo | undefined {
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? '')
+    const row = m ? (this.db.prepare(`SELECT * FROM api_keys WHERE hash = ?`).get(hashApiKey(m[1])) as KeyRow | undefined) : undefined
+    if (!row) {
+      if (required) throw new InvalidApiKeyError()
+      return undefined
+    }
+    if (row.revoked_at != null) throw new InvalidApiKeyError(`API key '${row.name}' was revoked`)
+    const info = this.keyInfo(row.id)!
+    if (info.models.length && !info.models.includes(model)) throw new ModelNotAllowedError(info.name, model)
+    if (info.limitNano != null && BigInt(info.spentNano) >= BigInt(info.limitNano)) throw new ApiKeyQuotaError(info.name, BigInt(info.limitNano), info.period, BigInt(info.spentNano))
+    return info
+  }
+
+  record(r: Omit<RequestRecord, 'at'> & { at?: number }): void {
+    this.db
+      .prepare(`INSERT INTO requests (id, at, model, key_id, status, outcome, prompt_tokens, completion_tokens, cost_nano, latency_ms, stream) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+      .run(r.id, r.at ?? this.now(), r.model.slice(0, 128), r.keyId, r.status, r.outcome, r.promptTokens, r.completionTokens, r.costNano, Math.round(r.latencyMs), r.stream ? 1 : 0)
+    this.db.prepare(`DELETE FROM requests WHERE seq <= (SELECT max(seq) FROM requests) - ?`).run(REQUEST_HISTORY_MAX)
+  }
+
+  recent(limit = 50, keyId?: string): RequestRecord[] {
+    const rows = (
+      keyId
+        ? this.db.prepare(`SELECT * FROM requests WHERE key_id = ? ORDER BY seq DESC LIMIT ?`).all(keyId, limit)
+        : this.db.prepare(`SELECT * FROM requests ORDER BY seq DESC LIMIT ?`).all(limit)
+    ) as Array<Record<string, any>>
+    return rows.map((r) => ({
+      id: r.id,
+      at: r.at,
+      model: r.model,
+      keyId: r.key_id,
+      status: r.status,
+      outcome: r.outcome,
+      promptTokens: r.prompt_tokens,
+      completionTokens: r.completion_tokens,
+      costNano: r.cost_nano,
+      latencyMs: r.latency_ms,
+      stream: r.stream === 1,
+    }))
+  }
+
+  /** Spend per time bucket (ms), oldest first, over the last `spanMs`; for the chart. */
+  spendSeries(bucketMs: number, spanMs: number, keyId?: string): Array<{ t: number; costNano: string; requests: number }> {
+    const since = this.now() - spanMs
+    const rows = (
+      keyId
+        ? this.db.prepare(`SELECT at, cost_nano FROM requests WHERE at >= ? AND key_id = ? ORDER BY at`).all(since, keyId)
+        : this.db.prepare(`SELECT at, cost_nano FROM requests WHERE at >= ? ORDER BY at`).all(since)
+    ) as Array<{ at: number; cost_nano: string }>
+    const buckets = new Map<number, { cost: bigint; n: number }>()
+    for (const r of rows) {
+      const t = Math.floor(r.at / bucketMs) * bucketMs
+      const b = buckets.get(t) ?? { cost: 0n, n: 0 }
+      b.cost += BigInt(r.cost_nano)
+      b.n++
+      buckets.set(t, b)
+    }
+    return [...buckets.entries()].map(([t, b]) => ({ t, costNano: b.cost.toString(), requests: b.n }))
+  }
+}

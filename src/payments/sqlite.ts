@@ -1,0 +1,18 @@
+// The one way a ledger file is opened: its folder created, SQLite in WAL mode, and the durability the caller states.
+import fs from 'node:fs'
+import path from 'node:path'
+import Database from 'better-sqlite3'
+
+/**
+ * FULL: every commit is fsynced, for state that moves money (the proxy's ledger).
+ * NORMAL: survives a killed process, not a power cut, without an fsync per write (a party's own records).
+ */
+export type SqliteDurability = 'FULL' | 'NORMAL'
+
+export function openSqlite(file: string, durability: SqliteDurability): Database.Database {
+  fs.mkdirSync(path.dirname(file), { recursive: true })
+  const db = new Database(file)
+  db.pragma('journal_mode = WAL')
+  db.pragma(`synchronous = ${durability}`)
+  return db
+}

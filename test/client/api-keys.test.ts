@@ -1,0 +1,106 @@
+// API keys on the client node's OpenAI API, through the official openai SDK: 401 without a valid key when keys
+// are on, 429 insufficient_quota naming the limit, 403 for a model the key may not use, revocation, and the
+// per-request history with usage and cost. Real client, proxy and worker on loopback; FAKE inference backend.
+import { test, after, describe } from 'node:test'
+import assert from 'node:assert/strict'
+import path from 'node:path'
+import OpenAI from 'openai'
+import { FakeBackend } from '../helpers/fake-backend.ts'
+import { startClient, startProxy, startWorker, waitFor } from '../helpers/network.ts'
+import { tmpDir } from '../helpers/procs.ts'
+import { AppAccounts } from '../../src/client/apps.ts'
+
+const stops: Array<() => Promise<void> | void> = []
+after(async () => {
+  for (const s of stops.reverse()) await s()
+})
+
+async function network(required: boolean) {
+  const apps = new AppAccounts(path.join(tmpDir('keys'), 'apps.sqlite'))
+  stops.push(() => apps.close())
+  const p = await startProxy()
+  stops.push(() => p.proxy.stop())
+  const w = await startWorker(new FakeBackend({ chunks: 10 }), [p.workerPort])
+  stops.push(() => w.stop())
+  await waitFor(() => (p.proxy.stats() as any).workers.connected === 1, 'worker')
+  const c = await startClient([p.clientPort], {
+    deps: { apps: { admit: (auth, model) => apps.authorize(auth, model, required)?.id ?? null, answered: (r) => apps.record(r) } },
+  })
+  stops.push(() => c.client.stop())
+  await waitFor(() => c.client.health().ok, 'client')
+  const sdk = (apiKey: string) => new OpenAI({ baseURL: `${c.url}/v1`, apiKey, maxRetries: 0 })
+  return { apps, url: c.url, sdk }
+}
+
+const ask = (o: OpenAI, model = 'fake-model') => o.chat.completions.create({ model, messages: [{ role: 'user', content: 'hello there' }], max_tokens: 10 })
+
+describe('API keys switched on', () => {
+  test('a request without a key, or with an unknown one, gets 401 in OpenAI’s error shape', async () => {
+    const n = await network(true)
+    const r = await fetch(`${n.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'fake-model', messages: [{ role: 'user', content: 'hi' }] }) })
+    assert.equal(r.status, 401)
+    const body = await r.json()
+    assert.deepEqual(Object.keys(body.error).sort(), ['code', 'message', 'param', 'type'])
+    assert.equal(body.error.code, 'invalid_api_key')
+    await assert.rejects(ask(n.sdk('sk-cocoon-not-a-real-key')), (e: any) => e instanceof OpenAI.AuthenticationError && e.status === 401 && e.code === 'invalid_api_key')
+    assert.equal(n.apps.recent().length, 0, 'refused requests reach no proxy and cost nothing')
+  })
+
+  test('the SDK’s apiKey works until the key’s limit, then 429 insufficient_quota naming the limit; revoked, 401', async () => {
+    const n = await network(true)
+    const one = n.apps.createKey({ name: 'probe', limitNano: null })
+    const first = await ask(n.sdk(one.key))
+    const cost = BigInt((first.usage as any).cost)
+    assert.ok(cost > 0n, 'off-chain prices still put a cost on each answer')
+    // A limit of 2.5 answers: the third request is still admitted (spent < limit), the fourth is refused.
+    const { key, info } = n.apps.createKey({ name: 'bot', limitNano: (cost * 5n) / 2n, period: 'day' })
+    const sdk = n.sdk(key)
+    let ok = 0
+    let refused: any
+    for (let i = 0; i < 10 && !refused; i++) {
+      try {
+        await ask(sdk)
+        ok++
+      } catch (e) {
+        refused = e
+      }
+    }
+    assert.equal(ok, 3)
+    assert.ok(refused instanceof OpenAI.RateLimitError, String(refused))
+    assert.equal(refused.status, 429)
+    assert.equal(refused.code, 'insufficient_quota')
+    assert.match(refused.message, /'bot' reached its spend limit of 0\.\d+ TON per day/)
+    const listed = n.apps.listKeys().find((k) => k.id === info.id)!
+    assert.equal(BigInt(listed.spentNano), cost * 3n)
+    assert.equal(listed.requests, 3)
+    const history = n.apps.recent(10, info.id)
+    assert.equal(history.length, 3)
+    assert.ok(history.every((h) => h.outcome === 'succeeded' && h.completionTokens === 10 && BigInt(h.costNano) === cost))
+
+    n.apps.revokeKey('bot')
+    await assert.rejects(ask(sdk), (e: any) => e.status === 401 && /revoked/.test(e.message))
+  })
+
+  test('a key limited to some models gets 403 for another', async () => {
+    const n = await network(true)
+    const { key } = n.apps.createKey({ name: 'only-other', models: ['some-other-model'] })
+    await assert.rejects(ask(n.sdk(key)), (e: any) => e.status === 403 && e.code === 'model_not_allowed')
+  })
+})
+
+describe('API keys off (a loopback client)', () => {
+  test('any placeholder key works; a known key is still counted, streamed answers included', async () => {
+    const n = await network(false)
+    await ask(n.sdk('unused'))
+    const { key, info } = n.apps.createKey({ name: 'counted' })
+    const stream = await n.sdk(key).chat.completions.create({ model: 'fake-model', messages: [{ role: 'user', content: 'hi' }], max_tokens: 4, stream: true })
+    let usage: any
+    for await (const c of stream) if (c.usage) usage = c.usage
+    const mine = n.apps.recent(10, info.id)
+    assert.equal(mine.length, 1)
+    assert.equal(mine[0].stream, true)
+    assert.equal(mine[0].costNano, String(usage.cost))
+    assert.equal(mine[0].completionTokens, usage.completion_tokens)
+    assert.equal(n.apps.recent(10).length, 2)
+  })
+})
