@@ -69,6 +69,12 @@ export function splitMessage(text: string, limit = TELEGRAM_MESSAGE_LIMIT): stri
   return parts
 }
 
+/** The receipt id Cocoon puts on an answer's usage, when the network issues receipts. */
+function receiptOf(usage: unknown): string | undefined {
+  const id = (usage as { receipt_id?: unknown } | undefined)?.receipt_id
+  return typeof id === 'string' && id.length > 0 ? id : undefined
+}
+
 /** The cost Cocoon puts on every answer's usage, nanoTON; 0 when absent. */
 function costOf(usage: unknown): bigint {
   const c = (usage as { cost?: unknown } | undefined)?.cost
@@ -100,13 +106,20 @@ export function createBot(cfg: BotConfig, deps: { openai?: OpenAI } = {}): Cocoo
   const bot = new Bot(cfg.token, cfg.apiRoot ? { client: { apiRoot: cfg.apiRoot } } : undefined)
   const history = new Map<number, Turn[]>()
   const forwarded = new Map<number, string[]>()
+  /** Per chat: the receipt ids of the last answer (a voice answer has two: transcription and reply). */
+  const receipts = new Map<number, string[]>()
+  let pendingReceipts: string[] = []
 
   const complete = async (messages: OpenAI.Chat.ChatCompletionMessageParam[]): Promise<{ text: string; nano: bigint }> => {
     const r = await openai.chat.completions.create({ model: cfg.model, messages, max_tokens: cfg.maxTokens, temperature: 0 })
+    const receipt = receiptOf(r.usage)
+    if (receipt) pendingReceipts.push(receipt)
     return { text: (r.choices[0]?.message?.content ?? '').trim() || '(no answer)', nano: costOf(r.usage) }
   }
 
   const reply = async (ctx: Context, text: string, nano: bigint) => {
+    receipts.set(ctx.chat!.id, pendingReceipts)
+    pendingReceipts = []
     for (const part of splitMessage(`${text}\n\n— cost ${formatTon(nano)} TON`)) await ctx.reply(part)
   }
 
@@ -118,7 +131,10 @@ export function createBot(cfg: BotConfig, deps: { openai?: OpenAI } = {}): Cocoo
     if (!res.ok) throw new Error(`file download failed with HTTP ${res.status}`)
     const name = file.file_path.split('/').pop() ?? 'voice.ogg'
     const r = await openai.audio.transcriptions.create({ model: cfg.speechModel, file: await toFile(Buffer.from(await res.arrayBuffer()), name) })
-    return { text: r.text.trim(), nano: costOf((r as unknown as { usage?: unknown }).usage) }
+    const usage = (r as unknown as { usage?: unknown }).usage
+    const receipt = receiptOf(usage)
+    if (receipt) pendingReceipts.push(receipt)
+    return { text: r.text.trim(), nano: costOf(usage) }
   }
 
   const summarize = (text: string) =>
@@ -128,6 +144,7 @@ export function createBot(cfg: BotConfig, deps: { openai?: OpenAI } = {}): Cocoo
     ])
 
   const guarded = (fn: (ctx: Context) => Promise<void>) => async (ctx: Context) => {
+    pendingReceipts = []
     try {
       await ctx.replyWithChatAction('typing').catch(() => {})
       await fn(ctx)
@@ -183,7 +200,22 @@ export function createBot(cfg: BotConfig, deps: { openai?: OpenAI } = {}): Cocoo
     }),
   )
 
-  bot.command('receipt', (ctx) => ctx.reply('Receipts are not served by this Cocoon network yet.'))
+  bot.command(
+    'receipt',
+    guarded(async (ctx) => {
+      const ids = receipts.get(ctx.chat!.id) ?? []
+      if (ids.length === 0) return void (await ctx.reply('I have no receipt for my last answer here: this Cocoon network does not issue receipts yet, or I have not answered yet.'))
+      const lines: string[] = []
+      for (const id of ids) {
+        // The client node keeps each answer's receipt and checks its proof against the chain.
+        const r = (await openai.get(`/receipts/${encodeURIComponent(id)}`)) as { proof?: string | null; commit?: { seqno?: number } | null; fields?: Record<string, unknown> }
+        const verified = r.proof ? `verified against the proxy's on-chain commit${r.commit?.seqno !== undefined ? ` #${r.commit.seqno}` : ''}` : 'not verified yet: the proxy has not committed it on chain'
+        const model = typeof r.fields?.model === 'string' ? ` for ${r.fields.model}` : ''
+        lines.push(`Receipt ${id}${model}: ${verified}.`)
+      }
+      await ctx.reply(lines.join('\n'))
+    }),
+  )
 
   bot.on(
     'message:voice',

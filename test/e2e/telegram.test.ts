@@ -163,6 +163,15 @@ describe('the Telegram bot example against a FAKE Telegram Bot API', () => {
     assert.equal(cb.history.get(chat)![0].content, 'Tell me about cats.')
   })
 
+  it('/receipt says plainly when the network issues no receipts for the last answer', async () => {
+    const chat = 505
+    const from = tg.sent.length
+    tg.message(chat, { text: '/receipt', entities: [{ type: 'bot_command', offset: 0, length: 8 }] })
+    const [r] = await tg.replies(chat, from, 1)
+    // Receipts (GET /v1/receipts/{id}) are not on this network yet: answers carry no usage.receipt_id.
+    assert.match(r.text, /^I have no receipt for my last answer here/)
+  })
+
   it('failures come back as one friendly line, never a stack trace', async () => {
     const chat = 506
     tg.addFile('voice-2', 'voice/file_2.oga', Buffer.from('this is not audio at all'))
