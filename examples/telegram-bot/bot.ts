@@ -210,7 +210,7 @@ export function createBot(cfg: BotConfig, deps: { openai?: OpenAI } = {}): Cocoo
         // The client node keeps each answer's receipt and checks its proof against the chain.
         const r = (await openai.get(`/receipts/${encodeURIComponent(id)}`)) as { proof?: string | null; commit?: { seqno?: number } | null; fields?: Record<string, unknown> }
         const verified = r.proof ? `verified against the proxy's on-chain commit${r.commit?.seqno !== undefined ? ` #${r.commit.seqno}` : ''}` : 'not verified yet: the proxy has not committed it on chain'
-        const model = typeof r.fields?.model === 'string' ? ` for ${r.fields.model}` : ''
+        const model = typeof r.fields?.model_id === 'string' ? ` for ${r.fields.model_id}` : ''
         lines.push(`Receipt ${id}${model}: ${verified}.`)
       }
       await ctx.reply(lines.join('\n'))

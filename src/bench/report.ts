@@ -8,6 +8,9 @@ export const BENCH_TARGETS = {
   maxAddedP50MsAtC1: 2,
   maxTdxCachedHandshakeMs: 5,
   minInferenceRatio: 0.9,
+  /** Issue 12: at 1,000,000 receipts. */
+  maxReceiptCommitCpuMs: 1000,
+  maxReceiptProofMs: 50,
 }
 
 const fmt = (v: number | null | undefined, digits = 1): string => (v === null || v === undefined ? 'n/a' : v.toFixed(digits))
@@ -35,6 +38,14 @@ export function renderMarkdown(r: BenchResult): string {
   lines.push('|---|---:|')
   for (const k of ['client', 'proxy', 'worker'] as const) lines.push(`| ${k} | ${fmt(o.peakRssMiB[k])} |`)
   lines.push('')
+  const cpu = o.cpuPerRequestMs
+  lines.push(`| Process | CPU ms per request, direct, c${o.concurrency} | CPU ms per request, network, c${o.concurrency} |`)
+  lines.push('|---|---:|---:|')
+  for (const k of ['client', 'proxy', 'worker'] as const) lines.push(`| ${k} node | | ${fmt(cpu.network[k], 3)} |`)
+  lines.push(`| stack (client + proxy + worker) | | ${fmt(cpu.network.stack, 3)} |`)
+  lines.push(`| backend (fake) | ${fmt(cpu.direct.backend, 3)} | ${fmt(cpu.network.backend, 3)} |`)
+  lines.push(`| load generator | ${fmt(cpu.direct.loadGenerator, 3)} | ${fmt(cpu.network.loadGenerator, 3)} |`)
+  lines.push('')
   lines.push('| Attested handshake | p50, ms | per second |')
   lines.push('|---|---:|---:|')
   lines.push(`| simulated evidence | ${fmt(h.simulated.p50Ms, 2)} | ${fmt(h.simulated.perSec)} |`)
@@ -50,6 +61,19 @@ export function renderMarkdown(r: BenchResult): string {
   const cached = h.tdxCached.p50Ms
   lines.push(`| cached TDX handshake | ≤ ${t.maxTdxCachedHandshakeMs} ms | ${fmt(cached, 2)} ms | ${met(cached === null ? null : cached <= t.maxTdxCachedHandshakeMs)} |`)
   lines.push(`| inference ratio | ≥ ${t.minInferenceRatio} | ${inf.ratio.toFixed(3)} | ${met(inf.ratio >= t.minInferenceRatio)} |`)
+  const rc = r.receipts
+  lines.push(`| receipt commit CPU at ${rc.count} receipts (worst) | ≤ ${t.maxReceiptCommitCpuMs} ms | ${fmt(rc.commitCpuMaxMs, 3)} ms | ${met(rc.commitCpuMaxMs <= t.maxReceiptCommitCpuMs)} |`)
+  lines.push(`| receipt proof at ${rc.count} receipts (p99) | ≤ ${t.maxReceiptProofMs} ms | ${fmt(rc.proofP99Ms, 3)} ms | ${met(rc.proofP99Ms <= t.maxReceiptProofMs)} |`)
+  lines.push('')
+  lines.push(`| Receipt log, ${rc.count} receipts | |`)
+  lines.push('|---|---:|')
+  lines.push(`| append, µs each | ${fmt(rc.appendUs, 3)} |`)
+  lines.push(`| commit (root + message), CPU ms, median / worst | ${fmt(rc.commitCpuMs, 3)} / ${fmt(rc.commitCpuMaxMs, 3)} |`)
+  lines.push(`| proof, ms, p50 / p99 | ${fmt(rc.proofP50Ms, 3)} / ${fmt(rc.proofP99Ms, 3)} |`)
+  lines.push(`| proof check, ms, p50 | ${fmt(rc.verifyP50Ms, 3)} |`)
+  lines.push(`| largest proof, bytes | ${rc.proofMaxBytes} |`)
+  lines.push(`| rebuild on restart, ms | ${fmt(rc.rebuildMs)} |`)
+  lines.push(`| memory, MiB | ${fmt(rc.memMiB)} |`)
   lines.push('')
   const ops = Object.entries(r.fees).filter((e): e is [string, OpFees] => e[0] !== 'perRequestAmortisedNano' && e[1] !== null && typeof e[1] === 'object')
   if (ops.length > 0) {

@@ -3,7 +3,6 @@ import { parseArgs } from 'node:util'
 import { createLogger } from '../core/log.ts'
 import { ConfigError, loadConfig } from '../node/config.ts'
 import { PortInUseError } from '../core/ports.ts'
-import { startNode } from '../node/run.ts'
 import { stopWithSupervisor } from '../core/supervised.ts'
 
 const USAGE = `cocoon — Confidential Compute Open Network (TypeScript)
@@ -33,7 +32,13 @@ Usage:
   cocoon attest inspect <cert.pem|quote-file>
   cocoon attest verify <quote-file> [--collateral FILE] [--now ISO-8601] [--json]
   cocoon attest quote --report-data HEX
+  cocoon receipt verify <file|receipt_id> [--chain URL] [--answer FILE] [--client URL] [--json]
+                                    check a receipt: signature, certificate, Merkle proof on chain, answer, cost
+  cocoon audit --proxy ADDRESS [--chain URL] [--json]
+                                    replay a proxy contract's commits: seqnos and counts only grow, roots well formed
   cocoon bench [--quick] [--out FILE]  measure protocol overhead, handshakes, inference and fees (docs/benchmarks.md)
+  cocoon bench --soak MINUTES [--out FILE]
+                                    100 streams for MINUTES, a worker restarted each minute: memory slope per node
   cocoon help
 
 Environment: COCOON_MODELS (folder searched first for models), COCOON_LOG_LEVEL
@@ -84,6 +89,16 @@ export async function main(argv: string[]): Promise<void> {
       case 'bench': {
         const { runBench } = await import('../bench/index.ts')
         return await runBench(rest)
+      }
+      case 'receipt': {
+        const { runReceipt } = await import('./receipts.ts')
+        process.exitCode = await runReceipt(rest)
+        return
+      }
+      case 'audit': {
+        const { runAudit } = await import('./receipts.ts')
+        process.exitCode = await runAudit(rest)
+        return
       }
       case 'attest': {
         const { runAttest } = await import('./attest.ts')
@@ -154,6 +169,8 @@ async function runRole(role: 'client' | 'proxy' | 'worker', args: string[]): Pro
   const cfg = loadConfig(values.config)
   if (cfg.role !== role) throw new ConfigError(values.config, `is a ${cfg.role} config, not a ${role} config`)
   const log = createLogger({ role })
+  // Loaded here, not at the top: the other commands (devnet, chain, root, ...) never need a node's whole stack.
+  const { startNode } = await import('../node/run.ts')
   const node = await startNode(cfg, log).catch((err: NodeJS.ErrnoException & { address?: string; port?: number }) => {
     if (err.code === 'EADDRINUSE') throw new PortInUseError(role, err.address ?? '127.0.0.1', err.port ?? 0)
     throw err

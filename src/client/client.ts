@@ -10,8 +10,13 @@ import type { PeerVerifier } from '../net/attested.ts'
 import { maintainProxyLink, revalidateLinks, type ProxyLink as BaseLink } from '../net/proxy-link.ts'
 import { errorResponse, InvalidRequestError, isExpectedError, NoProxyAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
 import { parseJsonObject, parseMultipart, readBody } from '../net/body.ts'
+import { answerText, SseText } from '../net/openai.ts'
+import { decodeReceiptBoc, newSalt, receiptIdFromSalt, answerHash } from '../payments/receipts/receipt.ts'
+import { heldReceiptJson, type ReceiptStore, type HeldReceipt } from '../payments/receipts/store.ts'
+import { verifyReceiptProof } from '../payments/receipts/proof.ts'
+import { Cell } from '@ton/core'
 import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
-import { CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_BODY_BYTES, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION } from '../net/protocol.ts'
+import { type ReceiptProofsReply, CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_BODY_BYTES, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION } from '../net/protocol.ts'
 import { UsageTap, type AnswerUsage } from './usage-tap.ts'
 import type { RequestRecord } from './apps.ts'
 
@@ -50,6 +55,10 @@ export interface ClientDeps {
   ledger?: PartyLedger
   /** Extra money figures per proxy for /jsonstats (balance, stake, reserved…), from the chain side. */
   funds?: (proxyId: string) => Record<string, unknown> | undefined
+  /** Where this node keeps its receipts; without it, receipts are not kept (and /v1/receipts is 404). */
+  receipts?: ReceiptStore
+  /** The receipt log's root a proxy contract holds on chain, and the payment key it belongs to; absent off-chain. */
+  receiptsRoot?: (proxyContract: string) => Promise<{ seqno: number; root: string; count: number; paymentKey: string }>
   /** On chain: whether this client's contract with the proxy holds funds (a proxy settling off-chain needs none). */
   funded?: (proxyId: string) => boolean
   /** Runs once per new proxy session before it is used (e.g. make sure the client contract is funded). */
@@ -102,7 +111,14 @@ export class Client implements OpsSource {
     this.links = o.proxies.map((p) => ({ target: `${p.host}:${p.port}`, state: 'connecting', active: 0, requests: 0, failovers: 0 }))
   }
 
+  private receiptTimer?: NodeJS.Timeout
+
   async start(): Promise<number> {
+    if (this.deps.receipts) {
+      this.receiptTimer = setInterval(() => {
+        for (const l of this.links) if (l.proxyId && l.state === 'connected') void this.syncReceipts(l.proxyId).catch((err) => this.deps.log.debug('receipt sync failed', { error: (err as Error).message }))
+      }, RECEIPT_SYNC_MS).unref()
+    }
     this.o.proxies.forEach((p, i) => void this.connectLoop(p, this.links[i]))
     const server = http.createServer((req, res) => this.onRequest(req, res))
     server.keepAliveTimeout = 65_000
@@ -125,6 +141,7 @@ export class Client implements OpsSource {
   }
 
   async stop(): Promise<void> {
+    clearInterval(this.receiptTimer)
     this.stopping.abort()
     this.server?.close()
     this.server?.closeAllConnections()
@@ -164,6 +181,7 @@ export class Client implements OpsSource {
       sendError(res, err)
     }
     if (method === 'GET' && path === PATHS.models) return void this.listModels(res).catch(fail)
+    if (method === 'GET' && (path === RECEIPTS_PATH || path.startsWith(`${RECEIPTS_PATH}/`))) return void this.serveReceipts(req, res, path).catch(fail)
     if (method === 'POST' && INFERENCE_PATHS.has(path)) return void this.forwardInference(req, res, path).catch(fail)
     req.resume()
     fail(new RouteNotFoundError(method, path))
@@ -315,6 +333,15 @@ export class Client implements OpsSource {
     appGone: () => boolean,
   ): Promise<{ kind: 'done'; outcome: Outcome; usage?: AnswerUsage } | { kind: 'retry'; error: Error }> {
     return new Promise((resolve) => {
+      // A fresh salt per attempt keys this answer's receipt; its id is known before the first byte.
+      const salt = newSalt()
+      const receiptId = receiptIdFromSalt(salt)
+      const seen = new SseText()
+      let receiptTrailers: http2.IncomingHttpHeaders | undefined
+      const keep = () => {
+        if (receiptTrailers) this.keepReceipt(link, ctl.requestId, salt, receiptId, receiptTrailers, sse ? seen.text : answerText(Buffer.concat(held).toString('utf8')), log)
+        receiptTrailers = undefined
+      }
       let ps: http2.ClientHttp2Stream
       try {
         ps = link.session!.request({
@@ -326,6 +353,7 @@ export class Client implements OpsSource {
           [HEADERS.requestId]: ctl.requestId,
           [HEADERS.maxCoefficient]: String(ctl.maxCoefficient),
           [HEADERS.timeoutMs]: String(remainingMs),
+          [HEADERS.salt]: salt.toString('hex'),
         })
       } catch (err) {
         return resolve({ kind: 'retry', error: err as Error })
@@ -384,11 +412,12 @@ export class Client implements OpsSource {
           ps.on('data', (chunk: Buffer) => held.push(chunk))
           return
         }
-        res.writeHead(status, { 'content-type': ct, 'x-request-id': ctl.requestId, 'cache-control': 'no-cache', connection: 'keep-alive' })
+        res.writeHead(status, { 'content-type': ct, 'x-request-id': ctl.requestId, [HEADERS.receiptId]: receiptId, 'cache-control': 'no-cache', connection: 'keep-alive' })
         res.flushHeaders()
         ps.on('data', (chunk: Buffer) => {
           tap?.write(chunk)
           lastChunk = chunk
+          seen.push(chunk)
           if (!res.write(chunk)) {
             ps.pause()
             res.once('drain', () => ps.resume())
@@ -396,6 +425,7 @@ export class Client implements OpsSource {
         })
       })
       ps.once('trailers', (t) => {
+        if (typeof t[HEADERS.receipt] === 'string') receiptTrailers = t
         const c = t[HEADERS.charged]
         if (typeof c !== 'string') return
         charged = true
@@ -403,6 +433,7 @@ export class Client implements OpsSource {
       })
       ps.once('end', () => {
         if (!responded) return settle({ kind: 'retry', error: new Error('proxy closed the stream without answering') })
+        keep()
         // An answer is complete only once its usage was billed: the proxy then sends the charge as a
         // trailer. A 200 that ends without it was cut off (the proxy died, or the link broke).
         if (status === 200 && !charged) {
@@ -417,12 +448,13 @@ export class Client implements OpsSource {
           const body = Buffer.concat(held)
           tap?.write(body)
           // JSON, or plain text (a transcription with response_format text).
-          res.writeHead(status, { 'content-type': contentType, 'content-length': body.length, 'x-request-id': ctl.requestId, ...(retryAfter ? { 'retry-after': retryAfter } : {}) })
+          res.writeHead(status, { 'content-type': contentType, 'content-length': body.length, 'x-request-id': ctl.requestId, [HEADERS.receiptId]: receiptId, ...(retryAfter ? { 'retry-after': retryAfter } : {}) })
           res.end(body)
         }
         settle({ kind: 'done', outcome: status < 400 ? 'succeeded' : 'failed' })
       })
       ps.once('close', () => {
+        keep()
         if (settled) return
         if (!responded) return settle({ kind: 'retry', error: new Error(`proxy stream closed before answering (code ${ps.rstCode})`) })
         log.warn('proxy stream broke mid-answer', { proxy: link.target, rstCode: ps.rstCode })
@@ -432,6 +464,96 @@ export class Client implements OpsSource {
       sendBody(ps, payload)
     })
   }
+
+  /** Keeps the receipt a proxy handed over with an answer, noting whether the text the app got matches its answer hash. */
+  private keepReceipt(link: ProxyLink, requestId: string, salt: Buffer, id: string, t: http2.IncomingHttpHeaders, text: string, log: Logger): void {
+    const store = this.deps.receipts
+    if (!store || !link.proxyId) return
+    try {
+      const r = decodeReceiptBoc(String(t[HEADERS.receipt]))
+      if (r.fields.requestId !== requestId) throw new Error(`the receipt is for request ${r.fields.requestId.slice(0, 64)}`)
+      const matches = answerHash(salt, text).equals(r.fields.answerHash)
+      if (!matches) log.warn('the answer the app received does not match its receipt', { receipt: id })
+      const idx = Number(t[HEADERS.receiptIndex])
+      const cert = typeof t[HEADERS.receiptCert] === 'string' ? Buffer.from(t[HEADERS.receiptCert] as string, 'base64') : null
+      store.add({ id, proxyId: link.proxyId, requestId, salt, cell: r.cell, index: Number.isSafeInteger(idx) && idx >= 0 ? idx : null, cert, answerMatches: matches })
+    } catch (err) {
+      log.warn('unusable receipt from the proxy', { proxy: link.target, error: (err as Error).message })
+    }
+  }
+
+  /** GET /v1/receipts/{id} (one receipt, with its proof once committed) and GET /v1/receipts?since=… (a list). */
+  private async serveReceipts(req: http.IncomingMessage, res: http.ServerResponse, path: string): Promise<void> {
+    const store = this.deps.receipts
+    if (!store) throw new RouteNotFoundError('GET', path)
+    if (path === RECEIPTS_PATH) {
+      const since = parseSince(new URL(req.url ?? '/', 'http://x').searchParams.get('since'))
+      const list = store.since(since, RECEIPT_LIST_MAX).map((h) => heldReceiptJson(h))
+      return sendJson(res, 200, { object: 'list', data: list, has_more: list.length === RECEIPT_LIST_MAX })
+    }
+    const id = decodeURIComponent(path.slice(RECEIPTS_PATH.length + 1))
+    let h = store.get(id)
+    if (!h) throw new ReceiptNotFoundError(id)
+    if (!h.verified) {
+      await this.syncReceipts(h.proxyId, [h]).catch((err) => this.deps.log.debug('receipt proof not fetched', { error: (err as Error).message }))
+      h = store.get(id)!
+    }
+    sendJson(res, 200, heldReceiptJson(h))
+  }
+
+  /**
+   * Asks a proxy for the proofs of receipts this node holds, checks each against the root its
+   * proxy contract holds on chain, and drops the proxy when its log omits one, or a proof or its
+   * commit does not hold.
+   */
+  async syncReceipts(proxyId: string, receipts?: HeldReceipt[]): Promise<number> {
+    const store = this.deps.receipts
+    const link = this.links.find((l) => l.proxyId === proxyId && l.state === 'connected' && l.session && !l.session.closed)
+    if (!store || !link) return 0
+    const pending = receipts ?? store.unverified(proxyId)
+    if (pending.length === 0) return 0
+    const { status, body } = await requestJson(link.session!, { ':method': 'POST', ':path': PATHS.receiptProofs, 'content-type': 'application/json' }, Buffer.from(JSON.stringify({ indices: pending.map((p) => p.index) })), MODELS_TIMEOUT_MS)
+    if (status !== 200) throw new Error(`proxy answered ${status} for receipt proofs`)
+    const reply = JSON.parse(body.toString()) as ReceiptProofsReply
+    const drop = (reason: string) => {
+      this.deps.log.error('proxy receipt log does not hold what this node holds; dropping it', { proxy: link.target, reason })
+      this.receiptFailures++
+      this.deps.ledger?.distrust(proxyId, reason)
+      link.state = 'distrusted'
+      link.lastError = reason
+      link.session?.close()
+    }
+    const byIndex = new Map(reply.proofs.map((p) => [p.index, p]))
+    const c = reply.commit
+    let onChain: { seqno: number; root: string; count: number; paymentKey: string } | undefined
+    if (c && this.deps.receiptsRoot) {
+      onChain = await this.deps.receiptsRoot(c.proxy)
+      if (link.peer?.claims.paymentKey && onChain.paymentKey !== link.peer.claims.paymentKey) return drop(`the proxy contract ${c.proxy} is not this proxy's`), 0
+      if (onChain.seqno === c.seqno && (onChain.root !== c.root || onChain.count !== c.count)) return drop(`commit ${c.seqno}: the chain holds another receipt root or count`), 0
+      if (onChain.seqno !== c.seqno) return 0 // a commit in flight: try again later
+    }
+    let verified = 0
+    for (const h of pending) {
+      const p = byIndex.get(h.index!)
+      if (!p || p.missing) return drop(`receipt ${h.index} is missing from the log`), verified
+      if (!c || !p.proof) {
+        if (c && h.index! < c.count) return drop(`receipt ${h.index} is below the committed count ${c.count} but has no proof`), verified
+        continue
+      }
+      try {
+        const proof = Buffer.from(p.proof, 'base64')
+        verifyReceiptProof(Cell.fromBoc(proof)[0], Buffer.from(c.root, 'hex'), h.index!, h.cell.hash())
+        if (!onChain) continue // nothing to anchor it to: not verified
+        store.markVerified(h.id, proof, { seqno: c.seqno, root: c.root, proxy: c.proxy, tx: c.tx })
+        verified++
+      } catch (err) {
+        return drop(`receipt ${h.index}: ${(err as Error).message}`), verified
+      }
+    }
+    return verified
+  }
+
+  private receiptFailures = 0
 
   /** Checks the proxy's cumulative charge against what it said before; a regression drops the proxy. */
   private recordCharge(link: ProxyLink, json: string, log: Logger): void {
@@ -469,6 +591,7 @@ export class Client implements OpsSource {
   stats(): Record<string, unknown> {
     return {
       role: 'client',
+      receipts: this.deps.receipts ? { ...this.deps.receipts.counts(), proxiesDropped: this.receiptFailures } : null,
       protocol: PROTOCOL_VERSION,
       identity: identityStats(this.deps.identity.current()),
       requests: { ...this.counts },
@@ -516,6 +639,36 @@ export class Client implements OpsSource {
     }
     return { ok: true, ...base }
   }
+}
+
+export const RECEIPTS_PATH = '/v1/receipts'
+/** How often held receipts are checked against the proxies' committed roots. */
+export const RECEIPT_SYNC_MS = 5_000
+const RECEIPT_LIST_MAX = 1000
+
+class ReceiptNotFoundError extends Error {
+  readonly name = 'RouteNotFoundError'
+  constructor(id: string) {
+    super(`no receipt ${id.slice(0, 64)} on this node`)
+  }
+}
+
+/** `since` as unix seconds, unix ms or an ISO date; 0 when absent. */
+function parseSince(v: string | null): number {
+  if (!v) return 0
+  if (/^\d+$/.test(v)) {
+    const n = Number(v)
+    return n < 1e12 ? n * 1000 : n
+  }
+  const t = Date.parse(v)
+  if (Number.isNaN(t)) throw new InvalidRequestError("'since' must be a unix time (seconds or ms) or an ISO 8601 date", 'since')
+  return t
+}
+
+function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body)
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
+  res.end(text)
 }
 
 function sendError(res: http.ServerResponse, err: unknown): void {

@@ -9,6 +9,7 @@ import type {
   LlamaContext,
   LlamaContextSequence,
   LlamaEmbeddingContext,
+  LlamaGrammar,
   LlamaModel,
   SequenceEvaluateOptions,
   Token,
@@ -18,8 +19,12 @@ import { ChunkWriter } from './chunks.ts'
 import { DEFAULT_CONTEXT_SIZE_TOKENS, DEFAULT_MAX_THREADS, DEFAULT_PARALLEL_SEQUENCES } from './constants.ts'
 import { IncrementalDetokenizer } from './detokenizer.ts'
 import { StopMatcher } from './stop.ts'
-import { BackendError, type ChatMessage, type EmbeddingRequest, type EmbeddingResult, type InferenceBackend, type InferenceEvent, type InferenceRequest, type ModelInfo } from './types.ts'
+import { JsonEnd } from './json-end.ts'
+import { BackendError, type ChatMessage, type InferenceBackend, type InferenceEvent, type InferenceRequest, type ModelInfo, type RequestFeature, type EmbeddingRequest, type EmbeddingResult } from './types.ts'
 import { normalize } from './vectors.ts'
+
+/** Compiled JSON-schema grammars kept for reuse, by schema text. */
+const MAX_CACHED_GRAMMARS = 32
 
 export interface LlamaBackendOptions {
   /** Path of the GGUF file. */
@@ -97,6 +102,8 @@ interface Prepared {
   stops: string[]
   /** Tokens that end generation besides the vocabulary's EOG set (BOS, template end-of-turn). */
   stopTokens: ReadonlySet<Token>
+  /** Constrains sampling (response_format json_object / json_schema). */
+  grammar?: LlamaGrammar
 }
 
 
@@ -183,6 +190,9 @@ class SequencePool {
 
 export class LlamaBackend implements InferenceBackend {
   readonly model: ModelInfo
+  /** `response_format` json_object / json_schema: sampling constrained by a llama.cpp grammar. */
+  readonly features: ReadonlySet<RequestFeature> = new Set(['response_format'])
+  private readonly grammars = new Map<string, Promise<LlamaGrammar>>()
   private closed = false
   /**
    * Tokens that end generation besides the vocabulary's end-of-generation set: BOS. A sampled
@@ -196,6 +206,7 @@ export class LlamaBackend implements InferenceBackend {
   private embedQueue: Promise<unknown> = Promise.resolve()
 
   private constructor(
+    private readonly llama: Llama,
     private readonly llamaModel: LlamaModel,
     private readonly context: LlamaContext,
     private readonly pool: SequencePool,
@@ -236,7 +247,7 @@ export class LlamaBackend implements InferenceBackend {
         gpu: llama.gpu,
         chatTemplate: chatWrapper ? chatWrapper.wrapperName : 'plain',
       })
-      return new LlamaBackend(model, context, new SequencePool(sequences), chatWrapper, deps.log, opts)
+      return new LlamaBackend(llama, model, context, new SequencePool(sequences), chatWrapper, deps.log, opts)
     } catch (err) {
       await model.dispose()
       throw err
@@ -252,6 +263,7 @@ export class LlamaBackend implements InferenceBackend {
     if (this.closed) throw new BackendError('the llama backend is closed', 503)
     const { signal } = opts
     const prepared = this.prepare(req)
+    prepared.grammar = await this.grammarFor(req)
     if (signal.aborted) {
       yield cancelledBeforeStart()
       return
@@ -307,7 +319,14 @@ export class LlamaBackend implements InferenceBackend {
       return
     }
 
-    const it = seq.evaluate(tokens.slice(cached), samplingOptions(req))
+    const sampling = samplingOptions(req)
+    let jsonEnd: JsonEnd | undefined
+    if (p.grammar) {
+      const { LlamaGrammarEvaluationState } = await import('node-llama-cpp')
+      sampling.grammarEvaluationState = new LlamaGrammarEvaluationState({ model, grammar: p.grammar })
+      jsonEnd = new JsonEnd()
+    }
+    const it = seq.evaluate(tokens.slice(cached), sampling)
     const detok = new IncrementalDetokenizer(model, tokens)
     const stop = new StopMatcher(p.stops.length > 0 ? (req.stop ?? []).concat(p.stops) : req.stop)
     let completion = 0
@@ -342,6 +361,11 @@ export class LlamaBackend implements InferenceBackend {
             if (out.stopped) {
               finish = 'stop'
               stoppedByString = true
+              break
+            }
+            // The JSON value is whole: the grammar would only allow whitespace from here.
+            if (jsonEnd?.push(piece)) {
+              finish = 'stop'
               break
             }
           }
@@ -433,6 +457,25 @@ export class LlamaBackend implements InferenceBackend {
       throw new BackendError(`'input[${i}]' is ${tokens.length} tokens, but model '${this.model.id}' reads at most ${this.context.contextSize}`, 400)
     }
     return tokens
+  }
+
+  /** The grammar `response_format` asks for, compiled once per schema; undefined for plain text. */
+  private async grammarFor(req: InferenceRequest): Promise<LlamaGrammar | undefined> {
+    const rf = req.body.response_format as { type?: string; json_schema?: { schema?: unknown } } | undefined | null
+    if (!rf || rf.type === 'text' || rf.type === undefined) return undefined
+    const key = rf.type === 'json_schema' ? JSON.stringify(rf.json_schema?.schema ?? {}) : ':json'
+    let g = this.grammars.get(key)
+    if (!g) {
+      g = rf.type === 'json_schema' ? this.llama.createGrammarForJsonSchema((rf.json_schema?.schema ?? {}) as never) : this.llama.getGrammarFor('json')
+      if (this.grammars.size >= MAX_CACHED_GRAMMARS) this.grammars.delete(this.grammars.keys().next().value!)
+      this.grammars.set(key, g)
+      g.catch(() => this.grammars.delete(key))
+    }
+    try {
+      return await g
+    } catch (err) {
+      throw new BackendError(`'response_format': this JSON schema cannot be turned into a grammar: ${(err as Error).message.slice(0, 300)}`, 400)
+    }
   }
 
   /** Formats and tokenizes the request; a prompt that cannot fit is the caller's error (400). */

@@ -9,6 +9,8 @@ export interface UsageCost {
   adjustedTokens: bigint
   coefficient: number
   pricePerTokenNano: bigint
+  /** The answer's receipt id (GET /v1/receipts/{id} on the client node). */
+  receiptId?: string
 }
 
 /** The answer object types of the non-generating endpoints, as the worker names them in its usage record. */
@@ -41,6 +43,7 @@ export function openaiUsage(u: Usage, cost?: UsageCost, object?: string): Record
       coefficient: cost.coefficient,
       price_per_token_nano: Number(cost.pricePerTokenNano),
     }
+    if (cost.receiptId) usage.receipt_id = cost.receiptId
   }
   return usage
 }
@@ -146,5 +149,67 @@ export class AnswerAggregator {
       return { index, text: acc.text, logprobs, finish_reason: fr }
     })
     return { id: this.id ?? ids.id, object: ids.object, created: this.created ?? created, model, choices, usage: openaiUsage(usage) }
+  }
+}
+
+/** The answer text a chunk adds, as the app sees it: chat deltas' content, or completions' text (all choices, in order). */
+export function chunkText(json: string): string {
+  let c: { choices?: Array<Record<string, any>> }
+  try {
+    c = JSON.parse(json)
+  } catch {
+    return ''
+  }
+  let out = ''
+  for (const ch of c.choices ?? []) {
+    if (typeof ch.delta?.content === 'string') out += ch.delta.content
+    else if (typeof ch.text === 'string') out += ch.text
+  }
+  return out
+}
+
+/**
+ * The text of a whole (non-streamed) answer, as receipts hash it: each choice's message content or
+ * text, by index; a transcription's text; an embeddings list's vectors.
+ */
+export function answerText(json: string | Record<string, any>): string {
+  let j: Record<string, any>
+  try {
+    j = typeof json === 'string' ? JSON.parse(json) : json
+  } catch {
+    // Not JSON: a plain-text answer (a transcription with response_format text) is its own text.
+    return typeof json === 'string' ? json : ''
+  }
+  if (j === null || typeof j !== 'object') return ''
+  // A transcription (json, verbose_json): its text. Embeddings: each vector as sent, one per line.
+  if (!Array.isArray(j.choices) && typeof j.text === 'string') return j.text
+  if (j.object === 'list' && Array.isArray(j.data)) {
+    return j.data.map((d: { embedding?: unknown }) => (typeof d?.embedding === 'string' ? d.embedding : JSON.stringify(d?.embedding ?? null))).join('\n')
+  }
+  const choices = Array.isArray(j.choices) ? [...j.choices].sort((a, b) => (a.index ?? 0) - (b.index ?? 0)) : []
+  let out = ''
+  for (const ch of choices) {
+    if (typeof ch.message?.content === 'string') out += ch.message.content
+    else if (typeof ch.text === 'string') out += ch.text
+  }
+  return out
+}
+
+/** Collects the answer text from SSE bytes as they pass, across arbitrary chunk boundaries. */
+export class SseText {
+  private pending = ''
+  text = ''
+
+  push(chunk: Buffer | string): void {
+    this.pending += chunk.toString()
+    let nl: number
+    while ((nl = this.pending.indexOf('\n')) >= 0) {
+      const line = this.pending.slice(0, nl).replace(/\r$/, '')
+      this.pending = this.pending.slice(nl + 1)
+      if (line.startsWith('data:')) {
+        const data = line.slice(5).trim()
+        if (data && data !== '[DONE]') this.text += chunkText(data)
+      }
+    }
   }
 }

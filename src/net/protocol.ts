@@ -25,6 +25,8 @@ export const PATHS = {
   close: '/cocoon/v1/close',
   /** Proxy -> worker: what the worker has earned so far (WorkerStatement), with the newest payout voucher. */
   statement: '/cocoon/v1/statement',
+  /** Client -> proxy: the last commit of the receipt log and Merkle proofs of the client's receipts (ReceiptProofsRequest/Reply). */
+  receiptProofs: '/cocoon/v1/receipts/proofs',
 } as const
 
 export const INFERENCE_PATHS: ReadonlySet<string> = new Set([PATHS.chat, PATHS.completions, PATHS.embeddings, PATHS.transcriptions])
@@ -61,6 +63,18 @@ export const HEADERS = {
   maxAudioSeconds: 'x-cocoon-max-audio-seconds',
   /** Proxy -> client: which worker served (its certificate key, hex prefix), for debugging. */
   worker: 'x-cocoon-worker',
+  /** Client -> proxy -> worker: the request's salt (32 bytes, hex) that keys its receipt's hashes. Never logged. */
+  salt: 'x-cocoon-salt',
+  /** Proxy -> worker: the prices the receipt states (ReceiptPrices, comma-separated). */
+  price: 'x-cocoon-price',
+  /** Worker -> proxy and proxy -> client trailer: the signed receipt, base64 BoC. */
+  receipt: 'x-cocoon-receipt',
+  /** Proxy -> client trailer: the receipt's number in the proxy's log. */
+  receiptIndex: 'x-cocoon-receipt-index',
+  /** Proxy -> client trailer: the receipt signer's certificate, base64 DER. */
+  receiptCert: 'x-cocoon-receipt-cert',
+  /** Client node -> app response header: the answer's receipt id (GET /v1/receipts/{id}). */
+  receiptId: 'x-cocoon-receipt-id',
 } as const
 
 /** Control fields the client node removes from the app's body before forwarding. */
@@ -120,6 +134,36 @@ export interface WorkerStatement {
   nano: string
   voucher?: string
 }
+
+/** Client -> proxy at PATHS.receiptProofs: proofs for these receipt numbers, and the client's own receipts from `from` on. */
+export interface ReceiptProofsRequest {
+  indices: number[]
+  /** List this client's receipts from this number on (at most RECEIPT_LIST_LIMIT). */
+  from?: number
+}
+
+/** The proxy's last confirmed commit of its receipt log. */
+export interface ReceiptCommitInfo {
+  seqno: number
+  /** Hex. */
+  root: string
+  count: number
+  /** The proxy contract's address (friendly form). */
+  proxy: string
+  /** The commit transaction's hash, hex. */
+  tx: string | null
+}
+
+export interface ReceiptProofsReply {
+  commit: ReceiptCommitInfo | null
+  /** Per asked index: a base64 BoC Merkle proof against `commit.root`, null while not committed; `missing` when the log has no such receipt. */
+  proofs: Array<{ index: number; proof: string | null; missing?: boolean; receipt?: string }>
+  /** The client's receipts from `from` on: number and base64 BoC. */
+  mine?: Array<{ index: number; receipt: string }>
+}
+
+export const RECEIPT_LIST_LIMIT = 500
+export const RECEIPT_PROOFS_MAX = 500
 
 /** Proxy -> client: the final charge for its channel, a signed clientFinalCharge voucher (base64). */
 export interface FinalCharge {

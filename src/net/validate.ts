@@ -104,7 +104,7 @@ function features(kind: InferenceKind, body: Record<string, unknown>, has: Reado
     if (type === 'json_schema') {
       const js = (rf as { json_schema?: { schema?: unknown } }).json_schema
       if (!js || typeof js !== 'object' || (js.schema !== undefined && (js.schema === null || typeof js.schema !== 'object'))) {
-        throw new InvalidRequestError("'response_format.json_schema' must be an object with a 'schema' object", 'response_format')
+        throw new InvalidRequestError("'response_format' of type json_schema needs 'json_schema' as an object with a 'schema' object", 'response_format')
       }
     }
     if (type !== 'text') refuse('response_format', 'response_format')

@@ -5,6 +5,7 @@ import type http from 'node:http'
 import { Address } from '@ton/core'
 import { Ledger, LedgerRollbackError } from '../payments/ledger.ts'
 import { PartyLedger } from '../payments/party-ledger.ts'
+import { ReceiptStore } from '../payments/receipts/store.ts'
 import { ProxyBilling } from '../payments/billing.ts'
 import { OFFCHAIN_PRICE_PARAMS } from '../payments/pricing.ts'
 import { ProxySettlement } from '../payments/proxy-settlement.ts'
@@ -12,8 +13,8 @@ import { ClientAccount } from '../payments/client-account.ts'
 import { WorkerPayouts } from '../payments/worker-payouts.ts'
 import { walletOfKey, type ProxyChannel } from '../payments/channels.ts'
 import { createChain, chainOptionsFromEnv, type Chain, ChainError, NodeWallet, loadOrCreateWalletKey, RootWatcher } from '../ton/chain-client/index.ts'
-import { contractCodes } from '../ton/contracts/index.ts'
-import { identityKeysFromSeed, type EvidenceKind, type EvidenceProvider, type EvidenceVerifier, type Policy, RenewingIdentity, SimulatedEvidenceProvider, SimulatedEvidenceVerifier, simulatedImageHash, assertProductionPolicy, parsePolicy } from '../tee/index.ts'
+import { contractCodes, ProxyContract } from '../ton/contracts/index.ts'
+import { identityKeysFromSeed, parseAttestedCert, type EvidenceKind, type EvidenceProvider, type EvidenceVerifier, type Policy, RenewingIdentity, SimulatedEvidenceProvider, SimulatedEvidenceVerifier, simulatedImageHash, assertProductionPolicy, parsePolicy } from '../tee/index.ts'
 import { LiveTrust, policyFromRoot, refusalUnder } from './trust.ts'
 import { createBackend, type InferenceBackend } from '../inference/index.ts'
 import { createClient } from '../client/client.ts'
@@ -127,6 +128,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     const account = cc
       ? new ClientAccount({ chain: cc.chain, wallet: cc.wallet, root: cc.root, rootState: () => cc.watcher.state, log }, { depositNano: c!.depositNano, topUpBelowNano: c!.topUpBelowNano, topUpNano: c!.topUpNano })
       : undefined
+    const receipts = new ReceiptStore(path.join(cfg.dataDir, 'receipts.sqlite'))
     const apps = new AppAccounts(path.join(cfg.dataDir, 'apps.sqlite'))
     const admin = adminToken(cfg.dataDir, log)
     let consoleRoutes: ReturnType<typeof clientConsole> | undefined
@@ -135,6 +137,14 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       verify,
       log,
       ledger,
+      receipts,
+      receiptsRoot: cc
+        ? async (addr) => {
+            const p = cc.chain.open(ProxyContract.createFromAddress(Address.parse(addr)))
+            const [r, id] = await Promise.all([p.getReceiptsRoot(), p.getIdentity()])
+            return { seqno: Number(r.seqno), root: r.root.toString('hex'), count: Number(r.count), paymentKey: id.publicKey.toString('hex') }
+          }
+        : undefined,
       routes: (req, res) => consoleRoutes!(req, res),
       apps: {
         admit: (authorization, model) => apps.authorize(authorization, model, cfg.apiKeys)?.id ?? null,
@@ -172,6 +182,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
         identity.stop()
         await client.stop()
         ledger.close()
+        receipts.close()
         apps.close()
       },
     }
@@ -218,6 +229,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       payoutVoucher: settlement ? (a) => settlement.payoutVoucher(a) : undefined,
       finalCharge: settlement ? (c, inFlight) => settlement.finalCharge(c, inFlight) : undefined,
       chainStats: settlement ? () => settlement.stats() : undefined,
+      proxyContract: settlement ? () => settlement.address.toString() : undefined,
     })
     trust.onUpdate((p) => proxy.revalidate((peer) => refusalUnder(p, peer)))
     const ports = await proxy.start()
@@ -239,9 +251,18 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
           transactions = txs
             .map((tx) => ({ tx, s: summarizeTransaction(tx) }))
             .filter(({ s }) => s.op === Op.proxyCommitState)
-            .map(({ tx, s }) => ({ hash: tx.hash().toString('hex'), lt: tx.lt.toString(), at: tx.now, success: s.success }))
+            .map(({ tx, s }) => ({ seqno: commitSeqno(tx), hash: tx.hash().toString('hex'), lt: tx.lt.toString(), at: tx.now, success: s.success }))
         }
         return { network, contract: settlement?.address.toString() ?? null, commits, transactions }
+      },
+      // One of the proxy contract's transactions, as the chain reports it (the devnet has no explorer to link to).
+      '/api/tx': async (url) => {
+        const hash = url.searchParams.get('hash') ?? ''
+        if (!settlement || !cc || !/^[0-9a-f]{64}$/.test(hash)) throw Object.assign(new Error('no such transaction'), { status: 404 })
+        const tx = (await cc.chain.client.getTransactions(settlement.address, { limit: 100 })).find((t) => t.hash().toString('hex') === hash)
+        if (!tx) throw Object.assign(new Error('transaction not among the proxy contract’s latest 100'), { status: 404 })
+        const s = summarizeTransaction(tx)
+        return { hash, lt: tx.lt.toString(), at: tx.now, contract: settlement.address.toString(), from: s.from?.toString() ?? null, op: s.op === undefined ? null : '0x' + s.op.toString(16), commitSeqno: s.op === Op.proxyCommitState ? commitSeqno(tx) : null, success: s.success, exitCode: s.exitCode ?? null, valueNano: s.valueNano.toString() }
       },
     })
     const ops = await startOpsServer(cfg.stats.host, cfg.stats.port, proxy, log, (req, res) =>
@@ -285,11 +306,24 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     await backend.close()
     throw err
   }
+  // Receipts state the worker's own image hash: its own evidence, checked as a peer's would be.
+  const own = { pem: '', imageHash: '' }
+  const vs = await verifiers(base)
+  const refreshImage = async () => {
+    const id = identity.current()
+    if (id.certPem === own.pem) return
+    const cert = await parseAttestedCert(Buffer.from(id.certPem.replace(/-----[^-]+-----|\s/g, ''), 'base64'))
+    const v = cert.quote ? vs[cert.kind] : undefined
+    own.imageHash = v ? (await v.verify(cert.quote!)).imageHash : ''
+    own.pem = id.certPem
+  }
+  await refreshImage().catch((err) => log.warn('could not read this worker\'s own image hash; receipts state zeros', { error: err }))
+  const imageTimer = setInterval(() => void refreshImage().catch(() => {}), 60_000).unref()
   const ledger = new PartyLedger(path.join(cfg.dataDir, 'ledger.sqlite'))
   const payouts = cc ? new WorkerPayouts({ chain: cc.chain, wallet: cc.wallet, root: cc.root, rootState: () => cc.watcher.state, ledger, log }, cfg.chain!.payoutThresholdNano) : undefined
   const worker = createWorker(
     { ...cfg, payoutAddress: cc?.wallet.address.toRawString() },
-    { backend, identity, verify, log, ledger, onVoucher: payouts ? (proxyId) => payouts.onVoucher(proxyId) : undefined, payoutContract: payouts ? (proxyId) => payouts.contractAddress(proxyId) : undefined },
+    { backend, identity, verify, log, ledger, imageHash: () => own.imageHash, onVoucher: payouts ? (proxyId) => payouts.onVoucher(proxyId) : undefined, payoutContract: payouts ? (proxyId) => payouts.contractAddress(proxyId) : undefined },
   )
   trust.onUpdate((p) => worker.revalidate((peer) => refusalUnder(p, peer)))
   const admin = adminToken(cfg.dataDir, log)
@@ -335,6 +369,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     role: 'worker',
     ports: { stats: listenPort(ops) },
     stop: async () => {
+      clearInterval(imageTimer)
       stopChain()
       history.stop()
       identity.stop()
@@ -343,6 +378,18 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       await backend.close()
       ledger.close()
     },
+  }
+}
+
+/** The ledger seqno a commit-state transaction carried (op, query id, then the seqno). */
+function commitSeqno(tx: { inMessage?: { body: { beginParse(): { loadUint(n: number): number; loadUintBig(n: number): bigint } } } | null | undefined }): number | null {
+  try {
+    const b = tx.inMessage!.body.beginParse()
+    b.loadUint(32)
+    b.loadUintBig(64)
+    return Number(b.loadUintBig(64))
+  } catch {
+    return null
   }
 }
 
@@ -362,20 +409,20 @@ function certTimes(identity: RenewingIdentity): { createdAt: number; renewsAt: n
  * Read-only dashboard endpoints (GET /api/...). On loopback they need no token; on any other
  * address the admin token, in its header, like the money-moving ones.
  */
-function readOnlyApi(host: string, token: string, routes: Record<string, () => unknown>): (req: http.IncomingMessage, res: http.ServerResponse) => boolean {
+function readOnlyApi(host: string, token: string, routes: Record<string, (url: URL) => unknown>): (req: http.IncomingMessage, res: http.ServerResponse) => boolean {
   return (req, res) => {
-    const p = (req.url ?? '/').split('?')[0]
-    const route = routes[p]
+    const url = new URL(req.url ?? '/', 'http://node')
+    const route = routes[url.pathname]
     if (!route || (req.method !== 'GET' && req.method !== 'HEAD')) return false
     if (!isLoopback(host) && !hasAdminToken(req, token)) {
       sendJson(res, 401, { error: { message: `send the admin token in the ${ADMIN_TOKEN_HEADER} header`, type: 'invalid_request_error', code: 'invalid_admin_token', param: null } })
       return true
     }
     Promise.resolve()
-      .then(route)
+      .then(() => route(url))
       .then(
         (body) => sendJson(res, 200, body),
-        (err: Error) => sendJson(res, 502, { error: { message: err.message.slice(0, 500), type: 'api_error', code: 'dashboard_error', param: null } }),
+        (err: Error & { status?: number }) => sendJson(res, err.status ?? 502, { error: { message: err.message.slice(0, 500), type: 'api_error', code: 'dashboard_error', param: null } }),
       )
     return true
   }

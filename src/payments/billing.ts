@@ -1,7 +1,7 @@
 // Proxy-side billing: admission against the client's funds, worst-case reservations, and durable settlement
 // of each answer (group-committed, so one fsync covers every answer finished in the same moment).
 import type { Logger } from '../core/log.ts'
-import type { Counters, Ledger, UsageEvent } from './ledger.ts'
+import type { Counters, Ledger, ReceiptEntry, UsageEvent } from './ledger.ts'
 import { priceRequest, type PriceParams, type RequestCost, type TokenUsage } from './pricing.ts'
 
 /** The client's funds cannot cover the worst case of this request. */
@@ -70,6 +70,8 @@ export interface Settlement {
   /** The client's and worker's cumulative counters after this answer. */
   client: Counters
   worker: Counters
+  /** The answer's receipt number in the log, when a receipt was logged with it. */
+  receiptIndex?: number
 }
 
 export interface BillingDeps {
@@ -81,6 +83,7 @@ export interface BillingDeps {
 
 interface Pending {
   event: UsageEvent
+  receipt?: ReceiptEntry
   cost: RequestCost
   resolve: (s: Settlement) => void
   reject: (e: Error) => void
@@ -205,7 +208,7 @@ export class ProxyBilling {
    * Prices a finished (or cancelled) answer and records it durably. Resolves only after the
    * ledger transaction holding it has committed; the reservation is released either way.
    */
-  settle(r: { reservation?: Reservation; requestId: string; client: string; worker: string; coefficient: number; usage: TokenUsage }): Promise<Settlement> {
+  settle(r: { reservation?: Reservation; requestId: string; client: string; worker: string; coefficient: number; usage: TokenUsage; receipt?: ReceiptEntry }): Promise<Settlement> {
     const p = this.params()
     let cost: RequestCost
     try {
@@ -229,7 +232,7 @@ export class ProxyBilling {
       workerNano: cost.workerNano.toString(),
     }
     return new Promise<Settlement>((resolve, reject) => {
-      this.queue.push({ event, cost, resolve, reject })
+      this.queue.push({ event, receipt: r.receipt, cost, resolve, reject })
       if (!this.flushScheduled) {
         this.flushScheduled = true
         // Everything that finishes in this turn of the event loop shares one transaction.
@@ -238,14 +241,22 @@ export class ProxyBilling {
     }).finally(() => this.release(r.reservation))
   }
 
+  /** Logs a receipt for an answer that is not billed (its worker died before signing usage). */
+  logReceipt(requestId: string, receipt: ReceiptEntry): number {
+    return this.deps.ledger.recordReceipt(requestId, receipt).receiptIndex
+  }
+
   private flush(): void {
     this.flushScheduled = false
     const batch = this.queue
     this.queue = []
     if (batch.length === 0) return
     try {
-      const results = this.deps.ledger.recordUsageBatch(batch.map((b) => b.event))
-      batch.forEach((b, i) => b.resolve({ cost: b.cost, client: results[i].client, worker: results[i].worker }))
+      const results = this.deps.ledger.recordUsageBatch(
+        batch.map((b) => b.event),
+        batch.map((b) => b.receipt),
+      )
+      batch.forEach((b, i) => b.resolve({ cost: b.cost, client: results[i].client, worker: results[i].worker, ...(results[i].receiptIndex !== undefined ? { receiptIndex: results[i].receiptIndex } : {}) }))
     } catch (err) {
       this.deps.log.error('ledger write failed; the answers in this batch are not billed and will be refused', { error: err, batch: batch.length })
       for (const b of batch) b.reject(err as Error)

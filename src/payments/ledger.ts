@@ -3,8 +3,10 @@
 import crypto from 'node:crypto'
 import type Database from 'better-sqlite3'
 import { openSqlite } from './sqlite.ts'
+import { Cell } from '@ton/core'
+import { ReceiptTree, type CellRef } from './receipts/tree.ts'
 
-export const LEDGER_SCHEMA_VERSION = 1
+export const LEDGER_SCHEMA_VERSION = 2
 const GENESIS_HASH = '0'.repeat(64)
 
 /** One request's settled usage. Token counts are model tokens; `adjusted` is adjusted tokens; `*Nano` nanoTON. */
@@ -21,8 +23,47 @@ export interface UsageEvent {
   adjusted: string
   clientNano: string
   workerNano: string
+  /** Hash (hex) of the receipt logged with this usage, and its number in the receipt log. */
+  receipt?: string
+  receiptIndex?: number
 }
 
+/** A receipt logged without usage (its worker died before signing one; nothing is billed). */
+export interface ReceiptEvent {
+  type: 'receipt'
+  requestId: string
+  receipt: string
+  receiptIndex: number
+}
+
+/** A receipt to add to the log: its cell, and whose it is (for the client's and the worker's audits). */
+export interface ReceiptEntry {
+  cell: Cell
+  client: string
+  /** The worker's account (payout address or key). */
+  worker: string
+  /** The worker's signed usage the receipt came with (none for a receipt the proxy stated itself). */
+  signedUsage?: { json: string; signature: string; signer: string }
+}
+
+/** A logged receipt as stored. */
+export interface LoggedReceipt {
+  index: number
+  hash: string
+  cell: Cell
+  client: string
+  worker: string
+  at: number
+}
+
+/** A state commit as recorded: the ledger head, and the receipt log's root and count it carried. */
+export interface CommitRecord extends LedgerHead {
+  confirmedAt: number
+  receiptsRoot: string
+  receiptsCount: number
+  /** The proxy contract's commit transaction, hex. */
+  tx: string | null
+}
 /** A voucher the proxy signed: cumulative adjusted tokens for one contract. */
 export interface VoucherEvent {
   type: 'voucher'
@@ -32,7 +73,7 @@ export interface VoucherEvent {
   signature: string
 }
 
-export type LedgerEvent = UsageEvent | VoucherEvent
+export type LedgerEvent = UsageEvent | VoucherEvent | ReceiptEvent
 
 export interface Counters {
   /** Cumulative adjusted tokens. */
@@ -80,6 +121,8 @@ export class Ledger {
   private readonly db: Database.Database
   private head: LedgerHead
   private readonly stmts
+  /** The receipt log's Merkle structure (see receipts/tree.ts). */
+  readonly tree = new ReceiptTree()
 
   constructor(readonly file: string) {
     this.db = openSqlite(file, 'FULL')
@@ -91,11 +134,21 @@ export class Ledger {
         tokens TEXT NOT NULL, nano TEXT NOT NULL, requests INTEGER NOT NULL, vouchered TEXT NOT NULL,
         PRIMARY KEY (party, address));
       CREATE TABLE IF NOT EXISTS commits (seqno INTEGER PRIMARY KEY, hash TEXT NOT NULL, confirmed_at INTEGER);
+      CREATE TABLE IF NOT EXISTS receipts (
+        idx INTEGER PRIMARY KEY, hash TEXT NOT NULL, depth INTEGER NOT NULL, boc BLOB NOT NULL,
+        client TEXT NOT NULL, worker TEXT NOT NULL, at INTEGER NOT NULL,
+        usage_json TEXT, usage_sig TEXT, usage_signer TEXT);
+      CREATE INDEX IF NOT EXISTS receipts_hash ON receipts (hash);
+      CREATE INDEX IF NOT EXISTS receipts_client ON receipts (client, idx);
+      CREATE INDEX IF NOT EXISTS receipts_worker ON receipts (worker, idx);
+      CREATE TRIGGER IF NOT EXISTS receipts_append_only_u BEFORE UPDATE ON receipts BEGIN SELECT RAISE(ABORT, 'receipts are append-only'); END;
+      CREATE TRIGGER IF NOT EXISTS receipts_append_only_d BEFORE DELETE ON receipts BEGIN SELECT RAISE(ABORT, 'receipts are append-only'); END;
       CREATE TRIGGER IF NOT EXISTS events_append_only_u BEFORE UPDATE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
       CREATE TRIGGER IF NOT EXISTS events_append_only_d BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
     `)
     const version = this.db.prepare(`SELECT value FROM meta WHERE key = 'schema'`).get() as { value: string } | undefined
     if (!version) this.db.prepare(`INSERT INTO meta (key, value) VALUES ('schema', ?)`).run(String(LEDGER_SCHEMA_VERSION))
+    else if (Number(version.value) === 1) this.migrateFrom1()
     else if (Number(version.value) !== LEDGER_SCHEMA_VERSION) throw new Error(`${file}: ledger schema ${version.value}, this build reads ${LEDGER_SCHEMA_VERSION}`)
     this.stmts = {
       insertEvent: this.db.prepare(`INSERT INTO events (seqno, type, body, hash, at) VALUES (?, ?, ?, ?, ?)`),
@@ -103,6 +156,14 @@ export class Ledger {
       putCounter: this.db.prepare(`INSERT INTO counters (party, address, tokens, nano, requests, vouchered) VALUES (?, ?, ?, ?, ?, ?)
         ON CONFLICT (party, address) DO UPDATE SET tokens = excluded.tokens, nano = excluded.nano, requests = excluded.requests, vouchered = excluded.vouchered`),
       hashAt: this.db.prepare(`SELECT hash FROM events WHERE seqno = ?`),
+      insertReceipt: this.db.prepare(`INSERT INTO receipts (idx, hash, depth, boc, client, worker, at, usage_json, usage_sig, usage_signer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+      receiptAt: this.db.prepare(`SELECT idx, hash, boc, client, worker, at FROM receipts WHERE idx = ?`),
+      receiptByHash: this.db.prepare(`SELECT idx, hash, boc, client, worker, at FROM receipts WHERE hash = ?`),
+    }
+    this.commitColumns()
+    // The log's Merkle structure lives in memory, rebuilt from the stored receipt hashes (two hashes per receipt).
+    for (const r of this.db.prepare(`SELECT hash, depth FROM receipts ORDER BY idx`).iterate() as Iterable<{ hash: string; depth: number }>) {
+      this.tree.append({ hash: Buffer.from(r.hash, 'hex'), depth: r.depth })
     }
     const last = this.db.prepare(`SELECT seqno, hash FROM events ORDER BY seqno DESC LIMIT 1`).get() as LedgerHead | undefined
     this.head = last ?? { seqno: 0, hash: GENESIS_HASH }
@@ -143,7 +204,7 @@ export class Ledger {
           c.nano += BigInt(nano)
           c.requests++
         }
-      } else {
+      } else if (e.type === 'voucher') {
         const key = `${voucherParty(e.kind)}\u0000${e.target}`
         const t = BigInt(e.tokens)
         if (t > (targets.get(key) ?? 0n)) targets.set(key, t)
@@ -166,6 +227,18 @@ export class Ledger {
     }
     if (prev !== this.head.hash) return fail('the head does not match the hash chain')
     return undefined
+  }
+
+  private migrateFrom1(): void {
+    this.db.prepare(`UPDATE meta SET value = ? WHERE key = 'schema'`).run(String(LEDGER_SCHEMA_VERSION))
+  }
+
+  /** Adds the receipt columns to a commits table made by schema 1. */
+  private commitColumns(): void {
+    const cols = new Set((this.db.prepare(`PRAGMA table_info(commits)`).all() as Array<{ name: string }>).map((c) => c.name))
+    if (!cols.has('receipts_root')) this.db.exec(`ALTER TABLE commits ADD COLUMN receipts_root TEXT NOT NULL DEFAULT '${'0'.repeat(64)}'`)
+    if (!cols.has('receipts_count')) this.db.exec(`ALTER TABLE commits ADD COLUMN receipts_count INTEGER NOT NULL DEFAULT 0`)
+    if (!cols.has('tx')) this.db.exec(`ALTER TABLE commits ADD COLUMN tx TEXT`)
   }
 
   /** The newest event's seqno and chain hash (0 and the genesis hash when empty). */
@@ -208,19 +281,67 @@ export class Ledger {
   }
 
   /** Records a settled request and moves both counters, in one durable transaction. */
-  recordUsage(e: UsageEvent): { head: LedgerHead; client: Counters; worker: Counters } {
-    return this.recordUsageBatch([e])[0]
+  recordUsage(e: UsageEvent, receipt?: ReceiptEntry): { head: LedgerHead; client: Counters; worker: Counters; receiptIndex?: number } {
+    return this.recordUsageBatch([e], [receipt])[0]
   }
 
   /**
    * Records several settled requests in one transaction, so one fsync covers them all (group
    * commit). Results are in the order of `events`.
    */
-  recordUsageBatch(events: UsageEvent[]): Array<{ head: LedgerHead; client: Counters; worker: Counters }> {
-    return this.db.transaction(() => events.map((e) => this.applyUsage(e)))()
+  recordUsageBatch(events: UsageEvent[], receipts: Array<ReceiptEntry | undefined> = []): Array<{ head: LedgerHead; client: Counters; worker: Counters; receiptIndex?: number }> {
+    return this.withReceipts(() => events.map((e, i) => this.applyUsage(e, receipts[i])))
   }
 
-  private applyUsage(e: UsageEvent): { head: LedgerHead; client: Counters; worker: Counters } {
+  /**
+   * Runs `fn` in one transaction; receipts it logs join the in-memory tree only once the
+   * transaction has committed, so a failed write leaves the tree as the database is.
+   */
+  private withReceipts<T>(fn: () => T): T {
+    const before = this.tree.count
+    const head = this.head
+    this.pending = []
+    try {
+      const out = this.db.transaction(fn)()
+      for (const r of this.pending) this.tree.append(r)
+      return out
+    } catch (err) {
+      this.tree.truncate(before)
+      this.head = head
+      throw err
+    } finally {
+      this.pending = []
+    }
+  }
+
+  private pending: CellRef[] = []
+
+  /** Inserts a receipt row (inside a transaction) and returns its number in the log. */
+  private insertReceipt(r: ReceiptEntry): { index: number; hash: string } {
+    const index = this.tree.count + this.pending.length
+    const ref = { hash: r.cell.hash(), depth: r.cell.depth() }
+    const hash = ref.hash.toString('hex')
+    const su = r.signedUsage
+    this.stmts.insertReceipt.run(index, hash, ref.depth, r.cell.toBoc(), r.client, r.worker, Date.now(), su?.json ?? null, su?.signature ?? null, su?.signer ?? null)
+    this.pending.push(ref)
+    return { index, hash }
+  }
+
+  /** Logs a receipt without usage (its answer was not billed), in one durable transaction. */
+  recordReceipt(requestId: string, receipt: ReceiptEntry): { head: LedgerHead; receiptIndex: number } {
+    return this.withReceipts(() => {
+      const { index, hash } = this.insertReceipt(receipt)
+      const head = this.appendEvent({ type: 'receipt', requestId, receipt: hash, receiptIndex: index })
+      this.head = head
+      return { head, receiptIndex: index }
+    })
+  }
+
+  private applyUsage(e: UsageEvent, receipt?: ReceiptEntry): { head: LedgerHead; client: Counters; worker: Counters; receiptIndex?: number } {
+    if (receipt) {
+      const r = this.insertReceipt(receipt)
+      e = { ...e, receipt: r.hash, receiptIndex: r.index }
+    }
     const head = this.appendEvent(e)
     const client = this.counters('client', e.client)
     client.tokens += BigInt(e.adjusted)
@@ -233,7 +354,7 @@ export class Ledger {
     this.put('client', e.client, client)
     this.put('worker', e.worker, worker)
     this.head = head
-    return { head, client, worker }
+    return { head, client, worker, ...(e.receiptIndex !== undefined ? { receiptIndex: e.receiptIndex } : {}) }
   }
 
   /** Records a signed voucher; a voucher never goes below one already issued for the same contract. */
@@ -251,9 +372,14 @@ export class Ledger {
     })()
   }
 
-  /** Remembers that (seqno, hash) was committed on chain. */
-  recordCommit(head: LedgerHead, confirmedAt: number | null): void {
-    this.db.prepare(`INSERT INTO commits (seqno, hash, confirmed_at) VALUES (?, ?, ?) ON CONFLICT (seqno) DO UPDATE SET confirmed_at = excluded.confirmed_at`).run(head.seqno, head.hash, confirmedAt)
+  /** Remembers that (seqno, hash) was committed on chain, with the receipt log's root and count, and the commit's transaction. */
+  recordCommit(head: LedgerHead, confirmedAt: number | null, receipts?: { root: string; count: number; tx?: string }): void {
+    this.db
+      .prepare(
+        `INSERT INTO commits (seqno, hash, confirmed_at, receipts_root, receipts_count, tx) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (seqno) DO UPDATE SET confirmed_at = excluded.confirmed_at, receipts_root = excluded.receipts_root, receipts_count = excluded.receipts_count, tx = excluded.tx`,
+      )
+      .run(head.seqno, head.hash, confirmedAt, receipts?.root ?? '0'.repeat(64), receipts?.count ?? 0, receipts?.tx ?? null)
   }
 
   /** The newest commits, newest first. */
@@ -262,9 +388,48 @@ export class Ledger {
     return rows.map((r) => ({ seqno: r.seqno, hash: r.hash, confirmedAt: r.confirmed_at }))
   }
 
-  lastConfirmedCommit(): (LedgerHead & { confirmedAt: number }) | undefined {
-    const r = this.db.prepare(`SELECT seqno, hash, confirmed_at FROM commits WHERE confirmed_at IS NOT NULL ORDER BY seqno DESC LIMIT 1`).get() as { seqno: number; hash: string; confirmed_at: number } | undefined
-    return r ? { seqno: r.seqno, hash: r.hash, confirmedAt: r.confirmed_at } : undefined
+  lastConfirmedCommit(): CommitRecord | undefined {
+    const r = this.db.prepare(`SELECT seqno, hash, confirmed_at, receipts_root, receipts_count, tx FROM commits WHERE confirmed_at IS NOT NULL ORDER BY seqno DESC LIMIT 1`).get() as
+      | { seqno: number; hash: string; confirmed_at: number; receipts_root: string; receipts_count: number; tx: string | null }
+      | undefined
+    return r ? { seqno: r.seqno, hash: r.hash, confirmedAt: r.confirmed_at, receiptsRoot: r.receipts_root, receiptsCount: r.receipts_count, tx: r.tx } : undefined
+  }
+
+  // ---------------------------------------------------------------- the receipt log
+
+  /** Receipts in the log. */
+  receiptCount(): number {
+    return this.tree.count
+  }
+
+  /** The log's Merkle root over its first `count` receipts (default all), hex; 64 zeros when empty. */
+  receiptsRoot(count = this.tree.count): string {
+    return this.tree.root(count)?.hash.toString('hex') ?? '0'.repeat(64)
+  }
+
+  private receiptRow(r: { idx: number; hash: string; boc: Buffer; client: string; worker: string; at: number } | undefined): LoggedReceipt | undefined {
+    return r ? { index: r.idx, hash: r.hash, cell: Cell.fromBoc(r.boc)[0], client: r.client, worker: r.worker, at: r.at } : undefined
+  }
+
+  receipt(index: number): LoggedReceipt | undefined {
+    return this.receiptRow(this.stmts.receiptAt.get(index) as never)
+  }
+
+  receiptByHash(hash: string): LoggedReceipt | undefined {
+    return this.receiptRow(this.stmts.receiptByHash.get(hash) as never)
+  }
+
+  /** A party's receipts from number `from` on, oldest first, at most `limit`. */
+  receiptsOf(party: 'client' | 'worker', address: string, from = 0, limit = 1000): LoggedReceipt[] {
+    const rows = this.db.prepare(`SELECT idx, hash, boc, client, worker, at FROM receipts WHERE ${party} = ? AND idx >= ? ORDER BY idx LIMIT ?`).all(address, from, limit) as never[]
+    return rows.map((r) => this.receiptRow(r)!)
+  }
+
+  /** A Merkle proof (BoC) of receipt `index` against the root of the first `count` receipts. */
+  receiptProof(index: number, count = this.tree.count): Buffer {
+    const r = this.receipt(index)
+    if (!r) throw new RangeError(`no receipt ${index} in the log`)
+    return this.tree.proof(index, r.cell, count).toBoc()
   }
 
   /** Recomputes the hash chain from the events; true when it matches the stored hashes. */

@@ -131,6 +131,15 @@ export class PartyLedger {
     })()
   }
 
+  /** Marks a proxy distrusted (durably), e.g. when its receipt log omits a receipt this node holds. */
+  distrust(proxy: string, reason: string): void {
+    this.db.transaction(() => {
+      const r = this.get(proxy)
+      r.distrusted = reason
+      this.put(r)
+    })()
+  }
+
   isDistrusted(proxy: string): string | null {
     return this.get(proxy).distrusted
   }

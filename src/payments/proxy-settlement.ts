@@ -3,11 +3,11 @@
 import { Address } from '@ton/core'
 import type { KeyPair } from '@ton/crypto'
 import { type Chain, collectMessages, type NodeWallet } from '../ton/chain-client/index.ts'
-import { signVoucher, signedVoucherToBase64, type ProxyState, VOUCHER_MIN_VALUE_NANO } from '../ton/contracts/index.ts'
+import { signVoucher, signedVoucherToBase64, type ProxyState, VOUCHER_MIN_VALUE_NANO, Op } from '../ton/contracts/index.ts'
 import type { Logger } from '../core/log.ts'
 import type { ClientFunds, FundsSource } from './billing.ts'
 import { clientContract, proxyContract, workerContract, type ProxyChannel } from './channels.ts'
-import type { Ledger, LedgerHead } from './ledger.ts'
+import { LedgerRollbackError, type Ledger, type LedgerHead } from './ledger.ts'
 import type { PriceParams } from './pricing.ts'
 
 /** Default time between settlement rounds. */
@@ -89,6 +89,12 @@ export class ProxySettlement implements FundsSource {
     if (!st || st.commitSeqno === 0n) return
     const onChain = { seqno: Number(st.commitSeqno), hash: st.commitHash.toString('hex') }
     this.deps.ledger.checkAgainstCommit(onChain)
+    // The receipt log too: every receipt the chain saw committed must still be here, unchanged.
+    const rr = await this.contract.getReceiptsRoot()
+    const local = this.deps.ledger.receiptCount()
+    if (BigInt(local) < rr.count || (rr.count > 0n && this.deps.ledger.receiptsRoot(Number(rr.count)) !== rr.root.toString('hex'))) {
+      throw new LedgerRollbackError(this.deps.ledger.getHead(), onChain)
+    }
     this.lastCommit = onChain
   }
 
@@ -154,10 +160,17 @@ export class ProxySettlement implements FundsSource {
     const report: SettleReport = { charged: 0, payoutVouchers: 0 }
     try {
       // 1. Commit the ledger head, so a later rollback of this ledger is detectable.
+      // The receipt log's root and count go with it: one commit per round, whatever it holds.
       const head = ledger.getHead()
       if (head.seqno > this.lastCommit.seqno) {
-        await wallet.sendAndConfirm(await collectMessages((via) => this.contract.sendCommitState(via, { value: VOUCHER_MIN_VALUE_NANO, seqno: BigInt(head.seqno), stateHash: Buffer.from(head.hash, 'hex') })))
-        ledger.recordCommit(head, Math.floor(Date.now() / 1000))
+        const count = ledger.receiptCount()
+        const root = ledger.receiptsRoot(count)
+        const receipts = { root: Buffer.from(root, 'hex'), count: BigInt(count) }
+        const txs = await wallet.sendAndConfirm(
+          await collectMessages((via) => this.contract.sendCommitState(via, { value: VOUCHER_MIN_VALUE_NANO, seqno: BigInt(head.seqno), stateHash: Buffer.from(head.hash, 'hex'), receipts })),
+        )
+        const tx = txs.find((t) => t.address.equals(this.contract.address) && t.op === Op.proxyCommitState)
+        ledger.recordCommit(head, Math.floor(Date.now() / 1000), { root, count, tx: tx?.hash })
         this.lastCommit = head
         report.committed = head
       }
@@ -222,6 +235,7 @@ export class ProxySettlement implements FundsSource {
       tokensChargedOnChain: s?.tokensCharged.toString() ?? null,
       tokensPaidOnChain: s?.tokensPaid.toString() ?? null,
       lastCommit: this.lastCommit,
+      receipts: { held: this.deps.ledger.receiptCount(), committed: this.deps.ledger.lastConfirmedCommit()?.receiptsCount ?? 0 },
       lastError: this.lastError ?? null,
     }
   }

@@ -9,8 +9,10 @@ import { listenAttested, type AttestedSocket, type PeerVerifier } from '../net/a
 import { errorResponse, InvalidRequestError, TooManyRequestsError, UnfundedClientError, ModelNotFoundError, NoWorkerAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
 import { discardBody, parseJsonObject, readBody } from '../net/body.ts'
 import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
-import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, MIN_AUDIO_BYTES_PER_SECOND, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type WorkerStatement, type FinalCharge } from '../net/protocol.ts'
-import { openaiUsage, usageChunk, type UsageCost } from '../net/openai.ts'
+import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, MIN_AUDIO_BYTES_PER_SECOND, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type ReceiptProofsRequest, type ReceiptProofsReply, type ReceiptCommitInfo, RECEIPT_LIST_LIMIT, RECEIPT_PROOFS_MAX, type WorkerStatement, type FinalCharge } from '../net/protocol.ts'
+import { answerText, openaiUsage, SseText, usageChunk, type UsageCost } from '../net/openai.ts'
+import { peerCertDer } from '../tee/index.ts'
+import { decodeReceiptBoc, newSalt, parseSalt, priceHeader, receiptFields, receiptIdFromSalt, receiptMismatch, signReceipt, verifyReceiptSignature, type Receipt } from '../payments/receipts/receipt.ts'
 import { DuplicateRequestError, ProxyNotServingError, type ProxyBilling, type Reservation } from '../payments/billing.ts'
 import { worstCaseAdjustedTokens } from '../payments/pricing.ts'
 import { checkUsage, ed25519PublicKey } from '../net/usage.ts'
@@ -46,6 +48,8 @@ export interface ProxyDeps {
   finalCharge?: (client: string, inFlightNano: bigint) => { tokens: bigint; voucher: string }
   /** On-chain figures for /jsonstats (contract, stake, last commit). */
   chainStats?: () => Record<string, unknown>
+  /** The proxy contract's address, where the receipt log's root is committed (on chain only). */
+  proxyContract?: () => string
   /** The newest signed payout voucher for a worker account (base64), when the proxy settles on chain. */
   payoutVoucher?: (workerAccount: string) => string | undefined
   /** The account a client is billed under (its wallet address on chain). Default: its key, hex. */
@@ -209,6 +213,7 @@ export class Proxy implements OpsSource {
         served: 0,
         failed: 0,
         tokens: { prompt: 0, cached: 0, completion: 0, reasoning: 0 },
+        certDer: peerCertDer(socket),
       }
       this.workers.set(conn.id, conn)
       this.m.workers.set(this.workers.size)
@@ -281,6 +286,20 @@ export class Proxy implements OpsSource {
       if (status >= 400 && status < 500 && status !== 429) this.errorBudget.spend(account)
     })
     if (method === 'GET' && path === PATHS.models) return respond(stream, 200, this.models())
+    if (method === 'POST' && path === PATHS.receiptProofs) {
+      const client = this.clientAccounts.get(stream.session!)
+      readBody(stream, 256 * 1024).then(
+        (b) => {
+          try {
+            respond(stream, 200, this.receiptProofs(client ?? '', JSON.parse(b.toString()) as ReceiptProofsRequest))
+          } catch (err) {
+            respondError(stream, new InvalidRequestError(`bad receipt proofs request: ${(err as Error).message}`))
+          }
+        },
+        (err) => respondError(stream, err),
+      )
+      return
+    }
     if (method === 'POST' && path === PATHS.close) {
       stream.resume()
       const client = this.clientAccounts.get(stream.session!)
@@ -339,6 +358,8 @@ export class Proxy implements OpsSource {
   private async serveInference(cs: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, path: string, requestId: string, client: string, held: { reservation?: Reservation }): Promise<void> {
     const log = this.deps.log.child({ requestId })
     const started = Date.now()
+    // Keys the receipt's hashes; only the client node (and so the app) should know it. Without one, nobody can check them.
+    const salt = parseSalt(headers[HEADERS.salt]) ?? newSalt()
     let body: Buffer
     let json: Record<string, unknown>
     let model: string
@@ -427,7 +448,7 @@ export class Proxy implements OpsSource {
         this.m.retries.inc()
       }
       const contentType = path === PATHS.transcriptions ? String(headers['content-type'] ?? '') : 'application/json'
-      const result = await this.forward(cs, conn, path, body, { requestId, client, maxTokens, maxAudioSeconds, contentType, reservation: held.reservation }, remaining, log, () => clientGone)
+      const result = await this.forward(cs, conn, path, body, { requestId, client, maxTokens, maxAudioSeconds, contentType, reservation: held.reservation, salt }, remaining, log, () => clientGone)
       if (result.kind === 'done') {
         this.finish(result.outcome)
         return
@@ -473,7 +494,7 @@ export class Proxy implements OpsSource {
     conn: WorkerConn,
     path: string,
     body: Buffer,
-    ctx: { requestId: string; client: string; maxTokens: number; maxAudioSeconds: number; contentType: string; reservation?: Reservation },
+    ctx: { requestId: string; client: string; maxTokens: number; maxAudioSeconds: number; contentType: string; reservation?: Reservation; salt: Buffer },
     remainingMs: number,
     log: Logger,
     clientGone: () => boolean,
@@ -495,6 +516,8 @@ export class Proxy implements OpsSource {
           [HEADERS.maxTokens]: String(ctx.maxTokens),
           ...(ctx.maxAudioSeconds > 0 ? { [HEADERS.maxAudioSeconds]: String(ctx.maxAudioSeconds) } : {}),
           [HEADERS.timeoutMs]: String(Math.floor(remainingMs * HOP_TIMEOUT_FACTOR)),
+          [HEADERS.salt]: ctx.salt.toString('hex'),
+          [HEADERS.price]: priceHeader(this.deps.billing.params()),
         })
       } catch (err) {
         this.admission.release(conn)
@@ -509,6 +532,12 @@ export class Proxy implements OpsSource {
       let usage: UsageRecord | undefined
       let stopped: 'cancelled' | 'timeout' | undefined
       const buffered: Buffer[] = []
+      // What the client was sent, kept to state the answer's hash when the worker cannot.
+      const relayed: Buffer[] = []
+      let workerReceipt: unknown
+      // The worker's usage signature, kept with its receipt in the log (only once checked: see onEnd).
+      let signedUsage: { json: string; signature: string; signer: string } | undefined
+      const receiptId = receiptIdFromSalt(ctx.salt)
       let graceTimer: NodeJS.Timeout | undefined
       const settle = (r: { kind: 'done'; outcome: Outcome } | { kind: 'retry' | 'timeout'; error: Error }) => {
         if (settled) return
@@ -520,12 +549,18 @@ export class Proxy implements OpsSource {
         resolve(r)
       }
       const clientOpen = () => !cs.closed && !cs.destroyed
-      const endWithError = (err: Error) => {
+      const endWithError = (err: Error, trailers?: http2.OutgoingHttpHeaders) => {
         if (!clientOpen()) return
-        if (!cs.headersSent) return respondError(cs, err)
-        if (sse) cs.end(`data: ${JSON.stringify(errorResponse(err).body)}\n\n`)
-        else cs.close(http2.constants.NGHTTP2_INTERNAL_ERROR)
+        if (!cs.headersSent) {
+          const r = errorResponse(err)
+          return respondRaw(cs, r.status, 'application/json', Buffer.from(JSON.stringify(r.body)), trailers ? () => trailers : undefined)
+        }
+        if (sse) {
+          if (trailers) cs.once('wantTrailers', () => cs.sendTrailers(trailers))
+          cs.end(`data: ${JSON.stringify(errorResponse(err).body)}\n\n`)
+        } else cs.close(http2.constants.NGHTTP2_INTERNAL_ERROR)
       }
+      const answerTextOf = () => (sse ? sseText(relayed) : answerText(Buffer.concat(buffered).toString('utf8')))
       // Stop the worker but let it finish the answer, so what it produced is billed; reset it if it does not.
       const stop = (why: 'cancelled' | 'timeout') => {
         if (stopped) return
@@ -568,6 +603,7 @@ export class Proxy implements OpsSource {
             buffered.push(chunk)
             return
           }
+          relayed.push(chunk)
           if (!clientOpen()) return
           if (!cs.write(chunk)) {
             ws.pause()
@@ -579,6 +615,8 @@ export class Proxy implements OpsSource {
       /** Set when the worker signed something it could not honestly sign: it is dropped once the answer ends. */
       let lied: string | undefined
       ws.once('trailers', (t) => {
+        workerReceipt = t[HEADERS.receipt]
+        if (typeof t[HEADERS.usage] === 'string' && typeof t[HEADERS.usageSig] === 'string') signedUsage = { json: t[HEADERS.usage] as string, signature: t[HEADERS.usageSig] as string, signer: Buffer.from(conn.peer.publicKey).toString('hex') }
         usageChecked = checkUsage(t[HEADERS.usage], t[HEADERS.usageSig], conn.key, ctx.requestId).then((c) => {
           if (c.ok && c.usage.answer?.model !== conn.peer.claims.modelId) {
             // It answered as a model it did not attest: nothing it says can be trusted; bill nothing, drop it.
@@ -606,9 +644,12 @@ export class Proxy implements OpsSource {
             // A finished answer always carries signed usage; without it the worker died or lied.
             recordOutcome(conn, false)
             log.warn('worker answer ended without signed usage', { worker: conn.id })
-            endWithError(new UpstreamError(`worker ${conn.id} ended the answer without signed usage`))
-            if (lied) this.dropWorker(conn, lied, true)
-            return settle({ kind: 'done', outcome: 'failed' })
+            this.unbilledReceipt(conn, ctx, body, answerTextOf(), Date.now() - t0, log).then((rt) => {
+              endWithError(new UpstreamError(`worker ${conn.id} ended the answer without signed usage`), rt)
+              if (lied) this.dropWorker(conn, lied, true)
+              settle({ kind: 'done', outcome: 'failed' })
+            })
+            return
           }
           // An error answer (e.g. a 400 from validation): pass it through.
           if (clientOpen()) respondRaw(cs, status, ct, Buffer.concat(buffered))
@@ -617,16 +658,35 @@ export class Proxy implements OpsSource {
         }
         const u = usage
         this.meter(conn, u)
-        this.deps.billing
-          .settle({ reservation: ctx.reservation, requestId: ctx.requestId, client: ctx.client, worker: conn.account, coefficient: conn.info.coefficient, usage: u })
+        // The worker's receipt is logged if it is signed by the worker and agrees with its signed usage
+        // and the proxy's prices; otherwise the proxy states one itself, so no answer goes unlogged.
+        let receiptP: Promise<{ receipt: Receipt; cert?: Uint8Array }>
+        const prices = this.deps.billing.params()
+        try {
+          const r = decodeReceiptBoc(String(workerReceipt ?? ''))
+          if (!verifyReceiptSignature(r, conn.peer.publicKey)) throw new Error('receipt not signed by this worker')
+          const bad = receiptMismatch(r.fields, u, { coefficient: conn.info.coefficient, prices, workerKey: conn.peer.publicKey, proxyKey: this.proxyKey() })
+          if (bad) throw new Error(`receipt disagrees with the signed usage or prices: ${bad}`)
+          receiptP = Promise.resolve({ receipt: r, cert: conn.certDer })
+        } catch (err) {
+          if (workerReceipt !== undefined) log.warn('worker receipt refused; the proxy states its own', { worker: conn.id, reason: (err as Error).message })
+          receiptP = this.proxyReceipt(conn, ctx, body, answerTextOf(), u, u.finishReason, Date.now() - t0)
+        }
+        receiptP
+          .then((rc) =>
+            this.deps.billing
+              .settle({ reservation: ctx.reservation, requestId: ctx.requestId, client: ctx.client, worker: conn.account, coefficient: conn.info.coefficient, usage: u, receipt: { cell: rc.receipt.cell, client: ctx.client, worker: conn.account, signedUsage } })
+              .then((s) => ({ ...s, rc })),
+          )
           .then(
-            ({ cost }) => {
-              const costInfo = { nano: cost.clientNano, adjustedTokens: cost.adjustedTokens, coefficient: conn.info.coefficient, pricePerTokenNano: this.deps.billing.params().pricePerTokenNano }
+            ({ cost, receiptIndex, rc }) => {
+              const costInfo = { nano: cost.clientNano, adjustedTokens: cost.adjustedTokens, coefficient: conn.info.coefficient, pricePerTokenNano: prices.pricePerTokenNano, receiptId }
+              const receiptTrailers = receiptTrailersOf(rc, receiptIndex)
               // The client's running total, read when the trailer is actually sent: answers on one
               // session finish in any order, and the client checks the totals never go down.
               const charged = () => {
                 const c = this.deps.billing.ledger.counters('client', ctx.client)
-                return { [HEADERS.charged]: JSON.stringify({ client: ctx.client, tokens: c.tokens.toString(), nano: c.nano.toString() }) }
+                return { [HEADERS.charged]: JSON.stringify({ client: ctx.client, tokens: c.tokens.toString(), nano: c.nano.toString() }), ...receiptTrailers }
               }
               recordOutcome(conn, true, Date.now() - t0)
               if (clientOpen()) {
@@ -653,11 +713,97 @@ export class Proxy implements OpsSource {
         if (!relaying) return settle({ kind: 'retry', error: new Error(`worker stream closed before answering (code ${ws.rstCode})`) })
         if (stopped) return settle({ kind: 'done', outcome: stopped })
         log.warn('worker failed mid-stream', { worker: conn.id, rstCode: ws.rstCode })
-        endWithError(new UpstreamError(`worker ${conn.id} failed mid-answer (stream reset ${ws.rstCode})`))
-        settle({ kind: 'done', outcome: 'failed' })
+        // The worker died before signing: the proxy logs a receipt for what the client was sent (nothing is billed).
+        this.unbilledReceipt(conn, ctx, body, answerTextOf(), Date.now() - t0, log).then((rt) => {
+          endWithError(new UpstreamError(`worker ${conn.id} failed mid-answer (stream reset ${ws.rstCode})`), rt)
+          settle({ kind: 'done', outcome: 'failed' })
+        })
       })
       sendBody(ws, body)
     })
+  }
+
+  /**
+   * The last confirmed commit of the receipt log and, for each of the client's own receipts asked
+   * for, its Merkle proof against that commit's root (null while the receipt is newer than the
+   * commit; `missing` when the log has no such receipt of this client).
+   */
+  private receiptProofs(client: string, req: ReceiptProofsRequest): ReceiptProofsReply {
+    const ledger = this.deps.billing.ledger
+    const indices = Array.isArray(req.indices) ? req.indices.slice(0, RECEIPT_PROOFS_MAX) : []
+    if (!indices.every((i) => Number.isSafeInteger(i) && i >= 0)) throw new Error('indices must be receipt numbers')
+    const last = ledger.lastConfirmedCommit()
+    const contract = this.deps.proxyContract?.()
+    const commit: ReceiptCommitInfo | null = last && contract ? { seqno: last.seqno, root: last.receiptsRoot, count: last.receiptsCount, proxy: contract, tx: last.tx } : null
+    const proofs = indices.map((index) => {
+      const r = ledger.receipt(index)
+      if (!r || r.client !== client) return { index, proof: null, missing: true }
+      if (!commit || index >= commit.count) return { index, proof: null }
+      return { index, proof: ledger.receiptProof(index, commit.count).toString('base64') }
+    })
+    const reply: ReceiptProofsReply = { commit, proofs }
+    if (req.from !== undefined) {
+      if (!Number.isSafeInteger(req.from) || req.from < 0) throw new Error('from must be a receipt number')
+      reply.mine = ledger.receiptsOf('client', client, req.from, RECEIPT_LIST_LIMIT).map((r) => ({ index: r.index, receipt: r.cell.toBoc().toString('base64') }))
+    }
+    return reply
+  }
+
+  /** The key receipts name this proxy by: its payment key (what its proxy contract knows), else its identity key. */
+  private proxyKey(): Uint8Array {
+    const id = this.deps.identity.current()
+    return id.claims.paymentKey ? Buffer.from(id.claims.paymentKey, 'hex') : id.publicKey
+  }
+
+  /**
+   * A receipt the proxy signs itself, for an answer whose worker did not give a valid one (it died
+   * mid-answer, or its receipt was refused). It states what the proxy saw: the worker, the text the
+   * client was sent, and `usage` (zero when nothing is billed). Sampling parameters are unknown here.
+   */
+  private async proxyReceipt(
+    conn: WorkerConn,
+    ctx: { requestId: string; salt: Buffer },
+    body: Buffer,
+    text: string,
+    usage: { promptTokens: number; cachedTokens: number; completionTokens: number; reasoningTokens: number },
+    finishReason: string,
+    elapsedMs: number,
+  ): Promise<{ receipt: Receipt; cert: Uint8Array }> {
+    const id = this.deps.identity.current()
+    const now = Date.now()
+    const fields = receiptFields({
+      signer: 'proxy',
+      requestId: ctx.requestId,
+      salt: ctx.salt,
+      requestBody: body,
+      answerText: text,
+      sampling: { temperature: null, top_p: null, seed: null, max_tokens: null, stop: null },
+      modelId: conn.info.model.id,
+      modelHash: conn.info.model.hash,
+      imageHash: conn.peer.imageHash,
+      workerKey: conn.peer.publicKey,
+      proxyKey: this.proxyKey(),
+      usage,
+      coefficient: conn.info.coefficient,
+      prices: this.deps.billing.params(),
+      startedAtMs: now - elapsedMs,
+      endedAtMs: now,
+      finishReason,
+    })
+    const receipt = await signReceipt(fields, (d) => id.signAsync(d))
+    return { receipt, cert: Buffer.from(id.certPem.replace(/-----[^-]+-----|\s/g, ''), 'base64') }
+  }
+
+  /** Logs a proxy-signed receipt for an answer that is not billed; resolves to the trailers that carry it (none if logging failed). */
+  private async unbilledReceipt(conn: WorkerConn, ctx: { requestId: string; client: string; salt: Buffer }, body: Buffer, text: string, elapsedMs: number, log: Logger): Promise<http2.OutgoingHttpHeaders | undefined> {
+    try {
+      const rc = await this.proxyReceipt(conn, ctx, body, text, { promptTokens: 0, cachedTokens: 0, completionTokens: 0, reasoningTokens: 0 }, 'error', elapsedMs)
+      const index = this.deps.billing.logReceipt(ctx.requestId, { cell: rc.receipt.cell, client: ctx.client, worker: conn.account })
+      return receiptTrailersOf(rc, index)
+    } catch (err) {
+      log.error('could not log a receipt for a failed answer', { error: err })
+      return undefined
+    }
   }
 
   private noteRefusal(role: 'worker' | 'client', reason: string, peer: string): void {
@@ -740,6 +886,11 @@ export class Proxy implements OpsSource {
       requests: { ...this.counts },
       tokens: { ...this.tokens },
       money: this.moneyStats(),
+      receipts: {
+        held: this.deps.billing.ledger.receiptCount(),
+        committed: this.deps.billing.ledger.lastConfirmedCommit()?.receiptsCount ?? 0,
+        root: this.deps.billing.ledger.receiptsRoot(),
+      },
       chain: this.deps.chainStats?.() ?? null,
       clients: { connected: this.clientSessions.size, refused: this.refused.clients, rateLimited: this.rateLimited, limitedNow: this.errorBudget.limitedClients() },
       refusals: [...this.refusals].reverse(),
@@ -831,4 +982,18 @@ function respondError(stream: http2.ServerHttp2Stream, err: unknown): void {
   const r = errorResponse(err)
   const retryAfter = (err as { retryAfterSec?: number }).retryAfterSec
   respond(stream, r.status, r.body, retryAfter ? { 'retry-after': String(retryAfter) } : {})
+}
+
+/** The receipt trailers the client node keeps: the cell, its number in the log, the signer's certificate. */
+function receiptTrailersOf(rc: { receipt: Receipt; cert?: Uint8Array }, index: number | undefined): http2.OutgoingHttpHeaders {
+  const t: http2.OutgoingHttpHeaders = { [HEADERS.receipt]: rc.receipt.cell.toBoc().toString('base64') }
+  if (index !== undefined) t[HEADERS.receiptIndex] = String(index)
+  if (rc.cert) t[HEADERS.receiptCert] = Buffer.from(rc.cert).toString('base64')
+  return t
+}
+
+function sseText(chunks: Buffer[]): string {
+  const t = new SseText()
+  for (const c of chunks) t.push(c)
+  return t.text
 }

@@ -27,6 +27,8 @@ export interface WorkerConn {
   served: number
   failed: number
   tokens: { prompt: number; cached: number; completion: number; reasoning: number }
+  /** The worker's certificate (DER), handed to clients with its receipts. */
+  certDer?: Uint8Array
 }
 
 /** `exhausted`: every worker that could serve was already tried for this request. */

@@ -15,7 +15,9 @@ import { CAPABILITY_PATHS, HEADERS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX
 import type { PartyLedger } from '../payments/party-ledger.ts'
 import { checkVoucher, InvalidVoucherError } from '../ton/contracts/index.ts'
 import { validateEmbeddingRequest, validateRequest, validateTranscriptionForm, type TranscriptionFormat } from '../net/validate.ts'
-import { AnswerAggregator, answerIds, EMBEDDING_OBJECT, TRANSCRIPTION_OBJECT } from '../net/openai.ts'
+import { AnswerAggregator, answerIds, answerText, chunkText, EMBEDDING_OBJECT, TRANSCRIPTION_OBJECT } from '../net/openai.ts'
+import { newSalt, parsePriceHeader, parseSalt, receiptFields, signReceipt, type SamplingParams } from '../payments/receipts/receipt.ts'
+import { OFFCHAIN_PRICE_PARAMS } from '../payments/pricing.ts'
 
 export const DEFAULT_COEFFICIENT = 1000
 export const MAX_ACTIVE_REQUESTS = 8
@@ -41,6 +43,8 @@ export interface WorkerDeps {
   log: Logger
   /** What each proxy said this worker earned, and its payout vouchers. */
   ledger?: PartyLedger
+  /** The image hash of this worker's own attestation (hex), stated in its receipts. Default: none (zeros). */
+  imageHash?: () => string
   /** Called with each newer payout voucher (e.g. to claim it on chain past a threshold). */
   onVoucher?: (proxyId: string, voucher: string, tokens: bigint) => void
   /**
@@ -213,13 +217,17 @@ export class Worker implements OpsSource {
     const timeoutMs = Number(headers[HEADERS.timeoutMs])
     const timeoutSignal = Number.isFinite(timeoutMs) && timeoutMs > 0 ? AbortSignal.timeout(Math.max(1, Math.floor(timeoutMs))) : undefined
     const signal = AbortSignal.any([ac.signal, cancel.signal, ...(timeoutSignal ? [timeoutSignal] : [])])
-    const created = Math.floor(Date.now() / 1000)
+    const startedAtMs = Date.now()
+    const created = Math.floor(startedAtMs / 1000)
+    // The client node's salt keys the receipt's hashes; a request without one gets a fresh one nobody else knows.
+    const salt = parseSalt(headers[HEADERS.salt]) ?? newSalt()
     let usage: Usage = ZERO_USAGE
     let finishReason = 'error'
     let estimated = false
     let chunks = 0
     try {
-      const body = parseJsonObject(await readBody(stream, MAX_BODY_BYTES))
+      const raw = await readBody(stream, MAX_BODY_BYTES)
+      const body = parseJsonObject(raw)
       // The proxy reserved funds for at most this many completion tokens.
       const reserved = Number(headers[HEADERS.maxTokens])
       const maxTokensCap = Number.isSafeInteger(reserved) && reserved > 0 ? Math.min(reserved, this.o.maxTokensCap) : this.o.maxTokensCap
@@ -229,6 +237,7 @@ export class Worker implements OpsSource {
       const streaming = body.stream === true
       const agg = streaming ? undefined : new AnswerAggregator(kind)
       const out = new EventCoalescer(stream)
+      let text = ''
       let streamError: unknown
       try {
         for await (const ev of this.deps.backend.run(req, { signal })) {
@@ -237,6 +246,7 @@ export class Worker implements OpsSource {
             if (answerId === undefined) answerId = (JSON.parse(ev.json) as { id?: string }).id ?? ids.id
             if (agg) agg.add(ev.json)
             else {
+              text += chunkText(ev.json)
               if (!stream.headersSent) stream.respond({ ':status': 200, 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }, { waitForTrailers: true })
               if (!out.push(`data: ${ev.json}\n\n`)) await drained(stream, signal)
             }
@@ -270,7 +280,20 @@ export class Worker implements OpsSource {
         finishReason: streamError ? 'error' : finishReason,
         ...(estimated ? { estimated } : {}),
       }
-      const trailers = await this.usageTrailers(record)
+      const answer = streaming || streamError ? undefined : agg!.build(requestId, req.model, created, usage, finishReason)
+      const sampling: SamplingParams = { temperature: req.temperature ?? null, top_p: req.topP ?? null, seed: req.seed ?? null, max_tokens: req.maxTokens, stop: req.stop ?? null }
+      const finish = cancel.signal.aborted ? 'cancelled' : timeoutSignal?.aborted ? 'timeout' : record.finishReason
+      const trailers = await this.usageTrailers(record, {
+        stream,
+        salt,
+        raw,
+        text: answer ? answerText(answer) : text,
+        sampling,
+        model: req.model,
+        startedAtMs,
+        finishReason: finish,
+        prices: headers[HEADERS.price],
+      })
       if (streaming) {
         if (!stream.headersSent) stream.respond({ ':status': 200, 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }, { waitForTrailers: true })
         out.flush()
@@ -285,7 +308,7 @@ export class Worker implements OpsSource {
           const r = errorResponse(streamError)
           respondJson(stream, r.status, r.body, trailers)
         } else {
-          respondJson(stream, 200, agg!.build(requestId, req.model, created, usage, finishReason), trailers)
+          respondJson(stream, 200, answer, trailers)
         }
       }
       if (!cancel.signal.aborted) {
@@ -338,14 +361,20 @@ export class Worker implements OpsSource {
     const timeoutSignal = Number.isFinite(timeoutMs) && timeoutMs > 0 ? AbortSignal.timeout(Math.max(1, Math.floor(timeoutMs))) : undefined
     const signal = AbortSignal.any([ac.signal, ...(timeoutSignal ? [timeoutSignal] : [])])
     const created = Math.floor(Date.now() / 1000)
+    const startedAtMs = Date.now()
     const model = backend.model.id
+    // The client node's salt keys the receipt's hashes, as for chat.
+    const salt = parseSalt(headers[HEADERS.salt]) ?? newSalt()
+    let raw: Buffer = Buffer.alloc(0)
+    let sampling: SamplingParams = { temperature: null, top_p: null, seed: null, max_tokens: null, stop: null }
     try {
       let answer: { contentType: string; text: string }
       let usage: Usage
       let id: string
       let object: string
       if (cap === 'embeddings') {
-        const body = parseJsonObject(await readBody(stream, MAX_BODY_BYTES))
+        raw = await readBody(stream, MAX_BODY_BYTES)
+        const body = parseJsonObject(raw)
         const { req, encoding } = validateEmbeddingRequest(body, requestId, { modelId: model })
         const r = await backend.embed!(req, { signal })
         usage = { promptTokens: r.promptTokens, cachedTokens: 0, completionTokens: 0, reasoningTokens: 0 }
@@ -354,8 +383,10 @@ export class Worker implements OpsSource {
         const data = r.vectors.map((v, index) => ({ object: 'embedding', index, embedding: encoding === 'base64' ? vectorToBase64(v) : v }))
         answer = { contentType: 'application/json', text: JSON.stringify({ object: 'list', data, model, usage: { prompt_tokens: usage.promptTokens, total_tokens: usage.promptTokens } }) }
       } else {
-        const form = await parseMultipart(await readBody(stream, MAX_AUDIO_BODY_BYTES), headers['content-type'])
+        raw = await readBody(stream, MAX_AUDIO_BODY_BYTES)
+        const form = await parseMultipart(raw, headers['content-type'])
         const f = validateTranscriptionForm(form, { modelId: model })
+        sampling = { ...sampling, temperature: f.temperature ?? null }
         const audio = new Uint8Array(await f.file.arrayBuffer())
         const probe = await probeAudio(audio, signal)
         const seconds = Math.max(1, Math.ceil(probe.durationSec))
@@ -375,7 +406,7 @@ export class Worker implements OpsSource {
       if (signal.aborted) throw signal.reason ?? new Error('aborted')
       this.meter(usage)
       const record: UsageRecord = { requestId, answer: { id, object, model, created }, ...usage, finishReason: 'stop' }
-      const trailers = await this.usageTrailers(record)
+      const trailers = await this.usageTrailers(record, { stream, salt, raw, text: answerText(answer.text), sampling, model, startedAtMs, finishReason: 'stop', prices: headers[HEADERS.price] })
       finished = true
       respondRaw(stream, 200, answer.contentType, answer.text, trailers)
       this.counts.succeeded++
@@ -458,11 +489,52 @@ export class Worker implements OpsSource {
     this.m.tokens.inc({ kind: 'reasoning' }, u.reasoningTokens)
   }
 
-  private async usageTrailers(record: UsageRecord): Promise<http2.OutgoingHttpHeaders> {
+  /**
+   * The signed usage and the signed receipt, as trailers. The receipt states what this worker
+   * did for this request: hashes keyed with the client's salt, the model, its image and key, the
+   * proxy it served, the sampling parameters, the counts, and the cost at the proxy's prices.
+   */
+  private async usageTrailers(
+    record: UsageRecord,
+    r: { stream: http2.ServerHttp2Stream; salt: Buffer; raw: Buffer; text: string; sampling: SamplingParams; model: string; startedAtMs: number; finishReason: string; prices: unknown },
+  ): Promise<http2.OutgoingHttpHeaders> {
+    const id = this.deps.identity.current()
     const json = JSON.stringify(record)
-    const sig = await this.deps.identity.current().signAsync(usageSigningPayload(json))
-    return { [HEADERS.usage]: json, [HEADERS.usageSig]: Buffer.from(sig).toString('base64') }
+    const sig = await id.signAsync(usageSigningPayload(json))
+    const trailers: http2.OutgoingHttpHeaders = { [HEADERS.usage]: json, [HEADERS.usageSig]: Buffer.from(sig).toString('base64') }
+    const link = this.links.find((l) => l.session === r.stream.session)
+    const proxyKey = link?.peer?.claims.paymentKey ? Buffer.from(link.peer.claims.paymentKey, 'hex') : link?.peer ? Buffer.from(link.peer.publicKey) : Buffer.alloc(32)
+    try {
+      const fields = receiptFields({
+        signer: 'worker',
+        requestId: record.requestId,
+        salt: r.salt,
+        requestBody: r.raw,
+        answerText: r.text,
+        sampling: r.sampling,
+        modelId: this.deps.backend.model.id,
+        modelHash: this.deps.backend.model.hash,
+        imageHash: this.deps.imageHash?.() ?? '',
+        workerKey: id.publicKey,
+        proxyKey,
+        usage: record,
+        coefficient: this.o.coefficient,
+        prices: parsePriceHeader(r.prices) ?? OFFCHAIN_PRICE_PARAMS,
+        startedAtMs: r.startedAtMs,
+        endedAtMs: Date.now(),
+        finishReason: r.finishReason,
+      })
+      const receipt = await signReceipt(fields, (d) => id.signAsync(d))
+      trailers[HEADERS.receipt] = receipt.cell.toBoc().toString('base64')
+      this.receipts++
+    } catch (err) {
+      this.deps.log.warn('could not make a receipt', { error: (err as Error).message })
+    }
+    return trailers
   }
+
+  /** Receipts signed since start. */
+  private receipts = 0
 
   /** Leaves proxies the current policy no longer allows (e.g. their image was revoked on the root). */
   revalidate(refusal: (peer: VerifiedPeer) => string | undefined): number {
@@ -482,6 +554,7 @@ export class Worker implements OpsSource {
       activeRequests: this.active,
       requests: { ...this.counts },
       tokens: { ...this.tokens },
+      receipts: { signed: this.receipts },
       proxies: this.links.map((l) => {
         const rec = l.proxyId && this.deps.ledger ? this.deps.ledger.get(l.proxyId) : undefined
         return {

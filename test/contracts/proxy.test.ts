@@ -82,6 +82,45 @@ describe('proxy contract', () => {
     })
   })
 
+  describe('receipt log commits', () => {
+    const ROOT_A = Buffer.alloc(32, 0xaa)
+    const ROOT_B = Buffer.alloc(32, 0xbb)
+
+    it('stores the receipts root and count with each commit and serves them from get_receipts_root', async () => {
+      const net = await createOpenChannel()
+      let rr = await net.proxy.getReceiptsRoot()
+      assert.deepEqual(rr, { seqno: 0n, root: Buffer.alloc(32), count: 0n })
+      let r = await net.proxy.sendCommitState(net.proxyOwner.getSender(), { value: GAS, seqno: 1n, stateHash: HASH_A, receipts: { root: ROOT_A, count: 3n } })
+      expectTx(r.transactions, { to: net.proxy.address, op: Op.proxyCommitState, success: true })
+      rr = await net.proxy.getReceiptsRoot()
+      assert.deepEqual(rr, { seqno: 1n, root: ROOT_A, count: 3n })
+      // An empty round (no new receipts) keeps the count.
+      r = await net.proxy.sendCommitState(net.proxyOwner.getSender(), { value: GAS, seqno: 2n, stateHash: HASH_B, receipts: { root: ROOT_A, count: 3n } })
+      expectTx(r.transactions, { to: net.proxy.address, success: true })
+      r = await net.proxy.sendCommitState(net.proxyOwner.getSender(), { value: GAS, seqno: 3n, stateHash: HASH_B, receipts: { root: ROOT_B, count: 7n } })
+      expectTx(r.transactions, { to: net.proxy.address, success: true })
+      assert.deepEqual(await net.proxy.getReceiptsRoot(), { seqno: 3n, root: ROOT_B, count: 7n })
+      // The proxy state getter still reports the same commit.
+      assert.equal((await net.proxy.getState()).commitSeqno, 3n)
+    })
+
+    it('rejects a commit whose receipt count shrinks', async () => {
+      const net = await createOpenChannel()
+      await net.proxy.sendCommitState(net.proxyOwner.getSender(), { value: GAS, seqno: 1n, stateHash: HASH_A, receipts: { root: ROOT_A, count: 5n } })
+      const r = await net.proxy.sendCommitState(net.proxyOwner.getSender(), { value: GAS, seqno: 2n, stateHash: HASH_B, receipts: { root: ROOT_B, count: 4n } })
+      expectRejected(r.transactions, net.proxy.address, E.ReceiptsShrink)
+      assert.deepEqual(await net.proxy.getReceiptsRoot(), { seqno: 1n, root: ROOT_A, count: 5n })
+    })
+
+    it('rejects a zero root for a non-empty log and a non-zero root for an empty one', async () => {
+      const net = await createOpenChannel()
+      let r = await net.proxy.sendCommitState(net.proxyOwner.getSender(), { value: GAS, seqno: 1n, stateHash: HASH_A, receipts: { root: Buffer.alloc(32), count: 1n } })
+      expectRejected(r.transactions, net.proxy.address, E.ReceiptsRootMalformed)
+      r = await net.proxy.sendCommitState(net.proxyOwner.getSender(), { value: GAS, seqno: 1n, stateHash: HASH_A, receipts: { root: ROOT_A, count: 0n } })
+      expectRejected(r.transactions, net.proxy.address, E.ReceiptsRootMalformed)
+    })
+  })
+
   describe('margin withdrawal', () => {
     it('pays the owner the margin free of stake and worker obligations, and nothing more', async () => {
       const net = await createOpenChannel()

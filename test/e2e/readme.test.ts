@@ -237,5 +237,6 @@ describe("the README's commands exist as written", () => {
     assert.match(README, new RegExp(`OpenAI base URL:\\s+http://127\\.0\\.0\\.1:${DEVNET_PORTS.client}/v1`))
     assert.match(README, new RegExp(`${DEVNET_PORTS.chain} \\(chain\\)`))
     assert.match(README, new RegExp(`cocoon chain \\[--dir DIR\\] \\[--port ${DEVNET_PORTS.chain}\\]`))
+    assert.match(helpFor.get('chain')!, new RegExp(`--port ${DEVNET_PORTS.chain}\\b`), 'the usage text shows the chain\'s real default port')
   })
 })

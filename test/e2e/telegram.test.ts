@@ -163,13 +163,30 @@ describe('the Telegram bot example against a FAKE Telegram Bot API', () => {
     assert.equal(cb.history.get(chat)![0].content, 'Tell me about cats.')
   })
 
-  it('/receipt says plainly when the network issues no receipts for the last answer', async () => {
-    const chat = 505
+  it('/receipt shows the last answer’s receipt and, once the proxy committed it on chain, that it verified', async () => {
+    const chat = 505 // the chat above: its last answer was a chat completion
+    let text = ''
+    for (let i = 0; i < 40 && !/verified against/.test(text); i++) {
+      if (i > 0) await new Promise((r) => setTimeout(r, 1_000))
+      const from = tg.sent.length
+      tg.message(chat, { text: '/receipt', entities: [{ type: 'bot_command', offset: 0, length: 8 }] })
+      ;[{ text }] = await tg.replies(chat, from, 1)
+      assert.match(text, /^Receipt \S+ for stories260K: (verified against the proxy's on-chain commit|not verified yet)/)
+    }
+    assert.match(text, /verified against the proxy's on-chain commit #\d+/)
+    const fresh = 507
+    const from = tg.sent.length
+    tg.message(fresh, { text: '/receipt', entities: [{ type: 'bot_command', offset: 0, length: 8 }] })
+    const [none] = await tg.replies(fresh, from, 1)
+    assert.match(none.text, /^I have no receipt for my last answer here/)
+  })
+
+  it('a voice answer’s /receipt covers the transcription and the reply', async () => {
+    const chat = 504 // the voice chat above
     const from = tg.sent.length
     tg.message(chat, { text: '/receipt', entities: [{ type: 'bot_command', offset: 0, length: 8 }] })
     const [r] = await tg.replies(chat, from, 1)
-    // Receipts (GET /v1/receipts/{id}) are not on this network yet: answers carry no usage.receipt_id.
-    assert.match(r.text, /^I have no receipt for my last answer here/)
+    assert.match(r.text, /^Receipt \S+ for pocketsphinx-en-us: .*\nReceipt \S+ for stories260K: /)
   })
 
   it('failures come back as one friendly line, never a stack trace', async () => {

@@ -6,7 +6,10 @@ import http from 'node:http'
 import http2 from 'node:http2'
 import { FakeBackend } from '../helpers/fake-backend.ts'
 import { startClient, startProxy, startWorker, waitFor } from '../helpers/network.ts'
+import path from 'node:path'
 import { OpenAIUpstreamBackend } from '../../src/inference/openai.ts'
+import { LlamaBackend } from '../../src/inference/llama.ts'
+import { MODELS_DIR } from '../helpers/procs.ts'
 import type { InferenceBackend } from '../../src/inference/types.ts'
 import { silentLogger } from '../../src/core/log.ts'
 
@@ -77,6 +80,7 @@ test('tools, response_format, logit_bias and logprobs are refused with a 400 nam
     ['/v1/chat/completions', { tool_choice: 'required' }, 'tool_choice'],
     ['/v1/chat/completions', { response_format: { type: 'json_object' } }, 'response_format'],
     ['/v1/chat/completions', { response_format: { type: 'json_schema', json_schema: { name: 's', schema: { type: 'object' } } } }, 'response_format'],
+    ['/v1/chat/completions', { response_format: { type: 'json_schema', json_schema: { name: 's', schema: 7 } } }, 'response_format'],
     ['/v1/chat/completions', { response_format: { type: 'yaml' } }, 'response_format'],
     ['/v1/chat/completions', { logit_bias: { '50256': -100 } }, 'logit_bias'],
     ['/v1/chat/completions', { logprobs: true }, 'logprobs'],
@@ -149,3 +153,32 @@ test('when the models call to the proxy fails, GET /v1/models is a 502 with the 
   assert.equal(none.status, 200)
   assert.deepEqual(await none.json(), { object: 'list', data: [] })
 })
+
+test('the llama backend honours response_format: json_object and json_schema answers are JSON (the schema\'s shape), tools are still refused', async () => {
+  const backend = await LlamaBackend.create({ modelPath: path.join(MODELS_DIR, 'stories260K.gguf'), modelId: 'stories260K', modelHash: 'ab'.repeat(32), threads: 1, parallel: 1 })
+  stops.push(() => backend.close())
+  const net = await network(backend)
+  const ask = (extra: object, stream = false) =>
+    post(net.url, '/v1/chat/completions', { model: 'stories260K', messages: [{ role: 'user', content: 'Tell me about a cat.' }], temperature: 0, max_tokens: 200, stream, ...extra })
+  const obj = await ask({ response_format: { type: 'json_object' } })
+  const j = (await obj.json()) as any
+  assert.equal(obj.status, 200, JSON.stringify(j))
+  // The tiny model may ramble inside a free-form JSON string until max_tokens; a finished answer is whole JSON.
+  const content: string = j.choices[0].message.content
+  assert.match(content, /^\s*[{[]/)
+  if (j.choices[0].finish_reason === 'stop') assert.equal(typeof JSON.parse(content), 'object')
+  const schema = { type: 'object', properties: { name: { type: 'string' }, age: { type: 'integer' } }, required: ['name', 'age'] }
+  const typed = await ask({ response_format: { type: 'json_schema', json_schema: { name: 'pet', schema } } }, true)
+  assert.equal(typed.status, 200)
+  const events = (await typed.text()).split('\n\n').map((e) => e.trim()).filter((e) => e.startsWith('data: {')).map((e) => JSON.parse(e.slice(6)))
+  const text = events.map((e) => e.choices?.[0]?.delta?.content ?? '').join('')
+  const pet = JSON.parse(text)
+  assert.deepEqual(Object.keys(pet).sort(), ['age', 'name'])
+  assert.equal(typeof pet.name, 'string')
+  assert.ok(Number.isInteger(pet.age))
+  assert.ok(events.at(-1).usage, 'the stream ends with its usage')
+  // What it cannot honour, it still refuses.
+  await expectError(await ask({ tools: [{ type: 'function', function: { name: 'f' } }] }), 400, 'tools')
+  await expectError(await ask({ logprobs: true }), 400, 'logprobs')
+})
+

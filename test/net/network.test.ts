@@ -46,7 +46,9 @@ test('a non-streamed chat answer comes back with exact usage, and the proxy mete
     completion_tokens_details: { reasoning_tokens: 0 },
     cost: 6000,
     cost_details: { currency: 'nanoTON', adjusted_tokens: 6, coefficient: 1000, price_per_token_nano: 1000 },
+    receipt_id: res.headers.get('x-cocoon-receipt-id'),
   })
+  assert.match(j.usage.receipt_id, /^[0-9a-f]{32}$/, 'the answer names its receipt')
   const ps = net.proxy.stats() as any
   assert.deepEqual(ps.tokens, { prompt: 3, cached: 0, completion: 3, reasoning: 0 })
   assert.equal(ps.workers.list[0].served, 1)

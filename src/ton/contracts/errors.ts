@@ -30,6 +30,8 @@ export const ContractExitCode = {
   StakeTooLow: 145,
   InsufficientFunds: 146,
   ExceedsWithdrawable: 147,
+  ReceiptsShrink: 148,
+  ReceiptsRootMalformed: 149,
 } as const
 
 export type ContractExitCodeName = keyof typeof ContractExitCode

@@ -40,6 +40,15 @@ export interface ProxyState {
   unlockAt: number
 }
 
+/** The receipt log as of the last state commit (get_receipts_root). */
+export interface ReceiptsRoot {
+  /** The state commit that carried it (0 before the first). */
+  seqno: bigint
+  /** Representation hash of the receipts Dictionary<uint64, Cell>; 32 zero bytes while empty. */
+  root: Buffer
+  count: bigint
+}
+
 export interface ProxyIdentity {
   owner: Address
   root: Address
@@ -77,12 +86,13 @@ export class ProxyContract implements Contract {
     await sendOp(provider, via, opts.amountNano + (opts.gasNano ?? DEPOSIT_GAS_NANO), body)
   }
 
-  /** Owner: records a (seqno, 32-byte hash) state commit; seqno must grow. */
-  async sendCommitState(provider: ContractProvider, via: Sender, opts: SendOpts & { seqno: bigint; stateHash: Buffer }) {
-    const body = opBody(Op.proxyCommitState, opts.queryId)
-      .storeUint(opts.seqno, 64)
-      .storeUint(bufferToUint256(opts.stateHash), 256)
-      .endCell()
+  /**
+   * Owner: records a (seqno, 32-byte hash) state commit with the receipt log's root and count;
+   * seqno must grow and the count never shrinks. Without `receipts`, the last committed ones are
+   * not known here, so an empty log is committed (which fails once receipts were committed).
+   */
+  async sendCommitState(provider: ContractProvider, via: Sender, opts: SendOpts & { seqno: bigint; stateHash: Buffer; receipts?: { root: Buffer; count: bigint } }) {
+    const body = commitStateBody(opts)
     await sendOp(provider, via, opts.value, body)
   }
 
@@ -120,6 +130,11 @@ export class ProxyContract implements Contract {
     }
   }
 
+  async getReceiptsRoot(provider: ContractProvider): Promise<ReceiptsRoot> {
+    const { stack } = await provider.get('get_receipts_root', [])
+    return { seqno: stack.readBigNumber(), root: uint256ToBuffer(stack.readBigNumber()), count: stack.readBigNumber() }
+  }
+
   async getIdentity(provider: ContractProvider): Promise<ProxyIdentity> {
     const { stack } = await provider.get('proxyIdentity', [])
     return {
@@ -144,5 +159,41 @@ export class ProxyContract implements Contract {
       { type: 'slice', cell: beginCell().storeAddress(owner).endCell() },
     ])
     return stack.readAddress()
+  }
+}
+
+/** The body of a ProxyCommitState message. */
+export function commitStateBody(opts: { queryId?: bigint; seqno: bigint; stateHash: Buffer; receipts?: { root: Buffer; count: bigint } }): Cell {
+  return opBody(Op.proxyCommitState, opts.queryId)
+    .storeUint(opts.seqno, 64)
+    .storeUint(bufferToUint256(opts.stateHash), 256)
+    .storeUint(bufferToUint256(opts.receipts?.root ?? Buffer.alloc(32)), 256)
+    .storeUint(opts.receipts?.count ?? 0n, 64)
+    .endCell()
+}
+
+/** A ProxyCommitState body as read back from a transaction (for audits). */
+export interface CommitStateBody {
+  queryId: bigint
+  seqno: bigint
+  stateHash: Buffer
+  receiptsRoot: Buffer
+  receiptsCount: bigint
+}
+
+/** Parses a ProxyCommitState body; undefined when the cell is not one. */
+export function parseCommitStateBody(body: Cell): CommitStateBody | undefined {
+  try {
+    const s = body.beginParse()
+    if (s.remainingBits < 32 || s.loadUint(32) !== Op.proxyCommitState) return undefined
+    return {
+      queryId: s.loadUintBig(64),
+      seqno: s.loadUintBig(64),
+      stateHash: uint256ToBuffer(s.loadUintBig(256)),
+      receiptsRoot: uint256ToBuffer(s.loadUintBig(256)),
+      receiptsCount: s.loadUintBig(64),
+    }
+  } catch {
+    return undefined
   }
 }

@@ -185,6 +185,7 @@ export function proxyInitialData(c: ProxyConfig): Cell {
     .storeUint(0n, 256) // commit hash
     .storeUint(0, 32) // unlock at
     .storeRef(identity)
+    .storeRef(beginCell().storeUint(0n, 256).storeUint(0n, 64).endCell()) // receipts: root, count
     .endCell()
 }
 

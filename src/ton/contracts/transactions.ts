@@ -3,6 +3,9 @@
 import { Address, type Transaction } from '@ton/core'
 
 export interface TxSummary {
+  /** The transaction's hash, hex, and logical time: where an explorer or getTransactions finds it. */
+  hash: string
+  lt: bigint
   /** Account the transaction ran on. */
   address: Address
   /** Sender of the inbound message (undefined for external messages). */
@@ -65,6 +68,8 @@ export function summarizeTransaction(tx: Transaction): TxSummary {
   }
   const address = new Address(0, Buffer.from(tx.address.toString(16).padStart(64, '0'), 'hex'))
   return {
+    hash: tx.hash().toString('hex'),
+    lt: tx.lt,
     address,
     from,
     op,

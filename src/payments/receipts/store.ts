@@ -1,0 +1,159 @@
+// The client node's receipts: one row per answer, with the salt only it and the app know, and, once committed, the proof.
+import fs from 'node:fs'
+import path from 'node:path'
+import Database from 'better-sqlite3'
+import { Cell } from '@ton/core'
+import { decodeReceipt, receiptFieldsJson, type Receipt } from './receipt.ts'
+
+/** Where a receipt's proof was checked: the commit that holds it. */
+export interface ReceiptCommit {
+  seqno: number
+  /** Hex. */
+  root: string
+  /** The proxy contract's address. */
+  proxy: string
+  /** The commit transaction's hash, hex. */
+  tx: string | null
+}
+
+export interface HeldReceipt {
+  id: string
+  proxyId: string
+  requestId: string
+  salt: Buffer
+  cell: Cell
+  index: number | null
+  /** The signer's certificate, DER. */
+  cert: Buffer | null
+  at: number
+  /** Whether the text the app received matched the receipt's answer hash (null: no answer text was seen). */
+  answerMatches: boolean | null
+  proof: Buffer | null
+  commit: ReceiptCommit | null
+  /** The proof was checked against the root the proxy contract holds on chain. */
+  verified: boolean
+}
+
+type Row = {
+  id: string
+  proxy: string
+  request_id: string
+  salt: string
+  boc: Buffer
+  idx: number | null
+  cert: Buffer | null
+  at: number
+  answer_ok: number | null
+  proof: Buffer | null
+  commit_json: string | null
+  verified: number
+}
+
+export class ReceiptStore {
+  private readonly db: Database.Database
+
+  constructor(readonly file: string) {
+    fs.mkdirSync(path.dirname(file), { recursive: true })
+    this.db = new Database(file)
+    this.db.pragma('journal_mode = WAL')
+    // A receipt lost in a power cut can be fetched again from the proxy's log; no fsync per answer.
+    this.db.pragma('synchronous = NORMAL')
+    this.db.exec(`
+      CREATE TABLE IF NOT EXISTS receipts (
+        id TEXT PRIMARY KEY, proxy TEXT NOT NULL, request_id TEXT NOT NULL, salt TEXT NOT NULL, boc BLOB NOT NULL,
+        idx INTEGER, cert BLOB, at INTEGER NOT NULL, answer_ok INTEGER, proof BLOB, commit_json TEXT, verified INTEGER NOT NULL DEFAULT 0);
+      CREATE INDEX IF NOT EXISTS receipts_at ON receipts (at);
+      CREATE INDEX IF NOT EXISTS receipts_pending ON receipts (proxy, verified);
+    `)
+  }
+
+  private row(r: Row | undefined): HeldReceipt | undefined {
+    if (!r) return undefined
+    return {
+      id: r.id,
+      proxyId: r.proxy,
+      requestId: r.request_id,
+      salt: Buffer.from(r.salt, 'hex'),
+      cell: Cell.fromBoc(r.boc)[0],
+      index: r.idx,
+      cert: r.cert,
+      at: r.at,
+      answerMatches: r.answer_ok === null ? null : r.answer_ok === 1,
+      proof: r.proof,
+      commit: r.commit_json ? (JSON.parse(r.commit_json) as ReceiptCommit) : null,
+      verified: r.verified === 1,
+    }
+  }
+
+  /** Keeps a receipt the proxy handed over with an answer. A second copy under the same id is ignored. */
+  add(r: { id: string; proxyId: string; requestId: string; salt: Buffer; cell: Cell; index: number | null; cert: Buffer | null; answerMatches: boolean | null }): void {
+    this.db
+      .prepare(`INSERT OR IGNORE INTO receipts (id, proxy, request_id, salt, boc, idx, cert, at, answer_ok) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+      .run(r.id, r.proxyId, r.requestId, r.salt.toString('hex'), r.cell.toBoc(), r.index, r.cert, Date.now(), r.answerMatches === null ? null : r.answerMatches ? 1 : 0)
+  }
+
+  get(id: string): HeldReceipt | undefined {
+    return this.row(this.db.prepare(`SELECT * FROM receipts WHERE id = ?`).get(id) as Row | undefined)
+  }
+
+  /** Receipts kept at or after `sinceMs` (unix ms), oldest first. */
+  since(sinceMs: number, limit = 1000): HeldReceipt[] {
+    return (this.db.prepare(`SELECT * FROM receipts WHERE at >= ? ORDER BY at, id LIMIT ?`).all(sinceMs, limit) as Row[]).map((r) => this.row(r)!)
+  }
+
+  /** A proxy's receipts whose proof is not yet checked, oldest first. */
+  unverified(proxyId: string, limit = 500): HeldReceipt[] {
+    return (this.db.prepare(`SELECT * FROM receipts WHERE proxy = ? AND verified = 0 AND idx IS NOT NULL ORDER BY idx LIMIT ?`).all(proxyId, limit) as Row[]).map((r) => this.row(r)!)
+  }
+
+  /** The log numbers this node holds for a proxy (to spot receipts it never got, e.g. of cancelled answers). */
+  indicesOf(proxyId: string): Set<number> {
+    return new Set((this.db.prepare(`SELECT idx FROM receipts WHERE proxy = ? AND idx IS NOT NULL`).all(proxyId) as Array<{ idx: number }>).map((r) => r.idx))
+  }
+
+  markVerified(id: string, proof: Buffer, commit: ReceiptCommit): void {
+    this.db.prepare(`UPDATE receipts SET proof = ?, commit_json = ?, verified = 1 WHERE id = ?`).run(proof, JSON.stringify(commit), id)
+  }
+
+  /** Sum of the costs (nanoTON) and of the adjusted tokens of a proxy's receipts. */
+  totals(proxyId: string): { costNano: bigint; adjustedTokens: bigint; count: number } {
+    let costNano = 0n
+    let adjustedTokens = 0n
+    let count = 0
+    for (const r of this.db.prepare(`SELECT boc FROM receipts WHERE proxy = ?`).iterate(proxyId) as Iterable<{ boc: Buffer }>) {
+      const f = decodeReceipt(Cell.fromBoc(r.boc)[0]).fields
+      costNano += f.costNano
+      adjustedTokens += f.adjustedTokens
+      count++
+    }
+    return { costNano, adjustedTokens, count }
+  }
+
+  counts(): { held: number; committed: number; verified: number; answerMismatches: number } {
+    const r = this.db
+      .prepare(`SELECT COUNT(*) AS held, SUM(commit_json IS NOT NULL) AS committed, SUM(verified) AS verified, SUM(answer_ok = 0) AS bad FROM receipts`)
+      .get() as { held: number; committed: number | null; verified: number | null; bad: number | null }
+    return { held: r.held, committed: r.committed ?? 0, verified: r.verified ?? 0, answerMismatches: r.bad ?? 0 }
+  }
+
+  close(): void {
+    this.db.close()
+  }
+}
+
+/** The JSON the client node serves at GET /v1/receipts/{id}: exactly the documented shape. */
+export function heldReceiptJson(h: HeldReceipt, decoded: Receipt = decodeReceipt(h.cell)): Record<string, unknown> {
+  const fields: Record<string, unknown> = receiptFieldsJson(decoded.fields)
+  fields.signature = decoded.signature.toString('hex')
+  // The signer's certificate travels with the decoded fields, so a verifier can check the key and its evidence.
+  fields.signer_certificate = h.cert ? h.cert.toString('base64') : null
+  return {
+    id: h.id,
+    receipt: h.cell.toBoc().toString('base64'),
+    fields,
+    salt: h.salt.toString('hex'),
+    index: h.index,
+    proof: h.proof ? h.proof.toString('base64') : null,
+    commit: h.commit ? { seqno: h.commit.seqno, root: h.commit.root, proxy: h.commit.proxy, tx: h.commit.tx } : null,
+  }
+}

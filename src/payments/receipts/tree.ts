@@ -1,0 +1,213 @@
+// The receipt log's Merkle structure: a TON Dictionary<uint64, Cell> keyed 0..N-1, kept incrementally.
+//
+// Receipts are numbered from 0 with no gaps, so the dictionary's Patricia tree is fixed by N
+// alone: every subtree covers an aligned block [a, a + 2^k) of receipt numbers, and a block that is
+// full is a fork with empty labels down to its leaves. A full block never changes again. This
+// keeps, per level k, the cell hash and depth of every full block; the root for any count C is
+// then the right edge of the tree, O(log C) cells hashed from those, and a Merkle proof for any
+// receipt against any earlier count is built from the same hashes (pruned branches).
+// The cells are exactly what @ton/core's Dictionary serializes (test/payments/receipt-tree.test.ts
+// checks the root against Dictionary.storeDirect), so proofs are native TON Merkle-proof cells.
+import crypto from 'node:crypto'
+import { beginCell, Builder, Cell, convertToMerkleProof } from '@ton/core'
+
+/** Key length of the log's dictionary: receipt numbers are uint64. */
+export const RECEIPT_KEY_BITS = 64
+
+/** The hash and depth a parent cell needs of a child. */
+export interface CellRef {
+  hash: Buffer
+  depth: number
+}
+
+const HASH_BYTES = 32
+
+/** Growable array of fixed-size hashes and their depths, one per full block of a level. */
+class Level {
+  private hashes = Buffer.alloc(HASH_BYTES * 16)
+  private depths = new Uint16Array(16)
+  length = 0
+
+  push(r: CellRef): void {
+    if (this.length === this.depths.length) {
+      const h = Buffer.alloc(this.hashes.length * 2)
+      this.hashes.copy(h)
+      this.hashes = h
+      const d = new Uint16Array(this.depths.length * 2)
+      d.set(this.depths)
+      this.depths = d
+    }
+    r.hash.copy(this.hashes, this.length * HASH_BYTES)
+    this.depths[this.length++] = r.depth
+  }
+
+  get(i: number): CellRef {
+    if (i >= this.length) throw new RangeError(`no full block ${i} at this level`)
+    return { hash: this.hashes.subarray(i * HASH_BYTES, (i + 1) * HASH_BYTES), depth: this.depths[i] }
+  }
+
+  truncate(n: number): void {
+    this.length = Math.min(this.length, n)
+  }
+}
+
+/** Bits of a hashmap label, as the shortest encoding @ton/core picks (labels here are all zeros). */
+interface Bits {
+  /** Up to 2 + 64 + 7 bits, left-aligned. */
+  value: bigint
+  length: number
+}
+
+function lenBits(n: number): number {
+  return Math.ceil(Math.log2(n + 1))
+}
+
+/** The label `0`×l of an edge with n key bits left: hml_short, hml_long or hml_same, whichever is shortest (ties: short, then long). */
+export function zeroLabel(l: number, n: number): Bits {
+  const w = lenBits(n)
+  const shortLen = 2 + 2 * l
+  const longLen = 2 + w + l
+  const sameLen = 3 + w
+  let kind: 'short' | 'long' | 'same' = 'short'
+  let best = shortLen
+  if (longLen < best) {
+    kind = 'long'
+    best = longLen
+  }
+  if (sameLen < best) kind = 'same'
+  if (kind === 'short') {
+    // 0, then l ones (unary length), a zero, then the l zero bits of the label.
+    const ones = ((1n << BigInt(l)) - 1n) << BigInt(1 + l)
+    return { value: ones, length: shortLen }
+  }
+  if (kind === 'long') return { value: (0b10n << BigInt(w + l)) | (BigInt(l) << BigInt(l)), length: longLen }
+  return { value: (0b110n << BigInt(w)) | BigInt(l), length: sameLen }
+}
+
+/** Representation hash of an ordinary cell holding `bits` and refs `refs` (TON cell hashing, level 0). */
+export function ordinaryCellHash(bits: Bits, refs: CellRef[]): CellRef {
+  const dataBytes = Math.ceil(bits.length / 8)
+  const buf = Buffer.alloc(2 + dataBytes + refs.length * (2 + HASH_BYTES))
+  buf[0] = refs.length
+  buf[1] = Math.floor(bits.length / 8) + dataBytes
+  if (bits.length > 0) {
+    // Left-align the bits in whole bytes; a partial last byte gets the completion tag (a 1, then zeros).
+    const pad = dataBytes * 8 - bits.length
+    let v = bits.value << BigInt(pad)
+    if (pad > 0) v |= 1n << BigInt(pad - 1)
+    for (let i = dataBytes - 1; i >= 0; i--) {
+      buf[2 + i] = Number(v & 0xffn)
+      v >>= 8n
+    }
+  }
+  let depth = 0
+  let o = 2 + dataBytes
+  for (const r of refs) {
+    buf.writeUInt16BE(r.depth, o)
+    o += 2
+    depth = Math.max(depth, r.depth + 1)
+  }
+  for (const r of refs) {
+    r.hash.copy(buf, o)
+    o += HASH_BYTES
+  }
+  return { hash: crypto.createHash('sha256').update(buf).digest(), depth }
+}
+
+function storeBits(b: Builder, bits: Bits): Builder {
+  if (bits.length > 0) b.storeUint(bits.value, bits.length)
+  return b
+}
+
+function prunedBranch(r: CellRef): Cell {
+  return beginCell().storeUint(1, 8).storeUint(1, 8).storeBuffer(r.hash).storeUint(r.depth, 16).endCell({ exotic: true })
+}
+
+/** Bit length of a non-negative integer (0 for 0). */
+function bitLength(x: number): number {
+  return x === 0 ? 0 : Math.floor(Math.log2(x)) + 1
+}
+
+/**
+ * The Merkle structure of an append-only receipt log. Append each receipt's cell hash and depth in
+ * order; read the root for any count up to the current one, and build proofs.
+ */
+export class ReceiptTree {
+  /** Each receipt cell's hash and depth, by receipt number. */
+  private readonly receipts = new Level()
+  /** levels[k][j]: the edge cell of the full block [j·2^k, (j+1)·2^k). */
+  private readonly levels: Level[] = [new Level()]
+
+  get count(): number {
+    return this.receipts.length
+  }
+
+  /** Appends receipt number `count` (its cell's hash and depth); amortized two hashes. Returns its number. */
+  append(receipt: CellRef): number {
+    const index = this.receipts.length
+    this.receipts.push(receipt)
+    // A full block of one: an empty label (no key bits left), then the receipt as a ref.
+    this.levels[0].push(ordinaryCellHash(zeroLabel(0, 0), [receipt]))
+    const n = index + 1
+    // Every block this receipt completes, bottom up.
+    for (let k = 1; n % 2 ** k === 0; k++) {
+      const lower = this.levels[k - 1]
+      const j = n / 2 ** k - 1
+      if (!this.levels[k]) this.levels[k] = new Level()
+      this.levels[k].push(ordinaryCellHash(zeroLabel(0, k), [lower.get(2 * j), lower.get(2 * j + 1)]))
+    }
+    return index
+  }
+
+  /** Forgets receipts from `count` on (only to undo appends whose write failed). */
+  truncate(count: number): void {
+    if (count >= this.receipts.length) return
+    this.receipts.truncate(count)
+    for (let k = 0; k < this.levels.length; k++) this.levels[k].truncate(Math.floor(count / 2 ** k))
+  }
+
+  /** Root of the dictionary holding receipts 0..count-1 (default: all), or undefined when empty. */
+  root(count = this.count): CellRef | undefined {
+    if (count > this.count) throw new RangeError(`the log holds ${this.count} receipts, not ${count}`)
+    if (count === 0) return undefined
+    return this.edge(0, RECEIPT_KEY_BITS, count)
+  }
+
+  /** The receipt cell's hash and depth for receipt `index`. */
+  receipt(index: number): CellRef {
+    return this.receipts.get(index)
+  }
+
+  /** The edge cell for the block starting at `a` with `n` key bits left, holding `c` receipts (1 ≤ c ≤ 2^n). */
+  private edge(a: number, n: number, c: number): CellRef {
+    if (c === 2 ** n) return this.levels[n].get(a / c)
+    const m = bitLength(c - 1)
+    const label = zeroLabel(n - m, n)
+    if (m === 0) return ordinaryCellHash(label, [this.receipts.get(a)])
+    const half = 2 ** (m - 1)
+    return ordinaryCellHash(label, [this.levels[m - 1].get(a / half), this.edge(a + half, m - 1, c - half)])
+  }
+
+  /**
+   * A Merkle proof (exotic cell) that receipt `index` is `receiptCell` in the dictionary of the
+   * first `count` receipts. Everything off the path to that key is a pruned branch.
+   */
+  proof(index: number, receiptCell: Cell, count = this.count): Cell {
+    if (index >= count || count > this.count) throw new RangeError(`receipt ${index} is not among the first ${count} of ${this.count}`)
+    return convertToMerkleProof(this.pathCell(0, RECEIPT_KEY_BITS, count, index, receiptCell))
+  }
+
+  private pathCell(a: number, n: number, c: number, index: number, receiptCell: Cell): Cell {
+    const full = c === 2 ** n
+    const m = full ? n : bitLength(c - 1)
+    const b = storeBits(beginCell(), zeroLabel(n - m, n))
+    if (m === 0) return b.storeRef(receiptCell).endCell()
+    const half = 2 ** (m - 1)
+    const rightCount = full ? half : c - half
+    if (index < a + half) {
+      const right = full ? this.levels[m - 1].get(a / half + 1) : this.edge(a + half, m - 1, rightCount)
+      return b.storeRef(this.pathCell(a, m - 1, half, index, receiptCell)).storeRef(prunedBranch(right)).endCell()
+    }
+    return b.storeRef(prunedBranch(this.levels[m - 1].get(a / half))).storeRef(this.pathCell(a + half, m - 1, rightCount, index, receiptCell)).endCell()
+  }
+}
