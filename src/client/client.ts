@@ -22,7 +22,7 @@ import type { RequestRecord } from './apps.ts'
 
 export const MODELS_TIMEOUT_MS = 10_000
 /** How long /healthz waits for a proxy's model list. */
-export const READINESS_TIMEOUT_MS = 2_000
+export const READINESS_TIMEOUT_MS = 5_000
 
 export type Readiness = {
   ok: boolean
@@ -94,6 +94,8 @@ export function createClient(opts: ClientOptions, deps: ClientDeps): Client {
 }
 
 export class Client implements OpsSource {
+  /** Set by the node's start-up when it runs on a chain (see OpsSource). */
+  chainReachability?: OpsSource['chainReachability']
   readonly registry = createRegistry('client')
   private readonly links: ProxyLink[]
   private readonly stopping = new AbortController()
