@@ -5,6 +5,8 @@ import crypto from 'node:crypto'
 
 /** How much of a lone prompt counts as its prefix, in characters. */
 export const PREFIX_CHARS = 1024
+/** Shorter prefixes are not worth a warm cache: no key, so routing is by quality alone. */
+export const MIN_PREFIX_CHARS = 256
 
 /** Hex key (128 bits) of the request's prompt prefix, or undefined when it has none worth keying. */
 export function prefixKey(secret: Buffer, body: Record<string, unknown>): string | undefined {
@@ -17,6 +19,6 @@ export function prefixKey(secret: Buffer, body: Record<string, unknown>): string
       prefix = typeof content === 'string' ? content.slice(0, PREFIX_CHARS) : JSON.stringify(content ?? '').slice(0, PREFIX_CHARS)
     }
   } else if (typeof body.prompt === 'string') prefix = body.prompt.slice(0, PREFIX_CHARS)
-  if (!prefix) return undefined
+  if (!prefix || prefix.length < MIN_PREFIX_CHARS) return undefined
   return crypto.createHmac('sha256', secret).update(String(body.model ?? '')).update('\0').update(prefix).digest('hex').slice(0, 32)
 }

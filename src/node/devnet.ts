@@ -90,4 +90,6 @@ export interface DevnetState {
   /** Every child process by name (chain, proxy, proxy-1…, worker-0…, client), with its PID, so a test can kill one. */
   children: Record<string, { pid: number | null; role: 'chain' | 'proxy' | 'worker' | 'client'; ports: Record<string, number>; config: string; log: string }>
   model: { id: string; path: string; sha256: string }
+  /** The speech worker's model (PocketSphinx), or null when the devnet runs without one. */
+  speech: { id: string; dir: string; sha256: string } | null
 }

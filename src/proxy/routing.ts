@@ -4,7 +4,7 @@
 import crypto from 'node:crypto'
 import type http2 from 'node:http2'
 import type { VerifiedPeer } from '../tee/index.ts'
-import type { WorkerInfo } from '../net/protocol.ts'
+import { PATHS, type WorkerInfo } from '../net/protocol.ts'
 
 /** Assumed duration of a request before a worker has been measured. */
 export const DEFAULT_REQUEST_MS = 1_000
@@ -62,7 +62,13 @@ export interface WorkerConn {
 }
 
 /** `exhausted`: every worker that could serve was already tried for this request. */
-export type Selection = { conn: WorkerConn } | { reason: 'model_not_found' | 'coefficient' | 'busy' | 'exhausted'; minCoefficient?: number }
+export type Selection = { conn: WorkerConn } | { reason: 'model_not_found' | 'endpoint' | 'coefficient' | 'busy' | 'exhausted'; minCoefficient?: number }
+
+/** The paths a worker serves its model at; workers from before endpoints were advertised serve generation only. */
+export function workerEndpoints(info: WorkerInfo): readonly string[] {
+  return info.model.endpoints ?? GENERATION_ENDPOINTS
+}
+const GENERATION_ENDPOINTS: readonly string[] = [PATHS.chat, PATHS.completions]
 
 /** Prefix-cache affinity for one request: a key for its prompt prefix, and who asks (the salt). */
 export interface Affinity {
@@ -73,6 +79,8 @@ export interface Affinity {
 }
 
 export interface SelectOptions {
+  /** The endpoint asked for; only workers that advertise it qualify. Default: any. */
+  path?: string
   affinity?: Affinity
   now?: number
 }
@@ -127,16 +135,20 @@ export function rendezvousWeight(a: Affinity, workerId: string): bigint {
 }
 
 /** Picks the worker for `model`, never one in `exclude`. */
-export function selectWorker(conns: Iterable<WorkerConn>, model: string, maxCoefficient: number, exclude: ReadonlySet<string>, opts: SelectOptions = {}): Selection {
+export function selectWorker(conns: Iterable<WorkerConn>, model: string, maxCoefficient: number, exclude: ReadonlySet<string>, options: SelectOptions | string = {}): Selection {
+  const opts: SelectOptions = typeof options === 'string' ? { path: options } : options
   const now = opts.now ?? Date.now()
   const eligible: Array<{ c: WorkerConn; cost: number }> = []
   let seenModel = false
+  let seenEndpoint = false
   let minCoefficient = Infinity
   let withinCoefficient = false
   let untried = false
   for (const c of conns) {
     if (c.info.model.id !== model) continue
     seenModel = true
+    if (opts.path !== undefined && !workerEndpoints(c.info).includes(opts.path)) continue
+    seenEndpoint = true
     if (c.info.coefficient > maxCoefficient) {
       minCoefficient = Math.min(minCoefficient, c.info.coefficient)
       continue
@@ -170,13 +182,15 @@ export function selectWorker(conns: Iterable<WorkerConn>, model: string, maxCoef
     return { conn: chosen }
   }
   if (!seenModel) return { reason: 'model_not_found' }
+  if (!seenEndpoint) return { reason: 'endpoint' }
   if (!withinCoefficient) return { reason: 'coefficient', minCoefficient }
   if (!untried) return { reason: 'exhausted' }
   return { reason: 'busy' }
 }
 
 function tieBreak(a: WorkerConn, b: WorkerConn): number {
-  return a.info.coefficient - b.info.coefficient || a.served - b.served || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
+  // Equal otherwise, the earlier connected worker keeps the request (iteration order).
+  return a.info.coefficient - b.info.coefficient || a.served - b.served
 }
 
 /** What the proxy measured of one answer. */
