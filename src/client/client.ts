@@ -268,7 +268,7 @@ export class Client implements OpsSource {
       if (r.kind === 'done') {
         this.deps.apps?.answered({
           id: ctl.requestId, model: body.model, keyId, status: res.statusCode, outcome: r.outcome, stream: body.stream === true,
-          promptTokens: r.usage?.promptTokens ?? 0, completionTokens: r.usage?.completionTokens ?? 0, costNano: r.usage?.costNano ?? '0', latencyMs: Date.now() - started,
+          promptTokens: r.usage?.promptTokens ?? 0, completionTokens: r.usage?.completionTokens ?? 0, costNano: r.usage?.costNano ?? '0', receiptId: r.usage?.receiptId ?? null, latencyMs: Date.now() - started,
         })
         return this.finish(r.outcome)
       }

@@ -89,7 +89,13 @@ async function openChain(c: ChainConfig, log: Logger): Promise<ChainContext> {
 }
 
 /** Builds and starts the node described by `cfg`. */
-export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNode> {
+/** Services the entry point lends a node (what lives above `node`, e.g. the receipt checks of `cocoon receipt verify`). */
+export interface NodeExtras {
+  /** Runs every check of `cocoon receipt verify` on a receipt's JSON; the dashboard's Verify button. */
+  verifyReceipt?: (receiptJson: Record<string, unknown>, chain: Chain | undefined) => Promise<Array<{ name: string; ok: boolean; detail: string }>>
+}
+
+export async function startNode(cfg: NodeConfig, log: Logger, extras: NodeExtras = {}): Promise<RunningNode> {
   const base = parsePolicy(cfg.policy, 'policy')
   // A production node, and any node in a real TEE, must never trust forgeable simulated peers.
   if (cfg.production || cfg.tee.kind === 'tdx') assertProductionPolicy(base, 'policy')
@@ -167,6 +173,8 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       loopback: isLoopback(cfg.listen.host),
       keysRequired: cfg.apiKeys,
       chain: cc && account ? { endpoint: cc.chain.endpoint, root: cc.root, rootState: () => cc.watcher.state, wallet: cc.wallet, account } : undefined,
+      receipts,
+      verifyReceipt: extras.verifyReceipt ? (j) => extras.verifyReceipt!(j, cc?.chain) : undefined,
     })
     trust.onUpdate((p) => client.revalidate((peer) => refusalUnder(p, peer)))
     account?.start(ledger)
