@@ -116,7 +116,13 @@ export class Client implements OpsSource {
   async start(): Promise<number> {
     if (this.deps.receipts) {
       this.receiptTimer = setInterval(() => {
-        for (const l of this.links) if (l.proxyId && l.state === 'connected') void this.syncReceipts(l.proxyId).catch((err) => this.deps.log.debug('receipt sync failed', { error: (err as Error).message }))
+        for (const l of this.links) {
+          if (!l.proxyId || l.state !== 'connected') continue
+          const id = l.proxyId
+          void this.syncReceipts(id)
+            .then(() => this.auditCharges(id))
+            .catch((err) => this.deps.log.debug('receipt sync failed', { error: (err as Error).message }))
+        }
       }, RECEIPT_SYNC_MS).unref()
     }
     this.o.proxies.forEach((p, i) => void this.connectLoop(p, this.links[i]))
@@ -486,14 +492,7 @@ export class Client implements OpsSource {
     const { status, body } = await requestJson(link.session!, { ':method': 'POST', ':path': PATHS.receiptProofs, 'content-type': 'application/json' }, Buffer.from(JSON.stringify({ indices: pending.map((p) => p.index) })), MODELS_TIMEOUT_MS)
     if (status !== 200) throw new Error(`proxy answered ${status} for receipt proofs`)
     const reply = JSON.parse(body.toString()) as ReceiptProofsReply
-    const drop = (reason: string) => {
-      this.deps.log.error('proxy receipt log does not hold what this node holds; dropping it', { proxy: link.target, reason })
-      this.receiptFailures++
-      this.deps.ledger?.distrust(proxyId, reason)
-      link.state = 'distrusted'
-      link.lastError = reason
-      link.session?.close()
-    }
+    const drop = (reason: string) => this.dropForReceipts(link, reason)
     const byIndex = new Map(reply.proofs.map((p) => [p.index, p]))
     const c = reply.commit
     let onChain: { seqno: number; root: string; count: number; paymentKey: string } | undefined
@@ -525,6 +524,46 @@ export class Client implements OpsSource {
   }
 
   private receiptFailures = 0
+
+  private dropForReceipts(link: ProxyLink, reason: string): void {
+    this.deps.log.error('proxy receipt log disagrees with what this node holds; dropping it', { proxy: link.target, reason })
+    this.receiptFailures++
+    if (link.proxyId) this.deps.ledger?.distrust(link.proxyId, reason)
+    link.state = 'distrusted'
+    link.lastError = reason
+    link.session?.close()
+  }
+
+  /** Per proxy: how far this node has read its own receipts in the proxy's log, and their total adjusted tokens. */
+  private readonly scanned = new Map<string, { next: number; adjusted: bigint; count: number }>()
+
+  /**
+   * Money meets receipts: reads this client's receipts from the proxy's log (new ones only) and
+   * checks that neither what the proxy says it charged nor what was charged on chain exceeds the
+   * sum of their adjusted tokens. Every billed answer has exactly one receipt, logged in the same
+   * transaction, so more charged than receipted is a proxy charging for nothing: it is dropped.
+   */
+  async auditCharges(proxyId: string): Promise<void> {
+    const link = this.links.find((l) => l.proxyId === proxyId && l.state === 'connected' && l.session && !l.session.closed)
+    const rec = this.deps.ledger?.get(proxyId)
+    if (!link || !rec) return
+    const scan = this.scanned.get(proxyId) ?? { next: 0, adjusted: 0n, count: 0 }
+    for (let page = 0; page < RECEIPT_SCAN_PAGES; page++) {
+      const { status, body } = await requestJson(link.session!, { ':method': 'POST', ':path': PATHS.receiptProofs, 'content-type': 'application/json' }, Buffer.from(JSON.stringify({ indices: [], from: scan.next })), MODELS_TIMEOUT_MS)
+      if (status !== 200) throw new Error(`proxy answered ${status} for its receipt list`)
+      const mine = (JSON.parse(body.toString()) as ReceiptProofsReply).mine ?? []
+      for (const m of mine) {
+        if (m.index < scan.next) return this.dropForReceipts(link, `its receipt list went back to ${m.index}`)
+        scan.adjusted += decodeReceiptBoc(m.receipt).fields.adjustedTokens
+        scan.count++
+        scan.next = m.index + 1
+      }
+      if (mine.length === 0) break
+    }
+    this.scanned.set(proxyId, scan)
+    if (rec.told.tokens > scan.adjusted) return this.dropForReceipts(link, `it says it charged ${rec.told.tokens} adjusted tokens, but its log holds receipts for ${scan.adjusted}`)
+    if (rec.onChainTokens > scan.adjusted) return this.dropForReceipts(link, `${rec.onChainTokens} adjusted tokens were charged on chain, but its log holds receipts for ${scan.adjusted}`)
+  }
 
   /** Checks the proxy's cumulative charge against what it said before; a regression drops the proxy. */
   private recordCharge(link: ProxyLink, json: string, log: Logger): void {
@@ -615,6 +654,8 @@ export class Client implements OpsSource {
 export const RECEIPTS_PATH = '/v1/receipts'
 /** How often held receipts are checked against the proxies' committed roots. */
 export const RECEIPT_SYNC_MS = 5_000
+/** Pages of the client's own receipts read from a proxy's log per sync. */
+const RECEIPT_SCAN_PAGES = 20
 const RECEIPT_LIST_MAX = 1000
 
 class ReceiptNotFoundError extends Error {
