@@ -74,6 +74,8 @@ export interface AppGate {
   /** The key id (null: anonymous); throws InvalidApiKeyError (401), ApiKeyQuotaError (429) or ModelNotAllowedError (403). */
   admit(authorization: string | undefined, model: string): string | null
   answered(r: Omit<RequestRecord, 'at'>): void
+  /** Whether this caller may read receipts (their salts let one check answers): throws InvalidApiKeyError when keys are required and it has none. */
+  mayRead?(authorization: string | undefined): void
 }
 
 interface ProxyLink extends BaseLink<http2.ClientHttp2Session> {
@@ -463,6 +465,7 @@ export class Client implements OpsSource {
   private async serveReceipts(req: http.IncomingMessage, res: http.ServerResponse, path: string): Promise<void> {
     const store = this.deps.receipts
     if (!store) throw new RouteNotFoundError('GET', path)
+    this.deps.apps?.mayRead?.(req.headers.authorization)
     if (path === RECEIPTS_PATH) {
       const since = parseSince(new URL(req.url ?? '/', 'http://x').searchParams.get('since'))
       const list = store.since(since, RECEIPT_LIST_MAX).map((h) => heldReceiptJson(h))

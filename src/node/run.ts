@@ -152,6 +152,15 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       apps: {
         admit: (authorization, model) => apps.authorize(authorization, model, cfg.apiKeys)?.id ?? null,
         answered: (r) => apps.record(r),
+        mayRead: (authorization) => {
+          if (!cfg.apiKeys) return
+          try {
+            apps.authorize(authorization, '', true)
+          } catch (err) {
+            // Any valid key may read receipts; a model list or a spent quota limits asking, not reading.
+            if ((err as Error).name === 'InvalidApiKeyError') throw err
+          }
+        },
       },
       onProxy: account
         ? async (peer, proxyId) => {
