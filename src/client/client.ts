@@ -492,19 +492,28 @@ export class Client implements OpsSource {
     if (!store || !link) return 0
     const pending = receipts ?? store.unverified(proxyId)
     if (pending.length === 0) return 0
-    const { status, body } = await requestJson(link.session!, { ':method': 'POST', ':path': PATHS.receiptProofs, 'content-type': 'application/json' }, Buffer.from(JSON.stringify({ indices: pending.map((p) => p.index) })), MODELS_TIMEOUT_MS)
-    if (status !== 200) throw new Error(`proxy answered ${status} for receipt proofs`)
-    const reply = JSON.parse(body.toString()) as ReceiptProofsReply
     const drop = (reason: string) => this.dropForReceipts(link, reason)
-    const byIndex = new Map(reply.proofs.map((p) => [p.index, p]))
-    const c = reply.commit
+    // The proxy answers with its last confirmed commit; a commit landing meanwhile makes the chain newer: ask again.
+    let reply: ReceiptProofsReply | undefined
     let onChain: { seqno: number; root: string; count: number; paymentKey: string } | undefined
-    if (c && this.deps.receiptsRoot) {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const { status, body } = await requestJson(link.session!, { ':method': 'POST', ':path': PATHS.receiptProofs, 'content-type': 'application/json' }, Buffer.from(JSON.stringify({ indices: pending.map((p) => p.index) })), MODELS_TIMEOUT_MS)
+      if (status !== 200) throw new Error(`proxy answered ${status} for receipt proofs`)
+      reply = JSON.parse(body.toString()) as ReceiptProofsReply
+      const c = reply.commit
+      if (!c || !this.deps.receiptsRoot) break
       onChain = await this.deps.receiptsRoot(c.proxy)
       if (link.peer?.claims.paymentKey && onChain.paymentKey !== link.peer.claims.paymentKey) return drop(`the proxy contract ${c.proxy} is not this proxy's`), 0
-      if (onChain.seqno === c.seqno && (onChain.root !== c.root || onChain.count !== c.count)) return drop(`commit ${c.seqno}: the chain holds another receipt root or count`), 0
-      if (onChain.seqno !== c.seqno) return 0 // a commit in flight: try again later
+      if (onChain.seqno === c.seqno) {
+        if (onChain.root !== c.root || onChain.count !== c.count) return drop(`commit ${c.seqno}: the chain holds another receipt root or count`), 0
+        break
+      }
+      onChain = undefined
     }
+    if (!reply) return 0
+    if (reply.commit && this.deps.receiptsRoot && !onChain) return 0 // commits keep landing: try again later
+    const byIndex = new Map(reply.proofs.map((p) => [p.index, p]))
+    const c = reply.commit
     let verified = 0
     for (const h of pending) {
       const p = byIndex.get(h.index!)
