@@ -257,6 +257,14 @@ test('a proxy whose log drops a receipt is caught by the client and by the worke
   // the proxy itself at restart (its ledger is older than the chain), so that case is tried again.
   const contract = (await proxyStats()).chain.contract
   const chain = createChain({ endpoint: state.chain!.endpoint })
+  // The devnet commits every 5 s; give the proxy a long interval (commits then come only from /admin/settle), and restart it.
+  const cfgFile = path.join(dir, 'proxy.json')
+  const cfg = JSON.parse(fs.readFileSync(cfgFile, 'utf8'))
+  cfg.chain.settleIntervalSec = 3600
+  fs.writeFileSync(cfgFile, JSON.stringify(cfg, null, 2))
+  process.kill(currentPid('proxy'), 'SIGKILL')
+  await waitFor(async () => (await proxyStats().catch(() => null))?.workers?.connected === 1, 'the proxy to come back with its worker', 120_000)
+  await waitFor(async () => (await getJson(`${base}/healthz`).catch(() => null))?.ok === true, 'the client to reach the proxy', 60_000)
   let dropped = 0
   for (let attempt = 0; attempt < 4 && dropped === 0; attempt++) {
     const a = await ask(false)
