@@ -4,14 +4,14 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { BENCH_PLANS, BENCH_RESULT_VERSION, DEFAULT_FEE_REPORT_FILE, DEFAULT_OUT_FILE, FAKE_CHUNK_BYTES, FAKE_CHUNK_COUNT, FAKE_CHUNK_DELAY_MS, FAKE_PROMPT_TOKENS, type BenchMode } from './constants.ts'
+import { BENCH_PLANS, BENCH_RESULT_VERSION, DEFAULT_FEE_REPORT_FILE, DEFAULT_OUT_FILE, DEFAULT_SOAK_OUT_FILE, FAKE_CHUNK_BYTES, FAKE_CHUNK_COUNT, FAKE_CHUNK_DELAY_MS, FAKE_PROMPT_TOKENS, type BenchMode } from './constants.ts'
 import { measureFees } from './fees.ts'
 import { measureHandshakes } from './handshake.ts'
 import { measureInference } from './inference.ts'
 import { startBenchNetwork } from './network.ts'
 import { measureOverhead } from './overhead.ts'
 import { measureReceipts } from './receipts.ts'
-import { spawnCocoon } from './procs.ts'
+import { benchWorkDir, spawnCocoon } from './procs.ts'
 import { renderMarkdown } from './report.ts'
 import { checkBenchResult, type BenchResult } from './schema.ts'
 import { round } from './stats.ts'
@@ -55,9 +55,7 @@ export async function runBenchmarks(o: BenchOptions = {}): Promise<BenchResult> 
   const plan = BENCH_PLANS[mode]
   const say = o.say ?? ((line: string) => process.stderr.write(`[bench] ${line}\n`))
   const date = new Date().toISOString()
-  const workDir = o.workDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'cocoon-bench-'))
-  const logDir = path.join(workDir, 'logs')
-  fs.mkdirSync(logDir, { recursive: true })
+  const { workDir, logDir } = benchWorkDir(o.workDir, 'cocoon-bench-')
   const notes: string[] = []
   if (mode === 'smoke') notes.push('smoke run: runs of about a second, only to check the harness; the figures mean little')
 
@@ -80,7 +78,7 @@ export async function runBenchmarks(o: BenchOptions = {}): Promise<BenchResult> 
           ? 'network: the devnet ran with its chain, so payments (admission, billing, settlement) were in the measured path'
           : 'network: the devnet ran no chain, so the measured path had metering (signed usage) but no payments',
       )
-      const ov = await measureOverhead({ directUrl: backendUrl, networkUrl: network.clientUrl, model: network.upstreamModel, chunks: w.chunks, plan, pids: network.pids, say })
+      const ov = await measureOverhead({ directUrl: backendUrl, networkUrl: network.clientUrl, model: network.upstreamModel, chunks: w.chunks, plan, pids: { ...network.pids, backend: backend.pid }, say })
       overhead = ov.overhead
       notes.push(...ov.notes)
       const inf = await measureInference({ clientUrl: network.clientUrl, modelId: network.llama.modelId, backend: network.llama.backend, plan, say })
@@ -153,6 +151,7 @@ export async function runBench(args: string[]): Promise<void> {
       'tdx-fixtures': { type: 'string' },
       'fee-report': { type: 'string' },
       keep: { type: 'boolean', default: false },
+      soak: { type: 'string' },
     },
     strict: true,
   })
@@ -160,6 +159,17 @@ export async function runBench(args: string[]): Promise<void> {
   process.once('SIGINT', () => process.exit(130))
   process.once('SIGTERM', () => process.exit(143))
   const started = Date.now()
+  if (values.soak !== undefined) {
+    const minutes = intOption('soak', values.soak, 1)!
+    const { runSoak, renderSoakMarkdown } = await import('./soak.ts')
+    const soak = await runSoak({ minutes, model: values.model, noChain: values['no-chain'] })
+    const out = values.out === DEFAULT_OUT_FILE ? DEFAULT_SOAK_OUT_FILE : values.out!
+    fs.mkdirSync(path.dirname(path.resolve(out)), { recursive: true })
+    fs.writeFileSync(out, JSON.stringify(soak, null, 2) + '\n')
+    process.stdout.write(renderSoakMarkdown(soak))
+    process.stdout.write(`\nWrote ${out} (${Math.round((Date.now() - started) / 1000)} s).\n`)
+    return
+  }
   const result = await runBenchmarks({
     mode: values.quick ? 'quick' : 'full',
     workload: { chunks: intOption('chunks', values.chunks, 1), chunkBytes: intOption('chunk-bytes', values['chunk-bytes'], 1), delayMs: intOption('chunk-delay-ms', values['chunk-delay-ms'], 0) },

@@ -27,6 +27,10 @@ export interface BenchNetwork {
   pids: { client: number | null; proxy: number | null; worker: number }
   /** Whether the devnet ran a chain (and so could settle payments) alongside the nodes. */
   hasChain: boolean
+  /** Every process of the network by name (devnet supervisor, chain, nodes), for memory over time; the openai worker's pid changes with each restart. */
+  processes(): Record<string, number | null>
+  /** Stops the openai-backed worker and starts it again; resolves with its new pid once the proxy lists it again. */
+  restartWorker(): Promise<number>
   stop(): Promise<void>
 }
 
@@ -93,29 +97,39 @@ export async function startBenchNetwork(o: BenchNetworkOptions): Promise<BenchNe
     const proxyStats = `http://127.0.0.1:${state.ports.proxyStats}/jsonstats`
     type ProxyStats = { workers?: { refused?: number; list?: Array<{ model: { id: string } }> } }
     const refusedBefore = ((await getJson(proxyStats)) as ProxyStats | undefined)?.workers?.refused ?? 0
-    const worker = spawnCocoon(OPENAI_WORKER, ['worker', '--config', cfgFile], path.join(logDir, `${OPENAI_WORKER}.log`))
-    procs.push(worker)
-
     const clientRoot = state.baseUrl.replace(/\/v1$/, '')
-    let workerExited = false
-    void worker.exited.then(() => (workerExited = true))
-    const deadline = Date.now() + NETWORK_READY_TIMEOUT_MS
-    for (;;) {
-      const stats = (await getJson(proxyStats)) as ProxyStats | undefined
-      if (stats?.workers?.list?.some((w) => w.model.id === BENCH_UPSTREAM_MODEL)) break
-      if (workerExited) throw new Error(`the openai-backed worker exited before joining the proxy; see ${path.join(logDir, `${OPENAI_WORKER}.log`)}`)
-      // A refusal right after the allow-model may only mean the proxy has not re-read the root yet;
-      // the worker dials again, so only a refusal that lasts until the deadline counts.
-      if (Date.now() > deadline) {
-        const refused = (stats?.workers?.refused ?? 0) > refusedBefore
-        throw new Error(
-          refused
-            ? `the proxy refused the openai-backed worker (${lastRefusal(state.children.proxy?.log) ?? 'see its log'}); logs in ${logDir}`
-            : `the openai-backed worker did not join the proxy in ${NETWORK_READY_TIMEOUT_MS / 1000}s; see ${logDir}`,
-        )
-      }
-      await sleep(100)
+    let worker: CocoonProcess
+    let restarts = 0
+    const startWorker = async (): Promise<CocoonProcess> => {
+      const log = path.join(logDir, restarts === 0 ? `${OPENAI_WORKER}.log` : `${OPENAI_WORKER}.${restarts}.log`)
+      const w = spawnCocoon(OPENAI_WORKER, ['worker', '--config', cfgFile], log)
+      procs.push(w)
+      let exited = false
+      void w.exited.then(() => (exited = true))
+      await waitJoined(() => exited, log)
+      return w
     }
+    /** Waits until the proxy lists a worker of the bench model; fails if the worker exits or time runs out. */
+    const waitJoined = async (exited: () => boolean, log: string) => {
+      const deadline = Date.now() + NETWORK_READY_TIMEOUT_MS
+      for (;;) {
+        const stats = (await getJson(proxyStats)) as ProxyStats | undefined
+        if (stats?.workers?.list?.some((w) => w.model.id === BENCH_UPSTREAM_MODEL)) break
+        if (exited()) throw new Error(`the openai-backed worker exited before joining the proxy; see ${log}`)
+        // A refusal right after the allow-model may only mean the proxy has not re-read the root yet;
+        // the worker dials again, so only a refusal that lasts until the deadline counts.
+        if (Date.now() > deadline) {
+          const refused = (stats?.workers?.refused ?? 0) > refusedBefore
+          throw new Error(
+            refused
+              ? `the proxy refused the openai-backed worker (${lastRefusal(state.children.proxy?.log) ?? 'see its log'}); logs in ${logDir}`
+              : `the openai-backed worker did not join the proxy in ${NETWORK_READY_TIMEOUT_MS / 1000}s; see ${logDir}`,
+          )
+        }
+        await sleep(100)
+      }
+    }
+    worker = await startWorker()
     const backend = worker0.backend as LlamaBackendConfig
     return {
       clientUrl: clientRoot,
@@ -123,6 +137,27 @@ export async function startBenchNetwork(o: BenchNetworkOptions): Promise<BenchNe
       llama: { modelId: state.model.id, backend },
       pids: { client: state.children.client?.pid ?? null, proxy: state.children.proxy?.pid ?? null, worker: worker.pid },
       hasChain: state.chain !== null && state.chain !== undefined,
+      processes: () => ({
+        supervisor: state.pid,
+        chain: state.children.chain?.pid ?? null,
+        client: state.children.client?.pid ?? null,
+        proxy: state.children.proxy?.pid ?? null,
+        'worker-0': state.children['worker-0']?.pid ?? null,
+        [OPENAI_WORKER]: worker.pid,
+      }),
+      async restartWorker() {
+        await worker.stop()
+        procs.splice(procs.indexOf(worker), 1)
+        // The proxy drops the link when the worker goes; wait for that before waiting for the new one.
+        for (let i = 0; i < 50; i++) {
+          const stats = (await getJson(proxyStats)) as ProxyStats | undefined
+          if (!stats?.workers?.list?.some((w) => w.model.id === BENCH_UPSTREAM_MODEL)) break
+        await sleep(100)
+        }
+        restarts++
+        worker = await startWorker()
+        return worker.pid
+      },
       stop,
     }
   } catch (err) {

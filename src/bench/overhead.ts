@@ -1,7 +1,7 @@
 // Protocol overhead: the same streaming load against the fake backend directly and through client → proxy → worker.
 import { type BenchPlan, FAKE_CHUNK_COUNT, OVERHEAD_CONCURRENCY } from './constants.ts'
 import { LoadFailedError, runLoad, type LoadRun } from './load.ts'
-import { peakRssMiB } from './procs.ts'
+import { cpuTimeMs, peakRssMiB } from './procs.ts'
 import type { BenchResult, LoadFigures } from './schema.ts'
 import { median, round } from './stats.ts'
 
@@ -14,7 +14,8 @@ export interface OverheadOptions {
   /** Content chunks of the fake backend's answer (its --chunks). */
   chunks: number
   plan: BenchPlan
-  pids: { client: number | null; proxy: number | null; worker: number }
+  /** The nodes of the network, and the fake backend both sides share. */
+  pids: { client: number | null; proxy: number | null; worker: number; backend: number | null }
   say: (line: string) => void
 }
 
@@ -38,6 +39,7 @@ export async function measureOverhead(o: OverheadOptions): Promise<{ overhead: B
   for (const t of ['direct', 'network'] as const) await checkAnswer(url(t), body, t, o.chunks)
 
   const runs: Record<Target, LoadRun[]> = { direct: [], network: [] }
+  const cpu = { direct: new CpuMeter({ backend: o.pids.backend, loadGenerator: process.pid }), network: new CpuMeter({ ...o.pids, loadGenerator: process.pid }) }
   const c1: Record<Target, LoadRun[]> = { direct: [], network: [] }
   const load = async (t: Target, connections: number, durationSec: number) => {
     let r: LoadRun
@@ -60,7 +62,10 @@ export async function measureOverhead(o: OverheadOptions): Promise<{ overhead: B
   for (let i = 0; i < o.plan.rounds; i++) {
     for (const t of order(i)) {
       o.say(`overhead: ${t}, concurrency ${OVERHEAD_CONCURRENCY}, ${o.plan.loadSec}s (round ${i + 1}/${o.plan.rounds})`)
-      runs[t].push(await load(t, OVERHEAD_CONCURRENCY, o.plan.loadSec))
+      const before = cpu[t].sample()
+      const r = await load(t, OVERHEAD_CONCURRENCY, o.plan.loadSec)
+      cpu[t].add(before, r.ok)
+      runs[t].push(r)
     }
   }
   for (let i = 0; i < o.plan.rounds; i++) {
@@ -85,9 +90,53 @@ export async function measureOverhead(o: OverheadOptions): Promise<{ overhead: B
       addedP50Ms: round(network.p50Ms - direct.p50Ms, 3),
       c1: { directP50Ms: c1Direct, networkP50Ms: c1Network, addedP50Ms: round(c1Network - c1Direct, 3) },
       peakRssMiB: peak,
+      cpuPerRequestMs: { direct: cpu.direct.perRequest(['backend', 'loadGenerator']), network: networkCpu(cpu.network) },
     },
     notes,
   }
+}
+
+type CpuRole = 'client' | 'proxy' | 'worker' | 'backend' | 'loadGenerator'
+
+/** CPU time of a set of processes summed over the load windows, per successful request. */
+class CpuMeter {
+  private readonly usedMs: Partial<Record<CpuRole, number>> = {}
+  private requests = 0
+  private readonly missing = new Set<CpuRole>()
+
+  constructor(private readonly pids: Partial<Record<CpuRole, number | null>>) {}
+
+  sample(): Partial<Record<CpuRole, number | null>> {
+    const out: Partial<Record<CpuRole, number | null>> = {}
+    for (const [role, pid] of Object.entries(this.pids) as Array<[CpuRole, number | null]>) out[role] = pid === null ? null : cpuTimeMs(pid)
+    return out
+  }
+
+  add(before: Partial<Record<CpuRole, number | null>>, requests: number): void {
+    const after = this.sample()
+    for (const role of Object.keys(this.pids) as CpuRole[]) {
+      const a = before[role]
+      const b = after[role]
+      if (a === null || a === undefined || b === null || b === undefined) this.missing.add(role)
+      else this.usedMs[role] = (this.usedMs[role] ?? 0) + (b - a)
+    }
+    this.requests += requests
+  }
+
+  perRequest<K extends CpuRole>(roles: K[]): Record<K, number | null> {
+    const out = {} as Record<K, number | null>
+    for (const role of roles) {
+      const used = this.usedMs[role]
+      out[role] = used === undefined || this.missing.has(role) || this.requests === 0 ? null : round(used / this.requests, 3)
+    }
+    return out
+  }
+}
+
+function networkCpu(m: CpuMeter): BenchResult['overhead']['cpuPerRequestMs']['network'] {
+  const c = m.perRequest(['client', 'proxy', 'worker', 'backend', 'loadGenerator'])
+  const stack = c.client === null || c.proxy === null || c.worker === null ? null : round(c.client + c.proxy + c.worker, 3)
+  return { ...c, stack }
 }
 
 /** Medians over the rounds, rounded: requests/s to 0.1, times to the microsecond. */

@@ -1,6 +1,8 @@
 // Child processes of the bench (`cocoon …` commands): spawned with logs on disk, stopped by pid, never left behind.
 import { spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { CHILD_STOP_GRACE_MS } from './constants.ts'
 
@@ -91,11 +93,47 @@ export function spawnCocoon(name: string, args: string[], logFile: string, env: 
   }
 }
 
+/** The folder a bench run keeps configs and logs in (`given`, or a fresh temporary one), with its logs/ made. */
+export function benchWorkDir(given: string | undefined, prefix: string): { workDir: string; logDir: string } {
+  const workDir = given ?? fs.mkdtempSync(path.join(os.tmpdir(), prefix))
+  const logDir = path.join(workDir, 'logs')
+  fs.mkdirSync(logDir, { recursive: true })
+  return { workDir, logDir }
+}
+
 /** Peak resident set size of `pid` so far (VmHWM in /proc), in MiB; null where /proc is not available. */
 export function peakRssMiB(pid: number): number | null {
   try {
     const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8')
     const m = /^VmHWM:\s+(\d+)\s+kB/m.exec(status)
+    return m ? Number(m[1]) / 1024 : null
+  } catch {
+    return null
+  }
+}
+
+/** Clock ticks per second of /proc/PID/stat's times (USER_HZ: 100 on every Linux we run on). */
+const USER_HZ = 100
+
+/**
+ * CPU time `pid` has used so far (user + system, its own threads, not its children), in ms, from
+ * /proc/PID/stat; null where /proc is not available or the process is gone.
+ */
+export function cpuTimeMs(pid: number): number | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+    // Fields after the command name, which is in parentheses and may hold spaces: state is field 3, utime 14, stime 15.
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return ((Number(f[11]) + Number(f[12])) * 1000) / USER_HZ
+  } catch {
+    return null
+  }
+}
+
+/** Resident set size of `pid` now (VmRSS), in MiB; null where /proc is not available. */
+export function rssMiB(pid: number): number | null {
+  try {
+    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))
     return m ? Number(m[1]) / 1024 : null
   } catch {
     return null

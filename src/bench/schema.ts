@@ -13,6 +13,19 @@ export interface LoadFigures {
   ttfbP50Ms: number
 }
 
+/** CPU time per successful request, ms, of each process over the c30 load windows (null without /proc). */
+export interface DirectCpu {
+  backend: number | null
+  loadGenerator: number | null
+}
+export interface NetworkCpu extends DirectCpu {
+  client: number | null
+  proxy: number | null
+  worker: number | null
+  /** client + proxy + worker: what the network adds per request. */
+  stack: number | null
+}
+
 export interface OpFees {
   /** Compute gas of the op's contract transactions. */
   gas: number
@@ -37,6 +50,8 @@ export interface BenchResult {
     c1: { directP50Ms: number; networkP50Ms: number; addedP50Ms: number }
     /** Peak resident memory of each node process over its life up to the end of the load runs. */
     peakRssMiB: { client: number | null; proxy: number | null; worker: number | null }
+    /** CPU time per request of each process at concurrency `concurrency`, from /proc/PID/stat over the load windows. */
+    cpuPerRequestMs: { direct: DirectCpu; network: NetworkCpu }
   }
   handshake: {
     simulated: { perSec: number; p50Ms: number }
@@ -102,6 +117,8 @@ export function checkBenchResult(r: unknown): string[] {
   for (const side of ['direct', 'network']) for (const k of ['rps', 'p50Ms', 'p99Ms', 'ttfbP50Ms']) num(`overhead.${side}.${k}`)
   for (const k of ['ratioRps', 'addedP50Ms', 'c1.directP50Ms', 'c1.networkP50Ms', 'c1.addedP50Ms']) num(`overhead.${k}`)
   for (const k of ['client', 'proxy', 'worker']) num(`overhead.peakRssMiB.${k}`, true)
+  for (const k of ['backend', 'loadGenerator']) num(`overhead.cpuPerRequestMs.direct.${k}`, true)
+  for (const k of ['client', 'proxy', 'worker', 'stack', 'backend', 'loadGenerator']) num(`overhead.cpuPerRequestMs.network.${k}`, true)
 
   num('handshake.simulated.perSec')
   num('handshake.simulated.p50Ms')
@@ -135,6 +152,10 @@ export function checkBenchResult(r: unknown): string[] {
   if (!near(o.ratioRps, o.network.rps / o.direct.rps, RATIO_TOLERANCE)) problems.push(`overhead.ratioRps ${o.ratioRps} is not network.rps/direct.rps = ${o.network.rps / o.direct.rps}`)
   if (!near(o.addedP50Ms, o.network.p50Ms - o.direct.p50Ms, MS_TOLERANCE)) problems.push(`overhead.addedP50Ms ${o.addedP50Ms} is not network.p50Ms - direct.p50Ms`)
   if (!near(o.c1.addedP50Ms, o.c1.networkP50Ms - o.c1.directP50Ms, MS_TOLERANCE)) problems.push('overhead.c1.addedP50Ms is not networkP50Ms - directP50Ms')
+  const cpu = o.cpuPerRequestMs.network
+  if (cpu.stack !== null && cpu.client !== null && cpu.proxy !== null && cpu.worker !== null && !near(cpu.stack, cpu.client + cpu.proxy + cpu.worker, MS_TOLERANCE)) {
+    problems.push('overhead.cpuPerRequestMs.network.stack is not client + proxy + worker')
+  }
   const inf = b.inference
   if (!near(inf.ratio, inf.networkTokPerSec / inf.directTokPerSec, RATIO_TOLERANCE)) problems.push('inference.ratio is not networkTokPerSec / directTokPerSec')
   for (const side of [o.direct, o.network]) {

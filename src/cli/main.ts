@@ -3,13 +3,12 @@ import { parseArgs } from 'node:util'
 import { createLogger } from '../core/log.ts'
 import { ConfigError, loadConfig } from '../node/config.ts'
 import { PortInUseError } from '../core/ports.ts'
-import { startNode } from '../node/run.ts'
 import { stopWithSupervisor } from '../core/supervised.ts'
 
 const USAGE = `cocoon — Confidential Compute Open Network (TypeScript)
 
 Usage:
-  cocoon devnet [--workers N] [--model SPEC] [--dir DIR] [--port-offset K] [--threads N] [--no-chain]
+  cocoon devnet [--workers N] [--proxies N] [--model SPEC] [--dir DIR] [--port-offset K] [--threads N] [--no-chain]
                                     run a whole local network (chain, proxy, workers, client) and serve the OpenAI API
   cocoon client --config FILE       run a client node (OpenAI API on 127.0.0.1:10000)
   cocoon proxy  --config FILE       run a proxy node
@@ -24,9 +23,15 @@ Usage:
                                     claim the worker's payouts now
   cocoon proxy withdraw --config FILE [--amount TON]
                                     withdraw the proxy's margin to its owner wallet
+  cocoon proxy register --config FILE [--host HOST] [--worker-port N] [--client-port N] [--stake TON] [--image HEX]
+                                    register the proxy on the root (permissionless: allowed image + stake >= minProxyStake)
+  cocoon proxy update --config FILE [--host HOST] [--worker-port N] [--client-port N]
+                                    move the registered endpoint
+  cocoon proxy unregister --config FILE [--finish]
+                                    leave the registry; with --finish after the close delay, take the stake back
   cocoon chain  [--dir DIR] [--port 10090]
                                     run the embedded devnet TON chain
-  cocoon root show|deploy|set-params|allow-image|revoke-image|allow-model|revoke-model|register-proxy|unregister-proxy
+  cocoon root show|deploy|set-params|allow-image|revoke-image|allow-model|revoke-model|delist-proxy
                                     read or govern the root contract (cocoon root --help)
   cocoon wallet address|balance|faucet --key FILE
                                     a node wallet: address, balance, devnet faucet
@@ -38,6 +43,8 @@ Usage:
   cocoon audit --proxy ADDRESS [--chain URL] [--json]
                                     replay a proxy contract's commits: seqnos and counts only grow, roots well formed
   cocoon bench [--quick] [--out FILE]  measure protocol overhead, handshakes, inference and fees (docs/benchmarks.md)
+  cocoon bench --soak MINUTES [--out FILE]
+                                    100 streams for MINUTES, a worker restarted each minute: memory slope per node
   cocoon help
 
 Environment: COCOON_MODELS (folder searched first for models), COCOON_LOG_LEVEL
@@ -56,6 +63,11 @@ export async function main(argv: string[]): Promise<void> {
       case 'client':
       case 'proxy':
       case 'worker':
+        if (cmd === 'proxy' && ['register', 'update', 'unregister'].includes(rest[0])) {
+          const { runProxyRegistry } = await import('./proxy-registry.ts')
+          process.exitCode = await runProxyRegistry(rest[0], rest.slice(1))
+          return
+        }
         if (cmd === 'client' && rest[0] === 'keys') {
           const { runKeys } = await import('./keys.ts')
           process.exitCode = await runKeys(rest.slice(1))
@@ -168,6 +180,8 @@ async function runRole(role: 'client' | 'proxy' | 'worker', args: string[]): Pro
   const cfg = loadConfig(values.config)
   if (cfg.role !== role) throw new ConfigError(values.config, `is a ${cfg.role} config, not a ${role} config`)
   const log = createLogger({ role })
+  // Loaded here, not at the top: the other commands (devnet, chain, root, ...) never need a node's whole stack.
+  const { startNode } = await import('../node/run.ts')
   const node = await startNode(cfg, log).catch((err: NodeJS.ErrnoException & { address?: string; port?: number }) => {
     if (err.code === 'EADDRINUSE') throw new PortInUseError(role, err.address ?? '127.0.0.1', err.port ?? 0)
     throw err

@@ -96,6 +96,8 @@ export function createClient(opts: ClientOptions, deps: ClientDeps): Client {
 }
 
 export class Client implements OpsSource {
+  /** Set by the node's start-up when it runs on a chain (see OpsSource). */
+  chainReachability?: OpsSource['chainReachability']
   readonly registry = createRegistry('client')
   private readonly links: ProxyLink[]
   private readonly stopping = new AbortController()

@@ -3,7 +3,8 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-const APP = fileURLToPath(new URL('./app/', import.meta.url))
+// From the project root, so the compiled copy of this module (build/dashboard/) finds the app's sources too.
+const APP = fileURLToPath(new URL('../../src/dashboard/app/', import.meta.url))
 export const DASHBOARD_OUT = fileURLToPath(new URL('../../dist/dashboard/', import.meta.url))
 
 /** Bundles the app; about a second. Everything the page loads comes from the node itself. */

@@ -141,9 +141,17 @@ export function parseHostPort(v: unknown, where: string): HostPort {
 }
 
 /** Checks the port a URL setting dials against the blocked-port list. */
-function checkUrlPort(url: URL, where: string): void {
+/** Parses an http(s) URL setting and checks its port is one fetch accepts. */
+function checkedUrl(v: string, where: string): URL {
+  let url: URL
+  try {
+    url = new URL(v)
+  } catch {
+    throw new ConfigError(where, `"${v}" is not a URL`)
+  }
   const problem = portProblem(urlPort(url))
   if (problem) throw new ConfigError(where, problem)
+  return url
 }
 
 function obj(v: unknown, where: string): Record<string, unknown> {
@@ -219,13 +227,7 @@ function backend(v: unknown, where: string): BackendConfig {
   }
   const baseUrl = optStr(o, 'baseUrl', where)
   if (!baseUrl) throw new ConfigError(`${where}.baseUrl`, 'is required for the openai backend')
-  let url: URL
-  try {
-    url = new URL(baseUrl)
-  } catch {
-    throw new ConfigError(`${where}.baseUrl`, `"${baseUrl}" is not a URL`)
-  }
-  checkUrlPort(url, `${where}.baseUrl`)
+  checkedUrl(baseUrl, `${where}.baseUrl`)
   return {
     kind,
     model,
@@ -261,15 +263,7 @@ function chainConfig(v: unknown, where: string, role: Role, dataDir: string): Ch
   if ('apiKey' in o) throw new ConfigError(`${where}.apiKey`, 'secrets do not belong in the config; use apiKeyFile or COCOON_CHAIN_API_KEY')
   const endpoint = optStr(o, 'endpoint', where)
   if (!endpoint) throw new ConfigError(`${where}.endpoint`, "is required (a URL, or 'mainnet' / 'testnet' / 'devnet')")
-  if (/^https?:\/\//.test(endpoint)) {
-    let url: URL
-    try {
-      url = new URL(endpoint)
-    } catch {
-      throw new ConfigError(`${where}.endpoint`, `"${endpoint}" is not a URL`)
-    }
-    checkUrlPort(url, `${where}.endpoint`)
-  }
+  if (/^https?:\/\//.test(endpoint)) checkedUrl(endpoint, `${where}.endpoint`)
   const root = optStr(o, 'root', where)
   if (!root) throw new ConfigError(`${where}.root`, 'is required (the root contract address)')
   try {

@@ -25,6 +25,7 @@ import { clientConsole, networkOf } from './client-console.ts'
 import { StatsHistory } from './history.ts'
 import { ConfigError, isLoopback, configHash, type ChainConfig, type NodeConfig, type TeeConfig } from './config.ts'
 import type { Logger } from '../core/log.ts'
+import { raceSignal } from '../core/time.ts'
 import { listenPort, startOpsServer } from '../core/ops.ts'
 import { ADMIN_TOKEN_HEADER, dashboardUrl, handleAdmin, hasAdminToken, loadOrCreateAdminToken, MinInterval, type AdminToken } from './admin.ts'
 import { summarizeTransaction, Op } from '../ton/contracts/index.ts'
@@ -74,13 +75,27 @@ interface ChainContext {
   walletSeed: Buffer
 }
 
-async function openChain(c: ChainConfig, log: Logger): Promise<ChainContext> {
+/** How long the proxy waits for its rollback check at start-up before it serves without the chain. */
+const SETTLEMENT_CONNECT_TIMEOUT_MS = 10_000
+/** How often a proxy running without the chain tries to connect settlement again. */
+const SETTLEMENT_RETRY_MS = 5_000
+/** How long a client waits for its deposit check on a new proxy session before it uses the session anyway. */
+const FUNDING_WAIT_MS = 5_000
+
+/** Is this a chain that does not answer (timeout, network), as opposed to one that answered no? */
+function isUnreachable(err: unknown): boolean {
+  const e = err as Error & { cause?: unknown }
+  return e?.name === 'TimeoutError' || e?.name === 'AbortError' || /timed out|no answer|ECONNREFUSED|ECONNRESET|fetch failed|network|socket/i.test(e?.message ?? '')
+}
+
+async function openChain(c: ChainConfig, dataDir: string, log: Logger): Promise<ChainContext> {
   const opts = chainOptionsFromEnv(process.env, { endpoint: c.endpoint, apiKeyFile: c.apiKeyFile })!
   const chain = createChain({ ...opts, log })
   const root = Address.parse(c.root)
-  const watcher = new RootWatcher({ chain, root, log }, { refreshMs: c.policyRefreshSec * 1000 })
+  // The root as last seen is kept in the data folder, so the node can start while the chain is unreachable.
+  const watcher = new RootWatcher({ chain, root, log }, { refreshMs: c.policyRefreshSec * 1000, cacheFile: path.join(dataDir, 'root-state.json') })
   await watcher.start().catch((err: Error) => {
-    throw new ChainError(`cannot read the root contract ${root.toString()} from the chain at ${chain.endpoint}: ${err.message}; is the chain running, and are chain.endpoint and chain.root right?`)
+    throw new ChainError(`cannot read the root contract ${root.toString()} from the chain at ${chain.endpoint}, and no root state from an earlier run is cached in the data folder: ${err.message}; is the chain running, and are chain.endpoint and chain.root right?`)
   })
   const key = loadOrCreateWalletKey(c.walletKeyFile)
   const wallet = new NodeWallet(chain, key, { log })
@@ -108,7 +123,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
   backendLoading?.catch(() => {})
   let cc: ChainContext | undefined
   try {
-    cc = cfg.chain ? await openChain(cfg.chain, log) : undefined
+    cc = cfg.chain ? await openChain(cfg.chain, cfg.dataDir, log) : undefined
   } catch (err) {
     await backendLoading?.then((b) => b.close()).catch(() => {})
     throw err
@@ -135,7 +150,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     const ledger = new PartyLedger(path.join(cfg.dataDir, 'ledger.sqlite'))
     const c = cfg.chain
     const account = cc
-      ? new ClientAccount({ chain: cc.chain, wallet: cc.wallet, root: cc.root, rootState: () => cc.watcher.state, log }, { depositNano: c!.depositNano, topUpBelowNano: c!.topUpBelowNano, topUpNano: c!.topUpNano })
+      ? new ClientAccount({ chain: cc.chain, wallet: cc.wallet, root: cc.root, rootState: () => cc.watcher.state, log }, { depositNano: c!.depositNano, topUpBelowNano: c!.topUpBelowNano, topUpNano: c!.topUpNano, statesFile: path.join(cfg.dataDir, 'client-contracts.json') })
       : undefined
     const receipts = new ReceiptStore(path.join(cfg.dataDir, 'receipts.sqlite'))
     const apps = new AppAccounts(path.join(cfg.dataDir, 'apps.sqlite'))
@@ -165,7 +180,9 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       onProxy: account
         ? async (peer, proxyId) => {
             if (!peer.claims.paymentKey) return
-            await account.ensureFunded(proxyId).catch((err) => log.error('could not fund the client contract for this proxy', { error: err }))
+            // Bounded: while the chain is unreachable the session is used at once (the proxy admits on the last known balance).
+            const funded = account.ensureFunded(proxyId).catch((err) => log.error('could not fund the client contract for this proxy', { error: err }))
+            await Promise.race([funded, new Promise((r) => setTimeout(r, cc!.watcher.reachability.reachable ? FUNDING_WAIT_MS * 12 : 0).unref())])
           }
         : undefined,
       funds: account ? (proxyId) => account.stats(proxyId) : undefined,
@@ -180,6 +197,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       keysRequired: cfg.apiKeys,
       chain: cc && account ? { endpoint: cc.chain.endpoint, root: cc.root, rootState: () => cc.watcher.state, wallet: cc.wallet, account } : undefined,
     })
+    if (cc) client.chainReachability = () => cc.watcher.reachability
     trust.onUpdate((p) => client.revalidate((peer) => refusalUnder(p, peer)))
     account?.start(ledger)
     const port = await client.start()
@@ -203,6 +221,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
   if (cfg.role === 'proxy') {
     const ledger = new Ledger(path.join(cfg.dataDir, 'ledger.sqlite'))
     let settlement: ProxySettlement | undefined
+    let stopRetry = () => {}
     let paymentKeyHex: string | undefined
     if (cc) {
       const paymentKey = loadOrCreateWalletKey(cfg.chain!.paymentKeyFile)
@@ -210,7 +229,12 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       const channel: ProxyChannel = { root: cc.root, owner: cc.wallet.address, paymentKey: paymentKey.publicKey, params: cc.watcher.state!.params, codes: await contractCodes() }
       settlement = new ProxySettlement(
         { chain: cc.chain, wallet: cc.wallet, paymentKey, channel, ledger, log },
-        { intervalMs: cfg.chain!.settleIntervalSec ? cfg.chain!.settleIntervalSec * 1000 : undefined, chargeThresholdNano: cfg.chain!.chargeThresholdNano, stakeNano: cfg.chain!.stakeNano },
+        {
+          intervalMs: cfg.chain!.settleIntervalSec ? cfg.chain!.settleIntervalSec * 1000 : undefined,
+          chargeThresholdNano: cfg.chain!.chargeThresholdNano,
+          stakeNano: cfg.chain!.stakeNano,
+          fundsCacheFile: path.join(cfg.dataDir, 'client-funds.json'),
+        },
       )
     }
     const billing = new ProxyBilling({ ledger, params: () => settlement?.priceParams() ?? OFFCHAIN_PRICE_PARAMS, funds: settlement, log })
@@ -220,15 +244,36 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       billing.refuseService(ledger.integrity.message)
     } else if (settlement) {
       // Refuse to serve, without crashing, when the chain shows this ledger is stale or the contract cannot be staked.
-      try {
-        await settlement.checkRollback()
-        await settlement.ensureStaked()
-        settlement.start()
-        log.info('proxy contract ready', { address: settlement.address.toString() })
-      } catch (err) {
-        const reason = err instanceof LedgerRollbackError ? `ledger rollback detected: ${err.message}` : `cannot settle on chain: ${(err as Error).message}`
-        log.error('refusing to serve', { reason })
-        billing.refuseService(reason)
+      // When the chain does not answer, serve on the ledger and the last known balances, and connect settlement
+      // (rollback check first) as soon as it answers again.
+      const s = settlement
+      const connect = async (): Promise<'ready' | 'unreachable'> => {
+        try {
+          await raceSignal(s.checkRollback(), AbortSignal.timeout(SETTLEMENT_CONNECT_TIMEOUT_MS))
+          await s.ensureStaked()
+          s.start()
+          log.info('proxy contract ready', { address: s.address.toString() })
+          return 'ready'
+        } catch (err) {
+          if (!(err instanceof LedgerRollbackError) && (!cc!.watcher.reachability.reachable || isUnreachable(err))) return 'unreachable'
+          const reason = err instanceof LedgerRollbackError ? `ledger rollback detected: ${err.message}` : `cannot settle on chain: ${(err as Error).message}`
+          log.error('refusing to serve', { reason })
+          billing.refuseService(reason)
+          return 'ready'
+        }
+      }
+      if (!cc!.watcher.reachability.reachable || (await connect()) === 'unreachable') {
+        log.warn('chain unreachable; serving on the ledger and the last known client balances; settlement starts when the chain returns')
+        const retry = setInterval(() => {
+          if (!cc!.watcher.reachability.reachable || retrying) return
+          retrying = true
+          void connect()
+            .then((r) => r === 'ready' && clearInterval(retry))
+            .finally(() => (retrying = false))
+        }, SETTLEMENT_RETRY_MS)
+        retry.unref()
+        let retrying = false
+        stopRetry = () => clearInterval(retry)
       }
     }
     const identity = await RenewingIdentity.start({ role: 'proxy', provider, configHash: hash, paymentKey: paymentKeyHex }, { onError })
@@ -243,6 +288,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       chainStats: settlement ? () => settlement.stats() : undefined,
       proxyContract: settlement ? () => settlement.address.toString() : undefined,
     })
+    if (cc) proxy.chainReachability = () => cc.watcher.reachability
     trust.onUpdate((p) => proxy.revalidate((peer) => refusalUnder(p, peer)))
     const ports = await proxy.start()
     const admin = adminToken(cfg.dataDir, log)
@@ -263,9 +309,18 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
           transactions = txs
             .map((tx) => ({ tx, s: summarizeTransaction(tx) }))
             .filter(({ s }) => s.op === Op.proxyCommitState)
-            .map(({ tx, s }) => ({ hash: tx.hash().toString('hex'), lt: tx.lt.toString(), at: tx.now, success: s.success }))
+            .map(({ tx, s }) => ({ seqno: commitSeqno(tx), hash: tx.hash().toString('hex'), lt: tx.lt.toString(), at: tx.now, success: s.success }))
         }
         return { network, contract: settlement?.address.toString() ?? null, commits, transactions }
+      },
+      // One of the proxy contract's transactions, as the chain reports it (the devnet has no explorer to link to).
+      '/api/tx': async (url) => {
+        const hash = url.searchParams.get('hash') ?? ''
+        if (!settlement || !cc || !/^[0-9a-f]{64}$/.test(hash)) throw Object.assign(new Error('no such transaction'), { status: 404 })
+        const tx = (await cc.chain.client.getTransactions(settlement.address, { limit: 100 })).find((t) => t.hash().toString('hex') === hash)
+        if (!tx) throw Object.assign(new Error('transaction not among the proxy contract’s latest 100'), { status: 404 })
+        const s = summarizeTransaction(tx)
+        return { hash, lt: tx.lt.toString(), at: tx.now, contract: settlement.address.toString(), from: s.from?.toString() ?? null, op: s.op === undefined ? null : '0x' + s.op.toString(16), commitSeqno: s.op === Op.proxyCommitState ? commitSeqno(tx) : null, success: s.success, exitCode: s.exitCode ?? null, valueNano: s.valueNano.toString() }
       },
     })
     const ops = await startOpsServer(cfg.stats.host, cfg.stats.port, proxy, log, (req, res) =>
@@ -291,6 +346,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       ports: { ...ports, stats: listenPort(ops) },
       stop: async () => {
         stopChain()
+        stopRetry()
         history.stop()
         settlement?.stop()
         identity.stop()
@@ -328,6 +384,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     { ...cfg, payoutAddress: cc?.wallet.address.toRawString() },
     { backend, identity, verify, log, ledger, imageHash: () => own.imageHash, receiptsRoot: cc ? receiptsRootOn(cc.chain) : undefined, onVoucher: payouts ? (proxyId) => payouts.onVoucher(proxyId) : undefined, payoutContract: payouts ? (proxyId) => payouts.contractAddress(proxyId) : undefined },
   )
+  if (cc) worker.chainReachability = () => cc.watcher.reachability
   trust.onUpdate((p) => worker.revalidate((peer) => refusalUnder(p, peer)))
   const admin = adminToken(cfg.dataDir, log)
   const payoutOnce = new MinInterval<unknown>()
@@ -384,6 +441,18 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
   }
 }
 
+/** The ledger seqno a commit-state transaction carried (op, query id, then the seqno). */
+function commitSeqno(tx: { inMessage?: { body: { beginParse(): { loadUint(n: number): number; loadUintBig(n: number): bigint } } } | null | undefined }): number | null {
+  try {
+    const b = tx.inMessage!.body.beginParse()
+    b.loadUint(32)
+    b.loadUintBig(64)
+    return Number(b.loadUintBig(64))
+  } catch {
+    return null
+  }
+}
+
 /** What the node's certificate presents: evidence kind, image hash (simulated quotes carry it), not-after. */
 async function attestationOf(identity: RenewingIdentity): Promise<Record<string, unknown>> {
   const d = await describeCertificate(identity.current().certPem)
@@ -400,20 +469,20 @@ function certTimes(identity: RenewingIdentity): { createdAt: number; renewsAt: n
  * Read-only dashboard endpoints (GET /api/...). On loopback they need no token; on any other
  * address the admin token, in its header, like the money-moving ones.
  */
-function readOnlyApi(host: string, token: string, routes: Record<string, () => unknown>): (req: http.IncomingMessage, res: http.ServerResponse) => boolean {
+function readOnlyApi(host: string, token: string, routes: Record<string, (url: URL) => unknown>): (req: http.IncomingMessage, res: http.ServerResponse) => boolean {
   return (req, res) => {
-    const p = (req.url ?? '/').split('?')[0]
-    const route = routes[p]
+    const url = new URL(req.url ?? '/', 'http://node')
+    const route = routes[url.pathname]
     if (!route || (req.method !== 'GET' && req.method !== 'HEAD')) return false
     if (!isLoopback(host) && !hasAdminToken(req, token)) {
       sendJson(res, 401, { error: { message: `send the admin token in the ${ADMIN_TOKEN_HEADER} header`, type: 'invalid_request_error', code: 'invalid_admin_token', param: null } })
       return true
     }
     Promise.resolve()
-      .then(route)
+      .then(() => route(url))
       .then(
         (body) => sendJson(res, 200, body),
-        (err: Error) => sendJson(res, 502, { error: { message: err.message.slice(0, 500), type: 'api_error', code: 'dashboard_error', param: null } }),
+        (err: Error & { status?: number }) => sendJson(res, err.status ?? 502, { error: { message: err.message.slice(0, 500), type: 'api_error', code: 'dashboard_error', param: null } }),
       )
     return true
   }

@@ -63,6 +63,8 @@ export function createProxy(opts: ProxyOptions, deps: ProxyDeps): Proxy {
 }
 
 export class Proxy implements OpsSource {
+  /** Set by the node's start-up when it runs on a chain (see OpsSource). */
+  chainReachability?: OpsSource['chainReachability']
   readonly registry = createRegistry('proxy')
   private readonly workers = new Map<string, WorkerConn>()
   private readonly clientH2 = http2.createServer(H2_OPTIONS)

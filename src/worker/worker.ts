@@ -78,6 +78,8 @@ export function createWorker(opts: WorkerOptions, deps: WorkerDeps): Worker {
 }
 
 export class Worker implements OpsSource {
+  /** Set by the node's start-up when it runs on a chain (see OpsSource). */
+  chainReachability?: OpsSource['chainReachability']
   readonly registry = createRegistry('worker')
   private readonly h2 = http2.createServer(H2_OPTIONS)
   private readonly links: ProxyLink[]
@@ -537,7 +539,8 @@ export class Worker implements OpsSource {
           imageHash: l.peer?.imageHash ?? null,
           lastError: l.lastError ?? null,
           connectedAt: l.connectedAt ?? null,
-          earned: rec ? { tokens: rec.told.tokens.toString(), nano: rec.told.nano.toString() } : (l.earned ?? { tokens: '0', nano: '0' }),
+          // From the ledger once the proxy is known; before that (e.g. just restarted) unknown, never a false zero.
+          earned: rec ? { tokens: rec.told.tokens.toString(), nano: rec.told.nano.toString() } : (l.earned ?? (l.proxyId ? { tokens: '0', nano: '0' } : null)),
           voucheredTokens: rec ? rec.vouchered.toString() : '0',
           paidOnChainTokens: rec ? rec.onChainTokens.toString() : '0',
         }

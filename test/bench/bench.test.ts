@@ -40,6 +40,9 @@ test('the schema check finds missing figures and derived figures that disagree',
   const r = sampleResult()
   assert.deepEqual(checkBenchResult(r), [])
   assert.match(checkBenchResult({ ...r, overhead: { ...r.overhead, ratioRps: 0.9 } }).join('\n'), /ratioRps/)
+  const cpu = r.overhead.cpuPerRequestMs
+  assert.match(checkBenchResult({ ...r, overhead: { ...r.overhead, cpuPerRequestMs: { ...cpu, network: { ...cpu.network, stack: 0.9 } } } }).join('\n'), /stack is not client \+ proxy \+ worker/)
+  assert.match(checkBenchResult({ ...r, overhead: { ...r.overhead, cpuPerRequestMs: { ...cpu, direct: { backend: 'fast' } } } }).join('\n'), /cpuPerRequestMs\.direct\.backend/)
   assert.match(checkBenchResult({ ...r, fees: { 'client.charge': { gas: 1 }, perRequestAmortisedNano: null } }).join('\n'), /client\.charge.*feeNano/)
 })
 
@@ -64,6 +67,8 @@ test('a smoke run of the whole harness gives a result that matches the schema', 
     assert.equal(r.overhead.concurrency, 30)
     // On Linux with the shared TDX fixtures (as in CI) every figure is measured.
     assert.ok(Object.values(r.overhead.peakRssMiB).every((v) => typeof v === 'number' && v > 0), JSON.stringify(r.overhead.peakRssMiB))
+    const cpu = r.overhead.cpuPerRequestMs
+    assert.ok([...Object.values(cpu.direct), ...Object.values(cpu.network)].every((v) => typeof v === 'number' && v >= 0), JSON.stringify(cpu))
     assert.equal(typeof r.handshake.tdxCold.p50Ms, 'number', r.notes.join('\n'))
     assert.equal(typeof r.handshake.tdxCached.p50Ms, 'number')
     assert.deepEqual(r.fees['client.charge'], { gas: 13_000, feeNano: 9_000_000 })
@@ -74,6 +79,7 @@ test('a smoke run of the whole harness gives a result that matches the schema', 
     const md = renderMarkdown(r)
     assert.match(md, /\| Requests\/s, concurrency 30 \|/)
     assert.match(md, /\| client\.charge \| 13000 \| 9000000 \|/)
+    assert.match(md, /\| stack \(client \+ proxy \+ worker\) \| \| [0-9.]+ \|/)
     passed = true
   } finally {
     if (passed) fs.rmSync(dir, { recursive: true, force: true })
@@ -88,7 +94,9 @@ function sampleResult(): BenchResult {
     date: new Date().toISOString(),
     machine: { cpus: 2, memGiB: 4, node: process.version },
     quick: true,
-    overhead: { concurrency: 30, direct, network, ratioRps: 0.6, addedP50Ms: 2.5, c1: { directP50Ms: 1, networkP50Ms: 2, addedP50Ms: 1 }, peakRssMiB: { client: 1, proxy: 1, worker: null } },
+    overhead: { concurrency: 30, direct, network, ratioRps: 0.6, addedP50Ms: 2.5, c1: { directP50Ms: 1, networkP50Ms: 2, addedP50Ms: 1 }, peakRssMiB: { client: 1, proxy: 1, worker: null },
+      cpuPerRequestMs: { direct: { backend: 0.1, loadGenerator: 0.2 }, network: { client: 0.3, proxy: 0.4, worker: 0.5, stack: 1.2, backend: 0.1, loadGenerator: 0.2 } },
+    },
     handshake: { simulated: { perSec: 100, p50Ms: 5 }, tdxCold: { p50Ms: null }, tdxCached: { p50Ms: BENCH_TARGETS.maxTdxCachedHandshakeMs } },
     inference: { directTokPerSec: 100, networkTokPerSec: 90, ratio: 0.9, concurrent4: { directTokPerSec: 1, networkTokPerSec: 1 } },
     fees: { 'client.charge': { gas: 1, feeNano: 2 }, perRequestAmortisedNano: null },

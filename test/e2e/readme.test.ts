@@ -83,7 +83,8 @@ describe("the README's quick start, verbatim, on the default ports", () => {
     const startArgv = PACKAGE.scripts.start.split(' ')
     assert.deepEqual(startArgv, ['node', 'bin/cocoon.js', 'devnet'])
     const ports = devnetPorts(0, 1)
-    for (const [role, port] of Object.entries({ ...ports, workers: ports.workers[0] })) {
+    const { proxies: _proxies, ...single } = ports
+    for (const [role, port] of Object.entries({ ...single, workers: ports.workers[0] })) {
       if (!(await portIsFree('127.0.0.1', port))) {
         t.skip(`default port ${port} (${role}) is already taken on this machine, so the README's quick start cannot run here; stop what holds it to run this test`)
         return
@@ -237,5 +238,6 @@ describe("the README's commands exist as written", () => {
     assert.match(README, new RegExp(`OpenAI base URL:\\s+http://127\\.0\\.0\\.1:${DEVNET_PORTS.client}/v1`))
     assert.match(README, new RegExp(`${DEVNET_PORTS.chain} \\(chain\\)`))
     assert.match(README, new RegExp(`cocoon chain \\[--dir DIR\\] \\[--port ${DEVNET_PORTS.chain}\\]`))
+    assert.match(helpFor.get('chain')!, new RegExp(`--port ${DEVNET_PORTS.chain}\\b`), 'the usage text shows the chain\'s real default port')
   })
 })

@@ -1,6 +1,6 @@
 /// <reference lib="dom" />
 // The client node's pages: the network, my money and top-ups, the playground, recent requests, API keys.
-import { live, stateBadge, adminToken, badge, card, chart, copy, getJson, h, int, meter, ms, postAdmin, progress, short, stat, table, time, toast, ton, tokens } from './util.ts'
+import { refreshAll, live, stateBadge, adminToken, badge, card, chart, copy, getJson, h, int, meter, ms, postAdmin, progress, short, stat, table, time, toast, ton, tokens } from './util.ts'
 import type { Page } from './util.ts'
 
 async function networkCard(): Promise<Node[]> {
@@ -47,7 +47,10 @@ async function moneyCard(): Promise<Node[]> {
   const spent = sum((p) => p.chargedNano)
   const spentTokens = sum((p) => p.chargedTokens)
   let cum = 0n
-  const points = (m.spend as Array<{ t: number; costNano: string }>).map((s) => ({ t: s.t, y: Number((cum += BigInt(s.costNano))) / 1e9 }))
+  const spend = m.spend as Array<{ t: number; costNano: string }>
+  const points = spend.map((s) => ({ t: s.t + 60_000, y: Number((cum += BigInt(s.costNano))) / 1e9 }))
+  // From zero before the first minute with spending, to now.
+  if (spend.length) points.unshift({ t: spend[0].t, y: 0 }), points.push({ t: Math.max(Date.now(), points[points.length - 1].t), y: Number(cum) / 1e9 })
   return [
     h(
       'div',
@@ -81,6 +84,7 @@ function topUpCard(network: string | null): HTMLElement {
     try {
       if (devnet) {
         const r = await postAdmin('/admin/topup', { amountTon: amount.value })
+        refreshAll()
         p.done(`Confirmed on chain: +${ton(r.toppedUpNano)}; balance now ${ton(r.balanceNano)}.`, true)
       } else {
         const tx = await getJson(`/api/topup-tx?amount=${encodeURIComponent(amount.value)}`)

@@ -22,7 +22,7 @@ let current: AbortController | undefined
 function tokenButton(): void {
   const b = document.getElementById('token-button') as HTMLButtonElement
   const has = !!adminToken()
-  b.textContent = has ? 'Admin token ✓' : 'Set admin token'
+  b.textContent = has ? 'Admin token ✓' : 'Admin token'
   b.title = has ? 'Money-moving actions send it in a header. Click to forget it.' : 'Paste the token from the node’s data folder (admin.token)'
   b.onclick = () => {
     if (adminToken()) {
@@ -71,7 +71,14 @@ async function start(): Promise<void> {
   getJson('/api/node')
     .then((n) => (document.getElementById('network')!.textContent = n.network ?? 'off-chain'))
     .catch(() => {})
-  window.addEventListener('hashchange', () => void render(role))
+  window.addEventListener('hashchange', () => {
+    // A pasted URL with #token=… on an open dashboard: take the token, then show the home page.
+    if (location.hash.includes('token=')) {
+      adoptTokenFromUrl()
+      tokenButton()
+    }
+    void render(role)
+  })
   await render(role)
   document.body.dataset.ready = 'true'
 }

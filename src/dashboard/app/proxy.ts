@@ -1,6 +1,6 @@
 /// <reference lib="dom" />
 // The proxy's pages: connected workers and clients, reservations and margin, commits on chain, refused peers, the ledger's health.
-import { badge, card, chart, getJson, h, int, ms, pct, postAdmin, progress, short, stat, table, time, ton, tokens, live } from './util.ts'
+import { refreshAll, badge, card, chart, getJson, h, int, ms, pct, postAdmin, progress, short, stat, table, time, ton, tokens, live } from './util.ts'
 import type { Page } from './util.ts'
 
 async function overviewBox(): Promise<Node[]> {
@@ -52,7 +52,7 @@ async function ledgerBox(): Promise<Node[]> {
   const last = s.money.lastCommit
   const serving = s.serving ?? { ok: true }
   const explorer = c.network === 'mainnet' ? 'https://tonviewer.com/transaction/' : c.network === 'testnet' ? 'https://testnet.tonviewer.com/transaction/' : null
-  const txs = c.transactions as Array<{ hash: string; lt: string; at: number; success: boolean }>
+  const txs = new Map((c.transactions as Array<{ seqno: number | null; hash: string; lt: string; at: number; success: boolean }>).map((t) => [t.seqno, t]))
   return [
     h(
       'div',
@@ -66,13 +66,13 @@ async function ledgerBox(): Promise<Node[]> {
     h('h3', { class: 'small muted' }, 'Commits'),
     table(
       ['Seqno', 'Ledger hash', 'Confirmed', 'Transaction'],
-      (c.commits as any[]).map((x, i) => {
-        const tx = txs[i]
+      (c.commits as any[]).map((x) => {
+        const tx = txs.get(x.seqno)
         return [
           `#${int(x.seqno)}`,
           h('span', { class: 'hash' }, short(x.hash, 10)),
           x.confirmedAt ? time(x.confirmedAt) : badge('pending', 'warn'),
-          tx ? (explorer ? h('a', { href: explorer + tx.hash, target: '_blank', rel: 'noopener' }, short(tx.hash, 8)) : h('a', { href: `/api/commits#${tx.hash}`, title: `lt ${tx.lt}` }, short(tx.hash, 8))) : '—',
+          tx ? (explorer ? h('a', { href: explorer + tx.hash, target: '_blank', rel: 'noopener' }, short(tx.hash, 8)) : h('a', { href: `/api/tx?hash=${tx.hash}`, title: `lt ${tx.lt}` }, short(tx.hash, 8))) : '—',
         ]
       }),
       'No commit yet.',
@@ -100,6 +100,7 @@ function settleCard(): HTMLElement {
     status.replaceChildren(p.el)
     try {
       const r = await postAdmin('/admin/settle')
+      refreshAll()
       p.done(`Done: ${r.committed ? `committed #${r.committed.seqno}, ` : ''}${r.charged} client charge(s), ${r.payoutVouchers} payout voucher(s).`, true)
     } catch (err) {
       p.done(`Refused: ${(err as Error).message}`, false)

@@ -249,6 +249,12 @@ export function chart(points: Array<{ t: number; y: number }>, yLabel: (y: numbe
 }
 
 const REFRESH_MS = 4_000
+const REFRESH_EVENT = 'cocoon:refresh'
+
+/** Reloads every live box on the page now. */
+export function refreshAll(): void {
+  window.dispatchEvent(new Event(REFRESH_EVENT))
+}
 
 /** Re-renders `box` from `load` now and every few seconds until the page changes. */
 export function live(box: HTMLElement, load: () => Promise<Node | Node[]>, signal: AbortSignal, everyMs = REFRESH_MS): void {
@@ -266,7 +272,12 @@ export function live(box: HTMLElement, load: () => Promise<Node | Node[]>, signa
   }
   void run()
   const t = setInterval(run, everyMs)
-  signal.addEventListener('abort', () => clearInterval(t))
+  // After an action (top-up, payout), the page asks every live box to reload at once.
+  window.addEventListener(REFRESH_EVENT, run)
+  signal.addEventListener('abort', () => {
+    clearInterval(t)
+    window.removeEventListener(REFRESH_EVENT, run)
+  })
 }
 
 export function stateBadge(s: string | null | undefined): HTMLElement {

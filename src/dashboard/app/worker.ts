@@ -1,6 +1,6 @@
 /// <reference lib="dom" />
 // The worker's pages: what it earned and why, what it served, its payouts, and what it presents (model, attestation, certificate).
-import { badge, card, chart, getJson, h, int, live, pct, postAdmin, progress, short, stat, stateBadge, table, time, ton, tokens } from './util.ts'
+import { refreshAll, badge, card, chart, getJson, h, int, live, pct, postAdmin, progress, short, stat, stateBadge, table, time, ton, tokens } from './util.ts'
 import type { Page } from './util.ts'
 
 async function earnings(): Promise<Node[]> {
@@ -62,6 +62,7 @@ function payoutCard(): HTMLElement {
     try {
       const r = await postAdmin('/admin/payout')
       const n = r.payouts.length
+      refreshAll()
       p.done(`Done: ${n} proxy voucher${n === 1 ? '' : 's'} settled (${r.payouts.map((x: any) => tokens(x.tokensPaid, 'tokens paid')).join(', ') || 'nothing to claim'}); wallet ${ton(r.walletBalanceNano)}.`, true)
     } catch (err) {
       p.done(`Refused: ${(err as Error).message}`, false)
