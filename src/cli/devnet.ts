@@ -6,7 +6,7 @@ import readline from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { simulatedImageHash } from '../tee/index.ts'
-import { resolveModel } from '../inference/index.ts'
+import { DEFAULT_POCKETSPHINX_MODEL_DIR, hashModelDir, pocketSphinxAvailable, resolveModel } from '../inference/index.ts'
 import { ConfigError } from '../node/config.ts'
 import { sleep } from '../core/time.ts'
 import { portIsFree } from '../core/ports.ts'
@@ -18,8 +18,12 @@ import { ADMIN_TOKEN_FILE, dashboardUrl } from '../node/admin.ts'
 import { buildDashboardIfMissing } from '../dashboard/build.ts'
 
 export const DEFAULT_DEVNET_MODEL = 'hf:ggml-org/tiny-llamas/stories260K.gguf'
+/** The devnet's speech model id, served at /v1/audio/transcriptions. */
+export const DEVNET_SPEECH_MODEL_ID = 'pocketsphinx-en-us'
 export const READY_TIMEOUT_MS = 120_000
 export const STOP_GRACE_MS = 5_000
+/** One readiness poll (chain /healthz, proxy /jsonstats, client /healthz and /v1/models). */
+const POLL_TIMEOUT_MS = 10_000
 /** A child that keeps dying is given up on after this many restarts in RESTART_WINDOW_MS. */
 export const MAX_RESTARTS = 5
 export const RESTART_WINDOW_MS = 60_000
@@ -65,6 +69,7 @@ export const DEVNET_OPTIONS = {
   'port-offset': { type: 'string', default: '0' },
   threads: { type: 'string', default: '1' },
   'no-chain': { type: 'boolean', default: false },
+  'no-speech': { type: 'boolean', default: false },
 } as const
 
 export async function runDevnet(args: string[]): Promise<void> {
@@ -78,13 +83,17 @@ export async function runDevnet(args: string[]): Promise<void> {
   const threads = Number(values.threads)
   if (!Number.isInteger(threads) || threads < 1) throw new ConfigError('--threads', 'must be a positive integer')
   const withChain = !values['no-chain']
-  const offsetProblem = devnetPortOffsetProblem(offset, workers, withChain, proxyCount)
+  // A speech worker (transcriptions) joins when Debian's pocketsphinx and pocketsphinx-en-us are
+  // installed; it takes the worker slot after the others (ports, wallet, stats).
+  const withSpeech = !values['no-speech'] && pocketSphinxAvailable()
+  const workerNames = [...Array.from({ length: workers }, (_, i) => `worker-${i}`), ...(withSpeech ? ['worker-speech'] : [])]
+  const offsetProblem = devnetPortOffsetProblem(offset, workerNames.length, withChain, proxyCount)
   if (offsetProblem) throw new ConfigError('--port-offset', offsetProblem.replace(/^--port-offset /, ''))
   const dir = path.resolve(values.dir!)
   const logDir = path.join(dir, 'logs')
   fs.mkdirSync(logDir, { recursive: true })
   const say = (line: string) => process.stdout.write(`[devnet] ${line}\n`)
-  const ports = devnetPorts(offset, workers, proxyCount)
+  const ports = devnetPorts(offset, workerNames.length, proxyCount)
 
   const children: Child[] = []
   let shuttingDown = false
@@ -156,6 +165,13 @@ export async function runDevnet(args: string[]): Promise<void> {
   })
   if (shuttingDown) return new Promise<never>(() => {})
   say(`model ${model.id} (sha256 ${model.sha256.slice(0, 16)}…) at ${model.path}`)
+  let speech: DevnetState['speech'] = null
+  if (withSpeech) {
+    speech = { id: DEVNET_SPEECH_MODEL_ID, dir: DEFAULT_POCKETSPHINX_MODEL_DIR, sha256: await hashModelDir(DEFAULT_POCKETSPHINX_MODEL_DIR) }
+    say(`speech model ${speech.id} (sha256 ${speech.sha256.slice(0, 16)}…) at ${speech.dir}`)
+  } else if (!values['no-speech']) {
+    say('no speech worker: `sudo apt-get install pocketsphinx pocketsphinx-en-us sox` adds one for /v1/audio/transcriptions')
+  }
   const image = await simulatedImageHash('')
   // Without a chain the allow-lists come from here; with one, from the root contract the devnet deploys.
   const policy = { acceptKinds: ['simulated', 'none'], imageHashes: withChain ? {} : { proxy: [image], worker: [image], client: '*' } }
@@ -207,6 +223,23 @@ export async function runDevnet(args: string[]): Promise<void> {
         }),
       })
     }
+    if (speech) {
+      children.push({
+        name: 'worker-speech',
+        restarts: [],
+        stopped: false,
+        config: write('worker-speech', {
+          role: 'worker',
+          dataDir: path.join(dir, 'worker-speech'),
+          ...chainCfg?.('worker'),
+          tee: { kind: 'simulated' },
+          policy,
+          stats: `127.0.0.1:${ports.workers[workers]}`,
+          proxies: ports.proxies.map((pp) => `127.0.0.1:${pp.workers}`),
+          backend: { kind: 'pocketsphinx', model: speech.dir, modelId: speech.id, parallel: 1 },
+        }),
+      })
+    }
     children.push({
       name: 'client',
       restarts: [],
@@ -240,6 +273,7 @@ export async function runDevnet(args: string[]): Promise<void> {
       children: Object.fromEntries(children.map((c) => [c.name, { pid: c.proc?.pid ?? null, role: roleOf(c.name), ports: childPorts(c.name), config: c.config, log: path.join(logDir, `${c.name}.log`) }])),
       chain: withChain ? { url: `http://127.0.0.1:${ports.chain}`, endpoint: `http://127.0.0.1:${ports.chain}/api/v2/jsonRPC`, root: rootAddress ?? null, ownerKey: path.join(dir, 'owner.key') } : null,
       model: { id: model.id, path: model.path, sha256: model.sha256 },
+      speech,
     }
     fs.writeFileSync(stateFile + '.tmp', JSON.stringify(state, null, 2) + '\n')
     fs.renameSync(stateFile + '.tmp', stateFile)
@@ -299,7 +333,7 @@ export async function runDevnet(args: string[]): Promise<void> {
     launch(chainChild)
     writeState()
     say(`starting the devnet chain on port ${ports.chain}`)
-    const setup = await step(setUpChain({ dir, chainUrl: `http://127.0.0.1:${ports.chain}`, workers, image, modelHash: model.sha256, proxies: ports.proxies, say }))
+    const setup = await step(setUpChain({ dir, chainUrl: `http://127.0.0.1:${ports.chain}`, workers: workerNames, image, modelHashes: [model.sha256, ...(speech ? [speech.sha256] : [])], proxies: ports.proxies, say }))
     rootAddress = setup.root
     chainCfg = setup.chainSection
   }
@@ -307,7 +341,7 @@ export async function runDevnet(args: string[]): Promise<void> {
   writeConfigs()
   for (const c of children) if (c !== chainChild) launch(c)
   writeState()
-  say(`starting ${proxyCount === 1 ? 'proxy' : `${proxyCount} proxies`}, ${workers} worker(s) and client; logs in ${logDir}`)
+  say(`starting ${proxyCount === 1 ? 'proxy' : `${proxyCount} proxies`}, ${workerNames.length} worker(s) and client; logs in ${logDir}`)
 
   // Ready means what the banner promises: the client answers /healthz and lists the model, served by every worker.
   const deadline = Date.now() + READY_TIMEOUT_MS
@@ -315,7 +349,7 @@ export async function runDevnet(args: string[]): Promise<void> {
     const connected = await Promise.all(
       ports.proxies.map((pp) =>
         fetchJson(`http://127.0.0.1:${pp.stats}/jsonstats`)
-          .then((s) => (s as { workers: { connected: number } }).workers.connected >= workers)
+          .then((s) => (s as { workers: { connected: number } }).workers.connected >= workerNames.length)
           .catch(() => false),
       ),
     )
@@ -323,7 +357,7 @@ export async function runDevnet(args: string[]): Promise<void> {
     const healthy = await fetchJson(`http://127.0.0.1:${ports.client}/healthz`).then((h) => (h as { ok: boolean }).ok).catch(() => false)
     if (!healthy) return false
     return fetchJson(`${baseUrl}/models`)
-      .then((m) => (m as { data: Array<{ id: string }> }).data.some((x) => x.id === model.id))
+      .then((m) => [model.id, ...(speech ? [speech.id] : [])].every((id) => (m as { data: Array<{ id: string }> }).data.some((x) => x.id === id)))
       .catch(() => false)
   }
   while (!(await step(isReady()))) {
@@ -340,7 +374,7 @@ export async function runDevnet(args: string[]): Promise<void> {
   const dashboards = `  dashboard:        ${dashboardUrl('127.0.0.1', ports.client, token)}\n                    proxy ${dashboardUrl('127.0.0.1', ports.proxyStats)}  worker ${ports.workers.map((p) => dashboardUrl('127.0.0.1', p)).join('  ')}\n                    (admin tokens: ${path.join(dir, '<node>', ADMIN_TOKEN_FILE)})\n`
   const curl = `curl ${baseUrl}/chat/completions -H 'content-type: application/json' -d '{"model":"${model.id}","messages":[{"role":"user","content":"Tell me a story"}],"max_tokens":64}'`
   process.stdout.write(
-    `\nCocoon devnet is ready.\n\n  OpenAI base URL:  ${baseUrl}\n${dashboards}  model:            ${model.id}\n${rootAddress ? `  chain:            http://127.0.0.1:${ports.chain}/api/v2/jsonRPC (root ${rootAddress})\n` : ''}  stats:            http://127.0.0.1:${ports.client}/jsonstats  ${ports.proxies.map((pp) => `http://127.0.0.1:${pp.stats}/jsonstats`).join('  ')}\n\n  ${curl}\n\nPress Ctrl-C to stop.\n`,
+    `\nCocoon devnet is ready.\n\n  OpenAI base URL:  ${baseUrl}\n${dashboards}  model:            ${model.id}\n${speech ? `  speech model:     ${speech.id}\n` : ''}${rootAddress ? `  chain:            http://127.0.0.1:${ports.chain}/api/v2/jsonRPC (root ${rootAddress})\n` : ''}  stats:            http://127.0.0.1:${ports.client}/jsonstats  ${ports.proxies.map((pp) => `http://127.0.0.1:${pp.stats}/jsonstats`).join('  ')}\n\n  ${curl}\n\nPress Ctrl-C to stop.\n`,
   )
 }
 
@@ -353,7 +387,8 @@ function readToken(file: string): string | undefined {
 }
 
 async function fetchJson(url: string): Promise<unknown> {
-  const r = await fetch(url, { signal: AbortSignal.timeout(2_000) })
+  // Longer than the client's own readiness check (READINESS_TIMEOUT_MS), so a busy machine is slow, not "never ready".
+  const r = await fetch(url, { signal: AbortSignal.timeout(POLL_TIMEOUT_MS) })
   return r.json()
 }
 
@@ -368,9 +403,10 @@ const DEVNET_FUNDING = { owner: 100n * ONE_TON_NANO, proxy: 20n * ONE_TON_NANO, 
 async function setUpChain(o: {
   dir: string
   chainUrl: string
-  workers: number
+  /** Worker names: each has a wallet under <dir>/<name>/. */
+  workers: string[]
   image: string
-  modelHash: string
+  modelHashes: string[]
   proxies: DevnetProxyPorts[]
   say: (line: string) => void
 }): Promise<{ root: string; chainSection: (role: 'client' | 'proxy' | 'worker') => Record<string, unknown> }> {
@@ -391,10 +427,10 @@ async function setUpChain(o: {
   const [owner, ...proxyWallets] = await Promise.all([
     fund(path.join(o.dir, 'owner.key'), DEVNET_FUNDING.owner),
     ...o.proxies.map((pp) => fund(path.join(o.dir, pp.name, 'wallet.key'), DEVNET_FUNDING.proxy)),
-    ...Array.from({ length: o.workers }, (_, i) => fund(path.join(o.dir, `worker-${i}`, 'wallet.key'), DEVNET_FUNDING.worker)),
+    ...o.workers.map((name) => fund(path.join(o.dir, name, 'wallet.key'), DEVNET_FUNDING.worker)),
     fund(path.join(o.dir, 'client', 'wallet.key'), DEVNET_FUNDING.client),
   ])
-  const { address, state } = await deployRoot(chain, owner, { params: DEVNET_PARAMS, proxyImageHashes: [o.image], workerImageHashes: [o.image], modelHashes: [o.modelHash] })
+  const { address, state } = await deployRoot(chain, owner, { params: DEVNET_PARAMS, proxyImageHashes: [o.image], workerImageHashes: [o.image], modelHashes: o.modelHashes })
   // Each proxy registers itself from its own wallet, as any proxy with an allowed image and a stake may: no owner action.
   await Promise.all(
     o.proxies.map(async (pp, i) => {

@@ -8,7 +8,7 @@ import { stopWithSupervisor } from '../core/supervised.ts'
 const USAGE = `cocoon — Confidential Compute Open Network (TypeScript)
 
 Usage:
-  cocoon devnet [--workers N] [--proxies N] [--model SPEC] [--dir DIR] [--port-offset K] [--threads N] [--no-chain]
+  cocoon devnet [--workers N] [--proxies N] [--model SPEC] [--dir DIR] [--port-offset K] [--threads N] [--no-chain] [--no-speech]
                                     run a whole local network (chain, proxy, workers, client) and serve the OpenAI API
   cocoon client --config FILE       run a client node (OpenAI API on 127.0.0.1:10000)
   cocoon proxy  --config FILE       run a proxy node

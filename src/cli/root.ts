@@ -27,8 +27,8 @@ Options:
   --json               machine-readable output
 
 Param flags (integers): --price-per-token-nano --worker-fee-per-token-nano --prompt-mult
-  --cached-mult --completion-mult --reasoning-mult (10000 = 1.0x) --proxy-close-delay-sec
-  --client-close-delay-sec --min-proxy-stake-nano --min-client-stake-nano
+  --cached-mult --completion-mult --reasoning-mult (10000 = 1.0x) --audio-second-mult (tokens per audio second, 10000 = 1)
+  --proxy-close-delay-sec --client-close-delay-sec --min-proxy-stake-nano --min-client-stake-nano
 
 Exit codes: 0 done, 1 the chain or the root refused (the contract's exit code is named), 2 usage.
 `
@@ -51,6 +51,7 @@ const PARAM_FLAGS: Record<string, keyof Omit<Params, 'paramsVersion'>> = {
   'cached-mult': 'cachedMult',
   'completion-mult': 'completionMult',
   'reasoning-mult': 'reasoningMult',
+  'audio-second-mult': 'audioSecondMult',
   'proxy-close-delay-sec': 'proxyCloseDelaySec',
   'client-close-delay-sec': 'clientCloseDelaySec',
   'min-proxy-stake-nano': 'minProxyStakeNano',
@@ -174,6 +175,7 @@ function stateText(address: Address, s: RootState): string {
     `  price per token       ${p.pricePerTokenNano} nanoTON\n` +
     `  worker fee per token  ${p.workerFeePerTokenNano} nanoTON\n` +
     `  multipliers           prompt ${ratio(p.promptMult)}, cached ${ratio(p.cachedMult)}, completion ${ratio(p.completionMult)}, reasoning ${ratio(p.reasoningMult)}\n` +
+    `  audio second          ${p.audioSecondMult / 10_000} adjusted tokens (${(p.pricePerTokenNano * BigInt(p.audioSecondMult)) / 10_000n} nanoTON)\n` +
     `  close delays          proxy ${p.proxyCloseDelaySec} s, client ${p.clientCloseDelaySec} s\n` +
     `  minimum stakes        proxy ${fromNano(p.minProxyStakeNano)} TON, client ${fromNano(p.minClientStakeNano)} TON\n` +
     list('proxy images', s.proxyImageHashes) +

@@ -4,12 +4,12 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import type Database from 'better-sqlite3'
 import { openSqlite } from '../core/sqlite.ts'
+import { ONE_TON_NANO } from '../ton/contracts/index.ts'
 
 /** How an API key looks: a fixed prefix, then 32 random bytes in base64url. */
 export const API_KEY_PREFIX = 'sk-cocoon-'
 /** Requests kept in the history (oldest dropped first). */
 export const REQUEST_HISTORY_MAX = 10_000
-const ONE_TON_NANO = 1_000_000_000n
 
 export type LimitPeriod = 'day' | 'month'
 

@@ -9,20 +9,20 @@ import { createRegistry, handleOps, type OpsSource } from '../core/ops.ts'
 import type { PeerVerifier } from '../net/attested.ts'
 import { maintainProxyLink, revalidateLinks, type ProxyLink as BaseLink } from '../net/proxy-link.ts'
 import { errorResponse, InvalidRequestError, isExpectedError, NoProxyAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
-import { parseJsonObject, readBody } from '../net/body.ts'
+import { parseJsonObject, parseMultipart, readBody } from '../net/body.ts'
 import { answerText, SseText } from '../net/openai.ts'
 import { decodeReceiptBoc, newSalt, receiptIdFromSalt, answerHash } from '../payments/receipts/receipt.ts'
 import { heldReceiptJson, type ReceiptStore, type HeldReceipt } from '../payments/receipts/store.ts'
 import { verifyReceiptProof } from '../payments/receipts/proof.ts'
 import { Cell } from '@ton/core'
 import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
-import { type ReceiptProofsReply, CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, INFERENCE_PATHS, MAX_BODY_BYTES, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION } from '../net/protocol.ts'
+import { type ReceiptProofsReply, CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_BODY_BYTES, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION } from '../net/protocol.ts'
 import { UsageTap, type AnswerUsage } from './usage-tap.ts'
 import type { RequestRecord } from './apps.ts'
 
 export const MODELS_TIMEOUT_MS = 10_000
 /** How long /healthz waits for a proxy's model list. */
-export const READINESS_TIMEOUT_MS = 2_000
+export const READINESS_TIMEOUT_MS = 5_000
 
 export type Readiness = {
   ok: boolean
@@ -231,30 +231,25 @@ export class Client implements OpsSource {
 
   private async forwardInference(req: http.IncomingMessage, res: http.ServerResponse, path: string): Promise<void> {
     this.counts.requests++
-    let body: Record<string, unknown>
+    let out: { payload: Buffer; contentType: string; model: string; stream: boolean; multipart: boolean; ctl: ReturnType<Client['controlFields']> }
     try {
       const len = req.headers['content-length'] ? Number(req.headers['content-length']) : undefined
-      body = parseJsonObject(await readBody(req, this.o.maxBodyBytes, len))
+      out = path === PATHS.transcriptions ? await this.multipartRequest(req, len) : this.jsonRequest(await readBody(req, this.o.maxBodyBytes, len))
     } catch (err) {
       this.finish('rejected')
       // Tell keep-alive clients we are not reading the rest of an oversized body.
       if ((err as Error).name === 'PayloadTooLargeError') res.setHeader('connection', 'close')
       throw err
     }
-    const ctl = this.controlFields(body)
-    for (const f of CLIENT_CONTROL_FIELDS) delete body[f]
-    if (typeof body.model !== 'string' || !body.model) {
-      this.finish('rejected')
-      throw new InvalidRequestError("'model' is required and must be a string", 'model')
-    }
+    const { payload, ctl, model } = out
+    const send = { ...ctl, contentType: out.contentType, model: out.multipart ? model : undefined }
     let keyId: string | null = null
     try {
-      keyId = this.deps.apps?.admit(req.headers.authorization, body.model) ?? null
+      keyId = this.deps.apps?.admit(req.headers.authorization, model) ?? null
     } catch (err) {
       this.finish('rejected')
       throw err
     }
-    const payload = Buffer.from(JSON.stringify(body))
     const timeoutMs = Math.round(ctl.timeoutSec * 1000)
     const log = this.deps.log.child({ requestId: ctl.requestId })
     const started = Date.now()
@@ -274,10 +269,10 @@ export class Client implements OpsSource {
       }
       const remaining = timeoutMs - (Date.now() - started)
       if (remaining <= 0) break
-      const r = await this.relay(link, res, path, payload, ctl, remaining, log, () => appGone)
+      const r = await this.relay(link, res, path, payload, send, remaining, log, () => appGone)
       if (r.kind === 'done') {
         this.deps.apps?.answered({
-          id: ctl.requestId, model: body.model, keyId, status: res.statusCode, outcome: r.outcome, stream: body.stream === true,
+          id: ctl.requestId, model, keyId, status: res.statusCode, outcome: r.outcome, stream: out.stream,
           promptTokens: r.usage?.promptTokens ?? 0, completionTokens: r.usage?.completionTokens ?? 0, costNano: r.usage?.costNano ?? '0', latencyMs: Date.now() - started,
         })
         return this.finish(r.outcome)
@@ -292,6 +287,36 @@ export class Client implements OpsSource {
     }
     this.finish(lastErr ? 'failed' : 'rejected')
     throw lastErr ? new UpstreamError(`no proxy could take the request: ${lastErr.message}`) : new NoProxyAvailableError()
+  }
+
+  /** A JSON request: the control fields are taken out, the rest is forwarded as the app wrote it. */
+  private jsonRequest(buf: Buffer): { payload: Buffer; contentType: string; model: string; stream: boolean; multipart: false; ctl: ReturnType<Client['controlFields']> } {
+    const body = parseJsonObject(buf)
+    const ctl = this.controlFields(body)
+    for (const f of CLIENT_CONTROL_FIELDS) delete body[f]
+    if (typeof body.model !== 'string' || !body.model) throw new InvalidRequestError("'model' is required and must be a string", 'model')
+    return { payload: Buffer.from(JSON.stringify(body)), contentType: 'application/json', model: body.model, stream: body.stream === true, multipart: false, ctl }
+  }
+
+  /**
+   * A multipart upload (transcriptions), up to MAX_AUDIO_BODY_BYTES: parsed here once, so the
+   * model travels as a header and no later hop parses the body; control fields are form fields.
+   */
+  private async multipartRequest(req: http.IncomingMessage, len: number | undefined): Promise<{ payload: Buffer; contentType: string; model: string; stream: boolean; multipart: true; ctl: ReturnType<Client['controlFields']> }> {
+    const form = await parseMultipart(await readBody(req, MAX_AUDIO_BODY_BYTES, len), req.headers['content-type'])
+    const num = (k: string) => {
+      const v = form.get(k)
+      if (v === null) return undefined
+      return typeof v === 'string' && v.trim() !== '' && Number.isFinite(Number(v)) ? Number(v) : v
+    }
+    const ctl = this.controlFields({ max_coefficient: num('max_coefficient'), timeout: num('timeout'), request_id: form.get('request_id') ?? undefined })
+    for (const f of CLIENT_CONTROL_FIELDS) form.delete(f)
+    const model = form.get('model')
+    if (typeof model !== 'string' || !model) throw new InvalidRequestError("'model' is required", 'model')
+    const file = form.get('file')
+    if (file === null || typeof file === 'string') throw new InvalidRequestError("'file' is required and must be an uploaded file", 'file')
+    const encoded = new Response(form)
+    return { payload: Buffer.from(await encoded.arrayBuffer()), contentType: encoded.headers.get('content-type')!, model, stream: false, multipart: true, ctl }
   }
 
   private controlFields(body: Record<string, unknown>): { maxCoefficient: number; timeoutSec: number; requestId: string } {
@@ -312,7 +337,7 @@ export class Client implements OpsSource {
     res: http.ServerResponse,
     path: string,
     payload: Buffer,
-    ctl: { maxCoefficient: number; requestId: string },
+    ctl: { maxCoefficient: number; requestId: string; contentType: string; model?: string },
     remainingMs: number,
     log: Logger,
     appGone: () => boolean,
@@ -332,7 +357,8 @@ export class Client implements OpsSource {
         ps = link.session!.request({
           ':method': 'POST',
           ':path': path,
-          'content-type': 'application/json',
+          'content-type': ctl.contentType,
+          ...(ctl.model ? { [HEADERS.model]: ctl.model } : {}),
           [HEADERS.protocol]: String(PROTOCOL_VERSION),
           [HEADERS.requestId]: ctl.requestId,
           [HEADERS.maxCoefficient]: String(ctl.maxCoefficient),
@@ -381,12 +407,14 @@ export class Client implements OpsSource {
       const held: Buffer[] = []
       let lastChunk: Buffer | undefined
       let retryAfter: string | undefined
+      let contentType = 'application/json'
       ps.on('error', () => {})
       ps.once('response', (h) => {
         responded = true
         status = Number(h[':status'])
         if (typeof h['retry-after'] === 'string') retryAfter = h['retry-after']
         const ct = String(h['content-type'] ?? 'application/json')
+        contentType = ct
         sse = ct.startsWith('text/event-stream')
         if (res.destroyed) return
         if (this.deps.apps) tap = new UsageTap(sse)
@@ -429,7 +457,8 @@ export class Client implements OpsSource {
         else if (!res.destroyed && !res.headersSent) {
           const body = Buffer.concat(held)
           tap?.write(body)
-          res.writeHead(status, { 'content-type': 'application/json', 'content-length': body.length, 'x-request-id': ctl.requestId, [HEADERS.receiptId]: receiptId, ...(retryAfter ? { 'retry-after': retryAfter } : {}) })
+          // JSON, or plain text (a transcription with response_format text).
+          res.writeHead(status, { 'content-type': contentType, 'content-length': body.length, 'x-request-id': ctl.requestId, [HEADERS.receiptId]: receiptId, ...(retryAfter ? { 'retry-after': retryAfter } : {}) })
           res.end(body)
         }
         settle({ kind: 'done', outcome: status < 400 ? 'succeeded' : 'failed' })

@@ -1,15 +1,19 @@
 // The devnet's layout: its default ports and the state file it writes, shared by the supervisor (`cocoon devnet`) and the bench.
 import { portProblem } from '../core/ports.ts'
-import { DEFAULT_CHAIN_PORT } from '../ton/chain/index.ts'
 
-/** Default ports of a devnet, after the reference's conventions; an offset shifts them all. The chain is on 10090: fetch refuses 10080. */
+/**
+ * Default ports of a devnet, after the reference's conventions; an offset shifts them all. The chain
+ * is on 10090, `cocoon chain`'s default (DEFAULT_CHAIN_PORT, kept equal by test/node/ports.test.ts,
+ * not imported: that would load the whole chain into every process that only needs the layout).
+ * Not 10080: fetch refuses it.
+ */
 export const DEVNET_PORTS = {
   client: 10000,
   proxyStats: 11000,
   proxyWorkers: 11001,
   proxyClients: 11002,
   worker: (i: number) => 12000 + 10 * i,
-  chain: DEFAULT_CHAIN_PORT,
+  chain: 10090,
 }
 
 /** Ports of one devnet proxy. */
@@ -86,4 +90,6 @@ export interface DevnetState {
   /** Every child process by name (chain, proxy, proxy-1…, worker-0…, client), with its PID, so a test can kill one. */
   children: Record<string, { pid: number | null; role: 'chain' | 'proxy' | 'worker' | 'client'; ports: Record<string, number>; config: string; log: string }>
   model: { id: string; path: string; sha256: string }
+  /** The speech worker's model (PocketSphinx), or null when the devnet runs without one. */
+  speech: { id: string; dir: string; sha256: string } | null
 }

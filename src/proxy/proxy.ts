@@ -9,7 +9,7 @@ import { listenAttested, type AttestedSocket, type PeerVerifier } from '../net/a
 import { errorResponse, InvalidRequestError, TooManyRequestsError, UnfundedClientError, ModelNotFoundError, NoWorkerAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
 import { discardBody, parseJsonObject, readBody } from '../net/body.ts'
 import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
-import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_BODY_BYTES, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type WorkerStatementReply, type WorkerReceiptEntry, STATEMENT_RECEIPTS_MAX, type ReceiptProofsRequest, type ReceiptProofsReply, type ReceiptCommitInfo, RECEIPT_LIST_LIMIT, RECEIPT_PROOFS_MAX, type WorkerStatement, type FinalCharge } from '../net/protocol.ts'
+import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, MIN_AUDIO_BYTES_PER_SECOND, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type WorkerStatementReply, type WorkerReceiptEntry, STATEMENT_RECEIPTS_MAX, type ReceiptProofsRequest, type ReceiptProofsReply, type ReceiptCommitInfo, RECEIPT_LIST_LIMIT, RECEIPT_PROOFS_MAX, type WorkerStatement, type FinalCharge } from '../net/protocol.ts'
 import { answerText, openaiUsage, SseText, usageChunk, type UsageCost } from '../net/openai.ts'
 import { peerCertDer } from '../tee/index.ts'
 import { decodeReceiptBoc, newSalt, parseSalt, priceHeader, receiptFields, receiptIdFromSalt, receiptMismatch, signReceipt, verifyReceiptSignature, type Receipt } from '../payments/receipts/receipt.ts'
@@ -17,7 +17,7 @@ import { DuplicateRequestError, ProxyNotServingError, type ProxyBilling, type Re
 import { worstCaseAdjustedTokens } from '../payments/pricing.ts'
 import { checkUsage, ed25519PublicKey } from '../net/usage.ts'
 import { ErrorBudget } from './error-budget.ts'
-import { DEFAULT_REQUEST_MS, recordOutcome, type WorkerConn } from './routing.ts'
+import { DEFAULT_REQUEST_MS, recordOutcome, workerEndpoints, type WorkerConn } from './routing.ts'
 import { AdmissionQueue, DEFAULT_QUEUE_DEPTH, DEFAULT_QUEUE_MAX_WAIT_MS } from './admission.ts'
 
 export const MAX_ATTEMPTS = 3
@@ -262,6 +262,7 @@ export class Proxy implements OpsSource {
         created: Math.floor(Math.min(...ws.map((w) => w.connectedAt)) / 1000),
         owned_by: 'cocoon',
         hashes: [...new Set(ws.map((w) => w.info.model.hash))],
+        endpoints: [...new Set(ws.flatMap((w) => workerEndpoints(w.info)))].sort(),
         workers: ws
           .map((w) => ({ coefficient: w.info.coefficient, running_requests: w.active, max_running_requests: w.info.maxActiveRequests }))
           .sort((a, b) => a.coefficient - b.coefficient),
@@ -371,16 +372,25 @@ export class Proxy implements OpsSource {
       if (!serving.ok) throw new ProxyNotServingError(serving.reason!)
       // Before reading a byte of the body: a client with no funds gets metadata calls only.
       if (!(await this.deps.billing.isFunded(client))) {
-        await discardBody(cs, MAX_BODY_BYTES)
+        await discardBody(cs, path === PATHS.transcriptions ? MAX_AUDIO_BODY_BYTES : MAX_BODY_BYTES)
         throw new UnfundedClientError()
       }
       maxCoefficient = intHeader(headers[HEADERS.maxCoefficient], DEFAULT_MAX_COEFFICIENT, 'max_coefficient')
       timeoutMs = intHeader(headers[HEADERS.timeoutMs], DEFAULT_TIMEOUT_SEC * 1000, 'timeout')
       if (timeoutMs <= 0 || timeoutMs > MAX_TIMEOUT_SEC * 1000) throw new InvalidRequestError(`'timeout' must be between 0 and ${MAX_TIMEOUT_SEC} seconds`, 'timeout')
-      body = await readBody(cs, MAX_BODY_BYTES)
-      json = parseJsonObject(body)
-      if (typeof json.model !== 'string' || !json.model) throw new InvalidRequestError("'model' is required and must be a string", 'model')
-      model = json.model
+      if (path === PATHS.transcriptions) {
+        // Multipart audio: routed on the model the client node named, never parsed here.
+        body = await readBody(cs, MAX_AUDIO_BODY_BYTES)
+        json = {}
+        const m = headers[HEADERS.model]
+        if (typeof m !== 'string' || !m) throw new InvalidRequestError("'model' is required", 'model')
+        model = m
+      } else {
+        body = await readBody(cs, MAX_BODY_BYTES)
+        json = parseJsonObject(body)
+        if (typeof json.model !== 'string' || !json.model) throw new InvalidRequestError("'model' is required and must be a string", 'model')
+        model = json.model
+      }
     } catch (err) {
       this.finish('rejected')
       return respondError(cs, err)
@@ -401,7 +411,7 @@ export class Proxy implements OpsSource {
     for (let attempt = 0; attempt < this.o.maxAttempts; attempt++) {
       let conn: WorkerConn
       try {
-        conn = await this.admission.claim({ client, model, maxCoefficient, exclude: tried }, waitSignal)
+        conn = await this.admission.claim({ client, model, maxCoefficient, exclude: tried, path }, waitSignal)
       } catch (err) {
         const e = err as Error
         if (attempt > 0 && lastError && (e.name === 'WorkersExhaustedError' || e.name === 'ModelNotFoundError')) break
@@ -419,8 +429,14 @@ export class Proxy implements OpsSource {
       }
       // Reserve the worst case before any work: all of max_tokens and a prompt as long as the body, at the
       // dearest multipliers and the app's max_coefficient. The worker never exceeds max_tokens.
-      const maxTokens = Math.min(askedMaxTokens ?? conn.info.maxTokensCap, conn.info.maxTokensCap)
-      const worst = worstCaseAdjustedTokens(body.length + PROMPT_OVERHEAD_TOKENS, maxTokens, maxCoefficient, this.deps.billing.params())
+      // Embeddings generate nothing; a transcription is billed by its audio seconds, bounded by the upload's size.
+      const generates = path === PATHS.chat || path === PATHS.completions
+      const maxTokens = generates ? Math.min(askedMaxTokens ?? conn.info.maxTokensCap, conn.info.maxTokensCap) : 0
+      const maxAudioSeconds = path === PATHS.transcriptions ? Math.min(MAX_AUDIO_SECONDS, Math.ceil(body.length / MIN_AUDIO_BYTES_PER_SECOND)) : 0
+      const worst =
+        path === PATHS.transcriptions
+          ? worstCaseAdjustedTokens(0, 0, maxCoefficient, this.deps.billing.params(), maxAudioSeconds)
+          : worstCaseAdjustedTokens(body.length + PROMPT_OVERHEAD_TOKENS, maxTokens, maxCoefficient, this.deps.billing.params())
       try {
         held.reservation = await this.deps.billing.reserve({ client, requestId, worstTokens: worst, deadlineMs: deadline })
       } catch (err) {
@@ -433,7 +449,8 @@ export class Proxy implements OpsSource {
         this.counts.retries++
         this.m.retries.inc()
       }
-      const result = await this.forward(cs, conn, path, body, { requestId, client, maxTokens, reservation: held.reservation, salt }, remaining, log, () => clientGone)
+      const contentType = path === PATHS.transcriptions ? String(headers['content-type'] ?? '') : 'application/json'
+      const result = await this.forward(cs, conn, path, body, { requestId, client, maxTokens, maxAudioSeconds, contentType, reservation: held.reservation, salt }, remaining, log, () => clientGone)
       if (result.kind === 'done') {
         this.finish(result.outcome)
         return
@@ -479,7 +496,7 @@ export class Proxy implements OpsSource {
     conn: WorkerConn,
     path: string,
     body: Buffer,
-    ctx: { requestId: string; client: string; maxTokens: number; reservation?: Reservation; salt: Buffer },
+    ctx: { requestId: string; client: string; maxTokens: number; maxAudioSeconds: number; contentType: string; reservation?: Reservation; salt: Buffer },
     remainingMs: number,
     log: Logger,
     clientGone: () => boolean,
@@ -495,10 +512,11 @@ export class Proxy implements OpsSource {
         ws = conn.session.request({
           ':method': 'POST',
           ':path': path,
-          'content-type': 'application/json',
+          'content-type': ctx.contentType,
           [HEADERS.requestId]: ctx.requestId,
           [HEADERS.coefficient]: String(conn.info.coefficient),
           [HEADERS.maxTokens]: String(ctx.maxTokens),
+          ...(ctx.maxAudioSeconds > 0 ? { [HEADERS.maxAudioSeconds]: String(ctx.maxAudioSeconds) } : {}),
           [HEADERS.timeoutMs]: String(Math.floor(remainingMs * HOP_TIMEOUT_FACTOR)),
           [HEADERS.salt]: ctx.salt.toString('hex'),
           [HEADERS.price]: priceHeader(this.deps.billing.params()),
@@ -976,7 +994,7 @@ function respondRaw(stream: http2.ServerHttp2Stream, status: number, ct: string,
 function withCost(body: Buffer, u: UsageRecord, cost: UsageCost): Buffer {
   try {
     const j = JSON.parse(body.toString('utf8')) as Record<string, unknown>
-    j.usage = openaiUsage(u, cost)
+    j.usage = openaiUsage(u, cost, u.answer.object)
     return Buffer.from(JSON.stringify(j))
   } catch {
     return body

@@ -1,20 +1,21 @@
 // The worker node: dials its proxies over attested TLS, serves HTTP/2 to them on those sockets, and runs the model.
 import http2 from 'node:http2'
 import { Counter, Gauge } from 'prom-client'
-import type { InferenceBackend, InferenceKind, Usage } from '../inference/index.ts'
+import type { Capability, InferenceBackend, InferenceKind, TranscriptionResult, Usage } from '../inference/index.ts'
+import { DEFAULT_CAPABILITIES, probeAudio, vectorToBase64 } from '../inference/index.ts'
 import { type VerifiedPeer, type IdentitySource, identityStats } from '../tee/index.ts'
 import type { Logger } from '../core/log.ts'
 import { createRegistry, type OpsSource } from '../core/ops.ts'
 import type { PeerVerifier } from '../net/attested.ts'
 import { maintainProxyLink, revalidateLinks, type ProxyLink as BaseLink } from '../net/proxy-link.ts'
-import { errorResponse, isExpectedError, RequestTimeoutError, TooManyRequestsError } from '../net/errors.ts'
-import { readBody, parseJsonObject } from '../net/body.ts'
+import { errorResponse, InvalidRequestError, isExpectedError, RequestTimeoutError, TooManyRequestsError } from '../net/errors.ts'
+import { readBody, parseJsonObject, parseMultipart } from '../net/body.ts'
 import { H2_OPTIONS, tuneSession } from '../net/h2.ts'
-import { HEADERS, MAX_BODY_BYTES, PATHS, PROTOCOL_VERSION, usageSigningPayload, type UsageRecord, type WorkerInfo, type WorkerStatement, type WorkerStatementReply, STATEMENT_RECEIPTS_MAX } from '../net/protocol.ts'
+import { CAPABILITY_PATHS, HEADERS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, PATHS, PROTOCOL_VERSION, usageSigningPayload, type UsageRecord, type WorkerInfo, type WorkerStatement, type WorkerStatementReply, STATEMENT_RECEIPTS_MAX } from '../net/protocol.ts'
 import type { PartyLedger } from '../payments/party-ledger.ts'
 import { checkVoucher, InvalidVoucherError } from '../ton/contracts/index.ts'
-import { validateRequest } from '../net/validate.ts'
-import { AnswerAggregator, answerIds, answerText, chunkText } from '../net/openai.ts'
+import { validateEmbeddingRequest, validateRequest, validateTranscriptionForm, type TranscriptionFormat } from '../net/validate.ts'
+import { AnswerAggregator, answerIds, answerText, chunkText, EMBEDDING_OBJECT, TRANSCRIPTION_OBJECT } from '../net/openai.ts'
 import { verifyReceiptProof } from '../payments/receipts/proof.ts'
 import { Cell } from '@ton/core'
 import { newSalt, parsePriceHeader, parseSalt, receiptFields, signReceipt, type SamplingParams } from '../payments/receipts/receipt.ts'
@@ -103,11 +104,16 @@ export class Worker implements OpsSource {
     this.h2.on('stream', (stream, headers) => this.onStream(stream, headers))
   }
 
+  /** What this worker's model serves. */
+  capabilities(): readonly Capability[] {
+    return this.deps.backend.model.capabilities ?? DEFAULT_CAPABILITIES
+  }
+
   info(): WorkerInfo {
     const m = this.deps.backend.model
     return {
       protocol: PROTOCOL_VERSION,
-      model: { id: m.id, hash: m.hash },
+      model: { id: m.id, hash: m.hash, endpoints: this.capabilities().map((c) => CAPABILITY_PATHS[c]) },
       coefficient: this.o.coefficient,
       maxActiveRequests: this.o.maxActiveRequests,
       maxTokensCap: this.o.maxTokensCap,
@@ -174,6 +180,14 @@ export class Worker implements OpsSource {
       ac?.abort(new Error('cancelled by the proxy'))
       stream.resume()
       respondJson(stream, 200, { cancelled: ac !== undefined })
+      return
+    }
+    if (method === 'POST' && (path === PATHS.embeddings || path === PATHS.transcriptions)) {
+      this.serveUnary(stream, headers, path === PATHS.embeddings ? 'embeddings' : 'transcriptions').catch((err) => {
+        this.deps.log.error('request handler failed', { error: err })
+        if (!stream.headersSent && !stream.destroyed) respondError(stream, err)
+        else stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR)
+      })
       return
     }
     if (method === 'POST' && (path === PATHS.chat || path === PATHS.completions)) {
@@ -315,6 +329,110 @@ export class Worker implements OpsSource {
       this.m.requests.inc({ outcome: 'failed' })
       if (!isExpectedError(err)) log.error('request failed', { error: err })
       if (!stream.destroyed) respondError(stream, err)
+    } finally {
+      this.running.delete(requestId)
+      this.active--
+      this.m.active.set(this.active)
+    }
+  }
+
+  /**
+   * Embeddings and transcriptions: one whole answer, no stream. Billed like any answer, by the
+   * signed usage trailer: prompt tokens for embeddings, audio seconds (rounded up) for
+   * transcriptions. A request stopped before its answer is ready produces nothing and is not billed.
+   */
+  private async serveUnary(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, cap: 'embeddings' | 'transcriptions'): Promise<void> {
+    const requestId = String(headers[HEADERS.requestId] ?? crypto.randomUUID())
+    const log = this.deps.log.child({ requestId })
+    const backend = this.deps.backend
+    this.counts.requests++
+    if (!this.capabilities().includes(cap) || (cap === 'embeddings' ? !backend.embed : !backend.transcribe)) {
+      this.counts.rejected++
+      stream.resume()
+      return respondError(stream, new InvalidRequestError(`model '${backend.model.id}' does not serve ${CAPABILITY_PATHS[cap]}`, 'model'))
+    }
+    if (this.active >= this.o.maxActiveRequests) {
+      this.counts.rejected++
+      this.m.requests.inc({ outcome: 'rejected' })
+      stream.resume()
+      return respondError(stream, new TooManyRequestsError(`worker is at its limit of ${this.o.maxActiveRequests} active requests`), 503)
+    }
+    this.active++
+    this.m.active.set(this.active)
+    const ac = new AbortController()
+    this.running.set(requestId, ac)
+    let finished = false
+    stream.once('close', () => {
+      if (!finished) ac.abort(new Error('stream reset by the proxy'))
+    })
+    const timeoutMs = Number(headers[HEADERS.timeoutMs])
+    const timeoutSignal = Number.isFinite(timeoutMs) && timeoutMs > 0 ? AbortSignal.timeout(Math.max(1, Math.floor(timeoutMs))) : undefined
+    const signal = AbortSignal.any([ac.signal, ...(timeoutSignal ? [timeoutSignal] : [])])
+    const created = Math.floor(Date.now() / 1000)
+    const startedAtMs = Date.now()
+    const model = backend.model.id
+    // The client node's salt keys the receipt's hashes, as for chat.
+    const salt = parseSalt(headers[HEADERS.salt]) ?? newSalt()
+    let raw: Buffer = Buffer.alloc(0)
+    let sampling: SamplingParams = { temperature: null, top_p: null, seed: null, max_tokens: null, stop: null }
+    try {
+      let answer: { contentType: string; text: string }
+      let usage: Usage
+      let id: string
+      let object: string
+      if (cap === 'embeddings') {
+        raw = await readBody(stream, MAX_BODY_BYTES)
+        const body = parseJsonObject(raw)
+        const { req, encoding } = validateEmbeddingRequest(body, requestId, { modelId: model })
+        const r = await backend.embed!(req, { signal })
+        usage = { promptTokens: r.promptTokens, cachedTokens: 0, completionTokens: 0, reasoningTokens: 0 }
+        id = `emb-${requestId}`
+        object = EMBEDDING_OBJECT
+        const data = r.vectors.map((v, index) => ({ object: 'embedding', index, embedding: encoding === 'base64' ? vectorToBase64(v) : v }))
+        answer = { contentType: 'application/json', text: JSON.stringify({ object: 'list', data, model, usage: { prompt_tokens: usage.promptTokens, total_tokens: usage.promptTokens } }) }
+      } else {
+        raw = await readBody(stream, MAX_AUDIO_BODY_BYTES)
+        const form = await parseMultipart(raw, headers['content-type'])
+        const f = validateTranscriptionForm(form, { modelId: model })
+        sampling = { ...sampling, temperature: f.temperature ?? null }
+        const audio = new Uint8Array(await f.file.arrayBuffer())
+        const probe = await probeAudio(audio, signal)
+        const seconds = Math.max(1, Math.ceil(probe.durationSec))
+        // The proxy reserved funds for at most this much audio.
+        const reserved = Number(headers[HEADERS.maxAudioSeconds])
+        const maxSeconds = Number.isSafeInteger(reserved) && reserved > 0 ? Math.min(reserved, MAX_AUDIO_SECONDS) : MAX_AUDIO_SECONDS
+        if (seconds > maxSeconds) throw new InvalidRequestError(`the audio is ${seconds} s long; at most ${maxSeconds} s are accepted for a file of this size`, 'file')
+        const r = await backend.transcribe!(
+          { model, audio, filename: f.file.name || `audio.${probe.format}`, format: probe.format, durationSec: probe.durationSec, language: f.language, prompt: f.prompt, temperature: f.temperature, requestId },
+          { signal },
+        )
+        usage = { promptTokens: 0, cachedTokens: 0, completionTokens: 0, reasoningTokens: 0, audioSeconds: seconds }
+        id = `tr-${requestId}`
+        object = TRANSCRIPTION_OBJECT
+        answer = transcriptionAnswer(r, f.responseFormat, probe.durationSec, seconds, f.temperature ?? 0)
+      }
+      if (signal.aborted) throw signal.reason ?? new Error('aborted')
+      this.meter(usage)
+      const record: UsageRecord = { requestId, answer: { id, object, model, created }, ...usage, finishReason: 'stop' }
+      const trailers = await this.usageTrailers(record, { stream, salt, raw, text: answerText(answer.text), sampling, model, startedAtMs, finishReason: 'stop', prices: headers[HEADERS.price] })
+      finished = true
+      respondRaw(stream, 200, answer.contentType, answer.text, trailers)
+      this.counts.succeeded++
+      this.m.requests.inc({ outcome: 'succeeded' })
+    } catch (err) {
+      finished = true
+      if (ac.signal.aborted) {
+        this.counts.cancelled++
+        this.m.requests.inc({ outcome: 'cancelled' })
+        log.info('request cancelled by the proxy before its answer was ready; nothing to bill')
+        if (!stream.destroyed) respondError(stream, new InvalidRequestError('the request was cancelled'), 499)
+        return
+      }
+      this.counts.failed++
+      this.m.requests.inc({ outcome: 'failed' })
+      const e = timeoutSignal?.aborted ? new RequestTimeoutError(timeoutMs) : err
+      if (!isExpectedError(e)) log.error('request failed', { error: e })
+      if (!stream.destroyed) respondError(stream, e)
     } finally {
       this.running.delete(requestId)
       this.active--
@@ -565,6 +683,45 @@ function respondJson(stream: http2.ServerHttp2Stream, status: number, body: unkn
   stream.respond({ ':status': status, 'content-type': 'application/json' }, trailers ? { waitForTrailers: true } : undefined)
   if (trailers) stream.once('wantTrailers', () => stream.sendTrailers(trailers))
   stream.end(text)
+}
+
+function respondRaw(stream: http2.ServerHttp2Stream, status: number, contentType: string, text: string, trailers: http2.OutgoingHttpHeaders): void {
+  if (stream.destroyed || stream.closed || stream.headersSent) return
+  stream.respond({ ':status': status, 'content-type': contentType }, { waitForTrailers: true })
+  stream.once('wantTrailers', () => stream.sendTrailers(trailers))
+  stream.end(text)
+}
+
+const languageNames = new Intl.DisplayNames(['en'], { type: 'language' })
+
+/** The transcription in the app's response_format, as OpenAI shapes it (the proxy adds the cost to `usage`). */
+function transcriptionAnswer(r: TranscriptionResult, format: TranscriptionFormat, durationSec: number, seconds: number, temperature: number): { contentType: string; text: string } {
+  const usage = { type: 'duration', seconds }
+  if (format === 'text') return { contentType: 'text/plain; charset=utf-8', text: r.text + '\n' }
+  if (format === 'json') return { contentType: 'application/json', text: JSON.stringify({ text: r.text, usage }) }
+  let language = r.language
+  try {
+    language = (languageNames.of(r.language) ?? r.language).toLowerCase()
+  } catch {
+    // not a code Intl knows: keep it as given
+  }
+  const segments = r.segments.map((s) => ({
+    id: s.id,
+    seek: 0,
+    start: round3(s.start),
+    end: round3(s.end),
+    text: s.text.startsWith(' ') ? s.text : ' ' + s.text,
+    tokens: [] as number[],
+    temperature,
+    avg_logprob: 0,
+    compression_ratio: 0,
+    no_speech_prob: 0,
+  }))
+  return { contentType: 'application/json', text: JSON.stringify({ task: 'transcribe', language, duration: round3(durationSec), text: r.text, segments, usage }) }
+}
+
+function round3(x: number): number {
+  return Math.round(x * 1000) / 1000
 }
 
 function respondError(stream: http2.ServerHttp2Stream, err: unknown, status?: number): void {

@@ -30,7 +30,7 @@ describe('root contract', () => {
 
   it('lets the owner set parameters, bumping version and paramsVersion', async () => {
     const { root, rootOwner } = await deployedRoot()
-    const next = { ...PARAMS, pricePerTokenNano: 3_000n, workerFeePerTokenNano: 2_000n, clientCloseDelaySec: 3600, paramsVersion: 77 }
+    const next = { ...PARAMS, pricePerTokenNano: 3_000n, workerFeePerTokenNano: 2_000n, clientCloseDelaySec: 3600, audioSecondMult: 2_500_000, paramsVersion: 77 }
     const r = await root.sendSetParams(rootOwner.getSender(), { value: GAS, params: next, queryId: 5n })
     expectTx(r.transactions, { from: rootOwner.address, to: root.address, op: Op.rootSetParams, success: true })
     expectTx(r.transactions, { from: root.address, to: rootOwner.address, op: Op.excesses })

@@ -58,7 +58,7 @@ const currentPid = (name: string) => (JSON.parse(fs.readFileSync(path.join(dir, 
 
 before(async () => {
   dir = tmpDir('payments')
-  devnet = cocoon(['devnet', '--workers', '2', '--dir', dir, '--port-offset', String(randomPortOffset())])
+  devnet = cocoon(['devnet', '--workers', '2', '--no-speech', '--dir', dir, '--port-offset', String(randomPortOffset())])
   const m = await devnet.waitForOutput(/OpenAI base URL:\s+(\S+)/, 180_000)
   state = JSON.parse(fs.readFileSync(path.join(dir, 'devnet.json'), 'utf8'))
   openai = new OpenAI({ baseURL: m[1], apiKey: 'unused', maxRetries: 0 })

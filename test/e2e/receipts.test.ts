@@ -36,7 +36,7 @@ const currentPid = (name: string) => (JSON.parse(fs.readFileSync(path.join(dir, 
 
 before(async () => {
   dir = tmpDir('receipts')
-  devnet = cocoon(['devnet', '--workers', '1', '--dir', dir, '--port-offset', String(randomPortOffset())])
+  devnet = cocoon(['devnet', '--workers', '1', '--no-speech', '--dir', dir, '--port-offset', String(randomPortOffset())])
   const m = await devnet.waitForOutput(/OpenAI base URL:\s+(\S+)/, 180_000)
   state = JSON.parse(fs.readFileSync(path.join(dir, 'devnet.json'), 'utf8'))
   base = m[1].replace(/\/v1$/, '')

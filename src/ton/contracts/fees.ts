@@ -52,6 +52,7 @@ export const FEE_REPORT_PARAMS: Params = {
   cachedMult: 1_000,
   completionMult: 20_000,
   reasoningMult: 20_000,
+  audioSecondMult: 1_000_000,
   proxyCloseDelaySec: 600,
   clientCloseDelaySec: 300,
   minProxyStakeNano: 10n * ONE_TON_NANO,

@@ -227,6 +227,7 @@ export class RootContract implements Contract {
       cachedMult: stack.readNumber(),
       completionMult: stack.readNumber(),
       reasoningMult: stack.readNumber(),
+      audioSecondMult: stack.readNumber(),
       proxyCloseDelaySec: stack.readNumber(),
       clientCloseDelaySec: stack.readNumber(),
       minProxyStakeNano: stack.readBigNumber(),

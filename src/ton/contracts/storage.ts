@@ -26,6 +26,8 @@ export interface Params {
   cachedMult: number
   completionMult: number
   reasoningMult: number
+  /** Adjusted tokens per second of transcribed audio, 10000 = one token per second. */
+  audioSecondMult: number
   proxyCloseDelaySec: number
   clientCloseDelaySec: number
   minProxyStakeNano: bigint
@@ -41,6 +43,7 @@ export function storeParams(p: Params) {
       .storeUint(p.cachedMult, 32)
       .storeUint(p.completionMult, 32)
       .storeUint(p.reasoningMult, 32)
+      .storeUint(p.audioSecondMult, 32)
       .storeUint(p.proxyCloseDelaySec, 32)
       .storeUint(p.clientCloseDelaySec, 32)
       .storeCoins(p.minProxyStakeNano)
@@ -61,6 +64,7 @@ export function loadParams(s: Slice): Params {
     cachedMult: s.loadUint(32),
     completionMult: s.loadUint(32),
     reasoningMult: s.loadUint(32),
+    audioSecondMult: s.loadUint(32),
     proxyCloseDelaySec: s.loadUint(32),
     clientCloseDelaySec: s.loadUint(32),
     minProxyStakeNano: s.loadCoins(),
