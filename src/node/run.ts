@@ -103,6 +103,15 @@ async function openChain(c: ChainConfig, dataDir: string, log: Logger): Promise<
   return { chain, root, watcher, wallet, walletSeed: key.secretKey.subarray(0, 32) }
 }
 
+/** Reads a proxy contract's committed receipt root and the payment key it was deployed for (what clients and workers check proofs against). */
+function receiptsRootOn(chain: Chain): (proxyContract: string) => Promise<{ seqno: number; root: string; count: number; paymentKey: string }> {
+  return async (addr) => {
+    const p = chain.open(ProxyContract.createFromAddress(Address.parse(addr)))
+    const [r, id] = await Promise.all([p.getReceiptsRoot(), p.getIdentity()])
+    return { seqno: Number(r.seqno), root: r.root.toString('hex'), count: Number(r.count), paymentKey: id.publicKey.toString('hex') }
+  }
+}
+
 /** Builds and starts the node described by `cfg`. */
 export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNode> {
   const base = parsePolicy(cfg.policy, 'policy')
@@ -153,17 +162,20 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       log,
       ledger,
       receipts,
-      receiptsRoot: cc
-        ? async (addr) => {
-            const p = cc.chain.open(ProxyContract.createFromAddress(Address.parse(addr)))
-            const [r, id] = await Promise.all([p.getReceiptsRoot(), p.getIdentity()])
-            return { seqno: Number(r.seqno), root: r.root.toString('hex'), count: Number(r.count), paymentKey: id.publicKey.toString('hex') }
-          }
-        : undefined,
+      receiptsRoot: cc ? receiptsRootOn(cc.chain) : undefined,
       routes: (req, res) => consoleRoutes!(req, res),
       apps: {
         admit: (authorization, model) => apps.authorize(authorization, model, cfg.apiKeys)?.id ?? null,
         answered: (r) => apps.record(r),
+        mayRead: (authorization) => {
+          if (!cfg.apiKeys) return
+          try {
+            apps.authorize(authorization, '', true)
+          } catch (err) {
+            // Any valid key may read receipts; a model list or a spent quota limits asking, not reading.
+            if ((err as Error).name === 'InvalidApiKeyError') throw err
+          }
+        },
       },
       onProxy: account
         ? async (peer, proxyId) => {
@@ -370,7 +382,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
   const payouts = cc ? new WorkerPayouts({ chain: cc.chain, wallet: cc.wallet, root: cc.root, rootState: () => cc.watcher.state, ledger, log }, cfg.chain!.payoutThresholdNano) : undefined
   const worker = createWorker(
     { ...cfg, payoutAddress: cc?.wallet.address.toRawString() },
-    { backend, identity, verify, log, ledger, imageHash: () => own.imageHash, onVoucher: payouts ? (proxyId) => payouts.onVoucher(proxyId) : undefined, payoutContract: payouts ? (proxyId) => payouts.contractAddress(proxyId) : undefined },
+    { backend, identity, verify, log, ledger, imageHash: () => own.imageHash, receiptsRoot: cc ? receiptsRootOn(cc.chain) : undefined, onVoucher: payouts ? (proxyId) => payouts.onVoucher(proxyId) : undefined, payoutContract: payouts ? (proxyId) => payouts.contractAddress(proxyId) : undefined },
   )
   if (cc) worker.chainReachability = () => cc.watcher.reachability
   trust.onUpdate((p) => worker.revalidate((peer) => refusalUnder(p, peer)))
