@@ -2,14 +2,14 @@
 // allowed models) and the history of answered requests, for the dashboard and for each key's usage.
 import crypto from 'node:crypto'
 import fs from 'node:fs'
-import path from 'node:path'
-import Database from 'better-sqlite3'
+import type Database from 'better-sqlite3'
+import { openSqlite } from '../core/sqlite.ts'
+import { ONE_TON_NANO } from '../ton/contracts/index.ts'
 
 /** How an API key looks: a fixed prefix, then 32 random bytes in base64url. */
 export const API_KEY_PREFIX = 'sk-cocoon-'
 /** Requests kept in the history (oldest dropped first). */
 export const REQUEST_HISTORY_MAX = 10_000
-const ONE_TON_NANO = 1_000_000_000n
 
 export type LimitPeriod = 'day' | 'month'
 
@@ -117,10 +117,7 @@ export class AppAccounts {
     readonly file: string,
     private readonly now: () => number = Date.now,
   ) {
-    fs.mkdirSync(path.dirname(file), { recursive: true })
-    this.db = new Database(file)
-    this.db.pragma('journal_mode = WAL')
-    this.db.pragma('synchronous = NORMAL')
+    this.db = openSqlite(file, 'NORMAL')
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS api_keys (
         id TEXT PRIMARY KEY, name TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, prefix TEXT NOT NULL,

@@ -8,11 +8,10 @@ import type { ClientAccount } from '../payments/client-account.ts'
 import type { PartyLedger } from '../payments/party-ledger.ts'
 import { heldReceiptJson, type ReceiptStore } from '../payments/receipts/store.ts'
 import { devnetBaseUrl, devnetFaucet, tonConnectTransaction, TONCENTER_MAINNET_ENDPOINT, TONCENTER_TESTNET_ENDPOINT, type NodeWallet } from '../ton/chain-client/index.ts'
-import type { RootState } from '../ton/contracts/index.ts'
+import { ONE_TON_NANO, type RootState } from '../ton/contracts/index.ts'
 import { handleAdmin, hasAdminToken, MinInterval, type AdminRoute } from './admin.ts'
 import { serveDashboard } from './dashboard.ts'
 
-const ONE_TON_NANO = 1_000_000_000n
 /** Largest dashboard POST body. */
 const MAX_ADMIN_BODY_BYTES = 16 * 1024
 /** The largest top-up one click may ask the devnet faucet for. */

@@ -30,7 +30,7 @@ before(async () => {
   await buildDashboard()
   fs.mkdirSync(ARTIFACTS, { recursive: true })
   dir = tmpDir('dashboard')
-  devnet = cocoon(['devnet', '--workers', '1', '--dir', dir, '--port-offset', String(randomPortOffset())])
+  devnet = cocoon(['devnet', '--workers', '1', '--no-speech', '--dir', dir, '--port-offset', String(randomPortOffset())])
   const m = await devnet.waitForOutput(/OpenAI base URL:\s+(\S+)\n\s+dashboard:\s+(\S+)/, 180_000)
   state = JSON.parse(fs.readFileSync(path.join(dir, 'devnet.json'), 'utf8'))
   client = `http://127.0.0.1:${state.ports.client}`

@@ -134,7 +134,9 @@ function sdkFor(base: string, body: any, key: string): string {
 export const playground: Page = async (main) => {
   const models = await getJson('/v1/models').catch(() => ({ data: [] }))
   const node = await getJson('/api/node')
-  const model = h('select', { name: 'model', 'aria-label': 'Model' }, (models.data ?? []).map((m: any) => h('option', { value: m.id }, m.id)))
+  // The playground chats: only models served at /v1/chat/completions (not, say, a speech model).
+  const chatModels = (models.data ?? []).filter((m: any) => !Array.isArray(m.endpoints) || m.endpoints.includes('/v1/chat/completions'))
+  const model = h('select', { name: 'model', 'aria-label': 'Model' }, chatModels.map((m: any) => h('option', { value: m.id }, m.id)))
   const maxTokens = h('input', { type: 'number', min: 1, max: 4096, value: 64, name: 'max_tokens' })
   const temperature = h('input', { type: 'number', min: 0, max: 2, step: 0.1, value: 0.7, name: 'temperature' })
   const key = h('input', { type: 'password', name: 'api_key', placeholder: node.keysRequired ? 'required on this node' : 'optional', autocomplete: 'off' })
