@@ -29,6 +29,24 @@ function changedSince(dir, since) {
   return false
 }
 
+// COCOON_CPU_PROF=DIR: a CPU profile of this process in DIR/<command>-<pid>.cpuprofile when it exits (NODE_OPTIONS
+// may not carry --cpu-prof, and this also reaches the nodes a devnet or the bench starts).
+if (process.env.COCOON_CPU_PROF) {
+  const { Session } = await import('node:inspector')
+  const session = new Session()
+  session.connect()
+  session.post('Profiler.enable')
+  session.post('Profiler.start')
+  process.on('exit', () => {
+    // An in-thread inspector session answers synchronously, so this runs to the end inside the exit handler.
+    session.post('Profiler.stop', (err, r) => {
+      if (err) return
+      fs.mkdirSync(process.env.COCOON_CPU_PROF, { recursive: true })
+      fs.writeFileSync(path.join(process.env.COCOON_CPU_PROF, `${process.argv[2] ?? 'cocoon'}-${process.pid}.cpuprofile`), JSON.stringify(r.profile))
+    })
+  })
+}
+
 const built = process.env.COCOON_FROM_SOURCE === '1' ? undefined : buildTime()
 let entry
 if (built !== undefined && !changedSince(path.join(ROOT, 'src'), built)) {

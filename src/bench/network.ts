@@ -66,7 +66,7 @@ export async function startBenchNetwork(o: BenchNetworkOptions): Promise<BenchNe
   }
   try {
     o.say(`starting cocoon devnet (port offset ${offset}; logs in ${logDir})`)
-    const devnetArgs = ['devnet', '--workers', '1', '--threads', '1', '--dir', o.dir, '--port-offset', String(offset)]
+    const devnetArgs = ['devnet', '--workers', '1', '--threads', '1', '--no-speech', '--dir', o.dir, '--port-offset', String(offset)]
     if (o.model) devnetArgs.push('--model', o.model)
     if (o.noChain) devnetArgs.push('--no-chain')
     const devnet = spawnCocoon('devnet', devnetArgs, path.join(logDir, 'devnet-stdout.log'))

@@ -6,20 +6,24 @@ import readline from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { simulatedImageHash } from '../tee/index.ts'
-import { resolveModel } from '../inference/index.ts'
+import { DEFAULT_POCKETSPHINX_MODEL_DIR, hashModelDir, pocketSphinxAvailable, resolveModel } from '../inference/index.ts'
 import { ConfigError } from '../node/config.ts'
 import { sleep } from '../core/time.ts'
 import { portIsFree } from '../core/ports.ts'
 import { SUPERVISED_ENV } from '../core/supervised.ts'
-import { devnetPortOffsetProblem, devnetPorts, devnetPortsByRole, type DevnetState } from '../node/devnet.ts'
-import { createChain, NodeWallet, devnetFaucet, loadOrCreateWalletKey, deployRoot, DEVNET_PARAMS, RootGovernance } from '../ton/chain-client/index.ts'
+import { devnetPortOffsetProblem, devnetPorts, devnetPortsByRole, type DevnetProxyPorts, type DevnetState } from '../node/devnet.ts'
+import { createChain, NodeWallet, devnetFaucet, loadOrCreateWalletKey, deployRoot, DEVNET_PARAMS, ProxyRegistry } from '../ton/chain-client/index.ts'
 import { ONE_TON_NANO } from '../ton/contracts/index.ts'
 import { ADMIN_TOKEN_FILE, dashboardUrl } from '../node/admin.ts'
 import { buildDashboardIfMissing } from '../dashboard/build.ts'
 
 export const DEFAULT_DEVNET_MODEL = 'hf:ggml-org/tiny-llamas/stories260K.gguf'
+/** The devnet's speech model id, served at /v1/audio/transcriptions. */
+export const DEVNET_SPEECH_MODEL_ID = 'pocketsphinx-en-us'
 export const READY_TIMEOUT_MS = 120_000
 export const STOP_GRACE_MS = 5_000
+/** One readiness poll (chain /healthz, proxy /jsonstats, client /healthz and /v1/models). */
+const POLL_TIMEOUT_MS = 10_000
 /** A child that keeps dying is given up on after this many restarts in RESTART_WINDOW_MS. */
 export const MAX_RESTARTS = 5
 export const RESTART_WINDOW_MS = 60_000
@@ -59,29 +63,37 @@ function signalChild(p: ChildProcess, signal: NodeJS.Signals): void {
 /** `cocoon devnet`'s flags (the README and the usage text are checked against these). */
 export const DEVNET_OPTIONS = {
   workers: { type: 'string', default: '1' },
+  proxies: { type: 'string', default: '1' },
   model: { type: 'string', default: DEFAULT_DEVNET_MODEL },
   dir: { type: 'string', default: '.cocoon/devnet' },
   'port-offset': { type: 'string', default: '0' },
   threads: { type: 'string', default: '1' },
   'no-chain': { type: 'boolean', default: false },
+  'no-speech': { type: 'boolean', default: false },
 } as const
 
 export async function runDevnet(args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: DEVNET_OPTIONS, strict: true })
   const workers = Number(values.workers)
   if (!Number.isInteger(workers) || workers < 1 || workers > 16) throw new ConfigError('--workers', 'must be an integer from 1 to 16')
+  const proxyCount = Number(values.proxies)
+  if (!Number.isInteger(proxyCount) || proxyCount < 1 || proxyCount > 8) throw new ConfigError('--proxies', 'must be an integer from 1 to 8')
   const offset = Number(values['port-offset'])
   if (!Number.isInteger(offset) || offset < 0 || offset > 50_000) throw new ConfigError('--port-offset', 'must be an integer from 0 to 50000')
   const threads = Number(values.threads)
   if (!Number.isInteger(threads) || threads < 1) throw new ConfigError('--threads', 'must be a positive integer')
   const withChain = !values['no-chain']
-  const offsetProblem = devnetPortOffsetProblem(offset, workers, withChain)
+  // A speech worker (transcriptions) joins when Debian's pocketsphinx and pocketsphinx-en-us are
+  // installed; it takes the worker slot after the others (ports, wallet, stats).
+  const withSpeech = !values['no-speech'] && pocketSphinxAvailable()
+  const workerNames = [...Array.from({ length: workers }, (_, i) => `worker-${i}`), ...(withSpeech ? ['worker-speech'] : [])]
+  const offsetProblem = devnetPortOffsetProblem(offset, workerNames.length, withChain, proxyCount)
   if (offsetProblem) throw new ConfigError('--port-offset', offsetProblem.replace(/^--port-offset /, ''))
   const dir = path.resolve(values.dir!)
   const logDir = path.join(dir, 'logs')
   fs.mkdirSync(logDir, { recursive: true })
   const say = (line: string) => process.stdout.write(`[devnet] ${line}\n`)
-  const ports = devnetPorts(offset, workers)
+  const ports = devnetPorts(offset, workerNames.length, proxyCount)
 
   const children: Child[] = []
   let shuttingDown = false
@@ -153,6 +165,13 @@ export async function runDevnet(args: string[]): Promise<void> {
   })
   if (shuttingDown) return new Promise<never>(() => {})
   say(`model ${model.id} (sha256 ${model.sha256.slice(0, 16)}…) at ${model.path}`)
+  let speech: DevnetState['speech'] = null
+  if (withSpeech) {
+    speech = { id: DEVNET_SPEECH_MODEL_ID, dir: DEFAULT_POCKETSPHINX_MODEL_DIR, sha256: await hashModelDir(DEFAULT_POCKETSPHINX_MODEL_DIR) }
+    say(`speech model ${speech.id} (sha256 ${speech.sha256.slice(0, 16)}…) at ${speech.dir}`)
+  } else if (!values['no-speech']) {
+    say('no speech worker: `sudo apt-get install pocketsphinx pocketsphinx-en-us sox` adds one for /v1/audio/transcriptions')
+  }
   const image = await simulatedImageHash('')
   // Without a chain the allow-lists come from here; with one, from the root contract the devnet deploys.
   const policy = { acceptKinds: ['simulated', 'none'], imageHashes: withChain ? {} : { proxy: [image], worker: [image], client: '*' } }
@@ -170,21 +189,23 @@ export async function runDevnet(args: string[]): Promise<void> {
     children.push(chainChild)
   }
   const writeConfigs = () => {
-    children.push({
-      name: 'proxy',
-      restarts: [],
-      stopped: false,
-      config: write('proxy', {
-        role: 'proxy',
-        dataDir: path.join(dir, 'proxy'),
-        ...chainCfg?.('proxy'),
-        tee: { kind: 'simulated' },
-        policy,
-        stats: `127.0.0.1:${ports.proxyStats}`,
-        workerListen: `127.0.0.1:${ports.proxyWorkers}`,
-        clientListen: `127.0.0.1:${ports.proxyClients}`,
-      }),
-    })
+    for (const pp of ports.proxies) {
+      children.push({
+        name: pp.name,
+        restarts: [],
+        stopped: false,
+        config: write(pp.name, {
+          role: 'proxy',
+          dataDir: path.join(dir, pp.name),
+          ...chainCfg?.('proxy'),
+          tee: { kind: 'simulated' },
+          policy,
+          stats: `127.0.0.1:${pp.stats}`,
+          workerListen: `127.0.0.1:${pp.workers}`,
+          clientListen: `127.0.0.1:${pp.clients}`,
+        }),
+      })
+    }
     for (let i = 0; i < workers; i++) {
       children.push({
         name: `worker-${i}`,
@@ -197,8 +218,25 @@ export async function runDevnet(args: string[]): Promise<void> {
           tee: { kind: 'simulated' },
           policy,
           stats: `127.0.0.1:${ports.workers[i]}`,
-          proxies: [`127.0.0.1:${ports.proxyWorkers}`],
+          proxies: ports.proxies.map((pp) => `127.0.0.1:${pp.workers}`),
           backend: { kind: 'llama', model: model.path, modelId: model.id, threads, parallel: 2 },
+        }),
+      })
+    }
+    if (speech) {
+      children.push({
+        name: 'worker-speech',
+        restarts: [],
+        stopped: false,
+        config: write('worker-speech', {
+          role: 'worker',
+          dataDir: path.join(dir, 'worker-speech'),
+          ...chainCfg?.('worker'),
+          tee: { kind: 'simulated' },
+          policy,
+          stats: `127.0.0.1:${ports.workers[workers]}`,
+          proxies: ports.proxies.map((pp) => `127.0.0.1:${pp.workers}`),
+          backend: { kind: 'pocketsphinx', model: speech.dir, modelId: speech.id, parallel: 1 },
         }),
       })
     }
@@ -213,21 +251,29 @@ export async function runDevnet(args: string[]): Promise<void> {
         tee: { kind: 'none' },
         policy,
         listen: `127.0.0.1:${ports.client}`,
-        proxies: [`127.0.0.1:${ports.proxyClients}`],
+        proxies: ports.proxies.map((pp) => `127.0.0.1:${pp.clients}`),
       }),
     })
   }
 
   const baseUrl = `http://127.0.0.1:${ports.client}/v1`
+  const childPorts = (name: string): Record<string, number> => {
+    if (name === 'chain') return { rpc: ports.chain }
+    if (name === 'client') return { api: ports.client }
+    const pp = ports.proxies.find((x) => x.name === name)
+    if (pp) return { stats: pp.stats, workers: pp.workers, clients: pp.clients }
+    return { stats: ports.workers[Number(name.split('-')[1])] }
+  }
   const writeState = () => {
     if (shuttingDown) return
     const state: DevnetState = {
       pid: process.pid,
       baseUrl,
       ports,
-      children: Object.fromEntries(children.map((c) => [c.name, { pid: c.proc?.pid ?? null, config: c.config, log: path.join(logDir, `${c.name}.log`) }])),
+      children: Object.fromEntries(children.map((c) => [c.name, { pid: c.proc?.pid ?? null, role: roleOf(c.name), ports: childPorts(c.name), config: c.config, log: path.join(logDir, `${c.name}.log`) }])),
       chain: withChain ? { url: `http://127.0.0.1:${ports.chain}`, endpoint: `http://127.0.0.1:${ports.chain}/api/v2/jsonRPC`, root: rootAddress ?? null, ownerKey: path.join(dir, 'owner.key') } : null,
       model: { id: model.id, path: model.path, sha256: model.sha256 },
+      speech,
     }
     fs.writeFileSync(stateFile + '.tmp', JSON.stringify(state, null, 2) + '\n')
     fs.renameSync(stateFile + '.tmp', stateFile)
@@ -287,7 +333,7 @@ export async function runDevnet(args: string[]): Promise<void> {
     launch(chainChild)
     writeState()
     say(`starting the devnet chain on port ${ports.chain}`)
-    const setup = await step(setUpChain({ dir, chainUrl: `http://127.0.0.1:${ports.chain}`, workers, image, modelHash: model.sha256, ports, say }))
+    const setup = await step(setUpChain({ dir, chainUrl: `http://127.0.0.1:${ports.chain}`, workers: workerNames, image, modelHashes: [model.sha256, ...(speech ? [speech.sha256] : [])], proxies: ports.proxies, say }))
     rootAddress = setup.root
     chainCfg = setup.chainSection
   }
@@ -295,19 +341,23 @@ export async function runDevnet(args: string[]): Promise<void> {
   writeConfigs()
   for (const c of children) if (c !== chainChild) launch(c)
   writeState()
-  say(`starting proxy, ${workers} worker(s) and client; logs in ${logDir}`)
+  say(`starting ${proxyCount === 1 ? 'proxy' : `${proxyCount} proxies`}, ${workerNames.length} worker(s) and client; logs in ${logDir}`)
 
   // Ready means what the banner promises: the client answers /healthz and lists the model, served by every worker.
   const deadline = Date.now() + READY_TIMEOUT_MS
   const isReady = async () => {
-    const connected = await fetchJson(`http://127.0.0.1:${ports.proxyStats}/jsonstats`)
-      .then((s) => (s as { workers: { connected: number } }).workers.connected >= workers)
-      .catch(() => false)
-    if (!connected) return false
+    const connected = await Promise.all(
+      ports.proxies.map((pp) =>
+        fetchJson(`http://127.0.0.1:${pp.stats}/jsonstats`)
+          .then((s) => (s as { workers: { connected: number } }).workers.connected >= workerNames.length)
+          .catch(() => false),
+      ),
+    )
+    if (!connected.every(Boolean)) return false
     const healthy = await fetchJson(`http://127.0.0.1:${ports.client}/healthz`).then((h) => (h as { ok: boolean }).ok).catch(() => false)
     if (!healthy) return false
     return fetchJson(`${baseUrl}/models`)
-      .then((m) => (m as { data: Array<{ id: string }> }).data.some((x) => x.id === model.id))
+      .then((m) => [model.id, ...(speech ? [speech.id] : [])].every((id) => (m as { data: Array<{ id: string }> }).data.some((x) => x.id === id)))
       .catch(() => false)
   }
   while (!(await step(isReady()))) {
@@ -324,7 +374,7 @@ export async function runDevnet(args: string[]): Promise<void> {
   const dashboards = `  dashboard:        ${dashboardUrl('127.0.0.1', ports.client, token)}\n                    proxy ${dashboardUrl('127.0.0.1', ports.proxyStats)}  worker ${ports.workers.map((p) => dashboardUrl('127.0.0.1', p)).join('  ')}\n                    (admin tokens: ${path.join(dir, '<node>', ADMIN_TOKEN_FILE)})\n`
   const curl = `curl ${baseUrl}/chat/completions -H 'content-type: application/json' -d '{"model":"${model.id}","messages":[{"role":"user","content":"Tell me a story"}],"max_tokens":64}'`
   process.stdout.write(
-    `\nCocoon devnet is ready.\n\n  OpenAI base URL:  ${baseUrl}\n${dashboards}  model:            ${model.id}\n${rootAddress ? `  chain:            http://127.0.0.1:${ports.chain}/api/v2/jsonRPC (root ${rootAddress})\n` : ''}  stats:            http://127.0.0.1:${ports.client}/jsonstats  http://127.0.0.1:${ports.proxyStats}/jsonstats\n\n  ${curl}\n\nPress Ctrl-C to stop.\n`,
+    `\nCocoon devnet is ready.\n\n  OpenAI base URL:  ${baseUrl}\n${dashboards}  model:            ${model.id}\n${speech ? `  speech model:     ${speech.id}\n` : ''}${rootAddress ? `  chain:            http://127.0.0.1:${ports.chain}/api/v2/jsonRPC (root ${rootAddress})\n` : ''}  stats:            http://127.0.0.1:${ports.client}/jsonstats  ${ports.proxies.map((pp) => `http://127.0.0.1:${pp.stats}/jsonstats`).join('  ')}\n\n  ${curl}\n\nPress Ctrl-C to stop.\n`,
   )
 }
 
@@ -337,7 +387,8 @@ function readToken(file: string): string | undefined {
 }
 
 async function fetchJson(url: string): Promise<unknown> {
-  const r = await fetch(url, { signal: AbortSignal.timeout(2_000) })
+  // Longer than the client's own readiness check (READINESS_TIMEOUT_MS), so a busy machine is slow, not "never ready".
+  const r = await fetch(url, { signal: AbortSignal.timeout(POLL_TIMEOUT_MS) })
   return r.json()
 }
 
@@ -352,10 +403,11 @@ const DEVNET_FUNDING = { owner: 100n * ONE_TON_NANO, proxy: 20n * ONE_TON_NANO, 
 async function setUpChain(o: {
   dir: string
   chainUrl: string
-  workers: number
+  /** Worker names: each has a wallet under <dir>/<name>/. */
+  workers: string[]
   image: string
-  modelHash: string
-  ports: { proxyWorkers: number; proxyClients: number }
+  modelHashes: string[]
+  proxies: DevnetProxyPorts[]
   say: (line: string) => void
 }): Promise<{ root: string; chainSection: (role: 'client' | 'proxy' | 'worker') => Record<string, unknown> }> {
   const deadline = Date.now() + READY_TIMEOUT_MS
@@ -372,17 +424,25 @@ async function setUpChain(o: {
     return w
   }
   // The faucet credits at once, so every wallet is funded side by side.
-  const [owner, proxyWallet] = await Promise.all([
+  const [owner, ...proxyWallets] = await Promise.all([
     fund(path.join(o.dir, 'owner.key'), DEVNET_FUNDING.owner),
-    fund(path.join(o.dir, 'proxy', 'wallet.key'), DEVNET_FUNDING.proxy),
-    ...Array.from({ length: o.workers }, (_, i) => fund(path.join(o.dir, `worker-${i}`, 'wallet.key'), DEVNET_FUNDING.worker)),
+    ...o.proxies.map((pp) => fund(path.join(o.dir, pp.name, 'wallet.key'), DEVNET_FUNDING.proxy)),
+    ...o.workers.map((name) => fund(path.join(o.dir, name, 'wallet.key'), DEVNET_FUNDING.worker)),
     fund(path.join(o.dir, 'client', 'wallet.key'), DEVNET_FUNDING.client),
   ])
-  const paymentKey = loadOrCreateWalletKey(path.join(o.dir, 'proxy', 'payment.key'))
-  const { address, state } = await deployRoot(chain, owner, { params: DEVNET_PARAMS, proxyImageHashes: [o.image], workerImageHashes: [o.image], modelHashes: [o.modelHash] })
-  if (!state.proxies.has(paymentKey.publicKey.toString('hex'))) {
-    await new RootGovernance(chain, owner, address).registerProxy(paymentKey.publicKey, { owner: proxyWallet.address, host: '127.0.0.1', workerPort: o.ports.proxyWorkers, clientPort: o.ports.proxyClients })
-  }
+  const { address, state } = await deployRoot(chain, owner, { params: DEVNET_PARAMS, proxyImageHashes: [o.image], workerImageHashes: [o.image], modelHashes: o.modelHashes })
+  // Each proxy registers itself from its own wallet, as any proxy with an allowed image and a stake may: no owner action.
+  await Promise.all(
+    o.proxies.map(async (pp, i) => {
+      const registry = new ProxyRegistry(chain, proxyWallets[i], loadOrCreateWalletKey(path.join(o.dir, pp.name, 'payment.key')), address)
+      const published = { host: '127.0.0.1', workerPort: pp.workers, clientPort: pp.clients }
+      const entry = state.proxies.get(registry.publicKeyHex)
+      if (!entry) await registry.register(published, { imageHash: o.image })
+      else if (entry.state === 'listed' && (entry.host !== published.host || entry.workerPort !== published.workerPort || entry.clientPort !== published.clientPort)) {
+        await registry.update(published)
+      }
+    }),
+  )
   o.say(`root ${address.toString()} deployed with this build's image hash and the model hash`)
   const common = { endpoint, root: address.toString(), policyRefreshSec: 2 }
   const perRole = {
@@ -391,4 +451,8 @@ async function setUpChain(o: {
     client: { depositNano: String(5n * ONE_TON_NANO), topUpBelowNano: String(ONE_TON_NANO), topUpNano: String(5n * ONE_TON_NANO) },
   }
   return { root: address.toString(), chainSection: (role) => ({ chain: { ...common, ...perRole[role] } }) }
+}
+
+function roleOf(name: string): 'chain' | 'proxy' | 'worker' | 'client' {
+  return name.split('-')[0] as 'chain' | 'proxy' | 'worker' | 'client'
 }

@@ -8,7 +8,7 @@ import { stopWithSupervisor } from '../core/supervised.ts'
 const USAGE = `cocoon — Confidential Compute Open Network (TypeScript)
 
 Usage:
-  cocoon devnet [--workers N] [--model SPEC] [--dir DIR] [--port-offset K] [--threads N] [--no-chain]
+  cocoon devnet [--workers N] [--proxies N] [--model SPEC] [--dir DIR] [--port-offset K] [--threads N] [--no-chain] [--no-speech]
                                     run a whole local network (chain, proxy, workers, client) and serve the OpenAI API
   cocoon client --config FILE       run a client node (OpenAI API on 127.0.0.1:10000)
   cocoon proxy  --config FILE       run a proxy node
@@ -23,9 +23,15 @@ Usage:
                                     claim the worker's payouts now
   cocoon proxy withdraw --config FILE [--amount TON]
                                     withdraw the proxy's margin to its owner wallet
+  cocoon proxy register --config FILE [--host HOST] [--worker-port N] [--client-port N] [--stake TON] [--image HEX]
+                                    register the proxy on the root (permissionless: allowed image + stake >= minProxyStake)
+  cocoon proxy update --config FILE [--host HOST] [--worker-port N] [--client-port N]
+                                    move the registered endpoint
+  cocoon proxy unregister --config FILE [--finish]
+                                    leave the registry; with --finish after the close delay, take the stake back
   cocoon chain  [--dir DIR] [--port 10090]
                                     run the embedded devnet TON chain
-  cocoon root show|deploy|set-params|allow-image|revoke-image|allow-model|revoke-model|register-proxy|unregister-proxy
+  cocoon root show|deploy|set-params|allow-image|revoke-image|allow-model|revoke-model|delist-proxy
                                     read or govern the root contract (cocoon root --help)
   cocoon wallet address|balance|faucet --key FILE
                                     a node wallet: address, balance, devnet faucet
@@ -57,6 +63,11 @@ export async function main(argv: string[]): Promise<void> {
       case 'client':
       case 'proxy':
       case 'worker':
+        if (cmd === 'proxy' && ['register', 'update', 'unregister'].includes(rest[0])) {
+          const { runProxyRegistry } = await import('./proxy-registry.ts')
+          process.exitCode = await runProxyRegistry(rest[0], rest.slice(1))
+          return
+        }
         if (cmd === 'client' && rest[0] === 'keys') {
           const { runKeys } = await import('./keys.ts')
           process.exitCode = await runKeys(rest.slice(1))
@@ -171,7 +182,9 @@ async function runRole(role: 'client' | 'proxy' | 'worker', args: string[]): Pro
   const log = createLogger({ role })
   // Loaded here, not at the top: the other commands (devnet, chain, root, ...) never need a node's whole stack.
   const { startNode } = await import('../node/run.ts')
-  const node = await startNode(cfg, log).catch((err: NodeJS.ErrnoException & { address?: string; port?: number }) => {
+  // The dashboard's Verify button runs the same checks as `cocoon receipt verify`.
+  const { verifyReceiptJson } = await import('./receipts.ts')
+  const node = await startNode(cfg, log, { verifyReceipt: (j, chain) => verifyReceiptJson(j as never, { chain }) }).catch((err: NodeJS.ErrnoException & { address?: string; port?: number }) => {
     if (err.code === 'EADDRINUSE') throw new PortInUseError(role, err.address ?? '127.0.0.1', err.port ?? 0)
     throw err
   })

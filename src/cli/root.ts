@@ -3,7 +3,7 @@
 import { parseArgs } from 'node:util'
 import { Address, fromNano, toNano } from '@ton/core'
 import { chainOptionsFromEnv, createChain, type Chain, deployRoot, DEVNET_PARAMS, hashList, normalizeHash, RootGovernance, loadWalletKey, NodeWallet } from '../ton/chain-client/index.ts'
-import type { HashKindName, RootState, Params } from '../ton/contracts/index.ts'
+import { isOffered, type HashKindName, type RootState, type Params } from '../ton/contracts/index.ts'
 
 export const ROOT_USAGE = `Usage: cocoon root COMMAND [options]
 
@@ -14,8 +14,9 @@ Commands:
   allow-image --role proxy|worker HASH   add an image hash to the proxy or worker allow-list
   revoke-image --role proxy|worker HASH  remove it
   allow-model HASH | revoke-model HASH   the same for model hashes
-  register-proxy --public-key HEX --owner ADDRESS --host HOST --worker-port N --client-port N
-  unregister-proxy --public-key HEX
+  delist-proxy --public-key HEX [--reason N]
+                                         delist a registered proxy (governance, recorded on chain;
+                                         proxies register themselves: cocoon proxy register)
 
 Options:
   --endpoint URL       toncenter v2 JSON-RPC endpoint, or mainnet|testnet|devnet (env COCOON_CHAIN_ENDPOINT)
@@ -26,8 +27,8 @@ Options:
   --json               machine-readable output
 
 Param flags (integers): --price-per-token-nano --worker-fee-per-token-nano --prompt-mult
-  --cached-mult --completion-mult --reasoning-mult (10000 = 1.0x) --proxy-close-delay-sec
-  --client-close-delay-sec --min-proxy-stake-nano --min-client-stake-nano
+  --cached-mult --completion-mult --reasoning-mult (10000 = 1.0x) --audio-second-mult (tokens per audio second, 10000 = 1)
+  --proxy-close-delay-sec --client-close-delay-sec --min-proxy-stake-nano --min-client-stake-nano
 
 Exit codes: 0 done, 1 the chain or the root refused (the contract's exit code is named), 2 usage.
 `
@@ -50,6 +51,7 @@ const PARAM_FLAGS: Record<string, keyof Omit<Params, 'paramsVersion'>> = {
   'cached-mult': 'cachedMult',
   'completion-mult': 'completionMult',
   'reasoning-mult': 'reasoningMult',
+  'audio-second-mult': 'audioSecondMult',
   'proxy-close-delay-sec': 'proxyCloseDelaySec',
   'client-close-delay-sec': 'clientCloseDelaySec',
   'min-proxy-stake-nano': 'minProxyStakeNano',
@@ -66,10 +68,7 @@ const OPTIONS = {
   json: { type: 'boolean' },
   role: { type: 'string' },
   'public-key': { type: 'string' },
-  owner: { type: 'string' },
-  host: { type: 'string' },
-  'worker-port': { type: 'string' },
-  'client-port': { type: 'string' },
+  reason: { type: 'string' },
   'unique-id': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   ...Object.fromEntries(Object.keys(PARAM_FLAGS).map((f) => [f, { type: 'string' }])),
@@ -157,7 +156,11 @@ function stateJson(address: Address, s: RootState): Record<string, unknown> {
     proxyImageHashes: s.proxyImageHashes,
     workerImageHashes: s.workerImageHashes,
     modelHashes: s.modelHashes,
-    proxies: [...s.proxies].map(([publicKey, p]) => ({ publicKey, owner: p.owner.toString(), host: p.host, workerPort: p.workerPort, clientPort: p.clientPort })),
+    proxies: [...s.proxies].map(([publicKey, p]) => ({
+      publicKey, owner: p.owner.toString(), host: p.host, workerPort: p.workerPort, clientPort: p.clientPort,
+      imageHash: p.imageHash, stakeNano: p.stakeNano.toString(), state: p.state, offered: isOffered(s, p), registeredAt: p.registeredAt, unlockAt: p.unlockAt,
+    })),
+    delisted: [...s.delisted].map(([publicKey, d]) => ({ publicKey, at: d.at, reason: d.reason })),
   }
 }
 
@@ -172,13 +175,19 @@ function stateText(address: Address, s: RootState): string {
     `  price per token       ${p.pricePerTokenNano} nanoTON\n` +
     `  worker fee per token  ${p.workerFeePerTokenNano} nanoTON\n` +
     `  multipliers           prompt ${ratio(p.promptMult)}, cached ${ratio(p.cachedMult)}, completion ${ratio(p.completionMult)}, reasoning ${ratio(p.reasoningMult)}\n` +
+    `  audio second          ${p.audioSecondMult / 10_000} adjusted tokens (${(p.pricePerTokenNano * BigInt(p.audioSecondMult)) / 10_000n} nanoTON)\n` +
     `  close delays          proxy ${p.proxyCloseDelaySec} s, client ${p.clientCloseDelaySec} s\n` +
     `  minimum stakes        proxy ${fromNano(p.minProxyStakeNano)} TON, client ${fromNano(p.minClientStakeNano)} TON\n` +
     list('proxy images', s.proxyImageHashes) +
     list('worker images', s.workerImageHashes) +
     list('models', s.modelHashes) +
     `proxies (${s.proxies.size})\n` +
-    [...s.proxies].map(([key, x]) => `  ${key}  ${x.host} clients :${x.clientPort} workers :${x.workerPort}  owner ${x.owner.toString()}\n`).join('')
+    [...s.proxies]
+      .map(([key, x]) =>
+        `  ${key}  ${x.host} clients :${x.clientPort} workers :${x.workerPort}  owner ${x.owner.toString()}\n` +
+        `    ${x.state}${isOffered(s, x) ? ' (offered)' : ' (not offered)'}, stake ${fromNano(x.stakeNano)} TON, image ${x.imageHash.slice(0, 16)}…${x.unlockAt ? `, stake unlocks at ${x.unlockAt}` : ''}\n`)
+      .join('') +
+    (s.delisted.size ? `delisted (${s.delisted.size})\n` + [...s.delisted].map(([key, d]) => `  ${key}  at ${d.at} reason ${d.reason}\n`).join('') : '')
   )
 }
 
@@ -254,7 +263,7 @@ function governance(ctx: Context): RootGovernance {
 }
 
 async function command(cmd: string, values: Values, positionals: string[], io: CliIo): Promise<void> {
-  const known = ['show', 'deploy', 'set-params', 'allow-image', 'revoke-image', 'allow-model', 'revoke-model', 'register-proxy', 'unregister-proxy']
+  const known = ['show', 'deploy', 'set-params', 'allow-image', 'revoke-image', 'allow-model', 'revoke-model', 'delist-proxy']
   if (!known.includes(cmd)) throw new UsageError(`unknown command ${JSON.stringify(cmd)}; expected one of ${known.join(', ')}`)
   const takesHash = ['allow-image', 'revoke-image', 'allow-model', 'revoke-model'].includes(cmd)
   if (positionals.length > (takesHash ? 1 : 0)) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[takesHash ? 1 : 0])}`)
@@ -309,22 +318,13 @@ async function command(cmd: string, values: Values, positionals: string[], io: C
       await done(gov, `${allow ? 'allowed' : 'revoked'} ${KIND_LABEL[kind]} ${hash}`)
       return
     }
-    case 'register-proxy': {
+    case 'delist-proxy': {
       const publicKey = parseHash(required(values, 'public-key', 'HEX'), 'proxy public key')
-      const owner = parseAddress(required(values, 'owner', 'ADDRESS'), 'owner')
-      const host = required(values, 'host', 'HOST')
-      const workerPort = Number(parseInteger(required(values, 'worker-port', 'N'), 'worker-port', 65535n))
-      const clientPort = Number(parseInteger(required(values, 'client-port', 'N'), 'client-port', 65535n))
+      const reasonText = str(values, 'reason')
+      const reason = reasonText === undefined ? 0 : Number(parseInteger(reasonText, 'reason', 0xffff_ffffn))
       const gov = governance(ctx)
-      await gov.registerProxy(publicKey, { owner, host, workerPort, clientPort })
-      await done(gov, `registered proxy ${publicKey.toString('hex')} at ${host}`)
-      return
-    }
-    case 'unregister-proxy': {
-      const publicKey = parseHash(required(values, 'public-key', 'HEX'), 'proxy public key')
-      const gov = governance(ctx)
-      await gov.unregisterProxy(publicKey)
-      await done(gov, `unregistered proxy ${publicKey.toString('hex')}`)
+      await gov.delistProxy(publicKey, reason)
+      await done(gov, `delisted proxy ${publicKey.toString('hex')} (reason ${reason})`)
       return
     }
   }

@@ -9,20 +9,20 @@ import { createRegistry, handleOps, type OpsSource } from '../core/ops.ts'
 import type { PeerVerifier } from '../net/attested.ts'
 import { maintainProxyLink, revalidateLinks, type ProxyLink as BaseLink } from '../net/proxy-link.ts'
 import { errorResponse, InvalidRequestError, isExpectedError, NoProxyAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
-import { parseJsonObject, readBody } from '../net/body.ts'
+import { parseJsonObject, parseMultipart, readBody } from '../net/body.ts'
 import { answerText, SseText } from '../net/openai.ts'
 import { decodeReceiptBoc, newSalt, receiptIdFromSalt, answerHash } from '../payments/receipts/receipt.ts'
 import { heldReceiptJson, type ReceiptStore, type HeldReceipt } from '../payments/receipts/store.ts'
 import { verifyReceiptProof } from '../payments/receipts/proof.ts'
 import { Cell } from '@ton/core'
 import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
-import { type ReceiptProofsReply, CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, INFERENCE_PATHS, MAX_BODY_BYTES, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION } from '../net/protocol.ts'
+import { type ReceiptProofsReply, CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_BODY_BYTES, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION } from '../net/protocol.ts'
 import { UsageTap, type AnswerUsage } from './usage-tap.ts'
 import type { RequestRecord } from './apps.ts'
 
 export const MODELS_TIMEOUT_MS = 10_000
 /** How long /healthz waits for a proxy's model list. */
-export const READINESS_TIMEOUT_MS = 2_000
+export const READINESS_TIMEOUT_MS = 5_000
 
 export type Readiness = {
   ok: boolean
@@ -74,6 +74,8 @@ export interface AppGate {
   /** The key id (null: anonymous); throws InvalidApiKeyError (401), ApiKeyQuotaError (429) or ModelNotAllowedError (403). */
   admit(authorization: string | undefined, model: string): string | null
   answered(r: Omit<RequestRecord, 'at'>): void
+  /** Whether this caller may read receipts (their salts let one check answers): throws InvalidApiKeyError when keys are required and it has none. */
+  mayRead?(authorization: string | undefined): void
 }
 
 interface ProxyLink extends BaseLink<http2.ClientHttp2Session> {
@@ -94,6 +96,8 @@ export function createClient(opts: ClientOptions, deps: ClientDeps): Client {
 }
 
 export class Client implements OpsSource {
+  /** Set by the node's start-up when it runs on a chain (see OpsSource). */
+  chainReachability?: OpsSource['chainReachability']
   readonly registry = createRegistry('client')
   private readonly links: ProxyLink[]
   private readonly stopping = new AbortController()
@@ -116,7 +120,13 @@ export class Client implements OpsSource {
   async start(): Promise<number> {
     if (this.deps.receipts) {
       this.receiptTimer = setInterval(() => {
-        for (const l of this.links) if (l.proxyId && l.state === 'connected') void this.syncReceipts(l.proxyId).catch((err) => this.deps.log.debug('receipt sync failed', { error: (err as Error).message }))
+        for (const l of this.links) {
+          if (!l.proxyId || l.state !== 'connected') continue
+          const id = l.proxyId
+          void this.syncReceipts(id)
+            .then(() => this.auditCharges(id))
+            .catch((err) => this.deps.log.debug('receipt sync failed', { error: (err as Error).message }))
+        }
       }, RECEIPT_SYNC_MS).unref()
     }
     this.o.proxies.forEach((p, i) => void this.connectLoop(p, this.links[i]))
@@ -221,30 +231,25 @@ export class Client implements OpsSource {
 
   private async forwardInference(req: http.IncomingMessage, res: http.ServerResponse, path: string): Promise<void> {
     this.counts.requests++
-    let body: Record<string, unknown>
+    let out: { payload: Buffer; contentType: string; model: string; stream: boolean; multipart: boolean; ctl: ReturnType<Client['controlFields']> }
     try {
       const len = req.headers['content-length'] ? Number(req.headers['content-length']) : undefined
-      body = parseJsonObject(await readBody(req, this.o.maxBodyBytes, len))
+      out = path === PATHS.transcriptions ? await this.multipartRequest(req, len) : this.jsonRequest(await readBody(req, this.o.maxBodyBytes, len))
     } catch (err) {
       this.finish('rejected')
       // Tell keep-alive clients we are not reading the rest of an oversized body.
       if ((err as Error).name === 'PayloadTooLargeError') res.setHeader('connection', 'close')
       throw err
     }
-    const ctl = this.controlFields(body)
-    for (const f of CLIENT_CONTROL_FIELDS) delete body[f]
-    if (typeof body.model !== 'string' || !body.model) {
-      this.finish('rejected')
-      throw new InvalidRequestError("'model' is required and must be a string", 'model')
-    }
+    const { payload, ctl, model } = out
+    const send = { ...ctl, contentType: out.contentType, model: out.multipart ? model : undefined }
     let keyId: string | null = null
     try {
-      keyId = this.deps.apps?.admit(req.headers.authorization, body.model) ?? null
+      keyId = this.deps.apps?.admit(req.headers.authorization, model) ?? null
     } catch (err) {
       this.finish('rejected')
       throw err
     }
-    const payload = Buffer.from(JSON.stringify(body))
     const timeoutMs = Math.round(ctl.timeoutSec * 1000)
     const log = this.deps.log.child({ requestId: ctl.requestId })
     const started = Date.now()
@@ -264,11 +269,11 @@ export class Client implements OpsSource {
       }
       const remaining = timeoutMs - (Date.now() - started)
       if (remaining <= 0) break
-      const r = await this.relay(link, res, path, payload, ctl, remaining, log, () => appGone)
+      const r = await this.relay(link, res, path, payload, send, remaining, log, () => appGone)
       if (r.kind === 'done') {
         this.deps.apps?.answered({
-          id: ctl.requestId, model: body.model, keyId, status: res.statusCode, outcome: r.outcome, stream: body.stream === true,
-          promptTokens: r.usage?.promptTokens ?? 0, completionTokens: r.usage?.completionTokens ?? 0, costNano: r.usage?.costNano ?? '0', latencyMs: Date.now() - started,
+          id: ctl.requestId, model, keyId, status: res.statusCode, outcome: r.outcome, stream: out.stream,
+          promptTokens: r.usage?.promptTokens ?? 0, completionTokens: r.usage?.completionTokens ?? 0, costNano: r.usage?.costNano ?? '0', receiptId: r.usage?.receiptId ?? null, latencyMs: Date.now() - started,
         })
         return this.finish(r.outcome)
       }
@@ -282,6 +287,36 @@ export class Client implements OpsSource {
     }
     this.finish(lastErr ? 'failed' : 'rejected')
     throw lastErr ? new UpstreamError(`no proxy could take the request: ${lastErr.message}`) : new NoProxyAvailableError()
+  }
+
+  /** A JSON request: the control fields are taken out, the rest is forwarded as the app wrote it. */
+  private jsonRequest(buf: Buffer): { payload: Buffer; contentType: string; model: string; stream: boolean; multipart: false; ctl: ReturnType<Client['controlFields']> } {
+    const body = parseJsonObject(buf)
+    const ctl = this.controlFields(body)
+    for (const f of CLIENT_CONTROL_FIELDS) delete body[f]
+    if (typeof body.model !== 'string' || !body.model) throw new InvalidRequestError("'model' is required and must be a string", 'model')
+    return { payload: Buffer.from(JSON.stringify(body)), contentType: 'application/json', model: body.model, stream: body.stream === true, multipart: false, ctl }
+  }
+
+  /**
+   * A multipart upload (transcriptions), up to MAX_AUDIO_BODY_BYTES: parsed here once, so the
+   * model travels as a header and no later hop parses the body; control fields are form fields.
+   */
+  private async multipartRequest(req: http.IncomingMessage, len: number | undefined): Promise<{ payload: Buffer; contentType: string; model: string; stream: boolean; multipart: true; ctl: ReturnType<Client['controlFields']> }> {
+    const form = await parseMultipart(await readBody(req, MAX_AUDIO_BODY_BYTES, len), req.headers['content-type'])
+    const num = (k: string) => {
+      const v = form.get(k)
+      if (v === null) return undefined
+      return typeof v === 'string' && v.trim() !== '' && Number.isFinite(Number(v)) ? Number(v) : v
+    }
+    const ctl = this.controlFields({ max_coefficient: num('max_coefficient'), timeout: num('timeout'), request_id: form.get('request_id') ?? undefined })
+    for (const f of CLIENT_CONTROL_FIELDS) form.delete(f)
+    const model = form.get('model')
+    if (typeof model !== 'string' || !model) throw new InvalidRequestError("'model' is required", 'model')
+    const file = form.get('file')
+    if (file === null || typeof file === 'string') throw new InvalidRequestError("'file' is required and must be an uploaded file", 'file')
+    const encoded = new Response(form)
+    return { payload: Buffer.from(await encoded.arrayBuffer()), contentType: encoded.headers.get('content-type')!, model, stream: false, multipart: true, ctl }
   }
 
   private controlFields(body: Record<string, unknown>): { maxCoefficient: number; timeoutSec: number; requestId: string } {
@@ -302,7 +337,7 @@ export class Client implements OpsSource {
     res: http.ServerResponse,
     path: string,
     payload: Buffer,
-    ctl: { maxCoefficient: number; requestId: string },
+    ctl: { maxCoefficient: number; requestId: string; contentType: string; model?: string },
     remainingMs: number,
     log: Logger,
     appGone: () => boolean,
@@ -322,7 +357,8 @@ export class Client implements OpsSource {
         ps = link.session!.request({
           ':method': 'POST',
           ':path': path,
-          'content-type': 'application/json',
+          'content-type': ctl.contentType,
+          ...(ctl.model ? { [HEADERS.model]: ctl.model } : {}),
           [HEADERS.protocol]: String(PROTOCOL_VERSION),
           [HEADERS.requestId]: ctl.requestId,
           [HEADERS.maxCoefficient]: String(ctl.maxCoefficient),
@@ -371,12 +407,14 @@ export class Client implements OpsSource {
       const held: Buffer[] = []
       let lastChunk: Buffer | undefined
       let retryAfter: string | undefined
+      let contentType = 'application/json'
       ps.on('error', () => {})
       ps.once('response', (h) => {
         responded = true
         status = Number(h[':status'])
         if (typeof h['retry-after'] === 'string') retryAfter = h['retry-after']
         const ct = String(h['content-type'] ?? 'application/json')
+        contentType = ct
         sse = ct.startsWith('text/event-stream')
         if (res.destroyed) return
         if (this.deps.apps) tap = new UsageTap(sse)
@@ -419,7 +457,8 @@ export class Client implements OpsSource {
         else if (!res.destroyed && !res.headersSent) {
           const body = Buffer.concat(held)
           tap?.write(body)
-          res.writeHead(status, { 'content-type': 'application/json', 'content-length': body.length, 'x-request-id': ctl.requestId, [HEADERS.receiptId]: receiptId, ...(retryAfter ? { 'retry-after': retryAfter } : {}) })
+          // JSON, or plain text (a transcription with response_format text).
+          res.writeHead(status, { 'content-type': contentType, 'content-length': body.length, 'x-request-id': ctl.requestId, [HEADERS.receiptId]: receiptId, ...(retryAfter ? { 'retry-after': retryAfter } : {}) })
           res.end(body)
         }
         settle({ kind: 'done', outcome: status < 400 ? 'succeeded' : 'failed' })
@@ -457,6 +496,7 @@ export class Client implements OpsSource {
   private async serveReceipts(req: http.IncomingMessage, res: http.ServerResponse, path: string): Promise<void> {
     const store = this.deps.receipts
     if (!store) throw new RouteNotFoundError('GET', path)
+    this.deps.apps?.mayRead?.(req.headers.authorization)
     if (path === RECEIPTS_PATH) {
       const since = parseSince(new URL(req.url ?? '/', 'http://x').searchParams.get('since'))
       const list = store.since(since, RECEIPT_LIST_MAX).map((h) => heldReceiptJson(h))
@@ -483,26 +523,28 @@ export class Client implements OpsSource {
     if (!store || !link) return 0
     const pending = receipts ?? store.unverified(proxyId)
     if (pending.length === 0) return 0
-    const { status, body } = await requestJson(link.session!, { ':method': 'POST', ':path': PATHS.receiptProofs, 'content-type': 'application/json' }, Buffer.from(JSON.stringify({ indices: pending.map((p) => p.index) })), MODELS_TIMEOUT_MS)
-    if (status !== 200) throw new Error(`proxy answered ${status} for receipt proofs`)
-    const reply = JSON.parse(body.toString()) as ReceiptProofsReply
-    const drop = (reason: string) => {
-      this.deps.log.error('proxy receipt log does not hold what this node holds; dropping it', { proxy: link.target, reason })
-      this.receiptFailures++
-      this.deps.ledger?.distrust(proxyId, reason)
-      link.state = 'distrusted'
-      link.lastError = reason
-      link.session?.close()
-    }
-    const byIndex = new Map(reply.proofs.map((p) => [p.index, p]))
-    const c = reply.commit
+    const drop = (reason: string) => this.dropForReceipts(link, reason)
+    // The proxy answers with its last confirmed commit; a commit landing meanwhile makes the chain newer: ask again.
+    let reply: ReceiptProofsReply | undefined
     let onChain: { seqno: number; root: string; count: number; paymentKey: string } | undefined
-    if (c && this.deps.receiptsRoot) {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const { status, body } = await requestJson(link.session!, { ':method': 'POST', ':path': PATHS.receiptProofs, 'content-type': 'application/json' }, Buffer.from(JSON.stringify({ indices: pending.map((p) => p.index) })), MODELS_TIMEOUT_MS)
+      if (status !== 200) throw new Error(`proxy answered ${status} for receipt proofs`)
+      reply = JSON.parse(body.toString()) as ReceiptProofsReply
+      const c = reply.commit
+      if (!c || !this.deps.receiptsRoot) break
       onChain = await this.deps.receiptsRoot(c.proxy)
       if (link.peer?.claims.paymentKey && onChain.paymentKey !== link.peer.claims.paymentKey) return drop(`the proxy contract ${c.proxy} is not this proxy's`), 0
-      if (onChain.seqno === c.seqno && (onChain.root !== c.root || onChain.count !== c.count)) return drop(`commit ${c.seqno}: the chain holds another receipt root or count`), 0
-      if (onChain.seqno !== c.seqno) return 0 // a commit in flight: try again later
+      if (onChain.seqno === c.seqno) {
+        if (onChain.root !== c.root || onChain.count !== c.count) return drop(`commit ${c.seqno}: the chain holds another receipt root or count`), 0
+        break
+      }
+      onChain = undefined
     }
+    if (!reply) return 0
+    if (reply.commit && this.deps.receiptsRoot && !onChain) return 0 // commits keep landing: try again later
+    const byIndex = new Map(reply.proofs.map((p) => [p.index, p]))
+    const c = reply.commit
     let verified = 0
     for (const h of pending) {
       const p = byIndex.get(h.index!)
@@ -525,6 +567,46 @@ export class Client implements OpsSource {
   }
 
   private receiptFailures = 0
+
+  private dropForReceipts(link: ProxyLink, reason: string): void {
+    this.deps.log.error('proxy receipt log disagrees with what this node holds; dropping it', { proxy: link.target, reason })
+    this.receiptFailures++
+    if (link.proxyId) this.deps.ledger?.distrust(link.proxyId, reason)
+    link.state = 'distrusted'
+    link.lastError = reason
+    link.session?.close()
+  }
+
+  /** Per proxy: how far this node has read its own receipts in the proxy's log, and their total adjusted tokens. */
+  private readonly scanned = new Map<string, { next: number; adjusted: bigint; count: number }>()
+
+  /**
+   * Money meets receipts: reads this client's receipts from the proxy's log (new ones only) and
+   * checks that neither what the proxy says it charged nor what was charged on chain exceeds the
+   * sum of their adjusted tokens. Every billed answer has exactly one receipt, logged in the same
+   * transaction, so more charged than receipted is a proxy charging for nothing: it is dropped.
+   */
+  async auditCharges(proxyId: string): Promise<void> {
+    const link = this.links.find((l) => l.proxyId === proxyId && l.state === 'connected' && l.session && !l.session.closed)
+    const rec = this.deps.ledger?.get(proxyId)
+    if (!link || !rec) return
+    const scan = this.scanned.get(proxyId) ?? { next: 0, adjusted: 0n, count: 0 }
+    for (let page = 0; page < RECEIPT_SCAN_PAGES; page++) {
+      const { status, body } = await requestJson(link.session!, { ':method': 'POST', ':path': PATHS.receiptProofs, 'content-type': 'application/json' }, Buffer.from(JSON.stringify({ indices: [], from: scan.next })), MODELS_TIMEOUT_MS)
+      if (status !== 200) throw new Error(`proxy answered ${status} for its receipt list`)
+      const mine = (JSON.parse(body.toString()) as ReceiptProofsReply).mine ?? []
+      for (const m of mine) {
+        if (m.index < scan.next) return this.dropForReceipts(link, `its receipt list went back to ${m.index}`)
+        scan.adjusted += decodeReceiptBoc(m.receipt).fields.adjustedTokens
+        scan.count++
+        scan.next = m.index + 1
+      }
+      if (mine.length === 0) break
+    }
+    this.scanned.set(proxyId, scan)
+    if (rec.told.tokens > scan.adjusted) return this.dropForReceipts(link, `it says it charged ${rec.told.tokens} adjusted tokens, but its log holds receipts for ${scan.adjusted}`)
+    if (rec.onChainTokens > scan.adjusted) return this.dropForReceipts(link, `${rec.onChainTokens} adjusted tokens were charged on chain, but its log holds receipts for ${scan.adjusted}`)
+  }
 
   /** Checks the proxy's cumulative charge against what it said before; a regression drops the proxy. */
   private recordCharge(link: ProxyLink, json: string, log: Logger): void {
@@ -615,6 +697,8 @@ export class Client implements OpsSource {
 export const RECEIPTS_PATH = '/v1/receipts'
 /** How often held receipts are checked against the proxies' committed roots. */
 export const RECEIPT_SYNC_MS = 5_000
+/** Pages of the client's own receipts read from a proxy's log per sync. */
+const RECEIPT_SCAN_PAGES = 20
 const RECEIPT_LIST_MAX = 1000
 
 class ReceiptNotFoundError extends Error {

@@ -11,6 +11,25 @@ export interface OpsSource {
   /** When present, /healthz answers with this instead of health(): readiness that needs a round trip. */
   readiness?(): Promise<{ ok: boolean; reason?: string; [k: string]: unknown }>
   registry: Registry
+  /**
+   * Whether the node reaches its chain, for nodes on one. When it does not, /healthz and /jsonstats say
+   * `withoutChain: true` (the node keeps serving on what it last saw) and show `chainReachability`.
+   */
+  chainReachability?: () => ChainReachability
+}
+
+/** Whether a node's chain answers. */
+export interface ChainReachability {
+  reachable: boolean
+  /** Epoch ms since when the chain has not answered. */
+  unreachableSince?: number
+  lastError?: string
+}
+
+/** `doc` plus the node's chain reachability, if it runs on a chain. */
+function withChain<T extends Record<string, unknown>>(src: OpsSource, doc: T): T {
+  const r = src.chainReachability?.()
+  return r ? { ...doc, withoutChain: !r.reachable, chainReachability: r } : doc
 }
 
 /** A metrics registry with the process defaults, labelled with the node role. */
@@ -33,18 +52,18 @@ export function handleOps(req: http.IncomingMessage, res: http.ServerResponse, s
   if (req.method !== 'GET' && req.method !== 'HEAD') return false
   if (path === '/healthz') {
     if (!src.readiness) {
-      const h = src.health()
+      const h = withChain(src, src.health())
       sendJson(res, h.ok ? 200 : 503, h)
       return true
     }
     src.readiness().then(
-      (h) => sendJson(res, h.ok ? 200 : 503, h),
+      (h) => sendJson(res, h.ok ? 200 : 503, withChain(src, h)),
       (err: Error) => sendJson(res, 503, { ok: false, reason: err.message }),
     )
     return true
   }
   if (path === '/jsonstats') {
-    sendJson(res, 200, src.stats())
+    sendJson(res, 200, withChain(src, src.stats()))
     return true
   }
   if (path === '/metrics') {

@@ -4,7 +4,8 @@ import type { Logger } from '../core/log.ts'
 import { LlamaBackend } from './llama.ts'
 import { resolveModel, type DownloadProgress } from './models.ts'
 import { OpenAIUpstreamBackend } from './openai.ts'
-import type { InferenceBackend } from './types.ts'
+import { PocketSphinxBackend } from './pocketsphinx.ts'
+import type { Capability, InferenceBackend } from './types.ts'
 
 /** The embedded llama.cpp backend on a GGUF file. */
 export interface LlamaBackendConfig {
@@ -23,6 +24,10 @@ export interface LlamaBackendConfig {
   gpu?: false | 'auto'
   /** Required SHA-256 of the weights. Default: the known-model table or the hub's ETag. */
   expectedSha256?: string
+  /** Also serve /v1/embeddings (node-llama-cpp's embedding context). Default true. */
+  embeddings?: boolean
+  /** The model's vectors may be shortened with `dimensions` (Matryoshka-trained). Default false. */
+  matryoshka?: boolean
 }
 
 /** An upstream OpenAI-compatible server (vLLM, SGLang, llama.cpp server, Ollama). */
@@ -42,9 +47,22 @@ export interface OpenAIBackendConfig {
   timeoutMs?: number
   /** SHA-256 of the upstream's weights, if known. */
   modelHash?: string
+  /** What the upstream model serves. Default ['chat', 'completions']. */
+  capabilities?: Capability[]
 }
 
-export type BackendConfig = LlamaBackendConfig | OpenAIBackendConfig
+/** Speech to text with Debian's PocketSphinx (pocketsphinx + pocketsphinx-en-us), offline. */
+export interface PocketSphinxBackendConfig {
+  kind: 'pocketsphinx'
+  /** The model directory, e.g. /usr/share/pocketsphinx/model/en-us. */
+  model: string
+  /** Id shown in /v1/models. Default: pocketsphinx-<folder name>. */
+  modelId?: string
+  /** Decoders running at once. Default 2. */
+  parallel?: number
+}
+
+export type BackendConfig = LlamaBackendConfig | OpenAIBackendConfig | PocketSphinxBackendConfig
 
 export async function createBackend(
   cfg: BackendConfig,
@@ -60,11 +78,13 @@ export async function createBackend(
         upstreamModel: cfg.upstreamModel ?? cfg.model,
         modelHash: cfg.modelHash,
         timeoutMs: cfg.timeoutMs,
+        capabilities: cfg.capabilities,
       },
       { log: deps.log },
     )
   }
-  if (cfg.kind !== 'llama') throw new Error(`unknown backend kind '${String((cfg as { kind: unknown }).kind)}' (expected llama or openai)`)
+  if (cfg.kind === 'pocketsphinx') return PocketSphinxBackend.create({ modelDir: cfg.model, modelId: cfg.modelId, parallel: cfg.parallel }, { log: deps.log })
+  if (cfg.kind !== 'llama') throw new Error(`unknown backend kind '${String((cfg as { kind: unknown }).kind)}' (expected llama, openai or pocketsphinx)`)
   const resolved = await resolveModel(cfg.model, { onProgress: deps.onProgress, signal: deps.signal, log: deps.log, expectedSha256: cfg.expectedSha256 })
   return LlamaBackend.create(
     {
@@ -75,6 +95,8 @@ export async function createBackend(
       contextSize: cfg.contextSize,
       parallel: cfg.parallel,
       gpu: cfg.gpu,
+      embeddings: cfg.embeddings,
+      matryoshka: cfg.matryoshka,
     },
     { log: deps.log },
   )

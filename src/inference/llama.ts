@@ -8,6 +8,7 @@ import type {
   Llama,
   LlamaContext,
   LlamaContextSequence,
+  LlamaEmbeddingContext,
   LlamaGrammar,
   LlamaModel,
   SequenceEvaluateOptions,
@@ -19,7 +20,8 @@ import { DEFAULT_CONTEXT_SIZE_TOKENS, DEFAULT_MAX_THREADS, DEFAULT_PARALLEL_SEQU
 import { IncrementalDetokenizer } from './detokenizer.ts'
 import { StopMatcher } from './stop.ts'
 import { JsonEnd } from './json-end.ts'
-import { BackendError, type ChatMessage, type InferenceBackend, type InferenceEvent, type InferenceRequest, type ModelInfo, type RequestFeature } from './types.ts'
+import { BackendError, type ChatMessage, type InferenceBackend, type InferenceEvent, type InferenceRequest, type ModelInfo, type RequestFeature, type EmbeddingRequest, type EmbeddingResult } from './types.ts'
+import { normalize } from './vectors.ts'
 
 /** Compiled JSON-schema grammars kept for reuse, by schema text. */
 const MAX_CACHED_GRAMMARS = 32
@@ -39,6 +41,14 @@ export interface LlamaBackendOptions {
   parallel?: number
   /** `false` runs on the CPU; `'auto'` uses a GPU when node-llama-cpp finds one. Default false. */
   gpu?: false | 'auto'
+  /** Serve /v1/embeddings from this model too (node-llama-cpp's embedding context, created on first use). Default true. */
+  embeddings?: boolean
+  /**
+   * The model was trained so that a prefix of its vector is itself a good embedding
+   * (Matryoshka: nomic-embed-text v1.5, mxbai-embed-large, …), so `dimensions` below the full
+   * length is allowed. Default false: only the full length is.
+   */
+  matryoshka?: boolean
 }
 
 /**
@@ -190,6 +200,10 @@ export class LlamaBackend implements InferenceBackend {
    * their training stories with BOS and never emit EOS), so it ends the answer like EOS does.
    */
   private readonly endTokens: ReadonlySet<Token>
+  private readonly opts: LlamaBackendOptions
+  private embedding?: Promise<LlamaEmbeddingContext>
+  /** One embedding evaluation at a time: the embedding context has a single sequence. */
+  private embedQueue: Promise<unknown> = Promise.resolve()
 
   private constructor(
     private readonly llama: Llama,
@@ -200,7 +214,15 @@ export class LlamaBackend implements InferenceBackend {
     private readonly log: Logger | undefined,
     opts: LlamaBackendOptions,
   ) {
-    this.model = { id: opts.modelId, hash: opts.modelHash, contextSize: context.contextSize }
+    const embeddings = opts.embeddings ?? true
+    this.model = {
+      id: opts.modelId,
+      hash: opts.modelHash,
+      contextSize: context.contextSize,
+      capabilities: embeddings ? ['chat', 'completions', 'embeddings'] : ['chat', 'completions'],
+      ...(embeddings ? { embeddingDimensions: llamaModel.embeddingVectorSize } : {}),
+    }
+    this.opts = opts
     const bos = llamaModel.tokens.bos
     this.endTokens = new Set(bos != null ? [bos] : [])
   }
@@ -379,6 +401,64 @@ export class LlamaBackend implements InferenceBackend {
     }
   }
 
+  /**
+   * Embeds each input with node-llama-cpp's embedding context (same weights, same threads),
+   * L2-normalized like OpenAI's. Greedy evaluation of the same tokens gives the same vector.
+   */
+  async embed(req: EmbeddingRequest, opts: { signal: AbortSignal }): Promise<EmbeddingResult> {
+    if (this.closed) throw new BackendError('the llama backend is closed', 503)
+    if (!this.model.capabilities?.includes('embeddings')) throw new BackendError(`model '${this.model.id}' does not serve embeddings here`, 400)
+    const native = this.llamaModel.embeddingVectorSize
+    const dims = req.dimensions ?? native
+    if (dims !== native && !(this.opts.matryoshka && dims >= 1 && dims < native)) {
+      throw new BackendError(
+        this.opts.matryoshka
+          ? `'dimensions' must be between 1 and ${native} for model '${this.model.id}'`
+          : `model '${this.model.id}' produces ${native}-dimensional vectors and cannot shorten them; omit 'dimensions' or set it to ${native}`,
+        400,
+      )
+    }
+    const inputs = req.input.map((x, i) => this.embeddingTokens(x, i))
+    this.embedding ??= this.llamaModel.createEmbeddingContext({
+      threads: this.opts.threads ?? Math.min(DEFAULT_MAX_THREADS, os.availableParallelism()),
+      contextSize: this.context.contextSize,
+    })
+    const ctx = await this.embedding
+    const run = this.embedQueue.then(async () => {
+      const vectors: number[][] = []
+      for (const tokens of inputs) {
+        if (opts.signal.aborted) throw new BackendError('the request was cancelled', 499)
+        const e = await ctx.getEmbeddingFor(tokens)
+        vectors.push(normalize(Array.from(e.vector).slice(0, dims)))
+      }
+      return vectors
+    })
+    this.embedQueue = run.catch(() => {})
+    const vectors = await run
+    return { vectors, promptTokens: inputs.reduce((n, t) => n + t.length, 0) }
+  }
+
+  /** One input's tokens: text is tokenized as the model reads it (BOS included); token ids are checked against the vocabulary. */
+  private embeddingTokens(input: string | number[], i: number): Token[] {
+    const model = this.llamaModel
+    let tokens: Token[]
+    if (typeof input === 'string') {
+      const bos = model.tokens.shouldPrependBosToken && model.tokens.bos != null ? [model.tokens.bos] : []
+      tokens = bos.concat(model.tokenize(input, false))
+    } else {
+      const vocab = model.fileInfo.metadata?.tokenizer?.ggml?.tokens?.length
+      // An id outside the vocabulary would crash llama.cpp, not just fail the request.
+      const bad = input.find((t) => !Number.isSafeInteger(t) || t < 0 || (vocab !== undefined && t >= vocab))
+      if (bad !== undefined || vocab === undefined) throw new BackendError(`'input[${i}]' holds token id ${bad ?? '?'}, outside the vocabulary of model '${this.model.id}' (${vocab ?? 'unknown'} tokens)`, 400)
+      tokens = input as Token[]
+    }
+    if (tokens.length === 0) throw new BackendError(`'input[${i}]' is empty`, 400)
+    if (tokens.length > this.context.contextSize) {
+      throw new BackendError(`'input[${i}]' is ${tokens.length} tokens, but model '${this.model.id}' reads at most ${this.context.contextSize}`, 400)
+    }
+    return tokens
+  }
+
   /** The grammar `response_format` asks for, compiled once per schema; undefined for plain text. */
   private async grammarFor(req: InferenceRequest): Promise<LlamaGrammar | undefined> {
     const rf = req.body.response_format as { type?: string; json_schema?: { schema?: unknown } } | undefined | null
@@ -443,6 +523,7 @@ export class LlamaBackend implements InferenceBackend {
     if (this.closed) return
     this.closed = true
     this.pool.rejectAll(new BackendError('the llama backend is closed', 503))
+    if (this.embedding) await (await this.embedding.catch(() => undefined))?.dispose()
     await this.context.dispose()
     await this.llamaModel.dispose()
   }

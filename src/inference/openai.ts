@@ -5,7 +5,8 @@ import https from 'node:https'
 import type { Logger } from '../core/log.ts'
 import { ESTIMATE_CHARS_PER_TOKEN, UPSTREAM_DRAIN_AFTER_DONE_MS, UPSTREAM_ERROR_BODY_MAX_BYTES, UPSTREAM_HEADERS_TIMEOUT_MS } from './constants.ts'
 import { SseParser } from './sse.ts'
-import { BackendError, type InferenceBackend, type InferenceEvent, type InferenceRequest, type ModelInfo, type RequestFeature, type Usage } from './types.ts'
+import { normalize } from './vectors.ts'
+import { BackendError, DEFAULT_CAPABILITIES, type Capability, type EmbeddingRequest, type EmbeddingResult, type TranscriptionRequest, type TranscriptionResult, type InferenceBackend, type InferenceEvent, type InferenceRequest, type ModelInfo, type RequestFeature, type Usage } from './types.ts'
 
 export interface OpenAIUpstreamOptions {
   /** Server root, e.g. http://127.0.0.1:8000 (a trailing /v1 is accepted too). */
@@ -20,6 +21,11 @@ export interface OpenAIUpstreamOptions {
   timeoutMs?: number
   /** SHA-256 of the upstream's weights if the operator knows it. Default '' (unknown). */
   modelHash?: string
+  /**
+   * What the upstream model serves: e.g. ['embeddings'] for an embedding server, ['transcriptions']
+   * for whisper.cpp or faster-whisper-server. Default ['chat', 'completions'].
+   */
+  capabilities?: readonly Capability[]
 }
 
 // Cheap per-chunk probes, so that the hot path parses JSON only for the rare chunks that need it.
@@ -87,6 +93,7 @@ export class OpenAIUpstreamBackend implements InferenceBackend {
   readonly model: ModelInfo
   /** The upstream server gets these fields as the app sent them, and its answer carries their results. */
   readonly features: ReadonlySet<RequestFeature> = new Set(['tools', 'response_format', 'logit_bias', 'logprobs'])
+  private readonly base: string
   private readonly chatUrl: string
   private readonly completionUrl: string
   private readonly headers: Record<string, string>
@@ -103,14 +110,76 @@ export class OpenAIUpstreamBackend implements InferenceBackend {
     }
     let base = opts.baseUrl.replace(/\/+$/, '')
     if (!base.endsWith('/v1')) base += '/v1'
+    this.base = base
     this.chatUrl = `${base}/chat/completions`
     this.completionUrl = `${base}/completions`
     this.headers = { 'content-type': 'application/json', accept: 'text/event-stream' }
     if (opts.apiKey) this.headers.authorization = `Bearer ${opts.apiKey}`
     this.upstreamModel = opts.upstreamModel ?? opts.modelId
     this.timeoutMs = opts.timeoutMs ?? UPSTREAM_HEADERS_TIMEOUT_MS
-    this.model = { id: opts.modelId, hash: opts.modelHash ?? '' }
+    this.model = { id: opts.modelId, hash: opts.modelHash ?? '', capabilities: opts.capabilities ?? DEFAULT_CAPABILITIES }
     this.log = deps.log
+  }
+
+  /** One whole JSON (or multipart) exchange with the upstream; its 4xx come back as 4xx, anything else as 502/504. */
+  private async exchange(path: string, body: string | FormData, signal: AbortSignal): Promise<Record<string, any>> {
+    const headers: Record<string, string> = { accept: 'application/json' }
+    if (typeof body === 'string') headers['content-type'] = 'application/json'
+    if (this.headers.authorization) headers.authorization = this.headers.authorization
+    const timeout = AbortSignal.timeout(this.timeoutMs)
+    let res: Response
+    try {
+      res = await fetch(`${this.base}${path}`, { method: 'POST', headers, body, signal: AbortSignal.any([signal, timeout]) })
+    } catch (err) {
+      if (timeout.aborted && !signal.aborted) throw new BackendError(`upstream did not respond within ${this.timeoutMs} ms`, 504)
+      throw new BackendError(`request to upstream ${new URL(this.base).origin} failed: ${causeMessage(err)}`, signal.aborted ? 499 : 502)
+    }
+    const text = await res.text()
+    if (!res.ok) {
+      let message = text.slice(0, 500)
+      try {
+        message = JSON.parse(text).error?.message ?? message
+      } catch {
+        // not JSON: the text says it
+      }
+      throw new BackendError(`upstream returned HTTP ${res.status}: ${message}`, res.status >= 400 && res.status < 500 ? res.status : 502)
+    }
+    try {
+      return JSON.parse(text) as Record<string, any>
+    } catch {
+      throw new BackendError('upstream answered with something other than JSON', 502)
+    }
+  }
+
+  /** Forwards to the upstream's /v1/embeddings, always as floats (the worker encodes as the app asked). */
+  async embed(req: EmbeddingRequest, opts: { signal: AbortSignal }): Promise<EmbeddingResult> {
+    const body = { ...req.body, model: this.upstreamModel, encoding_format: 'float' }
+    const r = await this.exchange('/embeddings', JSON.stringify(body), opts.signal)
+    const data = Array.isArray(r.data) ? [...r.data].sort((a, b) => (a?.index ?? 0) - (b?.index ?? 0)) : []
+    if (data.length !== req.input.length || !data.every((d) => Array.isArray(d?.embedding) && d.embedding.every((x: unknown) => typeof x === 'number'))) {
+      throw new BackendError(`upstream returned ${data.length} embeddings for ${req.input.length} inputs`, 502)
+    }
+    const tokens = r.usage?.prompt_tokens
+    const promptTokens = Number.isSafeInteger(tokens) && tokens >= 0 ? tokens : Math.ceil(JSON.stringify(req.input).length / ESTIMATE_CHARS_PER_TOKEN)
+    return { vectors: data.map((d) => normalize(d.embedding as number[])), promptTokens }
+  }
+
+  /** Forwards to the upstream's /v1/audio/transcriptions as verbose_json, so the worker can give any response_format. */
+  async transcribe(req: TranscriptionRequest, opts: { signal: AbortSignal }): Promise<TranscriptionResult> {
+    const form = new FormData()
+    form.set('file', new Blob([new Uint8Array(req.audio)]), req.filename)
+    form.set('model', this.upstreamModel)
+    form.set('response_format', 'verbose_json')
+    if (req.language) form.set('language', req.language)
+    if (req.prompt) form.set('prompt', req.prompt)
+    if (req.temperature !== undefined) form.set('temperature', String(req.temperature))
+    const r = await this.exchange('/audio/transcriptions', form, opts.signal)
+    if (typeof r.text !== 'string') throw new BackendError('upstream transcription has no text', 502)
+    const segments = Array.isArray(r.segments)
+      ? r.segments.map((s: any, i: number) => ({ id: i, start: Number(s?.start) || 0, end: Number(s?.end) || 0, text: String(s?.text ?? '').trim() }))
+      : [{ id: 0, start: 0, end: req.durationSec, text: r.text.trim() }]
+    const lang = typeof r.language === 'string' ? r.language : (req.language ?? '')
+    return { text: r.text.trim(), language: LANGUAGE_CODES[lang.toLowerCase()] ?? lang, segments }
   }
 
   async *run(req: InferenceRequest, opts: { signal: AbortSignal }): AsyncIterable<InferenceEvent> {
@@ -369,4 +438,10 @@ async function errorMessage(res: UpstreamResponse): Promise<string> {
 function causeMessage(err: unknown): string {
   const e = err as Error & { cause?: Error & { code?: string } }
   return e?.cause?.code ?? e?.cause?.message ?? e?.message ?? String(err)
+}
+
+/** Whisper servers name the language in English in verbose_json; the backend reports ISO-639-1 codes. */
+const LANGUAGE_CODES: Readonly<Record<string, string>> = {
+  english: 'en', german: 'de', french: 'fr', spanish: 'es', italian: 'it', portuguese: 'pt', russian: 'ru', ukrainian: 'uk',
+  chinese: 'zh', japanese: 'ja', korean: 'ko', arabic: 'ar', turkish: 'tr', dutch: 'nl', polish: 'pl', persian: 'fa', hindi: 'hi',
 }

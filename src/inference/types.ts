@@ -2,6 +2,12 @@
 
 export type InferenceKind = 'chat' | 'completion'
 
+/** What a backend's model can do; each maps to one OpenAI endpoint. */
+export type Capability = 'chat' | 'completions' | 'embeddings' | 'transcriptions'
+
+/** What a backend serves when its model does not say: text generation. */
+export const DEFAULT_CAPABILITIES: readonly Capability[] = ['chat', 'completions']
+
 export interface ChatMessage {
   role: 'system' | 'user' | 'assistant' | 'developer' | 'tool'
   content: string
@@ -38,6 +44,57 @@ export interface Usage {
   cachedTokens: number
   completionTokens: number
   reasoningTokens: number
+  /** Seconds of transcribed audio, rounded up; set only for transcriptions. */
+  audioSeconds?: number
+}
+
+/** An embeddings request the worker validated: each input is text or already-tokenized text. */
+export interface EmbeddingRequest {
+  model: string
+  input: Array<string | number[]>
+  /** Requested vector length; absent means the model's own. */
+  dimensions?: number
+  /** The app's validated OpenAI body; upstream backends forward it. */
+  body: Record<string, unknown>
+  requestId: string
+}
+
+export interface EmbeddingResult {
+  /** One vector per input, in input order, each L2-normalized. */
+  vectors: number[][]
+  /** Tokens read, over all inputs. */
+  promptTokens: number
+}
+
+/** A transcription request the worker validated; the audio is whole and its duration known. */
+export interface TranscriptionRequest {
+  model: string
+  audio: Uint8Array
+  /** The uploaded file's name (its extension hints the format to upstreams). */
+  filename: string
+  /** Detected container format, e.g. 'wav', 'flac', 'ogg', 'mp3'. */
+  format: string
+  durationSec: number
+  /** ISO-639-1 code, if the app named one. */
+  language?: string
+  prompt?: string
+  temperature?: number
+  requestId: string
+}
+
+export interface TranscriptSegment {
+  id: number
+  /** Seconds from the start of the audio. */
+  start: number
+  end: number
+  text: string
+}
+
+export interface TranscriptionResult {
+  text: string
+  /** ISO-639-1 code of the transcript's language. */
+  language: string
+  segments: TranscriptSegment[]
 }
 
 /**
@@ -57,6 +114,10 @@ export interface ModelInfo {
   /** SHA-256 of the weights, lowercase hex ('' if unknown, e.g. for remote upstreams). */
   hash: string
   contextSize?: number
+  /** The endpoints this model serves. Default DEFAULT_CAPABILITIES. */
+  capabilities?: readonly Capability[]
+  /** Embeddings: the vector length the model produces. */
+  embeddingDimensions?: number
 }
 
 /**
@@ -74,6 +135,10 @@ export interface InferenceBackend {
    * still ends with a usage event. Throws BackendError when the backend fails before any chunk.
    */
   run(req: InferenceRequest, opts: { signal: AbortSignal }): AsyncIterable<InferenceEvent>
+  /** Present when the model serves 'embeddings'. Throws BackendError (400 for bad input). */
+  embed?(req: EmbeddingRequest, opts: { signal: AbortSignal }): Promise<EmbeddingResult>
+  /** Present when the model serves 'transcriptions'. Throws BackendError (400 for bad input). */
+  transcribe?(req: TranscriptionRequest, opts: { signal: AbortSignal }): Promise<TranscriptionResult>
   close(): Promise<void>
 }
 

@@ -138,3 +138,15 @@ export function discardBody(stream: Readable, limitBytes: number): Promise<void>
     stream.resume()
   })
 }
+
+/** Parses a multipart/form-data body with the web-standard parser; anything else is a 400. */
+export async function parseMultipart(buf: Buffer, contentType: string | undefined): Promise<FormData> {
+  if (!contentType || !/^multipart\/form-data\s*;.*boundary=/i.test(contentType)) {
+    throw new InvalidRequestError("this endpoint takes multipart/form-data (a 'file' and a 'model' field)")
+  }
+  try {
+    return await new Request('http://cocoon.invalid/', { method: 'POST', headers: { 'content-type': contentType }, body: new Blob([new Uint8Array(buf)]) }).formData()
+  } catch (err) {
+    throw new InvalidRequestError(`the multipart body could not be parsed: ${(err as Error).message.slice(0, 200)}`)
+  }
+}

@@ -132,6 +132,8 @@ export function errorResponse(err: unknown): ErrorResponse {
     case 'UnfundedClientError':
     case 'InsufficientQuotaError':
       return make(402, 'insufficient_quota', 'insufficient_quota', e.message)
+    case 'ChainUnavailableError':
+      return make(503, 'service_unavailable', 'chain_unavailable', e.message)
     case 'ProxyNotServingError':
       return make(503, 'service_unavailable', 'proxy_not_serving', e.message)
     case 'RequestTimeoutError':

@@ -13,14 +13,27 @@ export interface UsageCost {
   receiptId?: string
 }
 
-export function openaiUsage(u: Usage, cost?: UsageCost): Record<string, unknown> {
-  const usage: Record<string, unknown> = {
-    prompt_tokens: u.promptTokens,
-    completion_tokens: u.completionTokens,
-    total_tokens: u.promptTokens + u.completionTokens,
-    prompt_tokens_details: { cached_tokens: u.cachedTokens },
-    completion_tokens_details: { reasoning_tokens: u.reasoningTokens },
-  }
+/** The answer object types of the non-generating endpoints, as the worker names them in its usage record. */
+export const EMBEDDING_OBJECT = 'list'
+export const TRANSCRIPTION_OBJECT = 'transcription'
+
+/**
+ * The OpenAI usage object for an answer of type `object`: tokens for generation, prompt tokens
+ * for embeddings, `{type: 'duration', seconds}` for transcriptions; with the cost when billed.
+ */
+export function openaiUsage(u: Usage, cost?: UsageCost, object?: string): Record<string, unknown> {
+  const usage: Record<string, unknown> =
+    object === TRANSCRIPTION_OBJECT
+      ? { type: 'duration', seconds: u.audioSeconds ?? 0 }
+      : object === EMBEDDING_OBJECT
+        ? { prompt_tokens: u.promptTokens, total_tokens: u.promptTokens }
+        : {
+            prompt_tokens: u.promptTokens,
+            completion_tokens: u.completionTokens,
+            total_tokens: u.promptTokens + u.completionTokens,
+            prompt_tokens_details: { cached_tokens: u.cachedTokens },
+            completion_tokens_details: { reasoning_tokens: u.reasoningTokens },
+          }
   if (cost) {
     // nanoTON as a JSON number: exact up to 9e15 nano (9 million TON) per request.
     usage.cost = Number(cost.nano)
@@ -155,13 +168,23 @@ export function chunkText(json: string): string {
   return out
 }
 
-/** The text of a whole (non-streamed) answer: each choice's message content or text, by index. */
+/**
+ * The text of a whole (non-streamed) answer, as receipts hash it: each choice's message content or
+ * text, by index; a transcription's text; an embeddings list's vectors.
+ */
 export function answerText(json: string | Record<string, any>): string {
   let j: Record<string, any>
   try {
     j = typeof json === 'string' ? JSON.parse(json) : json
   } catch {
-    return ''
+    // Not JSON: a plain-text answer (a transcription with response_format text) is its own text.
+    return typeof json === 'string' ? json : ''
+  }
+  if (j === null || typeof j !== 'object') return ''
+  // A transcription (json, verbose_json): its text. Embeddings: each vector as sent, one per line.
+  if (!Array.isArray(j.choices) && typeof j.text === 'string') return j.text
+  if (j.object === 'list' && Array.isArray(j.data)) {
+    return j.data.map((d: { embedding?: unknown }) => (typeof d?.embedding === 'string' ? d.embedding : JSON.stringify(d?.embedding ?? null))).join('\n')
   }
   const choices = Array.isArray(j.choices) ? [...j.choices].sort((a, b) => (a.index ?? 0) - (b.index ?? 0)) : []
   let out = ''

@@ -5,6 +5,7 @@
 // that socket. Request bodies are the app's OpenAI JSON minus the client's control fields;
 // control data travels in the headers below. Responses are OpenAI JSON or SSE, passed through
 // unchanged hop by hop; the worker's signed usage travels as HTTP/2 trailers.
+import type { Capability } from '../inference/index.ts'
 
 /** Bumped on any incompatible change to what is below. */
 export const PROTOCOL_VERSION = 1
@@ -12,6 +13,9 @@ export const PROTOCOL_VERSION = 1
 export const PATHS = {
   chat: '/v1/chat/completions',
   completions: '/v1/completions',
+  embeddings: '/v1/embeddings',
+  /** Multipart (file, model, …), not JSON; the client node names the model in HEADERS.model. */
+  transcriptions: '/v1/audio/transcriptions',
   models: '/v1/models',
   /** Proxy -> worker: what the worker serves. */
   workerInfo: '/cocoon/v1/worker',
@@ -25,7 +29,15 @@ export const PATHS = {
   receiptProofs: '/cocoon/v1/receipts/proofs',
 } as const
 
-export const INFERENCE_PATHS: ReadonlySet<string> = new Set([PATHS.chat, PATHS.completions])
+export const INFERENCE_PATHS: ReadonlySet<string> = new Set([PATHS.chat, PATHS.completions, PATHS.embeddings, PATHS.transcriptions])
+
+/** The endpoint each model capability is served at (what /v1/models lists per model). */
+export const CAPABILITY_PATHS: Readonly<Record<Capability, string>> = {
+  chat: PATHS.chat,
+  completions: PATHS.completions,
+  embeddings: PATHS.embeddings,
+  transcriptions: PATHS.transcriptions,
+}
 
 /** Lower-case, as HTTP/2 requires. */
 export const HEADERS = {
@@ -45,6 +57,10 @@ export const HEADERS = {
   usage: 'x-cocoon-usage',
   /** Worker trailer: base64 Ed25519 signature of usageSigningPayload() by the worker's attested key. */
   usageSig: 'x-cocoon-usage-sig',
+  /** Client -> proxy: the model, for requests whose body is not JSON (transcriptions), so no later hop parses it. */
+  model: 'x-cocoon-model',
+  /** Proxy -> worker: the most audio seconds the proxy reserved for; longer audio is refused. */
+  maxAudioSeconds: 'x-cocoon-max-audio-seconds',
   /** Proxy -> client: which worker served (its certificate key, hex prefix), for debugging. */
   worker: 'x-cocoon-worker',
   /** Client -> proxy -> worker: the request's salt (32 bytes, hex) that keys its receipt's hashes. Never logged. */
@@ -69,6 +85,15 @@ export const DEFAULT_MAX_COEFFICIENT = 4000
 export const DEFAULT_TIMEOUT_SEC = 120
 export const MAX_TIMEOUT_SEC = 3600
 export const MAX_BODY_BYTES = 8 * 1024 * 1024
+/** Largest transcription upload (multipart body), as OpenAI's: 25 MiB. Larger gets a 413. */
+export const MAX_AUDIO_BODY_BYTES = 25 * 1024 * 1024
+/** Longest audio a transcription may be. */
+export const MAX_AUDIO_SECONDS = 3600
+/**
+ * The proxy reserves for body bytes / this many seconds of audio (capped at MAX_AUDIO_SECONDS),
+ * and the worker refuses longer audio: no accepted format packs speech tighter (8 kbit/s Opus is 1000).
+ */
+export const MIN_AUDIO_BYTES_PER_SECOND = 500
 /** Longest request id an app may choose. */
 export const MAX_REQUEST_ID_CHARS = 128
 /** Each hop keeps this share of the remaining time, so inner timeouts fire first (as the reference). */
@@ -90,6 +115,8 @@ export interface UsageRecord {
   cachedTokens: number
   completionTokens: number
   reasoningTokens: number
+  /** Transcriptions: seconds of audio, rounded up; what they are billed by. */
+  audioSeconds?: number
   finishReason: string
   estimated?: boolean
 }
@@ -106,7 +133,28 @@ export interface WorkerStatement {
   tokens: string
   nano: string
   voucher?: string
+  /** Where the receipts the worker asked about (WorkerStatementReply.want) stand in the proxy's log. */
+  receipts?: { commit: ReceiptCommitInfo | null; entries: WorkerReceiptEntry[] }
 }
+
+/** One receipt a worker signed, as the proxy's log holds it: its number, and a proof once committed; `missing` when the log lacks it. */
+export interface WorkerReceiptEntry {
+  /** The receipt cell's hash, hex. */
+  hash: string
+  index?: number
+  proof?: string | null
+  missing?: boolean
+}
+
+/** Worker -> proxy, in reply to a statement: whether it was accepted, and the receipts it wants news of (hashes, hex). */
+export interface WorkerStatementReply {
+  ok: boolean
+  error?: string
+  want?: string[]
+}
+
+/** Receipt entries per statement (each proof is about 1 KB; a statement body is read with a 64 KiB limit). */
+export const STATEMENT_RECEIPTS_MAX = 30
 
 /** Client -> proxy at PATHS.receiptProofs: proofs for these receipt numbers, and the client's own receipts from `from` on. */
 export interface ReceiptProofsRequest {
@@ -147,7 +195,8 @@ export interface FinalCharge {
 /** Worker info served at PATHS.workerInfo. */
 export interface WorkerInfo {
   protocol: number
-  model: { id: string; hash: string }
+  /** `endpoints`: the paths this model is served at (absent from older workers: chat and completions). */
+  model: { id: string; hash: string; endpoints?: string[] }
   coefficient: number
   maxActiveRequests: number
   /** Highest max_tokens the worker accepts (and its default). */

@@ -37,6 +37,7 @@ export async function checkUsage(json: unknown, sigB64: unknown, key: crypto.Key
   if (![r.promptTokens, r.cachedTokens, r.completionTokens, r.reasoningTokens].every(isCount)) return { ok: false, reason: 'usage counts are not non-negative integers' }
   if (r.cachedTokens > r.promptTokens) return { ok: false, reason: `impossible usage: ${r.cachedTokens} cached tokens > ${r.promptTokens} prompt tokens` }
   if (r.reasoningTokens > r.completionTokens) return { ok: false, reason: `impossible usage: ${r.reasoningTokens} reasoning tokens > ${r.completionTokens} completion tokens` }
+  if (r.audioSeconds !== undefined && !isCount(r.audioSeconds)) return { ok: false, reason: 'audio seconds are not a non-negative integer' }
   return { ok: true, usage: r }
 }
 

@@ -1,6 +1,6 @@
 // Validates an OpenAI request body at the worker and turns it into an InferenceRequest with max_tokens enforced.
 import { InvalidRequestError, ModelNotFoundError } from './errors.ts'
-import type { ChatMessage, InferenceKind, InferenceRequest, RequestFeature } from '../inference/index.ts'
+import type { ChatMessage, EmbeddingRequest, InferenceKind, InferenceRequest, RequestFeature } from '../inference/index.ts'
 
 export interface ValidateLimits {
   modelId: string
@@ -169,4 +169,78 @@ export function validateRequest(kind: InferenceKind, body: Record<string, unknow
   if (kind === 'chat') req.messages = messages(body)
   else req.prompt = prompt(body)
   return req
+}
+
+/** OpenAI's limit on inputs per embeddings request. */
+export const MAX_EMBEDDING_INPUTS = 2048
+export const TRANSCRIPTION_FORMATS = ['json', 'text', 'verbose_json'] as const
+export type TranscriptionFormat = (typeof TRANSCRIPTION_FORMATS)[number]
+
+function isTokenArray(v: unknown): v is number[] {
+  return Array.isArray(v) && v.length > 0 && v.every((t) => typeof t === 'number' && Number.isSafeInteger(t) && t >= 0)
+}
+
+/** Validates an embeddings body: `input` as a string, strings, a token array or token arrays; `encoding_format`; `dimensions`. */
+export function validateEmbeddingRequest(
+  body: Record<string, unknown>,
+  requestId: string,
+  limits: { modelId: string },
+): { req: EmbeddingRequest; encoding: 'float' | 'base64' } {
+  if (typeof body.model !== 'string' || body.model.length === 0) throw new InvalidRequestError("'model' is required and must be a string", 'model')
+  if (body.model !== limits.modelId) throw new ModelNotFoundError(body.model)
+  const raw = body.input
+  let input: Array<string | number[]>
+  if (typeof raw === 'string') input = [raw]
+  else if (isTokenArray(raw)) input = [raw]
+  else if (Array.isArray(raw) && raw.length > 0 && raw.every((x) => typeof x === 'string')) input = raw as string[]
+  else if (Array.isArray(raw) && raw.length > 0 && raw.every(isTokenArray)) input = raw as number[][]
+  else throw new InvalidRequestError("'input' must be a string, an array of strings, an array of token ids, or an array of token-id arrays (none empty)", 'input')
+  if (input.length > MAX_EMBEDDING_INPUTS) throw new InvalidRequestError(`'input' may hold at most ${MAX_EMBEDDING_INPUTS} items`, 'input')
+  input.forEach((x, i) => {
+    if (x.length === 0) throw new InvalidRequestError(`'input[${i}]' is empty`, 'input')
+  })
+  const enc = body.encoding_format ?? 'float'
+  if (enc !== 'float' && enc !== 'base64') throw new InvalidRequestError("'encoding_format' must be 'float' or 'base64'", 'encoding_format')
+  const dimensions = int(body, 'dimensions', 1, 1 << 16)
+  if (body.user !== undefined && typeof body.user !== 'string') throw new InvalidRequestError("'user' must be a string", 'user')
+  return { req: { model: limits.modelId, input, dimensions, body, requestId }, encoding: enc }
+}
+
+/** A transcription form, checked: the audio file and the options (the audio itself is probed later). */
+export interface TranscriptionForm {
+  file: File
+  responseFormat: TranscriptionFormat
+  language?: string
+  prompt?: string
+  temperature?: number
+}
+
+function formString(form: FormData, key: string): string | undefined {
+  const v = form.get(key)
+  if (v === null) return undefined
+  if (typeof v !== 'string') throw new InvalidRequestError(`'${key}' must be a text field`, key)
+  return v
+}
+
+/** Validates the multipart fields of /v1/audio/transcriptions (OpenAI's names). */
+export function validateTranscriptionForm(form: FormData, limits: { modelId: string }): TranscriptionForm {
+  const model = formString(form, 'model')
+  if (!model) throw new InvalidRequestError("'model' is required", 'model')
+  if (model !== limits.modelId) throw new ModelNotFoundError(model)
+  const file = form.get('file')
+  if (file === null || typeof file === 'string') throw new InvalidRequestError("'file' is required and must be an uploaded file", 'file')
+  if (file.size === 0) throw new InvalidRequestError("'file' is empty", 'file')
+  const fmt = formString(form, 'response_format') ?? 'json'
+  if (!(TRANSCRIPTION_FORMATS as readonly string[]).includes(fmt)) {
+    throw new InvalidRequestError(`'response_format' must be one of ${TRANSCRIPTION_FORMATS.join(', ')}`, 'response_format')
+  }
+  const language = formString(form, 'language') || undefined
+  if (language !== undefined && !/^[a-zA-Z]{2,3}$/.test(language)) throw new InvalidRequestError("'language' must be an ISO-639-1 code such as 'en'", 'language')
+  const t = formString(form, 'temperature')
+  let temperature: number | undefined
+  if (t !== undefined && t !== '') {
+    temperature = Number(t)
+    if (!Number.isFinite(temperature) || temperature < 0 || temperature > 1) throw new InvalidRequestError("'temperature' must be a number between 0 and 1", 'temperature')
+  }
+  return { file, responseFormat: fmt as TranscriptionFormat, language, prompt: formString(form, 'prompt'), temperature }
 }

@@ -3,7 +3,7 @@ import fs from 'node:fs'
 import crypto from 'node:crypto'
 import path from 'node:path'
 import { Address } from '@ton/core'
-import type { LlamaBackendConfig, OpenAIBackendConfig } from '../inference/index.ts'
+import type { Capability, LlamaBackendConfig, OpenAIBackendConfig, PocketSphinxBackendConfig } from '../inference/index.ts'
 import type { Role } from '../tee/index.ts'
 import { portProblem, urlPort } from '../core/ports.ts'
 
@@ -30,7 +30,7 @@ export interface TeeConfig {
  * The backend settings a worker config holds, one shape per kind: the inference backend's own, except
  * that the openai backend's API key is read from a file (secrets never in the config itself or argv).
  */
-export type BackendConfig = LlamaBackendConfig | (Omit<OpenAIBackendConfig, 'apiKey'> & { apiKeyFile?: string })
+export type BackendConfig = LlamaBackendConfig | (Omit<OpenAIBackendConfig, 'apiKey'> & { apiKeyFile?: string }) | PocketSphinxBackendConfig
 
 /** Where a node settles: the chain endpoint, the root contract and the node's wallet. */
 interface ChainCommon {
@@ -199,14 +199,33 @@ function hash256(o: Record<string, unknown>, key: string, where: string): string
 }
 
 const BACKEND_KEYS: Record<BackendConfig['kind'], string[]> = {
-  llama: ['kind', 'model', 'modelId', 'threads', 'contextSize', 'parallel', 'gpu', 'expectedSha256'],
-  openai: ['kind', 'model', 'modelId', 'baseUrl', 'apiKeyFile', 'upstreamModel', 'timeoutMs', 'modelHash'],
+  llama: ['kind', 'model', 'modelId', 'threads', 'contextSize', 'parallel', 'gpu', 'expectedSha256', 'embeddings', 'matryoshka'],
+  openai: ['kind', 'model', 'modelId', 'baseUrl', 'apiKeyFile', 'upstreamModel', 'timeoutMs', 'modelHash', 'capabilities'],
+  pocketsphinx: ['kind', 'model', 'modelId', 'parallel'],
+}
+
+function optBool(o: Record<string, unknown>, key: string, where: string): boolean | undefined {
+  const v = o[key]
+  if (v === undefined) return undefined
+  if (typeof v !== 'boolean') throw new ConfigError(`${where}.${key}`, 'must be true or false')
+  return v
+}
+
+const CAPABILITIES: readonly Capability[] = ['chat', 'completions', 'embeddings', 'transcriptions']
+
+function capabilities(o: Record<string, unknown>, where: string): Capability[] | undefined {
+  const v = o.capabilities
+  if (v === undefined) return undefined
+  if (!Array.isArray(v) || v.length === 0 || !v.every((c) => CAPABILITIES.includes(c as Capability))) {
+    throw new ConfigError(`${where}.capabilities`, `must be a non-empty list of ${CAPABILITIES.map((c) => `"${c}"`).join(', ')}`)
+  }
+  return v as Capability[]
 }
 
 function backend(v: unknown, where: string): BackendConfig {
   const o = obj(v, where)
   const kind = o.kind ?? 'llama'
-  if (kind !== 'llama' && kind !== 'openai') throw new ConfigError(`${where}.kind`, 'must be "llama" or "openai"')
+  if (kind !== 'llama' && kind !== 'openai' && kind !== 'pocketsphinx') throw new ConfigError(`${where}.kind`, 'must be "llama", "openai" or "pocketsphinx"')
   if ('apiKey' in o) throw new ConfigError(`${where}.apiKey`, 'secrets do not belong in the config; use apiKeyFile or COCOON_BACKEND_API_KEY')
   for (const k of Object.keys(o)) if (!BACKEND_KEYS[kind].includes(k)) throw new ConfigError(`${where}.${k}`, `unknown setting for the ${kind} backend`)
   const model = optStr(o, 'model', where)
@@ -223,8 +242,11 @@ function backend(v: unknown, where: string): BackendConfig {
       parallel: optInt(o, 'parallel', where, 1, 256),
       gpu: o.gpu as false | 'auto' | undefined,
       expectedSha256: hash256(o, 'expectedSha256', where),
+      embeddings: optBool(o, 'embeddings', where),
+      matryoshka: optBool(o, 'matryoshka', where),
     }
   }
+  if (kind === 'pocketsphinx') return { kind, model, modelId, parallel: optInt(o, 'parallel', where, 1, 256) }
   const baseUrl = optStr(o, 'baseUrl', where)
   if (!baseUrl) throw new ConfigError(`${where}.baseUrl`, 'is required for the openai backend')
   checkedUrl(baseUrl, `${where}.baseUrl`)
@@ -237,6 +259,7 @@ function backend(v: unknown, where: string): BackendConfig {
     timeoutMs: optInt(o, 'timeoutMs', where, 1, 3_600_000),
     modelHash: hash256(o, 'modelHash', where),
     apiKeyFile: optStr(o, 'apiKeyFile', where),
+    capabilities: capabilities(o, where),
   }
 }
 

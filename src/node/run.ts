@@ -25,6 +25,7 @@ import { clientConsole, networkOf } from './client-console.ts'
 import { StatsHistory } from './history.ts'
 import { ConfigError, isLoopback, configHash, type ChainConfig, type NodeConfig, type TeeConfig } from './config.ts'
 import type { Logger } from '../core/log.ts'
+import { raceSignal } from '../core/time.ts'
 import { listenPort, startOpsServer } from '../core/ops.ts'
 import { ADMIN_TOKEN_HEADER, dashboardUrl, handleAdmin, hasAdminToken, loadOrCreateAdminToken, MinInterval, type AdminToken } from './admin.ts'
 import { summarizeTransaction, Op } from '../ton/contracts/index.ts'
@@ -74,13 +75,27 @@ interface ChainContext {
   walletSeed: Buffer
 }
 
-async function openChain(c: ChainConfig, log: Logger): Promise<ChainContext> {
+/** How long the proxy waits for its rollback check at start-up before it serves without the chain. */
+const SETTLEMENT_CONNECT_TIMEOUT_MS = 10_000
+/** How often a proxy running without the chain tries to connect settlement again. */
+const SETTLEMENT_RETRY_MS = 5_000
+/** How long a client waits for its deposit check on a new proxy session before it uses the session anyway. */
+const FUNDING_WAIT_MS = 5_000
+
+/** Is this a chain that does not answer (timeout, network), as opposed to one that answered no? */
+function isUnreachable(err: unknown): boolean {
+  const e = err as Error & { cause?: unknown }
+  return e?.name === 'TimeoutError' || e?.name === 'AbortError' || /timed out|no answer|ECONNREFUSED|ECONNRESET|fetch failed|network|socket/i.test(e?.message ?? '')
+}
+
+async function openChain(c: ChainConfig, dataDir: string, log: Logger): Promise<ChainContext> {
   const opts = chainOptionsFromEnv(process.env, { endpoint: c.endpoint, apiKeyFile: c.apiKeyFile })!
   const chain = createChain({ ...opts, log })
   const root = Address.parse(c.root)
-  const watcher = new RootWatcher({ chain, root, log }, { refreshMs: c.policyRefreshSec * 1000 })
+  // The root as last seen is kept in the data folder, so the node can start while the chain is unreachable.
+  const watcher = new RootWatcher({ chain, root, log }, { refreshMs: c.policyRefreshSec * 1000, cacheFile: path.join(dataDir, 'root-state.json') })
   await watcher.start().catch((err: Error) => {
-    throw new ChainError(`cannot read the root contract ${root.toString()} from the chain at ${chain.endpoint}: ${err.message}; is the chain running, and are chain.endpoint and chain.root right?`)
+    throw new ChainError(`cannot read the root contract ${root.toString()} from the chain at ${chain.endpoint}, and no root state from an earlier run is cached in the data folder: ${err.message}; is the chain running, and are chain.endpoint and chain.root right?`)
   })
   const key = loadOrCreateWalletKey(c.walletKeyFile)
   const wallet = new NodeWallet(chain, key, { log })
@@ -88,8 +103,23 @@ async function openChain(c: ChainConfig, log: Logger): Promise<ChainContext> {
   return { chain, root, watcher, wallet, walletSeed: key.secretKey.subarray(0, 32) }
 }
 
+/** Reads a proxy contract's committed receipt root and the payment key it was deployed for (what clients and workers check proofs against). */
+function receiptsRootOn(chain: Chain): (proxyContract: string) => Promise<{ seqno: number; root: string; count: number; paymentKey: string }> {
+  return async (addr) => {
+    const p = chain.open(ProxyContract.createFromAddress(Address.parse(addr)))
+    const [r, id] = await Promise.all([p.getReceiptsRoot(), p.getIdentity()])
+    return { seqno: Number(r.seqno), root: r.root.toString('hex'), count: Number(r.count), paymentKey: id.publicKey.toString('hex') }
+  }
+}
+
 /** Builds and starts the node described by `cfg`. */
-export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNode> {
+/** Services the entry point lends a node (what lives above `node`, e.g. the receipt checks of `cocoon receipt verify`). */
+export interface NodeExtras {
+  /** Runs every check of `cocoon receipt verify` on a receipt's JSON; the dashboard's Verify button. */
+  verifyReceipt?: (receiptJson: Record<string, unknown>, chain: Chain | undefined) => Promise<Array<{ name: string; ok: boolean; detail: string }>>
+}
+
+export async function startNode(cfg: NodeConfig, log: Logger, extras: NodeExtras = {}): Promise<RunningNode> {
   const base = parsePolicy(cfg.policy, 'policy')
   // A production node, and any node in a real TEE, must never trust forgeable simulated peers.
   if (cfg.production || cfg.tee.kind === 'tdx') assertProductionPolicy(base, 'policy')
@@ -99,7 +129,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
   backendLoading?.catch(() => {})
   let cc: ChainContext | undefined
   try {
-    cc = cfg.chain ? await openChain(cfg.chain, log) : undefined
+    cc = cfg.chain ? await openChain(cfg.chain, cfg.dataDir, log) : undefined
   } catch (err) {
     await backendLoading?.then((b) => b.close()).catch(() => {})
     throw err
@@ -126,7 +156,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
     const ledger = new PartyLedger(path.join(cfg.dataDir, 'ledger.sqlite'))
     const c = cfg.chain
     const account = cc
-      ? new ClientAccount({ chain: cc.chain, wallet: cc.wallet, root: cc.root, rootState: () => cc.watcher.state, log }, { depositNano: c!.depositNano, topUpBelowNano: c!.topUpBelowNano, topUpNano: c!.topUpNano })
+      ? new ClientAccount({ chain: cc.chain, wallet: cc.wallet, root: cc.root, rootState: () => cc.watcher.state, log }, { depositNano: c!.depositNano, topUpBelowNano: c!.topUpBelowNano, topUpNano: c!.topUpNano, statesFile: path.join(cfg.dataDir, 'client-contracts.json') })
       : undefined
     const receipts = new ReceiptStore(path.join(cfg.dataDir, 'receipts.sqlite'))
     const apps = new AppAccounts(path.join(cfg.dataDir, 'apps.sqlite'))
@@ -138,22 +168,27 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       log,
       ledger,
       receipts,
-      receiptsRoot: cc
-        ? async (addr) => {
-            const p = cc.chain.open(ProxyContract.createFromAddress(Address.parse(addr)))
-            const [r, id] = await Promise.all([p.getReceiptsRoot(), p.getIdentity()])
-            return { seqno: Number(r.seqno), root: r.root.toString('hex'), count: Number(r.count), paymentKey: id.publicKey.toString('hex') }
-          }
-        : undefined,
+      receiptsRoot: cc ? receiptsRootOn(cc.chain) : undefined,
       routes: (req, res) => consoleRoutes!(req, res),
       apps: {
         admit: (authorization, model) => apps.authorize(authorization, model, cfg.apiKeys)?.id ?? null,
         answered: (r) => apps.record(r),
+        mayRead: (authorization) => {
+          if (!cfg.apiKeys) return
+          try {
+            apps.authorize(authorization, '', true)
+          } catch (err) {
+            // Any valid key may read receipts; a model list or a spent quota limits asking, not reading.
+            if ((err as Error).name === 'InvalidApiKeyError') throw err
+          }
+        },
       },
       onProxy: account
         ? async (peer, proxyId) => {
             if (!peer.claims.paymentKey) return
-            await account.ensureFunded(proxyId).catch((err) => log.error('could not fund the client contract for this proxy', { error: err }))
+            // Bounded: while the chain is unreachable the session is used at once (the proxy admits on the last known balance).
+            const funded = account.ensureFunded(proxyId).catch((err) => log.error('could not fund the client contract for this proxy', { error: err }))
+            await Promise.race([funded, new Promise((r) => setTimeout(r, cc!.watcher.reachability.reachable ? FUNDING_WAIT_MS * 12 : 0).unref())])
           }
         : undefined,
       funds: account ? (proxyId) => account.stats(proxyId) : undefined,
@@ -167,7 +202,10 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       loopback: isLoopback(cfg.listen.host),
       keysRequired: cfg.apiKeys,
       chain: cc && account ? { endpoint: cc.chain.endpoint, root: cc.root, rootState: () => cc.watcher.state, wallet: cc.wallet, account } : undefined,
+      receipts,
+      verifyReceipt: extras.verifyReceipt ? (j) => extras.verifyReceipt!(j, cc?.chain) : undefined,
     })
+    if (cc) client.chainReachability = () => cc.watcher.reachability
     trust.onUpdate((p) => client.revalidate((peer) => refusalUnder(p, peer)))
     account?.start(ledger)
     const port = await client.start()
@@ -191,6 +229,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
   if (cfg.role === 'proxy') {
     const ledger = new Ledger(path.join(cfg.dataDir, 'ledger.sqlite'))
     let settlement: ProxySettlement | undefined
+    let stopRetry = () => {}
     let paymentKeyHex: string | undefined
     if (cc) {
       const paymentKey = loadOrCreateWalletKey(cfg.chain!.paymentKeyFile)
@@ -198,7 +237,12 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       const channel: ProxyChannel = { root: cc.root, owner: cc.wallet.address, paymentKey: paymentKey.publicKey, params: cc.watcher.state!.params, codes: await contractCodes() }
       settlement = new ProxySettlement(
         { chain: cc.chain, wallet: cc.wallet, paymentKey, channel, ledger, log },
-        { intervalMs: cfg.chain!.settleIntervalSec ? cfg.chain!.settleIntervalSec * 1000 : undefined, chargeThresholdNano: cfg.chain!.chargeThresholdNano, stakeNano: cfg.chain!.stakeNano },
+        {
+          intervalMs: cfg.chain!.settleIntervalSec ? cfg.chain!.settleIntervalSec * 1000 : undefined,
+          chargeThresholdNano: cfg.chain!.chargeThresholdNano,
+          stakeNano: cfg.chain!.stakeNano,
+          fundsCacheFile: path.join(cfg.dataDir, 'client-funds.json'),
+        },
       )
     }
     const billing = new ProxyBilling({ ledger, params: () => settlement?.priceParams() ?? OFFCHAIN_PRICE_PARAMS, funds: settlement, log })
@@ -208,15 +252,36 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       billing.refuseService(ledger.integrity.message)
     } else if (settlement) {
       // Refuse to serve, without crashing, when the chain shows this ledger is stale or the contract cannot be staked.
-      try {
-        await settlement.checkRollback()
-        await settlement.ensureStaked()
-        settlement.start()
-        log.info('proxy contract ready', { address: settlement.address.toString() })
-      } catch (err) {
-        const reason = err instanceof LedgerRollbackError ? `ledger rollback detected: ${err.message}` : `cannot settle on chain: ${(err as Error).message}`
-        log.error('refusing to serve', { reason })
-        billing.refuseService(reason)
+      // When the chain does not answer, serve on the ledger and the last known balances, and connect settlement
+      // (rollback check first) as soon as it answers again.
+      const s = settlement
+      const connect = async (): Promise<'ready' | 'unreachable'> => {
+        try {
+          await raceSignal(s.checkRollback(), AbortSignal.timeout(SETTLEMENT_CONNECT_TIMEOUT_MS))
+          await s.ensureStaked()
+          s.start()
+          log.info('proxy contract ready', { address: s.address.toString() })
+          return 'ready'
+        } catch (err) {
+          if (!(err instanceof LedgerRollbackError) && (!cc!.watcher.reachability.reachable || isUnreachable(err))) return 'unreachable'
+          const reason = err instanceof LedgerRollbackError ? `ledger rollback detected: ${err.message}` : `cannot settle on chain: ${(err as Error).message}`
+          log.error('refusing to serve', { reason })
+          billing.refuseService(reason)
+          return 'ready'
+        }
+      }
+      if (!cc!.watcher.reachability.reachable || (await connect()) === 'unreachable') {
+        log.warn('chain unreachable; serving on the ledger and the last known client balances; settlement starts when the chain returns')
+        const retry = setInterval(() => {
+          if (!cc!.watcher.reachability.reachable || retrying) return
+          retrying = true
+          void connect()
+            .then((r) => r === 'ready' && clearInterval(retry))
+            .finally(() => (retrying = false))
+        }, SETTLEMENT_RETRY_MS)
+        retry.unref()
+        let retrying = false
+        stopRetry = () => clearInterval(retry)
       }
     }
     const identity = await RenewingIdentity.start({ role: 'proxy', provider, configHash: hash, paymentKey: paymentKeyHex }, { onError })
@@ -231,6 +296,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       chainStats: settlement ? () => settlement.stats() : undefined,
       proxyContract: settlement ? () => settlement.address.toString() : undefined,
     })
+    if (cc) proxy.chainReachability = () => cc.watcher.reachability
     trust.onUpdate((p) => proxy.revalidate((peer) => refusalUnder(p, peer)))
     const ports = await proxy.start()
     const admin = adminToken(cfg.dataDir, log)
@@ -288,6 +354,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       ports: { ...ports, stats: listenPort(ops) },
       stop: async () => {
         stopChain()
+        stopRetry()
         history.stop()
         settlement?.stop()
         identity.stop()
@@ -323,8 +390,9 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
   const payouts = cc ? new WorkerPayouts({ chain: cc.chain, wallet: cc.wallet, root: cc.root, rootState: () => cc.watcher.state, ledger, log }, cfg.chain!.payoutThresholdNano) : undefined
   const worker = createWorker(
     { ...cfg, payoutAddress: cc?.wallet.address.toRawString() },
-    { backend, identity, verify, log, ledger, imageHash: () => own.imageHash, onVoucher: payouts ? (proxyId) => payouts.onVoucher(proxyId) : undefined, payoutContract: payouts ? (proxyId) => payouts.contractAddress(proxyId) : undefined },
+    { backend, identity, verify, log, ledger, imageHash: () => own.imageHash, receiptsRoot: cc ? receiptsRootOn(cc.chain) : undefined, onVoucher: payouts ? (proxyId) => payouts.onVoucher(proxyId) : undefined, payoutContract: payouts ? (proxyId) => payouts.contractAddress(proxyId) : undefined },
   )
+  if (cc) worker.chainReachability = () => cc.watcher.reachability
   trust.onUpdate((p) => worker.revalidate((peer) => refusalUnder(p, peer)))
   const admin = adminToken(cfg.dataDir, log)
   const payoutOnce = new MinInterval<unknown>()

@@ -1,5 +1,6 @@
 // The client's side of payments on chain: its client contract per proxy, funded at start-up and topped up
 // below a threshold; top-up, withdrawal and close for the CLI.
+import fs from 'node:fs'
 import type { Address } from '@ton/core'
 import { type Chain, collectMessages, type NodeWallet } from '../ton/chain-client/index.ts'
 import { type ClientState, type TopUpMessage, checkVoucher, ONE_TON_NANO, type RootState, VOUCHER_MIN_VALUE_NANO } from '../ton/contracts/index.ts'
@@ -16,12 +17,18 @@ export interface ClientFundingOptions {
   topUpBelowNano?: bigint
   /** Amount of each automatic top-up. Default: depositNano. */
   topUpNano?: bigint
+  /**
+   * File keeping the last state read of each client contract, so a client restarted while the chain is
+   * unreachable still knows (and shows) it is funded. Default: memory only.
+   */
+  statesFile?: string
 }
 
 export class ClientAccount {
   private readonly channels: ChannelLookup
   private readonly states = new Map<string, ClientState>()
-  private readonly o: Required<ClientFundingOptions>
+  private readonly o: Required<Omit<ClientFundingOptions, 'statesFile'>>
+  private readonly statesFile: string | undefined
 
   constructor(
     private readonly deps: { chain: Chain; wallet: NodeWallet; root: Address; rootState: () => RootState | undefined; log: Logger },
@@ -30,6 +37,28 @@ export class ClientAccount {
     const deposit = opts.depositNano ?? ONE_TON_NANO
     this.o = { depositNano: deposit, topUpBelowNano: opts.topUpBelowNano ?? 0n, topUpNano: opts.topUpNano ?? deposit }
     this.channels = new ChannelLookup(deps)
+    this.statesFile = opts.statesFile
+    if (this.statesFile) {
+      try {
+        const rows = JSON.parse(fs.readFileSync(this.statesFile, 'utf8')) as Record<string, Record<string, string | number>>
+        for (const [proxyId, r] of Object.entries(rows)) {
+          this.states.set(proxyId, { state: r.state as ClientState['state'], balanceNano: BigInt(r.balanceNano), stakeNano: BigInt(r.stakeNano), tokensCharged: BigInt(r.tokensCharged), unlockAt: Number(r.unlockAt) })
+        }
+      } catch {
+        // Nothing saved yet.
+      }
+    }
+  }
+
+  private saveStates(): void {
+    if (!this.statesFile) return
+    try {
+      const rows = Object.fromEntries([...this.states].map(([k, v]) => [k, { ...v, balanceNano: v.balanceNano.toString(), stakeNano: v.stakeNano.toString(), tokensCharged: v.tokensCharged.toString() }]))
+      fs.writeFileSync(`${this.statesFile}.tmp`, JSON.stringify(rows))
+      fs.renameSync(`${this.statesFile}.tmp`, this.statesFile)
+    } catch (err) {
+      this.deps.log.warn('could not save the client contract states', { error: (err as Error).message })
+    }
   }
 
   async contractFor(proxyId: string) {
@@ -63,6 +92,7 @@ export class ClientAccount {
     if (!(await this.deps.chain.isDeployed(c.address))) return undefined
     const s = await c.getState()
     this.states.set(proxyId, s)
+    this.saveStates()
     return s
   }
 

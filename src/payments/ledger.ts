@@ -2,7 +2,7 @@
 // cumulative counters derived from it, all changed in one transaction per event so a crash never splits them.
 import crypto from 'node:crypto'
 import type Database from 'better-sqlite3'
-import { openSqlite } from './sqlite.ts'
+import { openSqlite } from '../core/sqlite.ts'
 import { Cell } from '@ton/core'
 import { ReceiptTree, type CellRef } from './receipts/tree.ts'
 

@@ -1,7 +1,7 @@
 // The small ledger a client or a worker keeps of what each proxy told it and what was paid on chain,
 // so a proxy that later reports less (a rolled-back or dishonest proxy) is caught and dropped.
 import type Database from 'better-sqlite3'
-import { openSqlite } from './sqlite.ts'
+import { openSqlite } from '../core/sqlite.ts'
 
 /** What a proxy has stated about this party, cumulative. Adjusted tokens and nanoTON. */
 export interface ProxyStatement {

@@ -32,10 +32,11 @@ export const OFFCHAIN_PRICE_PARAMS: PriceParams = {
   cachedMult: 1_000,
   completionMult: 10_000,
   reasoningMult: 10_000,
+  audioSecondMult: 1_000_000,
 }
 
 /** The parts of the root parameters pricing needs. */
-export type PriceParams = Pick<Params, 'pricePerTokenNano' | 'workerFeePerTokenNano' | 'promptMult' | 'cachedMult' | 'completionMult' | 'reasoningMult'>
+export type PriceParams = Pick<Params, 'pricePerTokenNano' | 'workerFeePerTokenNano' | 'promptMult' | 'cachedMult' | 'completionMult' | 'reasoningMult' | 'audioSecondMult'>
 
 /** Metered usage of one request, in model tokens. cached ⊆ prompt, reasoning ⊆ completion. */
 export interface TokenUsage {
@@ -43,6 +44,8 @@ export interface TokenUsage {
   cachedTokens: number
   completionTokens: number
   reasoningTokens: number
+  /** Seconds of transcribed audio, rounded up (transcriptions only). */
+  audioSeconds?: number
 }
 
 export interface RequestCost {
@@ -69,12 +72,14 @@ export function adjustedTokens(usage: TokenUsage, coefficient: number, p: PriceP
   const reasoning = count(usage.reasoningTokens, 'reasoningTokens')
   if (cached > prompt) throw new PricingError('cachedTokens exceed promptTokens')
   if (reasoning > completion) throw new PricingError('reasoningTokens exceed completionTokens')
+  const audio = count(usage.audioSeconds ?? 0, 'audioSeconds')
   const coef = count(coefficient, 'coefficient')
   const numerator =
     (prompt - cached) * BigInt(p.promptMult) +
     cached * BigInt(p.cachedMult) +
     (completion - reasoning) * BigInt(p.completionMult) +
-    reasoning * BigInt(p.reasoningMult)
+    reasoning * BigInt(p.reasoningMult) +
+    audio * BigInt(p.audioSecondMult)
   return (numerator * coef) / DENOM
 }
 
@@ -90,11 +95,15 @@ export function priceRequest(usage: TokenUsage, coefficient: number, p: PricePar
 /**
  * The most a request can cost, in adjusted tokens: every prompt token at the dearer of the
  * prompt and cached multipliers, every completion token at the dearer of the completion and
- * reasoning multipliers, at the app's max_coefficient; rounded up.
+ * reasoning multipliers, and every audio second, at the app's max_coefficient; rounded up.
  */
-export function worstCaseAdjustedTokens(maxPromptTokens: number, maxCompletionTokens: number, maxCoefficient: number, p: PriceParams): bigint {
+export function worstCaseAdjustedTokens(maxPromptTokens: number, maxCompletionTokens: number, maxCoefficient: number, p: PriceParams, maxAudioSeconds = 0): bigint {
   const promptMult = BigInt(Math.max(p.promptMult, p.cachedMult))
   const completionMult = BigInt(Math.max(p.completionMult, p.reasoningMult))
-  const numerator = (count(maxPromptTokens, 'maxPromptTokens') * promptMult + count(maxCompletionTokens, 'maxCompletionTokens') * completionMult) * count(maxCoefficient, 'maxCoefficient')
+  const numerator =
+    (count(maxPromptTokens, 'maxPromptTokens') * promptMult +
+      count(maxCompletionTokens, 'maxCompletionTokens') * completionMult +
+      count(maxAudioSeconds, 'maxAudioSeconds') * BigInt(p.audioSecondMult)) *
+    count(maxCoefficient, 'maxCoefficient')
   return (numerator + DENOM - 1n) / DENOM
 }

@@ -1,6 +1,8 @@
 // The proxy's side of settlement on chain: stake, rollback check against the last commit, periodic state
 // commits, charge vouchers submitted to client contracts, payout vouchers handed to workers.
+import fs from 'node:fs'
 import { Address } from '@ton/core'
+import { raceSignal } from '../core/time.ts'
 import type { KeyPair } from '@ton/crypto'
 import { type Chain, collectMessages, type NodeWallet } from '../ton/chain-client/index.ts'
 import { signVoucher, signedVoucherToBase64, type ProxyState, VOUCHER_MIN_VALUE_NANO, Op } from '../ton/contracts/index.ts'
@@ -16,14 +18,31 @@ export const SETTLE_INTERVAL_MS = 30_000
 export const CHARGE_THRESHOLD_NANO = 100_000_000n
 /** How long a client contract's state read from chain is reused for admission. */
 export const FUNDS_CACHE_MS = 1_000
+/** How long an admission waits for the chain before it uses the last known balance instead. */
+export const FUNDS_CHAIN_TIMEOUT_MS = 3_000
+/** After the chain failed to answer, admissions use the last known balances for this long without asking it. */
+export const FUNDS_CHAIN_BACKOFF_MS = 5_000
 /** Messages per wallet transfer (the V5 wallet's limit is higher; 4 keeps each transfer small). */
 const BATCH = 4
+
+/** The chain does not answer, and what is needed from it is not known locally either. */
+export class ChainUnavailableError extends Error {
+  readonly name = 'ChainUnavailableError'
+  constructor(message: string) {
+    super(message)
+  }
+}
 
 export interface SettlementOptions {
   intervalMs?: number
   chargeThresholdNano?: bigint
   /** Stake to keep in the proxy contract. Default: the root's minimum proxy stake. */
   stakeNano?: bigint
+  /**
+   * File keeping each client's last known on-chain funds, so funded clients keep being served while the
+   * chain is unreachable, across a restart too. Default: memory only.
+   */
+  fundsCacheFile?: string
 }
 
 export interface SettleReport {
@@ -41,13 +60,19 @@ export class ProxySettlement implements FundsSource {
   private lastCommit: LedgerHead = { seqno: 0, hash: '0'.repeat(64) }
   private lastState: ProxyState | undefined
   private lastError: string | undefined
-  private readonly o: Required<SettlementOptions>
+  private readonly o: Required<Omit<SettlementOptions, 'fundsCacheFile'>>
+  private readonly fundsCacheFile: string | undefined
+  /** Last known funds per client from the chain, kept on disk: what admission uses while the chain is away. */
+  private readonly known = new Map<string, ClientFunds>()
+  private chainDownUntil = 0
 
   constructor(
     private readonly deps: { chain: Chain; wallet: NodeWallet; paymentKey: KeyPair; channel: ProxyChannel; ledger: Ledger; log: Logger },
     opts: SettlementOptions = {},
   ) {
     this.contract = deps.chain.open(proxyContract(deps.channel))
+    this.fundsCacheFile = opts.fundsCacheFile
+    this.loadKnownFunds()
     this.o = {
       intervalMs: opts.intervalMs ?? SETTLE_INTERVAL_MS,
       chargeThresholdNano: opts.chargeThresholdNano ?? CHARGE_THRESHOLD_NANO,
@@ -107,18 +132,67 @@ export class ProxySettlement implements FundsSource {
     clearInterval(this.timer)
   }
 
-  /** Client contract state for admission, cached briefly. */
+  /**
+   * Client contract state for admission, cached briefly. When the chain does not answer (within
+   * FUNDS_CHAIN_TIMEOUT_MS), the last known state is used, so funded clients keep being served; what
+   * they spend meanwhile is in the ledger and is subtracted from it (see ProxyBilling.availableNano).
+   */
   async clientFunds(client: string): Promise<ClientFunds | undefined> {
     const hit = this.funds.get(client)
     if (hit && Date.now() - hit.at < FUNDS_CACHE_MS) return hit.value
+    if (Date.now() < this.chainDownUntil) return this.lastKnown(client, undefined)
     let value: ClientFunds | undefined
-    const c = this.deps.chain.open(clientContract(this.deps.channel, Address.parseRaw(client)))
-    if (await this.deps.chain.isDeployed(c.address)) {
-      const s = await c.getState()
-      value = { balanceNano: s.balanceNano, tokensCharged: s.tokensCharged, active: s.state === 'active' }
+    try {
+      const signal = AbortSignal.timeout(FUNDS_CHAIN_TIMEOUT_MS)
+      const c = this.deps.chain.open(clientContract(this.deps.channel, Address.parseRaw(client)))
+      if (await raceSignal(this.deps.chain.isDeployed(c.address, { signal }), signal)) {
+        const s = await raceSignal(c.getState(), signal)
+        value = { balanceNano: s.balanceNano, tokensCharged: s.tokensCharged, active: s.state === 'active' }
+      }
+    } catch (err) {
+      this.chainDownUntil = Date.now() + FUNDS_CHAIN_BACKOFF_MS
+      return this.lastKnown(client, err as Error)
     }
     this.funds.set(client, { at: Date.now(), value })
+    this.remember(client, value)
     return value
+  }
+
+  private lastKnown(client: string, err: Error | undefined): ClientFunds | undefined {
+    const k = this.known.get(client)
+    if (err) this.deps.log.warn('chain unreachable; admitting on the last known balance', { client, known: !!k, error: err.message })
+    if (!k) throw new ChainUnavailableError(`the chain is unreachable and this client's funds are not known yet${err ? `: ${err.message}` : ''}`)
+    return k
+  }
+
+  private remember(client: string, value: ClientFunds | undefined): void {
+    const before = this.known.get(client)
+    if (!value) {
+      if (!before) return
+      this.known.delete(client)
+    } else {
+      if (before && before.balanceNano === value.balanceNano && before.tokensCharged === value.tokensCharged && before.active === value.active) return
+      this.known.set(client, value)
+    }
+    if (!this.fundsCacheFile) return
+    try {
+      const tmp = `${this.fundsCacheFile}.tmp`
+      const rows = Object.fromEntries([...this.known].map(([c, f]) => [c, { balanceNano: f.balanceNano.toString(), tokensCharged: f.tokensCharged.toString(), active: f.active }]))
+      fs.writeFileSync(tmp, JSON.stringify(rows))
+      fs.renameSync(tmp, this.fundsCacheFile)
+    } catch (e) {
+      this.deps.log.warn('could not save the funds cache', { error: (e as Error).message })
+    }
+  }
+
+  private loadKnownFunds(): void {
+    if (!this.fundsCacheFile) return
+    try {
+      const rows = JSON.parse(fs.readFileSync(this.fundsCacheFile, 'utf8')) as Record<string, { balanceNano: string; tokensCharged: string; active: boolean }>
+      for (const [c, f] of Object.entries(rows)) this.known.set(c, { balanceNano: BigInt(f.balanceNano), tokensCharged: BigInt(f.tokensCharged), active: f.active })
+    } catch {
+      // No cache yet.
+    }
   }
 
   /**

@@ -1,6 +1,6 @@
 // The proxy's admission queue: a request that finds every suitable worker busy waits for a slot, in a bounded queue
 // served round-robin across clients. The slot is claimed in the same synchronous step as the choice of worker.
-import { ModelNotFoundError, NoWorkerAvailableError, RequestTimeoutError, TooManyRequestsError } from '../net/errors.ts'
+import { InvalidRequestError, ModelNotFoundError, NoWorkerAvailableError, RequestTimeoutError, TooManyRequestsError } from '../net/errors.ts'
 import { selectWorker, type WorkerConn } from './routing.ts'
 
 /** Requests that may wait for a worker slot, across all clients. */
@@ -30,6 +30,8 @@ export interface Want {
   maxCoefficient: number
   /** Workers already tried for this request. */
   exclude: ReadonlySet<string>
+  /** The endpoint asked for; only workers that advertise it qualify. Default: any. */
+  path?: string
 }
 
 interface Waiter {
@@ -78,17 +80,19 @@ export class AdmissionQueue {
   claim(want: Want, signal: AbortSignal): Promise<WorkerConn> {
     // Only when nobody waits may a newcomer take a free slot directly; otherwise it queues behind them.
     if (this.queued === 0) {
-      const sel = selectWorker(this.workers(), want.model, want.maxCoefficient, want.exclude)
+      const sel = selectWorker(this.workers(), want.model, want.maxCoefficient, want.exclude, want.path)
       if ('conn' in sel) {
         sel.conn.active++
         return Promise.resolve(sel.conn)
       }
       if (sel.reason === 'model_not_found') return Promise.reject(new ModelNotFoundError(want.model))
+      if (sel.reason === 'endpoint') return Promise.reject(endpointNotServed(want))
       if (sel.reason === 'exhausted') return Promise.reject(new WorkersExhaustedError())
       if (sel.reason === 'coefficient') return Promise.reject(new NoWorkerAvailableError(`no worker for '${want.model}' at max_coefficient ${want.maxCoefficient}; the cheapest asks ${sel.minCoefficient}`))
     } else {
-      const sel = selectWorker(this.workers(), want.model, want.maxCoefficient, want.exclude)
+      const sel = selectWorker(this.workers(), want.model, want.maxCoefficient, want.exclude, want.path)
       if (!('conn' in sel) && sel.reason === 'model_not_found') return Promise.reject(new ModelNotFoundError(want.model))
+      if (!('conn' in sel) && sel.reason === 'endpoint') return Promise.reject(endpointNotServed(want))
       if (!('conn' in sel) && sel.reason === 'exhausted') return Promise.reject(new WorkersExhaustedError())
     }
     if (signal.aborted) return Promise.reject(signal.reason ?? new Error('aborted'))
@@ -145,13 +149,13 @@ export class AdmissionQueue {
         const client = this.order[i]
         const list = this.byClient.get(client)!
         const head = list[0]
-        const sel = selectWorker(this.workers(), head.want.model, head.want.maxCoefficient, head.want.exclude)
+        const sel = selectWorker(this.workers(), head.want.model, head.want.maxCoefficient, head.want.exclude, head.want.path)
         if (!('conn' in sel)) {
           if (sel.reason === 'busy') continue
           // Its model or price is gone (the workers left): it can never be served from this queue.
           this.remove(head)
           head.reject(
-            sel.reason === 'model_not_found' ? new ModelNotFoundError(head.want.model) : sel.reason === 'exhausted' ? new WorkersExhaustedError() : new NoWorkerAvailableError(`no worker for '${head.want.model}' at max_coefficient ${head.want.maxCoefficient}`),
+            sel.reason === 'model_not_found' ? new ModelNotFoundError(head.want.model) : sel.reason === 'endpoint' ? endpointNotServed(head.want) : sel.reason === 'exhausted' ? new WorkersExhaustedError() : new NoWorkerAvailableError(`no worker for '${head.want.model}' at max_coefficient ${head.want.maxCoefficient}`),
           )
           progress = true
           break
@@ -221,4 +225,9 @@ export class AdmissionQueue {
     for (const [c, l] of this.byClient) byClient[c] = l.length
     return { depth: this.o.depth, maxWaitMs: this.o.maxWaitMs, queued: this.queued, byClient, ...this.counts, avgWaitMs: Math.round(this.avgWaitMs) }
   }
+}
+
+/** The model exists here, but none of its workers serves the endpoint asked for. */
+function endpointNotServed(want: Want): InvalidRequestError {
+  return new InvalidRequestError(`model '${want.model}' is not served at ${want.path}; see the endpoints /v1/models lists for it`, 'model')
 }

@@ -9,7 +9,7 @@ import { listenAttested, type AttestedSocket, type PeerVerifier } from '../net/a
 import { errorResponse, InvalidRequestError, TooManyRequestsError, UnfundedClientError, ModelNotFoundError, NoWorkerAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
 import { discardBody, parseJsonObject, readBody } from '../net/body.ts'
 import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
-import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_BODY_BYTES, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type ReceiptProofsRequest, type ReceiptProofsReply, type ReceiptCommitInfo, RECEIPT_LIST_LIMIT, RECEIPT_PROOFS_MAX, type WorkerStatement, type FinalCharge } from '../net/protocol.ts'
+import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, MIN_AUDIO_BYTES_PER_SECOND, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type WorkerStatementReply, type WorkerReceiptEntry, STATEMENT_RECEIPTS_MAX, type ReceiptProofsRequest, type ReceiptProofsReply, type ReceiptCommitInfo, RECEIPT_LIST_LIMIT, RECEIPT_PROOFS_MAX, type WorkerStatement, type FinalCharge } from '../net/protocol.ts'
 import { answerText, openaiUsage, SseText, usageChunk, type UsageCost } from '../net/openai.ts'
 import { peerCertDer } from '../tee/index.ts'
 import { decodeReceiptBoc, newSalt, parseSalt, priceHeader, receiptFields, receiptIdFromSalt, receiptMismatch, signReceipt, verifyReceiptSignature, type Receipt } from '../payments/receipts/receipt.ts'
@@ -17,7 +17,7 @@ import { DuplicateRequestError, ProxyNotServingError, type ProxyBilling, type Re
 import { worstCaseAdjustedTokens } from '../payments/pricing.ts'
 import { checkUsage, ed25519PublicKey } from '../net/usage.ts'
 import { ErrorBudget } from './error-budget.ts'
-import { DEFAULT_REQUEST_MS, recordOutcome, type WorkerConn } from './routing.ts'
+import { DEFAULT_REQUEST_MS, recordOutcome, workerEndpoints, type WorkerConn } from './routing.ts'
 import { AdmissionQueue, DEFAULT_QUEUE_DEPTH, DEFAULT_QUEUE_MAX_WAIT_MS } from './admission.ts'
 
 export const MAX_ATTEMPTS = 3
@@ -63,6 +63,8 @@ export function createProxy(opts: ProxyOptions, deps: ProxyDeps): Proxy {
 }
 
 export class Proxy implements OpsSource {
+  /** Set by the node's start-up when it runs on a chain (see OpsSource). */
+  chainReachability?: OpsSource['chainReachability']
   readonly registry = createRegistry('proxy')
   private readonly workers = new Map<string, WorkerConn>()
   private readonly clientH2 = http2.createServer(H2_OPTIONS)
@@ -260,6 +262,7 @@ export class Proxy implements OpsSource {
         created: Math.floor(Math.min(...ws.map((w) => w.connectedAt)) / 1000),
         owned_by: 'cocoon',
         hashes: [...new Set(ws.map((w) => w.info.model.hash))],
+        endpoints: [...new Set(ws.flatMap((w) => workerEndpoints(w.info)))].sort(),
         workers: ws
           .map((w) => ({ coefficient: w.info.coefficient, running_requests: w.active, max_running_requests: w.info.maxActiveRequests }))
           .sort((a, b) => a.coefficient - b.coefficient),
@@ -369,16 +372,25 @@ export class Proxy implements OpsSource {
       if (!serving.ok) throw new ProxyNotServingError(serving.reason!)
       // Before reading a byte of the body: a client with no funds gets metadata calls only.
       if (!(await this.deps.billing.isFunded(client))) {
-        await discardBody(cs, MAX_BODY_BYTES)
+        await discardBody(cs, path === PATHS.transcriptions ? MAX_AUDIO_BODY_BYTES : MAX_BODY_BYTES)
         throw new UnfundedClientError()
       }
       maxCoefficient = intHeader(headers[HEADERS.maxCoefficient], DEFAULT_MAX_COEFFICIENT, 'max_coefficient')
       timeoutMs = intHeader(headers[HEADERS.timeoutMs], DEFAULT_TIMEOUT_SEC * 1000, 'timeout')
       if (timeoutMs <= 0 || timeoutMs > MAX_TIMEOUT_SEC * 1000) throw new InvalidRequestError(`'timeout' must be between 0 and ${MAX_TIMEOUT_SEC} seconds`, 'timeout')
-      body = await readBody(cs, MAX_BODY_BYTES)
-      json = parseJsonObject(body)
-      if (typeof json.model !== 'string' || !json.model) throw new InvalidRequestError("'model' is required and must be a string", 'model')
-      model = json.model
+      if (path === PATHS.transcriptions) {
+        // Multipart audio: routed on the model the client node named, never parsed here.
+        body = await readBody(cs, MAX_AUDIO_BODY_BYTES)
+        json = {}
+        const m = headers[HEADERS.model]
+        if (typeof m !== 'string' || !m) throw new InvalidRequestError("'model' is required", 'model')
+        model = m
+      } else {
+        body = await readBody(cs, MAX_BODY_BYTES)
+        json = parseJsonObject(body)
+        if (typeof json.model !== 'string' || !json.model) throw new InvalidRequestError("'model' is required and must be a string", 'model')
+        model = json.model
+      }
     } catch (err) {
       this.finish('rejected')
       return respondError(cs, err)
@@ -399,7 +411,7 @@ export class Proxy implements OpsSource {
     for (let attempt = 0; attempt < this.o.maxAttempts; attempt++) {
       let conn: WorkerConn
       try {
-        conn = await this.admission.claim({ client, model, maxCoefficient, exclude: tried }, waitSignal)
+        conn = await this.admission.claim({ client, model, maxCoefficient, exclude: tried, path }, waitSignal)
       } catch (err) {
         const e = err as Error
         if (attempt > 0 && lastError && (e.name === 'WorkersExhaustedError' || e.name === 'ModelNotFoundError')) break
@@ -417,8 +429,14 @@ export class Proxy implements OpsSource {
       }
       // Reserve the worst case before any work: all of max_tokens and a prompt as long as the body, at the
       // dearest multipliers and the app's max_coefficient. The worker never exceeds max_tokens.
-      const maxTokens = Math.min(askedMaxTokens ?? conn.info.maxTokensCap, conn.info.maxTokensCap)
-      const worst = worstCaseAdjustedTokens(body.length + PROMPT_OVERHEAD_TOKENS, maxTokens, maxCoefficient, this.deps.billing.params())
+      // Embeddings generate nothing; a transcription is billed by its audio seconds, bounded by the upload's size.
+      const generates = path === PATHS.chat || path === PATHS.completions
+      const maxTokens = generates ? Math.min(askedMaxTokens ?? conn.info.maxTokensCap, conn.info.maxTokensCap) : 0
+      const maxAudioSeconds = path === PATHS.transcriptions ? Math.min(MAX_AUDIO_SECONDS, Math.ceil(body.length / MIN_AUDIO_BYTES_PER_SECOND)) : 0
+      const worst =
+        path === PATHS.transcriptions
+          ? worstCaseAdjustedTokens(0, 0, maxCoefficient, this.deps.billing.params(), maxAudioSeconds)
+          : worstCaseAdjustedTokens(body.length + PROMPT_OVERHEAD_TOKENS, maxTokens, maxCoefficient, this.deps.billing.params())
       try {
         held.reservation = await this.deps.billing.reserve({ client, requestId, worstTokens: worst, deadlineMs: deadline })
       } catch (err) {
@@ -431,7 +449,8 @@ export class Proxy implements OpsSource {
         this.counts.retries++
         this.m.retries.inc()
       }
-      const result = await this.forward(cs, conn, path, body, { requestId, client, maxTokens, reservation: held.reservation, salt }, remaining, log, () => clientGone)
+      const contentType = path === PATHS.transcriptions ? String(headers['content-type'] ?? '') : 'application/json'
+      const result = await this.forward(cs, conn, path, body, { requestId, client, maxTokens, maxAudioSeconds, contentType, reservation: held.reservation, salt }, remaining, log, () => clientGone)
       if (result.kind === 'done') {
         this.finish(result.outcome)
         return
@@ -477,7 +496,7 @@ export class Proxy implements OpsSource {
     conn: WorkerConn,
     path: string,
     body: Buffer,
-    ctx: { requestId: string; client: string; maxTokens: number; reservation?: Reservation; salt: Buffer },
+    ctx: { requestId: string; client: string; maxTokens: number; maxAudioSeconds: number; contentType: string; reservation?: Reservation; salt: Buffer },
     remainingMs: number,
     log: Logger,
     clientGone: () => boolean,
@@ -493,10 +512,11 @@ export class Proxy implements OpsSource {
         ws = conn.session.request({
           ':method': 'POST',
           ':path': path,
-          'content-type': 'application/json',
+          'content-type': ctx.contentType,
           [HEADERS.requestId]: ctx.requestId,
           [HEADERS.coefficient]: String(conn.info.coefficient),
           [HEADERS.maxTokens]: String(ctx.maxTokens),
+          ...(ctx.maxAudioSeconds > 0 ? { [HEADERS.maxAudioSeconds]: String(ctx.maxAudioSeconds) } : {}),
           [HEADERS.timeoutMs]: String(Math.floor(remainingMs * HOP_TIMEOUT_FACTOR)),
           [HEADERS.salt]: ctx.salt.toString('hex'),
           [HEADERS.price]: priceHeader(this.deps.billing.params()),
@@ -731,6 +751,24 @@ export class Proxy implements OpsSource {
     return reply
   }
 
+  /** Receipts each worker asked about in its last statement reply (hashes). */
+  private readonly wanted = new WeakMap<WorkerConn, string[]>()
+
+  /** Where a worker's receipts stand in the log: number, and proof against the last confirmed commit. */
+  private workerReceipts(conn: WorkerConn, hashes: string[]): NonNullable<WorkerStatement['receipts']> {
+    const ledger = this.deps.billing.ledger
+    const last = ledger.lastConfirmedCommit()
+    const contract = this.deps.proxyContract?.()
+    const commit: ReceiptCommitInfo | null = last && contract ? { seqno: last.seqno, root: last.receiptsRoot, count: last.receiptsCount, proxy: contract, tx: last.tx } : null
+    const entries = hashes.map((hash): WorkerReceiptEntry => {
+      const r = ledger.receiptByHash(hash)
+      if (!r || r.worker !== conn.account) return { hash, missing: true }
+      if (!commit || r.index >= commit.count) return { hash, index: r.index, proof: null }
+      return { hash, index: r.index, proof: ledger.receiptProof(r.index, commit.count).toString('base64') }
+    })
+    return { commit, entries }
+  }
+
   /** The key receipts name this proxy by: its payment key (what its proxy contract knows), else its identity key. */
   private proxyKey(): Uint8Array {
     const id = this.deps.identity.current()
@@ -828,13 +866,16 @@ export class Proxy implements OpsSource {
         const st: WorkerStatement = { tokens: c.tokens.toString(), nano: c.nano.toString() }
         const voucher = this.deps.payoutVoucher?.(conn.account)
         if (voucher) st.voucher = voucher
+        const want = this.wanted.get(conn)
+        if (want?.length) st.receipts = this.workerReceipts(conn, want)
         const text = JSON.stringify(st)
         if (this.told.get(conn) === text || conn.session.closed || conn.session.destroyed) return
         try {
           const r = conn.session.request({ ':method': 'POST', ':path': PATHS.statement, 'content-type': 'application/json' })
           r.on('error', () => {})
           r.end(text)
-          const reply = JSON.parse((await readBody(r, 64 * 1024)).toString()) as { ok: boolean; error?: string }
+          const reply = JSON.parse((await readBody(r, 64 * 1024)).toString()) as WorkerStatementReply
+          if (Array.isArray(reply.want)) this.wanted.set(conn, reply.want.filter((h) => typeof h === 'string' && /^[0-9a-f]{64}$/.test(h)).slice(0, STATEMENT_RECEIPTS_MAX))
           if (reply.ok) this.told.set(conn, text)
           else this.deps.log.warn('worker did not accept its statement', { worker: conn.id, error: reply.error })
         } catch (err) {
@@ -953,7 +994,7 @@ function respondRaw(stream: http2.ServerHttp2Stream, status: number, ct: string,
 function withCost(body: Buffer, u: UsageRecord, cost: UsageCost): Buffer {
   try {
     const j = JSON.parse(body.toString('utf8')) as Record<string, unknown>
-    j.usage = openaiUsage(u, cost)
+    j.usage = openaiUsage(u, cost, u.answer.object)
     return Buffer.from(JSON.stringify(j))
   } catch {
     return body

@@ -2,7 +2,7 @@
 import type http2 from 'node:http2'
 import type crypto from 'node:crypto'
 import type { VerifiedPeer } from '../tee/index.ts'
-import type { WorkerInfo } from '../net/protocol.ts'
+import { PATHS, type WorkerInfo } from '../net/protocol.ts'
 
 /** Assumed duration of a request before a worker has been measured. */
 export const DEFAULT_REQUEST_MS = 1_000
@@ -32,7 +32,13 @@ export interface WorkerConn {
 }
 
 /** `exhausted`: every worker that could serve was already tried for this request. */
-export type Selection = { conn: WorkerConn } | { reason: 'model_not_found' | 'coefficient' | 'busy' | 'exhausted'; minCoefficient?: number }
+export type Selection = { conn: WorkerConn } | { reason: 'model_not_found' | 'endpoint' | 'coefficient' | 'busy' | 'exhausted'; minCoefficient?: number }
+
+/** The paths a worker serves its model at; workers from before endpoints were advertised serve generation only. */
+export function workerEndpoints(info: WorkerInfo): readonly string[] {
+  return info.model.endpoints ?? GENERATION_ENDPOINTS
+}
+const GENERATION_ENDPOINTS: readonly string[] = [PATHS.chat, PATHS.completions]
 
 /** Expected time until a new request would finish here, inflated by recent failures. */
 export function expectedWaitMs(c: WorkerConn): number {
@@ -40,17 +46,20 @@ export function expectedWaitMs(c: WorkerConn): number {
   return ((c.active + 1) * c.avgMs * (1 + 4 * c.failRate)) / slots
 }
 
-/** Picks the worker for `model`, never one in `exclude`. */
-export function selectWorker(conns: Iterable<WorkerConn>, model: string, maxCoefficient: number, exclude: ReadonlySet<string>): Selection {
+/** Picks a worker serving `model` at `path` (default: any), never one in `exclude`. */
+export function selectWorker(conns: Iterable<WorkerConn>, model: string, maxCoefficient: number, exclude: ReadonlySet<string>, path?: string): Selection {
   let best: WorkerConn | undefined
   let bestWait = Infinity
   let seenModel = false
+  let seenEndpoint = false
   let minCoefficient = Infinity
   let withinCoefficient = false
   let untried = false
   for (const c of conns) {
     if (c.info.model.id !== model) continue
     seenModel = true
+    if (path !== undefined && !workerEndpoints(c.info).includes(path)) continue
+    seenEndpoint = true
     if (c.info.coefficient > maxCoefficient) {
       minCoefficient = Math.min(minCoefficient, c.info.coefficient)
       continue
@@ -66,6 +75,7 @@ export function selectWorker(conns: Iterable<WorkerConn>, model: string, maxCoef
   }
   if (best) return { conn: best }
   if (!seenModel) return { reason: 'model_not_found' }
+  if (!seenEndpoint) return { reason: 'endpoint' }
   if (!withinCoefficient) return { reason: 'coefficient', minCoefficient }
   if (!untried) return { reason: 'exhausted' }
   return { reason: 'busy' }

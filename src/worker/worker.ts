@@ -1,26 +1,31 @@
 // The worker node: dials its proxies over attested TLS, serves HTTP/2 to them on those sockets, and runs the model.
 import http2 from 'node:http2'
 import { Counter, Gauge } from 'prom-client'
-import type { InferenceBackend, InferenceKind, Usage } from '../inference/index.ts'
+import type { Capability, InferenceBackend, InferenceKind, TranscriptionResult, Usage } from '../inference/index.ts'
+import { DEFAULT_CAPABILITIES, probeAudio, vectorToBase64 } from '../inference/index.ts'
 import { type VerifiedPeer, type IdentitySource, identityStats } from '../tee/index.ts'
 import type { Logger } from '../core/log.ts'
 import { createRegistry, type OpsSource } from '../core/ops.ts'
 import type { PeerVerifier } from '../net/attested.ts'
 import { maintainProxyLink, revalidateLinks, type ProxyLink as BaseLink } from '../net/proxy-link.ts'
-import { errorResponse, isExpectedError, RequestTimeoutError, TooManyRequestsError } from '../net/errors.ts'
-import { readBody, parseJsonObject } from '../net/body.ts'
+import { errorResponse, InvalidRequestError, isExpectedError, RequestTimeoutError, TooManyRequestsError } from '../net/errors.ts'
+import { readBody, parseJsonObject, parseMultipart } from '../net/body.ts'
 import { H2_OPTIONS, tuneSession } from '../net/h2.ts'
-import { HEADERS, MAX_BODY_BYTES, PATHS, PROTOCOL_VERSION, usageSigningPayload, type UsageRecord, type WorkerInfo, type WorkerStatement } from '../net/protocol.ts'
+import { CAPABILITY_PATHS, HEADERS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, PATHS, PROTOCOL_VERSION, usageSigningPayload, type UsageRecord, type WorkerInfo, type WorkerStatement, type WorkerStatementReply, STATEMENT_RECEIPTS_MAX } from '../net/protocol.ts'
 import type { PartyLedger } from '../payments/party-ledger.ts'
 import { checkVoucher, InvalidVoucherError } from '../ton/contracts/index.ts'
-import { validateRequest } from '../net/validate.ts'
-import { AnswerAggregator, answerIds, answerText, chunkText } from '../net/openai.ts'
+import { validateEmbeddingRequest, validateRequest, validateTranscriptionForm, type TranscriptionFormat } from '../net/validate.ts'
+import { AnswerAggregator, answerIds, answerText, chunkText, EMBEDDING_OBJECT, TRANSCRIPTION_OBJECT } from '../net/openai.ts'
+import { verifyReceiptProof } from '../payments/receipts/proof.ts'
+import { Cell } from '@ton/core'
 import { newSalt, parsePriceHeader, parseSalt, receiptFields, signReceipt, type SamplingParams } from '../payments/receipts/receipt.ts'
 import { OFFCHAIN_PRICE_PARAMS } from '../payments/pricing.ts'
 
 export const DEFAULT_COEFFICIENT = 1000
 export const MAX_ACTIVE_REQUESTS = 8
 export const MAX_TOKENS_CAP = 1024
+/** Receipts remembered per proxy until proven in its log. */
+export const PENDING_RECEIPTS_MAX = 10_000
 
 export interface WorkerOptions {
   /** Proxies to serve, as host:port of their worker listeners. */
@@ -42,6 +47,8 @@ export interface WorkerDeps {
   log: Logger
   /** What each proxy said this worker earned, and its payout vouchers. */
   ledger?: PartyLedger
+  /** The receipt log's root a proxy contract holds on chain, and the payment key it belongs to; absent off-chain. */
+  receiptsRoot?: (proxyContract: string) => Promise<{ seqno: number; root: string; count: number; paymentKey: string }>
   /** The image hash of this worker's own attestation (hex), stated in its receipts. Default: none (zeros). */
   imageHash?: () => string
   /** Called with each newer payout voucher (e.g. to claim it on chain past a threshold). */
@@ -72,6 +79,8 @@ export function createWorker(opts: WorkerOptions, deps: WorkerDeps): Worker {
 }
 
 export class Worker implements OpsSource {
+  /** Set by the node's start-up when it runs on a chain (see OpsSource). */
+  chainReachability?: OpsSource['chainReachability']
   readonly registry = createRegistry('worker')
   private readonly h2 = http2.createServer(H2_OPTIONS)
   private readonly links: ProxyLink[]
@@ -95,11 +104,16 @@ export class Worker implements OpsSource {
     this.h2.on('stream', (stream, headers) => this.onStream(stream, headers))
   }
 
+  /** What this worker's model serves. */
+  capabilities(): readonly Capability[] {
+    return this.deps.backend.model.capabilities ?? DEFAULT_CAPABILITIES
+  }
+
   info(): WorkerInfo {
     const m = this.deps.backend.model
     return {
       protocol: PROTOCOL_VERSION,
-      model: { id: m.id, hash: m.hash },
+      model: { id: m.id, hash: m.hash, endpoints: this.capabilities().map((c) => CAPABILITY_PATHS[c]) },
       coefficient: this.o.coefficient,
       maxActiveRequests: this.o.maxActiveRequests,
       maxTokensCap: this.o.maxTokensCap,
@@ -166,6 +180,14 @@ export class Worker implements OpsSource {
       ac?.abort(new Error('cancelled by the proxy'))
       stream.resume()
       respondJson(stream, 200, { cancelled: ac !== undefined })
+      return
+    }
+    if (method === 'POST' && (path === PATHS.embeddings || path === PATHS.transcriptions)) {
+      this.serveUnary(stream, headers, path === PATHS.embeddings ? 'embeddings' : 'transcriptions').catch((err) => {
+        this.deps.log.error('request handler failed', { error: err })
+        if (!stream.headersSent && !stream.destroyed) respondError(stream, err)
+        else stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR)
+      })
       return
     }
     if (method === 'POST' && (path === PATHS.chat || path === PATHS.completions)) {
@@ -314,8 +336,120 @@ export class Worker implements OpsSource {
     }
   }
 
+  /**
+   * Embeddings and transcriptions: one whole answer, no stream. Billed like any answer, by the
+   * signed usage trailer: prompt tokens for embeddings, audio seconds (rounded up) for
+   * transcriptions. A request stopped before its answer is ready produces nothing and is not billed.
+   */
+  private async serveUnary(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, cap: 'embeddings' | 'transcriptions'): Promise<void> {
+    const requestId = String(headers[HEADERS.requestId] ?? crypto.randomUUID())
+    const log = this.deps.log.child({ requestId })
+    const backend = this.deps.backend
+    this.counts.requests++
+    if (!this.capabilities().includes(cap) || (cap === 'embeddings' ? !backend.embed : !backend.transcribe)) {
+      this.counts.rejected++
+      stream.resume()
+      return respondError(stream, new InvalidRequestError(`model '${backend.model.id}' does not serve ${CAPABILITY_PATHS[cap]}`, 'model'))
+    }
+    if (this.active >= this.o.maxActiveRequests) {
+      this.counts.rejected++
+      this.m.requests.inc({ outcome: 'rejected' })
+      stream.resume()
+      return respondError(stream, new TooManyRequestsError(`worker is at its limit of ${this.o.maxActiveRequests} active requests`), 503)
+    }
+    this.active++
+    this.m.active.set(this.active)
+    const ac = new AbortController()
+    this.running.set(requestId, ac)
+    let finished = false
+    stream.once('close', () => {
+      if (!finished) ac.abort(new Error('stream reset by the proxy'))
+    })
+    const timeoutMs = Number(headers[HEADERS.timeoutMs])
+    const timeoutSignal = Number.isFinite(timeoutMs) && timeoutMs > 0 ? AbortSignal.timeout(Math.max(1, Math.floor(timeoutMs))) : undefined
+    const signal = AbortSignal.any([ac.signal, ...(timeoutSignal ? [timeoutSignal] : [])])
+    const created = Math.floor(Date.now() / 1000)
+    const startedAtMs = Date.now()
+    const model = backend.model.id
+    // The client node's salt keys the receipt's hashes, as for chat.
+    const salt = parseSalt(headers[HEADERS.salt]) ?? newSalt()
+    let raw: Buffer = Buffer.alloc(0)
+    let sampling: SamplingParams = { temperature: null, top_p: null, seed: null, max_tokens: null, stop: null }
+    try {
+      let answer: { contentType: string; text: string }
+      let usage: Usage
+      let id: string
+      let object: string
+      if (cap === 'embeddings') {
+        raw = await readBody(stream, MAX_BODY_BYTES)
+        const body = parseJsonObject(raw)
+        const { req, encoding } = validateEmbeddingRequest(body, requestId, { modelId: model })
+        const r = await backend.embed!(req, { signal })
+        usage = { promptTokens: r.promptTokens, cachedTokens: 0, completionTokens: 0, reasoningTokens: 0 }
+        id = `emb-${requestId}`
+        object = EMBEDDING_OBJECT
+        const data = r.vectors.map((v, index) => ({ object: 'embedding', index, embedding: encoding === 'base64' ? vectorToBase64(v) : v }))
+        answer = { contentType: 'application/json', text: JSON.stringify({ object: 'list', data, model, usage: { prompt_tokens: usage.promptTokens, total_tokens: usage.promptTokens } }) }
+      } else {
+        raw = await readBody(stream, MAX_AUDIO_BODY_BYTES)
+        const form = await parseMultipart(raw, headers['content-type'])
+        const f = validateTranscriptionForm(form, { modelId: model })
+        sampling = { ...sampling, temperature: f.temperature ?? null }
+        const audio = new Uint8Array(await f.file.arrayBuffer())
+        const probe = await probeAudio(audio, signal)
+        const seconds = Math.max(1, Math.ceil(probe.durationSec))
+        // The proxy reserved funds for at most this much audio.
+        const reserved = Number(headers[HEADERS.maxAudioSeconds])
+        const maxSeconds = Number.isSafeInteger(reserved) && reserved > 0 ? Math.min(reserved, MAX_AUDIO_SECONDS) : MAX_AUDIO_SECONDS
+        if (seconds > maxSeconds) throw new InvalidRequestError(`the audio is ${seconds} s long; at most ${maxSeconds} s are accepted for a file of this size`, 'file')
+        const r = await backend.transcribe!(
+          { model, audio, filename: f.file.name || `audio.${probe.format}`, format: probe.format, durationSec: probe.durationSec, language: f.language, prompt: f.prompt, temperature: f.temperature, requestId },
+          { signal },
+        )
+        usage = { promptTokens: 0, cachedTokens: 0, completionTokens: 0, reasoningTokens: 0, audioSeconds: seconds }
+        id = `tr-${requestId}`
+        object = TRANSCRIPTION_OBJECT
+        answer = transcriptionAnswer(r, f.responseFormat, probe.durationSec, seconds, f.temperature ?? 0)
+      }
+      if (signal.aborted) throw signal.reason ?? new Error('aborted')
+      this.meter(usage)
+      const record: UsageRecord = { requestId, answer: { id, object, model, created }, ...usage, finishReason: 'stop' }
+      const trailers = await this.usageTrailers(record, { stream, salt, raw, text: answerText(answer.text), sampling, model, startedAtMs, finishReason: 'stop', prices: headers[HEADERS.price] })
+      finished = true
+      respondRaw(stream, 200, answer.contentType, answer.text, trailers)
+      this.counts.succeeded++
+      this.m.requests.inc({ outcome: 'succeeded' })
+    } catch (err) {
+      finished = true
+      if (ac.signal.aborted) {
+        this.counts.cancelled++
+        this.m.requests.inc({ outcome: 'cancelled' })
+        log.info('request cancelled by the proxy before its answer was ready; nothing to bill')
+        if (!stream.destroyed) respondError(stream, new InvalidRequestError('the request was cancelled'), 499)
+        return
+      }
+      this.counts.failed++
+      this.m.requests.inc({ outcome: 'failed' })
+      const e = timeoutSignal?.aborted ? new RequestTimeoutError(timeoutMs) : err
+      if (!isExpectedError(e)) log.error('request failed', { error: e })
+      if (!stream.destroyed) respondError(stream, e)
+    } finally {
+      this.running.delete(requestId)
+      this.active--
+      this.m.active.set(this.active)
+    }
+  }
+
   /** A proxy's statement of earnings: it must never go backwards. */
-  private async onStatement(link: ProxyLink | undefined, text: string): Promise<{ ok: boolean; error?: string }> {
+  private async onStatement(link: ProxyLink | undefined, text: string): Promise<WorkerStatementReply> {
+    const r = await this.onStatementChecked(link, text)
+    if (!link?.proxyId || link.state === 'distrusted') return r
+    // Ask about the receipts this worker signed for this proxy that are not yet proven in its log.
+    const pending = this.pendingReceipts.get(link.proxyId)
+    return pending?.size ? { ...r, want: [...pending.keys()].slice(0, STATEMENT_RECEIPTS_MAX) } : r
+  }
+
+  private async onStatementChecked(link: ProxyLink | undefined, text: string): Promise<WorkerStatementReply> {
     if (!link?.proxyId) return { ok: false, error: 'unknown session' }
     let st: WorkerStatement
     try {
@@ -357,7 +491,84 @@ export class Worker implements OpsSource {
       }
       if (this.deps.ledger.recordVoucher(link.proxyId, tokens, st.voucher)) this.deps.onVoucher?.(link.proxyId, st.voucher, tokens)
     }
+    const bad = this.checkReceipts(link, st)
+    if (bad) {
+      this.distrustForReceipts(link, bad)
+      return { ok: false, error: `receipts: ${bad}` }
+    }
     return { ok: true }
+  }
+
+  /** Receipts this worker signed, per proxy, until their proof in that proxy's committed log is checked. */
+  private readonly pendingReceipts = new Map<string, Map<string, { earnedNano: bigint; index?: number }>>()
+  private readonly receiptCounts = { signed: 0, verified: 0, unlogged: 0, proxiesDropped: 0 }
+  /** Per proxy: what this worker earned by receipts proven in its log (since start). */
+  private readonly provenEarnedNano = new Map<string, bigint>()
+
+  private distrustForReceipts(link: ProxyLink, reason: string): void {
+    this.deps.log.error('proxy receipt log disagrees with the receipts this worker signed; disconnecting', { proxy: link.target, reason })
+    this.receiptCounts.proxiesDropped++
+    if (link.proxyId) this.deps.ledger?.distrust(link.proxyId, reason)
+    link.state = 'distrusted'
+    link.lastError = reason
+    setImmediate(() => link.session?.close())
+  }
+
+  /**
+   * Checks what the proxy says of this worker's receipts: each proof against the commit's root (and,
+   * with a chain, that root against the proxy contract's), that a receipt once logged never goes
+   * missing, and that the earnings the proxy states cover every receipt proven in its log.
+   * Returns why the proxy cannot be trusted, or undefined.
+   */
+  private checkReceipts(link: ProxyLink, st: WorkerStatement): string | undefined {
+    const proxyId = link.proxyId!
+    const pending = this.pendingReceipts.get(proxyId)
+    const c = st.receipts?.commit ?? null
+    for (const e of st.receipts?.entries ?? []) {
+      const mine = pending?.get(e.hash)
+      if (!mine) continue
+      if (e.missing) {
+        // Logged once, then gone: the log was rewritten. Never logged: the proxy may have died before it could (counted, not fatal).
+        if (mine.index !== undefined) return `receipt ${mine.index} (${e.hash.slice(0, 16)}…) is no longer in the log`
+        this.receiptCounts.unlogged++
+        pending!.delete(e.hash)
+        continue
+      }
+      if (typeof e.index !== 'number') continue
+      if (mine.index !== undefined && mine.index !== e.index) return `receipt ${e.hash.slice(0, 16)}… moved from ${mine.index} to ${e.index}`
+      mine.index = e.index
+      if (!e.proof || !c) continue
+      try {
+        verifyReceiptProof(Cell.fromBoc(Buffer.from(e.proof, 'base64'))[0], Buffer.from(c.root, 'hex'), e.index, Buffer.from(e.hash, 'hex'))
+      } catch (err) {
+        return `receipt ${e.index}: ${(err as Error).message}`
+      }
+      pending!.delete(e.hash)
+      this.receiptCounts.verified++
+      this.provenEarnedNano.set(proxyId, (this.provenEarnedNano.get(proxyId) ?? 0n) + mine.earnedNano)
+    }
+    const proven = this.provenEarnedNano.get(proxyId) ?? 0n
+    if (BigInt(st.nano) < proven) return `it states earnings of ${st.nano} nanoTON, less than the ${proven} of the receipts proven in its log`
+    if (c && this.deps.receiptsRoot) {
+      // The root must be the one the proxy contract holds for that commit; checked off the reply path.
+      void this.deps.receiptsRoot(c.proxy).then(
+        (onChain) => {
+          if (link.peer?.claims.paymentKey && onChain.paymentKey !== link.peer.claims.paymentKey) this.distrustForReceipts(link, `the proxy contract ${c.proxy} is not this proxy's`)
+          else if (onChain.seqno === c.seqno && (onChain.root !== c.root || onChain.count !== c.count)) this.distrustForReceipts(link, `commit ${c.seqno}: the chain holds another receipt root or count`)
+        },
+        (err: Error) => this.deps.log.debug('could not read the receipt root on chain', { error: err.message }),
+      )
+    }
+    return undefined
+  }
+
+  /** Remembers a receipt this worker signed for a proxy, to check later that its log holds it. */
+  private rememberReceipt(proxyId: string, hash: string, earnedNano: bigint): void {
+    let m = this.pendingReceipts.get(proxyId)
+    if (!m) this.pendingReceipts.set(proxyId, (m = new Map()))
+    m.set(hash, { earnedNano })
+    // Bounded: the oldest are forgotten first (a proxy that never commits cannot grow this without end).
+    if (m.size > PENDING_RECEIPTS_MAX) m.delete(m.keys().next().value!)
   }
 
   private meter(u: Usage): void {
@@ -408,15 +619,15 @@ export class Worker implements OpsSource {
       })
       const receipt = await signReceipt(fields, (d) => id.signAsync(d))
       trailers[HEADERS.receipt] = receipt.cell.toBoc().toString('base64')
-      this.receipts++
+      this.receiptCounts.signed++
+      if (link?.proxyId) this.rememberReceipt(link.proxyId, receipt.cell.hash().toString('hex'), fields.adjustedTokens * fields.workerFeePerTokenNano)
     } catch (err) {
       this.deps.log.warn('could not make a receipt', { error: (err as Error).message })
     }
     return trailers
   }
 
-  /** Receipts signed since start. */
-  private receipts = 0
+
 
   /** Leaves proxies the current policy no longer allows (e.g. their image was revoked on the root). */
   revalidate(refusal: (peer: VerifiedPeer) => string | undefined): number {
@@ -436,7 +647,7 @@ export class Worker implements OpsSource {
       activeRequests: this.active,
       requests: { ...this.counts },
       tokens: { ...this.tokens },
-      receipts: { signed: this.receipts },
+      receipts: { ...this.receiptCounts, pending: [...this.pendingReceipts.values()].reduce((t, m) => t + m.size, 0) },
       proxies: this.links.map((l) => {
         const rec = l.proxyId && this.deps.ledger ? this.deps.ledger.get(l.proxyId) : undefined
         return {
@@ -446,7 +657,8 @@ export class Worker implements OpsSource {
           imageHash: l.peer?.imageHash ?? null,
           lastError: l.lastError ?? null,
           connectedAt: l.connectedAt ?? null,
-          earned: rec ? { tokens: rec.told.tokens.toString(), nano: rec.told.nano.toString() } : (l.earned ?? { tokens: '0', nano: '0' }),
+          // From the ledger once the proxy is known; before that (e.g. just restarted) unknown, never a false zero.
+          earned: rec ? { tokens: rec.told.tokens.toString(), nano: rec.told.nano.toString() } : (l.earned ?? (l.proxyId ? { tokens: '0', nano: '0' } : null)),
           voucheredTokens: rec ? rec.vouchered.toString() : '0',
           paidOnChainTokens: rec ? rec.onChainTokens.toString() : '0',
         }
@@ -471,6 +683,45 @@ function respondJson(stream: http2.ServerHttp2Stream, status: number, body: unkn
   stream.respond({ ':status': status, 'content-type': 'application/json' }, trailers ? { waitForTrailers: true } : undefined)
   if (trailers) stream.once('wantTrailers', () => stream.sendTrailers(trailers))
   stream.end(text)
+}
+
+function respondRaw(stream: http2.ServerHttp2Stream, status: number, contentType: string, text: string, trailers: http2.OutgoingHttpHeaders): void {
+  if (stream.destroyed || stream.closed || stream.headersSent) return
+  stream.respond({ ':status': status, 'content-type': contentType }, { waitForTrailers: true })
+  stream.once('wantTrailers', () => stream.sendTrailers(trailers))
+  stream.end(text)
+}
+
+const languageNames = new Intl.DisplayNames(['en'], { type: 'language' })
+
+/** The transcription in the app's response_format, as OpenAI shapes it (the proxy adds the cost to `usage`). */
+function transcriptionAnswer(r: TranscriptionResult, format: TranscriptionFormat, durationSec: number, seconds: number, temperature: number): { contentType: string; text: string } {
+  const usage = { type: 'duration', seconds }
+  if (format === 'text') return { contentType: 'text/plain; charset=utf-8', text: r.text + '\n' }
+  if (format === 'json') return { contentType: 'application/json', text: JSON.stringify({ text: r.text, usage }) }
+  let language = r.language
+  try {
+    language = (languageNames.of(r.language) ?? r.language).toLowerCase()
+  } catch {
+    // not a code Intl knows: keep it as given
+  }
+  const segments = r.segments.map((s) => ({
+    id: s.id,
+    seek: 0,
+    start: round3(s.start),
+    end: round3(s.end),
+    text: s.text.startsWith(' ') ? s.text : ' ' + s.text,
+    tokens: [] as number[],
+    temperature,
+    avg_logprob: 0,
+    compression_ratio: 0,
+    no_speech_prob: 0,
+  }))
+  return { contentType: 'application/json', text: JSON.stringify({ task: 'transcribe', language, duration: round3(durationSec), text: r.text, segments, usage }) }
+}
+
+function round3(x: number): number {
+  return Math.round(x * 1000) / 1000
 }
 
 function respondError(stream: http2.ServerHttp2Stream, err: unknown, status?: number): void {

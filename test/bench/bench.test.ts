@@ -47,7 +47,7 @@ test('the schema check finds missing figures and derived figures that disagree',
 })
 
 test('the amortised on-chain cost per request follows the settlement thresholds', () => {
-  const prices = { pricePerTokenNano: 1000n, workerFeePerTokenNano: 800n, promptMult: 10_000, cachedMult: 1_000, completionMult: 20_000, reasoningMult: 20_000 }
+  const prices = { pricePerTokenNano: 1000n, workerFeePerTokenNano: 800n, promptMult: 10_000, cachedMult: 1_000, completionMult: 20_000, reasoningMult: 20_000, audioSecondMult: 1_000_000 }
   const terms = { source: 't', prices, clientChargeThresholdNano: 1_000_000_000n, workerPayoutThresholdNano: 10_000_000_000n }
   // 16 prompt + 50 completion tokens at 2x: 116 adjusted tokens; the client pays 116 000, the worker earns 92 800 nanoTON.
   const v = amortisedFeePerRequestNano(terms, { gas: 1, feeNano: 10_000_000 }, { gas: 1, feeNano: 10_000_000 }, { promptTokens: 16, completionTokens: 50 })

@@ -166,7 +166,8 @@ describe('contract life cycle', () => {
     assert.deepEqual(onDisk, report)
     assert.equal(report.version, 1)
     const expected = [
-      'root.deploy', 'root.setParams', 'root.allowHash', 'root.revokeHash', 'root.registerProxy', 'root.unregisterProxy',
+      'root.deploy', 'root.setParams', 'root.allowHash', 'root.revokeHash', 'root.registerProxy', 'root.updateProxy',
+      'root.addProxyStake', 'root.unregisterProxy', 'root.withdrawProxyStake', 'root.delistProxy',
       'root.changeOwner', 'proxy.deploy', 'proxy.addStake', 'proxy.commitState', 'proxy.withdraw', 'proxy.requestClose',
       'proxy.finishClose', 'client.deploy', 'client.topUp', 'client.charge', 'client.finalCharge', 'client.withdraw',
       'client.requestClose', 'client.finishClose', 'worker.deploy', 'worker.payout',

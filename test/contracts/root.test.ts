@@ -1,4 +1,4 @@
-// Root contract: owner-only governance of parameters, allow-lists and registered proxies.
+// Root contract: owner-only governance of parameters and allow-lists (the proxy registry is in registry.test.ts).
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { beginCell } from '@ton/core'
@@ -30,7 +30,7 @@ describe('root contract', () => {
 
   it('lets the owner set parameters, bumping version and paramsVersion', async () => {
     const { root, rootOwner } = await deployedRoot()
-    const next = { ...PARAMS, pricePerTokenNano: 3_000n, workerFeePerTokenNano: 2_000n, clientCloseDelaySec: 3600, paramsVersion: 77 }
+    const next = { ...PARAMS, pricePerTokenNano: 3_000n, workerFeePerTokenNano: 2_000n, clientCloseDelaySec: 3600, audioSecondMult: 2_500_000, paramsVersion: 77 }
     const r = await root.sendSetParams(rootOwner.getSender(), { value: GAS, params: next, queryId: 5n })
     expectTx(r.transactions, { from: rootOwner.address, to: root.address, op: Op.rootSetParams, success: true })
     expectTx(r.transactions, { from: root.address, to: rootOwner.address, op: Op.excesses })
@@ -82,32 +82,6 @@ describe('root contract', () => {
     assert.equal(await root.getVersion(), 1)
   })
 
-  it('registers, updates and unregisters proxies', async () => {
-    const { root, rootOwner, proxyOwner } = await deployedRoot()
-    const info = { owner: proxyOwner.address, workerPort: 11001, clientPort: 11002, host: 'proxy.example.org' }
-    let r = await root.sendRegisterProxy(rootOwner.getSender(), { value: GAS, publicKey: PROXY_KEY, info })
-    expectTx(r.transactions, { to: root.address, op: Op.rootRegisterProxy, success: true })
-    let st = await root.getState()
-    const got = st.proxies.get(PROXY_KEY.toString('hex'))
-    assert.ok(got && got.owner.equals(proxyOwner.address))
-    assert.deepEqual({ ...got, owner: null }, { ...info, owner: null })
-
-    r = await root.sendRegisterProxy(rootOwner.getSender(), { value: GAS, publicKey: PROXY_KEY, info: { ...info, host: '10.0.0.7' } })
-    expectTx(r.transactions, { to: root.address, success: true })
-    st = await root.getState()
-    assert.equal(st.proxies.size, 1)
-    assert.equal(st.proxies.get(PROXY_KEY.toString('hex'))?.host, '10.0.0.7')
-
-    r = await root.sendUnregisterProxy(rootOwner.getSender(), { value: GAS, publicKey: PROXY_KEY })
-    expectTx(r.transactions, { to: root.address, op: Op.rootUnregisterProxy, success: true })
-    st = await root.getState()
-    assert.equal(st.proxies.size, 0)
-    assert.equal(st.version, 3)
-
-    r = await root.sendUnregisterProxy(rootOwner.getSender(), { value: GAS, publicKey: PROXY_KEY })
-    expectRejected(r.transactions, root.address, E.ProxyNotRegistered)
-  })
-
   it('hands ownership over: the new owner governs, the old one is rejected', async () => {
     const { root, rootOwner, stranger } = await deployedRoot()
     let r = await root.sendChangeOwner(rootOwner.getSender(), { value: GAS, newOwner: stranger.address })
@@ -121,15 +95,13 @@ describe('root contract', () => {
   })
 
   it('rejects every governance op from anyone but the owner', async () => {
-    const { root, stranger, proxyOwner } = await deployedRoot()
+    const { root, stranger } = await deployedRoot()
     const via = stranger.getSender()
-    const info = { owner: proxyOwner.address, workerPort: 1, clientPort: 2, host: 'h' }
     const attempts = [
       () => root.sendSetParams(via, { value: GAS, params: PARAMS }),
       () => root.sendAllowHash(via, { value: GAS, kind: 'proxyImage', hash: IMAGE }),
       () => root.sendRevokeHash(via, { value: GAS, kind: 'proxyImage', hash: IMAGE }),
-      () => root.sendRegisterProxy(via, { value: GAS, publicKey: PROXY_KEY, info }),
-      () => root.sendUnregisterProxy(via, { value: GAS, publicKey: PROXY_KEY }),
+      () => root.sendDelistProxy(via, { value: GAS, publicKey: PROXY_KEY }),
       () => root.sendChangeOwner(via, { value: GAS, newOwner: stranger.address }),
     ]
     for (const attempt of attempts) {

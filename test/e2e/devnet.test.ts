@@ -33,11 +33,15 @@ test('devnet prints the base URL and a ready-to-paste curl line', () => {
   assert.match(devnet.output(), /curl http:\/\/127\.0\.0\.1:\d+\/v1\/chat\/completions -H 'content-type: application\/json' -d '\{"model":"stories260K"/)
 })
 
-test('the SDK lists the model under its documented id', async () => {
+test('the SDK lists the models under their documented ids, with the endpoints each serves', async () => {
   const list = await openai.models.list()
+  const endpoints = (m: unknown) => (m as { endpoints: string[] }).endpoints
   assert.deepEqual(
-    list.data.map((m) => m.id),
-    ['stories260K'],
+    list.data.map((m) => [m.id, endpoints(m)]),
+    [
+      ['pocketsphinx-en-us', ['/v1/audio/transcriptions']],
+      ['stories260K', ['/v1/chat/completions', '/v1/completions', '/v1/embeddings']],
+    ],
   )
 })
 

@@ -127,7 +127,7 @@ describe('a node or the chain alone: one line and exit code 1', () => {
       const cfg = { role: 'client', dataDir: path.join(dir, 'c'), policy, listen: '127.0.0.1:0', proxies: ['127.0.0.1:11002'], chain: { endpoint: `http://127.0.0.1:${closed.port}`, root: 'EQA0xU8nYqEpMw6pMXcYR7dXgu0Q-vZ23anqinxfW_9jOrBi' } }
       const p = cocoon(['client', '--config', writeConfig(dir, cfg)])
       assert.equal((await p.exited).code, 1)
-      assertOneLine(p.stderr(), new RegExp(`^cocoon client: cannot read the root contract .* from the chain at http://127\\.0\\.0\\.1:${closed.port}/api/v2/jsonRPC: .*ECONNREFUSED.*; is the chain running`))
+      assertOneLine(p.stderr(), new RegExp(`^cocoon client: cannot read the root contract .* from the chain at http://127\\.0\\.0\\.1:${closed.port}/api/v2/jsonRPC\\b.*ECONNREFUSED.*; is the chain running`))
     } finally {
       fs.rmSync(dir, { recursive: true, force: true })
     }

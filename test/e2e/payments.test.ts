@@ -1,5 +1,5 @@
 // Payments end to end on the devnet chain, through real processes: billing, settlement, agreement with the
-// contracts to the nanoTON, 402 before work, kill -9 of the proxy and of a worker, and a restored old ledger.
+// contracts to the nanoTON, 402 before work, kill -9 of the proxy, a worker and the client, and a restored old ledger.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
@@ -35,7 +35,7 @@ function rng(seed: number) {
   }
 }
 const SEED = Number(process.env.COCOON_CRASH_SEED ?? 7)
-const CRASH_REQUESTS = Number(process.env.COCOON_CRASH_REQUESTS ?? 200)
+const CRASH_REQUESTS = Number(process.env.COCOON_CRASH_REQUESTS ?? (process.env.COCOON_FAULTS_LONG ? 1000 : 200))
 
 let devnet: Proc
 let dir: string
@@ -58,7 +58,7 @@ const currentPid = (name: string) => (JSON.parse(fs.readFileSync(path.join(dir, 
 
 before(async () => {
   dir = tmpDir('payments')
-  devnet = cocoon(['devnet', '--workers', '2', '--dir', dir, '--port-offset', String(randomPortOffset())])
+  devnet = cocoon(['devnet', '--workers', '2', '--no-speech', '--dir', dir, '--port-offset', String(randomPortOffset())])
   const m = await devnet.waitForOutput(/OpenAI base URL:\s+(\S+)/, 180_000)
   state = JSON.parse(fs.readFileSync(path.join(dir, 'devnet.json'), 'utf8'))
   openai = new OpenAI({ baseURL: m[1], apiKey: 'unused', maxRetries: 0 })
@@ -203,50 +203,92 @@ test('an app asking for more than its balance allows gets 402 insufficient_quota
   assert.deepEqual(now.map((w) => w.requests.requests), before.map((w) => w.requests.requests), 'no worker saw the request')
 })
 
-test('kill -9 of the proxy and of a worker during a run: nobody overcharged, every answer paid, counters never go back', async () => {
+/** Why a request ended without a completed answer. A stream that ends normally but without its usage is a violation. */
+class IncompleteAnswerError extends Error {
+  readonly name = 'IncompleteAnswerError'
+}
+
+/** Like ask(), but a streamed answer that ends without an error and without its final usage is flagged, never counted. */
+async function askChecked(stream: boolean, maxTokens: number): Promise<number> {
+  if (!stream) return ask(false, maxTokens)
+  const s = await openai.completions.create({ model: 'stories260K', prompt: 'Once upon a time', max_tokens: maxTokens, temperature: 0, stream: true })
+  let cost: number | undefined
+  for await (const c of s) if ((c as any).usage) cost = (c as any).usage.cost
+  if (cost === undefined) throw new IncompleteAnswerError('the stream ended as if complete, without its final usage')
+  return cost
+}
+
+test('kill -9 of the proxy, a worker and the client during a run: nobody overcharged, every answer paid, counters never go back', async () => {
   const r = rng(SEED)
-  const kills = new Map<number, 'proxy' | 'worker-0'>()
-  while (kills.size < 4) kills.set(5 + Math.floor(r() * (CRASH_REQUESTS - 10)), kills.size % 2 ? 'worker-0' : 'proxy')
+  const victims = ['proxy', 'worker-0', 'client', 'worker-1'] as const
+  const KILLS = process.env.COCOON_FAULTS_LONG ? 8 : 4
+  const CONCURRENCY = 3
+  const kills = new Map<number, (typeof victims)[number]>()
+  while (kills.size < KILLS) kills.set(5 + Math.floor(r() * (CRASH_REQUESTS - 10)), victims[kills.size % victims.length])
   const start = await proxyStats()
   const startCharged = BigInt(start.money.chargedNano)
-  // Watch the counters while the run goes on.
-  const samples: Array<{ charged: bigint; earned: bigint[] }> = []
+  // Watch the counters while the run goes on. A worker that does not know its proxy yet (just restarted) reports
+  // no earnings (null), never zero; once it reports them, they must never go down, not even to zero.
+  const samples: Array<{ charged: bigint; earned: Array<bigint | null> }> = []
   let watching = true
   const watcher = (async () => {
     while (watching) {
       const p = await proxyStats().catch(() => null)
       const ws = await Promise.all([0, 1].map((i) => getJson(`http://127.0.0.1:${state.ports.workers[i]}/jsonstats`).catch(() => null)))
-      if (p && ws.every(Boolean)) samples.push({ charged: BigInt(p.money.chargedNano), earned: ws.map((w) => BigInt(w.proxies[0]?.earned.nano ?? 0)) })
+      if (p) samples.push({ charged: BigInt(p.money.chargedNano), earned: ws.map((w) => (w?.proxies[0]?.earned ? BigInt(w.proxies[0].earned.nano) : null)) })
       await new Promise((res) => setTimeout(res, 100))
     }
   })()
   let completed = 0n
   let maxCost = 0n
   let failures = 0
-  for (let i = 0; i < CRASH_REQUESTS; i++) {
-    const victim = kills.get(i)
-    if (victim) process.kill(currentPid(victim), 'SIGKILL')
-    try {
-      const c = BigInt(await ask(i % 3 === 0, 4))
-      completed += c
-      if (c > maxCost) maxCost = c
-    } catch {
-      failures++
-      // Wait for the supervisor to bring the killed process back before the next request.
-      await waitFor(async () => (await getJson(`${state.baseUrl.replace(/\/v1$/, '')}/healthz`).catch(() => null))?.ok === true, 'the client to reach a proxy', 60_000)
-      await waitFor(async () => (await proxyStats().catch(() => null))?.workers?.connected === 2, 'both workers', 60_000)
+  let incomplete = 0
+  /** Requests started and not yet ended: at a kill, these (and only these) may be cut off. */
+  const inFlight = new Set<number>()
+  let casualties = 0
+  let next = 0
+  const healthy = async () => {
+    await waitFor(async () => (await getJson(`${state.baseUrl.replace(/\/v1$/, '')}/healthz`).catch(() => null))?.ok === true, 'the client to reach a proxy', 60_000)
+    await waitFor(async () => (await proxyStats().catch(() => null))?.workers?.connected === 2, 'both workers', 60_000)
+  }
+  const loop = async () => {
+    for (;;) {
+      const i = next++
+      if (i >= CRASH_REQUESTS) return
+      const victim = kills.get(i)
+      if (victim) {
+        casualties += inFlight.size
+        process.kill(currentPid(victim), 'SIGKILL')
+      }
+      inFlight.add(i)
+      try {
+        const c = BigInt(await askChecked(i % 3 === 0, 4))
+        completed += c
+        if (c > maxCost) maxCost = c
+      } catch (err) {
+        if (err instanceof IncompleteAnswerError) incomplete++
+        failures++
+        inFlight.delete(i)
+        // Wait for the supervisor to bring the killed process back before the next request.
+        await healthy()
+        continue
+      }
+      inFlight.delete(i)
     }
   }
+  await Promise.all(Array.from({ length: CONCURRENCY }, loop))
   watching = false
   await watcher
   await waitFor(async () => (await proxyStats().catch(() => null))?.serving?.ok === true, 'the proxy to serve again', 30_000)
+  await healthy()
   const end = await proxyStats()
   const charged = BigInt(end.money.chargedNano) - startCharged
-  // 1. No client is charged for more than it used: every completed answer, plus at most the answers cut off by a kill.
-  assert.ok(charged >= completed, `charged ${charged} < completed ${completed}`)
-  assert.ok(charged - completed <= BigInt(failures) * maxCost, `charged ${charged - completed} more than the completed answers, with ${failures} failures`)
+  // 0. No answer ever looks complete to the app without its final usage.
+  assert.equal(incomplete, 0, `${incomplete} streams ended as complete without their usage`)
+  // 1. No client is charged for more than it used: every completed answer, plus at most the answers in flight at a kill.
   assert.ok(completed > 0n, 'some answers completed')
-  assert.ok(failures <= kills.size * 3, `${failures} of ${CRASH_REQUESTS} requests failed after ${kills.size} kills`)
+  assert.ok(charged >= completed, `charged ${charged} < completed ${completed}`)
+  assert.ok(charged - completed <= BigInt(casualties) * maxCost, `charged ${charged - completed} nanoTON beyond the completed answers, with ${casualties} requests in flight at the ${kills.size} kills (${failures} failures in all)`)
   // 2. Every completed answer is paid to its worker: settle, wait until each worker holds a voucher for
   // all it earned (statements reach workers every few seconds), then let it claim.
   await settle()
@@ -263,12 +305,19 @@ test('kill -9 of the proxy and of a worker during a run: nobody overcharged, eve
   const ledgerClientTokens = final.money.clients.reduce((t: bigint, w: any) => t + BigInt(w.tokens), 0n)
   assert.equal(ledgerWorkerTokens, ledgerClientTokens, 'every billed answer credits its worker')
   assert.equal(c.workers[0] + c.workers[1], ledgerWorkerTokens, 'and the worker contracts paid all of it')
-  // 3. Counters never go backwards.
+  // 3. Counters never go backwards: the proxy's charge, and each worker's earnings once it reports them (zero included).
   assert.ok(samples.length > 5)
-  for (let k = 1; k < samples.length; k++) {
-    assert.ok(samples[k].charged >= samples[k - 1].charged, 'the proxy charge counter went back')
-    for (const w of [0, 1]) assert.ok(samples[k].earned[w] >= samples[k - 1].earned[w] || samples[k].earned[w] === 0n, `worker ${w} earnings went back`)
+  const lastEarned: Array<bigint | null> = [null, null]
+  for (let k = 1; k < samples.length; k++) assert.ok(samples[k].charged >= samples[k - 1].charged, 'the proxy charge counter went back')
+  for (const s of samples) {
+    for (const w of [0, 1]) {
+      const e = s.earned[w]
+      if (e === null) continue
+      assert.ok(lastEarned[w] === null || e >= lastEarned[w]!, `worker ${w} earnings went back from ${lastEarned[w]} to ${e}`)
+      lastEarned[w] = e
+    }
   }
+  assert.ok(lastEarned.every((e) => e !== null && e > 0n), 'both workers reported earnings')
 })
 
 test('revoking the model hash on the root stops routing to its workers within one refresh; allowing it brings them back', async () => {

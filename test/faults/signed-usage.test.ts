@@ -52,8 +52,8 @@ test('checkUsage accepts the worker-signed record of this request, and says why 
 
 /** A HOSTILE worker: the real worker, whose usage trailers are replaced by `tamper` (the seam under test). */
 function tamper(w: Worker, fn: (record: UsageRecord, honest: () => Promise<Record<string, string>>) => Promise<Record<string, string>>): void {
-  const real = (w as any).usageTrailers.bind(w) as (r: UsageRecord) => Promise<Record<string, string>>
-  ;(w as any).usageTrailers = (r: UsageRecord) => fn(r, () => real(r))
+  const real = (w as any).usageTrailers.bind(w) as (r: UsageRecord, ...rest: unknown[]) => Promise<Record<string, string>>
+  ;(w as any).usageTrailers = (r: UsageRecord, ...rest: unknown[]) => fn(r, () => real(r, ...rest))
 }
 
 async function network() {

@@ -61,7 +61,7 @@ test('a worker whose answer names a model it did not attest is dropped, bills no
 })
 
 function rootState(version: number, proxyImages: string[] = []): RootState {
-  return { owner: Address.parseRaw('0:' + '00'.repeat(32)), version, uniqueId: 1, params: DEVNET_PARAMS, proxyImageHashes: proxyImages, workerImageHashes: [], modelHashes: [], proxies: new Map() }
+  return { owner: Address.parseRaw('0:' + '00'.repeat(32)), version, uniqueId: 1, params: DEVNET_PARAMS, proxyImageHashes: proxyImages, workerImageHashes: [], modelHashes: [], proxies: new Map(), delisted: new Map() }
 }
 
 test('the root watcher never applies an older root version than it has seen', async () => {

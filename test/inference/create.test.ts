@@ -30,7 +30,7 @@ describe('createBackend', () => {
     const backend = await createBackend({ kind: 'llama', model: 'hf:ggml-org/tiny-llamas/stories260K.gguf', threads: 1, contextSize: 256, parallel: 1 })
     try {
       assert.ok(backend instanceof LlamaBackend)
-      assert.deepEqual(backend.model, { id: 'stories260K', hash: '270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d', contextSize: 256 })
+      assert.deepEqual(backend.model, { id: 'stories260K', hash: '270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d', contextSize: 256, capabilities: ['chat', 'completions', 'embeddings'], embeddingDimensions: 64 })
       const r = await collect(backend, request('completion', { maxTokens: 8 }))
       assert.ok(r.text.startsWith(', there was'))
     } finally {
@@ -41,7 +41,7 @@ describe('createBackend', () => {
   it('builds the openai backend with the model id, and requires baseUrl', async () => {
     const b = await createBackend({ kind: 'openai', model: 'qwen3', baseUrl: 'http://127.0.0.1:1' }, {})
     assert.ok(b instanceof OpenAIUpstreamBackend)
-    assert.deepEqual(b.model, { id: 'qwen3', hash: '' })
+    assert.deepEqual(b.model, { id: 'qwen3', hash: '', capabilities: ['chat', 'completions'] })
     await assert.rejects(createBackend({ kind: 'openai', model: 'qwen3' } as unknown as BackendConfig), /baseUrl/)
   })
 })

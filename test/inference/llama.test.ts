@@ -41,7 +41,7 @@ describe('LlamaBackend', () => {
   })
 
   it('reports the model id, hash and context size', () => {
-    assert.deepEqual(backend.model, { id: 'stories260K', hash: MODEL_SHA256, contextSize: 2048 })
+    assert.deepEqual(backend.model, { id: 'stories260K', hash: MODEL_SHA256, contextSize: 2048, capabilities: ['chat', 'completions', 'embeddings'], embeddingDimensions: 64 })
   })
 
   it('completes "Once upon a time" greedily with the known story', async () => {

@@ -112,8 +112,12 @@ test('bad requests get OpenAI errors with the right status', async () => {
   const big = await post(net.url, '/v1/completions', { model: 'fake-model', prompt: 'x'.repeat(9 * 1024 * 1024) })
   assert.equal(big.status, 413)
   assert.equal(((await big.json()) as any).error.code, 'request_too_large')
-  const unknown = await fetch(net.url + '/v1/embeddings', { method: 'POST', body: '{}' })
+  const unknown = await fetch(net.url + '/v1/rerank', { method: 'POST', body: '{}' })
   assert.equal(unknown.status, 404)
+  // A model that does not serve an endpoint is a 400 that says so.
+  const notServed = await post(net.url, '/v1/embeddings', { model: 'fake-model', input: 'x' })
+  assert.equal(notServed.status, 400)
+  assert.match(((await notServed.json()) as any).error.message, /not served at \/v1\/embeddings/)
 })
 
 test('/v1/models lists the models the connected workers serve', async () => {

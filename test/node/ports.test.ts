@@ -25,6 +25,7 @@ test("the list is exactly the ports Node's fetch refuses (all of them, and not t
 
 test('every default port is one fetch accepts (the chain is on 10090, not 10080)', () => {
   assert.equal(DEFAULT_CHAIN_PORT, 10090)
+  assert.equal(DEVNET_PORTS.chain, DEFAULT_CHAIN_PORT, "the devnet runs its chain on cocoon chain's default port")
   for (const port of [DEVNET_PORTS.client, DEVNET_PORTS.proxyStats, DEVNET_PORTS.proxyWorkers, DEVNET_PORTS.proxyClients, DEVNET_PORTS.chain, ...Array.from({ length: 16 }, (_, i) => DEVNET_PORTS.worker(i))]) {
     assert.equal(portProblem(port), undefined, `default port ${port}`)
   }

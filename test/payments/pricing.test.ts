@@ -3,7 +3,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { adjustedTokens, priceRequest, worstCaseAdjustedTokens, PricingError, type PriceParams } from '../../src/payments/pricing.ts'
 
-const p: PriceParams = { pricePerTokenNano: 20n, workerFeePerTokenNano: 15n, promptMult: 10000, cachedMult: 1000, completionMult: 30000, reasoningMult: 30000 }
+const p: PriceParams = { pricePerTokenNano: 20n, workerFeePerTokenNano: 15n, promptMult: 10000, cachedMult: 1000, completionMult: 30000, reasoningMult: 30000, audioSecondMult: 500000 }
 
 test('adjusted tokens follow the design formula', () => {
   // (100-20)*1.0 + 20*0.1 + (50-10)*3.0 + 10*3.0 = 80 + 2 + 120 + 30 = 232, at 1.0x
@@ -53,4 +53,13 @@ test('bad input is refused', () => {
   assert.throws(() => adjustedTokens({ promptTokens: -1, cachedTokens: 0, completionTokens: 0, reasoningTokens: 0 }, 1000, p), PricingError)
   assert.throws(() => adjustedTokens({ promptTokens: 1.5, cachedTokens: 0, completionTokens: 0, reasoningTokens: 0 }, 1000, p), PricingError)
   assert.throws(() => priceRequest({ promptTokens: 1, cachedTokens: 0, completionTokens: 0, reasoningTokens: 0 }, 1000, { ...p, workerFeePerTokenNano: 21n }), PricingError)
+})
+
+test('audio seconds are priced at the root parameter audioSecondMult, in the same adjusted tokens', () => {
+  // 12 s at 50 tokens a second (500000 / 10000), 1.0x: 600 adjusted tokens; at 1.5x: 900
+  assert.equal(adjustedTokens({ promptTokens: 0, cachedTokens: 0, completionTokens: 0, reasoningTokens: 0, audioSeconds: 12 }, 1000, p), 600n)
+  assert.equal(priceRequest({ promptTokens: 0, cachedTokens: 0, completionTokens: 0, reasoningTokens: 0, audioSeconds: 12 }, 1500, p).clientNano, 900n * p.pricePerTokenNano)
+  // The reservation for 12 s covers them at any coefficient up to the cap.
+  assert.ok(worstCaseAdjustedTokens(0, 0, 1500, p, 12) >= 900n)
+  assert.throws(() => adjustedTokens({ promptTokens: 0, cachedTokens: 0, completionTokens: 0, reasoningTokens: 0, audioSeconds: 1.5 }, 1000, p), PricingError)
 })

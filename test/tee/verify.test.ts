@@ -2,6 +2,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import {
   createIdentity,
   createPeerVerifier,
@@ -112,6 +113,30 @@ test('a simulated quote can never satisfy a policy accepting only tdx', async ()
   // ...and the simulated verifier cannot be passed off as one.
   const misconfigured = { tdx: new SimulatedEvidenceVerifier() as unknown as EvidenceVerifier }
   await assert.rejects(verifyPeer(relabelled, tdxOnly, { verifiers: misconfigured, now }), refused(/no verifier for evidence kind tdx/))
+})
+
+test('a simulated TEE never satisfies TDX: the production TdxEvidenceVerifier inside verifyPeer refuses it', async () => {
+  const { TdxEvidenceVerifier, QuoteFormatError, TdxVerificationError } = await import('../../src/tee/tdx/index.ts')
+  const fixtures = new URL('../../../shared/fixtures/tdx/', import.meta.url)
+  const realQuote = new Uint8Array(readFileSync(new URL('tdx_quote', fixtures)))
+  const collateral = JSON.parse(readFileSync(new URL('tdx_quote_collateral.json', fixtures), 'utf8'))
+  // The real verifier, with fixed collateral and the clock at the collateral's date: no network, no stub.
+  const tdx = new TdxEvidenceVerifier({ collateral }, { clock: () => Date.parse('2025-07-01T00:00:00Z'), fetch: () => Promise.reject(new Error('no network in this test')) })
+  const tdxOnly = await policy({ acceptKinds: ['tdx'], imageHashes: { worker: '*' } })
+  const id = await workerIdentity()
+  const byTdx = (cause: (c: unknown) => boolean) => (e: unknown) => e instanceof EvidenceRefusedError && cause((e as Error & { cause?: unknown }).cause)
+  // 1. A simulated quote relabelled as TDX: the TDX verifier itself rejects its bytes.
+  const relabelled = await reissue(id, (e) => [e[0], { ...e[1], oid: OID_TDX_QUOTE }])
+  await assert.rejects(verifyPeer(relabelled, tdxOnly, { verifiers: { tdx }, now }), byTdx((c) => c instanceof QuoteFormatError || c instanceof TdxVerificationError))
+  // 2. Even with both verifiers configured, the simulated certificate as issued is judged by kind, never by TDX.
+  await assert.rejects(verifyPeer(derOf(id.certPem), tdxOnly, { verifiers: { tdx, simulated: new SimulatedEvidenceVerifier() }, now }), refused(/kind simulated not accepted/))
+  // 3. A genuine TDX quote lifted into a simulated node's certificate: the quote verifies, but it does not bind these claims.
+  const july = new Date('2025-07-01T00:00:00Z')
+  const fresh = await workerIdentity({ now: () => july })
+  const before = tdx.stats().verifications
+  const lifted = await reissue(fresh, (e) => [e[0], { ...e[1], oid: OID_TDX_QUOTE, value: realQuote }])
+  await assert.rejects(verifyPeer(lifted, tdxOnly, { verifiers: { tdx }, now: at(july, 10) }), refused(/report data does not match the claims/))
+  assert.equal(tdx.stats().verifications, before + 1, 'the genuine quote went through full DCAP verification first')
 })
 
 test('an image hash the policy does not allow for the role is refused', async () => {

@@ -1,7 +1,10 @@
 // The root on the devnet chain: deployment with allow-lists, policy derived from it per role, a
 // watcher that sees revocations within one refresh, and the governance CLI.
 import assert from 'node:assert/strict'
+import fs from 'node:fs'
 import path from 'node:path'
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
 import { after, before, describe, it } from 'node:test'
 import type { Address } from '@ton/core'
 import { runRoot } from '../../src/cli/root.ts'
@@ -14,10 +17,28 @@ import { ChainError } from '../../src/ton/chain-client/errors.ts'
 import { RootGovernance } from '../../src/ton/chain-client/governance.ts'
 import { RootWatcher } from '../../src/ton/chain-client/root-watcher.ts'
 import { policyFromRoot } from '../../src/node/trust.ts'
-import type { NodeWallet } from '../../src/ton/chain-client/wallet.ts'
+import { loadOrCreateWalletKey, type NodeWallet } from '../../src/ton/chain-client/wallet.ts'
+import { ProxyRegistry } from '../../src/ton/chain-client/proxy-registry.ts'
 import { captureIo, hash, startDevnet, type Devnet } from './helpers.ts'
 
 const PROXY_IMAGE = hash(0x11)
+const BIN = fileURLToPath(new URL('../../bin/cocoon.js', import.meta.url))
+
+/** Runs the real `cocoon` binary as a child process. */
+function runCocoon(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    p.stdout.on('data', (c) => (stdout += c))
+    p.stderr.on('data', (c) => (stderr += c))
+    p.on('close', (code) => resolve({ code, stdout, stderr }))
+  })
+}
+
+function pick(o: Record<string, unknown>, keys: string[]): Record<string, unknown> {
+  return Object.fromEntries(keys.map((k) => [k, o[k]]))
+}
 const WORKER_IMAGE = hash(0x22)
 const MODEL = hash(0x33)
 
@@ -162,16 +183,67 @@ describe('root on the devnet', () => {
       assert.deepEqual(st.params, { ...before.params, pricePerTokenNano: 3000n, clientCloseDelaySec: 120, paramsVersion: before.params.paramsVersion + 1 })
     })
 
-    it('registers and unregisters a proxy', async () => {
-      const key = hash(0x66)
-      let r = await cli(['register-proxy', '--public-key', key, '--owner', owner.address.toString(), '--host', 'proxy.example', '--worker-port', '11001', '--client-port', '11002', '--wallet-key', ownerKey])
+    it('a proxy registers itself (cocoon proxy register|update|unregister), and the owner delists one (cocoon root delist-proxy)', async () => {
+      const { wallet: opWallet, keyFile: opKey } = await net.wallet('proxy-operator', '10')
+      const paymentKeyFile = path.join(net.dir, 'proxy-payment.key')
+      const config = path.join(net.dir, 'proxy.json')
+      fs.writeFileSync(config, JSON.stringify({
+        role: 'proxy',
+        dataDir: path.join(net.dir, 'proxy'),
+        chain: { endpoint: net.server.endpoint, root: root.toString(), walletKeyFile: opKey, paymentKeyFile },
+        tee: { kind: 'simulated' },
+        policy: { acceptKinds: ['simulated', 'none'], imageHashes: {} },
+        stats: '127.0.0.1:0',
+        workerListen: '127.0.0.1:21001',
+        clientListen: '127.0.0.1:21002',
+      }))
+      const run = (args: string[]) => runCocoon(['proxy', ...args, '--config', config])
+      const key = loadOrCreateWalletKey(paymentKeyFile).publicKey.toString('hex')
+
+      // An image that is not on the allow-list is refused by the root, with its exit code named.
+      let r = await run(['register', '--image', hash(0x99)])
+      assert.equal(r.code, 1, r.stderr)
+      assert.match(r.stderr, new RegExp(`exit code ${ContractExitCode.ProxyImageNotAllowed} \\(ProxyImageNotAllowed\\)`))
+
+      r = await run(['register', '--image', PROXY_IMAGE, '--stake', '1.5'])
       assert.equal(r.code, 0, r.stderr)
-      const info = (await net.chain.getRootState(root)).proxies.get(key)
-      assert.equal(info?.host, 'proxy.example')
-      assert.equal(info?.clientPort, 11002)
-      r = await cli(['unregister-proxy', '--public-key', key, '--wallet-key', ownerKey])
+      assert.deepEqual(
+        pick(JSON.parse(r.stdout), ['publicKey', 'state', 'offered', 'host', 'workerPort', 'clientPort', 'imageHash', 'stakeTon']),
+        { publicKey: key, state: 'listed', offered: true, host: '127.0.0.1', workerPort: 21001, clientPort: 21002, imageHash: PROXY_IMAGE, stakeTon: '1.5' },
+      )
+      let entry = (await net.chain.getRootState(root)).proxies.get(key)
+      assert.ok(entry?.owner.equals(opWallet.address))
+
+      r = await run(['update', '--host', '10.77.0.11', '--client-port', '31002'])
       assert.equal(r.code, 0, r.stderr)
-      assert.equal((await net.chain.getRootState(root)).proxies.size, 0)
+      entry = (await net.chain.getRootState(root)).proxies.get(key)
+      assert.deepEqual([entry?.host, entry?.clientPort, entry?.workerPort], ['10.77.0.11', 31002, 21001])
+
+      r = await run(['unregister'])
+      assert.equal(r.code, 0, r.stderr)
+      assert.deepEqual(pick(JSON.parse(r.stdout), ['state', 'offered']), { state: 'leaving', offered: false })
+      // The stake stays locked until the close delay has passed.
+      r = await run(['unregister', '--finish'])
+      assert.equal(r.code, 1)
+      assert.match(r.stderr, new RegExp(`exit code ${ContractExitCode.CloseTooEarly} \\(CloseTooEarly\\)`))
+
+      // Governance: the owner delists another proxy; the record stays on chain.
+      const other = await net.wallet('proxy-operator-2', '5')
+      const otherKey = loadOrCreateWalletKey(path.join(net.dir, 'proxy-payment-2.key'))
+      await new ProxyRegistry(net.chain, other.wallet, otherKey, root).register({ host: 'p2.example', workerPort: 1, clientPort: 2 }, { imageHash: PROXY_IMAGE })
+      const otherHex = otherKey.publicKey.toString('hex')
+      r = await cli(['delist-proxy', '--public-key', otherHex, '--reason', '7', '--wallet-key', other.keyFile])
+      assert.equal(r.code, 1)
+      assert.match(r.stderr, /NotOwner/)
+      r = await cli(['delist-proxy', '--public-key', otherHex, '--reason', '7', '--wallet-key', ownerKey])
+      assert.equal(r.code, 0, r.stderr)
+      const st = await net.chain.getRootState(root)
+      assert.equal(st.proxies.get(otherHex)?.state, 'delisted')
+      assert.equal(st.delisted.get(otherHex)?.reason, 7)
+      r = await cli(['show', '--json'])
+      const shown = JSON.parse(r.stdout)
+      assert.deepEqual(shown.delisted.map((d: { publicKey: string }) => d.publicKey), [otherHex])
+      assert.equal(shown.proxies.find((p: { publicKey: string }) => p.publicKey === otherHex).offered, false)
     })
 
     it('refuses a non-owner with exit code 1 and the contract’s exit code named', async () => {

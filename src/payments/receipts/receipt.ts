@@ -360,13 +360,14 @@ export function receiptFields(i: ReceiptInput): ReceiptFields {
 
 /** The prices a proxy tells its worker to state in receipts (HEADERS.price). */
 export function priceHeader(p: PriceParams): string {
-  return [p.pricePerTokenNano, p.workerFeePerTokenNano, p.promptMult, p.cachedMult, p.completionMult, p.reasoningMult].join(',')
+  return [p.pricePerTokenNano, p.workerFeePerTokenNano, p.promptMult, p.cachedMult, p.completionMult, p.reasoningMult, p.audioSecondMult].join(',')
 }
 
+/** Six values (no audio price: audio seconds then cost nothing) or seven (with audioSecondMult). */
 export function parsePriceHeader(v: unknown): PriceParams | undefined {
-  if (typeof v !== 'string' || !/^\d+(,\d+){5}$/.test(v)) return undefined
-  const [price, fee, pm, cm, com, rm] = v.split(',')
-  return { pricePerTokenNano: BigInt(price), workerFeePerTokenNano: BigInt(fee), promptMult: Number(pm), cachedMult: Number(cm), completionMult: Number(com), reasoningMult: Number(rm) }
+  if (typeof v !== 'string' || !/^\d+(,\d+){5,6}$/.test(v)) return undefined
+  const [price, fee, pm, cm, com, rm, am] = v.split(',')
+  return { pricePerTokenNano: BigInt(price), workerFeePerTokenNano: BigInt(fee), promptMult: Number(pm), cachedMult: Number(cm), completionMult: Number(com), reasoningMult: Number(rm), audioSecondMult: Number(am ?? 0) }
 }
 
 /** The salt from HEADERS.salt, if it is 32 bytes of hex. */

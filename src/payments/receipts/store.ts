@@ -1,7 +1,6 @@
 // The client node's receipts: one row per answer, with the salt only it and the app know, and, once committed, the proof.
-import fs from 'node:fs'
-import path from 'node:path'
-import Database from 'better-sqlite3'
+import type Database from 'better-sqlite3'
+import { openSqlite } from '../../core/sqlite.ts'
 import { Cell } from '@ton/core'
 import { decodeReceipt, receiptFieldsJson, type Receipt } from './receipt.ts'
 
@@ -53,11 +52,8 @@ export class ReceiptStore {
   private readonly db: Database.Database
 
   constructor(readonly file: string) {
-    fs.mkdirSync(path.dirname(file), { recursive: true })
-    this.db = new Database(file)
-    this.db.pragma('journal_mode = WAL')
     // A receipt lost in a power cut can be fetched again from the proxy's log; no fsync per answer.
-    this.db.pragma('synchronous = NORMAL')
+    this.db = openSqlite(file, 'NORMAL')
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS receipts (
         id TEXT PRIMARY KEY, proxy TEXT NOT NULL, request_id TEXT NOT NULL, salt TEXT NOT NULL, boc BLOB NOT NULL,

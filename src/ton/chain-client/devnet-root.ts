@@ -31,6 +31,8 @@ export const DEVNET_PARAMS: Params = {
   /** Completion and reasoning tokens at 2.0x (generating costs more than reading). */
   completionMult: 20_000,
   reasoningMult: 20_000,
+  /** An audio second counts as 100 adjusted tokens (0.0002 TON a second at this price). */
+  audioSecondMult: 1_000_000,
   /** A proxy can close 10 minutes after asking (or at once with no obligations). */
   proxyCloseDelaySec: 600,
   /** A client can take its deposit back 5 minutes after asking, if the proxy is silent. */

@@ -3,7 +3,7 @@
 import type { Address, OpenedContract, Sender } from '@ton/core'
 import { RootContract, type RootState } from '../contracts/root.ts'
 import type { HashKindName } from '../contracts/opcodes.ts'
-import type { Params, ProxyInfo } from '../contracts/storage.ts'
+import type { Params } from '../contracts/storage.ts'
 import type { CallOpts, Chain } from './chain.ts'
 import { MAX_MESSAGES_PER_TRANSFER, ROOT_OP_VALUE_NANO } from './constants.ts'
 import type { TxSummary } from '../contracts/transactions.ts'
@@ -84,12 +84,9 @@ export class RootGovernance {
     return this.sendBatched(messages, opts)
   }
 
-  registerProxy(publicKey: Buffer, info: ProxyInfo, opts: CallOpts = {}): Promise<TxSummary[]> {
-    return this.run((r, via) => r.sendRegisterProxy(via, { value: this.valueNano, publicKey, info }), opts)
-  }
-
-  unregisterProxy(publicKey: Buffer, opts: CallOpts = {}): Promise<TxSummary[]> {
-    return this.run((r, via) => r.sendUnregisterProxy(via, { value: this.valueNano, publicKey }), opts)
+  /** Delists a proxy (governance): recorded on the root for good; its stake returns to its owner after the close delay. */
+  delistProxy(publicKey: Buffer, reason = 0, opts: CallOpts = {}): Promise<TxSummary[]> {
+    return this.run((r, via) => r.sendDelistProxy(via, { value: this.valueNano, publicKey, reason }), opts)
   }
 
   /** Sends prepared messages in transfers of at most MAX_MESSAGES_PER_TRANSFER, in order. */

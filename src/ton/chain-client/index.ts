@@ -22,6 +22,7 @@ export {
 } from './wallet.ts'
 export { deployRoot, rootFor, DEVNET_PARAMS, type DeployRootOptions, type DeployedRoot } from './devnet-root.ts'
 export { RootGovernance, normalizeHash, hashList, type HashChange } from './governance.ts'
+export { ProxyRegistry, type RegisterOptions } from './proxy-registry.ts'
 export { RootWatcher, type RootWatcherOptions, type RootListener } from './root-watcher.ts'
 export {
   ChainError,

@@ -1,6 +1,8 @@
 // A watcher that re-reads the root contract periodically, so a revoked image or model stops being trusted
 // within one refresh. Turning the root's lists into a trust policy is the trust code's job (node/trust.ts).
-import type { Address } from '@ton/core'
+import fs from 'node:fs'
+import path from 'node:path'
+import { Address } from '@ton/core'
 import { silentLogger, type Logger } from '../../core/log.ts'
 import type { RootState } from '../contracts/root.ts'
 import type { CallOpts, Chain } from './chain.ts'
@@ -9,6 +11,43 @@ import { ROOT_REFRESH_INTERVAL_MS } from './constants.ts'
 export interface RootWatcherOptions {
   /** Time between reads of the root. Default ROOT_REFRESH_INTERVAL_MS (30 s). */
   refreshMs?: number
+  /**
+   * Where the last root state read is kept (JSON). With it, a node starts while the chain is unreachable,
+   * on the root as last seen, and follows the chain again when it returns. Default: no cache.
+   */
+  cacheFile?: string
+  /** How long one read may take before the chain counts as unreachable. Default max(ROOT_READ_TIMEOUT_MS, refreshMs). */
+  readTimeoutMs?: number
+}
+
+/** A root read that takes longer than this counts as the chain being unreachable. */
+export const ROOT_READ_TIMEOUT_MS = 5_000
+
+/** Whether the chain answers, as the last root read found. */
+export interface ChainReachability {
+  reachable: boolean
+  /** Epoch ms since when it has not answered (absent when reachable). */
+  unreachableSince?: number
+  lastError?: string
+}
+
+/** A root state as JSON (addresses raw, amounts as strings), for the cache file. */
+export function rootStateToJson(s: RootState): unknown {
+  return {
+    ...s,
+    owner: s.owner.toRawString(),
+    params: Object.fromEntries(Object.entries(s.params).map(([k, v]) => [k, typeof v === 'bigint' ? `${v}n` : v])),
+    proxies: [...s.proxies.entries()].map(([k, v]) => [k, { ...v, owner: v.owner.toRawString() }]),
+  }
+}
+
+export function rootStateFromJson(j: any): RootState {
+  return {
+    ...j,
+    owner: Address.parseRaw(j.owner),
+    params: Object.fromEntries(Object.entries(j.params).map(([k, v]) => [k, typeof v === 'string' && v.endsWith('n') ? BigInt(v.slice(0, -1)) : v])) as unknown as RootState['params'],
+    proxies: new Map((j.proxies as Array<[string, any]>).map(([k, v]) => [k, { ...v, owner: Address.parseRaw(v.owner) }])),
+  }
 }
 
 export type RootListener = (state: RootState, previous: RootState | undefined) => void
@@ -21,18 +60,25 @@ export type RootListener = (state: RootState, previous: RootState | undefined) =
 export class RootWatcher {
   private current: RootState | undefined
   private readonly listeners = new Set<RootListener>()
+  private readonly cacheFile: string | undefined
+  private cacheWritten = false
   private readonly refreshMs: number
   private readonly log: Logger
   private timer: NodeJS.Timeout | undefined
   private inflight: Promise<RootState | undefined> | undefined
   private readonly stopped = new AbortController()
   private failures = 0
+  private unreachableSince: number | undefined
+  private lastError: string | undefined
+  private readonly readTimeoutMs: number
 
   constructor(
     private readonly deps: { chain: Chain; root: Address; log?: Logger },
     opts: RootWatcherOptions = {},
   ) {
     this.refreshMs = opts.refreshMs ?? ROOT_REFRESH_INTERVAL_MS
+    this.readTimeoutMs = opts.readTimeoutMs ?? Math.max(ROOT_READ_TIMEOUT_MS, this.refreshMs)
+    this.cacheFile = opts.cacheFile
     this.log = deps.log ?? silentLogger
   }
 
@@ -45,14 +91,59 @@ export class RootWatcher {
     return this.current
   }
 
-  /** Reads the root (rejecting with the chain's error if that fails) and starts refreshing. */
+  /**
+   * Reads the root and starts refreshing. If the chain does not answer and a cache file holds the root as
+   * last seen, starts on that (the node runs without the chain until a read succeeds); else rejects with
+   * the chain's error.
+   */
   async start(opts: CallOpts = {}): Promise<RootState> {
     if (this.current && this.timer) return this.current
-    const signal = opts.signal ? AbortSignal.any([opts.signal, this.stopped.signal]) : this.stopped.signal
-    const state = await this.deps.chain.getRootState(this.deps.root, { signal })
-    this.apply(state)
+    const signal = AbortSignal.any([...(opts.signal ? [opts.signal] : []), this.stopped.signal, AbortSignal.timeout(this.readTimeoutMs)])
+    try {
+      const state = await this.deps.chain.getRootState(this.deps.root, { signal })
+      this.apply(state)
+    } catch (err) {
+      const cached = this.readCache()
+      if (!cached || opts.signal?.aborted) throw err
+      this.markUnreachable(err)
+      this.log.warn('chain unreachable; starting on the root as last seen, and running without the chain until it returns', { root: this.deps.root.toString(), version: cached.version, error: (err as Error).message })
+      this.apply(cached)
+    }
     this.schedule()
-    return state
+    return this.current!
+  }
+
+  /** Whether the last read of the root succeeded. */
+  get reachability(): ChainReachability {
+    return this.unreachableSince === undefined ? { reachable: true } : { reachable: false, unreachableSince: this.unreachableSince, lastError: this.lastError }
+  }
+
+  private markUnreachable(err: unknown): void {
+    this.unreachableSince ??= Date.now()
+    this.lastError = (err as Error)?.message ?? String(err)
+  }
+
+  private readCache(): RootState | undefined {
+    if (!this.cacheFile) return undefined
+    try {
+      const j = JSON.parse(fs.readFileSync(this.cacheFile, 'utf8'))
+      if (j.root !== this.deps.root.toRawString()) return undefined
+      return rootStateFromJson(j.state)
+    } catch {
+      return undefined
+    }
+  }
+
+  private writeCache(state: RootState): void {
+    if (!this.cacheFile) return
+    try {
+      fs.mkdirSync(path.dirname(this.cacheFile), { recursive: true })
+      const tmp = `${this.cacheFile}.tmp`
+      fs.writeFileSync(tmp, JSON.stringify({ root: this.deps.root.toRawString(), savedAt: Date.now(), state: rootStateToJson(state) }))
+      fs.renameSync(tmp, this.cacheFile)
+    } catch (err) {
+      this.log.warn('could not save the root state cache', { error: (err as Error).message })
+    }
   }
 
   /** Calls `fn` on every version change (not for the state already held; read `state` for that). Returns an unsubscribe. */
@@ -78,13 +169,16 @@ export class RootWatcher {
   private async read(): Promise<RootState | undefined> {
     if (this.stopped.signal.aborted) return this.current
     try {
-      const state = await this.deps.chain.getRootState(this.deps.root, { signal: this.stopped.signal })
-      if (this.failures > 0) this.log.info('root readable again', { root: this.deps.root.toString(), failures: this.failures })
+      const state = await this.deps.chain.getRootState(this.deps.root, { signal: AbortSignal.any([this.stopped.signal, AbortSignal.timeout(this.readTimeoutMs)]) })
+      if (this.failures > 0 || this.unreachableSince !== undefined) this.log.info('root readable again; the chain is back', { root: this.deps.root.toString(), failures: this.failures })
       this.failures = 0
+      this.unreachableSince = undefined
+      this.lastError = undefined
       this.apply(state)
     } catch (err) {
       if (this.stopped.signal.aborted) return this.current
       this.failures++
+      this.markUnreachable(err)
       this.log.warn('root refresh failed; keeping the last state', {
         root: this.deps.root.toString(),
         version: this.current?.version,
@@ -103,6 +197,10 @@ export class RootWatcher {
       return
     }
     this.current = state
+    if (!previous || previous.version !== state.version || !this.cacheWritten) {
+      this.writeCache(state)
+      this.cacheWritten = true
+    }
     if (previous && previous.version === state.version) return
     if (previous) this.log.info('root changed', { root: this.deps.root.toString(), from: previous.version, to: state.version })
     for (const fn of this.listeners) {

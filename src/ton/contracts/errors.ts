@@ -32,6 +32,16 @@ export const ContractExitCode = {
   ExceedsWithdrawable: 147,
   ReceiptsShrink: 148,
   ReceiptsRootMalformed: 149,
+  ProxyImageNotAllowed: 150,
+  ProxyStakeBelowMinimum: 151,
+  ProxyAlreadyRegistered: 152,
+  ProxyDelisted: 153,
+  RegistrationBadSignature: 154,
+  RegistrationWrongRoot: 155,
+  RegistrationWrongOwner: 156,
+  NotProxyOwner: 157,
+  ProxyNotListed: 158,
+  ProxyStillListed: 159,
 } as const
 
 export type ContractExitCodeName = keyof typeof ContractExitCode

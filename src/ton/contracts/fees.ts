@@ -14,7 +14,7 @@ import { Address, type Transaction } from '@ton/core'
 import { keyPairFromSeed } from '@ton/crypto'
 import { contractCodes } from './compile.ts'
 import { ONE_TON_NANO } from './units.ts'
-import { RootContract } from './root.ts'
+import { RootContract, signRegistration } from './root.ts'
 import { ProxyContract } from './proxy.ts'
 import { ClientContract } from './client.ts'
 import { WorkerContract } from './worker.ts'
@@ -52,6 +52,7 @@ export const FEE_REPORT_PARAMS: Params = {
   cachedMult: 1_000,
   completionMult: 20_000,
   reasoningMult: 20_000,
+  audioSecondMult: 1_000_000,
   proxyCloseDelaySec: 600,
   clientCloseDelaySec: 300,
   minProxyStakeNano: 10n * ONE_TON_NANO,
@@ -110,9 +111,21 @@ export async function measureContractFees(): Promise<ContractFeeReport> {
   await run('root.setParams', () => root.sendSetParams(rootOwner.getSender(), { value: gas, params }))
   await run('root.allowHash', () => root.sendAllowHash(rootOwner.getSender(), { value: gas, kind: 'workerImage', hash }))
   await run('root.revokeHash', () => root.sendRevokeHash(rootOwner.getSender(), { value: gas, kind: 'workerImage', hash }))
-  const info = { owner: proxyOwner.address, workerPort: 11001, clientPort: 11002, host: '127.0.0.1' }
-  await run('root.registerProxy', () => root.sendRegisterProxy(rootOwner.getSender(), { value: gas, publicKey: keys.publicKey, info }))
-  await run('root.unregisterProxy', () => root.sendUnregisterProxy(rootOwner.getSender(), { value: gas, publicKey: keys.publicKey }))
+  const image = Buffer.alloc(32, 9)
+  await root.sendAllowHash(rootOwner.getSender(), { value: gas, kind: 'proxyImage', hash: image })
+  const endpoint = { workerPort: 11001, clientPort: 11002, host: '127.0.0.1' }
+  const registration = signRegistration({ root: root.address, owner: proxyOwner.address, imageHash: image, ...endpoint }, keys.secretKey)
+  const key = { publicKey: keys.publicKey }
+  await run('root.registerProxy', () => root.sendRegisterProxy(proxyOwner.getSender(), { value: gas, registration, stakeNano: params.minProxyStakeNano }))
+  await run('root.updateProxy', () => root.sendUpdateProxy(proxyOwner.getSender(), { value: gas, ...key, endpoint: { ...endpoint, host: '10.0.0.1' } }))
+  await run('root.addProxyStake', () => root.sendAddProxyStake(proxyOwner.getSender(), { ...key, amountNano: ONE_TON_NANO }))
+  await run('root.unregisterProxy', () => root.sendUnregisterProxy(proxyOwner.getSender(), { value: gas, ...key }))
+  blockchain.now += params.proxyCloseDelaySec
+  await run('root.withdrawProxyStake', () => root.sendWithdrawProxyStake(proxyOwner.getSender(), { value: gas, ...key }))
+  const other = keyPairFromSeed(Buffer.alloc(32, 'fee-report-proxy-key-2'))
+  const reg2 = signRegistration({ root: root.address, owner: proxyOwner.address, imageHash: image, ...endpoint }, other.secretKey)
+  await root.sendRegisterProxy(proxyOwner.getSender(), { value: gas, registration: reg2, stakeNano: params.minProxyStakeNano })
+  await run('root.delistProxy', () => root.sendDelistProxy(rootOwner.getSender(), { value: gas, publicKey: other.publicKey, reason: 1 }))
   await run('root.changeOwner', () => root.sendChangeOwner(rootOwner.getSender(), { value: gas, newOwner: rootOwner.address }))
 
   await run('proxy.deploy', () => proxy.sendAddStake(proxyOwner.getSender(), { amountNano: params.minProxyStakeNano }))

@@ -8,14 +8,15 @@ export type { ContractExitCodeName } from './errors.ts'
 export {
   Op, VOUCHER_DOMAIN, HashKind, ChannelState, channelStateName, VOUCHER_MIN_VALUE_NANO, DEPOSIT_GAS_NANO,
 } from './opcodes.ts'
-export type { OpName, HashKindName, ChannelStateName } from './opcodes.ts'
+export { REGISTRATION_DOMAIN, ProxyListing, proxyListingName } from './opcodes.ts'
+export type { OpName, HashKindName, ChannelStateName, ProxyListingName } from './opcodes.ts'
 export {
-  paramsToCell, paramsFromCell, proxyInfoToCell, bufferToUint256, uint256ToBuffer,
+  paramsToCell, paramsFromCell, proxyInfoToCell, endpointToCell, registrationCell, bufferToUint256, uint256ToBuffer,
   rootInitialData, proxyInitialData, clientInitialData, workerInitialData,
 } from './storage.ts'
-export type { Params, ProxyInfo, RootConfig, ProxyConfig, ClientConfig, WorkerConfig, ChannelCodes } from './storage.ts'
-export { RootContract } from './root.ts'
-export type { RootState, SendOpts } from './root.ts'
+export type { Params, ProxyInfo, ProxyEndpoint, ProxyRegistration, DelistRecord, RootConfig, ProxyConfig, ClientConfig, WorkerConfig, ChannelCodes } from './storage.ts'
+export { RootContract, signRegistration, isOffered, offeredProxies } from './root.ts'
+export type { RootState, SendOpts, SignedRegistration } from './root.ts'
 export { ProxyContract, commitStateBody, parseCommitStateBody } from './proxy.ts'
 export type { ProxyState, ProxyIdentity, ReceiptsRoot, CommitStateBody } from './proxy.ts'
 export { ClientContract, topUpBody } from './client.ts'

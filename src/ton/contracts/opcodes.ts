@@ -7,7 +7,11 @@ export const Op = {
   rootAllowHash: 0xf38035d1,
   rootRevokeHash: 0x4fa16096,
   rootRegisterProxy: 0x2e5a8880,
+  rootUpdateProxy: 0x4a01f5b5,
+  rootAddProxyStake: 0x977c62cf,
   rootUnregisterProxy: 0x92708000,
+  rootWithdrawProxyStake: 0x58d3ff0e,
+  rootDelistProxy: 0x617e4020,
   rootChangeOwner: 0xcaa785b8,
   proxyAddStake: 0xbe51936c,
   proxyCommitState: 0x9fe4a6a3,
@@ -37,6 +41,19 @@ export function tolkStructName(name: OpName): string {
 
 /** Domain tag at the start of every voucher: ASCII "coc1". */
 export const VOUCHER_DOMAIN = 0x636f6331
+
+/** Domain tag of a proxy's registration signature: ASCII "cocr". */
+export const REGISTRATION_DOMAIN = 0x636f6372
+
+/** State of a proxy's entry in the root's registry. */
+export const ProxyListing = { listed: 0, leaving: 1, delisted: 2 } as const
+export type ProxyListingName = keyof typeof ProxyListing
+
+export function proxyListingName(state: number): ProxyListingName {
+  const name = (Object.keys(ProxyListing) as ProxyListingName[]).find((k) => ProxyListing[k] === state)
+  if (!name) throw new RangeError(`unknown proxy listing state ${state}`)
+  return name
+}
 
 /** Allow-list kinds on the root. */
 export const HashKind = { proxyImage: 1, workerImage: 2, model: 3 } as const

@@ -11,7 +11,7 @@ import {
   Slice,
   type StateInit,
 } from '@ton/core'
-import { ChannelState } from './opcodes.ts'
+import { ChannelState, ProxyListing, proxyListingName, REGISTRATION_DOMAIN, type ProxyListingName } from './opcodes.ts'
 
 /** Network parameters held by the root and snapshotted into every proxy contract. */
 export interface Params {
@@ -26,6 +26,8 @@ export interface Params {
   cachedMult: number
   completionMult: number
   reasoningMult: number
+  /** Adjusted tokens per second of transcribed audio, 10000 = one token per second. */
+  audioSecondMult: number
   proxyCloseDelaySec: number
   clientCloseDelaySec: number
   minProxyStakeNano: bigint
@@ -41,6 +43,7 @@ export function storeParams(p: Params) {
       .storeUint(p.cachedMult, 32)
       .storeUint(p.completionMult, 32)
       .storeUint(p.reasoningMult, 32)
+      .storeUint(p.audioSecondMult, 32)
       .storeUint(p.proxyCloseDelaySec, 32)
       .storeUint(p.clientCloseDelaySec, 32)
       .storeCoins(p.minProxyStakeNano)
@@ -61,6 +64,7 @@ export function loadParams(s: Slice): Params {
     cachedMult: s.loadUint(32),
     completionMult: s.loadUint(32),
     reasoningMult: s.loadUint(32),
+    audioSecondMult: s.loadUint(32),
     proxyCloseDelaySec: s.loadUint(32),
     clientCloseDelaySec: s.loadUint(32),
     minProxyStakeNano: s.loadCoins(),
@@ -75,14 +79,35 @@ export function paramsFromCell(c: Cell): Params {
   return p
 }
 
-/** A proxy registered on the root, keyed there by its payment public key. */
-export interface ProxyInfo {
-  /** Wallet that owns the proxy contract; with the key and root it derives the proxy contract address. */
-  owner: Address
+/** Where a proxy is reached: registered with it, and replaced by an update. */
+export interface ProxyEndpoint {
   workerPort: number
   clientPort: number
   /** Host name or IP literal. */
   host: string
+}
+
+/** A proxy registered on the root, keyed there by its payment public key. */
+export interface ProxyInfo extends ProxyEndpoint {
+  /** Wallet that registered the proxy and owns its proxy contract; with the key and root it derives the proxy contract address. */
+  owner: Address
+  /** Image hash it registered with, lowercase hex. */
+  imageHash: string
+  /** Registration stake the root holds, nanoTON. */
+  stakeNano: bigint
+  state: ProxyListingName
+  /** Unix time of registration. */
+  registeredAt: number
+  /** While leaving or delisted: when the stake can be withdrawn (unix time); 0 while listed. */
+  unlockAt: number
+}
+
+export function endpointToCell(e: ProxyEndpoint): Cell {
+  return beginCell()
+    .storeUint(e.workerPort, 16)
+    .storeUint(e.clientPort, 16)
+    .storeRef(beginCell().storeStringTail(e.host).endCell())
+    .endCell()
 }
 
 export function proxyInfoToCell(info: ProxyInfo): Cell {
@@ -96,6 +121,11 @@ export const ProxyInfoValue: DictionaryValue<ProxyInfo> = {
       .storeUint(src.workerPort, 16)
       .storeUint(src.clientPort, 16)
       .storeRef(beginCell().storeStringTail(src.host).endCell())
+      .storeUint(BigInt('0x' + src.imageHash), 256)
+      .storeCoins(src.stakeNano)
+      .storeUint(ProxyListing[src.state], 8)
+      .storeUint(src.registeredAt, 32)
+      .storeUint(src.unlockAt, 32)
   },
   parse(s) {
     return {
@@ -103,8 +133,48 @@ export const ProxyInfoValue: DictionaryValue<ProxyInfo> = {
       workerPort: s.loadUint(16),
       clientPort: s.loadUint(16),
       host: s.loadRef().beginParse().loadStringTail(),
+      imageHash: s.loadUintBig(256).toString(16).padStart(64, '0'),
+      stakeNano: s.loadCoins(),
+      state: proxyListingName(s.loadUint(8)),
+      registeredAt: s.loadUint(32),
+      unlockAt: s.loadUint(32),
     }
   },
+}
+
+/** A governance record of a delisted proxy key (kept on the root for good). */
+export interface DelistRecord {
+  /** Unix time of the delisting. */
+  at: number
+  /** The owner's reason code. */
+  reason: number
+}
+
+export const DelistRecordValue: DictionaryValue<DelistRecord> = {
+  serialize(src, b) {
+    b.storeUint(src.at, 32).storeUint(src.reason, 32)
+  },
+  parse(s) {
+    return { at: s.loadUint(32), reason: s.loadUint(32) }
+  },
+}
+
+/** What a proxy signs with its payment key to register on `root` from the wallet `owner`. */
+export interface ProxyRegistration extends ProxyEndpoint {
+  root: Address
+  owner: Address
+  /** 32-byte image hash (must be on the root's proxy allow-list). */
+  imageHash: Buffer
+}
+
+export function registrationCell(r: ProxyRegistration): Cell {
+  return beginCell()
+    .storeUint(REGISTRATION_DOMAIN, 32)
+    .storeAddress(r.root)
+    .storeAddress(r.owner)
+    .storeBuffer(r.imageHash, 32)
+    .storeRef(endpointToCell(r))
+    .endCell()
 }
 
 /** Key of the root's hash dictionaries and proxy registry: a uint256. */
@@ -142,6 +212,7 @@ export function rootInitialData(c: RootConfig): Cell {
     .storeUint(c.uniqueId ?? 0, 32)
     .storeRef(paramsToCell(c.params))
     .storeRef(emptyRegistry)
+    .storeDict(null) // delisted proxy keys
     .endCell()
 }
 

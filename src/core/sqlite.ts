@@ -1,4 +1,4 @@
-// The one way a ledger file is opened: its folder created, SQLite in WAL mode, and the durability the caller states.
+// The one way a SQLite file is opened (ledgers, receipts, API keys): its folder created, WAL mode, and the durability the caller states.
 import fs from 'node:fs'
 import path from 'node:path'
 import Database from 'better-sqlite3'
