@@ -189,7 +189,9 @@ async function runRole(role: 'client' | 'proxy' | 'worker', args: string[]): Pro
   const log = createLogger({ role })
   // Loaded here, not at the top: the other commands (devnet, chain, root, ...) never need a node's whole stack.
   const { startNode } = await import('../node/run.ts')
-  const node = await startNode(cfg, log).catch((err: NodeJS.ErrnoException & { address?: string; port?: number }) => {
+  // The dashboard's Verify button runs the same checks as `cocoon receipt verify`.
+  const { verifyReceiptJson } = await import('./receipts.ts')
+  const node = await startNode(cfg, log, { verifyReceipt: (j, chain) => verifyReceiptJson(j as never, { chain }) }).catch((err: NodeJS.ErrnoException & { address?: string; port?: number }) => {
     if (err.code === 'EADDRINUSE') throw new PortInUseError(role, err.address ?? '127.0.0.1', err.port ?? 0)
     throw err
   })

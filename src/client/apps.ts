@@ -50,6 +50,8 @@ export interface RequestRecord {
   costNano: string
   latencyMs: number
   stream: boolean
+  /** The answer's receipt id (see docs/receipts.md), when it has one. */
+  receiptId: string | null
 }
 
 /** The key is missing or unknown (401 invalid_api_key, in OpenAI's shape). */
@@ -126,6 +128,8 @@ export class AppAccounts {
         cost_nano TEXT NOT NULL, latency_ms INTEGER NOT NULL, stream INTEGER NOT NULL);
       CREATE INDEX IF NOT EXISTS requests_key_at ON requests (key_id, at);
     `)
+    const cols = this.db.prepare(`PRAGMA table_info(requests)`).all() as Array<{ name: string }>
+    if (!cols.some((c) => c.name === 'receipt_id')) this.db.exec(`ALTER TABLE requests ADD COLUMN receipt_id TEXT`)
     fs.chmodSync(file, 0o600)
   }
 
@@ -208,10 +212,10 @@ export class AppAccounts {
     return info
   }
 
-  record(r: Omit<RequestRecord, 'at'> & { at?: number }): void {
+  record(r: Omit<RequestRecord, 'at' | 'receiptId'> & { at?: number; receiptId?: string | null }): void {
     this.db
-      .prepare(`INSERT INTO requests (id, at, model, key_id, status, outcome, prompt_tokens, completion_tokens, cost_nano, latency_ms, stream) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-      .run(r.id, r.at ?? this.now(), r.model.slice(0, 128), r.keyId, r.status, r.outcome, r.promptTokens, r.completionTokens, r.costNano, Math.round(r.latencyMs), r.stream ? 1 : 0)
+      .prepare(`INSERT INTO requests (id, at, model, key_id, status, outcome, prompt_tokens, completion_tokens, cost_nano, latency_ms, stream, receipt_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+      .run(r.id, r.at ?? this.now(), r.model.slice(0, 128), r.keyId, r.status, r.outcome, r.promptTokens, r.completionTokens, r.costNano, Math.round(r.latencyMs), r.stream ? 1 : 0, r.receiptId ?? null)
     this.db.prepare(`DELETE FROM requests WHERE seq <= (SELECT max(seq) FROM requests) - ?`).run(REQUEST_HISTORY_MAX)
   }
 
@@ -233,6 +237,7 @@ export class AppAccounts {
       costNano: r.cost_nano,
       latencyMs: r.latency_ms,
       stream: r.stream === 1,
+      receiptId: r.receipt_id ?? null,
     }))
   }
 

@@ -79,6 +79,8 @@ export interface AppGate {
   /** The key id (null: anonymous); throws InvalidApiKeyError (401), ApiKeyQuotaError (429) or ModelNotAllowedError (403). */
   admit(authorization: string | undefined, model: string): string | null
   answered(r: Omit<RequestRecord, 'at'>): void
+  /** Whether this caller may read receipts (their salts let one check answers): throws InvalidApiKeyError when keys are required and it has none. */
+  mayRead?(authorization: string | undefined): void
 }
 
 interface ProxyLink extends BaseLink<http2.ClientHttp2Session> {
@@ -144,7 +146,13 @@ export class Client implements OpsSource {
   async start(): Promise<number> {
     if (this.deps.receipts) {
       this.receiptTimer = setInterval(() => {
-        for (const l of this.links) if (l.proxyId && l.state === 'connected') void this.syncReceipts(l.proxyId).catch((err) => this.deps.log.debug('receipt sync failed', { error: (err as Error).message }))
+        for (const l of this.links) {
+          if (!l.proxyId || l.state !== 'connected') continue
+          const id = l.proxyId
+          void this.syncReceipts(id)
+            .then(() => this.auditCharges(id))
+            .catch((err) => this.deps.log.debug('receipt sync failed', { error: (err as Error).message }))
+        }
       }, RECEIPT_SYNC_MS).unref()
     }
     this.rebalance()
@@ -375,7 +383,7 @@ export class Client implements OpsSource {
       if (r.kind === 'done') {
         this.deps.apps?.answered({
           id: ctl.requestId, model, keyId, status: res.statusCode, outcome: r.outcome, stream: out.stream,
-          promptTokens: r.usage?.promptTokens ?? 0, completionTokens: r.usage?.completionTokens ?? 0, costNano: r.usage?.costNano ?? '0', latencyMs: Date.now() - started,
+          promptTokens: r.usage?.promptTokens ?? 0, completionTokens: r.usage?.completionTokens ?? 0, costNano: r.usage?.costNano ?? '0', receiptId: r.usage?.receiptId ?? null, latencyMs: Date.now() - started,
         })
         if (r.outcome === 'succeeded') this.scores.observeSuccess(link.target, link.lastTtftMs ?? 0)
         else if (r.outcome === 'failed' && !appGone) this.scores.observeFailure(link.target, 'failed', 'the answer failed')
@@ -604,6 +612,7 @@ export class Client implements OpsSource {
   private async serveReceipts(req: http.IncomingMessage, res: http.ServerResponse, path: string): Promise<void> {
     const store = this.deps.receipts
     if (!store) throw new RouteNotFoundError('GET', path)
+    this.deps.apps?.mayRead?.(req.headers.authorization)
     if (path === RECEIPTS_PATH) {
       const since = parseSince(new URL(req.url ?? '/', 'http://x').searchParams.get('since'))
       const list = store.since(since, RECEIPT_LIST_MAX).map((h) => heldReceiptJson(h))
@@ -630,26 +639,28 @@ export class Client implements OpsSource {
     if (!store || !link) return 0
     const pending = receipts ?? store.unverified(proxyId)
     if (pending.length === 0) return 0
-    const { status, body } = await requestJson(link.session!, { ':method': 'POST', ':path': PATHS.receiptProofs, 'content-type': 'application/json' }, Buffer.from(JSON.stringify({ indices: pending.map((p) => p.index) })), MODELS_TIMEOUT_MS)
-    if (status !== 200) throw new Error(`proxy answered ${status} for receipt proofs`)
-    const reply = JSON.parse(body.toString()) as ReceiptProofsReply
-    const drop = (reason: string) => {
-      this.deps.log.error('proxy receipt log does not hold what this node holds; dropping it', { proxy: link.target, reason })
-      this.receiptFailures++
-      this.deps.ledger?.distrust(proxyId, reason)
-      link.state = 'distrusted'
-      link.lastError = reason
-      link.session?.close()
-    }
-    const byIndex = new Map(reply.proofs.map((p) => [p.index, p]))
-    const c = reply.commit
+    const drop = (reason: string) => this.dropForReceipts(link, reason)
+    // The proxy answers with its last confirmed commit; a commit landing meanwhile makes the chain newer: ask again.
+    let reply: ReceiptProofsReply | undefined
     let onChain: { seqno: number; root: string; count: number; paymentKey: string } | undefined
-    if (c && this.deps.receiptsRoot) {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const { status, body } = await requestJson(link.session!, { ':method': 'POST', ':path': PATHS.receiptProofs, 'content-type': 'application/json' }, Buffer.from(JSON.stringify({ indices: pending.map((p) => p.index) })), MODELS_TIMEOUT_MS)
+      if (status !== 200) throw new Error(`proxy answered ${status} for receipt proofs`)
+      reply = JSON.parse(body.toString()) as ReceiptProofsReply
+      const c = reply.commit
+      if (!c || !this.deps.receiptsRoot) break
       onChain = await this.deps.receiptsRoot(c.proxy)
       if (link.peer?.claims.paymentKey && onChain.paymentKey !== link.peer.claims.paymentKey) return drop(`the proxy contract ${c.proxy} is not this proxy's`), 0
-      if (onChain.seqno === c.seqno && (onChain.root !== c.root || onChain.count !== c.count)) return drop(`commit ${c.seqno}: the chain holds another receipt root or count`), 0
-      if (onChain.seqno !== c.seqno) return 0 // a commit in flight: try again later
+      if (onChain.seqno === c.seqno) {
+        if (onChain.root !== c.root || onChain.count !== c.count) return drop(`commit ${c.seqno}: the chain holds another receipt root or count`), 0
+        break
+      }
+      onChain = undefined
     }
+    if (!reply) return 0
+    if (reply.commit && this.deps.receiptsRoot && !onChain) return 0 // commits keep landing: try again later
+    const byIndex = new Map(reply.proofs.map((p) => [p.index, p]))
+    const c = reply.commit
     let verified = 0
     for (const h of pending) {
       const p = byIndex.get(h.index!)
@@ -672,6 +683,46 @@ export class Client implements OpsSource {
   }
 
   private receiptFailures = 0
+
+  private dropForReceipts(link: ProxyLink, reason: string): void {
+    this.deps.log.error('proxy receipt log disagrees with what this node holds; dropping it', { proxy: link.target, reason })
+    this.receiptFailures++
+    if (link.proxyId) this.deps.ledger?.distrust(link.proxyId, reason)
+    link.state = 'distrusted'
+    link.lastError = reason
+    link.session?.close()
+  }
+
+  /** Per proxy: how far this node has read its own receipts in the proxy's log, and their total adjusted tokens. */
+  private readonly scanned = new Map<string, { next: number; adjusted: bigint; count: number }>()
+
+  /**
+   * Money meets receipts: reads this client's receipts from the proxy's log (new ones only) and
+   * checks that neither what the proxy says it charged nor what was charged on chain exceeds the
+   * sum of their adjusted tokens. Every billed answer has exactly one receipt, logged in the same
+   * transaction, so more charged than receipted is a proxy charging for nothing: it is dropped.
+   */
+  async auditCharges(proxyId: string): Promise<void> {
+    const link = this.links.find((l) => l.proxyId === proxyId && l.state === 'connected' && l.session && !l.session.closed)
+    const rec = this.deps.ledger?.get(proxyId)
+    if (!link || !rec) return
+    const scan = this.scanned.get(proxyId) ?? { next: 0, adjusted: 0n, count: 0 }
+    for (let page = 0; page < RECEIPT_SCAN_PAGES; page++) {
+      const { status, body } = await requestJson(link.session!, { ':method': 'POST', ':path': PATHS.receiptProofs, 'content-type': 'application/json' }, Buffer.from(JSON.stringify({ indices: [], from: scan.next })), MODELS_TIMEOUT_MS)
+      if (status !== 200) throw new Error(`proxy answered ${status} for its receipt list`)
+      const mine = (JSON.parse(body.toString()) as ReceiptProofsReply).mine ?? []
+      for (const m of mine) {
+        if (m.index < scan.next) return this.dropForReceipts(link, `its receipt list went back to ${m.index}`)
+        scan.adjusted += decodeReceiptBoc(m.receipt).fields.adjustedTokens
+        scan.count++
+        scan.next = m.index + 1
+      }
+      if (mine.length === 0) break
+    }
+    this.scanned.set(proxyId, scan)
+    if (rec.told.tokens > scan.adjusted) return this.dropForReceipts(link, `it says it charged ${rec.told.tokens} adjusted tokens, but its log holds receipts for ${scan.adjusted}`)
+    if (rec.onChainTokens > scan.adjusted) return this.dropForReceipts(link, `${rec.onChainTokens} adjusted tokens were charged on chain, but its log holds receipts for ${scan.adjusted}`)
+  }
 
   /** Checks the proxy's cumulative charge against what it said before; a regression drops the proxy. */
   private recordCharge(link: ProxyLink, json: string, log: Logger): void {
@@ -767,6 +818,8 @@ export class Client implements OpsSource {
 export const RECEIPTS_PATH = '/v1/receipts'
 /** How often held receipts are checked against the proxies' committed roots. */
 export const RECEIPT_SYNC_MS = 5_000
+/** Pages of the client's own receipts read from a proxy's log per sync. */
+const RECEIPT_SCAN_PAGES = 20
 const RECEIPT_LIST_MAX = 1000
 
 class ReceiptNotFoundError extends Error {

@@ -6,6 +6,8 @@ export interface AnswerUsage {
   completionTokens: number
   /** nanoTON, as the proxy put it in usage.cost. */
   costNano: string
+  /** The answer's receipt (usage.receipt_id), when the proxy made one. */
+  receiptId: string | null
 }
 
 /** Keeps only what it needs: for SSE the current line, for JSON the body up to the body limit. */
@@ -51,6 +53,7 @@ export class UsageTap {
         promptTokens: int(u.prompt_tokens),
         completionTokens: int(u.completion_tokens),
         costNano: typeof cost === 'number' && Number.isSafeInteger(cost) && cost >= 0 ? String(cost) : typeof cost === 'string' && /^\d+$/.test(cost) ? cost : '0',
+        receiptId: typeof u.receipt_id === 'string' && /^[\w-]{1,128}$/.test(u.receipt_id) ? u.receipt_id : null,
       }
     } catch {
       // Not JSON: not ours to judge here; the app gets the bytes as they are.

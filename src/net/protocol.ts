@@ -135,7 +135,28 @@ export interface WorkerStatement {
   tokens: string
   nano: string
   voucher?: string
+  /** Where the receipts the worker asked about (WorkerStatementReply.want) stand in the proxy's log. */
+  receipts?: { commit: ReceiptCommitInfo | null; entries: WorkerReceiptEntry[] }
 }
+
+/** One receipt a worker signed, as the proxy's log holds it: its number, and a proof once committed; `missing` when the log lacks it. */
+export interface WorkerReceiptEntry {
+  /** The receipt cell's hash, hex. */
+  hash: string
+  index?: number
+  proof?: string | null
+  missing?: boolean
+}
+
+/** Worker -> proxy, in reply to a statement: whether it was accepted, and the receipts it wants news of (hashes, hex). */
+export interface WorkerStatementReply {
+  ok: boolean
+  error?: string
+  want?: string[]
+}
+
+/** Receipt entries per statement (each proof is about 1 KB; a statement body is read with a 64 KiB limit). */
+export const STATEMENT_RECEIPTS_MAX = 30
 
 /** Client -> proxy at PATHS.receiptProofs: proofs for these receipt numbers, and the client's own receipts from `from` on. */
 export interface ReceiptProofsRequest {

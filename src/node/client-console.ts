@@ -6,6 +6,7 @@ import type { Client } from '../client/client.ts'
 import type { AppAccounts, LimitPeriod } from '../client/apps.ts'
 import type { ClientAccount } from '../payments/client-account.ts'
 import type { PartyLedger } from '../payments/party-ledger.ts'
+import { heldReceiptJson, type ReceiptStore } from '../payments/receipts/store.ts'
 import { devnetBaseUrl, devnetFaucet, tonConnectTransaction, TONCENTER_MAINNET_ENDPOINT, TONCENTER_TESTNET_ENDPOINT, type NodeWallet } from '../ton/chain-client/index.ts'
 import { ONE_TON_NANO, type RootState } from '../ton/contracts/index.ts'
 import { handleAdmin, hasAdminToken, MinInterval, type AdminRoute } from './admin.ts'
@@ -28,6 +29,10 @@ export interface ClientConsoleDeps {
   /** Whether API keys are required on the OpenAI API. */
   keysRequired: boolean
   chain?: { endpoint: string; root: Address; rootState: () => RootState | undefined; wallet: NodeWallet; account: ClientAccount }
+  /** The receipts this node holds, for each request's receipt state. */
+  receipts?: ReceiptStore
+  /** The checks of `cocoon receipt verify`, lent by the entry point. */
+  verifyReceipt?: (receiptJson: Record<string, unknown>) => Promise<Array<{ name: string; ok: boolean; detail: string }>>
 }
 
 class HttpError extends Error {
@@ -156,7 +161,20 @@ export function clientConsole(d: ClientConsoleDeps): (req: http.IncomingMessage,
     },
     '/api/requests': (url) => {
       const limit = Math.min(500, Math.max(1, Number(url.searchParams.get('limit') ?? 50) || 50))
-      return { requests: d.apps.recent(limit, url.searchParams.get('key') ?? undefined) }
+      return {
+        requests: d.apps.recent(limit, url.searchParams.get('key') ?? undefined).map((r) => {
+          const h = r.receiptId ? d.receipts?.get(r.receiptId) : undefined
+          return { ...r, receipt: h ? (h.verified ? 'verified' : h.commit ? 'committed' : 'held') : null }
+        }),
+      }
+    },
+    '/api/receipts/verify': async (url) => {
+      const id = url.searchParams.get('id') ?? ''
+      const h = d.receipts?.get(id)
+      if (!h) throw new HttpError(404, `no receipt '${id.slice(0, 64)}' on this node`)
+      if (!d.verifyReceipt) throw new HttpError(501, 'receipt checks are not available in this process')
+      const checks = await d.verifyReceipt(heldReceiptJson(h))
+      return { id, ok: checks.every((c) => c.ok), checks }
     },
     '/api/keys': (url) => {
       const key = url.searchParams.get('key')

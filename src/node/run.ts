@@ -104,8 +104,23 @@ async function openChain(c: ChainConfig, dataDir: string, log: Logger): Promise<
   return { chain, root, watcher, wallet, walletSeed: key.secretKey.subarray(0, 32) }
 }
 
+/** Reads a proxy contract's committed receipt root and the payment key it was deployed for (what clients and workers check proofs against). */
+function receiptsRootOn(chain: Chain): (proxyContract: string) => Promise<{ seqno: number; root: string; count: number; paymentKey: string }> {
+  return async (addr) => {
+    const p = chain.open(ProxyContract.createFromAddress(Address.parse(addr)))
+    const [r, id] = await Promise.all([p.getReceiptsRoot(), p.getIdentity()])
+    return { seqno: Number(r.seqno), root: r.root.toString('hex'), count: Number(r.count), paymentKey: id.publicKey.toString('hex') }
+  }
+}
+
 /** Builds and starts the node described by `cfg`. */
-export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNode> {
+/** Services the entry point lends a node (what lives above `node`, e.g. the receipt checks of `cocoon receipt verify`). */
+export interface NodeExtras {
+  /** Runs every check of `cocoon receipt verify` on a receipt's JSON; the dashboard's Verify button. */
+  verifyReceipt?: (receiptJson: Record<string, unknown>, chain: Chain | undefined) => Promise<Array<{ name: string; ok: boolean; detail: string }>>
+}
+
+export async function startNode(cfg: NodeConfig, log: Logger, extras: NodeExtras = {}): Promise<RunningNode> {
   const base = parsePolicy(cfg.policy, 'policy')
   // A production node, and any node in a real TEE, must never trust forgeable simulated peers.
   if (cfg.production || cfg.tee.kind === 'tdx') assertProductionPolicy(base, 'policy')
@@ -154,17 +169,20 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       log,
       ledger,
       receipts,
-      receiptsRoot: cc
-        ? async (addr) => {
-            const p = cc.chain.open(ProxyContract.createFromAddress(Address.parse(addr)))
-            const [r, id] = await Promise.all([p.getReceiptsRoot(), p.getIdentity()])
-            return { seqno: Number(r.seqno), root: r.root.toString('hex'), count: Number(r.count), paymentKey: id.publicKey.toString('hex') }
-          }
-        : undefined,
+      receiptsRoot: cc ? receiptsRootOn(cc.chain) : undefined,
       routes: (req, res) => consoleRoutes!(req, res),
       apps: {
         admit: (authorization, model) => apps.authorize(authorization, model, cfg.apiKeys)?.id ?? null,
         answered: (r) => apps.record(r),
+        mayRead: (authorization) => {
+          if (!cfg.apiKeys) return
+          try {
+            apps.authorize(authorization, '', true)
+          } catch (err) {
+            // Any valid key may read receipts; a model list or a spent quota limits asking, not reading.
+            if ((err as Error).name === 'InvalidApiKeyError') throw err
+          }
+        },
       },
       onProxy: account
         ? async (peer, proxyId) => {
@@ -185,6 +203,8 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
       loopback: isLoopback(cfg.listen.host),
       keysRequired: cfg.apiKeys,
       chain: cc && account ? { endpoint: cc.chain.endpoint, root: cc.root, rootState: () => cc.watcher.state, wallet: cc.wallet, account } : undefined,
+      receipts,
+      verifyReceipt: extras.verifyReceipt ? (j) => extras.verifyReceipt!(j, cc?.chain) : undefined,
     })
     if (cc) client.chainReachability = () => cc.watcher.reachability
     trust.onUpdate((p) => client.revalidate((peer) => refusalUnder(p, peer)))
@@ -377,7 +397,7 @@ export async function startNode(cfg: NodeConfig, log: Logger): Promise<RunningNo
   const payouts = cc ? new WorkerPayouts({ chain: cc.chain, wallet: cc.wallet, root: cc.root, rootState: () => cc.watcher.state, ledger, log }, cfg.chain!.payoutThresholdNano) : undefined
   const worker = createWorker(
     { ...cfg, payoutAddress: cc?.wallet.address.toRawString() },
-    { backend, identity, verify, log, ledger, imageHash: () => own.imageHash, onVoucher: payouts ? (proxyId) => payouts.onVoucher(proxyId) : undefined, payoutContract: payouts ? (proxyId) => payouts.contractAddress(proxyId) : undefined },
+    { backend, identity, verify, log, ledger, imageHash: () => own.imageHash, receiptsRoot: cc ? receiptsRootOn(cc.chain) : undefined, onVoucher: payouts ? (proxyId) => payouts.onVoucher(proxyId) : undefined, payoutContract: payouts ? (proxyId) => payouts.contractAddress(proxyId) : undefined },
   )
   if (cc) worker.chainReachability = () => cc.watcher.reachability
   trust.onUpdate((p) => worker.revalidate((peer) => refusalUnder(p, peer)))

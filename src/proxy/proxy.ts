@@ -9,7 +9,7 @@ import { listenAttested, type AttestedSocket, type PeerVerifier } from '../net/a
 import { errorResponse, InvalidRequestError, TooManyRequestsError, UnfundedClientError, ModelNotFoundError, NoWorkerAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
 import { discardBody, parseJsonObject, readBody } from '../net/body.ts'
 import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
-import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, MIN_AUDIO_BYTES_PER_SECOND, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type ReceiptProofsRequest, type ReceiptProofsReply, type ReceiptCommitInfo, RECEIPT_LIST_LIMIT, RECEIPT_PROOFS_MAX, type WorkerStatement, type FinalCharge } from '../net/protocol.ts'
+import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, MIN_AUDIO_BYTES_PER_SECOND, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type WorkerStatementReply, type WorkerReceiptEntry, STATEMENT_RECEIPTS_MAX, type ReceiptProofsRequest, type ReceiptProofsReply, type ReceiptCommitInfo, RECEIPT_LIST_LIMIT, RECEIPT_PROOFS_MAX, type WorkerStatement, type FinalCharge } from '../net/protocol.ts'
 import { answerText, openaiUsage, SseText, usageChunk, type UsageCost } from '../net/openai.ts'
 import { peerCertDer } from '../tee/index.ts'
 import { decodeReceiptBoc, newSalt, parseSalt, priceHeader, receiptFields, receiptIdFromSalt, receiptMismatch, signReceipt, verifyReceiptSignature, type Receipt } from '../payments/receipts/receipt.ts'
@@ -756,6 +756,24 @@ export class Proxy implements OpsSource {
     return reply
   }
 
+  /** Receipts each worker asked about in its last statement reply (hashes). */
+  private readonly wanted = new WeakMap<WorkerConn, string[]>()
+
+  /** Where a worker's receipts stand in the log: number, and proof against the last confirmed commit. */
+  private workerReceipts(conn: WorkerConn, hashes: string[]): NonNullable<WorkerStatement['receipts']> {
+    const ledger = this.deps.billing.ledger
+    const last = ledger.lastConfirmedCommit()
+    const contract = this.deps.proxyContract?.()
+    const commit: ReceiptCommitInfo | null = last && contract ? { seqno: last.seqno, root: last.receiptsRoot, count: last.receiptsCount, proxy: contract, tx: last.tx } : null
+    const entries = hashes.map((hash): WorkerReceiptEntry => {
+      const r = ledger.receiptByHash(hash)
+      if (!r || r.worker !== conn.account) return { hash, missing: true }
+      if (!commit || r.index >= commit.count) return { hash, index: r.index, proof: null }
+      return { hash, index: r.index, proof: ledger.receiptProof(r.index, commit.count).toString('base64') }
+    })
+    return { commit, entries }
+  }
+
   /** The key receipts name this proxy by: its payment key (what its proxy contract knows), else its identity key. */
   private proxyKey(): Uint8Array {
     const id = this.deps.identity.current()
@@ -853,13 +871,16 @@ export class Proxy implements OpsSource {
         const st: WorkerStatement = { tokens: c.tokens.toString(), nano: c.nano.toString() }
         const voucher = this.deps.payoutVoucher?.(conn.account)
         if (voucher) st.voucher = voucher
+        const want = this.wanted.get(conn)
+        if (want?.length) st.receipts = this.workerReceipts(conn, want)
         const text = JSON.stringify(st)
         if (this.told.get(conn) === text || conn.session.closed || conn.session.destroyed) return
         try {
           const r = conn.session.request({ ':method': 'POST', ':path': PATHS.statement, 'content-type': 'application/json' })
           r.on('error', () => {})
           r.end(text)
-          const reply = JSON.parse((await readBody(r, 64 * 1024)).toString()) as { ok: boolean; error?: string }
+          const reply = JSON.parse((await readBody(r, 64 * 1024)).toString()) as WorkerStatementReply
+          if (Array.isArray(reply.want)) this.wanted.set(conn, reply.want.filter((h) => typeof h === 'string' && /^[0-9a-f]{64}$/.test(h)).slice(0, STATEMENT_RECEIPTS_MAX))
           if (reply.ok) this.told.set(conn, text)
           else this.deps.log.warn('worker did not accept its statement', { worker: conn.id, error: reply.error })
         } catch (err) {

@@ -11,17 +11,21 @@ import { maintainProxyLink, revalidateLinks, type ProxyLink as BaseLink } from '
 import { errorResponse, InvalidRequestError, isExpectedError, RequestTimeoutError, TooManyRequestsError } from '../net/errors.ts'
 import { readBody, parseJsonObject, parseMultipart } from '../net/body.ts'
 import { H2_OPTIONS, tuneSession } from '../net/h2.ts'
-import { CAPABILITY_PATHS, HEADERS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, PATHS, PROTOCOL_VERSION, usageSigningPayload, type UsageRecord, type WorkerInfo, type WorkerStatement } from '../net/protocol.ts'
+import { CAPABILITY_PATHS, HEADERS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, PATHS, PROTOCOL_VERSION, usageSigningPayload, type UsageRecord, type WorkerInfo, type WorkerStatement, type WorkerStatementReply, STATEMENT_RECEIPTS_MAX } from '../net/protocol.ts'
 import type { PartyLedger } from '../payments/party-ledger.ts'
 import { checkVoucher, InvalidVoucherError } from '../ton/contracts/index.ts'
 import { validateEmbeddingRequest, validateRequest, validateTranscriptionForm, type TranscriptionFormat } from '../net/validate.ts'
 import { AnswerAggregator, answerIds, answerText, chunkText, EMBEDDING_OBJECT, TRANSCRIPTION_OBJECT } from '../net/openai.ts'
+import { verifyReceiptProof } from '../payments/receipts/proof.ts'
+import { Cell } from '@ton/core'
 import { newSalt, parsePriceHeader, parseSalt, receiptFields, signReceipt, type SamplingParams } from '../payments/receipts/receipt.ts'
 import { OFFCHAIN_PRICE_PARAMS } from '../payments/pricing.ts'
 
 export const DEFAULT_COEFFICIENT = 1000
 export const MAX_ACTIVE_REQUESTS = 8
 export const MAX_TOKENS_CAP = 1024
+/** Receipts remembered per proxy until proven in its log. */
+export const PENDING_RECEIPTS_MAX = 10_000
 
 export interface WorkerOptions {
   /** Proxies to serve, as host:port of their worker listeners. */
@@ -43,6 +47,8 @@ export interface WorkerDeps {
   log: Logger
   /** What each proxy said this worker earned, and its payout vouchers. */
   ledger?: PartyLedger
+  /** The receipt log's root a proxy contract holds on chain, and the payment key it belongs to; absent off-chain. */
+  receiptsRoot?: (proxyContract: string) => Promise<{ seqno: number; root: string; count: number; paymentKey: string }>
   /** The image hash of this worker's own attestation (hex), stated in its receipts. Default: none (zeros). */
   imageHash?: () => string
   /** Called with each newer payout voucher (e.g. to claim it on chain past a threshold). */
@@ -458,7 +464,15 @@ export class Worker implements OpsSource {
   }
 
   /** A proxy's statement of earnings: it must never go backwards. */
-  private async onStatement(link: ProxyLink | undefined, text: string): Promise<{ ok: boolean; error?: string }> {
+  private async onStatement(link: ProxyLink | undefined, text: string): Promise<WorkerStatementReply> {
+    const r = await this.onStatementChecked(link, text)
+    if (!link?.proxyId || link.state === 'distrusted') return r
+    // Ask about the receipts this worker signed for this proxy that are not yet proven in its log.
+    const pending = this.pendingReceipts.get(link.proxyId)
+    return pending?.size ? { ...r, want: [...pending.keys()].slice(0, STATEMENT_RECEIPTS_MAX) } : r
+  }
+
+  private async onStatementChecked(link: ProxyLink | undefined, text: string): Promise<WorkerStatementReply> {
     if (!link?.proxyId) return { ok: false, error: 'unknown session' }
     let st: WorkerStatement
     try {
@@ -500,7 +514,84 @@ export class Worker implements OpsSource {
       }
       if (this.deps.ledger.recordVoucher(link.proxyId, tokens, st.voucher)) this.deps.onVoucher?.(link.proxyId, st.voucher, tokens)
     }
+    const bad = this.checkReceipts(link, st)
+    if (bad) {
+      this.distrustForReceipts(link, bad)
+      return { ok: false, error: `receipts: ${bad}` }
+    }
     return { ok: true }
+  }
+
+  /** Receipts this worker signed, per proxy, until their proof in that proxy's committed log is checked. */
+  private readonly pendingReceipts = new Map<string, Map<string, { earnedNano: bigint; index?: number }>>()
+  private readonly receiptCounts = { signed: 0, verified: 0, unlogged: 0, proxiesDropped: 0 }
+  /** Per proxy: what this worker earned by receipts proven in its log (since start). */
+  private readonly provenEarnedNano = new Map<string, bigint>()
+
+  private distrustForReceipts(link: ProxyLink, reason: string): void {
+    this.deps.log.error('proxy receipt log disagrees with the receipts this worker signed; disconnecting', { proxy: link.target, reason })
+    this.receiptCounts.proxiesDropped++
+    if (link.proxyId) this.deps.ledger?.distrust(link.proxyId, reason)
+    link.state = 'distrusted'
+    link.lastError = reason
+    setImmediate(() => link.session?.close())
+  }
+
+  /**
+   * Checks what the proxy says of this worker's receipts: each proof against the commit's root (and,
+   * with a chain, that root against the proxy contract's), that a receipt once logged never goes
+   * missing, and that the earnings the proxy states cover every receipt proven in its log.
+   * Returns why the proxy cannot be trusted, or undefined.
+   */
+  private checkReceipts(link: ProxyLink, st: WorkerStatement): string | undefined {
+    const proxyId = link.proxyId!
+    const pending = this.pendingReceipts.get(proxyId)
+    const c = st.receipts?.commit ?? null
+    for (const e of st.receipts?.entries ?? []) {
+      const mine = pending?.get(e.hash)
+      if (!mine) continue
+      if (e.missing) {
+        // Logged once, then gone: the log was rewritten. Never logged: the proxy may have died before it could (counted, not fatal).
+        if (mine.index !== undefined) return `receipt ${mine.index} (${e.hash.slice(0, 16)}…) is no longer in the log`
+        this.receiptCounts.unlogged++
+        pending!.delete(e.hash)
+        continue
+      }
+      if (typeof e.index !== 'number') continue
+      if (mine.index !== undefined && mine.index !== e.index) return `receipt ${e.hash.slice(0, 16)}… moved from ${mine.index} to ${e.index}`
+      mine.index = e.index
+      if (!e.proof || !c) continue
+      try {
+        verifyReceiptProof(Cell.fromBoc(Buffer.from(e.proof, 'base64'))[0], Buffer.from(c.root, 'hex'), e.index, Buffer.from(e.hash, 'hex'))
+      } catch (err) {
+        return `receipt ${e.index}: ${(err as Error).message}`
+      }
+      pending!.delete(e.hash)
+      this.receiptCounts.verified++
+      this.provenEarnedNano.set(proxyId, (this.provenEarnedNano.get(proxyId) ?? 0n) + mine.earnedNano)
+    }
+    const proven = this.provenEarnedNano.get(proxyId) ?? 0n
+    if (BigInt(st.nano) < proven) return `it states earnings of ${st.nano} nanoTON, less than the ${proven} of the receipts proven in its log`
+    if (c && this.deps.receiptsRoot) {
+      // The root must be the one the proxy contract holds for that commit; checked off the reply path.
+      void this.deps.receiptsRoot(c.proxy).then(
+        (onChain) => {
+          if (link.peer?.claims.paymentKey && onChain.paymentKey !== link.peer.claims.paymentKey) this.distrustForReceipts(link, `the proxy contract ${c.proxy} is not this proxy's`)
+          else if (onChain.seqno === c.seqno && (onChain.root !== c.root || onChain.count !== c.count)) this.distrustForReceipts(link, `commit ${c.seqno}: the chain holds another receipt root or count`)
+        },
+        (err: Error) => this.deps.log.debug('could not read the receipt root on chain', { error: err.message }),
+      )
+    }
+    return undefined
+  }
+
+  /** Remembers a receipt this worker signed for a proxy, to check later that its log holds it. */
+  private rememberReceipt(proxyId: string, hash: string, earnedNano: bigint): void {
+    let m = this.pendingReceipts.get(proxyId)
+    if (!m) this.pendingReceipts.set(proxyId, (m = new Map()))
+    m.set(hash, { earnedNano })
+    // Bounded: the oldest are forgotten first (a proxy that never commits cannot grow this without end).
+    if (m.size > PENDING_RECEIPTS_MAX) m.delete(m.keys().next().value!)
   }
 
   private meter(u: Usage): void {
@@ -551,15 +642,15 @@ export class Worker implements OpsSource {
       })
       const receipt = await signReceipt(fields, (d) => id.signAsync(d))
       trailers[HEADERS.receipt] = receipt.cell.toBoc().toString('base64')
-      this.receipts++
+      this.receiptCounts.signed++
+      if (link?.proxyId) this.rememberReceipt(link.proxyId, receipt.cell.hash().toString('hex'), fields.adjustedTokens * fields.workerFeePerTokenNano)
     } catch (err) {
       this.deps.log.warn('could not make a receipt', { error: (err as Error).message })
     }
     return trailers
   }
 
-  /** Receipts signed since start. */
-  private receipts = 0
+
 
   /** Leaves proxies the current policy no longer allows (e.g. their image was revoked on the root). */
   revalidate(refusal: (peer: VerifiedPeer) => string | undefined): number {
@@ -579,7 +670,7 @@ export class Worker implements OpsSource {
       activeRequests: this.active,
       requests: { ...this.counts },
       tokens: { ...this.tokens },
-      receipts: { signed: this.receipts },
+      receipts: { ...this.receiptCounts, pending: [...this.pendingReceipts.values()].reduce((t, m) => t + m.size, 0) },
       proxies: this.links.map((l) => {
         const rec = l.proxyId && this.deps.ledger ? this.deps.ledger.get(l.proxyId) : undefined
         return {

@@ -30,7 +30,7 @@ before(async () => {
   await buildDashboard()
   fs.mkdirSync(ARTIFACTS, { recursive: true })
   dir = tmpDir('dashboard')
-  devnet = cocoon(['devnet', '--workers', '1', '--dir', dir, '--port-offset', String(randomPortOffset())])
+  devnet = cocoon(['devnet', '--workers', '1', '--no-speech', '--dir', dir, '--port-offset', String(randomPortOffset())])
   const m = await devnet.waitForOutput(/OpenAI base URL:\s+(\S+)\n\s+dashboard:\s+(\S+)/, 180_000)
   state = JSON.parse(fs.readFileSync(path.join(dir, 'devnet.json'), 'utf8'))
   client = `http://127.0.0.1:${state.ports.client}`
@@ -126,6 +126,13 @@ test('the playground streams an answer with its cost, and the request appears in
   const recent = (await (await fetch(`${client}/api/requests?limit=1`)).json()).requests[0]
   assert.equal(Number(recent.costNano), cost)
   assert.equal(recent.stream, true)
+  // The answer's receipt: its state, and Verify runs the checks of `cocoon receipt verify`, each shown.
+  assert.match(recent.receipt ?? '', /^(held|committed|verified)$/, JSON.stringify(recent))
+  await page.click('[data-table="requests"] tbody tr:first-child [data-action="verify"]')
+  await page.waitForSelector('[data-table="checks"]', { timeout: 30_000 })
+  const checks = await page.$$eval('[data-table="checks"] tbody tr', (trs) => trs.map((tr) => tr.textContent ?? ''))
+  assert.ok(checks.some((c) => /^signature\s*ok/.test(c)), checks.join('\n'))
+  assert.ok(checks.some((c) => /^certificate/.test(c)) && checks.some((c) => /^proof/.test(c)), checks.join('\n'))
   await shoot('client-requests')
 })
 

@@ -24,7 +24,7 @@ const getJson = async (url: string) => (await fetch(url)).json() as Promise<any>
 
 before(async () => {
   dir = tmpDir('proxies')
-  devnet = cocoon(['devnet', '--proxies', '2', '--workers', '1', '--dir', dir, '--port-offset', String(randomPortOffset())])
+  devnet = cocoon(['devnet', '--proxies', '2', '--workers', '1', '--no-speech', '--dir', dir, '--port-offset', String(randomPortOffset())])
   const m = await devnet.waitForOutput(/OpenAI base URL:\s+(\S+)/, 240_000)
   state = readState()
   model = state.model.id

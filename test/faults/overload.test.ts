@@ -70,6 +70,10 @@ test('100 concurrent streams on 1 worker: each succeeds or gets 429 with Retry-A
   assert.equal(q.depth, 40)
   assert.ok(q.admittedAfterWait >= 40, JSON.stringify(q))
   assert.equal(q.rejectedFull, limited.length)
+  const metrics = await net.proxy.registry.metrics()
+  assert.match(metrics, /^cocoon_proxy_queue_waiting\{[^}]*\} 0$/m)
+  assert.match(metrics, /^cocoon_proxy_queue_depth\{[^}]*\} 40$/m)
+  assert.match(metrics, new RegExp(`^cocoon_proxy_queue_rejected_total\\{[^}]*why="full"[^}]*\\} ${limited.length}$`, 'm'))
 })
 
 test('a client that floods the queue does not starve one that comes later: slots go to clients in turn', async () => {

@@ -1,6 +1,6 @@
 /// <reference lib="dom" />
 // The client node's pages: the network, my money and top-ups, the playground, recent requests, API keys.
-import { refreshAll, live, stateBadge, adminToken, badge, card, chart, copy, getJson, h, int, meter, ms, postAdmin, progress, short, stat, table, time, toast, ton, tokens } from './util.ts'
+import { type Child, refreshAll, live, stateBadge, adminToken, badge, card, chart, copy, getJson, h, int, meter, ms, postAdmin, progress, short, stat, table, time, toast, ton, tokens } from './util.ts'
 import type { Page } from './util.ts'
 
 async function networkCard(): Promise<Node[]> {
@@ -134,7 +134,9 @@ function sdkFor(base: string, body: any, key: string): string {
 export const playground: Page = async (main) => {
   const models = await getJson('/v1/models').catch(() => ({ data: [] }))
   const node = await getJson('/api/node')
-  const model = h('select', { name: 'model', 'aria-label': 'Model' }, (models.data ?? []).map((m: any) => h('option', { value: m.id }, m.id)))
+  // The playground chats: only models served at /v1/chat/completions (not, say, a speech model).
+  const chatModels = (models.data ?? []).filter((m: any) => !Array.isArray(m.endpoints) || m.endpoints.includes('/v1/chat/completions'))
+  const model = h('select', { name: 'model', 'aria-label': 'Model' }, chatModels.map((m: any) => h('option', { value: m.id }, m.id)))
   const maxTokens = h('input', { type: 'number', min: 1, max: 4096, value: 64, name: 'max_tokens' })
   const temperature = h('input', { type: 'number', min: 0, max: 2, step: 0.1, value: 0.7, name: 'temperature' })
   const key = h('input', { type: 'password', name: 'api_key', placeholder: node.keysRequired ? 'required on this node' : 'optional', autocomplete: 'off' })
@@ -241,7 +243,33 @@ export const playground: Page = async (main) => {
 
 // ---- recent requests ----------------------------------------------------------------------------
 
-function requestsTable(list: any[], keys: Map<string, string>): HTMLElement {
+/** Runs the checks of `cocoon receipt verify` on the node and shows each one. */
+async function verifyReceipt(id: string, box: HTMLElement): Promise<void> {
+  const p = progress('Checking the receipt: signature, certificate, Merkle proof on chain, cost…')
+  box.replaceChildren(card(['Receipt ', h('span', { class: 'hash' }, id)], p.el))
+  try {
+    const r = await getJson(`/api/receipts/verify?id=${encodeURIComponent(id)}`)
+    p.done(r.ok ? 'Every check holds.' : `Failed: ${r.checks.filter((c: any) => !c.ok).map((c: any) => c.name).join(', ')}`, r.ok)
+    box.firstElementChild!.append(
+      table(['Check', 'Result', 'Detail'], r.checks.map((c: any) => [h('strong', {}, c.name), badge(c.ok ? 'ok' : 'FAIL', c.ok ? 'good' : 'bad'), c.detail]), '', { 'data-table': 'checks' }),
+    )
+  } catch (err) {
+    p.done(`Could not check: ${(err as Error).message}`, false)
+  }
+}
+
+function receiptCell(r: any, verifyBox?: HTMLElement): Child {
+  if (!r.receiptId || !r.receipt) return h('span', { class: 'muted small', title: 'No receipt for this answer (off-chain, or it failed)' }, 'usage only')
+  const kind = r.receipt === 'verified' ? 'good' : r.receipt === 'committed' ? '' : 'warn'
+  return h(
+    'div',
+    { class: 'row' },
+    badge(r.receipt, kind as 'good'),
+    verifyBox ? h('button', { type: 'button', class: 'ghost small', 'data-action': 'verify', onclick: () => void verifyReceipt(r.receiptId, verifyBox) }, 'Verify') : null,
+  )
+}
+
+function requestsTable(list: any[], keys: Map<string, string>, verifyBox?: HTMLElement): HTMLElement {
   return table(
     ['Time', 'Model', 'Key', ['Prompt', 'num'], ['Completion', 'num'], ['Cost', 'num'], ['Latency', 'num'], 'Outcome', 'Receipt'],
     list.map((r) => [
@@ -253,7 +281,7 @@ function requestsTable(list: any[], keys: Map<string, string>): HTMLElement {
       ton(r.costNano),
       ms(r.latencyMs),
       badge(`${r.outcome}${r.status >= 400 ? ' ' + r.status : ''}`, r.outcome === 'succeeded' ? 'good' : r.outcome === 'cancelled' ? 'warn' : 'bad'),
-      h('span', { class: 'muted small', title: 'Signed receipts arrive with the computation log; until then usage and cost are shown' }, 'usage only'),
+      receiptCell(r, verifyBox),
     ]),
     'No request yet. Try the playground.',
     { 'data-table': 'requests' },
@@ -262,12 +290,13 @@ function requestsTable(list: any[], keys: Map<string, string>): HTMLElement {
 
 export const requests: Page = async (main, signal) => {
   const box = h('div', {})
-  main.append(card(['Recent requests', h('span', { class: 'spacer' }), h('span', { class: 'muted small' }, 'tokens are counted by the worker, cost by the proxy')], box))
+  const verifyBox = h('div', { 'data-verify': '' })
+  main.append(card(['Recent requests', h('span', { class: 'spacer' }), h('span', { class: 'muted small' }, 'tokens are counted by the worker, cost by the proxy; receipts: held → committed → verified on chain')], box), verifyBox)
   live(
     box,
     async () => {
       const [r, k] = await Promise.all([getJson('/api/requests?limit=100'), getJson('/api/keys')])
-      return requestsTable(r.requests, new Map(k.keys.map((x: any) => [x.id, x.name])))
+      return requestsTable(r.requests, new Map(k.keys.map((x: any) => [x.id, x.name])), verifyBox)
     },
     signal,
   )

@@ -4,7 +4,7 @@
 /** A page renders into `main`; `signal` aborts when the user leaves it (timers stop). */
 export type Page = (main: HTMLElement, signal: AbortSignal) => Promise<void>
 
-type Child = Node | string | number | null | undefined | false
+export type Child = Node | string | number | null | undefined | false
 type Attrs = Record<string, string | number | boolean | EventListener | undefined | null>
 
 /** Builds an element; text is always text (never parsed as HTML), so data from the network cannot inject markup. */

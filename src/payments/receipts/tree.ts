@@ -86,6 +86,7 @@ export function zeroLabel(l: number, n: number): Bits {
 
 /** Representation hash of an ordinary cell holding `bits` and refs `refs` (TON cell hashing, level 0). */
 export function ordinaryCellHash(bits: Bits, refs: CellRef[]): CellRef {
+  if (bits.length === 2 && bits.value === 0n) return emptyLabelCellHash(refs)
   const dataBytes = Math.ceil(bits.length / 8)
   const buf = Buffer.alloc(2 + dataBytes + refs.length * (2 + HASH_BYTES))
   buf[0] = refs.length
@@ -112,6 +113,23 @@ export function ordinaryCellHash(bits: Bits, refs: CellRef[]): CellRef {
     o += HASH_BYTES
   }
   return { hash: crypto.createHash('sha256').update(buf).digest(), depth }
+}
+
+/** The common case (every full block): an empty label, two bits `00`, so one data byte 0x20 with its completion tag. */
+function emptyLabelCellHash(refs: CellRef[]): CellRef {
+  const h = crypto.createHash('sha256')
+  const head = Buffer.allocUnsafe(3 + 2 * refs.length)
+  head[0] = refs.length
+  head[1] = 1
+  head[2] = 0x20
+  let depth = 0
+  for (let i = 0; i < refs.length; i++) {
+    head.writeUInt16BE(refs[i].depth, 3 + 2 * i)
+    depth = Math.max(depth, refs[i].depth + 1)
+  }
+  h.update(head)
+  for (const r of refs) h.update(r.hash)
+  return { hash: h.digest(), depth }
 }
 
 function storeBits(b: Builder, bits: Bits): Builder {
