@@ -84,7 +84,10 @@ test('answers through the openai SDK, and keeps answering with one proxy killed 
   // The client saw the dead proxy fail and backed it off; /jsonstats and `cocoon client proxies` say so.
   const killed = `127.0.0.1:${state.ports.proxies[0].clients}`
   const survivor = `127.0.0.1:${state.ports.proxies[1].clients}`
-  const stats = await getJson(`http://127.0.0.1:${state.ports.client}/jsonstats`)
+  const clientStats = () => getJson(`http://127.0.0.1:${state.ports.client}/jsonstats`)
+  // The client counts a dead link against the proxy on its next rebalance (every 2 s).
+  await waitFor(async () => (await clientStats()).proxies.find((p: any) => p.target === killed)?.score?.lastFailure != null, 'the killed proxy counted as failed', 15_000)
+  const stats = await clientStats()
   assert.equal(stats.proxySessions.max, 2)
   const row = (t: string) => stats.proxies.find((p: any) => p.target === t)
   assert.equal(row(killed).source, 'root')
