@@ -43,6 +43,8 @@ export const CAPABILITY_PATHS: Readonly<Record<Capability, string>> = {
 export const HEADERS = {
   protocol: 'x-cocoon-protocol',
   requestId: 'x-cocoon-request-id',
+  /** Proxy -> worker: the proxy's own id for one forward of a request. The worker keys running requests and cancels by it, so two clients' equal request ids never meet. */
+  exchange: 'x-cocoon-exchange-id',
   /** Client -> proxy: the highest worker coefficient the app accepts (1000 = 1.0x). */
   maxCoefficient: 'x-cocoon-max-coefficient',
   /** Client -> proxy -> worker: time left for the request, in ms. Each hop shrinks it. */

@@ -477,10 +477,10 @@ export class Proxy implements OpsSource {
   }
 
   /** Asks the worker to stop a request; it then ends the answer normally, with usage for what it produced. */
-  private cancelOnWorker(conn: WorkerConn, requestId: string): void {
+  private cancelOnWorker(conn: WorkerConn, exchangeId: string): void {
     if (conn.session.closed || conn.session.destroyed) return
     try {
-      const r = conn.session.request({ ':method': 'POST', ':path': PATHS.cancel, [HEADERS.requestId]: requestId })
+      const r = conn.session.request({ ':method': 'POST', ':path': PATHS.cancel, [HEADERS.exchange]: exchangeId })
       r.on('error', () => {})
       r.resume()
       r.end()
@@ -512,12 +512,15 @@ export class Proxy implements OpsSource {
       const t0 = Date.now()
       let firstByteAt: number | undefined
       let ws: http2.ClientHttp2Stream
+      // This forward's own id at the worker (request ids come from apps and may repeat across clients).
+      const exchangeId = crypto.randomUUID()
       try {
         ws = conn.session.request({
           ':method': 'POST',
           ':path': path,
           'content-type': ctx.contentType,
           [HEADERS.requestId]: ctx.requestId,
+          [HEADERS.exchange]: exchangeId,
           [HEADERS.coefficient]: String(conn.info.coefficient),
           [HEADERS.maxTokens]: String(ctx.maxTokens),
           ...(ctx.maxAudioSeconds > 0 ? { [HEADERS.maxAudioSeconds]: String(ctx.maxAudioSeconds) } : {}),
@@ -571,7 +574,7 @@ export class Proxy implements OpsSource {
       const stop = (why: 'cancelled' | 'timeout') => {
         if (stopped) return
         stopped = why
-        this.cancelOnWorker(conn, ctx.requestId)
+        this.cancelOnWorker(conn, exchangeId)
         graceTimer = setTimeout(() => {
           ws.close(http2.constants.NGHTTP2_CANCEL)
           settle({ kind: 'done', outcome: why })

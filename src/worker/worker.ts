@@ -13,6 +13,7 @@ import { readBody, parseJsonObject, parseMultipart } from '../net/body.ts'
 import { H2_OPTIONS, tuneSession } from '../net/h2.ts'
 import { CAPABILITY_PATHS, HEADERS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, PATHS, PROTOCOL_VERSION, usageSigningPayload, type UsageRecord, type WorkerInfo, type WorkerStatement, type WorkerStatementReply, STATEMENT_RECEIPTS_MAX } from '../net/protocol.ts'
 import type { PartyLedger } from '../payments/party-ledger.ts'
+import { DuplicateRequestError } from '../payments/billing.ts'
 import { checkVoucher, InvalidVoucherError } from '../ton/contracts/index.ts'
 import { validateEmbeddingRequest, validateRequest, validateTranscriptionForm, type TranscriptionFormat } from '../net/validate.ts'
 import { AnswerAggregator, answerIds, answerText, chunkText, EMBEDDING_OBJECT, TRANSCRIPTION_OBJECT } from '../net/openai.ts'
@@ -198,8 +199,7 @@ export class Worker implements OpsSource {
       return
     }
     if (method === 'POST' && path === PATHS.cancel) {
-      const id = String(headers[HEADERS.requestId] ?? '')
-      const ac = this.running.get(id)
+      const ac = this.running.get(runningKey(headers))
       ac?.abort(new Error('cancelled by the proxy'))
       stream.resume()
       respondJson(stream, 200, { cancelled: ac !== undefined })
@@ -240,7 +240,14 @@ export class Worker implements OpsSource {
     // in-band (the answer ends normally, with usage), or the deadline passes.
     const ac = new AbortController()
     const cancel = new AbortController()
-    this.running.set(requestId, cancel)
+    const key = runningKey(headers)
+    if (this.running.has(key)) {
+      this.active--
+      this.m.active.set(this.active)
+      stream.resume()
+      return respondError(stream, new DuplicateRequestError(key.slice(2, 66)))
+    }
+    this.running.set(key, cancel)
     let finished = false
     stream.once('close', () => {
       if (!finished) ac.abort(new Error('stream reset by the proxy'))
@@ -353,7 +360,7 @@ export class Worker implements OpsSource {
       if (!isExpectedError(err)) log.error('request failed', { error: err })
       if (!stream.destroyed) respondError(stream, err)
     } finally {
-      this.running.delete(requestId)
+      this.running.delete(key)
       this.active--
       this.m.active.set(this.active)
     }
@@ -383,7 +390,14 @@ export class Worker implements OpsSource {
     this.active++
     this.m.active.set(this.active)
     const ac = new AbortController()
-    this.running.set(requestId, ac)
+    const key = runningKey(headers)
+    if (this.running.has(key)) {
+      this.active--
+      this.m.active.set(this.active)
+      stream.resume()
+      return respondError(stream, new DuplicateRequestError(key.slice(2, 66)))
+    }
+    this.running.set(key, ac)
     let finished = false
     stream.once('close', () => {
       if (!finished) ac.abort(new Error('stream reset by the proxy'))
@@ -457,7 +471,7 @@ export class Worker implements OpsSource {
       if (!isExpectedError(e)) log.error('request failed', { error: e })
       if (!stream.destroyed) respondError(stream, e)
     } finally {
-      this.running.delete(requestId)
+      this.running.delete(key)
       this.active--
       this.m.active.set(this.active)
     }
@@ -803,4 +817,10 @@ function drained(stream: http2.ServerHttp2Stream, signal: AbortSignal): Promise<
     stream.once('close', done)
     signal.addEventListener('abort', done, { once: true })
   })
+}
+
+/** The key of a running request: the proxy's exchange id for this forward (older proxies send only the app's request id). */
+function runningKey(headers: http2.IncomingHttpHeaders): string {
+  const x = headers[HEADERS.exchange] ?? headers[HEADERS.requestId]
+  return `${headers[HEADERS.exchange] !== undefined ? 'x' : 'r'}:${String(x ?? crypto.randomUUID())}`
 }

@@ -102,6 +102,27 @@ test("one client's request_id can neither collide with nor lock another client's
   for (const acct of accounts) assert.equal(net.billing.reservedNano(acct), 0n, `funds of ${acct.slice(0, 8)} are not locked`)
 })
 
+test("cancelling one client's request never cancels another client's request with the same request_id at the worker", async () => {
+  const net = await network({ backend: new FakeBackend({ chunks: 30, delayMs: 25 }), clients: 2 })
+  const body = { model: 'fake-model', prompt: 'x', max_tokens: 30, request_id: 'shared-id', stream: true }
+  const streamed = (url: string, signal?: AbortSignal) => fetch(url + '/v1/completions', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal })
+  const ac = new AbortController()
+  const a = await streamed(net.urls[0], ac.signal)
+  assert.equal(a.status, 200)
+  await waitFor(() => net.backend.seen.length === 1, 'the first request to reach the worker')
+  const b = await streamed(net.urls[1])
+  assert.equal(b.status, 200)
+  await waitFor(() => net.backend.seen.length === 2, 'the second request to reach the worker')
+  // The first app goes away: its client node cancels, and the proxy stops that request at the worker.
+  ac.abort()
+  await a.body?.cancel().catch(() => {})
+  const text = await b.text()
+  const chunks = text.split('\n').filter((l) => l.startsWith('data: {')).map((l) => JSON.parse(l.slice(6)))
+  const produced = chunks.flatMap((c) => c.choices ?? []).map((ch: any) => ch.text ?? '').join('')
+  assert.match(produced, /tok29 /, `the other client's answer was cut short: ${produced.slice(-80)}`)
+  assert.equal(chunks.at(-1)?.usage?.completion_tokens, 30)
+})
+
 test('concurrent admission is atomic per client: exactly as many requests as the balance covers are admitted, the rest get 402', async () => {
   const body = { model: 'fake-model', prompt: 'x', max_tokens: 50 }
   // The client forwards the body without its control fields, so the proxy sees exactly this JSON.
