@@ -4,8 +4,8 @@
 import { parseArgs } from 'node:util'
 import { Address } from '@ton/core'
 import { loadConfig, ConfigError } from '../node/config.ts'
-import { createChain, chainOptionsFromEnv } from '../ton/chain-client/chain.ts'
-import { discoverProxies } from '../ton/chain-client/discovery.ts'
+import { createChain, chainOptionsFromEnv } from '../ton/chain-client/index.ts'
+import { discoverProxies } from '../ton/chain-client/index.ts'
 
 export interface ProxyRow {
   target: string
