@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util'
 import { Address } from '@ton/core'
 import { loadConfig, ConfigError, type NodeConfig } from '../node/config.ts'
 import { createLogger } from '../core/log.ts'
-import { createChain, chainOptionsFromEnv, NodeWallet, loadOrCreateWalletKey, collectMessages } from '../ton/chain-client/index.ts'
+import { createChain, chainOptionsFromEnv, NodeWallet, loadOrCreateWalletKey, collectMessages, discoverProxies } from '../ton/chain-client/index.ts'
 import { contractCodes, ONE_TON_NANO, VOUCHER_MIN_VALUE_NANO } from '../ton/contracts/index.ts'
 import { ClientAccount } from '../payments/client-account.ts'
 import { WorkerPayouts } from '../payments/worker-payouts.ts'
@@ -69,8 +69,10 @@ async function askFinalCharge(cfg: NodeConfig, o: Awaited<ReturnType<typeof open
   if (!base.acceptKinds.includes('simulated')) delete v.simulated
   const verify = createPeerVerifier(policy, v, { cacheTtlMs: 0 })
   const identity = await createIdentity({ role: 'client', configHash: '00'.repeat(32), keys: await identityKeysFromSeed(o.wallet.seed) })
-  let lastErr: Error = new Error('none of the configured proxies has this payment key')
-  for (const target of cfg.proxies) {
+  let lastErr: Error = new Error('none of the configured or registered proxies has this payment key')
+  // The proxy the root registered under this key first, then those the config names.
+  const registered = discoverProxies(o.rootState, 'client').filter((p) => p.id === proxyId).map((p) => ({ host: p.host, port: p.port }))
+  for (const target of [...registered, ...cfg.proxies]) {
     try {
       const { socket, peer } = await dialAttested({ ...target, identity, verify: (d, r) => verify(d, r), expectedRole: 'proxy' })
       if (proxyIdOf(peer) !== proxyId) {

@@ -1,4 +1,5 @@
 // Starts one node (client, proxy or worker) from a validated config: identity, policy, backend, servers, shutdown.
+import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import type http from 'node:http'
@@ -152,7 +153,9 @@ export async function startNode(cfg: NodeConfig, log: Logger, extras: NodeExtras
 
   if (cfg.role === 'client') {
     // On chain, the client's identity key is its wallet key: the handshake proves it may spend from its client contracts.
-    const keys = cc ? await identityKeysFromSeed(cc.walletSeed) : undefined
+    // Off chain it is a key kept in the data folder, so the proxy's account of this client (its charges and its
+    // receipts) is the same one after a restart.
+    const keys = await identityKeysFromSeed(cc ? cc.walletSeed : loadOrCreateSeed(path.join(cfg.dataDir, 'client-identity.key')))
     const identity = await RenewingIdentity.start({ role: 'client', provider, configHash: hash }, { onError, keys })
     const ledger = new PartyLedger(path.join(cfg.dataDir, 'ledger.sqlite'))
     const c = cfg.chain
@@ -536,4 +539,19 @@ function closeServer(s: http.Server): Promise<void> {
     s.close(() => resolve())
     s.closeAllConnections()
   })
+}
+
+/** A 32-byte secret seed kept in a file readable by its owner only, made on first use. */
+function loadOrCreateSeed(file: string): Buffer {
+  try {
+    const seed = Buffer.from(fs.readFileSync(file, 'utf8').trim(), 'hex')
+    if (seed.length === 32) return seed
+    throw new Error(`${file} does not hold a 32-byte hex seed`)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+  }
+  fs.mkdirSync(path.dirname(file), { recursive: true })
+  const seed = crypto.randomBytes(32)
+  fs.writeFileSync(file, seed.toString('hex') + '\n', { mode: 0o600, flag: 'wx' })
+  return seed
 }
