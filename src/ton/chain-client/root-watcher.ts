@@ -37,7 +37,8 @@ export function rootStateToJson(s: RootState): unknown {
     ...s,
     owner: s.owner.toRawString(),
     params: Object.fromEntries(Object.entries(s.params).map(([k, v]) => [k, typeof v === 'bigint' ? `${v}n` : v])),
-    proxies: [...s.proxies.entries()].map(([k, v]) => [k, { ...v, owner: v.owner.toRawString() }]),
+    proxies: [...s.proxies.entries()].map(([k, v]) => [k, { ...v, owner: v.owner.toRawString(), stakeNano: v.stakeNano.toString() }]),
+    delisted: [...(s.delisted ?? new Map()).entries()],
   }
 }
 
@@ -46,7 +47,8 @@ export function rootStateFromJson(j: any): RootState {
     ...j,
     owner: Address.parseRaw(j.owner),
     params: Object.fromEntries(Object.entries(j.params).map(([k, v]) => [k, typeof v === 'string' && v.endsWith('n') ? BigInt(v.slice(0, -1)) : v])) as unknown as RootState['params'],
-    proxies: new Map((j.proxies as Array<[string, any]>).map(([k, v]) => [k, { ...v, owner: Address.parseRaw(v.owner) }])),
+    proxies: new Map((j.proxies as Array<[string, any]>).map(([k, v]) => [k, { ...v, owner: Address.parseRaw(v.owner), stakeNano: BigInt(v.stakeNano ?? 0) }])),
+    delisted: new Map(Array.isArray(j.delisted) ? (j.delisted as Array<[string, any]>) : []),
   }
 }
 
