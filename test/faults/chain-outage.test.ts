@@ -31,7 +31,7 @@ const urls = () => ({
 
 before(async () => {
   dir = tmpDir('chain-outage')
-  devnet = cocoon(['devnet', '--workers', '1', '--dir', dir, '--port-offset', String(randomPortOffset())])
+  devnet = cocoon(['devnet', '--workers', '1', '--no-speech', '--dir', dir, '--port-offset', String(randomPortOffset())])
   const m = await devnet.waitForOutput(/OpenAI base URL:\s+(\S+)/, 180_000)
   state = JSON.parse(fs.readFileSync(path.join(dir, 'devnet.json'), 'utf8'))
   openai = new OpenAI({ baseURL: m[1], apiKey: 'unused', maxRetries: 0 })
