@@ -224,6 +224,20 @@ export class Worker implements OpsSource {
     respondJson(stream, 404, errorResponse({ name: 'RouteNotFoundError', message: `unknown endpoint ${method} ${path}` }).body)
   }
 
+  /** Registers a running request under its key; a key already running is refused with 409 (and the slot given back). */
+  private claimRunning(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ac: AbortController): string | undefined {
+    const key = runningKey(headers)
+    if (!this.running.has(key)) {
+      this.running.set(key, ac)
+      return key
+    }
+    this.active--
+    this.m.active.set(this.active)
+    stream.resume()
+    respondError(stream, new DuplicateRequestError(key.slice(2, 66)))
+    return undefined
+  }
+
   private async serveInference(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, kind: InferenceKind): Promise<void> {
     const requestId = String(headers[HEADERS.requestId] ?? crypto.randomUUID())
     const log = this.deps.log.child({ requestId })
@@ -240,14 +254,8 @@ export class Worker implements OpsSource {
     // in-band (the answer ends normally, with usage), or the deadline passes.
     const ac = new AbortController()
     const cancel = new AbortController()
-    const key = runningKey(headers)
-    if (this.running.has(key)) {
-      this.active--
-      this.m.active.set(this.active)
-      stream.resume()
-      return respondError(stream, new DuplicateRequestError(key.slice(2, 66)))
-    }
-    this.running.set(key, cancel)
+    const key = this.claimRunning(stream, headers, cancel)
+    if (key === undefined) return
     let finished = false
     stream.once('close', () => {
       if (!finished) ac.abort(new Error('stream reset by the proxy'))
@@ -390,14 +398,8 @@ export class Worker implements OpsSource {
     this.active++
     this.m.active.set(this.active)
     const ac = new AbortController()
-    const key = runningKey(headers)
-    if (this.running.has(key)) {
-      this.active--
-      this.m.active.set(this.active)
-      stream.resume()
-      return respondError(stream, new DuplicateRequestError(key.slice(2, 66)))
-    }
-    this.running.set(key, ac)
+    const key = this.claimRunning(stream, headers, ac)
+    if (key === undefined) return
     let finished = false
     stream.once('close', () => {
       if (!finished) ac.abort(new Error('stream reset by the proxy'))
