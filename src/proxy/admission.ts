@@ -64,6 +64,8 @@ export interface QueueStats {
  */
 export class AdmissionQueue {
   private readonly byClient = new Map<string, Waiter[]>()
+  /** Slots each client holds now; fairness counts these with the client's waiters. */
+  private readonly inFlight = new Map<string, number>()
   /** Clients with waiters, in service order; the head is served next. */
   private order: string[] = []
   private queued = 0
@@ -84,7 +86,7 @@ export class AdmissionQueue {
     if (this.queued === 0) {
       const sel = selectWorker(this.workers(), want.model, want.maxCoefficient, want.exclude, { path: want.path, affinity: want.affinity })
       if ('conn' in sel) {
-        sel.conn.active++
+        this.take(sel.conn, want.client)
         return Promise.resolve(sel.conn)
       }
       if (sel.reason === 'model_not_found') return Promise.reject(new ModelNotFoundError(want.model))
@@ -133,10 +135,23 @@ export class AdmissionQueue {
     })
   }
 
-  /** Gives a slot back and lets the queue use it. */
-  release(conn: WorkerConn): void {
+  /** Gives `client`'s slot back and lets the queue use it. */
+  release(conn: WorkerConn, client: string): void {
     conn.active--
+    const n = (this.inFlight.get(client) ?? 1) - 1
+    if (n > 0) this.inFlight.set(client, n)
+    else this.inFlight.delete(client)
     this.pump()
+  }
+
+  private take(conn: WorkerConn, client: string): void {
+    conn.active++
+    this.inFlight.set(client, (this.inFlight.get(client) ?? 0) + 1)
+  }
+
+  /** What a client holds: its slots and its places in the queue. */
+  private held(client: string): number {
+    return (this.inFlight.get(client) ?? 0) + (this.byClient.get(client)?.length ?? 0)
   }
 
   /**
@@ -162,7 +177,7 @@ export class AdmissionQueue {
           progress = true
           break
         }
-        sel.conn.active++
+        this.take(sel.conn, client)
         this.remove(head)
         // Served: this client goes to the back of the line.
         if (this.byClient.has(client)) this.order = [...this.order.filter((c) => c !== client), client]
@@ -177,19 +192,24 @@ export class AdmissionQueue {
   }
 
   /**
-   * Makes room for one more of `client`'s requests: yes while the queue has room; when it is full, a client
-   * holding less than an equal share takes the place of the newest request of the client holding the most.
+   * Makes room for one more of `client`'s requests: yes while the queue has room. When it is full, what each
+   * client holds is counted as its slots plus its places in the queue (so a client that grabbed the free slots
+   * first does not also get an equal share of the queue): a client holding at least two fewer than the
+   * client holding the most takes the place of that client's newest waiting request.
    */
   private makeRoom(client: string): boolean {
     if (this.o.depth <= 0) return false
     if (this.queued < this.o.depth) return true
-    const clients = new Set([...this.byClient.keys(), client]).size
-    const share = Math.floor(this.o.depth / clients)
-    if ((this.byClient.get(client)?.length ?? 0) >= share) return false
-    let hog: Waiter[] | undefined
-    for (const list of this.byClient.values()) if (!hog || list.length > hog.length) hog = list
-    if (!hog || hog.length <= share) return false
-    const evicted = hog[hog.length - 1]
+    const mine = this.held(client)
+    let hog: string | undefined
+    let most = -1
+    for (const c of this.byClient.keys()) {
+      const h = this.held(c)
+      if (h > most) [hog, most] = [c, h]
+    }
+    if (hog === undefined || hog === client || mine + 1 >= most) return false
+    const list = this.byClient.get(hog)!
+    const evicted = list[list.length - 1]
     this.remove(evicted)
     this.counts.rejectedFull++
     evicted.reject(new TooManyRequestsError('the queue is full and this client holds more than its share of it; retry later', this.retryAfterSec()))

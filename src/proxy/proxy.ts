@@ -427,7 +427,7 @@ export class Proxy implements OpsSource {
       tried.add(conn.id)
       const remaining = deadline - Date.now()
       if (remaining <= 0) {
-        this.admission.release(conn)
+        this.admission.release(conn, client)
         break
       }
       // Reserve the worst case before any work: all of max_tokens and a prompt as long as the body, at the
@@ -443,7 +443,7 @@ export class Proxy implements OpsSource {
       try {
         held.reservation = await this.deps.billing.reserve({ client, requestId, worstTokens: worst, deadlineMs: deadline })
       } catch (err) {
-        this.admission.release(conn)
+        this.admission.release(conn, client)
         this.finish('rejected')
         log.info('request refused at admission', { reason: (err as Error).message })
         return respondError(cs, err)
@@ -506,7 +506,7 @@ export class Proxy implements OpsSource {
   ): Promise<{ kind: 'done'; outcome: Outcome } | { kind: 'retry' | 'timeout'; error: Error }> {
     return new Promise((resolve) => {
       if (clientGone()) {
-        this.admission.release(conn)
+        this.admission.release(conn, ctx.client)
         return resolve({ kind: 'retry', error: new Error('client went away') })
       }
       const t0 = Date.now()
@@ -529,7 +529,7 @@ export class Proxy implements OpsSource {
           [HEADERS.price]: priceHeader(this.deps.billing.params()),
         })
       } catch (err) {
-        this.admission.release(conn)
+        this.admission.release(conn, ctx.client)
         recordOutcome(conn, false)
         return resolve({ kind: 'retry', error: err as Error })
       }
@@ -554,7 +554,7 @@ export class Proxy implements OpsSource {
         clearTimeout(timer)
         clearTimeout(graceTimer)
         cs.off('close', onClientClose)
-        this.admission.release(conn)
+        this.admission.release(conn, ctx.client)
         resolve(r)
       }
       const clientOpen = () => !cs.closed && !cs.destroyed
