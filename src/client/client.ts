@@ -14,14 +14,14 @@ import { prefixKey } from './prefix-key.ts'
 import { errorResponse, InvalidRequestError, isExpectedError, NoProxyAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
 import { parseJsonObject, parseMultipart, readBody } from '../net/body.ts'
 import { askedMaxTokens, isWireModelId } from '../net/validate.ts'
-import { answerText, SseText } from '../net/openai.ts'
+import { answerText, parseCostTrailer, SseText, usageChunk, withBilledUsage, type UsageCost } from '../net/openai.ts'
 import { decodeReceiptBoc, newSalt, receiptIdFromSalt, answerHash } from '../payments/receipts/receipt.ts'
 import { heldReceiptJson, type ReceiptStore, type HeldReceipt } from '../payments/receipts/store.ts'
 import { verifyReceiptProof } from '../payments/receipts/proof.ts'
 import { Cell } from '@ton/core'
 import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
-import { type ReceiptProofsReply, CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_BODY_BYTES, MAX_MODEL_ID_CHARS, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION } from '../net/protocol.ts'
-import { UsageTap, type AnswerUsage } from './usage-tap.ts'
+import { type ReceiptProofsReply, CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_BODY_BYTES, MAX_MODEL_ID_CHARS, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION, type UsageRecord } from '../net/protocol.ts'
+import { parseUsageRecord, namesItsAnswer } from '../net/usage.ts'
 import type { RequestRecord } from './apps.ts'
 
 export const MODELS_TIMEOUT_MS = 10_000
@@ -493,11 +493,15 @@ export class Client implements OpsSource {
       const sentAt = Date.now()
       let settled = false
       let sse = false
-      let tap: UsageTap | undefined
+      // The billed usage and its cost, from the proxy's trailers: written into the answer here, for the app.
+      let billed: { usage: UsageRecord; cost: UsageCost } | undefined
       const settle = (r: { kind: 'done'; outcome: Outcome; usage?: AnswerUsage } | { kind: 'retry'; error: Error }) => {
         if (settled) return
         settled = true
-        if (r.kind === 'done') r.usage = tap?.result()
+        if (r.kind === 'done' && billed) {
+          const u = billed.usage
+          r.usage = { promptTokens: u.promptTokens, completionTokens: u.completionTokens, costNano: billed.cost.nano.toString(), receiptId }
+        }
         link.active--
         clearTimeout(timer)
         res.off('close', onAppClose)
@@ -539,7 +543,6 @@ export class Client implements OpsSource {
         contentType = ct
         sse = ct.startsWith('text/event-stream')
         if (res.destroyed) return
-        if (this.deps.apps) tap = new UsageTap(sse)
         if (!sse) {
           ps.on('data', (chunk: Buffer) => held.push(chunk))
           return
@@ -547,7 +550,6 @@ export class Client implements OpsSource {
         res.writeHead(status, { 'content-type': ct, 'x-request-id': ctl.requestId, [HEADERS.receiptId]: receiptId, 'cache-control': 'no-cache', connection: 'keep-alive' })
         res.flushHeaders()
         ps.on('data', (chunk: Buffer) => {
-          tap?.write(chunk)
           lastChunk = chunk
           seen.push(chunk)
           if (!res.write(chunk)) {
@@ -562,23 +564,27 @@ export class Client implements OpsSource {
         if (typeof c !== 'string') return
         charged = true
         this.recordCharge(link, c, log)
+        billed = billedUsage(t, ctl.requestId)
+        if (!billed) log.warn('the proxy billed an answer without passing on its usage and cost', { proxy: link.target })
       })
       ps.once('end', () => {
         if (!responded) return settle({ kind: 'retry', error: new Error('proxy closed the stream without answering') })
         keep()
         // An answer is complete only once its usage was billed: the proxy then sends the charge as a
         // trailer. A 200 that ends without it was cut off (the proxy died, or the link broke).
-        if (status === 200 && !charged) {
+        if (status === 200 && (!charged || !billed)) {
           log.warn('proxy stream ended before the answer was billed', { proxy: link.target })
           // The proxy may have ended the stream with its own error event; do not add a second.
           if (!(sse && lastChunk?.includes('data: {"error"'))) endWithError(new UpstreamError('the answer was cut off: the proxy stream ended before the final usage'))
           else res.end()
           return settle({ kind: 'done', outcome: 'failed' })
         }
-        if (sse) res.end()
-        else if (!res.destroyed && !res.headersSent) {
-          const body = Buffer.concat(held)
-          tap?.write(body)
+        if (sse) {
+          // The final usage chunk (with the cost), as OpenAI's include_usage, then [DONE] unless the answer ended in an error.
+          const u = billed?.usage
+          res.end(u ? `data: ${usageChunk(u.answer, u, { ...billed!.cost, receiptId })}\n\n${u.finishReason === 'error' ? '' : 'data: [DONE]\n\n'}` : undefined)
+        } else if (!res.destroyed && !res.headersSent) {
+          const body = billed ? withBilledUsage(Buffer.concat(held), billed.usage, { ...billed.cost, receiptId }, billed.usage.answer.object) : Buffer.concat(held)
           // JSON, or plain text (a transcription with response_format text).
           res.writeHead(status, { 'content-type': contentType, 'content-length': body.length, 'x-request-id': ctl.requestId, [HEADERS.receiptId]: receiptId, ...(retryAfter ? { 'retry-after': retryAfter } : {}) })
           res.end(body)
@@ -845,6 +851,28 @@ function parseSince(v: string | null): number {
   const t = Date.parse(v)
   if (Number.isNaN(t)) throw new InvalidRequestError("'since' must be a unix time (seconds or ms) or an ISO 8601 date", 'since')
   return t
+}
+
+/** What the app's request history records of an answer: its tokens, what it cost, its receipt. */
+export interface AnswerUsage {
+  promptTokens: number
+  completionTokens: number
+  /** nanoTON. */
+  costNano: string
+  receiptId: string | null
+}
+
+/**
+ * The billed usage and cost the proxy passes on as trailers (outside input: checked, and it must be this
+ * request's record and name its answer), or undefined.
+ */
+function billedUsage(t: http2.IncomingHttpHeaders, requestId: string): { usage: UsageRecord; cost: UsageCost } | undefined {
+  const json = t[HEADERS.usage]
+  const cost = parseCostTrailer(t[HEADERS.cost])
+  if (typeof json !== 'string' || !cost) return undefined
+  const r = parseUsageRecord(json)
+  if (!r.ok || r.usage.requestId !== requestId || !namesItsAnswer(r.usage)) return undefined
+  return { usage: r.usage, cost }
 }
 
 /** The app's model, checked to be one the hop headers can carry. */

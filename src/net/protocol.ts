@@ -66,10 +66,12 @@ export const HEADERS = {
   stream: 'x-cocoon-stream',
   /** Proxy -> client trailer: the client's cumulative charge (ChargeStatement JSON). */
   charged: 'x-cocoon-charged',
-  /** Worker trailer: usage JSON (UsageRecord). */
+  /** Worker -> proxy trailer: usage JSON (UsageRecord); proxy -> client trailer: the same record, passed on once billed. */
   usage: 'x-cocoon-usage',
-  /** Worker trailer: base64 Ed25519 signature of usageSigningPayload() by the worker's attested key. */
+  /** Worker -> proxy (and proxy -> client) trailer: base64 Ed25519 signature of usageSigningPayload() by the worker's attested key. */
   usageSig: 'x-cocoon-usage-sig',
+  /** Proxy -> client trailer: what the answer cost (costTrailer() JSON); the client node writes it into the answer's usage. */
+  cost: 'x-cocoon-cost',
   /** Client -> proxy -> worker: the model of every inference request; the proxy routes on it, the worker refuses a body naming another. */
   model: 'x-cocoon-model',
   /** Proxy -> worker: the most audio seconds the proxy reserved for; longer audio is refused. */

@@ -11,9 +11,9 @@ import { discardBody, readBody } from '../net/body.ts'
 import { intHeader, parseHopRouting, type HopRouting } from '../net/validate.ts'
 import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
 import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, MIN_AUDIO_BYTES_PER_SECOND, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type WorkerStatementReply, type WorkerReceiptEntry, STATEMENT_RECEIPTS_MAX, type ReceiptProofsRequest, type ReceiptProofsReply, type ReceiptCommitInfo, RECEIPT_LIST_LIMIT, RECEIPT_PROOFS_MAX, type WorkerStatement, type FinalCharge } from '../net/protocol.ts'
-import { answerText, openaiUsage, SseText, usageChunk, type UsageCost } from '../net/openai.ts'
+import { answerText, costTrailer, SseText } from '../net/openai.ts'
 import { peerCertDer } from '../tee/index.ts'
-import { decodeReceiptBoc, newSalt, parseSalt, priceHeader, receiptFields, receiptIdFromSalt, receiptMismatch, signReceipt, verifyReceiptSignature, type Receipt } from '../payments/receipts/receipt.ts'
+import { decodeReceiptBoc, newSalt, parseSalt, priceHeader, receiptFields, receiptMismatch, signReceipt, verifyReceiptSignature, type Receipt } from '../payments/receipts/receipt.ts'
 import { DuplicateRequestError, ProxyNotServingError, type ProxyBilling, type Reservation } from '../payments/billing.ts'
 import { worstCaseAdjustedTokens } from '../payments/pricing.ts'
 import { checkUsage, ed25519PublicKey } from '../net/usage.ts'
@@ -541,7 +541,6 @@ export class Proxy implements OpsSource {
       let workerReceipt: unknown
       // The worker's usage signature, kept with its receipt in the log (only once checked: see onEnd).
       let signedUsage: { json: string; signature: string; signer: string } | undefined
-      const receiptId = receiptIdFromSalt(ctx.salt)
       let graceTimer: NodeJS.Timeout | undefined
       const settle = (r: { kind: 'done'; outcome: Outcome } | { kind: 'retry' | 'timeout'; error: Error }) => {
         if (settled) return
@@ -685,8 +684,10 @@ export class Proxy implements OpsSource {
           )
           .then(
             ({ cost, receiptIndex, rc }) => {
-              const costInfo = { nano: cost.clientNano, adjustedTokens: cost.adjustedTokens, coefficient: conn.info.coefficient, pricePerTokenNano: prices.pricePerTokenNano, receiptId }
-              const receiptTrailers = receiptTrailersOf(rc, receiptIndex)
+              const costInfo = { nano: cost.clientNano, adjustedTokens: cost.adjustedTokens, coefficient: conn.info.coefficient, pricePerTokenNano: prices.pricePerTokenNano }
+              // What the proxy knows about the answer travels as trailers; the client node writes the app's final
+              // usage (with the cost) into the answer itself: the proxy never rewrites an answer body.
+              const receiptTrailers = { ...receiptTrailersOf(rc, receiptIndex), [HEADERS.usage]: signedUsage!.json, [HEADERS.usageSig]: signedUsage!.signature, [HEADERS.cost]: costTrailer(costInfo) }
               // The client's running total, read when the trailer is actually sent: answers on one
               // session finish in any order, and the client checks the totals never go down.
               const charged = () => {
@@ -697,9 +698,9 @@ export class Proxy implements OpsSource {
               if (clientOpen()) {
                 if (sse) {
                   cs.once('wantTrailers', () => cs.sendTrailers(charged()))
-                  cs.end(`data: ${usageChunk(u.answer, u, costInfo)}\n\n${u.finishReason === 'error' ? '' : 'data: [DONE]\n\n'}`)
+                  cs.end()
                 } else {
-                  respondRaw(cs, status, ct, withCost(Buffer.concat(buffered), u, costInfo), charged)
+                  respondRaw(cs, status, ct, Buffer.concat(buffered), charged)
                 }
               }
               settle({ kind: 'done', outcome: stopped ?? (u.finishReason === 'error' || status >= 400 ? 'failed' : 'succeeded') })
@@ -985,17 +986,6 @@ function respondRaw(stream: http2.ServerHttp2Stream, status: number, ct: string,
   stream.respond({ ':status': status, 'content-type': ct }, trailers ? { waitForTrailers: true } : undefined)
   if (trailers) stream.once('wantTrailers', () => stream.sendTrailers(trailers()))
   stream.end(body)
-}
-
-/** Puts the billed usage, with its cost, into a non-streamed answer. */
-function withCost(body: Buffer, u: UsageRecord, cost: UsageCost): Buffer {
-  try {
-    const j = JSON.parse(body.toString('utf8')) as Record<string, unknown>
-    j.usage = openaiUsage(u, cost, u.answer.object)
-    return Buffer.from(JSON.stringify(j))
-  } catch {
-    return body
-  }
 }
 
 function respondError(stream: http2.ServerHttp2Stream, err: unknown): void {
