@@ -19,6 +19,17 @@ export const REFERENCE_COMPLETION_TOKENS = 128
 export const COEFFICIENT_WEIGHT = 1
 /** Workers within this factor of the best cost share prefix-affinity traffic (0.25 = 25% slower at most). */
 export const AFFINITY_SLACK = 0.25
+/**
+ * The reliability score from the proxy's committed record (docs/routing.md): a success rate smoothed toward a
+ * prior, times a latency term from the record's p50 time to first token, times an uptime term.
+ */
+export const RELIABILITY_PRIOR_REQUESTS = 20
+export const RELIABILITY_PRIOR_SUCCESS = 0.9
+export const RELIABILITY_TTFT_REF_MS = 1_000
+/** Half of the uptime term is fixed, so a worker that was away part of a window is penalised, not excluded. */
+export const RELIABILITY_UPTIME_FLOOR = 0.5
+/** cost ÷ score^RELIABILITY_WEIGHT. */
+export const RELIABILITY_WEIGHT = 1
 /** Consecutive failures that open a worker's circuit breaker. */
 export const BREAKER_THRESHOLD = 3
 /** How long an opened breaker stays open, doubling on each re-open, up to the max. */
@@ -59,7 +70,38 @@ export interface WorkerConn {
   certDer?: Uint8Array
   /** Measured quality; created on first use. */
   quality?: WorkerQuality
+  /** Reliability score from the last committed record (reliabilityScore); unset: the prior's score. */
+  reliability?: number
 }
+
+/** What the score reads from a worker's reliability record entry (src/payments/receipts/reliability.ts). */
+export interface ReliabilityFigures {
+  requests: number
+  successes: number
+  cancelled: number
+  p50_ttft_ms: number | null
+  uptime: number | null
+}
+
+/**
+ * The reliability score, in (0, 1]; higher is better. A worker with no record scores as the priors say.
+ *   success = (successes + PRIOR_SUCCESS × PRIOR_REQUESTS) / (requests − cancelled + PRIOR_REQUESTS)
+ *   latency = TTFT_REF_MS / (TTFT_REF_MS + p50_ttft_ms)            (p50 unknown: PRIOR_TTFT_MS)
+ *   uptime  = UPTIME_FLOOR + (1 − UPTIME_FLOOR) × uptime            (uptime unknown: 1)
+ *   score   = success × latency × uptime
+ */
+export function reliabilityScore(e?: ReliabilityFigures): number {
+  const attempts = Math.max(0, (e?.requests ?? 0) - (e?.cancelled ?? 0))
+  const successes = Math.min(e?.successes ?? 0, attempts)
+  const success = (successes + RELIABILITY_PRIOR_SUCCESS * RELIABILITY_PRIOR_REQUESTS) / (attempts + RELIABILITY_PRIOR_REQUESTS)
+  const ttft = Math.max(0, e?.p50_ttft_ms ?? PRIOR_TTFT_MS)
+  const latency = RELIABILITY_TTFT_REF_MS / (RELIABILITY_TTFT_REF_MS + ttft)
+  const up = Math.min(1, Math.max(0, e?.uptime ?? 1))
+  return success * latency * (RELIABILITY_UPTIME_FLOOR + (1 - RELIABILITY_UPTIME_FLOOR) * up)
+}
+
+/** The score of a worker with no record yet. */
+export const RELIABILITY_PRIOR_SCORE = reliabilityScore()
 
 /** `exhausted`: every worker that could serve was already tried for this request. */
 export type Selection = { conn: WorkerConn } | { reason: 'model_not_found' | 'endpoint' | 'coefficient' | 'busy' | 'exhausted'; minCoefficient?: number }
@@ -110,6 +152,7 @@ export function breakerAllows(q: WorkerQuality, now: number): boolean {
  * the worker's price. Lower is better.
  *   latency = ttft + REFERENCE_COMPLETION_TOKENS / tokensPerSec × 1000
  *   cost    = latency × (1 + active / maxActiveRequests) / successRate × (coefficient / 1000)^COEFFICIENT_WEIGHT
+ *             / reliability^RELIABILITY_WEIGHT           (reliability: the committed record's score, see reliabilityScore)
  */
 export function routingCost(c: WorkerConn): number {
   const q = qualityOf(c)
@@ -119,7 +162,8 @@ export function routingCost(c: WorkerConn): number {
   const load = 1 + c.active / Math.max(1, c.info.maxActiveRequests)
   const success = Math.max(q.successRate, 0.05)
   const price = Math.max(c.info.coefficient, 1) / 1000
-  return (latency * load * price ** COEFFICIENT_WEIGHT) / success
+  const reliability = Math.max(c.reliability ?? RELIABILITY_PRIOR_SCORE, 0.01)
+  return (latency * load * price ** COEFFICIENT_WEIGHT) / success / reliability ** RELIABILITY_WEIGHT
 }
 
 /** Kept for callers that want the old notion: expected time until a new request would finish here. */
@@ -239,6 +283,7 @@ export function qualityStats(c: WorkerConn): Record<string, unknown> {
     inFlight: c.active,
     capacity: c.info.maxActiveRequests,
     breaker: q.breaker.state,
+    reliability: Math.round((c.reliability ?? RELIABILITY_PRIOR_SCORE) * 1000) / 1000,
     cost: Math.round(routingCost(c)),
   }
 }

@@ -271,6 +271,7 @@ export class Worker implements OpsSource {
     let finishReason = 'error'
     let estimated = false
     let chunks = 0
+    let firstTokenAtMs = 0
     try {
       const raw = await readBody(stream, MAX_BODY_BYTES)
       const body = parseJsonObject(raw)
@@ -288,7 +289,7 @@ export class Worker implements OpsSource {
       try {
         for await (const ev of this.deps.backend.run(req, { signal })) {
           if (ev.type === 'chunk') {
-            chunks++
+            if (chunks++ === 0) firstTokenAtMs = Date.now()
             if (answerId === undefined) answerId = (JSON.parse(ev.json) as { id?: string }).id ?? ids.id
             if (agg) agg.add(ev.json)
             else {
@@ -337,6 +338,7 @@ export class Worker implements OpsSource {
         sampling,
         model: req.model,
         startedAtMs,
+        firstTokenAtMs,
         finishReason: finish,
         prices: headers[HEADERS.price],
       })
@@ -628,7 +630,7 @@ export class Worker implements OpsSource {
    */
   private async usageTrailers(
     record: UsageRecord,
-    r: { stream: http2.ServerHttp2Stream; salt: Buffer; raw: Buffer; text: string; sampling: SamplingParams; model: string; startedAtMs: number; finishReason: string; prices: unknown },
+    r: { stream: http2.ServerHttp2Stream; salt: Buffer; raw: Buffer; text: string; sampling: SamplingParams; model: string; startedAtMs: number; firstTokenAtMs?: number; finishReason: string; prices: unknown },
   ): Promise<http2.OutgoingHttpHeaders> {
     const id = this.deps.identity.current()
     const json = JSON.stringify(record)
@@ -636,6 +638,7 @@ export class Worker implements OpsSource {
     const trailers: http2.OutgoingHttpHeaders = { [HEADERS.usage]: json, [HEADERS.usageSig]: Buffer.from(sig).toString('base64') }
     const link = this.links.find((l) => l.session === r.stream.session)
     const proxyKey = link?.peer?.claims.paymentKey ? Buffer.from(link.peer.claims.paymentKey, 'hex') : link?.peer ? Buffer.from(link.peer.publicKey) : Buffer.alloc(32)
+    const endedAtMs = Date.now()
     try {
       const fields = receiptFields({
         signer: 'worker',
@@ -653,7 +656,9 @@ export class Worker implements OpsSource {
         coefficient: this.o.coefficient,
         prices: parsePriceHeader(r.prices) ?? OFFCHAIN_PRICE_PARAMS,
         startedAtMs: r.startedAtMs,
-        endedAtMs: Date.now(),
+        // A unary answer (embeddings, transcription) comes whole: its first token is its end.
+        firstTokenAtMs: r.firstTokenAtMs ?? endedAtMs,
+        endedAtMs,
         finishReason: r.finishReason,
       })
       const receipt = await signReceipt(fields, (d) => id.signAsync(d))
