@@ -103,7 +103,7 @@ export function renderScaleMarkdown(r: ScaleResult): string {
   lines.push(`Cocoon bench --scale, ${r.date}; ${r.machine.cpus} CPUs, ${fmt(r.machine.memGiB)} GiB, Node ${r.machine.node}`)
   lines.push('')
   lines.push(`${s.workers} simulated workers (${s.workerSlots} slots each, connected in ${fmt(s.connectSec)} s); ${s.streams} concurrent streams over ${s.clientSessions} client session(s), ${s.chunks} chunks each`)
-  lines.push(`Measured wave: ${s.succeeded} succeeded, ${s.failed} failed, in ${fmt(s.wallSec, 2)} s`)
+  lines.push(`Measured wave: ${s.succeeded} succeeded, ${s.failed} failed, in ${fmt(s.wallSec, 2)} s; load average ${fmt(s.loadAvg1m, 2)} on ${r.machine.cpus} CPUs`)
   lines.push('')
   lines.push('| Measure | Goal | Result | Met |')
   lines.push('|---|---|---:|---|')

@@ -7,8 +7,9 @@
 //     HTTP/2 session and a FAKE backend, in speed tiers (fast, medium, slow);
 //   - this process: the client side, a few attested client sessions (at most STREAMS_PER_SESSION streams each,
 //     the proxy's HTTP/2 limit) that open every stream at once.
-// A warm-up wave (a tenth of the streams) lets the proxy measure the workers; the measured wave then sends all
+// Two warm-up waves (one stream per worker each) let the proxy measure the workers; the measured wave then sends all
 // the streams at once. Nothing here asserts a speed; the figures are recorded.
+import { createHash } from 'node:crypto'
 import fs from 'node:fs'
 import http2 from 'node:http2'
 import net from 'node:net'
@@ -118,10 +119,13 @@ export async function runScale(o: ScaleOptions = {}): Promise<ScaleResult> {
     const sessions = Math.ceil(streams / STREAMS_PER_SESSION)
     const clients = await openClientSessions({ host, port: clientPort, count: sessions, image })
     try {
-      const warm = Math.max(1, Math.round(streams / 10))
-      say(`warm-up: ${warm} streams, so the proxy measures the workers`)
-      const warmWave = await wave(clients, warm, 'warm')
-      if (warmWave.failed > 0) notes.push(`warm-up wave: ${warmWave.failed} of ${warm} streams failed (${describe(warmWave.failures)})`)
+      // Two waves of one stream per worker: with equal priors the proxy spreads them, so it has measured every worker.
+      const warm = Math.min(streams, workers)
+      say(`warm-up: 2 waves of ${warm} streams, so the proxy measures the workers`)
+      for (let round = 0; round < 2; round++) {
+        const warmWave = await wave(clients, warm, `warm${round}`)
+        if (warmWave.failed > 0) notes.push(`warm-up wave ${round + 1}: ${warmWave.failed} of ${warm} streams failed (${describe(warmWave.failures)})`)
+      }
       const fleetBefore = (await getJson(fleetUrl)) as ScaleWorkerStats
       const cpuBefore = cpuTimeMs(proxy.pid)
       say(`measured wave: ${streams} concurrent streams over ${sessions} client session(s)`)
@@ -143,6 +147,7 @@ export async function runScale(o: ScaleOptions = {}): Promise<ScaleResult> {
         workerSlots: SCALE_WORKER_SLOTS,
         chunks: SCALE_CHUNKS,
         connectSec: round(connectSec, 1),
+        loadAvg1m: round(os.loadavg()[0], 2),
         succeeded: measured.succeeded,
         failed: measured.failed,
         wallSec: round(measured.wallMs / 1000, 2),
@@ -155,6 +160,8 @@ export async function runScale(o: ScaleOptions = {}): Promise<ScaleResult> {
         fastestTierWorkerShare: round(fastest.workers / workers, 3),
       }
       if (idleSessionKiB === null || scale.proxyCpuPerRequestMs === null) notes.push('no /proc on this machine: memory and CPU figures are null')
+      notes.push(`machine load: 1-minute load average ${scale.loadAvg1m} on ${os.cpus().length} CPUs at the end of the measured wave; routing times are wall times, so a busy machine inflates them (preemption)`)
+      notes.push('every stream carries one of 100 prefix keys, as client nodes send for long shared prompts, so each routing decision includes the prefix-affinity pass')
       notes.push('routing times: every selectWorker call in the proxy process (warm-up and measured wave), timed there with performance.now(); the newest 65,536 are kept')
       notes.push('idle session memory: the proxy\'s RSS after connecting the workers and idling, less its RSS before, per worker; it includes garbage not yet collected')
       ok = true
@@ -189,6 +196,13 @@ async function openClientSessions(o: { host: string; port: number; count: number
   return out
 }
 
+/**
+ * Prefix keys the streams carry, as a client node sends them for long shared prompts (e.g. an app's system
+ * prompt): every decision then also runs the proxy's prefix-affinity pass, the dearer case of routing.
+ */
+const PREFIX_KEYS = 100
+const prefixKeys = Array.from({ length: PREFIX_KEYS }, (_, i) => createHash('sha256').update(`scale-prefix-${i}`).digest('hex').slice(0, 32))
+
 /** Opens `n` streaming chat requests at once, spread over the sessions; resolves when every one has ended. */
 async function wave(sessions: http2.ClientHttp2Session[], n: number, tag: string): Promise<Wave> {
   const failures: Record<string, number> = {}
@@ -211,7 +225,7 @@ async function wave(sessions: http2.ClientHttp2Session[], n: number, tag: string
       }
       let req: http2.ClientHttp2Stream
       try {
-        req = s.request({ ':method': 'POST', ':path': PATHS.chat, 'content-type': 'application/json', [HEADERS.requestId]: `scale-${tag}-${i}` })
+        req = s.request({ ':method': 'POST', ':path': PATHS.chat, 'content-type': 'application/json', [HEADERS.requestId]: `scale-${tag}-${i}`, [HEADERS.prefixKey]: prefixKeys[i % prefixKeys.length] })
       } catch (err) {
         return done((err as Error).message.slice(0, 80))
       }

@@ -108,6 +108,8 @@ export interface ScaleFigures {
   chunks: number
   /** Time to connect every worker (identities, attested handshakes, worker info), s. */
   connectSec: number
+  /** The machine's 1-minute load average at the end of the measured wave (wall-time figures suffer when it exceeds the CPUs). */
+  loadAvg1m: number
   /** Streams of the measured wave that ended with a complete answer, and the rest. */
   succeeded: number
   failed: number
@@ -228,7 +230,7 @@ function checkScaleFigures(v: unknown): string[] {
     if (x === null && nullable) return
     if (typeof x !== 'number' || !Number.isFinite(x) || x < 0) problems.push(`scale.${path} must be a non-negative number${nullable ? ' or null' : ''}, got ${JSON.stringify(x)}`)
   }
-  for (const k of ['workers', 'streams', 'clientSessions', 'workerSlots', 'chunks', 'connectSec', 'succeeded', 'failed', 'wallSec', 'fastestTierShare', 'fastestTierWorkerShare']) num(k)
+  for (const k of ['workers', 'streams', 'clientSessions', 'workerSlots', 'chunks', 'connectSec', 'loadAvg1m', 'succeeded', 'failed', 'wallSec', 'fastestTierShare', 'fastestTierWorkerShare']) num(k)
   for (const k of ['decisions', 'workers', 'p50Us', 'p99Us', 'maxUs']) num(`routing.${k}`)
   for (const k of ['idleSessionKiB', 'proxyCpuPerRequestMs', 'proxyPeakRssMiB']) num(k, true)
   const tiers = s.tiers
