@@ -7,7 +7,8 @@ import type { Logger } from '../core/log.ts'
 import { createRegistry, type OpsSource } from '../core/ops.ts'
 import { listenAttested, type AttestedSocket, type PeerVerifier } from '../net/attested.ts'
 import { errorResponse, InvalidRequestError, TooManyRequestsError, UnfundedClientError, ModelNotFoundError, NoWorkerAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
-import { discardBody, parseJsonObject, readBody } from '../net/body.ts'
+import { discardBody, readBody } from '../net/body.ts'
+import { intHeader, parseHopRouting, type HopRouting } from '../net/validate.ts'
 import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
 import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, MIN_AUDIO_BYTES_PER_SECOND, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type WorkerStatementReply, type WorkerReceiptEntry, STATEMENT_RECEIPTS_MAX, type ReceiptProofsRequest, type ReceiptProofsReply, type ReceiptCommitInfo, RECEIPT_LIST_LIMIT, RECEIPT_PROOFS_MAX, type WorkerStatement, type FinalCharge } from '../net/protocol.ts'
 import { answerText, openaiUsage, SseText, usageChunk, type UsageCost } from '../net/openai.ts'
@@ -336,12 +337,13 @@ export class Proxy implements OpsSource {
 
   private async handleInference(cs: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, path: string): Promise<void> {
     this.counts.requests++
-    const requestId = String(headers[HEADERS.requestId] ?? crypto.randomUUID())
+    const rid = headers[HEADERS.requestId]
+    const requestId = rid === undefined ? crypto.randomUUID() : String(rid)
     const client = this.clientAccounts.get(cs.session!) ?? 'unknown'
-    if (requestId.length > MAX_REQUEST_ID_CHARS) {
+    if (requestId.length === 0 || requestId.length > MAX_REQUEST_ID_CHARS || !/^[\w.:-]+$/.test(requestId)) {
       cs.resume()
       this.finish('rejected')
-      return respondError(cs, new InvalidRequestError(`'request_id' must be at most ${MAX_REQUEST_ID_CHARS} characters`, 'request_id'))
+      return respondError(cs, new InvalidRequestError(`'request_id' (header ${HEADERS.requestId}) must be 1-${MAX_REQUEST_ID_CHARS} characters of [A-Za-z0-9_.:-]`, 'request_id'))
     }
     const key = `${client}\n${requestId}`
     if (this.inflight.has(key)) {
@@ -365,8 +367,7 @@ export class Proxy implements OpsSource {
     // Keys the receipt's hashes; only the client node (and so the app) should know it. Without one, nobody can check them.
     const salt = parseSalt(headers[HEADERS.salt]) ?? newSalt()
     let body: Buffer
-    let json: Record<string, unknown>
-    let model: string
+    let routing: HopRouting
     let maxCoefficient: number
     let prefix: string | undefined
     let timeoutMs: number
@@ -378,29 +379,21 @@ export class Proxy implements OpsSource {
         await discardBody(cs, path === PATHS.transcriptions ? MAX_AUDIO_BODY_BYTES : MAX_BODY_BYTES)
         throw new UnfundedClientError()
       }
-      maxCoefficient = intHeader(headers[HEADERS.maxCoefficient], DEFAULT_MAX_COEFFICIENT, 'max_coefficient')
+      // Everything routed, reserved and billed by comes from the hop headers the client node set, checked
+      // here like any outside input; the body is only counted (its bytes bound the prompt), never parsed.
+      routing = parseHopRouting(headers)
+      maxCoefficient = intHeader(headers[HEADERS.maxCoefficient], DEFAULT_MAX_COEFFICIENT, 'max_coefficient')!
       const pk = headers[HEADERS.prefixKey]
-      prefix = typeof pk === 'string' && /^[0-9a-f]{1,64}$/.test(pk) ? pk : undefined
-      timeoutMs = intHeader(headers[HEADERS.timeoutMs], DEFAULT_TIMEOUT_SEC * 1000, 'timeout')
-      if (timeoutMs <= 0 || timeoutMs > MAX_TIMEOUT_SEC * 1000) throw new InvalidRequestError(`'timeout' must be between 0 and ${MAX_TIMEOUT_SEC} seconds`, 'timeout')
-      if (path === PATHS.transcriptions) {
-        // Multipart audio: routed on the model the client node named, never parsed here.
-        body = await readBody(cs, MAX_AUDIO_BODY_BYTES)
-        json = {}
-        const m = headers[HEADERS.model]
-        if (typeof m !== 'string' || !m) throw new InvalidRequestError("'model' is required", 'model')
-        model = m
-      } else {
-        body = await readBody(cs, MAX_BODY_BYTES)
-        json = parseJsonObject(body)
-        if (typeof json.model !== 'string' || !json.model) throw new InvalidRequestError("'model' is required and must be a string", 'model')
-        model = json.model
-      }
+      if (pk !== undefined && (typeof pk !== 'string' || !/^[0-9a-f]{1,64}$/.test(pk))) throw new InvalidRequestError(`'prefix_key' (header ${HEADERS.prefixKey}) must be 1-64 lower-case hex characters`, 'prefix_key')
+      prefix = pk
+      timeoutMs = intHeader(headers[HEADERS.timeoutMs], DEFAULT_TIMEOUT_SEC * 1000, 'timeout', { min: 1, max: MAX_TIMEOUT_SEC * 1000 })!
+      body = await readBody(cs, path === PATHS.transcriptions ? MAX_AUDIO_BODY_BYTES : MAX_BODY_BYTES)
     } catch (err) {
+      if (!cs.readableEnded) cs.resume()
       this.finish('rejected')
       return respondError(cs, err)
     }
-    const askedMaxTokens = [json.max_completion_tokens, json.max_tokens].find((v) => typeof v === 'number' && Number.isSafeInteger(v) && v > 0) as number | undefined
+    const model = routing.model
     const ownTimeoutMs = Math.floor(timeoutMs * HOP_TIMEOUT_FACTOR)
     let clientGone = false
     const deadline = started + ownTimeoutMs
@@ -436,7 +429,7 @@ export class Proxy implements OpsSource {
       // dearest multipliers and the app's max_coefficient. The worker never exceeds max_tokens.
       // Embeddings generate nothing; a transcription is billed by its audio seconds, bounded by the upload's size.
       const generates = path === PATHS.chat || path === PATHS.completions
-      const maxTokens = generates ? Math.min(askedMaxTokens ?? conn.info.maxTokensCap, conn.info.maxTokensCap) : 0
+      const maxTokens = generates ? Math.min(routing.maxTokens ?? conn.info.maxTokensCap, conn.info.maxTokensCap) : 0
       const maxAudioSeconds = path === PATHS.transcriptions ? Math.min(MAX_AUDIO_SECONDS, Math.ceil(body.length / MIN_AUDIO_BYTES_PER_SECOND)) : 0
       const worst =
         path === PATHS.transcriptions
@@ -455,7 +448,7 @@ export class Proxy implements OpsSource {
         this.m.retries.inc()
       }
       const contentType = path === PATHS.transcriptions ? String(headers['content-type'] ?? '') : 'application/json'
-      const result = await this.forward(cs, conn, path, body, { requestId, client, maxTokens, maxAudioSeconds, contentType, reservation: held.reservation, salt }, remaining, log, () => clientGone)
+      const result = await this.forward(cs, conn, path, body, { requestId, client, model, stream: routing.stream, maxTokens, maxAudioSeconds, contentType, reservation: held.reservation, salt }, remaining, log, () => clientGone)
       if (result.kind === 'done') {
         this.finish(result.outcome)
         return
@@ -501,7 +494,7 @@ export class Proxy implements OpsSource {
     conn: WorkerConn,
     path: string,
     body: Buffer,
-    ctx: { requestId: string; client: string; maxTokens: number; maxAudioSeconds: number; contentType: string; reservation?: Reservation; salt: Buffer },
+    ctx: { requestId: string; client: string; model: string; stream: boolean; maxTokens: number; maxAudioSeconds: number; contentType: string; reservation?: Reservation; salt: Buffer },
     remainingMs: number,
     log: Logger,
     clientGone: () => boolean,
@@ -523,6 +516,8 @@ export class Proxy implements OpsSource {
           'content-type': ctx.contentType,
           [HEADERS.requestId]: ctx.requestId,
           [HEADERS.exchange]: exchangeId,
+          [HEADERS.model]: ctx.model,
+          [HEADERS.stream]: ctx.stream ? '1' : '0',
           [HEADERS.coefficient]: String(conn.info.coefficient),
           [HEADERS.maxTokens]: String(ctx.maxTokens),
           ...(ctx.maxAudioSeconds > 0 ? { [HEADERS.maxAudioSeconds]: String(ctx.maxAudioSeconds) } : {}),
@@ -980,13 +975,6 @@ export class Proxy implements OpsSource {
     const reason = this.servers.length !== 2 ? 'not listening' : !s.ok ? s.reason : this.workers.size === 0 ? 'no worker' : undefined
     return { ok: !reason, workers: this.workers.size, serving: s.ok, ...(reason ? { reason } : {}) }
   }
-}
-
-function intHeader(v: string | string[] | undefined, dflt: number, field: string): number {
-  if (v === undefined) return dflt
-  const n = Number(v)
-  if (!Number.isSafeInteger(n) || n < 0) throw new InvalidRequestError(`'${field}' must be a non-negative integer`, field)
-  return n
 }
 
 function respond(stream: http2.ServerHttp2Stream, status: number, body: unknown, extra: http2.OutgoingHttpHeaders = {}): void {

@@ -129,7 +129,8 @@ before(async () => {
     dataDir: path.join(dir, 'client'),
     tee: { kind: 'none' },
     policy,
-    chain: chainFor('client', { depositNano: '2000000000', topUpBelowNano: '500000000', topUpNano: '1000000000' }),
+    // One client contract per proxy it uses, within a budget: exactly the two deposits.
+    chain: chainFor('client', { depositNano: '2000000000', topUpBelowNano: '500000000', topUpNano: '1000000000', fundingBudgetNano: '4000000000' }),
     listen: `${hosts.addr('client')}:${CLIENT_PORT}`,
   })
   const key = JSON.parse(await run('client', ['client', 'keys', 'create', '--config', clientConfig, '--name', 'sdk', '--json'])).key
@@ -161,6 +162,13 @@ test('the network spans hosts: each proxy registered itself, and the workers and
   const targets = stats.proxies.map((p: any) => p.target).sort()
   assert.deepEqual(targets, PROXIES.map((p) => `${hosts!.addr(p)}:${PROXY_PORTS.clients}`).sort())
   assert.ok(stats.proxies.every((p: any) => p.source === 'root'), 'the client names no proxy in its config')
+  // It funded a client contract with each proxy, within its budget.
+  await waitFor(async () => (await clientStats()).proxies.every((p: any) => p.balanceNano === '2000000000'), 'a funded client contract per proxy', 30_000)
+  const funding = (await clientStats()).funding
+  assert.equal(funding.spentNano, '4000000000')
+  assert.equal(funding.remainingNano, '0')
+  assert.equal(funding.exhausted, false)
+  assert.equal(Object.keys(funding.byProxy).length, 2)
   for (const p of PROXIES) {
     const s = await proxyStats(p)
     // The workers dialled in from their own hosts.
