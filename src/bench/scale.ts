@@ -225,7 +225,7 @@ async function wave(sessions: http2.ClientHttp2Session[], n: number, tag: string
       }
       let req: http2.ClientHttp2Stream
       try {
-        req = s.request({ ':method': 'POST', ':path': PATHS.chat, 'content-type': 'application/json', [HEADERS.requestId]: `scale-${tag}-${i}`, [HEADERS.prefixKey]: prefixKeys[i % prefixKeys.length] })
+        req = s.request({ ':method': 'POST', ':path': PATHS.chat, 'content-type': 'application/json', [HEADERS.requestId]: `scale-${tag}-${i}`, [HEADERS.model]: BENCH_UPSTREAM_MODEL, [HEADERS.stream]: '1', [HEADERS.maxTokens]: String(SCALE_CHUNKS), [HEADERS.prefixKey]: prefixKeys[i % prefixKeys.length] })
       } catch (err) {
         return done((err as Error).message.slice(0, 80))
       }
