@@ -224,7 +224,13 @@ export class Proxy implements OpsSource {
       this.m.workers.set(this.workers.size)
       this.admission.pump()
       const ping = setInterval(() => {
-        if (!session.closed) session.ping((err) => err && session.destroy())
+        // A destroyed session emits 'close' (which stops this timer) only once its socket is gone; until then ping throws.
+        if (session.closed || session.destroyed) return
+        try {
+          session.ping((err) => err && session.destroy())
+        } catch {
+          session.destroy()
+        }
       }, PING_INTERVAL_MS).unref()
       session.once('close', () => {
         clearInterval(ping)
