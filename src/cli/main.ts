@@ -48,6 +48,8 @@ Usage:
   cocoon bench [--quick] [--out FILE]  measure protocol overhead, handshakes, inference and fees (docs/benchmarks.md)
   cocoon bench --soak MINUTES [--out FILE]
                                     100 streams for MINUTES, a worker restarted each minute: memory slope per node
+  cocoon bench --scale [--workers N] [--streams N] [--out FILE]
+                                    one proxy, N simulated workers (default 1000), N concurrent streams (10000)
   cocoon help
 
 Environment: COCOON_MODELS (folder searched first for models), COCOON_LOG_LEVEL

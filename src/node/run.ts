@@ -296,7 +296,8 @@ export async function startNode(cfg: NodeConfig, log: Logger, extras: NodeExtras
       }
     }
     const identity = await RenewingIdentity.start({ role: 'proxy', provider, configHash: hash, paymentKey: paymentKeyHex }, { onError })
-    const proxy = createProxy(cfg, {
+    // COCOON_TIME_ROUTING=1 times every routing decision (for `cocoon bench --scale`); off, nothing is timed.
+    const proxy = createProxy({ ...cfg, timeRouting: process.env.COCOON_TIME_ROUTING === '1' }, {
       identity,
       verify,
       log,
