@@ -67,6 +67,8 @@ export interface ClientDeps {
   receiptsRoot?: (proxyContract: string) => Promise<{ seqno: number; root: string; count: number; paymentKey: string }>
   /** On chain: whether this client's contract with the proxy holds funds (a proxy settling off-chain needs none). */
   funded?: (proxyId: string) => boolean
+  /** On chain: the funding budget (what was put into client contracts automatically, what is left, what was refused), for /jsonstats. */
+  funding?: () => Record<string, unknown>
   /** Runs once per new proxy session before it is used (e.g. make sure the client contract is funded). */
   onProxy?: (peer: VerifiedPeer, proxyId: string) => Promise<void>
   /** Routes served beside the OpenAI API (the dashboard, its /api and /admin endpoints); returns whether it handled the request. */
@@ -290,7 +292,10 @@ export class Client implements OpsSource {
   private readyLinks(): ProxyLink[] {
     const ready = this.links.filter((l) => l.state === 'connected' && l.session && !l.session.closed && !l.session.destroyed)
     const order = new Map(this.scores.rank(ready.map((l) => l.target)).map((t, i) => [t, i]))
-    return ready.sort((a, b) => order.get(a.target)! - order.get(b.target)!)
+    // On chain, proxies this client's contract is funded with come first (an unfunded one would only refuse).
+    const funded = this.deps.funded
+    const unfunded = (l: ProxyLink) => (funded && l.peer?.claims.paymentKey && !funded(l.proxyId!) ? 1 : 0)
+    return ready.sort((a, b) => unfunded(a) - unfunded(b) || order.get(a.target)! - order.get(b.target)!)
   }
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
@@ -778,6 +783,7 @@ export class Client implements OpsSource {
       identity: identityStats(this.deps.identity.current()),
       requests: { ...this.counts },
       proxySessions: { max: this.o.maxProxySessions, open: this.links.filter((l) => l.abort).length },
+      funding: this.deps.funding?.() ?? null,
       proxies: this.links.map((l) => ({
         target: l.target,
         state: l.abort ? l.state : 'standby',
@@ -821,7 +827,9 @@ export class Client implements OpsSource {
     if (models.size === 0) return { ok: false, reason: 'no worker', detail: 'the connected proxies list no model: no worker is connected to them yet', ...base }
     const funded = this.deps.funded
     if (funded && !links.some((l) => !l.peer?.claims.paymentKey || funded(l.proxyId!))) {
-      return { ok: false, reason: 'not funded', detail: "this client's contract with the connected proxies holds no funds yet", ...base }
+      const exhausted = this.deps.funding?.().exhausted === true
+      const detail = exhausted ? "this client's contract with the connected proxies holds no funds, and the funding budget (chain.fundingBudgetNano) is exhausted" : "this client's contract with the connected proxies holds no funds yet"
+      return { ok: false, reason: 'not funded', detail, ...base }
     }
     return { ok: true, ...base }
   }

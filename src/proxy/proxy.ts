@@ -38,6 +38,8 @@ export interface ProxyOptions {
   queueDepth?: number
   /** Longest wait for a worker slot, ms, before 429 with Retry-After. Default 30 000. */
   queueMaxWaitMs?: number
+  /** Time each routing decision and show the figures under `routing` in /jsonstats (COCOON_TIME_ROUTING=1). Default off. */
+  timeRouting?: boolean
 }
 
 export interface ProxyDeps {
@@ -60,7 +62,7 @@ export interface ProxyDeps {
 type Outcome = 'succeeded' | 'failed' | 'cancelled' | 'timeout' | 'rejected'
 
 export function createProxy(opts: ProxyOptions, deps: ProxyDeps): Proxy {
-  return new Proxy(deps, { ...opts, maxAttempts: opts.maxAttempts ?? MAX_ATTEMPTS, queueDepth: opts.queueDepth ?? DEFAULT_QUEUE_DEPTH, queueMaxWaitMs: opts.queueMaxWaitMs ?? DEFAULT_QUEUE_MAX_WAIT_MS })
+  return new Proxy(deps, { ...opts, maxAttempts: opts.maxAttempts ?? MAX_ATTEMPTS, queueDepth: opts.queueDepth ?? DEFAULT_QUEUE_DEPTH, queueMaxWaitMs: opts.queueMaxWaitMs ?? DEFAULT_QUEUE_MAX_WAIT_MS, timeRouting: opts.timeRouting ?? false })
 }
 
 export class Proxy implements OpsSource {
@@ -103,7 +105,7 @@ export class Proxy implements OpsSource {
     private readonly deps: ProxyDeps,
     private readonly o: Required<ProxyOptions>,
   ) {
-    this.admission = new AdmissionQueue(() => this.workers.values(), { depth: o.queueDepth, maxWaitMs: o.queueMaxWaitMs })
+    this.admission = new AdmissionQueue(() => this.workers.values(), { depth: o.queueDepth, maxWaitMs: o.queueMaxWaitMs, timeRouting: o.timeRouting })
     const queue = this.admission
     const registers = [this.registry]
     new Gauge({ name: 'cocoon_proxy_queue_waiting', help: 'Requests waiting for a worker slot', registers, collect(this: Gauge) { this.set(queue.stats().queued) } })
@@ -222,7 +224,13 @@ export class Proxy implements OpsSource {
       this.m.workers.set(this.workers.size)
       this.admission.pump()
       const ping = setInterval(() => {
-        if (!session.closed) session.ping((err) => err && session.destroy())
+        // A destroyed session emits 'close' (which stops this timer) only once its socket is gone; until then ping throws.
+        if (session.closed || session.destroyed) return
+        try {
+          session.ping((err) => err && session.destroy())
+        } catch {
+          session.destroy()
+        }
       }, PING_INTERVAL_MS).unref()
       session.once('close', () => {
         clearInterval(ping)
@@ -922,6 +930,7 @@ export class Proxy implements OpsSource {
       clients: { connected: this.clientSessions.size, refused: this.refused.clients, rateLimited: this.rateLimited, limitedNow: this.errorBudget.limitedClients() },
       refusals: [...this.refusals].reverse(),
       queue: this.admission.stats(),
+      ...(this.o.timeRouting ? { routing: this.admission.routingTiming(this.workers.size) } : {}),
       workers: {
         connected: this.workers.size,
         refused: this.refused.workers,
