@@ -5,6 +5,7 @@ import crypto from 'node:crypto'
 import type http2 from 'node:http2'
 import type { VerifiedPeer } from '../tee/index.ts'
 import { PATHS, type WorkerInfo } from '../net/protocol.ts'
+import type { Usage } from '../core/usage.ts'
 
 /** Assumed duration of a request before a worker has been measured. */
 export const DEFAULT_REQUEST_MS = 1_000
@@ -65,7 +66,8 @@ export interface WorkerConn {
   failRate: number
   served: number
   failed: number
-  tokens: { prompt: number; cached: number; completion: number; reasoning: number }
+  /** Usage metered on this worker's answers (core/usage.ts). */
+  tokens: Usage
   /** The worker's certificate (DER), handed to clients with its receipts. */
   certDer?: Uint8Array
   /** Measured quality; created on first use. */
