@@ -644,7 +644,12 @@ export class Proxy implements OpsSource {
           return undefined
         })
       })
-      ws.once('end', () => void usageChecked.then((u) => onEnd(u)))
+      // The worker's part ends at its last byte: billing after it is the proxy's time, not the worker's speed.
+      let lastByteAt: number | undefined
+      ws.once('end', () => {
+        lastByteAt = Date.now()
+        void usageChecked.then((u) => onEnd(u))
+      })
       const onEnd = (checked: UsageRecord | undefined) => {
         usage = checked
         if (!relaying) {
@@ -701,7 +706,7 @@ export class Proxy implements OpsSource {
                 const c = this.deps.billing.ledger.counters('client', ctx.client)
                 return { [HEADERS.charged]: JSON.stringify({ client: ctx.client, tokens: c.tokens.toString(), nano: c.nano.toString() }), ...receiptTrailers }
               }
-              recordOutcome(conn, true, Date.now() - t0, { ttftMs: firstByteAt === undefined ? undefined : firstByteAt - t0, completionTokens: u.completionTokens })
+              recordOutcome(conn, true, (lastByteAt ?? Date.now()) - t0, { ttftMs: firstByteAt === undefined ? undefined : firstByteAt - t0, completionTokens: u.completionTokens })
               if (clientOpen()) {
                 if (sse) {
                   cs.once('wantTrailers', () => cs.sendTrailers(charged()))
