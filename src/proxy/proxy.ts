@@ -9,7 +9,7 @@ import { listenAttested, type AttestedSocket, type PeerVerifier } from '../net/a
 import { errorResponse, InvalidRequestError, TooManyRequestsError, UnfundedClientError, ModelNotFoundError, NoWorkerAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
 import { discardBody, parseJsonObject, readBody } from '../net/body.ts'
 import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
-import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, MIN_AUDIO_BYTES_PER_SECOND, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type WorkerStatementReply, type WorkerReceiptEntry, STATEMENT_RECEIPTS_MAX, type ReceiptProofsRequest, type ReceiptProofsReply, type ReceiptCommitInfo, RECEIPT_LIST_LIMIT, RECEIPT_PROOFS_MAX, type WorkerStatement, type FinalCharge } from '../net/protocol.ts'
+import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, MIN_AUDIO_BYTES_PER_SECOND, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type WorkerStatementReply, type WorkerReceiptEntry, STATEMENT_RECEIPTS_MAX, type ReceiptProofsRequest, type ReceiptProofsReply, type ReceiptCommitInfo, RECEIPT_LIST_LIMIT, RECEIPT_PROOFS_MAX, type WorkerStatement, type FinalCharge, type WorkerCandidates } from '../net/protocol.ts'
 import { answerText, openaiUsage, SseText, usageChunk, type UsageCost } from '../net/openai.ts'
 import { peerCertDer } from '../tee/index.ts'
 import { decodeReceiptBoc, newSalt, parseSalt, priceHeader, receiptFields, receiptIdFromSalt, receiptMismatch, signReceipt, verifyReceiptSignature, type Receipt } from '../payments/receipts/receipt.ts'
@@ -25,6 +25,8 @@ export const WORKER_INFO_TIMEOUT_MS = 5_000
 export const PING_INTERVAL_MS = 15_000
 /** How often workers are told what they earned. */
 export const STATEMENT_INTERVAL_MS = 2_000
+/** A worker's current certificate is re-read from it this often, for clients that encrypt to it (certificates renew hourly). */
+export const WORKER_CERT_REFRESH_MS = 5 * 60_000
 /** Refused peers kept with their reasons for /jsonstats. */
 export const MAX_REFUSALS_SHOWN = 50
 
@@ -217,6 +219,9 @@ export class Proxy implements OpsSource {
         tokens: { prompt: 0, cached: 0, completion: 0, reasoning: 0 },
         certDer: peerCertDer(socket),
       }
+      conn.hpkeKeys = new Set(peer.claims.hpkeKey ? [peer.claims.hpkeKey] : [])
+      conn.currentCert = conn.certDer ? { der: conn.certDer, fetchedAtMs: Date.now() } : undefined
+      await this.adoptCertificate(conn, info)
       this.workers.set(conn.id, conn)
       this.m.workers.set(this.workers.size)
       this.admission.pump()
@@ -234,6 +239,49 @@ export class Proxy implements OpsSource {
     } catch (err) {
       log.warn('worker rejected after handshake', { error: (err as Error).message })
       session.destroy()
+    }
+  }
+
+  /**
+   * Takes the worker's current certificate from its info, if it verifies under the same policy and
+   * is the same worker (identity key, model): clients verify it again themselves before encrypting to it.
+   */
+  private async adoptCertificate(conn: WorkerConn, info: WorkerInfo): Promise<void> {
+    if (!info.certificate) return
+    const der = Buffer.from(info.certificate, 'base64')
+    try {
+      const p = await this.deps.verify(der, 'worker')
+      if (!Buffer.from(p.publicKey).equals(Buffer.from(conn.peer.publicKey))) throw new Error('a certificate of another worker')
+      if (p.claims.modelId !== conn.peer.claims.modelId || p.claims.modelHash !== conn.peer.claims.modelHash) throw new Error('a certificate for another model')
+      conn.currentCert = { der, fetchedAtMs: Date.now() }
+      if (p.claims.hpkeKey) conn.hpkeKeys?.add(p.claims.hpkeKey)
+    } catch (err) {
+      this.deps.log.warn('worker current certificate refused', { worker: conn.id, reason: (err as Error).message.slice(0, 300) })
+    }
+  }
+
+  /** Re-reads a worker's certificate when the one held is older than WORKER_CERT_REFRESH_MS (one fetch at a time). */
+  private readonly certRefreshes = new WeakMap<WorkerConn, Promise<void>>()
+  private refreshCertificate(conn: WorkerConn): Promise<void> {
+    if (conn.currentCert && Date.now() - conn.currentCert.fetchedAtMs < WORKER_CERT_REFRESH_MS) return Promise.resolve()
+    let p = this.certRefreshes.get(conn)
+    if (!p) {
+      p = this.fetchInfo(conn.session)
+        .then((info) => this.adoptCertificate(conn, info))
+        .catch(() => {})
+        .finally(() => this.certRefreshes.delete(conn))
+      this.certRefreshes.set(conn, p)
+    }
+    return p
+  }
+
+  /** The workers serving `model`, with their current certificates, for clients that encrypt to them (PATHS.workers). */
+  async candidates(model: string): Promise<WorkerCandidates> {
+    const ws = [...this.workers.values()].filter((w) => w.info.model.id === model)
+    await Promise.all(ws.map((w) => this.refreshCertificate(w)))
+    return {
+      model,
+      workers: ws.filter((w) => w.currentCert).map((w) => ({ certificate: Buffer.from(w.currentCert!.der).toString('base64'), coefficient: w.info.coefficient })),
     }
   }
 
@@ -288,6 +336,16 @@ export class Proxy implements OpsSource {
       if (status >= 400 && status < 500 && status !== 429) this.errorBudget.spend(account)
     })
     if (method === 'GET' && path === PATHS.models) return respond(stream, 200, this.models())
+    if (method === 'GET' && (path === PATHS.workers || path.startsWith(PATHS.workers + '?'))) {
+      stream.resume()
+      const model = new URLSearchParams(path.slice(PATHS.workers.length + 1)).get('model')
+      if (!model) return respondError(stream, new InvalidRequestError("'model' is required", 'model'))
+      this.candidates(model).then(
+        (c) => respond(stream, 200, c),
+        (err) => respondError(stream, err),
+      )
+      return
+    }
     if (method === 'POST' && path === PATHS.receiptProofs) {
       const client = this.clientAccounts.get(stream.session!)
       readBody(stream, 256 * 1024).then(

@@ -21,6 +21,7 @@ import { verifyReceiptProof } from '../payments/receipts/proof.ts'
 import { Cell } from '@ton/core'
 import { newSalt, parsePriceHeader, parseSalt, receiptFields, signReceipt, type SamplingParams } from '../payments/receipts/receipt.ts'
 import { OFFCHAIN_PRICE_PARAMS } from '../payments/pricing.ts'
+import type { HpkeKeyRing } from '../net/e2ee.ts'
 
 export const DEFAULT_COEFFICIENT = 1000
 export const MAX_ACTIVE_REQUESTS = 8
@@ -59,6 +60,8 @@ export interface WorkerDeps {
    * voucher for any other contract is refused on receipt, so it can never shadow a good one.
    */
   payoutContract?: (proxyId: string) => Promise<string>
+  /** This worker's HPKE keys (the current one is in its claims); absent: it serves plaintext only, as older workers do. */
+  hpke?: HpkeKeyRing
 }
 
 interface ProxyLink extends BaseLink<http2.ServerHttp2Session> {
@@ -121,6 +124,7 @@ export class Worker implements OpsSource {
       maxActiveRequests: this.o.maxActiveRequests,
       maxTokensCap: this.o.maxTokensCap,
       ...(this.o.payoutAddress ? { payoutAddress: this.o.payoutAddress } : {}),
+      certificate: this.deps.identity.current().certPem.replace(/-----[^-]+-----|\s/g, ''),
     }
   }
 
