@@ -19,6 +19,17 @@ import { checkUsage, ed25519PublicKey } from '../net/usage.ts'
 import { ErrorBudget } from './error-budget.ts'
 import { DEFAULT_REQUEST_MS, qualityStats, recordOutcome, workerEndpoints, type WorkerConn } from './routing.ts'
 import { AdmissionQueue, DEFAULT_QUEUE_DEPTH, DEFAULT_QUEUE_MAX_WAIT_MS } from './admission.ts'
+import { E2EE_CONTENT_TYPE, type E2eeError, encodeWrappedKeys, parseRoute, parseWrappedKeys, type E2eeRoute, type WrappedKey } from '../net/e2ee.ts'
+
+/** Room for the encrypted envelope (version byte and tag) on top of the plaintext body limit. */
+const E2EE_OVERHEAD_BYTES = 64
+
+/** An encrypted request as the proxy sees it: the route it may read, and the wrapped keys it may only pass on. */
+interface E2eeRequest {
+  route: E2eeRoute
+  routeHeader: string
+  keys: WrappedKey[]
+}
 
 export const MAX_ATTEMPTS = 3
 export const WORKER_INFO_TIMEOUT_MS = 5_000
@@ -88,6 +99,8 @@ export class Proxy implements OpsSource {
   /** Error answers per client: a client that keeps sending bad requests is slowed down before anything is read or logged. */
   private readonly errorBudget = new ErrorBudget()
   private rateLimited = 0
+  /** Chat and completions requests by mode: `on` end-to-end encrypted (the proxy saw ciphertext), `off` plaintext. */
+  private readonly e2eeCounts = { on: 0, off: 0 }
   /** Worker keys caught misbehaving (e.g. answering as a model they did not attest), with the reason. */
   private readonly banned = new Map<string, string>()
   private readonly counts: Record<Outcome, number> & { requests: number; retries: number } = { requests: 0, succeeded: 0, failed: 0, cancelled: 0, timeout: 0, rejected: 0, retries: 0 }
@@ -426,6 +439,7 @@ export class Proxy implements OpsSource {
     let maxCoefficient: number
     let prefix: string | undefined
     let timeoutMs: number
+    let e2ee: E2eeRequest | undefined
     try {
       const serving = this.deps.billing.serving
       if (!serving.ok) throw new ProxyNotServingError(serving.reason!)
@@ -439,7 +453,22 @@ export class Proxy implements OpsSource {
       prefix = typeof pk === 'string' && /^[0-9a-f]{1,64}$/.test(pk) ? pk : undefined
       timeoutMs = intHeader(headers[HEADERS.timeoutMs], DEFAULT_TIMEOUT_SEC * 1000, 'timeout')
       if (timeoutMs <= 0 || timeoutMs > MAX_TIMEOUT_SEC * 1000) throw new InvalidRequestError(`'timeout' must be between 0 and ${MAX_TIMEOUT_SEC} seconds`, 'timeout')
-      if (path === PATHS.transcriptions) {
+      if (headers[HEADERS.e2eeRoute] !== undefined) {
+        // End-to-end encrypted: routed, reserved and billed from the route header and the ciphertext's length; the body is never opened here.
+        try {
+          const routeHeader = String(headers[HEADERS.e2eeRoute])
+          e2ee = { route: parseRoute(routeHeader), routeHeader, keys: parseWrappedKeys(headers[HEADERS.e2eeKeys]) }
+        } catch (err) {
+          throw new InvalidRequestError(`bad end-to-end encryption headers: ${(err as E2eeError).reason ?? (err as Error).message}`)
+        }
+        if (e2ee.route.path !== path) throw new InvalidRequestError('the encrypted request is bound to another endpoint')
+        if (e2ee.route.requestId !== requestId) throw new InvalidRequestError('the encrypted request is bound to another request id', 'request_id')
+        if (path !== PATHS.chat && path !== PATHS.completions) throw new InvalidRequestError('only chat and completions are end-to-end encrypted')
+        body = await readBody(cs, MAX_BODY_BYTES + E2EE_OVERHEAD_BYTES)
+        json = {}
+        model = e2ee.route.model
+        maxCoefficient = e2ee.route.maxCoefficient
+      } else if (path === PATHS.transcriptions) {
         // Multipart audio: routed on the model the client node named, never parsed here.
         body = await readBody(cs, MAX_AUDIO_BODY_BYTES)
         json = {}
@@ -456,7 +485,9 @@ export class Proxy implements OpsSource {
       this.finish('rejected')
       return respondError(cs, err)
     }
-    const askedMaxTokens = [json.max_completion_tokens, json.max_tokens].find((v) => typeof v === 'number' && Number.isSafeInteger(v) && v > 0) as number | undefined
+    const askedMaxTokens = e2ee ? e2ee.route.maxTokens : ([json.max_completion_tokens, json.max_tokens].find((v) => typeof v === 'number' && Number.isSafeInteger(v) && v > 0) as number | undefined)
+    if (e2ee) this.e2eeCounts.on++
+    else if (path === PATHS.chat || path === PATHS.completions) this.e2eeCounts.off++
     const ownTimeoutMs = Math.floor(timeoutMs * HOP_TIMEOUT_FACTOR)
     let clientGone = false
     const deadline = started + ownTimeoutMs
@@ -472,7 +503,9 @@ export class Proxy implements OpsSource {
     for (let attempt = 0; attempt < this.o.maxAttempts; attempt++) {
       let conn: WorkerConn
       try {
-        conn = await this.admission.claim({ client, model, maxCoefficient, exclude: tried, path, affinity: prefix ? { prefixKey: prefix, client } : undefined }, waitSignal)
+        // An encrypted request goes only to a worker it names as a recipient.
+        const exclude = e2ee ? new Set([...tried, ...[...this.workers.values()].filter((w) => !recipientKey(w, e2ee!.keys)).map((w) => w.id)]) : tried
+        conn = await this.admission.claim({ client, model, maxCoefficient, exclude, path, affinity: prefix ? { prefixKey: prefix, client } : undefined }, waitSignal)
       } catch (err) {
         const e = err as Error
         if (attempt > 0 && lastError && (e.name === 'WorkersExhaustedError' || e.name === 'ModelNotFoundError')) break
@@ -511,7 +544,9 @@ export class Proxy implements OpsSource {
         this.m.retries.inc()
       }
       const contentType = path === PATHS.transcriptions ? String(headers['content-type'] ?? '') : 'application/json'
-      const result = await this.forward(cs, conn, path, body, { requestId, client, maxTokens, maxAudioSeconds, contentType, reservation: held.reservation, salt }, remaining, log, () => clientGone)
+      const key = e2ee ? recipientKey(conn, e2ee.keys) : undefined
+      const e2eeCtx = e2ee && key ? { routeHeader: e2ee.routeHeader, key } : undefined
+      const result = await this.forward(cs, conn, path, body, { requestId, client, maxTokens, maxAudioSeconds, contentType: e2ee ? E2EE_CONTENT_TYPE : contentType, reservation: held.reservation, salt, e2ee: e2eeCtx }, remaining, log, () => clientGone)
       if (result.kind === 'done') {
         this.finish(result.outcome)
         return
@@ -557,7 +592,7 @@ export class Proxy implements OpsSource {
     conn: WorkerConn,
     path: string,
     body: Buffer,
-    ctx: { requestId: string; client: string; maxTokens: number; maxAudioSeconds: number; contentType: string; reservation?: Reservation; salt: Buffer },
+    ctx: { requestId: string; client: string; maxTokens: number; maxAudioSeconds: number; contentType: string; reservation?: Reservation; salt: Buffer; e2ee?: { routeHeader: string; key: WrappedKey } },
     remainingMs: number,
     log: Logger,
     clientGone: () => boolean,
@@ -585,6 +620,8 @@ export class Proxy implements OpsSource {
           [HEADERS.timeoutMs]: String(Math.floor(remainingMs * HOP_TIMEOUT_FACTOR)),
           [HEADERS.salt]: ctx.salt.toString('hex'),
           [HEADERS.price]: priceHeader(this.deps.billing.params()),
+          // Only the chosen worker's wrapped key goes on: the others' are none of its business.
+          ...(ctx.e2ee ? { [HEADERS.e2eeRoute]: ctx.e2ee.routeHeader, [HEADERS.e2eeKeys]: encodeWrappedKeys([ctx.e2ee.key]) } : {}),
         })
       } catch (err) {
         this.admission.release(conn, ctx.client)
@@ -622,12 +659,13 @@ export class Proxy implements OpsSource {
           const r = errorResponse(err)
           return respondRaw(cs, r.status, 'application/json', Buffer.from(JSON.stringify(r.body)), trailers ? () => trailers : undefined)
         }
-        if (sse) {
+        if (sse && !ctx.e2ee) {
           if (trailers) cs.once('wantTrailers', () => cs.sendTrailers(trailers))
           cs.end(`data: ${JSON.stringify(errorResponse(err).body)}\n\n`)
-        } else cs.close(http2.constants.NGHTTP2_INTERNAL_ERROR)
+        } else cs.close(http2.constants.NGHTTP2_INTERNAL_ERROR) // nothing in clear may follow encrypted records: the client sees a cut-off answer
       }
-      const answerTextOf = () => (sse ? sseText(relayed) : answerText(Buffer.concat(buffered).toString('utf8')))
+      // The proxy never sees an encrypted answer's text: receipts it states itself hash the empty text.
+      const answerTextOf = () => (ctx.e2ee ? '' : sse ? sseText(relayed) : answerText(Buffer.concat(buffered).toString('utf8')))
       // Stop the worker but let it finish the answer, so what it produced is billed; reset it if it does not.
       const stop = (why: 'cancelled' | 'timeout') => {
         if (stopped) return
@@ -662,8 +700,9 @@ export class Proxy implements OpsSource {
         }
         relaying = true
         ct = String(h['content-type'] ?? 'application/json')
-        sse = ct.startsWith('text/event-stream') && status === 200
-        if (sse && clientOpen()) cs.respond({ ':status': 200, 'content-type': ct, 'cache-control': 'no-cache', [HEADERS.worker]: conn.id }, { waitForTrailers: true })
+        // An encrypted answer is relayed record by record as it comes, streamed or not: the proxy cannot add the cost into it.
+        sse = (ct.startsWith('text/event-stream') || (ctx.e2ee !== undefined && ct === E2EE_CONTENT_TYPE)) && status === 200
+        if (sse && clientOpen()) cs.respond({ ':status': 200, 'content-type': ct, 'cache-control': 'no-cache', [HEADERS.worker]: conn.id, [HEADERS.e2ee]: ctx.e2ee ? 'on' : 'off' }, { waitForTrailers: true })
         ws.on('data', (chunk: Buffer) => {
           firstByteAt ??= Date.now()
           if (!sse) {
@@ -758,7 +797,13 @@ export class Proxy implements OpsSource {
               }
               recordOutcome(conn, true, Date.now() - t0, { ttftMs: firstByteAt === undefined ? undefined : firstByteAt - t0, completionTokens: u.completionTokens })
               if (clientOpen()) {
-                if (sse) {
+                if (ctx.e2ee) {
+                  // Usage and cost in clear, signed trailers; the client node writes them into the answer it decrypts.
+                  const cost = JSON.stringify({ nano: costInfo.nano.toString(), adjustedTokens: costInfo.adjustedTokens.toString(), coefficient: costInfo.coefficient, pricePerTokenNano: costInfo.pricePerTokenNano.toString(), receiptId })
+                  const usageTrailers = signedUsage ? { [HEADERS.usage]: signedUsage.json, [HEADERS.usageSig]: signedUsage.signature } : {}
+                  cs.once('wantTrailers', () => cs.sendTrailers({ ...charged(), ...usageTrailers, [HEADERS.cost]: cost }))
+                  cs.end()
+                } else if (sse) {
                   cs.once('wantTrailers', () => cs.sendTrailers(charged()))
                   cs.end(`data: ${usageChunk(u.answer, u, costInfo)}\n\n${u.finishReason === 'error' ? '' : 'data: [DONE]\n\n'}`)
                 } else {
@@ -973,6 +1018,7 @@ export class Proxy implements OpsSource {
       identity: identityStats(this.deps.identity.current()),
       serving: this.deps.billing.serving,
       requests: { ...this.counts },
+      e2ee: { requests: { ...this.e2eeCounts }, workersWithKey: [...this.workers.values()].filter((w) => (w.hpkeKeys?.size ?? 0) > 0).length },
       tokens: { ...this.tokens },
       money: this.moneyStats(),
       receipts: {
@@ -1035,6 +1081,11 @@ export class Proxy implements OpsSource {
     const reason = this.servers.length !== 2 ? 'not listening' : !s.ok ? s.reason : this.workers.size === 0 ? 'no worker' : undefined
     return { ok: !reason, workers: this.workers.size, serving: s.ok, ...(reason ? { reason } : {}) }
   }
+}
+
+/** The wrapped key for one of the HPKE keys this worker attested, or undefined when the request does not name it as a recipient. */
+function recipientKey(w: WorkerConn, keys: WrappedKey[]): WrappedKey | undefined {
+  return keys.find((k) => w.hpkeKeys?.has(k.recipient))
 }
 
 function intHeader(v: string | string[] | undefined, dflt: number, field: string): number {
