@@ -486,10 +486,10 @@ export class Client implements OpsSource {
     let recipients: string[]
     try {
       const list = await this.candidates.get(link.session!, link.target, out.model)
-      recipients = pickRecipients(list, this.o.e2eeRecipients, out.ctl.maxCoefficient, exclude)
+      recipients = pickRecipients(list, this.o.e2eeRecipients, out.ctl.maxCoefficient, out.model, exclude)
     } catch (err) {
       if (this.o.e2ee === 'optional') return undefined
-      if ((err as Error).name === 'NoWorkerAvailableError') throw err
+      if ((err as Error).name === 'NoWorkerAvailableError' || (err as Error).name === 'ModelNotFoundError') throw err
       throw new NoWorkerAvailableError(`could not get this proxy's workers to encrypt to: ${(err as Error).message}`)
     }
     const route = encodeRoute({ v: 1, path, model: out.model, ...(out.maxTokens !== undefined ? { maxTokens: out.maxTokens } : {}), stream: out.stream, requestId: out.ctl.requestId, maxCoefficient: out.ctl.maxCoefficient })

@@ -5,7 +5,7 @@ import crypto from 'node:crypto'
 import http2 from 'node:http2'
 import type { PeerVerifier } from '../net/attested.ts'
 import { PATHS, type WorkerCandidates } from '../net/protocol.ts'
-import { NoWorkerAvailableError } from '../net/errors.ts'
+import { ModelNotFoundError, NoWorkerAvailableError } from '../net/errors.ts'
 import { readBody } from '../net/body.ts'
 import type { Logger } from '../core/log.ts'
 
@@ -89,9 +89,10 @@ export class CandidateCache {
 /**
  * Picks up to `k` recipients with an HPKE key and a coefficient the app accepts, at random (so load
  * spreads and a retry gets a fresh set), avoiding `exclude` while enough others remain.
- * Throws NoWorkerAvailableError when there is none.
+ * Throws ModelNotFoundError when no worker serves the model, NoWorkerAvailableError when none can be encrypted to.
  */
-export function pickRecipients(list: CandidateList, k: number, maxCoefficient: number, exclude: ReadonlySet<string> = new Set()): string[] {
+export function pickRecipients(list: CandidateList, k: number, maxCoefficient: number, model: string, exclude: ReadonlySet<string> = new Set()): string[] {
+  if (list.verified.length === 0 && list.refused === 0) throw new ModelNotFoundError(model)
   const keys = [...new Set(list.verified.filter((c) => c.hpkeKey && c.coefficient <= maxCoefficient).map((c) => c.hpkeKey!))]
   if (keys.length === 0) {
     const why = list.verified.length === 0 ? (list.refused ? `its ${list.refused} candidate worker(s) failed this client's verification` : 'no worker serves it') : 'no verified worker has an end-to-end encryption key'

@@ -21,7 +21,7 @@ describe('E2EE through an in-process network', () => {
     client = c.client
     url = c.url
     stops.push(() => client.stop())
-    await waitFor(() => (proxy.proxy.stats() as any).workers?.length === 1 || proxy.proxy.models().data.length === 1, 'worker')
+    await waitFor(() => (proxy.proxy.stats() as any).workers?.length === 1 || (proxy.proxy.models() as any).data.length === 1, 'worker')
   })
   after(async () => {
     for (const s of stops.reverse()) await s()
@@ -71,7 +71,7 @@ describe('E2EE against a worker without an HPKE key (older version)', () => {
     const strict = await startClient([proxy.clientPort], { options: { e2ee: 'required' } })
     const relaxed = await startClient([proxy.clientPort], { options: { e2ee: 'optional' } })
     try {
-      await waitFor(() => proxy.proxy.models().data.length === 1, 'worker')
+      await waitFor(() => (proxy.proxy.models() as any).data.length === 1, 'worker')
       const body = JSON.stringify({ model: 'fake-model', messages: [{ role: 'user', content: 'hi' }] })
       const refused = await fetch(`${strict.url}/v1/chat/completions`, { method: 'POST', body })
       assert.equal(refused.status, 503)
@@ -100,7 +100,7 @@ describe('E2EE never encrypts to a worker whose evidence the client refuses', ()
     const w2 = await startWorker(rogue, [proxy.workerPort], { imageTag: 'rogue', policy: await policyFor() })
     const c = await startClient([proxy.clientPort], { options: { e2ee: 'required' } })
     try {
-      await waitFor(() => proxy.proxy.models().data[0]?.workers.length === 2, 'two workers')
+      await waitFor(() => (proxy.proxy.models() as any).data[0]?.workers.length === 2, 'two workers')
       for (let i = 0; i < 6; i++) {
         const res = await fetch(`${c.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ model: 'fake-model', prompt: `p${i}`, max_tokens: 1 }) })
         assert.equal(res.status, 200)
