@@ -5,8 +5,7 @@
 // HKDF-SHA256, AES-128-GCM) and AES-128-GCM from node:crypto. This file only frames them.
 
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto'
-import { Aes128Gcm, CipherSuite, HkdfSha256, type RecipientContext } from '@hpke/core'
-import { DhkemX25519HkdfSha256 } from '@hpke/dhkem-x25519'
+import { Aes128Gcm, CipherSuite, DhkemX25519HkdfSha256, HkdfSha256, type RecipientContext } from '@hpke/core'
 
 /** Format version; bumped on any incompatible change to what is below. */
 export const E2EE_VERSION = 1
