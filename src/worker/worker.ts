@@ -739,6 +739,7 @@ export class Worker implements OpsSource {
       role: 'worker',
       protocol: PROTOCOL_VERSION,
       model: { id: m.id, hash: m.hash },
+      e2ee: { key: this.deps.hpke !== undefined, ...this.e2eeCounts },
       coefficient: this.o.coefficient,
       payoutAddress: this.o.payoutAddress || null,
       maxActiveRequests: this.o.maxActiveRequests,
