@@ -13,13 +13,14 @@ import { ProxyScoreboard, type FailureKind } from './proxy-scores.ts'
 import { prefixKey } from './prefix-key.ts'
 import { errorResponse, InvalidRequestError, isExpectedError, NoProxyAvailableError, NoWorkerAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
 import { parseJsonObject, parseMultipart, readBody } from '../net/body.ts'
+import { askedMaxTokens, isWireModelId } from '../net/validate.ts'
 import { answerText, SseText } from '../net/openai.ts'
 import { decodeReceiptBoc, newSalt, receiptIdFromSalt, answerHash } from '../payments/receipts/receipt.ts'
 import { heldReceiptJson, type ReceiptStore, type HeldReceipt } from '../payments/receipts/store.ts'
 import { verifyReceiptProof } from '../payments/receipts/proof.ts'
 import { Cell } from '@ton/core'
 import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
-import { type ReceiptProofsReply, CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_BODY_BYTES, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION } from '../net/protocol.ts'
+import { type ReceiptProofsReply, CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_BODY_BYTES, MAX_MODEL_ID_CHARS, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION } from '../net/protocol.ts'
 import { UsageTap, type AnswerUsage } from './usage-tap.ts'
 import type { RequestRecord } from './apps.ts'
 import { CandidateCache, pickRecipients } from './e2ee.ts'
@@ -88,6 +89,8 @@ export interface ClientDeps {
   receiptsRoot?: (proxyContract: string) => Promise<{ seqno: number; root: string; count: number; paymentKey: string }>
   /** On chain: whether this client's contract with the proxy holds funds (a proxy settling off-chain needs none). */
   funded?: (proxyId: string) => boolean
+  /** On chain: the funding budget (what was put into client contracts automatically, what is left, what was refused), for /jsonstats. */
+  funding?: () => Record<string, unknown>
   /** Runs once per new proxy session before it is used (e.g. make sure the client contract is funded). */
   onProxy?: (peer: VerifiedPeer, proxyId: string) => Promise<void>
   /** Routes served beside the OpenAI API (the dashboard, its /api and /admin endpoints); returns whether it handled the request. */
@@ -316,7 +319,10 @@ export class Client implements OpsSource {
   private readyLinks(): ProxyLink[] {
     const ready = this.links.filter((l) => l.state === 'connected' && l.session && !l.session.closed && !l.session.destroyed)
     const order = new Map(this.scores.rank(ready.map((l) => l.target)).map((t, i) => [t, i]))
-    return ready.sort((a, b) => order.get(a.target)! - order.get(b.target)!)
+    // On chain, proxies this client's contract is funded with come first (an unfunded one would only refuse).
+    const funded = this.deps.funded
+    const unfunded = (l: ProxyLink) => (funded && l.peer?.claims.paymentKey && !funded(l.proxyId!) ? 1 : 0)
+    return ready.sort((a, b) => unfunded(a) - unfunded(b) || order.get(a.target)! - order.get(b.target)!)
   }
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
@@ -368,7 +374,7 @@ export class Client implements OpsSource {
 
   private async forwardInference(req: http.IncomingMessage, res: http.ServerResponse, path: string): Promise<void> {
     this.counts.requests++
-    let out: { payload: Buffer; contentType: string; model: string; stream: boolean; multipart: boolean; maxTokens?: number; ctl: ReturnType<Client['controlFields']> }
+    let out: { payload: Buffer; contentType: string; model: string; stream: boolean; maxTokens?: number; multipart: boolean; ctl: ReturnType<Client['controlFields']> }
     try {
       const len = req.headers['content-length'] ? Number(req.headers['content-length']) : undefined
       out = path === PATHS.transcriptions ? await this.multipartRequest(req, len) : this.jsonRequest(await readBody(req, this.o.maxBodyBytes, len))
@@ -379,7 +385,8 @@ export class Client implements OpsSource {
       throw err
     }
     const { payload, ctl, model } = out
-    const send = { ...ctl, contentType: out.contentType, model: out.multipart ? model : undefined }
+    // The routing data travels in hop headers, set here once: no later hop parses the body to find it.
+    const send = { ...ctl, contentType: out.contentType, model, stream: out.stream, maxTokens: out.maxTokens }
     let keyId: string | null = null
     try {
       keyId = this.deps.apps?.admit(req.headers.authorization, model) ?? null
@@ -465,14 +472,16 @@ export class Client implements OpsSource {
     throw lastErr ? new UpstreamError(`no proxy could take the request: ${lastErr.message}`) : new NoProxyAvailableError()
   }
 
-  /** A JSON request: the control fields are taken out, the rest is forwarded as the app wrote it. */
-  private jsonRequest(buf: Buffer): { payload: Buffer; contentType: string; model: string; stream: boolean; multipart: false; maxTokens?: number; ctl: ReturnType<Client['controlFields']> & { prefixKey?: string } } {
+  /**
+   * A JSON request: the control fields are taken out, the rest is forwarded as the app wrote it; the
+   * routing data (model, stream, the max_tokens asked) is read out for the hop headers.
+   */
+  private jsonRequest(buf: Buffer): { payload: Buffer; contentType: string; model: string; stream: boolean; maxTokens?: number; multipart: false; ctl: ReturnType<Client['controlFields']> & { prefixKey?: string } } {
     const body = parseJsonObject(buf)
     const ctl = { ...this.controlFields(body), prefixKey: prefixKey(this.prefixSecret, body) }
     for (const f of CLIENT_CONTROL_FIELDS) delete body[f]
-    if (typeof body.model !== 'string' || !body.model) throw new InvalidRequestError("'model' is required and must be a string", 'model')
-    const maxTokens = [body.max_completion_tokens, body.max_tokens].find((v) => typeof v === 'number' && Number.isSafeInteger(v) && v > 0) as number | undefined
-    return { payload: Buffer.from(JSON.stringify(body)), contentType: 'application/json', model: body.model, stream: body.stream === true, multipart: false, maxTokens, ctl }
+    const model = wireModel(body.model, "'model' is required and must be a string")
+    return { payload: Buffer.from(JSON.stringify(body)), contentType: 'application/json', model, stream: body.stream === true, maxTokens: askedMaxTokens(body), multipart: false, ctl }
   }
 
   /**
@@ -510,8 +519,7 @@ export class Client implements OpsSource {
     }
     const ctl = this.controlFields({ max_coefficient: num('max_coefficient'), timeout: num('timeout'), request_id: form.get('request_id') ?? undefined })
     for (const f of CLIENT_CONTROL_FIELDS) form.delete(f)
-    const model = form.get('model')
-    if (typeof model !== 'string' || !model) throw new InvalidRequestError("'model' is required", 'model')
+    const model = wireModel(form.get('model'), "'model' is required")
     const file = form.get('file')
     if (file === null || typeof file === 'string') throw new InvalidRequestError("'file' is required and must be an uploaded file", 'file')
     const encoded = new Response(form)
@@ -536,7 +544,7 @@ export class Client implements OpsSource {
     res: http.ServerResponse,
     path: string,
     payload: Buffer,
-    ctl: { maxCoefficient: number; requestId: string; contentType: string; model?: string; prefixKey?: string },
+    ctl: { maxCoefficient: number; requestId: string; contentType: string; model: string; stream: boolean; maxTokens?: number; prefixKey?: string },
     remainingMs: number,
     log: Logger,
     appGone: () => boolean,
@@ -558,7 +566,9 @@ export class Client implements OpsSource {
           ':method': 'POST',
           ':path': path,
           'content-type': e2ee ? E2EE_CONTENT_TYPE : ctl.contentType,
-          ...(ctl.model ? { [HEADERS.model]: ctl.model } : {}),
+          [HEADERS.model]: ctl.model,
+          [HEADERS.stream]: ctl.stream ? '1' : '0',
+          ...(ctl.maxTokens !== undefined ? { [HEADERS.maxTokens]: String(ctl.maxTokens) } : {}),
           ...(e2ee ? { [HEADERS.e2eeRoute]: e2ee.route, [HEADERS.e2eeKeys]: e2ee.keys } : {}),
           [HEADERS.protocol]: String(PROTOCOL_VERSION),
           [HEADERS.requestId]: ctl.requestId,
@@ -930,6 +940,7 @@ export class Client implements OpsSource {
       requests: { ...this.counts },
       e2ee: { mode: this.o.e2ee, recipients: this.o.e2eeRecipients, requests: { ...this.e2eeCounts } },
       proxySessions: { max: this.o.maxProxySessions, open: this.links.filter((l) => l.abort).length },
+      funding: this.deps.funding?.() ?? null,
       proxies: this.links.map((l) => ({
         target: l.target,
         state: l.abort ? l.state : 'standby',
@@ -973,7 +984,9 @@ export class Client implements OpsSource {
     if (models.size === 0) return { ok: false, reason: 'no worker', detail: 'the connected proxies list no model: no worker is connected to them yet', ...base }
     const funded = this.deps.funded
     if (funded && !links.some((l) => !l.peer?.claims.paymentKey || funded(l.proxyId!))) {
-      return { ok: false, reason: 'not funded', detail: "this client's contract with the connected proxies holds no funds yet", ...base }
+      const exhausted = this.deps.funding?.().exhausted === true
+      const detail = exhausted ? "this client's contract with the connected proxies holds no funds, and the funding budget (chain.fundingBudgetNano) is exhausted" : "this client's contract with the connected proxies holds no funds yet"
+      return { ok: false, reason: 'not funded', detail, ...base }
     }
     return { ok: true, ...base }
   }
@@ -1014,6 +1027,13 @@ function withUsage(body: Buffer, u: UsageRecord, cost: UsageCost): Buffer {
   } catch {
     return body
   }
+}
+
+/** The app's model, checked to be one the hop headers can carry. */
+function wireModel(model: unknown, missing: string): string {
+  if (typeof model !== 'string' || !model) throw new InvalidRequestError(missing, 'model')
+  if (!isWireModelId(model)) throw new InvalidRequestError(`'model' must be 1-${MAX_MODEL_ID_CHARS} printable characters without spaces`, 'model')
+  return model
 }
 
 function sendJson(res: http.ServerResponse, status: number, body: unknown): void {

@@ -7,7 +7,8 @@ import type { Logger } from '../core/log.ts'
 import { createRegistry, type OpsSource } from '../core/ops.ts'
 import { listenAttested, type AttestedSocket, type PeerVerifier } from '../net/attested.ts'
 import { errorResponse, InvalidRequestError, TooManyRequestsError, UnfundedClientError, ModelNotFoundError, NoWorkerAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
-import { discardBody, parseJsonObject, readBody } from '../net/body.ts'
+import { discardBody, readBody } from '../net/body.ts'
+import { intHeader, parseHopRouting, type HopRouting } from '../net/validate.ts'
 import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
 import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, MIN_AUDIO_BYTES_PER_SECOND, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type WorkerStatementReply, type WorkerReceiptEntry, STATEMENT_RECEIPTS_MAX, type ReceiptProofsRequest, type ReceiptProofsReply, type ReceiptCommitInfo, RECEIPT_LIST_LIMIT, RECEIPT_PROOFS_MAX, type WorkerStatement, type FinalCharge, type WorkerCandidates } from '../net/protocol.ts'
 import { answerText, openaiUsage, SseText, usageChunk, type UsageCost } from '../net/openai.ts'
@@ -50,6 +51,8 @@ export interface ProxyOptions {
   queueDepth?: number
   /** Longest wait for a worker slot, ms, before 429 with Retry-After. Default 30 000. */
   queueMaxWaitMs?: number
+  /** Time each routing decision and show the figures under `routing` in /jsonstats (COCOON_TIME_ROUTING=1). Default off. */
+  timeRouting?: boolean
 }
 
 export interface ProxyDeps {
@@ -72,7 +75,7 @@ export interface ProxyDeps {
 type Outcome = 'succeeded' | 'failed' | 'cancelled' | 'timeout' | 'rejected'
 
 export function createProxy(opts: ProxyOptions, deps: ProxyDeps): Proxy {
-  return new Proxy(deps, { ...opts, maxAttempts: opts.maxAttempts ?? MAX_ATTEMPTS, queueDepth: opts.queueDepth ?? DEFAULT_QUEUE_DEPTH, queueMaxWaitMs: opts.queueMaxWaitMs ?? DEFAULT_QUEUE_MAX_WAIT_MS })
+  return new Proxy(deps, { ...opts, maxAttempts: opts.maxAttempts ?? MAX_ATTEMPTS, queueDepth: opts.queueDepth ?? DEFAULT_QUEUE_DEPTH, queueMaxWaitMs: opts.queueMaxWaitMs ?? DEFAULT_QUEUE_MAX_WAIT_MS, timeRouting: opts.timeRouting ?? false })
 }
 
 export class Proxy implements OpsSource {
@@ -117,7 +120,7 @@ export class Proxy implements OpsSource {
     private readonly deps: ProxyDeps,
     private readonly o: Required<ProxyOptions>,
   ) {
-    this.admission = new AdmissionQueue(() => this.workers.values(), { depth: o.queueDepth, maxWaitMs: o.queueMaxWaitMs })
+    this.admission = new AdmissionQueue(() => this.workers.values(), { depth: o.queueDepth, maxWaitMs: o.queueMaxWaitMs, timeRouting: o.timeRouting })
     const queue = this.admission
     const registers = [this.registry]
     new Gauge({ name: 'cocoon_proxy_queue_waiting', help: 'Requests waiting for a worker slot', registers, collect(this: Gauge) { this.set(queue.stats().queued) } })
@@ -239,7 +242,13 @@ export class Proxy implements OpsSource {
       this.m.workers.set(this.workers.size)
       this.admission.pump()
       const ping = setInterval(() => {
-        if (!session.closed) session.ping((err) => err && session.destroy())
+        // A destroyed session emits 'close' (which stops this timer) only once its socket is gone; until then ping throws.
+        if (session.closed || session.destroyed) return
+        try {
+          session.ping((err) => err && session.destroy())
+        } catch {
+          session.destroy()
+        }
       }, PING_INTERVAL_MS).unref()
       session.once('close', () => {
         clearInterval(ping)
@@ -405,12 +414,13 @@ export class Proxy implements OpsSource {
 
   private async handleInference(cs: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, path: string): Promise<void> {
     this.counts.requests++
-    const requestId = String(headers[HEADERS.requestId] ?? crypto.randomUUID())
+    const rid = headers[HEADERS.requestId]
+    const requestId = rid === undefined ? crypto.randomUUID() : String(rid)
     const client = this.clientAccounts.get(cs.session!) ?? 'unknown'
-    if (requestId.length > MAX_REQUEST_ID_CHARS) {
+    if (requestId.length === 0 || requestId.length > MAX_REQUEST_ID_CHARS || !/^[\w.:-]+$/.test(requestId)) {
       cs.resume()
       this.finish('rejected')
-      return respondError(cs, new InvalidRequestError(`'request_id' must be at most ${MAX_REQUEST_ID_CHARS} characters`, 'request_id'))
+      return respondError(cs, new InvalidRequestError(`'request_id' (header ${HEADERS.requestId}) must be 1-${MAX_REQUEST_ID_CHARS} characters of [A-Za-z0-9_.:-]`, 'request_id'))
     }
     const key = `${client}\n${requestId}`
     if (this.inflight.has(key)) {
@@ -434,8 +444,7 @@ export class Proxy implements OpsSource {
     // Keys the receipt's hashes; only the client node (and so the app) should know it. Without one, nobody can check them.
     const salt = parseSalt(headers[HEADERS.salt]) ?? newSalt()
     let body: Buffer
-    let json: Record<string, unknown>
-    let model: string
+    let routing: HopRouting
     let maxCoefficient: number
     let prefix: string | undefined
     let timeoutMs: number
@@ -448,44 +457,37 @@ export class Proxy implements OpsSource {
         await discardBody(cs, path === PATHS.transcriptions ? MAX_AUDIO_BODY_BYTES : MAX_BODY_BYTES)
         throw new UnfundedClientError()
       }
-      maxCoefficient = intHeader(headers[HEADERS.maxCoefficient], DEFAULT_MAX_COEFFICIENT, 'max_coefficient')
+      // Everything routed, reserved and billed by comes from the hop headers the client node set, checked
+      // here like any outside input; the body is only counted (its bytes bound the prompt), never parsed.
+      routing = parseHopRouting(headers)
+      maxCoefficient = intHeader(headers[HEADERS.maxCoefficient], DEFAULT_MAX_COEFFICIENT, 'max_coefficient')!
       const pk = headers[HEADERS.prefixKey]
-      prefix = typeof pk === 'string' && /^[0-9a-f]{1,64}$/.test(pk) ? pk : undefined
-      timeoutMs = intHeader(headers[HEADERS.timeoutMs], DEFAULT_TIMEOUT_SEC * 1000, 'timeout')
-      if (timeoutMs <= 0 || timeoutMs > MAX_TIMEOUT_SEC * 1000) throw new InvalidRequestError(`'timeout' must be between 0 and ${MAX_TIMEOUT_SEC} seconds`, 'timeout')
+      if (pk !== undefined && (typeof pk !== 'string' || !/^[0-9a-f]{1,64}$/.test(pk))) throw new InvalidRequestError(`'prefix_key' (header ${HEADERS.prefixKey}) must be 1-64 lower-case hex characters`, 'prefix_key')
+      prefix = pk
+      timeoutMs = intHeader(headers[HEADERS.timeoutMs], DEFAULT_TIMEOUT_SEC * 1000, 'timeout', { min: 1, max: MAX_TIMEOUT_SEC * 1000 })!
       if (headers[HEADERS.e2eeRoute] !== undefined) {
-        // End-to-end encrypted: routed, reserved and billed from the route header and the ciphertext's length; the body is never opened here.
+        // End-to-end encrypted: the route header is the AAD of the body and keys, so the hop headers must say the same; the body is never opened here.
         try {
           const routeHeader = String(headers[HEADERS.e2eeRoute])
           e2ee = { route: parseRoute(routeHeader), routeHeader, keys: parseWrappedKeys(headers[HEADERS.e2eeKeys]) }
         } catch (err) {
           throw new InvalidRequestError(`bad end-to-end encryption headers: ${(err as E2eeError).reason ?? (err as Error).message}`)
         }
-        if (e2ee.route.path !== path) throw new InvalidRequestError('the encrypted request is bound to another endpoint')
-        if (e2ee.route.requestId !== requestId) throw new InvalidRequestError('the encrypted request is bound to another request id', 'request_id')
+        const r = e2ee.route
         if (path !== PATHS.chat && path !== PATHS.completions) throw new InvalidRequestError('only chat and completions are end-to-end encrypted')
-        body = await readBody(cs, MAX_BODY_BYTES + E2EE_OVERHEAD_BYTES)
-        json = {}
-        model = e2ee.route.model
-        maxCoefficient = e2ee.route.maxCoefficient
-      } else if (path === PATHS.transcriptions) {
-        // Multipart audio: routed on the model the client node named, never parsed here.
-        body = await readBody(cs, MAX_AUDIO_BODY_BYTES)
-        json = {}
-        const m = headers[HEADERS.model]
-        if (typeof m !== 'string' || !m) throw new InvalidRequestError("'model' is required", 'model')
-        model = m
-      } else {
-        body = await readBody(cs, MAX_BODY_BYTES)
-        json = parseJsonObject(body)
-        if (typeof json.model !== 'string' || !json.model) throw new InvalidRequestError("'model' is required and must be a string", 'model')
-        model = json.model
+        if (r.path !== path) throw new InvalidRequestError('the encrypted request is bound to another endpoint')
+        if (r.requestId !== requestId) throw new InvalidRequestError('the encrypted request is bound to another request id', 'request_id')
+        if (r.model !== routing.model || r.stream !== routing.stream || r.maxTokens !== routing.maxTokens || r.maxCoefficient !== maxCoefficient) {
+          throw new InvalidRequestError('the hop headers disagree with the encrypted request\'s route')
+        }
       }
+      body = await readBody(cs, e2ee ? MAX_BODY_BYTES + E2EE_OVERHEAD_BYTES : path === PATHS.transcriptions ? MAX_AUDIO_BODY_BYTES : MAX_BODY_BYTES)
     } catch (err) {
+      if (!cs.readableEnded) cs.resume()
       this.finish('rejected')
       return respondError(cs, err)
     }
-    const askedMaxTokens = e2ee ? e2ee.route.maxTokens : ([json.max_completion_tokens, json.max_tokens].find((v) => typeof v === 'number' && Number.isSafeInteger(v) && v > 0) as number | undefined)
+    const model = routing.model
     if (e2ee) this.e2eeCounts.on++
     else if (path === PATHS.chat || path === PATHS.completions) this.e2eeCounts.off++
     const ownTimeoutMs = Math.floor(timeoutMs * HOP_TIMEOUT_FACTOR)
@@ -525,7 +527,7 @@ export class Proxy implements OpsSource {
       // dearest multipliers and the app's max_coefficient. The worker never exceeds max_tokens.
       // Embeddings generate nothing; a transcription is billed by its audio seconds, bounded by the upload's size.
       const generates = path === PATHS.chat || path === PATHS.completions
-      const maxTokens = generates ? Math.min(askedMaxTokens ?? conn.info.maxTokensCap, conn.info.maxTokensCap) : 0
+      const maxTokens = generates ? Math.min(routing.maxTokens ?? conn.info.maxTokensCap, conn.info.maxTokensCap) : 0
       const maxAudioSeconds = path === PATHS.transcriptions ? Math.min(MAX_AUDIO_SECONDS, Math.ceil(body.length / MIN_AUDIO_BYTES_PER_SECOND)) : 0
       const worst =
         path === PATHS.transcriptions
@@ -546,7 +548,7 @@ export class Proxy implements OpsSource {
       const contentType = path === PATHS.transcriptions ? String(headers['content-type'] ?? '') : 'application/json'
       const key = e2ee ? recipientKey(conn, e2ee.keys) : undefined
       const e2eeCtx = e2ee && key ? { routeHeader: e2ee.routeHeader, key } : undefined
-      const result = await this.forward(cs, conn, path, body, { requestId, client, maxTokens, maxAudioSeconds, contentType: e2ee ? E2EE_CONTENT_TYPE : contentType, reservation: held.reservation, salt, e2ee: e2eeCtx }, remaining, log, () => clientGone)
+      const result = await this.forward(cs, conn, path, body, { requestId, client, model, stream: routing.stream, maxTokens, maxAudioSeconds, contentType: e2ee ? E2EE_CONTENT_TYPE : contentType, reservation: held.reservation, salt, e2ee: e2eeCtx }, remaining, log, () => clientGone)
       if (result.kind === 'done') {
         this.finish(result.outcome)
         return
@@ -592,7 +594,7 @@ export class Proxy implements OpsSource {
     conn: WorkerConn,
     path: string,
     body: Buffer,
-    ctx: { requestId: string; client: string; maxTokens: number; maxAudioSeconds: number; contentType: string; reservation?: Reservation; salt: Buffer; e2ee?: { routeHeader: string; key: WrappedKey } },
+    ctx: { requestId: string; client: string; model: string; stream: boolean; maxTokens: number; maxAudioSeconds: number; contentType: string; reservation?: Reservation; salt: Buffer; e2ee?: { routeHeader: string; key: WrappedKey } },
     remainingMs: number,
     log: Logger,
     clientGone: () => boolean,
@@ -614,6 +616,8 @@ export class Proxy implements OpsSource {
           'content-type': ctx.contentType,
           [HEADERS.requestId]: ctx.requestId,
           [HEADERS.exchange]: exchangeId,
+          [HEADERS.model]: ctx.model,
+          [HEADERS.stream]: ctx.stream ? '1' : '0',
           [HEADERS.coefficient]: String(conn.info.coefficient),
           [HEADERS.maxTokens]: String(ctx.maxTokens),
           ...(ctx.maxAudioSeconds > 0 ? { [HEADERS.maxAudioSeconds]: String(ctx.maxAudioSeconds) } : {}),
@@ -1030,6 +1034,7 @@ export class Proxy implements OpsSource {
       clients: { connected: this.clientSessions.size, refused: this.refused.clients, rateLimited: this.rateLimited, limitedNow: this.errorBudget.limitedClients() },
       refusals: [...this.refusals].reverse(),
       queue: this.admission.stats(),
+      ...(this.o.timeRouting ? { routing: this.admission.routingTiming(this.workers.size) } : {}),
       workers: {
         connected: this.workers.size,
         refused: this.refused.workers,
@@ -1086,13 +1091,6 @@ export class Proxy implements OpsSource {
 /** The wrapped key for one of the HPKE keys this worker attested, or undefined when the request does not name it as a recipient. */
 function recipientKey(w: WorkerConn, keys: WrappedKey[]): WrappedKey | undefined {
   return keys.find((k) => w.hpkeKeys?.has(k.recipient))
-}
-
-function intHeader(v: string | string[] | undefined, dflt: number, field: string): number {
-  if (v === undefined) return dflt
-  const n = Number(v)
-  if (!Number.isSafeInteger(n) || n < 0) throw new InvalidRequestError(`'${field}' must be a non-negative integer`, field)
-  return n
 }
 
 function respond(stream: http2.ServerHttp2Stream, status: number, body: unknown, extra: http2.OutgoingHttpHeaders = {}): void {

@@ -19,6 +19,17 @@ export const REFERENCE_COMPLETION_TOKENS = 128
 export const COEFFICIENT_WEIGHT = 1
 /** Workers within this factor of the best cost share prefix-affinity traffic (0.25 = 25% slower at most). */
 export const AFFINITY_SLACK = 0.25
+/**
+ * The reliability score from the proxy's committed record (docs/routing.md): a success rate smoothed toward a
+ * prior, times a latency term from the record's p50 time to first token, times an uptime term.
+ */
+export const RELIABILITY_PRIOR_REQUESTS = 20
+export const RELIABILITY_PRIOR_SUCCESS = 0.9
+export const RELIABILITY_TTFT_REF_MS = 1_000
+/** Half of the uptime term is fixed, so a worker that was away part of a window is penalised, not excluded. */
+export const RELIABILITY_UPTIME_FLOOR = 0.5
+/** cost ÷ score^RELIABILITY_WEIGHT. */
+export const RELIABILITY_WEIGHT = 1
 /** Consecutive failures that open a worker's circuit breaker. */
 export const BREAKER_THRESHOLD = 3
 /** How long an opened breaker stays open, doubling on each re-open, up to the max. */
@@ -63,7 +74,38 @@ export interface WorkerConn {
   currentCert?: { der: Uint8Array; fetchedAtMs: number }
   /** HPKE keys (hex) this worker attested in any certificate of this session: the recipients it can open. */
   hpkeKeys?: Set<string>
+  /** Reliability score from the last committed record (reliabilityScore); unset: the prior's score. */
+  reliability?: number
 }
+
+/** What the score reads from a worker's reliability record entry (src/payments/receipts/reliability.ts). */
+export interface ReliabilityFigures {
+  requests: number
+  successes: number
+  cancelled: number
+  p50_ttft_ms: number | null
+  uptime: number | null
+}
+
+/**
+ * The reliability score, in (0, 1]; higher is better. A worker with no record scores as the priors say.
+ *   success = (successes + PRIOR_SUCCESS × PRIOR_REQUESTS) / (requests − cancelled + PRIOR_REQUESTS)
+ *   latency = TTFT_REF_MS / (TTFT_REF_MS + p50_ttft_ms)            (p50 unknown: PRIOR_TTFT_MS)
+ *   uptime  = UPTIME_FLOOR + (1 − UPTIME_FLOOR) × uptime            (uptime unknown: 1)
+ *   score   = success × latency × uptime
+ */
+export function reliabilityScore(e?: ReliabilityFigures): number {
+  const attempts = Math.max(0, (e?.requests ?? 0) - (e?.cancelled ?? 0))
+  const successes = Math.min(e?.successes ?? 0, attempts)
+  const success = (successes + RELIABILITY_PRIOR_SUCCESS * RELIABILITY_PRIOR_REQUESTS) / (attempts + RELIABILITY_PRIOR_REQUESTS)
+  const ttft = Math.max(0, e?.p50_ttft_ms ?? PRIOR_TTFT_MS)
+  const latency = RELIABILITY_TTFT_REF_MS / (RELIABILITY_TTFT_REF_MS + ttft)
+  const up = Math.min(1, Math.max(0, e?.uptime ?? 1))
+  return success * latency * (RELIABILITY_UPTIME_FLOOR + (1 - RELIABILITY_UPTIME_FLOOR) * up)
+}
+
+/** The score of a worker with no record yet. */
+export const RELIABILITY_PRIOR_SCORE = reliabilityScore()
 
 /** `exhausted`: every worker that could serve was already tried for this request. */
 export type Selection = { conn: WorkerConn } | { reason: 'model_not_found' | 'endpoint' | 'coefficient' | 'busy' | 'exhausted'; minCoefficient?: number }
@@ -114,6 +156,7 @@ export function breakerAllows(q: WorkerQuality, now: number): boolean {
  * the worker's price. Lower is better.
  *   latency = ttft + REFERENCE_COMPLETION_TOKENS / tokensPerSec × 1000
  *   cost    = latency × (1 + active / maxActiveRequests) / successRate × (coefficient / 1000)^COEFFICIENT_WEIGHT
+ *             / reliability^RELIABILITY_WEIGHT           (reliability: the committed record's score, see reliabilityScore)
  */
 export function routingCost(c: WorkerConn): number {
   const q = qualityOf(c)
@@ -123,7 +166,8 @@ export function routingCost(c: WorkerConn): number {
   const load = 1 + c.active / Math.max(1, c.info.maxActiveRequests)
   const success = Math.max(q.successRate, 0.05)
   const price = Math.max(c.info.coefficient, 1) / 1000
-  return (latency * load * price ** COEFFICIENT_WEIGHT) / success
+  const reliability = Math.max(c.reliability ?? RELIABILITY_PRIOR_SCORE, 0.01)
+  return (latency * load * price ** COEFFICIENT_WEIGHT) / success / reliability ** RELIABILITY_WEIGHT
 }
 
 /** Kept for callers that want the old notion: expected time until a new request would finish here. */
@@ -132,17 +176,62 @@ export function expectedWaitMs(c: WorkerConn): number {
   return ((c.active + 1) * c.avgMs * (1 + 4 * c.failRate)) / slots
 }
 
-/** Rendezvous (highest random weight) hash of a worker for a salted prefix key. */
-export function rendezvousWeight(a: Affinity, workerId: string): bigint {
-  const h = crypto.createHash('sha256').update(a.client).update('\0').update(a.prefixKey).update('\0').update(workerId).digest()
-  return h.readBigUInt64BE(0)
+/**
+ * Rendezvous (highest random weight) hash of a worker for a salted prefix key, in [0, 2^53). The salted key is
+ * hashed once per request (SHA-256 of client ‖ prefixKey), each worker's id once per worker; the weight mixes
+ * the two with a 32-bit finalizer, so a decision among 1,000 workers costs 1 SHA-256, not 1,000.
+ */
+export function rendezvousWeight(a: Affinity, workerId: string): number {
+  return mixWeight(affinitySeed(a), idHash(workerId))
 }
+
+/** SHA-256(client ‖ 0 ‖ prefixKey), its first 8 bytes as two 32-bit words: secret to anyone but that client. */
+function affinitySeed(a: Affinity): [number, number] {
+  const h = crypto.createHash('sha256').update(a.client).update('\0').update(a.prefixKey).digest()
+  return [h.readUInt32BE(0), h.readUInt32BE(4)]
+}
+
+const idHashes = new Map<string, [number, number]>()
+/** SHA-256 of a worker id as two 32-bit words, remembered (ids are few and never reused with another meaning). */
+function idHash(id: string): [number, number] {
+  let v = idHashes.get(id)
+  if (!v) {
+    const h = crypto.createHash('sha256').update(id).digest()
+    v = [h.readUInt32BE(0), h.readUInt32BE(4)]
+    if (idHashes.size >= ID_HASHES_MAX) idHashes.clear()
+    idHashes.set(id, v)
+  }
+  return v
+}
+const ID_HASHES_MAX = 100_000
+
+/** murmur3's 32-bit finalizer on each word of seed XOR id: a 53-bit weight. */
+function mixWeight(seed: [number, number], id: [number, number]): number {
+  return fmix32(seed[0] ^ id[0]) * 2 ** 21 + (fmix32(seed[1] ^ id[1]) >>> 11)
+}
+
+function fmix32(h: number): number {
+  h ^= h >>> 16
+  h = Math.imul(h, 0x85ebca6b)
+  h ^= h >>> 13
+  h = Math.imul(h, 0xc2b2ae35)
+  h ^= h >>> 16
+  return h >>> 0
+}
+
+/**
+ * Scratch space of selectWorker, reused by every call so that a decision allocates nothing per worker. Selection
+ * is synchronous, so no two calls ever share it; it is cleared after each call (no closed worker is kept alive).
+ */
+const scratchConns: WorkerConn[] = []
+const scratchCosts: number[] = []
 
 /** Picks the worker for `model`, never one in `exclude`. */
 export function selectWorker(conns: Iterable<WorkerConn>, model: string, maxCoefficient: number, exclude: ReadonlySet<string>, options: SelectOptions | string = {}): Selection {
   const opts: SelectOptions = typeof options === 'string' ? { path: options } : options
   const now = opts.now ?? Date.now()
-  const eligible: Array<{ c: WorkerConn; cost: number }> = []
+  let n = 0
+  let best = -1
   let seenModel = false
   let seenEndpoint = false
   let minCoefficient = Infinity
@@ -162,25 +251,30 @@ export function selectWorker(conns: Iterable<WorkerConn>, model: string, maxCoef
     if (!exclude.has(c.id) && !down) untried = true
     if (exclude.has(c.id) || down || c.active >= c.info.maxActiveRequests) continue
     if (!breakerAllows(qualityOf(c), now)) continue
-    eligible.push({ c, cost: routingCost(c) })
+    const cost = routingCost(c)
+    scratchConns[n] = c
+    scratchCosts[n] = cost
+    if (best < 0 || cost < scratchCosts[best] || (cost === scratchCosts[best] && tieBreak(c, scratchConns[best]) < 0)) best = n
+    n++
   }
-  if (eligible.length > 0) {
-    let best = eligible[0]
-    for (const e of eligible) if (e.cost < best.cost || (e.cost === best.cost && tieBreak(e.c, best.c) < 0)) best = e
-    let chosen = best.c
-    if (opts.affinity && eligible.length > 1) {
+  if (n > 0) {
+    let chosen = scratchConns[best]
+    if (opts.affinity && n > 1) {
       // Among the near-best, the prefix's rendezvous winner: the same client's same prefix lands on the same
       // worker (its KV cache is warm there) while that worker stays within the slack of the best.
-      let top: bigint = -1n
-      for (const e of eligible) {
-        if (e.cost > best.cost * (1 + AFFINITY_SLACK)) continue
-        const w = rendezvousWeight(opts.affinity, e.c.id)
+      const limit = scratchCosts[best] * (1 + AFFINITY_SLACK)
+      const seed = affinitySeed(opts.affinity)
+      let top = -1
+      for (let i = 0; i < n; i++) {
+        if (scratchCosts[i] > limit) continue
+        const w = mixWeight(seed, idHash(scratchConns[i].id))
         if (w > top) {
           top = w
-          chosen = e.c
+          chosen = scratchConns[i]
         }
       }
     }
+    scratchConns.fill(undefined as unknown as WorkerConn, 0, n)
     const q = qualityOf(chosen)
     if (q.breaker.state === 'half-open') Object.assign(q.breaker, { trialInFlight: true, until: now + BREAKER_OPEN_MS })
     return { conn: chosen }
@@ -243,6 +337,7 @@ export function qualityStats(c: WorkerConn): Record<string, unknown> {
     inFlight: c.active,
     capacity: c.info.maxActiveRequests,
     breaker: q.breaker.state,
+    reliability: Math.round((c.reliability ?? RELIABILITY_PRIOR_SCORE) * 1000) / 1000,
     cost: Math.round(routingCost(c)),
   }
 }

@@ -15,7 +15,7 @@ import { CAPABILITY_PATHS, HEADERS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX
 import type { PartyLedger } from '../payments/party-ledger.ts'
 import { DuplicateRequestError } from '../payments/billing.ts'
 import { checkVoucher, InvalidVoucherError } from '../ton/contracts/index.ts'
-import { validateEmbeddingRequest, validateRequest, validateTranscriptionForm, type TranscriptionFormat } from '../net/validate.ts'
+import { askedMaxTokens, checkHopAgreement, validateEmbeddingRequest, validateRequest, validateTranscriptionForm, type TranscriptionFormat } from '../net/validate.ts'
 import { AnswerAggregator, answerIds, answerText, chunkText, EMBEDDING_OBJECT, TRANSCRIPTION_OBJECT } from '../net/openai.ts'
 import { verifyReceiptProof } from '../payments/receipts/proof.ts'
 import { Cell } from '@ton/core'
@@ -280,6 +280,7 @@ export class Worker implements OpsSource {
     let chunks = 0
     /** Seals the answer to the client when the request came end-to-end encrypted. */
     let sealer: AnswerWriter | undefined
+    let firstTokenAtMs = 0
     try {
       const received = await readBody(stream, MAX_BODY_BYTES + E2EE_OVERHEAD_BYTES)
       let raw = received
@@ -293,6 +294,8 @@ export class Worker implements OpsSource {
       const reserved = Number(headers[HEADERS.maxTokens])
       const maxTokensCap = Number.isSafeInteger(reserved) && reserved > 0 ? Math.min(reserved, this.o.maxTokensCap) : this.o.maxTokensCap
       const req = validateRequest(kind, body, requestId, { modelId: this.deps.backend.model.id, maxTokensCap, features: this.deps.backend.features })
+      // The proxy routed and reserved by the hop headers: run nothing else than what they say.
+      checkHopAgreement(headers, { model: body.model, stream: body.stream === true, maxTokens: askedMaxTokens(body) }, this.o.maxTokensCap)
       const ids = answerIds(kind, requestId)
       let answerId: string | undefined
       const streaming = body.stream === true
@@ -304,7 +307,7 @@ export class Worker implements OpsSource {
       try {
         for await (const ev of this.deps.backend.run(req, { signal })) {
           if (ev.type === 'chunk') {
-            chunks++
+            if (chunks++ === 0) firstTokenAtMs = Date.now()
             if (answerId === undefined) answerId = (JSON.parse(ev.json) as { id?: string }).id ?? ids.id
             if (agg) agg.add(ev.json)
             else {
@@ -353,6 +356,7 @@ export class Worker implements OpsSource {
         sampling,
         model: req.model,
         startedAtMs,
+        firstTokenAtMs,
         finishReason: finish,
         prices: headers[HEADERS.price],
       })
@@ -482,6 +486,7 @@ export class Worker implements OpsSource {
         raw = await readBody(stream, MAX_BODY_BYTES)
         const body = parseJsonObject(raw)
         const { req, encoding } = validateEmbeddingRequest(body, requestId, { modelId: model })
+        checkHopAgreement(headers, { model: body.model, stream: body.stream === true })
         const r = await backend.embed!(req, { signal })
         usage = { promptTokens: r.promptTokens, cachedTokens: 0, completionTokens: 0, reasoningTokens: 0 }
         id = `emb-${requestId}`
@@ -492,6 +497,7 @@ export class Worker implements OpsSource {
         raw = await readBody(stream, MAX_AUDIO_BODY_BYTES)
         const form = await parseMultipart(raw, headers['content-type'])
         const f = validateTranscriptionForm(form, { modelId: model })
+        checkHopAgreement(headers, { model: form.get('model'), stream: false })
         sampling = { ...sampling, temperature: f.temperature ?? null }
         const audio = new Uint8Array(await f.file.arrayBuffer())
         const probe = await probeAudio(audio, signal)
@@ -687,7 +693,7 @@ export class Worker implements OpsSource {
    */
   private async usageTrailers(
     record: UsageRecord,
-    r: { stream: http2.ServerHttp2Stream; salt: Buffer; raw: Buffer; text: string; sampling: SamplingParams; model: string; startedAtMs: number; finishReason: string; prices: unknown },
+    r: { stream: http2.ServerHttp2Stream; salt: Buffer; raw: Buffer; text: string; sampling: SamplingParams; model: string; startedAtMs: number; firstTokenAtMs?: number; finishReason: string; prices: unknown },
   ): Promise<http2.OutgoingHttpHeaders> {
     const id = this.deps.identity.current()
     const json = JSON.stringify(record)
@@ -695,6 +701,7 @@ export class Worker implements OpsSource {
     const trailers: http2.OutgoingHttpHeaders = { [HEADERS.usage]: json, [HEADERS.usageSig]: Buffer.from(sig).toString('base64') }
     const link = this.links.find((l) => l.session === r.stream.session)
     const proxyKey = link?.peer?.claims.paymentKey ? Buffer.from(link.peer.claims.paymentKey, 'hex') : link?.peer ? Buffer.from(link.peer.publicKey) : Buffer.alloc(32)
+    const endedAtMs = Date.now()
     try {
       const fields = receiptFields({
         signer: 'worker',
@@ -712,7 +719,9 @@ export class Worker implements OpsSource {
         coefficient: this.o.coefficient,
         prices: parsePriceHeader(r.prices) ?? OFFCHAIN_PRICE_PARAMS,
         startedAtMs: r.startedAtMs,
-        endedAtMs: Date.now(),
+        // A unary answer (embeddings, transcription) comes whole: its first token is its end.
+        firstTokenAtMs: r.firstTokenAtMs ?? endedAtMs,
+        endedAtMs,
         finishReason: r.finishReason,
       })
       const receipt = await signReceipt(fields, (d) => id.signAsync(d))

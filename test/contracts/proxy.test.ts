@@ -4,6 +4,7 @@ import assert from 'node:assert/strict'
 import { beginCell } from '@ton/core'
 import { ContractExitCode as E } from '../../src/ton/contracts/errors.ts'
 import { Op } from '../../src/ton/contracts/opcodes.ts'
+import { commitStateBody, parseCommitStateBody } from '../../src/ton/contracts/proxy.ts'
 import { createNet, createOpenChannel, expectNoTx, expectRejected, expectTx, GAS, ONE_TON, PARAMS } from './helpers.ts'
 
 const HASH_A = Buffer.alloc(32, 0x11)
@@ -118,6 +119,48 @@ describe('proxy contract', () => {
       expectRejected(r.transactions, net.proxy.address, E.ReceiptsRootMalformed)
       r = await net.proxy.sendCommitState(net.proxyOwner.getSender(), { value: GAS, seqno: 1n, stateHash: HASH_A, receipts: { root: ROOT_A, count: 0n } })
       expectRejected(r.transactions, net.proxy.address, E.ReceiptsRootMalformed)
+    })
+  })
+
+  describe('reliability record commits', () => {
+    const ROOT_A = Buffer.alloc(32, 0xaa)
+    const REL_A = Buffer.alloc(32, 0x5a)
+    const REL_B = Buffer.alloc(32, 0x5b)
+
+    it('stores the reliability record hash with each commit and serves it from get_reliability_hash', async () => {
+      const net = await createOpenChannel()
+      assert.deepEqual(await net.proxy.getReliabilityHash(), { seqno: 0n, hash: Buffer.alloc(32) })
+      let r = await net.proxy.sendCommitState(net.proxyOwner.getSender(), { value: GAS, seqno: 1n, stateHash: HASH_A, receipts: { root: ROOT_A, count: 3n }, reliabilityHash: REL_A })
+      expectTx(r.transactions, { to: net.proxy.address, op: Op.proxyCommitState, success: true })
+      assert.deepEqual(await net.proxy.getReliabilityHash(), { seqno: 1n, hash: REL_A })
+      // The receipts commit is unchanged by the new field.
+      assert.deepEqual(await net.proxy.getReceiptsRoot(), { seqno: 1n, root: ROOT_A, count: 3n })
+      r = await net.proxy.sendCommitState(net.proxyOwner.getSender(), { value: GAS, seqno: 2n, stateHash: HASH_B, receipts: { root: ROOT_A, count: 3n }, reliabilityHash: REL_B })
+      expectTx(r.transactions, { to: net.proxy.address, success: true })
+      assert.deepEqual(await net.proxy.getReliabilityHash(), { seqno: 2n, hash: REL_B })
+      // A commit that states no record (the wrapper's default) stores zeros: the hash always belongs to the latest seqno.
+      r = await net.proxy.sendCommitState(net.proxyOwner.getSender(), { value: GAS, seqno: 3n, stateHash: HASH_B, receipts: { root: ROOT_A, count: 3n } })
+      expectTx(r.transactions, { to: net.proxy.address, success: true })
+      assert.deepEqual(await net.proxy.getReliabilityHash(), { seqno: 3n, hash: Buffer.alloc(32) })
+    })
+
+    it('keeps the committed hash when a commit is refused, and refuses anyone but the owner', async () => {
+      const net = await createOpenChannel()
+      await net.proxy.sendCommitState(net.proxyOwner.getSender(), { value: GAS, seqno: 5n, stateHash: HASH_A, receipts: { root: ROOT_A, count: 3n }, reliabilityHash: REL_A })
+      let r = await net.proxy.sendCommitState(net.proxyOwner.getSender(), { value: GAS, seqno: 5n, stateHash: HASH_B, receipts: { root: ROOT_A, count: 3n }, reliabilityHash: REL_B })
+      expectRejected(r.transactions, net.proxy.address, E.SeqnoNotNewer)
+      r = await net.proxy.sendCommitState(net.stranger.getSender(), { value: GAS, seqno: 6n, stateHash: HASH_B, receipts: { root: ROOT_A, count: 3n }, reliabilityHash: REL_B })
+      expectRejected(r.transactions, net.proxy.address, E.NotOwner)
+      assert.deepEqual(await net.proxy.getReliabilityHash(), { seqno: 5n, hash: REL_A })
+    })
+
+    it('the commit body round-trips through the audit parser, and a body without the hash parses as none', () => {
+      const body = commitStateBody({ seqno: 9n, stateHash: HASH_A, receipts: { root: ROOT_A, count: 2n }, reliabilityHash: REL_A })
+      const back = parseCommitStateBody(body)!
+      assert.deepEqual(back.reliabilityHash, REL_A)
+      assert.equal(back.seqno, 9n)
+      const old = beginCell().storeUint(Op.proxyCommitState, 32).storeUint(0, 64).storeUint(9, 64).storeBuffer(HASH_A).storeBuffer(ROOT_A).storeUint(2, 64).endCell()
+      assert.deepEqual(parseCommitStateBody(old)!.reliabilityHash, Buffer.alloc(32))
     })
   })
 

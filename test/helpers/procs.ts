@@ -25,9 +25,13 @@ export interface Proc {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
 }
 
-/** Spawns `cocoon <args>`, collecting stdout and stderr. */
-export function cocoon(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
-  const proc = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...process.env, COCOON_MODELS: MODELS_DIR, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+/**
+ * Spawns `cocoon <args>`, collecting stdout and stderr. With `netns`, inside that Linux network namespace
+ * (`ip netns exec NS node …`: ip execs node in place, so the process's pid is node's).
+ */
+export function cocoon(args: string[], env: NodeJS.ProcessEnv = {}, opts: { netns?: string } = {}): Proc {
+  const [cmd, argv] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, process.execPath, BIN, ...args]] : [process.execPath, [BIN, ...args]]
+  const proc = spawn(cmd, argv, { cwd: ROOT, env: { ...process.env, COCOON_MODELS: MODELS_DIR, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
   live.add(proc)
   let out = ''
   let err = ''

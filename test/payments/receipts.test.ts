@@ -22,15 +22,38 @@ function keyPair() {
 export function sampleFields(i = 0, workerKey = Buffer.alloc(32, 7)): ReceiptFields {
   const salt = Buffer.alloc(32, i + 1)
   return {
-    version: 1, signer: 'worker', requestId: `req-${i}`,
+    version: 2, signer: 'worker', requestId: `req-${i}`,
     requestHash: requestHash(salt, Buffer.from('{"model":"m"}')), answerHash: answerHash(salt, 'Once upon a time'),
     paramsHash: paramsHash(salt, { temperature: 0, top_p: null, seed: 1, max_tokens: 16, stop: null }),
     modelId: 'stories260K', modelHash: Buffer.alloc(32, 2), imageHash: Buffer.alloc(32, 3), workerKey, proxyKey: Buffer.alloc(32, 4),
     promptTokens: 10 + i, cachedTokens: 0, completionTokens: 16, reasoningTokens: 0, coefficient: 1000,
     pricePerTokenNano: 1000n, workerFeePerTokenNano: 800n, adjustedTokens: BigInt(26 + i), costNano: BigInt((26 + i) * 1000),
-    startedAtMs: 1_700_000_000_000, endedAtMs: 1_700_000_000_500, finishReason: 'length',
+    startedAtMs: 1_700_000_000_000, firstTokenAtMs: 1_700_000_000_100, endedAtMs: 1_700_000_000_500, finishReason: 'length',
   }
 }
+
+test('a version 1 receipt (before first_token_at_ms) still decodes and verifies; version 2 carries the first token time', async () => {
+  const k = keyPair()
+  const v1 = await signReceipt({ ...sampleFields(0, k.raw), version: 1, firstTokenAtMs: 0 }, k.sign)
+  const back1 = decodeReceiptBoc(v1.cell.toBoc())
+  assert.equal(back1.fields.version, 1)
+  assert.equal(back1.fields.firstTokenAtMs, 0)
+  assert.ok(verifyReceiptSignature(back1, k.raw))
+  assert.ok(!('first_token_at_ms' in receiptFieldsJson(back1.fields)))
+  // Version 1's body has exactly the layout of docs/receipts.md before the bump: 32+8·3+256·3+64·2 bits.
+  assert.equal(v1.cell.refs[0].bits.length, 952)
+  const v2 = await signReceipt(sampleFields(0, k.raw), k.sign)
+  assert.equal(v2.cell.refs[0].bits.length, 1016)
+  const back2 = decodeReceiptBoc(v2.cell.toBoc())
+  assert.equal(back2.fields.firstTokenAtMs, 1_700_000_000_100)
+  assert.equal(receiptFieldsJson(back2.fields).first_token_at_ms, 1_700_000_000_100)
+  // The time is signed: changing it breaks the signature.
+  const forged = await signReceipt({ ...v2.fields, firstTokenAtMs: 1_700_000_000_001 }, () => v2.signature)
+  assert.ok(!verifyReceiptSignature(forged, k.raw))
+  // An unknown version is refused with a clear message.
+  const v3 = await signReceipt({ ...sampleFields(0, k.raw), version: 3 }, k.sign)
+  assert.throws(() => decodeReceiptBoc(v3.cell.toBoc()), /receipt version 3, this build reads 1 and 2/)
+})
 
 test('a signed receipt round-trips through its BoC and verifies against the signer only', async () => {
   const k = keyPair()

@@ -4,8 +4,10 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import {
-  AFFINITY_SLACK, BREAKER_OPEN_MS, BREAKER_THRESHOLD, PRIOR_TTFT_MS, recordOutcome, routingCost, selectWorker, type WorkerConn,
+  AFFINITY_SLACK, BREAKER_OPEN_MS, BREAKER_THRESHOLD, PRIOR_TTFT_MS, RELIABILITY_PRIOR_SCORE, RELIABILITY_PRIOR_SUCCESS, recordOutcome, reliabilityScore, routingCost, selectWorker, type WorkerConn,
 } from '../../src/proxy/routing.ts'
+import { buildReliabilityRecord } from '../../src/payments/receipts/reliability.ts'
+import type { ReceiptFields } from '../../src/payments/receipts/receipt.ts'
 
 function worker(id: string, o: { model?: string; coefficient?: number; capacity?: number; active?: number } = {}): WorkerConn {
   return {
@@ -131,5 +133,59 @@ describe('routing by measured quality', () => {
     measure(good, 5, 100, 50)
     measure(bad, 5, 100 * (1 + AFFINITY_SLACK) * 4, 10)
     for (let i = 0; i < 30; i++) assert.equal(pick([good, bad], { affinity: { prefixKey: `p-${i}`, client: 'c' } }), 'good')
+  })
+
+  it('the reliability score: a prior for new workers, rising with successes, falling with failures, slow first tokens and absence', () => {
+    assert.equal(reliabilityScore(), RELIABILITY_PRIOR_SCORE)
+    const base = { requests: 200, successes: 200, cancelled: 0, p50_ttft_ms: PRIOR_TTFT_MS, uptime: 1 }
+    const perfect = reliabilityScore(base)
+    assert.ok(perfect > RELIABILITY_PRIOR_SCORE, 'a long clean record beats the prior')
+    assert.ok(reliabilityScore({ ...base, successes: 150 }) < RELIABILITY_PRIOR_SCORE, 'a poor record falls below the prior')
+    assert.ok(reliabilityScore({ ...base, p50_ttft_ms: 2000 }) < perfect)
+    assert.ok(reliabilityScore({ ...base, uptime: 0.5 }) < perfect)
+    // Cancellations are the app's doing, not held against the worker.
+    assert.equal(reliabilityScore({ ...base, requests: 300, cancelled: 100 }), perfect)
+    // One request does not move a new worker far from the prior, either way.
+    const one = { requests: 1, cancelled: 0, p50_ttft_ms: null, uptime: null }
+    assert.ok(Math.abs(reliabilityScore({ ...one, successes: 0 }) - RELIABILITY_PRIOR_SCORE) / RELIABILITY_PRIOR_SCORE < RELIABILITY_PRIOR_SUCCESS / 10)
+  })
+
+  it('steers routing share by the committed record: the reliable worker gets the largest share, the flaky one the least', () => {
+    // Records derived from receipts, as the proxy commits them: same speed, different success.
+    const fields = (key: number, ok: number, failed: number): ReceiptFields[] =>
+      Array.from({ length: ok + failed }, (_, i) => ({
+        workerKey: Buffer.alloc(32, key), modelId: 'm', signer: 'worker', finishReason: i < ok ? 'stop' : 'error',
+        startedAtMs: 1000, firstTokenAtMs: 1200, endedAtMs: 3200, completionTokens: 41,
+      }) as unknown as ReceiptFields)
+    const record = buildReliabilityRecord({
+      proxyKey: '00', seqno: 1, receipts: { from: 0, to: 1000 }, uptimeWindow: { startMs: 0, endMs: 1 },
+      fields: [...fields(1, 495, 5), ...fields(2, 300, 200)],
+    })
+    const [rel, flk] = record.workers
+    assert.equal(rel.successes, 495)
+    assert.equal(flk.successes, 300)
+    assert.equal(rel.p50_ttft_ms, 200)
+    const reliable = worker('reliable', { capacity: 8 })
+    const newcomer = worker('newcomer', { capacity: 8 })
+    const flaky = worker('flaky', { capacity: 8 })
+    reliable.reliability = reliabilityScore(rel)
+    flaky.reliability = reliabilityScore(flk)
+    // Identical live measurements, so only the record differs.
+    for (const w of [reliable, newcomer, flaky]) measure(w, 5, 200, 20)
+    const ws = [flaky, newcomer, reliable]
+    const share = new Map<string, number>(ws.map((w) => [w.id, 0]))
+    const running: WorkerConn[] = []
+    for (let i = 0; i < 3000; i++) {
+      const s = selectWorker(ws, 'm', 10_000, none)
+      assert.ok('conn' in s)
+      s.conn.active++
+      running.push(s.conn)
+      share.set(s.conn.id, share.get(s.conn.id)! + 1)
+      // Twelve requests in flight at a time: the oldest finishes.
+      if (running.length > 12) running.shift()!.active--
+    }
+    const [r, n, f] = ['reliable', 'newcomer', 'flaky'].map((id) => share.get(id)!)
+    assert.ok(r > n && n > f, `shares reliable ${r}, newcomer ${n}, flaky ${f}`)
+    assert.ok(f > 0, 'the flaky worker still gets some traffic (load spreads it)')
   })
 })

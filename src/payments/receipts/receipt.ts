@@ -3,8 +3,10 @@ import crypto from 'node:crypto'
 import { beginCell, Cell, type Slice } from '@ton/core'
 import { priceRequest, type PriceParams, type TokenUsage } from '../pricing.ts'
 
-/** Bumped on any change to the receipt layout. */
-export const RECEIPT_VERSION = 1
+/** Bumped on any change to the receipt layout. Version 2 adds first_token_at_ms; version 1 receipts still decode and verify. */
+export const RECEIPT_VERSION = 2
+/** The receipt versions this build reads. */
+export const RECEIPT_VERSIONS_READ: readonly number[] = [1, 2]
 /** Prefix of a receipt body cell: ASCII "rcp1". */
 export const RECEIPT_BODY_TAG = 0x72637031
 /** What a receipt signature covers: this domain tag, then the body cell's 32-byte representation hash. */
@@ -53,6 +55,11 @@ export interface ReceiptFields {
   /** What the client pays for this answer: adjustedTokens × pricePerTokenNano. */
   costNano: bigint
   startedAtMs: number
+  /**
+   * When the answer's first token was produced (unix ms); 0 when unknown or there was none. Version 2 on;
+   * a version 1 receipt has none (0).
+   */
+  firstTokenAtMs: number
   endedAtMs: number
   finishReason: FinishReason
 }
@@ -108,7 +115,7 @@ export function receiptBodyCell(f: ReceiptFields): Cell {
     .storeUint(f.adjustedTokens, 64)
     .storeCoins(f.costNano)
     .endCell()
-  return beginCell()
+  const b = beginCell()
     .storeUint(RECEIPT_BODY_TAG, 32)
     .storeUint(f.version, 8)
     .storeUint(SIGNERS.indexOf(f.signer), 8)
@@ -118,6 +125,8 @@ export function receiptBodyCell(f: ReceiptFields): Cell {
     .storeBuffer(f.paramsHash, 32)
     .storeUint(f.startedAtMs, 64)
     .storeUint(f.endedAtMs, 64)
+  if (f.version >= 2) b.storeUint(f.firstTokenAtMs, 64)
+  return b
     .storeRef(ids)
     .storeRef(parties)
     .storeRef(usage)
@@ -156,7 +165,7 @@ export function decodeReceipt(cell: Cell): Receipt {
     const b = body.beginParse()
     if (b.loadUint(32) !== RECEIPT_BODY_TAG) throw new ReceiptFormatError('not a receipt (bad tag)')
     const version = b.loadUint(8)
-    if (version !== RECEIPT_VERSION) throw new ReceiptFormatError(`receipt version ${version}, this build reads ${RECEIPT_VERSION}`)
+    if (!RECEIPT_VERSIONS_READ.includes(version)) throw new ReceiptFormatError(`receipt version ${version}, this build reads ${RECEIPT_VERSIONS_READ.join(' and ')}`)
     const signer = SIGNERS[b.loadUint(8)]
     const finishReason = FINISH_REASONS[b.loadUint(8)]
     if (!signer || !finishReason) throw new ReceiptFormatError('unknown signer or finish reason')
@@ -165,6 +174,7 @@ export function decodeReceipt(cell: Cell): Receipt {
     const paramsHash = b.loadBuffer(32)
     const startedAtMs = Number(b.loadUintBig(64))
     const endedAtMs = Number(b.loadUintBig(64))
+    const firstTokenAtMs = version >= 2 ? Number(b.loadUintBig(64)) : 0
     const ids = b.loadRef().beginParse()
     const parties = b.loadRef().beginParse()
     const u = b.loadRef().beginParse()
@@ -194,6 +204,7 @@ export function decodeReceipt(cell: Cell): Receipt {
       adjustedTokens: u.loadUintBig(64),
       costNano: u.loadCoins(),
       startedAtMs,
+      firstTokenAtMs,
       endedAtMs,
       finishReason,
     }
@@ -250,6 +261,7 @@ export function receiptFieldsJson(f: ReceiptFields): Record<string, unknown> {
     adjusted_tokens: f.adjustedTokens.toString(),
     cost_nano: f.costNano.toString(),
     started_at_ms: f.startedAtMs,
+    ...(f.version >= 2 ? { first_token_at_ms: f.firstTokenAtMs } : {}),
     ended_at_ms: f.endedAtMs,
     finish_reason: f.finishReason,
   }
@@ -320,6 +332,8 @@ export interface ReceiptInput {
   coefficient: number
   prices: PriceParams
   startedAtMs: number
+  /** When the first token was produced (unix ms); omitted or 0 when unknown (e.g. the proxy signs for a dead worker). */
+  firstTokenAtMs?: number
   endedAtMs: number
   finishReason: string
 }
@@ -353,6 +367,7 @@ export function receiptFields(i: ReceiptInput): ReceiptFields {
     adjustedTokens: cost.adjustedTokens,
     costNano: cost.clientNano,
     startedAtMs: i.startedAtMs,
+    firstTokenAtMs: i.firstTokenAtMs ?? 0,
     endedAtMs: i.endedAtMs,
     finishReason: finishReasonOf(i.finishReason),
   }

@@ -18,7 +18,7 @@ export type { Params, ProxyInfo, ProxyEndpoint, ProxyRegistration, DelistRecord,
 export { RootContract, signRegistration, isOffered, offeredProxies } from './root.ts'
 export type { RootState, SendOpts, SignedRegistration } from './root.ts'
 export { ProxyContract, commitStateBody, parseCommitStateBody } from './proxy.ts'
-export type { ProxyState, ProxyIdentity, ReceiptsRoot, CommitStateBody } from './proxy.ts'
+export type { ProxyState, ProxyIdentity, ReceiptsRoot, ReliabilityHash, CommitStateBody } from './proxy.ts'
 export { ClientContract, topUpBody } from './client.ts'
 export type { ClientState, ClientIdentity, TopUpMessage } from './client.ts'
 export { WorkerContract } from './worker.ts'

@@ -41,6 +41,13 @@ export interface ProxyState {
 }
 
 /** The receipt log as of the last state commit (get_receipts_root). */
+export interface ReliabilityHash {
+  /** The state commit that carried it (0 before the first). */
+  seqno: bigint
+  /** SHA-256 of the record's canonical JSON; 32 zero bytes when the commit stated none. */
+  hash: Buffer
+}
+
 export interface ReceiptsRoot {
   /** The state commit that carried it (0 before the first). */
   seqno: bigint
@@ -90,8 +97,9 @@ export class ProxyContract implements Contract {
    * Owner: records a (seqno, 32-byte hash) state commit with the receipt log's root and count;
    * seqno must grow and the count never shrinks. Without `receipts`, the last committed ones are
    * not known here, so an empty log is committed (which fails once receipts were committed).
+   * `reliabilityHash`: the SHA-256 of the reliability record committed with it (default: none, zeros).
    */
-  async sendCommitState(provider: ContractProvider, via: Sender, opts: SendOpts & { seqno: bigint; stateHash: Buffer; receipts?: { root: Buffer; count: bigint } }) {
+  async sendCommitState(provider: ContractProvider, via: Sender, opts: SendOpts & { seqno: bigint; stateHash: Buffer; receipts?: { root: Buffer; count: bigint }; reliabilityHash?: Buffer }) {
     const body = commitStateBody(opts)
     await sendOp(provider, via, opts.value, body)
   }
@@ -135,6 +143,12 @@ export class ProxyContract implements Contract {
     return { seqno: stack.readBigNumber(), root: uint256ToBuffer(stack.readBigNumber()), count: stack.readBigNumber() }
   }
 
+  /** The reliability record's hash as of the last commit (zeros when that commit stated none). */
+  async getReliabilityHash(provider: ContractProvider): Promise<ReliabilityHash> {
+    const { stack } = await provider.get('get_reliability_hash', [])
+    return { seqno: stack.readBigNumber(), hash: uint256ToBuffer(stack.readBigNumber()) }
+  }
+
   async getIdentity(provider: ContractProvider): Promise<ProxyIdentity> {
     const { stack } = await provider.get('proxyIdentity', [])
     return {
@@ -163,12 +177,13 @@ export class ProxyContract implements Contract {
 }
 
 /** The body of a ProxyCommitState message. */
-export function commitStateBody(opts: { queryId?: bigint; seqno: bigint; stateHash: Buffer; receipts?: { root: Buffer; count: bigint } }): Cell {
+export function commitStateBody(opts: { queryId?: bigint; seqno: bigint; stateHash: Buffer; receipts?: { root: Buffer; count: bigint }; reliabilityHash?: Buffer }): Cell {
   return opBody(Op.proxyCommitState, opts.queryId)
     .storeUint(opts.seqno, 64)
     .storeUint(bufferToUint256(opts.stateHash), 256)
     .storeUint(bufferToUint256(opts.receipts?.root ?? Buffer.alloc(32)), 256)
     .storeUint(opts.receipts?.count ?? 0n, 64)
+    .storeUint(bufferToUint256(opts.reliabilityHash ?? Buffer.alloc(32)), 256)
     .endCell()
 }
 
@@ -179,6 +194,8 @@ export interface CommitStateBody {
   stateHash: Buffer
   receiptsRoot: Buffer
   receiptsCount: bigint
+  /** Zeros when the commit stated no reliability record, or predates the field (a body without it). */
+  reliabilityHash: Buffer
 }
 
 /** Parses a ProxyCommitState body; undefined when the cell is not one. */
@@ -192,6 +209,7 @@ export function parseCommitStateBody(body: Cell): CommitStateBody | undefined {
       stateHash: uint256ToBuffer(s.loadUintBig(256)),
       receiptsRoot: uint256ToBuffer(s.loadUintBig(256)),
       receiptsCount: s.loadUintBig(64),
+      reliabilityHash: s.remainingBits >= 256 ? uint256ToBuffer(s.loadUintBig(256)) : Buffer.alloc(32),
     }
   } catch {
     return undefined

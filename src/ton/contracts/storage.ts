@@ -252,7 +252,7 @@ export function proxyInitialData(c: ProxyConfig): Cell {
     .storeUint(0n, 256) // commit hash
     .storeUint(0, 32) // unlock at
     .storeRef(identity)
-    .storeRef(beginCell().storeUint(0n, 256).storeUint(0n, 64).endCell()) // receipts: root, count
+    .storeRef(beginCell().storeUint(0n, 256).storeUint(0n, 64).storeUint(0n, 256).endCell()) // receipts: root, count, reliability hash
     .endCell()
 }
 
