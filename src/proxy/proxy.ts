@@ -19,6 +19,7 @@ import { checkUsage, ed25519PublicKey } from '../net/usage.ts'
 import { ErrorBudget } from './error-budget.ts'
 import { DEFAULT_REQUEST_MS, qualityStats, recordOutcome, workerEndpoints, type WorkerConn } from './routing.ts'
 import { AdmissionQueue, DEFAULT_QUEUE_DEPTH, DEFAULT_QUEUE_MAX_WAIT_MS } from './admission.ts'
+import type { ReliabilityPublisher } from './reliability.ts'
 
 export const MAX_ATTEMPTS = 3
 export const WORKER_INFO_TIMEOUT_MS = 5_000
@@ -54,6 +55,8 @@ export interface ProxyDeps {
   payoutVoucher?: (workerAccount: string) => string | undefined
   /** The account a client is billed under (its wallet address on chain). Default: its key, hex. */
   clientAccount?: (peer: VerifiedPeer) => string
+  /** The reliability record (on chain only): told when workers come and go (uptime), asked for their routing scores. */
+  reliability?: ReliabilityPublisher
 }
 
 type Outcome = 'succeeded' | 'failed' | 'cancelled' | 'timeout' | 'rejected'
@@ -118,6 +121,10 @@ export class Proxy implements OpsSource {
         this.set({ why: 'full' }, q.rejectedFull)
         this.set({ why: 'wait' }, q.timedOut)
       },
+    })
+    // Each committed reliability record re-scores the connected workers for routing.
+    deps.reliability?.onRecord(() => {
+      for (const c of this.workers.values()) c.reliability = deps.reliability!.scoreOf(Buffer.from(c.peer.publicKey).toString('hex'), c.info.model.id)
     })
     this.clientH2.on('stream', (stream, headers) => this.onClientStream(stream, headers))
     this.clientH2.on('session', (s) => {
@@ -219,12 +226,16 @@ export class Proxy implements OpsSource {
       }
       this.workers.set(conn.id, conn)
       this.m.workers.set(this.workers.size)
+      const workerKey = Buffer.from(peer.publicKey).toString('hex')
+      conn.reliability = this.deps.reliability?.scoreOf(workerKey, info.model.id)
+      this.deps.reliability?.uptime.connected(workerKey, info.model.id)
       this.admission.pump()
       const ping = setInterval(() => {
         if (!session.closed) session.ping((err) => err && session.destroy())
       }, PING_INTERVAL_MS).unref()
       session.once('close', () => {
         clearInterval(ping)
+        this.deps.reliability?.uptime.disconnected(workerKey, info.model.id)
         this.workers.delete(conn.id)
         this.m.workers.set(this.workers.size)
         this.admission.pump()
