@@ -8,6 +8,8 @@ export const BENCH_RESULT_VERSION = 1
 export const DEFAULT_OUT_FILE = 'bench/results/latest.json'
 /** Where `cocoon bench --soak` writes its result unless --out says otherwise. */
 export const DEFAULT_SOAK_OUT_FILE = 'bench/results/soak.json'
+/** Where `cocoon bench --scale` writes its result unless --out says otherwise. */
+export const DEFAULT_SCALE_OUT_FILE = 'bench/results/scale.json'
 
 /** Where the contract fee report lives, relative to the working directory (see src/ton/contracts/fees.ts). */
 export const DEFAULT_FEE_REPORT_FILE = 'bench/results/contract-fees.json'

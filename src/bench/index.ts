@@ -4,7 +4,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { BENCH_PLANS, BENCH_RESULT_VERSION, DEFAULT_FEE_REPORT_FILE, DEFAULT_OUT_FILE, DEFAULT_SOAK_OUT_FILE, FAKE_CHUNK_BYTES, FAKE_CHUNK_COUNT, FAKE_CHUNK_DELAY_MS, FAKE_PROMPT_TOKENS, type BenchMode } from './constants.ts'
+import { BENCH_PLANS, BENCH_RESULT_VERSION, DEFAULT_FEE_REPORT_FILE, DEFAULT_OUT_FILE, DEFAULT_SOAK_OUT_FILE, DEFAULT_SCALE_OUT_FILE, FAKE_CHUNK_BYTES, FAKE_CHUNK_COUNT, FAKE_CHUNK_DELAY_MS, FAKE_PROMPT_TOKENS, type BenchMode } from './constants.ts'
 import { measureFees } from './fees.ts'
 import { measureHandshakes } from './handshake.ts'
 import { measureInference } from './inference.ts'
@@ -16,8 +16,9 @@ import { renderMarkdown } from './report.ts'
 import { checkBenchResult, type BenchResult } from './schema.ts'
 import { round } from './stats.ts'
 
-export { checkBenchResult, type BenchResult } from './schema.ts'
-export { renderMarkdown, BENCH_TARGETS } from './report.ts'
+export { checkBenchResult, checkScaleResult, type BenchResult, type ScaleResult, type ScaleFigures } from './schema.ts'
+export { renderMarkdown, renderScaleMarkdown, BENCH_TARGETS } from './report.ts'
+export { runScale, type ScaleOptions } from './scale.ts'
 export { startFakeBackend, type FakeBackend, type FakeBackendOptions } from './fake-backend.ts'
 export { BENCH_PLANS, type BenchMode, type BenchPlan } from './constants.ts'
 
@@ -129,13 +130,18 @@ export function writeResult(file: string, result: BenchResult): void {
 
 /**
  * The command line: `cocoon bench [--quick] [--out FILE] [--chunks N] [--chunk-bytes B]
- * [--chunk-delay-ms D] [--model SPEC] [--no-chain] [--tdx-fixtures DIR] [--fee-report FILE] [--keep]`, or
- * `cocoon bench fake-backend [...]` to run the fake backend alone.
+ * [--chunk-delay-ms D] [--model SPEC] [--no-chain] [--tdx-fixtures DIR] [--fee-report FILE] [--keep]`,
+ * `cocoon bench --scale [--workers N] [--streams N] [--out FILE] [--keep]` (scale.ts), or
+ * `cocoon bench fake-backend [...]` / `cocoon bench scale-workers [...]` to run a helper process alone.
  */
 export async function runBench(args: string[]): Promise<void> {
   if (args[0] === 'fake-backend') {
     const { runFakeBackendCommand } = await import('./fake-backend.ts')
     return runFakeBackendCommand(args.slice(1))
+  }
+  if (args[0] === 'scale-workers') {
+    const { runScaleWorkersCommand } = await import('./scale-workers.ts')
+    return runScaleWorkersCommand(args.slice(1))
   }
 
   const { values } = parseArgs({
@@ -152,6 +158,9 @@ export async function runBench(args: string[]): Promise<void> {
       'fee-report': { type: 'string' },
       keep: { type: 'boolean', default: false },
       soak: { type: 'string' },
+      scale: { type: 'boolean', default: false },
+      workers: { type: 'string' },
+      streams: { type: 'string' },
     },
     strict: true,
   })
@@ -159,6 +168,24 @@ export async function runBench(args: string[]): Promise<void> {
   process.once('SIGINT', () => process.exit(130))
   process.once('SIGTERM', () => process.exit(143))
   const started = Date.now()
+  if (!values.scale && (values.workers !== undefined || values.streams !== undefined)) throw Object.assign(new Error('--workers and --streams go with --scale'), { name: 'UsageError' })
+  if (values.scale) {
+    const { runScale } = await import('./scale.ts')
+    const { renderScaleMarkdown } = await import('./report.ts')
+    const { checkScaleResult } = await import('./schema.ts')
+    const result = await runScale({ workers: intOption('workers', values.workers, 1), streams: intOption('streams', values.streams, 1), keepWorkDir: values.keep })
+    const out = values.out === DEFAULT_OUT_FILE ? DEFAULT_SCALE_OUT_FILE : values.out!
+    fs.mkdirSync(path.dirname(path.resolve(out)), { recursive: true })
+    fs.writeFileSync(out, JSON.stringify(result, null, 2) + '\n')
+    process.stdout.write(renderScaleMarkdown(result))
+    process.stdout.write(`\nWrote ${out} (${Math.round((Date.now() - started) / 1000)} s).\n`)
+    const problems = checkScaleResult(result)
+    if (problems.length > 0) {
+      process.stderr.write(`cocoon bench --scale: the result does not match its schema:\n${problems.map((p) => `  ${p}`).join('\n')}\n`)
+      process.exitCode = 1
+    }
+    return
+  }
   if (values.soak !== undefined) {
     const minutes = intOption('soak', values.soak, 1)!
     const { runSoak, renderSoakMarkdown } = await import('./soak.ts')

@@ -1,6 +1,6 @@
 // Renders a bench result as Markdown tables: the figures side by side, the targets, the fees, the notes.
 import { OVERHEAD_CONCURRENCY } from './constants.ts'
-import type { BenchResult, OpFees } from './schema.ts'
+import type { BenchResult, OpFees, ScaleResult } from './schema.ts'
 
 /** The targets of issue 6; goals to compare against, never test assertions. */
 export const BENCH_TARGETS = {
@@ -11,6 +11,9 @@ export const BENCH_TARGETS = {
   /** Issue 12: at 1,000,000 receipts. */
   maxReceiptCommitCpuMs: 1000,
   maxReceiptProofMs: 50,
+  /** Issue 14, at 1,000 workers: selectWorker time in the proxy (median and p99), and proxy memory per idle worker session. */
+  maxRoutingUs: 50,
+  maxIdleSessionKiB: 100,
 }
 
 const fmt = (v: number | null | undefined, digits = 1): string => (v === null || v === undefined ? 'n/a' : v.toFixed(digits))
@@ -83,6 +86,37 @@ export function renderMarkdown(r: BenchResult): string {
     lines.push('')
   }
   lines.push(`Amortised on-chain cost per request: ${r.fees.perRequestAmortisedNano === null ? 'n/a' : `${r.fees.perRequestAmortisedNano} nanoTON`}`)
+  if (r.notes.length > 0) {
+    lines.push('')
+    lines.push('Notes:')
+    for (const n of r.notes) lines.push(`- ${n}`)
+  }
+  return lines.join('\n') + '\n'
+}
+
+/** The `cocoon bench --scale` result as Markdown: the load, the four figures of issue 14 against their targets, the tiers. */
+export function renderScaleMarkdown(r: ScaleResult): string {
+  const s = r.scale
+  const t = BENCH_TARGETS
+  const met = (ok: boolean | null) => (ok === null ? 'n/a' : ok ? 'yes' : 'no')
+  const lines: string[] = []
+  lines.push(`Cocoon bench --scale, ${r.date}; ${r.machine.cpus} CPUs, ${fmt(r.machine.memGiB)} GiB, Node ${r.machine.node}`)
+  lines.push('')
+  lines.push(`${s.workers} simulated workers (${s.workerSlots} slots each, connected in ${fmt(s.connectSec)} s); ${s.streams} concurrent streams over ${s.clientSessions} client session(s), ${s.chunks} chunks each`)
+  lines.push(`Measured wave: ${s.succeeded} succeeded, ${s.failed} failed, in ${fmt(s.wallSec, 2)} s; load average ${fmt(s.loadAvg1m, 2)} on ${r.machine.cpus} CPUs`)
+  lines.push('')
+  lines.push('| Measure | Goal | Result | Met |')
+  lines.push('|---|---|---:|---|')
+  lines.push(`| routing decision, median, at ${s.routing.workers} workers | ≤ ${t.maxRoutingUs} µs | ${fmt(s.routing.p50Us, 2)} µs | ${met(s.routing.p50Us <= t.maxRoutingUs)} |`)
+  lines.push(`| routing decision, p99 (of ${s.routing.decisions}) | ≤ ${t.maxRoutingUs} µs | ${fmt(s.routing.p99Us, 2)} µs | ${met(s.routing.p99Us <= t.maxRoutingUs)} |`)
+  lines.push(`| proxy memory per idle worker session | ≤ ${t.maxIdleSessionKiB} KiB | ${fmt(s.idleSessionKiB)} KiB | ${met(s.idleSessionKiB === null ? null : s.idleSessionKiB <= t.maxIdleSessionKiB)} |`)
+  lines.push(`| proxy CPU per request | | ${fmt(s.proxyCpuPerRequestMs, 3)} ms | |`)
+  lines.push(`| proxy peak RSS | | ${fmt(s.proxyPeakRssMiB)} MiB | |`)
+  lines.push(`| fastest tier's share of requests | above its share of workers (${s.fastestTierWorkerShare.toFixed(3)}) | ${s.fastestTierShare.toFixed(3)} | ${met(s.fastestTierShare > s.fastestTierWorkerShare)} |`)
+  lines.push('')
+  lines.push('| Tier | ms before each chunk | Workers | Requests |')
+  lines.push('|---|---:|---:|---:|')
+  for (const x of s.tiers) lines.push(`| ${x.name} | ${x.chunkDelayMs} | ${x.workers} | ${x.requests} |`)
   if (r.notes.length > 0) {
     lines.push('')
     lines.push('Notes:')

@@ -86,9 +86,51 @@ export interface BenchResult {
     /** Memory the structure holds, MiB. */
     memMiB: number
   }
+  /** `cocoon bench --scale` only (see ScaleResult); absent from the other runs. */
+  scale?: ScaleFigures
   /** Why a figure is null, and anything else a reader must know to interpret this run. */
   notes: string[]
 }
+
+/**
+ * The `scale` section: one proxy, `workers` simulated workers (one process, each with its own attested
+ * session and a FAKE backend, in speed tiers), `streams` concurrent streaming requests through it.
+ */
+export interface ScaleFigures {
+  workers: number
+  /** Streams opened at once in the measured wave. */
+  streams: number
+  /** Attested client sessions the streams were spread over. */
+  clientSessions: number
+  /** Slots each worker advertises (maxActiveRequests). */
+  workerSlots: number
+  /** Chunks of each answer. */
+  chunks: number
+  /** Time to connect every worker (identities, attested handshakes, worker info), s. */
+  connectSec: number
+  /** The machine's 1-minute load average at the end of the measured wave (wall-time figures suffer when it exceeds the CPUs). */
+  loadAvg1m: number
+  /** Streams of the measured wave that ended with a complete answer, and the rest. */
+  succeeded: number
+  failed: number
+  /** Wall time of the measured wave, from the first stream opened to the last one ended, s. */
+  wallSec: number
+  /** selectWorker wall time in the proxy process, µs, over its newest decisions (up to 65,536). Target: ≤ 50 µs. */
+  routing: { decisions: number; workers: number; p50Us: number; p99Us: number; maxUs: number }
+  /** Proxy RSS added per idle worker session, KiB (null without /proc). Target: ≤ 100 KiB. */
+  idleSessionKiB: number | null
+  /** Proxy CPU time per successful request over the measured wave, ms (null without /proc). */
+  proxyCpuPerRequestMs: number | null
+  proxyPeakRssMiB: number | null
+  /** Per speed tier: its pause before each chunk, its workers, and the measured wave's requests it served. */
+  tiers: Array<{ name: string; chunkDelayMs: number; workers: number; requests: number }>
+  /** Share of the measured wave's requests that the fastest tier served (0..1), and its share of the workers. */
+  fastestTierShare: number
+  fastestTierWorkerShare: number
+}
+
+/** What `cocoon bench --scale` writes: the common head, the `scale` section, the notes. */
+export type ScaleResult = Pick<BenchResult, 'version' | 'date' | 'machine' | 'notes'> & { scale: ScaleFigures }
 
 /** Tolerance for the derived figures, which are computed from the rounded ones. */
 const RATIO_TOLERANCE = 0.002
@@ -144,6 +186,7 @@ export function checkBenchResult(r: unknown): string[] {
   for (const k of ['count', 'appendUs', 'commitCpuMs', 'commitCpuMaxMs', 'proofP50Ms', 'proofP99Ms', 'verifyP50Ms', 'proofMaxBytes', 'rebuildMs', 'memMiB']) num(`receipts.${k}`)
   const notes = at('notes')
   if (!Array.isArray(notes) || !notes.every((n) => typeof n === 'string')) problems.push('notes must be an array of strings')
+  if (at('scale') !== undefined) problems.push(...checkScaleFigures(at('scale')))
   if (problems.length > 0) return problems
 
   const b = r as BenchResult
@@ -162,5 +205,46 @@ export function checkBenchResult(r: unknown): string[] {
     if (side.p99Ms < side.p50Ms) problems.push('a p99 is below its p50')
     if (side.rps <= 0) problems.push('a requests/s figure is not positive')
   }
+  return problems
+}
+
+/** Checks a `cocoon bench --scale` result: the common head, every field of `scale`, and that its counts add up. */
+export function checkScaleResult(r: unknown): string[] {
+  const o = (r && typeof r === 'object' ? r : {}) as Record<string, unknown>
+  const problems: string[] = []
+  if (o.version !== 1) problems.push('version must be 1')
+  if (typeof o.date !== 'string' || Number.isNaN(Date.parse(o.date))) problems.push('date must be an ISO 8601 string')
+  const m = o.machine as Record<string, unknown> | undefined
+  if (!m || typeof m.cpus !== 'number' || typeof m.memGiB !== 'number' || typeof m.node !== 'string') problems.push('machine must have cpus, memGiB and node')
+  if (!Array.isArray(o.notes) || !o.notes.every((n) => typeof n === 'string')) problems.push('notes must be an array of strings')
+  problems.push(...checkScaleFigures(o.scale))
+  return problems
+}
+
+function checkScaleFigures(v: unknown): string[] {
+  const problems: string[] = []
+  if (!v || typeof v !== 'object') return ['scale must be an object']
+  const s = v as Record<string, unknown>
+  const num = (path: string, nullable = false) => {
+    const x = path.split('.').reduce<unknown>((a, k) => (a && typeof a === 'object' ? (a as Record<string, unknown>)[k] : undefined), s)
+    if (x === null && nullable) return
+    if (typeof x !== 'number' || !Number.isFinite(x) || x < 0) problems.push(`scale.${path} must be a non-negative number${nullable ? ' or null' : ''}, got ${JSON.stringify(x)}`)
+  }
+  for (const k of ['workers', 'streams', 'clientSessions', 'workerSlots', 'chunks', 'connectSec', 'loadAvg1m', 'succeeded', 'failed', 'wallSec', 'fastestTierShare', 'fastestTierWorkerShare']) num(k)
+  for (const k of ['decisions', 'workers', 'p50Us', 'p99Us', 'maxUs']) num(`routing.${k}`)
+  for (const k of ['idleSessionKiB', 'proxyCpuPerRequestMs', 'proxyPeakRssMiB']) num(k, true)
+  const tiers = s.tiers
+  if (!Array.isArray(tiers) || tiers.length === 0) problems.push('scale.tiers must be a non-empty array')
+  else
+    tiers.forEach((t: Record<string, unknown>, i) => {
+      if (typeof t?.name !== 'string') problems.push(`scale.tiers[${i}].name must be a string`)
+      for (const k of ['chunkDelayMs', 'workers', 'requests']) if (typeof t?.[k] !== 'number' || (t[k] as number) < 0) problems.push(`scale.tiers[${i}].${k} must be a non-negative number`)
+    })
+  if (problems.length > 0) return problems
+  const f = v as ScaleFigures
+  if (f.succeeded + f.failed !== f.streams) problems.push('scale.succeeded + scale.failed is not scale.streams')
+  if (f.tiers.reduce((n, t) => n + t.workers, 0) !== f.workers) problems.push('the tiers\' workers do not add up to scale.workers')
+  if (f.fastestTierShare > 1 || f.fastestTierWorkerShare > 1) problems.push('a share is above 1')
+  if (f.routing.p99Us < f.routing.p50Us || f.routing.maxUs < f.routing.p99Us) problems.push('scale.routing percentiles are out of order')
   return problems
 }

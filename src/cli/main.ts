@@ -31,8 +31,8 @@ Usage:
                                     move the registered endpoint
   cocoon proxy unregister --config FILE [--finish]
                                     leave the registry; with --finish after the close delay, take the stake back
-  cocoon chain  [--dir DIR] [--port 10090]
-                                    run the embedded devnet TON chain
+  cocoon chain  [--dir DIR] [--port 10090] [--host 127.0.0.1]
+                                    run the embedded devnet TON chain (--host 0.0.0.0: reachable from other hosts)
   cocoon root show|deploy|set-params|allow-image|revoke-image|allow-model|revoke-model|delist-proxy
                                     read or govern the root contract (cocoon root --help)
   cocoon wallet address|balance|faucet --key FILE
@@ -40,6 +40,7 @@ Usage:
   cocoon attest inspect <cert.pem|quote-file>
   cocoon attest verify <quote-file> [--collateral FILE] [--now ISO-8601] [--json]
   cocoon attest quote --report-data HEX
+  cocoon attest image [--tag TAG]   this checkout's simulated-TEE image hash (what the root allows for it)
   cocoon receipt verify <file|receipt_id> [--chain URL] [--answer FILE] [--client URL] [--json]
                                     check a receipt: signature, certificate, Merkle proof on chain, answer, cost
   cocoon audit --proxy ADDRESS [--chain URL] [--json]
@@ -49,6 +50,8 @@ Usage:
   cocoon bench [--quick] [--out FILE]  measure protocol overhead, handshakes, inference and fees (docs/benchmarks.md)
   cocoon bench --soak MINUTES [--out FILE]
                                     100 streams for MINUTES, a worker restarted each minute: memory slope per node
+  cocoon bench --scale [--workers N] [--streams N] [--out FILE]
+                                    one proxy, N simulated workers (default 1000), N concurrent streams (10000)
   cocoon help
 
 Environment: COCOON_MODELS (folder searched first for models), COCOON_LOG_LEVEL

@@ -13,14 +13,15 @@ import { ProxyScoreboard, type FailureKind } from './proxy-scores.ts'
 import { prefixKey } from './prefix-key.ts'
 import { errorResponse, InvalidRequestError, isExpectedError, NoProxyAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
 import { parseJsonObject, parseMultipart, readBody } from '../net/body.ts'
-import { answerText, SseText } from '../net/openai.ts'
+import { askedMaxTokens, isWireModelId } from '../net/validate.ts'
+import { answerText, parseCostTrailer, SseText, usageChunk, withBilledUsage, type UsageCost } from '../net/openai.ts'
 import { decodeReceiptBoc, newSalt, receiptIdFromSalt, answerHash } from '../payments/receipts/receipt.ts'
 import { heldReceiptJson, type ReceiptStore, type HeldReceipt } from '../payments/receipts/store.ts'
 import { verifyReceiptProof } from '../payments/receipts/proof.ts'
 import { Cell } from '@ton/core'
 import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
-import { type ReceiptProofsReply, CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_BODY_BYTES, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION } from '../net/protocol.ts'
-import { UsageTap, type AnswerUsage } from './usage-tap.ts'
+import { type ReceiptProofsReply, CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_BODY_BYTES, MAX_MODEL_ID_CHARS, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION, type UsageRecord } from '../net/protocol.ts'
+import { parseUsageRecord, namesItsAnswer } from '../net/usage.ts'
 import type { RequestRecord } from './apps.ts'
 
 export const MODELS_TIMEOUT_MS = 10_000
@@ -66,6 +67,8 @@ export interface ClientDeps {
   receiptsRoot?: (proxyContract: string) => Promise<{ seqno: number; root: string; count: number; paymentKey: string }>
   /** On chain: whether this client's contract with the proxy holds funds (a proxy settling off-chain needs none). */
   funded?: (proxyId: string) => boolean
+  /** On chain: the funding budget (what was put into client contracts automatically, what is left, what was refused), for /jsonstats. */
+  funding?: () => Record<string, unknown>
   /** Runs once per new proxy session before it is used (e.g. make sure the client contract is funded). */
   onProxy?: (peer: VerifiedPeer, proxyId: string) => Promise<void>
   /** Routes served beside the OpenAI API (the dashboard, its /api and /admin endpoints); returns whether it handled the request. */
@@ -289,7 +292,10 @@ export class Client implements OpsSource {
   private readyLinks(): ProxyLink[] {
     const ready = this.links.filter((l) => l.state === 'connected' && l.session && !l.session.closed && !l.session.destroyed)
     const order = new Map(this.scores.rank(ready.map((l) => l.target)).map((t, i) => [t, i]))
-    return ready.sort((a, b) => order.get(a.target)! - order.get(b.target)!)
+    // On chain, proxies this client's contract is funded with come first (an unfunded one would only refuse).
+    const funded = this.deps.funded
+    const unfunded = (l: ProxyLink) => (funded && l.peer?.claims.paymentKey && !funded(l.proxyId!) ? 1 : 0)
+    return ready.sort((a, b) => unfunded(a) - unfunded(b) || order.get(a.target)! - order.get(b.target)!)
   }
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
@@ -341,7 +347,7 @@ export class Client implements OpsSource {
 
   private async forwardInference(req: http.IncomingMessage, res: http.ServerResponse, path: string): Promise<void> {
     this.counts.requests++
-    let out: { payload: Buffer; contentType: string; model: string; stream: boolean; multipart: boolean; ctl: ReturnType<Client['controlFields']> }
+    let out: { payload: Buffer; contentType: string; model: string; stream: boolean; maxTokens?: number; multipart: boolean; ctl: ReturnType<Client['controlFields']> }
     try {
       const len = req.headers['content-length'] ? Number(req.headers['content-length']) : undefined
       out = path === PATHS.transcriptions ? await this.multipartRequest(req, len) : this.jsonRequest(await readBody(req, this.o.maxBodyBytes, len))
@@ -352,7 +358,8 @@ export class Client implements OpsSource {
       throw err
     }
     const { payload, ctl, model } = out
-    const send = { ...ctl, contentType: out.contentType, model: out.multipart ? model : undefined }
+    // The routing data travels in hop headers, set here once: no later hop parses the body to find it.
+    const send = { ...ctl, contentType: out.contentType, model, stream: out.stream, maxTokens: out.maxTokens }
     let keyId: string | null = null
     try {
       keyId = this.deps.apps?.admit(req.headers.authorization, model) ?? null
@@ -402,13 +409,16 @@ export class Client implements OpsSource {
     throw lastErr ? new UpstreamError(`no proxy could take the request: ${lastErr.message}`) : new NoProxyAvailableError()
   }
 
-  /** A JSON request: the control fields are taken out, the rest is forwarded as the app wrote it. */
-  private jsonRequest(buf: Buffer): { payload: Buffer; contentType: string; model: string; stream: boolean; multipart: false; ctl: ReturnType<Client['controlFields']> & { prefixKey?: string } } {
+  /**
+   * A JSON request: the control fields are taken out, the rest is forwarded as the app wrote it; the
+   * routing data (model, stream, the max_tokens asked) is read out for the hop headers.
+   */
+  private jsonRequest(buf: Buffer): { payload: Buffer; contentType: string; model: string; stream: boolean; maxTokens?: number; multipart: false; ctl: ReturnType<Client['controlFields']> & { prefixKey?: string } } {
     const body = parseJsonObject(buf)
     const ctl = { ...this.controlFields(body), prefixKey: prefixKey(this.prefixSecret, body) }
     for (const f of CLIENT_CONTROL_FIELDS) delete body[f]
-    if (typeof body.model !== 'string' || !body.model) throw new InvalidRequestError("'model' is required and must be a string", 'model')
-    return { payload: Buffer.from(JSON.stringify(body)), contentType: 'application/json', model: body.model, stream: body.stream === true, multipart: false, ctl }
+    const model = wireModel(body.model, "'model' is required and must be a string")
+    return { payload: Buffer.from(JSON.stringify(body)), contentType: 'application/json', model, stream: body.stream === true, maxTokens: askedMaxTokens(body), multipart: false, ctl }
   }
 
   /**
@@ -424,8 +434,7 @@ export class Client implements OpsSource {
     }
     const ctl = this.controlFields({ max_coefficient: num('max_coefficient'), timeout: num('timeout'), request_id: form.get('request_id') ?? undefined })
     for (const f of CLIENT_CONTROL_FIELDS) form.delete(f)
-    const model = form.get('model')
-    if (typeof model !== 'string' || !model) throw new InvalidRequestError("'model' is required", 'model')
+    const model = wireModel(form.get('model'), "'model' is required")
     const file = form.get('file')
     if (file === null || typeof file === 'string') throw new InvalidRequestError("'file' is required and must be an uploaded file", 'file')
     const encoded = new Response(form)
@@ -450,7 +459,7 @@ export class Client implements OpsSource {
     res: http.ServerResponse,
     path: string,
     payload: Buffer,
-    ctl: { maxCoefficient: number; requestId: string; contentType: string; model?: string; prefixKey?: string },
+    ctl: { maxCoefficient: number; requestId: string; contentType: string; model: string; stream: boolean; maxTokens?: number; prefixKey?: string },
     remainingMs: number,
     log: Logger,
     appGone: () => boolean,
@@ -471,7 +480,9 @@ export class Client implements OpsSource {
           ':method': 'POST',
           ':path': path,
           'content-type': ctl.contentType,
-          ...(ctl.model ? { [HEADERS.model]: ctl.model } : {}),
+          [HEADERS.model]: ctl.model,
+          [HEADERS.stream]: ctl.stream ? '1' : '0',
+          ...(ctl.maxTokens !== undefined ? { [HEADERS.maxTokens]: String(ctl.maxTokens) } : {}),
           [HEADERS.protocol]: String(PROTOCOL_VERSION),
           [HEADERS.requestId]: ctl.requestId,
           [HEADERS.maxCoefficient]: String(ctl.maxCoefficient),
@@ -487,11 +498,15 @@ export class Client implements OpsSource {
       const sentAt = Date.now()
       let settled = false
       let sse = false
-      let tap: UsageTap | undefined
+      // The billed usage and its cost, from the proxy's trailers: written into the answer here, for the app.
+      let billed: { usage: UsageRecord; cost: UsageCost } | undefined
       const settle = (r: { kind: 'done'; outcome: Outcome; usage?: AnswerUsage } | { kind: 'retry'; error: Error }) => {
         if (settled) return
         settled = true
-        if (r.kind === 'done') r.usage = tap?.result()
+        if (r.kind === 'done' && billed) {
+          const u = billed.usage
+          r.usage = { promptTokens: u.promptTokens, completionTokens: u.completionTokens, costNano: billed.cost.nano.toString(), receiptId }
+        }
         link.active--
         clearTimeout(timer)
         res.off('close', onAppClose)
@@ -533,7 +548,6 @@ export class Client implements OpsSource {
         contentType = ct
         sse = ct.startsWith('text/event-stream')
         if (res.destroyed) return
-        if (this.deps.apps) tap = new UsageTap(sse)
         if (!sse) {
           ps.on('data', (chunk: Buffer) => held.push(chunk))
           return
@@ -541,7 +555,6 @@ export class Client implements OpsSource {
         res.writeHead(status, { 'content-type': ct, 'x-request-id': ctl.requestId, [HEADERS.receiptId]: receiptId, 'cache-control': 'no-cache', connection: 'keep-alive' })
         res.flushHeaders()
         ps.on('data', (chunk: Buffer) => {
-          tap?.write(chunk)
           lastChunk = chunk
           seen.push(chunk)
           if (!res.write(chunk)) {
@@ -556,23 +569,27 @@ export class Client implements OpsSource {
         if (typeof c !== 'string') return
         charged = true
         this.recordCharge(link, c, log)
+        billed = billedUsage(t, ctl.requestId)
+        if (!billed) log.warn('the proxy billed an answer without passing on its usage and cost', { proxy: link.target })
       })
       ps.once('end', () => {
         if (!responded) return settle({ kind: 'retry', error: new Error('proxy closed the stream without answering') })
         keep()
         // An answer is complete only once its usage was billed: the proxy then sends the charge as a
         // trailer. A 200 that ends without it was cut off (the proxy died, or the link broke).
-        if (status === 200 && !charged) {
+        if (status === 200 && (!charged || !billed)) {
           log.warn('proxy stream ended before the answer was billed', { proxy: link.target })
           // The proxy may have ended the stream with its own error event; do not add a second.
           if (!(sse && lastChunk?.includes('data: {"error"'))) endWithError(new UpstreamError('the answer was cut off: the proxy stream ended before the final usage'))
           else res.end()
           return settle({ kind: 'done', outcome: 'failed' })
         }
-        if (sse) res.end()
-        else if (!res.destroyed && !res.headersSent) {
-          const body = Buffer.concat(held)
-          tap?.write(body)
+        if (sse) {
+          // The final usage chunk (with the cost), as OpenAI's include_usage, then [DONE] unless the answer ended in an error.
+          const u = billed?.usage
+          res.end(u ? `data: ${usageChunk(u.answer, u, { ...billed!.cost, receiptId })}\n\n${u.finishReason === 'error' ? '' : 'data: [DONE]\n\n'}` : undefined)
+        } else if (!res.destroyed && !res.headersSent) {
+          const body = billed ? withBilledUsage(Buffer.concat(held), billed.usage, { ...billed.cost, receiptId }, billed.usage.answer.object) : Buffer.concat(held)
           // JSON, or plain text (a transcription with response_format text).
           res.writeHead(status, { 'content-type': contentType, 'content-length': body.length, 'x-request-id': ctl.requestId, [HEADERS.receiptId]: receiptId, ...(retryAfter ? { 'retry-after': retryAfter } : {}) })
           res.end(body)
@@ -766,6 +783,7 @@ export class Client implements OpsSource {
       identity: identityStats(this.deps.identity.current()),
       requests: { ...this.counts },
       proxySessions: { max: this.o.maxProxySessions, open: this.links.filter((l) => l.abort).length },
+      funding: this.deps.funding?.() ?? null,
       proxies: this.links.map((l) => ({
         target: l.target,
         state: l.abort ? l.state : 'standby',
@@ -809,7 +827,9 @@ export class Client implements OpsSource {
     if (models.size === 0) return { ok: false, reason: 'no worker', detail: 'the connected proxies list no model: no worker is connected to them yet', ...base }
     const funded = this.deps.funded
     if (funded && !links.some((l) => !l.peer?.claims.paymentKey || funded(l.proxyId!))) {
-      return { ok: false, reason: 'not funded', detail: "this client's contract with the connected proxies holds no funds yet", ...base }
+      const exhausted = this.deps.funding?.().exhausted === true
+      const detail = exhausted ? "this client's contract with the connected proxies holds no funds, and the funding budget (chain.fundingBudgetNano) is exhausted" : "this client's contract with the connected proxies holds no funds yet"
+      return { ok: false, reason: 'not funded', detail, ...base }
     }
     return { ok: true, ...base }
   }
@@ -839,6 +859,35 @@ function parseSince(v: string | null): number {
   const t = Date.parse(v)
   if (Number.isNaN(t)) throw new InvalidRequestError("'since' must be a unix time (seconds or ms) or an ISO 8601 date", 'since')
   return t
+}
+
+/** What the app's request history records of an answer: its tokens, what it cost, its receipt. */
+export interface AnswerUsage {
+  promptTokens: number
+  completionTokens: number
+  /** nanoTON. */
+  costNano: string
+  receiptId: string | null
+}
+
+/**
+ * The billed usage and cost the proxy passes on as trailers (outside input: checked, and it must be this
+ * request's record and name its answer), or undefined.
+ */
+function billedUsage(t: http2.IncomingHttpHeaders, requestId: string): { usage: UsageRecord; cost: UsageCost } | undefined {
+  const json = t[HEADERS.usage]
+  const cost = parseCostTrailer(t[HEADERS.cost])
+  if (typeof json !== 'string' || !cost) return undefined
+  const r = parseUsageRecord(json)
+  if (!r.ok || r.usage.requestId !== requestId || !namesItsAnswer(r.usage)) return undefined
+  return { usage: r.usage, cost }
+}
+
+/** The app's model, checked to be one the hop headers can carry. */
+function wireModel(model: unknown, missing: string): string {
+  if (typeof model !== 'string' || !model) throw new InvalidRequestError(missing, 'model')
+  if (!isWireModelId(model)) throw new InvalidRequestError(`'model' must be 1-${MAX_MODEL_ID_CHARS} printable characters without spaces`, 'model')
+  return model
 }
 
 function sendJson(res: http.ServerResponse, status: number, body: unknown): void {

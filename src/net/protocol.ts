@@ -2,13 +2,17 @@
 //
 // Every hop is HTTP/2 over attested mutual TLS 1.3. The client node and the worker node both
 // speak to the proxy; the worker dials out, and the proxy then acts as the HTTP/2 client on
-// that socket. Request bodies are the app's OpenAI JSON minus the client's control fields;
-// control data travels in the headers below. Responses are OpenAI JSON or SSE, passed through
-// unchanged hop by hop; the worker's signed usage travels as HTTP/2 trailers.
+// that socket. Request bodies are the app's OpenAI JSON minus the client's control fields.
+// The client node parses the app's body once and puts everything a later hop routes, reserves
+// or bills by into the headers below (model, max_tokens, stream, …): the proxy never parses a
+// request or answer body, and the worker checks that the body it runs agrees with the headers.
+// Answers are OpenAI JSON or SSE, relayed unchanged by the proxy; the worker's signed usage and
+// the proxy's charge, cost and receipt travel as HTTP/2 trailers, and the client node writes
+// the final usage (with its cost) into the answer it gives the app.
 import type { Capability } from '../inference/index.ts'
 
 /** Bumped on any incompatible change to what is below. */
-export const PROTOCOL_VERSION = 1
+export const PROTOCOL_VERSION = 2
 
 export const PATHS = {
   chat: '/v1/chat/completions',
@@ -51,15 +55,24 @@ export const HEADERS = {
   timeoutMs: 'x-cocoon-timeout-ms',
   /** Proxy -> worker: the coefficient snapshotted for this request. */
   coefficient: 'x-cocoon-coefficient',
-  /** Proxy -> worker: the most completion tokens the proxy reserved for; the worker never produces more. */
+  /**
+   * Client -> proxy: the completion tokens the app asked for (`max_completion_tokens`, else `max_tokens`), a
+   * positive integer; absent when it asked none. Proxy -> worker: the most the proxy reserved for, that ask capped
+   * at the worker's max_tokens cap (the cap when absent). The worker never produces more, and refuses a body whose
+   * own max (capped the same way) is another number. 0 on paths that generate nothing.
+   */
   maxTokens: 'x-cocoon-max-tokens',
+  /** Client -> proxy -> worker: `1` when the app asked for a stream (SSE), else `0`. The worker refuses a body that disagrees. */
+  stream: 'x-cocoon-stream',
   /** Proxy -> client trailer: the client's cumulative charge (ChargeStatement JSON). */
   charged: 'x-cocoon-charged',
-  /** Worker trailer: usage JSON (UsageRecord). */
+  /** Worker -> proxy trailer: usage JSON (UsageRecord); proxy -> client trailer: the same record, passed on once billed. */
   usage: 'x-cocoon-usage',
-  /** Worker trailer: base64 Ed25519 signature of usageSigningPayload() by the worker's attested key. */
+  /** Worker -> proxy (and proxy -> client) trailer: base64 Ed25519 signature of usageSigningPayload() by the worker's attested key. */
   usageSig: 'x-cocoon-usage-sig',
-  /** Client -> proxy: the model, for requests whose body is not JSON (transcriptions), so no later hop parses it. */
+  /** Proxy -> client trailer: what the answer cost (costTrailer() JSON); the client node writes it into the answer's usage. */
+  cost: 'x-cocoon-cost',
+  /** Client -> proxy -> worker: the model of every inference request; the proxy routes on it, the worker refuses a body naming another. */
   model: 'x-cocoon-model',
   /** Proxy -> worker: the most audio seconds the proxy reserved for; longer audio is refused. */
   maxAudioSeconds: 'x-cocoon-max-audio-seconds',
@@ -100,6 +113,8 @@ export const MAX_AUDIO_SECONDS = 3600
 export const MIN_AUDIO_BYTES_PER_SECOND = 500
 /** Longest request id an app may choose. */
 export const MAX_REQUEST_ID_CHARS = 128
+/** Longest model id a request may name (it travels in HEADERS.model). */
+export const MAX_MODEL_ID_CHARS = 256
 /** Each hop keeps this share of the remaining time, so inner timeouts fire first (as the reference). */
 export const HOP_TIMEOUT_FACTOR = 0.95
 /** After asking a worker to stop, how long the proxy waits for the answer to end with its usage. */

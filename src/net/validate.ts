@@ -1,5 +1,7 @@
-// Validates an OpenAI request body at the worker and turns it into an InferenceRequest with max_tokens enforced.
+// Validates an OpenAI request body at the worker and turns it into an InferenceRequest with max_tokens enforced;
+// and the hop headers that carry a request's routing data (checked at the proxy, matched against the body at the worker).
 import { InvalidRequestError, ModelNotFoundError } from './errors.ts'
+import { HEADERS, MAX_MODEL_ID_CHARS } from './protocol.ts'
 import type { ChatMessage, EmbeddingRequest, InferenceKind, InferenceRequest, RequestFeature } from '../inference/index.ts'
 
 export interface ValidateLimits {
@@ -243,4 +245,86 @@ export function validateTranscriptionForm(form: FormData, limits: { modelId: str
     if (!Number.isFinite(temperature) || temperature < 0 || temperature > 1) throw new InvalidRequestError("'temperature' must be a number between 0 and 1", 'temperature')
   }
   return { file, responseFormat: fmt as TranscriptionFormat, language, prompt: formString(form, 'prompt'), temperature }
+}
+
+/**
+ * The completion tokens an OpenAI body asks for, as validateRequest reads them: `max_completion_tokens`
+ * when set, else `max_tokens`. Undefined when it asks none or the value is not a positive safe integer
+ * (validateRequest then refuses the body).
+ */
+export function askedMaxTokens(body: Record<string, unknown>): number | undefined {
+  const v = body.max_completion_tokens ?? body.max_tokens
+  return typeof v === 'number' && Number.isSafeInteger(v) && v > 0 ? v : undefined
+}
+
+/** What the client node puts in the hop headers for the proxy to route, reserve and bill by: the proxy reads no body. */
+export interface HopRouting {
+  model: string
+  /** The completion tokens the app asked for; undefined when it asked none (then the worker's cap applies). */
+  maxTokens?: number
+  stream: boolean
+}
+
+type HeaderBag = Record<string, string | string[] | undefined>
+
+const MODEL_ID = new RegExp(`^[\\x21-\\x7e]{1,${MAX_MODEL_ID_CHARS}}$`)
+/** A header integer: plain decimal digits, at most 15 of them (so it is a safe integer); no sign, exponent, space or hex. */
+const HEADER_INT = /^[0-9]{1,15}$/
+
+/** Whether `model` can name a model on the wire (printable ASCII without spaces, at most MAX_MODEL_ID_CHARS). */
+export function isWireModelId(model: string): boolean {
+  return MODEL_ID.test(model)
+}
+
+/**
+ * A non-negative integer header, checked like outside input: absent gives `dflt`; anything but plain
+ * decimal digits within [min, max] (huge, negative, fractional, exponent, hex, repeated) is a 400 naming `field`.
+ */
+export function intHeader(v: string | string[] | undefined, dflt: number | undefined, field: string, bounds: { min?: number; max?: number } = {}): number | undefined {
+  if (v === undefined) return dflt
+  const min = bounds.min ?? 0
+  const max = bounds.max ?? Number.MAX_SAFE_INTEGER
+  if (typeof v !== 'string' || !HEADER_INT.test(v) || Number(v) < min || Number(v) > max) {
+    throw new InvalidRequestError(`'${field}' must be an integer between ${min} and ${max}`, field)
+  }
+  return Number(v)
+}
+
+/**
+ * The routing data of an inference request, from the hop headers the client node set: model (required),
+ * stream (required, `1` or `0`) and the app's max_tokens (optional). Throws InvalidRequestError (400) on
+ * anything missing or malformed. The body is not looked at.
+ */
+export function parseHopRouting(headers: HeaderBag): HopRouting {
+  const model = headers[HEADERS.model]
+  if (model === undefined) throw new InvalidRequestError(`'model' is required (header ${HEADERS.model})`, 'model')
+  if (typeof model !== 'string' || !MODEL_ID.test(model)) throw new InvalidRequestError(`'model' (header ${HEADERS.model}) must be 1-${MAX_MODEL_ID_CHARS} printable characters without spaces`, 'model')
+  const stream = headers[HEADERS.stream]
+  if (stream === undefined) throw new InvalidRequestError(`'stream' is required (header ${HEADERS.stream})`, 'stream')
+  if (stream !== '1' && stream !== '0') throw new InvalidRequestError(`'stream' (header ${HEADERS.stream}) must be 1 or 0`, 'stream')
+  const maxTokens = intHeader(headers[HEADERS.maxTokens], undefined, 'max_tokens', { min: 1 })
+  return { model, stream: stream === '1', ...(maxTokens === undefined ? {} : { maxTokens }) }
+}
+
+/**
+ * At the worker: refuses (400) a body that disagrees with the hop headers the proxy routed and reserved by,
+ * so nobody can bill for one request and run another. `maxTokensCap` is the worker's own cap for generating
+ * paths (the header must equal the body's ask capped at it, or the cap when the body asks none); omit it
+ * on paths that generate nothing. `bodyStream` is false for bodies that cannot stream.
+ */
+export function checkHopAgreement(headers: HeaderBag, body: { model: unknown; stream: boolean; maxTokens?: number }, maxTokensCap?: number): void {
+  const model = headers[HEADERS.model]
+  if (typeof model !== 'string' || model !== body.model) {
+    throw new InvalidRequestError(`the body's model '${String(body.model).slice(0, 64)}' disagrees with the routed model '${String(model ?? '').slice(0, 64)}' (header ${HEADERS.model})`, 'model')
+  }
+  const stream = headers[HEADERS.stream]
+  if (stream !== (body.stream ? '1' : '0')) {
+    throw new InvalidRequestError(`the body's stream (${body.stream}) disagrees with the routed stream '${String(stream ?? '').slice(0, 8)}' (header ${HEADERS.stream})`, 'stream')
+  }
+  if (maxTokensCap === undefined) return
+  const expected = Math.min(body.maxTokens ?? maxTokensCap, maxTokensCap)
+  const reserved = headers[HEADERS.maxTokens]
+  if (reserved !== String(expected)) {
+    throw new InvalidRequestError(`the body's max_tokens (${expected} after the cap) disagrees with the reserved max_tokens '${String(reserved ?? '').slice(0, 20)}' (header ${HEADERS.maxTokens})`, 'max_tokens')
+  }
 }

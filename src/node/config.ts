@@ -53,6 +53,8 @@ export interface ClientChainConfig extends ChainCommon {
   topUpBelowNano?: bigint
   /** Amount of each top-up. Default: depositNano. */
   topUpNano?: bigint
+  /** Most the node puts into client contracts automatically (deposits and top-ups, all proxies together). Default: no limit. */
+  fundingBudgetNano?: bigint
 }
 
 export interface ProxyChainConfig extends ChainCommon {
@@ -274,7 +276,7 @@ function backend(v: unknown, where: string): BackendConfig {
 }
 
 const CHAIN_KEYS: Record<Role, string[]> = {
-  client: ['depositNano', 'topUpBelowNano', 'topUpNano'],
+  client: ['depositNano', 'topUpBelowNano', 'topUpNano', 'fundingBudgetNano'],
   proxy: ['paymentKeyFile', 'settleIntervalSec', 'chargeThresholdNano', 'stakeNano'],
   worker: ['payoutThresholdNano'],
 }
@@ -312,7 +314,7 @@ function chainConfig(v: unknown, where: string, role: Role, dataDir: string): Ch
     policyRefreshSec: optInt(o, 'policyRefreshSec', where, 1, 86_400) ?? 30,
   }
   if (role === 'client') {
-    return { ...common, depositNano: nano(o, 'depositNano', where), topUpBelowNano: nano(o, 'topUpBelowNano', where), topUpNano: nano(o, 'topUpNano', where) }
+    return { ...common, depositNano: nano(o, 'depositNano', where), topUpBelowNano: nano(o, 'topUpBelowNano', where), topUpNano: nano(o, 'topUpNano', where), fundingBudgetNano: nano(o, 'fundingBudgetNano', where) }
   }
   if (role === 'proxy') {
     return {

@@ -161,7 +161,7 @@ export async function startNode(cfg: NodeConfig, log: Logger, extras: NodeExtras
     const ledger = new PartyLedger(path.join(cfg.dataDir, 'ledger.sqlite'))
     const c = cfg.chain
     const account = cc
-      ? new ClientAccount({ chain: cc.chain, wallet: cc.wallet, root: cc.root, rootState: () => cc.watcher.state, log }, { depositNano: c!.depositNano, topUpBelowNano: c!.topUpBelowNano, topUpNano: c!.topUpNano, statesFile: path.join(cfg.dataDir, 'client-contracts.json') })
+      ? new ClientAccount({ chain: cc.chain, wallet: cc.wallet, root: cc.root, rootState: () => cc.watcher.state, log }, { depositNano: c!.depositNano, topUpBelowNano: c!.topUpBelowNano, topUpNano: c!.topUpNano, fundingBudgetNano: c!.fundingBudgetNano, statesFile: path.join(cfg.dataDir, 'client-contracts.json'), fundingFile: path.join(cfg.dataDir, 'client-funding.json') })
       : undefined
     const receipts = new ReceiptStore(path.join(cfg.dataDir, 'receipts.sqlite'))
     const apps = new AppAccounts(path.join(cfg.dataDir, 'apps.sqlite'))
@@ -198,6 +198,7 @@ export async function startNode(cfg: NodeConfig, log: Logger, extras: NodeExtras
         : undefined,
       funds: account ? (proxyId) => account.stats(proxyId) : undefined,
       funded: account ? (proxyId) => account.isFunded(proxyId) : undefined,
+      funding: account ? () => account.fundingStats() : undefined,
     })
     consoleRoutes = clientConsole({
       client,
@@ -298,7 +299,8 @@ export async function startNode(cfg: NodeConfig, log: Logger, extras: NodeExtras
       }
     }
     const identity = await RenewingIdentity.start({ role: 'proxy', provider, configHash: hash, paymentKey: paymentKeyHex }, { onError })
-    const proxy = createProxy(cfg, {
+    // COCOON_TIME_ROUTING=1 times every routing decision (for `cocoon bench --scale`); off, nothing is timed.
+    const proxy = createProxy({ ...cfg, timeRouting: process.env.COCOON_TIME_ROUTING === '1' }, {
       identity,
       verify,
       log,

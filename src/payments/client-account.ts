@@ -22,13 +22,38 @@ export interface ClientFundingOptions {
    * unreachable still knows (and shows) it is funded. Default: memory only.
    */
   statesFile?: string
+  /**
+   * The most the node puts into client contracts on its own, deposits and top-ups across every proxy together,
+   * nanoTON. A deposit or top-up that would pass it is refused (logged, and on /jsonstats as `funding`).
+   * Top-ups an operator makes by hand (CLI, console) are not limited. Default: no limit.
+   */
+  fundingBudgetNano?: bigint
+  /** File keeping what the node has put in so far, so a restart does not reset the budget. Default: memory only. */
+  fundingFile?: string
+}
+
+/** A refused automatic deposit or top-up: it would take the node past its funding budget. */
+export interface FundingRefusal {
+  proxy: string
+  kind: 'deposit' | 'top-up'
+  amountNano: string
+  at: number
+  reason: string
 }
 
 export class ClientAccount {
   private readonly channels: ChannelLookup
   private readonly states = new Map<string, ClientState>()
-  private readonly o: Required<Omit<ClientFundingOptions, 'statesFile'>>
+  private readonly o: Required<Omit<ClientFundingOptions, 'statesFile' | 'fundingBudgetNano' | 'fundingFile'>>
   private readonly statesFile: string | undefined
+  private readonly budgetNano: bigint | undefined
+  private readonly fundingFile: string | undefined
+  /** Put into client contracts automatically so far (counted when sent), in total and per proxy. */
+  private spentNano = 0n
+  private readonly spentByProxy = new Map<string, bigint>()
+  private readonly refusals = new Map<string, FundingRefusal>()
+  /** One funding run per proxy at a time, so a connect and the refresh timer never both deposit. */
+  private readonly funding = new Map<string, Promise<void>>()
 
   constructor(
     private readonly deps: { chain: Chain; wallet: NodeWallet; root: Address; rootState: () => RootState | undefined; log: Logger },
@@ -38,6 +63,17 @@ export class ClientAccount {
     this.o = { depositNano: deposit, topUpBelowNano: opts.topUpBelowNano ?? 0n, topUpNano: opts.topUpNano ?? deposit }
     this.channels = new ChannelLookup(deps)
     this.statesFile = opts.statesFile
+    this.budgetNano = opts.fundingBudgetNano
+    this.fundingFile = opts.fundingFile
+    if (this.fundingFile) {
+      try {
+        const saved = JSON.parse(fs.readFileSync(this.fundingFile, 'utf8')) as { spentNano: string; byProxy: Record<string, string> }
+        this.spentNano = BigInt(saved.spentNano)
+        for (const [proxyId, n] of Object.entries(saved.byProxy)) this.spentByProxy.set(proxyId, BigInt(n))
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`cannot read the funding record ${this.fundingFile}: ${(err as Error).message}`)
+      }
+    }
     if (this.statesFile) {
       try {
         const rows = JSON.parse(fs.readFileSync(this.statesFile, 'utf8')) as Record<string, Record<string, string | number>>
@@ -96,16 +132,74 @@ export class ClientAccount {
     return s
   }
 
-  /** Makes sure the client contract with this proxy exists and holds funds (deposit, or a top-up below the threshold). */
-  async ensureFunded(proxyId: string): Promise<void> {
-    const s = await this.state(proxyId)
-    if (!s) {
-      this.deps.log.info('depositing to a new client contract', { proxy: proxyId.slice(0, 16), amountNano: this.o.depositNano.toString() })
-      return this.topUp(proxyId, this.o.depositNano)
+  /**
+   * Makes sure the client contract with this proxy exists and holds funds (deposit, or a top-up below the
+   * threshold), within the funding budget: what would pass it is refused, logged once and shown by fundingStats().
+   */
+  ensureFunded(proxyId: string): Promise<void> {
+    let run = this.funding.get(proxyId)
+    if (!run) {
+      run = this.fund(proxyId).finally(() => this.funding.delete(proxyId))
+      this.funding.set(proxyId, run)
     }
+    return run
+  }
+
+  private async fund(proxyId: string): Promise<void> {
+    const s = await this.state(proxyId)
+    if (!s) return this.autoTopUp(proxyId, 'deposit', this.o.depositNano, undefined)
     if (s.state === 'active' && this.o.topUpBelowNano > 0n && s.balanceNano < this.o.topUpBelowNano) {
-      this.deps.log.info('topping up the client contract', { proxy: proxyId.slice(0, 16), balanceNano: s.balanceNano.toString(), amountNano: this.o.topUpNano.toString() })
-      await this.topUp(proxyId, this.o.topUpNano)
+      return this.autoTopUp(proxyId, 'top-up', this.o.topUpNano, s)
+    }
+  }
+
+  private async autoTopUp(proxyId: string, kind: FundingRefusal['kind'], amountNano: bigint, before: ClientState | undefined): Promise<void> {
+    const proxy = proxyId.slice(0, 16)
+    if (this.budgetNano !== undefined && this.spentNano + amountNano > this.budgetNano) {
+      const reason = `the funding budget is exhausted: ${this.spentNano} of ${this.budgetNano} nanoTON spent, the ${kind} needs ${amountNano}`
+      const prev = this.refusals.get(proxyId)
+      // Logged once per proxy and amount spent, not on every refresh.
+      if (!prev || prev.reason !== reason) this.deps.log.warn(`not funding the client contract with proxy ${proxy}: ${reason}`, { proxy, kind, amountNano: amountNano.toString(), spentNano: this.spentNano.toString(), budgetNano: this.budgetNano.toString() })
+      this.refusals.set(proxyId, { proxy: proxyId, kind, amountNano: amountNano.toString(), at: prev?.reason === reason ? prev.at : Date.now(), reason })
+      return
+    }
+    this.refusals.delete(proxyId)
+    const c = await this.contractFor(proxyId)
+    const messages = await collectMessages((via) => c.sendTopUp(via, { amountNano }))
+    // Counted (and saved) before it is sent, so neither a crash nor a concurrent run can spend past the budget.
+    this.count(proxyId, amountNano)
+    if (kind === 'deposit') this.deps.log.info('depositing to a new client contract', { proxy, amountNano: amountNano.toString() })
+    else this.deps.log.info('topping up the client contract', { proxy, balanceNano: before!.balanceNano.toString(), amountNano: amountNano.toString() })
+    try {
+      await this.deps.wallet.sendAndConfirm(messages)
+    } catch (err) {
+      // Given back only when the contract shows the money did not arrive; if that cannot be read, it stays counted.
+      const after = await this.state(proxyId).catch(() => null)
+      if (after !== null && (after === undefined || after.balanceNano <= (before?.balanceNano ?? 0n))) this.count(proxyId, -amountNano)
+      throw err
+    }
+    await this.state(proxyId)
+  }
+
+  private count(proxyId: string, amountNano: bigint): void {
+    this.spentNano += amountNano
+    this.spentByProxy.set(proxyId, (this.spentByProxy.get(proxyId) ?? 0n) + amountNano)
+    if (!this.fundingFile) return
+    const saved = { spentNano: this.spentNano.toString(), byProxy: Object.fromEntries([...this.spentByProxy].map(([k, v]) => [k, v.toString()])) }
+    fs.writeFileSync(`${this.fundingFile}.tmp`, JSON.stringify(saved))
+    fs.renameSync(`${this.fundingFile}.tmp`, this.fundingFile)
+  }
+
+  /** The funding budget for /jsonstats: what was put in automatically, what is left, and what was refused. */
+  fundingStats(): Record<string, unknown> {
+    const remaining = this.budgetNano === undefined ? null : this.budgetNano > this.spentNano ? this.budgetNano - this.spentNano : 0n
+    return {
+      budgetNano: this.budgetNano?.toString() ?? null,
+      spentNano: this.spentNano.toString(),
+      remainingNano: remaining?.toString() ?? null,
+      exhausted: this.refusals.size > 0,
+      byProxy: Object.fromEntries([...this.spentByProxy].map(([k, v]) => [k, v.toString()])),
+      refused: [...this.refusals.values()],
     }
   }
 

@@ -13,6 +13,38 @@ export interface QueueOptions {
   depth: number
   /** Longest wait for a slot, ms, before 429 with Retry-After. Default 30 000. */
   maxWaitMs: number
+  /** Time every routing decision (selectWorker) and report it in stats (`cocoon bench --scale`). Default off. */
+  timeRouting?: boolean
+}
+
+/** Routing decisions whose times are kept (the newest; older ones are overwritten). */
+export const ROUTING_SAMPLES = 65_536
+
+/** Routing decision times for /jsonstats: how many were timed, and the median, 99th percentile and worst of the newest, µs. */
+export interface RoutingTiming {
+  decisions: number
+  p50Us: number
+  p99Us: number
+  maxUs: number
+  /** Workers connected at the newest decision. */
+  workers: number
+}
+
+/** Wall time of each selectWorker call, in a fixed ring of the newest ROUTING_SAMPLES. */
+class RoutingTimer {
+  private readonly us = new Float64Array(ROUTING_SAMPLES)
+  private n = 0
+  workers = 0
+
+  record(us: number): void {
+    this.us[this.n++ % ROUTING_SAMPLES] = us
+  }
+
+  stats(): RoutingTiming {
+    const kept = this.us.slice(0, Math.min(this.n, ROUTING_SAMPLES)).sort()
+    const at = (p: number) => (kept.length === 0 ? 0 : Math.round(kept[Math.min(kept.length - 1, Math.ceil(p * kept.length) - 1)] * 100) / 100)
+    return { decisions: this.n, p50Us: at(0.5), p99Us: at(0.99), maxUs: at(1), workers: this.workers }
+  }
 }
 
 /** Every worker that could take the request was already tried (a retry has nowhere left to go). */
@@ -71,11 +103,31 @@ export class AdmissionQueue {
   private queued = 0
   private readonly counts = { admittedAfterWait: 0, rejectedFull: 0, timedOut: 0 }
   private avgWaitMs = 0
+  private readonly timer?: RoutingTimer
 
   constructor(
     private readonly workers: () => Iterable<WorkerConn>,
     private readonly o: QueueOptions,
-  ) {}
+  ) {
+    if (o.timeRouting) this.timer = new RoutingTimer()
+  }
+
+  /** selectWorker over the connected workers, timed when timeRouting is on. */
+  private select(want: Want) {
+    const opts = { path: want.path, affinity: want.affinity }
+    if (!this.timer) return selectWorker(this.workers(), want.model, want.maxCoefficient, want.exclude, opts)
+    const start = performance.now()
+    const sel = selectWorker(this.workers(), want.model, want.maxCoefficient, want.exclude, opts)
+    this.timer.record((performance.now() - start) * 1000)
+    return sel
+  }
+
+  /** Routing decision times, when timeRouting is on. */
+  routingTiming(workers: number): RoutingTiming | undefined {
+    if (!this.timer) return undefined
+    this.timer.workers = workers
+    return this.timer.stats()
+  }
 
   /**
    * A worker for `want`, its slot claimed. Throws at once when no worker could ever take it (unknown model,
@@ -84,7 +136,7 @@ export class AdmissionQueue {
   claim(want: Want, signal: AbortSignal): Promise<WorkerConn> {
     // Only when nobody waits may a newcomer take a free slot directly; otherwise it queues behind them.
     if (this.queued === 0) {
-      const sel = selectWorker(this.workers(), want.model, want.maxCoefficient, want.exclude, { path: want.path, affinity: want.affinity })
+      const sel = this.select(want)
       if ('conn' in sel) {
         this.take(sel.conn, want.client)
         return Promise.resolve(sel.conn)
@@ -94,7 +146,7 @@ export class AdmissionQueue {
       if (sel.reason === 'exhausted') return Promise.reject(new WorkersExhaustedError())
       if (sel.reason === 'coefficient') return Promise.reject(new NoWorkerAvailableError(`no worker for '${want.model}' at max_coefficient ${want.maxCoefficient}; the cheapest asks ${sel.minCoefficient}`))
     } else {
-      const sel = selectWorker(this.workers(), want.model, want.maxCoefficient, want.exclude, { path: want.path, affinity: want.affinity })
+      const sel = this.select(want)
       if (!('conn' in sel) && sel.reason === 'model_not_found') return Promise.reject(new ModelNotFoundError(want.model))
       if (!('conn' in sel) && sel.reason === 'endpoint') return Promise.reject(endpointNotServed(want))
       if (!('conn' in sel) && sel.reason === 'exhausted') return Promise.reject(new WorkersExhaustedError())
@@ -166,7 +218,7 @@ export class AdmissionQueue {
         const client = this.order[i]
         const list = this.byClient.get(client)!
         const head = list[0]
-        const sel = selectWorker(this.workers(), head.want.model, head.want.maxCoefficient, head.want.exclude, { path: head.want.path, affinity: head.want.affinity })
+        const sel = this.select(head.want)
         if (!('conn' in sel)) {
           if (sel.reason === 'busy') continue
           // Its model or price is gone (the workers left): it can never be served from this queue.

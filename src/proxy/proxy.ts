@@ -7,12 +7,13 @@ import type { Logger } from '../core/log.ts'
 import { createRegistry, type OpsSource } from '../core/ops.ts'
 import { listenAttested, type AttestedSocket, type PeerVerifier } from '../net/attested.ts'
 import { errorResponse, InvalidRequestError, TooManyRequestsError, UnfundedClientError, ModelNotFoundError, NoWorkerAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
-import { discardBody, parseJsonObject, readBody } from '../net/body.ts'
+import { discardBody, readBody } from '../net/body.ts'
+import { intHeader, parseHopRouting, type HopRouting } from '../net/validate.ts'
 import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
 import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, MIN_AUDIO_BYTES_PER_SECOND, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type WorkerStatementReply, type WorkerReceiptEntry, STATEMENT_RECEIPTS_MAX, type ReceiptProofsRequest, type ReceiptProofsReply, type ReceiptCommitInfo, RECEIPT_LIST_LIMIT, RECEIPT_PROOFS_MAX, type WorkerStatement, type FinalCharge } from '../net/protocol.ts'
-import { answerText, openaiUsage, SseText, usageChunk, type UsageCost } from '../net/openai.ts'
+import { answerText, costTrailer, SseText } from '../net/openai.ts'
 import { peerCertDer } from '../tee/index.ts'
-import { decodeReceiptBoc, newSalt, parseSalt, priceHeader, receiptFields, receiptIdFromSalt, receiptMismatch, signReceipt, verifyReceiptSignature, type Receipt } from '../payments/receipts/receipt.ts'
+import { decodeReceiptBoc, newSalt, parseSalt, priceHeader, receiptFields, receiptMismatch, signReceipt, verifyReceiptSignature, type Receipt } from '../payments/receipts/receipt.ts'
 import { DuplicateRequestError, ProxyNotServingError, type ProxyBilling, type Reservation } from '../payments/billing.ts'
 import { worstCaseAdjustedTokens } from '../payments/pricing.ts'
 import { checkUsage, ed25519PublicKey } from '../net/usage.ts'
@@ -38,6 +39,8 @@ export interface ProxyOptions {
   queueDepth?: number
   /** Longest wait for a worker slot, ms, before 429 with Retry-After. Default 30 000. */
   queueMaxWaitMs?: number
+  /** Time each routing decision and show the figures under `routing` in /jsonstats (COCOON_TIME_ROUTING=1). Default off. */
+  timeRouting?: boolean
 }
 
 export interface ProxyDeps {
@@ -62,7 +65,7 @@ export interface ProxyDeps {
 type Outcome = 'succeeded' | 'failed' | 'cancelled' | 'timeout' | 'rejected'
 
 export function createProxy(opts: ProxyOptions, deps: ProxyDeps): Proxy {
-  return new Proxy(deps, { ...opts, maxAttempts: opts.maxAttempts ?? MAX_ATTEMPTS, queueDepth: opts.queueDepth ?? DEFAULT_QUEUE_DEPTH, queueMaxWaitMs: opts.queueMaxWaitMs ?? DEFAULT_QUEUE_MAX_WAIT_MS })
+  return new Proxy(deps, { ...opts, maxAttempts: opts.maxAttempts ?? MAX_ATTEMPTS, queueDepth: opts.queueDepth ?? DEFAULT_QUEUE_DEPTH, queueMaxWaitMs: opts.queueMaxWaitMs ?? DEFAULT_QUEUE_MAX_WAIT_MS, timeRouting: opts.timeRouting ?? false })
 }
 
 export class Proxy implements OpsSource {
@@ -105,7 +108,7 @@ export class Proxy implements OpsSource {
     private readonly deps: ProxyDeps,
     private readonly o: Required<ProxyOptions>,
   ) {
-    this.admission = new AdmissionQueue(() => this.workers.values(), { depth: o.queueDepth, maxWaitMs: o.queueMaxWaitMs })
+    this.admission = new AdmissionQueue(() => this.workers.values(), { depth: o.queueDepth, maxWaitMs: o.queueMaxWaitMs, timeRouting: o.timeRouting })
     const queue = this.admission
     const registers = [this.registry]
     new Gauge({ name: 'cocoon_proxy_queue_waiting', help: 'Requests waiting for a worker slot', registers, collect(this: Gauge) { this.set(queue.stats().queued) } })
@@ -231,7 +234,13 @@ export class Proxy implements OpsSource {
       this.deps.reliability?.uptime.connected(workerKey, info.model.id)
       this.admission.pump()
       const ping = setInterval(() => {
-        if (!session.closed) session.ping((err) => err && session.destroy())
+        // A destroyed session emits 'close' (which stops this timer) only once its socket is gone; until then ping throws.
+        if (session.closed || session.destroyed) return
+        try {
+          session.ping((err) => err && session.destroy())
+        } catch {
+          session.destroy()
+        }
       }, PING_INTERVAL_MS).unref()
       session.once('close', () => {
         clearInterval(ping)
@@ -345,12 +354,13 @@ export class Proxy implements OpsSource {
 
   private async handleInference(cs: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, path: string): Promise<void> {
     this.counts.requests++
-    const requestId = String(headers[HEADERS.requestId] ?? crypto.randomUUID())
+    const rid = headers[HEADERS.requestId]
+    const requestId = rid === undefined ? crypto.randomUUID() : String(rid)
     const client = this.clientAccounts.get(cs.session!) ?? 'unknown'
-    if (requestId.length > MAX_REQUEST_ID_CHARS) {
+    if (requestId.length === 0 || requestId.length > MAX_REQUEST_ID_CHARS || !/^[\w.:-]+$/.test(requestId)) {
       cs.resume()
       this.finish('rejected')
-      return respondError(cs, new InvalidRequestError(`'request_id' must be at most ${MAX_REQUEST_ID_CHARS} characters`, 'request_id'))
+      return respondError(cs, new InvalidRequestError(`'request_id' (header ${HEADERS.requestId}) must be 1-${MAX_REQUEST_ID_CHARS} characters of [A-Za-z0-9_.:-]`, 'request_id'))
     }
     const key = `${client}\n${requestId}`
     if (this.inflight.has(key)) {
@@ -374,8 +384,7 @@ export class Proxy implements OpsSource {
     // Keys the receipt's hashes; only the client node (and so the app) should know it. Without one, nobody can check them.
     const salt = parseSalt(headers[HEADERS.salt]) ?? newSalt()
     let body: Buffer
-    let json: Record<string, unknown>
-    let model: string
+    let routing: HopRouting
     let maxCoefficient: number
     let prefix: string | undefined
     let timeoutMs: number
@@ -387,29 +396,21 @@ export class Proxy implements OpsSource {
         await discardBody(cs, path === PATHS.transcriptions ? MAX_AUDIO_BODY_BYTES : MAX_BODY_BYTES)
         throw new UnfundedClientError()
       }
-      maxCoefficient = intHeader(headers[HEADERS.maxCoefficient], DEFAULT_MAX_COEFFICIENT, 'max_coefficient')
+      // Everything routed, reserved and billed by comes from the hop headers the client node set, checked
+      // here like any outside input; the body is only counted (its bytes bound the prompt), never parsed.
+      routing = parseHopRouting(headers)
+      maxCoefficient = intHeader(headers[HEADERS.maxCoefficient], DEFAULT_MAX_COEFFICIENT, 'max_coefficient')!
       const pk = headers[HEADERS.prefixKey]
-      prefix = typeof pk === 'string' && /^[0-9a-f]{1,64}$/.test(pk) ? pk : undefined
-      timeoutMs = intHeader(headers[HEADERS.timeoutMs], DEFAULT_TIMEOUT_SEC * 1000, 'timeout')
-      if (timeoutMs <= 0 || timeoutMs > MAX_TIMEOUT_SEC * 1000) throw new InvalidRequestError(`'timeout' must be between 0 and ${MAX_TIMEOUT_SEC} seconds`, 'timeout')
-      if (path === PATHS.transcriptions) {
-        // Multipart audio: routed on the model the client node named, never parsed here.
-        body = await readBody(cs, MAX_AUDIO_BODY_BYTES)
-        json = {}
-        const m = headers[HEADERS.model]
-        if (typeof m !== 'string' || !m) throw new InvalidRequestError("'model' is required", 'model')
-        model = m
-      } else {
-        body = await readBody(cs, MAX_BODY_BYTES)
-        json = parseJsonObject(body)
-        if (typeof json.model !== 'string' || !json.model) throw new InvalidRequestError("'model' is required and must be a string", 'model')
-        model = json.model
-      }
+      if (pk !== undefined && (typeof pk !== 'string' || !/^[0-9a-f]{1,64}$/.test(pk))) throw new InvalidRequestError(`'prefix_key' (header ${HEADERS.prefixKey}) must be 1-64 lower-case hex characters`, 'prefix_key')
+      prefix = pk
+      timeoutMs = intHeader(headers[HEADERS.timeoutMs], DEFAULT_TIMEOUT_SEC * 1000, 'timeout', { min: 1, max: MAX_TIMEOUT_SEC * 1000 })!
+      body = await readBody(cs, path === PATHS.transcriptions ? MAX_AUDIO_BODY_BYTES : MAX_BODY_BYTES)
     } catch (err) {
+      if (!cs.readableEnded) cs.resume()
       this.finish('rejected')
       return respondError(cs, err)
     }
-    const askedMaxTokens = [json.max_completion_tokens, json.max_tokens].find((v) => typeof v === 'number' && Number.isSafeInteger(v) && v > 0) as number | undefined
+    const model = routing.model
     const ownTimeoutMs = Math.floor(timeoutMs * HOP_TIMEOUT_FACTOR)
     let clientGone = false
     const deadline = started + ownTimeoutMs
@@ -445,7 +446,7 @@ export class Proxy implements OpsSource {
       // dearest multipliers and the app's max_coefficient. The worker never exceeds max_tokens.
       // Embeddings generate nothing; a transcription is billed by its audio seconds, bounded by the upload's size.
       const generates = path === PATHS.chat || path === PATHS.completions
-      const maxTokens = generates ? Math.min(askedMaxTokens ?? conn.info.maxTokensCap, conn.info.maxTokensCap) : 0
+      const maxTokens = generates ? Math.min(routing.maxTokens ?? conn.info.maxTokensCap, conn.info.maxTokensCap) : 0
       const maxAudioSeconds = path === PATHS.transcriptions ? Math.min(MAX_AUDIO_SECONDS, Math.ceil(body.length / MIN_AUDIO_BYTES_PER_SECOND)) : 0
       const worst =
         path === PATHS.transcriptions
@@ -464,7 +465,7 @@ export class Proxy implements OpsSource {
         this.m.retries.inc()
       }
       const contentType = path === PATHS.transcriptions ? String(headers['content-type'] ?? '') : 'application/json'
-      const result = await this.forward(cs, conn, path, body, { requestId, client, maxTokens, maxAudioSeconds, contentType, reservation: held.reservation, salt }, remaining, log, () => clientGone)
+      const result = await this.forward(cs, conn, path, body, { requestId, client, model, stream: routing.stream, maxTokens, maxAudioSeconds, contentType, reservation: held.reservation, salt }, remaining, log, () => clientGone)
       if (result.kind === 'done') {
         this.finish(result.outcome)
         return
@@ -510,7 +511,7 @@ export class Proxy implements OpsSource {
     conn: WorkerConn,
     path: string,
     body: Buffer,
-    ctx: { requestId: string; client: string; maxTokens: number; maxAudioSeconds: number; contentType: string; reservation?: Reservation; salt: Buffer },
+    ctx: { requestId: string; client: string; model: string; stream: boolean; maxTokens: number; maxAudioSeconds: number; contentType: string; reservation?: Reservation; salt: Buffer },
     remainingMs: number,
     log: Logger,
     clientGone: () => boolean,
@@ -532,6 +533,8 @@ export class Proxy implements OpsSource {
           'content-type': ctx.contentType,
           [HEADERS.requestId]: ctx.requestId,
           [HEADERS.exchange]: exchangeId,
+          [HEADERS.model]: ctx.model,
+          [HEADERS.stream]: ctx.stream ? '1' : '0',
           [HEADERS.coefficient]: String(conn.info.coefficient),
           [HEADERS.maxTokens]: String(ctx.maxTokens),
           ...(ctx.maxAudioSeconds > 0 ? { [HEADERS.maxAudioSeconds]: String(ctx.maxAudioSeconds) } : {}),
@@ -557,7 +560,6 @@ export class Proxy implements OpsSource {
       let workerReceipt: unknown
       // The worker's usage signature, kept with its receipt in the log (only once checked: see onEnd).
       let signedUsage: { json: string; signature: string; signer: string } | undefined
-      const receiptId = receiptIdFromSalt(ctx.salt)
       let graceTimer: NodeJS.Timeout | undefined
       const settle = (r: { kind: 'done'; outcome: Outcome } | { kind: 'retry' | 'timeout'; error: Error }) => {
         if (settled) return
@@ -701,8 +703,10 @@ export class Proxy implements OpsSource {
           )
           .then(
             ({ cost, receiptIndex, rc }) => {
-              const costInfo = { nano: cost.clientNano, adjustedTokens: cost.adjustedTokens, coefficient: conn.info.coefficient, pricePerTokenNano: prices.pricePerTokenNano, receiptId }
-              const receiptTrailers = receiptTrailersOf(rc, receiptIndex)
+              const costInfo = { nano: cost.clientNano, adjustedTokens: cost.adjustedTokens, coefficient: conn.info.coefficient, pricePerTokenNano: prices.pricePerTokenNano }
+              // What the proxy knows about the answer travels as trailers; the client node writes the app's final
+              // usage (with the cost) into the answer itself: the proxy never rewrites an answer body.
+              const receiptTrailers = { ...receiptTrailersOf(rc, receiptIndex), [HEADERS.usage]: signedUsage!.json, [HEADERS.usageSig]: signedUsage!.signature, [HEADERS.cost]: costTrailer(costInfo) }
               // The client's running total, read when the trailer is actually sent: answers on one
               // session finish in any order, and the client checks the totals never go down.
               const charged = () => {
@@ -713,9 +717,9 @@ export class Proxy implements OpsSource {
               if (clientOpen()) {
                 if (sse) {
                   cs.once('wantTrailers', () => cs.sendTrailers(charged()))
-                  cs.end(`data: ${usageChunk(u.answer, u, costInfo)}\n\n${u.finishReason === 'error' ? '' : 'data: [DONE]\n\n'}`)
+                  cs.end()
                 } else {
-                  respondRaw(cs, status, ct, withCost(Buffer.concat(buffered), u, costInfo), charged)
+                  respondRaw(cs, status, ct, Buffer.concat(buffered), charged)
                 }
               }
               settle({ kind: 'done', outcome: stopped ?? (u.finishReason === 'error' || status >= 400 ? 'failed' : 'succeeded') })
@@ -937,6 +941,7 @@ export class Proxy implements OpsSource {
       clients: { connected: this.clientSessions.size, refused: this.refused.clients, rateLimited: this.rateLimited, limitedNow: this.errorBudget.limitedClients() },
       refusals: [...this.refusals].reverse(),
       queue: this.admission.stats(),
+      ...(this.o.timeRouting ? { routing: this.admission.routingTiming(this.workers.size) } : {}),
       workers: {
         connected: this.workers.size,
         refused: this.refused.workers,
@@ -990,13 +995,6 @@ export class Proxy implements OpsSource {
   }
 }
 
-function intHeader(v: string | string[] | undefined, dflt: number, field: string): number {
-  if (v === undefined) return dflt
-  const n = Number(v)
-  if (!Number.isSafeInteger(n) || n < 0) throw new InvalidRequestError(`'${field}' must be a non-negative integer`, field)
-  return n
-}
-
 function respond(stream: http2.ServerHttp2Stream, status: number, body: unknown, extra: http2.OutgoingHttpHeaders = {}): void {
   if (stream.destroyed || stream.closed || stream.headersSent) return
   stream.respond({ ':status': status, 'content-type': 'application/json', ...extra })
@@ -1008,17 +1006,6 @@ function respondRaw(stream: http2.ServerHttp2Stream, status: number, ct: string,
   stream.respond({ ':status': status, 'content-type': ct }, trailers ? { waitForTrailers: true } : undefined)
   if (trailers) stream.once('wantTrailers', () => stream.sendTrailers(trailers()))
   stream.end(body)
-}
-
-/** Puts the billed usage, with its cost, into a non-streamed answer. */
-function withCost(body: Buffer, u: UsageRecord, cost: UsageCost): Buffer {
-  try {
-    const j = JSON.parse(body.toString('utf8')) as Record<string, unknown>
-    j.usage = openaiUsage(u, cost, u.answer.object)
-    return Buffer.from(JSON.stringify(j))
-  } catch {
-    return body
-  }
 }
 
 function respondError(stream: http2.ServerHttp2Stream, err: unknown): void {

@@ -172,17 +172,62 @@ export function expectedWaitMs(c: WorkerConn): number {
   return ((c.active + 1) * c.avgMs * (1 + 4 * c.failRate)) / slots
 }
 
-/** Rendezvous (highest random weight) hash of a worker for a salted prefix key. */
-export function rendezvousWeight(a: Affinity, workerId: string): bigint {
-  const h = crypto.createHash('sha256').update(a.client).update('\0').update(a.prefixKey).update('\0').update(workerId).digest()
-  return h.readBigUInt64BE(0)
+/**
+ * Rendezvous (highest random weight) hash of a worker for a salted prefix key, in [0, 2^53). The salted key is
+ * hashed once per request (SHA-256 of client ‖ prefixKey), each worker's id once per worker; the weight mixes
+ * the two with a 32-bit finalizer, so a decision among 1,000 workers costs 1 SHA-256, not 1,000.
+ */
+export function rendezvousWeight(a: Affinity, workerId: string): number {
+  return mixWeight(affinitySeed(a), idHash(workerId))
 }
+
+/** SHA-256(client ‖ 0 ‖ prefixKey), its first 8 bytes as two 32-bit words: secret to anyone but that client. */
+function affinitySeed(a: Affinity): [number, number] {
+  const h = crypto.createHash('sha256').update(a.client).update('\0').update(a.prefixKey).digest()
+  return [h.readUInt32BE(0), h.readUInt32BE(4)]
+}
+
+const idHashes = new Map<string, [number, number]>()
+/** SHA-256 of a worker id as two 32-bit words, remembered (ids are few and never reused with another meaning). */
+function idHash(id: string): [number, number] {
+  let v = idHashes.get(id)
+  if (!v) {
+    const h = crypto.createHash('sha256').update(id).digest()
+    v = [h.readUInt32BE(0), h.readUInt32BE(4)]
+    if (idHashes.size >= ID_HASHES_MAX) idHashes.clear()
+    idHashes.set(id, v)
+  }
+  return v
+}
+const ID_HASHES_MAX = 100_000
+
+/** murmur3's 32-bit finalizer on each word of seed XOR id: a 53-bit weight. */
+function mixWeight(seed: [number, number], id: [number, number]): number {
+  return fmix32(seed[0] ^ id[0]) * 2 ** 21 + (fmix32(seed[1] ^ id[1]) >>> 11)
+}
+
+function fmix32(h: number): number {
+  h ^= h >>> 16
+  h = Math.imul(h, 0x85ebca6b)
+  h ^= h >>> 13
+  h = Math.imul(h, 0xc2b2ae35)
+  h ^= h >>> 16
+  return h >>> 0
+}
+
+/**
+ * Scratch space of selectWorker, reused by every call so that a decision allocates nothing per worker. Selection
+ * is synchronous, so no two calls ever share it; it is cleared after each call (no closed worker is kept alive).
+ */
+const scratchConns: WorkerConn[] = []
+const scratchCosts: number[] = []
 
 /** Picks the worker for `model`, never one in `exclude`. */
 export function selectWorker(conns: Iterable<WorkerConn>, model: string, maxCoefficient: number, exclude: ReadonlySet<string>, options: SelectOptions | string = {}): Selection {
   const opts: SelectOptions = typeof options === 'string' ? { path: options } : options
   const now = opts.now ?? Date.now()
-  const eligible: Array<{ c: WorkerConn; cost: number }> = []
+  let n = 0
+  let best = -1
   let seenModel = false
   let seenEndpoint = false
   let minCoefficient = Infinity
@@ -202,25 +247,30 @@ export function selectWorker(conns: Iterable<WorkerConn>, model: string, maxCoef
     if (!exclude.has(c.id) && !down) untried = true
     if (exclude.has(c.id) || down || c.active >= c.info.maxActiveRequests) continue
     if (!breakerAllows(qualityOf(c), now)) continue
-    eligible.push({ c, cost: routingCost(c) })
+    const cost = routingCost(c)
+    scratchConns[n] = c
+    scratchCosts[n] = cost
+    if (best < 0 || cost < scratchCosts[best] || (cost === scratchCosts[best] && tieBreak(c, scratchConns[best]) < 0)) best = n
+    n++
   }
-  if (eligible.length > 0) {
-    let best = eligible[0]
-    for (const e of eligible) if (e.cost < best.cost || (e.cost === best.cost && tieBreak(e.c, best.c) < 0)) best = e
-    let chosen = best.c
-    if (opts.affinity && eligible.length > 1) {
+  if (n > 0) {
+    let chosen = scratchConns[best]
+    if (opts.affinity && n > 1) {
       // Among the near-best, the prefix's rendezvous winner: the same client's same prefix lands on the same
       // worker (its KV cache is warm there) while that worker stays within the slack of the best.
-      let top: bigint = -1n
-      for (const e of eligible) {
-        if (e.cost > best.cost * (1 + AFFINITY_SLACK)) continue
-        const w = rendezvousWeight(opts.affinity, e.c.id)
+      const limit = scratchCosts[best] * (1 + AFFINITY_SLACK)
+      const seed = affinitySeed(opts.affinity)
+      let top = -1
+      for (let i = 0; i < n; i++) {
+        if (scratchCosts[i] > limit) continue
+        const w = mixWeight(seed, idHash(scratchConns[i].id))
         if (w > top) {
           top = w
-          chosen = e.c
+          chosen = scratchConns[i]
         }
       }
     }
+    scratchConns.fill(undefined as unknown as WorkerConn, 0, n)
     const q = qualityOf(chosen)
     if (q.breaker.state === 'half-open') Object.assign(q.breaker, { trialInFlight: true, until: now + BREAKER_OPEN_MS })
     return { conn: chosen }

@@ -15,7 +15,7 @@ import { CAPABILITY_PATHS, HEADERS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX
 import type { PartyLedger } from '../payments/party-ledger.ts'
 import { DuplicateRequestError } from '../payments/billing.ts'
 import { checkVoucher, InvalidVoucherError } from '../ton/contracts/index.ts'
-import { validateEmbeddingRequest, validateRequest, validateTranscriptionForm, type TranscriptionFormat } from '../net/validate.ts'
+import { askedMaxTokens, checkHopAgreement, validateEmbeddingRequest, validateRequest, validateTranscriptionForm, type TranscriptionFormat } from '../net/validate.ts'
 import { AnswerAggregator, answerIds, answerText, chunkText, EMBEDDING_OBJECT, TRANSCRIPTION_OBJECT } from '../net/openai.ts'
 import { verifyReceiptProof } from '../payments/receipts/proof.ts'
 import { Cell } from '@ton/core'
@@ -279,6 +279,8 @@ export class Worker implements OpsSource {
       const reserved = Number(headers[HEADERS.maxTokens])
       const maxTokensCap = Number.isSafeInteger(reserved) && reserved > 0 ? Math.min(reserved, this.o.maxTokensCap) : this.o.maxTokensCap
       const req = validateRequest(kind, body, requestId, { modelId: this.deps.backend.model.id, maxTokensCap, features: this.deps.backend.features })
+      // The proxy routed and reserved by the hop headers: run nothing else than what they say.
+      checkHopAgreement(headers, { model: body.model, stream: body.stream === true, maxTokens: askedMaxTokens(body) }, this.o.maxTokensCap)
       const ids = answerIds(kind, requestId)
       let answerId: string | undefined
       const streaming = body.stream === true
@@ -425,6 +427,7 @@ export class Worker implements OpsSource {
         raw = await readBody(stream, MAX_BODY_BYTES)
         const body = parseJsonObject(raw)
         const { req, encoding } = validateEmbeddingRequest(body, requestId, { modelId: model })
+        checkHopAgreement(headers, { model: body.model, stream: body.stream === true })
         const r = await backend.embed!(req, { signal })
         usage = { promptTokens: r.promptTokens, cachedTokens: 0, completionTokens: 0, reasoningTokens: 0 }
         id = `emb-${requestId}`
@@ -435,6 +438,7 @@ export class Worker implements OpsSource {
         raw = await readBody(stream, MAX_AUDIO_BODY_BYTES)
         const form = await parseMultipart(raw, headers['content-type'])
         const f = validateTranscriptionForm(form, { modelId: model })
+        checkHopAgreement(headers, { model: form.get('model'), stream: false })
         sampling = { ...sampling, temperature: f.temperature ?? null }
         const audio = new Uint8Array(await f.file.arrayBuffer())
         const probe = await probeAudio(audio, signal)

@@ -101,7 +101,14 @@ export function partyLedger(): PartyLedger {
  * A FAKE proxy driven by hand: a bare attested proxy identity (claiming `paymentKey`) that accepts one
  * worker and lets the test send it statements. For testing what a worker does with what a proxy says.
  */
-export async function handDrivenProxy(paymentKeyHex: string): Promise<{ port: number; connected: () => boolean; sendStatement(st: unknown): Promise<any>; close(): void }> {
+export async function handDrivenProxy(paymentKeyHex: string): Promise<{
+  port: number
+  connected: () => boolean
+  sendStatement(st: unknown): Promise<any>
+  /** Sends the worker any request, as a proxy (a hostile one, if the test likes), and reads its status and body. */
+  request(headers: Record<string, string>, body: string): Promise<{ status: number; body: string }>
+  close(): void
+}> {
   const http2 = await import('node:http2')
   const { listenAttested } = await import('../../src/net/attested.ts')
   const identity = await createIdentity({ role: 'proxy', provider: new SimulatedEvidenceProvider(await simulatedImageHash('')), configHash: '00'.repeat(32), paymentKey: paymentKeyHex })
@@ -126,6 +133,17 @@ export async function handDrivenProxy(paymentKeyHex: string): Promise<{ port: nu
         r.on('end', () => resolve(JSON.parse(body)))
         r.on('error', reject)
         r.end(JSON.stringify(st))
+      }),
+    request: (headers, body) =>
+      new Promise((resolve, reject) => {
+        const r = session!.request(headers)
+        let status = 0
+        let text = ''
+        r.on('response', (h) => (status = Number(h[':status'])))
+        r.on('data', (c) => (text += c))
+        r.on('end', () => resolve({ status, body: text }))
+        r.on('error', reject)
+        r.end(body)
       }),
     close: () => {
       session?.destroy()

@@ -57,6 +57,10 @@ test('the chain section holds only the settings of the node\'s own role', () => 
   const client = validateConfig({ role: 'client', policy, proxies: ['a:9000'], chain })
   assert.ok(client.role === 'client' && client.chain && !('paymentKeyFile' in client.chain))
   assert.throws(() => validateConfig({ role: 'client', policy, proxies: ['a:9000'], chain: { ...chain, stakeNano: '5' } }), /chain\.stakeNano.*unknown chain setting for a client/)
+  const budgeted = validateConfig({ role: 'client', policy, chain: { ...chain, fundingBudgetNano: '3000000000' } })
+  assert.ok(budgeted.role === 'client' && budgeted.chain?.fundingBudgetNano === 3_000_000_000n)
+  assert.throws(() => validateConfig({ role: 'client', policy, chain: { ...chain, fundingBudgetNano: '1.5' } }), /chain\.fundingBudgetNano.*nanoTON/)
+  assert.throws(() => validateConfig({ role: 'proxy', policy, chain: { ...chain, fundingBudgetNano: '5' } }), /chain\.fundingBudgetNano.*unknown chain setting for a proxy/)
 })
 
 test('COCOON_<SETTING> overrides top-level settings', () => {

@@ -1,0 +1,130 @@
+// The client's funding budget (issue 14: "it funds a client contract per proxy it uses, within a budget from its
+// config"), on a real devnet chain over HTTP: three proxies registered on a real root, a client wallet, and
+// ClientAccount depositing into one client contract per proxy until the budget is spent. The deposit that would pass
+// the budget is refused: nothing is sent, the contract stays undeployed, the refusal is logged and in the stats; a
+// restart does not reset the budget; top-ups count against it too.
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import path from 'node:path'
+import type { Address } from '@ton/core'
+import { startDevnet, hash, type Devnet } from '../ton/helpers.ts'
+import { deployRoot, DEVNET_PARAMS, loadOrCreateWalletKey, ProxyRegistry, type NodeWallet } from '../../src/ton/chain-client/index.ts'
+import { ONE_TON_NANO, type RootState } from '../../src/ton/contracts/index.ts'
+import { ClientAccount, type ClientFundingOptions } from '../../src/payments/client-account.ts'
+import { createLogger } from '../../src/core/log.ts'
+
+const PROXY_IMAGE = hash(7)
+let net: Devnet
+let root: Address
+let rootState: RootState
+let client: NodeWallet
+const proxyIds: string[] = []
+
+before(async () => {
+  net = await startDevnet()
+  const owner = (await net.wallet('owner', '20')).wallet
+  const deployed = await deployRoot(net.chain, owner, { params: DEVNET_PARAMS, proxyImageHashes: [PROXY_IMAGE] })
+  root = deployed.address
+  for (let i = 0; i < 3; i++) {
+    const { wallet } = await net.wallet(`proxy-${i}`, '5')
+    const registry = new ProxyRegistry(net.chain, wallet, loadOrCreateWalletKey(path.join(net.dir, `payment-${i}.key`)), root)
+    await registry.register({ host: `10.0.0.${i + 1}`, workerPort: 11001, clientPort: 11002 }, { imageHash: PROXY_IMAGE })
+    proxyIds.push(registry.publicKeyHex)
+  }
+  rootState = await net.chain.getRootState(root)
+  client = (await net.wallet('client', '20')).wallet
+})
+
+after(async () => {
+  await net?.close()
+})
+
+/** A ClientAccount as the client node builds it, with its log lines collected. */
+function account(opts: ClientFundingOptions) {
+  const lines: Array<Record<string, unknown>> = []
+  const log = createLogger({ role: 'client' }, 'info', (line: string) => void lines.push(JSON.parse(line)))
+  const a = new ClientAccount({ chain: net.chain, wallet: client, root, rootState: () => rootState, log }, { fundingFile: path.join(net.dir, 'client-funding.json'), ...opts })
+  return { a, lines }
+}
+
+test('deposits into one client contract per proxy until the budget is spent, then refuses, logged and on the stats', async () => {
+  const budget = 2n * ONE_TON_NANO + ONE_TON_NANO / 2n
+  const { a, lines } = account({ depositNano: ONE_TON_NANO, fundingBudgetNano: budget })
+  const walletBefore = await client.balance()
+  await a.ensureFunded(proxyIds[0])
+  await a.ensureFunded(proxyIds[1])
+  assert.ok(a.isFunded(proxyIds[0]) && a.isFunded(proxyIds[1]))
+  assert.equal((await a.state(proxyIds[0]))!.balanceNano, ONE_TON_NANO)
+
+  await a.ensureFunded(proxyIds[2])
+  assert.equal(a.isFunded(proxyIds[2]), false)
+  assert.equal(await a.state(proxyIds[2]), undefined, 'no client contract was deployed for the third proxy')
+  const spentOnChain = walletBefore - (await client.balance())
+  assert.ok(spentOnChain >= 2n * ONE_TON_NANO && spentOnChain < budget, `the wallet paid ${spentOnChain}: two deposits and gas, within the budget`)
+
+  const stats = a.fundingStats() as any
+  assert.equal(stats.budgetNano, budget.toString())
+  assert.equal(stats.spentNano, (2n * ONE_TON_NANO).toString())
+  assert.equal(stats.remainingNano, (ONE_TON_NANO / 2n).toString())
+  assert.equal(stats.exhausted, true)
+  assert.equal(stats.refused.length, 1)
+  assert.equal(stats.refused[0].proxy, proxyIds[2])
+  assert.equal(stats.refused[0].kind, 'deposit')
+  assert.match(stats.refused[0].reason, /funding budget is exhausted/)
+  const warned = lines.filter((l) => l.level === 'warn' && /funding budget is exhausted/.test(String(l.msg)))
+  assert.equal(warned.length, 1, JSON.stringify(lines))
+
+  // Asking again neither sends nor logs again.
+  await a.ensureFunded(proxyIds[2])
+  assert.equal(lines.filter((l) => l.level === 'warn').length, 1)
+
+  // A restart keeps what was spent: the budget is not reset.
+  const { a: restarted } = account({ depositNano: ONE_TON_NANO, fundingBudgetNano: budget })
+  await restarted.ensureFunded(proxyIds[2])
+  assert.equal(await restarted.state(proxyIds[2]), undefined)
+  assert.equal((restarted.fundingStats() as any).spentNano, (2n * ONE_TON_NANO).toString())
+})
+
+test('top-ups count against the budget too; a raised budget lets funding go on', async () => {
+  // The first test spent 2 TON; a top-up of 1 TON fits a 3.2 TON budget once, not twice.
+  const opts = { depositNano: ONE_TON_NANO, topUpBelowNano: ONE_TON_NANO / 2n, topUpNano: ONE_TON_NANO, fundingBudgetNano: 3n * ONE_TON_NANO + ONE_TON_NANO / 5n }
+  const { a } = account(opts)
+  const drain = async () => {
+    const s = (await a.state(proxyIds[0]))!
+    await a.withdraw(proxyIds[0], s.balanceNano - s.stakeNano)
+    assert.ok((await a.state(proxyIds[0]))!.balanceNano < opts.topUpBelowNano)
+  }
+  await drain()
+  await a.ensureFunded(proxyIds[0])
+  assert.equal((await a.state(proxyIds[0]))!.balanceNano, rootState.params.minClientStakeNano + ONE_TON_NANO, 'topped up')
+  await drain()
+  await a.ensureFunded(proxyIds[0])
+  assert.ok((await a.state(proxyIds[0]))!.balanceNano < opts.topUpBelowNano, 'the second top-up would pass the budget')
+  const stats = a.fundingStats() as any
+  assert.equal(stats.spentNano, (3n * ONE_TON_NANO).toString())
+  assert.equal(stats.refused.find((r: any) => r.proxy === proxyIds[0]).kind, 'top-up')
+
+  // The operator raises the budget: the refused deposit and top-up go through.
+  const { a: raised } = account({ ...opts, fundingBudgetNano: 5n * ONE_TON_NANO })
+  await raised.ensureFunded(proxyIds[0])
+  await raised.ensureFunded(proxyIds[2])
+  assert.ok(raised.isFunded(proxyIds[2]))
+  assert.ok((await raised.state(proxyIds[0]))!.balanceNano >= ONE_TON_NANO)
+  const after = raised.fundingStats() as any
+  assert.equal(after.spentNano, (5n * ONE_TON_NANO).toString())
+  assert.equal(after.exhausted, false)
+  assert.deepEqual(after.refused, [])
+})
+
+test('concurrent funding runs for one proxy make one deposit', async () => {
+  const { a } = account({ depositNano: ONE_TON_NANO / 2n })
+  // A fresh proxy: register a fourth one.
+  const { wallet } = await net.wallet('proxy-3', '5')
+  const registry = new ProxyRegistry(net.chain, wallet, loadOrCreateWalletKey(path.join(net.dir, 'payment-3.key')), root)
+  await registry.register({ host: '10.0.0.4', workerPort: 11001, clientPort: 11002 }, { imageHash: PROXY_IMAGE })
+  rootState = await net.chain.getRootState(root)
+  const before = (a.fundingStats() as any).spentNano
+  await Promise.all([a.ensureFunded(registry.publicKeyHex), a.ensureFunded(registry.publicKeyHex), a.ensureFunded(registry.publicKeyHex)])
+  assert.equal((await a.state(registry.publicKeyHex))!.balanceNano, ONE_TON_NANO / 2n)
+  assert.equal(BigInt((a.fundingStats() as any).spentNano) - BigInt(before), ONE_TON_NANO / 2n)
+})
