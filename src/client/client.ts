@@ -14,19 +14,17 @@ import { prefixKey } from './prefix-key.ts'
 import { errorResponse, InvalidRequestError, isExpectedError, NoProxyAvailableError, NoWorkerAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
 import { parseJsonObject, parseMultipart, readBody } from '../net/body.ts'
 import { askedMaxTokens, isWireModelId } from '../net/validate.ts'
-import { answerText, SseText } from '../net/openai.ts'
+import { answerText, parseCostTrailer, SseText, usageChunk, withBilledUsage, type UsageCost } from '../net/openai.ts'
 import { decodeReceiptBoc, newSalt, receiptIdFromSalt, answerHash } from '../payments/receipts/receipt.ts'
 import { heldReceiptJson, type ReceiptStore, type HeldReceipt } from '../payments/receipts/store.ts'
 import { verifyReceiptProof } from '../payments/receipts/proof.ts'
 import { Cell } from '@ton/core'
 import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
-import { type ReceiptProofsReply, CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_BODY_BYTES, MAX_MODEL_ID_CHARS, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION } from '../net/protocol.ts'
-import { UsageTap, type AnswerUsage } from './usage-tap.ts'
+import { type ReceiptProofsReply, CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_BODY_BYTES, MAX_MODEL_ID_CHARS, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION, type UsageRecord } from '../net/protocol.ts'
+import { parseUsageRecord, namesItsAnswer } from '../net/usage.ts'
 import type { RequestRecord } from './apps.ts'
 import { CandidateCache, pickRecipients } from './e2ee.ts'
 import { AnswerReader, DEFAULT_E2EE_RECIPIENTS, E2EE_CONTENT_TYPE, E2eeError, encodeRoute, encodeWrappedKeys, sealRequest, type AnswerKeys } from '../net/e2ee.ts'
-import { usageChunk, openaiUsage, type UsageCost } from '../net/openai.ts'
-import type { UsageRecord } from '../net/protocol.ts'
 
 /** One encrypted attempt: the sealed body, the headers naming its route and recipients, and the keys that read the answer. */
 interface E2eeAttempt {
@@ -585,11 +583,15 @@ export class Client implements OpsSource {
       const sentAt = Date.now()
       let settled = false
       let sse = false
-      let tap: UsageTap | undefined
+      // The billed usage and its cost, from the proxy's trailers: written into the answer here, for the app.
+      let billed: { usage: UsageRecord; cost: UsageCost } | undefined
       const settle = (r: { kind: 'done'; outcome: Outcome; usage?: AnswerUsage } | { kind: 'retry'; error: Error; fresh?: boolean }) => {
         if (settled) return
         settled = true
-        if (r.kind === 'done') r.usage = tap?.result()
+        if (r.kind === 'done' && billed) {
+          const u = billed.usage
+          r.usage = { promptTokens: u.promptTokens, completionTokens: u.completionTokens, costNano: billed.cost.nano.toString(), receiptId }
+        }
         link.active--
         clearTimeout(timer)
         res.off('close', onAppClose)
@@ -624,8 +626,6 @@ export class Client implements OpsSource {
       const mode = e2ee ? 'on' : 'off'
       /** Reads an encrypted answer's records; set when the proxy relays one. */
       let reader: AnswerReader | undefined
-      /** The usage and cost of an encrypted answer, from the proxy's trailers: the client node writes them into the answer. */
-      let billed: { usage: UsageRecord; cost: UsageCost } | undefined
       const broken = (err: Error) => {
         log.warn('encrypted answer refused', { proxy: link.target, reason: err.message })
         ps.close(http2.constants.NGHTTP2_CANCEL)
@@ -650,7 +650,6 @@ export class Client implements OpsSource {
         }
         sse = reader ? contentType === 'text/event-stream' : ct.startsWith('text/event-stream')
         if (res.destroyed) return
-        if (this.deps.apps) tap = new UsageTap(sse)
         if (!sse) {
           ps.on('data', (chunk: Buffer) => held.push(chunk))
           return
@@ -668,7 +667,6 @@ export class Client implements OpsSource {
               return broken(err as Error)
             }
             for (const chunk of events) {
-              tap?.write(chunk)
               lastChunk = chunk
               seen.push(chunk)
               if (!res.write(chunk)) {
@@ -680,7 +678,6 @@ export class Client implements OpsSource {
           return
         }
         ps.on('data', (chunk: Buffer) => {
-          tap?.write(chunk)
           lastChunk = chunk
           seen.push(chunk)
           if (!res.write(chunk)) {
@@ -691,18 +688,12 @@ export class Client implements OpsSource {
       })
       ps.once('trailers', (t) => {
         if (typeof t[HEADERS.receipt] === 'string') receiptTrailers = t
-        if (reader && typeof t[HEADERS.usage] === 'string' && typeof t[HEADERS.cost] === 'string') {
-          try {
-            const c = JSON.parse(t[HEADERS.cost] as string) as Record<string, string | number>
-            billed = { usage: JSON.parse(t[HEADERS.usage] as string) as UsageRecord, cost: { nano: BigInt(c.nano), adjustedTokens: BigInt(c.adjustedTokens), coefficient: Number(c.coefficient), pricePerTokenNano: BigInt(c.pricePerTokenNano), receiptId: typeof c.receiptId === 'string' ? c.receiptId : undefined } }
-          } catch {
-            billed = undefined
-          }
-        }
         const c = t[HEADERS.charged]
         if (typeof c !== 'string') return
         charged = true
         this.recordCharge(link, c, log)
+        billed = billedUsage(t, ctl.requestId)
+        if (!billed) log.warn('the proxy billed an answer without passing on its usage and cost', { proxy: link.target })
       })
       ps.once('end', () => {
         if (settled) return
@@ -720,32 +711,26 @@ export class Client implements OpsSource {
           } catch (err) {
             return broken(err as Error)
           }
+          // From here on the decrypted answer is handled as a plaintext one: the usage with its cost is added below.
           held.length = 0
           if (plainHeld.length) held.push(plainHeld)
-          if (status === 200 && billed) {
-            const { usage: u, cost } = billed
-            if (sse) {
-              const tail = Buffer.from(`data: ${usageChunk(u.answer, u, cost)}\n\n${u.finishReason === 'error' ? '' : 'data: [DONE]\n\n'}`)
-              tap?.write(tail)
-              seen.push(tail)
-              res.write(tail)
-            } else held.splice(0, held.length, withUsage(Buffer.concat(held), u, cost))
-          }
         }
         keep()
         // An answer is complete only once its usage was billed: the proxy then sends the charge as a
         // trailer. A 200 that ends without it was cut off (the proxy died, or the link broke).
-        if (status === 200 && !charged) {
+        if (status === 200 && (!charged || !billed)) {
           log.warn('proxy stream ended before the answer was billed', { proxy: link.target })
           // The proxy may have ended the stream with its own error event; do not add a second.
           if (!(sse && lastChunk?.includes('data: {"error"'))) endWithError(new UpstreamError('the answer was cut off: the proxy stream ended before the final usage'))
           else res.end()
           return settle({ kind: 'done', outcome: 'failed' })
         }
-        if (sse) res.end()
-        else if (!res.destroyed && !res.headersSent) {
-          const body = Buffer.concat(held)
-          tap?.write(body)
+        if (sse) {
+          // The final usage chunk (with the cost), as OpenAI's include_usage, then [DONE] unless the answer ended in an error.
+          const u = billed?.usage
+          res.end(u ? `data: ${usageChunk(u.answer, u, { ...billed!.cost, receiptId })}\n\n${u.finishReason === 'error' ? '' : 'data: [DONE]\n\n'}` : undefined)
+        } else if (!res.destroyed && !res.headersSent) {
+          const body = billed ? withBilledUsage(Buffer.concat(held), billed.usage, { ...billed.cost, receiptId }, billed.usage.answer.object) : Buffer.concat(held)
           // JSON, or plain text (a transcription with response_format text).
           res.writeHead(status, { 'content-type': contentType, 'content-length': body.length, 'x-request-id': ctl.requestId, [HEADERS.receiptId]: receiptId, [HEADERS.e2ee]: mode, ...(retryAfter ? { 'retry-after': retryAfter } : {}) })
           res.end(body)
@@ -1018,15 +1003,26 @@ function parseSince(v: string | null): number {
   return t
 }
 
-/** Puts the billed usage, with its cost, into a non-streamed answer decrypted here (the proxy could not). */
-function withUsage(body: Buffer, u: UsageRecord, cost: UsageCost): Buffer {
-  try {
-    const j = JSON.parse(body.toString('utf8')) as Record<string, unknown>
-    j.usage = openaiUsage(u, cost, u.answer.object)
-    return Buffer.from(JSON.stringify(j))
-  } catch {
-    return body
-  }
+/** What the app's request history records of an answer: its tokens, what it cost, its receipt. */
+export interface AnswerUsage {
+  promptTokens: number
+  completionTokens: number
+  /** nanoTON. */
+  costNano: string
+  receiptId: string | null
+}
+
+/**
+ * The billed usage and cost the proxy passes on as trailers (outside input: checked, and it must be this
+ * request's record and name its answer), or undefined.
+ */
+function billedUsage(t: http2.IncomingHttpHeaders, requestId: string): { usage: UsageRecord; cost: UsageCost } | undefined {
+  const json = t[HEADERS.usage]
+  const cost = parseCostTrailer(t[HEADERS.cost])
+  if (typeof json !== 'string' || !cost) return undefined
+  const r = parseUsageRecord(json)
+  if (!r.ok || r.usage.requestId !== requestId || !namesItsAnswer(r.usage)) return undefined
+  return { usage: r.usage, cost }
 }
 
 /** The app's model, checked to be one the hop headers can carry. */

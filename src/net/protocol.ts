@@ -68,10 +68,12 @@ export const HEADERS = {
   stream: 'x-cocoon-stream',
   /** Proxy -> client trailer: the client's cumulative charge (ChargeStatement JSON). */
   charged: 'x-cocoon-charged',
-  /** Worker trailer: usage JSON (UsageRecord). */
+  /** Worker -> proxy trailer: usage JSON (UsageRecord); proxy -> client trailer: the same record, passed on once billed. */
   usage: 'x-cocoon-usage',
-  /** Worker trailer: base64 Ed25519 signature of usageSigningPayload() by the worker's attested key. */
+  /** Worker -> proxy (and proxy -> client) trailer: base64 Ed25519 signature of usageSigningPayload() by the worker's attested key. */
   usageSig: 'x-cocoon-usage-sig',
+  /** Proxy -> client trailer: what the answer cost (costTrailer() JSON); the client node writes it into the answer's usage. */
+  cost: 'x-cocoon-cost',
   /** Client -> proxy -> worker: the model of every inference request; the proxy routes on it, the worker refuses a body naming another. */
   model: 'x-cocoon-model',
   /** Proxy -> worker: the most audio seconds the proxy reserved for; longer audio is refused. */
@@ -98,8 +100,6 @@ export const HEADERS = {
   e2eeKeys: 'x-cocoon-e2ee-keys',
   /** Client node -> app response header, and proxy -> client: `on` when the answer was end-to-end encrypted, `off` when the proxy saw plaintext. */
   e2ee: 'x-cocoon-e2ee',
-  /** Proxy -> client trailer of an encrypted answer: what the answer cost (UsageCost JSON), since the proxy cannot write it into the answer. */
-  cost: 'x-cocoon-cost',
 } as const
 
 /** Control fields the client node removes from the app's body before forwarding. */

@@ -22,6 +22,7 @@ import { createBackend, type InferenceBackend } from '../inference/index.ts'
 import { discoverProxies } from '../ton/chain-client/index.ts'
 import { createClient } from '../client/client.ts'
 import { createProxy } from '../proxy/proxy.ts'
+import { ReliabilityPublisher, RELIABILITY_PATH } from '../proxy/reliability.ts'
 import { createWorker } from '../worker/worker.ts'
 import { AppAccounts } from '../client/apps.ts'
 import { clientConsole, networkOf } from './client-console.ts'
@@ -243,12 +244,14 @@ export async function startNode(cfg: NodeConfig, log: Logger, extras: NodeExtras
     let settlement: ProxySettlement | undefined
     let stopRetry = () => {}
     let paymentKeyHex: string | undefined
+    let reliability: ReliabilityPublisher | undefined
     if (cc) {
       const paymentKey = loadOrCreateWalletKey(cfg.chain!.paymentKeyFile)
       paymentKeyHex = paymentKey.publicKey.toString('hex')
       const channel: ProxyChannel = { root: cc.root, owner: cc.wallet.address, paymentKey: paymentKey.publicKey, params: cc.watcher.state!.params, codes: await contractCodes() }
+      reliability = new ReliabilityPublisher({ ledger, proxyKey: paymentKeyHex, contract: () => settlement!.address.toString(), file: path.join(cfg.dataDir, 'reliability.json'), log })
       settlement = new ProxySettlement(
-        { chain: cc.chain, wallet: cc.wallet, paymentKey, channel, ledger, log },
+        { chain: cc.chain, wallet: cc.wallet, paymentKey, channel, ledger, log, reliability },
         {
           intervalMs: cfg.chain!.settleIntervalSec ? cfg.chain!.settleIntervalSec * 1000 : undefined,
           chargeThresholdNano: cfg.chain!.chargeThresholdNano,
@@ -308,6 +311,7 @@ export async function startNode(cfg: NodeConfig, log: Logger, extras: NodeExtras
       finalCharge: settlement ? (c, inFlight) => settlement.finalCharge(c, inFlight) : undefined,
       chainStats: settlement ? () => settlement.stats() : undefined,
       proxyContract: settlement ? () => settlement.address.toString() : undefined,
+      reliability,
     })
     if (cc) proxy.chainReachability = () => cc.watcher.reachability
     trust.onUpdate((p) => proxy.revalidate((peer) => refusalUnder(p, peer)))
@@ -345,6 +349,7 @@ export async function startNode(cfg: NodeConfig, log: Logger, extras: NodeExtras
       },
     })
     const ops = await startOpsServer(cfg.stats.host, cfg.stats.port, proxy, log, (req, res) =>
+      serveReliability(req, res, reliability) ||
       serveDashboard(req, res) ||
       api(req, res) ||
       handleAdmin(req, res, admin.token, [
@@ -515,6 +520,27 @@ function readOnlyApi(host: string, token: string, routes: Record<string, (url: U
       )
     return true
   }
+}
+
+/**
+ * GET /cocoon/v1/reliability: the proxy's committed reliability record, public (no certificate, no token),
+ * like /jsonstats. `?receipts=1` adds the receipt cells it was derived from, so anyone can recompute it.
+ */
+function serveReliability(req: http.IncomingMessage, res: http.ServerResponse, publisher: ReliabilityPublisher | undefined): boolean {
+  const url = new URL(req.url ?? '/', 'http://node')
+  if (url.pathname !== RELIABILITY_PATH) return false
+  if (req.method !== 'GET' && req.method !== 'HEAD') {
+    sendJson(res, 405, { error: { message: `use GET ${RELIABILITY_PATH}`, type: 'invalid_request_error', code: 'method_not_allowed', param: null } })
+    return true
+  }
+  const c = publisher?.current()
+  if (!c) {
+    const message = publisher ? 'no reliability record committed yet: the first one goes with the next state commit' : 'this proxy runs without a chain: it commits no reliability record'
+    sendJson(res, 404, { error: { message, type: 'invalid_request_error', code: 'no_reliability_record', param: null } })
+    return true
+  }
+  sendJson(res, 200, url.searchParams.get('receipts') === '1' ? { ...c, receipts: publisher!.receipts() } : c)
+  return true
 }
 
 function sendJson(res: http.ServerResponse, status: number, body: unknown): void {

@@ -11,15 +11,16 @@ import { discardBody, readBody } from '../net/body.ts'
 import { intHeader, parseHopRouting, type HopRouting } from '../net/validate.ts'
 import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
 import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, MIN_AUDIO_BYTES_PER_SECOND, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type WorkerStatementReply, type WorkerReceiptEntry, STATEMENT_RECEIPTS_MAX, type ReceiptProofsRequest, type ReceiptProofsReply, type ReceiptCommitInfo, RECEIPT_LIST_LIMIT, RECEIPT_PROOFS_MAX, type WorkerStatement, type FinalCharge, type WorkerCandidates } from '../net/protocol.ts'
-import { answerText, openaiUsage, SseText, usageChunk, type UsageCost } from '../net/openai.ts'
+import { answerText, costTrailer, SseText } from '../net/openai.ts'
 import { peerCertDer } from '../tee/index.ts'
-import { decodeReceiptBoc, newSalt, parseSalt, priceHeader, receiptFields, receiptIdFromSalt, receiptMismatch, signReceipt, verifyReceiptSignature, type Receipt } from '../payments/receipts/receipt.ts'
+import { decodeReceiptBoc, newSalt, parseSalt, priceHeader, receiptFields, receiptMismatch, signReceipt, verifyReceiptSignature, type Receipt } from '../payments/receipts/receipt.ts'
 import { DuplicateRequestError, ProxyNotServingError, type ProxyBilling, type Reservation } from '../payments/billing.ts'
 import { worstCaseAdjustedTokens } from '../payments/pricing.ts'
 import { checkUsage, ed25519PublicKey } from '../net/usage.ts'
 import { ErrorBudget } from './error-budget.ts'
 import { DEFAULT_REQUEST_MS, qualityStats, recordOutcome, workerEndpoints, type WorkerConn } from './routing.ts'
 import { AdmissionQueue, DEFAULT_QUEUE_DEPTH, DEFAULT_QUEUE_MAX_WAIT_MS } from './admission.ts'
+import type { ReliabilityPublisher } from './reliability.ts'
 import { E2EE_CONTENT_TYPE, type E2eeError, encodeWrappedKeys, parseRoute, parseWrappedKeys, type E2eeRoute, type WrappedKey } from '../net/e2ee.ts'
 
 /** Room for the encrypted envelope (version byte and tag) on top of the plaintext body limit. */
@@ -70,6 +71,8 @@ export interface ProxyDeps {
   payoutVoucher?: (workerAccount: string) => string | undefined
   /** The account a client is billed under (its wallet address on chain). Default: its key, hex. */
   clientAccount?: (peer: VerifiedPeer) => string
+  /** The reliability record (on chain only): told when workers come and go (uptime), asked for their routing scores. */
+  reliability?: ReliabilityPublisher
 }
 
 type Outcome = 'succeeded' | 'failed' | 'cancelled' | 'timeout' | 'rejected'
@@ -136,6 +139,10 @@ export class Proxy implements OpsSource {
         this.set({ why: 'full' }, q.rejectedFull)
         this.set({ why: 'wait' }, q.timedOut)
       },
+    })
+    // Each committed reliability record re-scores the connected workers for routing.
+    deps.reliability?.onRecord(() => {
+      for (const c of this.workers.values()) c.reliability = deps.reliability!.scoreOf(Buffer.from(c.peer.publicKey).toString('hex'), c.info.model.id)
     })
     this.clientH2.on('stream', (stream, headers) => this.onClientStream(stream, headers))
     this.clientH2.on('session', (s) => {
@@ -240,6 +247,9 @@ export class Proxy implements OpsSource {
       await this.adoptCertificate(conn, info)
       this.workers.set(conn.id, conn)
       this.m.workers.set(this.workers.size)
+      const workerKey = Buffer.from(peer.publicKey).toString('hex')
+      conn.reliability = this.deps.reliability?.scoreOf(workerKey, info.model.id)
+      this.deps.reliability?.uptime.connected(workerKey, info.model.id)
       this.admission.pump()
       const ping = setInterval(() => {
         // A destroyed session emits 'close' (which stops this timer) only once its socket is gone; until then ping throws.
@@ -252,6 +262,7 @@ export class Proxy implements OpsSource {
       }, PING_INTERVAL_MS).unref()
       session.once('close', () => {
         clearInterval(ping)
+        this.deps.reliability?.uptime.disconnected(workerKey, info.model.id)
         this.workers.delete(conn.id)
         this.m.workers.set(this.workers.size)
         this.admission.pump()
@@ -645,7 +656,6 @@ export class Proxy implements OpsSource {
       let workerReceipt: unknown
       // The worker's usage signature, kept with its receipt in the log (only once checked: see onEnd).
       let signedUsage: { json: string; signature: string; signer: string } | undefined
-      const receiptId = receiptIdFromSalt(ctx.salt)
       let graceTimer: NodeJS.Timeout | undefined
       const settle = (r: { kind: 'done'; outcome: Outcome } | { kind: 'retry' | 'timeout'; error: Error }) => {
         if (settled) return
@@ -791,8 +801,10 @@ export class Proxy implements OpsSource {
           )
           .then(
             ({ cost, receiptIndex, rc }) => {
-              const costInfo = { nano: cost.clientNano, adjustedTokens: cost.adjustedTokens, coefficient: conn.info.coefficient, pricePerTokenNano: prices.pricePerTokenNano, receiptId }
-              const receiptTrailers = receiptTrailersOf(rc, receiptIndex)
+              const costInfo = { nano: cost.clientNano, adjustedTokens: cost.adjustedTokens, coefficient: conn.info.coefficient, pricePerTokenNano: prices.pricePerTokenNano }
+              // What the proxy knows about the answer travels as trailers; the client node writes the app's final
+              // usage (with the cost) into the answer itself: the proxy never rewrites an answer body.
+              const receiptTrailers = { ...receiptTrailersOf(rc, receiptIndex), [HEADERS.usage]: signedUsage!.json, [HEADERS.usageSig]: signedUsage!.signature, [HEADERS.cost]: costTrailer(costInfo) }
               // The client's running total, read when the trailer is actually sent: answers on one
               // session finish in any order, and the client checks the totals never go down.
               const charged = () => {
@@ -801,17 +813,11 @@ export class Proxy implements OpsSource {
               }
               recordOutcome(conn, true, Date.now() - t0, { ttftMs: firstByteAt === undefined ? undefined : firstByteAt - t0, completionTokens: u.completionTokens })
               if (clientOpen()) {
-                if (ctx.e2ee) {
-                  // Usage and cost in clear, signed trailers; the client node writes them into the answer it decrypts.
-                  const cost = JSON.stringify({ nano: costInfo.nano.toString(), adjustedTokens: costInfo.adjustedTokens.toString(), coefficient: costInfo.coefficient, pricePerTokenNano: costInfo.pricePerTokenNano.toString(), receiptId })
-                  const usageTrailers = signedUsage ? { [HEADERS.usage]: signedUsage.json, [HEADERS.usageSig]: signedUsage.signature } : {}
-                  cs.once('wantTrailers', () => cs.sendTrailers({ ...charged(), ...usageTrailers, [HEADERS.cost]: cost }))
-                  cs.end()
-                } else if (sse) {
+                if (sse) {
                   cs.once('wantTrailers', () => cs.sendTrailers(charged()))
-                  cs.end(`data: ${usageChunk(u.answer, u, costInfo)}\n\n${u.finishReason === 'error' ? '' : 'data: [DONE]\n\n'}`)
+                  cs.end()
                 } else {
-                  respondRaw(cs, status, ct, withCost(Buffer.concat(buffered), u, costInfo), charged)
+                  respondRaw(cs, status, ct, Buffer.concat(buffered), charged)
                 }
               }
               settle({ kind: 'done', outcome: stopped ?? (u.finishReason === 'error' || status >= 400 ? 'failed' : 'succeeded') })
@@ -1104,17 +1110,6 @@ function respondRaw(stream: http2.ServerHttp2Stream, status: number, ct: string,
   stream.respond({ ':status': status, 'content-type': ct }, trailers ? { waitForTrailers: true } : undefined)
   if (trailers) stream.once('wantTrailers', () => stream.sendTrailers(trailers()))
   stream.end(body)
-}
-
-/** Puts the billed usage, with its cost, into a non-streamed answer. */
-function withCost(body: Buffer, u: UsageRecord, cost: UsageCost): Buffer {
-  try {
-    const j = JSON.parse(body.toString('utf8')) as Record<string, unknown>
-    j.usage = openaiUsage(u, cost, u.answer.object)
-    return Buffer.from(JSON.stringify(j))
-  } catch {
-    return body
-  }
 }
 
 function respondError(stream: http2.ServerHttp2Stream, err: unknown): void {
