@@ -1,7 +1,7 @@
 // `cocoon attest`: inspect certificates and quotes, verify TDX quotes, and produce quotes inside a TDX guest.
 import fs from 'node:fs'
 import { parseArgs } from 'node:util'
-import { describeCertificate, parseAttestedCert } from '../tee/index.ts'
+import { describeCertificate, parseAttestedCert, simulatedImageHash } from '../tee/index.ts'
 
 function pemToDer(pem: string): Uint8Array {
   const b64 = pem.replace(/-----(BEGIN|END) CERTIFICATE-----/g, '').replace(/\s+/g, '')
@@ -58,5 +58,12 @@ export async function runAttest(argv: string[]): Promise<number> {
     const { attestQuote } = await import('./attest-tdx.ts')
     return attestQuote({ reportDataHex: values['report-data'], out: values.out })
   }
-  throw new UsageError('usage: cocoon attest inspect|verify|quote …')
+  if (sub === 'image') {
+    // What a node of this checkout on a simulated TEE (`tee.imageTag` = --tag) presents as its image hash: the hash
+    // a root's owner allows (`cocoon root allow-image`) before such proxies and workers are trusted.
+    const { values } = parseArgs({ args, strict: true, options: { tag: { type: 'string', default: '' } } })
+    process.stdout.write((await simulatedImageHash(values.tag!)) + '\n')
+    return 0
+  }
+  throw new UsageError('usage: cocoon attest inspect|verify|quote|image …')
 }

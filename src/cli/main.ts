@@ -31,8 +31,8 @@ Usage:
                                     move the registered endpoint
   cocoon proxy unregister --config FILE [--finish]
                                     leave the registry; with --finish after the close delay, take the stake back
-  cocoon chain  [--dir DIR] [--port 10090]
-                                    run the embedded devnet TON chain
+  cocoon chain  [--dir DIR] [--port 10090] [--host 127.0.0.1]
+                                    run the embedded devnet TON chain (--host 0.0.0.0: reachable from other hosts)
   cocoon root show|deploy|set-params|allow-image|revoke-image|allow-model|revoke-model|delist-proxy
                                     read or govern the root contract (cocoon root --help)
   cocoon wallet address|balance|faucet --key FILE
@@ -40,10 +40,13 @@ Usage:
   cocoon attest inspect <cert.pem|quote-file>
   cocoon attest verify <quote-file> [--collateral FILE] [--now ISO-8601] [--json]
   cocoon attest quote --report-data HEX
+  cocoon attest image [--tag TAG]   this checkout's simulated-TEE image hash (what the root allows for it)
   cocoon receipt verify <file|receipt_id> [--chain URL] [--answer FILE] [--client URL] [--json]
                                     check a receipt: signature, certificate, Merkle proof on chain, answer, cost
   cocoon audit --proxy ADDRESS [--chain URL] [--json]
                                     replay a proxy contract's commits: seqnos and counts only grow, roots well formed
+  cocoon reliability verify --proxy URL [--contract ADDRESS] [--chain URL] [--json]
+                                    check a proxy's published reliability record: its hash on chain, recomputed from receipts
   cocoon bench [--quick] [--out FILE]  measure protocol overhead, handshakes, inference and fees (docs/benchmarks.md)
   cocoon bench --soak MINUTES [--out FILE]
                                     100 streams for MINUTES, a worker restarted each minute: memory slope per node
@@ -118,6 +121,11 @@ export async function main(argv: string[]): Promise<void> {
       case 'audit': {
         const { runAudit } = await import('./receipts.ts')
         process.exitCode = await runAudit(rest)
+        return
+      }
+      case 'reliability': {
+        const { runReliability } = await import('./reliability.ts')
+        process.exitCode = await runReliability(rest)
         return
       }
       case 'attest': {

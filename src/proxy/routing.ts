@@ -70,6 +70,10 @@ export interface WorkerConn {
   certDer?: Uint8Array
   /** Measured quality; created on first use. */
   quality?: WorkerQuality
+  /** The worker's newest verified certificate (its session keeps the one it opened with), served to clients for E2EE. */
+  currentCert?: { der: Uint8Array; fetchedAtMs: number }
+  /** HPKE keys (hex) this worker attested in any certificate of this session: the recipients it can open. */
+  hpkeKeys?: Set<string>
   /** Reliability score from the last committed record (reliabilityScore); unset: the prior's score. */
   reliability?: number
 }

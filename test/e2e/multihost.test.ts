@@ -6,6 +6,7 @@
 // created (not root, no iproute2, EPERM). Every command here is the one docs/operations.md ("Several hosts") gives.
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
+import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import OpenAI from 'openai'
@@ -65,9 +66,13 @@ before(async () => {
   }
   dir = tmpDir('multihost')
   for (const h of HOSTS) fs.mkdirSync(path.join(dir, h), { recursive: true, mode: 0o700 })
-  const resolved = await resolveModel(path.join(MODELS_DIR, 'stories260K.gguf'))
+  const modelFile = path.join(MODELS_DIR, 'stories260K.gguf')
+  const resolved = await resolveModel(modelFile)
   model = resolved.id
-  const image = await simulatedImageHash('')
+  // What the guide tells the root's owner to allow: the image hash `cocoon attest image` prints, and the model file's SHA-256.
+  const image = await run('chain', ['attest', 'image'])
+  assert.equal(image, await simulatedImageHash(''))
+  assert.equal(resolved.sha256, crypto.createHash('sha256').update(fs.readFileSync(modelFile)).digest('hex'))
 
   // The chain host: the devnet chain, reachable from every host.
   start('chain', ['chain', '--host', '0.0.0.0', '--port', String(CHAIN_PORT), '--dir', path.join(dir, 'chain', 'state')])
@@ -88,7 +93,8 @@ before(async () => {
   await run('chain', ['root', 'allow-image', '--role', 'worker', image, ...owner])
   await run('chain', ['root', 'allow-model', resolved.sha256, ...owner])
 
-  const chainFor = (h: string, extra: Record<string, unknown>) => ({ endpoint, root, walletKeyFile: path.join(dir, h, 'wallet.key'), policyRefreshSec: 2, ...extra })
+  // The wallet is <dataDir>/wallet.key, where each host's faucet call above created it.
+  const chainFor = (extra: Record<string, unknown>) => ({ endpoint, root, policyRefreshSec: 2, ...extra })
   const policy = { acceptKinds: ['simulated', 'none'], imageHashes: {} }
 
   // Proxy hosts: listen on every address, register themselves with the address others reach them at.
@@ -98,7 +104,7 @@ before(async () => {
       dataDir: path.join(dir, p),
       tee: { kind: 'simulated' },
       policy,
-      chain: chainFor(p, { settleIntervalSec: 5, chargeThresholdNano: '10000000' }),
+      chain: chainFor({ settleIntervalSec: 5, chargeThresholdNano: '10000000' }),
       stats: `${hosts!.addr(p)}:${PROXY_PORTS.stats}`,
       workerListen: `0.0.0.0:${PROXY_PORTS.workers}`,
       clientListen: `0.0.0.0:${PROXY_PORTS.clients}`,
@@ -116,7 +122,7 @@ before(async () => {
       dataDir: path.join(dir, w),
       tee: { kind: 'simulated' },
       policy,
-      chain: chainFor(w, { payoutThresholdNano: '10000000' }),
+      chain: chainFor({ payoutThresholdNano: '10000000' }),
       backend: { kind: 'llama', model: resolved.path, modelId: model, threads: 1, parallel: 1 },
     })
     start(w, ['worker', '--config', cfg])
@@ -130,7 +136,7 @@ before(async () => {
     tee: { kind: 'none' },
     policy,
     // One client contract per proxy it uses, within a budget: exactly the two deposits.
-    chain: chainFor('client', { depositNano: '2000000000', topUpBelowNano: '500000000', topUpNano: '1000000000', fundingBudgetNano: '4000000000' }),
+    chain: chainFor({ depositNano: '2000000000', topUpBelowNano: '500000000', topUpNano: '1000000000', fundingBudgetNano: '4000000000' }),
     listen: `${hosts.addr('client')}:${CLIENT_PORT}`,
   })
   const key = JSON.parse(await run('client', ['client', 'keys', 'create', '--config', clientConfig, '--name', 'sdk', '--json'])).key
