@@ -15,7 +15,8 @@ import { WorkerPayouts } from '../payments/worker-payouts.ts'
 import { walletOfKey, type ProxyChannel } from '../payments/channels.ts'
 import { createChain, chainOptionsFromEnv, type Chain, ChainError, NodeWallet, loadOrCreateWalletKey, RootWatcher } from '../ton/chain-client/index.ts'
 import { contractCodes, ProxyContract } from '../ton/contracts/index.ts'
-import { identityKeysFromSeed, parseAttestedCert, type EvidenceKind, type EvidenceProvider, type EvidenceVerifier, type Policy, RenewingIdentity, SimulatedEvidenceProvider, SimulatedEvidenceVerifier, simulatedImageHash, assertProductionPolicy, parsePolicy } from '../tee/index.ts'
+import { HpkeKeyRing } from '../net/e2ee.ts'
+import { NODE_CERT_VALIDITY_SEC, identityKeysFromSeed, parseAttestedCert, type EvidenceKind, type EvidenceProvider, type EvidenceVerifier, type Policy, RenewingIdentity, SimulatedEvidenceProvider, SimulatedEvidenceVerifier, simulatedImageHash, assertProductionPolicy, parsePolicy } from '../tee/index.ts'
 import { LiveTrust, policyFromRoot, refusalUnder } from './trust.ts'
 import { createBackend, type InferenceBackend } from '../inference/index.ts'
 import { discoverProxies } from '../ton/chain-client/index.ts'
@@ -383,9 +384,11 @@ export async function startNode(cfg: NodeConfig, log: Logger, extras: NodeExtras
   }
 
   const backend: InferenceBackend = await backendLoading!
+  const hpke = cfg.e2ee === 'off' ? undefined : new HpkeKeyRing(NODE_CERT_VALIDITY_SEC * 1000)
   let identity: RenewingIdentity
   try {
-    identity = await RenewingIdentity.start({ role: 'worker', provider, configHash: hash, modelId: backend.model.id, modelHash: backend.model.hash || undefined }, { onError })
+    // The HPKE key is made here, in the TEE, and renewed with each certificate; replaced keys still open requests while a certificate naming them is valid.
+    identity = await RenewingIdentity.start({ role: 'worker', provider, configHash: hash, modelId: backend.model.id, modelHash: backend.model.hash || undefined }, { onError, hpkeKey: hpke ? () => hpke.rotate() : undefined })
   } catch (err) {
     await backend.close()
     throw err
@@ -407,7 +410,7 @@ export async function startNode(cfg: NodeConfig, log: Logger, extras: NodeExtras
   const payouts = cc ? new WorkerPayouts({ chain: cc.chain, wallet: cc.wallet, root: cc.root, rootState: () => cc.watcher.state, ledger, log }, cfg.chain!.payoutThresholdNano) : undefined
   const worker = createWorker(
     { ...cfg, payoutAddress: cc?.wallet.address.toRawString() },
-    { backend, identity, verify, log, ledger, imageHash: () => own.imageHash, receiptsRoot: cc ? receiptsRootOn(cc.chain) : undefined, onVoucher: payouts ? (proxyId) => payouts.onVoucher(proxyId) : undefined, payoutContract: payouts ? (proxyId) => payouts.contractAddress(proxyId) : undefined },
+    { backend, identity, verify, log, ledger, hpke, imageHash: () => own.imageHash, receiptsRoot: cc ? receiptsRootOn(cc.chain) : undefined, onVoucher: payouts ? (proxyId) => payouts.onVoucher(proxyId) : undefined, payoutContract: payouts ? (proxyId) => payouts.contractAddress(proxyId) : undefined },
   )
   if (cc) worker.chainReachability = () => cc.watcher.reachability
   trust.onUpdate((p) => worker.revalidate((peer) => refusalUnder(p, peer)))
