@@ -1042,6 +1042,7 @@ export class Proxy implements OpsSource {
         root: this.deps.billing.ledger.receiptsRoot(),
       },
       chain: this.deps.chainStats?.() ?? null,
+      reliability: ((c) => (c ? { seqno: c.seqno, hash: c.hash, workers: c.record.workers.length } : null))(this.deps.reliability?.current()),
       clients: { connected: this.clientSessions.size, refused: this.refused.clients, rateLimited: this.rateLimited, limitedNow: this.errorBudget.limitedClients() },
       refusals: [...this.refusals].reverse(),
       queue: this.admission.stats(),
