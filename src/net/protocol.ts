@@ -31,6 +31,8 @@ export const PATHS = {
   statement: '/cocoon/v1/statement',
   /** Client -> proxy: the last commit of the receipt log and Merkle proofs of the client's receipts (ReceiptProofsRequest/Reply). */
   receiptProofs: '/cocoon/v1/receipts/proofs',
+  /** Client -> proxy: `GET …?model=M`, the certificates of the workers serving M (WorkerCandidates), for end-to-end encryption. */
+  workers: '/cocoon/v1/workers',
 } as const
 
 export const INFERENCE_PATHS: ReadonlySet<string> = new Set([PATHS.chat, PATHS.completions, PATHS.embeddings, PATHS.transcriptions])
@@ -92,6 +94,12 @@ export const HEADERS = {
   receiptCert: 'x-cocoon-receipt-cert',
   /** Client node -> app response header: the answer's receipt id (GET /v1/receipts/{id}). */
   receiptId: 'x-cocoon-receipt-id',
+  /** Client -> proxy -> worker: an encrypted request's routing data, canonical JSON (E2eeRoute); the AAD of its body and keys. */
+  e2eeRoute: 'x-cocoon-e2ee-route',
+  /** Client -> proxy: the content key wrapped for each candidate (`recipientHex=base64url,…`). Proxy -> worker: only the chosen one's. */
+  e2eeKeys: 'x-cocoon-e2ee-keys',
+  /** Client node -> app response header, and proxy -> client: `on` when the answer was end-to-end encrypted, `off` when the proxy saw plaintext. */
+  e2ee: 'x-cocoon-e2ee',
 } as const
 
 /** Control fields the client node removes from the app's body before forwarding. */
@@ -210,4 +218,19 @@ export interface WorkerInfo {
   maxTokensCap: number
   /** Where the worker is paid: its wallet address ("0:hex"), or absent when it runs without a chain. */
   payoutAddress?: string
+  /** The worker's current certificate (base64 DER), newer than the one its session opened with after a renewal; it carries the HPKE key. */
+  certificate?: string
+}
+
+/** One worker a client may encrypt to, as the proxy serves it at PATHS.workers. The client verifies `certificate` itself. */
+export interface WorkerCandidate {
+  /** The worker's current certificate, base64 DER (evidence and claims, including claims.hpkeKey). */
+  certificate: string
+  coefficient: number
+}
+
+/** Reply of PATHS.workers. */
+export interface WorkerCandidates {
+  model: string
+  workers: WorkerCandidate[]
 }

@@ -440,6 +440,13 @@ export class Ledger {
     return rows.map((r) => this.receiptRow(r)!)
   }
 
+  /** Receipts numbered [from, to), oldest first. */
+  receiptsRange(from: number, to: number): LoggedReceipt[] {
+    if (to <= from) return []
+    const rows = this.db.prepare(`SELECT idx, hash, boc, client, worker, at FROM receipts WHERE idx >= ? AND idx < ? ORDER BY idx`).all(from, to) as never[]
+    return rows.map((r) => this.receiptRow(r)!)
+  }
+
   /** A Merkle proof (BoC) of receipt `index` against the root of the first `count` receipts. */
   receiptProof(index: number, count = this.tree.count): Buffer {
     const r = this.receipt(index)
