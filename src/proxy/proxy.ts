@@ -21,6 +21,7 @@ import { ErrorBudget } from './error-budget.ts'
 import { DEFAULT_REQUEST_MS, qualityStats, recordOutcome, workerEndpoints, type WorkerConn } from './routing.ts'
 import { AdmissionQueue, DEFAULT_QUEUE_DEPTH, DEFAULT_QUEUE_MAX_WAIT_MS } from './admission.ts'
 import type { ReliabilityPublisher } from './reliability.ts'
+import { tapStream } from '../net/tap.ts'
 import { E2EE_CONTENT_TYPE, type E2eeError, encodeWrappedKeys, parseRoute, parseWrappedKeys, type E2eeRoute, type WrappedKey } from '../net/e2ee.ts'
 
 /** Room for the encrypted envelope (version byte and tag) on top of the plaintext body limit. */
@@ -352,6 +353,7 @@ export class Proxy implements OpsSource {
   }
 
   private onClientStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+    tapStream(stream, headers)
     stream.on('error', () => {})
     const path = String(headers[':path'] ?? '')
     const method = String(headers[':method'])
@@ -643,6 +645,7 @@ export class Proxy implements OpsSource {
         recordOutcome(conn, false)
         return resolve({ kind: 'retry', error: err as Error })
       }
+      tapStream(ws, ws.sentHeaders)
       let settled = false
       let relaying = false
       let sse = false
