@@ -676,10 +676,11 @@ export class Proxy implements OpsSource {
           const r = errorResponse(err)
           return respondRaw(cs, r.status, 'application/json', Buffer.from(JSON.stringify(r.body)), trailers ? () => trailers : undefined)
         }
-        if (sse && !ctx.e2ee) {
-          if (trailers) cs.once('wantTrailers', () => cs.sendTrailers(trailers))
-          cs.end(`data: ${JSON.stringify(errorResponse(err).body)}\n\n`)
-        } else cs.close(http2.constants.NGHTTP2_INTERNAL_ERROR) // nothing in clear may follow encrypted records: the client sees a cut-off answer
+        if (sse) {
+          cs.once('wantTrailers', () => cs.sendTrailers(trailers ?? {}))
+          // Nothing in clear may follow encrypted records: the answer simply ends without its final record, and the client node reports it cut off.
+          cs.end(ctx.e2ee ? undefined : `data: ${JSON.stringify(errorResponse(err).body)}\n\n`)
+        } else cs.close(http2.constants.NGHTTP2_INTERNAL_ERROR)
       }
       // The proxy never sees an encrypted answer's text: receipts it states itself hash the empty text.
       const answerTextOf = () => (ctx.e2ee ? '' : sse ? sseText(relayed) : answerText(Buffer.concat(buffered).toString('utf8')))
