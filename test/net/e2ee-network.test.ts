@@ -96,8 +96,9 @@ describe('E2EE never encrypts to a worker whose evidence the client refuses', ()
     const proxy = await startProxy({ policy: await policyFor({ workerTags: ['', 'rogue'] }) })
     const good = new FakeBackend({ chunks: 1 })
     const rogue = new FakeBackend({ chunks: 1 })
-    const w1 = await startWorker(good, [proxy.workerPort])
-    const w2 = await startWorker(rogue, [proxy.workerPort], { imageTag: 'rogue', policy: await policyFor() })
+    // The rogue worker is cheaper, so the proxy would pick it whenever it is allowed to.
+    const w1 = await startWorker(good, [proxy.workerPort], { options: { coefficient: 2000 } })
+    const w2 = await startWorker(rogue, [proxy.workerPort], { imageTag: 'rogue', policy: await policyFor(), options: { coefficient: 100 } })
     const c = await startClient([proxy.clientPort], { options: { e2ee: 'required' } })
     try {
       await waitFor(() => (proxy.proxy.models() as any).data[0]?.workers.length === 2, 'two workers')
