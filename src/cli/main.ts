@@ -45,6 +45,8 @@ Usage:
                                     check a receipt: signature, certificate, Merkle proof on chain, answer, cost
   cocoon audit --proxy ADDRESS [--chain URL] [--json]
                                     replay a proxy contract's commits: seqnos and counts only grow, roots well formed
+  cocoon reliability verify --proxy URL [--contract ADDRESS] [--chain URL] [--json]
+                                    check a proxy's published reliability record: its hash on chain, recomputed from receipts
   cocoon bench [--quick] [--out FILE]  measure protocol overhead, handshakes, inference and fees (docs/benchmarks.md)
   cocoon bench --soak MINUTES [--out FILE]
                                     100 streams for MINUTES, a worker restarted each minute: memory slope per node
@@ -119,6 +121,11 @@ export async function main(argv: string[]): Promise<void> {
       case 'audit': {
         const { runAudit } = await import('./receipts.ts')
         process.exitCode = await runAudit(rest)
+        return
+      }
+      case 'reliability': {
+        const { runReliability } = await import('./reliability.ts')
+        process.exitCode = await runReliability(rest)
         return
       }
       case 'attest': {

@@ -11,18 +11,30 @@ import type { PeerVerifier } from '../net/attested.ts'
 import { maintainProxyLink, revalidateLinks, type ProxyLink as BaseLink } from '../net/proxy-link.ts'
 import { ProxyScoreboard, type FailureKind } from './proxy-scores.ts'
 import { prefixKey } from './prefix-key.ts'
-import { errorResponse, InvalidRequestError, isExpectedError, NoProxyAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
+import { errorResponse, InvalidRequestError, isExpectedError, NoProxyAvailableError, NoWorkerAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
 import { parseJsonObject, parseMultipart, readBody } from '../net/body.ts'
 import { askedMaxTokens, isWireModelId } from '../net/validate.ts'
-import { answerText, SseText } from '../net/openai.ts'
+import { answerText, parseCostTrailer, SseText, usageChunk, withBilledUsage, type UsageCost } from '../net/openai.ts'
 import { decodeReceiptBoc, newSalt, receiptIdFromSalt, answerHash, verifyReceiptSignature } from '../payments/receipts/receipt.ts'
 import { heldReceiptJson, type ReceiptStore, type HeldReceipt } from '../payments/receipts/store.ts'
 import { verifyReceiptProof } from '../payments/receipts/proof.ts'
 import { Cell } from '@ton/core'
 import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
-import { type ReceiptProofsReply, CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_BODY_BYTES, MAX_MODEL_ID_CHARS, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION } from '../net/protocol.ts'
-import { UsageTap, type AnswerUsage } from './usage-tap.ts'
+import { type ReceiptProofsReply, CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_BODY_BYTES, MAX_MODEL_ID_CHARS, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION, type UsageRecord } from '../net/protocol.ts'
+import { parseUsageRecord, namesItsAnswer } from '../net/usage.ts'
 import type { RequestRecord } from './apps.ts'
+import { CandidateCache, pickRecipients } from './e2ee.ts'
+import { AnswerReader, DEFAULT_E2EE_RECIPIENTS, E2EE_CONTENT_TYPE, E2eeError, encodeRoute, encodeWrappedKeys, sealRequest, type AnswerKeys } from '../net/e2ee.ts'
+
+/** One encrypted attempt: the sealed body, the headers naming its route and recipients, and the keys that read the answer. */
+interface E2eeAttempt {
+  body: Buffer
+  route: string
+  keys: string
+  answer: AnswerKeys
+  stream: boolean
+  recipients: string[]
+}
 
 export const MODELS_TIMEOUT_MS = 10_000
 /** How long /healthz waits for a proxy's model list. */
@@ -51,6 +63,14 @@ export interface ClientOptions {
   defaultTimeoutSec?: number
   /** Largest accepted request body. Default 8 MiB. */
   maxBodyBytes?: number
+  /**
+   * End-to-end encryption of chat and completions to verified workers (docs/e2ee.md). `required`
+   * (default): never plaintext. `optional`: plaintext through the attested proxy when no verified worker
+   * has an HPKE key. `off`: plaintext.
+   */
+  e2ee?: 'required' | 'optional' | 'off'
+  /** Workers each request's key is wrapped for. Default DEFAULT_E2EE_RECIPIENTS (3). */
+  e2eeRecipients?: number
 }
 
 export interface ClientDeps {
@@ -117,6 +137,8 @@ export function createClient(opts: ClientOptions, deps: ClientDeps): Client {
     defaultTimeoutSec: opts.defaultTimeoutSec ?? DEFAULT_TIMEOUT_SEC,
     maxBodyBytes: opts.maxBodyBytes ?? MAX_BODY_BYTES,
     maxProxySessions: opts.maxProxySessions ?? 2,
+    e2ee: opts.e2ee ?? 'required',
+    e2eeRecipients: opts.e2eeRecipients ?? DEFAULT_E2EE_RECIPIENTS,
   })
 }
 
@@ -132,6 +154,9 @@ export class Client implements OpsSource {
   private readonly stopping = new AbortController()
   private server?: http.Server
   private readonly counts: Record<Outcome, number> & { requests: number; failovers: number } = { requests: 0, succeeded: 0, failed: 0, cancelled: 0, timeout: 0, rejected: 0, failovers: 0 }
+  /** Answered requests per mode: `on` end-to-end encrypted, `off` plaintext through the proxy; `refused` never sent for want of a verified E2EE worker. */
+  private readonly e2eeCounts = { on: 0, off: 0, refused: 0, freshRecipientRetries: 0 }
+  private candidates?: CandidateCache
   private readonly m = {
     requests: new Counter({ name: 'cocoon_client_requests_total', help: 'App requests by outcome', labelNames: ['outcome'], registers: [this.registry] }),
     proxies: new Gauge({ name: 'cocoon_client_connected_proxies', help: 'Attested proxy sessions up', registers: [this.registry] }),
@@ -375,7 +400,10 @@ export class Client implements OpsSource {
       if (!res.writableFinished) appGone = true
     })
     const tried = new Set<ProxyLink>()
+    const freshTried = new Set<ProxyLink>()
+    const usedRecipients = new Set<string>()
     let lastErr: Error | undefined
+    let e2eeErr: Error | undefined
     for (;;) {
       const link = this.readyLinks().find((l) => !tried.has(l))
       if (!link) break
@@ -386,8 +414,36 @@ export class Client implements OpsSource {
       }
       const remaining = timeoutMs - (Date.now() - started)
       if (remaining <= 0) break
-      const r = await this.relay(link, res, path, payload, send, remaining, log, () => appGone)
+      let e2ee: E2eeAttempt | undefined
+      let r: Awaited<ReturnType<Client['relay']>>
+      try {
+        e2ee = await this.sealFor(link, path, out, usedRecipients)
+      } catch (err) {
+        // This proxy has no worker this client may encrypt to; another proxy may.
+        e2eeErr = err as Error
+        continue
+      }
+      r = await this.relay(link, res, path, e2ee?.body ?? payload, send, remaining, log, () => appGone, e2ee)
+      if (r.kind === 'retry' && r.fresh && e2ee && !freshTried.has(link) && !appGone) {
+        // Every recipient failed before the first byte: a fresh set from a fresh list, once per proxy. The app sees nothing of it.
+        freshTried.add(link)
+        for (const x of e2ee.recipients) usedRecipients.add(x)
+        this.candidates?.invalidate(link.target, model)
+        this.e2eeCounts.freshRecipientRetries++
+        log.info('all recipients failed before the first byte; retrying with a fresh set', { proxy: link.target })
+        try {
+          e2ee = await this.sealFor(link, path, out, usedRecipients)
+        } catch (err) {
+          this.e2eeCounts.refused++
+          this.finish('rejected')
+          throw err
+        }
+        const again = timeoutMs - (Date.now() - started)
+        if (again <= 0) break
+        r = await this.relay(link, res, path, e2ee?.body ?? payload, send, again, log, () => appGone, e2ee)
+      }
       if (r.kind === 'done') {
+        this.e2eeCounts[e2ee ? 'on' : 'off']++
         this.deps.apps?.answered({
           id: ctl.requestId, model, keyId, status: res.statusCode, outcome: r.outcome, stream: out.stream,
           promptTokens: r.usage?.promptTokens ?? 0, completionTokens: r.usage?.completionTokens ?? 0, costNano: r.usage?.costNano ?? '0', receiptId: r.usage?.receiptId ?? null, latencyMs: Date.now() - started,
@@ -406,6 +462,11 @@ export class Client implements OpsSource {
       this.finish('timeout')
       throw new RequestTimeoutError(timeoutMs)
     }
+    if (e2eeErr && !lastErr) {
+      this.e2eeCounts.refused++
+      this.finish('rejected')
+      throw e2eeErr
+    }
     this.finish(lastErr ? 'failed' : 'rejected')
     throw lastErr ? new UpstreamError(`no proxy could take the request: ${lastErr.message}`) : new NoProxyAvailableError()
   }
@@ -420,6 +481,28 @@ export class Client implements OpsSource {
     for (const f of CLIENT_CONTROL_FIELDS) delete body[f]
     const model = wireModel(body.model, "'model' is required and must be a string")
     return { payload: Buffer.from(JSON.stringify(body)), contentType: 'application/json', model, stream: body.stream === true, maxTokens: askedMaxTokens(body), multipart: false, ctl }
+  }
+
+  /**
+   * Seals a chat or completions request to up to k workers of this proxy that this client verified
+   * itself; undefined when the request goes in plaintext (E2EE off, another endpoint, or `optional`
+   * with no verified E2EE worker). Throws NoWorkerAvailableError when E2EE is required and impossible.
+   */
+  private async sealFor(link: ProxyLink, path: string, out: { payload: Buffer; model: string; stream: boolean; multipart: boolean; maxTokens?: number; ctl: { maxCoefficient: number; requestId: string } }, exclude: ReadonlySet<string>): Promise<E2eeAttempt | undefined> {
+    if (this.o.e2ee === 'off' || out.multipart || (path !== PATHS.chat && path !== PATHS.completions)) return undefined
+    this.candidates ??= new CandidateCache(this.deps.verify, this.deps.log)
+    let recipients: string[]
+    try {
+      const list = await this.candidates.get(link.session!, link.target, out.model)
+      recipients = pickRecipients(list, this.o.e2eeRecipients, out.ctl.maxCoefficient, out.model, exclude)
+    } catch (err) {
+      if (this.o.e2ee === 'optional') return undefined
+      if ((err as Error).name === 'NoWorkerAvailableError' || (err as Error).name === 'ModelNotFoundError') throw err
+      throw new NoWorkerAvailableError(`could not get this proxy's workers to encrypt to: ${(err as Error).message}`)
+    }
+    const route = encodeRoute({ v: 1, path, model: out.model, ...(out.maxTokens !== undefined ? { maxTokens: out.maxTokens } : {}), stream: out.stream, requestId: out.ctl.requestId, maxCoefficient: out.ctl.maxCoefficient })
+    const sealed = await sealRequest(out.payload, route, recipients)
+    return { body: sealed.body, route, keys: encodeWrappedKeys(sealed.keys), answer: sealed.answer, stream: out.stream, recipients }
   }
 
   /**
@@ -464,7 +547,8 @@ export class Client implements OpsSource {
     remainingMs: number,
     log: Logger,
     appGone: () => boolean,
-  ): Promise<{ kind: 'done'; outcome: Outcome; usage?: AnswerUsage; cheated?: boolean } | { kind: 'retry'; error: Error }> {
+    e2ee?: E2eeAttempt,
+  ): Promise<{ kind: 'done'; outcome: Outcome; usage?: AnswerUsage; cheated?: boolean } | { kind: 'retry'; error: Error; fresh?: boolean }> {
     return new Promise((resolve) => {
       // A fresh salt per attempt keys this answer's receipt; its id is known before the first byte.
       const salt = newSalt()
@@ -490,10 +574,11 @@ export class Client implements OpsSource {
         ps = link.session!.request({
           ':method': 'POST',
           ':path': path,
-          'content-type': ctl.contentType,
+          'content-type': e2ee ? E2EE_CONTENT_TYPE : ctl.contentType,
           [HEADERS.model]: ctl.model,
           [HEADERS.stream]: ctl.stream ? '1' : '0',
           ...(ctl.maxTokens !== undefined ? { [HEADERS.maxTokens]: String(ctl.maxTokens) } : {}),
+          ...(e2ee ? { [HEADERS.e2eeRoute]: e2ee.route, [HEADERS.e2eeKeys]: e2ee.keys } : {}),
           [HEADERS.protocol]: String(PROTOCOL_VERSION),
           [HEADERS.requestId]: ctl.requestId,
           [HEADERS.maxCoefficient]: String(ctl.maxCoefficient),
@@ -509,13 +594,15 @@ export class Client implements OpsSource {
       const sentAt = Date.now()
       let settled = false
       let sse = false
-      let tap: UsageTap | undefined
-      const settle = (r: { kind: 'done'; outcome: Outcome; usage?: AnswerUsage; cheated?: boolean } | { kind: 'retry'; error: Error }) => {
+      // The billed usage and its cost, from the proxy's trailers: written into the answer here, for the app.
+      let billed: { usage: UsageRecord; cost: UsageCost } | undefined
+      const settle = (r: { kind: 'done'; outcome: Outcome; usage?: AnswerUsage; cheated?: boolean } | { kind: 'retry'; error: Error; fresh?: boolean }) => {
         if (settled) return
         settled = true
-        if (r.kind === 'done') {
-          r.usage = tap?.result()
-          r.cheated = cheated
+        if (r.kind === 'done') r.cheated = cheated
+        if (r.kind === 'done' && billed) {
+          const u = billed.usage
+          r.usage = { promptTokens: u.promptTokens, completionTokens: u.completionTokens, costNano: billed.cost.nano.toString(), receiptId }
         }
         link.active--
         clearTimeout(timer)
@@ -548,6 +635,15 @@ export class Client implements OpsSource {
       let lastChunk: Buffer | undefined
       let retryAfter: string | undefined
       let contentType = 'application/json'
+      const mode = e2ee ? 'on' : 'off'
+      /** Reads an encrypted answer's records; set when the proxy relays one. */
+      let reader: AnswerReader | undefined
+      const broken = (err: Error) => {
+        log.warn('encrypted answer refused', { proxy: link.target, reason: err.message })
+        ps.close(http2.constants.NGHTTP2_CANCEL)
+        endWithError(new UpstreamError(`the answer failed its end-to-end integrity check: ${(err as E2eeError).reason ?? err.message}`))
+        settle({ kind: 'done', outcome: 'failed' })
+      }
       ps.on('error', () => {})
       ps.once('response', (h) => {
         responded = true
@@ -556,17 +652,44 @@ export class Client implements OpsSource {
         if (typeof h['retry-after'] === 'string') retryAfter = h['retry-after']
         const ct = String(h['content-type'] ?? 'application/json')
         contentType = ct
-        sse = ct.startsWith('text/event-stream')
+        if (e2ee && ct === E2EE_CONTENT_TYPE) {
+          reader = new AnswerReader(e2ee.answer)
+          contentType = e2ee.stream && status === 200 ? 'text/event-stream' : 'application/json'
+        } else if (e2ee && (status === 502 || status === 503)) {
+          // The proxy found no recipient that could answer (before any byte of an answer): a fresh set may.
+          ps.on('data', (chunk: Buffer) => held.push(chunk))
+          return
+        }
+        sse = reader ? contentType === 'text/event-stream' : ct.startsWith('text/event-stream')
         if (res.destroyed) return
-        if (this.deps.apps) tap = new UsageTap(sse)
         if (!sse) {
           ps.on('data', (chunk: Buffer) => held.push(chunk))
           return
         }
-        res.writeHead(status, { 'content-type': ct, 'x-request-id': ctl.requestId, [HEADERS.receiptId]: receiptId, 'cache-control': 'no-cache', connection: 'keep-alive' })
+        res.writeHead(status, { 'content-type': contentType, 'x-request-id': ctl.requestId, [HEADERS.receiptId]: receiptId, [HEADERS.e2ee]: mode, 'cache-control': 'no-cache', connection: 'keep-alive' })
         res.flushHeaders()
+        if (reader) {
+          const r = reader
+          ps.on('data', (cipher: Buffer) => {
+            if (settled) return
+            let events: Buffer[]
+            try {
+              events = r.push(cipher)
+            } catch (err) {
+              return broken(err as Error)
+            }
+            for (const chunk of events) {
+              lastChunk = chunk
+              seen.push(chunk)
+              if (!res.write(chunk)) {
+                ps.pause()
+                res.once('drain', () => ps.resume())
+              }
+            }
+          })
+          return
+        }
         ps.on('data', (chunk: Buffer) => {
-          tap?.write(chunk)
           lastChunk = chunk
           seen.push(chunk)
           if (!res.write(chunk)) {
@@ -581,25 +704,47 @@ export class Client implements OpsSource {
         if (typeof c !== 'string') return
         charged = true
         if (!this.recordCharge(link, c, log)) cheated = true
+        billed = billedUsage(t, ctl.requestId)
+        if (!billed) log.warn('the proxy billed an answer without passing on its usage and cost', { proxy: link.target })
       })
       ps.once('end', () => {
+        if (settled) return
         if (!responded) return settle({ kind: 'retry', error: new Error('proxy closed the stream without answering') })
+        if (e2ee && !reader && (status === 502 || status === 503)) {
+          return settle({ kind: 'retry', fresh: true, error: new Error(`proxy answered ${status}: ${Buffer.concat(held).toString('utf8').slice(0, 300)}`) })
+        }
+        let plainHeld: Buffer | undefined
+        if (reader) {
+          // The answer is complete only with its final record; a record changed, replayed, reordered or dropped fails it.
+          try {
+            const rest = held.length ? reader.push(Buffer.concat(held)) : []
+            reader.end()
+            plainHeld = Buffer.concat(rest)
+          } catch (err) {
+            return broken(err as Error)
+          }
+          // From here on the decrypted answer is handled as a plaintext one: the usage with its cost is added below.
+          held.length = 0
+          if (plainHeld.length) held.push(plainHeld)
+        }
         keep()
         // An answer is complete only once its usage was billed: the proxy then sends the charge as a
         // trailer. A 200 that ends without it was cut off (the proxy died, or the link broke).
-        if (status === 200 && !charged) {
+        if (status === 200 && (!charged || !billed)) {
           log.warn('proxy stream ended before the answer was billed', { proxy: link.target })
           // The proxy may have ended the stream with its own error event; do not add a second.
           if (!(sse && lastChunk?.includes('data: {"error"'))) endWithError(new UpstreamError('the answer was cut off: the proxy stream ended before the final usage'))
           else res.end()
           return settle({ kind: 'done', outcome: 'failed' })
         }
-        if (sse) res.end()
-        else if (!res.destroyed && !res.headersSent) {
-          const body = Buffer.concat(held)
-          tap?.write(body)
+        if (sse) {
+          // The final usage chunk (with the cost), as OpenAI's include_usage, then [DONE] unless the answer ended in an error.
+          const u = billed?.usage
+          res.end(u ? `data: ${usageChunk(u.answer, u, { ...billed!.cost, receiptId })}\n\n${u.finishReason === 'error' ? '' : 'data: [DONE]\n\n'}` : undefined)
+        } else if (!res.destroyed && !res.headersSent) {
+          const body = billed ? withBilledUsage(Buffer.concat(held), billed.usage, { ...billed.cost, receiptId }, billed.usage.answer.object) : Buffer.concat(held)
           // JSON, or plain text (a transcription with response_format text).
-          res.writeHead(status, { 'content-type': contentType, 'content-length': body.length, 'x-request-id': ctl.requestId, [HEADERS.receiptId]: receiptId, ...(retryAfter ? { 'retry-after': retryAfter } : {}) })
+          res.writeHead(status, { 'content-type': contentType, 'content-length': body.length, 'x-request-id': ctl.requestId, [HEADERS.receiptId]: receiptId, [HEADERS.e2ee]: mode, ...(retryAfter ? { 'retry-after': retryAfter } : {}) })
           res.end(body)
         }
         settle({ kind: 'done', outcome: status < 400 ? 'succeeded' : 'failed' })
@@ -821,6 +966,7 @@ export class Client implements OpsSource {
       protocol: PROTOCOL_VERSION,
       identity: identityStats(this.deps.identity.current()),
       requests: { ...this.counts },
+      e2ee: { mode: this.o.e2ee, recipients: this.o.e2eeRecipients, requests: { ...this.e2eeCounts } },
       proxySessions: { max: this.o.maxProxySessions, open: this.links.filter((l) => l.abort).length },
       funding: this.deps.funding?.() ?? null,
       proxies: this.links.map((l) => ({
@@ -898,6 +1044,28 @@ function parseSince(v: string | null): number {
   const t = Date.parse(v)
   if (Number.isNaN(t)) throw new InvalidRequestError("'since' must be a unix time (seconds or ms) or an ISO 8601 date", 'since')
   return t
+}
+
+/** What the app's request history records of an answer: its tokens, what it cost, its receipt. */
+export interface AnswerUsage {
+  promptTokens: number
+  completionTokens: number
+  /** nanoTON. */
+  costNano: string
+  receiptId: string | null
+}
+
+/**
+ * The billed usage and cost the proxy passes on as trailers (outside input: checked, and it must be this
+ * request's record and name its answer), or undefined.
+ */
+function billedUsage(t: http2.IncomingHttpHeaders, requestId: string): { usage: UsageRecord; cost: UsageCost } | undefined {
+  const json = t[HEADERS.usage]
+  const cost = parseCostTrailer(t[HEADERS.cost])
+  if (typeof json !== 'string' || !cost) return undefined
+  const r = parseUsageRecord(json)
+  if (!r.ok || r.usage.requestId !== requestId || !namesItsAnswer(r.usage)) return undefined
+  return { usage: r.usage, cost }
 }
 
 /** The app's model, checked to be one the hop headers can carry. */

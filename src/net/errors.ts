@@ -140,6 +140,9 @@ export function errorResponse(err: unknown): ErrorResponse {
       return make(504, 'timeout_error', 'timeout', e.message)
     case 'UpstreamError':
       return make(502, 'api_error', 'upstream_error', e.message)
+    case 'E2eeError':
+      // A request that does not open at its worker (or an answer that fails its integrity check): another recipient may do better.
+      return make(502, 'api_error', 'e2ee_failed', e.message)
     case 'EvidenceRefusedError':
       return make(502, 'api_error', 'evidence_refused', (e as EvidenceRefusedError).message)
     case 'BackendError': {

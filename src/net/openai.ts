@@ -1,7 +1,7 @@
 // OpenAI response shapes shared by the nodes: the usage object (with Cocoon's cost), the final usage chunk, whole non-streamed answers.
 import type { InferenceKind, Usage } from '../inference/index.ts'
 
-/** What the request cost, added by the proxy to the usage object. */
+/** What the request cost: priced by the proxy, sent as a trailer, written into the usage object by the client node. */
 export interface UsageCost {
   /** nanoTON charged to the client. */
   nano: bigint
@@ -11,6 +11,41 @@ export interface UsageCost {
   pricePerTokenNano: bigint
   /** The answer's receipt id (GET /v1/receipts/{id} on the client node). */
   receiptId?: string
+}
+
+/** UsageCost as the proxy sends it to the client node (HEADERS.cost trailer): JSON, amounts as decimal strings. */
+export function costTrailer(c: UsageCost): string {
+  return JSON.stringify({ nano: c.nano.toString(), adjusted_tokens: c.adjustedTokens.toString(), coefficient: c.coefficient, price_per_token_nano: c.pricePerTokenNano.toString() })
+}
+
+/** Reads a HEADERS.cost trailer (outside input): undefined unless every field is a non-negative integer. */
+export function parseCostTrailer(v: unknown): UsageCost | undefined {
+  if (typeof v !== 'string' || v.length > 1024) return undefined
+  try {
+    const j = JSON.parse(v) as Record<string, unknown>
+    const big = (x: unknown) => (typeof x === 'string' && /^[0-9]{1,30}$/.test(x) ? BigInt(x) : undefined)
+    const nano = big(j.nano)
+    const adjustedTokens = big(j.adjusted_tokens)
+    const pricePerTokenNano = big(j.price_per_token_nano)
+    const coefficient = j.coefficient
+    if (nano === undefined || adjustedTokens === undefined || pricePerTokenNano === undefined) return undefined
+    if (typeof coefficient !== 'number' || !Number.isSafeInteger(coefficient) || coefficient < 0) return undefined
+    return { nano, adjustedTokens, coefficient, pricePerTokenNano }
+  } catch {
+    return undefined
+  }
+}
+
+/** A whole (non-streamed) JSON answer with its `usage` replaced by the billed one, with the cost; other bodies (plain text) as they are. */
+export function withBilledUsage(body: Buffer, u: Usage, cost: UsageCost, object: string): Buffer {
+  try {
+    const j = JSON.parse(body.toString('utf8')) as Record<string, unknown>
+    if (j === null || typeof j !== 'object' || Array.isArray(j)) return body
+    j.usage = openaiUsage(u, cost, object)
+    return Buffer.from(JSON.stringify(j))
+  } catch {
+    return body
+  }
 }
 
 /** The answer object types of the non-generating endpoints, as the worker names them in its usage record. */

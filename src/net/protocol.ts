@@ -31,6 +31,8 @@ export const PATHS = {
   statement: '/cocoon/v1/statement',
   /** Client -> proxy: the last commit of the receipt log and Merkle proofs of the client's receipts (ReceiptProofsRequest/Reply). */
   receiptProofs: '/cocoon/v1/receipts/proofs',
+  /** Client -> proxy: `GET …?model=M`, the certificates of the workers serving M (WorkerCandidates), for end-to-end encryption. */
+  workers: '/cocoon/v1/workers',
 } as const
 
 export const INFERENCE_PATHS: ReadonlySet<string> = new Set([PATHS.chat, PATHS.completions, PATHS.embeddings, PATHS.transcriptions])
@@ -66,10 +68,12 @@ export const HEADERS = {
   stream: 'x-cocoon-stream',
   /** Proxy -> client trailer: the client's cumulative charge (ChargeStatement JSON). */
   charged: 'x-cocoon-charged',
-  /** Worker trailer: usage JSON (UsageRecord). */
+  /** Worker -> proxy trailer: usage JSON (UsageRecord); proxy -> client trailer: the same record, passed on once billed. */
   usage: 'x-cocoon-usage',
-  /** Worker trailer: base64 Ed25519 signature of usageSigningPayload() by the worker's attested key. */
+  /** Worker -> proxy (and proxy -> client) trailer: base64 Ed25519 signature of usageSigningPayload() by the worker's attested key. */
   usageSig: 'x-cocoon-usage-sig',
+  /** Proxy -> client trailer: what the answer cost (costTrailer() JSON); the client node writes it into the answer's usage. */
+  cost: 'x-cocoon-cost',
   /** Client -> proxy -> worker: the model of every inference request; the proxy routes on it, the worker refuses a body naming another. */
   model: 'x-cocoon-model',
   /** Proxy -> worker: the most audio seconds the proxy reserved for; longer audio is refused. */
@@ -90,6 +94,12 @@ export const HEADERS = {
   receiptCert: 'x-cocoon-receipt-cert',
   /** Client node -> app response header: the answer's receipt id (GET /v1/receipts/{id}). */
   receiptId: 'x-cocoon-receipt-id',
+  /** Client -> proxy -> worker: an encrypted request's routing data, canonical JSON (E2eeRoute); the AAD of its body and keys. */
+  e2eeRoute: 'x-cocoon-e2ee-route',
+  /** Client -> proxy: the content key wrapped for each candidate (`recipientHex=base64url,…`). Proxy -> worker: only the chosen one's. */
+  e2eeKeys: 'x-cocoon-e2ee-keys',
+  /** Client node -> app response header, and proxy -> client: `on` when the answer was end-to-end encrypted, `off` when the proxy saw plaintext. */
+  e2ee: 'x-cocoon-e2ee',
 } as const
 
 /** Control fields the client node removes from the app's body before forwarding. */
@@ -123,20 +133,8 @@ export const CANCEL_GRACE_MS = 5_000
  */
 export const PROMPT_OVERHEAD_TOKENS = 512
 
-/** What the worker reports it used, signed. Token counts, not nanoTON. */
-export interface UsageRecord {
-  requestId: string
-  /** The answer's id, chunk object type, model and creation time, so the proxy can write the usage chunk. */
-  answer: { id: string; object: string; model: string; created: number }
-  promptTokens: number
-  cachedTokens: number
-  completionTokens: number
-  reasoningTokens: number
-  /** Transcriptions: seconds of audio, rounded up; what they are billed by. */
-  audioSeconds?: number
-  finishReason: string
-  estimated?: boolean
-}
+/** What the worker reports it used, signed (core/usage.ts): the wire format of HEADERS.usage. */
+export type { UsageRecord } from '../core/usage.ts'
 
 const USAGE_DOMAIN = 'cocoon-usage-v1\n'
 
@@ -220,4 +218,19 @@ export interface WorkerInfo {
   maxTokensCap: number
   /** Where the worker is paid: its wallet address ("0:hex"), or absent when it runs without a chain. */
   payoutAddress?: string
+  /** The worker's current certificate (base64 DER), newer than the one its session opened with after a renewal; it carries the HPKE key. */
+  certificate?: string
+}
+
+/** One worker a client may encrypt to, as the proxy serves it at PATHS.workers. The client verifies `certificate` itself. */
+export interface WorkerCandidate {
+  /** The worker's current certificate, base64 DER (evidence and claims, including claims.hpkeKey). */
+  certificate: string
+  coefficient: number
+}
+
+/** Reply of PATHS.workers. */
+export interface WorkerCandidates {
+  model: string
+  workers: WorkerCandidate[]
 }

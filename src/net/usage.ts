@@ -26,6 +26,18 @@ export async function checkUsage(json: unknown, sigB64: unknown, key: crypto.Key
   // On libuv's thread pool: the proxy checks one signature per answer, and its event loop is the bottleneck.
   const ok = await new Promise<boolean>((resolve) => crypto.verify(null, usageSigningPayload(json), key, Buffer.from(sigB64, 'base64'), (err, valid) => resolve(!err && valid)))
   if (!ok) return { ok: false, reason: "forged usage: the signature is not by the worker's attested key" }
+  const parsed = parseUsageRecord(json)
+  if (!parsed.ok) return parsed
+  const r = parsed.usage
+  if (r.requestId !== requestId) return { ok: false, reason: `replayed usage: the record is for another request (${String(r.requestId).slice(0, 64)})` }
+  return { ok: true, usage: r }
+}
+
+/**
+ * Reads a usage record (UsageRecord JSON, as the worker signs it) and checks its counts are sane (cached ≤
+ * prompt, reasoning ≤ completion); does not check any signature.
+ */
+export function parseUsageRecord(json: string): UsageCheck {
   let r: UsageRecord
   try {
     r = JSON.parse(json) as UsageRecord
@@ -33,7 +45,6 @@ export async function checkUsage(json: unknown, sigB64: unknown, key: crypto.Key
     return { ok: false, reason: 'usage is not valid JSON' }
   }
   if (r === null || typeof r !== 'object') return { ok: false, reason: 'usage is not a record' }
-  if (r.requestId !== requestId) return { ok: false, reason: `replayed usage: the record is for another request (${String(r.requestId).slice(0, 64)})` }
   if (![r.promptTokens, r.cachedTokens, r.completionTokens, r.reasoningTokens].every(isCount)) return { ok: false, reason: 'usage counts are not non-negative integers' }
   if (r.cachedTokens > r.promptTokens) return { ok: false, reason: `impossible usage: ${r.cachedTokens} cached tokens > ${r.promptTokens} prompt tokens` }
   if (r.reasoningTokens > r.completionTokens) return { ok: false, reason: `impossible usage: ${r.reasoningTokens} reasoning tokens > ${r.completionTokens} completion tokens` }
@@ -45,4 +56,10 @@ export async function checkUsage(json: unknown, sigB64: unknown, key: crypto.Key
 export async function verifyUsage(json: unknown, sigB64: unknown, key: crypto.KeyObject, requestId: string): Promise<UsageRecord | undefined> {
   const c = await checkUsage(json, sigB64, key, requestId)
   return c.ok ? c.usage : undefined
+}
+
+/** Whether a usage record names its answer (id, chunk object, model, creation time) and how it finished, so a usage chunk can be written from it. */
+export function namesItsAnswer(r: UsageRecord): boolean {
+  const a = r.answer as Partial<UsageRecord['answer']> | undefined
+  return !!a && typeof a === 'object' && typeof a.id === 'string' && typeof a.object === 'string' && typeof a.model === 'string' && isCount(a.created) && typeof r.finishReason === 'string'
 }

@@ -6,6 +6,7 @@ import { Address } from '@ton/core'
 import type { Capability, LlamaBackendConfig, OpenAIBackendConfig, PocketSphinxBackendConfig } from '../inference/index.ts'
 import type { Role } from '../tee/index.ts'
 import { portProblem, urlPort } from '../core/ports.ts'
+import { MAX_E2EE_RECIPIENTS } from '../net/e2ee.ts'
 
 export class ConfigError extends Error {
   readonly name = 'ConfigError'
@@ -101,6 +102,14 @@ export interface ClientConfig extends Common {
   maxBodyBytes?: number
   /** Require an API key (Authorization: Bearer) on the OpenAI API. Default: off on loopback, on when listening anywhere else. */
   apiKeys: boolean
+  /**
+   * End-to-end encryption to the worker (docs/e2ee.md). `required` (default): every chat and completions
+   * request is encrypted to verified workers, and a model no E2EE worker serves is refused. `optional`:
+   * encrypted when a verified worker has an HPKE key, else plaintext through the (attested) proxy. `off`: plaintext.
+   */
+  e2ee: 'required' | 'optional' | 'off'
+  /** Workers each encrypted request's key is wrapped for (k), so the proxy keeps a choice and retries. Default 3. */
+  e2eeRecipients?: number
 }
 
 export interface ProxyConfig extends Common {
@@ -125,6 +134,8 @@ export interface WorkerConfig extends Common {
   coefficient?: number
   maxActiveRequests?: number
   maxTokensCap?: number
+  /** `on` (default): an HPKE key in the claims, encrypted requests served. `off`: plaintext only, like workers before E2EE. */
+  e2ee: 'on' | 'off'
 }
 
 export type NodeConfig = ClientConfig | ProxyConfig | WorkerConfig
@@ -191,9 +202,9 @@ function hostPorts(v: unknown, where: string): HostPort[] {
 }
 
 const KNOWN_KEYS: Record<Role, string[]> = {
-  client: ['role', 'production', 'dataDir', 'chain', 'tee', 'policy', 'listen', 'proxies', 'maxProxySessions', 'defaultMaxCoefficient', 'defaultTimeoutSec', 'maxBodyBytes', 'apiKeys'],
+  client: ['role', 'production', 'dataDir', 'chain', 'tee', 'policy', 'listen', 'proxies', 'maxProxySessions', 'defaultMaxCoefficient', 'defaultTimeoutSec', 'maxBodyBytes', 'apiKeys', 'e2ee', 'e2eeRecipients'],
   proxy: ['role', 'production', 'dataDir', 'chain', 'tee', 'policy', 'stats', 'workerListen', 'clientListen', 'maxAttempts', 'queueDepth', 'queueMaxWaitMs'],
-  worker: ['role', 'production', 'dataDir', 'chain', 'tee', 'policy', 'stats', 'proxies', 'backend', 'coefficient', 'maxActiveRequests', 'maxTokensCap'],
+  worker: ['role', 'production', 'dataDir', 'chain', 'tee', 'policy', 'stats', 'proxies', 'backend', 'coefficient', 'maxActiveRequests', 'maxTokensCap', 'e2ee'],
 }
 
 function tee(v: unknown, where: string, role: Role): TeeConfig {
@@ -375,6 +386,8 @@ export function validateConfig(raw: unknown, where = 'config'): NodeConfig {
       defaultMaxCoefficient: optInt(o, 'defaultMaxCoefficient', where, 0, 1e9),
       defaultTimeoutSec: optInt(o, 'defaultTimeoutSec', where, 1, 3600),
       maxBodyBytes: optInt(o, 'maxBodyBytes', where, 1024, 1 << 30),
+      e2ee: oneOf(o, 'e2ee', where, ['required', 'optional', 'off'] as const) ?? 'required',
+      e2eeRecipients: optInt(o, 'e2eeRecipients', where, 1, MAX_E2EE_RECIPIENTS),
     }
   }
   if (role === 'proxy') {
@@ -400,7 +413,15 @@ export function validateConfig(raw: unknown, where = 'config'): NodeConfig {
     coefficient: optInt(o, 'coefficient', where, 0, 1e9 - 1),
     maxActiveRequests: optInt(o, 'maxActiveRequests', where, 1, 10_000),
     maxTokensCap: optInt(o, 'maxTokensCap', where, 1, 1 << 20),
+    e2ee: oneOf(o, 'e2ee', where, ['on', 'off'] as const) ?? 'on',
   }
+}
+
+function oneOf<T extends string>(o: Record<string, unknown>, key: string, where: string, values: readonly T[]): T | undefined {
+  const v = o[key]
+  if (v === undefined) return undefined
+  if (!values.includes(v as T)) throw new ConfigError(`${where}.${key}`, `must be ${values.map((x) => JSON.stringify(x)).join(', ')}`)
+  return v as T
 }
 
 /** Reads, overrides from the environment and validates a config file. */

@@ -15,12 +15,14 @@ import { WorkerPayouts } from '../payments/worker-payouts.ts'
 import { walletOfKey, type ProxyChannel } from '../payments/channels.ts'
 import { createChain, chainOptionsFromEnv, type Chain, ChainError, NodeWallet, loadOrCreateWalletKey, RootWatcher } from '../ton/chain-client/index.ts'
 import { contractCodes, ProxyContract } from '../ton/contracts/index.ts'
-import { identityKeysFromSeed, parseAttestedCert, type EvidenceKind, type EvidenceProvider, type EvidenceVerifier, type Policy, RenewingIdentity, SimulatedEvidenceProvider, SimulatedEvidenceVerifier, simulatedImageHash, assertProductionPolicy, parsePolicy } from '../tee/index.ts'
+import { HpkeKeyRing } from '../net/e2ee.ts'
+import { NODE_CERT_VALIDITY_SEC, identityKeysFromSeed, parseAttestedCert, type EvidenceKind, type EvidenceProvider, type EvidenceVerifier, type Policy, RenewingIdentity, SimulatedEvidenceProvider, SimulatedEvidenceVerifier, simulatedImageHash, assertProductionPolicy, parsePolicy } from '../tee/index.ts'
 import { LiveTrust, policyFromRoot, refusalUnder } from './trust.ts'
 import { createBackend, type InferenceBackend } from '../inference/index.ts'
 import { discoverProxies } from '../ton/chain-client/index.ts'
 import { createClient } from '../client/client.ts'
 import { createProxy } from '../proxy/proxy.ts'
+import { ReliabilityPublisher, RELIABILITY_PATH } from '../proxy/reliability.ts'
 import { createWorker } from '../worker/worker.ts'
 import { AppAccounts } from '../client/apps.ts'
 import { clientConsole, networkOf } from './client-console.ts'
@@ -242,12 +244,14 @@ export async function startNode(cfg: NodeConfig, log: Logger, extras: NodeExtras
     let settlement: ProxySettlement | undefined
     let stopRetry = () => {}
     let paymentKeyHex: string | undefined
+    let reliability: ReliabilityPublisher | undefined
     if (cc) {
       const paymentKey = loadOrCreateWalletKey(cfg.chain!.paymentKeyFile)
       paymentKeyHex = paymentKey.publicKey.toString('hex')
       const channel: ProxyChannel = { root: cc.root, owner: cc.wallet.address, paymentKey: paymentKey.publicKey, params: cc.watcher.state!.params, codes: await contractCodes() }
+      reliability = new ReliabilityPublisher({ ledger, proxyKey: paymentKeyHex, contract: () => settlement!.address.toString(), file: path.join(cfg.dataDir, 'reliability.json'), log })
       settlement = new ProxySettlement(
-        { chain: cc.chain, wallet: cc.wallet, paymentKey, channel, ledger, log },
+        { chain: cc.chain, wallet: cc.wallet, paymentKey, channel, ledger, log, reliability },
         {
           intervalMs: cfg.chain!.settleIntervalSec ? cfg.chain!.settleIntervalSec * 1000 : undefined,
           chargeThresholdNano: cfg.chain!.chargeThresholdNano,
@@ -307,6 +311,7 @@ export async function startNode(cfg: NodeConfig, log: Logger, extras: NodeExtras
       finalCharge: settlement ? (c, inFlight) => settlement.finalCharge(c, inFlight) : undefined,
       chainStats: settlement ? () => settlement.stats() : undefined,
       proxyContract: settlement ? () => settlement.address.toString() : undefined,
+      reliability,
     })
     if (cc) proxy.chainReachability = () => cc.watcher.reachability
     trust.onUpdate((p) => proxy.revalidate((peer) => refusalUnder(p, peer)))
@@ -344,6 +349,7 @@ export async function startNode(cfg: NodeConfig, log: Logger, extras: NodeExtras
       },
     })
     const ops = await startOpsServer(cfg.stats.host, cfg.stats.port, proxy, log, (req, res) =>
+      serveReliability(req, res, reliability) ||
       serveDashboard(req, res) ||
       api(req, res) ||
       handleAdmin(req, res, admin.token, [
@@ -378,9 +384,11 @@ export async function startNode(cfg: NodeConfig, log: Logger, extras: NodeExtras
   }
 
   const backend: InferenceBackend = await backendLoading!
+  const hpke = cfg.e2ee === 'off' ? undefined : new HpkeKeyRing(NODE_CERT_VALIDITY_SEC * 1000)
   let identity: RenewingIdentity
   try {
-    identity = await RenewingIdentity.start({ role: 'worker', provider, configHash: hash, modelId: backend.model.id, modelHash: backend.model.hash || undefined }, { onError })
+    // The HPKE key is made here, in the TEE, and renewed with each certificate; replaced keys still open requests while a certificate naming them is valid.
+    identity = await RenewingIdentity.start({ role: 'worker', provider, configHash: hash, modelId: backend.model.id, modelHash: backend.model.hash || undefined }, { onError, hpkeKey: hpke ? () => hpke.rotate() : undefined })
   } catch (err) {
     await backend.close()
     throw err
@@ -402,7 +410,7 @@ export async function startNode(cfg: NodeConfig, log: Logger, extras: NodeExtras
   const payouts = cc ? new WorkerPayouts({ chain: cc.chain, wallet: cc.wallet, root: cc.root, rootState: () => cc.watcher.state, ledger, log }, cfg.chain!.payoutThresholdNano) : undefined
   const worker = createWorker(
     { ...cfg, payoutAddress: cc?.wallet.address.toRawString() },
-    { backend, identity, verify, log, ledger, imageHash: () => own.imageHash, receiptsRoot: cc ? receiptsRootOn(cc.chain) : undefined, onVoucher: payouts ? (proxyId) => payouts.onVoucher(proxyId) : undefined, payoutContract: payouts ? (proxyId) => payouts.contractAddress(proxyId) : undefined },
+    { backend, identity, verify, log, ledger, hpke, imageHash: () => own.imageHash, receiptsRoot: cc ? receiptsRootOn(cc.chain) : undefined, onVoucher: payouts ? (proxyId) => payouts.onVoucher(proxyId) : undefined, payoutContract: payouts ? (proxyId) => payouts.contractAddress(proxyId) : undefined },
   )
   if (cc) worker.chainReachability = () => cc.watcher.reachability
   trust.onUpdate((p) => worker.revalidate((peer) => refusalUnder(p, peer)))
@@ -512,6 +520,27 @@ function readOnlyApi(host: string, token: string, routes: Record<string, (url: U
       )
     return true
   }
+}
+
+/**
+ * GET /cocoon/v1/reliability: the proxy's committed reliability record, public (no certificate, no token),
+ * like /jsonstats. `?receipts=1` adds the receipt cells it was derived from, so anyone can recompute it.
+ */
+function serveReliability(req: http.IncomingMessage, res: http.ServerResponse, publisher: ReliabilityPublisher | undefined): boolean {
+  const url = new URL(req.url ?? '/', 'http://node')
+  if (url.pathname !== RELIABILITY_PATH) return false
+  if (req.method !== 'GET' && req.method !== 'HEAD') {
+    sendJson(res, 405, { error: { message: `use GET ${RELIABILITY_PATH}`, type: 'invalid_request_error', code: 'method_not_allowed', param: null } })
+    return true
+  }
+  const c = publisher?.current()
+  if (!c) {
+    const message = publisher ? 'no reliability record committed yet: the first one goes with the next state commit' : 'this proxy runs without a chain: it commits no reliability record'
+    sendJson(res, 404, { error: { message, type: 'invalid_request_error', code: 'no_reliability_record', param: null } })
+    return true
+  }
+  sendJson(res, 200, url.searchParams.get('receipts') === '1' ? { ...c, receipts: publisher!.receipts() } : c)
+  return true
 }
 
 function sendJson(res: http.ServerResponse, status: number, body: unknown): void {

@@ -13,6 +13,8 @@ export interface RootPolicyBase extends Pick<Policy, 'acceptKinds'>, Partial<Pic
 /**
  * The policy a node of `base.role` enforces under the root's lists:
  * - client and worker check proxies: `imageHashes.proxy` = the root's proxy image hashes;
+ * - the client also checks the workers it encrypts to (docs/e2ee.md), exactly as a proxy does:
+ *   `imageHashes.worker` = the root's worker image hashes, `modelHashes` = the root's model hashes;
  * - proxy checks workers and clients: `imageHashes.worker` = the root's worker image hashes,
  *   `modelHashes` = the root's model hashes, `imageHashes.client` = '*' (clients are not attested).
  * An empty list on the root trusts nobody of that role.
@@ -25,6 +27,9 @@ export function policyFromRoot(state: RootState, base: RootPolicyBase): Policy {
   }
   if (base.role === 'proxy') {
     return { ...common, imageHashes: { worker: [...state.workerImageHashes], client: '*' }, modelHashes: [...state.modelHashes] }
+  }
+  if (base.role === 'client') {
+    return { ...common, imageHashes: { proxy: [...state.proxyImageHashes], worker: [...state.workerImageHashes] }, modelHashes: [...state.modelHashes] }
   }
   return { ...common, imageHashes: { proxy: [...state.proxyImageHashes] }, modelHashes: '*' }
 }

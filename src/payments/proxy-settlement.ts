@@ -45,6 +45,14 @@ export interface SettlementOptions {
   fundsCacheFile?: string
 }
 
+/** Builds the reliability record committed with each state commit (src/proxy/reliability.ts). */
+export interface ReliabilityCommitter {
+  /** The record for commit `seqno` over the log's first `count` receipts; its hash goes into the commit. */
+  prepare(seqno: number, count: number): { hash: Buffer }
+  /** The commit that carried the prepared record was confirmed on chain (in transaction `tx`). */
+  committed(seqno: number, tx?: string): void
+}
+
 export interface SettleReport {
   committed?: LedgerHead
   charged: number
@@ -67,7 +75,7 @@ export class ProxySettlement implements FundsSource {
   private chainDownUntil = 0
 
   constructor(
-    private readonly deps: { chain: Chain; wallet: NodeWallet; paymentKey: KeyPair; channel: ProxyChannel; ledger: Ledger; log: Logger },
+    private readonly deps: { chain: Chain; wallet: NodeWallet; paymentKey: KeyPair; channel: ProxyChannel; ledger: Ledger; log: Logger; reliability?: ReliabilityCommitter },
     opts: SettlementOptions = {},
   ) {
     this.contract = deps.chain.open(proxyContract(deps.channel))
@@ -240,11 +248,14 @@ export class ProxySettlement implements FundsSource {
         const count = ledger.receiptCount()
         const root = ledger.receiptsRoot(count)
         const receipts = { root: Buffer.from(root, 'hex'), count: BigInt(count) }
+        // The reliability record for this commit, derived from the log as committed; its hash goes with it.
+        const reliability = this.prepareReliability(head.seqno, count)
         const txs = await wallet.sendAndConfirm(
-          await collectMessages((via) => this.contract.sendCommitState(via, { value: VOUCHER_MIN_VALUE_NANO, seqno: BigInt(head.seqno), stateHash: Buffer.from(head.hash, 'hex'), receipts })),
+          await collectMessages((via) => this.contract.sendCommitState(via, { value: VOUCHER_MIN_VALUE_NANO, seqno: BigInt(head.seqno), stateHash: Buffer.from(head.hash, 'hex'), receipts, reliabilityHash: reliability?.hash })),
         )
         const tx = txs.find((t) => t.address.equals(this.contract.address) && t.op === Op.proxyCommitState)
         ledger.recordCommit(head, Math.floor(Date.now() / 1000), { root, count, tx: tx?.hash })
+        if (reliability) this.deps.reliability!.committed(head.seqno, tx?.hash)
         this.lastCommit = head
         report.committed = head
       }
@@ -295,6 +306,17 @@ export class ProxySettlement implements FundsSource {
       this.lastError = (err as Error).message
       log.warn('settlement round failed; will retry', { error: err })
       throw err
+    }
+  }
+
+  private prepareReliability(seqno: number, count: number): { hash: Buffer } | undefined {
+    if (!this.deps.reliability) return undefined
+    try {
+      return this.deps.reliability.prepare(seqno, count)
+    } catch (err) {
+      // The commit protects the ledger; it goes without a record rather than not at all.
+      this.deps.log.warn('could not build the reliability record; committing without one', { error: (err as Error).message })
+      return undefined
     }
   }
 

@@ -10,22 +10,37 @@ import { errorResponse, InvalidRequestError, TooManyRequestsError, UnfundedClien
 import { discardBody, readBody } from '../net/body.ts'
 import { intHeader, parseHopRouting, type HopRouting } from '../net/validate.ts'
 import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
-import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, MIN_AUDIO_BYTES_PER_SECOND, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type WorkerStatementReply, type WorkerReceiptEntry, STATEMENT_RECEIPTS_MAX, type ReceiptProofsRequest, type ReceiptProofsReply, type ReceiptCommitInfo, RECEIPT_LIST_LIMIT, RECEIPT_PROOFS_MAX, type WorkerStatement, type FinalCharge } from '../net/protocol.ts'
-import { answerText, openaiUsage, SseText, usageChunk, type UsageCost } from '../net/openai.ts'
+import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, MIN_AUDIO_BYTES_PER_SECOND, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type WorkerStatementReply, type WorkerReceiptEntry, STATEMENT_RECEIPTS_MAX, type ReceiptProofsRequest, type ReceiptProofsReply, type ReceiptCommitInfo, RECEIPT_LIST_LIMIT, RECEIPT_PROOFS_MAX, type WorkerStatement, type FinalCharge, type WorkerCandidates } from '../net/protocol.ts'
+import { answerText, costTrailer, SseText } from '../net/openai.ts'
 import { peerCertDer } from '../tee/index.ts'
-import { decodeReceiptBoc, newSalt, parseSalt, priceHeader, receiptFields, receiptIdFromSalt, receiptMismatch, signReceipt, verifyReceiptSignature, type Receipt } from '../payments/receipts/receipt.ts'
+import { decodeReceiptBoc, newSalt, parseSalt, priceHeader, receiptFields, receiptMismatch, signReceipt, verifyReceiptSignature, type Receipt } from '../payments/receipts/receipt.ts'
 import { DuplicateRequestError, ProxyNotServingError, type ProxyBilling, type Reservation } from '../payments/billing.ts'
 import { worstCaseAdjustedTokens } from '../payments/pricing.ts'
 import { checkUsage, ed25519PublicKey } from '../net/usage.ts'
+import { addUsage, tokenStats, zeroUsage, type SignedUsage, type Usage } from '../core/usage.ts'
 import { ErrorBudget } from './error-budget.ts'
 import { DEFAULT_REQUEST_MS, qualityStats, recordOutcome, workerEndpoints, type WorkerConn } from './routing.ts'
 import { AdmissionQueue, DEFAULT_QUEUE_DEPTH, DEFAULT_QUEUE_MAX_WAIT_MS } from './admission.ts'
+import type { ReliabilityPublisher } from './reliability.ts'
+import { E2EE_CONTENT_TYPE, type E2eeError, encodeWrappedKeys, parseRoute, parseWrappedKeys, type E2eeRoute, type WrappedKey } from '../net/e2ee.ts'
+
+/** Room for the encrypted envelope (version byte and tag) on top of the plaintext body limit. */
+const E2EE_OVERHEAD_BYTES = 64
+
+/** An encrypted request as the proxy sees it: the route it may read, and the wrapped keys it may only pass on. */
+interface E2eeRequest {
+  route: E2eeRoute
+  routeHeader: string
+  keys: WrappedKey[]
+}
 
 export const MAX_ATTEMPTS = 3
 export const WORKER_INFO_TIMEOUT_MS = 5_000
 export const PING_INTERVAL_MS = 15_000
 /** How often workers are told what they earned. */
 export const STATEMENT_INTERVAL_MS = 2_000
+/** A worker's current certificate is re-read from it this often, for clients that encrypt to it (certificates renew hourly). */
+export const WORKER_CERT_REFRESH_MS = 5 * 60_000
 /** Refused peers kept with their reasons for /jsonstats. */
 export const MAX_REFUSALS_SHOWN = 50
 
@@ -57,6 +72,8 @@ export interface ProxyDeps {
   payoutVoucher?: (workerAccount: string) => string | undefined
   /** The account a client is billed under (its wallet address on chain). Default: its key, hex. */
   clientAccount?: (peer: VerifiedPeer) => string
+  /** The reliability record (on chain only): told when workers come and go (uptime), asked for their routing scores. */
+  reliability?: ReliabilityPublisher
 }
 
 type Outcome = 'succeeded' | 'failed' | 'cancelled' | 'timeout' | 'rejected'
@@ -89,10 +106,12 @@ export class Proxy implements OpsSource {
   /** Error answers per client: a client that keeps sending bad requests is slowed down before anything is read or logged. */
   private readonly errorBudget = new ErrorBudget()
   private rateLimited = 0
+  /** Chat and completions requests by mode: `on` end-to-end encrypted (the proxy saw ciphertext), `off` plaintext. */
+  private readonly e2eeCounts = { on: 0, off: 0 }
   /** Worker keys caught misbehaving (e.g. answering as a model they did not attest), with the reason. */
   private readonly banned = new Map<string, string>()
   private readonly counts: Record<Outcome, number> & { requests: number; retries: number } = { requests: 0, succeeded: 0, failed: 0, cancelled: 0, timeout: 0, rejected: 0, retries: 0 }
-  private readonly tokens = { prompt: 0, cached: 0, completion: 0, reasoning: 0 }
+  private readonly tokens = zeroUsage()
   private readonly m = {
     requests: new Counter({ name: 'cocoon_proxy_requests_total', help: 'Client requests by outcome', labelNames: ['outcome'], registers: [this.registry] }),
     retries: new Counter({ name: 'cocoon_proxy_retries_total', help: 'Requests retried on another worker before the first byte', registers: [this.registry] }),
@@ -121,6 +140,10 @@ export class Proxy implements OpsSource {
         this.set({ why: 'full' }, q.rejectedFull)
         this.set({ why: 'wait' }, q.timedOut)
       },
+    })
+    // Each committed reliability record re-scores the connected workers for routing.
+    deps.reliability?.onRecord(() => {
+      for (const c of this.workers.values()) c.reliability = deps.reliability!.scoreOf(Buffer.from(c.peer.publicKey).toString('hex'), c.info.model.id)
     })
     this.clientH2.on('stream', (stream, headers) => this.onClientStream(stream, headers))
     this.clientH2.on('session', (s) => {
@@ -217,11 +240,17 @@ export class Proxy implements OpsSource {
         failRate: 0,
         served: 0,
         failed: 0,
-        tokens: { prompt: 0, cached: 0, completion: 0, reasoning: 0 },
+        tokens: zeroUsage(),
         certDer: peerCertDer(socket),
       }
+      conn.hpkeKeys = new Set(peer.claims.hpkeKey ? [peer.claims.hpkeKey] : [])
+      conn.currentCert = conn.certDer ? { der: conn.certDer, fetchedAtMs: Date.now() } : undefined
+      await this.adoptCertificate(conn, info)
       this.workers.set(conn.id, conn)
       this.m.workers.set(this.workers.size)
+      const workerKey = Buffer.from(peer.publicKey).toString('hex')
+      conn.reliability = this.deps.reliability?.scoreOf(workerKey, info.model.id)
+      this.deps.reliability?.uptime.connected(workerKey, info.model.id)
       this.admission.pump()
       const ping = setInterval(() => {
         // A destroyed session emits 'close' (which stops this timer) only once its socket is gone; until then ping throws.
@@ -234,6 +263,7 @@ export class Proxy implements OpsSource {
       }, PING_INTERVAL_MS).unref()
       session.once('close', () => {
         clearInterval(ping)
+        this.deps.reliability?.uptime.disconnected(workerKey, info.model.id)
         this.workers.delete(conn.id)
         this.m.workers.set(this.workers.size)
         this.admission.pump()
@@ -243,6 +273,49 @@ export class Proxy implements OpsSource {
     } catch (err) {
       log.warn('worker rejected after handshake', { error: (err as Error).message })
       session.destroy()
+    }
+  }
+
+  /**
+   * Takes the worker's current certificate from its info, if it verifies under the same policy and
+   * is the same worker (identity key, model): clients verify it again themselves before encrypting to it.
+   */
+  private async adoptCertificate(conn: WorkerConn, info: WorkerInfo): Promise<void> {
+    if (!info.certificate) return
+    const der = Buffer.from(info.certificate, 'base64')
+    try {
+      const p = await this.deps.verify(der, 'worker')
+      if (!Buffer.from(p.publicKey).equals(Buffer.from(conn.peer.publicKey))) throw new Error('a certificate of another worker')
+      if (p.claims.modelId !== conn.peer.claims.modelId || p.claims.modelHash !== conn.peer.claims.modelHash) throw new Error('a certificate for another model')
+      conn.currentCert = { der, fetchedAtMs: Date.now() }
+      if (p.claims.hpkeKey) conn.hpkeKeys?.add(p.claims.hpkeKey)
+    } catch (err) {
+      this.deps.log.warn('worker current certificate refused', { worker: conn.id, reason: (err as Error).message.slice(0, 300) })
+    }
+  }
+
+  /** Re-reads a worker's certificate when the one held is older than WORKER_CERT_REFRESH_MS (one fetch at a time). */
+  private readonly certRefreshes = new WeakMap<WorkerConn, Promise<void>>()
+  private refreshCertificate(conn: WorkerConn): Promise<void> {
+    if (conn.currentCert && Date.now() - conn.currentCert.fetchedAtMs < WORKER_CERT_REFRESH_MS) return Promise.resolve()
+    let p = this.certRefreshes.get(conn)
+    if (!p) {
+      p = this.fetchInfo(conn.session)
+        .then((info) => this.adoptCertificate(conn, info))
+        .catch(() => {})
+        .finally(() => this.certRefreshes.delete(conn))
+      this.certRefreshes.set(conn, p)
+    }
+    return p
+  }
+
+  /** The workers serving `model`, with their current certificates, for clients that encrypt to them (PATHS.workers). */
+  async candidates(model: string): Promise<WorkerCandidates> {
+    const ws = [...this.workers.values()].filter((w) => w.info.model.id === model)
+    await Promise.all(ws.map((w) => this.refreshCertificate(w)))
+    return {
+      model,
+      workers: ws.filter((w) => w.currentCert).map((w) => ({ certificate: Buffer.from(w.currentCert!.der).toString('base64'), coefficient: w.info.coefficient })),
     }
   }
 
@@ -297,6 +370,16 @@ export class Proxy implements OpsSource {
       if (status >= 400 && status < 500 && status !== 429) this.errorBudget.spend(account)
     })
     if (method === 'GET' && path === PATHS.models) return respond(stream, 200, this.models())
+    if (method === 'GET' && (path === PATHS.workers || path.startsWith(PATHS.workers + '?'))) {
+      stream.resume()
+      const model = new URLSearchParams(path.slice(PATHS.workers.length + 1)).get('model')
+      if (!model) return respondError(stream, new InvalidRequestError("'model' is required", 'model'))
+      this.candidates(model).then(
+        (c) => respond(stream, 200, c),
+        (err) => respondError(stream, err),
+      )
+      return
+    }
     if (method === 'POST' && path === PATHS.receiptProofs) {
       const client = this.clientAccounts.get(stream.session!)
       readBody(stream, 256 * 1024).then(
@@ -377,6 +460,7 @@ export class Proxy implements OpsSource {
     let maxCoefficient: number
     let prefix: string | undefined
     let timeoutMs: number
+    let e2ee: E2eeRequest | undefined
     try {
       const serving = this.deps.billing.serving
       if (!serving.ok) throw new ProxyNotServingError(serving.reason!)
@@ -393,13 +477,31 @@ export class Proxy implements OpsSource {
       if (pk !== undefined && (typeof pk !== 'string' || !/^[0-9a-f]{1,64}$/.test(pk))) throw new InvalidRequestError(`'prefix_key' (header ${HEADERS.prefixKey}) must be 1-64 lower-case hex characters`, 'prefix_key')
       prefix = pk
       timeoutMs = intHeader(headers[HEADERS.timeoutMs], DEFAULT_TIMEOUT_SEC * 1000, 'timeout', { min: 1, max: MAX_TIMEOUT_SEC * 1000 })!
-      body = await readBody(cs, path === PATHS.transcriptions ? MAX_AUDIO_BODY_BYTES : MAX_BODY_BYTES)
+      if (headers[HEADERS.e2eeRoute] !== undefined) {
+        // End-to-end encrypted: the route header is the AAD of the body and keys, so the hop headers must say the same; the body is never opened here.
+        try {
+          const routeHeader = String(headers[HEADERS.e2eeRoute])
+          e2ee = { route: parseRoute(routeHeader), routeHeader, keys: parseWrappedKeys(headers[HEADERS.e2eeKeys]) }
+        } catch (err) {
+          throw new InvalidRequestError(`bad end-to-end encryption headers: ${(err as E2eeError).reason ?? (err as Error).message}`)
+        }
+        const r = e2ee.route
+        if (path !== PATHS.chat && path !== PATHS.completions) throw new InvalidRequestError('only chat and completions are end-to-end encrypted')
+        if (r.path !== path) throw new InvalidRequestError('the encrypted request is bound to another endpoint')
+        if (r.requestId !== requestId) throw new InvalidRequestError('the encrypted request is bound to another request id', 'request_id')
+        if (r.model !== routing.model || r.stream !== routing.stream || r.maxTokens !== routing.maxTokens || r.maxCoefficient !== maxCoefficient) {
+          throw new InvalidRequestError('the hop headers disagree with the encrypted request\'s route')
+        }
+      }
+      body = await readBody(cs, e2ee ? MAX_BODY_BYTES + E2EE_OVERHEAD_BYTES : path === PATHS.transcriptions ? MAX_AUDIO_BODY_BYTES : MAX_BODY_BYTES)
     } catch (err) {
       if (!cs.readableEnded) cs.resume()
       this.finish('rejected')
       return respondError(cs, err)
     }
     const model = routing.model
+    if (e2ee) this.e2eeCounts.on++
+    else if (path === PATHS.chat || path === PATHS.completions) this.e2eeCounts.off++
     const ownTimeoutMs = Math.floor(timeoutMs * HOP_TIMEOUT_FACTOR)
     let clientGone = false
     const deadline = started + ownTimeoutMs
@@ -415,7 +517,9 @@ export class Proxy implements OpsSource {
     for (let attempt = 0; attempt < this.o.maxAttempts; attempt++) {
       let conn: WorkerConn
       try {
-        conn = await this.admission.claim({ client, model, maxCoefficient, exclude: tried, path, affinity: prefix ? { prefixKey: prefix, client } : undefined }, waitSignal)
+        // An encrypted request goes only to a worker it names as a recipient.
+        const exclude = e2ee ? new Set([...tried, ...[...this.workers.values()].filter((w) => !recipientKey(w, e2ee!.keys)).map((w) => w.id)]) : tried
+        conn = await this.admission.claim({ client, model, maxCoefficient, exclude, path, affinity: prefix ? { prefixKey: prefix, client } : undefined }, waitSignal)
       } catch (err) {
         const e = err as Error
         if (attempt > 0 && lastError && (e.name === 'WorkersExhaustedError' || e.name === 'ModelNotFoundError')) break
@@ -454,7 +558,9 @@ export class Proxy implements OpsSource {
         this.m.retries.inc()
       }
       const contentType = path === PATHS.transcriptions ? String(headers['content-type'] ?? '') : 'application/json'
-      const result = await this.forward(cs, conn, path, body, { requestId, client, model, stream: routing.stream, maxTokens, maxAudioSeconds, contentType, reservation: held.reservation, salt }, remaining, log, () => clientGone)
+      const key = e2ee ? recipientKey(conn, e2ee.keys) : undefined
+      const e2eeCtx = e2ee && key ? { routeHeader: e2ee.routeHeader, key } : undefined
+      const result = await this.forward(cs, conn, path, body, { requestId, client, model, stream: routing.stream, maxTokens, maxAudioSeconds, contentType: e2ee ? E2EE_CONTENT_TYPE : contentType, reservation: held.reservation, salt, e2ee: e2eeCtx }, remaining, log, () => clientGone)
       if (result.kind === 'done') {
         this.finish(result.outcome)
         return
@@ -500,7 +606,7 @@ export class Proxy implements OpsSource {
     conn: WorkerConn,
     path: string,
     body: Buffer,
-    ctx: { requestId: string; client: string; model: string; stream: boolean; maxTokens: number; maxAudioSeconds: number; contentType: string; reservation?: Reservation; salt: Buffer },
+    ctx: { requestId: string; client: string; model: string; stream: boolean; maxTokens: number; maxAudioSeconds: number; contentType: string; reservation?: Reservation; salt: Buffer; e2ee?: { routeHeader: string; key: WrappedKey } },
     remainingMs: number,
     log: Logger,
     clientGone: () => boolean,
@@ -530,6 +636,8 @@ export class Proxy implements OpsSource {
           [HEADERS.timeoutMs]: String(Math.floor(remainingMs * HOP_TIMEOUT_FACTOR)),
           [HEADERS.salt]: ctx.salt.toString('hex'),
           [HEADERS.price]: priceHeader(this.deps.billing.params()),
+          // Only the chosen worker's wrapped key goes on: the others' are none of its business.
+          ...(ctx.e2ee ? { [HEADERS.e2eeRoute]: ctx.e2ee.routeHeader, [HEADERS.e2eeKeys]: encodeWrappedKeys([ctx.e2ee.key]) } : {}),
         })
       } catch (err) {
         this.admission.release(conn, ctx.client)
@@ -547,9 +655,8 @@ export class Proxy implements OpsSource {
       // What the client was sent, kept to state the answer's hash when the worker cannot.
       const relayed: Buffer[] = []
       let workerReceipt: unknown
-      // The worker's usage signature, kept with its receipt in the log (only once checked: see onEnd).
-      let signedUsage: { json: string; signature: string; signer: string } | undefined
-      const receiptId = receiptIdFromSalt(ctx.salt)
+      // The worker's usage as signed, kept with its receipt in the ledger (set only once checked).
+      let signedUsage: SignedUsage | undefined
       let graceTimer: NodeJS.Timeout | undefined
       const settle = (r: { kind: 'done'; outcome: Outcome } | { kind: 'retry' | 'timeout'; error: Error }) => {
         if (settled) return
@@ -567,12 +674,13 @@ export class Proxy implements OpsSource {
           const r = errorResponse(err)
           return respondRaw(cs, r.status, 'application/json', Buffer.from(JSON.stringify(r.body)), trailers ? () => trailers : undefined)
         }
-        if (sse) {
+        if (sse && !ctx.e2ee) {
           if (trailers) cs.once('wantTrailers', () => cs.sendTrailers(trailers))
           cs.end(`data: ${JSON.stringify(errorResponse(err).body)}\n\n`)
-        } else cs.close(http2.constants.NGHTTP2_INTERNAL_ERROR)
+        } else cs.close(http2.constants.NGHTTP2_INTERNAL_ERROR) // nothing in clear may follow encrypted records: the client sees a cut-off answer
       }
-      const answerTextOf = () => (sse ? sseText(relayed) : answerText(Buffer.concat(buffered).toString('utf8')))
+      // The proxy never sees an encrypted answer's text: receipts it states itself hash the empty text.
+      const answerTextOf = () => (ctx.e2ee ? '' : sse ? sseText(relayed) : answerText(Buffer.concat(buffered).toString('utf8')))
       // Stop the worker but let it finish the answer, so what it produced is billed; reset it if it does not.
       const stop = (why: 'cancelled' | 'timeout') => {
         if (stopped) return
@@ -607,8 +715,9 @@ export class Proxy implements OpsSource {
         }
         relaying = true
         ct = String(h['content-type'] ?? 'application/json')
-        sse = ct.startsWith('text/event-stream') && status === 200
-        if (sse && clientOpen()) cs.respond({ ':status': 200, 'content-type': ct, 'cache-control': 'no-cache', [HEADERS.worker]: conn.id }, { waitForTrailers: true })
+        // An encrypted answer is relayed record by record as it comes, streamed or not: the proxy cannot add the cost into it.
+        sse = (ct.startsWith('text/event-stream') || (ctx.e2ee !== undefined && ct === E2EE_CONTENT_TYPE)) && status === 200
+        if (sse && clientOpen()) cs.respond({ ':status': 200, 'content-type': ct, 'cache-control': 'no-cache', [HEADERS.worker]: conn.id, [HEADERS.e2ee]: ctx.e2ee ? 'on' : 'off' }, { waitForTrailers: true })
         ws.on('data', (chunk: Buffer) => {
           firstByteAt ??= Date.now()
           if (!sse) {
@@ -629,7 +738,6 @@ export class Proxy implements OpsSource {
       let lied: string | undefined
       ws.once('trailers', (t) => {
         workerReceipt = t[HEADERS.receipt]
-        if (typeof t[HEADERS.usage] === 'string' && typeof t[HEADERS.usageSig] === 'string') signedUsage = { json: t[HEADERS.usage] as string, signature: t[HEADERS.usageSig] as string, signer: Buffer.from(conn.peer.publicKey).toString('hex') }
         usageChecked = checkUsage(t[HEADERS.usage], t[HEADERS.usageSig], conn.key, ctx.requestId).then((c) => {
           if (c.ok && c.usage.answer?.model !== conn.peer.claims.modelId) {
             // It answered as a model it did not attest: nothing it says can be trusted; bill nothing, drop it.
@@ -638,13 +746,21 @@ export class Proxy implements OpsSource {
             lied = reason
             return undefined
           }
-          if (c.ok) return c.usage
+          if (c.ok) {
+            signedUsage = { usage: c.usage, json: t[HEADERS.usage] as string, signature: t[HEADERS.usageSig] as string, signer: Buffer.from(conn.peer.publicKey).toString('hex') }
+            return c.usage
+          }
           // Refused usage bills nothing; the answer is withheld as failed (below) and the worker marked down.
           if (t[HEADERS.usage] !== undefined) log.warn('refused the usage a worker signed', { worker: conn.id, reason: c.reason })
           return undefined
         })
       })
-      ws.once('end', () => void usageChecked.then((u) => onEnd(u)))
+      // The worker's part ends at its last byte: billing after it is the proxy's time, not the worker's speed.
+      let lastByteAt: number | undefined
+      ws.once('end', () => {
+        lastByteAt = Date.now()
+        void usageChecked.then((u) => onEnd(u))
+      })
       const onEnd = (checked: UsageRecord | undefined) => {
         usage = checked
         if (!relaying) {
@@ -693,21 +809,23 @@ export class Proxy implements OpsSource {
           )
           .then(
             ({ cost, receiptIndex, rc }) => {
-              const costInfo = { nano: cost.clientNano, adjustedTokens: cost.adjustedTokens, coefficient: conn.info.coefficient, pricePerTokenNano: prices.pricePerTokenNano, receiptId }
-              const receiptTrailers = receiptTrailersOf(rc, receiptIndex)
+              const costInfo = { nano: cost.clientNano, adjustedTokens: cost.adjustedTokens, coefficient: conn.info.coefficient, pricePerTokenNano: prices.pricePerTokenNano }
+              // What the proxy knows about the answer travels as trailers; the client node writes the app's final
+              // usage (with the cost) into the answer itself: the proxy never rewrites an answer body.
+              const receiptTrailers = { ...receiptTrailersOf(rc, receiptIndex), [HEADERS.usage]: signedUsage!.json, [HEADERS.usageSig]: signedUsage!.signature, [HEADERS.cost]: costTrailer(costInfo) }
               // The client's running total, read when the trailer is actually sent: answers on one
               // session finish in any order, and the client checks the totals never go down.
               const charged = () => {
                 const c = this.deps.billing.ledger.counters('client', ctx.client)
                 return { [HEADERS.charged]: JSON.stringify({ client: ctx.client, tokens: c.tokens.toString(), nano: c.nano.toString() }), ...receiptTrailers }
               }
-              recordOutcome(conn, true, Date.now() - t0, { ttftMs: firstByteAt === undefined ? undefined : firstByteAt - t0, completionTokens: u.completionTokens })
+              recordOutcome(conn, true, (lastByteAt ?? Date.now()) - t0, { ttftMs: firstByteAt === undefined ? undefined : firstByteAt - t0, completionTokens: u.completionTokens })
               if (clientOpen()) {
                 if (sse) {
                   cs.once('wantTrailers', () => cs.sendTrailers(charged()))
-                  cs.end(`data: ${usageChunk(u.answer, u, costInfo)}\n\n${u.finishReason === 'error' ? '' : 'data: [DONE]\n\n'}`)
+                  cs.end()
                 } else {
-                  respondRaw(cs, status, ct, withCost(Buffer.concat(buffered), u, costInfo), charged)
+                  respondRaw(cs, status, ct, Buffer.concat(buffered), charged)
                 }
               }
               settle({ kind: 'done', outcome: stopped ?? (u.finishReason === 'error' || status >= 400 ? 'failed' : 'succeeded') })
@@ -896,15 +1014,9 @@ export class Proxy implements OpsSource {
     )
   }
 
-  private meter(conn: WorkerConn, u: UsageRecord): void {
-    const add = (t: { prompt: number; cached: number; completion: number; reasoning: number }) => {
-      t.prompt += u.promptTokens
-      t.cached += u.cachedTokens
-      t.completion += u.completionTokens
-      t.reasoning += u.reasoningTokens
-    }
-    add(conn.tokens)
-    add(this.tokens)
+  private meter(conn: WorkerConn, u: Usage): void {
+    addUsage(conn.tokens, u)
+    addUsage(this.tokens, u)
     this.m.tokens.inc({ kind: 'prompt' }, u.promptTokens)
     this.m.tokens.inc({ kind: 'cached' }, u.cachedTokens)
     this.m.tokens.inc({ kind: 'completion' }, u.completionTokens)
@@ -918,7 +1030,8 @@ export class Proxy implements OpsSource {
       identity: identityStats(this.deps.identity.current()),
       serving: this.deps.billing.serving,
       requests: { ...this.counts },
-      tokens: { ...this.tokens },
+      e2ee: { requests: { ...this.e2eeCounts }, workersWithKey: [...this.workers.values()].filter((w) => (w.hpkeKeys?.size ?? 0) > 0).length },
+      tokens: tokenStats(this.tokens),
       money: this.moneyStats(),
       receipts: {
         held: this.deps.billing.ledger.receiptCount(),
@@ -926,6 +1039,7 @@ export class Proxy implements OpsSource {
         root: this.deps.billing.ledger.receiptsRoot(),
       },
       chain: this.deps.chainStats?.() ?? null,
+      reliability: ((c) => (c ? { seqno: c.seqno, hash: c.hash, workers: c.record.workers.length } : null))(this.deps.reliability?.current()),
       clients: { connected: this.clientSessions.size, refused: this.refused.clients, rateLimited: this.rateLimited, limitedNow: this.errorBudget.limitedClients() },
       refusals: [...this.refusals].reverse(),
       queue: this.admission.stats(),
@@ -947,7 +1061,7 @@ export class Proxy implements OpsSource {
           failRate: Number(w.failRate.toFixed(4)),
           served: w.served,
           failed: w.failed,
-          tokens: { ...w.tokens },
+          tokens: tokenStats(w.tokens),
         })),
       },
     }
@@ -983,6 +1097,11 @@ export class Proxy implements OpsSource {
   }
 }
 
+/** The wrapped key for one of the HPKE keys this worker attested, or undefined when the request does not name it as a recipient. */
+function recipientKey(w: WorkerConn, keys: WrappedKey[]): WrappedKey | undefined {
+  return keys.find((k) => w.hpkeKeys?.has(k.recipient))
+}
+
 function respond(stream: http2.ServerHttp2Stream, status: number, body: unknown, extra: http2.OutgoingHttpHeaders = {}): void {
   if (stream.destroyed || stream.closed || stream.headersSent) return
   stream.respond({ ':status': status, 'content-type': 'application/json', ...extra })
@@ -994,17 +1113,6 @@ function respondRaw(stream: http2.ServerHttp2Stream, status: number, ct: string,
   stream.respond({ ':status': status, 'content-type': ct }, trailers ? { waitForTrailers: true } : undefined)
   if (trailers) stream.once('wantTrailers', () => stream.sendTrailers(trailers()))
   stream.end(body)
-}
-
-/** Puts the billed usage, with its cost, into a non-streamed answer. */
-function withCost(body: Buffer, u: UsageRecord, cost: UsageCost): Buffer {
-  try {
-    const j = JSON.parse(body.toString('utf8')) as Record<string, unknown>
-    j.usage = openaiUsage(u, cost, u.answer.object)
-    return Buffer.from(JSON.stringify(j))
-  } catch {
-    return body
-  }
 }
 
 function respondError(stream: http2.ServerHttp2Stream, err: unknown): void {

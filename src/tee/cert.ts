@@ -44,6 +44,8 @@ export interface CreateIdentityOptions {
   modelId?: string
   /** Worker: SHA-256 of the model weights, lowercase hex. */
   modelHash?: string
+  /** Worker: HPKE public key (raw X25519, lowercase hex) for end-to-end encryption. */
+  hpkeKey?: string
   /** Certificate lifetime. Default CERT_VALIDITY_SEC (one day). */
   validitySec?: number
   /** Reuse this key pair (a renewal keeps the identity key; only the certificate and evidence are fresh). */
@@ -103,6 +105,7 @@ export async function createIdentity(opts: CreateIdentityOptions): Promise<Ident
     paymentKey: opts.paymentKey,
     modelId: opts.modelId,
     modelHash: opts.modelHash,
+    hpkeKey: opts.hpkeKey,
   }
   const claimsBytes = encodeClaims(claims)
   const extensions = [new x509.Extension(OID_CLAIMS, true, new Uint8Array(claimsBytes))]

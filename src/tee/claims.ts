@@ -7,7 +7,7 @@ import { isHex } from './hex.ts'
 const ROLES: readonly Role[] = ['client', 'proxy', 'worker']
 const HASH_BYTES = 32
 const MAX_MODEL_ID_CHARS = 256
-const CLAIM_KEYS = new Set(['v', 'role', 'publicKey', 'createdAt', 'configHash', 'paymentKey', 'modelId', 'modelHash'])
+const CLAIM_KEYS = new Set(['v', 'role', 'publicKey', 'createdAt', 'configHash', 'paymentKey', 'modelId', 'modelHash', 'hpkeKey'])
 
 /**
  * Canonical JSON: keys sorted by code unit, no whitespace, UTF-8, undefined fields omitted.
@@ -68,6 +68,7 @@ function validateClaims(x: unknown): asserts x is Claims {
   if (!isHex(c.configHash, HASH_BYTES)) refuse('configHash must be 64 lowercase hex chars')
   if (c.paymentKey !== undefined && !isHex(c.paymentKey, 32)) refuse('paymentKey must be 64 lowercase hex chars')
   if (c.modelHash !== undefined && !isHex(c.modelHash, HASH_BYTES)) refuse('modelHash must be 64 lowercase hex chars')
+  if (c.hpkeKey !== undefined && !isHex(c.hpkeKey, 32)) refuse('hpkeKey must be 64 lowercase hex chars')
   if (
     c.modelId !== undefined &&
     (typeof c.modelId !== 'string' || c.modelId.length === 0 || c.modelId.length > MAX_MODEL_ID_CHARS)

@@ -33,16 +33,25 @@ export class RenewingIdentity implements IdentitySource {
     private readonly opts: Omit<CreateIdentityOptions, 'keys'>,
     readonly renewSec: number,
     private readonly onError: (err: Error) => void,
+    private readonly hpkeKey?: () => Promise<string>,
   ) {
     this.id = first
   }
 
-  /** Creates the first certificate now and renews every `renewSec` (default NODE_CERT_RENEW_SEC). */
-  static async start(opts: Omit<CreateIdentityOptions, 'keys'>, o: { renewSec?: number; onError?: (err: Error) => void; keys?: webcrypto.CryptoKeyPair } = {}): Promise<RenewingIdentity> {
+  /**
+   * Creates the first certificate now and renews every `renewSec` (default NODE_CERT_RENEW_SEC).
+   * `hpkeKey`, when given, is called for each certificate and returns the HPKE public key its claims
+   * carry: a worker rotates its end-to-end encryption key with the certificate, so each key has fresh evidence.
+   */
+  static async start(
+    opts: Omit<CreateIdentityOptions, 'keys' | 'hpkeKey'>,
+    o: { renewSec?: number; onError?: (err: Error) => void; keys?: webcrypto.CryptoKeyPair; hpkeKey?: () => Promise<string> } = {},
+  ): Promise<RenewingIdentity> {
     const keys = o.keys ?? (await generateIdentityKeys())
     const validitySec = opts.validitySec ?? NODE_CERT_VALIDITY_SEC
     const full = { ...opts, validitySec }
-    const r = new RenewingIdentity(await createIdentity({ ...full, keys }), keys, full, o.renewSec ?? NODE_CERT_RENEW_SEC, o.onError ?? (() => {}))
+    const first = await createIdentity({ ...full, keys, hpkeKey: await o.hpkeKey?.() })
+    const r = new RenewingIdentity(first, keys, full, o.renewSec ?? NODE_CERT_RENEW_SEC, o.onError ?? (() => {}), o.hpkeKey)
     if (r.renewSec >= validitySec) throw new RangeError('certificates must be renewed before they expire')
     r.schedule(r.renewSec)
     return r
@@ -58,7 +67,7 @@ export class RenewingIdentity implements IdentitySource {
 
   /** Makes a new certificate at once (also used by the timer). */
   async renew(): Promise<Identity> {
-    this.id = await createIdentity({ ...this.opts, keys: this.keys })
+    this.id = await createIdentity({ ...this.opts, keys: this.keys, hpkeKey: await this.hpkeKey?.() })
     for (const l of this.listeners) l(this.id)
     return this.id
   }

@@ -26,6 +26,8 @@ export interface Claims {
   modelId?: string
   /** Worker only: SHA-256 of the model weights, lowercase hex. */
   modelHash?: string
+  /** Worker only: raw X25519 HPKE public key (RFC 9180), lowercase hex, that clients encrypt requests to (docs/e2ee.md). */
+  hpkeKey?: string
 }
 
 /** Produces a quote over 64 bytes of report data. One per TEE kind. */

@@ -2,16 +2,17 @@
 import http2 from 'node:http2'
 import { Counter, Gauge } from 'prom-client'
 import type { Capability, InferenceBackend, InferenceKind, TranscriptionResult, Usage } from '../inference/index.ts'
+import { addUsage, tokenStats, zeroUsage } from '../core/usage.ts'
 import { DEFAULT_CAPABILITIES, probeAudio, vectorToBase64 } from '../inference/index.ts'
 import { type VerifiedPeer, type IdentitySource, identityStats } from '../tee/index.ts'
 import type { Logger } from '../core/log.ts'
 import { createRegistry, type OpsSource } from '../core/ops.ts'
 import type { PeerVerifier } from '../net/attested.ts'
 import { maintainProxyLink, revalidateLinks, type ProxyLink as BaseLink } from '../net/proxy-link.ts'
-import { errorResponse, InvalidRequestError, isExpectedError, RequestTimeoutError, TooManyRequestsError } from '../net/errors.ts'
+import { errorResponse, InvalidRequestError, isExpectedError, PayloadTooLargeError, RequestTimeoutError, TooManyRequestsError } from '../net/errors.ts'
 import { readBody, parseJsonObject, parseMultipart } from '../net/body.ts'
 import { H2_OPTIONS, tuneSession } from '../net/h2.ts'
-import { CAPABILITY_PATHS, HEADERS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, PATHS, PROTOCOL_VERSION, usageSigningPayload, type UsageRecord, type WorkerInfo, type WorkerStatement, type WorkerStatementReply, STATEMENT_RECEIPTS_MAX } from '../net/protocol.ts'
+import { CAPABILITY_PATHS, HEADERS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION, usageSigningPayload, type UsageRecord, type WorkerInfo, type WorkerStatement, type WorkerStatementReply, STATEMENT_RECEIPTS_MAX } from '../net/protocol.ts'
 import type { PartyLedger } from '../payments/party-ledger.ts'
 import { DuplicateRequestError } from '../payments/billing.ts'
 import { checkVoucher, InvalidVoucherError } from '../ton/contracts/index.ts'
@@ -21,6 +22,10 @@ import { verifyReceiptProof } from '../payments/receipts/proof.ts'
 import { Cell } from '@ton/core'
 import { newSalt, parsePriceHeader, parseSalt, receiptFields, signReceipt, type SamplingParams } from '../payments/receipts/receipt.ts'
 import { OFFCHAIN_PRICE_PARAMS } from '../payments/pricing.ts'
+import { E2EE_CONTENT_TYPE, E2eeError, ReplayGuard, openRequest, parseWrappedKeys, type AnswerWriter, type HpkeKeyRing } from '../net/e2ee.ts'
+
+/** Room for the encrypted envelope (version byte and tag) on top of the plaintext body limit. */
+const E2EE_OVERHEAD_BYTES = 64
 
 export const DEFAULT_COEFFICIENT = 1000
 export const MAX_ACTIVE_REQUESTS = 8
@@ -59,6 +64,8 @@ export interface WorkerDeps {
    * voucher for any other contract is refused on receipt, so it can never shadow a good one.
    */
   payoutContract?: (proxyId: string) => Promise<string>
+  /** This worker's HPKE keys (the current one is in its claims); absent: it serves plaintext only, as older workers do. */
+  hpke?: HpkeKeyRing
 }
 
 interface ProxyLink extends BaseLink<http2.ServerHttp2Session> {
@@ -69,7 +76,6 @@ interface ProxyLink extends BaseLink<http2.ServerHttp2Session> {
   earned?: { tokens: string; nano: string }
 }
 
-const ZERO_USAGE: Usage = { promptTokens: 0, cachedTokens: 0, completionTokens: 0, reasoningTokens: 0 }
 
 export function createWorker(opts: WorkerOptions, deps: WorkerDeps): Worker {
   return new Worker(deps, {
@@ -92,7 +98,7 @@ export class Worker implements OpsSource {
   /** Running requests by id, so the proxy can stop one in-band (and still get its usage). */
   private readonly running = new Map<string, AbortController>()
   private readonly counts = { requests: 0, succeeded: 0, failed: 0, cancelled: 0, rejected: 0 }
-  private readonly tokens = { prompt: 0, cached: 0, completion: 0, reasoning: 0 }
+  private readonly tokens = zeroUsage()
   private readonly m = {
     requests: new Counter({ name: 'cocoon_worker_requests_total', help: 'Inference requests by outcome', labelNames: ['outcome'], registers: [this.registry] }),
     tokens: new Counter({ name: 'cocoon_worker_tokens_total', help: 'Tokens processed by kind', labelNames: ['kind'], registers: [this.registry] }),
@@ -121,6 +127,7 @@ export class Worker implements OpsSource {
       maxActiveRequests: this.o.maxActiveRequests,
       maxTokensCap: this.o.maxTokensCap,
       ...(this.o.payoutAddress ? { payoutAddress: this.o.payoutAddress } : {}),
+      certificate: this.deps.identity.current().certPem.replace(/-----[^-]+-----|\s/g, ''),
     }
   }
 
@@ -267,13 +274,21 @@ export class Worker implements OpsSource {
     const created = Math.floor(startedAtMs / 1000)
     // The client node's salt keys the receipt's hashes; a request without one gets a fresh one nobody else knows.
     const salt = parseSalt(headers[HEADERS.salt]) ?? newSalt()
-    let usage: Usage = ZERO_USAGE
+    let usage: Usage = zeroUsage()
     let finishReason = 'error'
     let estimated = false
     let chunks = 0
+    /** Seals the answer to the client when the request came end-to-end encrypted. */
+    let sealer: AnswerWriter | undefined
     let firstTokenAtMs = 0
     try {
-      const raw = await readBody(stream, MAX_BODY_BYTES)
+      const received = await readBody(stream, MAX_BODY_BYTES + E2EE_OVERHEAD_BYTES)
+      let raw = received
+      if (headers[HEADERS.e2eeRoute] !== undefined) {
+        const opened = await this.openEncrypted(received, headers, kind)
+        raw = opened.body
+        sealer = opened.answer
+      } else if (received.length > MAX_BODY_BYTES) throw new PayloadTooLargeError(MAX_BODY_BYTES)
       const body = parseJsonObject(raw)
       // The proxy reserved funds for at most this many completion tokens.
       const reserved = Number(headers[HEADERS.maxTokens])
@@ -285,7 +300,8 @@ export class Worker implements OpsSource {
       let answerId: string | undefined
       const streaming = body.stream === true
       const agg = streaming ? undefined : new AnswerAggregator(kind)
-      const out = new EventCoalescer(stream)
+      const out = new EventCoalescer(stream, sealer)
+      const eventType = sealer ? E2EE_CONTENT_TYPE : 'text/event-stream'
       let text = ''
       let streamError: unknown
       try {
@@ -296,7 +312,7 @@ export class Worker implements OpsSource {
             if (agg) agg.add(ev.json)
             else {
               text += chunkText(ev.json)
-              if (!stream.headersSent) stream.respond({ ':status': 200, 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }, { waitForTrailers: true })
+              if (!stream.headersSent) stream.respond({ ':status': 200, 'content-type': eventType, 'cache-control': 'no-cache' }, { waitForTrailers: true })
               if (!out.push(`data: ${ev.json}\n\n`)) await drained(stream, signal)
             }
           } else {
@@ -309,7 +325,7 @@ export class Worker implements OpsSource {
         if (chunks === 0 && !signal.aborted) throw err
         streamError = err
         estimated = true
-        usage = { ...ZERO_USAGE, completionTokens: chunks }
+        usage = { ...zeroUsage(), completionTokens: chunks }
       }
       if (timeoutSignal?.aborted && !ac.signal.aborted && !cancel.signal.aborted) streamError ??= new RequestTimeoutError(timeoutMs)
       if (ac.signal.aborted || cancel.signal.aborted) {
@@ -345,20 +361,23 @@ export class Worker implements OpsSource {
         prices: headers[HEADERS.price],
       })
       if (streaming) {
-        if (!stream.headersSent) stream.respond({ ':status': 200, 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }, { waitForTrailers: true })
+        if (!stream.headersSent) stream.respond({ ':status': 200, 'content-type': eventType, 'cache-control': 'no-cache' }, { waitForTrailers: true })
         out.flush()
-        if (streamError) stream.write(`data: ${JSON.stringify(errorResponse(streamError).body)}\n\n`)
-        // No usage chunk and no [DONE] here: the proxy writes them once it has billed the answer.
+        if (streamError) {
+          const event = `data: ${JSON.stringify(errorResponse(streamError).body)}\n\n`
+          stream.write(sealer ? sealer.data(event) : event)
+        }
+        // No usage chunk and no [DONE] here: the client node writes them once the proxy has billed the answer.
         finished = true
         stream.once('wantTrailers', () => stream.sendTrailers(trailers))
-        stream.end()
+        stream.end(sealer?.final())
       } else {
         finished = true
         if (streamError) {
           const r = errorResponse(streamError)
-          respondJson(stream, r.status, r.body, trailers)
+          respondJson(stream, r.status, r.body, trailers, sealer)
         } else {
-          respondJson(stream, 200, answer, trailers)
+          respondJson(stream, 200, answer, trailers, sealer)
         }
       }
       if (!cancel.signal.aborted) {
@@ -370,11 +389,51 @@ export class Worker implements OpsSource {
       this.counts.failed++
       this.m.requests.inc({ outcome: 'failed' })
       if (!isExpectedError(err)) log.error('request failed', { error: err })
-      if (!stream.destroyed) respondError(stream, err)
+      if (!stream.destroyed) {
+        // Once the request opened, even an error answer is sealed: it may quote the prompt.
+        const r = errorResponse(err)
+        respondJson(stream, r.status, r.body, undefined, sealer)
+      }
     } finally {
       this.running.delete(key)
       this.active--
       this.m.active.set(this.active)
+    }
+  }
+
+  /** Requests seen, by their HPKE enc, for as long as they could be valid: a replayed request is refused. */
+  private readonly replays = new ReplayGuard(MAX_TIMEOUT_SEC * 1000)
+  readonly e2eeCounts = { opened: 0, refused: 0 }
+
+  /**
+   * Opens an end-to-end encrypted request (docs/e2ee.md) and checks that the routing data the proxy
+   * routed and billed by is what the body says. Throws E2eeError (a 502, so the proxy may try another recipient).
+   */
+  private async openEncrypted(received: Buffer, headers: http2.IncomingHttpHeaders, kind: InferenceKind): Promise<{ body: Buffer; answer: AnswerWriter }> {
+    try {
+      if (!this.deps.hpke) throw new E2eeError('this worker has no HPKE key')
+      const keys = parseWrappedKeys(headers[HEADERS.e2eeKeys])
+      if (keys.length !== 1) throw new E2eeError('expected exactly one wrapped key')
+      const opened = await openRequest(received, String(headers[HEADERS.e2eeRoute]), keys[0], this.deps.hpke)
+      if (opened.body.length > MAX_BODY_BYTES) throw new PayloadTooLargeError(MAX_BODY_BYTES)
+      this.replays.check(opened.encHash)
+      const r = opened.route
+      let body: Record<string, unknown>
+      try {
+        body = parseJsonObject(opened.body)
+      } catch {
+        throw new E2eeError('the decrypted body is not a JSON object')
+      }
+      const maxTokens = [body.max_completion_tokens, body.max_tokens].find((v) => typeof v === 'number' && Number.isSafeInteger(v) && v > 0)
+      const path = kind === 'chat' ? PATHS.chat : PATHS.completions
+      if (r.path !== path || r.model !== body.model || r.stream !== (body.stream === true) || r.maxTokens !== maxTokens || (headers[HEADERS.requestId] !== undefined && r.requestId !== headers[HEADERS.requestId])) {
+        throw new E2eeError('the routing headers do not match the encrypted body')
+      }
+      this.e2eeCounts.opened++
+      return { body: opened.body, answer: opened.answer }
+    } catch (err) {
+      this.e2eeCounts.refused++
+      throw err
     }
   }
 
@@ -429,7 +488,7 @@ export class Worker implements OpsSource {
         const { req, encoding } = validateEmbeddingRequest(body, requestId, { modelId: model })
         checkHopAgreement(headers, { model: body.model, stream: body.stream === true })
         const r = await backend.embed!(req, { signal })
-        usage = { promptTokens: r.promptTokens, cachedTokens: 0, completionTokens: 0, reasoningTokens: 0 }
+        usage = { ...zeroUsage(), promptTokens: r.promptTokens }
         id = `emb-${requestId}`
         object = EMBEDDING_OBJECT
         const data = r.vectors.map((v, index) => ({ object: 'embedding', index, embedding: encoding === 'base64' ? vectorToBase64(v) : v }))
@@ -451,7 +510,7 @@ export class Worker implements OpsSource {
           { model, audio, filename: f.file.name || `audio.${probe.format}`, format: probe.format, durationSec: probe.durationSec, language: f.language, prompt: f.prompt, temperature: f.temperature, requestId },
           { signal },
         )
-        usage = { promptTokens: 0, cachedTokens: 0, completionTokens: 0, reasoningTokens: 0, audioSeconds: seconds }
+        usage = { ...zeroUsage(), audioSeconds: seconds }
         id = `tr-${requestId}`
         object = TRANSCRIPTION_OBJECT
         answer = transcriptionAnswer(r, f.responseFormat, probe.durationSec, seconds, f.temperature ?? 0)
@@ -617,10 +676,7 @@ export class Worker implements OpsSource {
   }
 
   private meter(u: Usage): void {
-    this.tokens.prompt += u.promptTokens
-    this.tokens.cached += u.cachedTokens
-    this.tokens.completion += u.completionTokens
-    this.tokens.reasoning += u.reasoningTokens
+    addUsage(this.tokens, u)
     this.m.tokens.inc({ kind: 'prompt' }, u.promptTokens)
     this.m.tokens.inc({ kind: 'cached' }, u.cachedTokens)
     this.m.tokens.inc({ kind: 'completion' }, u.completionTokens)
@@ -689,12 +745,13 @@ export class Worker implements OpsSource {
       role: 'worker',
       protocol: PROTOCOL_VERSION,
       model: { id: m.id, hash: m.hash },
+      e2ee: { key: this.deps.hpke !== undefined, ...this.e2eeCounts },
       coefficient: this.o.coefficient,
       payoutAddress: this.o.payoutAddress || null,
       maxActiveRequests: this.o.maxActiveRequests,
       activeRequests: this.active,
       requests: { ...this.counts },
-      tokens: { ...this.tokens },
+      tokens: tokenStats(this.tokens),
       receipts: { ...this.receiptCounts, pending: [...this.pendingReceipts.values()].reduce((t, m) => t + m.size, 0) },
       proxies: this.links.map((l) => {
         const rec = l.proxyId && this.deps.ledger ? this.deps.ledger.get(l.proxyId) : undefined
@@ -721,16 +778,17 @@ export class Worker implements OpsSource {
   }
 }
 
-function respondJson(stream: http2.ServerHttp2Stream, status: number, body: unknown, trailers?: http2.OutgoingHttpHeaders): void {
+/** A JSON answer; sealed as one record and the final record when the request was end-to-end encrypted. */
+function respondJson(stream: http2.ServerHttp2Stream, status: number, body: unknown, trailers?: http2.OutgoingHttpHeaders, sealer?: AnswerWriter): void {
   if (stream.destroyed || stream.closed) return
   const text = JSON.stringify(body)
   if (stream.headersSent) {
     stream.end()
     return
   }
-  stream.respond({ ':status': status, 'content-type': 'application/json' }, trailers ? { waitForTrailers: true } : undefined)
+  stream.respond({ ':status': status, 'content-type': sealer ? E2EE_CONTENT_TYPE : 'application/json' }, trailers ? { waitForTrailers: true } : undefined)
   if (trailers) stream.once('wantTrailers', () => stream.sendTrailers(trailers))
-  stream.end(text)
+  stream.end(sealer ? Buffer.concat([sealer.data(text), sealer.final()]) : text)
 }
 
 function respondRaw(stream: http2.ServerHttp2Stream, status: number, contentType: string, text: string, trailers: http2.OutgoingHttpHeaders): void {
@@ -742,7 +800,7 @@ function respondRaw(stream: http2.ServerHttp2Stream, status: number, contentType
 
 const languageNames = new Intl.DisplayNames(['en'], { type: 'language' })
 
-/** The transcription in the app's response_format, as OpenAI shapes it (the proxy adds the cost to `usage`). */
+/** The transcription in the app's response_format, as OpenAI shapes it (the client node adds the cost to `usage`). */
 function transcriptionAnswer(r: TranscriptionResult, format: TranscriptionFormat, durationSec: number, seconds: number, temperature: number): { contentType: string; text: string } {
   const usage = { type: 'duration', seconds }
   if (format === 'text') return { contentType: 'text/plain; charset=utf-8', text: r.text + '\n' }
@@ -787,19 +845,26 @@ const COALESCE_MAX_BYTES = 16 * 1024
  */
 class EventCoalescer {
   private pending = ''
+  private sealed: Buffer[] = []
+  private sealedBytes = 0
   private scheduled = false
   private first = true
 
-  constructor(private readonly stream: http2.ServerHttp2Stream) {}
+  /** With `sealer`, each event becomes one encrypted record, sealed as it is pushed so records keep their order. */
+  constructor(private readonly stream: http2.ServerHttp2Stream, private readonly sealer?: AnswerWriter) {}
 
   /** Queues an event; false when the stream's buffer is full (the caller waits for 'drain'). */
   push(event: string): boolean {
     if (this.first) {
       this.first = false
-      return this.stream.write(event)
+      return this.stream.write(this.sealer ? this.sealer.data(event) : event)
     }
-    this.pending += event
-    if (this.pending.length >= COALESCE_MAX_BYTES) return this.flush()
+    if (this.sealer) {
+      const r = this.sealer.data(event)
+      this.sealed.push(r)
+      this.sealedBytes += r.length
+    } else this.pending += event
+    if (this.pending.length + this.sealedBytes >= COALESCE_MAX_BYTES) return this.flush()
     if (!this.scheduled) {
       this.scheduled = true
       setImmediate(() => this.flush())
@@ -809,6 +874,13 @@ class EventCoalescer {
 
   flush(): boolean {
     this.scheduled = false
+    if (this.sealed.length) {
+      const records = Buffer.concat(this.sealed)
+      this.sealed = []
+      this.sealedBytes = 0
+      if (this.stream.destroyed || this.stream.closed) return true
+      return this.stream.write(records)
+    }
     if (!this.pending || this.stream.destroyed || this.stream.closed) return true
     const text = this.pending
     this.pending = ''

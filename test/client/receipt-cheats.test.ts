@@ -61,7 +61,12 @@ async function fakeProxy() {
       })
       // Forged: names the worker, but signed by another key.
       const receipt = await signReceipt(fields, (d) => (state.mode === 'forged' ? stranger : worker).sign(d))
-      const trailers: Record<string, string> = { [HEADERS.charged]: JSON.stringify({ client: 'c', tokens: String(state.tokens), nano: String(state.tokens * 1000) }) }
+      const trailers: Record<string, string> = {
+        [HEADERS.charged]: JSON.stringify({ client: 'c', tokens: String(state.tokens), nano: String(state.tokens * 1000) }),
+        // The billed usage and its cost, as a real proxy passes them on.
+        [HEADERS.usage]: JSON.stringify({ requestId, promptTokens: 5, cachedTokens: 0, completionTokens: 5, reasoningTokens: 0, finishReason: 'stop', answer: { id: 'cmpl-fake', object: 'text_completion', model: 'fake-model', created: 0 } }),
+        [HEADERS.cost]: JSON.stringify({ nano: '10000', adjusted_tokens: '15', price_per_token_nano: '1000', coefficient: 1000 }),
+      }
       if (state.mode === 'garbage') trailers[HEADERS.receipt] = Buffer.from('not a receipt').toString('base64')
       else if (state.mode !== 'missing') trailers[HEADERS.receipt] = receipt.cell.toBoc().toString('base64')
       stream.respond({ ':status': 200, 'content-type': 'application/json' }, { waitForTrailers: true })
@@ -78,13 +83,14 @@ test('a proxy that bills without a valid receipt is backed off as a cheat, expon
   stops.push(() => fake.close())
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cocoon-receipt-cheats-'))
   const receipts = new ReceiptStore(path.join(dir, 'receipts.sqlite'))
-  const c = await startClient([fake.port], { deps: { receipts } })
+  // The fake serves no worker list to encrypt to: plaintext requests (E2EE is not what is tested here).
+  const c = await startClient([fake.port], { deps: { receipts }, options: { e2ee: 'off' } })
   stops.push(() => fs.rmSync(dir, { recursive: true, force: true }), () => receipts.close(), () => c.client.stop())
   await waitFor(() => c.client.health().ok, 'the client on the fake proxy')
   const ask = async () => {
     const r = await fetch(c.url + '/v1/completions', { method: 'POST', body: JSON.stringify({ model: 'fake-model', prompt: 'x', max_tokens: 5 }) })
-    assert.equal(r.status, 200)
-    await r.json()
+    const body = await r.text()
+    assert.equal(r.status, 200, body)
   }
   const row = async () => ((await (await fetch(c.url + '/jsonstats')).json()) as any).proxies[0]
   const stats = async () => (await (await fetch(c.url + '/jsonstats')).json()) as any

@@ -17,6 +17,7 @@ import { createClient, type Client, type ClientDeps, type ClientOptions } from '
 import type { InferenceBackend } from '../../src/inference/types.ts'
 import { silentLogger, createLogger, type Logger } from '../../src/core/log.ts'
 import type { Identity } from '../../src/tee/types.ts'
+import { HpkeKeyRing } from '../../src/net/e2ee.ts'
 
 const log = process.env.COCOON_TEST_LOGS ? createLogger({}, 'debug') : silentLogger
 
@@ -47,8 +48,11 @@ export async function startProxy(opts: { policy?: Policy; imageTag?: string; opt
   return { proxy, ...ports }
 }
 
-export async function startWorker(backend: InferenceBackend, proxyPorts: number[], opts: { policy?: Policy; imageTag?: string; options?: Partial<WorkerOptions>; ledger?: PartyLedger } = {}): Promise<Worker> {
+export async function startWorker(backend: InferenceBackend, proxyPorts: number[], opts: { policy?: Policy; imageTag?: string; options?: Partial<WorkerOptions>; ledger?: PartyLedger; e2ee?: boolean } = {}): Promise<Worker> {
+  // Like a real worker, an HPKE key in its claims unless told to act as a worker from before E2EE.
+  const hpke = opts.e2ee === false ? undefined : new HpkeKeyRing(3_600_000)
   const identity = await createIdentity({
+    hpkeKey: await hpke?.rotate(),
     role: 'worker',
     provider: new SimulatedEvidenceProvider(await simulatedImageHash(opts.imageTag ?? '')),
     configHash: '00'.repeat(32),
@@ -57,7 +61,7 @@ export async function startWorker(backend: InferenceBackend, proxyPorts: number[
   })
   const worker = createWorker(
     { proxies: proxyPorts.map((port) => ({ host: '127.0.0.1', port })), ...opts.options },
-    { backend, identity: fixedIdentity(identity), verify: verifierFor(opts.policy ?? (await policyFor())), log: log.child({ role: 'worker' }), ledger: opts.ledger },
+    { backend, identity: fixedIdentity(identity), verify: verifierFor(opts.policy ?? (await policyFor())), log: log.child({ role: 'worker' }), ledger: opts.ledger, hpke },
   )
   worker.start()
   return worker

@@ -27,6 +27,12 @@ test('decodes what it encodes, including a non-ASCII model id', () => {
   assert.deepEqual(decodeClaims(encodeClaims(w)), w)
 })
 
+test("a worker's HPKE key is a claim, so the quote's report data binds it", () => {
+  const w: Claims = { v: 1, role: 'worker', publicKey: K, createdAt: 0, configHash: K, modelId: 'm', modelHash: K, hpkeKey: 'cd'.repeat(32) }
+  assert.deepEqual(decodeClaims(encodeClaims(w)), w)
+  assert.notDeepEqual(reportDataFor(encodeClaims(w)), reportDataFor(encodeClaims({ ...w, hpkeKey: 'ce'.repeat(32) })))
+})
+
 test('report data is SHA-512 of the claims bytes (64 bytes)', () => {
   const b = encodeClaims(base)
   const rd = reportDataFor(b)
@@ -45,7 +51,9 @@ const refusals: [string, unknown, RegExp][] = [
   ['a fractional createdAt', { ...base, createdAt: 1.5 }, /createdAt/],
   ['a string createdAt', { ...base, createdAt: '1700000000' }, /createdAt/],
   ['an empty modelId', { ...base, modelId: '' }, /modelId/],
-  ['an unknown field', { ...base, hpkeKey: K }, /unknown field "hpkeKey"/],
+  ['an unknown field', { ...base, sealKey: K }, /unknown field "sealKey"/],
+  ['a short hpkeKey', { ...base, role: 'worker', hpkeKey: 'ab'.repeat(31) }, /hpkeKey/],
+  ['an upper-case hpkeKey', { ...base, role: 'worker', hpkeKey: 'AB'.repeat(32) }, /hpkeKey/],
   ['an array', [base], /not an object/],
 ]
 for (const [what, value, reason] of refusals) {

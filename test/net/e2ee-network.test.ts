@@ -1,0 +1,119 @@
+// Spec: end-to-end encryption through a real proxy (RA-TLS, HTTP/2, in process) with a FAKE backend:
+// the client node verifies the workers itself, the proxy relays ciphertext, the app sees plain OpenAI answers.
+import { after, before, describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import { FakeBackend } from '../helpers/fake-backend.ts'
+import { policyFor, readSse, startClient, startProxy, startWorker, waitFor } from '../helpers/network.ts'
+
+describe('E2EE through an in-process network', () => {
+  const stops: Array<() => unknown> = []
+  let proxy: Awaited<ReturnType<typeof startProxy>>
+  let url: string
+  let client: Awaited<ReturnType<typeof startClient>>['client']
+  const backend = new FakeBackend({ chunks: 4 })
+
+  before(async () => {
+    proxy = await startProxy()
+    stops.push(() => proxy.proxy.stop())
+    const w = await startWorker(backend, [proxy.workerPort])
+    stops.push(() => w.stop())
+    const c = await startClient([proxy.clientPort], { options: { e2ee: 'required' } })
+    client = c.client
+    url = c.url
+    stops.push(() => client.stop())
+    await waitFor(() => (proxy.proxy.stats() as any).workers?.length === 1 || (proxy.proxy.models() as any).data.length === 1, 'worker')
+  })
+  after(async () => {
+    for (const s of stops.reverse()) await s()
+  })
+
+  it('answers a streamed chat request end to end, with the usage chunk and cost written by the client node', async () => {
+    const res = await fetch(`${url}/v1/chat/completions`, { method: 'POST', body: JSON.stringify({ model: 'fake-model', messages: [{ role: 'user', content: 'hello there' }], stream: true }) })
+    assert.equal(res.status, 200)
+    assert.equal(res.headers.get('x-cocoon-e2ee'), 'on')
+    const events = await readSse(res)
+    assert.equal(events.at(-1), '[DONE]')
+    const usage = JSON.parse(events.at(-2)!)
+    assert.ok(usage.usage.cost, 'the usage chunk carries the cost')
+    assert.equal(events.length, 4 + 2)
+    const s = proxy.proxy.stats() as any
+    assert.equal(s.e2ee.requests.on, 1)
+  })
+
+  it('answers a non-streamed completions request with usage and cost', async () => {
+    const res = await fetch(`${url}/v1/completions`, { method: 'POST', body: JSON.stringify({ model: 'fake-model', prompt: 'once upon', max_tokens: 3 }) })
+    assert.equal(res.status, 200)
+    assert.equal(res.headers.get('x-cocoon-e2ee'), 'on')
+    const j = (await res.json()) as any
+    assert.equal(j.object, 'text_completion')
+    assert.ok(j.usage.cost)
+    assert.equal(j.usage.completion_tokens, 3)
+  })
+
+  it('a worker error answer reaches the app as a clear OpenAI error', async () => {
+    const res = await fetch(`${url}/v1/chat/completions`, { method: 'POST', body: JSON.stringify({ model: 'fake-model', messages: 'not a list' }) })
+    assert.equal(res.status, 400)
+    const j = (await res.json()) as any
+    assert.ok(j.error.message)
+  })
+
+  it('counts requests per mode on /jsonstats of client and proxy', () => {
+    const c = client.stats() as any
+    assert.ok(c.e2ee.requests.on >= 2)
+    assert.equal(c.e2ee.requests.off, 0)
+  })
+})
+
+describe('E2EE against a worker without an HPKE key (older version)', () => {
+  it('is refused by a required-E2EE client, and served in plaintext through the proxy when E2EE is optional', async () => {
+    const proxy = await startProxy()
+    const w = await startWorker(new FakeBackend({ chunks: 2 }), [proxy.workerPort], { e2ee: false })
+    const strict = await startClient([proxy.clientPort], { options: { e2ee: 'required' } })
+    const relaxed = await startClient([proxy.clientPort], { options: { e2ee: 'optional' } })
+    try {
+      await waitFor(() => (proxy.proxy.models() as any).data.length === 1, 'worker')
+      const body = JSON.stringify({ model: 'fake-model', messages: [{ role: 'user', content: 'hi' }] })
+      const refused = await fetch(`${strict.url}/v1/chat/completions`, { method: 'POST', body })
+      assert.equal(refused.status, 503)
+      assert.match(((await refused.json()) as any).error.message, /no verified worker has an end-to-end encryption key/)
+      const plain = await fetch(`${relaxed.url}/v1/chat/completions`, { method: 'POST', body })
+      assert.equal(plain.status, 200)
+      assert.equal(plain.headers.get('x-cocoon-e2ee'), 'off')
+      assert.equal((relaxed.client.stats() as any).e2ee.requests.off, 1)
+      assert.equal((strict.client.stats() as any).e2ee.requests.refused, 1)
+    } finally {
+      await strict.client.stop()
+      await relaxed.client.stop()
+      await w.stop()
+      await proxy.proxy.stop()
+    }
+  })
+})
+
+describe('E2EE never encrypts to a worker whose evidence the client refuses', () => {
+  it('a worker the proxy trusts but the client does not is never a recipient', async () => {
+    // The proxy accepts images '' and 'rogue'; the client only ''.
+    const proxy = await startProxy({ policy: await policyFor({ workerTags: ['', 'rogue'] }) })
+    const good = new FakeBackend({ chunks: 1 })
+    const rogue = new FakeBackend({ chunks: 1 })
+    const w1 = await startWorker(good, [proxy.workerPort])
+    const w2 = await startWorker(rogue, [proxy.workerPort], { imageTag: 'rogue', policy: await policyFor() })
+    const c = await startClient([proxy.clientPort], { options: { e2ee: 'required' } })
+    try {
+      await waitFor(() => (proxy.proxy.models() as any).data[0]?.workers.length === 2, 'two workers')
+      for (let i = 0; i < 6; i++) {
+        const res = await fetch(`${c.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ model: 'fake-model', prompt: `p${i}`, max_tokens: 1 }) })
+        assert.equal(res.status, 200)
+        assert.equal(res.headers.get('x-cocoon-e2ee'), 'on')
+        await res.arrayBuffer()
+      }
+      assert.equal(rogue.seen.length, 0, 'the refused worker got no request')
+      assert.equal(good.seen.length, 6)
+    } finally {
+      await c.client.stop()
+      await w1.stop()
+      await w2.stop()
+      await proxy.proxy.stop()
+    }
+  })
+})
