@@ -29,9 +29,9 @@ export interface ScaleTier {
 
 /** fast / medium / slow: each tier four times slower than the one before, so routing has a clear best. */
 export const SCALE_TIERS: readonly ScaleTier[] = [
-  { name: 'fast', chunkDelayMs: 10 },
-  { name: 'medium', chunkDelayMs: 40 },
-  { name: 'slow', chunkDelayMs: 160 },
+  { name: 'fast', chunkDelayMs: 20 },
+  { name: 'medium', chunkDelayMs: 80 },
+  { name: 'slow', chunkDelayMs: 320 },
 ]
 
 /** What GET on the stats URL answers. */

@@ -133,6 +133,8 @@ export async function runScale(o: ScaleOptions = {}): Promise<ScaleResult> {
       const cpuAfter = cpuTimeMs(proxy.pid)
       const fleetAfter = (await getJson(fleetUrl)) as ScaleWorkerStats
       const ps = (await getJson(statsUrl)) as ProxyStats
+      // The proxy's view at the end (each worker's measured quality), kept with the logs (--keep).
+      fs.writeFileSync(path.join(workDir, 'proxy-jsonstats.json'), JSON.stringify(ps, null, 2) + '\n')
       if (measured.failed > 0) notes.push(`measured wave: ${measured.failed} of ${streams} streams failed (${describe(measured.failures)})`)
       if (fleetAfter.dropped > 0) notes.push(`${fleetAfter.dropped} worker sessions dropped during the run`)
       const tiers = fleetAfter.tiers.map((t, i) => ({ name: t.name, chunkDelayMs: t.chunkDelayMs, workers: t.workers, requests: t.served - fleetBefore.tiers[i].served }))

@@ -253,13 +253,15 @@ export async function runAudit(args: string[], io = { out: (s: string) => proces
     lastSeqno: prev?.seqno.toString() ?? null,
     receipts: (prev?.receiptsCount ?? 0n).toString(),
     root: prev?.receiptsRoot.toString('hex') ?? null,
+    /** The reliability record hash of the last commit (check the record itself with `cocoon reliability verify`). */
+    reliabilityHash: prev && !/^0+$/.test(prev.reliabilityHash.toString('hex')) ? prev.reliabilityHash.toString('hex') : null,
     lastTx: prev?.tx ?? null,
     ok: problems.length === 0,
     problems,
   }
   if (values.json) io.out(JSON.stringify(summary, null, 2) + '\n')
   else {
-    io.out(`proxy ${summary.proxy}: ${summary.commits} commits (seqno ${summary.firstSeqno ?? '-'} to ${summary.lastSeqno ?? '-'}), ${summary.receipts} receipts, root ${summary.root ?? '-'}\n`)
+    io.out(`proxy ${summary.proxy}: ${summary.commits} commits (seqno ${summary.firstSeqno ?? '-'} to ${summary.lastSeqno ?? '-'}), ${summary.receipts} receipts, root ${summary.root ?? '-'}, reliability record ${summary.reliabilityHash ?? '-'}\n`)
     for (const p of problems) io.out(`FAIL ${p}\n`)
     io.out(problems.length ? `audit failed: ${problems.length} problem(s)\n` : 'audit ok: seqnos and counts only grow, every root is well formed\n')
   }

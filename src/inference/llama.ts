@@ -2,6 +2,7 @@
 
 import os from 'node:os'
 import { randomInt } from 'node:crypto'
+import { zeroUsage } from '../core/usage.ts'
 import type {
   ChatHistoryItem,
   ChatWrapper,
@@ -530,7 +531,7 @@ export class LlamaBackend implements InferenceBackend {
 }
 
 function cancelledBeforeStart(): InferenceEvent {
-  return { type: 'usage', usage: { promptTokens: 0, cachedTokens: 0, completionTokens: 0, reasoningTokens: 0 }, finishReason: 'cancelled' }
+  return { type: 'usage', usage: zeroUsage(), finishReason: 'cancelled' }
 }
 
 function samplingOptions(req: InferenceRequest): SequenceEvaluateOptions {

@@ -6,6 +6,7 @@ import type { Logger } from '../core/log.ts'
 import { ESTIMATE_CHARS_PER_TOKEN, UPSTREAM_DRAIN_AFTER_DONE_MS, UPSTREAM_ERROR_BODY_MAX_BYTES, UPSTREAM_HEADERS_TIMEOUT_MS } from './constants.ts'
 import { SseParser } from './sse.ts'
 import { normalize } from './vectors.ts'
+import { zeroUsage } from '../core/usage.ts'
 import { BackendError, DEFAULT_CAPABILITIES, type Capability, type EmbeddingRequest, type EmbeddingResult, type TranscriptionRequest, type TranscriptionResult, type InferenceBackend, type InferenceEvent, type InferenceRequest, type ModelInfo, type RequestFeature, type Usage } from './types.ts'
 
 export interface OpenAIUpstreamOptions {
@@ -371,10 +372,6 @@ export function mapUsage(u: Record<string, unknown>): Usage {
     completionTokens,
     reasoningTokens: Math.min(completionTokens, count(cd?.reasoning_tokens ?? u.reasoning_tokens)),
   }
-}
-
-function zeroUsage(): Usage {
-  return { promptTokens: 0, cachedTokens: 0, completionTokens: 0, reasoningTokens: 0 }
 }
 
 /** A rough prompt size, used only when the upstream reported no usage (flagged `estimated`). */

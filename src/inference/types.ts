@@ -1,4 +1,5 @@
 // The inference seam: one interface for every backend (embedded llama.cpp, upstream OpenAI-compatible servers).
+import type { Usage } from '../core/usage.ts'
 
 export type InferenceKind = 'chat' | 'completion'
 
@@ -38,15 +39,8 @@ export interface InferenceRequest {
   requestId: string
 }
 
-/** Exact token usage. `cachedTokens` ⊆ prompt, `reasoningTokens` ⊆ completion. */
-export interface Usage {
-  promptTokens: number
-  cachedTokens: number
-  completionTokens: number
-  reasoningTokens: number
-  /** Seconds of transcribed audio, rounded up; set only for transcriptions. */
-  audioSeconds?: number
-}
+/** Exact usage (core/usage.ts): the one usage type of every layer. */
+export type { Usage }
 
 /** An embeddings request the worker validated: each input is text or already-tokenized text. */
 export interface EmbeddingRequest {

@@ -1,7 +1,7 @@
 // OpenAI response shapes shared by the nodes: the usage object (with Cocoon's cost), the final usage chunk, whole non-streamed answers.
 import type { InferenceKind, Usage } from '../inference/index.ts'
 
-/** What the request cost, added by the proxy to the usage object. */
+/** What the request cost: priced by the proxy, sent as a trailer, written into the usage object by the client node. */
 export interface UsageCost {
   /** nanoTON charged to the client. */
   nano: bigint

@@ -133,20 +133,8 @@ export const CANCEL_GRACE_MS = 5_000
  */
 export const PROMPT_OVERHEAD_TOKENS = 512
 
-/** What the worker reports it used, signed. Token counts, not nanoTON. */
-export interface UsageRecord {
-  requestId: string
-  /** The answer's id, chunk object type, model and creation time, so the proxy can write the usage chunk. */
-  answer: { id: string; object: string; model: string; created: number }
-  promptTokens: number
-  cachedTokens: number
-  completionTokens: number
-  reasoningTokens: number
-  /** Transcriptions: seconds of audio, rounded up; what they are billed by. */
-  audioSeconds?: number
-  finishReason: string
-  estimated?: boolean
-}
+/** What the worker reports it used, signed (core/usage.ts): the wire format of HEADERS.usage. */
+export type { UsageRecord } from '../core/usage.ts'
 
 const USAGE_DOMAIN = 'cocoon-usage-v1\n'
 

@@ -2,7 +2,8 @@
 // of each answer (group-committed, so one fsync covers every answer finished in the same moment).
 import type { Logger } from '../core/log.ts'
 import type { Counters, Ledger, ReceiptEntry, UsageEvent } from './ledger.ts'
-import { priceRequest, type PriceParams, type RequestCost, type TokenUsage } from './pricing.ts'
+import { priceRequest, type PriceParams, type RequestCost } from './pricing.ts'
+import type { Usage } from '../core/usage.ts'
 
 /** The client's funds cannot cover the worst case of this request. */
 export class InsufficientQuotaError extends Error {
@@ -208,7 +209,7 @@ export class ProxyBilling {
    * Prices a finished (or cancelled) answer and records it durably. Resolves only after the
    * ledger transaction holding it has committed; the reservation is released either way.
    */
-  settle(r: { reservation?: Reservation; requestId: string; client: string; worker: string; coefficient: number; usage: TokenUsage; receipt?: ReceiptEntry }): Promise<Settlement> {
+  settle(r: { reservation?: Reservation; requestId: string; client: string; worker: string; coefficient: number; usage: Usage; receipt?: ReceiptEntry }): Promise<Settlement> {
     const p = this.params()
     let cost: RequestCost
     try {
@@ -227,6 +228,7 @@ export class ProxyBilling {
       cachedTokens: r.usage.cachedTokens,
       completionTokens: r.usage.completionTokens,
       reasoningTokens: r.usage.reasoningTokens,
+      ...(r.usage.audioSeconds ? { audioSeconds: r.usage.audioSeconds } : {}),
       adjusted: cost.adjustedTokens.toString(),
       clientNano: cost.clientNano.toString(),
       workerNano: cost.workerNano.toString(),

@@ -5,21 +5,19 @@ import type Database from 'better-sqlite3'
 import { openSqlite } from '../core/sqlite.ts'
 import { Cell } from '@ton/core'
 import { ReceiptTree, type CellRef } from './receipts/tree.ts'
+import type { SignedUsage, Usage, UsageRecord } from '../core/usage.ts'
 
-export const LEDGER_SCHEMA_VERSION = 2
+/** 3: receipts keep the worker's signed usage (usage_json, usage_sig, usage_signer); older ledgers gain the columns on open. */
+export const LEDGER_SCHEMA_VERSION = 3
 const GENESIS_HASH = '0'.repeat(64)
 
 /** One request's settled usage. Token counts are model tokens; `adjusted` is adjusted tokens; `*Nano` nanoTON. */
-export interface UsageEvent {
+export interface UsageEvent extends Usage {
   type: 'usage'
   requestId: string
   client: string
   worker: string
   coefficient: number
-  promptTokens: number
-  cachedTokens: number
-  completionTokens: number
-  reasoningTokens: number
   adjusted: string
   clientNano: string
   workerNano: string
@@ -42,8 +40,8 @@ export interface ReceiptEntry {
   client: string
   /** The worker's account (payout address or key). */
   worker: string
-  /** The worker's signed usage the receipt came with (none for a receipt the proxy stated itself). */
-  signedUsage?: { json: string; signature: string; signer: string }
+  /** The worker's signed usage the receipt came with, once checked (none when the answer was not billed). */
+  signedUsage?: SignedUsage
 }
 
 /** A logged receipt as stored. */
@@ -54,7 +52,11 @@ export interface LoggedReceipt {
   client: string
   worker: string
   at: number
+  /** The worker's signed usage billed with it, exactly as signed (so anyone can check it again); absent when nothing was billed. */
+  signedUsage?: SignedUsage
 }
+
+const RECEIPT_COLUMNS = 'idx, hash, boc, client, worker, at, usage_json, usage_sig, usage_signer'
 
 /** A state commit as recorded: the ledger head, and the receipt log's root and count it carried. */
 export interface CommitRecord extends LedgerHead {
@@ -148,8 +150,9 @@ export class Ledger {
     `)
     const version = this.db.prepare(`SELECT value FROM meta WHERE key = 'schema'`).get() as { value: string } | undefined
     if (!version) this.db.prepare(`INSERT INTO meta (key, value) VALUES ('schema', ?)`).run(String(LEDGER_SCHEMA_VERSION))
-    else if (Number(version.value) === 1) this.migrateFrom1()
+    else if (Number(version.value) === 1 || Number(version.value) === 2) this.migrate()
     else if (Number(version.value) !== LEDGER_SCHEMA_VERSION) throw new Error(`${file}: ledger schema ${version.value}, this build reads ${LEDGER_SCHEMA_VERSION}`)
+    this.receiptColumns()
     this.stmts = {
       insertEvent: this.db.prepare(`INSERT INTO events (seqno, type, body, hash, at) VALUES (?, ?, ?, ?, ?)`),
       getCounter: this.db.prepare(`SELECT tokens, nano, requests, vouchered FROM counters WHERE party = ? AND address = ?`),
@@ -157,8 +160,8 @@ export class Ledger {
         ON CONFLICT (party, address) DO UPDATE SET tokens = excluded.tokens, nano = excluded.nano, requests = excluded.requests, vouchered = excluded.vouchered`),
       hashAt: this.db.prepare(`SELECT hash FROM events WHERE seqno = ?`),
       insertReceipt: this.db.prepare(`INSERT INTO receipts (idx, hash, depth, boc, client, worker, at, usage_json, usage_sig, usage_signer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-      receiptAt: this.db.prepare(`SELECT idx, hash, boc, client, worker, at FROM receipts WHERE idx = ?`),
-      receiptByHash: this.db.prepare(`SELECT idx, hash, boc, client, worker, at FROM receipts WHERE hash = ?`),
+      receiptAt: this.db.prepare(`SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE idx = ?`),
+      receiptByHash: this.db.prepare(`SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE hash = ?`),
     }
     this.commitColumns()
     // The log's Merkle structure lives in memory, rebuilt from the stored receipt hashes (two hashes per receipt).
@@ -229,8 +232,15 @@ export class Ledger {
     return undefined
   }
 
-  private migrateFrom1(): void {
+  /** An older ledger (schema 1 or 2): its tables gain the new columns (receiptColumns, commitColumns); then it is current. */
+  private migrate(): void {
     this.db.prepare(`UPDATE meta SET value = ? WHERE key = 'schema'`).run(String(LEDGER_SCHEMA_VERSION))
+  }
+
+  /** Adds the signed-usage columns to a receipts table made before schema 3 (its receipts keep none: NULL). */
+  private receiptColumns(): void {
+    const cols = new Set((this.db.prepare(`PRAGMA table_info(receipts)`).all() as Array<{ name: string }>).map((c) => c.name))
+    for (const c of ['usage_json', 'usage_sig', 'usage_signer']) if (!cols.has(c)) this.db.exec(`ALTER TABLE receipts ADD COLUMN ${c} TEXT`)
   }
 
   /** Adds the receipt columns to a commits table made by schema 1. */
@@ -407,8 +417,13 @@ export class Ledger {
     return this.tree.root(count)?.hash.toString('hex') ?? '0'.repeat(64)
   }
 
-  private receiptRow(r: { idx: number; hash: string; boc: Buffer; client: string; worker: string; at: number } | undefined): LoggedReceipt | undefined {
-    return r ? { index: r.idx, hash: r.hash, cell: Cell.fromBoc(r.boc)[0], client: r.client, worker: r.worker, at: r.at } : undefined
+  private receiptRow(r: { idx: number; hash: string; boc: Buffer; client: string; worker: string; at: number; usage_json: string | null; usage_sig: string | null; usage_signer: string | null } | undefined): LoggedReceipt | undefined {
+    if (!r) return undefined
+    const row: LoggedReceipt = { index: r.idx, hash: r.hash, cell: Cell.fromBoc(r.boc)[0], client: r.client, worker: r.worker, at: r.at }
+    if (r.usage_json !== null && r.usage_sig !== null && r.usage_signer !== null) {
+      row.signedUsage = { usage: JSON.parse(r.usage_json) as UsageRecord, json: r.usage_json, signature: r.usage_sig, signer: r.usage_signer }
+    }
+    return row
   }
 
   receipt(index: number): LoggedReceipt | undefined {
@@ -421,7 +436,7 @@ export class Ledger {
 
   /** A party's receipts from number `from` on, oldest first, at most `limit`. */
   receiptsOf(party: 'client' | 'worker', address: string, from = 0, limit = 1000): LoggedReceipt[] {
-    const rows = this.db.prepare(`SELECT idx, hash, boc, client, worker, at FROM receipts WHERE ${party} = ? AND idx >= ? ORDER BY idx LIMIT ?`).all(address, from, limit) as never[]
+    const rows = this.db.prepare(`SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE ${party} = ? AND idx >= ? ORDER BY idx LIMIT ?`).all(address, from, limit) as never[]
     return rows.map((r) => this.receiptRow(r)!)
   }
 

@@ -14,6 +14,7 @@
 // which makes `client charged = worker earned + proxy margin` hold exactly, by construction.
 
 import type { Params } from '../ton/contracts/index.ts'
+import type { Usage } from '../core/usage.ts'
 
 /** 1000 = a coefficient of 1.0x. */
 export const COEFFICIENT_ONE = 1000n
@@ -38,16 +39,6 @@ export const OFFCHAIN_PRICE_PARAMS: PriceParams = {
 /** The parts of the root parameters pricing needs. */
 export type PriceParams = Pick<Params, 'pricePerTokenNano' | 'workerFeePerTokenNano' | 'promptMult' | 'cachedMult' | 'completionMult' | 'reasoningMult' | 'audioSecondMult'>
 
-/** Metered usage of one request, in model tokens. cached ⊆ prompt, reasoning ⊆ completion. */
-export interface TokenUsage {
-  promptTokens: number
-  cachedTokens: number
-  completionTokens: number
-  reasoningTokens: number
-  /** Seconds of transcribed audio, rounded up (transcriptions only). */
-  audioSeconds?: number
-}
-
 export interface RequestCost {
   adjustedTokens: bigint
   clientNano: bigint
@@ -65,7 +56,7 @@ function count(n: number, what: string): bigint {
 }
 
 /** Adjusted tokens for `usage` at `coefficient` (1000 = 1.0x), floored once. */
-export function adjustedTokens(usage: TokenUsage, coefficient: number, p: PriceParams): bigint {
+export function adjustedTokens(usage: Usage, coefficient: number, p: PriceParams): bigint {
   const prompt = count(usage.promptTokens, 'promptTokens')
   const cached = count(usage.cachedTokens, 'cachedTokens')
   const completion = count(usage.completionTokens, 'completionTokens')
@@ -84,7 +75,7 @@ export function adjustedTokens(usage: TokenUsage, coefficient: number, p: PriceP
 }
 
 /** Prices a request. Throws if the parameters would give the proxy a negative margin. */
-export function priceRequest(usage: TokenUsage, coefficient: number, p: PriceParams): RequestCost {
+export function priceRequest(usage: Usage, coefficient: number, p: PriceParams): RequestCost {
   if (p.workerFeePerTokenNano > p.pricePerTokenNano) throw new PricingError('worker fee per token exceeds the price per token')
   const adjusted = adjustedTokens(usage, coefficient, p)
   const clientNano = adjusted * p.pricePerTokenNano

@@ -17,6 +17,7 @@ import { decodeReceiptBoc, newSalt, parseSalt, priceHeader, receiptFields, recei
 import { DuplicateRequestError, ProxyNotServingError, type ProxyBilling, type Reservation } from '../payments/billing.ts'
 import { worstCaseAdjustedTokens } from '../payments/pricing.ts'
 import { checkUsage, ed25519PublicKey } from '../net/usage.ts'
+import { addUsage, tokenStats, zeroUsage, type SignedUsage, type Usage } from '../core/usage.ts'
 import { ErrorBudget } from './error-budget.ts'
 import { DEFAULT_REQUEST_MS, qualityStats, recordOutcome, workerEndpoints, type WorkerConn } from './routing.ts'
 import { AdmissionQueue, DEFAULT_QUEUE_DEPTH, DEFAULT_QUEUE_MAX_WAIT_MS } from './admission.ts'
@@ -111,7 +112,7 @@ export class Proxy implements OpsSource {
   /** Worker keys caught misbehaving (e.g. answering as a model they did not attest), with the reason. */
   private readonly banned = new Map<string, string>()
   private readonly counts: Record<Outcome, number> & { requests: number; retries: number } = { requests: 0, succeeded: 0, failed: 0, cancelled: 0, timeout: 0, rejected: 0, retries: 0 }
-  private readonly tokens = { prompt: 0, cached: 0, completion: 0, reasoning: 0 }
+  private readonly tokens = zeroUsage()
   private readonly m = {
     requests: new Counter({ name: 'cocoon_proxy_requests_total', help: 'Client requests by outcome', labelNames: ['outcome'], registers: [this.registry] }),
     retries: new Counter({ name: 'cocoon_proxy_retries_total', help: 'Requests retried on another worker before the first byte', registers: [this.registry] }),
@@ -240,7 +241,7 @@ export class Proxy implements OpsSource {
         failRate: 0,
         served: 0,
         failed: 0,
-        tokens: { prompt: 0, cached: 0, completion: 0, reasoning: 0 },
+        tokens: zeroUsage(),
         certDer: peerCertDer(socket),
       }
       conn.hpkeKeys = new Set(peer.claims.hpkeKey ? [peer.claims.hpkeKey] : [])
@@ -657,8 +658,8 @@ export class Proxy implements OpsSource {
       // What the client was sent, kept to state the answer's hash when the worker cannot.
       const relayed: Buffer[] = []
       let workerReceipt: unknown
-      // The worker's usage signature, kept with its receipt in the log (only once checked: see onEnd).
-      let signedUsage: { json: string; signature: string; signer: string } | undefined
+      // The worker's usage as signed, kept with its receipt in the ledger (set only once checked).
+      let signedUsage: SignedUsage | undefined
       let graceTimer: NodeJS.Timeout | undefined
       const settle = (r: { kind: 'done'; outcome: Outcome } | { kind: 'retry' | 'timeout'; error: Error }) => {
         if (settled) return
@@ -741,7 +742,6 @@ export class Proxy implements OpsSource {
       let lied: string | undefined
       ws.once('trailers', (t) => {
         workerReceipt = t[HEADERS.receipt]
-        if (typeof t[HEADERS.usage] === 'string' && typeof t[HEADERS.usageSig] === 'string') signedUsage = { json: t[HEADERS.usage] as string, signature: t[HEADERS.usageSig] as string, signer: Buffer.from(conn.peer.publicKey).toString('hex') }
         usageChecked = checkUsage(t[HEADERS.usage], t[HEADERS.usageSig], conn.key, ctx.requestId).then((c) => {
           if (c.ok && c.usage.answer?.model !== conn.peer.claims.modelId) {
             // It answered as a model it did not attest: nothing it says can be trusted; bill nothing, drop it.
@@ -750,13 +750,21 @@ export class Proxy implements OpsSource {
             lied = reason
             return undefined
           }
-          if (c.ok) return c.usage
+          if (c.ok) {
+            signedUsage = { usage: c.usage, json: t[HEADERS.usage] as string, signature: t[HEADERS.usageSig] as string, signer: Buffer.from(conn.peer.publicKey).toString('hex') }
+            return c.usage
+          }
           // Refused usage bills nothing; the answer is withheld as failed (below) and the worker marked down.
           if (t[HEADERS.usage] !== undefined) log.warn('refused the usage a worker signed', { worker: conn.id, reason: c.reason })
           return undefined
         })
       })
-      ws.once('end', () => void usageChecked.then((u) => onEnd(u)))
+      // The worker's part ends at its last byte: billing after it is the proxy's time, not the worker's speed.
+      let lastByteAt: number | undefined
+      ws.once('end', () => {
+        lastByteAt = Date.now()
+        void usageChecked.then((u) => onEnd(u))
+      })
       const onEnd = (checked: UsageRecord | undefined) => {
         usage = checked
         if (!relaying) {
@@ -815,7 +823,7 @@ export class Proxy implements OpsSource {
                 const c = this.deps.billing.ledger.counters('client', ctx.client)
                 return { [HEADERS.charged]: JSON.stringify({ client: ctx.client, tokens: c.tokens.toString(), nano: c.nano.toString() }), ...receiptTrailers }
               }
-              recordOutcome(conn, true, Date.now() - t0, { ttftMs: firstByteAt === undefined ? undefined : firstByteAt - t0, completionTokens: u.completionTokens })
+              recordOutcome(conn, true, (lastByteAt ?? Date.now()) - t0, { ttftMs: firstByteAt === undefined ? undefined : firstByteAt - t0, completionTokens: u.completionTokens })
               if (clientOpen()) {
                 if (sse) {
                   cs.once('wantTrailers', () => cs.sendTrailers(charged()))
@@ -1010,15 +1018,9 @@ export class Proxy implements OpsSource {
     )
   }
 
-  private meter(conn: WorkerConn, u: UsageRecord): void {
-    const add = (t: { prompt: number; cached: number; completion: number; reasoning: number }) => {
-      t.prompt += u.promptTokens
-      t.cached += u.cachedTokens
-      t.completion += u.completionTokens
-      t.reasoning += u.reasoningTokens
-    }
-    add(conn.tokens)
-    add(this.tokens)
+  private meter(conn: WorkerConn, u: Usage): void {
+    addUsage(conn.tokens, u)
+    addUsage(this.tokens, u)
     this.m.tokens.inc({ kind: 'prompt' }, u.promptTokens)
     this.m.tokens.inc({ kind: 'cached' }, u.cachedTokens)
     this.m.tokens.inc({ kind: 'completion' }, u.completionTokens)
@@ -1033,7 +1035,7 @@ export class Proxy implements OpsSource {
       serving: this.deps.billing.serving,
       requests: { ...this.counts },
       e2ee: { requests: { ...this.e2eeCounts }, workersWithKey: [...this.workers.values()].filter((w) => (w.hpkeKeys?.size ?? 0) > 0).length },
-      tokens: { ...this.tokens },
+      tokens: tokenStats(this.tokens),
       money: this.moneyStats(),
       receipts: {
         held: this.deps.billing.ledger.receiptCount(),
@@ -1041,6 +1043,7 @@ export class Proxy implements OpsSource {
         root: this.deps.billing.ledger.receiptsRoot(),
       },
       chain: this.deps.chainStats?.() ?? null,
+      reliability: ((c) => (c ? { seqno: c.seqno, hash: c.hash, workers: c.record.workers.length } : null))(this.deps.reliability?.current()),
       clients: { connected: this.clientSessions.size, refused: this.refused.clients, rateLimited: this.rateLimited, limitedNow: this.errorBudget.limitedClients() },
       refusals: [...this.refusals].reverse(),
       queue: this.admission.stats(),
@@ -1062,7 +1065,7 @@ export class Proxy implements OpsSource {
           failRate: Number(w.failRate.toFixed(4)),
           served: w.served,
           failed: w.failed,
-          tokens: { ...w.tokens },
+          tokens: tokenStats(w.tokens),
         })),
       },
     }

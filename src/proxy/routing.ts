@@ -5,6 +5,7 @@ import crypto from 'node:crypto'
 import type http2 from 'node:http2'
 import type { VerifiedPeer } from '../tee/index.ts'
 import { PATHS, type WorkerInfo } from '../net/protocol.ts'
+import type { Usage } from '../core/usage.ts'
 
 /** Assumed duration of a request before a worker has been measured. */
 export const DEFAULT_REQUEST_MS = 1_000
@@ -65,7 +66,8 @@ export interface WorkerConn {
   failRate: number
   served: number
   failed: number
-  tokens: { prompt: number; cached: number; completion: number; reasoning: number }
+  /** Usage metered on this worker's answers (core/usage.ts). */
+  tokens: Usage
   /** The worker's certificate (DER), handed to clients with its receipts. */
   certDer?: Uint8Array
   /** Measured quality; created on first use. */
@@ -230,6 +232,7 @@ const scratchCosts: number[] = []
 export function selectWorker(conns: Iterable<WorkerConn>, model: string, maxCoefficient: number, exclude: ReadonlySet<string>, options: SelectOptions | string = {}): Selection {
   const opts: SelectOptions = typeof options === 'string' ? { path: options } : options
   const now = opts.now ?? Date.now()
+  const path = opts.path
   let n = 0
   let best = -1
   let seenModel = false
@@ -240,7 +243,7 @@ export function selectWorker(conns: Iterable<WorkerConn>, model: string, maxCoef
   for (const c of conns) {
     if (c.info.model.id !== model) continue
     seenModel = true
-    if (opts.path !== undefined && !workerEndpoints(c.info).includes(opts.path)) continue
+    if (path !== undefined && !workerEndpoints(c.info).includes(path)) continue
     seenEndpoint = true
     if (c.info.coefficient > maxCoefficient) {
       minCoefficient = Math.min(minCoefficient, c.info.coefficient)
@@ -248,8 +251,9 @@ export function selectWorker(conns: Iterable<WorkerConn>, model: string, maxCoef
     }
     withinCoefficient = true
     const down = c.session.closed || c.session.destroyed
-    if (!exclude.has(c.id) && !down) untried = true
-    if (exclude.has(c.id) || down || c.active >= c.info.maxActiveRequests) continue
+    const excluded = exclude.size > 0 && exclude.has(c.id)
+    if (!excluded && !down) untried = true
+    if (excluded || down || c.active >= c.info.maxActiveRequests) continue
     if (!breakerAllows(qualityOf(c), now)) continue
     const cost = routingCost(c)
     scratchConns[n] = c

@@ -2,6 +2,7 @@
 import http2 from 'node:http2'
 import { Counter, Gauge } from 'prom-client'
 import type { Capability, InferenceBackend, InferenceKind, TranscriptionResult, Usage } from '../inference/index.ts'
+import { addUsage, tokenStats, zeroUsage } from '../core/usage.ts'
 import { DEFAULT_CAPABILITIES, probeAudio, vectorToBase64 } from '../inference/index.ts'
 import { type VerifiedPeer, type IdentitySource, identityStats } from '../tee/index.ts'
 import type { Logger } from '../core/log.ts'
@@ -75,7 +76,6 @@ interface ProxyLink extends BaseLink<http2.ServerHttp2Session> {
   earned?: { tokens: string; nano: string }
 }
 
-const ZERO_USAGE: Usage = { promptTokens: 0, cachedTokens: 0, completionTokens: 0, reasoningTokens: 0 }
 
 export function createWorker(opts: WorkerOptions, deps: WorkerDeps): Worker {
   return new Worker(deps, {
@@ -98,7 +98,7 @@ export class Worker implements OpsSource {
   /** Running requests by id, so the proxy can stop one in-band (and still get its usage). */
   private readonly running = new Map<string, AbortController>()
   private readonly counts = { requests: 0, succeeded: 0, failed: 0, cancelled: 0, rejected: 0 }
-  private readonly tokens = { prompt: 0, cached: 0, completion: 0, reasoning: 0 }
+  private readonly tokens = zeroUsage()
   private readonly m = {
     requests: new Counter({ name: 'cocoon_worker_requests_total', help: 'Inference requests by outcome', labelNames: ['outcome'], registers: [this.registry] }),
     tokens: new Counter({ name: 'cocoon_worker_tokens_total', help: 'Tokens processed by kind', labelNames: ['kind'], registers: [this.registry] }),
@@ -274,7 +274,7 @@ export class Worker implements OpsSource {
     const created = Math.floor(startedAtMs / 1000)
     // The client node's salt keys the receipt's hashes; a request without one gets a fresh one nobody else knows.
     const salt = parseSalt(headers[HEADERS.salt]) ?? newSalt()
-    let usage: Usage = ZERO_USAGE
+    let usage: Usage = zeroUsage()
     let finishReason = 'error'
     let estimated = false
     let chunks = 0
@@ -325,7 +325,7 @@ export class Worker implements OpsSource {
         if (chunks === 0 && !signal.aborted) throw err
         streamError = err
         estimated = true
-        usage = { ...ZERO_USAGE, completionTokens: chunks }
+        usage = { ...zeroUsage(), completionTokens: chunks }
       }
       if (timeoutSignal?.aborted && !ac.signal.aborted && !cancel.signal.aborted) streamError ??= new RequestTimeoutError(timeoutMs)
       if (ac.signal.aborted || cancel.signal.aborted) {
@@ -367,7 +367,7 @@ export class Worker implements OpsSource {
           const event = `data: ${JSON.stringify(errorResponse(streamError).body)}\n\n`
           stream.write(sealer ? sealer.data(event) : event)
         }
-        // No usage chunk and no [DONE] here: the proxy (or, end-to-end encrypted, the client node) writes them once the answer is billed.
+        // No usage chunk and no [DONE] here: the client node writes them once the proxy has billed the answer.
         finished = true
         stream.once('wantTrailers', () => stream.sendTrailers(trailers))
         stream.end(sealer?.final())
@@ -488,7 +488,7 @@ export class Worker implements OpsSource {
         const { req, encoding } = validateEmbeddingRequest(body, requestId, { modelId: model })
         checkHopAgreement(headers, { model: body.model, stream: body.stream === true })
         const r = await backend.embed!(req, { signal })
-        usage = { promptTokens: r.promptTokens, cachedTokens: 0, completionTokens: 0, reasoningTokens: 0 }
+        usage = { ...zeroUsage(), promptTokens: r.promptTokens }
         id = `emb-${requestId}`
         object = EMBEDDING_OBJECT
         const data = r.vectors.map((v, index) => ({ object: 'embedding', index, embedding: encoding === 'base64' ? vectorToBase64(v) : v }))
@@ -510,7 +510,7 @@ export class Worker implements OpsSource {
           { model, audio, filename: f.file.name || `audio.${probe.format}`, format: probe.format, durationSec: probe.durationSec, language: f.language, prompt: f.prompt, temperature: f.temperature, requestId },
           { signal },
         )
-        usage = { promptTokens: 0, cachedTokens: 0, completionTokens: 0, reasoningTokens: 0, audioSeconds: seconds }
+        usage = { ...zeroUsage(), audioSeconds: seconds }
         id = `tr-${requestId}`
         object = TRANSCRIPTION_OBJECT
         answer = transcriptionAnswer(r, f.responseFormat, probe.durationSec, seconds, f.temperature ?? 0)
@@ -676,10 +676,7 @@ export class Worker implements OpsSource {
   }
 
   private meter(u: Usage): void {
-    this.tokens.prompt += u.promptTokens
-    this.tokens.cached += u.cachedTokens
-    this.tokens.completion += u.completionTokens
-    this.tokens.reasoning += u.reasoningTokens
+    addUsage(this.tokens, u)
     this.m.tokens.inc({ kind: 'prompt' }, u.promptTokens)
     this.m.tokens.inc({ kind: 'cached' }, u.cachedTokens)
     this.m.tokens.inc({ kind: 'completion' }, u.completionTokens)
@@ -754,7 +751,7 @@ export class Worker implements OpsSource {
       maxActiveRequests: this.o.maxActiveRequests,
       activeRequests: this.active,
       requests: { ...this.counts },
-      tokens: { ...this.tokens },
+      tokens: tokenStats(this.tokens),
       receipts: { ...this.receiptCounts, pending: [...this.pendingReceipts.values()].reduce((t, m) => t + m.size, 0) },
       proxies: this.links.map((l) => {
         const rec = l.proxyId && this.deps.ledger ? this.deps.ledger.get(l.proxyId) : undefined
@@ -803,7 +800,7 @@ function respondRaw(stream: http2.ServerHttp2Stream, status: number, contentType
 
 const languageNames = new Intl.DisplayNames(['en'], { type: 'language' })
 
-/** The transcription in the app's response_format, as OpenAI shapes it (the proxy adds the cost to `usage`). */
+/** The transcription in the app's response_format, as OpenAI shapes it (the client node adds the cost to `usage`). */
 function transcriptionAnswer(r: TranscriptionResult, format: TranscriptionFormat, durationSec: number, seconds: number, temperature: number): { contentType: string; text: string } {
   const usage = { type: 'duration', seconds }
   if (format === 'text') return { contentType: 'text/plain; charset=utf-8', text: r.text + '\n' }

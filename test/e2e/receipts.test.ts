@@ -291,6 +291,9 @@ test('a proxy whose log drops a receipt is caught by the client and by the worke
   const stats = await getJson(`${base}/jsonstats`)
   assert.equal(stats.proxies[0].state, 'distrusted')
   assert.match(stats.proxies[0].lastError, /receipt/)
+  // A receipt cheat backs the proxy off at once, like a rollback (proxy-scores.ts CHEAT_WEIGHT).
+  assert.equal(stats.proxies[0].score.lastFailure?.kind, 'cheated', JSON.stringify(stats.proxies[0].score))
+  assert.match(stats.proxies[0].score.lastFailure.reason, /receipt/)
   await waitFor(async () => (await getJson(`http://127.0.0.1:${state.ports.workers[0]}/jsonstats`)).receipts.proxiesDropped >= 1, 'the worker to drop the proxy', 60_000)
   const ws = await getJson(`http://127.0.0.1:${state.ports.workers[0]}/jsonstats`)
   assert.equal(ws.proxies[0].state, 'distrusted')

@@ -15,6 +15,8 @@ import { ProxyContract } from '../../src/ton/contracts/proxy.ts'
 import { decodeReceiptBoc } from '../../src/payments/receipts/receipt.ts'
 import { reliabilityHash } from '../../src/payments/receipts/reliability.ts'
 import { runReliability } from '../../src/cli/reliability.ts'
+import { runAudit } from '../../src/cli/receipts.ts'
+import { RELIABILITY_PRIOR_SCORE, reliabilityScore } from '../../src/proxy/routing.ts'
 
 let devnet: Proc
 let dir: string
@@ -100,6 +102,12 @@ test('the proxy serves the committed record publicly; its hash is on chain and i
   assert.equal(onChain.seqno, BigInt(served.seqno))
   assert.equal(onChain.hash.toString('hex'), served.hash)
   assert.equal(reliabilityHash(rec).toString('hex'), served.hash)
+  // The proxy routes on the record: the connected worker's score is the one its committed entry gives.
+  const stats = await getJson(`${statsUrl()}/jsonstats`)
+  assert.deepEqual(stats.reliability, { seqno: served.seqno, hash: served.hash, workers: rec.workers.length })
+  const conn = stats.workers.list.find((x: any) => x.model.id === 'stories260K')
+  assert.equal(conn.quality.reliability, Math.round(reliabilityScore(w) * 1000) / 1000)
+  assert.notEqual(conn.quality.reliability, Math.round(RELIABILITY_PRIOR_SCORE * 1000) / 1000, 'not the prior any more')
   // Without ?receipts=1, the same record without its receipts.
   const plain = await getJson(`${statsUrl()}/cocoon/v1/reliability`)
   assert.equal(plain.receipts, undefined)
@@ -109,6 +117,12 @@ test('the proxy serves the committed record publicly; its hash is on chain and i
   assert.equal(v.code, 0, JSON.stringify(v.out.checks))
   assert.deepEqual(v.out.checks.map((c: any) => c.name), ['hash', 'contract', 'chain', 'receipts', 'recompute'])
   assert.match(v.out.checks.find((c: any) => c.name === 'receipts').detail, /rebuild the receipts root the commit holds/)
+  // `cocoon audit` names the last commit's reliability hash too (when no newer commit came in between).
+  let auditText = ''
+  assert.equal(await runAudit(['--proxy', served.contract, '--chain', state.chain!.endpoint, '--json'], { out: (s) => ((auditText += s), true) }), 0)
+  const audit = JSON.parse(auditText)
+  const latest = await proxy.getReliabilityHash()
+  assert.equal(audit.reliabilityHash, latest.hash.toString('hex'))
 })
 
 test('a tampered record, a re-hashed record, a record from other receipts and a pinned other contract are each detected', async () => {

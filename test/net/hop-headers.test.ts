@@ -6,13 +6,15 @@ import { test, after, before } from 'node:test'
 import assert from 'node:assert/strict'
 import http2 from 'node:http2'
 import { FakeBackend } from '../helpers/fake-backend.ts'
-import { handDrivenProxy, policyFor, startClient, startProxy, startWorker, waitFor } from '../helpers/network.ts'
+import { handDrivenProxy, offchainBilling, policyFor, startClient, startProxy, startWorker, waitFor } from '../helpers/network.ts'
 import { createIdentity } from '../../src/tee/cert.ts'
 import { SimulatedEvidenceVerifier } from '../../src/tee/simulated.ts'
 import { createPeerVerifier } from '../../src/tee/verify.ts'
 import { dialAttested } from '../../src/net/attested.ts'
 import { HEADERS, PROTOCOL_VERSION } from '../../src/net/protocol.ts'
 import type { Proxy } from '../../src/proxy/proxy.ts'
+import type { ProxyBilling } from '../../src/payments/billing.ts'
+import { checkUsage, ed25519PublicKey } from '../../src/net/usage.ts'
 import type { Worker } from '../../src/worker/worker.ts'
 
 const stops: Array<() => Promise<void> | void> = []
@@ -26,8 +28,11 @@ let backend: FakeBackend
 let session: http2.ClientHttp2Session
 let clientPort: number
 
+let billing: ProxyBilling
+
 before(async () => {
-  const p = await startProxy()
+  billing = offchainBilling()
+  const p = await startProxy({ billing })
   proxy = p.proxy
   clientPort = p.clientPort
   stops.push(() => p.proxy.stop())
@@ -106,6 +111,16 @@ test('a request with well-formed hop headers is routed, run and billed', async (
   assert.equal(r.status, 200, r.body)
   assert.equal(r.json.choices[0].message.content, 'tok0 tok1 ')
   assert.equal(typeof r.trailers[HEADERS.charged], 'string', 'the answer is billed')
+  // The proxy passes on what the worker signed and what it cost; the client node writes them into the app's answer.
+  assert.equal(typeof r.trailers[HEADERS.usage], 'string')
+  assert.deepEqual(JSON.parse(r.trailers[HEADERS.cost] as string), { nano: '4000', adjusted_tokens: '4', coefficient: 1000, price_per_token_nano: '1000' })
+  assert.equal(r.json.usage.cost, undefined, 'the proxy did not rewrite the answer body')
+  // The ledger keeps the worker's signed usage with the receipt, and it verifies against the worker's attested key.
+  const kept = billing.ledger.receipt(Number(r.trailers[HEADERS.receiptIndex]))!.signedUsage!
+  assert.equal(kept.json, r.trailers[HEADERS.usage])
+  assert.equal(kept.usage.completionTokens, 2)
+  assert.equal(kept.signer, Buffer.from((worker as any).deps.identity.current().publicKey).toString('hex'))
+  assert.ok((await checkUsage(kept.json, kept.signature, ed25519PublicKey(Buffer.from(kept.signer, 'hex')), kept.usage.requestId)).ok)
 })
 
 test('the proxy never parses a body: one that is not JSON is forwarded on the header model, and the worker refuses it with 400', async () => {

@@ -5,7 +5,12 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import Database from 'better-sqlite3'
-import { Ledger, LedgerRollbackError, type UsageEvent } from '../../src/payments/ledger.ts'
+import crypto from 'node:crypto'
+import { beginCell } from '@ton/core'
+import { Ledger, LedgerRollbackError, LEDGER_SCHEMA_VERSION, type UsageEvent } from '../../src/payments/ledger.ts'
+import { usageSigningPayload } from '../../src/net/protocol.ts'
+import { checkUsage, ed25519PublicKey } from '../../src/net/usage.ts'
+import type { SignedUsage, UsageRecord } from '../../src/core/usage.ts'
 
 const tmp = () => path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ledger-')), 'ledger.sqlite')
 const usage = (i: number, client = 'c1', worker = 'w1'): UsageEvent => ({
@@ -72,4 +77,65 @@ test('an old copy of the ledger is detected against the on-chain commit', () => 
   assert.equal(forked.getHead().seqno, committed.seqno)
   assert.throws(() => forked.checkAgainstCommit(committed), LedgerRollbackError)
   forked.close()
+})
+
+/** A usage record signed by a fresh Ed25519 key, as a worker signs its usage trailer. */
+function signedUsage(requestId: string): { su: SignedUsage; publicKey: Uint8Array } {
+  const { privateKey, publicKey } = crypto.generateKeyPairSync('ed25519')
+  const raw = publicKey.export({ format: 'der', type: 'spki' }).subarray(-32)
+  const record: UsageRecord = { requestId, answer: { id: `chatcmpl-${requestId}`, object: 'chat.completion.chunk', model: 'm', created: 1 }, promptTokens: 10, cachedTokens: 0, completionTokens: 5, reasoningTokens: 0, finishReason: 'stop' }
+  const json = JSON.stringify(record)
+  const signature = crypto.sign(null, usageSigningPayload(json), privateKey).toString('base64')
+  return { su: { usage: record, json, signature, signer: Buffer.from(raw).toString('hex') }, publicKey: raw }
+}
+
+const cell = (i: number) => beginCell().storeUint(i, 32).endCell()
+
+test("a billed receipt keeps the worker's signed usage: it reads back exactly as signed, and the signature still verifies", async () => {
+  const file = tmp()
+  const l = new Ledger(file)
+  const { su, publicKey } = signedUsage('r1')
+  const r = l.recordUsage(usage(1), { cell: cell(1), client: 'c1', worker: 'w1', signedUsage: su })
+  l.recordReceipt('r2', { cell: cell(2), client: 'c1', worker: 'w1' })
+  l.close()
+  const again = new Ledger(file)
+  const kept = again.receipt(r.receiptIndex!)!.signedUsage!
+  assert.deepEqual(kept, su)
+  const check = await checkUsage(kept.json, kept.signature, ed25519PublicKey(Buffer.from(kept.signer, 'hex')), 'r1')
+  assert.ok(check.ok, 'the kept signature verifies against the signer')
+  assert.ok(Buffer.from(kept.signer, 'hex').equals(Buffer.from(publicKey)))
+  assert.equal(again.receipt(1)!.signedUsage, undefined, 'an unbilled receipt has no signed usage')
+  assert.deepEqual(again.receiptsOf('client', 'c1').map((x) => x.signedUsage?.signature), [su.signature, undefined])
+  again.close()
+})
+
+test('a ledger made before schema 3 gains the signed-usage columns on open, keeps its receipts, and stores signatures from then on', () => {
+  const file = tmp()
+  // Schema 2 as it was: receipts without the usage columns, commits without the receipt-log columns.
+  const old = new Database(file)
+  old.exec(`
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    INSERT INTO meta (key, value) VALUES ('schema', '2');
+    CREATE TABLE commits (seqno INTEGER PRIMARY KEY, hash TEXT NOT NULL, confirmed_at INTEGER);
+    CREATE TABLE receipts (idx INTEGER PRIMARY KEY, hash TEXT NOT NULL, depth INTEGER NOT NULL, boc BLOB NOT NULL, client TEXT NOT NULL, worker TEXT NOT NULL, at INTEGER NOT NULL);
+  `)
+  const c0 = cell(0)
+  old.prepare('INSERT INTO receipts (idx, hash, depth, boc, client, worker, at) VALUES (0, ?, ?, ?, ?, ?, ?)').run(c0.hash().toString('hex'), c0.depth(), c0.toBoc(), 'c1', 'w1', Date.now())
+  old.close()
+  const l = new Ledger(file)
+  assert.equal(l.receiptCount(), 1)
+  const before = l.receipt(0)!
+  assert.ok(before.cell.equals(c0))
+  assert.equal(before.signedUsage, undefined, 'an old receipt has no signed usage')
+  const { su } = signedUsage('r1')
+  const r = l.recordUsage(usage(1), { cell: cell(1), client: 'c1', worker: 'w1', signedUsage: su })
+  assert.equal(r.receiptIndex, 1)
+  l.close()
+  const again = new Ledger(file)
+  assert.deepEqual(again.receipt(1)!.signedUsage, su)
+  again.close()
+  const db = new Database(file)
+  assert.equal((db.prepare(`SELECT value FROM meta WHERE key = 'schema'`).get() as { value: string }).value, String(LEDGER_SCHEMA_VERSION))
+  assert.equal(LEDGER_SCHEMA_VERSION, 3)
+  db.close()
 })

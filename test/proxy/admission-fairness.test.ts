@@ -11,7 +11,7 @@ function worker(capacity: number): WorkerConn {
     id: 'w', session: { closed: false, destroyed: false } as any, peer: {} as any, key: {} as any, account: 'w',
     info: { protocol: 1, model: { id: 'm', hash: '' }, coefficient: 1000, maxActiveRequests: capacity, maxTokensCap: 1024 } as any,
     remote: 'w', connectedAt: 0, active: 0, avgMs: 1000, failRate: 0, served: 0, failed: 0,
-    tokens: { prompt: 0, cached: 0, completion: 0, reasoning: 0 },
+    tokens: { promptTokens: 0, cachedTokens: 0, completionTokens: 0, reasoningTokens: 0 },
   }
 }
 

@@ -24,7 +24,7 @@ function worker(id: string, o: { model?: string; coefficient?: number; capacity?
     failRate: 0,
     served: 0,
     failed: 0,
-    tokens: { prompt: 0, cached: 0, completion: 0, reasoning: 0 },
+    tokens: { promptTokens: 0, cachedTokens: 0, completionTokens: 0, reasoningTokens: 0 },
   }
 }
 

@@ -1,7 +1,8 @@
 // The receipt: one TON cell per answered request, signed by the worker's attested key (TL-B in docs/receipts.md).
 import crypto from 'node:crypto'
 import { beginCell, Cell, type Slice } from '@ton/core'
-import { priceRequest, type PriceParams, type TokenUsage } from '../pricing.ts'
+import { priceRequest, type PriceParams } from '../pricing.ts'
+import type { SignedUsage, Usage } from '../../core/usage.ts'
 
 /** Bumped on any change to the receipt layout. Version 2 adds first_token_at_ms; version 1 receipts still decode and verify. */
 export const RECEIPT_VERSION = 2
@@ -69,19 +70,6 @@ export interface Receipt {
   cell: Cell
   fields: ReceiptFields
   signature: Buffer
-}
-
-/**
- * A worker's signed usage, kept instead of thrown away: the counts it reported, the exact JSON it
- * signed, the signature, and who signed (the worker's attested key, hex). The wire format of the
- * JSON is the usage trailer's (net/protocol.ts UsageRecord).
- */
-export interface SignedUsage {
-  usage: TokenUsage & { requestId: string; finishReason: string }
-  json: string
-  /** Base64 Ed25519 signature of the usage signing payload. */
-  signature: string
-  signer: string
 }
 
 /**
@@ -328,7 +316,7 @@ export interface ReceiptInput {
   imageHash: string
   workerKey: Uint8Array
   proxyKey: Uint8Array
-  usage: TokenUsage
+  usage: Usage
   coefficient: number
   prices: PriceParams
   startedAtMs: number
@@ -391,7 +379,7 @@ export function parseSalt(v: unknown): Buffer | undefined {
 }
 
 /** Whether a logged receipt agrees with the signed usage it came with and the proxy's own pricing. Returns the first disagreement. */
-export function receiptMismatch(f: ReceiptFields, u: TokenUsage & { requestId: string }, expect: { coefficient: number; prices: PriceParams; workerKey: Uint8Array; proxyKey: Uint8Array }): string | undefined {
+export function receiptMismatch(f: ReceiptFields, u: Usage & { requestId: string }, expect: { coefficient: number; prices: PriceParams; workerKey: Uint8Array; proxyKey: Uint8Array }): string | undefined {
   if (f.requestId !== u.requestId) return 'request id'
   if (f.promptTokens !== u.promptTokens || f.cachedTokens !== u.cachedTokens || f.completionTokens !== u.completionTokens || f.reasoningTokens !== u.reasoningTokens) return 'token counts'
   if (f.coefficient !== expect.coefficient) return 'coefficient'
