@@ -15,7 +15,7 @@ import { errorResponse, InvalidRequestError, isExpectedError, NoProxyAvailableEr
 import { parseJsonObject, parseMultipart, readBody } from '../net/body.ts'
 import { askedMaxTokens, isWireModelId } from '../net/validate.ts'
 import { answerText, parseCostTrailer, SseText, usageChunk, withBilledUsage, type UsageCost } from '../net/openai.ts'
-import { decodeReceiptBoc, newSalt, receiptIdFromSalt, answerHash } from '../payments/receipts/receipt.ts'
+import { decodeReceiptBoc, newSalt, receiptIdFromSalt, answerHash, verifyReceiptSignature } from '../payments/receipts/receipt.ts'
 import { heldReceiptJson, type ReceiptStore, type HeldReceipt } from '../payments/receipts/store.ts'
 import { verifyReceiptProof } from '../payments/receipts/proof.ts'
 import { Cell } from '@ton/core'
@@ -448,7 +448,8 @@ export class Client implements OpsSource {
           id: ctl.requestId, model, keyId, status: res.statusCode, outcome: r.outcome, stream: out.stream,
           promptTokens: r.usage?.promptTokens ?? 0, completionTokens: r.usage?.completionTokens ?? 0, costNano: r.usage?.costNano ?? '0', receiptId: r.usage?.receiptId ?? null, latencyMs: Date.now() - started,
         })
-        if (r.outcome === 'succeeded') this.scores.observeSuccess(link.target, link.lastTtftMs ?? 0)
+        // An answer whose receipt was missing or invalid is not a success: the proxy was backed off as a cheat.
+        if (r.outcome === 'succeeded' && !r.cheated) this.scores.observeSuccess(link.target, link.lastTtftMs ?? 0)
         else if (r.outcome === 'failed' && !appGone) this.scores.observeFailure(link.target, 'failed', 'the answer failed')
         return this.finish(r.outcome)
       }
@@ -547,16 +548,26 @@ export class Client implements OpsSource {
     log: Logger,
     appGone: () => boolean,
     e2ee?: E2eeAttempt,
-  ): Promise<{ kind: 'done'; outcome: Outcome; usage?: AnswerUsage } | { kind: 'retry'; error: Error; fresh?: boolean }> {
+  ): Promise<{ kind: 'done'; outcome: Outcome; usage?: AnswerUsage; cheated?: boolean } | { kind: 'retry'; error: Error; fresh?: boolean }> {
     return new Promise((resolve) => {
       // A fresh salt per attempt keys this answer's receipt; its id is known before the first byte.
       const salt = newSalt()
       const receiptId = receiptIdFromSalt(salt)
       const seen = new SseText()
       let receiptTrailers: http2.IncomingHttpHeaders | undefined
+      let kept = false
+      let cheated = false
       const keep = () => {
-        if (receiptTrailers) this.keepReceipt(link, ctl.requestId, salt, receiptId, receiptTrailers, sse ? seen.text : answerText(Buffer.concat(held).toString('utf8')), log)
-        receiptTrailers = undefined
+        if (kept) return
+        kept = true
+        if (receiptTrailers) {
+          if (!this.keepReceipt(link, ctl.requestId, salt, receiptId, receiptTrailers, sse ? seen.text : answerText(Buffer.concat(held).toString('utf8')), log, e2ee !== undefined)) cheated = true
+        }
+        // Every billed answer has its receipt, logged in the same transaction that billed it: a bill without one is a cheat.
+        else if (charged) {
+          this.receiptCheat(link, 'it billed an answer without its receipt', log)
+          cheated = true
+        }
       }
       let ps: http2.ClientHttp2Stream
       try {
@@ -585,9 +596,10 @@ export class Client implements OpsSource {
       let sse = false
       // The billed usage and its cost, from the proxy's trailers: written into the answer here, for the app.
       let billed: { usage: UsageRecord; cost: UsageCost } | undefined
-      const settle = (r: { kind: 'done'; outcome: Outcome; usage?: AnswerUsage } | { kind: 'retry'; error: Error; fresh?: boolean }) => {
+      const settle = (r: { kind: 'done'; outcome: Outcome; usage?: AnswerUsage; cheated?: boolean } | { kind: 'retry'; error: Error; fresh?: boolean }) => {
         if (settled) return
         settled = true
+        if (r.kind === 'done') r.cheated = cheated
         if (r.kind === 'done' && billed) {
           const u = billed.usage
           r.usage = { promptTokens: u.promptTokens, completionTokens: u.completionTokens, costNano: billed.cost.nano.toString(), receiptId }
@@ -691,7 +703,7 @@ export class Client implements OpsSource {
         const c = t[HEADERS.charged]
         if (typeof c !== 'string') return
         charged = true
-        this.recordCharge(link, c, log)
+        if (!this.recordCharge(link, c, log)) cheated = true
         billed = billedUsage(t, ctl.requestId)
         if (!billed) log.warn('the proxy billed an answer without passing on its usage and cost', { proxy: link.target })
       })
@@ -709,6 +721,13 @@ export class Client implements OpsSource {
             reader.end()
             plainHeld = Buffer.concat(rest)
           } catch (err) {
+            // Ended without its final record and without a charge: the worker failed mid-answer (the proxy passes on its receipt).
+            if (!charged && !reader.complete) {
+              keep()
+              log.warn('encrypted answer cut off', { proxy: link.target, reason: (err as Error).message })
+              endWithError(new UpstreamError('the answer was cut off: the worker failed mid-answer'))
+              return settle({ kind: 'done', outcome: 'failed' })
+            }
             return broken(err as Error)
           }
           // From here on the decrypted answer is handled as a plaintext one: the usage with its cost is added below.
@@ -749,21 +768,47 @@ export class Client implements OpsSource {
     })
   }
 
-  /** Keeps the receipt a proxy handed over with an answer, noting whether the text the app got matches its answer hash. */
-  private keepReceipt(link: ProxyLink, requestId: string, salt: Buffer, id: string, t: http2.IncomingHttpHeaders, text: string, log: Logger): void {
-    const store = this.deps.receipts
-    if (!store || !link.proxyId) return
+  /**
+   * Checks and keeps the receipt a proxy handed over with an answer, noting whether the text the app got matches its
+   * answer hash. Returns false when the receipt is invalid (the proxy is then backed off as a cheat).
+   */
+  private keepReceipt(link: ProxyLink, requestId: string, salt: Buffer, id: string, t: http2.IncomingHttpHeaders, text: string, log: Logger, e2ee = false): boolean {
+    let r: ReturnType<typeof decodeReceiptBoc>
     try {
-      const r = decodeReceiptBoc(String(t[HEADERS.receipt]))
+      r = decodeReceiptBoc(String(t[HEADERS.receipt]))
       if (r.fields.requestId !== requestId) throw new Error(`the receipt is for request ${r.fields.requestId.slice(0, 64)}`)
-      const matches = answerHash(salt, text).equals(r.fields.answerHash)
-      if (!matches) log.warn('the answer the app received does not match its receipt', { receipt: id })
-      const idx = Number(t[HEADERS.receiptIndex])
-      const cert = typeof t[HEADERS.receiptCert] === 'string' ? Buffer.from(t[HEADERS.receiptCert] as string, 'base64') : null
-      store.add({ id, proxyId: link.proxyId, requestId, salt, cell: r.cell, index: Number.isSafeInteger(idx) && idx >= 0 ? idx : null, cert, answerMatches: matches })
+      // It names this proxy (its payment key, else its identity key) and is signed by the worker it names, or by this proxy.
+      const peer = link.peer
+      if (peer) {
+        const proxyKey = peer.claims.paymentKey ? Buffer.from(peer.claims.paymentKey, 'hex') : Buffer.from(peer.publicKey)
+        if (!r.fields.proxyKey.equals(proxyKey)) throw new Error('the receipt names another proxy')
+        if (!verifyReceiptSignature(r, r.fields.signer === 'worker' ? r.fields.workerKey : peer.publicKey)) throw new Error(`the receipt's ${r.fields.signer} signature does not verify`)
+      }
     } catch (err) {
-      log.warn('unusable receipt from the proxy', { proxy: link.target, error: (err as Error).message })
+      this.receiptCheat(link, `it handed over an invalid receipt: ${(err as Error).message}`, log)
+      return false
     }
+    const store = this.deps.receipts
+    if (!store || !link.proxyId) return true
+    // A receipt the proxy states for an end-to-end encrypted answer (its worker died) hashes the empty text: the proxy never saw it.
+    const matches = answerHash(salt, e2ee && r.fields.signer === 'proxy' ? '' : text).equals(r.fields.answerHash)
+    if (!matches) log.warn('the answer the app received does not match its receipt', { receipt: id })
+    const idx = Number(t[HEADERS.receiptIndex])
+    const cert = typeof t[HEADERS.receiptCert] === 'string' ? Buffer.from(t[HEADERS.receiptCert] as string, 'base64') : null
+    store.add({ id, proxyId: link.proxyId, requestId, salt, cell: r.cell, index: Number.isSafeInteger(idx) && idx >= 0 ? idx : null, cert, answerMatches: matches })
+    return true
+  }
+
+  private invalidReceipts = 0
+
+  /**
+   * A missing or invalid receipt with a billed answer: the answer already reached the app, so the proxy is
+   * counted as cheating (backed off at once, CHEAT_WEIGHT failures; see proxy-scores.ts) and shown on /jsonstats.
+   */
+  private receiptCheat(link: ProxyLink, reason: string, log: Logger): void {
+    this.invalidReceipts++
+    log.error('proxy cheated on a receipt; backing it off', { proxy: link.target, reason })
+    this.scores.observeFailure(link.target, 'cheated', reason)
   }
 
   /** GET /v1/receipts/{id} (one receipt, with its proof once committed) and GET /v1/receipts?since=… (a list). */
@@ -846,6 +891,9 @@ export class Client implements OpsSource {
     this.deps.log.error('proxy receipt log disagrees with what this node holds; dropping it', { proxy: link.target, reason })
     this.receiptFailures++
     if (link.proxyId) this.deps.ledger?.distrust(link.proxyId, reason)
+    // Backed off at once as a cheat; countedError keeps the next rebalance from counting it again.
+    this.scores.observeFailure(link.target, 'cheated', reason)
+    link.countedError = reason
     link.state = 'distrusted'
     link.lastError = reason
     link.session?.close()
@@ -882,20 +930,23 @@ export class Client implements OpsSource {
     if (rec.onChainTokens > scan.adjusted) return this.dropForReceipts(link, `${rec.onChainTokens} adjusted tokens were charged on chain, but its log holds receipts for ${scan.adjusted}`)
   }
 
-  /** Checks the proxy's cumulative charge against what it said before; a regression drops the proxy. */
-  private recordCharge(link: ProxyLink, json: string, log: Logger): void {
-    if (!this.deps.ledger || !link.proxyId) return
+  /** Checks the proxy's cumulative charge against what it said before; a regression drops the proxy (returns false). */
+  private recordCharge(link: ProxyLink, json: string, log: Logger): boolean {
+    if (!this.deps.ledger || !link.proxyId) return true
     try {
       const c = JSON.parse(json) as { tokens: string; nano: string }
       this.deps.ledger.recordStatement(link.proxyId, { tokens: BigInt(c.tokens), nano: BigInt(c.nano) })
+      return true
     } catch (err) {
       const e = err as Error
-      if (e.name !== 'ProxyRegressionError') return void log.warn('unreadable charge statement from proxy', { error: e.message })
+      if (e.name !== 'ProxyRegressionError') return log.warn('unreadable charge statement from proxy', { error: e.message }), true
       log.error('proxy reported less than it had already charged; dropping it', { proxy: link.target, reason: e.message })
       this.scores.observeFailure(link.target, 'cheated', e.message)
+      link.countedError = e.message
       link.state = 'distrusted'
       link.lastError = e.message
       link.session?.close()
+      return false
     }
   }
 
@@ -919,7 +970,7 @@ export class Client implements OpsSource {
   stats(): Record<string, unknown> {
     return {
       role: 'client',
-      receipts: this.deps.receipts ? { ...this.deps.receipts.counts(), proxiesDropped: this.receiptFailures } : null,
+      receipts: this.deps.receipts ? { ...this.deps.receipts.counts(), proxiesDropped: this.receiptFailures, invalid: this.invalidReceipts } : null,
       protocol: PROTOCOL_VERSION,
       identity: identityStats(this.deps.identity.current()),
       requests: { ...this.counts },

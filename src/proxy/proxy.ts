@@ -22,6 +22,7 @@ import { ErrorBudget } from './error-budget.ts'
 import { DEFAULT_REQUEST_MS, qualityStats, recordOutcome, workerEndpoints, type WorkerConn } from './routing.ts'
 import { AdmissionQueue, DEFAULT_QUEUE_DEPTH, DEFAULT_QUEUE_MAX_WAIT_MS } from './admission.ts'
 import type { ReliabilityPublisher } from './reliability.ts'
+import { tapStream } from '../net/tap.ts'
 import { E2EE_CONTENT_TYPE, type E2eeError, encodeWrappedKeys, parseRoute, parseWrappedKeys, type E2eeRoute, type WrappedKey } from '../net/e2ee.ts'
 
 /** Room for the encrypted envelope (version byte and tag) on top of the plaintext body limit. */
@@ -353,6 +354,7 @@ export class Proxy implements OpsSource {
   }
 
   private onClientStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+    tapStream(stream, headers)
     stream.on('error', () => {})
     const path = String(headers[':path'] ?? '')
     const method = String(headers[':method'])
@@ -647,6 +649,7 @@ export class Proxy implements OpsSource {
         recordOutcome(conn, false)
         return resolve({ kind: 'retry', error: err as Error })
       }
+      tapStream(ws, ws.sentHeaders)
       let settled = false
       let relaying = false
       let sse = false
@@ -677,10 +680,11 @@ export class Proxy implements OpsSource {
           const r = errorResponse(err)
           return respondRaw(cs, r.status, 'application/json', Buffer.from(JSON.stringify(r.body)), trailers ? () => trailers : undefined)
         }
-        if (sse && !ctx.e2ee) {
-          if (trailers) cs.once('wantTrailers', () => cs.sendTrailers(trailers))
-          cs.end(`data: ${JSON.stringify(errorResponse(err).body)}\n\n`)
-        } else cs.close(http2.constants.NGHTTP2_INTERNAL_ERROR) // nothing in clear may follow encrypted records: the client sees a cut-off answer
+        if (sse) {
+          cs.once('wantTrailers', () => cs.sendTrailers(trailers ?? {}))
+          // Nothing in clear may follow encrypted records: the answer simply ends without its final record, and the client node reports it cut off.
+          cs.end(ctx.e2ee ? undefined : `data: ${JSON.stringify(errorResponse(err).body)}\n\n`)
+        } else cs.close(http2.constants.NGHTTP2_INTERNAL_ERROR)
       }
       // The proxy never sees an encrypted answer's text: receipts it states itself hash the empty text.
       const answerTextOf = () => (ctx.e2ee ? '' : sse ? sseText(relayed) : answerText(Buffer.concat(buffered).toString('utf8')))

@@ -204,6 +204,9 @@ test('the openai SDK gets answers across hosts, and keeps getting them with the 
   }
   const after = await clientStats()
   assert.ok(after.proxies.find((p: any) => p.target === survivor).requests >= survivorBefore + 5, 'the survivor served the requests after the kill')
+  // Every answer came with a valid receipt (worker-signed, naming its proxy): no proxy was taken for a cheat.
+  assert.equal(after.receipts.invalid, 0)
+  assert.equal(after.proxies.find((p: any) => p.target === survivor).score.lastFailure, null)
   // The client counts the dead link against the killed proxy on its next rebalance.
   await waitFor(async () => (await clientStats()).proxies.find((p: any) => p.target === serving.target)?.score?.lastFailure != null, 'the killed proxy counted as failed', 15_000)
 })

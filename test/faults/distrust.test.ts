@@ -7,6 +7,7 @@ import { offchainBilling, partyLedger, startClient, startProxy, startWorker, wai
 import { PartyLedger } from '../../src/payments/party-ledger.ts'
 import { createIdentity } from '../../src/tee/cert.ts'
 import { RECONNECT_MIN_MS } from '../../src/net/proxy-link.ts'
+import { CHEAT_WEIGHT } from '../../src/client/proxy-scores.ts'
 
 const stops: Array<() => Promise<void> | void> = []
 after(async () => {
@@ -35,6 +36,11 @@ test('a client keeps away from a distrusted proxy across reconnects and across i
   await first.json()
   await waitFor(() => (c.client.stats() as any).proxies[0].state === 'distrusted', 'the client to distrust the proxy')
   assert.ok(ledger.isDistrusted(proxyId), 'the distrust is in the ledger')
+  // A rollback is a cheat: backed off at once as CHEAT_WEIGHT failures (counted once), and shown on /jsonstats.
+  const score = (c.client.stats() as any).proxies[0].score
+  assert.equal(score.lastFailure?.kind, 'cheated', JSON.stringify(score))
+  assert.equal(score.consecutiveFailures, CHEAT_WEIGHT, JSON.stringify(score))
+  assert.equal(score.backedOff, true)
   // The link reconnects by itself within RECONNECT_MIN_MS; give it many chances.
   await sleep(RECONNECT_MIN_MS * 8)
   for (let i = 0; i < 3; i++) {

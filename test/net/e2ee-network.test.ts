@@ -96,14 +96,15 @@ describe('E2EE never encrypts to a worker whose evidence the client refuses', ()
     const proxy = await startProxy({ policy: await policyFor({ workerTags: ['', 'rogue'] }) })
     const good = new FakeBackend({ chunks: 1 })
     const rogue = new FakeBackend({ chunks: 1 })
-    const w1 = await startWorker(good, [proxy.workerPort])
-    const w2 = await startWorker(rogue, [proxy.workerPort], { imageTag: 'rogue', policy: await policyFor() })
+    // The rogue worker is cheaper, so the proxy would pick it whenever it is allowed to.
+    const w1 = await startWorker(good, [proxy.workerPort], { options: { coefficient: 2000 } })
+    const w2 = await startWorker(rogue, [proxy.workerPort], { imageTag: 'rogue', policy: await policyFor(), options: { coefficient: 100 } })
     const c = await startClient([proxy.clientPort], { options: { e2ee: 'required' } })
     try {
       await waitFor(() => (proxy.proxy.models() as any).data[0]?.workers.length === 2, 'two workers')
       for (let i = 0; i < 6; i++) {
         const res = await fetch(`${c.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ model: 'fake-model', prompt: `p${i}`, max_tokens: 1 }) })
-        assert.equal(res.status, 200)
+        assert.equal(res.status, 200, await res.clone().text())
         assert.equal(res.headers.get('x-cocoon-e2ee'), 'on')
         await res.arrayBuffer()
       }
@@ -113,6 +114,37 @@ describe('E2EE never encrypts to a worker whose evidence the client refuses', ()
       await c.client.stop()
       await w1.stop()
       await w2.stop()
+      await proxy.proxy.stop()
+    }
+  })
+})
+
+describe('a proxy that substitutes a key of its own', () => {
+  it('fails the request: the client verifies every certificate it is offered and never encrypts to the proxy', async () => {
+    const { createIdentity } = await import('../../src/tee/cert.ts')
+    const { SimulatedEvidenceProvider, simulatedImageHash } = await import('../../src/tee/simulated.ts')
+    const { HpkeKeyRing } = await import('../../src/net/e2ee.ts')
+    const proxy = await startProxy()
+    const backend = new FakeBackend({ chunks: 1 })
+    const w = await startWorker(backend, [proxy.workerPort])
+    const c = await startClient([proxy.clientPort], { options: { e2ee: 'required' } })
+    try {
+      await waitFor(() => (proxy.proxy as any).models().data.length === 1, 'worker')
+      // The proxy's own key, in certificates it can make: its own identity (role proxy), and a "worker"
+      // certificate of an image the policy does not allow (it cannot forge an allowed worker's evidence).
+      const own = new HpkeKeyRing(3_600_000)
+      const hpkeKey = await own.rotate()
+      const asProxy = await createIdentity({ role: 'proxy', provider: new SimulatedEvidenceProvider(await simulatedImageHash('')), configHash: '00'.repeat(32), hpkeKey })
+      const asWorker = await createIdentity({ role: 'worker', provider: new SimulatedEvidenceProvider(await simulatedImageHash('proxy-made')), configHash: '00'.repeat(32), modelId: 'fake-model', modelHash: 'ab'.repeat(32), hpkeKey })
+      const der = (pem: string) => pem.replace(/-----[^-]+-----|\s/g, '')
+      ;(proxy.proxy as any).candidates = async (model: string) => ({ model, workers: [asProxy, asWorker].map((id) => ({ certificate: der(id.certPem), coefficient: 1000 })) })
+      const res = await fetch(`${c.url}/v1/chat/completions`, { method: 'POST', body: JSON.stringify({ model: 'fake-model', messages: [{ role: 'user', content: 'secret' }] }) })
+      assert.equal(res.status, 503)
+      assert.match(((await res.json()) as any).error.message, /failed this client's verification/)
+      assert.equal(backend.seen.length, 0)
+    } finally {
+      await c.client.stop()
+      await w.stop()
       await proxy.proxy.stop()
     }
   })
