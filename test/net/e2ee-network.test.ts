@@ -183,8 +183,9 @@ describe('E2EE retries', () => {
       assert.equal(s.e2ee.requests.on, 10)
       assert.equal(healthy.seen.length, 10)
       assert.ok(failing.seen.length > 0)
-      // Each request that drew the failing worker was retried with a fresh set, invisibly.
-      assert.equal(s.e2ee.requests.freshRecipientRetries, failing.seen.length)
+      // Each request that drew the failing worker was retried with a fresh set, invisibly (once its breaker is open
+      // the proxy refuses such a request at once, without trying the worker again).
+      assert.ok(s.e2ee.requests.freshRecipientRetries >= failing.seen.length, JSON.stringify(s.e2ee.requests))
     } finally {
       await c.client.stop()
       await w1.stop()
