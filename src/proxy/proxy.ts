@@ -19,7 +19,7 @@ import { worstCaseAdjustedTokens } from '../payments/pricing.ts'
 import { checkUsage, ed25519PublicKey } from '../net/usage.ts'
 import { addUsage, tokenStats, zeroUsage, type SignedUsage, type Usage } from '../core/usage.ts'
 import { ErrorBudget } from './error-budget.ts'
-import { DEFAULT_REQUEST_MS, qualityStats, recordOutcome, workerEndpoints, type WorkerConn } from './routing.ts'
+import { DEFAULT_REQUEST_MS, qualityOf, qualityStats, recordOutcome, workerEndpoints, type WorkerConn } from './routing.ts'
 import { AdmissionQueue, DEFAULT_QUEUE_DEPTH, DEFAULT_QUEUE_MAX_WAIT_MS } from './admission.ts'
 import type { ReliabilityPublisher } from './reliability.ts'
 import { tapStream } from '../net/tap.ts'
@@ -310,6 +310,13 @@ export class Proxy implements OpsSource {
     return p
   }
 
+  /** Whether every untried worker an encrypted request names has its breaker open (none of them would be tried soon). */
+  private recipientsAllFailing(e2ee: E2eeRequest, tried: ReadonlySet<string>): boolean {
+    const now = Date.now()
+    const named = [...this.workers.values()].filter((w) => !tried.has(w.id) && recipientKey(w, e2ee.keys))
+    return named.length > 0 && named.every((w) => qualityOf(w).breaker.state === 'open' && now < qualityOf(w).breaker.until)
+  }
+
   /** The workers serving `model`, with their current certificates, for clients that encrypt to them (PATHS.workers). */
   async candidates(model: string): Promise<WorkerCandidates> {
     const ws = [...this.workers.values()].filter((w) => w.info.model.id === model)
@@ -521,6 +528,12 @@ export class Proxy implements OpsSource {
     let lastError: Error | undefined
     for (let attempt = 0; attempt < this.o.maxAttempts; attempt++) {
       let conn: WorkerConn
+      if (e2ee && this.recipientsAllFailing(e2ee, tried)) {
+        // Waiting would not help: every worker the request names is failing (breaker open). The client node draws a fresh set.
+        if (attempt > 0 && lastError) break
+        this.finish('rejected')
+        return respondError(cs, new NoWorkerAvailableError('every worker this encrypted request names is failing; the client node may name others'))
+      }
       try {
         // An encrypted request goes only to a worker it names as a recipient.
         const exclude = e2ee ? new Set([...tried, ...[...this.workers.values()].filter((w) => !recipientKey(w, e2ee!.keys)).map((w) => w.id)]) : tried
