@@ -19,9 +19,10 @@ import { worstCaseAdjustedTokens } from '../payments/pricing.ts'
 import { checkUsage, ed25519PublicKey } from '../net/usage.ts'
 import { addUsage, tokenStats, zeroUsage, type SignedUsage, type Usage } from '../core/usage.ts'
 import { ErrorBudget } from './error-budget.ts'
-import { DEFAULT_REQUEST_MS, qualityStats, recordOutcome, workerEndpoints, type WorkerConn } from './routing.ts'
+import { DEFAULT_REQUEST_MS, qualityOf, qualityStats, recordOutcome, workerEndpoints, type WorkerConn } from './routing.ts'
 import { AdmissionQueue, DEFAULT_QUEUE_DEPTH, DEFAULT_QUEUE_MAX_WAIT_MS } from './admission.ts'
 import type { ReliabilityPublisher } from './reliability.ts'
+import { tapStream } from '../net/tap.ts'
 import { E2EE_CONTENT_TYPE, type E2eeError, encodeWrappedKeys, parseRoute, parseWrappedKeys, type E2eeRoute, type WrappedKey } from '../net/e2ee.ts'
 
 /** Room for the encrypted envelope (version byte and tag) on top of the plaintext body limit. */
@@ -309,6 +310,13 @@ export class Proxy implements OpsSource {
     return p
   }
 
+  /** Whether every untried worker an encrypted request names has its breaker open (none of them would be tried soon). */
+  private recipientsAllFailing(e2ee: E2eeRequest, tried: ReadonlySet<string>): boolean {
+    const now = Date.now()
+    const named = [...this.workers.values()].filter((w) => !tried.has(w.id) && recipientKey(w, e2ee.keys))
+    return named.length > 0 && named.every((w) => qualityOf(w).breaker.state === 'open' && now < qualityOf(w).breaker.until)
+  }
+
   /** The workers serving `model`, with their current certificates, for clients that encrypt to them (PATHS.workers). */
   async candidates(model: string): Promise<WorkerCandidates> {
     const ws = [...this.workers.values()].filter((w) => w.info.model.id === model)
@@ -353,6 +361,7 @@ export class Proxy implements OpsSource {
   }
 
   private onClientStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+    tapStream(stream, headers)
     stream.on('error', () => {})
     const path = String(headers[':path'] ?? '')
     const method = String(headers[':method'])
@@ -471,6 +480,9 @@ export class Proxy implements OpsSource {
       }
       // Everything routed, reserved and billed by comes from the hop headers the client node set, checked
       // here like any outside input; the body is only counted (its bytes bound the prompt), never parsed.
+      const proto = headers[HEADERS.protocol]
+      if (proto !== undefined && proto !== String(PROTOCOL_VERSION)) throw new InvalidRequestError(`this proxy speaks protocol ${PROTOCOL_VERSION}; the request is protocol '${String(proto).slice(0, 16)}' (header ${HEADERS.protocol})`, 'protocol')
+      if (headers[HEADERS.salt] !== undefined && !parseSalt(headers[HEADERS.salt])) throw new InvalidRequestError(`'salt' (header ${HEADERS.salt}) must be 64 hex characters`, 'salt')
       routing = parseHopRouting(headers)
       maxCoefficient = intHeader(headers[HEADERS.maxCoefficient], DEFAULT_MAX_COEFFICIENT, 'max_coefficient')!
       const pk = headers[HEADERS.prefixKey]
@@ -516,6 +528,12 @@ export class Proxy implements OpsSource {
     let lastError: Error | undefined
     for (let attempt = 0; attempt < this.o.maxAttempts; attempt++) {
       let conn: WorkerConn
+      if (e2ee && this.recipientsAllFailing(e2ee, tried)) {
+        // Waiting would not help: every worker the request names is failing (breaker open). The client node draws a fresh set.
+        if (attempt > 0 && lastError) break
+        this.finish('rejected')
+        return respondError(cs, new NoWorkerAvailableError('every worker this encrypted request names is failing; the client node may name others'))
+      }
       try {
         // An encrypted request goes only to a worker it names as a recipient.
         const exclude = e2ee ? new Set([...tried, ...[...this.workers.values()].filter((w) => !recipientKey(w, e2ee!.keys)).map((w) => w.id)]) : tried
@@ -644,6 +662,7 @@ export class Proxy implements OpsSource {
         recordOutcome(conn, false)
         return resolve({ kind: 'retry', error: err as Error })
       }
+      tapStream(ws, ws.sentHeaders)
       let settled = false
       let relaying = false
       let sse = false
@@ -674,10 +693,11 @@ export class Proxy implements OpsSource {
           const r = errorResponse(err)
           return respondRaw(cs, r.status, 'application/json', Buffer.from(JSON.stringify(r.body)), trailers ? () => trailers : undefined)
         }
-        if (sse && !ctx.e2ee) {
-          if (trailers) cs.once('wantTrailers', () => cs.sendTrailers(trailers))
-          cs.end(`data: ${JSON.stringify(errorResponse(err).body)}\n\n`)
-        } else cs.close(http2.constants.NGHTTP2_INTERNAL_ERROR) // nothing in clear may follow encrypted records: the client sees a cut-off answer
+        if (sse) {
+          cs.once('wantTrailers', () => cs.sendTrailers(trailers ?? {}))
+          // Nothing in clear may follow encrypted records: the answer simply ends without its final record, and the client node reports it cut off.
+          cs.end(ctx.e2ee ? undefined : `data: ${JSON.stringify(errorResponse(err).body)}\n\n`)
+        } else cs.close(http2.constants.NGHTTP2_INTERNAL_ERROR)
       }
       // The proxy never sees an encrypted answer's text: receipts it states itself hash the empty text.
       const answerTextOf = () => (ctx.e2ee ? '' : sse ? sseText(relayed) : answerText(Buffer.concat(buffered).toString('utf8')))

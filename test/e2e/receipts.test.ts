@@ -139,7 +139,10 @@ test('a cancelled answer and one cut off by a worker killed mid-stream both get 
   for (const line of raw.split('\n')) if (line.startsWith('data: ') && line !== 'data: [DONE]') for (const ch of JSON.parse(line.slice(6)).choices ?? []) text += ch.text ?? ''
   await waitFor(async () => (await proxyStats().catch(() => null))?.workers?.connected === 1, 'the worker to come back', 120_000)
   await settle()
-  const { r: killed } = await checkReceipt(killedId, text)
+  // End-to-end encrypted (the devnet default): the proxy never saw the answer, so the receipt it states for one its
+  // worker did not finish hashes the empty text (docs/e2ee.md); the app still got the text decrypted so far.
+  assert.ok(text.length > 0)
+  const { r: killed } = await checkReceipt(killedId, '')
   assert.equal(killed.fields.signer, 'proxy', 'the proxy states the receipt of an answer its worker did not finish')
   assert.equal(killed.fields.finishReason, 'error')
   // The cancelled answer's receipt reached the proxy's log even though the app left; the client node got it with the answer's end.

@@ -5,6 +5,9 @@ import assert from 'node:assert/strict'
 import { FakeBackend } from '../helpers/fake-backend.ts'
 import { policyFor, readSse, startClient, startProxy, startWorker, waitFor } from '../helpers/network.ts'
 
+/** Until the client node has an attested session to its proxy. */
+const connected = (client: { stats(): Record<string, unknown> }) => waitFor(() => (client.stats() as any).proxies.some((p: any) => p.state === 'connected'), 'the client on its proxy')
+
 describe('E2EE through an in-process network', () => {
   const stops: Array<() => unknown> = []
   let proxy: Awaited<ReturnType<typeof startProxy>>
@@ -22,6 +25,7 @@ describe('E2EE through an in-process network', () => {
     url = c.url
     stops.push(() => client.stop())
     await waitFor(() => (proxy.proxy.stats() as any).workers?.length === 1 || (proxy.proxy.models() as any).data.length === 1, 'worker')
+    await connected(client)
   })
   after(async () => {
     for (const s of stops.reverse()) await s()
@@ -72,6 +76,8 @@ describe('E2EE against a worker without an HPKE key (older version)', () => {
     const relaxed = await startClient([proxy.clientPort], { options: { e2ee: 'optional' } })
     try {
       await waitFor(() => (proxy.proxy.models() as any).data.length === 1, 'worker')
+      await connected(strict.client)
+      await connected(relaxed.client)
       const body = JSON.stringify({ model: 'fake-model', messages: [{ role: 'user', content: 'hi' }] })
       const refused = await fetch(`${strict.url}/v1/chat/completions`, { method: 'POST', body })
       assert.equal(refused.status, 503)
@@ -96,19 +102,115 @@ describe('E2EE never encrypts to a worker whose evidence the client refuses', ()
     const proxy = await startProxy({ policy: await policyFor({ workerTags: ['', 'rogue'] }) })
     const good = new FakeBackend({ chunks: 1 })
     const rogue = new FakeBackend({ chunks: 1 })
-    const w1 = await startWorker(good, [proxy.workerPort])
-    const w2 = await startWorker(rogue, [proxy.workerPort], { imageTag: 'rogue', policy: await policyFor() })
+    // The rogue worker is cheaper, so the proxy would pick it whenever it is allowed to.
+    const w1 = await startWorker(good, [proxy.workerPort], { options: { coefficient: 2000 } })
+    const w2 = await startWorker(rogue, [proxy.workerPort], { imageTag: 'rogue', policy: await policyFor(), options: { coefficient: 100 } })
     const c = await startClient([proxy.clientPort], { options: { e2ee: 'required' } })
     try {
       await waitFor(() => (proxy.proxy.models() as any).data[0]?.workers.length === 2, 'two workers')
+      await connected(c.client)
       for (let i = 0; i < 6; i++) {
         const res = await fetch(`${c.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ model: 'fake-model', prompt: `p${i}`, max_tokens: 1 }) })
-        assert.equal(res.status, 200)
+        assert.equal(res.status, 200, `body: ${await res.clone().text()}`)
         assert.equal(res.headers.get('x-cocoon-e2ee'), 'on')
         await res.arrayBuffer()
       }
       assert.equal(rogue.seen.length, 0, 'the refused worker got no request')
       assert.equal(good.seen.length, 6)
+    } finally {
+      await c.client.stop()
+      await w1.stop()
+      await w2.stop()
+      await proxy.proxy.stop()
+    }
+  })
+})
+
+describe('a proxy that substitutes a key of its own', () => {
+  it('fails the request: the client verifies every certificate it is offered and never encrypts to the proxy', async () => {
+    const { createIdentity } = await import('../../src/tee/cert.ts')
+    const { SimulatedEvidenceProvider, simulatedImageHash } = await import('../../src/tee/simulated.ts')
+    const { HpkeKeyRing } = await import('../../src/net/e2ee.ts')
+    const proxy = await startProxy()
+    const backend = new FakeBackend({ chunks: 1 })
+    const w = await startWorker(backend, [proxy.workerPort])
+    const c = await startClient([proxy.clientPort], { options: { e2ee: 'required' } })
+    try {
+      await waitFor(() => (proxy.proxy as any).models().data.length === 1, 'worker')
+      await connected(c.client)
+      // The proxy's own key, in certificates it can make: its own identity (role proxy), and a "worker"
+      // certificate of an image the policy does not allow (it cannot forge an allowed worker's evidence).
+      const own = new HpkeKeyRing(3_600_000)
+      const hpkeKey = await own.rotate()
+      const asProxy = await createIdentity({ role: 'proxy', provider: new SimulatedEvidenceProvider(await simulatedImageHash('')), configHash: '00'.repeat(32), hpkeKey })
+      const asWorker = await createIdentity({ role: 'worker', provider: new SimulatedEvidenceProvider(await simulatedImageHash('proxy-made')), configHash: '00'.repeat(32), modelId: 'fake-model', modelHash: 'ab'.repeat(32), hpkeKey })
+      const der = (pem: string) => pem.replace(/-----[^-]+-----|\s/g, '')
+      ;(proxy.proxy as any).candidates = async (model: string) => ({ model, workers: [asProxy, asWorker].map((id) => ({ certificate: der(id.certPem), coefficient: 1000 })) })
+      const res = await fetch(`${c.url}/v1/chat/completions`, { method: 'POST', body: JSON.stringify({ model: 'fake-model', messages: [{ role: 'user', content: 'secret' }] }) })
+      assert.equal(res.status, 503)
+      assert.match(((await res.json()) as any).error.message, /failed this client's verification/)
+      assert.equal(backend.seen.length, 0)
+    } finally {
+      await c.client.stop()
+      await w.stop()
+      await proxy.proxy.stop()
+    }
+  })
+})
+
+describe('E2EE retries', () => {
+  it('when every recipient fails before the first byte, the client node retries once with a fresh set; the app sees one answer', async () => {
+    const proxy = await startProxy()
+    // The failing worker is cheaper, so the proxy tries it first whenever it is a recipient.
+    const failing = new FakeBackend({ chunks: 1, failBeforeFirst: 500 })
+    const healthy = new FakeBackend({ chunks: 2 })
+    const w1 = await startWorker(failing, [proxy.workerPort], { options: { coefficient: 100 } })
+    const w2 = await startWorker(healthy, [proxy.workerPort], { options: { coefficient: 2000 } })
+    // One recipient per request, so "all recipients failed" is one failure.
+    const c = await startClient([proxy.clientPort], { options: { e2ee: 'required', e2eeRecipients: 1 } })
+    try {
+      await waitFor(() => (proxy.proxy as any).models().data[0]?.workers.length === 2, 'two workers')
+      await connected(c.client)
+      // Recipients are drawn at random: over 10 requests the failing worker is drawn (all but surely).
+      for (let i = 0; i < 10; i++) {
+        const res = await fetch(`${c.url}/v1/chat/completions`, { method: 'POST', body: JSON.stringify({ model: 'fake-model', messages: [{ role: 'user', content: `hi ${i}` }], stream: true }) })
+        assert.equal(res.status, 200, `body: ${await res.clone().text()}`)
+        assert.equal(res.headers.get('x-cocoon-e2ee'), 'on')
+        const events = await readSse(res)
+        assert.equal(events.at(-1), '[DONE]')
+      }
+      const s = c.client.stats() as any
+      assert.equal(s.e2ee.requests.on, 10)
+      assert.equal(healthy.seen.length, 10)
+      assert.ok(failing.seen.length > 0)
+      // Each request that drew the failing worker was retried with a fresh set, invisibly (once its breaker is open
+      // the proxy refuses such a request at once, without trying the worker again).
+      assert.ok(s.e2ee.requests.freshRecipientRetries >= failing.seen.length, JSON.stringify(s.e2ee.requests))
+    } finally {
+      await c.client.stop()
+      await w1.stop()
+      await w2.stop()
+      await proxy.proxy.stop()
+    }
+  })
+
+  it('the proxy retries another named recipient when the first fails before the first byte', async () => {
+    const proxy = await startProxy()
+    const failing = new FakeBackend({ chunks: 1, failBeforeFirst: 500 })
+    const healthy = new FakeBackend({ chunks: 2 })
+    const w1 = await startWorker(failing, [proxy.workerPort], { options: { coefficient: 100 } })
+    const w2 = await startWorker(healthy, [proxy.workerPort], { options: { coefficient: 2000 } })
+    const c = await startClient([proxy.clientPort], { options: { e2ee: 'required' } })
+    try {
+      await waitFor(() => (proxy.proxy as any).models().data[0]?.workers.length === 2, 'two workers')
+      await connected(c.client)
+      const res = await fetch(`${c.url}/v1/completions`, { method: 'POST', body: JSON.stringify({ model: 'fake-model', prompt: 'x', max_tokens: 2 }) })
+      assert.equal(res.status, 200, `body: ${await res.clone().text()}`)
+      await res.arrayBuffer()
+      assert.equal(failing.seen.length, 1)
+      assert.equal(healthy.seen.length, 1)
+      assert.equal((proxy.proxy.stats() as any).requests.retries, 1)
+      assert.equal((c.client.stats() as any).e2ee.requests.freshRecipientRetries, 0)
     } finally {
       await c.client.stop()
       await w1.stop()
