@@ -482,6 +482,9 @@ export class Proxy implements OpsSource {
       }
       // Everything routed, reserved and billed by comes from the hop headers the client node set, checked
       // here like any outside input; the body is only counted (its bytes bound the prompt), never parsed.
+      const proto = headers[HEADERS.protocol]
+      if (proto !== undefined && proto !== String(PROTOCOL_VERSION)) throw new InvalidRequestError(`this proxy speaks protocol ${PROTOCOL_VERSION}; the request is protocol '${String(proto).slice(0, 16)}' (header ${HEADERS.protocol})`, 'protocol')
+      if (headers[HEADERS.salt] !== undefined && !parseSalt(headers[HEADERS.salt])) throw new InvalidRequestError(`'salt' (header ${HEADERS.salt}) must be 64 hex characters`, 'salt')
       routing = parseHopRouting(headers)
       maxCoefficient = intHeader(headers[HEADERS.maxCoefficient], DEFAULT_MAX_COEFFICIENT, 'max_coefficient')!
       const pk = headers[HEADERS.prefixKey]

@@ -226,6 +226,8 @@ test('the proxy validates every hop header like outside input, before any worker
     [{ [HEADERS.prefixKey]: 'NOT-HEX' }, 'prefix_key'],
     [{ [HEADERS.requestId]: 'bad id with spaces' }, 'request_id'],
     [{ [HEADERS.requestId]: 'r'.repeat(129) }, 'request_id'],
+    [{ [HEADERS.salt]: 'not-a-salt' }, 'salt'],
+    [{ [HEADERS.protocol]: '1' }, 'protocol'],
   ]
   for (const [over, param] of cases) {
     const r = await send(hop(over), chat())
