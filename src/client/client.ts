@@ -497,7 +497,7 @@ export class Client implements OpsSource {
       recipients = pickRecipients(list, this.o.e2eeRecipients, out.ctl.maxCoefficient, out.model, exclude)
     } catch (err) {
       if (this.o.e2ee === 'optional') return undefined
-      if ((err as Error).name === 'NoWorkerAvailableError' || (err as Error).name === 'ModelNotFoundError') throw err
+      if (['NoWorkerAvailableError', 'ModelNotFoundError', 'TooManyRequestsError', 'UnfundedClientError'].includes((err as Error).name)) throw err
       throw new NoWorkerAvailableError(`could not get this proxy's workers to encrypt to: ${(err as Error).message}`)
     }
     const route = encodeRoute({ v: 1, path, model: out.model, ...(out.maxTokens !== undefined ? { maxTokens: out.maxTokens } : {}), stream: out.stream, requestId: out.ctl.requestId, maxCoefficient: out.ctl.maxCoefficient })
@@ -1110,7 +1110,8 @@ function sendError(res: http.ServerResponse, err: unknown): void {
   }
   const r = errorResponse(err)
   const text = JSON.stringify(r.body)
-  res.writeHead(r.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
+  const retryAfter = (err as { retryAfterSec?: number }).retryAfterSec
+  res.writeHead(r.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...(retryAfter ? { 'retry-after': String(retryAfter) } : {}) })
   res.end(text)
 }
 

@@ -5,7 +5,7 @@ import crypto from 'node:crypto'
 import http2 from 'node:http2'
 import type { PeerVerifier } from '../net/attested.ts'
 import { PATHS, type WorkerCandidates } from '../net/protocol.ts'
-import { ModelNotFoundError, NoWorkerAvailableError } from '../net/errors.ts'
+import { ModelNotFoundError, NoWorkerAvailableError, TooManyRequestsError, UnfundedClientError } from '../net/errors.ts'
 import { readBody } from '../net/body.ts'
 import type { Logger } from '../core/log.ts'
 
@@ -62,7 +62,7 @@ export class CandidateCache {
       req.on('error', reject)
       req.once('response', (h) => {
         const status = Number(h[':status'])
-        readBody(req, MAX_CANDIDATES_BYTES).then((b) => (status === 200 ? resolve(b) : reject(new Error(`the proxy answered ${status} for its workers`))), reject)
+        readBody(req, MAX_CANDIDATES_BYTES).then((b) => (status === 200 ? resolve(b) : reject(proxyRefusal(status, b, h['retry-after'], model))), reject)
       })
       req.end()
     })
@@ -84,6 +84,23 @@ export class CandidateCache {
     }
     return { verified, refused }
   }
+}
+
+/**
+ * The proxy's refusal to list workers, as the error the app would have got from the request itself:
+ * 404 (no worker serves the model), 429 (this client is slowed down, with Retry-After), 402 (no funds).
+ */
+function proxyRefusal(status: number, body: Buffer, retryAfter: unknown, model: string): Error {
+  let message = `the proxy answered ${status} for its workers`
+  try {
+    message = String((JSON.parse(body.toString('utf8')) as { error?: { message?: unknown } }).error?.message ?? message).slice(0, 500)
+  } catch {
+    // not JSON: keep the status line
+  }
+  if (status === 404) return new ModelNotFoundError(model)
+  if (status === 429) return new TooManyRequestsError(message, Number(retryAfter) > 0 ? Number(retryAfter) : undefined)
+  if (status === 402) return new UnfundedClientError()
+  return new Error(message)
 }
 
 /**

@@ -164,10 +164,17 @@ export class ClientAccount {
       return
     }
     this.refusals.delete(proxyId)
-    const c = await this.contractFor(proxyId)
-    const messages = await collectMessages((via) => c.sendTopUp(via, { amountNano }))
-    // Counted (and saved) before it is sent, so neither a crash nor a concurrent run can spend past the budget.
+    // Counted (and saved) at once, before anything is awaited or sent, so neither a crash nor runs for other
+    // proxies at the same time can spend past the budget.
     this.count(proxyId, amountNano)
+    let messages: Awaited<ReturnType<typeof collectMessages>>
+    try {
+      const c = await this.contractFor(proxyId)
+      messages = await collectMessages((via) => c.sendTopUp(via, { amountNano }))
+    } catch (err) {
+      this.count(proxyId, -amountNano) // nothing was sent
+      throw err
+    }
     if (kind === 'deposit') this.deps.log.info('depositing to a new client contract', { proxy, amountNano: amountNano.toString() })
     else this.deps.log.info('topping up the client contract', { proxy, balanceNano: before!.balanceNano.toString(), amountNano: amountNano.toString() })
     try {

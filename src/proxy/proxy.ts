@@ -320,6 +320,8 @@ export class Proxy implements OpsSource {
   /** The workers serving `model`, with their current certificates, for clients that encrypt to them (PATHS.workers). */
   async candidates(model: string): Promise<WorkerCandidates> {
     const ws = [...this.workers.values()].filter((w) => w.info.model.id === model)
+    // As an inference request for it would be: a 404 (which also counts against the client's error budget).
+    if (ws.length === 0) throw new ModelNotFoundError(model)
     await Promise.all(ws.map((w) => this.refreshCertificate(w)))
     return {
       model,

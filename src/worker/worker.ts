@@ -424,7 +424,8 @@ export class Worker implements OpsSource {
       } catch {
         throw new E2eeError('the decrypted body is not a JSON object')
       }
-      const maxTokens = [body.max_completion_tokens, body.max_tokens].find((v) => typeof v === 'number' && Number.isSafeInteger(v) && v > 0)
+      // The client node read these from the same body with the same function (askedMaxTokens).
+      const maxTokens = askedMaxTokens(body)
       const path = kind === 'chat' ? PATHS.chat : PATHS.completions
       if (r.path !== path || r.model !== body.model || r.stream !== (body.stream === true) || r.maxTokens !== maxTokens || (headers[HEADERS.requestId] !== undefined && r.requestId !== headers[HEADERS.requestId])) {
         throw new E2eeError('the routing headers do not match the encrypted body')

@@ -128,3 +128,22 @@ test('concurrent funding runs for one proxy make one deposit', async () => {
   assert.equal((await a.state(registry.publicKeyHex))!.balanceNano, ONE_TON_NANO / 2n)
   assert.equal(BigInt((a.fundingStats() as any).spentNano) - BigInt(before), ONE_TON_NANO / 2n)
 })
+
+test('funding runs for several proxies at once never pass the budget together', async () => {
+  const fresh: string[] = []
+  for (let i = 4; i < 6; i++) {
+    const { wallet } = await net.wallet(`proxy-${i}`, '5')
+    const registry = new ProxyRegistry(net.chain, wallet, loadOrCreateWalletKey(path.join(net.dir, `payment-${i}.key`)), root)
+    await registry.register({ host: `10.0.0.${i + 1}`, workerPort: 11001, clientPort: 11002 }, { imageHash: PROXY_IMAGE })
+    fresh.push(registry.publicKeyHex)
+  }
+  rootState = await net.chain.getRootState(root)
+  // A separate record: room for exactly one deposit of 0.5 TON.
+  const { a } = account({ depositNano: ONE_TON_NANO / 2n, fundingBudgetNano: ONE_TON_NANO / 2n, fundingFile: path.join(net.dir, 'funding-race.json') })
+  await Promise.all(fresh.map((p) => a.ensureFunded(p)))
+  const funded = fresh.filter((p) => a.isFunded(p))
+  assert.equal(funded.length, 1, 'one of the two proxies is funded, the other refused')
+  const stats = a.fundingStats() as any
+  assert.equal(stats.spentNano, (ONE_TON_NANO / 2n).toString())
+  assert.equal(stats.refused.length, 1)
+})
