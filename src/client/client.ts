@@ -561,7 +561,7 @@ export class Client implements OpsSource {
         if (kept) return
         kept = true
         if (receiptTrailers) {
-          if (!this.keepReceipt(link, ctl.requestId, salt, receiptId, receiptTrailers, sse ? seen.text : answerText(Buffer.concat(held).toString('utf8')), log, e2ee !== undefined)) cheated = true
+          if (!this.keepReceipt(link, ctl.requestId, salt, receiptId, receiptTrailers, sse ? seen.text : answerText(Buffer.concat(held).toString('utf8')), log)) cheated = true
         }
         // Every billed answer has its receipt, logged in the same transaction that billed it: a bill without one is a cheat.
         else if (charged) {
@@ -773,7 +773,7 @@ export class Client implements OpsSource {
    * Checks and keeps the receipt a proxy handed over with an answer, noting whether the text the app got matches its
    * answer hash. Returns false when the receipt is invalid (the proxy is then backed off as a cheat).
    */
-  private keepReceipt(link: ProxyLink, requestId: string, salt: Buffer, id: string, t: http2.IncomingHttpHeaders, text: string, log: Logger, e2ee = false): boolean {
+  private keepReceipt(link: ProxyLink, requestId: string, salt: Buffer, id: string, t: http2.IncomingHttpHeaders, text: string, log: Logger): boolean {
     let r: ReturnType<typeof decodeReceiptBoc>
     try {
       r = decodeReceiptBoc(String(t[HEADERS.receipt]))
@@ -791,8 +791,8 @@ export class Client implements OpsSource {
     }
     const store = this.deps.receipts
     if (!store || !link.proxyId) return true
-    // A receipt the proxy states for an end-to-end encrypted answer (its worker died) hashes the empty text: the proxy never saw it.
-    const matches = answerHash(salt, e2ee && r.fields.signer === 'proxy' ? '' : text).equals(r.fields.answerHash)
+    // A receipt the proxy states itself (its worker died, or its receipt was refused) hashes the empty text: the proxy never reads an answer.
+    const matches = answerHash(salt, r.fields.signer === 'proxy' ? '' : text).equals(r.fields.answerHash)
     if (!matches) log.warn('the answer the app received does not match its receipt', { receipt: id })
     const idx = Number(t[HEADERS.receiptIndex])
     const cert = typeof t[HEADERS.receiptCert] === 'string' ? Buffer.from(t[HEADERS.receiptCert] as string, 'base64') : null

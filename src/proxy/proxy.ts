@@ -11,7 +11,7 @@ import { discardBody, readBody } from '../net/body.ts'
 import { intHeader, parseHopRouting, type HopRouting } from '../net/validate.ts'
 import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
 import { CANCEL_GRACE_MS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, HOP_TIMEOUT_FACTOR, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, MIN_AUDIO_BYTES_PER_SECOND, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROMPT_OVERHEAD_TOKENS, PROTOCOL_VERSION, type UsageRecord, type WorkerInfo, type WorkerStatementReply, type WorkerReceiptEntry, STATEMENT_RECEIPTS_MAX, type ReceiptProofsRequest, type ReceiptProofsReply, type ReceiptCommitInfo, RECEIPT_LIST_LIMIT, RECEIPT_PROOFS_MAX, type WorkerStatement, type FinalCharge, type WorkerCandidates } from '../net/protocol.ts'
-import { answerText, costTrailer, SseText } from '../net/openai.ts'
+import { costTrailer } from '../net/openai.ts'
 import { peerCertDer } from '../tee/index.ts'
 import { decodeReceiptBoc, newSalt, parseSalt, priceHeader, receiptFields, receiptMismatch, signReceipt, verifyReceiptSignature, type Receipt } from '../payments/receipts/receipt.ts'
 import { DuplicateRequestError, ProxyNotServingError, type ProxyBilling, type Reservation } from '../payments/billing.ts'
@@ -673,8 +673,6 @@ export class Proxy implements OpsSource {
       let usage: UsageRecord | undefined
       let stopped: 'cancelled' | 'timeout' | undefined
       const buffered: Buffer[] = []
-      // What the client was sent, kept to state the answer's hash when the worker cannot.
-      const relayed: Buffer[] = []
       let workerReceipt: unknown
       // The worker's usage as signed, kept with its receipt in the ledger (set only once checked).
       let signedUsage: SignedUsage | undefined
@@ -702,7 +700,8 @@ export class Proxy implements OpsSource {
         } else cs.close(http2.constants.NGHTTP2_INTERNAL_ERROR)
       }
       // The proxy never sees an encrypted answer's text: receipts it states itself hash the empty text.
-      const answerTextOf = () => (ctx.e2ee ? '' : sse ? sseText(relayed) : answerText(Buffer.concat(buffered).toString('utf8')))
+      // The proxy never reads an answer: a receipt it states itself hashes the empty answer text (docs/receipts.md).
+      const answerTextOf = () => ''
       // Stop the worker but let it finish the answer, so what it produced is billed; reset it if it does not.
       const stop = (why: 'cancelled' | 'timeout') => {
         if (stopped) return
@@ -743,11 +742,10 @@ export class Proxy implements OpsSource {
         ws.on('data', (chunk: Buffer) => {
           firstByteAt ??= Date.now()
           if (!sse) {
-            // A whole JSON answer: held back until its usage is billed, then sent with the cost.
+            // A whole answer: held back, unread, until its usage is billed.
             buffered.push(chunk)
             return
           }
-          relayed.push(chunk)
           if (!clientOpen()) return
           if (!cs.write(chunk)) {
             ws.pause()
@@ -928,8 +926,9 @@ export class Proxy implements OpsSource {
 
   /**
    * A receipt the proxy signs itself, for an answer whose worker did not give a valid one (it died
-   * mid-answer, or its receipt was refused). It states what the proxy saw: the worker, the text the
-   * client was sent, and `usage` (zero when nothing is billed). Sampling parameters are unknown here.
+   * mid-answer, or its receipt was refused). It states what the proxy saw: the worker, the request's
+   * bytes, and `usage` (zero when nothing is billed); the proxy never reads an answer, so its answer
+   * hash is of the empty text. Sampling parameters are unknown here.
    */
   private async proxyReceipt(
     conn: WorkerConn,
@@ -1151,8 +1150,3 @@ function receiptTrailersOf(rc: { receipt: Receipt; cert?: Uint8Array }, index: n
   return t
 }
 
-function sseText(chunks: Buffer[]): string {
-  const t = new SseText()
-  for (const c of chunks) t.push(c)
-  return t.text
-}
