@@ -26,6 +26,18 @@ import type { RequestRecord } from './apps.ts'
 import { CandidateCache, pickRecipients } from './e2ee.ts'
 import { AnswerReader, DEFAULT_E2EE_RECIPIENTS, E2EE_CONTENT_TYPE, E2eeError, encodeRoute, encodeWrappedKeys, sealRequest, type AnswerKeys } from '../net/e2ee.ts'
 
+/** Proxy error codes after which an encrypted request is worth sending again to a fresh set of recipients. */
+const FRESH_SET_CODES: ReadonlySet<string> = new Set(['no_worker_available', 'upstream_error', 'e2ee_failed'])
+
+/** The OpenAI error code of a JSON error body, or ''. */
+function errorCode(chunks: Buffer[]): string {
+  try {
+    return String((JSON.parse(Buffer.concat(chunks).toString('utf8')) as { error?: { code?: unknown } }).error?.code ?? '')
+  } catch {
+    return ''
+  }
+}
+
 /** One encrypted attempt: the sealed body, the headers naming its route and recipients, and the keys that read the answer. */
 interface E2eeAttempt {
   body: Buffer
@@ -423,7 +435,7 @@ export class Client implements OpsSource {
         e2eeErr = err as Error
         continue
       }
-      r = await this.relay(link, res, path, e2ee?.body ?? payload, send, remaining, log, () => appGone, e2ee)
+      r = await this.relay(link, res, path, e2ee?.body ?? payload, send, remaining, log, () => appGone, e2ee, !freshTried.has(link))
       if (r.kind === 'retry' && r.fresh && e2ee && !freshTried.has(link) && !appGone) {
         // Every recipient failed before the first byte: a fresh set from a fresh list, once per proxy. The app sees nothing of it.
         freshTried.add(link)
@@ -548,6 +560,7 @@ export class Client implements OpsSource {
     log: Logger,
     appGone: () => boolean,
     e2ee?: E2eeAttempt,
+    allowFresh = false,
   ): Promise<{ kind: 'done'; outcome: Outcome; usage?: AnswerUsage; cheated?: boolean } | { kind: 'retry'; error: Error; fresh?: boolean }> {
     return new Promise((resolve) => {
       // A fresh salt per attempt keys this answer's receipt; its id is known before the first byte.
@@ -710,7 +723,8 @@ export class Client implements OpsSource {
       ps.once('end', () => {
         if (settled) return
         if (!responded) return settle({ kind: 'retry', error: new Error('proxy closed the stream without answering') })
-        if (e2ee && !reader && (status === 502 || status === 503)) {
+        if (e2ee && !reader && (status === 502 || status === 503) && allowFresh && FRESH_SET_CODES.has(errorCode(held))) {
+          // No recipient could answer: a fresh set may. Any other refusal (the proxy not serving, …) reaches the app as it is.
           return settle({ kind: 'retry', fresh: true, error: new Error(`proxy answered ${status}: ${Buffer.concat(held).toString('utf8').slice(0, 300)}`) })
         }
         let plainHeld: Buffer | undefined
