@@ -26,18 +26,6 @@ import type { RequestRecord } from './apps.ts'
 import { CandidateCache, pickRecipients } from './e2ee.ts'
 import { AnswerReader, DEFAULT_E2EE_RECIPIENTS, E2EE_CONTENT_TYPE, E2eeError, encodeRoute, encodeWrappedKeys, sealRequest, type AnswerKeys } from '../net/e2ee.ts'
 
-/** Proxy error codes after which an encrypted request is worth sending again to a fresh set of recipients. */
-const FRESH_SET_CODES: ReadonlySet<string> = new Set(['no_worker_available', 'upstream_error', 'e2ee_failed'])
-
-/** The OpenAI error code of a JSON error body, or ''. */
-function errorCode(chunks: Buffer[]): string {
-  try {
-    return String((JSON.parse(Buffer.concat(chunks).toString('utf8')) as { error?: { code?: unknown } }).error?.code ?? '')
-  } catch {
-    return ''
-  }
-}
-
 /** One encrypted attempt: the sealed body, the headers naming its route and recipients, and the keys that read the answer. */
 interface E2eeAttempt {
   body: Buffer
@@ -723,8 +711,8 @@ export class Client implements OpsSource {
       ps.once('end', () => {
         if (settled) return
         if (!responded) return settle({ kind: 'retry', error: new Error('proxy closed the stream without answering') })
-        if (e2ee && !reader && (status === 502 || status === 503) && allowFresh && FRESH_SET_CODES.has(errorCode(held))) {
-          // No recipient could answer: a fresh set may. Any other refusal (the proxy not serving, …) reaches the app as it is.
+        // Only a failure of the named recipients calls for a fresh set; the proxy's own refusals (e.g. proxy_not_serving) reach the app as they are.
+        if (e2ee && !reader && (status === 502 || status === 503) && allowFresh && RECIPIENT_FAILURE_CODES.has(errorCode(held))) {
           return settle({ kind: 'retry', fresh: true, error: new Error(`proxy answered ${status}: ${Buffer.concat(held).toString('utf8').slice(0, 300)}`) })
         }
         let plainHeld: Buffer | undefined
@@ -1066,6 +1054,19 @@ function parseSince(v: string | null): number {
   const t = Date.parse(v)
   if (Number.isNaN(t)) throw new InvalidRequestError("'since' must be a unix time (seconds or ms) or an ISO 8601 date", 'since')
   return t
+}
+
+/** Error codes of a proxy answer that mean the request's named recipients could not answer (so a fresh set may). */
+const RECIPIENT_FAILURE_CODES: ReadonlySet<string> = new Set(['no_worker_available', 'upstream_error', 'e2ee_failed'])
+
+/** The OpenAI error code of an error answer's body, or '' when it is not one. */
+function errorCode(held: Buffer[]): string {
+  try {
+    const code = (JSON.parse(Buffer.concat(held).toString('utf8')) as { error?: { code?: unknown } }).error?.code
+    return typeof code === 'string' ? code : ''
+  } catch {
+    return ''
+  }
 }
 
 /** What the app's request history records of an answer: its tokens, what it cost, its receipt. */
