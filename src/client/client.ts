@@ -423,7 +423,7 @@ export class Client implements OpsSource {
         e2eeErr = err as Error
         continue
       }
-      r = await this.relay(link, res, path, e2ee?.body ?? payload, send, remaining, log, () => appGone, e2ee)
+      r = await this.relay(link, res, path, e2ee?.body ?? payload, send, remaining, log, () => appGone, e2ee, !freshTried.has(link))
       if (r.kind === 'retry' && r.fresh && e2ee && !freshTried.has(link) && !appGone) {
         // Every recipient failed before the first byte: a fresh set from a fresh list, once per proxy. The app sees nothing of it.
         freshTried.add(link)
@@ -548,6 +548,7 @@ export class Client implements OpsSource {
     log: Logger,
     appGone: () => boolean,
     e2ee?: E2eeAttempt,
+    allowFresh = false,
   ): Promise<{ kind: 'done'; outcome: Outcome; usage?: AnswerUsage; cheated?: boolean } | { kind: 'retry'; error: Error; fresh?: boolean }> {
     return new Promise((resolve) => {
       // A fresh salt per attempt keys this answer's receipt; its id is known before the first byte.
@@ -711,7 +712,7 @@ export class Client implements OpsSource {
         if (settled) return
         if (!responded) return settle({ kind: 'retry', error: new Error('proxy closed the stream without answering') })
         // Only a failure of the named recipients calls for a fresh set; the proxy's own refusals (e.g. proxy_not_serving) reach the app as they are.
-        if (e2ee && !reader && (status === 502 || status === 503) && RECIPIENT_FAILURE_CODES.has(errorCode(held))) {
+        if (e2ee && !reader && (status === 502 || status === 503) && allowFresh && RECIPIENT_FAILURE_CODES.has(errorCode(held))) {
           return settle({ kind: 'retry', fresh: true, error: new Error(`proxy answered ${status}: ${Buffer.concat(held).toString('utf8').slice(0, 300)}`) })
         }
         let plainHeld: Buffer | undefined
