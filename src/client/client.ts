@@ -1094,8 +1094,12 @@ function billedUsage(t: http2.IncomingHttpHeaders, requestId: string): { usage: 
 /** The app's model, checked to be one the hop headers can carry. */
 function wireModel(model: unknown, missing: string): string {
   if (typeof model !== 'string' || !model) throw new InvalidRequestError(missing, 'model')
-  if (!isWireModelId(model)) throw new InvalidRequestError(`'model' must be 1-${MAX_MODEL_ID_CHARS} printable characters without spaces`, 'model')
-  return model
+  if (isWireModelId(model)) return model
+  // Longer than any model id can be (attested claims cap them at MAX_MODEL_ID_CHARS), so no worker serves it. It goes on
+  // as a bounded stand-in, so the proxy still answers as for any unknown model: 402 to a client without funds (only
+  // metadata is free), 404 to one with funds. The body keeps the app's model, which no worker accepts against this header.
+  if (/^[\x21-\x7e]+$/.test(model)) return `${model.slice(0, 64)}...`
+  throw new InvalidRequestError(`'model' must be 1-${MAX_MODEL_ID_CHARS} printable characters without spaces`, 'model')
 }
 
 function sendJson(res: http.ServerResponse, status: number, body: unknown): void {

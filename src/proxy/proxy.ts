@@ -385,7 +385,15 @@ export class Proxy implements OpsSource {
       stream.resume()
       const model = new URLSearchParams(path.slice(PATHS.workers.length + 1)).get('model')
       if (!model) return respondError(stream, new InvalidRequestError("'model' is required", 'model'))
-      this.candidates(model).then(
+      // The candidates serve only to encrypt an inference request, so they are gated like one: a proxy that is not
+      // serving says so, and a client without funds gets 402 here too (metadata, /v1/models, stays free).
+      const gate = async () => {
+        const serving = this.deps.billing.serving
+        if (!serving.ok) throw new ProxyNotServingError(serving.reason!)
+        if (!(await this.deps.billing.isFunded(account))) throw new UnfundedClientError()
+        return this.candidates(model)
+      }
+      gate().then(
         (c) => respond(stream, 200, c),
         (err) => respondError(stream, err),
       )
