@@ -16,6 +16,8 @@ const ANSWER_EXPORT = new TextEncoder().encode('cocoon-e2ee-v1 answer')
 /** Domain prefixes of the additional data, so a request body can never be read as an answer record or the reverse. */
 const REQUEST_AAD_PREFIX = Buffer.from('cocoon-e2ee-v1 request\n')
 const RECORD_AAD_PREFIX = Buffer.from('cocoon-e2ee-v1 record\n')
+/** Additional data of each record type, built once (prefix ‖ type byte). */
+const RECORD_AAD: ReadonlyMap<number, Buffer> = new Map([1, 2].map((t) => [t, Buffer.concat([RECORD_AAD_PREFIX, Buffer.from([t])])]))
 
 export const KEY_BYTES = 16
 export const NONCE_BYTES = 12
@@ -48,6 +50,32 @@ export class E2eeError extends Error {
 }
 
 const suite = new CipherSuite({ kem: new DhkemX25519HkdfSha256(), kdf: new HkdfSha256(), aead: new Aes128Gcm() })
+
+/** Recipient public keys kept imported (a client node encrypts to the same few workers again and again). */
+export const RECIPIENT_KEY_CACHE_ENTRIES = 1000
+/** Imported recipient keys by hex, oldest use first; a key is public, so the cache holds no secret. */
+const recipientKeys = new Map<string, Promise<CryptoKey>>()
+
+/** The imported X25519 public key for `hex` (already checked to be 64 lowercase hex chars), from the cache when it is there. */
+function recipientKey(hex: string): Promise<CryptoKey> {
+  let k = recipientKeys.get(hex)
+  if (k) {
+    // Refresh its place: the map's order is the eviction order.
+    recipientKeys.delete(hex)
+  } else {
+    k = suite.kem.deserializePublicKey(Buffer.from(hex, 'hex'))
+    // A key that does not import is not kept, so it fails again next time rather than for good.
+    k.catch(() => recipientKeys.get(hex) === k && recipientKeys.delete(hex))
+  }
+  recipientKeys.set(hex, k)
+  while (recipientKeys.size > RECIPIENT_KEY_CACHE_ENTRIES) recipientKeys.delete(recipientKeys.keys().next().value!)
+  return k
+}
+
+/** Recipient keys held imported now (for tests). */
+export function recipientKeyCacheSize(): number {
+  return recipientKeys.size
+}
 
 /** A worker's HPKE key pair. The private key never leaves the process that made it (the TEE). */
 export interface HpkeKeyPair {
@@ -196,7 +224,7 @@ export async function sealRequest(body: Uint8Array, routeHeader: string, recipie
   await Promise.all(
     recipients.map(async (recipient, i) => {
       if (!/^[0-9a-f]{64}$/.test(recipient)) throw new E2eeError('recipient key must be 64 lowercase hex chars')
-      const recipientPublicKey = await suite.kem.deserializePublicKey(Buffer.from(recipient, 'hex'))
+      const recipientPublicKey = await recipientKey(recipient)
       const ctx = await suite.createSenderContext({ recipientPublicKey, info: HPKE_INFO })
       const sealedKey = new Uint8Array(await ctx.seal(contentKey, route))
       const exported = Buffer.from(await ctx.export(ANSWER_EXPORT, KEY_BYTES + NONCE_BYTES))
@@ -253,15 +281,20 @@ export async function openRequest(body: Uint8Array, routeHeader: string, wrapped
   }
 }
 
-function recordNonce(base: Buffer, counter: number): Buffer {
+/** The nonce of record `counter`: the base nonce with the counter XORed into its last 8 bytes (big-endian). Exported for tests. */
+export function recordNonce(base: Buffer, counter: number): Buffer {
   const n = Buffer.from(base)
-  const c = BigInt(counter)
-  n.writeBigUInt64BE(n.readBigUInt64BE(NONCE_BYTES - 8) ^ c, NONCE_BYTES - 8)
+  if (counter <= 0xffffffff) {
+    // The usual case, without BigInt: the counter fits the last 4 bytes, so only they change.
+    n.writeUInt32BE((n.readUInt32BE(NONCE_BYTES - 4) ^ counter) >>> 0, NONCE_BYTES - 4)
+    return n
+  }
+  n.writeBigUInt64BE(n.readBigUInt64BE(NONCE_BYTES - 8) ^ BigInt(counter), NONCE_BYTES - 8)
   return n
 }
 
 function recordAad(type: number): Buffer {
-  return Buffer.concat([RECORD_AAD_PREFIX, Buffer.from([type])])
+  return RECORD_AAD.get(type) ?? Buffer.concat([RECORD_AAD_PREFIX, Buffer.from([type])])
 }
 
 /** Worker side: turns answer bytes into records; the n-th record uses nonce base XOR n. */

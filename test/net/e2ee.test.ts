@@ -1,6 +1,7 @@
 // Spec: the end-to-end encryption format (docs/e2ee.md): requests sealed to k workers, answers as counted records, every tamper caught.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
 import {
   AnswerReader,
   E2eeError,
@@ -12,6 +13,9 @@ import {
   openRequest,
   parseRoute,
   parseWrappedKeys,
+  RECIPIENT_KEY_CACHE_ENTRIES,
+  recipientKeyCacheSize,
+  recordNonce,
   sealRequest,
   type E2eeRoute,
 } from '../../src/net/e2ee.ts'
@@ -184,4 +188,34 @@ test('a renewed key ring still opens requests sealed to its previous key, until 
   await ring.rotate()
   assert.equal(ring.find(first), undefined)
   await assert.rejects(openRequest(sealed.body, routeHeader, sealed.keys[0], ring), /not for a key of this worker/)
+})
+
+test('imported recipient keys are cached, bounded, and a cached key seals exactly like a fresh one', async () => {
+  const rs = await rings(2)
+  const keys = rs.map((r) => r.currentHex!)
+  // Fill the cache past its bound with other keys (any 32 bytes are an X25519 public key), 8 per request.
+  for (let i = 0; i <= RECIPIENT_KEY_CACHE_ENTRIES / 8; i++) {
+    await sealRequest(body, routeHeader, Array.from({ length: 8 }, () => randomBytes(32).toString('hex')))
+    assert.ok(recipientKeyCacheSize() <= RECIPIENT_KEY_CACHE_ENTRIES)
+  }
+  assert.equal(recipientKeyCacheSize(), RECIPIENT_KEY_CACHE_ENTRIES)
+  // Twice to the same keys: the second seal uses the cached imports; both open, each with its own fresh content key.
+  for (let i = 0; i < 2; i++) {
+    const sealed = await sealRequest(body, routeHeader, keys)
+    const opened = await openRequest(sealed.body, routeHeader, sealed.keys[i], rs[i])
+    assert.deepEqual(opened.body, body)
+    assert.deepEqual(readAll(sealed, [opened.answer.data('x'), opened.answer.final()]), ['x'])
+  }
+  // A malformed recipient still fails, cache or not.
+  await assert.rejects(sealRequest(body, routeHeader, ['ab'.repeat(31)]), E2eeError)
+})
+
+test('record nonces are the base nonce XOR the counter in its last 8 bytes, on both sides of 2^32', () => {
+  const base = randomBytes(12)
+  for (const counter of [0, 1, 255, 65_536, 0xfffffffe, 0xffffffff, 0x100000000, 2 ** 40 + 7]) {
+    const expect = Buffer.from(base)
+    expect.writeBigUInt64BE(base.readBigUInt64BE(4) ^ BigInt(counter), 4)
+    assert.deepEqual(recordNonce(base, counter), expect, `counter ${counter}`)
+  }
+  assert.deepEqual(recordNonce(base, 0), base)
 })
