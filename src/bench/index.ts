@@ -16,7 +16,7 @@ import { renderMarkdown } from './report.ts'
 import { checkBenchResult, type BenchResult } from './schema.ts'
 import { round } from './stats.ts'
 
-export { checkBenchResult, checkScaleResult, type BenchResult, type ScaleResult, type ScaleFigures } from './schema.ts'
+export { checkBenchResult, checkScaleResult, type BenchResult, type E2eeFigures, type ScaleResult, type ScaleFigures } from './schema.ts'
 export { renderMarkdown, renderScaleMarkdown, BENCH_TARGETS } from './report.ts'
 export { runScale, type ScaleOptions } from './scale.ts'
 export { startFakeBackend, type FakeBackend, type FakeBackendOptions } from './fake-backend.ts'
@@ -72,6 +72,7 @@ export async function runBenchmarks(o: BenchOptions = {}): Promise<BenchResult> 
     const backendUrl = (await backend.waitForLine(/^\{"url":"([^"]+)"\}$/m, FAKE_BACKEND_READY_MS))[1]
     const network = await startBenchNetwork({ backendUrl, dir: workDir, model: o.model, noChain: o.noChain, say })
     let overhead: BenchResult['overhead']
+    let e2ee: BenchResult['e2ee']
     let inference: BenchResult['inference']
     try {
       notes.push(
@@ -79,8 +80,18 @@ export async function runBenchmarks(o: BenchOptions = {}): Promise<BenchResult> 
           ? 'network: the devnet ran with its chain, so payments (admission, billing, settlement) were in the measured path'
           : 'network: the devnet ran no chain, so the measured path had metering (signed usage) but no payments',
       )
-      const ov = await measureOverhead({ directUrl: backendUrl, networkUrl: network.clientUrl, model: network.upstreamModel, chunks: w.chunks, plan, pids: { ...network.pids, backend: backend.pid }, say })
+      const ov = await measureOverhead({
+        directUrl: backendUrl,
+        networkUrl: network.clientUrl,
+        plainUrl: network.plainClientUrl,
+        model: network.upstreamModel,
+        chunks: w.chunks,
+        plan,
+        pids: { ...network.pids, backend: backend.pid },
+        say,
+      })
       overhead = ov.overhead
+      e2ee = ov.e2ee
       notes.push(...ov.notes)
       const inf = await measureInference({ clientUrl: network.clientUrl, modelId: network.llama.modelId, backend: network.llama.backend, plan, say })
       inference = inf.inference
@@ -109,6 +120,7 @@ export async function runBenchmarks(o: BenchOptions = {}): Promise<BenchResult> 
       machine: { cpus: os.cpus().length, memGiB: round(os.totalmem() / 2 ** 30, 1), node: process.version },
       quick: mode !== 'full',
       overhead,
+      e2ee,
       handshake: hs.handshake,
       inference,
       fees: fees.fees,

@@ -7,24 +7,31 @@
 // per-instance values naming `worker-0` (data folder, wallet) renamed so the two workers never
 // share state. When the devnet has a chain, the bench first allows that model hash on the root,
 // as an operator would with `cocoon root allow-model`.
+//
+// A second client node serves the same network with end-to-end encryption off (`e2ee: "off"`), so
+// the bench can measure E2EE on and off side by side in one run: a copy of the devnet client's config
+// with its own data folder, port and wallet, funded from the devnet faucet as the devnet funds its client.
 import fs from 'node:fs'
 import path from 'node:path'
 import { DEVNET_PORTS, devnetPortOffsetProblem, type DevnetState } from '../node/devnet.ts'
 import { portIsFree } from '../core/ports.ts'
 import type { LlamaBackendConfig } from '../inference/index.ts'
 import { sleep } from '../core/time.ts'
+import { createChain, devnetFaucet, loadOrCreateWalletKey, NodeWallet } from '../ton/chain-client/index.ts'
 import { BENCH_UPSTREAM_MODEL, BENCH_UPSTREAM_MODEL_HASH, BENCH_WORKER_MAX_ACTIVE_REQUESTS, NETWORK_READY_TIMEOUT_MS } from './constants.ts'
 import { spawnCocoon, type CocoonProcess } from './procs.ts'
 
 export interface BenchNetwork {
   /** The client node's root, e.g. http://127.0.0.1:10000 (the OpenAI API is under /v1). */
   clientUrl: string
+  /** The second client node's root: the same network with end-to-end encryption off (`e2ee: "off"`). */
+  plainClientUrl: string
   /** Model served by the openai-backed worker (the fake backend behind it). */
   upstreamModel: string
   /** The devnet's own llama worker: its model id and backend settings, to run the same backend in-process. */
   llama: { modelId: string; backend: LlamaBackendConfig }
   /** Node processes, for memory figures. `worker` is the openai-backed worker that serves the load. */
-  pids: { client: number | null; proxy: number | null; worker: number }
+  pids: { client: number | null; proxy: number | null; worker: number; plainClient: number }
   /** Whether the devnet ran a chain (and so could settle payments) alongside the nodes. */
   hasChain: boolean
   /** Every process of the network by name (devnet supervisor, chain, nodes), for memory over time; the openai worker's pid changes with each restart. */
@@ -47,6 +54,11 @@ export interface BenchNetworkOptions {
 }
 
 const OPENAI_WORKER = 'worker-openai'
+/** The client node with E2EE off, and what the faucet gives its wallet (as the devnet gives its client). */
+const PLAIN_CLIENT = 'client-e2ee-off'
+const PLAIN_CLIENT_FUNDING_NANO = 20n * 1_000_000_000n
+/** Its API port: the devnet client's plus one (free in every devnet layout). */
+const plainClientPort = (offset: number) => DEVNET_PORTS.client + 1 + offset
 
 /** Port offsets tried for the devnet; the default ports may belong to a devnet the user runs. */
 const PORT_OFFSET_BASE = 20_000
@@ -130,12 +142,15 @@ export async function startBenchNetwork(o: BenchNetworkOptions): Promise<BenchNe
       }
     }
     worker = await startWorker()
+    const plain = await startPlainClient({ state, dir: o.dir, logDir, port: plainClientPort(offset), say: o.say })
+    procs.push(plain.proc)
     const backend = worker0.backend as LlamaBackendConfig
     return {
       clientUrl: clientRoot,
+      plainClientUrl: plain.url,
       upstreamModel: BENCH_UPSTREAM_MODEL,
       llama: { modelId: state.model.id, backend },
-      pids: { client: state.children.client?.pid ?? null, proxy: state.children.proxy?.pid ?? null, worker: worker.pid },
+      pids: { client: state.children.client?.pid ?? null, proxy: state.children.proxy?.pid ?? null, worker: worker.pid, plainClient: plain.proc.pid },
       hasChain: state.chain !== null && state.chain !== undefined,
       processes: () => ({
         supervisor: state.pid,
@@ -144,6 +159,7 @@ export async function startBenchNetwork(o: BenchNetworkOptions): Promise<BenchNe
         proxy: state.children.proxy?.pid ?? null,
         'worker-0': state.children['worker-0']?.pid ?? null,
         [OPENAI_WORKER]: worker.pid,
+        [PLAIN_CLIENT]: plain.proc.pid,
       }),
       async restartWorker() {
         await worker.stop()
@@ -163,6 +179,45 @@ export async function startBenchNetwork(o: BenchNetworkOptions): Promise<BenchNe
   } catch (err) {
     await stop()
     throw err
+  }
+}
+
+/**
+ * Starts the client node with E2EE off: the devnet client's config with its own data folder (so its
+ * own wallet, funded from the faucet when there is a chain), its own port and `e2ee: "off"`. Resolves
+ * once it is healthy and lists the bench model.
+ */
+async function startPlainClient(o: { state: DevnetState; dir: string; logDir: string; port: number; say: (line: string) => void }): Promise<{ proc: CocoonProcess; url: string }> {
+  const client = o.state.children.client
+  if (!client) throw new Error('the devnet ran no client node')
+  const dataDir = path.join(o.dir, PLAIN_CLIENT)
+  fs.mkdirSync(dataDir, { recursive: true })
+  const cfg: Record<string, unknown> = { ...(JSON.parse(fs.readFileSync(client.config, 'utf8')) as Record<string, unknown>), dataDir, listen: `127.0.0.1:${o.port}`, e2ee: 'off' }
+  delete cfg.walletKeyFile
+  if (o.state.chain) {
+    o.say(`funding the wallet of the client node with E2EE off`)
+    const wallet = new NodeWallet(createChain({ endpoint: o.state.chain.endpoint }), loadOrCreateWalletKey(path.join(dataDir, 'wallet.key')))
+    await devnetFaucet(o.state.chain.url, wallet.address, PLAIN_CLIENT_FUNDING_NANO)
+  }
+  const cfgFile = path.join(o.dir, `${PLAIN_CLIENT}.json`)
+  fs.writeFileSync(cfgFile, JSON.stringify(cfg, null, 2) + '\n')
+  const log = path.join(o.logDir, `${PLAIN_CLIENT}.log`)
+  o.say(`starting a second client node with E2EE off (port ${o.port})`)
+  const proc = spawnCocoon(PLAIN_CLIENT, ['client', '--config', cfgFile], log)
+  let exited = false
+  void proc.exited.then(() => (exited = true))
+  const url = `http://127.0.0.1:${o.port}`
+  const deadline = Date.now() + NETWORK_READY_TIMEOUT_MS
+  for (;;) {
+    const health = (await getJson(`${url}/healthz`)) as { ok?: boolean } | undefined
+    const models = health?.ok ? ((await getJson(`${url}/v1/models`)) as { data?: Array<{ id: string }> } | undefined) : undefined
+    if (models?.data?.some((m) => m.id === BENCH_UPSTREAM_MODEL)) return { proc, url }
+    if (exited) throw new Error(`the client node with E2EE off exited before it was ready; see ${log}`)
+    if (Date.now() > deadline) {
+      await proc.stop()
+      throw new Error(`the client node with E2EE off was not ready in ${NETWORK_READY_TIMEOUT_MS / 1000}s; see ${log}`)
+    }
+    await sleep(200)
   }
 }
 
@@ -199,7 +254,7 @@ async function freePortOffset(): Promise<number> {
   for (let i = 0; i < PORT_OFFSET_ATTEMPTS; i++) {
     const offset = PORT_OFFSET_BASE + Math.floor(Math.random() * PORT_OFFSET_SLOTS) * PORT_OFFSET_STEP
     if (devnetPortOffsetProblem(offset, 2)) continue
-    const ports = [DEVNET_PORTS.client, DEVNET_PORTS.proxyStats, DEVNET_PORTS.proxyWorkers, DEVNET_PORTS.proxyClients, DEVNET_PORTS.worker(0), DEVNET_PORTS.worker(1), DEVNET_PORTS.chain]
+    const ports = [DEVNET_PORTS.client, DEVNET_PORTS.client + 1, DEVNET_PORTS.proxyStats, DEVNET_PORTS.proxyWorkers, DEVNET_PORTS.proxyClients, DEVNET_PORTS.worker(0), DEVNET_PORTS.worker(1), DEVNET_PORTS.chain]
     const free = await Promise.all(ports.map((p) => portIsFree('127.0.0.1', p + offset)))
     if (free.every(Boolean)) return offset
   }

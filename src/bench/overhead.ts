@@ -1,25 +1,32 @@
-// Protocol overhead: the same streaming load against the fake backend directly and through client → proxy → worker.
+// Protocol overhead: the same streaming load against the fake backend directly and through client → proxy → worker,
+// and the cost of end-to-end encryption: the same network through a second client node with E2EE off.
 import { type BenchPlan, FAKE_CHUNK_COUNT, OVERHEAD_CONCURRENCY } from './constants.ts'
 import { LoadFailedError, runLoad, type LoadRun } from './load.ts'
 import { cpuTimeMs, peakRssMiB } from './procs.ts'
-import type { BenchResult, LoadFigures } from './schema.ts'
+import type { BenchResult, E2eeFigures, E2eeSide, LoadFigures } from './schema.ts'
 import { median, round } from './stats.ts'
 
 export interface OverheadOptions {
-  /** Root of the fake backend (direct) and of the client node (network). */
+  /** Root of the fake backend (direct), of the client node (network, E2EE on) and of the client node with E2EE off. */
   directUrl: string
   networkUrl: string
+  plainUrl: string
   /** The model id the network routes to the fake backend. */
   model: string
   /** Content chunks of the fake backend's answer (its --chunks). */
   chunks: number
   plan: BenchPlan
   /** The nodes of the network, and the fake backend both sides share. */
-  pids: { client: number | null; proxy: number | null; worker: number; backend: number | null }
+  pids: { client: number | null; proxy: number | null; worker: number; backend: number | null; plainClient: number | null }
   say: (line: string) => void
 }
 
-type Target = 'direct' | 'network'
+/** direct: the fake backend; network: through the network, E2EE on (the default); plain: the same network, E2EE off. */
+type Target = 'direct' | 'network' | 'plain'
+const TARGETS: readonly Target[] = ['direct', 'network', 'plain']
+const LABEL: Record<Target, string> = { direct: 'direct', network: 'network (E2EE on)', plain: 'network (E2EE off)' }
+/** The x-cocoon-e2ee header each network target's answers must carry, so each side is measured doing what it claims. */
+const E2EE_MODE: Record<Target, string | undefined> = { direct: undefined, network: 'on', plain: 'off' }
 
 /** The request of every run: a streamed chat completion of the fake backend's full answer. */
 export function overheadRequestBody(model: string, chunks = FAKE_CHUNK_COUNT): string {
@@ -32,36 +39,41 @@ export function overheadRequestBody(model: string, chunks = FAKE_CHUNK_COUNT): s
   })
 }
 
-export async function measureOverhead(o: OverheadOptions): Promise<{ overhead: BenchResult['overhead']; notes: string[] }> {
+export async function measureOverhead(o: OverheadOptions): Promise<{ overhead: BenchResult['overhead']; e2ee: E2eeFigures; notes: string[] }> {
   const notes: string[] = []
-  const url = (t: Target) => `${t === 'direct' ? o.directUrl : o.networkUrl}/v1/chat/completions`
+  const url = (t: Target) => `${{ direct: o.directUrl, network: o.networkUrl, plain: o.plainUrl }[t]}/v1/chat/completions`
   const body = overheadRequestBody(o.model, o.chunks)
-  for (const t of ['direct', 'network'] as const) await checkAnswer(url(t), body, t, o.chunks)
+  for (const t of TARGETS) await checkAnswer(url(t), body, t, o.chunks)
 
-  const runs: Record<Target, LoadRun[]> = { direct: [], network: [] }
-  const cpu = { direct: new CpuMeter({ backend: o.pids.backend, loadGenerator: process.pid }), network: new CpuMeter({ ...o.pids, loadGenerator: process.pid }) }
-  const c1: Record<Target, LoadRun[]> = { direct: [], network: [] }
+  const runs: Record<Target, LoadRun[]> = { direct: [], network: [], plain: [] }
+  const { plainClient, ...networkPids } = o.pids
+  const cpu = {
+    direct: new CpuMeter({ backend: o.pids.backend, loadGenerator: process.pid }),
+    network: new CpuMeter({ ...networkPids, loadGenerator: process.pid }),
+    plain: new CpuMeter({ ...networkPids, client: plainClient, loadGenerator: process.pid }),
+  }
+  const c1: Record<Target, LoadRun[]> = { direct: [], network: [], plain: [] }
   const load = async (t: Target, connections: number, durationSec: number) => {
     let r: LoadRun
     try {
       r = await runLoad({ url: url(t), body, connections, durationSec })
     } catch (err) {
       if (!(err instanceof LoadFailedError)) throw err
-      throw new LoadFailedError(err.url, err.failed, err.errors, `${t} at concurrency ${connections}; one answer now: ${await sampleAnswer(url(t), body)}`)
+      throw new LoadFailedError(err.url, err.failed, err.errors, `${LABEL[t]} at concurrency ${connections}; one answer now: ${await sampleAnswer(url(t), body)}`)
     }
-    if (r.failed > 0 || r.errors > 0) notes.push(`overhead ${t} at concurrency ${connections}: ${r.failed} non-2xx responses and ${r.errors} errors besides ${r.ok} successes`)
+    if (r.failed > 0 || r.errors > 0) notes.push(`overhead ${LABEL[t]} at concurrency ${connections}: ${r.failed} non-2xx responses and ${r.errors} errors besides ${r.ok} successes`)
     return r
   }
-  for (const t of ['direct', 'network'] as const) {
+  for (const t of TARGETS) {
     if (o.plan.warmupSec <= 0) break
     o.say(`overhead: warming up ${t}`)
     await load(t, OVERHEAD_CONCURRENCY, o.plan.warmupSec)
   }
-  // Alternate which side goes first, so slow drift of a shared machine hits both alike.
-  const order = (n: number): Target[] => (n % 2 === 0 ? ['direct', 'network'] : ['network', 'direct'])
+  // Alternate the order each round, so slow drift of a shared machine hits every side alike.
+  const order = (n: number): Target[] => (n % 2 === 0 ? [...TARGETS] : [...TARGETS].reverse())
   for (let i = 0; i < o.plan.rounds; i++) {
     for (const t of order(i)) {
-      o.say(`overhead: ${t}, concurrency ${OVERHEAD_CONCURRENCY}, ${o.plan.loadSec}s (round ${i + 1}/${o.plan.rounds})`)
+      o.say(`overhead: ${LABEL[t]}, concurrency ${OVERHEAD_CONCURRENCY}, ${o.plan.loadSec}s (round ${i + 1}/${o.plan.rounds})`)
       const before = cpu[t].sample()
       const r = await load(t, OVERHEAD_CONCURRENCY, o.plan.loadSec)
       cpu[t].add(before, r.ok)
@@ -70,7 +82,7 @@ export async function measureOverhead(o: OverheadOptions): Promise<{ overhead: B
   }
   for (let i = 0; i < o.plan.rounds; i++) {
     for (const t of order(i)) {
-      o.say(`overhead: ${t}, concurrency 1, ${o.plan.c1Sec}s (round ${i + 1}/${o.plan.rounds})`)
+      o.say(`overhead: ${LABEL[t]}, concurrency 1, ${o.plan.c1Sec}s (round ${i + 1}/${o.plan.rounds})`)
       c1[t].push(await load(t, 1, o.plan.c1Sec))
     }
   }
@@ -81,7 +93,30 @@ export async function measureOverhead(o: OverheadOptions): Promise<{ overhead: B
   const network = figures(runs.network)
   const c1Direct = round(median(c1.direct.map((r) => r.p50Ms)), 3)
   const c1Network = round(median(c1.network.map((r) => r.p50Ms)), 3)
+  const side = (t: 'network' | 'plain'): E2eeSide => {
+    const f = t === 'network' ? network : figures(runs.plain)
+    return {
+      rps: f.rps,
+      p50Ms: f.p50Ms,
+      ttfbP50Ms: f.ttfbP50Ms,
+      c1P50Ms: round(median(c1[t].map((r) => r.p50Ms)), 3),
+      c1TtfbP50Ms: round(median(c1[t].map((r) => r.ttfbP50Ms)), 3),
+      cpuPerRequestMs: stackCpu(cpu[t]),
+    }
+  }
+  const on = side('network')
+  const off = side('plain')
+  const e2ee: E2eeFigures = {
+    concurrency: OVERHEAD_CONCURRENCY,
+    on,
+    off,
+    ratioRps: round(on.rps / off.rps, 3),
+    addedC1P50Ms: round(on.c1P50Ms - off.c1P50Ms, 3),
+    addedC1TtfbP50Ms: round(on.c1TtfbP50Ms - off.c1TtfbP50Ms, 3),
+    addedCpuPerRequestMs: on.cpuPerRequestMs.stack === null || off.cpuPerRequestMs.stack === null ? null : round(on.cpuPerRequestMs.stack - off.cpuPerRequestMs.stack, 3),
+  }
   return {
+    e2ee,
     overhead: {
       concurrency: OVERHEAD_CONCURRENCY,
       direct,
@@ -133,6 +168,12 @@ class CpuMeter {
   }
 }
 
+/** CPU per request of the three nodes and their sum. */
+function stackCpu(m: CpuMeter): E2eeSide['cpuPerRequestMs'] {
+  const c = m.perRequest(['client', 'proxy', 'worker'])
+  return { ...c, stack: c.client === null || c.proxy === null || c.worker === null ? null : round(c.client + c.proxy + c.worker, 3) }
+}
+
 function networkCpu(m: CpuMeter): BenchResult['overhead']['cpuPerRequestMs']['network'] {
   const c = m.perRequest(['client', 'proxy', 'worker', 'backend', 'loadGenerator'])
   const stack = c.client === null || c.proxy === null || c.worker === null ? null : round(c.client + c.proxy + c.worker, 3)
@@ -158,6 +199,10 @@ function rss(pid: number | null): number | null {
 /** One request before the load: the answer must be complete, so both sides are measured doing the same work. */
 async function checkAnswer(url: string, body: string, target: Target, chunks: number): Promise<void> {
   const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(30_000) })
+  const mode = E2EE_MODE[target]
+  if (mode !== undefined && res.headers.get('x-cocoon-e2ee') !== mode) {
+    throw new Error(`the ${target} answer was served with end-to-end encryption ${res.headers.get('x-cocoon-e2ee') ?? '(no x-cocoon-e2ee header)'}, not ${mode}`)
+  }
   const text = await res.text()
   const events = text.split('\n\n').filter((e) => e.startsWith('data: '))
   const content = events.filter((e) => e.includes('"content"')).length

@@ -14,6 +14,9 @@ export const BENCH_TARGETS = {
   /** Issue 14, at 1,000 workers: selectWorker time in the proxy (median and p99), and proxy memory per idle worker session. */
   maxRoutingUs: 50,
   maxIdleSessionKiB: 100,
+  /** Issue 13: E2EE on vs off, throughput ratio and added p50 at concurrency 1. */
+  minE2eeRatioRps: 0.95,
+  maxE2eeAddedC1P50Ms: 0.3,
 }
 
 const fmt = (v: number | null | undefined, digits = 1): string => (v === null || v === undefined ? 'n/a' : v.toFixed(digits))
@@ -49,6 +52,20 @@ export function renderMarkdown(r: BenchResult): string {
   lines.push(`| backend (fake) | ${fmt(cpu.direct.backend, 3)} | ${fmt(cpu.network.backend, 3)} |`)
   lines.push(`| load generator | ${fmt(cpu.direct.loadGenerator, 3)} | ${fmt(cpu.network.loadGenerator, 3)} |`)
   lines.push('')
+  const e = r.e2ee
+  lines.push(`| End-to-end encryption (same proxy and worker) | E2EE off | E2EE on | On vs off |`)
+  lines.push('|---|---:|---:|---:|')
+  lines.push(`| Requests/s, concurrency ${e.concurrency} | ${fmt(e.off.rps)} | ${fmt(e.on.rps)} | ×${e.ratioRps.toFixed(3)} |`)
+  lines.push(`| p50 latency, ms, c${e.concurrency} | ${fmt(e.off.p50Ms, 2)} | ${fmt(e.on.p50Ms, 2)} | ${signed(e.on.p50Ms - e.off.p50Ms)} ms |`)
+  lines.push(`| p50 time to first byte, ms, c${e.concurrency} | ${fmt(e.off.ttfbP50Ms, 2)} | ${fmt(e.on.ttfbP50Ms, 2)} | ${signed(e.on.ttfbP50Ms - e.off.ttfbP50Ms)} ms |`)
+  lines.push(`| p50 latency, ms, concurrency 1 | ${fmt(e.off.c1P50Ms, 3)} | ${fmt(e.on.c1P50Ms, 3)} | ${signed(e.addedC1P50Ms, 3)} ms |`)
+  lines.push(`| p50 time to first byte, ms, concurrency 1 | ${fmt(e.off.c1TtfbP50Ms, 3)} | ${fmt(e.on.c1TtfbP50Ms, 3)} | ${signed(e.addedC1TtfbP50Ms, 3)} ms |`)
+  for (const k of ['client', 'proxy', 'worker', 'stack'] as const) {
+    const on = e.on.cpuPerRequestMs[k]
+    const off = e.off.cpuPerRequestMs[k]
+    lines.push(`| CPU ms per request, ${k === 'stack' ? 'stack (client + proxy + worker)' : `${k} node`}, c${e.concurrency} | ${fmt(off, 3)} | ${fmt(on, 3)} | ${on === null || off === null ? 'n/a' : `${signed(on - off, 3)} ms`} |`)
+  }
+  lines.push('')
   lines.push('| Attested handshake | p50, ms | per second |')
   lines.push('|---|---:|---:|')
   lines.push(`| simulated evidence | ${fmt(h.simulated.p50Ms, 2)} | ${fmt(h.simulated.perSec)} |`)
@@ -61,6 +78,8 @@ export function renderMarkdown(r: BenchResult): string {
   const t = BENCH_TARGETS
   lines.push(`| ratioRps (c${OVERHEAD_CONCURRENCY}) | ≥ ${t.minRatioRps} | ${o.ratioRps.toFixed(3)} | ${met(o.ratioRps >= t.minRatioRps)} |`)
   lines.push(`| added p50 at concurrency 1 | ≤ ${t.maxAddedP50MsAtC1} ms | ${o.c1.addedP50Ms.toFixed(3)} ms | ${met(o.c1.addedP50Ms <= t.maxAddedP50MsAtC1)} |`)
+  lines.push(`| E2EE on/off requests/s (c${e.concurrency}) | ≥ ${t.minE2eeRatioRps} | ${e.ratioRps.toFixed(3)} | ${met(e.ratioRps >= t.minE2eeRatioRps)} |`)
+  lines.push(`| E2EE added p50 at concurrency 1 | ≤ ${t.maxE2eeAddedC1P50Ms} ms | ${e.addedC1P50Ms.toFixed(3)} ms | ${met(e.addedC1P50Ms <= t.maxE2eeAddedC1P50Ms)} |`)
   const cached = h.tdxCached.p50Ms
   lines.push(`| cached TDX handshake | ≤ ${t.maxTdxCachedHandshakeMs} ms | ${fmt(cached, 2)} ms | ${met(cached === null ? null : cached <= t.maxTdxCachedHandshakeMs)} |`)
   lines.push(`| inference ratio | ≥ ${t.minInferenceRatio} | ${inf.ratio.toFixed(3)} | ${met(inf.ratio >= t.minInferenceRatio)} |`)

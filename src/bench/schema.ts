@@ -26,6 +26,39 @@ export interface NetworkCpu extends DirectCpu {
   stack: number | null
 }
 
+/** One side of the E2EE comparison: the network through a client node with E2EE on, or off. */
+export interface E2eeSide {
+  /** Concurrency `concurrency` (30): successful responses per second, median response time and time to first byte, ms. */
+  rps: number
+  p50Ms: number
+  ttfbP50Ms: number
+  /** Concurrency 1: median response time and median time to first byte (the first token's event), ms. */
+  c1P50Ms: number
+  c1TtfbP50Ms: number
+  /** CPU time per successful request at concurrency `concurrency`, ms, of each node and their sum (null without /proc). */
+  cpuPerRequestMs: { client: number | null; proxy: number | null; worker: number | null; stack: number | null }
+}
+
+/**
+ * The added cost of end-to-end encryption (issue 13): the same load through the same proxy and worker, once
+ * through the devnet's client node (E2EE on, the default) and once through a second client node with
+ * `e2ee: "off"`, alternating in one run. `on` is the same runs as `overhead.network`.
+ * Targets: ratioRps ≥ 0.95 and addedC1P50Ms ≤ 0.3.
+ */
+export interface E2eeFigures {
+  concurrency: number
+  on: E2eeSide
+  off: E2eeSide
+  /** on.rps / off.rps */
+  ratioRps: number
+  /** on.c1P50Ms - off.c1P50Ms */
+  addedC1P50Ms: number
+  /** on.c1TtfbP50Ms - off.c1TtfbP50Ms */
+  addedC1TtfbP50Ms: number
+  /** on.cpuPerRequestMs.stack - off.cpuPerRequestMs.stack (null if either is) */
+  addedCpuPerRequestMs: number | null
+}
+
 export interface OpFees {
   /** Compute gas of the op's contract transactions. */
   gas: number
@@ -53,6 +86,8 @@ export interface BenchResult {
     /** CPU time per request of each process at concurrency `concurrency`, from /proc/PID/stat over the load windows. */
     cpuPerRequestMs: { direct: DirectCpu; network: NetworkCpu }
   }
+  /** End-to-end encryption on vs off, side by side (see E2eeFigures). */
+  e2ee: E2eeFigures
   handshake: {
     simulated: { perSec: number; p50Ms: number }
     tdxCold: { p50Ms: number | null }
@@ -162,6 +197,14 @@ export function checkBenchResult(r: unknown): string[] {
   for (const k of ['backend', 'loadGenerator']) num(`overhead.cpuPerRequestMs.direct.${k}`, true)
   for (const k of ['client', 'proxy', 'worker', 'stack', 'backend', 'loadGenerator']) num(`overhead.cpuPerRequestMs.network.${k}`, true)
 
+  num('e2ee.concurrency')
+  for (const side of ['on', 'off']) {
+    for (const k of ['rps', 'p50Ms', 'ttfbP50Ms', 'c1P50Ms', 'c1TtfbP50Ms']) num(`e2ee.${side}.${k}`)
+    for (const k of ['client', 'proxy', 'worker', 'stack']) num(`e2ee.${side}.cpuPerRequestMs.${k}`, true)
+  }
+  for (const k of ['ratioRps', 'addedC1P50Ms', 'addedC1TtfbP50Ms']) num(`e2ee.${k}`)
+  num('e2ee.addedCpuPerRequestMs', true)
+
   num('handshake.simulated.perSec')
   num('handshake.simulated.p50Ms')
   num('handshake.tdxCold.p50Ms', true)
@@ -198,6 +241,19 @@ export function checkBenchResult(r: unknown): string[] {
   const cpu = o.cpuPerRequestMs.network
   if (cpu.stack !== null && cpu.client !== null && cpu.proxy !== null && cpu.worker !== null && !near(cpu.stack, cpu.client + cpu.proxy + cpu.worker, MS_TOLERANCE)) {
     problems.push('overhead.cpuPerRequestMs.network.stack is not client + proxy + worker')
+  }
+  const e = b.e2ee
+  if (!near(e.ratioRps, e.on.rps / e.off.rps, RATIO_TOLERANCE)) problems.push(`e2ee.ratioRps ${e.ratioRps} is not on.rps/off.rps = ${e.on.rps / e.off.rps}`)
+  if (!near(e.addedC1P50Ms, e.on.c1P50Ms - e.off.c1P50Ms, MS_TOLERANCE)) problems.push('e2ee.addedC1P50Ms is not on.c1P50Ms - off.c1P50Ms')
+  if (!near(e.addedC1TtfbP50Ms, e.on.c1TtfbP50Ms - e.off.c1TtfbP50Ms, MS_TOLERANCE)) problems.push('e2ee.addedC1TtfbP50Ms is not on.c1TtfbP50Ms - off.c1TtfbP50Ms')
+  for (const side of [e.on, e.off]) {
+    const c = side.cpuPerRequestMs
+    if (c.stack !== null && c.client !== null && c.proxy !== null && c.worker !== null && !near(c.stack, c.client + c.proxy + c.worker, MS_TOLERANCE)) problems.push('an e2ee cpuPerRequestMs.stack is not client + proxy + worker')
+    if (side.rps <= 0) problems.push('an e2ee requests/s figure is not positive')
+  }
+  const stacks = [e.on.cpuPerRequestMs.stack, e.off.cpuPerRequestMs.stack]
+  if (stacks.every((x) => x !== null) ? e.addedCpuPerRequestMs === null || !near(e.addedCpuPerRequestMs, stacks[0]! - stacks[1]!, MS_TOLERANCE) : e.addedCpuPerRequestMs !== null) {
+    problems.push('e2ee.addedCpuPerRequestMs is not on.cpuPerRequestMs.stack - off.cpuPerRequestMs.stack')
   }
   const inf = b.inference
   if (!near(inf.ratio, inf.networkTokPerSec / inf.directTokPerSec, RATIO_TOLERANCE)) problems.push('inference.ratio is not networkTokPerSec / directTokPerSec')

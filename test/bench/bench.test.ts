@@ -46,6 +46,28 @@ test('the schema check finds missing figures and derived figures that disagree',
   assert.match(checkBenchResult({ ...r, fees: { 'client.charge': { gas: 1 }, perRequestAmortisedNano: null } }).join('\n'), /client\.charge.*feeNano/)
 })
 
+test('the schema check covers the e2ee section: every figure, and the ratios and differences derived from them', () => {
+  const r = sampleResult()
+  const e = r.e2ee
+  assert.match(checkBenchResult({ ...r, e2ee: undefined }).join('\n'), /e2ee\.on\.rps/)
+  for (const k of ['rps', 'p50Ms', 'ttfbP50Ms', 'c1P50Ms', 'c1TtfbP50Ms'] as const) {
+    assert.match(checkBenchResult({ ...r, e2ee: { ...e, off: { ...e.off, [k]: null } } }).join('\n'), new RegExp(`e2ee\\.off\\.${k} must be`))
+  }
+  assert.match(checkBenchResult({ ...r, e2ee: { ...e, on: { ...e.on, cpuPerRequestMs: { ...e.on.cpuPerRequestMs, proxy: 'n/a' } } } } as unknown as BenchResult).join('\n'), /e2ee\.on\.cpuPerRequestMs\.proxy/)
+  // CPU figures may be null (no /proc), and then so is the added CPU.
+  const noProc = { client: null, proxy: null, worker: null, stack: null }
+  assert.deepEqual(checkBenchResult({ ...r, e2ee: { ...e, on: { ...e.on, cpuPerRequestMs: noProc }, off: { ...e.off, cpuPerRequestMs: noProc }, addedCpuPerRequestMs: null } }), [])
+  assert.match(checkBenchResult({ ...r, e2ee: { ...e, ratioRps: 1 } }).join('\n'), /e2ee\.ratioRps/)
+  assert.match(checkBenchResult({ ...r, e2ee: { ...e, addedC1P50Ms: 0.5 } }).join('\n'), /e2ee\.addedC1P50Ms/)
+  assert.match(checkBenchResult({ ...r, e2ee: { ...e, addedC1TtfbP50Ms: 0.5 } }).join('\n'), /e2ee\.addedC1TtfbP50Ms/)
+  assert.match(checkBenchResult({ ...r, e2ee: { ...e, addedCpuPerRequestMs: 0.9 } }).join('\n'), /e2ee\.addedCpuPerRequestMs/)
+  assert.match(checkBenchResult({ ...r, e2ee: { ...e, addedCpuPerRequestMs: null } }).join('\n'), /e2ee\.addedCpuPerRequestMs/)
+  assert.match(checkBenchResult({ ...r, e2ee: { ...e, on: { ...e.on, cpuPerRequestMs: { ...e.on.cpuPerRequestMs, stack: 2 } }, addedCpuPerRequestMs: 1 } }).join('\n'), /e2ee cpuPerRequestMs\.stack/)
+  const md = renderMarkdown(r)
+  assert.match(md, /\| Requests\/s, concurrency 30 \| 640\.0 \| 600\.0 \| ×0\.938 \|/)
+  assert.match(md, /\| p50 latency, ms, concurrency 1 \| 1\.800 \| 2\.000 \| \+0\.200 ms \|/)
+})
+
 test('the amortised on-chain cost per request follows the settlement thresholds', () => {
   const prices = { pricePerTokenNano: 1000n, workerFeePerTokenNano: 800n, promptMult: 10_000, cachedMult: 1_000, completionMult: 20_000, reasoningMult: 20_000, audioSecondMult: 1_000_000 }
   const terms = { source: 't', prices, clientChargeThresholdNano: 1_000_000_000n, workerPayoutThresholdNano: 10_000_000_000n }
@@ -80,6 +102,11 @@ test('a smoke run of the whole harness gives a result that matches the schema', 
     assert.match(md, /\| Requests\/s, concurrency 30 \|/)
     assert.match(md, /\| client\.charge \| 13000 \| 9000000 \|/)
     assert.match(md, /\| stack \(client \+ proxy \+ worker\) \| \| [0-9.]+ \|/)
+    // E2EE on and off, both measured through the same proxy and worker.
+    assert.ok(r.e2ee.on.rps > 0 && r.e2ee.off.rps > 0 && r.e2ee.on.c1P50Ms > 0 && r.e2ee.off.c1P50Ms > 0)
+    assert.ok([...Object.values(r.e2ee.on.cpuPerRequestMs), ...Object.values(r.e2ee.off.cpuPerRequestMs)].every((v) => typeof v === 'number' && v >= 0), JSON.stringify(r.e2ee))
+    assert.equal(r.e2ee.on.rps, r.overhead.network.rps)
+    assert.match(md, /E2EE off \| E2EE on/)
     passed = true
   } finally {
     if (passed) fs.rmSync(dir, { recursive: true, force: true })
@@ -96,6 +123,15 @@ function sampleResult(): BenchResult {
     quick: true,
     overhead: { concurrency: 30, direct, network, ratioRps: 0.6, addedP50Ms: 2.5, c1: { directP50Ms: 1, networkP50Ms: 2, addedP50Ms: 1 }, peakRssMiB: { client: 1, proxy: 1, worker: null },
       cpuPerRequestMs: { direct: { backend: 0.1, loadGenerator: 0.2 }, network: { client: 0.3, proxy: 0.4, worker: 0.5, stack: 1.2, backend: 0.1, loadGenerator: 0.2 } },
+    },
+    e2ee: {
+      concurrency: 30,
+      on: { rps: 600, p50Ms: 12.5, ttfbP50Ms: 7, c1P50Ms: 2, c1TtfbP50Ms: 1.5, cpuPerRequestMs: { client: 0.3, proxy: 0.4, worker: 0.5, stack: 1.2 } },
+      off: { rps: 640, p50Ms: 12, ttfbP50Ms: 6.8, c1P50Ms: 1.8, c1TtfbP50Ms: 1.4, cpuPerRequestMs: { client: 0.2, proxy: 0.4, worker: 0.4, stack: 1 } },
+      ratioRps: 0.938,
+      addedC1P50Ms: 0.2,
+      addedC1TtfbP50Ms: 0.1,
+      addedCpuPerRequestMs: 0.2,
     },
     handshake: { simulated: { perSec: 100, p50Ms: 5 }, tdxCold: { p50Ms: null }, tdxCached: { p50Ms: BENCH_TARGETS.maxTdxCachedHandshakeMs } },
     inference: { directTokPerSec: 100, networkTokPerSec: 90, ratio: 0.9, concurrent4: { directTokPerSec: 1, networkTokPerSec: 1 } },
