@@ -76,6 +76,8 @@ export interface ClientOptions {
 export interface ClientDeps {
   identity: IdentitySource
   verify: PeerVerifier
+  /** Re-reads the root's allow-lists now, so `verify` follows a change the proxy already follows (on chain only). */
+  refreshPolicy?: () => Promise<unknown>
   log: Logger
   /** What each proxy told this client it charged; a proxy that goes backwards is dropped. */
   ledger?: PartyLedger
@@ -490,7 +492,7 @@ export class Client implements OpsSource {
    */
   private async sealFor(link: ProxyLink, path: string, out: { payload: Buffer; model: string; stream: boolean; multipart: boolean; maxTokens?: number; ctl: { maxCoefficient: number; requestId: string } }, exclude: ReadonlySet<string>): Promise<E2eeAttempt | undefined> {
     if (this.o.e2ee === 'off' || out.multipart || (path !== PATHS.chat && path !== PATHS.completions)) return undefined
-    this.candidates ??= new CandidateCache(this.deps.verify, this.deps.log)
+    this.candidates ??= new CandidateCache(this.deps.verify, this.deps.log, undefined, this.deps.refreshPolicy)
     let recipients: string[]
     try {
       const list = await this.candidates.get(link.session!, link.target, out.model)

@@ -12,6 +12,8 @@ import type { Logger } from '../core/log.ts'
 /** How long a proxy's verified candidate list is reused before it is fetched again. */
 export const CANDIDATES_TTL_MS = 30_000
 export const CANDIDATES_TIMEOUT_MS = 10_000
+/** How long a list in which some candidate was refused is reused. */
+export const REFUSED_TTL_MS = 2_000
 const MAX_CANDIDATES_BYTES = 4 * 1024 * 1024
 
 /** A worker whose certificate this client verified. */
@@ -31,21 +33,31 @@ export interface CandidateList {
 
 /** Verified candidate workers per proxy session and model, refreshed after CANDIDATES_TTL_MS. */
 export class CandidateCache {
-  private readonly entries = new Map<string, { at: number; list: Promise<CandidateList> }>()
+  private readonly entries = new Map<string, { at: number; list: Promise<CandidateList>; refused: number }>()
 
   constructor(
     private readonly verify: PeerVerifier,
     private readonly log: Logger,
     private readonly ttlMs = CANDIDATES_TTL_MS,
+    /**
+     * Re-reads the root's allow-lists now (on chain). A proxy may follow a root change (a newly allowed image or
+     * model) a few seconds before this client does; a refused candidate is then checked once more after it.
+     */
+    private readonly refreshPolicy?: () => Promise<unknown>,
   ) {}
 
   get(session: http2.ClientHttp2Session, proxy: string, model: string): Promise<CandidateList> {
     const key = `${proxy}\n${model}`
     const e = this.entries.get(key)
-    if (e && Date.now() - e.at < this.ttlMs) return e.list
+    // A list with refusals is kept briefly only: this client's view of the root may be what changes next.
+    if (e && Date.now() - e.at < this.ttlMs && (e.refused === 0 || Date.now() - e.at < REFUSED_TTL_MS)) return e.list
     const list = this.fetch(session, model)
-    this.entries.set(key, { at: Date.now(), list })
-    list.catch(() => this.entries.delete(key))
+    const entry = { at: Date.now(), list, refused: 0 }
+    this.entries.set(key, entry)
+    list.then(
+      (l) => (entry.refused = l.refused),
+      () => this.entries.delete(key),
+    )
     while (this.entries.size > 1000) this.entries.delete(this.entries.keys().next().value!)
     return list
   }
@@ -68,9 +80,17 @@ export class CandidateCache {
     })
     const reply = JSON.parse(body.toString('utf8')) as WorkerCandidates
     if (!reply || !Array.isArray(reply.workers)) throw new Error('the proxy sent no worker list')
+    const first = await this.verifyAll(reply.workers, model, false)
+    if (first.refused.length === 0 || !this.refreshPolicy) return { verified: first.verified, refused: first.refused.length }
+    await this.refreshPolicy()
+    const again = await this.verifyAll(first.refused, model, true)
+    return { verified: [...first.verified, ...again.verified], refused: again.refused.length }
+  }
+
+  private async verifyAll(workers: WorkerCandidates['workers'], model: string, final: boolean): Promise<{ verified: VerifiedCandidate[]; refused: WorkerCandidates['workers'] }> {
     const verified: VerifiedCandidate[] = []
-    let refused = 0
-    for (const w of reply.workers) {
+    const refused: WorkerCandidates['workers'] = []
+    for (const w of workers) {
       try {
         const der = Buffer.from(String(w.certificate), 'base64')
         const peer = await this.verify(der, 'worker')
@@ -78,8 +98,8 @@ export class CandidateCache {
         if (peer.claims.modelId !== model) throw new Error(`a worker for model ${String(peer.claims.modelId).slice(0, 64)}`)
         verified.push({ hpkeKey: peer.claims.hpkeKey, workerKey: Buffer.from(peer.publicKey).toString('hex'), coefficient: Number(w.coefficient) || 0 })
       } catch (err) {
-        refused++
-        this.log.warn('candidate worker refused; it will never be a recipient', { reason: (err as Error).message.slice(0, 300) })
+        refused.push(w)
+        if (final || !this.refreshPolicy) this.log.warn('candidate worker refused; it will never be a recipient', { reason: (err as Error).message.slice(0, 300) })
       }
     }
     return { verified, refused }

@@ -171,6 +171,7 @@ export async function startNode(cfg: NodeConfig, log: Logger, extras: NodeExtras
     const client = createClient(cfg, {
       identity,
       verify,
+      refreshPolicy: cc ? () => cc.watcher.refresh() : undefined,
       log,
       ledger,
       receipts,
