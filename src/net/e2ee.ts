@@ -5,7 +5,7 @@
 // HKDF-SHA256, AES-128-GCM) and AES-128-GCM from node:crypto. This file only frames them.
 
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto'
-import { Aes128Gcm, CipherSuite, DhkemX25519HkdfSha256, HkdfSha256, type RecipientContext } from '@hpke/core'
+import { Aes128Gcm, CipherSuite, DhkemX25519HkdfSha256, HkdfSha256, type RecipientContext, type SenderContext } from '@hpke/core'
 
 /** Format version; bumped on any incompatible change to what is below. */
 export const E2EE_VERSION = 1
@@ -53,29 +53,70 @@ const suite = new CipherSuite({ kem: new DhkemX25519HkdfSha256(), kdf: new HkdfS
 
 /** Recipient public keys kept imported (a client node encrypts to the same few workers again and again). */
 export const RECIPIENT_KEY_CACHE_ENTRIES = 1000
-/** Imported recipient keys by hex, oldest use first; a key is public, so the cache holds no secret. */
-const recipientKeys = new Map<string, Promise<CryptoKey>>()
+/**
+ * HPKE sender contexts kept ready per recipient seen more than once. A sender context (a fresh
+ * ephemeral key, the DH and the key schedule) does not depend on the request, so it can be made
+ * before the request comes; each is used for exactly one request and then dropped, so preparing
+ * it early changes nothing on the wire. This takes the slow part of sealing off the request path.
+ */
+export const PREPARED_CONTEXTS_PER_RECIPIENT = 2
+interface RecipientEntry {
+  key: Promise<CryptoKey>
+  /** Unused sender contexts for this recipient, each to be taken once. */
+  prepared: Array<Promise<SenderContext>>
+}
+/** Recipients by hex, oldest use first: the imported public key and prepared contexts (their ephemeral secrets die with the entry). */
+const recipients = new Map<string, RecipientEntry>()
 
-/** The imported X25519 public key for `hex` (already checked to be 64 lowercase hex chars), from the cache when it is there. */
-function recipientKey(hex: string): Promise<CryptoKey> {
-  let k = recipientKeys.get(hex)
-  if (k) {
+/**
+ * A sender context for `hex` (already checked to be 64 lowercase hex chars) that no other request has
+ * used or will use: a prepared one when there is one, else made now. A recipient seen before gets
+ * its prepared contexts topped up in the background.
+ */
+async function senderContext(hex: string): Promise<SenderContext> {
+  let e = recipients.get(hex)
+  const seenBefore = e !== undefined
+  if (e) {
     // Refresh its place: the map's order is the eviction order.
-    recipientKeys.delete(hex)
+    recipients.delete(hex)
   } else {
-    k = suite.kem.deserializePublicKey(Buffer.from(hex, 'hex'))
+    const entry: RecipientEntry = { key: suite.kem.deserializePublicKey(Buffer.from(hex, 'hex')), prepared: [] }
     // A key that does not import is not kept, so it fails again next time rather than for good.
-    k.catch(() => recipientKeys.get(hex) === k && recipientKeys.delete(hex))
+    entry.key.catch(() => recipients.get(hex) === entry && recipients.delete(hex))
+    e = entry
   }
-  recipientKeys.set(hex, k)
-  while (recipientKeys.size > RECIPIENT_KEY_CACHE_ENTRIES) recipientKeys.delete(recipientKeys.keys().next().value!)
-  return k
+  recipients.set(hex, e)
+  while (recipients.size > RECIPIENT_KEY_CACHE_ENTRIES) recipients.delete(recipients.keys().next().value!)
+  const taken = e.prepared.shift()
+  // Only recipients that come back get contexts made ahead; after this request's own work has started.
+  if (seenBefore) {
+    const entry = e
+    setImmediate(() => refill(entry))
+  }
+  return taken ?? freshContext(e)
 }
 
-/** Recipient keys held imported now (for tests). */
-export function recipientKeyCacheSize(): number {
-  return recipientKeys.size
+function freshContext(e: RecipientEntry): Promise<SenderContext> {
+  return e.key.then((recipientPublicKey) => suite.createSenderContext({ recipientPublicKey, info: HPKE_INFO }))
 }
+
+function refill(e: RecipientEntry): void {
+  while (e.prepared.length < PREPARED_CONTEXTS_PER_RECIPIENT) {
+    const p = freshContext(e)
+    // One that fails is dropped (and its error not left unhandled); the request that would have taken it makes its own.
+    p.catch(() => {
+      const i = e.prepared.indexOf(p)
+      if (i >= 0) e.prepared.splice(i, 1)
+    })
+    e.prepared.push(p)
+  }
+}
+
+/** Recipients held now (imported keys, each with its prepared contexts), for tests. */
+export function recipientKeyCacheSize(): number {
+  return recipients.size
+}
+
 
 /** A worker's HPKE key pair. The private key never leaves the process that made it (the TEE). */
 export interface HpkeKeyPair {
@@ -224,8 +265,7 @@ export async function sealRequest(body: Uint8Array, routeHeader: string, recipie
   await Promise.all(
     recipients.map(async (recipient, i) => {
       if (!/^[0-9a-f]{64}$/.test(recipient)) throw new E2eeError('recipient key must be 64 lowercase hex chars')
-      const recipientPublicKey = await recipientKey(recipient)
-      const ctx = await suite.createSenderContext({ recipientPublicKey, info: HPKE_INFO })
+      const ctx = await senderContext(recipient)
       const sealedKey = new Uint8Array(await ctx.seal(contentKey, route))
       const exported = Buffer.from(await ctx.export(ANSWER_EXPORT, KEY_BYTES + NONCE_BYTES))
       keys[i] = { recipient, wrapped: new Uint8Array(Buffer.concat([Buffer.from(ctx.enc), sealedKey])) }

@@ -210,6 +210,24 @@ test('imported recipient keys are cached, bounded, and a cached key seals exactl
   await assert.rejects(sealRequest(body, routeHeader, ['ab'.repeat(31)]), E2eeError)
 })
 
+test('contexts made ahead for a returning recipient are each used once: every request has its own enc and answer key', async () => {
+  const [ring] = await rings(1)
+  const encs = new Set<string>()
+  const answerKeys = new Set<string>()
+  for (let i = 0; i < 12; i++) {
+    const sealed = await sealRequest(body, routeHeader, [ring.currentHex!])
+    encs.add(Buffer.from(sealed.keys[0].wrapped.subarray(0, 32)).toString('hex'))
+    answerKeys.add(sealed.answer.keys[0].key.toString('hex'))
+    const opened = await openRequest(sealed.body, routeHeader, sealed.keys[0], ring)
+    assert.deepEqual(opened.body, body)
+    assert.deepEqual(readAll(sealed, [opened.answer.data(`answer ${i}`), opened.answer.final()]), [`answer ${i}`])
+    // Some requests go out at once (no time to make contexts ahead), some after a pause (prepared ones are taken).
+    if (i % 3 === 0) await new Promise((r) => setTimeout(r, 20))
+  }
+  assert.equal(encs.size, 12)
+  assert.equal(answerKeys.size, 12)
+})
+
 test('record nonces are the base nonce XOR the counter in its last 8 bytes, on both sides of 2^32', () => {
   const base = randomBytes(12)
   for (const counter of [0, 1, 255, 65_536, 0xfffffffe, 0xffffffff, 0x100000000, 2 ** 40 + 7]) {
