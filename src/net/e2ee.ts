@@ -62,8 +62,13 @@ export const RECIPIENT_KEY_CACHE_ENTRIES = 1000
 export const PREPARED_CONTEXTS_PER_RECIPIENT = 2
 interface RecipientEntry {
   key: Promise<CryptoKey>
-  /** Unused sender contexts for this recipient, each to be taken once. */
-  prepared: Array<Promise<SenderContext>>
+  /** Unused sender contexts for this recipient, each to be taken once, with its answer key already exported. */
+  prepared: Array<Promise<ReadySender>>
+}
+/** A sender context and what it exports for the answer (key ‖ base nonce); neither depends on the request. */
+interface ReadySender {
+  ctx: SenderContext
+  exported: Buffer
 }
 /** Recipients by hex, oldest use first: the imported public key and prepared contexts (their ephemeral secrets die with the entry). */
 const recipients = new Map<string, RecipientEntry>()
@@ -73,7 +78,7 @@ const recipients = new Map<string, RecipientEntry>()
  * used or will use: a prepared one when there is one, else made now. A recipient seen before gets
  * its prepared contexts topped up in the background.
  */
-async function senderContext(hex: string): Promise<SenderContext> {
+async function senderContext(hex: string): Promise<ReadySender> {
   let e = recipients.get(hex)
   const seenBefore = e !== undefined
   if (e) {
@@ -96,8 +101,9 @@ async function senderContext(hex: string): Promise<SenderContext> {
   return taken ?? freshContext(e)
 }
 
-function freshContext(e: RecipientEntry): Promise<SenderContext> {
-  return e.key.then((recipientPublicKey) => suite.createSenderContext({ recipientPublicKey, info: HPKE_INFO }))
+async function freshContext(e: RecipientEntry): Promise<ReadySender> {
+  const ctx = await suite.createSenderContext({ recipientPublicKey: await e.key, info: HPKE_INFO })
+  return { ctx, exported: Buffer.from(await ctx.export(ANSWER_EXPORT, KEY_BYTES + NONCE_BYTES)) }
 }
 
 function refill(e: RecipientEntry): void {
@@ -265,9 +271,8 @@ export async function sealRequest(body: Uint8Array, routeHeader: string, recipie
   await Promise.all(
     recipients.map(async (recipient, i) => {
       if (!/^[0-9a-f]{64}$/.test(recipient)) throw new E2eeError('recipient key must be 64 lowercase hex chars')
-      const ctx = await senderContext(recipient)
+      const { ctx, exported } = await senderContext(recipient)
       const sealedKey = new Uint8Array(await ctx.seal(contentKey, route))
-      const exported = Buffer.from(await ctx.export(ANSWER_EXPORT, KEY_BYTES + NONCE_BYTES))
       keys[i] = { recipient, wrapped: new Uint8Array(Buffer.concat([Buffer.from(ctx.enc), sealedKey])) }
       answer.keys[i] = { recipient, key: exported.subarray(0, KEY_BYTES), nonce: exported.subarray(KEY_BYTES) }
     }),
