@@ -420,7 +420,7 @@ export class Ledger {
   private receiptRow(r: { idx: number; hash: string; boc: Buffer; client: string; worker: string; at: number; usage_json: string | null; usage_sig: string | null; usage_signer: string | null } | undefined): LoggedReceipt | undefined {
     if (!r) return undefined
     const row: LoggedReceipt = { index: r.idx, hash: r.hash, cell: Cell.fromBoc(r.boc)[0], client: r.client, worker: r.worker, at: r.at }
-    if (r.usage_json !== null && r.usage_sig !== null && r.usage_signer !== null) {
+    if (r.usage_json != null && r.usage_sig != null && r.usage_signer != null) {
       row.signedUsage = { usage: JSON.parse(r.usage_json) as UsageRecord, json: r.usage_json, signature: r.usage_sig, signer: r.usage_signer }
     }
     return row
@@ -443,7 +443,7 @@ export class Ledger {
   /** Receipts numbered [from, to), oldest first. */
   receiptsRange(from: number, to: number): LoggedReceipt[] {
     if (to <= from) return []
-    const rows = this.db.prepare(`SELECT idx, hash, boc, client, worker, at FROM receipts WHERE idx >= ? AND idx < ? ORDER BY idx`).all(from, to) as never[]
+    const rows = this.db.prepare(`SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE idx >= ? AND idx < ? ORDER BY idx`).all(from, to) as never[]
     return rows.map((r) => this.receiptRow(r)!)
   }
 

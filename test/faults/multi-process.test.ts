@@ -34,7 +34,10 @@ test('overload, 100 concurrent streams from two client processes on 1 worker: se
   }
   assert.ok(ok.length >= 68, `${ok.length} served: 8 slots and 60 places in the queue`)
   const per = [0, 1].map((c) => ok.filter((r) => r.client === c).length)
-  assert.ok(Math.abs(per[0] - per[1]) <= 6, `served per client ${per}`)
+  // Under contention the queue keeps what each client holds (slots and places) within one of the other. Answers that
+  // finished while the burst was still arriving (those beyond the 68 the slots and the queue hold at once) may have
+  // gone to whichever client process got its requests out first, so they widen the bound one for one.
+  assert.ok(Math.abs(per[0] - per[1]) <= 6 + (ok.length - 68), `served per client ${per}`)
   assert.equal((await net.workerStats(0)).requests.rejected, 0, 'the worker never had to refuse')
   const q = (await net.proxyStats()).queue
   assert.equal(q.queued, 0)

@@ -106,6 +106,8 @@ test("a billed receipt keeps the worker's signed usage: it reads back exactly as
   assert.ok(Buffer.from(kept.signer, 'hex').equals(Buffer.from(publicKey)))
   assert.equal(again.receipt(1)!.signedUsage, undefined, 'an unbilled receipt has no signed usage')
   assert.deepEqual(again.receiptsOf('client', 'c1').map((x) => x.signedUsage?.signature), [su.signature, undefined])
+  // The range the reliability record is derived from reads the same rows.
+  assert.deepEqual(again.receiptsRange(0, 2).map((x) => x.signedUsage?.signature), [su.signature, undefined])
   again.close()
 })
 
