@@ -2,12 +2,11 @@
 // JSON-RPC, with rate limiting, retries and one ChainError for every failure.
 import fs from 'node:fs'
 import { Address, TonClient, type Contract, type OpenedContract } from '@ton/ton'
-import type { Logger } from '../../core/log.ts'
 import { JSON_RPC_PATH, DEVNET_DEFAULT_ENDPOINT, TONCENTER_MAINNET_ENDPOINT, TONCENTER_RPS_WITH_KEY, TONCENTER_RPS_WITHOUT_KEY, TONCENTER_TESTNET_ENDPOINT } from './constants.ts'
 import { RootContract, type RootState } from '../contracts/root.ts'
 import { ChainError, RootMismatchError } from './errors.ts'
 import { raceSignal } from '../../core/time.ts'
-import { createTransport, type Transport } from './transport.ts'
+import { createTransport, type Transport, type TransportOptions } from './transport.ts'
 import { portProblem, urlPort } from '../../core/ports.ts'
 
 export interface CallOpts {
@@ -34,22 +33,8 @@ export interface Chain {
   getRootState(root: Address, opts?: CallOpts): Promise<RootState>
 }
 
-export interface ChainOptions {
-  /** toncenter-v2 JSON-RPC endpoint, `…/api/v2/jsonRPC`; see resolveEndpoint for the short names. */
-  endpoint: string
-  /** toncenter API key (X-API-Key). */
-  apiKey?: string
-  /** Per HTTP attempt. Default CHAIN_REQUEST_TIMEOUT_MS (15 s). */
-  timeoutMs?: number
-  /** Retries of transient failures. Default CHAIN_RETRIES (3). */
-  retries?: number
-  /**
-   * Requests per second. Default: toncenter.com hosts 1 without an API key and 10 with one
-   * (their public limits); any other endpoint (the devnet, your own toncenter) unlimited.
-   */
-  rateLimitRps?: number
-  log?: Logger
-}
+/** The transport's options (endpoint, API key, timeouts, retries, rate limit); see TransportOptions. */
+export type ChainOptions = TransportOptions
 
 /** Any address works for reading the chain time; this one is never a contract. */
 const CLOCK_PROBE = new Address(0, Buffer.alloc(32))

@@ -14,12 +14,18 @@ import { sleepOrAbort as sleep } from '../../core/time.ts'
 type HttpAdapter = NonNullable<TonClientParameters['httpAdapter']>
 
 export interface TransportOptions {
+  /** toncenter-v2 JSON-RPC endpoint, `…/api/v2/jsonRPC`; see resolveEndpoint for the short names. */
   endpoint: string
-  /** Sent as X-API-Key; never logged. */
+  /** toncenter API key, sent as X-API-Key; never logged. */
   apiKey?: string
+  /** Per HTTP attempt. Default CHAIN_REQUEST_TIMEOUT_MS (15 s). */
   timeoutMs?: number
+  /** Retries of transient failures. Default CHAIN_RETRIES (3). */
   retries?: number
-  /** Requests per second; 0 or undefined: no limit. */
+  /**
+   * Requests per second; 0 or undefined: no limit. The chain client's default: toncenter.com hosts 1 without an
+   * API key and 10 with one (their public limits); any other endpoint (the devnet, your own toncenter) unlimited.
+   */
   rateLimitRps?: number
   log?: Logger
 }
