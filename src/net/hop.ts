@@ -48,6 +48,8 @@ export function errorReply(err: unknown): Reply {
 /** Sends `reply` on an HTTP/2 stream; does nothing once the stream is gone or has answered. */
 export function respond(stream: http2.ServerHttp2Stream, reply: Reply): void {
   if (stream.destroyed || stream.closed || stream.headersSent) return
+  // A body nobody reads would hold the stream open (and the sender blocked on flow control): drop it.
+  if (!stream.readableEnded && stream.readableFlowing === null) stream.resume()
   const t = reply.trailers
   stream.respond(reply.status === 200 && reply.headers === JSON_HEADERS ? { ':status': 200, 'content-type': 'application/json' } : { ':status': reply.status, ...reply.headers }, t ? { waitForTrailers: true } : undefined)
   if (t) stream.once('wantTrailers', () => stream.sendTrailers(typeof t === 'function' ? t() : t))
