@@ -234,9 +234,9 @@ export function serveHttp<P = undefined>(routes: Routes<P, http.ServerResponse>,
   const sse = opts.sseErrors ?? true
   const edge = (res: http.ServerResponse, err: unknown) => {
     if (!isExpectedError(err)) opts.log.error('request failed', { error: err })
-    // An unread body: keep-alive clients must not send the rest into the next request.
+    // An unread body is read and dropped, so the answer is not cut off; past a body limit, the connection is not kept.
     if (!res.headersSent && !res.req.complete) {
-      res.setHeader('connection', 'close')
+      if ((err as Error)?.name === 'PayloadTooLargeError') res.setHeader('connection', 'close')
       res.req.resume()
     }
     sendError(res, err, sse)
@@ -310,14 +310,35 @@ export function call(session: http2.ClientHttp2Session, path: string, opts: Call
     }
     if (tapEnabled()) tapStream(stream, headers)
     stream.push = pushUnlessCut
-    const pending = new PendingCall(stream, resolve, reject)
-    stream.on('error', (err) => pending.fail(err))
-    stream.once('response', (h) => pending.respond(h))
-    stream.once('trailers', (t) => pending.end(t))
-    stream.once('end', () => pending.end({}))
-    stream.once('close', () => pending.closed())
+    // The listeners are shared functions that find the call's state on the stream: no closures per call.
+    ;(stream as CallStream)[PENDING] = new PendingCall(stream, resolve, reject)
+    stream.on('error', onCallError)
+    stream.once('response', onCallResponse)
+    stream.once('trailers', onCallTrailers)
+    stream.once('end', onCallEnd)
+    stream.once('close', onCallClose)
     if (body !== undefined) sendBody(stream, body)
   })
+}
+
+const PENDING = Symbol('cocoon.call')
+type CallStream = http2.ClientHttp2Stream & { [PENDING]: PendingCall }
+const NO_TRAILERS: http2.IncomingHttpHeaders = Object.freeze({}) as http2.IncomingHttpHeaders
+
+function onCallError(this: CallStream, err: Error): void {
+  this[PENDING].fail(err)
+}
+function onCallResponse(this: CallStream, h: http2.IncomingHttpHeaders): void {
+  this[PENDING].respond(h)
+}
+function onCallTrailers(this: CallStream, t: http2.IncomingHttpHeaders): void {
+  this[PENDING].end(t)
+}
+function onCallEnd(this: CallStream): void {
+  this[PENDING].end(NO_TRAILERS)
+}
+function onCallClose(this: CallStream): void {
+  this[PENDING].closed()
 }
 
 /** The state of one call: answered yet, and how its trailers settle. */
