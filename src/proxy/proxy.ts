@@ -20,7 +20,7 @@ import { worstCaseAdjustedTokens } from '../payments/pricing.ts'
 import { checkUsage, ed25519PublicKey } from '../net/usage.ts'
 import { addUsage, tokenStats, zeroUsage, type SignedUsage, type Usage } from '../core/usage.ts'
 import { ErrorBudget } from './error-budget.ts'
-import { DEFAULT_REQUEST_MS, qualityOf, qualityStats, recordOutcome, workerEndpoints, type WorkerConn } from './routing.ts'
+import { DEFAULT_REQUEST_MS, qualityOf, qualityStats, recordOutcome, setReliability, workerEndpoints, WorkerPool, type WorkerConn } from './routing.ts'
 import { AdmissionQueue, DEFAULT_QUEUE_DEPTH, DEFAULT_QUEUE_MAX_WAIT_MS } from './admission.ts'
 import type { ReliabilityPublisher } from './reliability.ts'
 import { tapStream } from '../net/tap.ts'
@@ -88,7 +88,8 @@ export class Proxy implements OpsSource {
   /** Set by the node's start-up when it runs on a chain (see OpsSource). */
   chainReachability?: OpsSource['chainReachability']
   readonly registry = createRegistry('proxy')
-  private readonly workers = new Map<string, WorkerConn>()
+  /** Connected workers by id, indexed for routing (a decision visits only the workers that could win it). */
+  private readonly workers = new WorkerPool()
   private readonly clientH2 = http2.createServer(H2_OPTIONS)
   private servers: tls.Server[] = []
   private nextId = 1
@@ -126,7 +127,7 @@ export class Proxy implements OpsSource {
     private readonly deps: ProxyDeps,
     private readonly o: Required<ProxyOptions>,
   ) {
-    this.admission = new AdmissionQueue(() => this.workers.values(), { depth: o.queueDepth, maxWaitMs: o.queueMaxWaitMs, timeRouting: o.timeRouting })
+    this.admission = new AdmissionQueue(() => this.workers, { depth: o.queueDepth, maxWaitMs: o.queueMaxWaitMs, timeRouting: o.timeRouting })
     const queue = this.admission
     const registers = [this.registry]
     new Gauge({ name: 'cocoon_proxy_queue_waiting', help: 'Requests waiting for a worker slot', registers, collect(this: Gauge) { this.set(queue.stats().queued) } })
@@ -145,7 +146,7 @@ export class Proxy implements OpsSource {
     })
     // Each committed reliability record re-scores the connected workers for routing.
     deps.reliability?.onRecord(() => {
-      for (const c of this.workers.values()) c.reliability = deps.reliability!.scoreOf(Buffer.from(c.peer.publicKey).toString('hex'), c.info.model.id)
+      for (const c of this.workers.values()) setReliability(c, deps.reliability!.scoreOf(Buffer.from(c.peer.publicKey).toString('hex'), c.info.model.id))
     })
     this.clientH2.on('stream', serve(this.clientRoutes(), { log: this.deps.log, peer: (stream) => this.clientAccounts.get(stream.session!), before: this.beforeClient }))
     this.clientH2.on('session', (s) => {
@@ -251,7 +252,7 @@ export class Proxy implements OpsSource {
       this.workers.set(conn.id, conn)
       this.m.workers.set(this.workers.size)
       const workerKey = Buffer.from(peer.publicKey).toString('hex')
-      conn.reliability = this.deps.reliability?.scoreOf(workerKey, info.model.id)
+      setReliability(conn, this.deps.reliability?.scoreOf(workerKey, info.model.id))
       this.deps.reliability?.uptime.connected(workerKey, info.model.id)
       this.admission.pump()
       const ping = setInterval(() => {
@@ -290,7 +291,7 @@ export class Proxy implements OpsSource {
       if (!Buffer.from(p.publicKey).equals(Buffer.from(conn.peer.publicKey))) throw new Error('a certificate of another worker')
       if (p.claims.modelId !== conn.peer.claims.modelId || p.claims.modelHash !== conn.peer.claims.modelHash) throw new Error('a certificate for another model')
       conn.currentCert = { der, fetchedAtMs: Date.now() }
-      if (p.claims.hpkeKey) conn.hpkeKeys?.add(p.claims.hpkeKey)
+      if (p.claims.hpkeKey) this.workers.addHpkeKey(conn, p.claims.hpkeKey)
     } catch (err) {
       this.deps.log.warn('worker current certificate refused', { worker: conn.id, reason: (err as Error).message.slice(0, 300) })
     }
@@ -314,7 +315,7 @@ export class Proxy implements OpsSource {
   /** Whether every untried worker an encrypted request names has its breaker open (none of them would be tried soon). */
   private recipientsAllFailing(e2ee: E2eeRequest, tried: ReadonlySet<string>): boolean {
     const now = Date.now()
-    const named = [...this.workers.values()].filter((w) => !tried.has(w.id) && recipientKey(w, e2ee.keys))
+    const named = [...this.workers.recipients(e2ee.keys.map((k) => k.recipient))].filter((id) => !tried.has(id)).map((id) => this.workers.get(id)!)
     return named.length > 0 && named.every((w) => qualityOf(w).breaker.state === 'open' && now < qualityOf(w).breaker.until)
   }
 
@@ -524,8 +525,8 @@ export class Proxy implements OpsSource {
       }
       try {
         // An encrypted request goes only to a worker it names as a recipient.
-        const exclude = e2ee ? new Set([...tried, ...[...this.workers.values()].filter((w) => !recipientKey(w, e2ee!.keys)).map((w) => w.id)]) : tried
-        conn = await this.admission.claim({ client, model, maxCoefficient, exclude, path, affinity: prefix ? { prefixKey: prefix, client } : undefined }, waitSignal)
+        const only = e2ee ? this.workers.recipients(e2ee.keys.map((k) => k.recipient)) : undefined
+        conn = await this.admission.claim({ client, model, maxCoefficient, exclude: tried, only, path, affinity: prefix ? { prefixKey: prefix, client } : undefined }, waitSignal)
       } catch (err) {
         const e = err as Error
         if (attempt > 0 && lastError && (e.name === 'WorkersExhaustedError' || e.name === 'ModelNotFoundError')) break
