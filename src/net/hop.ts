@@ -341,45 +341,61 @@ function onCallClose(this: CallStream): void {
   this[PENDING].closed()
 }
 
-/** The state of one call: answered yet, and how its trailers settle. */
-class PendingCall {
-  private responded = false
+/** One call: until its response, what call() resolves; then the CallResponse itself (its trailers promise is made only when asked for). */
+class PendingCall implements CallResponse {
+  status = 0
+  headers: http2.IncomingHttpHeaders = NO_TRAILERS
+  /** 0 waiting for the trailers, 1 ended (value holds the trailers), 2 failed (value holds the error). */
+  private state = 0
+  private value: http2.IncomingHttpHeaders | Error | undefined
+  private promise?: Promise<http2.IncomingHttpHeaders>
   private settle?: { resolve: (t: http2.IncomingHttpHeaders) => void; reject: (err: Error) => void }
-  private done = false
+  private responded = false
 
   constructor(
-    private readonly stream: http2.ClientHttp2Stream,
-    private readonly resolve: (r: CallResponse) => void,
-    private readonly reject: (err: unknown) => void,
+    readonly body: http2.ClientHttp2Stream,
+    private resolveCall: ((r: CallResponse) => void) | undefined,
+    private rejectCall: ((err: unknown) => void) | undefined,
   ) {}
+
+  get trailers(): Promise<http2.IncomingHttpHeaders> {
+    if (!this.promise) {
+      if (this.state === 1) this.promise = Promise.resolve(this.value as http2.IncomingHttpHeaders)
+      else if (this.state === 2) this.promise = Promise.reject(this.value as Error)
+      else this.promise = new Promise((resolve, reject) => (this.settle = { resolve, reject }))
+      // Callers that only read the body need not await the trailers.
+      this.promise.catch(noop)
+    }
+    return this.promise
+  }
 
   respond(headers: http2.IncomingHttpHeaders): void {
     this.responded = true
-    const trailers = new Promise<http2.IncomingHttpHeaders>((resolve, reject) => (this.settle = { resolve, reject }))
-    // Callers that only read the body need not await the trailers.
-    trailers.catch(noop)
-    this.resolve({ status: Number(headers[':status']), headers, body: this.stream, trailers })
+    this.status = Number(headers[':status'])
+    this.headers = headers
+    const resolve = this.resolveCall!
+    this.resolveCall = this.rejectCall = undefined
+    resolve(this)
   }
 
   end(trailers: http2.IncomingHttpHeaders): void {
-    if (this.done || !this.settle) return
-    this.done = true
-    this.settle.resolve(trailers)
+    if (this.state !== 0 || !this.responded) return
+    this.state = 1
+    this.value = trailers
+    this.settle?.resolve(trailers)
   }
 
   fail(err: Error): void {
-    if (!this.responded) return this.reject(err)
-    if (this.done) return
-    this.done = true
-    this.settle!.reject(err)
+    if (!this.responded) return this.rejectCall?.(err)
+    if (this.state !== 0) return
+    this.state = 2
+    this.value = err
+    this.settle?.reject(err)
   }
 
   closed(): void {
-    if (this.done) return
-    const err = new UpstreamError(`the peer's answer was cut off (stream closed, code ${this.stream.rstCode ?? 'none'})`)
-    if (!this.responded) return this.reject(err)
-    this.done = true
-    this.settle!.reject(err)
+    if (this.state !== 0) return
+    this.fail(new UpstreamError(`the peer's answer was cut off (stream closed, code ${this.body.rstCode ?? 'none'})`))
   }
 }
 
