@@ -260,13 +260,16 @@ export class Worker implements OpsSource {
       const received = await readBody(stream, MAX_BODY_BYTES + E2EE_OVERHEAD_BYTES)
       e2eeTrace?.(requestId, 'w.body')
       let raw = received
+      /** The decrypted body, already parsed (to check it against the route) when the request was encrypted. */
+      let parsed: Record<string, unknown> | undefined
       if (headers[HEADERS.e2eeRoute] !== undefined) {
         const opened = await this.openEncrypted(received, headers, kind)
         raw = opened.body
+        parsed = opened.parsed
         sealer = opened.answer
         e2eeTrace?.(requestId, 'w.opened')
       } else if (received.length > MAX_BODY_BYTES) throw new PayloadTooLargeError(MAX_BODY_BYTES)
-      const body = parseJsonObject(raw)
+      const body = parsed ?? parseJsonObject(raw)
       // The proxy reserved funds for at most this many completion tokens.
       const reserved = Number(headers[HEADERS.maxTokens])
       const maxTokensCap = Number.isSafeInteger(reserved) && reserved > 0 ? Math.min(reserved, this.o.maxTokensCap) : this.o.maxTokensCap
@@ -391,7 +394,7 @@ export class Worker implements OpsSource {
    * Opens an end-to-end encrypted request (docs/e2ee.md) and checks that the routing data the proxy
    * routed and billed by is what the body says. Throws E2eeError (a 502, so the proxy may try another recipient).
    */
-  private async openEncrypted(received: Buffer, headers: http2.IncomingHttpHeaders, kind: InferenceKind): Promise<{ body: Buffer; answer: AnswerWriter }> {
+  private async openEncrypted(received: Buffer, headers: http2.IncomingHttpHeaders, kind: InferenceKind): Promise<{ body: Buffer; parsed: Record<string, unknown>; answer: AnswerWriter }> {
     try {
       if (!this.deps.hpke) throw new E2eeError('this worker has no HPKE key')
       const keys = parseWrappedKeys(headers[HEADERS.e2eeKeys])
@@ -413,7 +416,7 @@ export class Worker implements OpsSource {
         throw new E2eeError('the routing headers do not match the encrypted body')
       }
       this.e2eeCounts.opened++
-      return { body: opened.body, answer: opened.answer }
+      return { body: opened.body, parsed: body, answer: opened.answer }
     } catch (err) {
       this.e2eeCounts.refused++
       throw err
