@@ -8,7 +8,7 @@
 // node:crypto's X25519, HMAC-SHA256, HKDF-SHA256 and AES-128-GCM are the same OpenSSL primitives,
 // called synchronously: the bytes on the wire are the same (test/net/hpke-node.test.ts checks them
 // against @hpke/core's WebCrypto suite both ways). Nothing here is hand-written cryptography.
-import { createCipheriv, createDecipheriv, createHmac, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync, type KeyObject } from 'node:crypto'
+import { createCipheriv, createDecipheriv, createHmac, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, type KeyObject } from 'node:crypto'
 import { Aes128Gcm, CipherSuite, DhkemX25519HkdfSha256, HkdfSha256 } from '@hpke/core'
 
 /** An X25519 key as node:crypto holds it; passed through @hpke/core where its types say CryptoKey. */
@@ -100,7 +100,7 @@ class NodeX25519 {
 
 /**
  * @hpke/core's HKDF-SHA256 (its labels and their layout) with HMAC and HKDF from node:crypto. The
- * three methods are RFC 5869's: Extract is one HMAC, Expand the T(i) chain, and the two together hkdfSync.
+ * three methods are RFC 5869's: Extract is one HMAC, Expand the T(i) chain, and ExtractAndExpand the one then the other.
  */
 class NodeHkdfSha256 extends HkdfSha256 {
   override async extract(salt: Bytes, ikm: Bytes): Promise<ArrayBuffer> {
@@ -121,7 +121,8 @@ class NodeHkdfSha256 extends HkdfSha256 {
     return arrayBuffer(Buffer.concat(blocks).subarray(0, len))
   }
   override async extractAndExpand(salt: Bytes, ikm: Bytes, info: Bytes, len: number): Promise<ArrayBuffer> {
-    return hkdfSync('sha256', bytes(ikm), bytes(salt), bytes(info), len)
+    // Two HMACs for the usual len <= 32; hkdfSync gives the same bytes but costs twice as much per call (it builds key objects).
+    return this.expand(await this.extract(salt, ikm), info, len)
   }
 }
 
