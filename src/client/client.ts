@@ -694,13 +694,14 @@ export class Client implements OpsSource {
             } catch (err) {
               return broken(err as Error)
             }
-            for (const chunk of events) {
-              lastChunk = chunk
-              seen.push(chunk)
-              if (!res.write(chunk)) {
-                ps.pause()
-                res.once('drain', () => ps.resume())
-              }
+            if (events.length === 0) return
+            // The events of one read go to the app in one write, as on the plaintext path.
+            const chunk = events.length === 1 ? events[0] : Buffer.concat(events)
+            lastChunk = chunk
+            seen.push(chunk)
+            if (!res.write(chunk)) {
+              ps.pause()
+              res.once('drain', () => ps.resume())
             }
           })
           return

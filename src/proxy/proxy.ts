@@ -24,6 +24,7 @@ import { DEFAULT_REQUEST_MS, qualityOf, qualityStats, recordOutcome, setReliabil
 import { AdmissionQueue, DEFAULT_QUEUE_DEPTH, DEFAULT_QUEUE_MAX_WAIT_MS } from './admission.ts'
 import type { ReliabilityPublisher } from './reliability.ts'
 import { tapStream } from '../net/tap.ts'
+import { e2eeTrace } from '../net/e2ee-trace.ts'
 import { E2EE_CONTENT_TYPE, type E2eeError, encodeWrappedKeys, parseRoute, parseWrappedKeys, type E2eeRoute, type WrappedKey } from '../net/e2ee.ts'
 
 /** Room for the encrypted envelope (version byte and tag) on top of the plaintext body limit. */
@@ -449,6 +450,7 @@ export class Proxy implements OpsSource {
   }
 
   private async serveInference(cs: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, path: string, requestId: string, client: string, held: { reservation?: Reservation }): Promise<void> {
+    e2eeTrace?.(requestId, 'p.start')
     const log = this.deps.log.child({ requestId })
     const started = Date.now()
     // Keys the receipt's hashes; only the client node (and so the app) should know it. Without one, nobody can check them.
@@ -495,6 +497,7 @@ export class Proxy implements OpsSource {
         }
       }
       body = await readBody(cs, e2ee ? MAX_BODY_BYTES + E2EE_OVERHEAD_BYTES : path === PATHS.transcriptions ? MAX_AUDIO_BODY_BYTES : MAX_BODY_BYTES)
+      e2eeTrace?.(requestId, 'p.body')
     } catch (err) {
       if (!cs.readableEnded) cs.resume()
       this.finish('rejected')
@@ -646,6 +649,7 @@ export class Proxy implements OpsSource {
         return resolve({ kind: 'retry', error: err as Error })
       }
       tapStream(ws, ws.sentHeaders)
+      e2eeTrace?.(ctx.requestId, 'p.forward')
       let settled = false
       let relaying = false
       let sse = false
