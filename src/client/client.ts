@@ -24,6 +24,7 @@ import { type ReceiptProofsReply, CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT
 import { parseUsageRecord, namesItsAnswer } from '../net/usage.ts'
 import type { RequestRecord } from './apps.ts'
 import { CandidateCache, pickRecipients } from './e2ee.ts'
+import { e2eeTrace, traceNow } from '../net/e2ee-trace.ts'
 import { AnswerReader, DEFAULT_E2EE_RECIPIENTS, E2EE_CONTENT_TYPE, E2eeError, encodeRoute, encodeWrappedKeys, sealRequest, type AnswerKeys } from '../net/e2ee.ts'
 
 /** One encrypted attempt: the sealed body, the headers naming its route and recipients, and the keys that read the answer. */
@@ -374,6 +375,7 @@ export class Client implements OpsSource {
 
   private async forwardInference(req: http.IncomingMessage, res: http.ServerResponse, path: string): Promise<void> {
     this.counts.requests++
+    const arrivedAt = e2eeTrace && traceNow()
     let out: { payload: Buffer; contentType: string; model: string; stream: boolean; maxTokens?: number; multipart: boolean; ctl: ReturnType<Client['controlFields']> }
     try {
       const len = req.headers['content-length'] ? Number(req.headers['content-length']) : undefined
@@ -385,6 +387,8 @@ export class Client implements OpsSource {
       throw err
     }
     const { payload, ctl, model } = out
+    e2eeTrace?.(ctl.requestId, 'c.arrived', arrivedAt || undefined)
+    e2eeTrace?.(ctl.requestId, 'c.parsed')
     // The routing data travels in hop headers, set here once: no later hop parses the body to find it.
     const send = { ...ctl, contentType: out.contentType, model, stream: out.stream, maxTokens: out.maxTokens }
     let keyId: string | null = null
@@ -497,6 +501,7 @@ export class Client implements OpsSource {
     try {
       const list = await this.candidates.get(link.session!, link.target, out.model)
       recipients = pickRecipients(list, this.o.e2eeRecipients, out.ctl.maxCoefficient, out.model, exclude)
+      e2eeTrace?.(out.ctl.requestId, 'c.candidates')
     } catch (err) {
       if (this.o.e2ee === 'optional') return undefined
       if (['NoWorkerAvailableError', 'ModelNotFoundError', 'TooManyRequestsError', 'UnfundedClientError'].includes((err as Error).name)) throw err
@@ -504,6 +509,7 @@ export class Client implements OpsSource {
     }
     const route = encodeRoute({ v: 1, path, model: out.model, ...(out.maxTokens !== undefined ? { maxTokens: out.maxTokens } : {}), stream: out.stream, requestId: out.ctl.requestId, maxCoefficient: out.ctl.maxCoefficient })
     const sealed = await sealRequest(out.payload, route, recipients)
+    e2eeTrace?.(out.ctl.requestId, 'c.sealed')
     return { body: sealed.body, route, keys: encodeWrappedKeys(sealed.keys), answer: sealed.answer, stream: out.stream, recipients }
   }
 
@@ -602,6 +608,7 @@ export class Client implements OpsSource {
       const settle = (r: { kind: 'done'; outcome: Outcome; usage?: AnswerUsage; cheated?: boolean } | { kind: 'retry'; error: Error; fresh?: boolean }) => {
         if (settled) return
         settled = true
+        e2eeTrace?.(ctl.requestId, 'c.settled')
         if (r.kind === 'done') r.cheated = cheated
         if (r.kind === 'done' && billed) {
           const u = billed.usage
@@ -649,6 +656,7 @@ export class Client implements OpsSource {
       }
       ps.on('error', () => {})
       ps.once('response', (h) => {
+        e2eeTrace?.(ctl.requestId, 'c.response')
         responded = true
         link.lastTtftMs = Date.now() - sentAt
         status = Number(h[':status'])
@@ -675,6 +683,7 @@ export class Client implements OpsSource {
           const r = reader
           ps.on('data', (cipher: Buffer) => {
             if (settled) return
+            e2eeTrace?.(ctl.requestId, 'c.data')
             let events: Buffer[]
             try {
               events = r.push(cipher)
@@ -693,6 +702,7 @@ export class Client implements OpsSource {
           return
         }
         ps.on('data', (chunk: Buffer) => {
+          e2eeTrace?.(ctl.requestId, 'c.data')
           lastChunk = chunk
           seen.push(chunk)
           if (!res.write(chunk)) {
@@ -769,6 +779,7 @@ export class Client implements OpsSource {
         settle({ kind: 'done', outcome: 'failed' })
       })
       sendBody(ps, payload)
+      e2eeTrace?.(ctl.requestId, 'c.sent')
     })
   }
 

@@ -16,7 +16,7 @@ import { decodeReceiptBoc, priceHeader, receiptFields, receiptMismatch, signRece
 import type { ProxyBilling, Reservation } from '../payments/billing.ts'
 import { worstCaseAdjustedTokens } from '../payments/pricing.ts'
 import type { SignedUsage, Usage } from '../core/usage.ts'
-import { qualityOf, recordOutcome, type WorkerConn } from './routing.ts'
+import { qualityOf, recordOutcome, type WorkerConn, type WorkerPool } from './routing.ts'
 import type { AdmissionQueue } from './admission.ts'
 import { respondError, respondRaw } from './respond.ts'
 
@@ -89,8 +89,8 @@ export interface ExchangeHost {
   admission: Pick<AdmissionQueue, 'claim' | 'release'>
   /** Workers tried per request when they fail before the first byte. */
   maxAttempts: number
-  /** The connected workers (an encrypted request goes only to those it names). */
-  workers(): Iterable<WorkerConn>
+  /** The connected workers, indexed by the HPKE keys they attested (an encrypted request goes only to those it names). */
+  workers: Pick<WorkerPool, 'recipients' | 'get'>
   /** Signs the receipts the proxy states itself. */
   identity(): Identity
   /** The key receipts name this proxy by. */
@@ -215,8 +215,8 @@ export class Exchange {
       let conn: WorkerConn
       try {
         // An encrypted request goes only to a worker it names as a recipient.
-        const exclude = req.e2ee ? new Set([...this.tried, ...[...host.workers()].filter((w) => !recipientKey(w, req.e2ee!.keys)).map((w) => w.id)]) : this.tried
-        conn = await host.admission.claim({ client: req.client, model: req.routing.model, maxCoefficient: req.maxCoefficient, exclude, path: req.path, affinity: req.prefixKey ? { prefixKey: req.prefixKey, client: req.client } : undefined }, this.signal)
+        const only = req.e2ee ? host.workers.recipients(req.e2ee.keys.map((k) => k.recipient)) : undefined
+        conn = await host.admission.claim({ client: req.client, model: req.routing.model, maxCoefficient: req.maxCoefficient, exclude: this.tried, only, path: req.path, affinity: req.prefixKey ? { prefixKey: req.prefixKey, client: req.client } : undefined }, this.signal)
       } catch (err) {
         const e = err as Error
         if (attempt > 0 && lastError && (e.name === 'WorkersExhaustedError' || e.name === 'ModelNotFoundError')) break
@@ -276,7 +276,7 @@ export class Exchange {
   /** Whether every untried worker an encrypted request names has its breaker open (none of them would be tried soon). */
   private recipientsAllFailing(e2ee: E2eeRequest): boolean {
     const now = Date.now()
-    const named = [...this.host.workers()].filter((w) => !this.tried.has(w.id) && recipientKey(w, e2ee.keys))
+    const named = [...this.host.workers.recipients(e2ee.keys.map((k) => k.recipient))].filter((id) => !this.tried.has(id)).map((id) => this.host.workers.get(id)!)
     return named.length > 0 && named.every((w) => qualityOf(w).breaker.state === 'open' && now < qualityOf(w).breaker.until)
   }
 

@@ -17,7 +17,7 @@ import { DuplicateRequestError, ProxyNotServingError, type ProxyBilling } from '
 import { ed25519PublicKey } from '../net/usage.ts'
 import { addUsage, tokenStats, zeroUsage, type Usage } from '../core/usage.ts'
 import { ErrorBudget } from './error-budget.ts'
-import { DEFAULT_REQUEST_MS, qualityStats, workerEndpoints, type WorkerConn } from './routing.ts'
+import { DEFAULT_REQUEST_MS, qualityStats, setReliability, workerEndpoints, WorkerPool, type WorkerConn } from './routing.ts'
 import { AdmissionQueue, DEFAULT_QUEUE_DEPTH, DEFAULT_QUEUE_MAX_WAIT_MS } from './admission.ts'
 import type { ReliabilityPublisher } from './reliability.ts'
 import { tapStream } from '../net/tap.ts'
@@ -78,7 +78,8 @@ export class Proxy implements OpsSource {
   /** Set by the node's start-up when it runs on a chain (see OpsSource). */
   chainReachability?: OpsSource['chainReachability']
   readonly registry = createRegistry('proxy')
-  private readonly workers = new Map<string, WorkerConn>()
+  /** Connected workers by id, indexed for routing (a decision visits only the workers that could win it). */
+  private readonly workers = new WorkerPool()
   private readonly clientH2 = http2.createServer(H2_OPTIONS)
   private servers: tls.Server[] = []
   private nextId = 1
@@ -118,7 +119,7 @@ export class Proxy implements OpsSource {
     private readonly deps: ProxyDeps,
     private readonly o: Required<ProxyOptions>,
   ) {
-    this.admission = new AdmissionQueue(() => this.workers.values(), { depth: o.queueDepth, maxWaitMs: o.queueMaxWaitMs, timeRouting: o.timeRouting })
+    this.admission = new AdmissionQueue(() => this.workers, { depth: o.queueDepth, maxWaitMs: o.queueMaxWaitMs, timeRouting: o.timeRouting })
     const queue = this.admission
     const registers = [this.registry]
     new Gauge({ name: 'cocoon_proxy_queue_waiting', help: 'Requests waiting for a worker slot', registers, collect(this: Gauge) { this.set(queue.stats().queued) } })
@@ -137,14 +138,14 @@ export class Proxy implements OpsSource {
     })
     // Each committed reliability record re-scores the connected workers for routing.
     deps.reliability?.onRecord(() => {
-      for (const c of this.workers.values()) c.reliability = deps.reliability!.scoreOf(Buffer.from(c.peer.publicKey).toString('hex'), c.info.model.id)
+      for (const c of this.workers.values()) setReliability(c, deps.reliability!.scoreOf(Buffer.from(c.peer.publicKey).toString('hex'), c.info.model.id))
     })
     this.exchangeHost = {
       log: this.deps.log,
       billing: this.deps.billing,
       admission: this.admission,
       maxAttempts: this.o.maxAttempts,
-      workers: () => this.workers.values(),
+      workers: this.workers,
       identity: () => this.deps.identity.current(),
       proxyKey: () => this.proxyKey(),
       outcome: (o) => this.finish(o),
@@ -259,7 +260,7 @@ export class Proxy implements OpsSource {
       this.workers.set(conn.id, conn)
       this.m.workers.set(this.workers.size)
       const workerKey = Buffer.from(peer.publicKey).toString('hex')
-      conn.reliability = this.deps.reliability?.scoreOf(workerKey, info.model.id)
+      setReliability(conn, this.deps.reliability?.scoreOf(workerKey, info.model.id))
       this.deps.reliability?.uptime.connected(workerKey, info.model.id)
       this.admission.pump()
       const ping = setInterval(() => {
@@ -298,7 +299,7 @@ export class Proxy implements OpsSource {
       if (!Buffer.from(p.publicKey).equals(Buffer.from(conn.peer.publicKey))) throw new Error('a certificate of another worker')
       if (p.claims.modelId !== conn.peer.claims.modelId || p.claims.modelHash !== conn.peer.claims.modelHash) throw new Error('a certificate for another model')
       conn.currentCert = { der, fetchedAtMs: Date.now() }
-      if (p.claims.hpkeKey) conn.hpkeKeys?.add(p.claims.hpkeKey)
+      if (p.claims.hpkeKey) this.workers.addHpkeKey(conn, p.claims.hpkeKey)
     } catch (err) {
       this.deps.log.warn('worker current certificate refused', { worker: conn.id, reason: (err as Error).message.slice(0, 300) })
     }

@@ -22,6 +22,7 @@ import { verifyReceiptProof } from '../payments/receipts/proof.ts'
 import { Cell } from '@ton/core'
 import { newSalt, parsePriceHeader, parseSalt, receiptFields, signReceipt, type SamplingParams } from '../payments/receipts/receipt.ts'
 import { OFFCHAIN_PRICE_PARAMS } from '../payments/pricing.ts'
+import { e2eeTrace } from '../net/e2ee-trace.ts'
 import { E2EE_CONTENT_TYPE, E2eeError, ReplayGuard, openRequest, parseWrappedKeys, type AnswerWriter, type HpkeKeyRing } from '../net/e2ee.ts'
 
 /** Room for the encrypted envelope (version byte and tag) on top of the plaintext body limit. */
@@ -298,6 +299,7 @@ export class Worker implements OpsSource {
 
   private async serveInference(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, kind: InferenceKind): Promise<void> {
     const requestId = String(headers[HEADERS.requestId] ?? crypto.randomUUID())
+    e2eeTrace?.(requestId, 'w.start')
     const log = this.deps.log.child({ requestId })
     this.counts.requests++
     const slot = this.admit(stream, headers)
@@ -316,11 +318,13 @@ export class Worker implements OpsSource {
     let firstTokenAtMs = 0
     try {
       const received = await readBody(stream, MAX_BODY_BYTES + E2EE_OVERHEAD_BYTES)
+      e2eeTrace?.(requestId, 'w.body')
       let raw = received
       if (headers[HEADERS.e2eeRoute] !== undefined) {
         const opened = await this.openEncrypted(received, headers, kind)
         raw = opened.body
         sealer = opened.answer
+        e2eeTrace?.(requestId, 'w.opened')
       } else if (received.length > MAX_BODY_BYTES) throw new PayloadTooLargeError(MAX_BODY_BYTES)
       const body = parseJsonObject(raw)
       // The proxy reserved funds for at most this many completion tokens.
@@ -340,13 +344,17 @@ export class Worker implements OpsSource {
       try {
         for await (const ev of this.deps.backend.run(req, { signal })) {
           if (ev.type === 'chunk') {
-            if (chunks++ === 0) firstTokenAtMs = Date.now()
+            if (chunks++ === 0) {
+              firstTokenAtMs = Date.now()
+              e2eeTrace?.(requestId, 'w.token')
+            }
             if (answerId === undefined) answerId = (JSON.parse(ev.json) as { id?: string }).id ?? ids.id
             if (agg) agg.add(ev.json)
             else {
               text += chunkText(ev.json)
               if (!stream.headersSent) stream.respond({ ':status': 200, 'content-type': eventType, 'cache-control': 'no-cache' }, { waitForTrailers: true })
               if (!out.push(`data: ${ev.json}\n\n`)) await drained(stream, signal)
+              if (chunks === 1) e2eeTrace?.(requestId, 'w.written')
             }
           } else {
             usage = ev.usage
@@ -404,6 +412,7 @@ export class Worker implements OpsSource {
         slot.finished = true
         stream.once('wantTrailers', () => stream.sendTrailers(trailers))
         stream.end(sealer?.final())
+        e2eeTrace?.(requestId, 'w.end')
       } else {
         slot.finished = true
         if (streamError) {

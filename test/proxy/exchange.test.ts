@@ -10,7 +10,7 @@ import http2 from 'node:http2'
 import type net from 'node:net'
 import { Exchange, checkMove, IllegalTransitionError, type ExchangeHost, type ExchangeState, type Outcome } from '../../src/proxy/exchange.ts'
 import { AdmissionQueue } from '../../src/proxy/admission.ts'
-import type { WorkerConn } from '../../src/proxy/routing.ts'
+import { WorkerPool, type WorkerConn } from '../../src/proxy/routing.ts'
 import { readBody } from '../../src/net/body.ts'
 import { HEADERS, PATHS, usageSigningPayload } from '../../src/net/protocol.ts'
 import { createIdentity, SimulatedEvidenceProvider, simulatedImageHash, type VerifiedPeer } from '../../src/tee/index.ts'
@@ -91,7 +91,9 @@ class FakeWorker {
 /** Real admission and billing around the exchanges of one test, counting what they release. */
 async function harness(workers: FakeWorker[], opts: { maxAttempts?: number; cancelGraceMs?: number } = {}) {
   const billing = offchainBilling()
-  const queue = new AdmissionQueue(() => workers.map((w) => w.conn), { depth: 16, maxWaitMs: 10_000 })
+  const pool = new WorkerPool()
+  for (const w of workers) pool.set(w.conn.id, w.conn)
+  const queue = new AdmissionQueue(() => pool, { depth: 16, maxWaitMs: 10_000 })
   const counts = { slotReleases: 0, reservationReleases: 0, retries: 0 }
   const releaseReservation = billing.release.bind(billing)
   billing.release = (r) => {
@@ -113,7 +115,7 @@ async function harness(workers: FakeWorker[], opts: { maxAttempts?: number; canc
       },
     },
     maxAttempts: opts.maxAttempts ?? 3,
-    workers: () => workers.map((w) => w.conn),
+    workers: pool,
     identity: () => identity,
     proxyKey: () => identity.publicKey,
     outcome: (o) => outcomes.push(o),
