@@ -19,32 +19,11 @@ import type { SignedUsage, Usage } from '../core/usage.ts'
 import { qualityOf, recordOutcome, type WorkerConn, type WorkerPool } from './routing.ts'
 import type { AdmissionQueue } from './admission.ts'
 import { respondError, respondRaw } from './respond.ts'
+import { checkMove, type ExchangeState } from '../net/exchange.ts'
 
-export type ExchangeState = 'admitted' | 'dispatched' | 'relaying' | 'settled'
+export { checkMove, IllegalTransitionError, type ExchangeState } from '../net/exchange.ts'
+
 export type Outcome = 'succeeded' | 'failed' | 'cancelled' | 'timeout' | 'rejected'
-
-/** The legal moves. A retry goes from dispatched back to admitted: another worker's slot is claimed. */
-const MOVES: Record<ExchangeState, readonly ExchangeState[]> = {
-  admitted: ['dispatched', 'settled'],
-  dispatched: ['admitted', 'relaying', 'settled'],
-  relaying: ['settled'],
-  settled: [],
-}
-
-/** Throws IllegalTransitionError unless an exchange may go from `from` to `to`. */
-export function checkMove(from: ExchangeState, to: ExchangeState): void {
-  if (!MOVES[from].includes(to)) throw new IllegalTransitionError(from, to)
-}
-
-export class IllegalTransitionError extends Error {
-  readonly name = 'IllegalTransitionError'
-  constructor(
-    readonly from: ExchangeState,
-    readonly to: ExchangeState,
-  ) {
-    super(`an exchange cannot go from ${from} to ${to}`)
-  }
-}
 
 /** The app went away: its stream to the proxy closed. */
 export class AppGoneError extends Error {
