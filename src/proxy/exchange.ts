@@ -5,12 +5,11 @@ import http2 from 'node:http2'
 import type { Identity } from '../tee/index.ts'
 import type { Logger } from '../core/log.ts'
 import { NoWorkerAvailableError, RequestTimeoutError, UpstreamError, errorResponse } from '../net/errors.ts'
-import { sendBody } from '../net/h2.ts'
+import { call, type CallResponse } from '../net/hop.ts'
 import { CANCEL_GRACE_MS, HEADERS, HOP_TIMEOUT_FACTOR, MAX_AUDIO_SECONDS, MIN_AUDIO_BYTES_PER_SECOND, PATHS, PROMPT_OVERHEAD_TOKENS, type UsageRecord } from '../net/protocol.ts'
 import type { HopRouting } from '../net/validate.ts'
 import { costTrailer } from '../net/openai.ts'
 import { checkUsage } from '../net/usage.ts'
-import { tapStream } from '../net/tap.ts'
 import { E2EE_CONTENT_TYPE, encodeWrappedKeys, type E2eeRoute, type WrappedKey } from '../net/e2ee.ts'
 import { decodeReceiptBoc, priceHeader, receiptFields, receiptMismatch, signReceipt, verifyReceiptSignature, type Receipt } from '../payments/receipts/receipt.ts'
 import type { ProxyBilling, Reservation } from '../payments/billing.ts'
@@ -94,6 +93,8 @@ type AttemptEnd = { kind: 'done' } | { kind: 'retry' | 'timeout'; error: Error }
 /** One worker's try at the request: what its stream said so far. */
 interface Attempt {
   conn: WorkerConn
+  /** Resets the worker's stream (RST_STREAM CANCEL): the deadline before the first byte, a retry, a grace run out. */
+  reset: AbortController
   ws?: http2.ClientHttp2Stream
   /** This forward's own id at the worker (request ids come from apps and may repeat across clients). */
   id: string
@@ -267,57 +268,49 @@ export class Exchange {
   private dispatch(conn: WorkerConn, budgetMs: number, maxTokens: number, maxAudioSeconds: number, e2ee: Attempt['e2ee']): Promise<AttemptEnd> {
     return new Promise<AttemptEnd>((resolve) => {
       const req = this.req
-      const a: Attempt = (this.a = { conn, id: crypto.randomUUID(), budgetMs, maxTokens, maxAudioSeconds, e2ee, t0: Date.now(), status: 0, contentType: 'application/json', streamed: false, buffered: [], usage: Promise.resolve(undefined), ended: false, resolve })
+      const a: Attempt = (this.a = { conn, reset: new AbortController(), id: crypto.randomUUID(), budgetMs, maxTokens, maxAudioSeconds, e2ee, t0: Date.now(), status: 0, contentType: 'application/json', streamed: false, buffered: [], usage: Promise.resolve(undefined), ended: false, resolve })
       this.to('dispatched')
       if (this.signal.aborted) return this.endAttempt(a, this.abortKind() === 'timeout' ? { kind: 'timeout', error: new RequestTimeoutError(budgetMs) } : { kind: 'retry', error: new AppGoneError() })
-      let ws: http2.ClientHttp2Stream
-      try {
-        ws = a.ws = conn.session.request({
-          ':method': 'POST',
-          ':path': req.path,
-          'content-type': e2ee ? E2EE_CONTENT_TYPE : req.path === PATHS.transcriptions ? req.contentType : 'application/json',
-          [HEADERS.requestId]: req.requestId,
-          [HEADERS.exchange]: a.id,
-          [HEADERS.model]: req.routing.model,
-          [HEADERS.stream]: req.routing.stream ? '1' : '0',
-          [HEADERS.coefficient]: String(conn.info.coefficient),
-          [HEADERS.maxTokens]: String(maxTokens),
-          ...(maxAudioSeconds > 0 ? { [HEADERS.maxAudioSeconds]: String(maxAudioSeconds) } : {}),
-          [HEADERS.timeoutMs]: String(Math.floor(budgetMs * HOP_TIMEOUT_FACTOR)),
-          [HEADERS.salt]: req.salt.toString('hex'),
-          [HEADERS.price]: priceHeader(this.host.billing.params()),
-          // Only the chosen worker's wrapped key goes on: the others' are none of its business.
-          ...(e2ee ? { [HEADERS.e2eeRoute]: e2ee.routeHeader, [HEADERS.e2eeKeys]: encodeWrappedKeys([e2ee.key]) } : {}),
-        })
-      } catch (err) {
-        recordOutcome(conn, false)
-        return this.endAttempt(a, { kind: 'retry', error: err as Error })
+      const headers: http2.OutgoingHttpHeaders = {
+        'content-type': e2ee ? E2EE_CONTENT_TYPE : req.path === PATHS.transcriptions ? req.contentType : 'application/json',
+        [HEADERS.requestId]: req.requestId,
+        [HEADERS.exchange]: a.id,
+        [HEADERS.model]: req.routing.model,
+        [HEADERS.stream]: req.routing.stream ? '1' : '0',
+        [HEADERS.coefficient]: String(conn.info.coefficient),
+        [HEADERS.maxTokens]: String(maxTokens),
+        ...(maxAudioSeconds > 0 ? { [HEADERS.maxAudioSeconds]: String(maxAudioSeconds) } : {}),
+        [HEADERS.timeoutMs]: String(Math.floor(budgetMs * HOP_TIMEOUT_FACTOR)),
+        [HEADERS.salt]: req.salt.toString('hex'),
+        [HEADERS.price]: priceHeader(this.host.billing.params()),
+        // Only the chosen worker's wrapped key goes on: the others' are none of its business.
+        ...(e2ee ? { [HEADERS.e2eeRoute]: e2ee.routeHeader, [HEADERS.e2eeKeys]: encodeWrappedKeys([e2ee.key]) } : {}),
       }
-      tapStream(ws, ws.sentHeaders)
-      ws.on('error', () => {})
-      ws.once('response', (h) => this.onResponse(a, h))
-      ws.once('trailers', (t) => this.onTrailers(a, t))
-      ws.once('end', () => {
-        a.lastByteAt = Date.now()
-        void a.usage.then((u) => this.onWorkerEnd(a, u))
-      })
-      ws.once('close', () => this.onWorkerClose(a))
-      sendBody(ws, req.body)
+      // Not the exchange's signal: an app going away asks the worker to stop (stop()), it does not reset it at once.
+      call(conn.session, req.path, { headers, body: req.body, signal: a.reset.signal }).then(
+        (res) => this.onResponse(a, res),
+        (err: Error) => {
+          // Before the first byte (stream reset, session gone, nothing answered): another worker may do better.
+          if (a.ended) return
+          recordOutcome(conn, false)
+          this.endAttempt(a, { kind: 'retry', error: new Error(`worker failed before answering: ${err.message}`) })
+        },
+      )
     })
   }
 
-  private onResponse(a: Attempt, h: http2.IncomingHttpHeaders): void {
-    const ws = a.ws!
-    a.status = Number(h[':status'])
+  private onResponse(a: Attempt, res: CallResponse): void {
+    const ws = (a.ws = res.body)
+    if (a.ended) return void a.reset.abort()
+    a.status = res.status
     if (a.status >= 500 && a.status !== 504) {
       // Before the first byte: another worker may do better.
-      ws.close(http2.constants.NGHTTP2_CANCEL)
+      a.reset.abort()
       recordOutcome(a.conn, false)
       return this.endAttempt(a, { kind: 'retry', error: new Error(`worker answered ${a.status}`) })
     }
-    if (a.ended) return
     this.to('relaying')
-    a.contentType = String(h['content-type'] ?? 'application/json')
+    a.contentType = String(res.headers['content-type'] ?? 'application/json')
     // An encrypted answer is relayed record by record as it comes, streamed or not: the proxy cannot add the cost into it.
     a.streamed = (a.contentType.startsWith('text/event-stream') || (a.e2ee !== undefined && a.contentType === E2EE_CONTENT_TYPE)) && a.status === 200
     const cs = this.cs
@@ -335,12 +328,23 @@ export class Exchange {
         cs.once('drain', () => ws.resume())
       }
     })
+    a.usage = res.trailers.then(
+      (t) => this.checkTrailers(a, t),
+      () => undefined,
+    )
+    // The answer ends at its last byte (read, after its trailers); a stream cut before that fails the trailers.
+    ws.once('end', () => {
+      a.lastByteAt = Date.now()
+      void a.usage.then((u) => this.onWorkerEnd(a, u))
+    })
+    res.trailers.catch(() => this.onWorkerCut(a))
   }
 
-  private onTrailers(a: Attempt, t: http2.IncomingHttpHeaders): void {
+  /** The worker's usage and receipt trailers: the usage if its signature, request and model check out. */
+  private checkTrailers(a: Attempt, t: http2.IncomingHttpHeaders): Promise<UsageRecord | undefined> {
     const { conn } = a
     a.receipt = t[HEADERS.receipt]
-    a.usage = checkUsage(t[HEADERS.usage], t[HEADERS.usageSig], conn.key, this.req.requestId).then((c) => {
+    return checkUsage(t[HEADERS.usage], t[HEADERS.usageSig], conn.key, this.req.requestId).then((c) => {
       if (c.ok && c.usage.answer?.model !== conn.peer.claims.modelId) {
         // It answered as a model it did not attest: nothing it says can be trusted; bill nothing, drop it.
         const reason = `worker answered as model '${String(c.usage.answer?.model)}' but attested '${conn.peer.claims.modelId}'`
@@ -362,10 +366,6 @@ export class Exchange {
   private onWorkerEnd(a: Attempt, usage: UsageRecord | undefined): void {
     if (a.ended) return
     const { conn } = a
-    if (this.current !== 'relaying') {
-      recordOutcome(conn, false)
-      return this.endAttempt(a, { kind: 'retry', error: new Error('worker closed the stream without answering') })
-    }
     if (usage) return this.bill(a, usage)
     this.releaseReservation()
     if (a.status === 200) {
@@ -385,13 +385,12 @@ export class Exchange {
     this.endAttempt(a, { kind: 'done' }, a.stopped ?? (a.status < 400 ? 'succeeded' : 'failed'))
   }
 
-  /** The worker's stream closed: after its end (nothing to do), or cut off (before or during the answer). */
-  private onWorkerClose(a: Attempt): void {
-    if (a.ended || a.ws!.readableEnded) return
+  /** The worker's answer was cut off after its headers (stream reset, session gone). */
+  private onWorkerCut(a: Attempt): void {
+    if (a.ended) return
     const { conn } = a
     this.releaseReservation()
     recordOutcome(conn, false)
-    if (this.current !== 'relaying') return this.endAttempt(a, { kind: 'retry', error: new Error(`worker stream closed before answering (code ${a.ws!.rstCode})`) })
     if (a.stopped) return this.endAttempt(a, { kind: 'done' }, a.stopped)
     this.log.warn('worker failed mid-stream', { worker: conn.id, rstCode: a.ws!.rstCode })
     // The worker died before signing: the proxy logs a receipt for what the app was sent (nothing is billed).
@@ -407,7 +406,7 @@ export class Exchange {
     if (!a || a.ended || (this.current !== 'dispatched' && this.current !== 'relaying')) return
     if (this.abortKind() === 'timeout') {
       if (this.current === 'dispatched') {
-        a.ws?.close(http2.constants.NGHTTP2_CANCEL)
+        a.reset.abort()
         return this.endAttempt(a, { kind: 'timeout', error: new RequestTimeoutError(a.budgetMs) })
       }
       this.endWithError(a, new RequestTimeoutError(a.budgetMs))
@@ -427,7 +426,7 @@ export class Exchange {
     a.stopped = why
     cancelOnWorker(a.conn, a.id)
     a.grace = setTimeout(() => {
-      a.ws?.close(http2.constants.NGHTTP2_CANCEL)
+      a.reset.abort()
       this.endAttempt(a, { kind: 'done' }, why)
     }, this.host.cancelGraceMs ?? CANCEL_GRACE_MS)
   }
