@@ -6,7 +6,8 @@
 //
 // --trace DIR     sets COCOON_E2EE_TRACE for the nodes and prints where each request's time went (median
 //                 gap between consecutive trace points, each side).
-// --cpu-prof DIR  runs every node with --cpu-prof (profiles are written when the network stops).
+// --cpu-prof DIR  CPU-profiles every client, proxy and worker node (scripts/e2ee-probe-prof.mjs, a preload);
+//                 the .cpuprofile files are written when the network stops.
 // --load SECONDS  also runs a concurrency-30 load of that length on each side (under the profiler, if on).
 import fs from 'node:fs'
 import http from 'node:http'
@@ -33,7 +34,11 @@ if (values.trace) {
   fs.rmSync(values.trace, { recursive: true, force: true })
   process.env.COCOON_E2EE_TRACE = path.resolve(values.trace)
 }
-if (values['cpu-prof']) process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${path.resolve(values['cpu-prof'])}`.trim()
+if (values['cpu-prof']) {
+  // --cpu-prof is not allowed in NODE_OPTIONS: a preload profiles the nodes through the inspector instead.
+  process.env.PROBE_PROF_DIR = path.resolve(values['cpu-prof'])
+  process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --import ${path.resolve('scripts/e2ee-probe-prof.mjs')}`.trim()
+}
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cocoon-e2ee-probe-'))
 const backend = spawnCocoon('fake-backend', ['bench', 'fake-backend', '--chunks', '50', '--chunk-bytes', '128', '--delay-ms', '0'], path.join(dir, 'fake-backend.log'))

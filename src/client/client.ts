@@ -3,7 +3,7 @@ import crypto from 'node:crypto'
 import http from 'node:http'
 import http2 from 'node:http2'
 import { Counter, Gauge } from 'prom-client'
-import { type VerifiedPeer, type IdentitySource, identityStats } from '../tee/index.ts'
+import { type VerifiedPeer, type IdentitySource, EvidenceRefusedError, identityStats } from '../tee/index.ts'
 import type { PartyLedger } from '../payments/party-ledger.ts'
 import type { Logger } from '../core/log.ts'
 import { createRegistry, handleOps, type OpsSource } from '../core/ops.ts'
@@ -11,7 +11,8 @@ import type { PeerVerifier } from '../net/attested.ts'
 import { maintainProxyLink, revalidateLinks, type ProxyLink as BaseLink } from '../net/proxy-link.ts'
 import { ProxyScoreboard, type FailureKind } from './proxy-scores.ts'
 import { prefixKey } from './prefix-key.ts'
-import { errorResponse, InvalidRequestError, isExpectedError, NoProxyAvailableError, NoWorkerAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
+import { errorResponse, InvalidRequestError, NoProxyAvailableError, NoWorkerAvailableError, ReceiptNotFoundError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
+import { call, json, Reply, sendError, sendJson, sendReply, serveHttp, type HopRequest, type Routes } from '../net/hop.ts'
 import { parseJsonObject, parseMultipart, readBody } from '../net/body.ts'
 import { askedMaxTokens, isWireModelId } from '../net/validate.ts'
 import { answerText, parseCostTrailer, SseText, usageChunk, withBilledUsage, type UsageCost } from '../net/openai.ts'
@@ -20,7 +21,7 @@ import { heldReceiptJson, type ReceiptStore, type HeldReceipt } from '../payment
 import { verifyReceiptProof } from '../payments/receipts/proof.ts'
 import { Cell } from '@ton/core'
 import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
-import { type ReceiptProofsReply, CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_BODY_BYTES, MAX_MODEL_ID_CHARS, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION, type UsageRecord } from '../net/protocol.ts'
+import { type ReceiptProofsReply, CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, MAX_AUDIO_BODY_BYTES, MAX_BODY_BYTES, MAX_MODEL_ID_CHARS, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION, type UsageRecord } from '../net/protocol.ts'
 import { parseUsageRecord, namesItsAnswer } from '../net/usage.ts'
 import type { RequestRecord } from './apps.ts'
 import { CandidateCache, pickRecipients } from './e2ee.ts'
@@ -170,6 +171,7 @@ export class Client implements OpsSource {
     private readonly o: Required<ClientOptions>,
   ) {
     this.links = o.proxies.map((p) => newLink(p.host, p.port, 'config'))
+    this.router = serveHttp(this.routes(), { log: deps.log, sseErrors: false })
   }
 
   private receiptTimer?: NodeJS.Timeout
@@ -301,8 +303,7 @@ export class Client implements OpsSource {
         // A proxy found on the root must present the payment key it registered with.
         if (link.registeredId && proxyId !== link.registeredId) {
           socket.destroy()
-          const err = Object.assign(new Error(`the proxy at ${link.target} is not the one registered there (key ${proxyId.slice(0, 16)}…)`), { name: 'EvidenceRefusedError' })
-          throw err
+          throw new EvidenceRefusedError(`the proxy at ${link.target} is not the one registered there (key ${proxyId.slice(0, 16)}…)`)
         }
         if (this.deps.onProxy) await this.deps.onProxy(peer, proxyId)
         const started = Date.now()
@@ -328,35 +329,38 @@ export class Client implements OpsSource {
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     if (handleOps(req, res, this) || this.deps.routes?.(req, res)) return
-    const path = (req.url ?? '/').split('?')[0]
-    const method = req.method ?? 'GET'
-    const fail = (err: unknown) => {
-      if (!isExpectedError(err)) this.deps.log.error('request failed', { error: err })
-      sendError(res, err)
+    this.router(req, res)
+  }
+
+  /**
+   * The app-facing OpenAI API, through the hop layer's HTTP/1 router and its one error edge. An error after an
+   * answer's headers cuts the connection: relay() writes its own SSE error events where the answer allows one.
+   */
+  private readonly router: (req: http.IncomingMessage, res: http.ServerResponse) => void
+
+  private routes(): Routes<undefined, http.ServerResponse> {
+    const inference = (req: HopRequest, res: http.ServerResponse) => this.forwardInference(req.body as http.IncomingMessage, res, req.path)
+    return {
+      [`GET ${PATHS.models}`]: (req, res) => this.listModels(res),
+      [`GET ${RECEIPTS_PATH}/*`]: (req) => this.serveReceipts(req),
+      [`POST ${PATHS.chat}`]: inference,
+      [`POST ${PATHS.completions}`]: inference,
+      [`POST ${PATHS.embeddings}`]: inference,
+      [`POST ${PATHS.transcriptions}`]: inference,
     }
-    if (method === 'GET' && path === PATHS.models) return void this.listModels(res).catch(fail)
-    if (method === 'GET' && (path === RECEIPTS_PATH || path.startsWith(`${RECEIPTS_PATH}/`))) return void this.serveReceipts(req, res, path).catch(fail)
-    if (method === 'POST' && INFERENCE_PATHS.has(path)) return void this.forwardInference(req, res, path).catch(fail)
-    req.resume()
-    fail(new RouteNotFoundError(method, path))
   }
 
   private async listModels(res: http.ServerResponse): Promise<void> {
     let lastErr: Error | undefined
     const links = this.readyLinks()
     // No proxy yet means no worker yet: an empty list, not an error, so apps polling for a model simply wait.
-    if (links.length === 0) {
-      const text = JSON.stringify({ object: 'list', data: [] })
-      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
-      res.end(text)
-      return
-    }
+    if (links.length === 0) return sendJson(res, 200, { object: 'list', data: [] })
     for (const link of links) {
       try {
-        const { status, body } = await requestJson(link.session!, { ':method': 'GET', ':path': PATHS.models }, undefined, MODELS_TIMEOUT_MS)
-        if (status !== 200) throw new Error(`the proxy answered ${status}`)
-        res.writeHead(status, { 'content-type': 'application/json', 'content-length': body.length })
-        res.end(body)
+        const r = await call(link.session!, PATHS.models, { signal: AbortSignal.timeout(MODELS_TIMEOUT_MS) })
+        const body = await readBody(r.body, MAX_BODY_BYTES)
+        if (r.status !== 200) throw new Error(`the proxy answered ${r.status}`)
+        sendReply(res, new Reply(200, body, { 'content-type': 'application/json' }))
         return
       } catch (err) {
         lastErr = err as Error
@@ -364,7 +368,7 @@ export class Client implements OpsSource {
       }
     }
     if (!lastErr) throw new NoProxyAvailableError()
-    if (lastErr.name === 'RequestTimeoutError') throw new UpstreamError(`the proxy did not list its models within ${MODELS_TIMEOUT_MS} ms`)
+    if (isTimeout(lastErr)) throw new UpstreamError(`the proxy did not list its models within ${MODELS_TIMEOUT_MS} ms`)
     throw new UpstreamError(`could not list models at any proxy: ${lastErr.message}`)
   }
 
@@ -690,13 +694,14 @@ export class Client implements OpsSource {
             } catch (err) {
               return broken(err as Error)
             }
-            for (const chunk of events) {
-              lastChunk = chunk
-              seen.push(chunk)
-              if (!res.write(chunk)) {
-                ps.pause()
-                res.once('drain', () => ps.resume())
-              }
+            if (events.length === 0) return
+            // The events of one read go to the app in one write, as on the plaintext path.
+            const chunk = events.length === 1 ? events[0] : Buffer.concat(events)
+            lastChunk = chunk
+            seen.push(chunk)
+            if (!res.write(chunk)) {
+              ps.pause()
+              res.once('drain', () => ps.resume())
             }
           })
           return
@@ -827,23 +832,23 @@ export class Client implements OpsSource {
   }
 
   /** GET /v1/receipts/{id} (one receipt, with its proof once committed) and GET /v1/receipts?since=… (a list). */
-  private async serveReceipts(req: http.IncomingMessage, res: http.ServerResponse, path: string): Promise<void> {
+  private async serveReceipts(req: HopRequest): Promise<Reply> {
     const store = this.deps.receipts
-    if (!store) throw new RouteNotFoundError('GET', path)
+    if (!store) throw new RouteNotFoundError('GET', req.path)
     this.deps.apps?.mayRead?.(req.headers.authorization)
-    if (path === RECEIPTS_PATH) {
-      const since = parseSince(new URL(req.url ?? '/', 'http://x').searchParams.get('since'))
+    if (req.path === RECEIPTS_PATH) {
+      const since = parseSince(req.query.get('since'))
       const list = store.since(since, RECEIPT_LIST_MAX).map((h) => heldReceiptJson(h))
-      return sendJson(res, 200, { object: 'list', data: list, has_more: list.length === RECEIPT_LIST_MAX })
+      return json({ object: 'list', data: list, has_more: list.length === RECEIPT_LIST_MAX })
     }
-    const id = decodeURIComponent(path.slice(RECEIPTS_PATH.length + 1))
+    const id = decodeURIComponent(req.path.slice(RECEIPTS_PATH.length + 1))
     let h = store.get(id)
     if (!h) throw new ReceiptNotFoundError(id)
     if (!h.verified) {
       await this.syncReceipts(h.proxyId, [h]).catch((err) => this.deps.log.debug('receipt proof not fetched', { error: (err as Error).message }))
       h = store.get(id)!
     }
-    sendJson(res, 200, heldReceiptJson(h))
+    return json(heldReceiptJson(h))
   }
 
   /**
@@ -862,8 +867,9 @@ export class Client implements OpsSource {
     let reply: ReceiptProofsReply | undefined
     let onChain: { seqno: number; root: string; count: number; paymentKey: string } | undefined
     for (let attempt = 0; attempt < 3; attempt++) {
-      const { status, body } = await requestJson(link.session!, { ':method': 'POST', ':path': PATHS.receiptProofs, 'content-type': 'application/json' }, Buffer.from(JSON.stringify({ indices: pending.map((p) => p.index) })), MODELS_TIMEOUT_MS)
-      if (status !== 200) throw new Error(`proxy answered ${status} for receipt proofs`)
+      const r = await call(link.session!, PATHS.receiptProofs, { headers: JSON_BODY, body: Buffer.from(JSON.stringify({ indices: pending.map((p) => p.index) })), signal: AbortSignal.timeout(MODELS_TIMEOUT_MS) })
+      const body = await readBody(r.body, MAX_BODY_BYTES)
+      if (r.status !== 200) throw new Error(`proxy answered ${r.status} for receipt proofs`)
       reply = JSON.parse(body.toString()) as ReceiptProofsReply
       const c = reply.commit
       if (!c || !this.deps.receiptsRoot) break
@@ -929,8 +935,9 @@ export class Client implements OpsSource {
     if (!link || !rec) return
     const scan = this.scanned.get(proxyId) ?? { next: 0, adjusted: 0n, count: 0 }
     for (let page = 0; page < RECEIPT_SCAN_PAGES; page++) {
-      const { status, body } = await requestJson(link.session!, { ':method': 'POST', ':path': PATHS.receiptProofs, 'content-type': 'application/json' }, Buffer.from(JSON.stringify({ indices: [], from: scan.next })), MODELS_TIMEOUT_MS)
-      if (status !== 200) throw new Error(`proxy answered ${status} for its receipt list`)
+      const r = await call(link.session!, PATHS.receiptProofs, { headers: JSON_BODY, body: Buffer.from(JSON.stringify({ indices: [], from: scan.next })), signal: AbortSignal.timeout(MODELS_TIMEOUT_MS) })
+      const body = await readBody(r.body, MAX_BODY_BYTES)
+      if (r.status !== 200) throw new Error(`proxy answered ${r.status} for its receipt list`)
       const mine = (JSON.parse(body.toString()) as ReceiptProofsReply).mine ?? []
       for (const m of mine) {
         if (m.index < scan.next) return this.dropForReceipts(link, `its receipt list went back to ${m.index}`)
@@ -1027,8 +1034,9 @@ export class Client implements OpsSource {
     const models = new Set<string>()
     for (const link of links) {
       try {
-        const { status, body } = await requestJson(link.session!, { ':method': 'GET', ':path': PATHS.models }, undefined, READINESS_TIMEOUT_MS)
-        if (status === 200) for (const m of (JSON.parse(body.toString()) as { data?: Array<{ id?: unknown }> }).data ?? []) if (typeof m.id === 'string') models.add(m.id)
+        const r = await call(link.session!, PATHS.models, { signal: AbortSignal.timeout(READINESS_TIMEOUT_MS) })
+        const body = await readBody(r.body, MAX_BODY_BYTES)
+        if (r.status === 200) for (const m of (JSON.parse(body.toString()) as { data?: Array<{ id?: unknown }> }).data ?? []) if (typeof m.id === 'string') models.add(m.id)
       } catch {}
     }
     const base = { connectedProxies: links.length, models: [...models].sort() }
@@ -1049,13 +1057,6 @@ export const RECEIPT_SYNC_MS = 5_000
 /** Pages of the client's own receipts read from a proxy's log per sync. */
 const RECEIPT_SCAN_PAGES = 20
 const RECEIPT_LIST_MAX = 1000
-
-class ReceiptNotFoundError extends Error {
-  readonly name = 'RouteNotFoundError'
-  constructor(id: string) {
-    super(`no receipt ${id.slice(0, 64)} on this node`)
-  }
-}
 
 /** `since` as unix seconds, unix ms or an ISO date; 0 when absent. */
 function parseSince(v: string | null): number {
@@ -1115,37 +1116,11 @@ function wireModel(model: unknown, missing: string): string {
   throw new InvalidRequestError(`'model' must be 1-${MAX_MODEL_ID_CHARS} printable characters without spaces`, 'model')
 }
 
-function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body)
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
-  res.end(text)
-}
+const JSON_BODY = { 'content-type': 'application/json' } as const
 
-function sendError(res: http.ServerResponse, err: unknown): void {
-  if (res.headersSent || res.destroyed) {
-    res.destroy()
-    return
-  }
-  const r = errorResponse(err)
-  const text = JSON.stringify(r.body)
-  const retryAfter = (err as { retryAfterSec?: number }).retryAfterSec
-  res.writeHead(r.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...(retryAfter ? { 'retry-after': String(retryAfter) } : {}) })
-  res.end(text)
-}
-
-function requestJson(session: http2.ClientHttp2Session, headers: http2.OutgoingHttpHeaders, body: Buffer | undefined, timeoutMs: number): Promise<{ status: number; body: Buffer }> {
-  return new Promise((resolve, reject) => {
-    const s = session.request(headers)
-    let status = 0
-    s.setTimeout(timeoutMs, () => {
-      s.close(http2.constants.NGHTTP2_CANCEL)
-      reject(new RequestTimeoutError(timeoutMs))
-    })
-    s.once('response', (h) => (status = Number(h[':status'])))
-    s.on('error', reject)
-    readBody(s, MAX_BODY_BYTES).then((b) => resolve({ status, body: b }), reject)
-    s.end(body)
-  })
+/** Whether a call failed because its time ran out (an AbortSignal.timeout). */
+function isTimeout(err: Error): boolean {
+  return err.name === 'TimeoutError' || (err.name === 'AbortError' && (err.cause as Error | undefined)?.name === 'TimeoutError')
 }
 
 function newLink(host: string, port: number, source: 'config' | 'root'): ProxyLink {

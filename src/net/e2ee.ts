@@ -99,7 +99,7 @@ async function senderContext(hex: string): Promise<ReadySender> {
   // Only recipients that come back get contexts made ahead; after this request's own work has started.
   if (seenBefore) {
     const entry = e
-    setImmediate(() => refill(entry))
+    setTimeout(() => refill(entry), 0)
   }
   return taken ?? freshContext(e)
 }
@@ -390,7 +390,7 @@ export class AnswerWriter {
  * changed, or missing, and an answer without its final record, throw E2eeError.
  */
 export class AnswerReader {
-  private buf = Buffer.alloc(0)
+  private buf: Buffer = Buffer.alloc(0)
   private counter = 0
   private chosen?: { recipient: string; key: Buffer; nonce: Buffer }
   private done = false
@@ -409,7 +409,7 @@ export class AnswerReader {
 
   /** Feeds bytes; returns the plaintext of every data record completed by them. */
   push(chunk: Uint8Array): Buffer[] {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : Buffer.from(chunk)
+    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
     const out: Buffer[] = []
     while (this.buf.length >= RECORD_HEADER_BYTES) {
       if (this.done) throw new E2eeError('bytes after the final record')
@@ -442,7 +442,9 @@ export class AnswerReader {
       d.setAAD(recordAad(type))
       d.setAuthTag(body.subarray(body.length - TAG_BYTES))
       try {
-        const plain = Buffer.concat([d.update(body.subarray(0, body.length - TAG_BYTES)), d.final()])
+        const plain = d.update(body.subarray(0, body.length - TAG_BYTES))
+        // GCM gives nothing more at the end; final() checks the tag (and throws when it does not match).
+        d.final()
         this.chosen = k
         this.counter++
         return plain

@@ -79,6 +79,14 @@ export class WorkerBusyError extends Error {
   }
 }
 
+/** The request was stopped by whoever sent it before its answer was ready (499, as nginx names it). */
+export class RequestCancelledError extends Error {
+  readonly name = 'RequestCancelledError'
+  constructor(message = 'the request was cancelled') {
+    super(message)
+  }
+}
+
 /** A receipt this node does not hold (404). */
 export class ReceiptNotFoundError extends Error {
   readonly name = 'ReceiptNotFoundError'
@@ -152,6 +160,10 @@ export function errorResponse(err: unknown): ErrorResponse {
       return make(405, 'invalid_request_error', 'method_not_allowed', e.message)
     case 'ConflictError':
       return make(409, 'invalid_request_error', (e as ConflictError).code, e.message)
+    case 'RequestsInFlightError':
+      return make(409, 'invalid_request_error', 'requests_in_flight', e.message)
+    case 'RequestCancelledError':
+      return make(499, 'invalid_request_error', 'request_cancelled', e.message)
     case 'WorkerBusyError':
       return make(503, 'service_unavailable', 'worker_busy', e.message)
     case 'NoWorkerAvailableError':

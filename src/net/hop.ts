@@ -48,6 +48,8 @@ export function errorReply(err: unknown): Reply {
 /** Sends `reply` on an HTTP/2 stream; does nothing once the stream is gone or has answered. */
 export function respond(stream: http2.ServerHttp2Stream, reply: Reply): void {
   if (stream.destroyed || stream.closed || stream.headersSent) return
+  // A body nobody reads would hold the stream open (and the sender blocked on flow control): drop it.
+  if (!stream.readableEnded && stream.readableFlowing === null) stream.resume()
   const t = reply.trailers
   stream.respond(reply.status === 200 && reply.headers === JSON_HEADERS ? { ':status': 200, 'content-type': 'application/json' } : { ':status': reply.status, ...reply.headers }, t ? { waitForTrailers: true } : undefined)
   if (t) stream.once('wantTrailers', () => stream.sendTrailers(typeof t === 'function' ? t() : t))
@@ -232,9 +234,9 @@ export function serveHttp<P = undefined>(routes: Routes<P, http.ServerResponse>,
   const sse = opts.sseErrors ?? true
   const edge = (res: http.ServerResponse, err: unknown) => {
     if (!isExpectedError(err)) opts.log.error('request failed', { error: err })
-    // An unread body: keep-alive clients must not send the rest into the next request.
+    // An unread body is read and dropped, so the answer is not cut off; past a body limit, the connection is not kept.
     if (!res.headersSent && !res.req.complete) {
-      res.setHeader('connection', 'close')
+      if ((err as Error)?.name === 'PayloadTooLargeError') res.setHeader('connection', 'close')
       res.req.resume()
     }
     sendError(res, err, sse)
@@ -308,55 +310,92 @@ export function call(session: http2.ClientHttp2Session, path: string, opts: Call
     }
     if (tapEnabled()) tapStream(stream, headers)
     stream.push = pushUnlessCut
-    const pending = new PendingCall(stream, resolve, reject)
-    stream.on('error', (err) => pending.fail(err))
-    stream.once('response', (h) => pending.respond(h))
-    stream.once('trailers', (t) => pending.end(t))
-    stream.once('end', () => pending.end({}))
-    stream.once('close', () => pending.closed())
+    // The listeners are shared functions that find the call's state on the stream: no closures per call.
+    ;(stream as CallStream)[PENDING] = new PendingCall(stream, resolve, reject)
+    stream.on('error', onCallError)
+    stream.once('response', onCallResponse)
+    stream.once('trailers', onCallTrailers)
+    stream.once('end', onCallEnd)
+    stream.once('close', onCallClose)
     if (body !== undefined) sendBody(stream, body)
   })
 }
 
-/** The state of one call: answered yet, and how its trailers settle. */
-class PendingCall {
-  private responded = false
+const PENDING = Symbol('cocoon.call')
+type CallStream = http2.ClientHttp2Stream & { [PENDING]: PendingCall }
+const NO_TRAILERS: http2.IncomingHttpHeaders = Object.freeze({}) as http2.IncomingHttpHeaders
+
+function onCallError(this: CallStream, err: Error): void {
+  this[PENDING].fail(err)
+}
+function onCallResponse(this: CallStream, h: http2.IncomingHttpHeaders): void {
+  this[PENDING].respond(h)
+}
+function onCallTrailers(this: CallStream, t: http2.IncomingHttpHeaders): void {
+  this[PENDING].end(t)
+}
+function onCallEnd(this: CallStream): void {
+  this[PENDING].end(NO_TRAILERS)
+}
+function onCallClose(this: CallStream): void {
+  this[PENDING].closed()
+}
+
+/** One call: until its response, what call() resolves; then the CallResponse itself (its trailers promise is made only when asked for). */
+class PendingCall implements CallResponse {
+  status = 0
+  headers: http2.IncomingHttpHeaders = NO_TRAILERS
+  /** 0 waiting for the trailers, 1 ended (value holds the trailers), 2 failed (value holds the error). */
+  private state = 0
+  private value: http2.IncomingHttpHeaders | Error | undefined
+  private promise?: Promise<http2.IncomingHttpHeaders>
   private settle?: { resolve: (t: http2.IncomingHttpHeaders) => void; reject: (err: Error) => void }
-  private done = false
+  private responded = false
 
   constructor(
-    private readonly stream: http2.ClientHttp2Stream,
-    private readonly resolve: (r: CallResponse) => void,
-    private readonly reject: (err: unknown) => void,
+    readonly body: http2.ClientHttp2Stream,
+    private resolveCall: ((r: CallResponse) => void) | undefined,
+    private rejectCall: ((err: unknown) => void) | undefined,
   ) {}
+
+  get trailers(): Promise<http2.IncomingHttpHeaders> {
+    if (!this.promise) {
+      if (this.state === 1) this.promise = Promise.resolve(this.value as http2.IncomingHttpHeaders)
+      else if (this.state === 2) this.promise = Promise.reject(this.value as Error)
+      else this.promise = new Promise((resolve, reject) => (this.settle = { resolve, reject }))
+      // Callers that only read the body need not await the trailers.
+      this.promise.catch(noop)
+    }
+    return this.promise
+  }
 
   respond(headers: http2.IncomingHttpHeaders): void {
     this.responded = true
-    const trailers = new Promise<http2.IncomingHttpHeaders>((resolve, reject) => (this.settle = { resolve, reject }))
-    // Callers that only read the body need not await the trailers.
-    trailers.catch(noop)
-    this.resolve({ status: Number(headers[':status']), headers, body: this.stream, trailers })
+    this.status = Number(headers[':status'])
+    this.headers = headers
+    const resolve = this.resolveCall!
+    this.resolveCall = this.rejectCall = undefined
+    resolve(this)
   }
 
   end(trailers: http2.IncomingHttpHeaders): void {
-    if (this.done || !this.settle) return
-    this.done = true
-    this.settle.resolve(trailers)
+    if (this.state !== 0 || !this.responded) return
+    this.state = 1
+    this.value = trailers
+    this.settle?.resolve(trailers)
   }
 
   fail(err: Error): void {
-    if (!this.responded) return this.reject(err)
-    if (this.done) return
-    this.done = true
-    this.settle!.reject(err)
+    if (!this.responded) return this.rejectCall?.(err)
+    if (this.state !== 0) return
+    this.state = 2
+    this.value = err
+    this.settle?.reject(err)
   }
 
   closed(): void {
-    if (this.done) return
-    const err = new UpstreamError(`the peer's answer was cut off (stream closed, code ${this.stream.rstCode ?? 'none'})`)
-    if (!this.responded) return this.reject(err)
-    this.done = true
-    this.settle!.reject(err)
+    if (this.state !== 0) return
+    this.fail(new UpstreamError(`the peer's answer was cut off (stream closed, code ${this.body.rstCode ?? 'none'})`))
   }
 }
 

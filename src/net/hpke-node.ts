@@ -31,15 +31,26 @@ const X25519_KEY_BYTES = 32
 /** PKCS#8 DER prefix of a raw X25519 private key (RFC 8410): the 32 key bytes follow. */
 const PKCS8_X25519_PREFIX = Buffer.from('302e020100300506032b656e04220420', 'hex')
 
+/** Raw bytes of public keys already serialized (a worker's own key is serialized for every request it opens). */
+const rawOf = new WeakMap<X25519Key, Buffer>()
+
+// Public keys go in and out as JWK: node:crypto parses a JWK about ten times faster than SPKI DER.
 function rawPublic(key: X25519Key): Buffer {
-  const x = key.export({ format: 'jwk' }).x
-  if (typeof x !== 'string') throw new Error('not an X25519 public key')
-  return Buffer.from(x, 'base64url')
+  let raw = rawOf.get(key)
+  if (!raw) {
+    const x = key.export({ format: 'jwk' }).x
+    if (typeof x !== 'string') throw new Error('not an X25519 public key')
+    raw = Buffer.from(x, 'base64url')
+    rawOf.set(key, raw)
+  }
+  return raw
 }
 
 function publicFromRaw(raw: Buffer): X25519Key {
   if (raw.length !== X25519_KEY_BYTES) throw new Error(`an X25519 public key has ${X25519_KEY_BYTES} bytes, not ${raw.length}`)
-  return createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: raw.toString('base64url') }, format: 'jwk' })
+  const key = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: raw.toString('base64url') }, format: 'jwk' })
+  rawOf.set(key, Buffer.from(raw))
+  return key
 }
 
 function privateFromRaw(raw: Buffer): X25519Key {

@@ -5,7 +5,8 @@ import http2 from 'node:http2'
 import type { Identity } from '../tee/index.ts'
 import type { Logger } from '../core/log.ts'
 import { NoWorkerAvailableError, RequestTimeoutError, UpstreamError, errorResponse } from '../net/errors.ts'
-import { call, type CallResponse } from '../net/hop.ts'
+import { call, errorReply, Reply, respond, respondError, type CallResponse } from '../net/hop.ts'
+import { e2eeTrace } from '../net/e2ee-trace.ts'
 import { CANCEL_GRACE_MS, HEADERS, HOP_TIMEOUT_FACTOR, MAX_AUDIO_SECONDS, MIN_AUDIO_BYTES_PER_SECOND, PATHS, PROMPT_OVERHEAD_TOKENS, type UsageRecord } from '../net/protocol.ts'
 import type { HopRouting } from '../net/validate.ts'
 import { costTrailer } from '../net/openai.ts'
@@ -17,7 +18,6 @@ import { worstCaseAdjustedTokens } from '../payments/pricing.ts'
 import type { SignedUsage, Usage } from '../core/usage.ts'
 import { qualityOf, recordOutcome, type WorkerConn, type WorkerPool } from './routing.ts'
 import type { AdmissionQueue } from './admission.ts'
-import { respondError, respondRaw } from './respond.ts'
 import { checkMove, type ExchangeState } from '../net/exchange.ts'
 
 export { checkMove, IllegalTransitionError, type ExchangeState } from '../net/exchange.ts'
@@ -286,6 +286,7 @@ export class Exchange {
         // Only the chosen worker's wrapped key goes on: the others' are none of its business.
         ...(e2ee ? { [HEADERS.e2eeRoute]: e2ee.routeHeader, [HEADERS.e2eeKeys]: encodeWrappedKeys([e2ee.key]) } : {}),
       }
+      e2eeTrace?.(req.requestId, 'p.forward')
       // Not the exchange's signal: an app going away asks the worker to stop (stop()), it does not reset it at once.
       call(conn.session, req.path, { headers, body: req.body, signal: a.reset.signal }).then(
         (res) => this.onResponse(a, res),
@@ -380,7 +381,7 @@ export class Exchange {
       return
     }
     // An error answer (e.g. a 400 from validation): pass it through.
-    if (this.appOpen()) respondRaw(this.cs, a.status, a.contentType, Buffer.concat(a.buffered))
+    if (this.appOpen()) respond(this.cs, new Reply(a.status, Buffer.concat(a.buffered), { 'content-type': a.contentType }))
     recordOutcome(conn, a.status < 500)
     this.endAttempt(a, { kind: 'done' }, a.stopped ?? (a.status < 400 ? 'succeeded' : 'failed'))
   }
@@ -478,7 +479,7 @@ export class Exchange {
               this.cs.once('wantTrailers', () => this.cs.sendTrailers(charged()))
               this.cs.end()
             } else {
-              respondRaw(this.cs, a.status, a.contentType, Buffer.concat(a.buffered), charged)
+              respond(this.cs, new Reply(a.status, Buffer.concat(a.buffered), { 'content-type': a.contentType }, charged))
             }
           }
           this.endAttempt(a, { kind: 'done' }, a.stopped ?? (u.finishReason === 'error' || a.status >= 400 ? 'failed' : 'succeeded'))
@@ -539,8 +540,8 @@ export class Exchange {
     const cs = this.cs
     if (!this.appOpen()) return
     if (!cs.headersSent) {
-      const r = errorResponse(err)
-      return respondRaw(cs, r.status, 'application/json', Buffer.from(JSON.stringify(r.body)), trailers ? () => trailers : undefined)
+      const r = errorReply(err)
+      return respond(cs, trailers ? new Reply(r.status, r.body, r.headers, trailers) : r)
     }
     if (a.streamed) {
       cs.once('wantTrailers', () => cs.sendTrailers(trailers ?? {}))
@@ -598,15 +599,11 @@ export class Exchange {
 /** Asks the worker to stop a request; it then ends the answer normally, with usage for what it produced. */
 function cancelOnWorker(conn: WorkerConn, exchangeId: string): void {
   if (conn.session.closed || conn.session.destroyed) return
-  try {
-    const r = conn.session.request({ ':method': 'POST', ':path': PATHS.cancel, [HEADERS.exchange]: exchangeId })
-    r.on('error', () => {})
-    r.resume()
-    r.end()
-  } catch {
-    // The session is going away; the worker aborts when its stream is reset.
-  }
+  // If the session is going away, the worker aborts when its stream is reset.
+  call(conn.session, PATHS.cancel, { method: 'POST', headers: { [HEADERS.exchange]: exchangeId } }).then((r) => void r.body.resume(), noop)
 }
+
+function noop(): void {}
 
 /** The wrapped key for one of the HPKE keys this worker attested, or undefined when the request does not name it as a recipient. */
 export function recipientKey(w: WorkerConn, keys: WrappedKey[]): WrappedKey | undefined {

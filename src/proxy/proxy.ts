@@ -6,11 +6,12 @@ import { type IdentitySource, type VerifiedPeer, identityStats } from '../tee/in
 import type { Logger } from '../core/log.ts'
 import { createRegistry, type OpsSource } from '../core/ops.ts'
 import { listenAttested, type AttestedSocket, type PeerVerifier } from '../net/attested.ts'
-import { errorResponse, InvalidRequestError, TooManyRequestsError, UnfundedClientError, ModelNotFoundError, RouteNotFoundError } from '../net/errors.ts'
+import { ConflictError, InvalidRequestError, TooManyRequestsError, UnfundedClientError, ModelNotFoundError } from '../net/errors.ts'
+import { call, json, respondError, serve, type HopRequest, type Routes } from '../net/hop.ts'
 import { discardBody, readBody } from '../net/body.ts'
 import { intHeader, parseHopRouting } from '../net/validate.ts'
 import { H2_OPTIONS, tuneSession } from '../net/h2.ts'
-import { DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_BODY_BYTES, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION, type WorkerInfo, type WorkerStatementReply, type WorkerReceiptEntry, STATEMENT_RECEIPTS_MAX, type ReceiptProofsRequest, type ReceiptProofsReply, type ReceiptCommitInfo, RECEIPT_LIST_LIMIT, RECEIPT_PROOFS_MAX, type WorkerStatement, type FinalCharge, type WorkerCandidates } from '../net/protocol.ts'
+import { DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, MAX_AUDIO_BODY_BYTES, MAX_BODY_BYTES, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION, type WorkerInfo, type WorkerStatementReply, type WorkerReceiptEntry, STATEMENT_RECEIPTS_MAX, CONTROL_BODY_BYTES, RECEIPT_PROOFS_BODY_BYTES, type ReceiptProofsRequest, type ReceiptProofsReply, type ReceiptCommitInfo, RECEIPT_LIST_LIMIT, RECEIPT_PROOFS_MAX, type WorkerStatement, type FinalCharge, type WorkerCandidates } from '../net/protocol.ts'
 import { peerCertDer } from '../tee/index.ts'
 import { newSalt, parseSalt } from '../payments/receipts/receipt.ts'
 import { DuplicateRequestError, ProxyNotServingError, type ProxyBilling } from '../payments/billing.ts'
@@ -21,9 +22,9 @@ import { DEFAULT_REQUEST_MS, qualityStats, setReliability, workerEndpoints, Work
 import { AdmissionQueue, DEFAULT_QUEUE_DEPTH, DEFAULT_QUEUE_MAX_WAIT_MS } from './admission.ts'
 import type { ReliabilityPublisher } from './reliability.ts'
 import { tapStream } from '../net/tap.ts'
+import { e2eeTrace } from '../net/e2ee-trace.ts'
 import { type E2eeError, parseRoute, parseWrappedKeys } from '../net/e2ee.ts'
 import { Exchange, type E2eeRequest, type ExchangeHost, type ExchangeRequest, type Outcome } from './exchange.ts'
-import { respond, respondError } from './respond.ts'
 
 /** Room for the encrypted envelope (version byte and tag) on top of the plaintext body limit. */
 const E2EE_OVERHEAD_BYTES = 64
@@ -156,7 +157,7 @@ export class Proxy implements OpsSource {
       meter: (conn, u) => this.meter(conn, u),
       dropWorker: (conn, reason, ban) => this.dropWorker(conn, reason, ban),
     }
-    this.clientH2.on('stream', (stream, headers) => this.onClientStream(stream, headers))
+    this.clientH2.on('stream', serve(this.clientRoutes(), { log: this.deps.log, peer: (stream) => this.clientAccounts.get(stream.session!), before: this.beforeClient }))
     this.clientH2.on('session', (s) => {
       this.clientSessions.add(s)
       tuneSession(s)
@@ -332,14 +333,11 @@ export class Proxy implements OpsSource {
     }
   }
 
-  private fetchInfo(session: http2.ClientHttp2Session): Promise<WorkerInfo> {
-    return new Promise((resolve, reject) => {
-      const req = session.request({ ':method': 'GET', ':path': PATHS.workerInfo })
-      req.setTimeout(WORKER_INFO_TIMEOUT_MS, () => req.close(http2.constants.NGHTTP2_CANCEL))
-      readBody(req, 64 * 1024).then((b) => resolve(JSON.parse(b.toString()) as WorkerInfo), reject)
-      req.on('error', reject)
-      req.end()
-    })
+  private async fetchInfo(session: http2.ClientHttp2Session): Promise<WorkerInfo> {
+    const r = await call(session, PATHS.workerInfo, { signal: AbortSignal.timeout(WORKER_INFO_TIMEOUT_MS) })
+    const body = await readBody(r.body, CONTROL_BODY_BYTES)
+    if (r.status !== 200) throw new Error(`worker info answered ${r.status}`)
+    return JSON.parse(body.toString()) as WorkerInfo
   }
 
   models(): Record<string, unknown> {
@@ -365,80 +363,60 @@ export class Proxy implements OpsSource {
     return { object: 'list', data }
   }
 
-  private onClientStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
-    tapStream(stream, headers)
-    stream.on('error', () => {})
-    const path = String(headers[':path'] ?? '')
-    const method = String(headers[':method'])
-    const account = this.clientAccounts.get(stream.session!) ?? 'unknown'
+  /** Every client request first: the test tap, then the error budget (a client that keeps erring is slowed down; 429 is the network being busy, not the client erring). */
+  private readonly beforeClient = (req: HopRequest<string | undefined>, stream: http2.ServerHttp2Stream): void => {
+    tapStream(stream, req.headers)
+    const account = req.peer ?? 'unknown'
     const limit = this.errorBudget.check(account)
     if (limit.waitSec > 0) {
       this.rateLimited++
       if (limit.first) this.deps.log.warn('client keeps getting errors; slowing it down', { client: account, retryAfterSec: limit.waitSec })
-      stream.resume()
-      return respondError(stream, new TooManyRequestsError(`too many failed requests from this client; retry after ${limit.waitSec} s`, limit.waitSec))
+      throw new TooManyRequestsError(`too many failed requests from this client; retry after ${limit.waitSec} s`, limit.waitSec)
     }
     stream.once('close', () => {
       const status = Number(stream.sentHeaders?.[':status'] ?? 0)
-      // 429 is the network being busy (the queue), not the client erring.
       if (status >= 400 && status < 500 && status !== 429) this.errorBudget.spend(account)
     })
-    if (method === 'GET' && path === PATHS.models) return respond(stream, 200, this.models())
-    if (method === 'GET' && (path === PATHS.workers || path.startsWith(PATHS.workers + '?'))) {
-      stream.resume()
-      const model = new URLSearchParams(path.slice(PATHS.workers.length + 1)).get('model')
-      if (!model) return respondError(stream, new InvalidRequestError("'model' is required", 'model'))
-      // The candidates serve only to encrypt an inference request, so they are gated like one: a proxy that is not
-      // serving says so, and a client without funds gets 402 here too (metadata, /v1/models, stays free).
-      const gate = async () => {
+  }
+
+  /** What the proxy serves to client nodes. `req.peer` is the client's account. */
+  private clientRoutes(): Routes<string | undefined, http2.ServerHttp2Stream> {
+    const inference = (req: HopRequest<string | undefined>, stream: http2.ServerHttp2Stream) => this.handleInference(stream, req.headers, req.path)
+    return {
+      [`GET ${PATHS.models}`]: () => json(this.models()),
+      [`GET ${PATHS.workers}`]: async (req) => {
+        const model = req.query.get('model')
+        if (!model) throw new InvalidRequestError("'model' is required", 'model')
+        // The candidates serve only to encrypt an inference request, so they are gated like one: a proxy that is not
+        // serving says so, and a client without funds gets 402 here too (metadata, /v1/models, stays free).
         const serving = this.deps.billing.serving
         if (!serving.ok) throw new ProxyNotServingError(serving.reason!)
-        if (!(await this.deps.billing.isFunded(account))) throw new UnfundedClientError()
-        return this.candidates(model)
-      }
-      gate().then(
-        (c) => respond(stream, 200, c),
-        (err) => respondError(stream, err),
-      )
-      return
+        if (!(await this.deps.billing.isFunded(req.peer ?? 'unknown'))) throw new UnfundedClientError()
+        return json(await this.candidates(model))
+      },
+      [`POST ${PATHS.receiptProofs}`]: async (req) => {
+        const b = await req.read(RECEIPT_PROOFS_BODY_BYTES)
+        let reply: ReceiptProofsReply
+        try {
+          reply = this.receiptProofs(req.peer ?? '', JSON.parse(b.toString()) as ReceiptProofsRequest)
+        } catch (err) {
+          throw new InvalidRequestError(`bad receipt proofs request: ${(err as Error).message}`)
+        }
+        return json(reply)
+      },
+      [`POST ${PATHS.close}`]: (req) => {
+        if (!this.deps.finalCharge || !req.peer) throw new ConflictError('this proxy settles off-chain: there is no channel to close', 'no_channel')
+        const serving = this.deps.billing.serving
+        if (!serving.ok) throw new ProxyNotServingError(serving.reason!)
+        // Refused with RequestsInFlightError (409) while the client has requests in flight.
+        const r = this.deps.finalCharge(req.peer, this.deps.billing.reservedNano(req.peer))
+        return json({ tokens: r.tokens.toString(), voucher: r.voucher } satisfies FinalCharge)
+      },
+      [`POST ${PATHS.chat}`]: inference,
+      [`POST ${PATHS.completions}`]: inference,
+      [`POST ${PATHS.embeddings}`]: inference,
+      [`POST ${PATHS.transcriptions}`]: inference,
     }
-    if (method === 'POST' && path === PATHS.receiptProofs) {
-      const client = this.clientAccounts.get(stream.session!)
-      readBody(stream, 256 * 1024).then(
-        (b) => {
-          try {
-            respond(stream, 200, this.receiptProofs(client ?? '', JSON.parse(b.toString()) as ReceiptProofsRequest))
-          } catch (err) {
-            respondError(stream, new InvalidRequestError(`bad receipt proofs request: ${(err as Error).message}`))
-          }
-        },
-        (err) => respondError(stream, err),
-      )
-      return
-    }
-    if (method === 'POST' && path === PATHS.close) {
-      stream.resume()
-      const client = this.clientAccounts.get(stream.session!)
-      if (!this.deps.finalCharge || !client) return respond(stream, 409, errorResponse(new InvalidRequestError('this proxy settles off-chain: there is no channel to close')).body)
-      const serving = this.deps.billing.serving
-      if (!serving.ok) return respondError(stream, new ProxyNotServingError(serving.reason!))
-      try {
-        const r = this.deps.finalCharge(client, this.deps.billing.reservedNano(client))
-        const body: FinalCharge = { tokens: r.tokens.toString(), voucher: r.voucher }
-        return respond(stream, 200, body)
-      } catch (err) {
-        return respond(stream, 409, errorResponse(new InvalidRequestError((err as Error).message)).body)
-      }
-    }
-    if (method === 'POST' && INFERENCE_PATHS.has(path)) {
-      this.handleInference(stream, headers, path).catch((err) => {
-        this.deps.log.error('request handler failed', { error: err })
-        respondError(stream, err)
-      })
-      return
-    }
-    stream.resume()
-    respondError(stream, new RouteNotFoundError(method, path))
   }
 
   private finish(outcome: Outcome): void {
@@ -480,6 +458,7 @@ export class Proxy implements OpsSource {
    * the error itself (and resolves undefined) when the request is refused before any worker is involved.
    */
   private async parseInference(cs: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, path: string, requestId: string, client: string): Promise<ExchangeRequest | undefined> {
+    e2eeTrace?.(requestId, 'p.start')
     const startedAt = Date.now()
     // Keys the receipt's hashes; only the client node (and so the app) should know it. Without one, nobody can check them.
     const salt = parseSalt(headers[HEADERS.salt]) ?? newSalt()
@@ -519,6 +498,7 @@ export class Proxy implements OpsSource {
         }
       }
       const body = await readBody(cs, e2ee ? MAX_BODY_BYTES + E2EE_OVERHEAD_BYTES : path === PATHS.transcriptions ? MAX_AUDIO_BODY_BYTES : MAX_BODY_BYTES)
+      e2eeTrace?.(requestId, 'p.body')
       return { path, body, requestId, client, routing, maxCoefficient, prefixKey: pk, timeoutMs, startedAt, salt, contentType: String(headers['content-type'] ?? ''), e2ee }
     } catch (err) {
       if (!cs.readableEnded) cs.resume()
@@ -624,10 +604,10 @@ export class Proxy implements OpsSource {
         const text = JSON.stringify(st)
         if (this.told.get(conn) === text || conn.session.closed || conn.session.destroyed) return
         try {
-          const r = conn.session.request({ ':method': 'POST', ':path': PATHS.statement, 'content-type': 'application/json' })
-          r.on('error', () => {})
-          r.end(text)
-          const reply = JSON.parse((await readBody(r, 64 * 1024)).toString()) as WorkerStatementReply
+          const r = await call(conn.session, PATHS.statement, { headers: { 'content-type': 'application/json' }, body: Buffer.from(text) })
+          const answer = JSON.parse((await readBody(r.body, CONTROL_BODY_BYTES)).toString())
+          if (r.status !== 200) throw new Error(`the worker answered ${r.status}: ${String(answer?.error?.message).slice(0, 200)}`)
+          const reply = answer as WorkerStatementReply
           if (Array.isArray(reply.want)) this.wanted.set(conn, reply.want.filter((h) => typeof h === 'string' && /^[0-9a-f]{64}$/.test(h)).slice(0, STATEMENT_RECEIPTS_MAX))
           if (reply.ok) this.told.set(conn, text)
           else this.deps.log.warn('worker did not accept its statement', { worker: conn.id, error: reply.error })

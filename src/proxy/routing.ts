@@ -208,11 +208,24 @@ export function rendezvousWeight(a: Affinity, workerId: string): number {
   return mixWeight(affinitySeed(a), idHash(workerId))
 }
 
-/** SHA-256(client ‖ 0 ‖ prefixKey), its first 8 bytes as two 32-bit words: secret to anyone but that client. */
+/**
+ * SHA-256(client ‖ 0 ‖ prefixKey), its first 8 bytes as two 32-bit words: secret to anyone but that client.
+ * Remembered (bounded): affinity exists because a client repeats its prefixes, and a SHA-256 costs more than
+ * the rest of a decision.
+ */
 function affinitySeed(a: Affinity): [number, number] {
-  const h = crypto.createHash('sha256').update(a.client).update('\0').update(a.prefixKey).digest()
-  return [h.readUInt32BE(0), h.readUInt32BE(4)]
+  const key = `${a.client}\0${a.prefixKey}`
+  let v = seeds.get(key)
+  if (v === undefined) {
+    const h = crypto.createHash('sha256').update(a.client).update('\0').update(a.prefixKey).digest()
+    v = [h.readUInt32BE(0), h.readUInt32BE(4)]
+    if (seeds.size >= SEEDS_MAX) seeds.clear()
+    seeds.set(key, v)
+  }
+  return v
 }
+const seeds = new Map<string, [number, number]>()
+const SEEDS_MAX = 10_000
 
 const idHashes = new Map<string, [number, number]>()
 /** SHA-256 of a worker id as two 32-bit words, remembered (ids are few and never reused with another meaning). */
@@ -343,7 +356,12 @@ export interface PoolEntry {
   dirty: boolean
   /** idHash(conn.id), for the affinity pass. */
   idh: [number, number]
+  /** The worker's fixed info, copied here so that a visit reads one object (fewer cache misses in a big heap). */
   endpoints: ReadonlySet<string>
+  coefficient: number
+  capacity: number
+  /** Whether the breaker was closed when the entry was last placed; it can only open in recordOutcome (which re-places). */
+  breakerClosed: boolean
   model: ModelOrder
 }
 
@@ -360,6 +378,13 @@ function touched(c: WorkerConn): void {
     e.dirty = true
     e.model.dirty.push(e)
   }
+}
+
+/** Reads what placement needs from the worker: its base cost and whether its breaker is closed. */
+function settle(e: PoolEntry): void {
+  e.base = baseCost(e.conn)
+  e.breakerClosed = qualityOf(e.conn).breaker.state === 'closed'
+  e.dirty = false
 }
 
 const byBase = (a: PoolEntry, b: PoolEntry): number => a.base - b.base || a.seq - b.seq
@@ -399,6 +424,7 @@ function takeOut(order: PoolEntry[], e: PoolEntry): void {
 export class WorkerPool extends Map<string, WorkerConn> {
   private readonly models = new Map<string, ModelOrder>()
   private readonly byHpkeKey = new Map<string, Set<WorkerConn>>()
+  private readonly endpointSets = new Map<string, ReadonlySet<string>>()
   private nextSeq = 0
 
   override set(id: string, conn: WorkerConn): this {
@@ -443,6 +469,13 @@ export class WorkerPool extends Map<string, WorkerConn> {
     if (mo === undefined) return { reason: 'model_not_found' }
     this.replace(mo)
     const now = opts.now ?? Date.now()
+    // Sessions are looked at only for the best and the chosen worker (reading an HTTP/2 session's state is the
+    // dearest part of a visit). A down worker that is neither changes nothing; if either is down, look again,
+    // checking every visited worker's session, as a full scan does.
+    return this.walk(mo, maxCoefficient, exclude, opts, now, false) ?? this.walk(mo, maxCoefficient, exclude, opts, now, true)!
+  }
+
+  private walk(mo: ModelOrder, maxCoefficient: number, exclude: ReadonlySet<string>, opts: SelectOptions, now: number, checkSessions: boolean): Selection | undefined {
     const { path, only, affinity } = opts
     const slack = affinity ? 1 + AFFINITY_SLACK : 1
     // With an allow-list, only its entries are visited (few: an encrypted request names at most a handful).
@@ -468,14 +501,14 @@ export class WorkerPool extends Map<string, WorkerConn> {
         if (only === undefined) break
         continue
       }
+      if (e.coefficient > maxCoefficient || (path !== undefined && !e.endpoints.has(path))) continue
       const c = e.conn
-      if (path !== undefined && !e.endpoints.has(path)) continue
-      const info = c.info
-      if (info.coefficient > maxCoefficient || c.active >= info.maxActiveRequests) continue
+      const active = c.active
+      if (active >= e.capacity) continue
       if (exclude.size > 0 && exclude.has(c.id)) continue
-      if (c.session.closed || c.session.destroyed) continue
-      if (!breakerAllows(c.quality ?? qualityOf(c), now)) continue
-      const cost = e.base * loadFactor(c)
+      if (!e.breakerClosed && !breakerAllows(qualityOf(c), now)) continue
+      if (checkSessions && down(c)) continue
+      const cost = e.base * (1 + active / Math.max(1, e.capacity))
       scratchEntries[n] = e
       scratchCosts[n] = cost
       n++
@@ -502,6 +535,7 @@ export class WorkerPool extends Map<string, WorkerConn> {
       }
     }
     scratchEntries.fill(undefined as unknown as PoolEntry, 0, n)
+    if (!checkSessions && (down(best.conn) || down(chosen.conn))) return undefined
     return chosenOne(chosen.conn, now)
   }
 
@@ -534,16 +568,12 @@ export class WorkerPool extends Map<string, WorkerConn> {
     const d = mo.dirty
     if (d.length === 0) return
     if (d.length * 8 > mo.order.length) {
-      for (const e of d) {
-        e.base = baseCost(e.conn)
-        e.dirty = false
-      }
+      for (const e of d) settle(e)
       mo.order.sort(byBase)
     } else {
       for (const e of d) {
         takeOut(mo.order, e)
-        e.base = baseCost(e.conn)
-        e.dirty = false
+        settle(e)
         placeIn(mo.order, e)
       }
     }
@@ -554,7 +584,10 @@ export class WorkerPool extends Map<string, WorkerConn> {
     const model = conn.info.model.id
     let mo = this.models.get(model)
     if (mo === undefined) this.models.set(model, (mo = { order: [], dirty: [] }))
-    const e: PoolEntry = { conn, seq, base: baseCost(conn), dirty: false, idh: idHash(conn.id), endpoints: new Set(workerEndpoints(conn.info)), model: mo }
+    const e: PoolEntry = {
+      conn, seq, base: 0, dirty: false, idh: idHash(conn.id), endpoints: this.endpointSet(conn.info), coefficient: conn.info.coefficient, capacity: conn.info.maxActiveRequests, breakerClosed: true, model: mo,
+    }
+    settle(e)
     conn.route = e
     placeIn(mo.order, e)
     for (const k of conn.hpkeKeys ?? []) this.indexKey(k, conn)
@@ -576,11 +609,24 @@ export class WorkerPool extends Map<string, WorkerConn> {
     }
   }
 
+  /** One shared set per distinct endpoint list (workers of a model mostly serve the same ones). */
+  private endpointSet(info: WorkerInfo): ReadonlySet<string> {
+    const list = workerEndpoints(info)
+    const key = list.join('\n')
+    let set = this.endpointSets.get(key)
+    if (set === undefined) this.endpointSets.set(key, (set = new Set(list)))
+    return set
+  }
+
   private indexKey(key: string, conn: WorkerConn): void {
     let s = this.byHpkeKey.get(key)
     if (s === undefined) this.byHpkeKey.set(key, (s = new Set()))
     s.add(conn)
   }
+}
+
+function down(c: WorkerConn): boolean {
+  return c.session.closed || c.session.destroyed
 }
 
 /** Whether `a` wins a tie in cost against `b`: the full scan's tie-break, then the earlier connected. */

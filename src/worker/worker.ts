@@ -9,10 +9,11 @@ import type { Logger } from '../core/log.ts'
 import { createRegistry, type OpsSource } from '../core/ops.ts'
 import type { PeerVerifier } from '../net/attested.ts'
 import { maintainProxyLink, revalidateLinks, type ProxyLink as BaseLink } from '../net/proxy-link.ts'
-import { errorResponse, InvalidRequestError, isExpectedError, PayloadTooLargeError, RequestTimeoutError, TooManyRequestsError } from '../net/errors.ts'
+import { errorResponse, InvalidRequestError, isExpectedError, PayloadTooLargeError, RequestCancelledError, RequestTimeoutError, WorkerBusyError } from '../net/errors.ts'
+import { json, Reply, respond, respondError, serve, type Routes } from '../net/hop.ts'
 import { readBody, parseJsonObject, parseMultipart } from '../net/body.ts'
 import { H2_OPTIONS, tuneSession } from '../net/h2.ts'
-import { CAPABILITY_PATHS, HEADERS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION, usageSigningPayload, type UsageRecord, type WorkerInfo, type WorkerStatement, type WorkerStatementReply, STATEMENT_RECEIPTS_MAX } from '../net/protocol.ts'
+import { CAPABILITY_PATHS, HEADERS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION, usageSigningPayload, type UsageRecord, type WorkerInfo, type WorkerStatement, type WorkerStatementReply, STATEMENT_RECEIPTS_MAX, CONTROL_BODY_BYTES } from '../net/protocol.ts'
 import type { PartyLedger } from '../payments/party-ledger.ts'
 import { DuplicateRequestError } from '../payments/billing.ts'
 import { checkVoucher, InvalidVoucherError } from '../ton/contracts/index.ts'
@@ -126,7 +127,25 @@ export class Worker implements OpsSource {
     private readonly o: Required<WorkerOptions>,
   ) {
     this.links = o.proxies.map((p) => ({ target: `${p.host}:${p.port}`, state: 'connecting', requests: 0 }))
-    this.h2.on('stream', (stream, headers) => this.onStream(stream, headers))
+    // Errors after an answer's headers reset the stream: the proxy relays answers, it never reads an error event from here.
+    this.h2.on('stream', serve(this.routes(), { log: deps.log, peer: (stream) => this.links.find((l) => l.session === stream.session), sseErrors: false }))
+  }
+
+  /** What the worker serves to the proxy on every link's session. */
+  private routes(): Routes<ProxyLink | undefined, http2.ServerHttp2Stream> {
+    return {
+      [`GET ${PATHS.workerInfo}`]: () => json(this.info()),
+      [`POST ${PATHS.statement}`]: async (req) => json(await this.onStatement(req.peer, (await req.read(CONTROL_BODY_BYTES)).toString())),
+      [`POST ${PATHS.cancel}`]: (req) => {
+        const ac = this.running.get(runningKey(req.headers))
+        ac?.abort(new Error('cancelled by the proxy'))
+        return json({ cancelled: ac !== undefined })
+      },
+      [`POST ${PATHS.embeddings}`]: (req, stream) => this.serveUnary(stream, req.headers, 'embeddings'),
+      [`POST ${PATHS.transcriptions}`]: (req, stream) => this.serveUnary(stream, req.headers, 'transcriptions'),
+      [`POST ${PATHS.chat}`]: (req, stream) => this.serveInference(stream, req.headers, 'chat'),
+      [`POST ${PATHS.completions}`]: (req, stream) => this.serveInference(stream, req.headers, 'completion'),
+    }
   }
 
   /** What this worker's model serves. */
@@ -203,50 +222,6 @@ export class Worker implements OpsSource {
   }
 
 
-  private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
-    const path = headers[':path'] ?? ''
-    const method = headers[':method']
-    stream.on('error', () => {})
-    if (method === 'GET' && path === PATHS.workerInfo) {
-      respondJson(stream, 200, this.info())
-      return
-    }
-    if (method === 'POST' && path === PATHS.statement) {
-      const link = this.links.find((l) => l.session === stream.session)
-      readBody(stream, 64 * 1024)
-        .then((b) => this.onStatement(link, b.toString()))
-        .then(
-          (r) => respondJson(stream, 200, r),
-          () => respondJson(stream, 400, { ok: false }),
-        )
-      return
-    }
-    if (method === 'POST' && path === PATHS.cancel) {
-      const ac = this.running.get(runningKey(headers))
-      ac?.abort(new Error('cancelled by the proxy'))
-      stream.resume()
-      respondJson(stream, 200, { cancelled: ac !== undefined })
-      return
-    }
-    if (method === 'POST' && (path === PATHS.embeddings || path === PATHS.transcriptions)) {
-      this.serveUnary(stream, headers, path === PATHS.embeddings ? 'embeddings' : 'transcriptions').catch((err) => {
-        this.deps.log.error('request handler failed', { error: err })
-        if (!stream.headersSent && !stream.destroyed) respondError(stream, err)
-        else stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR)
-      })
-      return
-    }
-    if (method === 'POST' && (path === PATHS.chat || path === PATHS.completions)) {
-      this.serveInference(stream, headers, path === PATHS.chat ? 'chat' : 'completion').catch((err) => {
-        this.deps.log.error('inference handler failed', { error: err })
-        if (!stream.headersSent && !stream.destroyed) respondError(stream, err)
-        else stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR)
-      })
-      return
-    }
-    respondJson(stream, 404, errorResponse({ name: 'RouteNotFoundError', message: `unknown endpoint ${method} ${path}` }).body)
-  }
-
   /**
    * Admits a request to a slot, or answers it (503 at the limit of active requests, 409 when its key is already
    * running) and returns undefined. Three ways to stop it: the stream is reset (`ac`: nothing can be sent back),
@@ -257,8 +232,7 @@ export class Worker implements OpsSource {
     if (this.active >= this.o.maxActiveRequests) {
       this.counts.rejected++
       this.m.requests.inc({ outcome: 'rejected' })
-      stream.resume()
-      respondError(stream, new TooManyRequestsError(`worker is at its limit of ${this.o.maxActiveRequests} active requests`), 503)
+      respondError(stream, new WorkerBusyError(this.o.maxActiveRequests))
       return undefined
     }
     this.active++
@@ -292,7 +266,6 @@ export class Worker implements OpsSource {
     }
     this.active--
     this.m.active.set(this.active)
-    stream.resume()
     respondError(stream, new DuplicateRequestError(key.slice(2, 66)))
     return undefined
   }
@@ -417,9 +390,9 @@ export class Worker implements OpsSource {
         slot.finished = true
         if (streamError) {
           const r = errorResponse(streamError)
-          respondJson(stream, r.status, r.body, trailers, sealer)
+          respond(stream, sealedJson(r.status, r.body, trailers, sealer))
         } else {
-          respondJson(stream, 200, answer, trailers, sealer)
+          respond(stream, sealedJson(200, answer, trailers, sealer))
         }
       }
       if (!cancel.signal.aborted) {
@@ -431,11 +404,11 @@ export class Worker implements OpsSource {
       this.counts.failed++
       this.m.requests.inc({ outcome: 'failed' })
       if (!isExpectedError(err)) log.error('request failed', { error: err })
-      if (!stream.destroyed) {
+      if (sealer && !stream.headersSent) {
         // Once the request opened, even an error answer is sealed: it may quote the prompt.
         const r = errorResponse(err)
-        respondJson(stream, r.status, r.body, undefined, sealer)
-      }
+        respond(stream, sealedJson(r.status, r.body, undefined, sealer))
+      } else respondError(stream, err, false)
     } finally {
       this.release(key)
     }
@@ -490,7 +463,6 @@ export class Worker implements OpsSource {
     this.counts.requests++
     if (!this.capabilities().includes(cap) || (cap === 'embeddings' ? !backend.embed : !backend.transcribe)) {
       this.counts.rejected++
-      stream.resume()
       return respondError(stream, new InvalidRequestError(`model '${backend.model.id}' does not serve ${CAPABILITY_PATHS[cap]}`, 'model'))
     }
     const slot = this.admit(stream, headers)
@@ -546,7 +518,7 @@ export class Worker implements OpsSource {
       const record: UsageRecord = { requestId, answer: { id, object, model, created }, ...usage, finishReason: 'stop' }
       const trailers = await this.usageTrailers(record, { stream, salt, raw, text: answerText(answer.text), sampling, model, startedAtMs, finishReason: 'stop', prices: headers[HEADERS.price] })
       slot.finished = true
-      respondRaw(stream, 200, answer.contentType, answer.text, trailers)
+      respond(stream, new Reply(200, answer.text, { 'content-type': answer.contentType }, trailers))
       this.counts.succeeded++
       this.m.requests.inc({ outcome: 'succeeded' })
     } catch (err) {
@@ -555,14 +527,14 @@ export class Worker implements OpsSource {
         this.counts.cancelled++
         this.m.requests.inc({ outcome: 'cancelled' })
         log.info('request cancelled by the proxy before its answer was ready; nothing to bill')
-        if (!stream.destroyed) respondError(stream, new InvalidRequestError('the request was cancelled'), 499)
+        respondError(stream, new RequestCancelledError(), false)
         return
       }
       this.counts.failed++
       this.m.requests.inc({ outcome: 'failed' })
       const e = timeoutSignal?.aborted ? new RequestTimeoutError(timeoutMs) : err
       if (!isExpectedError(e)) log.error('request failed', { error: e })
-      if (!stream.destroyed) respondError(stream, e)
+      respondError(stream, e, false)
     } finally {
       this.release(key)
     }
@@ -803,23 +775,10 @@ export class Worker implements OpsSource {
 }
 
 /** A JSON answer; sealed as one record and the final record when the request was end-to-end encrypted. */
-function respondJson(stream: http2.ServerHttp2Stream, status: number, body: unknown, trailers?: http2.OutgoingHttpHeaders, sealer?: AnswerWriter): void {
-  if (stream.destroyed || stream.closed) return
+function sealedJson(status: number, body: unknown, trailers: http2.OutgoingHttpHeaders | undefined, sealer: AnswerWriter | undefined): Reply {
   const text = JSON.stringify(body)
-  if (stream.headersSent) {
-    stream.end()
-    return
-  }
-  stream.respond({ ':status': status, 'content-type': sealer ? E2EE_CONTENT_TYPE : 'application/json' }, trailers ? { waitForTrailers: true } : undefined)
-  if (trailers) stream.once('wantTrailers', () => stream.sendTrailers(trailers))
-  stream.end(sealer ? Buffer.concat([sealer.data(text), sealer.final()]) : text)
-}
-
-function respondRaw(stream: http2.ServerHttp2Stream, status: number, contentType: string, text: string, trailers: http2.OutgoingHttpHeaders): void {
-  if (stream.destroyed || stream.closed || stream.headersSent) return
-  stream.respond({ ':status': status, 'content-type': contentType }, { waitForTrailers: true })
-  stream.once('wantTrailers', () => stream.sendTrailers(trailers))
-  stream.end(text)
+  if (!sealer) return new Reply(status, text, { 'content-type': 'application/json' }, trailers)
+  return new Reply(status, Buffer.concat([sealer.data(text), sealer.final()]), { 'content-type': E2EE_CONTENT_TYPE }, trailers)
 }
 
 const languageNames = new Intl.DisplayNames(['en'], { type: 'language' })
@@ -854,27 +813,23 @@ function round3(x: number): number {
   return Math.round(x * 1000) / 1000
 }
 
-function respondError(stream: http2.ServerHttp2Stream, err: unknown, status?: number): void {
-  const r = errorResponse(err)
-  respondJson(stream, status ?? r.status, r.body)
-}
-
 /** Flush once this much is pending, without waiting for the end of the event-loop turn. */
 const COALESCE_MAX_BYTES = 16 * 1024
 
 /**
  * Writes SSE events to an HTTP/2 stream, the first at once (time to first byte) and the rest
  * gathered until the end of the event-loop turn: events that arrive together (an upstream's
- * TCP read often holds several) then travel in one DATA frame instead of one each.
+ * TCP read often holds several) then travel in one DATA frame instead of one each. With a
+ * sealer the same holds for records: the first event is a record of its own, sent at once, and
+ * the events gathered in one turn are sealed together into one record when they are written.
+ * No event waits for a later one, so streaming stays as incremental as without E2EE, with one
+ * AEAD operation per write on each side rather than one per token.
  */
 class EventCoalescer {
   private pending = ''
-  private sealed: Buffer[] = []
-  private sealedBytes = 0
   private scheduled = false
   private first = true
 
-  /** With `sealer`, each event becomes one encrypted record, sealed as it is pushed so records keep their order. */
   constructor(private readonly stream: http2.ServerHttp2Stream, private readonly sealer?: AnswerWriter) {}
 
   /** Queues an event; false when the stream's buffer is full (the caller waits for 'drain'). */
@@ -883,12 +838,8 @@ class EventCoalescer {
       this.first = false
       return this.stream.write(this.sealer ? this.sealer.data(event) : event)
     }
-    if (this.sealer) {
-      const r = this.sealer.data(event)
-      this.sealed.push(r)
-      this.sealedBytes += r.length
-    } else this.pending += event
-    if (this.pending.length + this.sealedBytes >= COALESCE_MAX_BYTES) return this.flush()
+    this.pending += event
+    if (this.pending.length >= COALESCE_MAX_BYTES) return this.flush()
     if (!this.scheduled) {
       this.scheduled = true
       setImmediate(() => this.flush())
@@ -898,17 +849,10 @@ class EventCoalescer {
 
   flush(): boolean {
     this.scheduled = false
-    if (this.sealed.length) {
-      const records = Buffer.concat(this.sealed)
-      this.sealed = []
-      this.sealedBytes = 0
-      if (this.stream.destroyed || this.stream.closed) return true
-      return this.stream.write(records)
-    }
     if (!this.pending || this.stream.destroyed || this.stream.closed) return true
     const text = this.pending
     this.pending = ''
-    return this.stream.write(text)
+    return this.stream.write(this.sealer ? this.sealer.data(text) : text)
   }
 }
 
