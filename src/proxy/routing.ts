@@ -567,9 +567,16 @@ export class WorkerPool extends Map<string, WorkerConn> {
   private replace(mo: ModelOrder): void {
     const d = mo.dirty
     if (d.length === 0) return
-    if (d.length * 8 > mo.order.length) {
+    if (d.length > 16) {
+      // Many at once (a burst of answers): merge the re-placed ones, sorted, into the rest in one pass.
+      const rest = mo.order.filter((e) => !e.dirty)
       for (const e of d) settle(e)
-      mo.order.sort(byBase)
+      d.sort(byBase)
+      const order = mo.order
+      order.length = 0
+      let i = 0
+      let j = 0
+      while (i < rest.length || j < d.length) order.push(j >= d.length || (i < rest.length && byBase(rest[i], d[j]) < 0) ? rest[i++] : d[j++])
     } else {
       for (const e of d) {
         takeOut(mo.order, e)

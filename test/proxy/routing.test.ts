@@ -276,6 +276,15 @@ describe('WorkerPool: candidates found without a full scan', () => {
           }
         }
         if (ops.next() < 0.1) {
+          // A burst of answers between two decisions: many workers re-placed at once.
+          for (let k = ops.int(60); k > 0; k--) {
+            const id = ops.pick(ids)
+            const ok = ops.next() < 0.9
+            const ttft = 20 + ops.int(10) * 40
+            for (const w of twin(id)) recordOutcome(w, ok, ttft + 300, { ttftMs: ttft, completionTokens: 30 }, now)
+          }
+        }
+        if (ops.next() < 0.1) {
           const id = ops.pick(ids)
           const score = ops.next()
           for (const w of twin(id)) setReliability(w, score)
