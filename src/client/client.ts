@@ -357,7 +357,7 @@ export class Client implements OpsSource {
     for (const link of links) {
       try {
         const r = await call(link.session!, PATHS.models, { signal: AbortSignal.timeout(MODELS_TIMEOUT_MS) })
-        const body = await readBody(r.body, MAX_BODY_BYTES)
+        const body = await r.read(MAX_BODY_BYTES)
         if (r.status !== 200) throw new Error(`the proxy answered ${r.status}`)
         sendReply(res, new Reply(200, body, { 'content-type': 'application/json' }))
         return
@@ -835,7 +835,7 @@ export class Client implements OpsSource {
     let onChain: { seqno: number; root: string; count: number; paymentKey: string } | undefined
     for (let attempt = 0; attempt < 3; attempt++) {
       const r = await call(link.session!, PATHS.receiptProofs, { headers: JSON_BODY, body: Buffer.from(JSON.stringify({ indices: pending.map((p) => p.index) })), signal: AbortSignal.timeout(MODELS_TIMEOUT_MS) })
-      const body = await readBody(r.body, MAX_BODY_BYTES)
+      const body = await r.read(MAX_BODY_BYTES)
       if (r.status !== 200) throw new Error(`proxy answered ${r.status} for receipt proofs`)
       reply = JSON.parse(body.toString()) as ReceiptProofsReply
       const c = reply.commit
@@ -903,7 +903,7 @@ export class Client implements OpsSource {
     const scan = this.scanned.get(proxyId) ?? { next: 0, adjusted: 0n, count: 0 }
     for (let page = 0; page < RECEIPT_SCAN_PAGES; page++) {
       const r = await call(link.session!, PATHS.receiptProofs, { headers: JSON_BODY, body: Buffer.from(JSON.stringify({ indices: [], from: scan.next })), signal: AbortSignal.timeout(MODELS_TIMEOUT_MS) })
-      const body = await readBody(r.body, MAX_BODY_BYTES)
+      const body = await r.read(MAX_BODY_BYTES)
       if (r.status !== 200) throw new Error(`proxy answered ${r.status} for its receipt list`)
       const mine = (JSON.parse(body.toString()) as ReceiptProofsReply).mine ?? []
       for (const m of mine) {
@@ -1002,7 +1002,7 @@ export class Client implements OpsSource {
     for (const link of links) {
       try {
         const r = await call(link.session!, PATHS.models, { signal: AbortSignal.timeout(READINESS_TIMEOUT_MS) })
-        const body = await readBody(r.body, MAX_BODY_BYTES)
+        const body = await r.read(MAX_BODY_BYTES)
         if (r.status === 200) for (const m of (JSON.parse(body.toString()) as { data?: Array<{ id?: unknown }> }).data ?? []) if (typeof m.id === 'string') models.add(m.id)
       } catch {}
     }

@@ -286,6 +286,8 @@ export interface CallResponse {
   body: http2.ClientHttp2Stream
   /** The trailers ({} when none); rejects with UpstreamError when the answer did not end cleanly. */
   trailers: Promise<http2.IncomingHttpHeaders>
+  /** The whole body; rejects with UpstreamError when it is cut off or longer than `limitBytes` (the peer's fault, never the request's). */
+  read(limitBytes: number): Promise<Buffer>
 }
 
 /**
@@ -362,6 +364,12 @@ class PendingCall implements CallResponse {
       this.promise.catch(noop)
     }
     return this.promise
+  }
+
+  read(limitBytes: number): Promise<Buffer> {
+    return readBody(this.body, limitBytes).catch((err: Error) => {
+      throw new UpstreamError(err.name === 'PayloadTooLargeError' ? `the peer's answer exceeds ${limitBytes} bytes` : `the peer's answer was cut off`)
+    })
   }
 
   respond(headers: http2.IncomingHttpHeaders): void {

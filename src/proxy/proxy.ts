@@ -335,7 +335,7 @@ export class Proxy implements OpsSource {
 
   private async fetchInfo(session: http2.ClientHttp2Session): Promise<WorkerInfo> {
     const r = await call(session, PATHS.workerInfo, { signal: AbortSignal.timeout(WORKER_INFO_TIMEOUT_MS) })
-    const body = await readBody(r.body, CONTROL_BODY_BYTES)
+    const body = await r.read(CONTROL_BODY_BYTES)
     if (r.status !== 200) throw new Error(`worker info answered ${r.status}`)
     return JSON.parse(body.toString()) as WorkerInfo
   }
@@ -605,7 +605,7 @@ export class Proxy implements OpsSource {
         if (this.told.get(conn) === text || conn.session.closed || conn.session.destroyed) return
         try {
           const r = await call(conn.session, PATHS.statement, { headers: { 'content-type': 'application/json' }, body: Buffer.from(text) })
-          const answer = JSON.parse((await readBody(r.body, CONTROL_BODY_BYTES)).toString())
+          const answer = JSON.parse((await r.read(CONTROL_BODY_BYTES)).toString())
           if (r.status !== 200) throw new Error(`the worker answered ${r.status}: ${String(answer?.error?.message).slice(0, 200)}`)
           const reply = answer as WorkerStatementReply
           if (Array.isArray(reply.want)) this.wanted.set(conn, reply.want.filter((h) => typeof h === 'string' && /^[0-9a-f]{64}$/.test(h)).slice(0, STATEMENT_RECEIPTS_MAX))

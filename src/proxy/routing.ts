@@ -243,7 +243,11 @@ const ID_HASHES_MAX = 100_000
 
 /** murmur3's 32-bit finalizer on each word of seed XOR id: a 53-bit weight. */
 function mixWeight(seed: [number, number], id: [number, number]): number {
-  return fmix32(seed[0] ^ id[0]) * 2 ** 21 + (fmix32(seed[1] ^ id[1]) >>> 11)
+  return mixWords(seed, id[0], id[1])
+}
+
+function mixWords(seed: [number, number], id0: number, id1: number): number {
+  return fmix32(seed[0] ^ id0) * 2 ** 21 + (fmix32(seed[1] ^ id1) >>> 11)
 }
 
 function fmix32(h: number): number {
@@ -354,8 +358,10 @@ export interface PoolEntry {
   /** baseCost(conn) when the entry was last placed; stale only while `dirty`. */
   base: number
   dirty: boolean
-  /** idHash(conn.id), for the affinity pass. */
-  idh: [number, number]
+  /** conn.id, and idHash(conn.id) for the affinity pass. */
+  id: string
+  h0: number
+  h1: number
   /** The worker's fixed info, copied here so that a visit reads one object (fewer cache misses in a big heap). */
   endpoints: ReadonlySet<string>
   coefficient: number
@@ -494,6 +500,8 @@ export class WorkerPool extends Map<string, WorkerConn> {
     let best: PoolEntry | undefined
     let bestCost = Infinity
     let bound = Infinity
+    let lastEndpoints: ReadonlySet<string> | undefined
+    let pathServed = false
     for (let i = 0; i < len; i++) {
       const e = list[i]
       // cost = base × load ≥ base: from here on (in base order) nobody beats the best or comes within the slack.
@@ -501,13 +509,20 @@ export class WorkerPool extends Map<string, WorkerConn> {
         if (only === undefined) break
         continue
       }
-      if (e.coefficient > maxCoefficient || (path !== undefined && !e.endpoints.has(path))) continue
-      const c = e.conn
-      const active = c.active
+      if (e.coefficient > maxCoefficient) continue
+      if (path !== undefined) {
+        // Workers share endpoint sets (one per distinct list): look the path up once per set met.
+        if (e.endpoints !== lastEndpoints) {
+          lastEndpoints = e.endpoints
+          pathServed = lastEndpoints.has(path)
+        }
+        if (!pathServed) continue
+      }
+      const active = e.conn.active
       if (active >= e.capacity) continue
-      if (exclude.size > 0 && exclude.has(c.id)) continue
-      if (!e.breakerClosed && !breakerAllows(qualityOf(c), now)) continue
-      if (checkSessions && down(c)) continue
+      if (exclude.size > 0 && exclude.has(e.id)) continue
+      if (!e.breakerClosed && !breakerAllows(qualityOf(e.conn), now)) continue
+      if (checkSessions && down(e.conn)) continue
       const cost = e.base * (1 + active / Math.max(1, e.capacity))
       scratchEntries[n] = e
       scratchCosts[n] = cost
@@ -527,7 +542,7 @@ export class WorkerPool extends Map<string, WorkerConn> {
       for (let i = 0; i < n; i++) {
         if (scratchCosts[i] > limit) continue
         const e = scratchEntries[i]
-        const w = mixWeight(seed, e.idh)
+        const w = mixWords(seed, e.h0, e.h1)
         if (w > top || (w === top && e.seq < chosen.seq)) {
           top = w
           chosen = e
@@ -591,8 +606,9 @@ export class WorkerPool extends Map<string, WorkerConn> {
     const model = conn.info.model.id
     let mo = this.models.get(model)
     if (mo === undefined) this.models.set(model, (mo = { order: [], dirty: [] }))
+    const [h0, h1] = idHash(conn.id)
     const e: PoolEntry = {
-      conn, seq, base: 0, dirty: false, idh: idHash(conn.id), endpoints: this.endpointSet(conn.info), coefficient: conn.info.coefficient, capacity: conn.info.maxActiveRequests, breakerClosed: true, model: mo,
+      conn, seq, base: 0, dirty: false, id: conn.id, h0, h1, endpoints: this.endpointSet(conn.info), coefficient: conn.info.coefficient, capacity: conn.info.maxActiveRequests, breakerClosed: true, model: mo,
     }
     settle(e)
     conn.route = e
