@@ -18,7 +18,6 @@ import { dialAttested } from '../net/attested.ts'
 import { proxyIdOf } from '../net/peers.ts'
 import { CONTROL_BODY_BYTES, PATHS, type FinalCharge } from '../net/protocol.ts'
 import { call } from '../net/hop.ts'
-import { readBody } from '../net/body.ts'
 
 
 /** "1.5" TON -> nanoTON, exactly (no floating point). */
@@ -84,7 +83,7 @@ async function askFinalCharge(cfg: NodeConfig, o: Awaited<ReturnType<typeof open
       const session = http2.connect(`https://${target.host}`, { createConnection: () => socket })
       try {
         const r = await call(session, PATHS.close, { method: 'POST' })
-        const body = (await readBody(r.body, CONTROL_BODY_BYTES)).toString()
+        const body = (await r.read(CONTROL_BODY_BYTES)).toString()
         if (r.status !== 200) throw new Error(`proxy answered ${r.status}: ${body}`)
         return JSON.parse(body) as FinalCharge
       } finally {

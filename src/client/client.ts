@@ -25,6 +25,7 @@ import { type ReceiptProofsReply, CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT
 import { parseUsageRecord, namesItsAnswer } from '../net/usage.ts'
 import type { RequestRecord } from './apps.ts'
 import { CandidateCache, pickRecipients } from './e2ee.ts'
+import { AppClosedError, ClientExchange, type AttemptEnd, type Outcome } from './exchange.ts'
 import { e2eeTrace, traceNow } from '../net/e2ee-trace.ts'
 import { AnswerReader, DEFAULT_E2EE_RECIPIENTS, E2EE_CONTENT_TYPE, E2eeError, encodeRoute, encodeWrappedKeys, sealRequest, type AnswerKeys } from '../net/e2ee.ts'
 
@@ -131,8 +132,6 @@ interface ProxyLink extends BaseLink<http2.ClientHttp2Session> {
 
 /** How often the client re-ranks its proxies, pings its sessions and opens or closes sessions. */
 export const REBALANCE_INTERVAL_MS = 2_000
-
-type Outcome = 'succeeded' | 'failed' | 'cancelled' | 'timeout' | 'rejected'
 
 export function createClient(opts: ClientOptions, deps: ClientDeps): Client {
   return new Client(deps, {
@@ -358,7 +357,7 @@ export class Client implements OpsSource {
     for (const link of links) {
       try {
         const r = await call(link.session!, PATHS.models, { signal: AbortSignal.timeout(MODELS_TIMEOUT_MS) })
-        const body = await readBody(r.body, MAX_BODY_BYTES)
+        const body = await r.read(MAX_BODY_BYTES)
         if (r.status !== 200) throw new Error(`the proxy answered ${r.status}`)
         sendReply(res, new Reply(200, body, { 'content-type': 'application/json' }))
         return
@@ -402,83 +401,50 @@ export class Client implements OpsSource {
       this.finish('rejected')
       throw err
     }
-    const timeoutMs = Math.round(ctl.timeoutSec * 1000)
     const log = this.deps.log.child({ requestId: ctl.requestId })
+    // The app's request closing before its answer is complete is one of the exchange's exits.
+    const app = new AbortController()
+    const onAppClose = () => {
+      if (!res.writableFinished) app.abort(new AppClosedError())
+    }
+    res.once('close', onAppClose)
     const started = Date.now()
-    let appGone = false
-    res.once('close', () => {
-      if (!res.writableFinished) appGone = true
-    })
-    const tried = new Set<ProxyLink>()
-    const freshTried = new Set<ProxyLink>()
-    const usedRecipients = new Set<string>()
-    let lastErr: Error | undefined
-    let e2eeErr: Error | undefined
-    for (;;) {
-      const link = this.readyLinks().find((l) => !tried.has(l))
-      if (!link) break
-      tried.add(link)
-      if (tried.size > 1) {
-        this.counts.failovers++
-        link.failovers++
-      }
-      const remaining = timeoutMs - (Date.now() - started)
-      if (remaining <= 0) break
-      let e2ee: E2eeAttempt | undefined
-      let r: Awaited<ReturnType<Client['relay']>>
-      try {
-        e2ee = await this.sealFor(link, path, out, usedRecipients)
-      } catch (err) {
-        // This proxy has no worker this client may encrypt to; another proxy may.
-        e2eeErr = err as Error
-        continue
-      }
-      r = await this.relay(link, res, path, e2ee?.body ?? payload, send, remaining, log, () => appGone, e2ee, !freshTried.has(link))
-      if (r.kind === 'retry' && r.fresh && e2ee && !freshTried.has(link) && !appGone) {
-        // Every recipient failed before the first byte: a fresh set from a fresh list, once per proxy. The app sees nothing of it.
-        freshTried.add(link)
-        for (const x of e2ee.recipients) usedRecipients.add(x)
-        this.candidates?.invalidate(link.target, model)
-        this.e2eeCounts.freshRecipientRetries++
-        log.info('all recipients failed before the first byte; retrying with a fresh set', { proxy: link.target })
-        try {
-          e2ee = await this.sealFor(link, path, out, usedRecipients)
-        } catch (err) {
-          this.e2eeCounts.refused++
-          this.finish('rejected')
-          throw err
-        }
-        const again = timeoutMs - (Date.now() - started)
-        if (again <= 0) break
-        r = await this.relay(link, res, path, e2ee?.body ?? payload, send, again, log, () => appGone, e2ee)
-      }
-      if (r.kind === 'done') {
-        this.e2eeCounts[e2ee ? 'on' : 'off']++
-        this.deps.apps?.answered({
-          id: ctl.requestId, model, keyId, status: res.statusCode, outcome: r.outcome, stream: out.stream,
-          promptTokens: r.usage?.promptTokens ?? 0, completionTokens: r.usage?.completionTokens ?? 0, costNano: r.usage?.costNano ?? '0', receiptId: r.usage?.receiptId ?? null, latencyMs: Date.now() - started,
-        })
-        // An answer whose receipt was missing or invalid is not a success: the proxy was backed off as a cheat.
-        if (r.outcome === 'succeeded' && !r.cheated) this.scores.observeSuccess(link.target, link.lastTtftMs ?? 0)
-        else if (r.outcome === 'failed' && !appGone) this.scores.observeFailure(link.target, 'failed', 'the answer failed')
-        return this.finish(r.outcome)
-      }
-      this.scores.observeFailure(link.target, 'failed', r.error.message)
-      lastErr = r.error
-      if (appGone) return this.finish('cancelled')
-      log.warn('proxy failed before answering; failing over', { proxy: link.target, error: r.error.message })
-    }
-    if (Date.now() - started >= timeoutMs) {
-      this.finish('timeout')
-      throw new RequestTimeoutError(timeoutMs)
-    }
-    if (e2eeErr && !lastErr) {
-      this.e2eeCounts.refused++
-      this.finish('rejected')
-      throw e2eeErr
-    }
-    this.finish(lastErr ? 'failed' : 'rejected')
-    throw lastErr ? new UpstreamError(`no proxy could take the request: ${lastErr.message}`) : new NoProxyAvailableError()
+    const ex = new ClientExchange<ProxyLink, E2eeAttempt, AnswerUsage>(
+      {
+        log,
+        links: () => this.readyLinks(),
+        seal: (link, exclude) => this.sealFor(link, path, out, exclude),
+        relay: (link, e2ee, x, allowFresh) => this.relay(link, res, path, e2ee?.body ?? payload, send, x, log, e2ee, allowFresh),
+        failedOver: (link) => {
+          this.counts.failovers++
+          link.failovers++
+        },
+        proxyFailed: (link, err) => this.scores.observeFailure(link.target, 'failed', err.message),
+        freshRecipients: (link) => {
+          this.candidates?.invalidate(link.target, model)
+          this.e2eeCounts.freshRecipientRetries++
+        },
+        settled: (outcome, answered, e2eeRefused) => {
+          res.off('close', onAppClose)
+          if (e2eeRefused) this.e2eeCounts.refused++
+          if (answered) {
+            const { link, sealed, end: r } = answered
+            this.e2eeCounts[sealed ? 'on' : 'off']++
+            this.deps.apps?.answered({
+              id: ctl.requestId, model, keyId, status: res.statusCode, outcome: r.outcome, stream: out.stream,
+              promptTokens: r.usage?.promptTokens ?? 0, completionTokens: r.usage?.completionTokens ?? 0, costNano: r.usage?.costNano ?? '0', receiptId: r.usage?.receiptId ?? null, latencyMs: Date.now() - started,
+            })
+            // An answer whose receipt was missing or invalid is not a success: the proxy was backed off as a cheat.
+            if (r.outcome === 'succeeded' && !r.cheated) this.scores.observeSuccess(link.target, link.lastTtftMs ?? 0)
+            else if (r.outcome === 'failed' && !app.signal.aborted) this.scores.observeFailure(link.target, 'failed', 'the answer failed')
+          }
+          this.finish(outcome)
+        },
+      },
+      Math.round(ctl.timeoutSec * 1000),
+      app.signal,
+    )
+    await ex.run()
   }
 
   /**
@@ -556,13 +522,15 @@ export class Client implements OpsSource {
     path: string,
     payload: Buffer,
     ctl: { maxCoefficient: number; requestId: string; contentType: string; model: string; stream: boolean; maxTokens?: number; prefixKey?: string },
-    remainingMs: number,
+    ex: ClientExchange<ProxyLink, E2eeAttempt, AnswerUsage>,
     log: Logger,
-    appGone: () => boolean,
     e2ee?: E2eeAttempt,
     allowFresh = false,
-  ): Promise<{ kind: 'done'; outcome: Outcome; usage?: AnswerUsage; cheated?: boolean } | { kind: 'retry'; error: Error; fresh?: boolean }> {
+  ): Promise<AttemptEnd<AnswerUsage>> {
     return new Promise((resolve) => {
+      // The app went away or the deadline passed between attempts: nothing is sent.
+      if (ex.signal.aborted) return resolve({ kind: 'retry', error: ex.signal.reason as Error })
+      const remainingMs = ex.remainingMs()
       // A fresh salt per attempt keys this answer's receipt; its id is known before the first byte.
       const salt = newSalt()
       const receiptId = receiptIdFromSalt(salt)
@@ -609,7 +577,7 @@ export class Client implements OpsSource {
       let sse = false
       // The billed usage and its cost, from the proxy's trailers: written into the answer here, for the app.
       let billed: { usage: UsageRecord; cost: UsageCost } | undefined
-      const settle = (r: { kind: 'done'; outcome: Outcome; usage?: AnswerUsage; cheated?: boolean } | { kind: 'retry'; error: Error; fresh?: boolean }) => {
+      const settle = (r: AttemptEnd<AnswerUsage>) => {
         if (settled) return
         settled = true
         e2eeTrace?.(ctl.requestId, 'c.settled')
@@ -619,8 +587,7 @@ export class Client implements OpsSource {
           r.usage = { promptTokens: u.promptTokens, completionTokens: u.completionTokens, costNano: billed.cost.nano.toString(), receiptId }
         }
         link.active--
-        clearTimeout(timer)
-        res.off('close', onAppClose)
+        ex.signal.removeEventListener('abort', onAbort)
         resolve(r)
       }
       const endWithError = (err: Error) => {
@@ -629,18 +596,17 @@ export class Client implements OpsSource {
         if (sse) res.end(`data: ${JSON.stringify(errorResponse(err).body)}\n\n`)
         else res.destroy()
       }
-      const timer = setTimeout(() => {
+      // The exchange's one signal: the deadline ends the answer with an error; the app going away just stops it.
+      const onAbort = () => {
         ps.close(http2.constants.NGHTTP2_CANCEL)
-        endWithError(new RequestTimeoutError(remainingMs))
-        settle({ kind: 'done', outcome: 'timeout' })
-      }, remainingMs)
-      const onAppClose = () => {
-        if (res.writableFinished) return
-        ps.close(http2.constants.NGHTTP2_CANCEL)
+        if (ex.abortKind() === 'timeout') {
+          endWithError(new RequestTimeoutError(remainingMs))
+          return settle({ kind: 'done', outcome: 'timeout' })
+        }
         log.info('app went away; request cancelled')
         settle({ kind: 'done', outcome: 'cancelled' })
       }
-      res.once('close', onAppClose)
+      ex.signal.addEventListener('abort', onAbort, { once: true })
       let responded = false
       let status = 0
       let charged = false
@@ -675,6 +641,7 @@ export class Client implements OpsSource {
           ps.on('data', (chunk: Buffer) => held.push(chunk))
           return
         }
+        ex.relaying()
         sse = reader ? contentType === 'text/event-stream' : ct.startsWith('text/event-stream')
         if (res.destroyed) return
         if (!sse) {
@@ -868,7 +835,7 @@ export class Client implements OpsSource {
     let onChain: { seqno: number; root: string; count: number; paymentKey: string } | undefined
     for (let attempt = 0; attempt < 3; attempt++) {
       const r = await call(link.session!, PATHS.receiptProofs, { headers: JSON_BODY, body: Buffer.from(JSON.stringify({ indices: pending.map((p) => p.index) })), signal: AbortSignal.timeout(MODELS_TIMEOUT_MS) })
-      const body = await readBody(r.body, MAX_BODY_BYTES)
+      const body = await r.read(MAX_BODY_BYTES)
       if (r.status !== 200) throw new Error(`proxy answered ${r.status} for receipt proofs`)
       reply = JSON.parse(body.toString()) as ReceiptProofsReply
       const c = reply.commit
@@ -936,7 +903,7 @@ export class Client implements OpsSource {
     const scan = this.scanned.get(proxyId) ?? { next: 0, adjusted: 0n, count: 0 }
     for (let page = 0; page < RECEIPT_SCAN_PAGES; page++) {
       const r = await call(link.session!, PATHS.receiptProofs, { headers: JSON_BODY, body: Buffer.from(JSON.stringify({ indices: [], from: scan.next })), signal: AbortSignal.timeout(MODELS_TIMEOUT_MS) })
-      const body = await readBody(r.body, MAX_BODY_BYTES)
+      const body = await r.read(MAX_BODY_BYTES)
       if (r.status !== 200) throw new Error(`proxy answered ${r.status} for its receipt list`)
       const mine = (JSON.parse(body.toString()) as ReceiptProofsReply).mine ?? []
       for (const m of mine) {
@@ -1035,7 +1002,7 @@ export class Client implements OpsSource {
     for (const link of links) {
       try {
         const r = await call(link.session!, PATHS.models, { signal: AbortSignal.timeout(READINESS_TIMEOUT_MS) })
-        const body = await readBody(r.body, MAX_BODY_BYTES)
+        const body = await r.read(MAX_BODY_BYTES)
         if (r.status === 200) for (const m of (JSON.parse(body.toString()) as { data?: Array<{ id?: unknown }> }).data ?? []) if (typeof m.id === 'string') models.add(m.id)
       } catch {}
     }

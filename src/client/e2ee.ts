@@ -6,7 +6,6 @@ import type http2 from 'node:http2'
 import type { PeerVerifier } from '../net/attested.ts'
 import { PATHS, type WorkerCandidates } from '../net/protocol.ts'
 import { ModelNotFoundError, NoWorkerAvailableError, TooManyRequestsError, UnfundedClientError } from '../net/errors.ts'
-import { readBody } from '../net/body.ts'
 import { call } from '../net/hop.ts'
 import type { Logger } from '../core/log.ts'
 
@@ -70,7 +69,7 @@ export class CandidateCache {
 
   private async fetch(session: http2.ClientHttp2Session, model: string): Promise<CandidateList> {
     const r = await call(session, `${PATHS.workers}?model=${encodeURIComponent(model)}`, { signal: AbortSignal.timeout(CANDIDATES_TIMEOUT_MS) })
-    const body = await readBody(r.body, MAX_CANDIDATES_BYTES)
+    const body = await r.read(MAX_CANDIDATES_BYTES)
     if (r.status !== 200) throw proxyRefusal(r.status, body, r.headers['retry-after'], model)
     const reply = JSON.parse(body.toString('utf8')) as WorkerCandidates
     if (!reply || !Array.isArray(reply.workers)) throw new Error('the proxy sent no worker list')

@@ -28,12 +28,12 @@ export class Reply {
   ) {}
 }
 
+const JSON_HEADERS: http2.OutgoingHttpHeaders = Object.freeze({ 'content-type': 'application/json' }) as http2.OutgoingHttpHeaders
+
 /** A JSON answer (200 unless told). */
 export function json(body: unknown, status = 200, headers?: http2.OutgoingHttpHeaders): Reply {
   return new Reply(status, JSON.stringify(body), headers ? { 'content-type': 'application/json', ...headers } : JSON_HEADERS)
 }
-
-const JSON_HEADERS: http2.OutgoingHttpHeaders = Object.freeze({ 'content-type': 'application/json' }) as http2.OutgoingHttpHeaders
 
 /** The OpenAI error answer for `err` (with Retry-After when the error knows when to retry). */
 export function errorReply(err: unknown): Reply {
@@ -54,11 +54,6 @@ export function respond(stream: http2.ServerHttp2Stream, reply: Reply): void {
   stream.respond(reply.status === 200 && reply.headers === JSON_HEADERS ? { ':status': 200, 'content-type': 'application/json' } : { ':status': reply.status, ...reply.headers }, t ? { waitForTrailers: true } : undefined)
   if (t) stream.once('wantTrailers', () => stream.sendTrailers(typeof t === 'function' ? t() : t))
   sendBody(stream, typeof reply.body === 'string' ? Buffer.from(reply.body) : reply.body)
-}
-
-/** A JSON answer on an HTTP/2 stream. */
-export function respondJson(stream: http2.ServerHttp2Stream, status: number, body: unknown, headers?: http2.OutgoingHttpHeaders): void {
-  respond(stream, json(body, status, headers))
 }
 
 /**
@@ -229,7 +224,7 @@ export function serve<P = undefined>(routes: Routes<P, http2.ServerHttp2Stream>,
 }
 
 /** The HTTP/1 router (the client node's OpenAI API): the same route tables and the same error edge over node:http. */
-export function serveHttp<P = undefined>(routes: Routes<P, http.ServerResponse>, opts: ServeOptions<P, http.ServerResponse> & { peer?: (res: http.ServerResponse) => P }): (req: http.IncomingMessage, res: http.ServerResponse) => void {
+export function serveHttp<P = undefined>(routes: Routes<P, http.ServerResponse>, opts: ServeOptions<P, http.ServerResponse>): (req: http.IncomingMessage, res: http.ServerResponse) => void {
   const router = new Router(routes)
   const sse = opts.sseErrors ?? true
   const edge = (res: http.ServerResponse, err: unknown) => {
@@ -291,6 +286,8 @@ export interface CallResponse {
   body: http2.ClientHttp2Stream
   /** The trailers ({} when none); rejects with UpstreamError when the answer did not end cleanly. */
   trailers: Promise<http2.IncomingHttpHeaders>
+  /** The whole body; rejects with UpstreamError when it is cut off or longer than `limitBytes` (the peer's fault, never the request's). */
+  read(limitBytes: number): Promise<Buffer>
 }
 
 /**
@@ -367,6 +364,12 @@ class PendingCall implements CallResponse {
       this.promise.catch(noop)
     }
     return this.promise
+  }
+
+  read(limitBytes: number): Promise<Buffer> {
+    return readBody(this.body, limitBytes).catch((err: Error) => {
+      throw new UpstreamError(err.name === 'PayloadTooLargeError' ? `the peer's answer exceeds ${limitBytes} bytes` : `the peer's answer was cut off`)
+    })
   }
 
   respond(headers: http2.IncomingHttpHeaders): void {

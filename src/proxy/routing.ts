@@ -208,11 +208,24 @@ export function rendezvousWeight(a: Affinity, workerId: string): number {
   return mixWeight(affinitySeed(a), idHash(workerId))
 }
 
-/** SHA-256(client ‖ 0 ‖ prefixKey), its first 8 bytes as two 32-bit words: secret to anyone but that client. */
+/**
+ * SHA-256(client ‖ 0 ‖ prefixKey), its first 8 bytes as two 32-bit words: secret to anyone but that client.
+ * Remembered (bounded): affinity exists because a client repeats its prefixes, and a SHA-256 costs more than
+ * the rest of a decision.
+ */
 function affinitySeed(a: Affinity): [number, number] {
-  const h = crypto.createHash('sha256').update(a.client).update('\0').update(a.prefixKey).digest()
-  return [h.readUInt32BE(0), h.readUInt32BE(4)]
+  const key = `${a.client}\0${a.prefixKey}`
+  let v = seeds.get(key)
+  if (v === undefined) {
+    const h = crypto.createHash('sha256').update(a.client).update('\0').update(a.prefixKey).digest()
+    v = [h.readUInt32BE(0), h.readUInt32BE(4)]
+    if (seeds.size >= SEEDS_MAX) seeds.clear()
+    seeds.set(key, v)
+  }
+  return v
 }
+const seeds = new Map<string, [number, number]>()
+const SEEDS_MAX = 10_000
 
 const idHashes = new Map<string, [number, number]>()
 /** SHA-256 of a worker id as two 32-bit words, remembered (ids are few and never reused with another meaning). */
@@ -230,7 +243,11 @@ const ID_HASHES_MAX = 100_000
 
 /** murmur3's 32-bit finalizer on each word of seed XOR id: a 53-bit weight. */
 function mixWeight(seed: [number, number], id: [number, number]): number {
-  return fmix32(seed[0] ^ id[0]) * 2 ** 21 + (fmix32(seed[1] ^ id[1]) >>> 11)
+  return mixWords(seed, id[0], id[1])
+}
+
+function mixWords(seed: [number, number], id0: number, id1: number): number {
+  return fmix32(seed[0] ^ id0) * 2 ** 21 + (fmix32(seed[1] ^ id1) >>> 11)
 }
 
 function fmix32(h: number): number {
@@ -341,9 +358,16 @@ export interface PoolEntry {
   /** baseCost(conn) when the entry was last placed; stale only while `dirty`. */
   base: number
   dirty: boolean
-  /** idHash(conn.id), for the affinity pass. */
-  idh: [number, number]
+  /** conn.id, and idHash(conn.id) for the affinity pass. */
+  id: string
+  h0: number
+  h1: number
+  /** The worker's fixed info, copied here so that a visit reads one object (fewer cache misses in a big heap). */
   endpoints: ReadonlySet<string>
+  coefficient: number
+  capacity: number
+  /** Whether the breaker was closed when the entry was last placed; it can only open in recordOutcome (which re-places). */
+  breakerClosed: boolean
   model: ModelOrder
 }
 
@@ -360,6 +384,13 @@ function touched(c: WorkerConn): void {
     e.dirty = true
     e.model.dirty.push(e)
   }
+}
+
+/** Reads what placement needs from the worker: its base cost and whether its breaker is closed. */
+function settle(e: PoolEntry): void {
+  e.base = baseCost(e.conn)
+  e.breakerClosed = qualityOf(e.conn).breaker.state === 'closed'
+  e.dirty = false
 }
 
 const byBase = (a: PoolEntry, b: PoolEntry): number => a.base - b.base || a.seq - b.seq
@@ -399,6 +430,7 @@ function takeOut(order: PoolEntry[], e: PoolEntry): void {
 export class WorkerPool extends Map<string, WorkerConn> {
   private readonly models = new Map<string, ModelOrder>()
   private readonly byHpkeKey = new Map<string, Set<WorkerConn>>()
+  private readonly endpointSets = new Map<string, ReadonlySet<string>>()
   private nextSeq = 0
 
   override set(id: string, conn: WorkerConn): this {
@@ -443,6 +475,13 @@ export class WorkerPool extends Map<string, WorkerConn> {
     if (mo === undefined) return { reason: 'model_not_found' }
     this.replace(mo)
     const now = opts.now ?? Date.now()
+    // Sessions are looked at only for the best and the chosen worker (reading an HTTP/2 session's state is the
+    // dearest part of a visit). A down worker that is neither changes nothing; if either is down, look again,
+    // checking every visited worker's session, as a full scan does.
+    return this.walk(mo, maxCoefficient, exclude, opts, now, false) ?? this.walk(mo, maxCoefficient, exclude, opts, now, true)!
+  }
+
+  private walk(mo: ModelOrder, maxCoefficient: number, exclude: ReadonlySet<string>, opts: SelectOptions, now: number, checkSessions: boolean): Selection | undefined {
     const { path, only, affinity } = opts
     const slack = affinity ? 1 + AFFINITY_SLACK : 1
     // With an allow-list, only its entries are visited (few: an encrypted request names at most a handful).
@@ -461,6 +500,8 @@ export class WorkerPool extends Map<string, WorkerConn> {
     let best: PoolEntry | undefined
     let bestCost = Infinity
     let bound = Infinity
+    let lastEndpoints: ReadonlySet<string> | undefined
+    let pathServed = false
     for (let i = 0; i < len; i++) {
       const e = list[i]
       // cost = base × load ≥ base: from here on (in base order) nobody beats the best or comes within the slack.
@@ -468,14 +509,21 @@ export class WorkerPool extends Map<string, WorkerConn> {
         if (only === undefined) break
         continue
       }
-      const c = e.conn
-      if (path !== undefined && !e.endpoints.has(path)) continue
-      const info = c.info
-      if (info.coefficient > maxCoefficient || c.active >= info.maxActiveRequests) continue
-      if (exclude.size > 0 && exclude.has(c.id)) continue
-      if (c.session.closed || c.session.destroyed) continue
-      if (!breakerAllows(c.quality ?? qualityOf(c), now)) continue
-      const cost = e.base * loadFactor(c)
+      if (e.coefficient > maxCoefficient) continue
+      if (path !== undefined) {
+        // Workers share endpoint sets (one per distinct list): look the path up once per set met.
+        if (e.endpoints !== lastEndpoints) {
+          lastEndpoints = e.endpoints
+          pathServed = lastEndpoints.has(path)
+        }
+        if (!pathServed) continue
+      }
+      const active = e.conn.active
+      if (active >= e.capacity) continue
+      if (exclude.size > 0 && exclude.has(e.id)) continue
+      if (!e.breakerClosed && !breakerAllows(qualityOf(e.conn), now)) continue
+      if (checkSessions && down(e.conn)) continue
+      const cost = e.base * (1 + active / Math.max(1, e.capacity))
       scratchEntries[n] = e
       scratchCosts[n] = cost
       n++
@@ -494,7 +542,7 @@ export class WorkerPool extends Map<string, WorkerConn> {
       for (let i = 0; i < n; i++) {
         if (scratchCosts[i] > limit) continue
         const e = scratchEntries[i]
-        const w = mixWeight(seed, e.idh)
+        const w = mixWords(seed, e.h0, e.h1)
         if (w > top || (w === top && e.seq < chosen.seq)) {
           top = w
           chosen = e
@@ -502,6 +550,7 @@ export class WorkerPool extends Map<string, WorkerConn> {
       }
     }
     scratchEntries.fill(undefined as unknown as PoolEntry, 0, n)
+    if (!checkSessions && (down(best.conn) || down(chosen.conn))) return undefined
     return chosenOne(chosen.conn, now)
   }
 
@@ -533,17 +582,20 @@ export class WorkerPool extends Map<string, WorkerConn> {
   private replace(mo: ModelOrder): void {
     const d = mo.dirty
     if (d.length === 0) return
-    if (d.length * 8 > mo.order.length) {
-      for (const e of d) {
-        e.base = baseCost(e.conn)
-        e.dirty = false
-      }
-      mo.order.sort(byBase)
+    if (d.length > 16) {
+      // Many at once (a burst of answers): merge the re-placed ones, sorted, into the rest in one pass.
+      const rest = mo.order.filter((e) => !e.dirty)
+      for (const e of d) settle(e)
+      d.sort(byBase)
+      const order = mo.order
+      order.length = 0
+      let i = 0
+      let j = 0
+      while (i < rest.length || j < d.length) order.push(j >= d.length || (i < rest.length && byBase(rest[i], d[j]) < 0) ? rest[i++] : d[j++])
     } else {
       for (const e of d) {
         takeOut(mo.order, e)
-        e.base = baseCost(e.conn)
-        e.dirty = false
+        settle(e)
         placeIn(mo.order, e)
       }
     }
@@ -554,7 +606,11 @@ export class WorkerPool extends Map<string, WorkerConn> {
     const model = conn.info.model.id
     let mo = this.models.get(model)
     if (mo === undefined) this.models.set(model, (mo = { order: [], dirty: [] }))
-    const e: PoolEntry = { conn, seq, base: baseCost(conn), dirty: false, idh: idHash(conn.id), endpoints: new Set(workerEndpoints(conn.info)), model: mo }
+    const [h0, h1] = idHash(conn.id)
+    const e: PoolEntry = {
+      conn, seq, base: 0, dirty: false, id: conn.id, h0, h1, endpoints: this.endpointSet(conn.info), coefficient: conn.info.coefficient, capacity: conn.info.maxActiveRequests, breakerClosed: true, model: mo,
+    }
+    settle(e)
     conn.route = e
     placeIn(mo.order, e)
     for (const k of conn.hpkeKeys ?? []) this.indexKey(k, conn)
@@ -576,11 +632,24 @@ export class WorkerPool extends Map<string, WorkerConn> {
     }
   }
 
+  /** One shared set per distinct endpoint list (workers of a model mostly serve the same ones). */
+  private endpointSet(info: WorkerInfo): ReadonlySet<string> {
+    const list = workerEndpoints(info)
+    const key = list.join('\n')
+    let set = this.endpointSets.get(key)
+    if (set === undefined) this.endpointSets.set(key, (set = new Set(list)))
+    return set
+  }
+
   private indexKey(key: string, conn: WorkerConn): void {
     let s = this.byHpkeKey.get(key)
     if (s === undefined) this.byHpkeKey.set(key, (s = new Set()))
     s.add(conn)
   }
+}
+
+function down(c: WorkerConn): boolean {
+  return c.session.closed || c.session.destroyed
 }
 
 /** Whether `a` wins a tie in cost against `b`: the full scan's tie-break, then the earlier connected. */

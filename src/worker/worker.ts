@@ -79,6 +79,21 @@ interface ProxyLink extends BaseLink<http2.ServerHttp2Session> {
 }
 
 
+/** A request holding one of the worker's slots (Worker.admit). */
+interface AdmittedRequest {
+  key: string
+  /** Aborted when the proxy resets the stream. */
+  ac: AbortController
+  /** Aborted by the proxy's in-band cancel (PATHS.cancel). */
+  cancel: AbortController
+  timeoutMs: number
+  timeoutSignal?: AbortSignal
+  /** Aborts on a reset, a cancel or the deadline. */
+  signal: AbortSignal
+  /** Set once the answer is sent: the stream closing after that is not a reset. */
+  finished: boolean
+}
+
 export function createWorker(opts: WorkerOptions, deps: WorkerDeps): Worker {
   return new Worker(deps, {
     proxies: opts.proxies,
@@ -207,6 +222,41 @@ export class Worker implements OpsSource {
   }
 
 
+  /**
+   * Admits a request to a slot, or answers it (503 at the limit of active requests, 409 when its key is already
+   * running) and returns undefined. Three ways to stop it: the stream is reset (`ac`: nothing can be sent back),
+   * the proxy cancels in-band (`cancel`: the answer ends normally, with usage), or the deadline passes; `signal`
+   * aborts on any of them. Set `finished` once the answer is sent, and `release` the key when done.
+   */
+  private admit(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): AdmittedRequest | undefined {
+    if (this.active >= this.o.maxActiveRequests) {
+      this.counts.rejected++
+      this.m.requests.inc({ outcome: 'rejected' })
+      respondError(stream, new WorkerBusyError(this.o.maxActiveRequests))
+      return undefined
+    }
+    this.active++
+    this.m.active.set(this.active)
+    const ac = new AbortController()
+    const cancel = new AbortController()
+    const key = this.claimRunning(stream, headers, cancel)
+    if (key === undefined) return undefined
+    const timeoutMs = Number(headers[HEADERS.timeoutMs])
+    const timeoutSignal = Number.isFinite(timeoutMs) && timeoutMs > 0 ? AbortSignal.timeout(Math.max(1, Math.floor(timeoutMs))) : undefined
+    const slot: AdmittedRequest = { key, ac, cancel, timeoutMs, timeoutSignal, signal: AbortSignal.any([ac.signal, cancel.signal, ...(timeoutSignal ? [timeoutSignal] : [])]), finished: false }
+    stream.once('close', () => {
+      if (!slot.finished) ac.abort(new Error('stream reset by the proxy'))
+    })
+    return slot
+  }
+
+  /** Gives an admitted request's slot back. */
+  private release(key: string): void {
+    this.running.delete(key)
+    this.active--
+    this.m.active.set(this.active)
+  }
+
   /** Registers a running request under its key; a key already running is refused with 409 (and the slot given back). */
   private claimRunning(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ac: AbortController): string | undefined {
     const key = runningKey(headers)
@@ -225,26 +275,9 @@ export class Worker implements OpsSource {
     e2eeTrace?.(requestId, 'w.start')
     const log = this.deps.log.child({ requestId })
     this.counts.requests++
-    if (this.active >= this.o.maxActiveRequests) {
-      this.counts.rejected++
-      this.m.requests.inc({ outcome: 'rejected' })
-      return respondError(stream, new WorkerBusyError(this.o.maxActiveRequests))
-    }
-    this.active++
-    this.m.active.set(this.active)
-    // Three ways to stop: the stream is reset (nothing can be sent back), the proxy cancels
-    // in-band (the answer ends normally, with usage), or the deadline passes.
-    const ac = new AbortController()
-    const cancel = new AbortController()
-    const key = this.claimRunning(stream, headers, cancel)
-    if (key === undefined) return
-    let finished = false
-    stream.once('close', () => {
-      if (!finished) ac.abort(new Error('stream reset by the proxy'))
-    })
-    const timeoutMs = Number(headers[HEADERS.timeoutMs])
-    const timeoutSignal = Number.isFinite(timeoutMs) && timeoutMs > 0 ? AbortSignal.timeout(Math.max(1, Math.floor(timeoutMs))) : undefined
-    const signal = AbortSignal.any([ac.signal, cancel.signal, ...(timeoutSignal ? [timeoutSignal] : [])])
+    const slot = this.admit(stream, headers)
+    if (!slot) return
+    const { key, ac, cancel, signal, timeoutSignal, timeoutMs } = slot
     const startedAtMs = Date.now()
     const created = Math.floor(startedAtMs / 1000)
     // The client node's salt keys the receipt's hashes; a request without one gets a fresh one nobody else knows.
@@ -352,12 +385,12 @@ export class Worker implements OpsSource {
           stream.write(sealer ? sealer.data(event) : event)
         }
         // No usage chunk and no [DONE] here: the client node writes them once the proxy has billed the answer.
-        finished = true
+        slot.finished = true
         stream.once('wantTrailers', () => stream.sendTrailers(trailers))
         stream.end(sealer?.final())
         e2eeTrace?.(requestId, 'w.end')
       } else {
-        finished = true
+        slot.finished = true
         if (streamError) {
           const r = errorResponse(streamError)
           respond(stream, sealedJson(r.status, r.body, trailers, sealer))
@@ -370,7 +403,7 @@ export class Worker implements OpsSource {
         this.m.requests.inc({ outcome: streamError ? 'failed' : 'succeeded' })
       }
     } catch (err) {
-      finished = true
+      slot.finished = true
       this.counts.failed++
       this.m.requests.inc({ outcome: 'failed' })
       if (!isExpectedError(err)) log.error('request failed', { error: err })
@@ -380,9 +413,7 @@ export class Worker implements OpsSource {
         respond(stream, sealedJson(r.status, r.body, undefined, sealer))
       } else respondError(stream, err, false)
     } finally {
-      this.running.delete(key)
-      this.active--
-      this.m.active.set(this.active)
+      this.release(key)
     }
   }
 
@@ -437,23 +468,9 @@ export class Worker implements OpsSource {
       this.counts.rejected++
       return respondError(stream, new InvalidRequestError(`model '${backend.model.id}' does not serve ${CAPABILITY_PATHS[cap]}`, 'model'))
     }
-    if (this.active >= this.o.maxActiveRequests) {
-      this.counts.rejected++
-      this.m.requests.inc({ outcome: 'rejected' })
-      return respondError(stream, new WorkerBusyError(this.o.maxActiveRequests))
-    }
-    this.active++
-    this.m.active.set(this.active)
-    const ac = new AbortController()
-    const key = this.claimRunning(stream, headers, ac)
-    if (key === undefined) return
-    let finished = false
-    stream.once('close', () => {
-      if (!finished) ac.abort(new Error('stream reset by the proxy'))
-    })
-    const timeoutMs = Number(headers[HEADERS.timeoutMs])
-    const timeoutSignal = Number.isFinite(timeoutMs) && timeoutMs > 0 ? AbortSignal.timeout(Math.max(1, Math.floor(timeoutMs))) : undefined
-    const signal = AbortSignal.any([ac.signal, ...(timeoutSignal ? [timeoutSignal] : [])])
+    const slot = this.admit(stream, headers)
+    if (!slot) return
+    const { key, ac, cancel, signal, timeoutSignal, timeoutMs } = slot
     const created = Math.floor(Date.now() / 1000)
     const startedAtMs = Date.now()
     const model = backend.model.id
@@ -503,13 +520,13 @@ export class Worker implements OpsSource {
       this.meter(usage)
       const record: UsageRecord = { requestId, answer: { id, object, model, created }, ...usage, finishReason: 'stop' }
       const trailers = await this.usageTrailers(record, { stream, salt, raw, text: answerText(answer.text), sampling, model, startedAtMs, finishReason: 'stop', prices: headers[HEADERS.price] })
-      finished = true
+      slot.finished = true
       respond(stream, new Reply(200, answer.text, { 'content-type': answer.contentType }, trailers))
       this.counts.succeeded++
       this.m.requests.inc({ outcome: 'succeeded' })
     } catch (err) {
-      finished = true
-      if (ac.signal.aborted) {
+      slot.finished = true
+      if (ac.signal.aborted || cancel.signal.aborted) {
         this.counts.cancelled++
         this.m.requests.inc({ outcome: 'cancelled' })
         log.info('request cancelled by the proxy before its answer was ready; nothing to bill')
@@ -522,9 +539,7 @@ export class Worker implements OpsSource {
       if (!isExpectedError(e)) log.error('request failed', { error: e })
       respondError(stream, e, false)
     } finally {
-      this.running.delete(key)
-      this.active--
-      this.m.active.set(this.active)
+      this.release(key)
     }
   }
 

@@ -228,8 +228,11 @@ test('call(): status, headers, the body as a stream, and the trailers', async ()
   const r = await call(session, '/echo', { body: Buffer.from('ping'), headers: { 'x-anything': '1' } })
   assert.equal(r.status, 201)
   assert.equal(r.headers['x-echo'], 'yes')
-  assert.equal((await readBody(r.body, 100)).toString(), 'ping')
+  assert.equal((await r.read(100)).toString(), 'ping')
   assert.equal((await r.trailers)['x-sum'], 'done')
+  // An answer longer than the reader's limit is the peer's fault: an UpstreamError, not a 413 of the request.
+  const long = await call(session, '/echo', { body: Buffer.alloc(900) })
+  await assert.rejects(long.read(100), (e: Error) => e.name === 'UpstreamError')
   // An answer without trailers: the promise gives {} once the body ended.
   const m = await call(session, '/v1/models')
   await readBody(m.body, 1000)
@@ -321,7 +324,7 @@ test('call(): a server that dies mid-body makes the body fail, not end', async (
     assert.equal(r.status, 200)
     let ended = false
     r.body.once('end', () => (ended = true))
-    await assert.rejects(readBody(r.body, 1000))
+    await assert.rejects(r.read(1000), (e: Error) => e.name === 'UpstreamError' && /cut off/.test(e.message))
     await assert.rejects(r.trailers, (e: Error) => e.name === 'UpstreamError')
     assert.equal(ended, false, 'a cut answer never ends as if whole')
     // And a call on the dead session rejects before any answer.

@@ -276,6 +276,15 @@ describe('WorkerPool: candidates found without a full scan', () => {
           }
         }
         if (ops.next() < 0.1) {
+          // A burst of answers between two decisions: many workers re-placed at once.
+          for (let k = ops.int(60); k > 0; k--) {
+            const id = ops.pick(ids)
+            const ok = ops.next() < 0.9
+            const ttft = 20 + ops.int(10) * 40
+            for (const w of twin(id)) recordOutcome(w, ok, ttft + 300, { ttftMs: ttft, completionTokens: 30 }, now)
+          }
+        }
+        if (ops.next() < 0.1) {
           const id = ops.pick(ids)
           const score = ops.next()
           for (const w of twin(id)) setReliability(w, score)
@@ -303,8 +312,8 @@ describe('WorkerPool: candidates found without a full scan', () => {
     let reads = 0
     for (let i = 0; i < 1_000; i++) {
       const w = worker(`w${i}`, { capacity: 16 })
-      // Counts how often routing looks at this worker's session (once per worker visited).
-      w.session = { get closed() { reads++; return false }, destroyed: false } as any
+      // Counts how often routing reads this worker's in-flight count (once per worker visited).
+      Object.defineProperty(w, 'active', { get: () => (reads++, 0) })
       // Speeds in 10 tiers, each twice as fast as the one below, a hair apart within a tier (no exact ties):
       // only the fastest tier (a tenth of the workers) is within AFFINITY_SLACK of the best.
       measure(w, 3, 10, 10 * 2 ** (i % 10) * (1 + i * 1e-6))
