@@ -8,7 +8,8 @@
 //                 gap between consecutive trace points, each side).
 // --cpu-prof DIR  CPU-profiles every client, proxy and worker node (scripts/e2ee-probe-prof.mjs, a preload);
 //                 the .cpuprofile files are written when the network stops.
-// --load SECONDS  also runs a concurrency-30 load of that length on each side (under the profiler, if on).
+// --load SECONDS  also runs a concurrency-30 load of that length on each side (under the profiler, if on);
+//                 --load-side on|off runs it on one side only (e.g. to profile one side alone).
 import fs from 'node:fs'
 import http from 'node:http'
 import os from 'node:os'
@@ -27,6 +28,7 @@ const { values } = parseArgs({
     trace: { type: 'string' },
     'cpu-prof': { type: 'string' },
     load: { type: 'string', default: '0' },
+    'load-side': { type: 'string' },
   },
 })
 const say = (l: string) => process.stderr.write(`[probe] ${l}\n`)
@@ -108,7 +110,8 @@ try {
   const loadSec = Number(values.load)
   if (loadSec > 0) {
     const body = overheadRequestBody(net.upstreamModel)
-    for (const side of ['on', 'off', 'on', 'off'] as Side[]) {
+    const loadSides = values['load-side'] ? [values['load-side'] as Side, values['load-side'] as Side] : (['on', 'off', 'on', 'off'] as Side[])
+    for (const side of loadSides) {
       const client = side === 'on' ? net.pids.client : net.pids.plainClient
       const before = { client: cpu(client), proxy: cpu(net.pids.proxy), worker: cpu(net.pids.worker) }
       const r = await runLoad({ url: `${sides[side]}/v1/chat/completions`, body, connections: 30, durationSec: loadSec })

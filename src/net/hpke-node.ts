@@ -20,8 +20,13 @@ function bytes(x: Bytes): Buffer {
   return ArrayBuffer.isView(x) ? Buffer.from(x.buffer, x.byteOffset, x.byteLength) : Buffer.from(x as ArrayBuffer)
 }
 
-/** A fresh ArrayBuffer holding exactly `b` (what @hpke/core expects back from a primitive). */
+/**
+ * An ArrayBuffer holding exactly `b` (what @hpke/core expects back from a primitive): `b`'s own when
+ * `b` is all of it (node:crypto's fresh digests, secrets and ciphertexts are), else a copy.
+ * Only for buffers nothing else holds: each step of a handshake then allocates half as much.
+ */
 function arrayBuffer(b: Buffer): ArrayBuffer {
+  if (b.byteOffset === 0 && b.buffer.byteLength === b.length && b.buffer instanceof ArrayBuffer) return b.buffer
   const out = new ArrayBuffer(b.length)
   new Uint8Array(out).set(b)
   return out
@@ -61,7 +66,8 @@ function privateFromRaw(raw: Buffer): X25519Key {
 /** X25519 for @hpke/core's DHKEM (its DhkemPrimitives contract), on node:crypto KeyObjects. */
 class NodeX25519 {
   async serializePublicKey(key: CryptoKey): Promise<ArrayBuffer> {
-    return arrayBuffer(rawPublic(key as unknown as X25519Key))
+    // A copy: the raw bytes are cached for this key and must not be shared.
+    return arrayBuffer(Buffer.from(rawPublic(key as unknown as X25519Key)))
   }
   async deserializePublicKey(key: Bytes): Promise<CryptoKey> {
     return publicFromRaw(bytes(key)) as unknown as CryptoKey
@@ -118,7 +124,7 @@ class NodeHkdfSha256 extends HkdfSha256 {
       blocks.push(prev)
       have += prev.length
     }
-    return arrayBuffer(Buffer.concat(blocks).subarray(0, len))
+    return arrayBuffer(blocks.length === 1 && len === prev.length ? prev : Buffer.concat(blocks).subarray(0, len))
   }
   override async extractAndExpand(salt: Bytes, ikm: Bytes, info: Bytes, len: number): Promise<ArrayBuffer> {
     // Two HMACs for the usual len <= 32; hkdfSync gives the same bytes but costs twice as much per call (it builds key objects).
