@@ -14,6 +14,8 @@ import { parseArgs } from 'node:util'
 import { dialAttested } from '../net/attested.ts'
 import { readBody } from '../net/body.ts'
 import { H2_OPTIONS, tuneSession } from '../net/h2.ts'
+import { json, serve } from '../net/hop.ts'
+import { createLogger } from '../core/log.ts'
 import { HEADERS, PATHS, PROTOCOL_VERSION, usageSigningPayload, type UsageRecord, type WorkerInfo } from '../net/protocol.ts'
 import { newSalt, parsePriceHeader, parseSalt, receiptFields, signReceipt } from '../payments/receipts/receipt.ts'
 import { OFFCHAIN_PRICE_PARAMS } from '../payments/pricing.ts'
@@ -88,9 +90,19 @@ export async function startScaleWorkers(o: ScaleWorkersOptions): Promise<{ stats
   let dropped = 0
   let stopping = false
   const byWorker = new WeakMap<http2.Http2Session, SimWorker>()
+  // What each simulated worker serves the proxy, through the same router and error edge as a real worker.
+  const route = serve<SimWorker | undefined>(
+    {
+      [`GET ${PATHS.workerInfo}`]: () => json(info()),
+      [`POST ${PATHS.statement}`]: () => json({ ok: true }),
+      // Answers stop when their stream goes away; nothing is queued here to cancel.
+      [`POST ${PATHS.cancel}`]: () => json({ cancelled: false }),
+      [`POST ${PATHS.chat}`]: (req, stream) => answer(req.peer!, stream, req.headers, o),
+    },
+    { log: createLogger({ role: 'scale-workers' }, 'error'), peer: (stream) => byWorker.get(stream.session!), sseErrors: false },
+  )
   h2.on('stream', (stream, headers) => {
-    const w = byWorker.get(stream.session!)
-    if (w) serve(w, stream, headers)
+    if (byWorker.has(stream.session!)) route(stream, headers)
     else stream.close(http2.constants.NGHTTP2_REFUSED_STREAM)
   })
 
@@ -139,31 +151,6 @@ export async function startScaleWorkers(o: ScaleWorkersOptions): Promise<{ stats
   )
   say(`connected ${o.workers} workers in ${Math.round(performance.now() - t0)} ms`)
 
-  function serve(w: SimWorker, stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
-    stream.on('error', () => {})
-    const path = headers[':path']
-    const method = headers[':method']
-    if (method === 'GET' && path === PATHS.workerInfo) return json(stream, info())
-    if (method === 'POST' && path === PATHS.statement) {
-      stream.resume()
-      return json(stream, { ok: true })
-    }
-    if (method === 'POST' && path === PATHS.cancel) {
-      // Answers stop when their stream goes away; nothing is queued here to cancel.
-      stream.resume()
-      return json(stream, { cancelled: false })
-    }
-    if (method === 'POST' && path === PATHS.chat) {
-      answer(w, stream, headers, o).catch(() => {
-        if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR)
-      })
-      return
-    }
-    stream.resume()
-    stream.respond({ ':status': 404, 'content-type': 'application/json' })
-    stream.end(JSON.stringify({ error: { message: `unknown endpoint ${method} ${path}`, type: 'invalid_request_error' } }))
-  }
-
   const stats = http.createServer((_req, res) => {
     const body: ScaleWorkerStats = {
       connected,
@@ -187,11 +174,6 @@ export async function startScaleWorkers(o: ScaleWorkersOptions): Promise<{ stats
 /** The key receipts name the proxy by: its payment key when it has one, else its identity key (as a real worker does). */
 function proxyKeyOf(peer: VerifiedPeer): Uint8Array {
   return peer.claims.paymentKey ? Buffer.from(peer.claims.paymentKey, 'hex') : Buffer.from(peer.publicKey)
-}
-
-function json(stream: http2.ServerHttp2Stream, body: unknown): void {
-  stream.respond({ ':status': 200, 'content-type': 'application/json' })
-  stream.end(JSON.stringify(body))
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))

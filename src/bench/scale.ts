@@ -233,8 +233,12 @@ async function wave(sessions: http2.ClientHttp2Session[], n: number, tag: string
       }
       req.setEncoding('utf8')
       req.on('response', (h) => (status = Number(h[':status'])))
-      req.on('data', (d: string) => (tail = (tail + d).slice(-64)))
-      req.on('end', () => done(status !== 200 ? `status ${status}` : tail.includes('data: [DONE]') ? undefined : 'incomplete answer'))
+      req.on('data', (d: string) => (tail = (tail + d).slice(-128)))
+      // Complete: the worker's last chunk (finish_reason set) and the proxy's trailers with the billed usage and its
+      // cost. The proxy relays the worker's events unchanged; the client node, not the proxy, writes [DONE].
+      let billed = false
+      req.on('trailers', (t) => (billed = typeof t[HEADERS.usage] === 'string' && typeof t[HEADERS.cost] === 'string'))
+      req.on('end', () => done(status !== 200 ? `status ${status}` : !billed ? 'no billed usage in the trailers' : /"finish_reason":"(stop|length)"/.test(tail) ? undefined : 'incomplete answer'))
       req.on('error', (err) => done(`stream error: ${err.message.slice(0, 60)}`))
       req.on('close', () => done(status ? `closed early (status ${status})` : `closed (code ${req.rstCode})`))
       req.end(body)

@@ -16,7 +16,8 @@ import { parsePolicy, SimulatedEvidenceVerifier, createPeerVerifier, createIdent
 import { policyFromRoot } from '../node/trust.ts'
 import { dialAttested } from '../net/attested.ts'
 import { proxyIdOf } from '../net/peers.ts'
-import { PATHS, type FinalCharge } from '../net/protocol.ts'
+import { CONTROL_BODY_BYTES, PATHS, type FinalCharge } from '../net/protocol.ts'
+import { call } from '../net/hop.ts'
 
 
 /** "1.5" TON -> nanoTON, exactly (no floating point). */
@@ -81,16 +82,10 @@ async function askFinalCharge(cfg: NodeConfig, o: Awaited<ReturnType<typeof open
       }
       const session = http2.connect(`https://${target.host}`, { createConnection: () => socket })
       try {
-        return await new Promise<FinalCharge>((resolve, reject) => {
-          const req = session.request({ ':method': 'POST', ':path': PATHS.close })
-          let status = 0
-          let body = ''
-          req.on('response', (h) => (status = Number(h[':status'])))
-          req.on('data', (c) => (body += c))
-          req.on('end', () => (status === 200 ? resolve(JSON.parse(body) as FinalCharge) : reject(new Error(`proxy answered ${status}: ${body}`))))
-          req.on('error', reject)
-          req.end()
-        })
+        const r = await call(session, PATHS.close, { method: 'POST' })
+        const body = (await r.read(CONTROL_BODY_BYTES)).toString()
+        if (r.status !== 200) throw new Error(`proxy answered ${r.status}: ${body}`)
+        return JSON.parse(body) as FinalCharge
       } finally {
         session.destroy()
       }

@@ -3,7 +3,7 @@ import crypto from 'node:crypto'
 import http from 'node:http'
 import http2 from 'node:http2'
 import { Counter, Gauge } from 'prom-client'
-import { type VerifiedPeer, type IdentitySource, identityStats } from '../tee/index.ts'
+import { type VerifiedPeer, type IdentitySource, EvidenceRefusedError, identityStats } from '../tee/index.ts'
 import type { PartyLedger } from '../payments/party-ledger.ts'
 import type { Logger } from '../core/log.ts'
 import { createRegistry, handleOps, type OpsSource } from '../core/ops.ts'
@@ -11,7 +11,8 @@ import type { PeerVerifier } from '../net/attested.ts'
 import { maintainProxyLink, revalidateLinks, type ProxyLink as BaseLink } from '../net/proxy-link.ts'
 import { ProxyScoreboard, type FailureKind } from './proxy-scores.ts'
 import { prefixKey } from './prefix-key.ts'
-import { errorResponse, InvalidRequestError, isExpectedError, NoProxyAvailableError, NoWorkerAvailableError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
+import { errorResponse, InvalidRequestError, NoProxyAvailableError, NoWorkerAvailableError, ReceiptNotFoundError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
+import { call, json, Reply, sendError, sendJson, sendReply, serveHttp, type HopRequest, type Routes } from '../net/hop.ts'
 import { parseJsonObject, parseMultipart, readBody } from '../net/body.ts'
 import { askedMaxTokens, isWireModelId } from '../net/validate.ts'
 import { answerText, parseCostTrailer, SseText, usageChunk, withBilledUsage, type UsageCost } from '../net/openai.ts'
@@ -20,10 +21,12 @@ import { heldReceiptJson, type ReceiptStore, type HeldReceipt } from '../payment
 import { verifyReceiptProof } from '../payments/receipts/proof.ts'
 import { Cell } from '@ton/core'
 import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
-import { type ReceiptProofsReply, CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, INFERENCE_PATHS, MAX_AUDIO_BODY_BYTES, MAX_BODY_BYTES, MAX_MODEL_ID_CHARS, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION, type UsageRecord } from '../net/protocol.ts'
+import { type ReceiptProofsReply, CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, MAX_AUDIO_BODY_BYTES, MAX_BODY_BYTES, MAX_MODEL_ID_CHARS, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION, type UsageRecord } from '../net/protocol.ts'
 import { parseUsageRecord, namesItsAnswer } from '../net/usage.ts'
 import type { RequestRecord } from './apps.ts'
 import { CandidateCache, pickRecipients } from './e2ee.ts'
+import { AppClosedError, ClientExchange, type AttemptEnd, type Outcome } from './exchange.ts'
+import { e2eeTrace, traceNow } from '../net/e2ee-trace.ts'
 import { AnswerReader, DEFAULT_E2EE_RECIPIENTS, E2EE_CONTENT_TYPE, E2eeError, encodeRoute, encodeWrappedKeys, sealRequest, type AnswerKeys } from '../net/e2ee.ts'
 
 /** One encrypted attempt: the sealed body, the headers naming its route and recipients, and the keys that read the answer. */
@@ -130,8 +133,6 @@ interface ProxyLink extends BaseLink<http2.ClientHttp2Session> {
 /** How often the client re-ranks its proxies, pings its sessions and opens or closes sessions. */
 export const REBALANCE_INTERVAL_MS = 2_000
 
-type Outcome = 'succeeded' | 'failed' | 'cancelled' | 'timeout' | 'rejected'
-
 export function createClient(opts: ClientOptions, deps: ClientDeps): Client {
   return new Client(deps, {
     ...opts,
@@ -169,6 +170,7 @@ export class Client implements OpsSource {
     private readonly o: Required<ClientOptions>,
   ) {
     this.links = o.proxies.map((p) => newLink(p.host, p.port, 'config'))
+    this.router = serveHttp(this.routes(), { log: deps.log, sseErrors: false })
   }
 
   private receiptTimer?: NodeJS.Timeout
@@ -300,8 +302,7 @@ export class Client implements OpsSource {
         // A proxy found on the root must present the payment key it registered with.
         if (link.registeredId && proxyId !== link.registeredId) {
           socket.destroy()
-          const err = Object.assign(new Error(`the proxy at ${link.target} is not the one registered there (key ${proxyId.slice(0, 16)}…)`), { name: 'EvidenceRefusedError' })
-          throw err
+          throw new EvidenceRefusedError(`the proxy at ${link.target} is not the one registered there (key ${proxyId.slice(0, 16)}…)`)
         }
         if (this.deps.onProxy) await this.deps.onProxy(peer, proxyId)
         const started = Date.now()
@@ -327,35 +328,38 @@ export class Client implements OpsSource {
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     if (handleOps(req, res, this) || this.deps.routes?.(req, res)) return
-    const path = (req.url ?? '/').split('?')[0]
-    const method = req.method ?? 'GET'
-    const fail = (err: unknown) => {
-      if (!isExpectedError(err)) this.deps.log.error('request failed', { error: err })
-      sendError(res, err)
+    this.router(req, res)
+  }
+
+  /**
+   * The app-facing OpenAI API, through the hop layer's HTTP/1 router and its one error edge. An error after an
+   * answer's headers cuts the connection: relay() writes its own SSE error events where the answer allows one.
+   */
+  private readonly router: (req: http.IncomingMessage, res: http.ServerResponse) => void
+
+  private routes(): Routes<undefined, http.ServerResponse> {
+    const inference = (req: HopRequest, res: http.ServerResponse) => this.forwardInference(req.body as http.IncomingMessage, res, req.path)
+    return {
+      [`GET ${PATHS.models}`]: (req, res) => this.listModels(res),
+      [`GET ${RECEIPTS_PATH}/*`]: (req) => this.serveReceipts(req),
+      [`POST ${PATHS.chat}`]: inference,
+      [`POST ${PATHS.completions}`]: inference,
+      [`POST ${PATHS.embeddings}`]: inference,
+      [`POST ${PATHS.transcriptions}`]: inference,
     }
-    if (method === 'GET' && path === PATHS.models) return void this.listModels(res).catch(fail)
-    if (method === 'GET' && (path === RECEIPTS_PATH || path.startsWith(`${RECEIPTS_PATH}/`))) return void this.serveReceipts(req, res, path).catch(fail)
-    if (method === 'POST' && INFERENCE_PATHS.has(path)) return void this.forwardInference(req, res, path).catch(fail)
-    req.resume()
-    fail(new RouteNotFoundError(method, path))
   }
 
   private async listModels(res: http.ServerResponse): Promise<void> {
     let lastErr: Error | undefined
     const links = this.readyLinks()
     // No proxy yet means no worker yet: an empty list, not an error, so apps polling for a model simply wait.
-    if (links.length === 0) {
-      const text = JSON.stringify({ object: 'list', data: [] })
-      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
-      res.end(text)
-      return
-    }
+    if (links.length === 0) return sendJson(res, 200, { object: 'list', data: [] })
     for (const link of links) {
       try {
-        const { status, body } = await requestJson(link.session!, { ':method': 'GET', ':path': PATHS.models }, undefined, MODELS_TIMEOUT_MS)
-        if (status !== 200) throw new Error(`the proxy answered ${status}`)
-        res.writeHead(status, { 'content-type': 'application/json', 'content-length': body.length })
-        res.end(body)
+        const r = await call(link.session!, PATHS.models, { signal: AbortSignal.timeout(MODELS_TIMEOUT_MS) })
+        const body = await r.read(MAX_BODY_BYTES)
+        if (r.status !== 200) throw new Error(`the proxy answered ${r.status}`)
+        sendReply(res, new Reply(200, body, { 'content-type': 'application/json' }))
         return
       } catch (err) {
         lastErr = err as Error
@@ -363,7 +367,7 @@ export class Client implements OpsSource {
       }
     }
     if (!lastErr) throw new NoProxyAvailableError()
-    if (lastErr.name === 'RequestTimeoutError') throw new UpstreamError(`the proxy did not list its models within ${MODELS_TIMEOUT_MS} ms`)
+    if (isTimeout(lastErr)) throw new UpstreamError(`the proxy did not list its models within ${MODELS_TIMEOUT_MS} ms`)
     throw new UpstreamError(`could not list models at any proxy: ${lastErr.message}`)
   }
 
@@ -374,6 +378,7 @@ export class Client implements OpsSource {
 
   private async forwardInference(req: http.IncomingMessage, res: http.ServerResponse, path: string): Promise<void> {
     this.counts.requests++
+    const arrivedAt = e2eeTrace && traceNow()
     let out: { payload: Buffer; contentType: string; model: string; stream: boolean; maxTokens?: number; multipart: boolean; ctl: ReturnType<Client['controlFields']> }
     try {
       const len = req.headers['content-length'] ? Number(req.headers['content-length']) : undefined
@@ -385,6 +390,8 @@ export class Client implements OpsSource {
       throw err
     }
     const { payload, ctl, model } = out
+    e2eeTrace?.(ctl.requestId, 'c.arrived', arrivedAt || undefined)
+    e2eeTrace?.(ctl.requestId, 'c.parsed')
     // The routing data travels in hop headers, set here once: no later hop parses the body to find it.
     const send = { ...ctl, contentType: out.contentType, model, stream: out.stream, maxTokens: out.maxTokens }
     let keyId: string | null = null
@@ -394,83 +401,50 @@ export class Client implements OpsSource {
       this.finish('rejected')
       throw err
     }
-    const timeoutMs = Math.round(ctl.timeoutSec * 1000)
     const log = this.deps.log.child({ requestId: ctl.requestId })
+    // The app's request closing before its answer is complete is one of the exchange's exits.
+    const app = new AbortController()
+    const onAppClose = () => {
+      if (!res.writableFinished) app.abort(new AppClosedError())
+    }
+    res.once('close', onAppClose)
     const started = Date.now()
-    let appGone = false
-    res.once('close', () => {
-      if (!res.writableFinished) appGone = true
-    })
-    const tried = new Set<ProxyLink>()
-    const freshTried = new Set<ProxyLink>()
-    const usedRecipients = new Set<string>()
-    let lastErr: Error | undefined
-    let e2eeErr: Error | undefined
-    for (;;) {
-      const link = this.readyLinks().find((l) => !tried.has(l))
-      if (!link) break
-      tried.add(link)
-      if (tried.size > 1) {
-        this.counts.failovers++
-        link.failovers++
-      }
-      const remaining = timeoutMs - (Date.now() - started)
-      if (remaining <= 0) break
-      let e2ee: E2eeAttempt | undefined
-      let r: Awaited<ReturnType<Client['relay']>>
-      try {
-        e2ee = await this.sealFor(link, path, out, usedRecipients)
-      } catch (err) {
-        // This proxy has no worker this client may encrypt to; another proxy may.
-        e2eeErr = err as Error
-        continue
-      }
-      r = await this.relay(link, res, path, e2ee?.body ?? payload, send, remaining, log, () => appGone, e2ee, !freshTried.has(link))
-      if (r.kind === 'retry' && r.fresh && e2ee && !freshTried.has(link) && !appGone) {
-        // Every recipient failed before the first byte: a fresh set from a fresh list, once per proxy. The app sees nothing of it.
-        freshTried.add(link)
-        for (const x of e2ee.recipients) usedRecipients.add(x)
-        this.candidates?.invalidate(link.target, model)
-        this.e2eeCounts.freshRecipientRetries++
-        log.info('all recipients failed before the first byte; retrying with a fresh set', { proxy: link.target })
-        try {
-          e2ee = await this.sealFor(link, path, out, usedRecipients)
-        } catch (err) {
-          this.e2eeCounts.refused++
-          this.finish('rejected')
-          throw err
-        }
-        const again = timeoutMs - (Date.now() - started)
-        if (again <= 0) break
-        r = await this.relay(link, res, path, e2ee?.body ?? payload, send, again, log, () => appGone, e2ee)
-      }
-      if (r.kind === 'done') {
-        this.e2eeCounts[e2ee ? 'on' : 'off']++
-        this.deps.apps?.answered({
-          id: ctl.requestId, model, keyId, status: res.statusCode, outcome: r.outcome, stream: out.stream,
-          promptTokens: r.usage?.promptTokens ?? 0, completionTokens: r.usage?.completionTokens ?? 0, costNano: r.usage?.costNano ?? '0', receiptId: r.usage?.receiptId ?? null, latencyMs: Date.now() - started,
-        })
-        // An answer whose receipt was missing or invalid is not a success: the proxy was backed off as a cheat.
-        if (r.outcome === 'succeeded' && !r.cheated) this.scores.observeSuccess(link.target, link.lastTtftMs ?? 0)
-        else if (r.outcome === 'failed' && !appGone) this.scores.observeFailure(link.target, 'failed', 'the answer failed')
-        return this.finish(r.outcome)
-      }
-      this.scores.observeFailure(link.target, 'failed', r.error.message)
-      lastErr = r.error
-      if (appGone) return this.finish('cancelled')
-      log.warn('proxy failed before answering; failing over', { proxy: link.target, error: r.error.message })
-    }
-    if (Date.now() - started >= timeoutMs) {
-      this.finish('timeout')
-      throw new RequestTimeoutError(timeoutMs)
-    }
-    if (e2eeErr && !lastErr) {
-      this.e2eeCounts.refused++
-      this.finish('rejected')
-      throw e2eeErr
-    }
-    this.finish(lastErr ? 'failed' : 'rejected')
-    throw lastErr ? new UpstreamError(`no proxy could take the request: ${lastErr.message}`) : new NoProxyAvailableError()
+    const ex = new ClientExchange<ProxyLink, E2eeAttempt, AnswerUsage>(
+      {
+        log,
+        links: () => this.readyLinks(),
+        seal: (link, exclude) => this.sealFor(link, path, out, exclude),
+        relay: (link, e2ee, x, allowFresh) => this.relay(link, res, path, e2ee?.body ?? payload, send, x, log, e2ee, allowFresh),
+        failedOver: (link) => {
+          this.counts.failovers++
+          link.failovers++
+        },
+        proxyFailed: (link, err) => this.scores.observeFailure(link.target, 'failed', err.message),
+        freshRecipients: (link) => {
+          this.candidates?.invalidate(link.target, model)
+          this.e2eeCounts.freshRecipientRetries++
+        },
+        settled: (outcome, answered, e2eeRefused) => {
+          res.off('close', onAppClose)
+          if (e2eeRefused) this.e2eeCounts.refused++
+          if (answered) {
+            const { link, sealed, end: r } = answered
+            this.e2eeCounts[sealed ? 'on' : 'off']++
+            this.deps.apps?.answered({
+              id: ctl.requestId, model, keyId, status: res.statusCode, outcome: r.outcome, stream: out.stream,
+              promptTokens: r.usage?.promptTokens ?? 0, completionTokens: r.usage?.completionTokens ?? 0, costNano: r.usage?.costNano ?? '0', receiptId: r.usage?.receiptId ?? null, latencyMs: Date.now() - started,
+            })
+            // An answer whose receipt was missing or invalid is not a success: the proxy was backed off as a cheat.
+            if (r.outcome === 'succeeded' && !r.cheated) this.scores.observeSuccess(link.target, link.lastTtftMs ?? 0)
+            else if (r.outcome === 'failed' && !app.signal.aborted) this.scores.observeFailure(link.target, 'failed', 'the answer failed')
+          }
+          this.finish(outcome)
+        },
+      },
+      Math.round(ctl.timeoutSec * 1000),
+      app.signal,
+    )
+    await ex.run()
   }
 
   /**
@@ -497,6 +471,7 @@ export class Client implements OpsSource {
     try {
       const list = await this.candidates.get(link.session!, link.target, out.model)
       recipients = pickRecipients(list, this.o.e2eeRecipients, out.ctl.maxCoefficient, out.model, exclude)
+      e2eeTrace?.(out.ctl.requestId, 'c.candidates')
     } catch (err) {
       if (this.o.e2ee === 'optional') return undefined
       if (['NoWorkerAvailableError', 'ModelNotFoundError', 'TooManyRequestsError', 'UnfundedClientError'].includes((err as Error).name)) throw err
@@ -504,6 +479,7 @@ export class Client implements OpsSource {
     }
     const route = encodeRoute({ v: 1, path, model: out.model, ...(out.maxTokens !== undefined ? { maxTokens: out.maxTokens } : {}), stream: out.stream, requestId: out.ctl.requestId, maxCoefficient: out.ctl.maxCoefficient })
     const sealed = await sealRequest(out.payload, route, recipients)
+    e2eeTrace?.(out.ctl.requestId, 'c.sealed')
     return { body: sealed.body, route, keys: encodeWrappedKeys(sealed.keys), answer: sealed.answer, stream: out.stream, recipients }
   }
 
@@ -546,13 +522,15 @@ export class Client implements OpsSource {
     path: string,
     payload: Buffer,
     ctl: { maxCoefficient: number; requestId: string; contentType: string; model: string; stream: boolean; maxTokens?: number; prefixKey?: string },
-    remainingMs: number,
+    ex: ClientExchange<ProxyLink, E2eeAttempt, AnswerUsage>,
     log: Logger,
-    appGone: () => boolean,
     e2ee?: E2eeAttempt,
     allowFresh = false,
-  ): Promise<{ kind: 'done'; outcome: Outcome; usage?: AnswerUsage; cheated?: boolean } | { kind: 'retry'; error: Error; fresh?: boolean }> {
+  ): Promise<AttemptEnd<AnswerUsage>> {
     return new Promise((resolve) => {
+      // The app went away or the deadline passed between attempts: nothing is sent.
+      if (ex.signal.aborted) return resolve({ kind: 'retry', error: ex.signal.reason as Error })
+      const remainingMs = ex.remainingMs()
       // A fresh salt per attempt keys this answer's receipt; its id is known before the first byte.
       const salt = newSalt()
       const receiptId = receiptIdFromSalt(salt)
@@ -599,17 +577,17 @@ export class Client implements OpsSource {
       let sse = false
       // The billed usage and its cost, from the proxy's trailers: written into the answer here, for the app.
       let billed: { usage: UsageRecord; cost: UsageCost } | undefined
-      const settle = (r: { kind: 'done'; outcome: Outcome; usage?: AnswerUsage; cheated?: boolean } | { kind: 'retry'; error: Error; fresh?: boolean }) => {
+      const settle = (r: AttemptEnd<AnswerUsage>) => {
         if (settled) return
         settled = true
+        e2eeTrace?.(ctl.requestId, 'c.settled')
         if (r.kind === 'done') r.cheated = cheated
         if (r.kind === 'done' && billed) {
           const u = billed.usage
           r.usage = { promptTokens: u.promptTokens, completionTokens: u.completionTokens, costNano: billed.cost.nano.toString(), receiptId }
         }
         link.active--
-        clearTimeout(timer)
-        res.off('close', onAppClose)
+        ex.signal.removeEventListener('abort', onAbort)
         resolve(r)
       }
       const endWithError = (err: Error) => {
@@ -618,18 +596,17 @@ export class Client implements OpsSource {
         if (sse) res.end(`data: ${JSON.stringify(errorResponse(err).body)}\n\n`)
         else res.destroy()
       }
-      const timer = setTimeout(() => {
+      // The exchange's one signal: the deadline ends the answer with an error; the app going away just stops it.
+      const onAbort = () => {
         ps.close(http2.constants.NGHTTP2_CANCEL)
-        endWithError(new RequestTimeoutError(remainingMs))
-        settle({ kind: 'done', outcome: 'timeout' })
-      }, remainingMs)
-      const onAppClose = () => {
-        if (res.writableFinished) return
-        ps.close(http2.constants.NGHTTP2_CANCEL)
+        if (ex.abortKind() === 'timeout') {
+          endWithError(new RequestTimeoutError(remainingMs))
+          return settle({ kind: 'done', outcome: 'timeout' })
+        }
         log.info('app went away; request cancelled')
         settle({ kind: 'done', outcome: 'cancelled' })
       }
-      res.once('close', onAppClose)
+      ex.signal.addEventListener('abort', onAbort, { once: true })
       let responded = false
       let status = 0
       let charged = false
@@ -649,6 +626,7 @@ export class Client implements OpsSource {
       }
       ps.on('error', () => {})
       ps.once('response', (h) => {
+        e2eeTrace?.(ctl.requestId, 'c.response')
         responded = true
         link.lastTtftMs = Date.now() - sentAt
         status = Number(h[':status'])
@@ -663,6 +641,7 @@ export class Client implements OpsSource {
           ps.on('data', (chunk: Buffer) => held.push(chunk))
           return
         }
+        ex.relaying()
         sse = reader ? contentType === 'text/event-stream' : ct.startsWith('text/event-stream')
         if (res.destroyed) return
         if (!sse) {
@@ -675,24 +654,27 @@ export class Client implements OpsSource {
           const r = reader
           ps.on('data', (cipher: Buffer) => {
             if (settled) return
+            e2eeTrace?.(ctl.requestId, 'c.data')
             let events: Buffer[]
             try {
               events = r.push(cipher)
             } catch (err) {
               return broken(err as Error)
             }
-            for (const chunk of events) {
-              lastChunk = chunk
-              seen.push(chunk)
-              if (!res.write(chunk)) {
-                ps.pause()
-                res.once('drain', () => ps.resume())
-              }
+            if (events.length === 0) return
+            // The events of one read go to the app in one write, as on the plaintext path.
+            const chunk = events.length === 1 ? events[0] : Buffer.concat(events)
+            lastChunk = chunk
+            seen.push(chunk)
+            if (!res.write(chunk)) {
+              ps.pause()
+              res.once('drain', () => ps.resume())
             }
           })
           return
         }
         ps.on('data', (chunk: Buffer) => {
+          e2eeTrace?.(ctl.requestId, 'c.data')
           lastChunk = chunk
           seen.push(chunk)
           if (!res.write(chunk)) {
@@ -769,6 +751,7 @@ export class Client implements OpsSource {
         settle({ kind: 'done', outcome: 'failed' })
       })
       sendBody(ps, payload)
+      e2eeTrace?.(ctl.requestId, 'c.sent')
     })
   }
 
@@ -816,23 +799,23 @@ export class Client implements OpsSource {
   }
 
   /** GET /v1/receipts/{id} (one receipt, with its proof once committed) and GET /v1/receipts?since=… (a list). */
-  private async serveReceipts(req: http.IncomingMessage, res: http.ServerResponse, path: string): Promise<void> {
+  private async serveReceipts(req: HopRequest): Promise<Reply> {
     const store = this.deps.receipts
-    if (!store) throw new RouteNotFoundError('GET', path)
+    if (!store) throw new RouteNotFoundError('GET', req.path)
     this.deps.apps?.mayRead?.(req.headers.authorization)
-    if (path === RECEIPTS_PATH) {
-      const since = parseSince(new URL(req.url ?? '/', 'http://x').searchParams.get('since'))
+    if (req.path === RECEIPTS_PATH) {
+      const since = parseSince(req.query.get('since'))
       const list = store.since(since, RECEIPT_LIST_MAX).map((h) => heldReceiptJson(h))
-      return sendJson(res, 200, { object: 'list', data: list, has_more: list.length === RECEIPT_LIST_MAX })
+      return json({ object: 'list', data: list, has_more: list.length === RECEIPT_LIST_MAX })
     }
-    const id = decodeURIComponent(path.slice(RECEIPTS_PATH.length + 1))
+    const id = decodeURIComponent(req.path.slice(RECEIPTS_PATH.length + 1))
     let h = store.get(id)
     if (!h) throw new ReceiptNotFoundError(id)
     if (!h.verified) {
       await this.syncReceipts(h.proxyId, [h]).catch((err) => this.deps.log.debug('receipt proof not fetched', { error: (err as Error).message }))
       h = store.get(id)!
     }
-    sendJson(res, 200, heldReceiptJson(h))
+    return json(heldReceiptJson(h))
   }
 
   /**
@@ -851,8 +834,9 @@ export class Client implements OpsSource {
     let reply: ReceiptProofsReply | undefined
     let onChain: { seqno: number; root: string; count: number; paymentKey: string } | undefined
     for (let attempt = 0; attempt < 3; attempt++) {
-      const { status, body } = await requestJson(link.session!, { ':method': 'POST', ':path': PATHS.receiptProofs, 'content-type': 'application/json' }, Buffer.from(JSON.stringify({ indices: pending.map((p) => p.index) })), MODELS_TIMEOUT_MS)
-      if (status !== 200) throw new Error(`proxy answered ${status} for receipt proofs`)
+      const r = await call(link.session!, PATHS.receiptProofs, { headers: JSON_BODY, body: Buffer.from(JSON.stringify({ indices: pending.map((p) => p.index) })), signal: AbortSignal.timeout(MODELS_TIMEOUT_MS) })
+      const body = await r.read(MAX_BODY_BYTES)
+      if (r.status !== 200) throw new Error(`proxy answered ${r.status} for receipt proofs`)
       reply = JSON.parse(body.toString()) as ReceiptProofsReply
       const c = reply.commit
       if (!c || !this.deps.receiptsRoot) break
@@ -918,8 +902,9 @@ export class Client implements OpsSource {
     if (!link || !rec) return
     const scan = this.scanned.get(proxyId) ?? { next: 0, adjusted: 0n, count: 0 }
     for (let page = 0; page < RECEIPT_SCAN_PAGES; page++) {
-      const { status, body } = await requestJson(link.session!, { ':method': 'POST', ':path': PATHS.receiptProofs, 'content-type': 'application/json' }, Buffer.from(JSON.stringify({ indices: [], from: scan.next })), MODELS_TIMEOUT_MS)
-      if (status !== 200) throw new Error(`proxy answered ${status} for its receipt list`)
+      const r = await call(link.session!, PATHS.receiptProofs, { headers: JSON_BODY, body: Buffer.from(JSON.stringify({ indices: [], from: scan.next })), signal: AbortSignal.timeout(MODELS_TIMEOUT_MS) })
+      const body = await r.read(MAX_BODY_BYTES)
+      if (r.status !== 200) throw new Error(`proxy answered ${r.status} for its receipt list`)
       const mine = (JSON.parse(body.toString()) as ReceiptProofsReply).mine ?? []
       for (const m of mine) {
         if (m.index < scan.next) return this.dropForReceipts(link, `its receipt list went back to ${m.index}`)
@@ -1016,8 +1001,9 @@ export class Client implements OpsSource {
     const models = new Set<string>()
     for (const link of links) {
       try {
-        const { status, body } = await requestJson(link.session!, { ':method': 'GET', ':path': PATHS.models }, undefined, READINESS_TIMEOUT_MS)
-        if (status === 200) for (const m of (JSON.parse(body.toString()) as { data?: Array<{ id?: unknown }> }).data ?? []) if (typeof m.id === 'string') models.add(m.id)
+        const r = await call(link.session!, PATHS.models, { signal: AbortSignal.timeout(READINESS_TIMEOUT_MS) })
+        const body = await r.read(MAX_BODY_BYTES)
+        if (r.status === 200) for (const m of (JSON.parse(body.toString()) as { data?: Array<{ id?: unknown }> }).data ?? []) if (typeof m.id === 'string') models.add(m.id)
       } catch {}
     }
     const base = { connectedProxies: links.length, models: [...models].sort() }
@@ -1038,13 +1024,6 @@ export const RECEIPT_SYNC_MS = 5_000
 /** Pages of the client's own receipts read from a proxy's log per sync. */
 const RECEIPT_SCAN_PAGES = 20
 const RECEIPT_LIST_MAX = 1000
-
-class ReceiptNotFoundError extends Error {
-  readonly name = 'RouteNotFoundError'
-  constructor(id: string) {
-    super(`no receipt ${id.slice(0, 64)} on this node`)
-  }
-}
 
 /** `since` as unix seconds, unix ms or an ISO date; 0 when absent. */
 function parseSince(v: string | null): number {
@@ -1104,37 +1083,11 @@ function wireModel(model: unknown, missing: string): string {
   throw new InvalidRequestError(`'model' must be 1-${MAX_MODEL_ID_CHARS} printable characters without spaces`, 'model')
 }
 
-function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body)
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
-  res.end(text)
-}
+const JSON_BODY = { 'content-type': 'application/json' } as const
 
-function sendError(res: http.ServerResponse, err: unknown): void {
-  if (res.headersSent || res.destroyed) {
-    res.destroy()
-    return
-  }
-  const r = errorResponse(err)
-  const text = JSON.stringify(r.body)
-  const retryAfter = (err as { retryAfterSec?: number }).retryAfterSec
-  res.writeHead(r.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...(retryAfter ? { 'retry-after': String(retryAfter) } : {}) })
-  res.end(text)
-}
-
-function requestJson(session: http2.ClientHttp2Session, headers: http2.OutgoingHttpHeaders, body: Buffer | undefined, timeoutMs: number): Promise<{ status: number; body: Buffer }> {
-  return new Promise((resolve, reject) => {
-    const s = session.request(headers)
-    let status = 0
-    s.setTimeout(timeoutMs, () => {
-      s.close(http2.constants.NGHTTP2_CANCEL)
-      reject(new RequestTimeoutError(timeoutMs))
-    })
-    s.once('response', (h) => (status = Number(h[':status'])))
-    s.on('error', reject)
-    readBody(s, MAX_BODY_BYTES).then((b) => resolve({ status, body: b }), reject)
-    s.end(body)
-  })
+/** Whether a call failed because its time ran out (an AbortSignal.timeout). */
+function isTimeout(err: Error): boolean {
+  return err.name === 'TimeoutError' || (err.name === 'AbortError' && (err.cause as Error | undefined)?.name === 'TimeoutError')
 }
 
 function newLink(host: string, port: number, source: 'config' | 'root'): ProxyLink {

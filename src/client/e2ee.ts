@@ -2,11 +2,11 @@
 // candidate workers' certificates from the proxy, verifies each itself under its own policy (the same
 // verifier and root lists the proxy uses), and never wraps a key for a worker it has not verified.
 import crypto from 'node:crypto'
-import http2 from 'node:http2'
+import type http2 from 'node:http2'
 import type { PeerVerifier } from '../net/attested.ts'
 import { PATHS, type WorkerCandidates } from '../net/protocol.ts'
 import { ModelNotFoundError, NoWorkerAvailableError, TooManyRequestsError, UnfundedClientError } from '../net/errors.ts'
-import { readBody } from '../net/body.ts'
+import { call } from '../net/hop.ts'
 import type { Logger } from '../core/log.ts'
 
 /** How long a proxy's verified candidate list is reused before it is fetched again. */
@@ -68,16 +68,9 @@ export class CandidateCache {
   }
 
   private async fetch(session: http2.ClientHttp2Session, model: string): Promise<CandidateList> {
-    const body = await new Promise<Buffer>((resolve, reject) => {
-      const req = session.request({ ':method': 'GET', ':path': `${PATHS.workers}?model=${encodeURIComponent(model)}` })
-      req.setTimeout(CANDIDATES_TIMEOUT_MS, () => req.close(http2.constants.NGHTTP2_CANCEL))
-      req.on('error', reject)
-      req.once('response', (h) => {
-        const status = Number(h[':status'])
-        readBody(req, MAX_CANDIDATES_BYTES).then((b) => (status === 200 ? resolve(b) : reject(proxyRefusal(status, b, h['retry-after'], model))), reject)
-      })
-      req.end()
-    })
+    const r = await call(session, `${PATHS.workers}?model=${encodeURIComponent(model)}`, { signal: AbortSignal.timeout(CANDIDATES_TIMEOUT_MS) })
+    const body = await r.read(MAX_CANDIDATES_BYTES)
+    if (r.status !== 200) throw proxyRefusal(r.status, body, r.headers['retry-after'], model)
     const reply = JSON.parse(body.toString('utf8')) as WorkerCandidates
     if (!reply || !Array.isArray(reply.workers)) throw new Error('the proxy sent no worker list')
     const first = await this.verifyAll(reply.workers, model, false)

@@ -2,10 +2,12 @@
 // for k attested recipients, an encrypted request body, and an answer made of counted AEAD records.
 //
 // Primitives come from well-kept implementations only: RFC 9180 HPKE from @hpke/core (DHKEM X25519,
-// HKDF-SHA256, AES-128-GCM) and AES-128-GCM from node:crypto. This file only frames them.
+// HKDF-SHA256, AES-128-GCM) over node:crypto's primitives (./hpke-node.ts), and AES-128-GCM from
+// node:crypto. This file only frames them.
 
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto'
-import { Aes128Gcm, CipherSuite, DhkemX25519HkdfSha256, HkdfSha256, type RecipientContext, type SenderContext } from '@hpke/core'
+import type { RecipientContext, SenderContext } from '@hpke/core'
+import { nodeHpkeSuite, type X25519Key } from './hpke-node.ts'
 
 /** Format version; bumped on any incompatible change to what is below. */
 export const E2EE_VERSION = 1
@@ -49,7 +51,8 @@ export class E2eeError extends Error {
   }
 }
 
-const suite = new CipherSuite({ kem: new DhkemX25519HkdfSha256(), kdf: new HkdfSha256(), aead: new Aes128Gcm() })
+/** Synchronous primitives: no step of HPKE waits for a thread-pool job (./hpke-node.ts). */
+const suite = nodeHpkeSuite()
 
 /** Recipient public keys kept imported (a client node encrypts to the same few workers again and again). */
 export const RECIPIENT_KEY_CACHE_ENTRIES = 1000
@@ -96,7 +99,7 @@ async function senderContext(hex: string): Promise<ReadySender> {
   // Only recipients that come back get contexts made ahead; after this request's own work has started.
   if (seenBefore) {
     const entry = e
-    setImmediate(() => refill(entry))
+    setTimeout(() => refill(entry), 0)
   }
   return taken ?? freshContext(e)
 }
@@ -128,14 +131,16 @@ export function recipientKeyCacheSize(): number {
 export interface HpkeKeyPair {
   /** Raw X25519 public key, lowercase hex (what the attested claims carry). */
   publicKeyHex: string
-  privateKey: CryptoKey
+  privateKey: X25519Key
+  /** Kept with the private key, so opening a request need not derive it again. */
+  publicKey: X25519Key
   createdAtMs: number
 }
 
 export async function generateHpkeKeyPair(now = Date.now()): Promise<HpkeKeyPair> {
   const kp = await suite.kem.generateKeyPair()
   const raw = new Uint8Array(await suite.kem.serializePublicKey(kp.publicKey))
-  return { publicKeyHex: Buffer.from(raw).toString('hex'), privateKey: kp.privateKey, createdAtMs: now }
+  return { publicKeyHex: Buffer.from(raw).toString('hex'), privateKey: kp.privateKey as unknown as X25519Key, publicKey: kp.publicKey as unknown as X25519Key, createdAtMs: now }
 }
 
 /**
@@ -302,7 +307,9 @@ export async function openRequest(body: Uint8Array, routeHeader: string, wrapped
   let ctx: RecipientContext
   let contentKey: Buffer
   try {
-    ctx = await suite.createRecipientContext({ recipientKey: mine.privateKey, enc: wrapped.wrapped.subarray(0, 32), info: HPKE_INFO })
+    // The pair, not the private key alone: @hpke/core would otherwise derive the public key again for each request.
+    const recipientKey = { privateKey: mine.privateKey, publicKey: mine.publicKey } as unknown as CryptoKeyPair
+    ctx = await suite.createRecipientContext({ recipientKey, enc: wrapped.wrapped.subarray(0, 32), info: HPKE_INFO })
     contentKey = Buffer.from(await ctx.open(wrapped.wrapped.subarray(32), aad))
   } catch {
     throw new E2eeError('the wrapped key does not open (wrong recipient, or the key or route was changed)')
@@ -366,11 +373,14 @@ export class AnswerWriter {
     if (plain.length > MAX_RECORD_BYTES) throw new E2eeError('record too large')
     const c = createCipheriv('aes-128-gcm', this.key, recordNonce(this.nonce, this.counter++))
     c.setAAD(recordAad(type))
-    const body = Buffer.concat([c.update(plain), c.final(), c.getAuthTag()])
-    const head = Buffer.alloc(RECORD_HEADER_BYTES)
-    head[0] = type
-    head.writeUInt32BE(body.length, 1)
-    return Buffer.concat([head, body])
+    // One buffer for the whole record (header ‖ ciphertext ‖ tag): a streamed answer seals one per token.
+    const out = Buffer.allocUnsafe(RECORD_HEADER_BYTES + plain.length + TAG_BYTES)
+    out[0] = type
+    out.writeUInt32BE(plain.length + TAG_BYTES, 1)
+    let at = RECORD_HEADER_BYTES + c.update(plain).copy(out, RECORD_HEADER_BYTES)
+    at += c.final().copy(out, at)
+    c.getAuthTag().copy(out, at)
+    return out
   }
 }
 
@@ -380,7 +390,7 @@ export class AnswerWriter {
  * changed, or missing, and an answer without its final record, throw E2eeError.
  */
 export class AnswerReader {
-  private buf = Buffer.alloc(0)
+  private buf: Buffer = Buffer.alloc(0)
   private counter = 0
   private chosen?: { recipient: string; key: Buffer; nonce: Buffer }
   private done = false
@@ -399,7 +409,7 @@ export class AnswerReader {
 
   /** Feeds bytes; returns the plaintext of every data record completed by them. */
   push(chunk: Uint8Array): Buffer[] {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : Buffer.from(chunk)
+    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
     const out: Buffer[] = []
     while (this.buf.length >= RECORD_HEADER_BYTES) {
       if (this.done) throw new E2eeError('bytes after the final record')
@@ -432,7 +442,9 @@ export class AnswerReader {
       d.setAAD(recordAad(type))
       d.setAuthTag(body.subarray(body.length - TAG_BYTES))
       try {
-        const plain = Buffer.concat([d.update(body.subarray(0, body.length - TAG_BYTES)), d.final()])
+        const plain = d.update(body.subarray(0, body.length - TAG_BYTES))
+        // GCM gives nothing more at the end; final() checks the tag (and throws when it does not match).
+        d.final()
         this.chosen = k
         this.counter++
         return plain

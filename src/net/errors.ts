@@ -55,6 +55,46 @@ export class RouteNotFoundError extends Error {
   }
 }
 
+/** A known path asked with a method it does not take (405, with the methods it does take in Allow). */
+export class MethodNotAllowedError extends Error {
+  readonly name = 'MethodNotAllowedError'
+  constructor(readonly method: string, readonly path: string, readonly allow: readonly string[]) {
+    super(`${path.length > MAX_ECHO_CHARS ? path.slice(0, MAX_ECHO_CHARS) + '…' : path} takes ${allow.join(' or ')}, not ${method.slice(0, 16)}`)
+  }
+}
+
+/** The request cannot be done in the current state of what it names (409), e.g. closing a channel there is none of. */
+export class ConflictError extends Error {
+  readonly name = 'ConflictError'
+  constructor(message: string, readonly code = 'conflict') {
+    super(message)
+  }
+}
+
+/** A worker at its limit of running requests (503: the proxy tries another worker). */
+export class WorkerBusyError extends Error {
+  readonly name = 'WorkerBusyError'
+  constructor(readonly maxActiveRequests: number) {
+    super(`worker is at its limit of ${maxActiveRequests} active requests`)
+  }
+}
+
+/** The request was stopped by whoever sent it before its answer was ready (499, as nginx names it). */
+export class RequestCancelledError extends Error {
+  readonly name = 'RequestCancelledError'
+  constructor(message = 'the request was cancelled') {
+    super(message)
+  }
+}
+
+/** A receipt this node does not hold (404). */
+export class ReceiptNotFoundError extends Error {
+  readonly name = 'ReceiptNotFoundError'
+  constructor(readonly id: string) {
+    super(`no receipt ${id.slice(0, 64)} on this node`)
+  }
+}
+
 export class UpstreamError extends Error {
   readonly name = 'UpstreamError'
   constructor(message: string) {
@@ -114,7 +154,18 @@ export function errorResponse(err: unknown): ErrorResponse {
     case 'PayloadTooLargeError':
       return make(413, 'invalid_request_error', 'request_too_large', e.message)
     case 'RouteNotFoundError':
+    case 'ReceiptNotFoundError':
       return make(404, 'invalid_request_error', 'not_found', e.message)
+    case 'MethodNotAllowedError':
+      return make(405, 'invalid_request_error', 'method_not_allowed', e.message)
+    case 'ConflictError':
+      return make(409, 'invalid_request_error', (e as ConflictError).code, e.message)
+    case 'RequestsInFlightError':
+      return make(409, 'invalid_request_error', 'requests_in_flight', e.message)
+    case 'RequestCancelledError':
+      return make(499, 'invalid_request_error', 'request_cancelled', e.message)
+    case 'WorkerBusyError':
+      return make(503, 'service_unavailable', 'worker_busy', e.message)
     case 'NoWorkerAvailableError':
       return make(503, 'service_unavailable', 'no_worker_available', e.message)
     case 'NoProxyAvailableError':

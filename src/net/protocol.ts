@@ -168,7 +168,10 @@ export interface WorkerStatementReply {
   want?: string[]
 }
 
-/** Receipt entries per statement (each proof is about 1 KB; a statement body is read with a 64 KiB limit). */
+/** Largest body of a control call between nodes (a statement, its reply, worker info). */
+export const CONTROL_BODY_BYTES = 64 * 1024
+
+/** Receipt entries per statement (each proof is about 1 KB; a statement body is read with CONTROL_BODY_BYTES). */
 export const STATEMENT_RECEIPTS_MAX = 30
 
 /** Client -> proxy at PATHS.receiptProofs: proofs for these receipt numbers, and the client's own receipts from `from` on. */
@@ -199,6 +202,8 @@ export interface ReceiptProofsReply {
 }
 
 export const RECEIPT_LIST_LIMIT = 500
+/** Largest body of a ReceiptProofsRequest. */
+export const RECEIPT_PROOFS_BODY_BYTES = 256 * 1024
 export const RECEIPT_PROOFS_MAX = 500
 
 /** Proxy -> client: the final charge for its channel, a signed clientFinalCharge voucher (base64). */

@@ -33,6 +33,14 @@ export class ChainUnavailableError extends Error {
   }
 }
 
+/** A client asked to close its channel while it still has requests in flight (a 409 at the proxy). */
+export class RequestsInFlightError extends Error {
+  readonly name = 'RequestsInFlightError'
+  constructor(readonly inFlightNano: bigint) {
+    super('the client has requests in flight; close when they are done')
+  }
+}
+
 export interface SettlementOptions {
   intervalMs?: number
   chargeThresholdNano?: bigint
@@ -209,7 +217,7 @@ export class ProxySettlement implements FundsSource {
    * requests in flight.
    */
   finalCharge(client: string, inFlightNano: bigint): { tokens: bigint; voucher: string } {
-    if (inFlightNano > 0n) throw new Error('the client has requests in flight; close when they are done')
+    if (inFlightNano > 0n) throw new RequestsInFlightError(inFlightNano)
     const { ledger, paymentKey, channel } = this.deps
     const target = clientContract(channel, Address.parseRaw(client)).address
     const c = ledger.counters('client', client)

@@ -1,7 +1,7 @@
 // The proxy's admission queue: a request that finds every suitable worker busy waits for a slot, in a bounded queue
 // served round-robin across clients. The slot is claimed in the same synchronous step as the choice of worker.
 import { InvalidRequestError, ModelNotFoundError, NoWorkerAvailableError, RequestTimeoutError, TooManyRequestsError } from '../net/errors.ts'
-import { selectWorker, type Affinity, type WorkerConn } from './routing.ts'
+import { selectWorker, WorkerPool, type Affinity, type WorkerConn } from './routing.ts'
 
 /** Requests that may wait for a worker slot, across all clients. */
 export const DEFAULT_QUEUE_DEPTH = 256
@@ -62,6 +62,8 @@ export interface Want {
   maxCoefficient: number
   /** Workers already tried for this request. */
   exclude: ReadonlySet<string>
+  /** Only these workers may take it (ids), e.g. the recipients an encrypted request names. Default: any. */
+  only?: ReadonlySet<string>
   /** Prefix-cache affinity: the client's prefix key, salted with the client (docs/routing.md). */
   affinity?: Affinity
   /** The endpoint asked for; only workers that advertise it qualify. Default: any. */
@@ -105,8 +107,12 @@ export class AdmissionQueue {
   private avgWaitMs = 0
   private readonly timer?: RoutingTimer
 
+  /**
+   * `workers`: the connected workers. A WorkerPool (the proxy's) lets each decision visit only the workers that
+   * could win it; any other iterable is scanned in full.
+   */
   constructor(
-    private readonly workers: () => Iterable<WorkerConn>,
+    private readonly workers: () => Iterable<WorkerConn> | WorkerPool,
     private readonly o: QueueOptions,
   ) {
     if (o.timeRouting) this.timer = new RoutingTimer()
@@ -114,7 +120,7 @@ export class AdmissionQueue {
 
   /** selectWorker over the connected workers, timed when timeRouting is on. */
   private select(want: Want) {
-    const opts = { path: want.path, affinity: want.affinity }
+    const opts = { path: want.path, affinity: want.affinity, only: want.only }
     if (!this.timer) return selectWorker(this.workers(), want.model, want.maxCoefficient, want.exclude, opts)
     const start = performance.now()
     const sel = selectWorker(this.workers(), want.model, want.maxCoefficient, want.exclude, opts)
@@ -286,7 +292,8 @@ export class AdmissionQueue {
   private retryAfterSec(): number {
     let slots = 0
     let ms = 0
-    for (const w of this.workers()) {
+    const ws = this.workers()
+    for (const w of ws instanceof WorkerPool ? ws.values() : ws) {
       slots += w.info.maxActiveRequests
       ms += w.avgMs * w.info.maxActiveRequests
     }

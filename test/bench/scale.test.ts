@@ -69,6 +69,8 @@ test('cocoon bench --scale --workers 50 --streams 500 writes a result that match
     assert.equal(s.workers, 50)
     assert.equal(s.streams, 500)
     assert.equal(s.succeeded + s.failed, 500)
+    // Every answer is complete (its last chunk and the proxy's billed-usage trailers): a stream that fails here is a bug.
+    assert.equal(s.failed, 0, r.notes.join('\n'))
     // Every stream was routed at least once, at the full worker count, and the proxy timed it there.
     assert.ok(s.routing.decisions >= 500, `${s.routing.decisions} routing decisions`)
     assert.equal(s.routing.workers, 50)

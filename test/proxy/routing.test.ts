@@ -4,7 +4,7 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import {
-  AFFINITY_SLACK, BREAKER_OPEN_MS, BREAKER_THRESHOLD, PRIOR_TTFT_MS, RELIABILITY_PRIOR_SCORE, RELIABILITY_PRIOR_SUCCESS, recordOutcome, reliabilityScore, routingCost, selectWorker, type WorkerConn,
+  AFFINITY_SLACK, BREAKER_OPEN_MS, BREAKER_THRESHOLD, PRIOR_TTFT_MS, RELIABILITY_PRIOR_SCORE, RELIABILITY_PRIOR_SUCCESS, recordOutcome, reliabilityScore, routingCost, selectWorker, setReliability, WorkerPool, type WorkerConn,
 } from '../../src/proxy/routing.ts'
 import { buildReliabilityRecord } from '../../src/payments/receipts/reliability.ts'
 import type { ReceiptFields } from '../../src/payments/receipts/receipt.ts'
@@ -187,5 +187,151 @@ describe('routing by measured quality', () => {
     const [r, n, f] = ['reliable', 'newcomer', 'flaky'].map((id) => share.get(id)!)
     assert.ok(r > n && n > f, `shares reliable ${r}, newcomer ${n}, flaky ${f}`)
     assert.ok(f > 0, 'the flaky worker still gets some traffic (load spreads it)')
+  })
+})
+
+/** A small seeded PRNG (mulberry32), so that the randomized sets are the same on every run. */
+function rng(seed: number) {
+  let a = seed >>> 0
+  const next = () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+  return { next, int: (n: number) => Math.floor(next() * n), pick: <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)] }
+}
+
+describe('WorkerPool: candidates found without a full scan', () => {
+  /** One random worker, drawn from `r`; the same draws give an identical worker. */
+  function randomWorker(r: ReturnType<typeof rng>, id: string): WorkerConn {
+    const capacity = 1 + r.int(8)
+    const w = worker(id, { model: r.next() < 0.85 ? 'm' : 'other', coefficient: r.pick([500, 1000, 1000, 1000, 1500, 2000, 3000]), capacity, active: r.int(capacity + 1) })
+    if (r.next() < 0.2) w.info.model.endpoints = ['/v1/chat/completions']
+    if (r.next() < 0.05) (w.session as any).closed = true
+    w.served = r.int(3)
+    w.hpkeKeys = new Set([`k${r.int(40)}`])
+    // Some stay at the priors (exact ties in cost), some are measured, a few fail until their breaker opens.
+    const kind = r.next()
+    if (kind < 0.3) return w
+    measure(w, 1 + r.int(5), 50 + r.int(8) * 50, 5 + r.int(6) * 10)
+    if (kind > 0.9) for (let i = 0; i < BREAKER_THRESHOLD; i++) recordOutcome(w, false, undefined, {}, r.int(20_000))
+    else if (kind > 0.8) recordOutcome(w, false)
+    if (r.next() < 0.5) setReliability(w, 0.3 + r.int(7) / 10)
+    return w
+  }
+
+  const describeSel = (s: ReturnType<typeof selectWorker>) => ('conn' in s ? `conn ${s.conn.id}` : `${s.reason}${s.minCoefficient !== undefined ? ` ${s.minCoefficient}` : ''}`)
+
+  it('picks the same worker (or gives the same reason) as a full scan, over randomized worker sets and changes (fixed seed)', () => {
+    let decisions = 0
+    let chosen = 0
+    for (let set = 0; set < 60; set++) {
+      const size = 1 + rng(set).int(set < 10 ? 6 : 400)
+      // Two identical sets from the same seed: one scanned in full (an array), one in a WorkerPool.
+      const make = () => {
+        const r = rng(1_000 + set)
+        return Array.from({ length: size }, (_, i) => randomWorker(r, `w${i}`))
+      }
+      const scanned = make()
+      const pool = new WorkerPool()
+      for (const w of make()) pool.set(w.id, w)
+      const ops = rng(2_000 + set)
+      let now = 10_000
+      let added = size
+      for (let step = 0; step < 150; step++) {
+        now += ops.int(3_000)
+        const ids = scanned.map((w) => w.id)
+        const exclude = new Set(ids.filter(() => ops.next() < 0.1))
+        const keys = ops.next() < 0.2 ? [`k${ops.int(40)}`, `k${ops.int(40)}`] : undefined
+        const only = keys ? new Set(scanned.filter((w) => keys.some((k) => w.hpkeKeys!.has(k))).map((w) => w.id)) : undefined
+        if (keys) assert.deepEqual([...pool.recipients(keys)].sort(), [...only!].sort(), 'recipients by HPKE key')
+        const opts = {
+          now,
+          path: ops.next() < 0.3 ? ops.pick(['/v1/chat/completions', '/v1/completions', '/v1/embeddings']) : undefined,
+          affinity: ops.next() < 0.6 ? { prefixKey: `p${ops.int(20)}`, client: ops.pick(['alice', 'bob']) } : undefined,
+          only,
+        }
+        const model = ops.next() < 0.9 ? 'm' : ops.pick(['other', 'none'])
+        const max = ops.pick([400, 1000, 2000, 10_000])
+        const full = selectWorker(scanned, model, max, exclude, opts)
+        const fast = selectWorker(pool, model, max, exclude, opts)
+        assert.equal(describeSel(fast), describeSel(full), `set ${set} (${size} workers), step ${step}`)
+        decisions++
+        // The same change to both sets: claim the chosen slot, finish or fail answers, re-score, leave, join.
+        const twin = (id: string) => [scanned.find((w) => w.id === id)!, pool.get(id)!] as const
+        if ('conn' in full) {
+          chosen++
+          for (const w of twin(full.conn.id)) w.active++
+        }
+        const busy = scanned.filter((w) => w.active > 0)
+        if (busy.length > 0 && ops.next() < 0.7) {
+          const id = ops.pick(busy).id
+          const ok = ops.next() < 0.85
+          const ttft = 20 + ops.int(10) * 40
+          for (const w of twin(id)) {
+            w.active--
+            recordOutcome(w, ok, ttft + 500, { ttftMs: ttft, completionTokens: 50 }, now)
+          }
+        }
+        if (ops.next() < 0.1) {
+          // A burst of answers between two decisions: many workers re-placed at once.
+          for (let k = ops.int(60); k > 0; k--) {
+            const id = ops.pick(ids)
+            const ok = ops.next() < 0.9
+            const ttft = 20 + ops.int(10) * 40
+            for (const w of twin(id)) recordOutcome(w, ok, ttft + 300, { ttftMs: ttft, completionTokens: 30 }, now)
+          }
+        }
+        if (ops.next() < 0.1) {
+          const id = ops.pick(ids)
+          const score = ops.next()
+          for (const w of twin(id)) setReliability(w, score)
+        }
+        if (ops.next() < 0.05 && scanned.length > 1) {
+          const id = ops.pick(ids)
+          scanned.splice(scanned.findIndex((w) => w.id === id), 1)
+          pool.delete(id)
+        }
+        if (ops.next() < 0.05) {
+          const id = `w${added++}`
+          const r1 = rng(added)
+          const r2 = rng(added)
+          scanned.push(randomWorker(r1, id))
+          pool.set(id, randomWorker(r2, id))
+        }
+      }
+      assert.deepEqual([...pool.values()].map((w) => w.id), scanned.map((w) => w.id), 'the pool iterates in connection order')
+    }
+    assert.ok(chosen > decisions / 3 && chosen < decisions, `a mix of choices (${chosen}) and refusals (${decisions - chosen}) in ${decisions} decisions`)
+  })
+
+  it('visits only the workers that could win: a decision among 1,000 reads a few of them, not all', () => {
+    const pool = new WorkerPool()
+    let reads = 0
+    for (let i = 0; i < 1_000; i++) {
+      const w = worker(`w${i}`, { capacity: 16 })
+      // Counts how often routing reads this worker's in-flight count (once per worker visited).
+      Object.defineProperty(w, 'active', { get: () => (reads++, 0) })
+      // Speeds in 10 tiers, each twice as fast as the one below, a hair apart within a tier (no exact ties):
+      // only the fastest tier (a tenth of the workers) is within AFFINITY_SLACK of the best.
+      measure(w, 3, 10, 10 * 2 ** (i % 10) * (1 + i * 1e-6))
+      pool.set(w.id, w)
+    }
+    const fastest = [...pool.values()].filter((w) => w.quality!.tokensPerSec! > 5000)
+    reads = 0
+    const s = selectWorker(pool, 'm', 10_000, none)
+    assert.ok('conn' in s && fastest.includes(s.conn))
+    assert.ok(reads < 10, `without affinity only the best few are visited (${reads})`)
+    reads = 0
+    const a = selectWorker(pool, 'm', 10_000, none, { affinity: { prefixKey: 'p', client: 'c' } })
+    assert.ok('conn' in a && fastest.includes(a.conn))
+    assert.ok(reads <= 101, `with affinity only the near-best are visited (${reads})`)
+    // A changed worker is re-placed: the slowest, measured fast now, wins.
+    const slow = pool.get('w0')!
+    for (let i = 0; i < 30; i++) recordOutcome(slow, true, 5 + 10, { ttftMs: 5, completionTokens: 101 })
+    const after = selectWorker(pool, 'm', 10_000, none)
+    assert.ok('conn' in after && after.conn.id === 'w0')
   })
 })
