@@ -8,7 +8,7 @@
 // node:crypto's X25519, HMAC-SHA256, HKDF-SHA256 and AES-128-GCM are the same OpenSSL primitives,
 // called synchronously: the bytes on the wire are the same (test/net/hpke-node.test.ts checks them
 // against @hpke/core's WebCrypto suite both ways). Nothing here is hand-written cryptography.
-import { createCipheriv, createDecipheriv, createHmac, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, type KeyObject } from 'node:crypto'
+import { createCipheriv, createDecipheriv, createHmac, createPrivateKey, createPublicKey, diffieHellman, randomBytes, type KeyObject } from 'node:crypto'
 import { Aes128Gcm, CipherSuite, DhkemX25519HkdfSha256, HkdfSha256 } from '@hpke/core'
 
 /** An X25519 key as node:crypto holds it; passed through @hpke/core where its types say CryptoKey. */
@@ -87,7 +87,12 @@ class NodeX25519 {
     return (isPublic ? createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: jwk.x! }, format: 'jwk' }) : createPrivateKey({ key: jwk as never, format: 'jwk' })) as unknown as CryptoKey
   }
   async generateKeyPair(): Promise<CryptoKeyPair> {
-    return generateKeyPairSync('x25519') as unknown as CryptoKeyPair
+    // 32 random bytes are an X25519 private key (RFC 7748 clamps them on use). Not generateKeyPairSync:
+    // on Node 20 its key-generation job, collected by the GC while that same key is being exported
+    // (as JWK, to serialize it), locks the key's mutex a second time and deadlocks the process for good
+    // (seen in CI; test/net/hpke-node.test.ts repeats it). A key imported from bytes has no such job.
+    const privateKey = privateFromRaw(randomBytes(X25519_KEY_BYTES))
+    return { privateKey, publicKey: createPublicKey(privateKey) } as unknown as CryptoKeyPair
   }
   async deriveKeyPair(): Promise<CryptoKeyPair> {
     // DeriveKeyPair (RFC 9180 §7.1.3) is for deterministic keys and tests; Cocoon never derives one.

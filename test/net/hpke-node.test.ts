@@ -73,3 +73,26 @@ test('refuses an enc that is a low-order point (the all-zero shared secret) and 
   await assert.rejects(suite.createRecipientContext({ recipientKey: kp, enc: Buffer.alloc(32), info: Buffer.alloc(0) }))
   await assert.rejects(suite.createRecipientContext({ recipientKey: kp, enc: Buffer.alloc(31, 7), info: Buffer.alloc(0) }))
 })
+
+test('makes and serializes thousands of key pairs without deadlocking (Node 20 locks a generated key twice when the GC collects its job mid-export)', async () => {
+  // In a child process, so that a deadlock fails this test on its timeout instead of hanging the run.
+  // With generateKeyPairSync underneath, this hung within about 7,000 pairs (and once a whole CI run).
+  const { spawn } = await import('node:child_process')
+  const PAIRS = 15_000
+  const code = `
+    import { nodeHpkeSuite } from ${JSON.stringify(new URL('../../src/net/hpke-node.ts', import.meta.url).href)}
+    const kem = nodeHpkeSuite().kem
+    for (let i = 0; i < ${PAIRS}; i++) {
+      const kp = await kem.generateKeyPair()
+      await kem.serializePublicKey(kp.publicKey)
+    }
+    console.log('made ${PAIRS}')`
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let out = ''
+  child.stdout.on('data', (d) => (out += d))
+  const timer = setTimeout(() => child.kill('SIGKILL'), 120_000)
+  const exit = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)))
+  clearTimeout(timer)
+  assert.equal(exit, 0, 'the child finished (it is killed after 120 s if it deadlocks)')
+  assert.equal(out.trim(), `made ${PAIRS}`)
+})

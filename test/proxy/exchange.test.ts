@@ -52,7 +52,8 @@ class FakeWorker {
     await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r))
     this.session = http2.connect(`http://127.0.0.1:${(this.server.address() as net.AddressInfo).port}`)
     this.session.on('error', () => {})
-    const raw = Buffer.from(this.keys.publicKey.export({ format: 'jwk' }).x!, 'base64url')
+    // DER, not JWK: Node 20 can deadlock exporting a generateKeyPairSync key as JWK (see test/net/hpke-node.test.ts).
+    const raw = this.keys.publicKey.export({ format: 'der', type: 'spki' }).subarray(-32)
     this.conn = {
       id, session: this.session, key: this.keys.publicKey, account: id, remote: id, connectedAt: Date.now(),
       peer: { publicKey: raw, claims: { modelId: MODEL }, imageHash: '00'.repeat(32), kind: 'simulated' } as unknown as VerifiedPeer,
