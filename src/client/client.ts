@@ -697,6 +697,8 @@ export class Client implements OpsSource {
         if (!this.recordCharge(link, c, log)) cheated = true
         billed = billedUsage(t, ctl.requestId)
         if (!billed) log.warn('the proxy billed an answer without passing on its usage and cost', { proxy: link.target })
+        // The price this proxy charges per token, as it bills it: one of the terms its score is ranked by (proxy-scores.ts).
+        else this.scores.setPrice(link.target, billed.cost.pricePerTokenNano)
       })
       ps.once('end', () => {
         if (settled) return

@@ -3,6 +3,7 @@
 // one signal, and settle-once. FAKE: the host's relay (one attempt on one proxy) is scripted per test; the proxies are
 // plain names. The real relay over attested HTTP/2 is covered by test/net/network.test.ts and e2ee-network.test.ts.
 import { test } from 'node:test'
+import { createHook } from 'node:async_hooks'
 import assert from 'node:assert/strict'
 import { ClientExchange, type AttemptEnd, type ClientExchangeHost, type Outcome } from '../../src/client/exchange.ts'
 import type { ExchangeState } from '../../src/net/exchange.ts'
@@ -80,7 +81,7 @@ test('every recipient failing before the first byte draws a fresh set once per p
 test('the deadline fires the one signal: the attempt sees a timeout and the exchange settles once as timed out', async () => {
   const { host, told } = fakeHost(['p1'], (_l, _s, ex) => new Promise((resolve) => ex.signal.addEventListener('abort', () => resolve({ kind: 'done', outcome: ex.abortKind() === 'timeout' ? 'timeout' : 'cancelled' }))))
   const ex = new ClientExchange(host, 50, new AbortController().signal)
-  // AbortSignal.timeout does not keep the process alive (a node's servers do): this test's timer stands in for them.
+  // The deadline's timer is unref'd (it keeps no process alive; a node's servers do): this test's timer stands in for them.
   const alive = setTimeout(() => {}, 5_000)
   await ex.run()
   clearTimeout(alive)
@@ -112,4 +113,23 @@ test('no worker can be encrypted to on any proxy: the refusal reaches the app, c
   })
   await assert.rejects(new ClientExchange(host, 10_000, new AbortController().signal).run(), /no verified worker/)
   assert.deepEqual(told.settled, [{ outcome: 'rejected', link: undefined, e2eeRefused: true }])
+})
+
+test('an answered request leaves no deadline timer pending (the deadline does not outlive its request)', async () => {
+  const pending = new Set<number>()
+  const hook = createHook({ init: (id, type) => void (type === 'Timeout' && pending.add(id)), destroy: (id) => void pending.delete(id) }).enable()
+  try {
+    const { host, told } = fakeHost(['p1'], async (_l, _s, ex) => {
+      ex.relaying()
+      return { kind: 'done', outcome: 'succeeded' }
+    })
+    await new ClientExchange(host, 600_000, new AbortController().signal).run()
+    assert.deepEqual(told.settled.map((s) => s.outcome), ['succeeded'])
+    // Destroy hooks are delivered after the current tick.
+    await new Promise((r) => setImmediate(r))
+    await new Promise((r) => setImmediate(r))
+  } finally {
+    hook.disable()
+  }
+  assert.equal(pending.size, 0)
 })

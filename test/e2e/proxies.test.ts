@@ -93,6 +93,9 @@ test('answers through the openai SDK, and keeps answering with one proxy killed 
   assert.equal(row(killed).source, 'root')
   assert.ok(row(killed).score.lastFailure, JSON.stringify(row(killed)))
   assert.ok(row(survivor).score.successRate > row(killed).score.successRate)
+  // Each proxy's price per token, as it billed the answers it gave, is one term of its score.
+  const rs = await createChain({ endpoint: state.chain!.endpoint }).getRootState(Address.parse(state.chain!.root!))
+  assert.equal(row(survivor).score.pricePerTokenNano, rs.params.pricePerTokenNano.toString())
   const cli = cocoon(['client', 'proxies', '--config', state.children.client.config, '--json'])
   const { code } = await cli.exited
   assert.equal(code, 0, cli.output())
