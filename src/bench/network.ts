@@ -19,7 +19,7 @@ import type { LlamaBackendConfig } from '../inference/index.ts'
 import { sleep } from '../core/time.ts'
 import { createChain, devnetFaucet, loadOrCreateWalletKey, NodeWallet } from '../ton/chain-client/index.ts'
 import { BENCH_UPSTREAM_MODEL, BENCH_UPSTREAM_MODEL_HASH, BENCH_WORKER_MAX_ACTIVE_REQUESTS, NETWORK_READY_TIMEOUT_MS } from './constants.ts'
-import { spawnCocoon, type CocoonProcess } from './procs.ts'
+import { getJsonOrUndefined, spawnCocoon, type CocoonProcess } from './procs.ts'
 
 export interface BenchNetwork {
   /** The client node's root, e.g. http://127.0.0.1:10000 (the OpenAI API is under /v1). */
@@ -240,14 +240,8 @@ function lastRefusal(logFile: string | undefined): string | undefined {
   }
 }
 
-async function getJson(url: string): Promise<unknown> {
-  try {
-    const r = await fetch(url, { signal: AbortSignal.timeout(2_000) })
-    return await r.json()
-  } catch {
-    return undefined
-  }
-}
+/** A node's stats while the bench runs: a short wait, so that a stuck node does not stall the sampling. */
+const getJson = (url: string) => getJsonOrUndefined(url, 2_000)
 
 /** A devnet port offset whose ports (and the extra worker's) are all free now. */
 async function freePortOffset(): Promise<number> {

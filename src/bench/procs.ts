@@ -139,3 +139,13 @@ export function rssMiB(pid: number): number | null {
     return null
   }
 }
+
+/** GETs `url` as JSON within `timeoutMs`; undefined when the node is not up (yet), answers no JSON or is too slow. */
+export async function getJsonOrUndefined(url: string, timeoutMs: number): Promise<unknown> {
+  try {
+    const r = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) })
+    return await r.json()
+  } catch {
+    return undefined
+  }
+}

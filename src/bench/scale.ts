@@ -21,7 +21,7 @@ import { H2_OPTIONS, tuneSession } from '../net/h2.ts'
 import { HEADERS, PATHS } from '../net/protocol.ts'
 import { createIdentity, createPeerVerifier, DEFAULT_MAX_CERT_AGE_SEC, SimulatedEvidenceProvider, SimulatedEvidenceVerifier, simulatedImageHash, type Policy } from '../tee/index.ts'
 import { BENCH_RESULT_VERSION, BENCH_UPSTREAM_MODEL } from './constants.ts'
-import { benchWorkDir, cpuTimeMs, peakRssMiB, rssMiB, spawnCocoon } from './procs.ts'
+import { benchWorkDir, cpuTimeMs, getJsonOrUndefined, peakRssMiB, rssMiB, spawnCocoon } from './procs.ts'
 import type { ScaleFigures, ScaleResult } from './schema.ts'
 import type { ScaleWorkerStats } from './scale-workers.ts'
 import { round } from './stats.ts'
@@ -278,11 +278,4 @@ async function until(check: () => Promise<boolean>, what: string, timeoutMs: num
   }
 }
 
-async function getJson(url: string): Promise<unknown> {
-  try {
-    const r = await fetch(url, { signal: AbortSignal.timeout(10_000) })
-    return await r.json()
-  } catch {
-    return undefined
-  }
-}
+const getJson = (url: string) => getJsonOrUndefined(url, 10_000)

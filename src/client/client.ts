@@ -21,13 +21,13 @@ import { heldReceiptJson, type ReceiptStore, type HeldReceipt } from '../payment
 import { verifyReceiptProof } from '../payments/receipts/proof.ts'
 import { Cell } from '@ton/core'
 import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
-import { type ReceiptProofsReply, CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, MAX_AUDIO_BODY_BYTES, MAX_BODY_BYTES, MAX_MODEL_ID_CHARS, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION, type UsageRecord } from '../net/protocol.ts'
+import { type ReceiptProofsReply, CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, MAX_AUDIO_BODY_BYTES, MAX_BODY_BYTES, MAX_MODEL_ID_CHARS, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, INFERENCE_PATHS, PROTOCOL_VERSION, type UsageRecord } from '../net/protocol.ts'
 import { parseUsageRecord, namesItsAnswer } from '../net/usage.ts'
 import type { RequestRecord } from './apps.ts'
 import { CandidateCache, pickRecipients } from './e2ee.ts'
 import { AppClosedError, ClientExchange, type AttemptEnd, type Outcome } from './exchange.ts'
 import { e2eeTrace, traceNow } from '../net/e2ee-trace.ts'
-import { AnswerReader, DEFAULT_E2EE_RECIPIENTS, E2EE_CONTENT_TYPE, E2eeError, encodeRoute, encodeWrappedKeys, sealRequest, type AnswerKeys } from '../net/e2ee.ts'
+import { AnswerReader, DEFAULT_E2EE_RECIPIENTS, E2EE_CONTENT_TYPE, E2eeError, encodeRoute, encodeWrappedKeys, sealRequest, sealedMultipartType, type AnswerKeys } from '../net/e2ee.ts'
 
 /** One encrypted attempt: the sealed body, the headers naming its route and recipients, and the keys that read the answer. */
 interface E2eeAttempt {
@@ -37,6 +37,8 @@ interface E2eeAttempt {
   answer: AnswerKeys
   stream: boolean
   recipients: string[]
+  /** The content type of a whole (not streamed) 200 answer, known from the request: it is not sent in clear. */
+  answerType: string
 }
 
 export const MODELS_TIMEOUT_MS = 10_000
@@ -67,7 +69,7 @@ export interface ClientOptions {
   /** Largest accepted request body. Default 8 MiB. */
   maxBodyBytes?: number
   /**
-   * End-to-end encryption of chat and completions to verified workers (docs/e2ee.md). `required`
+   * End-to-end encryption of every inference request (chat, completions, embeddings, transcriptions) to verified workers (docs/e2ee.md). `required`
    * (default): never plaintext. `optional`: plaintext through the attested proxy when no verified worker
    * has an HPKE key. `off`: plaintext.
    */
@@ -379,7 +381,7 @@ export class Client implements OpsSource {
   private async forwardInference(req: http.IncomingMessage, res: http.ServerResponse, path: string): Promise<void> {
     this.counts.requests++
     const arrivedAt = e2eeTrace && traceNow()
-    let out: { payload: Buffer; contentType: string; model: string; stream: boolean; maxTokens?: number; multipart: boolean; ctl: ReturnType<Client['controlFields']> }
+    let out: { payload: Buffer; contentType: string; model: string; stream: boolean; maxTokens?: number; multipart: boolean; answerType?: string; ctl: ReturnType<Client['controlFields']> }
     try {
       const len = req.headers['content-length'] ? Number(req.headers['content-length']) : undefined
       out = path === PATHS.transcriptions ? await this.multipartRequest(req, len) : this.jsonRequest(await readBody(req, this.o.maxBodyBytes, len))
@@ -460,12 +462,14 @@ export class Client implements OpsSource {
   }
 
   /**
-   * Seals a chat or completions request to up to k workers of this proxy that this client verified
-   * itself; undefined when the request goes in plaintext (E2EE off, another endpoint, or `optional`
-   * with no verified E2EE worker). Throws NoWorkerAvailableError when E2EE is required and impossible.
+   * Seals an inference request (chat, completions, embeddings, a transcription's whole multipart form) to up to k
+   * workers of this proxy that this client verified itself; undefined when the request goes in plaintext (E2EE
+   * off, or `optional` with no verified E2EE worker). Throws NoWorkerAvailableError when E2EE is required and impossible.
    */
-  private async sealFor(link: ProxyLink, path: string, out: { payload: Buffer; model: string; stream: boolean; multipart: boolean; maxTokens?: number; ctl: { maxCoefficient: number; requestId: string } }, exclude: ReadonlySet<string>): Promise<E2eeAttempt | undefined> {
-    if (this.o.e2ee === 'off' || out.multipart || (path !== PATHS.chat && path !== PATHS.completions)) return undefined
+  private async sealFor(link: ProxyLink, path: string, out: { payload: Buffer; model: string; stream: boolean; multipart: boolean; maxTokens?: number; answerType?: string; ctl: { maxCoefficient: number; requestId: string } }, exclude: ReadonlySet<string>): Promise<E2eeAttempt | undefined> {
+    if (this.o.e2ee === 'off' || !INFERENCE_PATHS.has(path)) return undefined
+    // The worker reads a sealed form's boundary from its first line (docs/e2ee.md); the form encoded here always has one.
+    if (out.multipart) sealedMultipartType(out.payload)
     this.candidates ??= new CandidateCache(this.deps.verify, this.deps.log, undefined, this.deps.refreshPolicy)
     let recipients: string[]
     try {
@@ -480,14 +484,14 @@ export class Client implements OpsSource {
     const route = encodeRoute({ v: 1, path, model: out.model, ...(out.maxTokens !== undefined ? { maxTokens: out.maxTokens } : {}), stream: out.stream, requestId: out.ctl.requestId, maxCoefficient: out.ctl.maxCoefficient })
     const sealed = await sealRequest(out.payload, route, recipients)
     e2eeTrace?.(out.ctl.requestId, 'c.sealed')
-    return { body: sealed.body, route, keys: encodeWrappedKeys(sealed.keys), answer: sealed.answer, stream: out.stream, recipients }
+    return { body: sealed.body, route, keys: encodeWrappedKeys(sealed.keys), answer: sealed.answer, stream: out.stream, recipients, answerType: out.answerType ?? 'application/json' }
   }
 
   /**
    * A multipart upload (transcriptions), up to MAX_AUDIO_BODY_BYTES: parsed here once, so the
    * model travels as a header and no later hop parses the body; control fields are form fields.
    */
-  private async multipartRequest(req: http.IncomingMessage, len: number | undefined): Promise<{ payload: Buffer; contentType: string; model: string; stream: boolean; multipart: true; ctl: ReturnType<Client['controlFields']> }> {
+  private async multipartRequest(req: http.IncomingMessage, len: number | undefined): Promise<{ payload: Buffer; contentType: string; model: string; stream: boolean; multipart: true; answerType: string; ctl: ReturnType<Client['controlFields']> }> {
     const form = await parseMultipart(await readBody(req, MAX_AUDIO_BODY_BYTES, len), req.headers['content-type'])
     const num = (k: string) => {
       const v = form.get(k)
@@ -500,7 +504,9 @@ export class Client implements OpsSource {
     const file = form.get('file')
     if (file === null || typeof file === 'string') throw new InvalidRequestError("'file' is required and must be an uploaded file", 'file')
     const encoded = new Response(form)
-    return { payload: Buffer.from(await encoded.arrayBuffer()), contentType: encoded.headers.get('content-type')!, model, stream: false, multipart: true, ctl }
+    // A sealed answer carries no content type: the worker answers `text` as plain text, every other format as JSON.
+    const answerType = form.get('response_format') === 'text' ? 'text/plain; charset=utf-8' : 'application/json'
+    return { payload: Buffer.from(await encoded.arrayBuffer()), contentType: encoded.headers.get('content-type')!, model, stream: false, multipart: true, answerType, ctl }
   }
 
   private controlFields(body: Record<string, unknown>): { maxCoefficient: number; timeoutSec: number; requestId: string } {
@@ -635,7 +641,7 @@ export class Client implements OpsSource {
         contentType = ct
         if (e2ee && ct === E2EE_CONTENT_TYPE) {
           reader = new AnswerReader(e2ee.answer)
-          contentType = e2ee.stream && status === 200 ? 'text/event-stream' : 'application/json'
+          contentType = status !== 200 ? 'application/json' : e2ee.stream ? 'text/event-stream' : e2ee.answerType
         } else if (e2ee && (status === 502 || status === 503)) {
           // The proxy found no recipient that could answer (before any byte of an answer): a fresh set may.
           ps.on('data', (chunk: Buffer) => held.push(chunk))

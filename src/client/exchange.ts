@@ -3,7 +3,7 @@
 // Failover between proxies before the first byte, the E2EE fresh-recipients retry (once per proxy) and the
 // settle-once rule each live in one place here; one attempt on one proxy (relay) is the host's.
 import type { Logger } from '../core/log.ts'
-import { checkMove, type ExchangeState } from '../net/exchange.ts'
+import { BaseExchange, type ExchangeState } from '../net/exchange.ts'
 import { NoProxyAvailableError, RequestTimeoutError, UpstreamError } from '../net/errors.ts'
 
 export type Outcome = 'succeeded' | 'failed' | 'cancelled' | 'timeout' | 'rejected'
@@ -41,13 +41,7 @@ export interface ClientExchangeHost<L, S extends { recipients: string[] }, U> {
 }
 
 /** The client node's side of one app request. Build it, then `run()` it once; it throws the error the app should get, if any. */
-export class ClientExchange<L, S extends { recipients: string[] }, U> {
-  private current: ExchangeState = 'admitted'
-  /** Aborts when the app's request closes, the deadline passes or `cancel()` is called. */
-  readonly signal: AbortSignal
-  private readonly cancelled = new AbortController()
-  private readonly started = Date.now()
-
+export class ClientExchange<L, S extends { recipients: string[] }, U> extends BaseExchange {
   constructor(
     private readonly host: ClientExchangeHost<L, S, U>,
     /** The app's timeout for the whole request, ms. */
@@ -55,39 +49,17 @@ export class ClientExchange<L, S extends { recipients: string[] }, U> {
     /** Aborts when the app's request closed before its answer was complete. */
     app: AbortSignal,
   ) {
-    this.signal = AbortSignal.any([app, AbortSignal.timeout(Math.max(1, timeoutMs)), this.cancelled.signal])
-    host.onState?.('admitted')
-  }
-
-  get state(): ExchangeState {
-    return this.current
-  }
-
-  private to(next: ExchangeState): void {
-    checkMove(this.current, next)
-    this.current = next
-    this.host.onState?.(next)
+    super(app, Date.now() + timeoutMs, host.onState)
   }
 
   /** The attempt got the proxy's answer headers: no other proxy is tried from here. */
   relaying(): void {
-    if (this.current === 'dispatched') this.to('relaying')
+    if (this.state === 'dispatched') this.to('relaying')
   }
 
   /** Ends the exchange as the app going away would. */
-  cancel(reason: Error = new AppClosedError()): void {
-    this.cancelled.abort(reason)
-  }
-
-  /** Why the signal fired: the deadline, or a cancel (the app went away, or `cancel()`). */
-  abortKind(): 'timeout' | 'cancelled' | undefined {
-    if (!this.signal.aborted) return undefined
-    return (this.signal.reason as Error | undefined)?.name === 'TimeoutError' ? 'timeout' : 'cancelled'
-  }
-
-  /** ms left before the deadline. */
-  remainingMs(): number {
-    return this.timeoutMs - (Date.now() - this.started)
+  override cancel(reason: Error = new AppClosedError()): void {
+    super.cancel(reason)
   }
 
   /**
@@ -156,7 +128,7 @@ export class ClientExchange<L, S extends { recipients: string[] }, U> {
 
   /** The one exit, taken once: the outcome is counted once, whichever way the request ended. */
   private settle(outcome: Outcome, answered?: { link: L; sealed?: S; end: Extract<AttemptEnd<U>, { kind: 'done' }> }, e2eeRefused = false): void {
-    if (this.current === 'settled') return
+    if (this.state === 'settled') return
     this.to('settled')
     this.host.settled(outcome, answered, e2eeRefused)
   }

@@ -157,7 +157,8 @@ export class PocketSphinxBackend implements InferenceBackend {
       await fs.writeFile(input, req.audio)
       const limitMs = 60_000 + Math.ceil(req.durationSec * DECODE_SECONDS_PER_AUDIO_SECOND * 1000)
       try {
-        await run('sox', [input, '-r', '16000', '-c', '1', '-b', '16', '-e', 'signed-integer', pcm], limitMs, opts.signal)
+        // -R: sox's dither is seeded the same each time, so the same audio always gives the same transcript.
+        await run('sox', ['-R', input, '-r', '16000', '-c', '1', '-b', '16', '-e', 'signed-integer', pcm], limitMs, opts.signal)
       } catch (err) {
         if (opts.signal.aborted) throw err
         throw new BackendError(`the audio could not be decoded: ${(err as Error).message}`, 400)

@@ -222,6 +222,21 @@ export function parseRoute(text: unknown): E2eeRoute {
   return r
 }
 
+/**
+ * The content type of a sealed multipart body (a transcription), read from inside the encryption.
+ * The client node encodes the form itself, and such a body begins with its delimiter line
+ * (`--BOUNDARY` CRLF, no preamble): the boundary travels encrypted, as the body's first line, and
+ * nothing in clear names it. Throws E2eeError for a body that does not begin so.
+ */
+export function sealedMultipartType(body: Uint8Array): string {
+  const head = Buffer.from(body.buffer, body.byteOffset, Math.min(body.byteLength, 2 + MAX_BOUNDARY_CHARS + 2)).toString('latin1')
+  // RFC 2046 §5.1.1 allows 1-70 characters; only those that need no quoting in a header parameter are taken.
+  const m = /^--([0-9A-Za-z'+_.-]{1,70})\r\n/.exec(head)
+  if (!m) throw new E2eeError('the decrypted body does not begin with a multipart delimiter line')
+  return `multipart/form-data; boundary=${m[1]}`
+}
+const MAX_BOUNDARY_CHARS = 70
+
 /** One recipient's wrapped content key: the recipient's HPKE public key (hex) and enc ‖ sealed key. */
 export interface WrappedKey {
   recipient: string

@@ -12,7 +12,7 @@
 import type { Capability } from '../inference/index.ts'
 
 /** Bumped on any incompatible change to what is below. */
-export const PROTOCOL_VERSION = 2
+export const PROTOCOL_VERSION = 3
 
 export const PATHS = {
   chat: '/v1/chat/completions',

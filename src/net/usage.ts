@@ -2,12 +2,7 @@
 import crypto from 'node:crypto'
 import { usageSigningPayload, type UsageRecord } from './protocol.ts'
 
-const ED25519_SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex')
-
-/** A KeyObject for a raw 32-byte Ed25519 public key. */
-export function ed25519PublicKey(raw: Uint8Array): crypto.KeyObject {
-  return crypto.createPublicKey({ key: Buffer.concat([ED25519_SPKI_PREFIX, Buffer.from(raw)]), format: 'der', type: 'spki' })
-}
+export { ed25519PublicKey } from '../core/ed25519.ts'
 
 function isCount(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0

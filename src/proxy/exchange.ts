@@ -18,7 +18,7 @@ import { worstCaseAdjustedTokens } from '../payments/pricing.ts'
 import type { SignedUsage, Usage } from '../core/usage.ts'
 import { qualityOf, recordOutcome, type WorkerConn, type WorkerPool } from './routing.ts'
 import type { AdmissionQueue } from './admission.ts'
-import { checkMove, type ExchangeState } from '../net/exchange.ts'
+import { BaseExchange, type ExchangeState } from '../net/exchange.ts'
 
 export { checkMove, IllegalTransitionError, type ExchangeState } from '../net/exchange.ts'
 
@@ -126,12 +126,7 @@ interface Attempt {
 }
 
 /** The proxy's side of one app request. Build it from the parsed hop headers, then `run()` it once. */
-export class Exchange {
-  private current: ExchangeState = 'admitted'
-  /** Aborts when the app goes away, the deadline passes or `cancel()` is called: every exit follows it. */
-  readonly signal: AbortSignal
-  private readonly cancelled = new AbortController()
-  private readonly deadline: number
+export class Exchange extends BaseExchange {
   private readonly tried = new Set<string>()
   private readonly log: Logger
   private a?: Attempt
@@ -146,37 +141,17 @@ export class Exchange {
     private readonly cs: http2.ServerHttp2Stream,
     readonly req: ExchangeRequest,
   ) {
-    this.log = host.log.child({ requestId: req.requestId })
-    this.deadline = req.startedAt + Math.floor(req.timeoutMs * HOP_TIMEOUT_FACTOR)
     const app = new AbortController()
-    this.onAppClose = () => app.abort(new AppGoneError())
+    const onAppClose = () => app.abort(new AppGoneError())
     if (cs.closed || cs.destroyed) app.abort(new AppGoneError())
-    else cs.once('close', this.onAppClose)
-    this.signal = AbortSignal.any([app.signal, AbortSignal.timeout(Math.max(1, this.deadline - Date.now())), this.cancelled.signal])
+    else cs.once('close', onAppClose)
+    super(app.signal, req.startedAt + Math.floor(req.timeoutMs * HOP_TIMEOUT_FACTOR), host.onState)
+    this.onAppClose = onAppClose
+    this.log = host.log.child({ requestId: req.requestId })
     this.signal.addEventListener('abort', this.onAbort, { once: true })
-    host.onState?.('admitted')
   }
 
-  get state(): ExchangeState {
-    return this.current
-  }
-
-  private to(next: ExchangeState): void {
-    checkMove(this.current, next)
-    this.current = next
-    this.host.onState?.(next)
-  }
-
-  /** Ends the exchange as the app going away would (the worker is asked to stop; what it produced is billed). */
-  cancel(reason: Error = new Error('cancelled')): void {
-    this.cancelled.abort(reason)
-  }
-
-  /** Why the signal fired: the deadline, or a cancel (the app went away, or `cancel()`). */
-  private abortKind(): 'timeout' | 'cancelled' | undefined {
-    if (!this.signal.aborted) return undefined
-    return (this.signal.reason as Error | undefined)?.name === 'TimeoutError' ? 'timeout' : 'cancelled'
-  }
+  // cancel() (from BaseExchange) ends the exchange as the app going away would: the worker is asked to stop; what it produced is billed.
 
   /**
    * Runs the request to its end: claims a worker and reserves the worst case, dispatches, and on a failure before
@@ -185,7 +160,7 @@ export class Exchange {
   async run(): Promise<void> {
     const { host, req } = this
     let lastError: Error | undefined
-    for (let attempt = 0; attempt < host.maxAttempts && this.current !== 'settled'; attempt++) {
+    for (let attempt = 0; attempt < host.maxAttempts && this.state !== 'settled'; attempt++) {
       if (req.e2ee && this.recipientsAllFailing(req.e2ee)) {
         // Waiting would not help: every worker the request names is failing (breaker open). The client node draws a fresh set.
         if (attempt > 0 && lastError) break
@@ -247,7 +222,7 @@ export class Exchange {
       this.log.warn('worker failed before the first byte; trying another', { worker: conn.id, error: end.error.message })
       this.to('admitted')
     }
-    if (this.current === 'settled') return this.done
+    if (this.state === 'settled') return this.done
     if (this.abortKind() === 'timeout' || Date.now() >= this.deadline || lastError?.name === 'RequestTimeoutError') this.settle('timeout', new RequestTimeoutError(req.timeoutMs))
     else this.settle('failed', new UpstreamError(`no worker could serve the request: ${lastError?.message ?? 'unknown error'}`))
     return this.done
@@ -404,9 +379,9 @@ export class Exchange {
   /** The signal fired while a worker has the request: on the deadline the app is told; either way the worker is asked to stop. */
   private readonly onAbort = (): void => {
     const a = this.a
-    if (!a || a.ended || (this.current !== 'dispatched' && this.current !== 'relaying')) return
+    if (!a || a.ended || (this.state !== 'dispatched' && this.state !== 'relaying')) return
     if (this.abortKind() === 'timeout') {
-      if (this.current === 'dispatched') {
+      if (this.state === 'dispatched') {
         a.reset.abort()
         return this.endAttempt(a, { kind: 'timeout', error: new RequestTimeoutError(a.budgetMs) })
       }
@@ -508,7 +483,7 @@ export class Exchange {
    * once), the outcome is counted once, and `error` answers the app if it is still there and nothing was sent to it yet.
    */
   private settle(outcome: Outcome, error?: unknown): void {
-    if (this.current === 'settled') return
+    if (this.state === 'settled') return
     this.to('settled')
     this.signal.removeEventListener('abort', this.onAbort)
     this.cs.off('close', this.onAppClose)

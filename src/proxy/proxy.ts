@@ -445,7 +445,7 @@ export class Proxy implements OpsSource {
       const req = await this.parseInference(cs, headers, path, requestId, client)
       if (!req) return
       if (req.e2ee) this.e2eeCounts.on++
-      else if (path === PATHS.chat || path === PATHS.completions) this.e2eeCounts.off++
+      else this.e2eeCounts.off++
       await new Exchange(this.exchangeHost, cs, req).run()
     } finally {
       this.inflight.delete(key)
@@ -467,7 +467,7 @@ export class Proxy implements OpsSource {
       if (!serving.ok) throw new ProxyNotServingError(serving.reason!)
       // Before reading a byte of the body: a client with no funds gets metadata calls only.
       if (!(await this.deps.billing.isFunded(client))) {
-        await discardBody(cs, path === PATHS.transcriptions ? MAX_AUDIO_BODY_BYTES : MAX_BODY_BYTES)
+        await discardBody(cs, (path === PATHS.transcriptions ? MAX_AUDIO_BODY_BYTES : MAX_BODY_BYTES) + E2EE_OVERHEAD_BYTES)
         throw new UnfundedClientError()
       }
       // Everything routed, reserved and billed by comes from the hop headers the client node set, checked
@@ -490,14 +490,14 @@ export class Proxy implements OpsSource {
           throw new InvalidRequestError(`bad end-to-end encryption headers: ${(err as E2eeError).reason ?? (err as Error).message}`)
         }
         const r = e2ee.route
-        if (path !== PATHS.chat && path !== PATHS.completions) throw new InvalidRequestError('only chat and completions are end-to-end encrypted')
         if (r.path !== path) throw new InvalidRequestError('the encrypted request is bound to another endpoint')
         if (r.requestId !== requestId) throw new InvalidRequestError('the encrypted request is bound to another request id', 'request_id')
         if (r.model !== routing.model || r.stream !== routing.stream || r.maxTokens !== routing.maxTokens || r.maxCoefficient !== maxCoefficient) {
           throw new InvalidRequestError('the hop headers disagree with the encrypted request\'s route')
         }
       }
-      const body = await readBody(cs, e2ee ? MAX_BODY_BYTES + E2EE_OVERHEAD_BYTES : path === PATHS.transcriptions ? MAX_AUDIO_BODY_BYTES : MAX_BODY_BYTES)
+      // A sealed body is its plaintext and 17 bytes (version and tag); its length bounds the reservation as a plaintext body's does.
+      const body = await readBody(cs, (path === PATHS.transcriptions ? MAX_AUDIO_BODY_BYTES : MAX_BODY_BYTES) + (e2ee ? E2EE_OVERHEAD_BYTES : 0))
       e2eeTrace?.(requestId, 'p.body')
       return { path, body, requestId, client, routing, maxCoefficient, prefixKey: pk, timeoutMs, startedAt, salt, contentType: String(headers['content-type'] ?? ''), e2ee }
     } catch (err) {

@@ -6,6 +6,7 @@ import { addUsage, tokenStats, zeroUsage } from '../core/usage.ts'
 import { DEFAULT_CAPABILITIES, probeAudio, vectorToBase64 } from '../inference/index.ts'
 import { type VerifiedPeer, type IdentitySource, identityStats } from '../tee/index.ts'
 import type { Logger } from '../core/log.ts'
+import { clearableTimeout } from '../core/time.ts'
 import { createRegistry, type OpsSource } from '../core/ops.ts'
 import type { PeerVerifier } from '../net/attested.ts'
 import { maintainProxyLink, revalidateLinks, type ProxyLink as BaseLink } from '../net/proxy-link.ts'
@@ -24,7 +25,7 @@ import { Cell } from '@ton/core'
 import { newSalt, parsePriceHeader, parseSalt, receiptFields, signReceipt, type SamplingParams } from '../payments/receipts/receipt.ts'
 import { OFFCHAIN_PRICE_PARAMS } from '../payments/pricing.ts'
 import { e2eeTrace } from '../net/e2ee-trace.ts'
-import { E2EE_CONTENT_TYPE, E2eeError, ReplayGuard, openRequest, parseWrappedKeys, type AnswerWriter, type HpkeKeyRing } from '../net/e2ee.ts'
+import { E2EE_CONTENT_TYPE, E2eeError, ReplayGuard, openRequest, parseWrappedKeys, sealedMultipartType, type AnswerWriter, type E2eeRoute, type HpkeKeyRing } from '../net/e2ee.ts'
 
 /** Room for the encrypted envelope (version byte and tag) on top of the plaintext body limit. */
 const E2EE_OVERHEAD_BYTES = 64
@@ -87,6 +88,8 @@ interface AdmittedRequest {
   /** Aborted by the proxy's in-band cancel (PATHS.cancel). */
   cancel: AbortController
   timeoutMs: number
+  /** The deadline (when the request has one); cleared when the slot is given back. */
+  deadline?: { signal: AbortSignal; clear(): void }
   timeoutSignal?: AbortSignal
   /** Aborts on a reset, a cancel or the deadline. */
   signal: AbortSignal
@@ -242,17 +245,19 @@ export class Worker implements OpsSource {
     const key = this.claimRunning(stream, headers, cancel)
     if (key === undefined) return undefined
     const timeoutMs = Number(headers[HEADERS.timeoutMs])
-    const timeoutSignal = Number.isFinite(timeoutMs) && timeoutMs > 0 ? AbortSignal.timeout(Math.max(1, Math.floor(timeoutMs))) : undefined
-    const slot: AdmittedRequest = { key, ac, cancel, timeoutMs, timeoutSignal, signal: AbortSignal.any([ac.signal, cancel.signal, ...(timeoutSignal ? [timeoutSignal] : [])]), finished: false }
+    const deadline = Number.isFinite(timeoutMs) && timeoutMs > 0 ? clearableTimeout(Math.max(1, Math.floor(timeoutMs))) : undefined
+    const timeoutSignal = deadline?.signal
+    const slot: AdmittedRequest = { key, ac, cancel, timeoutMs, deadline, timeoutSignal, signal: AbortSignal.any([ac.signal, cancel.signal, ...(timeoutSignal ? [timeoutSignal] : [])]), finished: false }
     stream.once('close', () => {
       if (!slot.finished) ac.abort(new Error('stream reset by the proxy'))
     })
     return slot
   }
 
-  /** Gives an admitted request's slot back. */
-  private release(key: string): void {
-    this.running.delete(key)
+  /** Gives an admitted request's slot back, and lets go of its deadline's timer. */
+  private release(slot: AdmittedRequest): void {
+    slot.deadline?.clear()
+    this.running.delete(slot.key)
     this.active--
     this.m.active.set(this.active)
   }
@@ -413,7 +418,7 @@ export class Worker implements OpsSource {
         respond(stream, sealedJson(r.status, r.body, undefined, sealer))
       } else respondError(stream, err, false)
     } finally {
-      this.release(key)
+      this.release(slot)
     }
   }
 
@@ -422,32 +427,34 @@ export class Worker implements OpsSource {
   readonly e2eeCounts = { opened: 0, refused: 0 }
 
   /**
-   * Opens an end-to-end encrypted request (docs/e2ee.md) and checks that the routing data the proxy
-   * routed and billed by is what the body says. Throws E2eeError (a 502, so the proxy may try another recipient).
+   * Opens an end-to-end encrypted chat or completions request (docs/e2ee.md) and checks that the routing data the
+   * proxy routed and billed by is what the body says. Throws E2eeError (a 502, so the proxy may try another recipient).
    */
   private async openEncrypted(received: Buffer, headers: http2.IncomingHttpHeaders, kind: InferenceKind): Promise<{ body: Buffer; parsed: Record<string, unknown>; answer: AnswerWriter }> {
+    const opened = await this.openSealed(received, headers, kind === 'chat' ? PATHS.chat : PATHS.completions, MAX_BODY_BYTES, (plain, r) => sealedJsonBody(plain, r))
+    return { body: opened.body, parsed: opened.checked, answer: opened.answer }
+  }
+
+  /**
+   * Opens an end-to-end encrypted request for `path` and runs `check` on its plaintext and route: it throws
+   * E2eeError when the body disagrees with the route the proxy routed, reserved and billed by. Counted as
+   * opened or refused on /jsonstats.
+   */
+  private async openSealed<T>(received: Buffer, headers: http2.IncomingHttpHeaders, path: string, maxPlainBytes: number, check: (plain: Buffer, route: E2eeRoute) => T | Promise<T>): Promise<{ body: Buffer; answer: AnswerWriter; checked: T }> {
     try {
       if (!this.deps.hpke) throw new E2eeError('this worker has no HPKE key')
       const keys = parseWrappedKeys(headers[HEADERS.e2eeKeys])
       if (keys.length !== 1) throw new E2eeError('expected exactly one wrapped key')
       const opened = await openRequest(received, String(headers[HEADERS.e2eeRoute]), keys[0], this.deps.hpke)
-      if (opened.body.length > MAX_BODY_BYTES) throw new PayloadTooLargeError(MAX_BODY_BYTES)
+      if (opened.body.length > maxPlainBytes) throw new PayloadTooLargeError(maxPlainBytes)
       this.replays.check(opened.encHash)
       const r = opened.route
-      let body: Record<string, unknown>
-      try {
-        body = parseJsonObject(opened.body)
-      } catch {
-        throw new E2eeError('the decrypted body is not a JSON object')
-      }
-      // The client node read these from the same body with the same function (askedMaxTokens).
-      const maxTokens = askedMaxTokens(body)
-      const path = kind === 'chat' ? PATHS.chat : PATHS.completions
-      if (r.path !== path || r.model !== body.model || r.stream !== (body.stream === true) || r.maxTokens !== maxTokens || (headers[HEADERS.requestId] !== undefined && r.requestId !== headers[HEADERS.requestId])) {
+      if (r.path !== path || (headers[HEADERS.requestId] !== undefined && r.requestId !== headers[HEADERS.requestId])) {
         throw new E2eeError('the routing headers do not match the encrypted body')
       }
+      const checked = await check(opened.body, r)
       this.e2eeCounts.opened++
-      return { body: opened.body, parsed: body, answer: opened.answer }
+      return { body: opened.body, answer: opened.answer, checked }
     } catch (err) {
       this.e2eeCounts.refused++
       throw err
@@ -478,14 +485,23 @@ export class Worker implements OpsSource {
     const salt = parseSalt(headers[HEADERS.salt]) ?? newSalt()
     let raw: Buffer = Buffer.alloc(0)
     let sampling: SamplingParams = { temperature: null, top_p: null, seed: null, max_tokens: null, stop: null }
+    /** Seals the answer to the client when the request came end-to-end encrypted. */
+    let sealer: AnswerWriter | undefined
     try {
       let answer: { contentType: string; text: string }
       let usage: Usage
       let id: string
       let object: string
+      const sealed = headers[HEADERS.e2eeRoute] !== undefined
       if (cap === 'embeddings') {
-        raw = await readBody(stream, MAX_BODY_BYTES)
-        const body = parseJsonObject(raw)
+        let body: Record<string, unknown>
+        if (sealed) {
+          const opened = await this.openSealed(await readBody(stream, MAX_BODY_BYTES + E2EE_OVERHEAD_BYTES), headers, PATHS.embeddings, MAX_BODY_BYTES, (plain, r) => sealedJsonBody(plain, r))
+          ;({ body: raw, answer: sealer, checked: body } = opened)
+        } else {
+          raw = await readBody(stream, MAX_BODY_BYTES)
+          body = parseJsonObject(raw)
+        }
         const { req, encoding } = validateEmbeddingRequest(body, requestId, { modelId: model })
         checkHopAgreement(headers, { model: body.model, stream: body.stream === true })
         const r = await backend.embed!(req, { signal })
@@ -495,8 +511,24 @@ export class Worker implements OpsSource {
         const data = r.vectors.map((v, index) => ({ object: 'embedding', index, embedding: encoding === 'base64' ? vectorToBase64(v) : v }))
         answer = { contentType: 'application/json', text: JSON.stringify({ object: 'list', data, model, usage: { prompt_tokens: usage.promptTokens, total_tokens: usage.promptTokens } }) }
       } else {
-        raw = await readBody(stream, MAX_AUDIO_BODY_BYTES)
-        const form = await parseMultipart(raw, headers['content-type'])
+        let form: FormData
+        if (sealed) {
+          // The multipart boundary comes from inside the encryption (the body's first line), never from a clear header.
+          const opened = await this.openSealed(await readBody(stream, MAX_AUDIO_BODY_BYTES + E2EE_OVERHEAD_BYTES), headers, PATHS.transcriptions, MAX_AUDIO_BODY_BYTES, async (plain, r) => {
+            let f: FormData
+            try {
+              f = await parseMultipart(plain, sealedMultipartType(plain))
+            } catch {
+              throw new E2eeError('the decrypted body is not a multipart form')
+            }
+            if (r.model !== f.get('model') || r.stream || r.maxTokens !== undefined) throw new E2eeError('the routing headers do not match the encrypted body')
+            return f
+          })
+          ;({ body: raw, answer: sealer, checked: form } = opened)
+        } else {
+          raw = await readBody(stream, MAX_AUDIO_BODY_BYTES)
+          form = await parseMultipart(raw, headers['content-type'])
+        }
         const f = validateTranscriptionForm(form, { modelId: model })
         checkHopAgreement(headers, { model: form.get('model'), stream: false })
         sampling = { ...sampling, temperature: f.temperature ?? null }
@@ -521,7 +553,8 @@ export class Worker implements OpsSource {
       const record: UsageRecord = { requestId, answer: { id, object, model, created }, ...usage, finishReason: 'stop' }
       const trailers = await this.usageTrailers(record, { stream, salt, raw, text: answerText(answer.text), sampling, model, startedAtMs, finishReason: 'stop', prices: headers[HEADERS.price] })
       slot.finished = true
-      respond(stream, new Reply(200, answer.text, { 'content-type': answer.contentType }, trailers))
+      // Sealed, the answer's content type is not sent: the client node knows it from its own request (docs/e2ee.md).
+      respond(stream, sealer ? new Reply(200, Buffer.concat([sealer.data(answer.text), sealer.final()]), { 'content-type': E2EE_CONTENT_TYPE }, trailers) : new Reply(200, answer.text, { 'content-type': answer.contentType }, trailers))
       this.counts.succeeded++
       this.m.requests.inc({ outcome: 'succeeded' })
     } catch (err) {
@@ -530,16 +563,16 @@ export class Worker implements OpsSource {
         this.counts.cancelled++
         this.m.requests.inc({ outcome: 'cancelled' })
         log.info('request cancelled by the proxy before its answer was ready; nothing to bill')
-        respondError(stream, new RequestCancelledError(), false)
+        respondErrorSealed(stream, new RequestCancelledError(), sealer)
         return
       }
       this.counts.failed++
       this.m.requests.inc({ outcome: 'failed' })
       const e = timeoutSignal?.aborted ? new RequestTimeoutError(timeoutMs) : err
       if (!isExpectedError(e)) log.error('request failed', { error: e })
-      respondError(stream, e, false)
+      respondErrorSealed(stream, e, sealer)
     } finally {
-      this.release(key)
+      this.release(slot)
     }
   }
 
@@ -775,6 +808,28 @@ export class Worker implements OpsSource {
     const connectedProxies = this.links.filter((l) => l.state === 'connected').length
     return { ok: connectedProxies > 0, connectedProxies, ...(connectedProxies === 0 ? { reason: 'no proxy' } : {}) }
   }
+}
+
+/** An error answer; sealed, once the request opened (its message may quote the request). */
+function respondErrorSealed(stream: http2.ServerHttp2Stream, err: unknown, sealer: AnswerWriter | undefined): void {
+  if (!sealer || stream.headersSent || stream.destroyed) return respondError(stream, err, false)
+  const r = errorResponse(err)
+  respond(stream, sealedJson(r.status, r.body, undefined, sealer))
+}
+
+/**
+ * The decrypted JSON body of a sealed request, checked against its route: the client node read the route's
+ * model, stream and max_tokens from the same body with the same function (askedMaxTokens).
+ */
+function sealedJsonBody(plain: Buffer, r: E2eeRoute): Record<string, unknown> {
+  let body: Record<string, unknown>
+  try {
+    body = parseJsonObject(plain)
+  } catch {
+    throw new E2eeError('the decrypted body is not a JSON object')
+  }
+  if (r.model !== body.model || r.stream !== (body.stream === true) || r.maxTokens !== askedMaxTokens(body)) throw new E2eeError('the routing headers do not match the encrypted body')
+  return body
 }
 
 /** A JSON answer; sealed as one record and the final record when the request was end-to-end encrypted. */

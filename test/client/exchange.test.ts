@@ -7,6 +7,7 @@ import assert from 'node:assert/strict'
 import { ClientExchange, type AttemptEnd, type ClientExchangeHost, type Outcome } from '../../src/client/exchange.ts'
 import type { ExchangeState } from '../../src/net/exchange.ts'
 import { silentLogger } from '../../src/core/log.ts'
+import { timersLeftBy } from '../helpers/timers.ts'
 
 type Sealed = { recipients: string[] }
 type Relay = (link: string, sealed: Sealed | undefined, ex: ClientExchange<string, Sealed, number>, allowFresh: boolean) => Promise<AttemptEnd<number>>
@@ -80,7 +81,7 @@ test('every recipient failing before the first byte draws a fresh set once per p
 test('the deadline fires the one signal: the attempt sees a timeout and the exchange settles once as timed out', async () => {
   const { host, told } = fakeHost(['p1'], (_l, _s, ex) => new Promise((resolve) => ex.signal.addEventListener('abort', () => resolve({ kind: 'done', outcome: ex.abortKind() === 'timeout' ? 'timeout' : 'cancelled' }))))
   const ex = new ClientExchange(host, 50, new AbortController().signal)
-  // AbortSignal.timeout does not keep the process alive (a node's servers do): this test's timer stands in for them.
+  // The deadline's timer is unref'd (it keeps no process alive; a node's servers do): this test's timer stands in for them.
   const alive = setTimeout(() => {}, 5_000)
   await ex.run()
   clearTimeout(alive)
@@ -112,4 +113,13 @@ test('no worker can be encrypted to on any proxy: the refusal reaches the app, c
   })
   await assert.rejects(new ClientExchange(host, 10_000, new AbortController().signal).run(), /no verified worker/)
   assert.deepEqual(told.settled, [{ outcome: 'rejected', link: undefined, e2eeRefused: true }])
+})
+
+test('an answered request leaves no deadline timer pending (the deadline does not outlive its request)', async () => {
+  const { host, told } = fakeHost(['p1'], async (_l, _s, ex) => {
+    ex.relaying()
+    return { kind: 'done', outcome: 'succeeded' }
+  })
+  assert.equal(await timersLeftBy(() => new ClientExchange(host, 600_000, new AbortController().signal).run()), 0)
+  assert.deepEqual(told.settled.map((s) => s.outcome), ['succeeded'])
 })

@@ -7,10 +7,12 @@ import assert from 'node:assert/strict'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
-import OpenAI from 'openai'
+import OpenAI, { toFile } from 'openai'
 import { cocoon, MODELS_DIR, randomPortOffset, tmpDir, type Proc } from '../helpers/procs.ts'
 import { waitFor } from '../helpers/network.ts'
+import { MAX_WORD_ERROR_RATE, SPOKEN_SENTENCE, speak, wordErrorRate } from '../helpers/speech.ts'
 import { simulatedImageHash } from '../../src/tee/simulated.ts'
+import { DEFAULT_POCKETSPHINX_MODEL_DIR } from '../../src/inference/pocketsphinx.ts'
 
 const procs: Proc[] = []
 let dir: string
@@ -19,6 +21,9 @@ let tapFile: string
 let on: OpenAI
 let off: OpenAI
 const MODEL = 'stories260K'
+const SPEECH_MODEL = 'pocketsphinx-en-us'
+/** espeak-ng speech (a WAV file), uploaded for transcriptions. */
+let wav: Buffer
 const getJson = async (url: string) => (await fetch(url)).json() as Promise<any>
 const clientUrl = (i: number) => `http://127.0.0.1:${base + 10000 + 5 * i}`
 
@@ -42,10 +47,13 @@ before(async () => {
   )
   const model = path.join(MODELS_DIR, 'stories260K.gguf')
   procs.push(cocoon(['worker', '--config', write('worker', { role: 'worker', dataDir: path.join(dir, 'worker'), tee: { kind: 'simulated' }, policy, stats: `127.0.0.1:${base + 12000}`, proxies: [`127.0.0.1:${base + 11001}`], backend: { kind: 'llama', model, threads: 1, parallel: 2 } })], env))
+  // A speech worker (real PocketSphinx) for the transcription cases.
+  procs.push(cocoon(['worker', '--config', write('worker-speech', { role: 'worker', dataDir: path.join(dir, 'worker-speech'), tee: { kind: 'simulated' }, policy, stats: `127.0.0.1:${base + 12005}`, proxies: [`127.0.0.1:${base + 11001}`], backend: { kind: 'pocketsphinx', model: DEFAULT_POCKETSPHINX_MODEL_DIR, modelId: SPEECH_MODEL, parallel: 1 } })], env))
+  wav = fs.readFileSync(speak(dir))
   for (const [i, e2ee] of [[0, 'required'], [1, 'off']] as const) {
     procs.push(cocoon(['client', '--config', write(`client-${i}`, { role: 'client', dataDir: path.join(dir, `client-${i}`), policy, listen: `127.0.0.1:${base + 10000 + 5 * i}`, proxies: [`127.0.0.1:${base + 11002}`], e2ee })], env))
   }
-  await waitFor(async () => (await getJson(`http://127.0.0.1:${base + 11000}/jsonstats`).catch(() => null))?.workers.connected === 1, 'the worker on the proxy', 120_000)
+  await waitFor(async () => (await getJson(`http://127.0.0.1:${base + 11000}/jsonstats`).catch(() => null))?.workers.connected === 2, 'the two workers on the proxy', 120_000)
   for (const i of [0, 1]) await waitFor(async () => (await getJson(`${clientUrl(i)}/healthz`).catch(() => null))?.ok === true, `client ${i}`, 60_000)
   on = new OpenAI({ baseURL: `${clientUrl(0)}/v1`, apiKey: 'unused', maxRetries: 0 })
   off = new OpenAI({ baseURL: `${clientUrl(1)}/v1`, apiKey: 'unused', maxRetries: 0 })
@@ -56,6 +64,15 @@ after(async () => {
   await Promise.all(procs.map((p) => p.exited))
   fs.rmSync(dir, { recursive: true, force: true })
 })
+
+/** Every 16-byte window of `bytes` that the tapped bytes contain (each window looked up in a set of the tap's windows). */
+function leakedBinaryWindows(tap: Buffer, bytes: Buffer): number {
+  const seen = new Set<string>()
+  for (let i = 0; i + 16 <= tap.length; i++) seen.add(tap.toString('latin1', i, i + 16))
+  let n = 0
+  for (let i = 0; i + 16 <= bytes.length; i++) if (seen.has(bytes.toString('latin1', i, i + 16))) n++
+  return n
+}
 
 /** Every 16-byte window of `text` (UTF-8) that the tapped bytes contain. */
 function leakedWindows(tap: Buffer, text: string): string[] {
@@ -145,4 +162,68 @@ test('chat and completions, streamed and not, through the official openai SDK wi
   const w = await getJson(`http://127.0.0.1:${base + 12000}/jsonstats`)
   assert.equal(w.e2ee.key, true)
   assert.ok(w.e2ee.opened >= 5)
+})
+
+test('embeddings and transcriptions are sealed too: no canary, no 16-byte window of the audio file or of any answer in what the proxy saw', async () => {
+  const canary = `canary-${crypto.randomBytes(8).toString('hex')}`
+  fs.truncateSync(tapFile, 0)
+  const emb = await on.embeddings.create({ model: MODEL, input: `${canary} Lily found a red ball`, encoding_format: 'float' }).withResponse()
+  assert.equal(emb.response.headers.get('x-cocoon-e2ee'), 'on')
+  assert.equal(emb.data.data[0].embedding.length, 64)
+  assert.ok((emb.data.usage as any).cost, 'usage carries the cost, written by the client node')
+  const tr = await on.audio.transcriptions.create({ model: SPEECH_MODEL, file: await toFile(wav, 'speech.wav') }).withResponse()
+  assert.equal(tr.response.headers.get('x-cocoon-e2ee'), 'on')
+  assert.ok(wordErrorRate(SPOKEN_SENTENCE, tr.data.text) <= MAX_WORD_ERROR_RATE, `heard "${tr.data.text}"`)
+  assert.ok((tr.data as any).usage?.cost, 'usage carries the cost')
+  const text = await on.audio.transcriptions.create({ model: SPEECH_MODEL, file: await toFile(wav, 'speech.wav'), response_format: 'text' }).withResponse()
+  assert.equal(text.response.headers.get('content-type'), 'text/plain; charset=utf-8')
+  assert.equal(String(text.data).trim(), tr.data.text)
+  const tap = fs.readFileSync(tapFile)
+  assert.ok(tap.length > wav.length, `the tap recorded the traffic (${tap.length} bytes)`)
+  assert.equal(tap.includes(Buffer.from(canary)), false, 'the canary is not in what the proxy saw')
+  assert.equal(leakedBinaryWindows(tap, wav), 0, 'no 16-byte window of the uploaded audio is in what the proxy saw')
+  assert.ok(Buffer.byteLength(tr.data.text) >= 16, `transcription long enough to check: ${JSON.stringify(tr.data.text)}`)
+  assert.deepEqual(leakedWindows(tap, tr.data.text), [], 'no window of the transcription is in what the proxy saw')
+  const vector = JSON.stringify(emb.data.data[0].embedding.slice(0, 4)).slice(1, -1)
+  assert.equal(tap.includes(Buffer.from(vector)), false, 'the embedding vector is not in what the proxy saw')
+  const [p, c] = await Promise.all([getJson(`http://127.0.0.1:${base + 11000}/jsonstats`), getJson(`${clientUrl(0)}/jsonstats`)])
+  assert.ok(p.e2ee.requests.on >= 3)
+  assert.equal(c.e2ee.requests.off, 0)
+})
+
+test('the same check with E2EE off finds the embeddings canary, the audio and its transcription: that check can fail too', async () => {
+  const canary = `canary-${crypto.randomBytes(8).toString('hex')}`
+  fs.truncateSync(tapFile, 0)
+  const emb = await off.embeddings.create({ model: MODEL, input: `${canary} Lily found a red ball`, encoding_format: 'float' }).withResponse()
+  assert.equal(emb.response.headers.get('x-cocoon-e2ee'), 'off')
+  const tr = await off.audio.transcriptions.create({ model: SPEECH_MODEL, file: await toFile(wav, 'speech.wav') }).withResponse()
+  assert.equal(tr.response.headers.get('x-cocoon-e2ee'), 'off')
+  const tap = fs.readFileSync(tapFile)
+  assert.equal(tap.includes(Buffer.from(canary)), true)
+  assert.ok(leakedBinaryWindows(tap, wav) > wav.length / 2, 'the audio is in what the proxy saw')
+  assert.ok(leakedWindows(tap, tr.data.text).length > 0, 'the transcription is in what the proxy saw')
+})
+
+test('embeddings and transcriptions through the official openai SDK give the same results with E2EE on and off', async () => {
+  const input = ['Once upon a time', 'The cat sat on the mat']
+  const [eOn, eOff] = await Promise.all([on.embeddings.create({ model: MODEL, input, encoding_format: 'float' }), off.embeddings.create({ model: MODEL, input, encoding_format: 'float' })])
+  assert.deepEqual(eOn.data.map((d) => d.embedding), eOff.data.map((d) => d.embedding))
+  assert.equal(eOn.usage.prompt_tokens, eOff.usage.prompt_tokens)
+  const b64 = await on.embeddings.create({ model: MODEL, input: input[0] })
+  b64.data[0].embedding.forEach((x, i) => assert.ok(Math.abs(x - eOn.data[0].embedding[i]) < 1e-6))
+  const tOn = await on.audio.transcriptions.create({ model: SPEECH_MODEL, file: await toFile(wav, 'speech.wav'), response_format: 'verbose_json' })
+  const tOff = await off.audio.transcriptions.create({ model: SPEECH_MODEL, file: await toFile(wav, 'speech.wav'), response_format: 'verbose_json' })
+  assert.equal(tOn.text, tOff.text)
+  assert.deepEqual(tOn.segments, tOff.segments)
+  // A refusal after the worker opened the request reaches the app as the same clear error, sealed on the way.
+  for (const c of [on, off]) {
+    await assert.rejects(c.audio.transcriptions.create({ model: SPEECH_MODEL, file: await toFile(Buffer.from('just some text, not audio'), 'notes.txt') }), (e: InstanceType<typeof OpenAI.APIError>) => {
+      assert.equal(e.status, 400)
+      assert.match(e.message, /unsupported audio format/)
+      return true
+    })
+  }
+  const w = await getJson(`http://127.0.0.1:${base + 12005}/jsonstats`)
+  assert.equal(w.e2ee.key, true)
+  assert.ok(w.e2ee.opened >= 3, `the speech worker opened sealed transcriptions (${w.e2ee.opened})`)
 })

@@ -10,6 +10,7 @@ import { Address } from '@ton/core'
 import { cocoon, isAlive, randomPortOffset, tmpDir, type Proc } from '../helpers/procs.ts'
 import { handDrivenProxy, partyLedger, policyFor, waitFor } from '../helpers/network.ts'
 import { FakeBackend } from '../helpers/fake-backend.ts'
+import { prng } from '../helpers/prng.ts'
 import { signVoucher, signedVoucherToBase64 } from '../../src/ton/contracts/vouchers.ts'
 import { WorkerPayouts } from '../../src/payments/worker-payouts.ts'
 import { NodeWallet } from '../../src/ton/chain-client/wallet.ts'
@@ -25,15 +26,6 @@ import { devnetFaucet, loadOrCreateWalletKey, loadWalletKey, nodeWalletContract 
 import { contractCodes } from '../../src/ton/contracts/compile.ts'
 import { clientContract, proxyContract, workerContract, type ProxyChannel } from '../../src/payments/channels.ts'
 
-/** Seeded generator (mulberry32), so the kill points are the same every run. */
-function rng(seed: number) {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 const SEED = Number(process.env.COCOON_CRASH_SEED ?? 7)
 const CRASH_REQUESTS = Number(process.env.COCOON_CRASH_REQUESTS ?? (process.env.COCOON_FAULTS_LONG ? 1000 : 200))
 
@@ -219,7 +211,8 @@ async function askChecked(stream: boolean, maxTokens: number): Promise<number> {
 }
 
 test('kill -9 of the proxy, a worker and the client during a run: nobody overcharged, every answer paid, counters never go back', async () => {
-  const r = rng(SEED)
+  // Seeded, so the kill points are the same every run.
+  const r = prng(SEED).next
   const victims = ['proxy', 'worker-0', 'client', 'worker-1'] as const
   const KILLS = process.env.COCOON_FAULTS_LONG ? 8 : 4
   const CONCURRENCY = 3

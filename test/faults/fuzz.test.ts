@@ -10,6 +10,7 @@ import net from 'node:net'
 import path from 'node:path'
 import { cocoon, MODELS_DIR, randomPortOffset, tmpDir, type Proc } from '../helpers/procs.ts'
 import { waitFor } from '../helpers/network.ts'
+import { prng, type Prng } from '../helpers/prng.ts'
 import { simulatedImageHash } from '../../src/tee/simulated.ts'
 
 const REQUESTS = process.env.COCOON_FAULTS_LONG ? 20_000 : 2_000
@@ -53,19 +54,6 @@ after(async () => {
   fs.rmSync(dir, { recursive: true, force: true })
 })
 
-/** Small deterministic PRNG (mulberry32), so a failing run can be replayed from its seed. */
-function prng(seed: number) {
-  let a = seed >>> 0
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-  return { next, int: (n: number) => Math.floor(next() * n), pick: <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)] }
-}
-
 type Raw = { kind: 'raw'; label: string; bytes: Buffer; endAfter?: boolean }
 type Req = { kind: 'http'; label: string; method: string; path: string; headers: Record<string, string>; body?: Buffer }
 type Case = Req | Raw
@@ -77,7 +65,7 @@ const FIELDS = [
 // Raw JSON text, so that values JSON.stringify cannot write (1e309) are in the mix.
 const WRONG = ['true', 'false', '0', '-1', '1.5', '1e309', '-1e309', '99999999999999999999', '"x"', '""', '[]', '{}', '[[[1]]]', '{"a":{"b":[null]}}', '"' + 'y'.repeat(5000) + '"', '[1,"a",null]', '{"type":"nope"}']
 
-function chatBody(r: ReturnType<typeof prng>, field: string, raw: string): string {
+function chatBody(r: Prng, field: string, raw: string): string {
   const parts: Record<string, string> = { model: '"m"', messages: '[{"role":"user","content":"hi"}]', max_tokens: '1' }
   if (field.startsWith('messages.')) {
     const sub = field.slice(9)
@@ -87,7 +75,7 @@ function chatBody(r: ReturnType<typeof prng>, field: string, raw: string): strin
   return '{' + Object.entries(parts).map(([k, v]) => `"${k}":${v}`).join(',') + '}'
 }
 
-function makeCase(r: ReturnType<typeof prng>, i: number): Case {
+function makeCase(r: Prng, i: number): Case {
   const json = (p: string, body: string | Buffer, extra: Record<string, string> = {}): Req => ({ kind: 'http', label: '', method: 'POST', path: p, headers: { 'content-type': 'application/json', ...extra }, body: Buffer.from(body) })
   const valid = '{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":1}'
   const c = r.int(100)

@@ -96,6 +96,67 @@ describe('E2EE against a worker without an HPKE key (older version)', () => {
   })
 })
 
+/** A FAKE embeddings backend: one fixed vector per input, and the inputs it was given, to show what the worker read. */
+class FakeEmbeddingBackend extends FakeBackend {
+  readonly inputs: Array<string | number[]> = []
+  constructor() {
+    super({ modelId: 'fake-embed' })
+    ;(this.model as { capabilities?: readonly string[] }).capabilities = ['embeddings']
+  }
+  async embed(req: { input: Array<string | number[]> }): Promise<{ vectors: number[][]; promptTokens: number }> {
+    this.inputs.push(...req.input)
+    return { vectors: req.input.map(() => [0.6, 0.8]), promptTokens: req.input.length }
+  }
+}
+
+describe('E2EE for embeddings against workers with and without an HPKE key', () => {
+  it('is sealed to a worker with a key; refused by a required-E2EE client and plaintext under optional for one without', async () => {
+    const proxy = await startProxy()
+    const sealedBackend = new FakeEmbeddingBackend()
+    const oldBackend = new FakeEmbeddingBackend()
+    const withKey = await startWorker(sealedBackend, [proxy.workerPort])
+    const strict = await startClient([proxy.clientPort], { options: { e2ee: 'required' } })
+    const relaxed = await startClient([proxy.clientPort], { options: { e2ee: 'optional' } })
+    const body = JSON.stringify({ model: 'fake-embed', input: 'canary-embed' })
+    let old: Awaited<ReturnType<typeof startWorker>> | undefined
+    try {
+      await waitFor(() => (proxy.proxy.models() as any).data.length === 1, 'worker')
+      await connected(strict.client)
+      await connected(relaxed.client)
+      const sealed = await fetch(`${strict.url}/v1/embeddings`, { method: 'POST', body })
+      assert.equal(sealed.status, 200)
+      assert.equal(sealed.headers.get('x-cocoon-e2ee'), 'on')
+      const j = (await sealed.json()) as any
+      assert.deepEqual(j.data[0].embedding, [0.6, 0.8])
+      assert.ok(j.usage.cost, 'the client node wrote the billed cost into the decrypted answer')
+      assert.deepEqual(sealedBackend.inputs, ['canary-embed'], 'the worker opened and ran the request')
+      // Now only a worker without a key (an older version) serves the model.
+      await withKey.stop()
+      old = await startWorker(oldBackend, [proxy.workerPort], { e2ee: false })
+      await waitFor(() => (proxy.proxy.stats() as any).e2ee.workersWithKey === 0 && (proxy.proxy.models() as any).data.length === 1, 'the old worker alone')
+      const refused = await fetch(`${strict.url}/v1/embeddings`, { method: 'POST', body })
+      assert.equal(refused.status, 503)
+      assert.match(((await refused.json()) as any).error.message, /end-to-end encryption key/)
+      const plain = await fetch(`${relaxed.url}/v1/embeddings`, { method: 'POST', body })
+      assert.equal(plain.status, 200)
+      assert.equal(plain.headers.get('x-cocoon-e2ee'), 'off')
+      assert.deepEqual(oldBackend.inputs, ['canary-embed'])
+      assert.equal((strict.client.stats() as any).e2ee.requests.on, 1)
+      assert.equal((strict.client.stats() as any).e2ee.requests.refused, 1)
+      assert.equal((relaxed.client.stats() as any).e2ee.requests.off, 1)
+      const p = (proxy.proxy.stats() as any).e2ee.requests
+      // The strict client may first try the stopped worker from its cached list (the proxy counts that sealed attempt), then refuses.
+      assert.ok(p.on >= 1)
+      assert.equal(p.off, 1)
+    } finally {
+      await strict.client.stop()
+      await relaxed.client.stop()
+      await old?.stop()
+      await proxy.proxy.stop()
+    }
+  })
+})
+
 describe('E2EE never encrypts to a worker whose evidence the client refuses', () => {
   it('a worker the proxy trusts but the client does not is never a recipient', async () => {
     // The proxy accepts images '' and 'rogue'; the client only ''.

@@ -17,6 +17,7 @@ import {
   recipientKeyCacheSize,
   recordNonce,
   sealRequest,
+  sealedMultipartType,
   type E2eeRoute,
 } from '../../src/net/e2ee.ts'
 
@@ -236,4 +237,28 @@ test('record nonces are the base nonce XOR the counter in its last 8 bytes, on b
     assert.deepEqual(recordNonce(base, counter), expect, `counter ${counter}`)
   }
   assert.deepEqual(recordNonce(base, 0), base)
+})
+
+test('a sealed transcription form names its own boundary, inside the encryption; the form round-trips through seal and open', async () => {
+  const form = new FormData()
+  form.set('model', 'speech')
+  form.set('file', new Blob([randomBytes(64)]), 'canary-audio.wav')
+  const encoded = new Response(form)
+  const plain = Buffer.from(await encoded.arrayBuffer())
+  // The type read from the body is the one the encoder chose.
+  assert.equal(sealedMultipartType(plain), encoded.headers.get('content-type'))
+  const [ring] = await rings(1)
+  const r = encodeRoute({ v: 1, path: '/v1/audio/transcriptions', model: 'speech', stream: false, requestId: 't1', maxCoefficient: 4000 })
+  const sealed = await sealRequest(plain, r, [ring.currentHex!])
+  assert.equal(sealed.body.length, plain.length + 17, 'a version byte and the tag: the proxy reserves from this length')
+  assert.equal(sealed.body.includes(Buffer.from('canary-audio')), false)
+  assert.equal(sealed.body.includes(Buffer.from('boundary')), false)
+  const opened = await openRequest(sealed.body, r, sealed.keys[0], ring)
+  const back = await new Request('http://x/', { method: 'POST', headers: { 'content-type': sealedMultipartType(opened.body) }, body: new Uint8Array(opened.body) }).formData()
+  assert.equal(back.get('model'), 'speech')
+  assert.equal((back.get('file') as File).name, 'canary-audio.wav')
+  // A body without a delimiter line first (a preamble, JSON, a boundary that would need quoting) is refused.
+  for (const bad of ['preamble\r\n--abc\r\n', '{"model":"x"}', '--a b\r\n', '--\r\n', `--${'a'.repeat(71)}\r\n`]) {
+    assert.throws(() => sealedMultipartType(Buffer.from(bad)), E2eeError, bad)
+  }
 })

@@ -11,7 +11,9 @@ import { createIdentity } from '../../src/tee/cert.ts'
 import { SimulatedEvidenceVerifier } from '../../src/tee/simulated.ts'
 import { createPeerVerifier } from '../../src/tee/verify.ts'
 import { dialAttested } from '../../src/net/attested.ts'
-import { HEADERS, PROTOCOL_VERSION } from '../../src/net/protocol.ts'
+import { HEADERS, PATHS, PROTOCOL_VERSION } from '../../src/net/protocol.ts'
+import { E2EE_CONTENT_TYPE, encodeRoute, encodeWrappedKeys, sealRequest } from '../../src/net/e2ee.ts'
+import { wav } from '../helpers/speech.ts'
 import type { Proxy } from '../../src/proxy/proxy.ts'
 import type { ProxyBilling } from '../../src/payments/billing.ts'
 import { checkUsage, ed25519PublicKey } from '../../src/net/usage.ts'
@@ -27,6 +29,8 @@ let worker: Worker
 let backend: FakeBackend
 let session: http2.ClientHttp2Session
 let clientPort: number
+let workerPort: number
+let verifyPeer: ReturnType<typeof createPeerVerifier>
 
 let billing: ProxyBilling
 
@@ -35,6 +39,7 @@ before(async () => {
   const p = await startProxy({ billing })
   proxy = p.proxy
   clientPort = p.clientPort
+  workerPort = p.workerPort
   stops.push(() => p.proxy.stop())
   backend = new FakeBackend({ chunks: 3 })
   worker = await startWorker(backend, [p.workerPort])
@@ -42,7 +47,7 @@ before(async () => {
   await waitFor(() => (proxy.stats() as any).workers.connected === 1, 'the worker to connect')
   // A bare attested client session: it speaks the hop protocol directly, as a (possibly hostile) client node could.
   const identity = await createIdentity({ role: 'client', configHash: '00'.repeat(32) })
-  const v = createPeerVerifier(await policyFor(), { simulated: new SimulatedEvidenceVerifier() }, { cacheTtlMs: 60_000 })
+  const v = (verifyPeer = createPeerVerifier(await policyFor(), { simulated: new SimulatedEvidenceVerifier() }, { cacheTtlMs: 60_000 }))
   const { socket } = await dialAttested({ host: '127.0.0.1', port: p.clientPort, identity, verify: (der, role) => v(der, role), expectedRole: 'proxy' })
   session = http2.connect('https://proxy.cocoon', { createConnection: () => socket })
   session.on('error', () => {})
@@ -258,4 +263,76 @@ test('a real client node sets the hop headers itself (model, stream, max_tokens)
   const bad = await fetch(`${c.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: chat({ model: 'bad\nmodel' }) })
   assert.equal(bad.status, 400)
   assert.equal(((await bad.json()) as any).error.param, 'model')
+})
+
+/** A FAKE backend serving embeddings and transcriptions, counting what it ran. */
+class FakeUnaryBackend extends FakeBackend {
+  ran = 0
+  constructor() {
+    super({ modelId: 'fake-unary' })
+    ;(this.model as { capabilities?: readonly string[] }).capabilities = ['embeddings', 'transcriptions']
+  }
+  async embed(req: { input: unknown[] }): Promise<{ vectors: number[][]; promptTokens: number }> {
+    this.ran++
+    return { vectors: req.input.map(() => [1, 0]), promptTokens: req.input.length }
+  }
+  async transcribe(): Promise<{ text: string; language: string; segments: [] }> {
+    this.ran++
+    return { text: 'fake transcript', language: 'en', segments: [] }
+  }
+}
+
+test('a sealed embeddings or transcription body that disagrees with its route is refused by the worker, runs nothing and bills nothing', async () => {
+  const fake = new FakeUnaryBackend()
+  const w = await startWorker(fake, [workerPort])
+  stops.push(() => w.stop())
+  await waitFor(() => (proxy.stats() as any).workers.connected === 2, 'the unary worker to connect')
+  // The worker's HPKE key, from its certificate as the proxy lists it, verified here as a client node would.
+  const list = await new Promise<any>((resolve, reject) => {
+    const s = session.request({ ':method': 'GET', ':path': `${PATHS.workers}?model=fake-unary` })
+    let text = ''
+    s.setEncoding('utf8')
+    s.on('data', (d) => (text += d))
+    s.on('end', () => resolve({ json: JSON.parse(text) }))
+    s.on('error', reject)
+  })
+  const peer = await verifyPeer(Buffer.from(list.json.workers[0].certificate, 'base64'), 'worker')
+  const key = peer.claims.hpkeKey!
+  const sealedSend = async (path: string, plain: Buffer, routeModel: string) => {
+    const requestId = `sealed-${++n}`
+    const route = encodeRoute({ v: 1, path, model: routeModel, stream: false, requestId, maxCoefficient: 4000 })
+    const sealed = await sealRequest(plain, route, [key])
+    return send(
+      hop({ ':path': path, 'content-type': E2EE_CONTENT_TYPE, [HEADERS.requestId]: requestId, [HEADERS.model]: routeModel, [HEADERS.maxCoefficient]: '4000', [HEADERS.e2eeRoute]: route, [HEADERS.e2eeKeys]: encodeWrappedKeys(sealed.keys) }),
+      sealed.body,
+    )
+  }
+  const form = async (model: string) => {
+    const f = new FormData()
+    f.set('model', model)
+    f.set('file', new Blob([new Uint8Array(wav({ rate: 8000, bits: 16, dataBytes: 16000 }))]), 'a.wav')
+    return Buffer.from(await new Response(f).arrayBuffer())
+  }
+  const opened = () => (w.stats() as any).e2ee
+  // Agreeing bodies are run (so what follows fails for the disagreement alone), answered sealed and billed.
+  const ok = await sealedSend(PATHS.embeddings, Buffer.from(JSON.stringify({ model: 'fake-unary', input: 'hi' })), 'fake-unary')
+  assert.equal(ok.status, 200, ok.body)
+  assert.equal(typeof ok.trailers[HEADERS.charged], 'string')
+  const okForm = await sealedSend(PATHS.transcriptions, await form('fake-unary'), 'fake-unary')
+  assert.equal(okForm.status, 200, okForm.body)
+  assert.equal(fake.ran, 2)
+  assert.equal(opened().opened, 2)
+  // The body names another model than the route the proxy routed and reserved by, or is not a form at all. (Three
+  // cases: after three failures in a row the proxy's breaker for this worker opens and it stops forwarding.)
+  for (const [path, body] of [
+    [PATHS.embeddings, Buffer.from(JSON.stringify({ model: 'other-model', input: 'hi' }))],
+    [PATHS.transcriptions, await form('other-model')],
+    [PATHS.transcriptions, Buffer.from(JSON.stringify({ model: 'fake-unary' }))],
+  ] as const) {
+    const r = await sealedSend(path, body, 'fake-unary')
+    assert.ok(r.status === 502 || r.status === 503, `${path}: ${r.status} ${r.body}`)
+    assert.equal(r.trailers[HEADERS.charged], undefined, 'nothing was billed')
+  }
+  assert.equal(fake.ran, 2, 'the backend ran nothing more')
+  assert.equal(opened().refused, 3, 'each was refused by the worker after it opened it')
 })

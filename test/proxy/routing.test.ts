@@ -8,6 +8,7 @@ import {
 } from '../../src/proxy/routing.ts'
 import { buildReliabilityRecord } from '../../src/payments/receipts/reliability.ts'
 import type { ReceiptFields } from '../../src/payments/receipts/receipt.ts'
+import { prng, type Prng } from '../helpers/prng.ts'
 
 function worker(id: string, o: { model?: string; coefficient?: number; capacity?: number; active?: number } = {}): WorkerConn {
   return {
@@ -190,22 +191,9 @@ describe('routing by measured quality', () => {
   })
 })
 
-/** A small seeded PRNG (mulberry32), so that the randomized sets are the same on every run. */
-function rng(seed: number) {
-  let a = seed >>> 0
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-  return { next, int: (n: number) => Math.floor(next() * n), pick: <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)] }
-}
-
 describe('WorkerPool: candidates found without a full scan', () => {
   /** One random worker, drawn from `r`; the same draws give an identical worker. */
-  function randomWorker(r: ReturnType<typeof rng>, id: string): WorkerConn {
+  function randomWorker(r: Prng, id: string): WorkerConn {
     const capacity = 1 + r.int(8)
     const w = worker(id, { model: r.next() < 0.85 ? 'm' : 'other', coefficient: r.pick([500, 1000, 1000, 1000, 1500, 2000, 3000]), capacity, active: r.int(capacity + 1) })
     if (r.next() < 0.2) w.info.model.endpoints = ['/v1/chat/completions']
@@ -228,16 +216,16 @@ describe('WorkerPool: candidates found without a full scan', () => {
     let decisions = 0
     let chosen = 0
     for (let set = 0; set < 60; set++) {
-      const size = 1 + rng(set).int(set < 10 ? 6 : 400)
+      const size = 1 + prng(set).int(set < 10 ? 6 : 400)
       // Two identical sets from the same seed: one scanned in full (an array), one in a WorkerPool.
       const make = () => {
-        const r = rng(1_000 + set)
+        const r = prng(1_000 + set)
         return Array.from({ length: size }, (_, i) => randomWorker(r, `w${i}`))
       }
       const scanned = make()
       const pool = new WorkerPool()
       for (const w of make()) pool.set(w.id, w)
-      const ops = rng(2_000 + set)
+      const ops = prng(2_000 + set)
       let now = 10_000
       let added = size
       for (let step = 0; step < 150; step++) {
@@ -296,8 +284,8 @@ describe('WorkerPool: candidates found without a full scan', () => {
         }
         if (ops.next() < 0.05) {
           const id = `w${added++}`
-          const r1 = rng(added)
-          const r2 = rng(added)
+          const r1 = prng(added)
+          const r2 = prng(added)
           scanned.push(randomWorker(r1, id))
           pool.set(id, randomWorker(r2, id))
         }

@@ -3,6 +3,7 @@ import crypto from 'node:crypto'
 import { beginCell, Cell, type Slice } from '@ton/core'
 import { priceRequest, type PriceParams } from '../pricing.ts'
 import type { SignedUsage, Usage } from '../../core/usage.ts'
+import { ed25519PublicKey } from '../../core/ed25519.ts'
 
 /** Bumped on any change to the receipt layout. Version 2 adds first_token_at_ms; version 1 receipts still decode and verify. */
 export const RECEIPT_VERSION = 2
@@ -216,10 +217,8 @@ export function decodeReceiptBoc(boc: Buffer | string): Receipt {
 
 /** True when the receipt's signature verifies against `publicKey` (raw 32-byte Ed25519). */
 export function verifyReceiptSignature(r: Receipt, publicKey: Uint8Array): boolean {
-  const spki = Buffer.concat([Buffer.from('302a300506032b6570032100', 'hex'), Buffer.from(publicKey)])
   try {
-    const key = crypto.createPublicKey({ key: spki, format: 'der', type: 'spki' })
-    return crypto.verify(null, receiptSigningPayload(r.cell.refs[0]), key, r.signature)
+    return crypto.verify(null, receiptSigningPayload(r.cell.refs[0]), ed25519PublicKey(publicKey), r.signature)
   } catch {
     return false
   }

@@ -1,7 +1,7 @@
 // HTTP front of the devnet chain: toncenter v2 JSON-RPC for TonClient, the devnet faucet and clock, health and stats.
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { Address } from '@ton/core'
+import type { Address } from '@ton/core'
 import type { Blockchain } from '@ton/sandbox'
 import { createLogger, type Logger } from '../../core/log.ts'
 import type { DevnetClock } from './clock.ts'
@@ -16,8 +16,8 @@ import {
   TIME_PATH,
 } from './constants.ts'
 import { DevnetChain, type DevnetChainOptions } from './devnet.ts'
-import { InvalidAddressError, InvalidParamsError, MalformedRequestError, PayloadTooLargeError, RouteNotFoundError, chainErrorStatus } from './errors.ts'
-import { callToncenterMethod } from './toncenter.ts'
+import { InvalidParamsError, MalformedRequestError, PayloadTooLargeError, RouteNotFoundError, chainErrorStatus } from './errors.ts'
+import { callToncenterMethod, parseAddress } from './toncenter.ts'
 
 export interface DevnetChainServerOptions extends DevnetChainOptions {
   /** TCP port; 0 picks a free one. Default DEFAULT_CHAIN_PORT (10090). */
@@ -105,11 +105,7 @@ function nanoParam(body: Json, name: string): bigint {
 function addressParam(body: Json, name: string): Address {
   const v = body[name]
   if (typeof v !== 'string') throw new InvalidParamsError(`${name} (string) is required`, name)
-  try {
-    return Address.parse(v)
-  } catch {
-    throw new InvalidAddressError(v)
-  }
+  return parseAddress(v)
 }
 
 function optionalSeconds(body: Json, name: string): number | undefined {

@@ -18,13 +18,17 @@ function requireString(params: RpcParams, name: string): string {
   return v
 }
 
-function addressParam(params: RpcParams, name = 'address'): Address {
-  const v = requireString(params, name)
+/** A TON address in raw or user-friendly form; InvalidAddressError when it is not one. */
+export function parseAddress(v: string): Address {
   try {
     return Address.parse(v)
   } catch {
     throw new InvalidAddressError(v)
   }
+}
+
+function addressParam(params: RpcParams, name = 'address'): Address {
+  return parseAddress(requireString(params, name))
 }
 
 /** toncenter takes integers as JSON numbers or decimal strings (lt values do not fit a double). */

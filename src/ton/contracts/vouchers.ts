@@ -6,7 +6,8 @@
 // `op` is the opcode of the message that carries the voucher, and `target` the contract
 // it is valid for, so a voucher for one contract or purpose never works on another.
 import { Address, beginCell, Cell } from '@ton/core'
-import { createPrivateKey, createPublicKey, sign as ed25519Sign, verify as ed25519Verify, type KeyObject } from 'node:crypto'
+import { createPrivateKey, sign as ed25519Sign, verify as ed25519Verify, type KeyObject } from 'node:crypto'
+import { ed25519PublicKey } from '../../core/ed25519.ts'
 import { Op, VOUCHER_DOMAIN } from './opcodes.ts'
 
 /** What a voucher authorises. Each kind is carried by its own message opcode. */
@@ -63,8 +64,7 @@ export function parseVoucherCell(cell: Cell): Voucher {
 // Ed25519 through node:crypto (OpenSSL), not @ton/crypto's pure-JS tweetnacl: the same deterministic signatures,
 // at a fraction of the CPU (tweetnacl was the largest library cost in the proxy's and client's profiles).
 const PKCS8_ED25519_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex')
-const SPKI_ED25519_PREFIX = Buffer.from('302a300506032b6570032100', 'hex')
-/** Key objects of the few keys a node signs with or checks against; cleared if it ever grows past this. */
+/** Key objects of the few keys a node signs with; cleared if it ever grows past this. (Public keys: core/ed25519.ts.) */
 const MAX_CACHED_KEYS = 256
 const keyCache = new Map<string, KeyObject>()
 
@@ -89,8 +89,7 @@ export function signVoucher(v: Voucher, secretKey: Buffer): SignedVoucher {
 /** True when the signature is the proxy's over exactly this voucher. */
 export function verifyVoucher(v: SignedVoucher, proxyPublicKey: Buffer): boolean {
   if (v.signature.length !== 64 || proxyPublicKey.length !== 32) return false
-  const key = cachedKey(proxyPublicKey, () => createPublicKey({ key: Buffer.concat([SPKI_ED25519_PREFIX, proxyPublicKey]), format: 'der', type: 'spki' }))
-  return ed25519Verify(null, voucherCell(v).hash(), key, v.signature)
+  return ed25519Verify(null, voucherCell(v).hash(), ed25519PublicKey(proxyPublicKey), v.signature)
 }
 
 /** What the holder of a voucher expects it to be before keeping or submitting it. */
