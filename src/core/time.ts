@@ -58,6 +58,14 @@ export function timeoutReason(): DOMException {
   return new DOMException('The operation was aborted due to timeout', 'TimeoutError')
 }
 
+/** The longest delay a Node timer keeps: a longer one (or a non-finite one) fires at once, with a warning. */
+export const MAX_TIMER_MS = 2 ** 31 - 1
+
+/** A timer delay for `ms`, within what a Node timer can hold (1 ms to MAX_TIMER_MS; NaN counts as the longest). */
+export function timerDelay(ms: number): number {
+  return Number.isNaN(ms) ? MAX_TIMER_MS : Math.min(MAX_TIMER_MS, Math.max(1, ms))
+}
+
 /**
  * A deadline for one request: `signal` aborts with a TimeoutError after `ms`, as AbortSignal.timeout's would,
  * but `clear()` lets go of its timer at once. Call it when the request ends: AbortSignal.timeout's timer stays
@@ -65,7 +73,7 @@ export function timeoutReason(): DOMException {
  */
 export function clearableTimeout(ms: number): { signal: AbortSignal; clear(): void } {
   const ac = new AbortController()
-  const t = setTimeout(() => ac.abort(timeoutReason()), ms)
+  const t = setTimeout(() => ac.abort(timeoutReason()), timerDelay(ms))
   t.unref() // like AbortSignal.timeout's: a pending deadline keeps no process alive
   return { signal: ac.signal, clear: () => clearTimeout(t) }
 }

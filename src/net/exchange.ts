@@ -1,7 +1,7 @@
 // The states of one request at a hop (the proxy's Exchange, the client node's ClientExchange): admitted → dispatched →
 // relaying → settled, and back from dispatched to admitted for a retry before the first byte. One table of legal
 // moves, checked on every move, and one base class that owns the state and the request's one AbortSignal.
-import { timeoutReason } from '../core/time.ts'
+import { timeoutReason, timerDelay } from '../core/time.ts'
 
 export type ExchangeState = 'admitted' | 'dispatched' | 'relaying' | 'settled'
 
@@ -60,7 +60,7 @@ export abstract class BaseExchange {
     if (app.aborted) this.#ctl.abort(app.reason)
     else {
       app.addEventListener('abort', this.#onApp, { once: true })
-      this.#timer = setTimeout(this.#onDeadline, Math.max(1, deadline - Date.now()))
+      this.#timer = setTimeout(this.#onDeadline, timerDelay(deadline - Date.now()))
       this.#timer.unref()
       this.signal.addEventListener('abort', this.#release, { once: true })
     }

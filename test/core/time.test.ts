@@ -2,7 +2,7 @@
 // does, and clearing it leaves no timer pending (AbortSignal.timeout's stays for the whole timeout).
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { clearableTimeout } from '../../src/core/time.ts'
+import { clearableTimeout, MAX_TIMER_MS, timerDelay } from '../../src/core/time.ts'
 import { timersLeftBy } from '../helpers/timers.ts'
 
 const aborted = (s: AbortSignal) => new Promise<void>((r) => (s.aborted ? r() : s.addEventListener('abort', () => r(), { once: true })))
@@ -25,4 +25,16 @@ test('clearing the deadline when the request ends leaves no timer pending; Abort
   assert.equal(await timersLeftBy(() => (d = clearableTimeout(600_000)).clear()), 0)
   assert.equal(d!.signal.aborted, false)
   assert.equal(await timersLeftBy(() => AbortSignal.timeout(600_000)), 1)
+})
+
+test('a deadline longer than a Node timer can hold waits (at the longest) instead of firing at once', async () => {
+  assert.equal(timerDelay(2 ** 40), MAX_TIMER_MS)
+  assert.equal(timerDelay(Infinity), MAX_TIMER_MS)
+  assert.equal(timerDelay(Number.NaN), MAX_TIMER_MS)
+  assert.equal(timerDelay(-5), 1)
+  assert.equal(timerDelay(250), 250)
+  const d = clearableTimeout(2 ** 40)
+  await new Promise((r) => setTimeout(r, 30))
+  assert.equal(d.signal.aborted, false, 'a 2^40 ms deadline has not fired after 30 ms')
+  d.clear()
 })
