@@ -58,7 +58,7 @@ export async function runBenchmarks(o: BenchOptions = {}): Promise<BenchResult> 
   const date = new Date().toISOString()
   const { workDir, logDir } = benchWorkDir(o.workDir, 'cocoon-bench-')
   const notes: string[] = []
-  if (mode === 'smoke') notes.push('smoke run: runs of about a second, only to check the harness; the figures mean little')
+  if (mode === 'smoke') notes.push('smoke run: runs of a few seconds, only to check the harness; the figures mean little')
 
   const w = { chunks: o.workload?.chunks ?? FAKE_CHUNK_COUNT, chunkBytes: o.workload?.chunkBytes ?? FAKE_CHUNK_BYTES, delayMs: o.workload?.delayMs ?? FAKE_CHUNK_DELAY_MS }
   if (w.chunks !== FAKE_CHUNK_COUNT || w.chunkBytes !== FAKE_CHUNK_BYTES || w.delayMs !== FAKE_CHUNK_DELAY_MS) {

@@ -1,6 +1,8 @@
 // The states of one request at a hop (the proxy's Exchange, the client node's ClientExchange): admitted → dispatched →
 // relaying → settled, and back from dispatched to admitted for a retry before the first byte. One table of legal
 // moves, checked on every move, and one base class that owns the state and the request's one AbortSignal.
+import { timeoutReason } from '../core/time.ts'
+
 export type ExchangeState = 'admitted' | 'dispatched' | 'relaying' | 'settled'
 
 /** The legal moves. A retry goes from dispatched back to admitted: another worker (or proxy) is tried. */
@@ -24,11 +26,6 @@ export class IllegalTransitionError extends Error {
   ) {
     super(`an exchange cannot go from ${from} to ${to}`)
   }
-}
-
-/** The reason the deadline aborts an exchange's signal with: the same as AbortSignal.timeout's. */
-export function deadlineReason(): DOMException {
-  return new DOMException('The operation was aborted due to timeout', 'TimeoutError')
 }
 
 /**
@@ -99,7 +96,7 @@ export abstract class BaseExchange {
   }
 
   readonly #onApp = (): void => this.#ctl.abort(this.#app.reason)
-  readonly #onDeadline = (): void => this.#ctl.abort(deadlineReason())
+  readonly #onDeadline = (): void => this.#ctl.abort(timeoutReason())
   readonly #release = (): void => {
     clearTimeout(this.#timer)
     this.#timer = undefined

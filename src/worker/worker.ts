@@ -6,6 +6,7 @@ import { addUsage, tokenStats, zeroUsage } from '../core/usage.ts'
 import { DEFAULT_CAPABILITIES, probeAudio, vectorToBase64 } from '../inference/index.ts'
 import { type VerifiedPeer, type IdentitySource, identityStats } from '../tee/index.ts'
 import type { Logger } from '../core/log.ts'
+import { clearableTimeout } from '../core/time.ts'
 import { createRegistry, type OpsSource } from '../core/ops.ts'
 import type { PeerVerifier } from '../net/attested.ts'
 import { maintainProxyLink, revalidateLinks, type ProxyLink as BaseLink } from '../net/proxy-link.ts'
@@ -87,6 +88,8 @@ interface AdmittedRequest {
   /** Aborted by the proxy's in-band cancel (PATHS.cancel). */
   cancel: AbortController
   timeoutMs: number
+  /** The deadline (when the request has one); cleared when the slot is given back. */
+  deadline?: { signal: AbortSignal; clear(): void }
   timeoutSignal?: AbortSignal
   /** Aborts on a reset, a cancel or the deadline. */
   signal: AbortSignal
@@ -242,17 +245,19 @@ export class Worker implements OpsSource {
     const key = this.claimRunning(stream, headers, cancel)
     if (key === undefined) return undefined
     const timeoutMs = Number(headers[HEADERS.timeoutMs])
-    const timeoutSignal = Number.isFinite(timeoutMs) && timeoutMs > 0 ? AbortSignal.timeout(Math.max(1, Math.floor(timeoutMs))) : undefined
-    const slot: AdmittedRequest = { key, ac, cancel, timeoutMs, timeoutSignal, signal: AbortSignal.any([ac.signal, cancel.signal, ...(timeoutSignal ? [timeoutSignal] : [])]), finished: false }
+    const deadline = Number.isFinite(timeoutMs) && timeoutMs > 0 ? clearableTimeout(Math.max(1, Math.floor(timeoutMs))) : undefined
+    const timeoutSignal = deadline?.signal
+    const slot: AdmittedRequest = { key, ac, cancel, timeoutMs, deadline, timeoutSignal, signal: AbortSignal.any([ac.signal, cancel.signal, ...(timeoutSignal ? [timeoutSignal] : [])]), finished: false }
     stream.once('close', () => {
       if (!slot.finished) ac.abort(new Error('stream reset by the proxy'))
     })
     return slot
   }
 
-  /** Gives an admitted request's slot back. */
-  private release(key: string): void {
-    this.running.delete(key)
+  /** Gives an admitted request's slot back, and lets go of its deadline's timer. */
+  private release(slot: AdmittedRequest): void {
+    slot.deadline?.clear()
+    this.running.delete(slot.key)
     this.active--
     this.m.active.set(this.active)
   }
@@ -413,7 +418,7 @@ export class Worker implements OpsSource {
         respond(stream, sealedJson(r.status, r.body, undefined, sealer))
       } else respondError(stream, err, false)
     } finally {
-      this.release(key)
+      this.release(slot)
     }
   }
 
@@ -567,7 +572,7 @@ export class Worker implements OpsSource {
       if (!isExpectedError(e)) log.error('request failed', { error: e })
       respondErrorSealed(stream, e, sealer)
     } finally {
-      this.release(key)
+      this.release(slot)
     }
   }
 

@@ -3,11 +3,11 @@
 // one signal, and settle-once. FAKE: the host's relay (one attempt on one proxy) is scripted per test; the proxies are
 // plain names. The real relay over attested HTTP/2 is covered by test/net/network.test.ts and e2ee-network.test.ts.
 import { test } from 'node:test'
-import { createHook } from 'node:async_hooks'
 import assert from 'node:assert/strict'
 import { ClientExchange, type AttemptEnd, type ClientExchangeHost, type Outcome } from '../../src/client/exchange.ts'
 import type { ExchangeState } from '../../src/net/exchange.ts'
 import { silentLogger } from '../../src/core/log.ts'
+import { timersLeftBy } from '../helpers/timers.ts'
 
 type Sealed = { recipients: string[] }
 type Relay = (link: string, sealed: Sealed | undefined, ex: ClientExchange<string, Sealed, number>, allowFresh: boolean) => Promise<AttemptEnd<number>>
@@ -116,20 +116,10 @@ test('no worker can be encrypted to on any proxy: the refusal reaches the app, c
 })
 
 test('an answered request leaves no deadline timer pending (the deadline does not outlive its request)', async () => {
-  const pending = new Set<number>()
-  const hook = createHook({ init: (id, type) => void (type === 'Timeout' && pending.add(id)), destroy: (id) => void pending.delete(id) }).enable()
-  try {
-    const { host, told } = fakeHost(['p1'], async (_l, _s, ex) => {
-      ex.relaying()
-      return { kind: 'done', outcome: 'succeeded' }
-    })
-    await new ClientExchange(host, 600_000, new AbortController().signal).run()
-    assert.deepEqual(told.settled.map((s) => s.outcome), ['succeeded'])
-    // Destroy hooks are delivered after the current tick.
-    await new Promise((r) => setImmediate(r))
-    await new Promise((r) => setImmediate(r))
-  } finally {
-    hook.disable()
-  }
-  assert.equal(pending.size, 0)
+  const { host, told } = fakeHost(['p1'], async (_l, _s, ex) => {
+    ex.relaying()
+    return { kind: 'done', outcome: 'succeeded' }
+  })
+  assert.equal(await timersLeftBy(() => new ClientExchange(host, 600_000, new AbortController().signal).run()), 0)
+  assert.deepEqual(told.settled.map((s) => s.outcome), ['succeeded'])
 })

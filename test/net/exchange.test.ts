@@ -3,8 +3,8 @@
 // behind). A minimal subclass drives it; the role exchanges are tested in test/proxy and test/client.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { createHook } from 'node:async_hooks'
 import { BaseExchange, IllegalTransitionError, type ExchangeState } from '../../src/net/exchange.ts'
+import { timersLeftBy } from '../helpers/timers.ts'
 
 /** The smallest exchange: it moves where a test tells it to. */
 class Ex extends BaseExchange {
@@ -20,32 +20,6 @@ class Ex extends BaseExchange {
 }
 
 const aborted = (s: AbortSignal) => new Promise<void>((r) => (s.aborted ? r() : s.addEventListener('abort', () => r(), { once: true })))
-const immediate = () => new Promise((r) => setImmediate(r))
-
-/**
- * How many timers `fn` set that are still pending once it returned: counted by async_hooks, which sees every
- * Timeout (unref'd ones too, and the one AbortSignal.timeout sets) and its end (fired or cleared).
- */
-async function timersLeftBy(fn: () => void | Promise<void>): Promise<number> {
-  const pending = new Set<number>()
-  const hook = createHook({
-    init(id, type) {
-      if (type === 'Timeout') pending.add(id)
-    },
-    destroy(id) {
-      pending.delete(id)
-    },
-  }).enable()
-  try {
-    await fn()
-    // Destroy hooks are delivered after the current tick.
-    await immediate()
-    await immediate()
-  } finally {
-    hook.disable()
-  }
-  return pending.size
-}
 
 test('an exchange reports each state it enters, admitted first, and refuses an illegal move without moving', () => {
   const ex = new Ex(new AbortController().signal, 10_000)
