@@ -4,6 +4,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Aes128Gcm, CipherSuite, DhkemX25519HkdfSha256, HkdfSha256 } from '@hpke/core'
+import { createPrivateKey, createPublicKey, diffieHellman, randomBytes, type KeyObject } from 'node:crypto'
 import { nodeHpkeSuite } from '../../src/net/hpke-node.ts'
 
 const hex = (s: string) => Buffer.from(s, 'hex')
@@ -95,4 +96,21 @@ test('makes and serializes thousands of key pairs without deadlocking (Node 20 l
   clearTimeout(timer)
   assert.equal(exit, 0, 'the child finished (it is killed after 120 s if it deadlocks)')
   assert.equal(out.trim(), `made ${PAIRS}`)
+})
+
+/** An X25519 private key from raw bytes through PKCS#8 DER (RFC 8410), the reference import. */
+const pkcs8 = (raw: Buffer) => createPrivateKey({ key: Buffer.concat([hex('302e020100300506032b656e04220420'), raw]), format: 'der', type: 'pkcs8' })
+
+test('a private key made from raw bytes is the one PKCS#8 gives: same public key, same shared secrets', async () => {
+  const kem = nodeHpkeSuite().kem
+  for (let i = 0; i < 50; i++) {
+    const raw = randomBytes(32)
+    const fast = (await kem.deserializePrivateKey(raw)) as unknown as KeyObject
+    const der = pkcs8(raw)
+    const spki = (k: KeyObject) => createPublicKey(k).export({ format: 'der', type: 'spki' })
+    assert.deepEqual(spki(fast), spki(der))
+    assert.deepEqual(Buffer.from(await kem.serializePrivateKey(fast as never)), raw)
+    const peer = createPublicKey(pkcs8(randomBytes(32)))
+    assert.deepEqual(diffieHellman({ privateKey: fast, publicKey: peer }), diffieHellman({ privateKey: der, publicKey: peer }))
+  }
 })
