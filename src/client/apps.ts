@@ -3,7 +3,7 @@
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import type Database from 'better-sqlite3'
-import { openSqlite } from '../core/sqlite.ts'
+import { openSqlite, statementCache } from '../core/sqlite.ts'
 import { ONE_TON_NANO } from '../ton/contracts/index.ts'
 
 /** How an API key looks: a fixed prefix, then 32 random bytes in base64url. */
@@ -112,12 +112,15 @@ interface KeyRow {
 
 export class AppAccounts {
   private readonly db: Database.Database
+  /** Each statement prepared once (see statementCache). */
+  private sql!: (sql: string) => Database.Statement
 
   constructor(
     readonly file: string,
     private readonly now: () => number = Date.now,
   ) {
     this.db = openSqlite(file, 'NORMAL')
+    this.sql = statementCache(this.db)
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS api_keys (
         id TEXT PRIMARY KEY, name TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, prefix TEXT NOT NULL,
@@ -128,7 +131,7 @@ export class AppAccounts {
         cost_nano TEXT NOT NULL, latency_ms INTEGER NOT NULL, stream INTEGER NOT NULL);
       CREATE INDEX IF NOT EXISTS requests_key_at ON requests (key_id, at);
     `)
-    const cols = this.db.prepare(`PRAGMA table_info(requests)`).all() as Array<{ name: string }>
+    const cols = this.sql(`PRAGMA table_info(requests)`).all() as Array<{ name: string }>
     if (!cols.some((c) => c.name === 'receipt_id')) this.db.exec(`ALTER TABLE requests ADD COLUMN receipt_id TEXT`)
     fs.chmodSync(file, 0o600)
   }
@@ -146,8 +149,7 @@ export class AppAccounts {
     if (period !== 'day' && period !== 'month') throw new RangeError("the period must be 'day' or 'month'")
     const key = API_KEY_PREFIX + crypto.randomBytes(32).toString('base64url')
     const id = crypto.randomBytes(6).toString('hex')
-    this.db
-      .prepare(`INSERT INTO api_keys (id, name, hash, prefix, limit_nano, period, models, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)`)
+    this.sql(`INSERT INTO api_keys (id, name, hash, prefix, limit_nano, period, models, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)`)
       .run(id, name, hashApiKey(key), key.slice(0, API_KEY_PREFIX.length + 4), k.limitNano == null ? null : k.limitNano.toString(), period, JSON.stringify(k.models ?? []), this.now())
     return { key, info: this.keyInfo(id)! }
   }
@@ -155,30 +157,30 @@ export class AppAccounts {
   revokeKey(idOrName: string): ApiKeyInfo | undefined {
     const row = this.row(idOrName)
     if (!row) return undefined
-    if (row.revoked_at == null) this.db.prepare(`UPDATE api_keys SET revoked_at = ? WHERE id = ?`).run(this.now(), row.id)
+    if (row.revoked_at == null) this.sql(`UPDATE api_keys SET revoked_at = ? WHERE id = ?`).run(this.now(), row.id)
     return this.keyInfo(row.id)
   }
 
   listKeys(): ApiKeyInfo[] {
-    const rows = this.db.prepare(`SELECT id FROM api_keys ORDER BY created_at`).all() as Array<{ id: string }>
+    const rows = this.sql(`SELECT id FROM api_keys ORDER BY created_at`).all() as Array<{ id: string }>
     return rows.map((r) => this.keyInfo(r.id)!)
   }
 
   /** Active (not revoked) keys exist. */
   hasKeys(): boolean {
-    return !!this.db.prepare(`SELECT 1 FROM api_keys WHERE revoked_at IS NULL LIMIT 1`).get()
+    return !!this.sql(`SELECT 1 FROM api_keys WHERE revoked_at IS NULL LIMIT 1`).get()
   }
 
   private row(idOrName: string): KeyRow | undefined {
-    return this.db.prepare(`SELECT * FROM api_keys WHERE id = ? OR name = ? ORDER BY revoked_at IS NULL DESC LIMIT 1`).get(idOrName, idOrName) as KeyRow | undefined
+    return this.sql(`SELECT * FROM api_keys WHERE id = ? OR name = ? ORDER BY revoked_at IS NULL DESC LIMIT 1`).get(idOrName, idOrName) as KeyRow | undefined
   }
 
   private keyInfo(id: string): ApiKeyInfo | undefined {
-    const r = this.db.prepare(`SELECT * FROM api_keys WHERE id = ?`).get(id) as KeyRow | undefined
+    const r = this.sql(`SELECT * FROM api_keys WHERE id = ?`).get(id) as KeyRow | undefined
     if (!r) return undefined
     const since = periodStart(r.period, this.now())
-    const s = this.db.prepare(`SELECT cost_nano FROM requests WHERE key_id = ? AND at >= ?`).all(id, since) as Array<{ cost_nano: string }>
-    const n = this.db.prepare(`SELECT count(*) AS n FROM requests WHERE key_id = ?`).get(id) as { n: number }
+    const s = this.sql(`SELECT cost_nano FROM requests WHERE key_id = ? AND at >= ?`).all(id, since) as Array<{ cost_nano: string }>
+    const n = this.sql(`SELECT count(*) AS n FROM requests WHERE key_id = ?`).get(id) as { n: number }
     return {
       id: r.id,
       name: r.name,
@@ -200,7 +202,7 @@ export class AppAccounts {
    */
   authorize(authorization: string | undefined, model: string, required: boolean): ApiKeyInfo | undefined {
     const m = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? '')
-    const row = m ? (this.db.prepare(`SELECT * FROM api_keys WHERE hash = ?`).get(hashApiKey(m[1])) as KeyRow | undefined) : undefined
+    const row = m ? (this.sql(`SELECT * FROM api_keys WHERE hash = ?`).get(hashApiKey(m[1])) as KeyRow | undefined) : undefined
     if (!row) {
       if (required) throw new InvalidApiKeyError()
       return undefined
@@ -213,17 +215,16 @@ export class AppAccounts {
   }
 
   record(r: Omit<RequestRecord, 'at' | 'receiptId'> & { at?: number; receiptId?: string | null }): void {
-    this.db
-      .prepare(`INSERT INTO requests (id, at, model, key_id, status, outcome, prompt_tokens, completion_tokens, cost_nano, latency_ms, stream, receipt_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+    this.sql(`INSERT INTO requests (id, at, model, key_id, status, outcome, prompt_tokens, completion_tokens, cost_nano, latency_ms, stream, receipt_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
       .run(r.id, r.at ?? this.now(), r.model.slice(0, 128), r.keyId, r.status, r.outcome, r.promptTokens, r.completionTokens, r.costNano, Math.round(r.latencyMs), r.stream ? 1 : 0, r.receiptId ?? null)
-    this.db.prepare(`DELETE FROM requests WHERE seq <= (SELECT max(seq) FROM requests) - ?`).run(REQUEST_HISTORY_MAX)
+    this.sql(`DELETE FROM requests WHERE seq <= (SELECT max(seq) FROM requests) - ?`).run(REQUEST_HISTORY_MAX)
   }
 
   recent(limit = 50, keyId?: string): RequestRecord[] {
     const rows = (
       keyId
-        ? this.db.prepare(`SELECT * FROM requests WHERE key_id = ? ORDER BY seq DESC LIMIT ?`).all(keyId, limit)
-        : this.db.prepare(`SELECT * FROM requests ORDER BY seq DESC LIMIT ?`).all(limit)
+        ? this.sql(`SELECT * FROM requests WHERE key_id = ? ORDER BY seq DESC LIMIT ?`).all(keyId, limit)
+        : this.sql(`SELECT * FROM requests ORDER BY seq DESC LIMIT ?`).all(limit)
     ) as Array<Record<string, any>>
     return rows.map((r) => ({
       id: r.id,
@@ -246,8 +247,8 @@ export class AppAccounts {
     const since = this.now() - spanMs
     const rows = (
       keyId
-        ? this.db.prepare(`SELECT at, cost_nano FROM requests WHERE at >= ? AND key_id = ? ORDER BY at`).all(since, keyId)
-        : this.db.prepare(`SELECT at, cost_nano FROM requests WHERE at >= ? ORDER BY at`).all(since)
+        ? this.sql(`SELECT at, cost_nano FROM requests WHERE at >= ? AND key_id = ? ORDER BY at`).all(since, keyId)
+        : this.sql(`SELECT at, cost_nano FROM requests WHERE at >= ? ORDER BY at`).all(since)
     ) as Array<{ at: number; cost_nano: string }>
     const buckets = new Map<number, { cost: bigint; n: number }>()
     for (const r of rows) {

@@ -16,3 +16,17 @@ export function openSqlite(file: string, durability: SqliteDurability): Database
   db.pragma(`synchronous = ${durability}`)
   return db
 }
+
+/**
+ * Prepared statements by their SQL, each prepared once: preparing costs more than running a short
+ * statement, and request paths run the same few again and again. Not for statements held open by
+ * `iterate()` (a statement serves one iteration at a time): prepare those where they are used.
+ */
+export function statementCache(db: Database.Database): (sql: string) => Database.Statement {
+  const cache = new Map<string, Database.Statement>()
+  return (sql) => {
+    let s = cache.get(sql)
+    if (!s) cache.set(sql, (s = db.prepare(sql)))
+    return s
+  }
+}

@@ -2,7 +2,7 @@
 // cumulative counters derived from it, all changed in one transaction per event so a crash never splits them.
 import crypto from 'node:crypto'
 import type Database from 'better-sqlite3'
-import { openSqlite } from '../core/sqlite.ts'
+import { openSqlite, statementCache } from '../core/sqlite.ts'
 import { Cell } from '@ton/core'
 import { ReceiptTree, type CellRef } from './receipts/tree.ts'
 import type { SignedUsage, Usage, UsageRecord } from '../core/usage.ts'
@@ -55,6 +55,9 @@ export interface LoggedReceipt {
   /** The worker's signed usage billed with it, exactly as signed (so anyone can check it again); absent when nothing was billed. */
   signedUsage?: SignedUsage
 }
+
+/** Where a receipt is in the log and whose it is, without its cell. */
+export type ReceiptPlace = Pick<LoggedReceipt, 'index' | 'hash' | 'client' | 'worker'>
 
 const RECEIPT_COLUMNS = 'idx, hash, boc, client, worker, at, usage_json, usage_sig, usage_signer'
 
@@ -121,6 +124,8 @@ export function chainHash(prev: string, body: string): string {
  */
 export class Ledger {
   private readonly db: Database.Database
+  /** Each statement prepared once (see statementCache). */
+  private sql!: (sql: string) => Database.Statement
   private head: LedgerHead
   private readonly stmts
   /** The receipt log's Merkle structure (see receipts/tree.ts). */
@@ -128,6 +133,7 @@ export class Ledger {
 
   constructor(readonly file: string) {
     this.db = openSqlite(file, 'FULL')
+    this.sql = statementCache(this.db)
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS events (seqno INTEGER PRIMARY KEY, type TEXT NOT NULL, body TEXT NOT NULL, hash TEXT NOT NULL, at INTEGER NOT NULL);
@@ -148,27 +154,29 @@ export class Ledger {
       CREATE TRIGGER IF NOT EXISTS events_append_only_u BEFORE UPDATE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
       CREATE TRIGGER IF NOT EXISTS events_append_only_d BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
     `)
-    const version = this.db.prepare(`SELECT value FROM meta WHERE key = 'schema'`).get() as { value: string } | undefined
-    if (!version) this.db.prepare(`INSERT INTO meta (key, value) VALUES ('schema', ?)`).run(String(LEDGER_SCHEMA_VERSION))
+    const version = this.sql(`SELECT value FROM meta WHERE key = 'schema'`).get() as { value: string } | undefined
+    if (!version) this.sql(`INSERT INTO meta (key, value) VALUES ('schema', ?)`).run(String(LEDGER_SCHEMA_VERSION))
     else if (Number(version.value) === 1 || Number(version.value) === 2) this.migrate()
     else if (Number(version.value) !== LEDGER_SCHEMA_VERSION) throw new Error(`${file}: ledger schema ${version.value}, this build reads ${LEDGER_SCHEMA_VERSION}`)
     this.receiptColumns()
     this.stmts = {
-      insertEvent: this.db.prepare(`INSERT INTO events (seqno, type, body, hash, at) VALUES (?, ?, ?, ?, ?)`),
-      getCounter: this.db.prepare(`SELECT tokens, nano, requests, vouchered FROM counters WHERE party = ? AND address = ?`),
-      putCounter: this.db.prepare(`INSERT INTO counters (party, address, tokens, nano, requests, vouchered) VALUES (?, ?, ?, ?, ?, ?)
+      insertEvent: this.sql(`INSERT INTO events (seqno, type, body, hash, at) VALUES (?, ?, ?, ?, ?)`),
+      getCounter: this.sql(`SELECT tokens, nano, requests, vouchered FROM counters WHERE party = ? AND address = ?`),
+      putCounter: this.sql(`INSERT INTO counters (party, address, tokens, nano, requests, vouchered) VALUES (?, ?, ?, ?, ?, ?)
         ON CONFLICT (party, address) DO UPDATE SET tokens = excluded.tokens, nano = excluded.nano, requests = excluded.requests, vouchered = excluded.vouchered`),
-      hashAt: this.db.prepare(`SELECT hash FROM events WHERE seqno = ?`),
-      insertReceipt: this.db.prepare(`INSERT INTO receipts (idx, hash, depth, boc, client, worker, at, usage_json, usage_sig, usage_signer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-      receiptAt: this.db.prepare(`SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE idx = ?`),
-      receiptByHash: this.db.prepare(`SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE hash = ?`),
+      hashAt: this.sql(`SELECT hash FROM events WHERE seqno = ?`),
+      insertReceipt: this.sql(`INSERT INTO receipts (idx, hash, depth, boc, client, worker, at, usage_json, usage_sig, usage_signer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+      receiptAt: this.sql(`SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE idx = ?`),
+      receiptByHash: this.sql(`SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE hash = ?`),
+      receiptPlaceAt: this.sql(`SELECT idx, hash, client, worker FROM receipts WHERE idx = ?`),
+      receiptPlaceByHash: this.sql(`SELECT idx, hash, client, worker FROM receipts WHERE hash = ?`),
     }
     this.commitColumns()
     // The log's Merkle structure lives in memory, rebuilt from the stored receipt hashes (two hashes per receipt).
     for (const r of this.db.prepare(`SELECT hash, depth FROM receipts ORDER BY idx`).iterate() as Iterable<{ hash: string; depth: number }>) {
       this.tree.append({ hash: Buffer.from(r.hash, 'hex'), depth: r.depth })
     }
-    const last = this.db.prepare(`SELECT seqno, hash FROM events ORDER BY seqno DESC LIMIT 1`).get() as LedgerHead | undefined
+    const last = this.sql(`SELECT seqno, hash FROM events ORDER BY seqno DESC LIMIT 1`).get() as LedgerHead | undefined
     this.head = last ?? { seqno: 0, hash: GENESIS_HASH }
     this.integrity = this.checkIntegrity()
   }
@@ -213,7 +221,7 @@ export class Ledger {
         if (t > (targets.get(key) ?? 0n)) targets.set(key, t)
       }
     }
-    const rows = this.db.prepare(`SELECT party, address, tokens, nano, requests, vouchered FROM counters`).all() as Array<{ party: string; address: string; tokens: string; nano: string; requests: number; vouchered: string }>
+    const rows = this.sql(`SELECT party, address, tokens, nano, requests, vouchered FROM counters`).all() as Array<{ party: string; address: string; tokens: string; nano: string; requests: number; vouchered: string }>
     for (const r of rows) {
       const c = expected.get(`${r.party}\u0000${r.address}`) ?? { tokens: 0n, nano: 0n, requests: 0, vouchered: 0n }
       if (BigInt(r.tokens) !== c.tokens || BigInt(r.nano) !== c.nano || r.requests !== c.requests) {
@@ -234,18 +242,18 @@ export class Ledger {
 
   /** An older ledger (schema 1 or 2): its tables gain the new columns (receiptColumns, commitColumns); then it is current. */
   private migrate(): void {
-    this.db.prepare(`UPDATE meta SET value = ? WHERE key = 'schema'`).run(String(LEDGER_SCHEMA_VERSION))
+    this.sql(`UPDATE meta SET value = ? WHERE key = 'schema'`).run(String(LEDGER_SCHEMA_VERSION))
   }
 
   /** Adds the signed-usage columns to a receipts table made before schema 3 (its receipts keep none: NULL). */
   private receiptColumns(): void {
-    const cols = new Set((this.db.prepare(`PRAGMA table_info(receipts)`).all() as Array<{ name: string }>).map((c) => c.name))
+    const cols = new Set((this.sql(`PRAGMA table_info(receipts)`).all() as Array<{ name: string }>).map((c) => c.name))
     for (const c of ['usage_json', 'usage_sig', 'usage_signer']) if (!cols.has(c)) this.db.exec(`ALTER TABLE receipts ADD COLUMN ${c} TEXT`)
   }
 
   /** Adds the receipt columns to a commits table made by schema 1. */
   private commitColumns(): void {
-    const cols = new Set((this.db.prepare(`PRAGMA table_info(commits)`).all() as Array<{ name: string }>).map((c) => c.name))
+    const cols = new Set((this.sql(`PRAGMA table_info(commits)`).all() as Array<{ name: string }>).map((c) => c.name))
     if (!cols.has('receipts_root')) this.db.exec(`ALTER TABLE commits ADD COLUMN receipts_root TEXT NOT NULL DEFAULT '${'0'.repeat(64)}'`)
     if (!cols.has('receipts_count')) this.db.exec(`ALTER TABLE commits ADD COLUMN receipts_count INTEGER NOT NULL DEFAULT 0`)
     if (!cols.has('tx')) this.db.exec(`ALTER TABLE commits ADD COLUMN tx TEXT`)
@@ -274,7 +282,7 @@ export class Ledger {
   }
 
   allCounters(party: 'client' | 'worker'): Array<{ address: string } & Counters> {
-    const rows = this.db.prepare(`SELECT address, tokens, nano, requests, vouchered FROM counters WHERE party = ? ORDER BY address`).all(party) as Array<{ address: string; tokens: string; nano: string; requests: number; vouchered: string }>
+    const rows = this.sql(`SELECT address, tokens, nano, requests, vouchered FROM counters WHERE party = ? ORDER BY address`).all(party) as Array<{ address: string; tokens: string; nano: string; requests: number; vouchered: string }>
     return rows.map((r) => ({ address: r.address, tokens: BigInt(r.tokens), nano: BigInt(r.nano), requests: r.requests, vouchered: BigInt(r.vouchered) }))
   }
 
@@ -384,8 +392,7 @@ export class Ledger {
 
   /** Remembers that (seqno, hash) was committed on chain, with the receipt log's root and count, and the commit's transaction. */
   recordCommit(head: LedgerHead, confirmedAt: number | null, receipts?: { root: string; count: number; tx?: string }): void {
-    this.db
-      .prepare(
+    this.sql(
         `INSERT INTO commits (seqno, hash, confirmed_at, receipts_root, receipts_count, tx) VALUES (?, ?, ?, ?, ?, ?)
          ON CONFLICT (seqno) DO UPDATE SET confirmed_at = excluded.confirmed_at, receipts_root = excluded.receipts_root, receipts_count = excluded.receipts_count, tx = excluded.tx`,
       )
@@ -394,12 +401,12 @@ export class Ledger {
 
   /** The newest commits, newest first. */
   commits(limit = 50): Array<LedgerHead & { confirmedAt: number | null }> {
-    const rows = this.db.prepare(`SELECT seqno, hash, confirmed_at FROM commits ORDER BY seqno DESC LIMIT ?`).all(limit) as Array<{ seqno: number; hash: string; confirmed_at: number | null }>
+    const rows = this.sql(`SELECT seqno, hash, confirmed_at FROM commits ORDER BY seqno DESC LIMIT ?`).all(limit) as Array<{ seqno: number; hash: string; confirmed_at: number | null }>
     return rows.map((r) => ({ seqno: r.seqno, hash: r.hash, confirmedAt: r.confirmed_at }))
   }
 
   lastConfirmedCommit(): CommitRecord | undefined {
-    const r = this.db.prepare(`SELECT seqno, hash, confirmed_at, receipts_root, receipts_count, tx FROM commits WHERE confirmed_at IS NOT NULL ORDER BY seqno DESC LIMIT 1`).get() as
+    const r = this.sql(`SELECT seqno, hash, confirmed_at, receipts_root, receipts_count, tx FROM commits WHERE confirmed_at IS NOT NULL ORDER BY seqno DESC LIMIT 1`).get() as
       | { seqno: number; hash: string; confirmed_at: number; receipts_root: string; receipts_count: number; tx: string | null }
       | undefined
     return r ? { seqno: r.seqno, hash: r.hash, confirmedAt: r.confirmed_at, receiptsRoot: r.receipts_root, receiptsCount: r.receipts_count, tx: r.tx } : undefined
@@ -434,16 +441,32 @@ export class Ledger {
     return this.receiptRow(this.stmts.receiptByHash.get(hash) as never)
   }
 
+  /**
+   * Where a receipt stands in the log, by number or by hash, without reading its cell: what answering
+   * "is it there, and whose is it" needs. Clients and workers ask this of every receipt still waiting for
+   * a commit, every few seconds, so decoding each cell for it was a large share of a proxy's CPU.
+   */
+  receiptPlace(at: { index: number } | { hash: string }): ReceiptPlace | undefined {
+    const r = ('index' in at ? this.stmts.receiptPlaceAt.get(at.index) : this.stmts.receiptPlaceByHash.get(at.hash)) as { idx: number; hash: string; client: string; worker: string } | undefined
+    return r && { index: r.idx, hash: r.hash, client: r.client, worker: r.worker }
+  }
+
   /** A party's receipts from number `from` on, oldest first, at most `limit`. */
   receiptsOf(party: 'client' | 'worker', address: string, from = 0, limit = 1000): LoggedReceipt[] {
-    const rows = this.db.prepare(`SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE ${party} = ? AND idx >= ? ORDER BY idx LIMIT ?`).all(address, from, limit) as never[]
+    const rows = this.sql(`SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE ${party} = ? AND idx >= ? ORDER BY idx LIMIT ?`).all(address, from, limit) as never[]
     return rows.map((r) => this.receiptRow(r)!)
+  }
+
+  /** A party's receipts from number `from` on as stored (BoC), oldest first, at most `limit`: for lists, without decoding each cell. */
+  receiptBocsOf(party: 'client' | 'worker', address: string, from = 0, limit = 1000): Array<{ index: number; boc: Buffer }> {
+    const rows = this.sql(`SELECT idx, boc FROM receipts WHERE ${party} = ? AND idx >= ? ORDER BY idx LIMIT ?`).all(address, from, limit) as Array<{ idx: number; boc: Buffer }>
+    return rows.map((r) => ({ index: r.idx, boc: r.boc }))
   }
 
   /** Receipts numbered [from, to), oldest first. */
   receiptsRange(from: number, to: number): LoggedReceipt[] {
     if (to <= from) return []
-    const rows = this.db.prepare(`SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE idx >= ? AND idx < ? ORDER BY idx`).all(from, to) as never[]
+    const rows = this.sql(`SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE idx >= ? AND idx < ? ORDER BY idx`).all(from, to) as never[]
     return rows.map((r) => this.receiptRow(r)!)
   }
 

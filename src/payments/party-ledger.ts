@@ -1,7 +1,7 @@
 // The small ledger a client or a worker keeps of what each proxy told it and what was paid on chain,
 // so a proxy that later reports less (a rolled-back or dishonest proxy) is caught and dropped.
 import type Database from 'better-sqlite3'
-import { openSqlite } from '../core/sqlite.ts'
+import { openSqlite, statementCache } from '../core/sqlite.ts'
 
 /** What a proxy has stated about this party, cumulative. Adjusted tokens and nanoTON. */
 export interface ProxyStatement {
@@ -36,18 +36,21 @@ export class ProxyRegressionError extends Error {
 
 export class PartyLedger {
   private readonly db: Database.Database
+  /** Each statement prepared once (see statementCache). */
+  private sql!: (sql: string) => Database.Statement
 
   constructor(readonly file: string) {
     // NORMAL in WAL mode survives a killed process (not a power cut) without an fsync per answer:
     // at worst a power cut forgets the newest statements, which only delays catching a regression.
     this.db = openSqlite(file, 'NORMAL')
+    this.sql = statementCache(this.db)
     this.db.exec(`CREATE TABLE IF NOT EXISTS proxies (
       proxy TEXT PRIMARY KEY, told_tokens TEXT NOT NULL, told_nano TEXT NOT NULL,
       vouchered TEXT NOT NULL, voucher TEXT, onchain_tokens TEXT NOT NULL, distrusted TEXT)`)
   }
 
   get(proxy: string): ProxyRecord {
-    const r = this.db.prepare(`SELECT * FROM proxies WHERE proxy = ?`).get(proxy) as Record<string, string | null> | undefined
+    const r = this.sql(`SELECT * FROM proxies WHERE proxy = ?`).get(proxy) as Record<string, string | null> | undefined
     if (!r) return { proxy, told: { tokens: 0n, nano: 0n }, vouchered: 0n, voucher: null, onChainTokens: 0n, distrusted: null }
     return {
       proxy,
@@ -60,12 +63,11 @@ export class PartyLedger {
   }
 
   all(): ProxyRecord[] {
-    return (this.db.prepare(`SELECT proxy FROM proxies ORDER BY proxy`).all() as Array<{ proxy: string }>).map((r) => this.get(r.proxy))
+    return (this.sql(`SELECT proxy FROM proxies ORDER BY proxy`).all() as Array<{ proxy: string }>).map((r) => this.get(r.proxy))
   }
 
   private put(r: ProxyRecord): void {
-    this.db
-      .prepare(
+    this.sql(
         `INSERT INTO proxies (proxy, told_tokens, told_nano, vouchered, voucher, onchain_tokens, distrusted) VALUES (?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (proxy) DO UPDATE SET told_tokens = excluded.told_tokens, told_nano = excluded.told_nano, vouchered = excluded.vouchered,
            voucher = excluded.voucher, onchain_tokens = excluded.onchain_tokens, distrusted = excluded.distrusted`,

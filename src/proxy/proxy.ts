@@ -522,7 +522,7 @@ export class Proxy implements OpsSource {
     const contract = this.deps.proxyContract?.()
     const commit: ReceiptCommitInfo | null = last && contract ? { seqno: last.seqno, root: last.receiptsRoot, count: last.receiptsCount, proxy: contract, tx: last.tx } : null
     const proofs = indices.map((index) => {
-      const r = ledger.receipt(index)
+      const r = ledger.receiptPlace({ index })
       if (!r || r.client !== client) return { index, proof: null, missing: true }
       if (!commit || index >= commit.count) return { index, proof: null }
       return { index, proof: ledger.receiptProof(index, commit.count).toString('base64') }
@@ -530,7 +530,7 @@ export class Proxy implements OpsSource {
     const reply: ReceiptProofsReply = { commit, proofs }
     if (req.from !== undefined) {
       if (!Number.isSafeInteger(req.from) || req.from < 0) throw new Error('from must be a receipt number')
-      reply.mine = ledger.receiptsOf('client', client, req.from, RECEIPT_LIST_LIMIT).map((r) => ({ index: r.index, receipt: r.cell.toBoc().toString('base64') }))
+      reply.mine = ledger.receiptBocsOf('client', client, req.from, RECEIPT_LIST_LIMIT).map((r) => ({ index: r.index, receipt: r.boc.toString('base64') }))
     }
     return reply
   }
@@ -545,7 +545,7 @@ export class Proxy implements OpsSource {
     const contract = this.deps.proxyContract?.()
     const commit: ReceiptCommitInfo | null = last && contract ? { seqno: last.seqno, root: last.receiptsRoot, count: last.receiptsCount, proxy: contract, tx: last.tx } : null
     const entries = hashes.map((hash): WorkerReceiptEntry => {
-      const r = ledger.receiptByHash(hash)
+      const r = ledger.receiptPlace({ hash })
       if (!r || r.worker !== conn.account) return { hash, missing: true }
       if (!commit || r.index >= commit.count) return { hash, index: r.index, proof: null }
       return { hash, index: r.index, proof: ledger.receiptProof(r.index, commit.count).toString('base64') }

@@ -99,6 +99,12 @@ test('the ledger logs receipts with usage and alone, in order, and rebuilds the 
   assert.equal(l.receiptsRoot(), root)
   assert.deepEqual(l.receiptsOf('client', 'c1').map((r) => r.index), [0, 1, 3])
   assert.equal(l.receiptByHash(cells[2].hash().toString('hex'))!.index, 2)
+  // Where a receipt is and whose, without its cell; and a party's list as stored, byte for byte.
+  assert.deepEqual(l.receiptPlace({ index: 2 }), { index: 2, hash: cells[2].hash().toString('hex'), client: 'c2', worker: 'w1' })
+  assert.deepEqual(l.receiptPlace({ hash: cells[3].hash().toString('hex') }), { index: 3, hash: cells[3].hash().toString('hex'), client: 'c1', worker: 'w2' })
+  assert.equal(l.receiptPlace({ index: 4 }), undefined)
+  assert.equal(l.receiptPlace({ hash: cells[4].hash().toString('hex') }), undefined)
+  assert.deepEqual(l.receiptBocsOf('client', 'c1', 1).map((r) => [r.index, r.boc.toString('hex')]), [1, 3].map((i) => [i, cells[i].toBoc().toString('hex')]))
   assert.ok(l.verifyChain())
   l.close()
 

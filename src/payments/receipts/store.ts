@@ -1,6 +1,6 @@
 // The client node's receipts: one row per answer, with the salt only it and the app know, and, once committed, the proof.
 import type Database from 'better-sqlite3'
-import { openSqlite } from '../../core/sqlite.ts'
+import { openSqlite, statementCache } from '../../core/sqlite.ts'
 import { Cell } from '@ton/core'
 import { decodeReceipt, receiptFieldsJson, type Receipt } from './receipt.ts'
 
@@ -50,10 +50,13 @@ type Row = {
 
 export class ReceiptStore {
   private readonly db: Database.Database
+  /** Each statement prepared once (see statementCache). */
+  private sql!: (sql: string) => Database.Statement
 
   constructor(readonly file: string) {
     // A receipt lost in a power cut can be fetched again from the proxy's log; no fsync per answer.
     this.db = openSqlite(file, 'NORMAL')
+    this.sql = statementCache(this.db)
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS receipts (
         id TEXT PRIMARY KEY, proxy TEXT NOT NULL, request_id TEXT NOT NULL, salt TEXT NOT NULL, boc BLOB NOT NULL,
@@ -83,32 +86,31 @@ export class ReceiptStore {
 
   /** Keeps a receipt the proxy handed over with an answer. A second copy under the same id is ignored. */
   add(r: { id: string; proxyId: string; requestId: string; salt: Buffer; cell: Cell; index: number | null; cert: Buffer | null; answerMatches: boolean | null }): void {
-    this.db
-      .prepare(`INSERT OR IGNORE INTO receipts (id, proxy, request_id, salt, boc, idx, cert, at, answer_ok) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+    this.sql(`INSERT OR IGNORE INTO receipts (id, proxy, request_id, salt, boc, idx, cert, at, answer_ok) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
       .run(r.id, r.proxyId, r.requestId, r.salt.toString('hex'), r.cell.toBoc(), r.index, r.cert, Date.now(), r.answerMatches === null ? null : r.answerMatches ? 1 : 0)
   }
 
   get(id: string): HeldReceipt | undefined {
-    return this.row(this.db.prepare(`SELECT * FROM receipts WHERE id = ?`).get(id) as Row | undefined)
+    return this.row(this.sql(`SELECT * FROM receipts WHERE id = ?`).get(id) as Row | undefined)
   }
 
   /** Receipts kept at or after `sinceMs` (unix ms), oldest first. */
   since(sinceMs: number, limit = 1000): HeldReceipt[] {
-    return (this.db.prepare(`SELECT * FROM receipts WHERE at >= ? ORDER BY at, id LIMIT ?`).all(sinceMs, limit) as Row[]).map((r) => this.row(r)!)
+    return (this.sql(`SELECT * FROM receipts WHERE at >= ? ORDER BY at, id LIMIT ?`).all(sinceMs, limit) as Row[]).map((r) => this.row(r)!)
   }
 
   /** A proxy's receipts whose proof is not yet checked, oldest first. */
   unverified(proxyId: string, limit = 500): HeldReceipt[] {
-    return (this.db.prepare(`SELECT * FROM receipts WHERE proxy = ? AND verified = 0 AND idx IS NOT NULL ORDER BY idx LIMIT ?`).all(proxyId, limit) as Row[]).map((r) => this.row(r)!)
+    return (this.sql(`SELECT * FROM receipts WHERE proxy = ? AND verified = 0 AND idx IS NOT NULL ORDER BY idx LIMIT ?`).all(proxyId, limit) as Row[]).map((r) => this.row(r)!)
   }
 
   /** The log numbers this node holds for a proxy (to spot receipts it never got, e.g. of cancelled answers). */
   indicesOf(proxyId: string): Set<number> {
-    return new Set((this.db.prepare(`SELECT idx FROM receipts WHERE proxy = ? AND idx IS NOT NULL`).all(proxyId) as Array<{ idx: number }>).map((r) => r.idx))
+    return new Set((this.sql(`SELECT idx FROM receipts WHERE proxy = ? AND idx IS NOT NULL`).all(proxyId) as Array<{ idx: number }>).map((r) => r.idx))
   }
 
   markVerified(id: string, proof: Buffer, commit: ReceiptCommit): void {
-    this.db.prepare(`UPDATE receipts SET proof = ?, commit_json = ?, verified = 1 WHERE id = ?`).run(proof, JSON.stringify(commit), id)
+    this.sql(`UPDATE receipts SET proof = ?, commit_json = ?, verified = 1 WHERE id = ?`).run(proof, JSON.stringify(commit), id)
   }
 
   /** Sum of the costs (nanoTON) and of the adjusted tokens of a proxy's receipts. */
@@ -126,8 +128,7 @@ export class ReceiptStore {
   }
 
   counts(): { held: number; committed: number; verified: number; answerMismatches: number } {
-    const r = this.db
-      .prepare(`SELECT COUNT(*) AS held, SUM(commit_json IS NOT NULL) AS committed, SUM(verified) AS verified, SUM(answer_ok = 0) AS bad FROM receipts`)
+    const r = this.sql(`SELECT COUNT(*) AS held, SUM(commit_json IS NOT NULL) AS committed, SUM(verified) AS verified, SUM(answer_ok = 0) AS bad FROM receipts`)
       .get() as { held: number; committed: number | null; verified: number | null; bad: number | null }
     return { held: r.held, committed: r.committed ?? 0, verified: r.verified ?? 0, answerMismatches: r.bad ?? 0 }
   }
