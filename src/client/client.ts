@@ -838,22 +838,40 @@ export class Client implements OpsSource {
     const pending = receipts ?? store.unverified(proxyId)
     if (pending.length === 0) return 0
     const drop = (reason: string) => this.dropForReceipts(link, reason)
+    const ask = async (indices: number[]): Promise<ReceiptProofsReply> => {
+      const r = await call(link.session!, PATHS.receiptProofs, { headers: JSON_BODY, body: Buffer.from(JSON.stringify({ indices })), signal: AbortSignal.timeout(MODELS_TIMEOUT_MS) })
+      const body = await r.read(MAX_BODY_BYTES)
+      if (r.status !== 200) throw new Error(`proxy answered ${r.status} for receipt proofs`)
+      return JSON.parse(body.toString()) as ReceiptProofsReply
+    }
+    const indices = pending.map((p) => p.index!)
     // The proxy answers with its last confirmed commit; a commit landing meanwhile makes the chain newer: ask again.
+    // First only which commit it stands on (no proofs), checked on chain; then the proofs, against that same commit.
+    // Proofs are the costly part of the proxy's answer, so none are built against a commit the chain has moved past.
     let reply: ReceiptProofsReply | undefined
     let onChain: { seqno: number; root: string; count: number; paymentKey: string } | undefined
     for (let attempt = 0; attempt < 3; attempt++) {
-      const r = await call(link.session!, PATHS.receiptProofs, { headers: JSON_BODY, body: Buffer.from(JSON.stringify({ indices: pending.map((p) => p.index) })), signal: AbortSignal.timeout(MODELS_TIMEOUT_MS) })
-      const body = await r.read(MAX_BODY_BYTES)
-      if (r.status !== 200) throw new Error(`proxy answered ${r.status} for receipt proofs`)
-      reply = JSON.parse(body.toString()) as ReceiptProofsReply
+      const head = this.deps.receiptsRoot ? (await ask([])).commit : null
+      if (!head) {
+        reply = await ask(indices)
+        if (!reply.commit || !this.deps.receiptsRoot) break
+        continue // a first commit landed in between: check it on chain first
+      }
+      onChain = await this.deps.receiptsRoot!(head.proxy)
+      if (link.peer?.claims.paymentKey && onChain.paymentKey !== link.peer.claims.paymentKey) return drop(`the proxy contract ${head.proxy} is not this proxy's`), 0
+      if (onChain.seqno !== head.seqno) {
+        onChain = undefined
+        continue
+      }
+      if (onChain.root !== head.root || onChain.count !== head.count) return drop(`commit ${head.seqno}: the chain holds another receipt root or count`), 0
+      reply = await ask(indices)
       const c = reply.commit
-      if (!c || !this.deps.receiptsRoot) break
-      onChain = await this.deps.receiptsRoot(c.proxy)
-      if (link.peer?.claims.paymentKey && onChain.paymentKey !== link.peer.claims.paymentKey) return drop(`the proxy contract ${c.proxy} is not this proxy's`), 0
-      if (onChain.seqno === c.seqno) {
-        if (onChain.root !== c.root || onChain.count !== c.count) return drop(`commit ${c.seqno}: the chain holds another receipt root or count`), 0
+      if (c && c.seqno === head.seqno) {
+        // The same commit as checked; it must say the same of itself.
+        if (c.root !== head.root || c.count !== head.count || c.proxy !== head.proxy) return drop(`commit ${c.seqno}: the proxy gave two different roots for it`), 0
         break
       }
+      reply = undefined
       onChain = undefined
     }
     if (!reply) return 0
