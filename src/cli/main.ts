@@ -4,6 +4,10 @@ import { createLogger } from '../core/log.ts'
 import { ConfigError, loadConfig } from '../node/config.ts'
 import { PortInUseError } from '../core/ports.ts'
 import { stopWithSupervisor } from '../core/supervised.ts'
+import { installFastSha256 } from '../ton/fast-sha256.ts'
+
+// Every cocoon process hashes TON cells with node:crypto, not jsSHA (see ton/fast-sha256.ts).
+installFastSha256()
 
 const USAGE = `cocoon — Confidential Compute Open Network (TypeScript)
 
