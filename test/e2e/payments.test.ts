@@ -14,7 +14,7 @@ import { prng } from '../helpers/prng.ts'
 import { signVoucher, signedVoucherToBase64 } from '../../src/ton/contracts/vouchers.ts'
 import { WorkerPayouts } from '../../src/payments/worker-payouts.ts'
 import { NodeWallet } from '../../src/ton/chain-client/wallet.ts'
-import { createWorker } from '../../src/worker/worker.ts'
+import { createWorker, MAX_ACTIVE_REQUESTS } from '../../src/worker/worker.ts'
 import { createIdentity } from '../../src/tee/cert.ts'
 import { fixedIdentity } from '../../src/tee/renew.ts'
 import { SimulatedEvidenceProvider, SimulatedEvidenceVerifier, simulatedImageHash } from '../../src/tee/simulated.ts'
@@ -218,6 +218,15 @@ test('kill -9 of the proxy, a worker and the client during a run: nobody overcha
   const CONCURRENCY = 3
   const kills = new Map<number, (typeof victims)[number]>()
   while (kills.size < KILLS) kills.set(5 + Math.floor(r() * (CRASH_REQUESTS - 10)), victims[kills.size % victims.length])
+  // Both workers earn before the run, so that "earnings never go back" is checked for each of them: routing by
+  // measured quality may send all of three concurrent requests to one worker, so bursts wider than one worker's
+  // slots (MAX_ACTIVE_REQUESTS) spill onto the other.
+  const workerEarned = async (i: number) => BigInt((await getJson(`http://127.0.0.1:${state.ports.workers[i]}/jsonstats`).catch(() => null))?.proxies[0]?.earned?.nano ?? 0)
+  for (let burst = 0; burst < 5 && !((await workerEarned(0)) > 0n && (await workerEarned(1)) > 0n); burst++) {
+    await Promise.all(Array.from({ length: 2 * MAX_ACTIVE_REQUESTS }, () => ask(false, 4)))
+    await waitFor(async () => (await workerEarned(0)) > 0n && (await workerEarned(1)) > 0n, 'both workers to report earnings', 6_000).catch(() => undefined)
+  }
+  assert.ok((await workerEarned(0)) > 0n && (await workerEarned(1)) > 0n, 'both workers earned before the run')
   const start = await proxyStats()
   const startCharged = BigInt(start.money.chargedNano)
   // Watch the counters while the run goes on. A worker that does not know its proxy yet (just restarted) reports
@@ -310,7 +319,7 @@ test('kill -9 of the proxy, a worker and the client during a run: nobody overcha
       lastEarned[w] = e
     }
   }
-  assert.ok(lastEarned.every((e) => e !== null && e > 0n), 'both workers reported earnings')
+  assert.ok(lastEarned.every((e) => e !== null && e > 0n), 'both workers reported earnings during the run')
 })
 
 test('revoking the model hash on the root stops routing to its workers within one refresh; allowing it brings them back', async () => {
