@@ -412,11 +412,7 @@ export class Worker implements OpsSource {
       this.counts.failed++
       this.m.requests.inc({ outcome: 'failed' })
       if (!isExpectedError(err)) log.error('request failed', { error: err })
-      if (sealer && !stream.headersSent) {
-        // Once the request opened, even an error answer is sealed: it may quote the prompt.
-        const r = errorResponse(err)
-        respond(stream, sealedJson(r.status, r.body, undefined, sealer))
-      } else respondError(stream, err, false)
+      respondErrorSealed(stream, err, sealer)
     } finally {
       this.release(slot)
     }
@@ -810,7 +806,7 @@ export class Worker implements OpsSource {
   }
 }
 
-/** An error answer; sealed, once the request opened (its message may quote the request). */
+/** An error answer; sealed once the request opened, as long as nothing was sent yet (its message may quote the prompt). */
 function respondErrorSealed(stream: http2.ServerHttp2Stream, err: unknown, sealer: AnswerWriter | undefined): void {
   if (!sealer || stream.headersSent || stream.destroyed) return respondError(stream, err, false)
   const r = errorResponse(err)
