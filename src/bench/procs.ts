@@ -5,6 +5,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { CHILD_STOP_GRACE_MS } from './constants.ts'
+import { nodeHeapArgs } from '../core/node-heap.ts'
 
 const BIN = fileURLToPath(new URL('../../bin/cocoon.js', import.meta.url))
 
@@ -33,7 +34,7 @@ export function spawnCocoon(name: string, args: string[], logFile: string, env: 
       for (const p of live) p.kill('SIGTERM')
     })
   }
-  const proc = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env })
+  const proc = spawn(process.execPath, [...nodeHeapArgs(args[0], env), BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env })
   if (proc.pid === undefined) throw new Error(`could not start ${name}`)
   live.add(proc)
   const log = fs.openSync(logFile, 'a')

@@ -16,6 +16,7 @@ import { createChain, NodeWallet, devnetFaucet, loadOrCreateWalletKey, deployRoo
 import { ONE_TON_NANO } from '../ton/contracts/index.ts'
 import { ADMIN_TOKEN_FILE, dashboardUrl } from '../node/admin.ts'
 import { buildDashboardIfMissing } from '../dashboard/build.ts'
+import { NODE_HEAP_ENV, nodeHeapArgs } from '../core/node-heap.ts'
 
 export const DEFAULT_DEVNET_MODEL = 'hf:ggml-org/tiny-llamas/stories260K.gguf'
 /** The devnet's speech model id, served at /v1/audio/transcriptions. */
@@ -83,6 +84,11 @@ export async function runDevnet(args: string[]): Promise<void> {
   const threads = Number(values.threads)
   if (!Number.isInteger(threads) || threads < 1) throw new ConfigError('--threads', 'must be a positive integer')
   const withChain = !values['no-chain']
+  try {
+    nodeHeapArgs('proxy')
+  } catch (err) {
+    throw new ConfigError(NODE_HEAP_ENV, (err as Error).message.replace(`${NODE_HEAP_ENV} `, ''))
+  }
   // A speech worker (transcriptions) joins when Debian's pocketsphinx and pocketsphinx-en-us are
   // installed; it takes the worker slot after the others (ports, wallet, stats).
   const withSpeech = !values['no-speech'] && pocketSphinxAvailable()
@@ -288,7 +294,7 @@ export async function runDevnet(args: string[]): Promise<void> {
     const args = c.name === 'chain' ? ['chain', '--dir', path.join(dir, 'chain'), '--port', String(ports.chain)] : [role, '--config', c.config]
     // The devnet prints the dashboard URL with its token itself; the children keep it out of their logs.
     // Own process group (detached), and stdin a pipe from us: if the devnet dies without stopping it, the child sees EOF and stops itself.
-    const proc = spawn(process.execPath, [BIN, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, [SUPERVISED_ENV]: '1', COCOON_ADMIN_TOKEN_PRINT: '0' }, detached: true })
+    const proc = spawn(process.execPath, [...nodeHeapArgs(args[0]), BIN, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, [SUPERVISED_ENV]: '1', COCOON_ADMIN_TOKEN_PRINT: '0' }, detached: true })
     c.proc = proc
     proc.stdin!.on('error', () => {})
     // Keep full logs on disk; echo only warnings and errors, so the console stays readable.

@@ -101,7 +101,8 @@ export class CandidateCache {
 
 /**
  * The proxy's refusal to list workers, as the error the app would have got from the request itself:
- * 404 (no worker serves the model), 429 (this client is slowed down, with Retry-After), 402 (no funds).
+ * 404 (no worker serves the model), 503 (its workers left lately, with Retry-After), 429 (this client is slowed
+ * down, with Retry-After), 402 (no funds).
  */
 function proxyRefusal(status: number, body: Buffer, retryAfter: unknown, model: string): Error {
   let message = `the proxy answered ${status} for its workers`
@@ -112,6 +113,7 @@ function proxyRefusal(status: number, body: Buffer, retryAfter: unknown, model: 
   }
   if (status === 404) return new ModelNotFoundError(model)
   if (status === 429) return new TooManyRequestsError(message, Number(retryAfter) > 0 ? Number(retryAfter) : undefined)
+  if (status === 503) return new NoWorkerAvailableError(message, Number(retryAfter) > 0 ? Number(retryAfter) : undefined)
   if (status === 402) return new UnfundedClientError()
   return new Error(message)
 }

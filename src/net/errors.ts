@@ -29,7 +29,11 @@ export class PayloadTooLargeError extends Error {
 
 export class NoWorkerAvailableError extends Error {
   readonly name = 'NoWorkerAvailableError'
-  constructor(message: string) {
+  constructor(
+    message: string,
+    /** Seconds after which a retry may succeed (sent as Retry-After), if known. */
+    readonly retryAfterSec?: number,
+  ) {
     super(message)
   }
 }

@@ -1,6 +1,7 @@
 // The proxy's admission queue: a request that finds every suitable worker busy waits for a slot, in a bounded queue
 // served round-robin across clients. The slot is claimed in the same synchronous step as the choice of worker.
 import { InvalidRequestError, ModelNotFoundError, NoWorkerAvailableError, RequestTimeoutError, TooManyRequestsError } from '../net/errors.ts'
+import { MODEL_GONE_RETRY_AFTER_SEC, RecentModels } from './recent-models.ts'
 import { selectWorker, WorkerPool, type Affinity, type WorkerConn } from './routing.ts'
 
 /** Requests that may wait for a worker slot, across all clients. */
@@ -106,6 +107,8 @@ export class AdmissionQueue {
   private readonly counts = { admittedAfterWait: 0, rejectedFull: 0, timedOut: 0 }
   private avgWaitMs = 0
   private readonly timer?: RoutingTimer
+  /** Models whose workers left lately: asking for one is a 503 to retry, not a 404 (./recent-models.ts). */
+  readonly recentModels = new RecentModels()
 
   /**
    * `workers`: the connected workers. A WorkerPool (the proxy's) lets each decision visit only the workers that
@@ -116,6 +119,16 @@ export class AdmissionQueue {
     private readonly o: QueueOptions,
   ) {
     if (o.timeRouting) this.timer = new RoutingTimer()
+  }
+
+  /**
+   * The error for a model no connected worker serves: 503 with Retry-After when a worker of it left lately
+   * (it is restarting, or its link dropped), else 404 model_not_found.
+   */
+  modelUnavailable(model: string): Error {
+    const ago = this.recentModels.secondsSinceLeft(model)
+    if (ago === undefined) return new ModelNotFoundError(model)
+    return new NoWorkerAvailableError(`no worker for '${model.slice(0, 200)}' is connected right now (the last one left ${ago} s ago); retry shortly`, MODEL_GONE_RETRY_AFTER_SEC)
   }
 
   /** selectWorker over the connected workers, timed when timeRouting is on. */
@@ -147,13 +160,13 @@ export class AdmissionQueue {
         this.take(sel.conn, want.client)
         return Promise.resolve(sel.conn)
       }
-      if (sel.reason === 'model_not_found') return Promise.reject(new ModelNotFoundError(want.model))
+      if (sel.reason === 'model_not_found') return Promise.reject(this.modelUnavailable(want.model))
       if (sel.reason === 'endpoint') return Promise.reject(endpointNotServed(want))
       if (sel.reason === 'exhausted') return Promise.reject(new WorkersExhaustedError())
       if (sel.reason === 'coefficient') return Promise.reject(new NoWorkerAvailableError(`no worker for '${want.model}' at max_coefficient ${want.maxCoefficient}; the cheapest asks ${sel.minCoefficient}`))
     } else {
       const sel = this.select(want)
-      if (!('conn' in sel) && sel.reason === 'model_not_found') return Promise.reject(new ModelNotFoundError(want.model))
+      if (!('conn' in sel) && sel.reason === 'model_not_found') return Promise.reject(this.modelUnavailable(want.model))
       if (!('conn' in sel) && sel.reason === 'endpoint') return Promise.reject(endpointNotServed(want))
       if (!('conn' in sel) && sel.reason === 'exhausted') return Promise.reject(new WorkersExhaustedError())
     }
@@ -230,7 +243,7 @@ export class AdmissionQueue {
           // Its model or price is gone (the workers left): it can never be served from this queue.
           this.remove(head)
           head.reject(
-            sel.reason === 'model_not_found' ? new ModelNotFoundError(head.want.model) : sel.reason === 'endpoint' ? endpointNotServed(head.want) : sel.reason === 'exhausted' ? new WorkersExhaustedError() : new NoWorkerAvailableError(`no worker for '${head.want.model}' at max_coefficient ${head.want.maxCoefficient}`),
+            sel.reason === 'model_not_found' ? this.modelUnavailable(head.want.model) : sel.reason === 'endpoint' ? endpointNotServed(head.want) : sel.reason === 'exhausted' ? new WorkersExhaustedError() : new NoWorkerAvailableError(`no worker for '${head.want.model}' at max_coefficient ${head.want.maxCoefficient}`),
           )
           progress = true
           break

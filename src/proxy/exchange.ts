@@ -174,7 +174,7 @@ export class Exchange extends BaseExchange {
         conn = await host.admission.claim({ client: req.client, model: req.routing.model, maxCoefficient: req.maxCoefficient, exclude: this.tried, only, path: req.path, affinity: req.prefixKey ? { prefixKey: req.prefixKey, client: req.client } : undefined }, this.signal)
       } catch (err) {
         const e = err as Error
-        if (attempt > 0 && lastError && (e.name === 'WorkersExhaustedError' || e.name === 'ModelNotFoundError')) break
+        if (attempt > 0 && lastError && (e.name === 'WorkersExhaustedError' || e.name === 'ModelNotFoundError' || e.name === 'NoWorkerAvailableError')) break
         if (this.abortKind() === 'cancelled') {
           this.settle('cancelled', this.signal.reason)
           return this.done

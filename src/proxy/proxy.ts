@@ -6,7 +6,7 @@ import { type IdentitySource, type VerifiedPeer, identityStats } from '../tee/in
 import type { Logger } from '../core/log.ts'
 import { createRegistry, type OpsSource } from '../core/ops.ts'
 import { listenAttested, type AttestedSocket, type PeerVerifier } from '../net/attested.ts'
-import { ConflictError, InvalidRequestError, TooManyRequestsError, UnfundedClientError, ModelNotFoundError } from '../net/errors.ts'
+import { ConflictError, InvalidRequestError, TooManyRequestsError, UnfundedClientError } from '../net/errors.ts'
 import { call, json, respondError, serve, type HopRequest, type Routes } from '../net/hop.ts'
 import { discardBody, readBody } from '../net/body.ts'
 import { intHeader, parseHopRouting } from '../net/validate.ts'
@@ -278,6 +278,7 @@ export class Proxy implements OpsSource {
         this.deps.reliability?.uptime.disconnected(workerKey, info.model.id)
         this.workers.delete(conn.id)
         this.m.workers.set(this.workers.size)
+        this.admission.recentModels.workerLeft(info.model.id)
         this.admission.pump()
         log.info('worker disconnected', { id: conn.id })
       })
@@ -324,8 +325,9 @@ export class Proxy implements OpsSource {
   /** The workers serving `model`, with their current certificates, for clients that encrypt to them (PATHS.workers). */
   async candidates(model: string): Promise<WorkerCandidates> {
     const ws = [...this.workers.values()].filter((w) => w.info.model.id === model)
-    // As an inference request for it would be: a 404 (which also counts against the client's error budget).
-    if (ws.length === 0) throw new ModelNotFoundError(model)
+    // As an inference request for it would be: 503 to retry if its workers left lately, else 404 (which also
+    // counts against the client's error budget).
+    if (ws.length === 0) throw this.admission.modelUnavailable(model)
     await Promise.all(ws.map((w) => this.refreshCertificate(w)))
     return {
       model,

@@ -7,6 +7,7 @@ import OpenAI from 'openai'
 import { cocoon, isAlive, randomPortOffset, tmpDir, type Proc } from '../helpers/procs.ts'
 import { waitFor } from '../helpers/network.ts'
 import type { DevnetState } from '../../src/node/devnet.ts'
+import { DEFAULT_NODE_HEAP_MIB } from '../../src/core/node-heap.ts'
 
 let devnet: Proc
 let dir: string
@@ -31,6 +32,15 @@ after(async () => {
 
 test('devnet prints the base URL and a ready-to-paste curl line', () => {
   assert.match(devnet.output(), /curl http:\/\/127\.0\.0\.1:\d+\/v1\/chat\/completions -H 'content-type: application\/json' -d '\{"model":"stories260K"/)
+})
+
+test('the devnet starts proxy, client and worker nodes with the V8 heap limit, and the chain without it', () => {
+  const cmdline = (pid: number) => fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')
+  for (const [name, c] of Object.entries(state.children)) {
+    const args = cmdline(c.pid!)
+    if (name === 'chain') assert.ok(!args.some((a) => a.startsWith('--max-old-space-size')), `chain: ${args.join(' ')}`)
+    else assert.ok(args.includes(`--max-old-space-size=${DEFAULT_NODE_HEAP_MIB}`), `${name}: ${args.join(' ')}`)
+  }
 })
 
 test('the SDK lists the models under their documented ids, with the endpoints each serves', async () => {
