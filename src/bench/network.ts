@@ -38,6 +38,8 @@ export interface BenchNetwork {
   processes(): Record<string, number | null>
   /** Stops the openai-backed worker and starts it again; resolves with its new pid once the proxy lists it again. */
   restartWorker(): Promise<number>
+  /** Credits the wallet of the devnet's client node from the faucet (a long run spends more than the devnet gives it); no-op without a chain. */
+  fundClient(nano: bigint): Promise<void>
   stop(): Promise<void>
 }
 
@@ -173,6 +175,11 @@ export async function startBenchNetwork(o: BenchNetworkOptions): Promise<BenchNe
         restarts++
         worker = await startWorker()
         return worker.pid
+      },
+      async fundClient(nano) {
+        if (!state.chain) return
+        const wallet = new NodeWallet(createChain({ endpoint: state.chain.endpoint }), loadOrCreateWalletKey(path.join(o.dir, 'client', 'wallet.key')))
+        await devnetFaucet(state.chain.url, wallet.address, nano)
       },
       stop,
     }

@@ -16,6 +16,11 @@ export const SOAK_SAMPLE_INTERVAL_SEC = 10
 export const SOAK_WORKER_RESTART_SEC = 60
 /** The target: resident memory flat after the warm-up, at most this many MiB per minute. */
 export const SOAK_MAX_SLOPE_MIB_PER_MIN = 1
+/**
+ * Paid into the client node's wallet each minute: 100 streams spend a few TON a minute, more than the devnet's
+ * 20 TON last, and a client out of funds gets 402s that the soak would count as failures of the network.
+ */
+export const SOAK_CLIENT_FUNDING_PER_MIN_NANO = 20n * 1_000_000_000n
 const FAKE_BACKEND_READY_MS = 30_000
 
 export interface SoakResult {
@@ -75,6 +80,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       const restarter = setInterval(() => {
         restarting = restarting.then(async () => {
           say(`restarting the worker (${restarts + 1})`)
+          await network.fundClient(SOAK_CLIENT_FUNDING_PER_MIN_NANO)
           await network.restartWorker()
           restarts++
         }).catch((err: Error) => notes.push(`a worker restart failed: ${err.message}`))

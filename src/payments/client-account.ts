@@ -41,6 +41,22 @@ export interface FundingRefusal {
   reason: string
 }
 
+/** A deposit or top-up the node's wallet could not pay: nothing was sent. */
+export interface WalletShortfall {
+  proxy: string
+  kind: 'deposit' | 'top-up'
+  /** What the transfer sends (amount and the contract's gas). */
+  neededNano: string
+  /** The wallet's balance when it was checked. */
+  walletNano: string
+  /** The wallet to send TON to. */
+  wallet: string
+  at: number
+}
+
+/** Kept in the wallet beyond what a deposit or top-up sends: the wallet's own fees for the transfer. */
+export const WALLET_FEE_MARGIN_NANO = ONE_TON_NANO / 100n
+
 export class ClientAccount {
   private readonly channels: ChannelLookup
   private readonly states = new Map<string, ClientState>()
@@ -52,6 +68,8 @@ export class ClientAccount {
   private spentNano = 0n
   private readonly spentByProxy = new Map<string, bigint>()
   private readonly refusals = new Map<string, FundingRefusal>()
+  /** Deposits and top-ups not sent because the node's wallet could not pay them, per proxy (cleared once one goes through). */
+  private readonly walletShort = new Map<string, WalletShortfall>()
   /** One funding run per proxy at a time, so a connect and the refresh timer never both deposit. */
   private readonly funding = new Map<string, Promise<void>>()
 
@@ -102,6 +120,8 @@ export class ClientAccount {
   }
 
   private timer?: NodeJS.Timeout
+  /** The last refresh error per proxy, so each is logged as a warning once, not every refresh. */
+  private readonly refreshErrors = new Map<string, string>()
 
   /** Re-reads every known client contract periodically, recording on-chain charges and topping up below the threshold. */
   start(ledger: { recordOnChain(proxy: string, tokens: bigint): void }, everyMs = CLIENT_REFRESH_MS): void {
@@ -112,7 +132,14 @@ export class ClientAccount {
             const s = this.states.get(proxyId)
             if (s) ledger.recordOnChain(proxyId, s.tokensCharged)
           })
-          .catch((err) => this.deps.log.debug('could not refresh the client contract', { error: (err as Error).message }))
+          .then(() => this.refreshErrors.delete(proxyId))
+          .catch((err) => {
+            // A failing refresh (chain unreachable, a top-up that did not go through) is a warning once, then debug until it changes.
+            const message = String((err as Error).message).slice(0, 300)
+            const level = this.refreshErrors.get(proxyId) === message ? 'debug' : 'warn'
+            this.refreshErrors.set(proxyId, message)
+            this.deps.log[level]('could not refresh or fund the client contract', { proxy: proxyId.slice(0, 16), error: message })
+          })
       }
     }, everyMs)
     this.timer.unref()
@@ -175,6 +202,20 @@ export class ClientAccount {
       this.count(proxyId, -amountNano) // nothing was sent
       throw err
     }
+    // A wallet that cannot pay would only fail the transfer in its action phase, every refresh, with nothing to show
+    // but 402s to the apps: say so once, plainly, with the address to fund, and send nothing.
+    const neededNano = messages.reduce((sum, m) => sum + m.value, 0n)
+    const walletNano = await this.deps.wallet.balance().catch(() => undefined)
+    if (walletNano !== undefined && walletNano < neededNano + WALLET_FEE_MARGIN_NANO) {
+      this.count(proxyId, -amountNano)
+      const wallet = this.deps.wallet.address.toString()
+      if (!this.walletShort.has(proxyId)) {
+        this.deps.log.warn(`not funding the client contract with proxy ${proxy}: the node's wallet holds ${walletNano} nanoTON, less than the ${neededNano} the ${kind} sends plus fees; send TON to ${wallet}`, { proxy, kind, neededNano: neededNano.toString(), walletNano: walletNano.toString(), wallet })
+      }
+      this.walletShort.set(proxyId, { proxy: proxyId, kind, neededNano: neededNano.toString(), walletNano: walletNano.toString(), wallet, at: this.walletShort.get(proxyId)?.at ?? Date.now() })
+      return
+    }
+    this.walletShort.delete(proxyId)
     if (kind === 'deposit') this.deps.log.info('depositing to a new client contract', { proxy, amountNano: amountNano.toString() })
     else this.deps.log.info('topping up the client contract', { proxy, balanceNano: before!.balanceNano.toString(), amountNano: amountNano.toString() })
     try {
@@ -197,7 +238,7 @@ export class ClientAccount {
     fs.renameSync(`${this.fundingFile}.tmp`, this.fundingFile)
   }
 
-  /** The funding budget for /jsonstats: what was put in automatically, what is left, and what was refused. */
+  /** The funding budget for /jsonstats: what was put in automatically, what is left, what was refused, and what the wallet could not pay. */
   fundingStats(): Record<string, unknown> {
     const remaining = this.budgetNano === undefined ? null : this.budgetNano > this.spentNano ? this.budgetNano - this.spentNano : 0n
     return {
@@ -207,6 +248,7 @@ export class ClientAccount {
       exhausted: this.refusals.size > 0,
       byProxy: Object.fromEntries([...this.spentByProxy].map(([k, v]) => [k, v.toString()])),
       refused: [...this.refusals.values()],
+      walletShort: [...this.walletShort.values()],
     }
   }
 

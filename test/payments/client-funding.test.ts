@@ -147,3 +147,30 @@ test('funding runs for several proxies at once never pass the budget together', 
   assert.equal(stats.spentNano, (ONE_TON_NANO / 2n).toString())
   assert.equal(stats.refused.length, 1)
 })
+
+test("a wallet that cannot pay a deposit is told plainly once, with its address: nothing is sent, and funding goes on once it is paid in", async () => {
+  const poor = (await net.wallet('poor-client', '0.5')).wallet
+  const lines: Array<Record<string, unknown>> = []
+  const log = createLogger({ role: 'client' }, 'info', (line: string) => void lines.push(JSON.parse(line)))
+  const a = new ClientAccount({ chain: net.chain, wallet: poor, root, rootState: () => rootState, log }, { depositNano: ONE_TON_NANO })
+  const before = await poor.balance()
+  await a.ensureFunded(proxyIds[0])
+  await a.ensureFunded(proxyIds[0])
+  assert.equal(a.isFunded(proxyIds[0]), false)
+  assert.equal(await a.state(proxyIds[0]), undefined, 'no client contract was deployed')
+  assert.equal(await poor.balance(), before, 'no transfer was attempted, so no fee was paid')
+  const warned = lines.filter((l) => l.level === 'warn')
+  assert.equal(warned.length, 1, JSON.stringify(lines))
+  assert.match(String(warned[0].msg), new RegExp(`send TON to ${poor.address.toString()}`))
+  const stats = a.fundingStats() as any
+  assert.equal(stats.spentNano, '0', 'what was not sent is not counted')
+  assert.equal(stats.walletShort.length, 1)
+  assert.equal(stats.walletShort[0].kind, 'deposit')
+  assert.equal(stats.walletShort[0].walletNano, before.toString())
+  assert.ok(BigInt(stats.walletShort[0].neededNano) > ONE_TON_NANO)
+
+  await net.wallet('poor-client', '3')
+  await a.ensureFunded(proxyIds[0])
+  assert.ok(a.isFunded(proxyIds[0]))
+  assert.deepEqual((a.fundingStats() as any).walletShort, [])
+})
