@@ -276,9 +276,10 @@ export class Proxy implements OpsSource {
       session.once('close', () => {
         clearInterval(ping)
         this.deps.reliability?.uptime.disconnected(workerKey, info.model.id)
-        this.workers.delete(conn.id)
+        // One the proxy dropped itself (dropWorker: distrusted, or its model or image revoked) is gone already and
+        // did not just leave: asking for its model is a 404 again, not a 503 to retry.
+        if (this.workers.delete(conn.id)) this.admission.recentModels.workerLeft(info.model.id)
         this.m.workers.set(this.workers.size)
-        this.admission.recentModels.workerLeft(info.model.id)
         this.admission.pump()
         log.info('worker disconnected', { id: conn.id })
       })
@@ -588,6 +589,7 @@ export class Proxy implements OpsSource {
     this.m.refused.inc({ role: 'worker' })
     this.noteRefusal('worker', reason, conn.remote)
     this.workers.delete(conn.id)
+    this.admission.recentModels.forget(conn.info.model.id)
     this.m.workers.set(this.workers.size)
     conn.session.destroy()
   }

@@ -21,6 +21,11 @@ export class RecentModels {
     while (this.leftAt.size > MAX_RECENT_MODELS) this.leftAt.delete(this.leftAt.keys().next().value!)
   }
 
+  /** Forgets `model`: its workers were refused (distrusted, or the root revoked it), so it is not coming back soon. */
+  forget(model: string): void {
+    this.leftAt.delete(model)
+  }
+
   /** Seconds since a worker of `model` left, if within RECENT_MODEL_MS; else undefined. */
   secondsSinceLeft(model: string): number | undefined {
     const at = this.leftAt.get(model)
