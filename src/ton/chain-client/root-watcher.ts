@@ -4,6 +4,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { Address } from '@ton/core'
 import { silentLogger, type Logger } from '../../core/log.ts'
+import { clearableTimeout } from '../../core/time.ts'
 import type { RootState } from '../contracts/root.ts'
 import type { CallOpts, Chain } from './chain.ts'
 import { ROOT_REFRESH_INTERVAL_MS } from './constants.ts'
@@ -100,7 +101,11 @@ export class RootWatcher {
    */
   async start(opts: CallOpts = {}): Promise<RootState> {
     if (this.current && this.timer) return this.current
-    const signal = AbortSignal.any([...(opts.signal ? [opts.signal] : []), this.stopped.signal, AbortSignal.timeout(this.readTimeoutMs)])
+    // A clearable deadline, not AbortSignal.timeout: on Node 20 a timeout signal that only AbortSignal.any refers to
+    // can be garbage-collected before it fires, and the read then hangs for good on a chain that stopped answering
+    // (seen with a smaller heap, where the GC runs sooner; test/ton/root-watcher-timeout.test.ts).
+    const deadline = clearableTimeout(this.readTimeoutMs)
+    const signal = AbortSignal.any([...(opts.signal ? [opts.signal] : []), this.stopped.signal, deadline.signal])
     try {
       const state = await this.deps.chain.getRootState(this.deps.root, { signal })
       this.apply(state)
@@ -110,6 +115,8 @@ export class RootWatcher {
       this.markUnreachable(err)
       this.log.warn('chain unreachable; starting on the root as last seen, and running without the chain until it returns', { root: this.deps.root.toString(), version: cached.version, error: (err as Error).message })
       this.apply(cached)
+    } finally {
+      deadline.clear()
     }
     this.schedule()
     return this.current!
@@ -170,8 +177,9 @@ export class RootWatcher {
 
   private async read(): Promise<RootState | undefined> {
     if (this.stopped.signal.aborted) return this.current
+    const deadline = clearableTimeout(this.readTimeoutMs)
     try {
-      const state = await this.deps.chain.getRootState(this.deps.root, { signal: AbortSignal.any([this.stopped.signal, AbortSignal.timeout(this.readTimeoutMs)]) })
+      const state = await this.deps.chain.getRootState(this.deps.root, { signal: AbortSignal.any([this.stopped.signal, deadline.signal]) })
       if (this.failures > 0 || this.unreachableSince !== undefined) this.log.info('root readable again; the chain is back', { root: this.deps.root.toString(), failures: this.failures })
       this.failures = 0
       this.unreachableSince = undefined
@@ -187,6 +195,8 @@ export class RootWatcher {
         failures: this.failures,
         err,
       })
+    } finally {
+      deadline.clear()
     }
     return this.current
   }
