@@ -177,9 +177,7 @@ export async function startBenchNetwork(o: BenchNetworkOptions): Promise<BenchNe
         return worker.pid
       },
       async fundClient(nano) {
-        if (!state.chain) return
-        const wallet = new NodeWallet(createChain({ endpoint: state.chain.endpoint }), loadOrCreateWalletKey(path.join(o.dir, 'client', 'wallet.key')))
-        await devnetFaucet(state.chain.url, wallet.address, nano)
+        if (state.chain) await fundFromFaucet(state.chain, path.join(o.dir, 'client', 'wallet.key'), nano)
       },
       stop,
     }
@@ -203,8 +201,7 @@ async function startPlainClient(o: { state: DevnetState; dir: string; logDir: st
   delete cfg.walletKeyFile
   if (o.state.chain) {
     o.say(`funding the wallet of the client node with E2EE off`)
-    const wallet = new NodeWallet(createChain({ endpoint: o.state.chain.endpoint }), loadOrCreateWalletKey(path.join(dataDir, 'wallet.key')))
-    await devnetFaucet(o.state.chain.url, wallet.address, PLAIN_CLIENT_FUNDING_NANO)
+    await fundFromFaucet(o.state.chain, path.join(dataDir, 'wallet.key'), PLAIN_CLIENT_FUNDING_NANO)
   }
   const cfgFile = path.join(o.dir, `${PLAIN_CLIENT}.json`)
   fs.writeFileSync(cfgFile, JSON.stringify(cfg, null, 2) + '\n')
@@ -226,6 +223,12 @@ async function startPlainClient(o: { state: DevnetState; dir: string; logDir: st
     }
     await sleep(200)
   }
+}
+
+/** Credits the wallet whose seed is in `keyFile` (created if absent) from the devnet chain's faucet. */
+async function fundFromFaucet(chain: NonNullable<DevnetState['chain']>, keyFile: string, nano: bigint): Promise<void> {
+  const wallet = new NodeWallet(createChain({ endpoint: chain.endpoint }), loadOrCreateWalletKey(keyFile))
+  await devnetFaucet(chain.url, wallet.address, nano)
 }
 
 /** A copy of `v` with `from` replaced by `to` in every string: per-instance file names and labels. */

@@ -101,22 +101,14 @@ export class RootWatcher {
    */
   async start(opts: CallOpts = {}): Promise<RootState> {
     if (this.current && this.timer) return this.current
-    // A clearable deadline, not AbortSignal.timeout: on Node 20 a timeout signal that only AbortSignal.any refers to
-    // can be garbage-collected before it fires, and the read then hangs for good on a chain that stopped answering
-    // (seen with a smaller heap, where the GC runs sooner; test/ton/root-watcher-timeout.test.ts).
-    const deadline = clearableTimeout(this.readTimeoutMs)
-    const signal = AbortSignal.any([...(opts.signal ? [opts.signal] : []), this.stopped.signal, deadline.signal])
     try {
-      const state = await this.deps.chain.getRootState(this.deps.root, { signal })
-      this.apply(state)
+      this.apply(await this.readRoot(opts.signal))
     } catch (err) {
       const cached = this.readCache()
       if (!cached || opts.signal?.aborted) throw err
       this.markUnreachable(err)
       this.log.warn('chain unreachable; starting on the root as last seen, and running without the chain until it returns', { root: this.deps.root.toString(), version: cached.version, error: (err as Error).message })
       this.apply(cached)
-    } finally {
-      deadline.clear()
     }
     this.schedule()
     return this.current!
@@ -177,9 +169,8 @@ export class RootWatcher {
 
   private async read(): Promise<RootState | undefined> {
     if (this.stopped.signal.aborted) return this.current
-    const deadline = clearableTimeout(this.readTimeoutMs)
     try {
-      const state = await this.deps.chain.getRootState(this.deps.root, { signal: AbortSignal.any([this.stopped.signal, deadline.signal]) })
+      const state = await this.readRoot()
       if (this.failures > 0 || this.unreachableSince !== undefined) this.log.info('root readable again; the chain is back', { root: this.deps.root.toString(), failures: this.failures })
       this.failures = 0
       this.unreachableSince = undefined
@@ -195,10 +186,23 @@ export class RootWatcher {
         failures: this.failures,
         err,
       })
+    }
+    return this.current
+  }
+
+  /**
+   * One read of the root, given up after readTimeoutMs, on stop, or when `signal` aborts. The deadline is a
+   * clearable timer, not AbortSignal.timeout: on Node 20 a timeout signal that only AbortSignal.any refers to can be
+   * garbage-collected before it fires, and the read then hangs for good on a chain that stopped answering (seen with
+   * a smaller heap, where the GC runs sooner; test/ton/root-watcher-timeout.test.ts).
+   */
+  private async readRoot(signal?: AbortSignal): Promise<RootState> {
+    const deadline = clearableTimeout(this.readTimeoutMs)
+    try {
+      return await this.deps.chain.getRootState(this.deps.root, { signal: AbortSignal.any([...(signal ? [signal] : []), this.stopped.signal, deadline.signal]) })
     } finally {
       deadline.clear()
     }
-    return this.current
   }
 
   private apply(state: RootState): void {
