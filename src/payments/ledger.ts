@@ -128,8 +128,8 @@ export class Ledger {
   private sql!: (sql: string) => Database.Statement
   private head: LedgerHead
   private readonly stmts
-  /** The receipt log's Merkle structure (see receipts/tree.ts). */
-  readonly tree = new ReceiptTree()
+  /** The receipt log's Merkle structure (see receipts/tree.ts); it reads old blocks back from the receipts table. */
+  readonly tree: ReceiptTree
 
   constructor(readonly file: string) {
     this.db = openSqlite(file, 'FULL')
@@ -172,7 +172,12 @@ export class Ledger {
       receiptPlaceByHash: this.sql(`SELECT idx, hash, client, worker FROM receipts WHERE hash = ?`),
     }
     this.commitColumns()
-    // The log's Merkle structure lives in memory, rebuilt from the stored receipt hashes (two hashes per receipt).
+    const receiptRefs = this.sql(`SELECT hash, depth FROM receipts WHERE idx >= ? AND idx < ? ORDER BY idx`)
+    this.tree = new ReceiptTree({
+      source: (from, to) => (receiptRefs.all(from, to) as Array<{ hash: string; depth: number }>).map((r) => ({ hash: Buffer.from(r.hash, 'hex'), depth: r.depth })),
+    })
+    // The log's Merkle structure is rebuilt from the stored receipt hashes (two hashes per receipt); it holds
+    // only the top of the tree and a few blocks' insides, so its memory does not grow with the log.
     for (const r of this.db.prepare(`SELECT hash, depth FROM receipts ORDER BY idx`).iterate() as Iterable<{ hash: string; depth: number }>) {
       this.tree.append({ hash: Buffer.from(r.hash, 'hex'), depth: r.depth })
     }

@@ -6,7 +6,8 @@ import os from 'node:os'
 import path from 'node:path'
 import Database from 'better-sqlite3'
 import crypto from 'node:crypto'
-import { beginCell } from '@ton/core'
+import { beginCell, Cell } from '@ton/core'
+import { verifyReceiptProof } from '../../src/payments/receipts/proof.ts'
 import { Ledger, LedgerRollbackError, LEDGER_SCHEMA_VERSION, type UsageEvent } from '../../src/payments/ledger.ts'
 import { usageSigningPayload } from '../../src/net/protocol.ts'
 import { checkUsage, ed25519PublicKey } from '../../src/net/usage.ts'
@@ -140,4 +141,28 @@ test('a ledger made before schema 3 gains the signed-usage columns on open, keep
   assert.equal((db.prepare(`SELECT value FROM meta WHERE key = 'schema'`).get() as { value: string }).value, String(LEDGER_SCHEMA_VERSION))
   assert.equal(LEDGER_SCHEMA_VERSION, 3)
   db.close()
+})
+
+test('a ledger with more receipts than one block proves old receipts from its table after reopening, against old and new roots', () => {
+  const file = tmp()
+  const l = new Ledger(file)
+  const n = 2 * 1024 + 37
+  const cells = Array.from({ length: n }, (_, i) => cell(i))
+  for (let i = 0; i < n; i += 500) {
+    const batch = cells.slice(i, i + 500)
+    l.recordUsageBatch(batch.map((_, k) => usage(i + k)), batch.map((c) => ({ cell: c, client: 'c1', worker: 'w1' })))
+  }
+  const rootAll = l.receiptsRoot()
+  const root1500 = l.receiptsRoot(1500)
+  l.close()
+  const again = new Ledger(file)
+  assert.equal(again.receiptCount(), n)
+  assert.equal(again.receiptsRoot(), rootAll)
+  assert.equal(again.receiptsRoot(1500), root1500)
+  for (const [i, count] of [[3, n], [1030, n], [1499, 1500], [n - 1, n]]) {
+    const proof = Cell.fromBoc(again.receiptProof(i, count))[0]
+    const root = Buffer.from(count === n ? rootAll : root1500, 'hex')
+    assert.ok(verifyReceiptProof(proof, root, i, cells[i].hash()).equals(cells[i]), `receipt ${i} of ${count}`)
+  }
+  again.close()
 })

@@ -63,3 +63,66 @@ describe('receipt tree', () => {
     assert.deepEqual(t.root()!.hash, dictRoot(cells, 7))
   })
 })
+
+describe('receipt tree with a bounded memory', () => {
+  const cells = Array.from({ length: 70 }, (_, i) => receiptCell(i))
+  const refs = cells.map((c) => ({ hash: c.hash(), depth: c.depth() }))
+
+  /** A tree of 4-receipt blocks, keeping one complete block's inside, reading old blocks from `refs` (and recording each read). */
+  function bounded(count = cells.length) {
+    const reads: Array<[number, number]> = []
+    const tree = new ReceiptTree({
+      blockBits: 2,
+      cachedBlocks: 1,
+      source: (from, to) => {
+        reads.push([from, to])
+        return refs.slice(from, Math.min(to, count))
+      },
+    })
+    for (const r of refs.slice(0, count)) tree.append(r)
+    return { tree, reads }
+  }
+
+  it('keeps the inside of only the block being filled and the cached blocks, and reads the others back in whole blocks', () => {
+    const { tree, reads } = bounded()
+    assert.equal(tree.cachedBlockCount, 1)
+    assert.deepEqual(reads, [], 'appending never reads back')
+    assert.equal(tree.root()!.hash.toString('hex'), dictRoot(cells, cells.length).toString('hex'))
+    assert.deepEqual(reads, [], 'the root of the current count needs only the top and the block being filled')
+    tree.proof(5, cells[5])
+    assert.deepEqual(reads, [[4, 8]], 'a proof in an old block reads that block once')
+    tree.proof(6, cells[6])
+    assert.deepEqual(reads, [[4, 8]], 'and the next proof in it is served from the cache')
+    assert.equal(tree.cachedBlockCount, 1)
+  })
+
+  it('gives the same roots and proofs as the tree that holds everything', () => {
+    const { tree } = bounded()
+    for (let count = 1; count <= cells.length; count++) {
+      const root = tree.root(count)!.hash
+      assert.equal(root.toString('hex'), dictRoot(cells, count).toString('hex'), `count ${count}`)
+      for (const i of new Set([0, Math.floor(count / 2), count - 1])) {
+        const got = verifyReceiptProof(Cell.fromBoc(tree.proof(i, cells[i], count).toBoc())[0], root, i, cells[i].hash())
+        assert.ok(got.equals(cells[i]), `receipt ${i} of ${count}`)
+      }
+    }
+  })
+
+  it('truncates across a block boundary, rebuilding the block being filled from the source', () => {
+    for (const [count, to] of [[70, 61], [70, 64], [13, 12], [9, 2]]) {
+      const { tree } = bounded(count)
+      tree.truncate(to)
+      assert.equal(tree.count, to)
+      if (to > 0) assert.equal(tree.root()!.hash.toString('hex'), dictRoot(cells, to).toString('hex'), `${count} → ${to}`)
+      tree.append(refs[to])
+      assert.equal(tree.root()!.hash.toString('hex'), dictRoot(cells, to + 1).toString('hex'), `${count} → ${to}, then one more`)
+    }
+  })
+
+  it('fails loudly when the source is short of receipts', () => {
+    const tree = new ReceiptTree({ blockBits: 2, cachedBlocks: 0, source: () => refs.slice(0, 1) })
+    for (const r of refs.slice(0, 12)) tree.append(r)
+    assert.throws(() => tree.proof(1, cells[1]), /the receipt source gave 1 receipts for \[\d+, \d+\), not 4/)
+    assert.throws(() => new ReceiptTree({ blockBits: 0 }), /blockBits/)
+  })
+})

@@ -146,42 +146,134 @@ function bitLength(x: number): number {
   return x === 0 ? 0 : Math.floor(Math.log2(x)) + 1
 }
 
+/** Reads the cell hashes and depths of receipts [from, to), in order: where the tree finds a block it no longer holds. */
+export type ReceiptSource = (from: number, to: number) => CellRef[]
+
+/** Receipts per block by default (2^10): the tree holds the inside of at most a few blocks. */
+export const RECEIPT_BLOCK_BITS = 10
+/** Complete blocks whose inside the tree keeps, most recently used first (proofs come in runs of nearby receipts). */
+export const RECEIPT_CACHED_BLOCKS = 32
+
+/** The inside of one aligned block of 2^B receipts: its receipts, and its full sub-blocks at levels 0..B-1. */
+class Block {
+  readonly receipts = new Level()
+  readonly levels: Level[]
+
+  constructor(readonly bits: number) {
+    this.levels = Array.from({ length: bits }, () => new Level())
+  }
+
+  /** Appends the next receipt of this block and every sub-block it completes below the block's own level. */
+  push(receipt: CellRef): void {
+    this.receipts.push(receipt)
+    this.levels[0].push(ordinaryCellHash(zeroLabel(0, 0), [receipt]))
+    const n = this.receipts.length
+    for (let k = 1; k < this.bits && n % 2 ** k === 0; k++) {
+      const j = n / 2 ** k - 1
+      this.levels[k].push(ordinaryCellHash(zeroLabel(0, k), [this.levels[k - 1].get(2 * j), this.levels[k - 1].get(2 * j + 1)]))
+    }
+  }
+
+  truncate(count: number): void {
+    this.receipts.truncate(count)
+    for (let k = 0; k < this.bits; k++) this.levels[k].truncate(Math.floor(count / 2 ** k))
+  }
+}
+
+export interface ReceiptTreeOptions {
+  /**
+   * Where to read back the receipts of a complete block (the ledger's receipts table). Without one,
+   * the tree keeps every receipt's hash in memory (34 bytes each).
+   */
+  source?: ReceiptSource
+  /** log2 of the receipts per block (default RECEIPT_BLOCK_BITS); at least 1. */
+  blockBits?: number
+  /** Complete blocks whose inside stays in memory (default RECEIPT_CACHED_BLOCKS). */
+  cachedBlocks?: number
+}
+
 /**
  * The Merkle structure of an append-only receipt log. Append each receipt's cell hash and depth in
  * order; read the root for any count up to the current one, and build proofs.
+ *
+ * Memory stays flat as the log grows: the log is cut into aligned blocks of 2^B receipts. The tree
+ * keeps every full block at level B and above (34 bytes per 2^B receipts), the inside of the block
+ * being filled, and the inside of a few recently used complete blocks. The inside of any other
+ * block, which only a proof or the root of an old count needs, is rebuilt from its receipts through
+ * the source: one read of 2^B rows and 2^(B+1) hashes.
  */
 export class ReceiptTree {
-  /** Each receipt cell's hash and depth, by receipt number. */
-  private readonly receipts = new Level()
-  /** levels[k][j]: the edge cell of the full block [j·2^k, (j+1)·2^k). */
-  private readonly levels: Level[] = [new Level()]
+  private n = 0
+  private readonly bits: number
+  private readonly size: number
+  private readonly cachedBlocks: number
+  private readonly source: ReceiptSource
+  /** Every receipt, only when there is no source to read them back from. */
+  private readonly all: Level | undefined
+  /** The block being filled: number floor(n / size). */
+  private current: Block
+  /** top[k] (k ≥ bits): the edge cell of the full block [j·2^k, (j+1)·2^k) at index j. */
+  private readonly top: Level[] = []
+  /** Complete blocks' insides, least recently used first. */
+  private readonly cache = new Map<number, Block>()
+
+  constructor(o: ReceiptTreeOptions = {}) {
+    this.bits = o.blockBits ?? RECEIPT_BLOCK_BITS
+    if (!Number.isInteger(this.bits) || this.bits < 1 || this.bits > 30) throw new RangeError(`blockBits must be an integer from 1 to 30, not ${this.bits}`)
+    this.size = 2 ** this.bits
+    this.cachedBlocks = Math.max(0, o.cachedBlocks ?? RECEIPT_CACHED_BLOCKS)
+    if (o.source) {
+      this.source = o.source
+    } else {
+      const all = (this.all = new Level())
+      this.source = (from, to) => Array.from({ length: to - from }, (_, i) => all.get(from + i))
+    }
+    this.current = new Block(this.bits)
+  }
 
   get count(): number {
-    return this.receipts.length
+    return this.n
+  }
+
+  /** Complete blocks whose inside is in memory now (for tests and stats). */
+  get cachedBlockCount(): number {
+    return this.cache.size
   }
 
   /** Appends receipt number `count` (its cell's hash and depth); amortized two hashes. Returns its number. */
   append(receipt: CellRef): number {
-    const index = this.receipts.length
-    this.receipts.push(receipt)
-    // A full block of one: an empty label (no key bits left), then the receipt as a ref.
-    this.levels[0].push(ordinaryCellHash(zeroLabel(0, 0), [receipt]))
+    const index = this.n
+    this.all?.push(receipt)
+    this.current.push(receipt)
     const n = index + 1
-    // Every block this receipt completes, bottom up.
-    for (let k = 1; n % 2 ** k === 0; k++) {
-      const lower = this.levels[k - 1]
-      const j = n / 2 ** k - 1
-      if (!this.levels[k]) this.levels[k] = new Level()
-      this.levels[k].push(ordinaryCellHash(zeroLabel(0, k), [lower.get(2 * j), lower.get(2 * j + 1)]))
+    if (n % this.size === 0) {
+      // The block is complete: its edge cell joins level B, and so on up for every larger block it completes.
+      for (let k = this.bits; n % 2 ** k === 0; k++) {
+        const j = n / 2 ** k - 1
+        const pair: [CellRef, CellRef] = k === this.bits ? [this.current.levels[k - 1].get(0), this.current.levels[k - 1].get(1)] : [this.top[k - 1].get(2 * j), this.top[k - 1].get(2 * j + 1)]
+        ;(this.top[k] ??= new Level()).push(ordinaryCellHash(zeroLabel(0, k), pair))
+      }
+      this.remember(Math.floor(index / this.size), this.current)
+      this.current = new Block(this.bits)
     }
+    this.n = n
     return index
   }
 
   /** Forgets receipts from `count` on (only to undo appends whose write failed). */
   truncate(count: number): void {
-    if (count >= this.receipts.length) return
-    this.receipts.truncate(count)
-    for (let k = 0; k < this.levels.length; k++) this.levels[k].truncate(Math.floor(count / 2 ** k))
+    if (count >= this.n) return
+    this.all?.truncate(count)
+    for (let k = this.bits; k < this.top.length; k++) this.top[k]?.truncate(Math.floor(count / 2 ** k))
+    const b = Math.floor(count / this.size)
+    for (const key of [...this.cache.keys()]) if (key >= b) this.cache.delete(key)
+    if (b === Math.floor(this.n / this.size)) {
+      this.current.truncate(count - b * this.size)
+    } else {
+      this.current = new Block(this.bits)
+      for (const r of this.read(b * this.size, count)) this.current.push(r)
+    }
+    this.n = count
   }
 
   /** Root of the dictionary holding receipts 0..count-1 (default: all), or undefined when empty. */
@@ -193,17 +285,57 @@ export class ReceiptTree {
 
   /** The receipt cell's hash and depth for receipt `index`. */
   receipt(index: number): CellRef {
-    return this.receipts.get(index)
+    if (index >= this.n) throw new RangeError(`no receipt ${index} in a log of ${this.n}`)
+    const b = Math.floor(index / this.size)
+    return this.block(b).receipts.get(index - b * this.size)
+  }
+
+  /** The edge cell of the full block [j·2^k, (j+1)·2^k). */
+  private full(k: number, j: number): CellRef {
+    if (k >= this.bits) {
+      const level = this.top[k]
+      if (!level) throw new RangeError(`no full block ${j} at level ${k}`)
+      return level.get(j)
+    }
+    const b = Math.floor((j * 2 ** k) / this.size)
+    return this.block(b).levels[k].get(j - b * 2 ** (this.bits - k))
+  }
+
+  /** The inside of block `b`: the one being filled, a cached one, or one rebuilt from the source. */
+  private block(b: number): Block {
+    if (b === Math.floor(this.n / this.size)) return this.current
+    const hit = this.cache.get(b)
+    if (hit) {
+      this.cache.delete(b)
+      this.cache.set(b, hit)
+      return hit
+    }
+    const block = new Block(this.bits)
+    for (const r of this.read(b * this.size, (b + 1) * this.size)) block.push(r)
+    this.remember(b, block)
+    return block
+  }
+
+  private read(from: number, to: number): CellRef[] {
+    const refs = this.source(from, to)
+    if (refs.length !== to - from) throw new Error(`the receipt source gave ${refs.length} receipts for [${from}, ${to}), not ${to - from}`)
+    return refs
+  }
+
+  private remember(b: number, block: Block): void {
+    if (this.cachedBlocks === 0) return
+    this.cache.set(b, block)
+    while (this.cache.size > this.cachedBlocks) this.cache.delete(this.cache.keys().next().value as number)
   }
 
   /** The edge cell for the block starting at `a` with `n` key bits left, holding `c` receipts (1 ≤ c ≤ 2^n). */
   private edge(a: number, n: number, c: number): CellRef {
-    if (c === 2 ** n) return this.levels[n].get(a / c)
+    if (c === 2 ** n) return this.full(n, a / c)
     const m = bitLength(c - 1)
     const label = zeroLabel(n - m, n)
-    if (m === 0) return ordinaryCellHash(label, [this.receipts.get(a)])
+    if (m === 0) return ordinaryCellHash(label, [this.receipt(a)])
     const half = 2 ** (m - 1)
-    return ordinaryCellHash(label, [this.levels[m - 1].get(a / half), this.edge(a + half, m - 1, c - half)])
+    return ordinaryCellHash(label, [this.full(m - 1, a / half), this.edge(a + half, m - 1, c - half)])
   }
 
   /**
@@ -223,9 +355,9 @@ export class ReceiptTree {
     const half = 2 ** (m - 1)
     const rightCount = full ? half : c - half
     if (index < a + half) {
-      const right = full ? this.levels[m - 1].get(a / half + 1) : this.edge(a + half, m - 1, rightCount)
+      const right = full ? this.full(m - 1, a / half + 1) : this.edge(a + half, m - 1, rightCount)
       return b.storeRef(this.pathCell(a, m - 1, half, index, receiptCell)).storeRef(prunedBranch(right)).endCell()
     }
-    return b.storeRef(prunedBranch(this.levels[m - 1].get(a / half))).storeRef(this.pathCell(a + half, m - 1, rightCount, index, receiptCell)).endCell()
+    return b.storeRef(prunedBranch(this.full(m - 1, a / half))).storeRef(this.pathCell(a + half, m - 1, rightCount, index, receiptCell)).endCell()
   }
 }
