@@ -38,6 +38,9 @@ export class NoWorkerAvailableError extends Error {
   }
 }
 
+/** No worker of the model is connected, but one left lately (restarting, or its link dropped): the same 503, marked so a retry loop can tell it apart. */
+export class ModelRestartingError extends NoWorkerAvailableError {}
+
 export class NoProxyAvailableError extends Error {
   readonly name = 'NoProxyAvailableError'
   constructor(message = 'no attested proxy is connected') {

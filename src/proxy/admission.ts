@@ -1,6 +1,6 @@
 // The proxy's admission queue: a request that finds every suitable worker busy waits for a slot, in a bounded queue
 // served round-robin across clients. The slot is claimed in the same synchronous step as the choice of worker.
-import { InvalidRequestError, ModelNotFoundError, NoWorkerAvailableError, RequestTimeoutError, TooManyRequestsError } from '../net/errors.ts'
+import { InvalidRequestError, ModelNotFoundError, ModelRestartingError, NoWorkerAvailableError, RequestTimeoutError, TooManyRequestsError } from '../net/errors.ts'
 import { MODEL_GONE_RETRY_AFTER_SEC, RecentModels } from './recent-models.ts'
 import { selectWorker, WorkerPool, type Affinity, type WorkerConn } from './routing.ts'
 
@@ -128,7 +128,7 @@ export class AdmissionQueue {
   modelUnavailable(model: string): Error {
     const ago = this.recentModels.secondsSinceLeft(model)
     if (ago === undefined) return new ModelNotFoundError(model)
-    return new NoWorkerAvailableError(`no worker for '${model.slice(0, 200)}' is connected right now (the last one left ${ago} s ago); retry shortly`, MODEL_GONE_RETRY_AFTER_SEC)
+    return new ModelRestartingError(`no worker for '${model.slice(0, 200)}' is connected right now (the last one left ${ago} s ago); retry shortly`, MODEL_GONE_RETRY_AFTER_SEC)
   }
 
   /** selectWorker over the connected workers, timed when timeRouting is on. */

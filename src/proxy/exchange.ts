@@ -4,7 +4,7 @@
 import http2 from 'node:http2'
 import type { Identity } from '../tee/index.ts'
 import type { Logger } from '../core/log.ts'
-import { NoWorkerAvailableError, RequestTimeoutError, UpstreamError, errorResponse } from '../net/errors.ts'
+import { ModelRestartingError, NoWorkerAvailableError, RequestTimeoutError, UpstreamError, errorResponse } from '../net/errors.ts'
 import { call, errorReply, Reply, respond, respondError, type CallResponse } from '../net/hop.ts'
 import { e2eeTrace } from '../net/e2ee-trace.ts'
 import { CANCEL_GRACE_MS, HEADERS, HOP_TIMEOUT_FACTOR, MAX_AUDIO_SECONDS, MIN_AUDIO_BYTES_PER_SECOND, PATHS, PROMPT_OVERHEAD_TOKENS, type UsageRecord } from '../net/protocol.ts'
@@ -174,7 +174,7 @@ export class Exchange extends BaseExchange {
         conn = await host.admission.claim({ client: req.client, model: req.routing.model, maxCoefficient: req.maxCoefficient, exclude: this.tried, only, path: req.path, affinity: req.prefixKey ? { prefixKey: req.prefixKey, client: req.client } : undefined }, this.signal)
       } catch (err) {
         const e = err as Error
-        if (attempt > 0 && lastError && (e.name === 'WorkersExhaustedError' || e.name === 'ModelNotFoundError' || e.name === 'NoWorkerAvailableError')) break
+        if (attempt > 0 && lastError && (e.name === 'WorkersExhaustedError' || e.name === 'ModelNotFoundError' || e instanceof ModelRestartingError)) break
         if (this.abortKind() === 'cancelled') {
           this.settle('cancelled', this.signal.reason)
           return this.done

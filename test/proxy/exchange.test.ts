@@ -174,7 +174,7 @@ async function harness(workers: FakeWorker[], opts: { maxAttempts?: number; canc
     server.close()
     for (const w of workers) w.close()
   }
-  return { billing, counts, outcomes, states, exchanges, request, settled, close }
+  return { billing, counts, outcomes, states, exchanges, request, settled, close, pool }
 }
 
 async function until(cond: () => boolean, ms = 5_000): Promise<void> {
@@ -216,6 +216,30 @@ test('retries on another worker when the first fails before the first byte', asy
     assert.ok(ws.every((w) => w.conn.active === 0))
     assert.equal(t.billing.reservations, 0)
     assert.equal(t.billing.ledger.counters('client', 'app').requests, 1)
+  } finally {
+    t.close()
+  }
+})
+
+test("a retry after the only affordable worker failed and left, with the others dearer than the app's max_coefficient, is a 503 saying so", async () => {
+  const ws = [await new FakeWorker().start('w1'), await new FakeWorker().start('w2')]
+  // w2 asks more than the app's max_coefficient (4000), so only w1 is eligible; w1 fails before the first byte and leaves.
+  ws[1].conn.info = { ...ws[1].conn.info, coefficient: 5000 }
+  ws[1].onRequest = (s, h) => ws[1].answer(s, h)
+  const t = await harness(ws)
+  ws[0].onRequest = (s) => {
+    t.pool.delete('w1')
+    s.respond({ ':status': 503 })
+    s.end()
+  }
+  try {
+    const a = await t.request().answer
+    await t.settled()
+    assert.equal(a.status, 503)
+    assert.match(a.body, /no_worker_available/)
+    assert.match(a.body, /max_coefficient 4000/)
+    assert.equal(ws[1].requests.length, 0, 'the dearer worker was never asked')
+    assert.equal(t.billing.reservations, 0)
   } finally {
     t.close()
   }
