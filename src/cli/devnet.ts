@@ -16,7 +16,7 @@ import { createChain, NodeWallet, devnetFaucet, loadOrCreateWalletKey, deployRoo
 import { ONE_TON_NANO } from '../ton/contracts/index.ts'
 import { ADMIN_TOKEN_FILE, dashboardUrl } from '../node/admin.ts'
 import { buildDashboardIfMissing } from '../dashboard/build.ts'
-import { NODE_HEAP_ENV, nodeHeapArgs } from '../core/node-heap.ts'
+import { NODE_HEAP_ENV, NodeHeapSettingError, nodeHeapArgs, nodeHeapMib } from '../core/node-heap.ts'
 
 export const DEFAULT_DEVNET_MODEL = 'hf:ggml-org/tiny-llamas/stories260K.gguf'
 /** The devnet's speech model id, served at /v1/audio/transcriptions. */
@@ -85,9 +85,10 @@ export async function runDevnet(args: string[]): Promise<void> {
   if (!Number.isInteger(threads) || threads < 1) throw new ConfigError('--threads', 'must be a positive integer')
   const withChain = !values['no-chain']
   try {
-    nodeHeapArgs('proxy')
+    nodeHeapMib()
   } catch (err) {
-    throw new ConfigError(NODE_HEAP_ENV, (err as Error).message.replace(`${NODE_HEAP_ENV} `, ''))
+    if (err instanceof NodeHeapSettingError) throw new ConfigError(NODE_HEAP_ENV, err.problem)
+    throw err
   }
   // A speech worker (transcriptions) joins when Debian's pocketsphinx and pocketsphinx-en-us are
   // installed; it takes the worker slot after the others (ports, wallet, stats).

@@ -12,6 +12,7 @@ import {
   OID_TDX_QUOTE,
 } from './constants.ts'
 import { toHex } from './hex.ts'
+import { ED25519_SPKI_PREFIX } from '../core/ed25519.ts'
 import {
   EvidenceRefusedError,
   type Claims,
@@ -28,8 +29,6 @@ export const QUOTE_OIDS: Readonly<Record<Exclude<EvidenceKind, 'none'>, string>>
 }
 /** The only critical extensions we understand; any other critical one makes the certificate unusable (RFC 5280 §4.2). */
 const KNOWN_CRITICAL = new Set([OID_CLAIMS, OID_TDX_QUOTE, OID_SIMULATED_QUOTE])
-/** DER SubjectPublicKeyInfo prefix of an Ed25519 key (RFC 8410); the raw 32-byte key follows. */
-const ED25519_SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex')
 const SERIAL_BYTES = 16
 
 export interface CreateIdentityOptions {
