@@ -878,25 +878,29 @@ export class Client implements OpsSource {
     if (reply.commit && this.deps.receiptsRoot && !onChain) return 0 // commits keep landing: try again later
     const byIndex = new Map(reply.proofs.map((p) => [p.index, p]))
     const c = reply.commit
-    let verified = 0
+    // Receipts checked here are marked in one transaction, also when a later one makes this node drop the proxy.
+    const checked: Array<{ id: string; proof: Buffer }> = []
+    const mark = () => {
+      if (c && checked.length) store.markVerifiedMany(checked, { seqno: c.seqno, root: c.root, proxy: c.proxy, tx: c.tx })
+      return checked.length
+    }
     for (const h of pending) {
       const p = byIndex.get(h.index!)
-      if (!p || p.missing) return drop(`receipt ${h.index} is missing from the log`), verified
+      if (!p || p.missing) return drop(`receipt ${h.index} is missing from the log`), mark()
       if (!c || !p.proof) {
-        if (c && h.index! < c.count) return drop(`receipt ${h.index} is below the committed count ${c.count} but has no proof`), verified
+        if (c && h.index! < c.count) return drop(`receipt ${h.index} is below the committed count ${c.count} but has no proof`), mark()
         continue
       }
       try {
         const proof = Buffer.from(p.proof, 'base64')
         verifyReceiptProof(Cell.fromBoc(proof)[0], Buffer.from(c.root, 'hex'), h.index!, h.cell.hash())
         if (!onChain) continue // nothing to anchor it to: not verified
-        store.markVerified(h.id, proof, { seqno: c.seqno, root: c.root, proxy: c.proxy, tx: c.tx })
-        verified++
+        checked.push({ id: h.id, proof })
       } catch (err) {
-        return drop(`receipt ${h.index}: ${(err as Error).message}`), verified
+        return drop(`receipt ${h.index}: ${(err as Error).message}`), mark()
       }
     }
-    return verified
+    return mark()
   }
 
   private receiptFailures = 0

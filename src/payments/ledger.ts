@@ -118,6 +118,9 @@ export function chainHash(prev: string, body: string): string {
   return crypto.createHash('sha256').update(prev).update('\n').update(body).digest('hex')
 }
 
+/** Proofs kept for a second ask against the newest count (about 1 KB each): a commit's worth at a few hundred requests a second. */
+export const MAX_CACHED_PROOFS = 8192
+
 /**
  * Opens (creating if needed) the ledger at `file`. Every append is one synchronous SQLite
  * transaction: when `append` returns, the event and the counters it moves are on disk.
@@ -330,6 +333,7 @@ export class Ledger {
       return out
     } catch (err) {
       this.tree.truncate(before)
+      if (this.proofs.count > before) this.proofs.count = -1
       this.head = head
       throw err
     } finally {
@@ -475,11 +479,36 @@ export class Ledger {
     return rows.map((r) => this.receiptRow(r)!)
   }
 
+  /**
+   * Proofs built against one count (the last commit's) and asked for once: the client and the worker of a receipt
+   * each ask for its proof against the same commit, and building one is a Merkle path of @ton/core cells (about
+   * 0.5 ms). Kept until the second ask.
+   */
+  private readonly proofs = { count: -1, byIndex: new Map<number, Buffer>() }
+
   /** A Merkle proof (BoC) of receipt `index` against the root of the first `count` receipts. */
   receiptProof(index: number, count = this.tree.count): Buffer {
+    const cache = this.proofs
+    if (cache.count === count) {
+      const hit = cache.byIndex.get(index)
+      if (hit) {
+        // Both parties have asked now (a receipt has one client and one worker): let it go.
+        cache.byIndex.delete(index)
+        return hit
+      }
+    }
     const r = this.receipt(index)
     if (!r) throw new RangeError(`no receipt ${index} in the log`)
-    return this.tree.proof(index, r.cell, count).toBoc()
+    const boc = this.tree.proof(index, r.cell, count).toBoc()
+    if (cache.count !== count) {
+      // Proofs against an older count are asked for rarely (a party catching up): they do not displace the newest.
+      if (count < cache.count) return boc
+      cache.count = count
+      cache.byIndex.clear()
+    }
+    if (cache.byIndex.size >= MAX_CACHED_PROOFS) cache.byIndex.delete(cache.byIndex.keys().next().value!)
+    cache.byIndex.set(index, boc)
+    return boc
   }
 
   /** Recomputes the hash chain from the events; true when it matches the stored hashes. */

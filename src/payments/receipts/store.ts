@@ -68,12 +68,17 @@ export class ReceiptStore {
 
   private row(r: Row | undefined): HeldReceipt | undefined {
     if (!r) return undefined
+    // The cell is decoded when first read: the receipt sync reads every receipt still waiting for a commit each
+    // round, and needs a cell only for those it gets a proof for.
+    let cell: Cell | undefined
     return {
       id: r.id,
       proxyId: r.proxy,
       requestId: r.request_id,
       salt: Buffer.from(r.salt, 'hex'),
-      cell: Cell.fromBoc(r.boc)[0],
+      get cell(): Cell {
+        return (cell ??= Cell.fromBoc(r.boc)[0])
+      },
       index: r.idx,
       cert: r.cert,
       at: r.at,
@@ -110,7 +115,17 @@ export class ReceiptStore {
   }
 
   markVerified(id: string, proof: Buffer, commit: ReceiptCommit): void {
-    this.sql(`UPDATE receipts SET proof = ?, commit_json = ?, verified = 1 WHERE id = ?`).run(proof, JSON.stringify(commit), id)
+    this.markVerifiedMany([{ id, proof }], commit)
+  }
+
+  /** Marks receipts verified against one commit, in one transaction. */
+  markVerifiedMany(list: Array<{ id: string; proof: Buffer }>, commit: ReceiptCommit): void {
+    if (list.length === 0) return
+    const update = this.sql(`UPDATE receipts SET proof = ?, commit_json = ?, verified = 1 WHERE id = ?`)
+    const json = JSON.stringify(commit)
+    this.db.transaction(() => {
+      for (const r of list) update.run(r.proof, json, r.id)
+    })()
   }
 
   /** Sum of the costs (nanoTON) and of the adjusted tokens of a proxy's receipts. */
