@@ -21,7 +21,7 @@ import { heldReceiptJson, type ReceiptStore, type HeldReceipt } from '../payment
 import { verifyReceiptProof } from '../payments/receipts/proof.ts'
 import { Cell } from '@ton/core'
 import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
-import { type ReceiptProofsReply, CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, MAX_AUDIO_BODY_BYTES, MAX_BODY_BYTES, MAX_MODEL_ID_CHARS, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, INFERENCE_PATHS, PROTOCOL_VERSION, type UsageRecord } from '../net/protocol.ts'
+import { type ReceiptProofsReply, RECEIPT_PROOFS_MAX, CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, MAX_AUDIO_BODY_BYTES, MAX_BODY_BYTES, MAX_MODEL_ID_CHARS, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, INFERENCE_PATHS, PROTOCOL_VERSION, type UsageRecord } from '../net/protocol.ts'
 import { parseUsageRecord, namesItsAnswer } from '../net/usage.ts'
 import type { RequestRecord } from './apps.ts'
 import { CandidateCache, pickRecipients } from './e2ee.ts'
@@ -183,9 +183,13 @@ export class Client implements OpsSource {
         for (const l of this.links) {
           if (!l.proxyId || l.state !== 'connected') continue
           const id = l.proxyId
-          void this.syncReceipts(id)
+          // One round per proxy at a time: a round that catches up on a backlog can outlast the interval.
+          if (this.syncing.has(id)) continue
+          this.syncing.add(id)
+          void this.syncBacklog(id)
             .then(() => this.auditCharges(id))
             .catch((err) => this.deps.log.debug('receipt sync failed', { error: (err as Error).message }))
+            .finally(() => this.syncing.delete(id))
         }
       }, RECEIPT_SYNC_MS).unref()
     }
@@ -826,6 +830,19 @@ export class Client implements OpsSource {
     return json(heldReceiptJson(h))
   }
 
+  /** Proxies whose receipt sync round is running. */
+  private readonly syncing = new Set<string>()
+
+  /**
+   * One sync round: batch after batch of receipts waiting for their proof, while whole batches verify (up to
+   * RECEIPT_SYNC_BATCHES), so a node answering more than a batch per interval does not fall behind for good.
+   */
+  private async syncBacklog(proxyId: string): Promise<void> {
+    for (let b = 0; b < RECEIPT_SYNC_BATCHES; b++) {
+      if ((await this.syncReceipts(proxyId)) < RECEIPT_PROOFS_MAX) return
+    }
+  }
+
   /**
    * Asks a proxy for the proofs of receipts this node holds, checks each against the root its
    * proxy contract holds on chain, and drops the proxy when its log omits one, or a proof or its
@@ -835,7 +852,7 @@ export class Client implements OpsSource {
     const store = this.deps.receipts
     const link = this.links.find((l) => l.proxyId === proxyId && l.state === 'connected' && l.session && !l.session.closed)
     if (!store || !link) return 0
-    const pending = receipts ?? store.unverified(proxyId)
+    const pending = receipts ?? store.unverified(proxyId, RECEIPT_PROOFS_MAX)
     if (pending.length === 0) return 0
     const drop = (reason: string) => this.dropForReceipts(link, reason)
     const ask = async (indices: number[]): Promise<ReceiptProofsReply> => {
@@ -1051,6 +1068,8 @@ export class Client implements OpsSource {
 export const RECEIPTS_PATH = '/v1/receipts'
 /** How often held receipts are checked against the proxies' committed roots. */
 export const RECEIPT_SYNC_MS = 5_000
+/** Batches of RECEIPT_PROOFS_MAX receipts one sync round may verify: up to 1,000 receipts a second per proxy. */
+export const RECEIPT_SYNC_BATCHES = 10
 /** Pages of the client's own receipts read from a proxy's log per sync. */
 const RECEIPT_SCAN_PAGES = 20
 const RECEIPT_LIST_MAX = 1000

@@ -77,3 +77,16 @@ export function clearableTimeout(ms: number): { signal: AbortSignal; clear(): vo
   t.unref() // like AbortSignal.timeout's: a pending deadline keeps no process alive
   return { signal: ac.signal, clear: () => clearTimeout(t) }
 }
+
+/**
+ * `items.map(fn)` for costly `fn`, letting the event loop run (I/O, timers, other requests) after every `perTurn`
+ * items, so a long batch does not stall everything else the process serves.
+ */
+export async function mapYielding<T, R>(items: readonly T[], fn: (item: T) => R, perTurn = 32): Promise<R[]> {
+  const out: R[] = []
+  for (let i = 0; i < items.length; i++) {
+    if (i > 0 && i % perTurn === 0) await new Promise<void>((r) => setImmediate(r))
+    out.push(fn(items[i]))
+  }
+  return out
+}

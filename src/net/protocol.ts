@@ -171,8 +171,15 @@ export interface WorkerStatementReply {
 /** Largest body of a control call between nodes (a statement, its reply, worker info). */
 export const CONTROL_BODY_BYTES = 64 * 1024
 
-/** Receipt entries per statement (each proof is about 1 KB; a statement body is read with CONTROL_BODY_BYTES). */
-export const STATEMENT_RECEIPTS_MAX = 30
+/**
+ * Receipt entries a worker asks about per statement, and a proxy answers: with a statement every 2 s, up to 250
+ * receipts a second get proven, so a worker keeps up with a busy proxy. Each entry with its proof is about 1.4 KB
+ * of JSON, so a statement body is read with STATEMENT_BODY_BYTES. (A worker of an older version asks about 30 at
+ * most, and reads statements of up to CONTROL_BODY_BYTES: a proxy sends only the entries asked for.)
+ */
+export const STATEMENT_RECEIPTS_MAX = 500
+/** Largest statement body (proxy -> worker), with STATEMENT_RECEIPTS_MAX receipt entries and proofs. */
+export const STATEMENT_BODY_BYTES = 1024 * 1024
 
 /** Client -> proxy at PATHS.receiptProofs: proofs for these receipt numbers, and the client's own receipts from `from` on. */
 export interface ReceiptProofsRequest {

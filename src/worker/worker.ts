@@ -14,7 +14,7 @@ import { errorResponse, InvalidRequestError, isExpectedError, PayloadTooLargeErr
 import { json, Reply, respond, respondError, serve, type Routes } from '../net/hop.ts'
 import { readBody, parseJsonObject, parseMultipart } from '../net/body.ts'
 import { H2_OPTIONS, tuneSession } from '../net/h2.ts'
-import { CAPABILITY_PATHS, HEADERS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION, usageSigningPayload, type UsageRecord, type WorkerInfo, type WorkerStatement, type WorkerStatementReply, STATEMENT_RECEIPTS_MAX, CONTROL_BODY_BYTES } from '../net/protocol.ts'
+import { CAPABILITY_PATHS, HEADERS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION, usageSigningPayload, type UsageRecord, type WorkerInfo, type WorkerStatement, type WorkerStatementReply, STATEMENT_RECEIPTS_MAX, STATEMENT_BODY_BYTES } from '../net/protocol.ts'
 import type { PartyLedger } from '../payments/party-ledger.ts'
 import { DuplicateRequestError } from '../payments/billing.ts'
 import { checkVoucher, InvalidVoucherError } from '../ton/contracts/index.ts'
@@ -33,6 +33,8 @@ const E2EE_OVERHEAD_BYTES = 64
 export const DEFAULT_COEFFICIENT = 1000
 export const MAX_ACTIVE_REQUESTS = 8
 export const MAX_TOKENS_CAP = 1024
+/** Receipt proofs checked before the event loop gets a turn (each is a BoC parse and a Merkle path walk). */
+const RECEIPT_CHECKS_PER_TURN = 32
 /** Receipts remembered per proxy until proven in its log. */
 export const PENDING_RECEIPTS_MAX = 10_000
 
@@ -138,7 +140,7 @@ export class Worker implements OpsSource {
   private routes(): Routes<ProxyLink | undefined, http2.ServerHttp2Stream> {
     return {
       [`GET ${PATHS.workerInfo}`]: () => json(this.info()),
-      [`POST ${PATHS.statement}`]: async (req) => json(await this.onStatement(req.peer, (await req.read(CONTROL_BODY_BYTES)).toString())),
+      [`POST ${PATHS.statement}`]: async (req) => json(await this.onStatement(req.peer, (await req.read(STATEMENT_BODY_BYTES)).toString())),
       [`POST ${PATHS.cancel}`]: (req) => {
         const ac = this.running.get(runningKey(req.headers))
         ac?.abort(new Error('cancelled by the proxy'))
@@ -623,7 +625,7 @@ export class Worker implements OpsSource {
       }
       if (this.deps.ledger.recordVoucher(link.proxyId, tokens, st.voucher)) this.deps.onVoucher?.(link.proxyId, st.voucher, tokens)
     }
-    const bad = this.checkReceipts(link, st)
+    const bad = await this.checkReceipts(link, st)
     if (bad) {
       this.distrustForReceipts(link, bad)
       return { ok: false, error: `receipts: ${bad}` }
@@ -652,11 +654,14 @@ export class Worker implements OpsSource {
    * missing, and that the earnings the proxy states cover every receipt proven in its log.
    * Returns why the proxy cannot be trusted, or undefined.
    */
-  private checkReceipts(link: ProxyLink, st: WorkerStatement): string | undefined {
+  private async checkReceipts(link: ProxyLink, st: WorkerStatement): Promise<string | undefined> {
     const proxyId = link.proxyId!
     const pending = this.pendingReceipts.get(proxyId)
     const c = st.receipts?.commit ?? null
+    let n = 0
     for (const e of st.receipts?.entries ?? []) {
+      // A statement may carry hundreds of proofs: the streams this worker serves go on in between.
+      if (++n % RECEIPT_CHECKS_PER_TURN === 0) await new Promise<void>((r) => setImmediate(r))
       const mine = pending?.get(e.hash)
       if (!mine) continue
       if (e.missing) {

@@ -116,6 +116,25 @@ test('every answer, streamed or not, carries a receipt id; after the next commit
   assert.ok(stats.receipts.held >= 4 && stats.receipts.verified >= 4, JSON.stringify(stats.receipts))
 })
 
+test('a backlog of more receipts than one batch is proven to the client node and to the worker within a few rounds', async () => {
+  // The client node checks 500 receipts per request to the proxy and the worker asks about 500 per statement (every
+  // 2 s); both go on batch after batch while there is a backlog. (The worker used to ask about 30 per statement, 15
+  // receipts a second, so at a busy proxy it fell further behind for good.)
+  const workerReceipts = async () => (await getJson(`http://127.0.0.1:${state.ports.workers[0]}/jsonstats`)).receipts
+  const clientReceipts = async () => (await getJson(`${base}/jsonstats`)).receipts
+  const [w0, c0] = [await workerReceipts(), await clientReceipts()]
+  const n = 700
+  let sent = 0
+  await Promise.all(Array.from({ length: 8 }, async () => {
+    while (sent++ < n) await ask(false, 1)
+  }))
+  await settle()
+  await waitFor(async () => {
+    const [w, c] = [await workerReceipts(), await clientReceipts()]
+    return w.verified - w0.verified >= n && c.verified - c0.verified >= n
+  }, `the ${n} new receipts to be proven to both`, 20_000)
+})
+
 test('a cancelled answer and one cut off by a worker killed mid-stream both get receipts that verify', async () => {
   // Cancelled: the app goes away after the first bytes.
   const ac = new AbortController()
