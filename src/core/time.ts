@@ -85,8 +85,13 @@ export function clearableTimeout(ms: number): { signal: AbortSignal; clear(): vo
 export async function mapYielding<T, R>(items: readonly T[], fn: (item: T) => R, perTurn = 32): Promise<R[]> {
   const out: R[] = []
   for (let i = 0; i < items.length; i++) {
-    if (i > 0 && i % perTurn === 0) await new Promise<void>((r) => setImmediate(r))
+    if (i > 0 && i % perTurn === 0) await turn()
     out.push(fn(items[i]))
   }
   return out
+}
+
+/** Resolves after the event loop has had a turn (pending I/O and timers run first). */
+export function turn(): Promise<void> {
+  return new Promise<void>((r) => setImmediate(r))
 }

@@ -56,7 +56,7 @@ export interface SettlementOptions {
 /** Builds the reliability record committed with each state commit (src/proxy/reliability.ts). */
 export interface ReliabilityCommitter {
   /** The record for commit `seqno` over the log's first `count` receipts; its hash goes into the commit. */
-  prepare(seqno: number, count: number): { hash: Buffer }
+  prepare(seqno: number, count: number): Promise<{ hash: Buffer }>
   /** The commit that carried the prepared record was confirmed on chain (in transaction `tx`). */
   committed(seqno: number, tx?: string): void
 }
@@ -257,7 +257,7 @@ export class ProxySettlement implements FundsSource {
         const root = ledger.receiptsRoot(count)
         const receipts = { root: Buffer.from(root, 'hex'), count: BigInt(count) }
         // The reliability record for this commit, derived from the log as committed; its hash goes with it.
-        const reliability = this.prepareReliability(head.seqno, count)
+        const reliability = await this.prepareReliability(head.seqno, count)
         const txs = await wallet.sendAndConfirm(
           await collectMessages((via) => this.contract.sendCommitState(via, { value: VOUCHER_MIN_VALUE_NANO, seqno: BigInt(head.seqno), stateHash: Buffer.from(head.hash, 'hex'), receipts, reliabilityHash: reliability?.hash })),
         )
@@ -317,10 +317,10 @@ export class ProxySettlement implements FundsSource {
     }
   }
 
-  private prepareReliability(seqno: number, count: number): { hash: Buffer } | undefined {
+  private async prepareReliability(seqno: number, count: number): Promise<{ hash: Buffer } | undefined> {
     if (!this.deps.reliability) return undefined
     try {
-      return this.deps.reliability.prepare(seqno, count)
+      return await this.deps.reliability.prepare(seqno, count)
     } catch (err) {
       // The commit protects the ledger; it goes without a record rather than not at all.
       this.deps.log.warn('could not build the reliability record; committing without one', { error: (err as Error).message })

@@ -3,11 +3,15 @@
 // GET /cocoon/v1/reliability, and turned into each worker's routing score. docs/receipts.md, docs/routing.md.
 import fs from 'node:fs'
 import type { Logger } from '../core/log.ts'
+import { turn } from '../core/time.ts'
 import type { Ledger } from '../payments/ledger.ts'
 import type { ReliabilityCommitter } from '../payments/proxy-settlement.ts'
 import { decodeReceipt, type ReceiptFields } from '../payments/receipts/receipt.ts'
 import { buildReliabilityRecord, reliabilityHash, reliabilityWindow, UptimeTracker, type ReliabilityEntry, type ReliabilityRecord } from '../payments/receipts/reliability.ts'
 import { reliabilityScore } from './routing.ts'
+
+/** Receipts decoded before the event loop gets a turn. */
+const DECODES_PER_TURN = 64
 
 /** The public path of the committed record (served on the proxy's stats port, like /jsonstats). */
 export const RELIABILITY_PATH = '/cocoon/v1/reliability'
@@ -40,12 +44,15 @@ export class ReliabilityPublisher implements ReliabilityCommitter {
     this.load()
   }
 
-  prepare(seqno: number, count: number): { hash: Buffer } {
+  async prepare(seqno: number, count: number): Promise<{ hash: Buffer }> {
     const window = reliabilityWindow(count)
     for (const k of this.decoded.keys()) if (k < window.from) this.decoded.delete(k)
     const missing = [...Array(window.to - window.from).keys()].map((i) => window.from + i).filter((i) => !this.decoded.has(i))
     if (missing.length) {
+      let n = 0
       for (const r of this.deps.ledger.receiptsRange(missing[0], window.to)) {
+        // The receipts since the last commit (thousands at a busy proxy) are decoded a few dozen at a time, with the requests going on in between.
+        if (++n % DECODES_PER_TURN === 0) await turn()
         if (this.decoded.has(r.index)) continue
         try {
           this.decoded.set(r.index, decodeReceipt(r.cell).fields)

@@ -6,7 +6,7 @@ import { addUsage, tokenStats, zeroUsage } from '../core/usage.ts'
 import { DEFAULT_CAPABILITIES, probeAudio, vectorToBase64 } from '../inference/index.ts'
 import { type VerifiedPeer, type IdentitySource, identityStats } from '../tee/index.ts'
 import type { Logger } from '../core/log.ts'
-import { clearableTimeout } from '../core/time.ts'
+import { clearableTimeout, turn } from '../core/time.ts'
 import { createRegistry, type OpsSource } from '../core/ops.ts'
 import type { PeerVerifier } from '../net/attested.ts'
 import { maintainProxyLink, revalidateLinks, type ProxyLink as BaseLink } from '../net/proxy-link.ts'
@@ -661,7 +661,7 @@ export class Worker implements OpsSource {
     let n = 0
     for (const e of st.receipts?.entries ?? []) {
       // A statement may carry hundreds of proofs: the streams this worker serves go on in between.
-      if (++n % RECEIPT_CHECKS_PER_TURN === 0) await new Promise<void>((r) => setImmediate(r))
+      if (++n % RECEIPT_CHECKS_PER_TURN === 0) await turn()
       const mine = pending?.get(e.hash)
       if (!mine) continue
       if (e.missing) {
