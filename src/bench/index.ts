@@ -88,6 +88,7 @@ export async function runBenchmarks(o: BenchOptions = {}): Promise<BenchResult> 
         chunks: w.chunks,
         plan,
         pids: { ...network.pids, backend: backend.pid },
+        receiptBacklog: () => network.receiptBacklog(),
         say,
       })
       overhead = ov.overhead

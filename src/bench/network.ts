@@ -38,6 +38,11 @@ export interface BenchNetwork {
   processes(): Record<string, number | null>
   /** Stops the openai-backed worker and starts it again; resolves with its new pid once the proxy lists it again. */
   restartWorker(): Promise<number>
+  /**
+   * Receipts answered but not yet proven to their client node or to the openai worker (both client nodes' `pending`
+   * and the worker's), or null without a chain (nothing is committed, so nothing gets proven).
+   */
+  receiptBacklog(): Promise<number | null>
   /** Credits the wallet of the devnet's client node from the faucet (a long run spends more than the devnet gives it); no-op without a chain. */
   fundClient(nano: bigint): Promise<void>
   stop(): Promise<void>
@@ -175,6 +180,15 @@ export async function startBenchNetwork(o: BenchNetworkOptions): Promise<BenchNe
         restarts++
         worker = await startWorker()
         return worker.pid
+      },
+      async receiptBacklog() {
+        if (!state.chain) return null
+        const pending = await Promise.all([
+          getJson(`${clientRoot}/jsonstats`).then((j) => (j as { receipts?: { pending?: number } } | undefined)?.receipts?.pending),
+          getJson(`${plain.url}/jsonstats`).then((j) => (j as { receipts?: { pending?: number } } | undefined)?.receipts?.pending),
+          getJson(`http://127.0.0.1:${workerStatsPort}/jsonstats`).then((j) => (j as { receipts?: { pending?: number } } | undefined)?.receipts?.pending),
+        ])
+        return pending.every((n) => typeof n === 'number') ? (pending as number[]).reduce((a, b) => a + b, 0) : null
       },
       async fundClient(nano) {
         if (state.chain) await fundFromFaucet(state.chain, path.join(o.dir, 'client', 'wallet.key'), nano)

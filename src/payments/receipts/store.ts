@@ -142,10 +142,11 @@ export class ReceiptStore {
     return { costNano, adjustedTokens, count }
   }
 
-  counts(): { held: number; committed: number; verified: number; answerMismatches: number } {
-    const r = this.sql(`SELECT COUNT(*) AS held, SUM(commit_json IS NOT NULL) AS committed, SUM(verified) AS verified, SUM(answer_ok = 0) AS bad FROM receipts`)
-      .get() as { held: number; committed: number | null; verified: number | null; bad: number | null }
-    return { held: r.held, committed: r.committed ?? 0, verified: r.verified ?? 0, answerMismatches: r.bad ?? 0 }
+  /** `pending`: receipts with a log number whose proof is not yet checked (what the receipt sync works through). */
+  counts(): { held: number; committed: number; verified: number; pending: number; answerMismatches: number } {
+    const r = this.sql(`SELECT COUNT(*) AS held, SUM(commit_json IS NOT NULL) AS committed, SUM(verified) AS verified, SUM(verified = 0 AND idx IS NOT NULL) AS pending, SUM(answer_ok = 0) AS bad FROM receipts`)
+      .get() as { held: number; committed: number | null; verified: number | null; pending: number | null; bad: number | null }
+    return { held: r.held, committed: r.committed ?? 0, verified: r.verified ?? 0, pending: r.pending ?? 0, answerMismatches: r.bad ?? 0 }
   }
 
   close(): void {
