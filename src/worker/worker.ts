@@ -872,21 +872,29 @@ function round3(x: number): number {
   return Math.round(x * 1000) / 1000
 }
 
-/** Flush once this much is pending, without waiting for the end of the event-loop turn. */
+/** Flush once this much is pending, without waiting for the window to close. */
 const COALESCE_MAX_BYTES = 16 * 1024
+/**
+ * How long an event after the first may wait for others to travel with it. A model generating faster than one
+ * token per COALESCE_WINDOW_MS (the devnet's tiny one makes 1,500 a second on two cores) then sends a few
+ * tokens per write instead of one, and every hop after it (the proxy's relay, the client node's decryption
+ * and its write to the app) handles a few times fewer frames; a model at 50 tokens a second still sends each
+ * token alone, COALESCE_WINDOW_MS late at most. Servers such as vLLM batch stream output the same way.
+ */
+export const COALESCE_WINDOW_MS = 2
 
 /**
  * Writes SSE events to an HTTP/2 stream, the first at once (time to first byte) and the rest
- * gathered until the end of the event-loop turn: events that arrive together (an upstream's
- * TCP read often holds several) then travel in one DATA frame instead of one each. With a
- * sealer the same holds for records: the first event is a record of its own, sent at once, and
- * the events gathered in one turn are sealed together into one record when they are written.
- * No event waits for a later one, so streaming stays as incremental as without E2EE, with one
- * AEAD operation per write on each side rather than one per token.
+ * gathered for up to COALESCE_WINDOW_MS: events that arrive together (an upstream's TCP read often
+ * holds several, a fast model makes several in a window) then travel in one DATA frame instead of
+ * one each. With a sealer the same holds for records: the first event is a record of its own, sent
+ * at once, and the events gathered in one window are sealed together into one record when they are
+ * written. No event waits more than the window, so streaming stays incremental, with one AEAD
+ * operation per write on each side rather than one per token.
  */
 class EventCoalescer {
   private pending = ''
-  private scheduled = false
+  private timer?: NodeJS.Timeout
   private first = true
 
   constructor(private readonly stream: http2.ServerHttp2Stream, private readonly sealer?: AnswerWriter) {}
@@ -899,15 +907,18 @@ class EventCoalescer {
     }
     this.pending += event
     if (this.pending.length >= COALESCE_MAX_BYTES) return this.flush()
-    if (!this.scheduled) {
-      this.scheduled = true
-      setImmediate(() => this.flush())
-    }
+    this.timer ??= setTimeout(this.onWindow, COALESCE_WINDOW_MS)
     return true
   }
 
+  private readonly onWindow = (): void => {
+    this.timer = undefined
+    this.flush()
+  }
+
   flush(): boolean {
-    this.scheduled = false
+    clearTimeout(this.timer)
+    this.timer = undefined
     if (!this.pending || this.stream.destroyed || this.stream.closed) return true
     const text = this.pending
     this.pending = ''
