@@ -19,8 +19,7 @@ import { askedMaxTokens, isWireModelId } from '../net/validate.ts'
 import { answerText, parseCostTrailer, SseText, usageChunk, withBilledUsage, type UsageCost } from '../net/openai.ts'
 import { decodeReceiptBoc, newSalt, receiptIdFromSalt, answerHash, verifyReceiptSignature } from '../payments/receipts/receipt.ts'
 import { heldReceiptJson, type ReceiptStore, type HeldReceipt } from '../payments/receipts/store.ts'
-import { verifyReceiptProof } from '../payments/receipts/proof.ts'
-import { Cell } from '@ton/core'
+import { verifyReceiptProofBoc } from '../payments/receipts/proof.ts'
 import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
 import { type ReceiptProofsReply, RECEIPT_PROOFS_MAX, CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, MAX_AUDIO_BODY_BYTES, MAX_BODY_BYTES, MAX_MODEL_ID_CHARS, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, INFERENCE_PATHS, PROTOCOL_VERSION, type UsageRecord } from '../net/protocol.ts'
 import { parseUsageRecord, namesItsAnswer } from '../net/usage.ts'
@@ -914,7 +913,7 @@ export class Client implements OpsSource {
       }
       try {
         const proof = Buffer.from(p.proof, 'base64')
-        verifyReceiptProof(Cell.fromBoc(proof)[0], Buffer.from(c.root, 'hex'), h.index!, h.cell.hash())
+        verifyReceiptProofBoc(proof, Buffer.from(c.root, 'hex'), h.index!, h.cell.hash())
         if (!onChain) continue // nothing to anchor it to: not verified
         checked.push({ id: h.id, proof })
       } catch (err) {

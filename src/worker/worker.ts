@@ -20,8 +20,7 @@ import { DuplicateRequestError } from '../payments/billing.ts'
 import { checkVoucher, InvalidVoucherError } from '../ton/contracts/index.ts'
 import { askedMaxTokens, checkHopAgreement, validateEmbeddingRequest, validateRequest, validateTranscriptionForm, type TranscriptionFormat } from '../net/validate.ts'
 import { AnswerAggregator, answerIds, answerText, chunkText, EMBEDDING_OBJECT, TRANSCRIPTION_OBJECT } from '../net/openai.ts'
-import { verifyReceiptProof } from '../payments/receipts/proof.ts'
-import { Cell } from '@ton/core'
+import { verifyReceiptProofBoc } from '../payments/receipts/proof.ts'
 import { newSalt, parsePriceHeader, parseSalt, receiptFields, signReceipt, type SamplingParams } from '../payments/receipts/receipt.ts'
 import { OFFCHAIN_PRICE_PARAMS } from '../payments/pricing.ts'
 import { e2eeTrace } from '../net/e2ee-trace.ts'
@@ -676,7 +675,7 @@ export class Worker implements OpsSource {
       mine.index = e.index
       if (!e.proof || !c) continue
       try {
-        verifyReceiptProof(Cell.fromBoc(Buffer.from(e.proof, 'base64'))[0], Buffer.from(c.root, 'hex'), e.index, Buffer.from(e.hash, 'hex'))
+        verifyReceiptProofBoc(Buffer.from(e.proof, 'base64'), Buffer.from(c.root, 'hex'), e.index, Buffer.from(e.hash, 'hex'))
       } catch (err) {
         return `receipt ${e.index}: ${(err as Error).message}`
       }
