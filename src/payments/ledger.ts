@@ -481,8 +481,7 @@ export class Ledger {
 
   /**
    * Proofs built against one count (the last commit's) and asked for once: the client and the worker of a receipt
-   * each ask for its proof against the same commit, and building one is a Merkle path of @ton/core cells (about
-   * 0.5 ms). Kept until the second ask.
+   * each ask for its proof against the same commit. Kept until the second ask.
    */
   private readonly proofs = { count: -1, byIndex: new Map<number, Buffer>() }
 
@@ -497,9 +496,9 @@ export class Ledger {
         return hit
       }
     }
-    const r = this.receipt(index)
+    const r = this.sql(`SELECT boc FROM receipts WHERE idx = ?`).get(index) as { boc: Buffer } | undefined
     if (!r) throw new RangeError(`no receipt ${index} in the log`)
-    const boc = this.tree.proof(index, r.cell, count).toBoc()
+    const boc = this.tree.proofBoc(index, r.boc, count)
     if (cache.count !== count) {
       // Proofs against an older count are asked for rarely (a party catching up): they do not displace the newest.
       if (count < cache.count) return boc

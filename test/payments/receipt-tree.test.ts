@@ -44,6 +44,21 @@ describe('receipt tree', () => {
     }
   })
 
+  it('writes each proof as @ton/core serializes it, byte for byte, without building its cells', () => {
+    // Receipts of one, two and three cells, one of them referred to twice (as a receipt's cells may be).
+    const shared = beginCell().storeUint(77, 16).endCell()
+    const odd = beginCell().storeUint(5, 3).storeRef(shared).storeRef(beginCell().storeRef(shared).endCell()).endCell()
+    for (const count of [1, 2, 3, 5, 8, 33, 64, 70]) {
+      for (let i = 0; i < count; i++) {
+        assert.deepEqual(tree.proofBoc(i, cells[i].toBoc(), count), tree.proof(i, cells[i], count).toBoc(), `receipt ${i} of ${count}`)
+      }
+    }
+    const t = new ReceiptTree()
+    for (let i = 0; i < 9; i++) t.append(i === 4 ? { hash: odd.hash(), depth: odd.depth() } : { hash: cells[i].hash(), depth: cells[i].depth() })
+    assert.deepEqual(t.proofBoc(4, odd.toBoc()), t.proof(4, odd).toBoc())
+    assert.throws(() => t.proofBoc(4, Buffer.from('not a cell')), /not a well-formed cell/)
+  })
+
   it('refuses a proof for another root, another key, another receipt or a pruned key', () => {
     const root = tree.root()!.hash
     const proof = tree.proof(5, cells[5])
@@ -102,8 +117,10 @@ describe('receipt tree with a bounded memory', () => {
       const root = tree.root(count)!.hash
       assert.equal(root.toString('hex'), dictRoot(cells, count).toString('hex'), `count ${count}`)
       for (const i of new Set([0, Math.floor(count / 2), count - 1])) {
-        const got = verifyReceiptProof(Cell.fromBoc(tree.proof(i, cells[i], count).toBoc())[0], root, i, cells[i].hash())
+        const boc = tree.proof(i, cells[i], count).toBoc()
+        const got = verifyReceiptProof(Cell.fromBoc(boc)[0], root, i, cells[i].hash())
         assert.ok(got.equals(cells[i]), `receipt ${i} of ${count}`)
+        assert.deepEqual(tree.proofBoc(i, cells[i].toBoc(), count), boc)
       }
     }
   })

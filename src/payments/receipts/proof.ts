@@ -2,6 +2,7 @@
 import { createHash } from 'node:crypto'
 import { Cell, CellType, type Slice } from '@ton/core'
 import { RECEIPT_KEY_BITS } from './tree.ts'
+import { parseBoc, type RawCell } from './boc.ts'
 
 /** A proof that does not show the receipt under the root; `reason` says which part failed. */
 export class ReceiptProofError extends Error {
@@ -67,81 +68,6 @@ export function verifyReceiptProof(proof: Cell, root: Buffer, index: bigint | nu
     if (err instanceof ReceiptProofError) throw err
     throw new ReceiptProofError(`malformed dictionary cell: ${(err as Error).message}`)
   }
-}
-
-/** One cell of a parsed bag of cells: what a proof check needs of it. */
-interface RawCell {
-  exotic: boolean
-  /** Its data bytes as stored (a partial last byte carries its completion tag). */
-  data: Buffer
-  /** d2, the bits descriptor: 2 × whole bytes + 1 for a partial last byte. */
-  d2: number
-  refs: number[]
-  /** Level-0 hash and depth, once computed. */
-  hash?: Buffer
-  depth?: number
-}
-
-const BOC_MAGIC = 0xb5ee9c72
-/** Largest proof accepted: a receipt proof is under 1 KB, a few dozen cells. */
-const MAX_PROOF_BOC_BYTES = 64 * 1024
-const MAX_PROOF_CELLS = 1024
-
-/** Parses a single-root bag of cells without building @ton/core cells (their hashes for every level are most of a proof check's cost). */
-function parseBoc(boc: Buffer): { cells: RawCell[]; root: number } {
-  const fail = (why: string): never => {
-    throw new ReceiptProofError(`malformed proof: ${why}`)
-  }
-  if (boc.length > MAX_PROOF_BOC_BYTES) fail(`${boc.length} bytes`)
-  if (boc.length < 6 || boc.readUInt32BE(0) !== BOC_MAGIC) fail('not a bag of cells')
-  const flags = boc[4]
-  const hasIdx = (flags & 0x80) !== 0
-  const hasCrc = (flags & 0x40) !== 0
-  if (flags & 0x38) fail('cache bits or flags set')
-  const size = flags & 7
-  const off = boc[5]
-  if (size < 1 || size > 4 || off < 1 || off > 8) fail('bad size fields')
-  let at = 6
-  const uint = (bytes: number): number => {
-    if (at + bytes > boc.length) fail('truncated')
-    let v = 0
-    for (let i = 0; i < bytes; i++) v = v * 256 + boc[at++]
-    return v
-  }
-  const count = uint(size)
-  const roots = uint(size)
-  const absent = uint(size)
-  const total = uint(off)
-  if (roots !== 1 || absent !== 0 || count < 1 || count > MAX_PROOF_CELLS) fail('not one root over a bounded set of cells')
-  const root = uint(size)
-  if (hasIdx) at += count * off
-  const end = at + total
-  if (end + (hasCrc ? 4 : 0) !== boc.length) fail('sizes do not add up')
-  const cells: RawCell[] = []
-  for (let i = 0; i < count; i++) {
-    if (at + 2 > end) fail('truncated cell')
-    const d1 = boc[at]
-    const d2 = boc[at + 1]
-    at += 2
-    const refCount = d1 & 7
-    if (refCount > 4) fail('absent cells')
-    if (d1 & 16) fail('stored hashes') // not what a proof is sent with
-    const dataBytes = Math.ceil(d2 / 2)
-    if (at + dataBytes + refCount * size > end) fail('truncated cell')
-    const data = boc.subarray(at, at + dataBytes)
-    at += dataBytes
-    if (d2 % 2 === 1 && (dataBytes === 0 || data[dataBytes - 1] === 0)) fail('a partial byte without its completion tag')
-    const refs: number[] = []
-    for (let r = 0; r < refCount; r++) {
-      const ref = uint(size)
-      // Children come after their parent, so every walk ends.
-      if (ref <= i || ref >= count) fail('a reference out of order')
-      refs.push(ref)
-    }
-    cells.push({ exotic: (d1 & 8) !== 0, data, d2, refs })
-  }
-  if (at !== end || root >= count) fail('sizes do not add up')
-  return { cells, root }
 }
 
 /** Level-0 hash and depth of cell `i`: for a pruned branch, the ones it stands for; for an ordinary cell, computed over its children. */
@@ -224,7 +150,9 @@ function readRawLabel(s: Bits, n: number): { bits: bigint; length: number } {
 export function verifyReceiptProofBoc(boc: Buffer, root: Buffer, index: bigint | number, receiptHash: Buffer): void {
   const key = BigInt(index)
   if (key < 0n || key >= 1n << BigInt(RECEIPT_KEY_BITS)) throw new ReceiptProofError(`receipt number ${key} out of range`)
-  const { cells, root: top } = parseBoc(boc)
+  const { cells, root: top } = parseBoc(boc, (why) => {
+    throw new ReceiptProofError(`malformed proof: ${why}`)
+  })
   const proof = cells[top]
   // A Merkle-proof cell: type 3, the hash and depth of the tree it proves (280 bits), one reference to it.
   if (!proof.exotic || proof.data[0] !== 3) throw new ReceiptProofError('not a Merkle-proof cell')

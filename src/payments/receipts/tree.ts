@@ -10,6 +10,7 @@
 // checks the root against Dictionary.storeDirect), so proofs are native TON Merkle-proof cells.
 import crypto from 'node:crypto'
 import { beginCell, Builder, Cell, convertToMerkleProof } from '@ton/core'
+import { parseBoc, writeBoc, type OutCell } from './boc.ts'
 
 /** Key length of the log's dictionary: receipt numbers are uint64. */
 export const RECEIPT_KEY_BITS = 64
@@ -84,25 +85,32 @@ export function zeroLabel(l: number, n: number): Bits {
   return { value: (0b110n << BigInt(w)) | BigInt(l), length: sameLen }
 }
 
-/** Representation hash of an ordinary cell holding `bits` and refs `refs` (TON cell hashing, level 0). */
-export function ordinaryCellHash(bits: Bits, refs: CellRef[]): CellRef {
-  if (bits.length === 2 && bits.value === 0n) return emptyLabelCellHash(refs)
+/** A cell's data bytes for `bits` (left-aligned in whole bytes, a partial last byte with its completion tag) and its bits descriptor d2. */
+function packBits(bits: Bits): { data: Buffer; d2: number } {
   const dataBytes = Math.ceil(bits.length / 8)
-  const buf = Buffer.alloc(2 + dataBytes + refs.length * (2 + HASH_BYTES))
-  buf[0] = refs.length
-  buf[1] = Math.floor(bits.length / 8) + dataBytes
+  const data = Buffer.alloc(dataBytes)
   if (bits.length > 0) {
-    // Left-align the bits in whole bytes; a partial last byte gets the completion tag (a 1, then zeros).
     const pad = dataBytes * 8 - bits.length
     let v = bits.value << BigInt(pad)
     if (pad > 0) v |= 1n << BigInt(pad - 1)
     for (let i = dataBytes - 1; i >= 0; i--) {
-      buf[2 + i] = Number(v & 0xffn)
+      data[i] = Number(v & 0xffn)
       v >>= 8n
     }
   }
+  return { data, d2: Math.floor(bits.length / 8) + dataBytes }
+}
+
+/** Representation hash of an ordinary cell holding `bits` and refs `refs` (TON cell hashing, level 0). */
+export function ordinaryCellHash(bits: Bits, refs: CellRef[]): CellRef {
+  if (bits.length === 2 && bits.value === 0n) return emptyLabelCellHash(refs)
+  const { data, d2 } = packBits(bits)
+  const buf = Buffer.alloc(2 + data.length + refs.length * (2 + HASH_BYTES))
+  buf[0] = refs.length
+  buf[1] = d2
+  data.copy(buf, 2)
   let depth = 0
-  let o = 2 + dataBytes
+  let o = 2 + data.length
   for (const r of refs) {
     buf.writeUInt16BE(r.depth, o)
     o += 2
@@ -139,6 +147,12 @@ function storeBits(b: Builder, bits: Bits): Builder {
 
 function prunedBranch(r: CellRef): Cell {
   return beginCell().storeUint(1, 8).storeUint(1, 8).storeBuffer(r.hash).storeUint(r.depth, 16).endCell({ exotic: true })
+}
+
+function depthBytes(depth: number): Buffer {
+  const b = Buffer.alloc(2)
+  b.writeUInt16BE(depth)
+  return b
 }
 
 /** Bit length of a non-negative integer (0 for 0). */
@@ -345,6 +359,53 @@ export class ReceiptTree {
   proof(index: number, receiptCell: Cell, count = this.count): Cell {
     if (index >= count || count > this.count) throw new RangeError(`receipt ${index} is not among the first ${count} of ${this.count}`)
     return convertToMerkleProof(this.pathCell(0, RECEIPT_KEY_BITS, count, index, receiptCell))
+  }
+
+  /**
+   * proof(index, receipt, count).toBoc(), byte for byte, written without building @ton/core cells (about ten times
+   * faster): `receiptBoc` is the receipt cell's BoC as the ledger stores it.
+   */
+  proofBoc(index: number, receiptBoc: Buffer, count = this.count): Buffer {
+    if (index >= count || count > this.count) throw new RangeError(`receipt ${index} is not among the first ${count} of ${this.count}`)
+    const receipt = parseBoc(receiptBoc, (why) => {
+      throw new Error(`receipt ${index} is not a well-formed cell: ${why}`)
+    })
+    if (receipt.root !== 0 || receipt.cells.some((c) => c.exotic)) throw new Error(`receipt ${index} is not a well-formed cell: its root is not first, or it holds an exotic cell`)
+    const root = this.root(count)!
+    // Cells in the order @ton/core writes them (depth first, references in order), each referring to later ones.
+    const cells: OutCell[] = [{ d1: 1 + 8, d2: 70, data: Buffer.concat([Buffer.from([3]), root.hash, depthBytes(root.depth)]), refs: [1] }]
+    const pruned = (r: CellRef): number => {
+      // A pruned branch of level 1: exotic, level mask 1, no references; its data is type, mask, hash and depth.
+      cells.push({ d1: 8 + 32, d2: 72, data: Buffer.concat([Buffer.from([1, 1]), r.hash, depthBytes(r.depth)]), refs: [] })
+      return cells.length - 1
+    }
+    const path = (a: number, n: number, c: number): number => {
+      const full = c === 2 ** n
+      const m = full ? n : bitLength(c - 1)
+      const cell: OutCell = { d1: 0, ...packBits(zeroLabel(n - m, n)), refs: [] }
+      const me = cells.push(cell) - 1
+      if (m === 0) {
+        // The leaf: its one reference is the receipt, copied as stored (ordinary cells, level 0).
+        const base = cells.length
+        for (const rc of receipt.cells) cells.push({ d1: rc.refs.length, d2: rc.d2, data: rc.data, refs: rc.refs.map((r) => base + r) })
+        cell.d1 = 1
+        cell.refs = [base]
+        return me
+      }
+      const half = 2 ** (m - 1)
+      const rightCount = full ? half : c - half
+      if (index < a + half) {
+        const left = path(a, m - 1, half)
+        cell.refs = [left, pruned(full ? this.full(m - 1, a / half + 1) : this.edge(a + half, m - 1, rightCount))]
+      } else {
+        const left = pruned(this.full(m - 1, a / half))
+        cell.refs = [left, path(a + half, m - 1, rightCount)]
+      }
+      cell.d1 = 2 + 32 // two references, level mask 1 (a pruned branch below)
+      return me
+    }
+    path(0, RECEIPT_KEY_BITS, count)
+    return writeBoc(cells)
   }
 
   private pathCell(a: number, n: number, c: number, index: number, receiptCell: Cell): Cell {
