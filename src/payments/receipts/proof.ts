@@ -12,20 +12,39 @@ export class ReceiptProofError extends Error {
   }
 }
 
-function readLabel(s: Slice, n: number): { bits: bigint; length: number } {
+/** Where a dictionary label is read from: a @ton/core slice, or a cell's bytes. */
+interface BitSource {
+  bit(): boolean
+  uint(n: number): bigint
+}
+
+function readLabel(s: BitSource, n: number): { bits: bigint; length: number } {
   const w = Math.ceil(Math.log2(n + 1))
-  if (!s.loadBit()) {
+  if (!s.bit()) {
     let l = 0
-    while (s.loadBit()) l++
-    return { bits: l ? s.loadUintBig(l) : 0n, length: l }
+    while (s.bit()) l++
+    return { bits: s.uint(l), length: l }
   }
-  if (!s.loadBit()) {
-    const l = w ? s.loadUint(w) : 0
-    return { bits: l ? s.loadUintBig(l) : 0n, length: l }
+  if (!s.bit()) {
+    const l = Number(s.uint(w))
+    return { bits: s.uint(l), length: l }
   }
-  const v = s.loadBit()
-  const l = w ? s.loadUint(w) : 0
+  const v = s.bit()
+  const l = Number(s.uint(w))
   return { bits: v && l ? (1n << BigInt(l)) - 1n : 0n, length: l }
+}
+
+/** Reads one edge's label on the way to `key`, with `n` key bits left; returns the bits left after it. */
+function followLabel(s: BitSource, n: number, key: bigint): number {
+  const label = readLabel(s, n)
+  if (label.length > n) throw new ReceiptProofError('a label is longer than the key')
+  const want = (key >> BigInt(n - label.length)) & ((1n << BigInt(label.length)) - 1n)
+  if (label.bits !== want) throw new ReceiptProofError(`receipt ${key} is not in the dictionary`)
+  return n - label.length
+}
+
+function sliceBits(s: Slice): BitSource {
+  return { bit: () => s.loadBit(), uint: (n) => (n ? s.loadUintBig(n) : 0n) }
 }
 
 /**
@@ -48,11 +67,7 @@ export function verifyReceiptProof(proof: Cell, root: Buffer, index: bigint | nu
     for (;;) {
       if (cell.isExotic) throw new ReceiptProofError(`receipt ${key} is pruned from the proof`)
       const s = cell.beginParse()
-      const label = readLabel(s, n)
-      if (label.length > n) throw new ReceiptProofError('a label is longer than the key')
-      const want = (key >> BigInt(n - label.length)) & ((1n << BigInt(label.length)) - 1n)
-      if (label.bits !== want) throw new ReceiptProofError(`receipt ${key} is not in the dictionary`)
-      n -= label.length
+      n = followLabel(sliceBits(s), n, key)
       if (n === 0) {
         const value = s.loadRef()
         if (receiptHash && !value.hash(0).equals(receiptHash)) throw new ReceiptProofError(`the dictionary holds another receipt at ${key}`)
@@ -99,7 +114,7 @@ function level0(cells: RawCell[], i: number): { hash: Buffer; depth: number } {
 }
 
 /** Reads bits of one cell's data, most significant first. */
-class Bits {
+class Bits implements BitSource {
   private pos = 0
   private readonly length: number
 
@@ -126,22 +141,6 @@ class Bits {
   }
 }
 
-function readRawLabel(s: Bits, n: number): { bits: bigint; length: number } {
-  const w = Math.ceil(Math.log2(n + 1))
-  if (!s.bit()) {
-    let l = 0
-    while (s.bit()) l++
-    return { bits: s.uint(l), length: l }
-  }
-  if (!s.bit()) {
-    const l = Number(s.uint(w))
-    return { bits: s.uint(l), length: l }
-  }
-  const v = s.bit()
-  const l = Number(s.uint(w))
-  return { bits: v && l ? (1n << BigInt(l)) - 1n : 0n, length: l }
-}
-
 /**
  * verifyReceiptProof on the proof's bytes (a BoC), without building @ton/core cells: the same checks, about seven
  * times faster (45 µs against 340 µs). Client nodes and workers check a proof for every receipt. Throws ReceiptProofError on any failure,
@@ -166,12 +165,7 @@ export function verifyReceiptProofBoc(boc: Buffer, root: Buffer, index: bigint |
   for (;;) {
     const cell = cells[at]
     if (cell.exotic) throw new ReceiptProofError(`receipt ${key} is pruned from the proof`)
-    const s = new Bits(cell)
-    const label = readRawLabel(s, n)
-    if (label.length > n) throw new ReceiptProofError('a label is longer than the key')
-    const want = (key >> BigInt(n - label.length)) & ((1n << BigInt(label.length)) - 1n)
-    if (label.bits !== want) throw new ReceiptProofError(`receipt ${key} is not in the dictionary`)
-    n -= label.length
+    n = followLabel(new Bits(cell), n, key)
     if (n === 0) {
       if (cell.refs.length < 1) throw new ReceiptProofError('malformed dictionary cell: a leaf without its value')
       const value = cell.refs[0]
