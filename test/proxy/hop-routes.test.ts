@@ -11,7 +11,7 @@ import { createIdentity, createPeerVerifier, SimulatedEvidenceVerifier } from '.
 import { dialAttested } from '../../src/net/attested.ts'
 import { call, type CallOptions } from '../../src/net/hop.ts'
 import { readBody } from '../../src/net/body.ts'
-import { PATHS } from '../../src/net/protocol.ts'
+import { PATHS, STATEMENT_BODY_BYTES } from '../../src/net/protocol.ts'
 
 const stops: Array<() => Promise<void> | void> = []
 after(async () => {
@@ -94,7 +94,7 @@ test('worker: wrong methods and unknown paths are OpenAI errors; an oversized st
   const none = await proxy.request({ ':method': 'POST', ':path': '/cocoon/v1/nothing' }, '')
   assert.equal(none.status, 404)
   assert.equal(JSON.parse(none.body).error.code, 'not_found')
-  const big = await proxy.request({ ':method': 'POST', ':path': PATHS.statement }, JSON.stringify({ tokens: '1', nano: '1', pad: 'x'.repeat(70_000) }))
+  const big = await proxy.request({ ':method': 'POST', ':path': PATHS.statement }, JSON.stringify({ tokens: '1', nano: '1', pad: 'x'.repeat(STATEMENT_BODY_BYTES) }))
   assert.equal(big.status, 413)
   assert.equal(JSON.parse(big.body).error.code, 'request_too_large')
   const cancel = await proxy.request({ ':method': 'POST', ':path': PATHS.cancel, 'x-cocoon-exchange-id': 'none' }, '')
