@@ -183,11 +183,8 @@ export async function startBenchNetwork(o: BenchNetworkOptions): Promise<BenchNe
       },
       async receiptBacklog() {
         if (!state.chain) return null
-        const pending = await Promise.all([
-          getJson(`${clientRoot}/jsonstats`).then((j) => (j as { receipts?: { pending?: number } } | undefined)?.receipts?.pending),
-          getJson(`${plain.url}/jsonstats`).then((j) => (j as { receipts?: { pending?: number } } | undefined)?.receipts?.pending),
-          getJson(`http://127.0.0.1:${workerStatsPort}/jsonstats`).then((j) => (j as { receipts?: { pending?: number } } | undefined)?.receipts?.pending),
-        ])
+        const pendingAt = async (root: string) => ((await getJson(`${root}/jsonstats`)) as { receipts?: { pending?: number } } | undefined)?.receipts?.pending
+        const pending = await Promise.all([pendingAt(clientRoot), pendingAt(plain.url), pendingAt(`http://127.0.0.1:${workerStatsPort}`)])
         return pending.every((n) => typeof n === 'number') ? (pending as number[]).reduce((a, b) => a + b, 0) : null
       },
       async fundClient(nano) {

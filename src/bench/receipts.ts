@@ -117,6 +117,6 @@ function measureTree(o: ReceiptsBenchOptions, tree: ReceiptTree, leaf: (i: numbe
       rebuildMs: round(appendMs, 1),
       memMiB: round(memMiB, 1),
     },
-    notes: [`receipts: ${o.count} receipts; a commit is the Merkle root plus the commit message (CPU time); a proof is built and serialized (wall time), most of them reading their block of receipt hashes back from SQLite; memMiB is the tree's memory after the appends; rebuildMs is what a proxy restart spends rebuilding the tree from its stored receipt hashes`],
+    notes: [`receipts: ${o.count} receipts; a commit is the Merkle root plus the commit message (CPU time); a proof is built and serialized (wall time), most of them reading their block of receipt hashes back from SQLite; memMiB is the heap's growth over the appends (garbage not yet collected included); rebuildMs is what a proxy restart spends rebuilding the tree from its stored receipt hashes`],
   }
 }

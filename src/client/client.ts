@@ -7,7 +7,7 @@ import { type VerifiedPeer, type IdentitySource, EvidenceRefusedError, identityS
 import type { PartyLedger } from '../payments/party-ledger.ts'
 import type { Logger } from '../core/log.ts'
 import { createRegistry, handleOps, type OpsSource } from '../core/ops.ts'
-import { turn } from '../core/time.ts'
+import { pacer } from '../core/time.ts'
 import type { PeerVerifier } from '../net/attested.ts'
 import { maintainProxyLink, revalidateLinks, type ProxyLink as BaseLink } from '../net/proxy-link.ts'
 import { ProxyScoreboard, type FailureKind } from './proxy-scores.ts'
@@ -901,10 +901,10 @@ export class Client implements OpsSource {
       if (c && checked.length) store.markVerifiedMany(checked, { seqno: c.seqno, root: c.root, proxy: c.proxy, tx: c.tx })
       return checked.length
     }
-    let n = 0
+    // Up to 500 proofs to check (a BoC parse and a Merkle path each): the apps' requests go on in between.
+    const pace = pacer()
     for (const h of pending) {
-      // Up to 500 proofs to check (a BoC parse and a Merkle path each): the apps' requests go on in between.
-      if (++n % PROOF_CHECKS_PER_TURN === 0) await turn()
+      await pace()
       const p = byIndex.get(h.index!)
       if (!p || p.missing) return drop(`receipt ${h.index} is missing from the log`), mark()
       if (!c || !p.proof) {
@@ -956,9 +956,9 @@ export class Client implements OpsSource {
       const body = await r.read(MAX_BODY_BYTES)
       if (r.status !== 200) throw new Error(`proxy answered ${r.status} for its receipt list`)
       const mine = (JSON.parse(body.toString()) as ReceiptProofsReply).mine ?? []
-      let n = 0
+      const pace = pacer()
       for (const m of mine) {
-        if (++n % PROOF_CHECKS_PER_TURN === 0) await turn()
+        await pace()
         if (m.index < scan.next) return this.dropForReceipts(link, `its receipt list went back to ${m.index}`)
         scan.adjusted += decodeReceiptBoc(m.receipt).fields.adjustedTokens
         scan.count++
@@ -1075,8 +1075,6 @@ export const RECEIPTS_PATH = '/v1/receipts'
 export const RECEIPT_SYNC_MS = 5_000
 /** Batches of RECEIPT_PROOFS_MAX receipts one sync round may verify: up to 1,000 receipts a second per proxy. */
 export const RECEIPT_SYNC_BATCHES = 10
-/** Receipts or proofs decoded and checked before the event loop gets a turn. */
-const PROOF_CHECKS_PER_TURN = 32
 /** Pages of the client's own receipts read from a proxy's log per sync. */
 const RECEIPT_SCAN_PAGES = 20
 const RECEIPT_LIST_MAX = 1000

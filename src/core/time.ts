@@ -78,15 +78,25 @@ export function clearableTimeout(ms: number): { signal: AbortSignal; clear(): vo
   return { signal: ac.signal, clear: () => clearTimeout(t) }
 }
 
+/** Costly items a long loop handles before it lets the event loop run (see pacer). */
+export const ITEMS_PER_TURN = 32
+
 /**
- * `items.map(fn)` for costly `fn`, letting the event loop run (I/O, timers, other requests) after every `perTurn`
- * items, so a long batch does not stall everything else the process serves.
+ * For a long synchronous loop over costly items: `await pace()` once per item lets the event loop run (I/O,
+ * timers, other requests) after every `perTurn` items, so the loop does not stall everything else the process serves.
  */
-export async function mapYielding<T, R>(items: readonly T[], fn: (item: T) => R, perTurn = 32): Promise<R[]> {
+export function pacer(perTurn = ITEMS_PER_TURN): () => Promise<void> | undefined {
+  let n = 0
+  return () => (++n % perTurn === 0 ? turn() : undefined)
+}
+
+/** `items.map(fn)` for costly `fn`, taking turns with the event loop (see pacer). */
+export async function mapYielding<T, R>(items: readonly T[], fn: (item: T) => R, perTurn = ITEMS_PER_TURN): Promise<R[]> {
+  const pace = pacer(perTurn)
   const out: R[] = []
-  for (let i = 0; i < items.length; i++) {
-    if (i > 0 && i % perTurn === 0) await turn()
-    out.push(fn(items[i]))
+  for (const item of items) {
+    await pace()
+    out.push(fn(item))
   }
   return out
 }

@@ -522,10 +522,8 @@ export class Proxy implements OpsSource {
     const ledger = this.deps.billing.ledger
     const indices = Array.isArray(req.indices) ? req.indices.slice(0, RECEIPT_PROOFS_MAX) : []
     if (!indices.every((i) => Number.isSafeInteger(i) && i >= 0)) throw new Error('indices must be receipt numbers')
-    const last = ledger.lastConfirmedCommit()
-    const contract = this.deps.proxyContract?.()
-    const commit: ReceiptCommitInfo | null = last && contract ? { seqno: last.seqno, root: last.receiptsRoot, count: last.receiptsCount, proxy: contract, tx: last.tx } : null
-    // A proof is about 0.5 ms of CPU: a batch of them lets other requests run in between.
+    const commit = this.lastCommit()
+    // Up to 500 proofs (writing one is about 0.1 ms): other requests run in between.
     const proofs = await mapYielding(indices, (index) => {
       const r = ledger.receiptPlace({ index })
       if (!r || r.client !== client) return { index, proof: null, missing: true }
@@ -540,15 +538,20 @@ export class Proxy implements OpsSource {
     return reply
   }
 
+  /** The receipt log's last commit confirmed on chain, as clients and workers are told of it; null before the first. */
+  private lastCommit(): ReceiptCommitInfo | null {
+    const last = this.deps.billing.ledger.lastConfirmedCommit()
+    const contract = this.deps.proxyContract?.()
+    return last && contract ? { seqno: last.seqno, root: last.receiptsRoot, count: last.receiptsCount, proxy: contract, tx: last.tx } : null
+  }
+
   /** Receipts each worker asked about in its last statement reply (hashes). */
   private readonly wanted = new WeakMap<WorkerConn, string[]>()
 
   /** Where a worker's receipts stand in the log: number, and proof against the last confirmed commit. */
   private async workerReceipts(conn: WorkerConn, hashes: string[]): Promise<NonNullable<WorkerStatement['receipts']>> {
     const ledger = this.deps.billing.ledger
-    const last = ledger.lastConfirmedCommit()
-    const contract = this.deps.proxyContract?.()
-    const commit: ReceiptCommitInfo | null = last && contract ? { seqno: last.seqno, root: last.receiptsRoot, count: last.receiptsCount, proxy: contract, tx: last.tx } : null
+    const commit = this.lastCommit()
     const entries = await mapYielding(hashes, (hash): WorkerReceiptEntry => {
       const r = ledger.receiptPlace({ hash })
       if (!r || r.worker !== conn.account) return { hash, missing: true }

@@ -3,7 +3,7 @@
 // GET /cocoon/v1/reliability, and turned into each worker's routing score. docs/receipts.md, docs/routing.md.
 import fs from 'node:fs'
 import type { Logger } from '../core/log.ts'
-import { turn } from '../core/time.ts'
+import { pacer } from '../core/time.ts'
 import type { Ledger } from '../payments/ledger.ts'
 import type { ReliabilityCommitter } from '../payments/proxy-settlement.ts'
 import { decodeReceipt, type ReceiptFields } from '../payments/receipts/receipt.ts'
@@ -49,10 +49,10 @@ export class ReliabilityPublisher implements ReliabilityCommitter {
     for (const k of this.decoded.keys()) if (k < window.from) this.decoded.delete(k)
     const missing = [...Array(window.to - window.from).keys()].map((i) => window.from + i).filter((i) => !this.decoded.has(i))
     if (missing.length) {
-      let n = 0
+      // The receipts since the last commit (thousands at a busy proxy) are decoded a few dozen at a time, with the requests going on in between.
+      const pace = pacer(DECODES_PER_TURN)
       for (const r of this.deps.ledger.receiptsRange(missing[0], window.to)) {
-        // The receipts since the last commit (thousands at a busy proxy) are decoded a few dozen at a time, with the requests going on in between.
-        if (++n % DECODES_PER_TURN === 0) await turn()
+        await pace()
         if (this.decoded.has(r.index)) continue
         try {
           this.decoded.set(r.index, decodeReceipt(r.cell).fields)

@@ -6,7 +6,7 @@ import { addUsage, tokenStats, zeroUsage } from '../core/usage.ts'
 import { DEFAULT_CAPABILITIES, probeAudio, vectorToBase64 } from '../inference/index.ts'
 import { type VerifiedPeer, type IdentitySource, identityStats } from '../tee/index.ts'
 import type { Logger } from '../core/log.ts'
-import { clearableTimeout, turn } from '../core/time.ts'
+import { clearableTimeout, pacer } from '../core/time.ts'
 import { createRegistry, type OpsSource } from '../core/ops.ts'
 import type { PeerVerifier } from '../net/attested.ts'
 import { maintainProxyLink, revalidateLinks, type ProxyLink as BaseLink } from '../net/proxy-link.ts'
@@ -32,8 +32,6 @@ const E2EE_OVERHEAD_BYTES = 64
 export const DEFAULT_COEFFICIENT = 1000
 export const MAX_ACTIVE_REQUESTS = 8
 export const MAX_TOKENS_CAP = 1024
-/** Receipt proofs checked before the event loop gets a turn (each is a BoC parse and a Merkle path walk). */
-const RECEIPT_CHECKS_PER_TURN = 32
 /** Receipts remembered per proxy until proven in its log. */
 export const PENDING_RECEIPTS_MAX = 10_000
 
@@ -657,10 +655,10 @@ export class Worker implements OpsSource {
     const proxyId = link.proxyId!
     const pending = this.pendingReceipts.get(proxyId)
     const c = st.receipts?.commit ?? null
-    let n = 0
+    // A statement may carry hundreds of proofs: the streams this worker serves go on in between.
+    const pace = pacer()
     for (const e of st.receipts?.entries ?? []) {
-      // A statement may carry hundreds of proofs: the streams this worker serves go on in between.
-      if (++n % RECEIPT_CHECKS_PER_TURN === 0) await turn()
+      await pace()
       const mine = pending?.get(e.hash)
       if (!mine) continue
       if (e.missing) {

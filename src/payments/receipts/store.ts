@@ -114,10 +114,6 @@ export class ReceiptStore {
     return new Set((this.sql(`SELECT idx FROM receipts WHERE proxy = ? AND idx IS NOT NULL`).all(proxyId) as Array<{ idx: number }>).map((r) => r.idx))
   }
 
-  markVerified(id: string, proof: Buffer, commit: ReceiptCommit): void {
-    this.markVerifiedMany([{ id, proof }], commit)
-  }
-
   /** Marks receipts verified against one commit, in one transaction. */
   markVerifiedMany(list: Array<{ id: string; proof: Buffer }>, commit: ReceiptCommit): void {
     if (list.length === 0) return

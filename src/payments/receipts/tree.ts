@@ -362,8 +362,10 @@ export class ReceiptTree {
   }
 
   /**
-   * proof(index, receipt, count).toBoc(), byte for byte, written without building @ton/core cells (about ten times
-   * faster): `receiptBoc` is the receipt cell's BoC as the ledger stores it.
+   * proof(index, receipt, count).toBoc(), byte for byte (and so @ton/core's generateMerkleProof(...).toBoc()), written
+   * straight from the tree's hashes without building @ton/core cells (about ten times faster): what the proxy serves.
+   * `receiptBoc` is the receipt cell's BoC as the ledger stores it, whose hash the tree holds: the Merkle-proof cell
+   * names the tree's root. (proof() builds its cells and hashes them, so it stays the reference for any cell.)
    */
   proofBoc(index: number, receiptBoc: Buffer, count = this.count): Buffer {
     if (index >= count || count > this.count) throw new RangeError(`receipt ${index} is not among the first ${count} of ${this.count}`)
