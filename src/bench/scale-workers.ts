@@ -239,7 +239,7 @@ async function answer(w: SimWorker, stream: http2.ServerHttp2Stream, headers: ht
     w.tier.abandoned++
     return
   }
-  stream.once('wantTrailers', () => stream.sendTrailers({ [HEADERS.usage]: usage, [HEADERS.usageSig]: Buffer.from(sig).toString('base64'), [HEADERS.receipt]: receipt.cell.toBoc().toString('base64') }))
+  stream.once('wantTrailers', () => stream.sendTrailers({ [HEADERS.usage]: usage, [HEADERS.usageSig]: Buffer.from(sig).toString('base64'), [HEADERS.receipt]: receipt.boc.toString('base64') }))
   stream.end()
   w.tier.served++
 }

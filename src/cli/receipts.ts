@@ -140,7 +140,7 @@ export async function verifyReceiptJson(j: ReceiptJson, opts: { chain?: Chain; a
   else {
     try {
       const root = Buffer.from(j.commit.root, 'hex')
-      verifyReceiptProof(Cell.fromBoc(Buffer.from(j.proof, 'base64'))[0], root, j.index, r.cell.hash())
+      verifyReceiptProof(Cell.fromBoc(Buffer.from(j.proof, 'base64'))[0], root, j.index, r.hash)
       if (!chain || !proxyAddr) throw new Error('no chain to check the root against')
       const now = await chain.open(ProxyContract.createFromAddress(proxyAddr)).getReceiptsRoot()
       let anchored: string

@@ -2,7 +2,7 @@
 // the hash with the one its proxy contract committed, and recomputes the record from the receipts it was
 // derived from. Anyone can run it, without keys. docs/receipts.md ("Reliability record").
 import { parseArgs } from 'node:util'
-import { Address, beginCell, Dictionary } from '@ton/core'
+import { Address, beginCell, Cell, Dictionary } from '@ton/core'
 import { chainOptionsFromEnv, createChain, resolveEndpoint, type Chain } from '../ton/chain-client/index.ts'
 import { ProxyContract } from '../ton/contracts/index.ts'
 import { decodeReceiptBoc, verifyReceiptSignature, type Receipt } from '../payments/receipts/receipt.ts'
@@ -148,7 +148,7 @@ export async function verifyServedReliability(s: ServedReliability, opts: { chai
   let anchored = 'not anchored: the window does not start at receipt 0, so its root cannot be rebuilt from it (signatures checked)'
   if (from === 0 && receiptsRoot && bad.length === 0) {
     const d = Dictionary.empty(Dictionary.Keys.BigUint(64), Dictionary.Values.Cell())
-    receipts.forEach((r, i) => d.set(BigInt(i), r.cell))
+    receipts.forEach((r, i) => d.set(BigInt(i), Cell.fromBoc(r.boc)[0]))
     const root = receipts.length ? beginCell().storeDictDirect(d).endCell().hash() : Buffer.alloc(32)
     if (!root.equals(receiptsRoot)) bad.push(`the served receipts rebuild root ${root.toString('hex')}, the commit holds ${receiptsRoot.toString('hex')}`)
     else anchored = 'they rebuild the receipts root the commit holds'

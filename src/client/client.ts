@@ -794,7 +794,7 @@ export class Client implements OpsSource {
     if (!matches) log.warn('the answer the app received does not match its receipt', { receipt: id })
     const idx = Number(t[HEADERS.receiptIndex])
     const cert = typeof t[HEADERS.receiptCert] === 'string' ? Buffer.from(t[HEADERS.receiptCert] as string, 'base64') : null
-    store.add({ id, proxyId: link.proxyId, requestId, salt, cell: r.cell, index: Number.isSafeInteger(idx) && idx >= 0 ? idx : null, cert, answerMatches: matches })
+    store.add({ id, proxyId: link.proxyId, requestId, salt, boc: r.boc, index: Number.isSafeInteger(idx) && idx >= 0 ? idx : null, cert, answerMatches: matches })
     return true
   }
 
@@ -913,7 +913,7 @@ export class Client implements OpsSource {
       }
       try {
         const proof = Buffer.from(p.proof, 'base64')
-        verifyReceiptProofBoc(proof, Buffer.from(c.root, 'hex'), h.index!, h.cell.hash())
+        verifyReceiptProofBoc(proof, Buffer.from(c.root, 'hex'), h.index!, h.hash)
         if (!onChain) continue // nothing to anchor it to: not verified
         checked.push({ id: h.id, proof })
       } catch (err) {

@@ -3,8 +3,8 @@
 import crypto from 'node:crypto'
 import type Database from 'better-sqlite3'
 import { openSqlite, statementCache } from '../core/sqlite.ts'
-import { Cell } from '@ton/core'
-import { ReceiptTree, type CellRef } from './receipts/tree.ts'
+import { ReceiptTree } from './receipts/tree.ts'
+import type { CellRef } from './receipts/boc.ts'
 import type { SignedUsage, Usage, UsageRecord } from '../core/usage.ts'
 
 /** 3: receipts keep the worker's signed usage (usage_json, usage_sig, usage_signer); older ledgers gain the columns on open. */
@@ -34,9 +34,9 @@ export interface ReceiptEvent {
   receiptIndex: number
 }
 
-/** A receipt to add to the log: its cell, and whose it is (for the client's and the worker's audits). */
+/** A receipt to add to the log: its BoC, its cell's hash and depth (a Receipt has them), and whose it is (for the client's and the worker's audits). */
 export interface ReceiptEntry {
-  cell: Cell
+  receipt: CellRef & { boc: Buffer }
   client: string
   /** The worker's account (payout address or key). */
   worker: string
@@ -48,7 +48,8 @@ export interface ReceiptEntry {
 export interface LoggedReceipt {
   index: number
   hash: string
-  cell: Cell
+  /** The receipt's BoC, as logged. */
+  boc: Buffer
   client: string
   worker: string
   at: number
@@ -346,10 +347,10 @@ export class Ledger {
   /** Inserts a receipt row (inside a transaction) and returns its number in the log. */
   private insertReceipt(r: ReceiptEntry): { index: number; hash: string } {
     const index = this.tree.count + this.pending.length
-    const ref = { hash: r.cell.hash(), depth: r.cell.depth() }
+    const ref = { hash: r.receipt.hash, depth: r.receipt.depth }
     const hash = ref.hash.toString('hex')
     const su = r.signedUsage
-    this.stmts.insertReceipt.run(index, hash, ref.depth, r.cell.toBoc(), r.client, r.worker, Date.now(), su?.json ?? null, su?.signature ?? null, su?.signer ?? null)
+    this.stmts.insertReceipt.run(index, hash, ref.depth, r.receipt.boc, r.client, r.worker, Date.now(), su?.json ?? null, su?.signature ?? null, su?.signer ?? null)
     this.pending.push(ref)
     return { index, hash }
   }
@@ -435,7 +436,7 @@ export class Ledger {
 
   private receiptRow(r: { idx: number; hash: string; boc: Buffer; client: string; worker: string; at: number; usage_json: string | null; usage_sig: string | null; usage_signer: string | null } | undefined): LoggedReceipt | undefined {
     if (!r) return undefined
-    const row: LoggedReceipt = { index: r.idx, hash: r.hash, cell: Cell.fromBoc(r.boc)[0], client: r.client, worker: r.worker, at: r.at }
+    const row: LoggedReceipt = { index: r.idx, hash: r.hash, boc: r.boc, client: r.client, worker: r.worker, at: r.at }
     if (r.usage_json != null && r.usage_sig != null && r.usage_signer != null) {
       row.signedUsage = { usage: JSON.parse(r.usage_json) as UsageRecord, json: r.usage_json, signature: r.usage_sig, signer: r.usage_signer }
     }

@@ -433,7 +433,7 @@ export class Exchange extends BaseExchange {
     receiptP
       .then((rc) =>
         this.host.billing
-          .settle({ reservation: this.reservation, requestId: req.requestId, client: req.client, worker: conn.account, coefficient: conn.info.coefficient, usage: u, receipt: { cell: rc.receipt.cell, client: req.client, worker: conn.account, signedUsage } })
+          .settle({ reservation: this.reservation, requestId: req.requestId, client: req.client, worker: conn.account, coefficient: conn.info.coefficient, usage: u, receipt: { receipt: rc.receipt, client: req.client, worker: conn.account, signedUsage } })
           .then((s) => ({ ...s, rc })),
       )
       .then(
@@ -562,7 +562,7 @@ export class Exchange extends BaseExchange {
   private async unbilledReceipt(a: Attempt): Promise<http2.OutgoingHttpHeaders | undefined> {
     try {
       const rc = await this.proxyReceipt(a, { promptTokens: 0, cachedTokens: 0, completionTokens: 0, reasoningTokens: 0 }, 'error')
-      const index = this.host.billing.logReceipt(this.req.requestId, { cell: rc.receipt.cell, client: this.req.client, worker: a.conn.account })
+      const index = this.host.billing.logReceipt(this.req.requestId, { receipt: rc.receipt, client: this.req.client, worker: a.conn.account })
       return receiptTrailersOf(rc, index)
     } catch (err) {
       this.log.error('could not log a receipt for a failed answer', { error: err })
@@ -587,7 +587,7 @@ export function recipientKey(w: WorkerConn, keys: WrappedKey[]): WrappedKey | un
 
 /** The receipt trailers the client node keeps: the cell, its number in the log, the signer's certificate. */
 function receiptTrailersOf(rc: { receipt: Receipt; cert?: Uint8Array }, index: number | undefined): http2.OutgoingHttpHeaders {
-  const t: http2.OutgoingHttpHeaders = { [HEADERS.receipt]: rc.receipt.cell.toBoc().toString('base64') }
+  const t: http2.OutgoingHttpHeaders = { [HEADERS.receipt]: rc.receipt.boc.toString('base64') }
   if (index !== undefined) t[HEADERS.receiptIndex] = String(index)
   if (rc.cert) t[HEADERS.receiptCert] = Buffer.from(rc.cert).toString('base64')
   return t

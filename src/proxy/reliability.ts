@@ -6,7 +6,7 @@ import type { Logger } from '../core/log.ts'
 import { pacer } from '../core/time.ts'
 import type { Ledger } from '../payments/ledger.ts'
 import type { ReliabilityCommitter } from '../payments/proxy-settlement.ts'
-import { decodeReceipt, type ReceiptFields } from '../payments/receipts/receipt.ts'
+import { decodeReceiptBoc, type ReceiptFields } from '../payments/receipts/receipt.ts'
 import { buildReliabilityRecord, reliabilityHash, reliabilityWindow, UptimeTracker, type ReliabilityEntry, type ReliabilityRecord } from '../payments/receipts/reliability.ts'
 import { reliabilityScore } from './routing.ts'
 
@@ -55,7 +55,7 @@ export class ReliabilityPublisher implements ReliabilityCommitter {
         await pace()
         if (this.decoded.has(r.index)) continue
         try {
-          this.decoded.set(r.index, decodeReceipt(r.cell).fields)
+          this.decoded.set(r.index, decodeReceiptBoc(r.boc).fields)
         } catch {
           this.decoded.set(r.index, null) // not a receipt this build reads: not counted
         }
@@ -92,7 +92,7 @@ export class ReliabilityPublisher implements ReliabilityCommitter {
   receipts(): string[] {
     if (!this.last) return []
     const { from, to } = this.last.record.receipts
-    return this.deps.ledger.receiptsRange(from, to).map((r) => r.cell.toBoc().toString('base64'))
+    return this.deps.ledger.receiptsRange(from, to).map((r) => r.boc.toString('base64'))
   }
 
   /** The routing score of a worker for a model, from the committed record; undefined: no record (the prior applies). */

@@ -752,9 +752,9 @@ export class Worker implements OpsSource {
         finishReason: r.finishReason,
       })
       const receipt = await signReceipt(fields, (d) => id.signAsync(d))
-      trailers[HEADERS.receipt] = receipt.cell.toBoc().toString('base64')
+      trailers[HEADERS.receipt] = receipt.boc.toString('base64')
       this.receiptCounts.signed++
-      if (link?.proxyId) this.rememberReceipt(link.proxyId, receipt.cell.hash().toString('hex'), fields.adjustedTokens * fields.workerFeePerTokenNano)
+      if (link?.proxyId) this.rememberReceipt(link.proxyId, receipt.hash.toString('hex'), fields.adjustedTokens * fields.workerFeePerTokenNano)
     } catch (err) {
       this.deps.log.warn('could not make a receipt', { error: (err as Error).message })
     }

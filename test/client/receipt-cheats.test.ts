@@ -68,7 +68,7 @@ async function fakeProxy() {
         [HEADERS.cost]: JSON.stringify({ nano: '10000', adjusted_tokens: '15', price_per_token_nano: '1000', coefficient: 1000 }),
       }
       if (state.mode === 'garbage') trailers[HEADERS.receipt] = Buffer.from('not a receipt').toString('base64')
-      else if (state.mode !== 'missing') trailers[HEADERS.receipt] = receipt.cell.toBoc().toString('base64')
+      else if (state.mode !== 'missing') trailers[HEADERS.receipt] = receipt.boc.toString('base64')
       stream.respond({ ':status': 200, 'content-type': 'application/json' }, { waitForTrailers: true })
       stream.once('wantTrailers', () => stream.sendTrailers(trailers))
       stream.end(text)

@@ -8,8 +8,10 @@ import path from 'node:path'
 import { beginCell, Cell, Dictionary } from '@ton/core'
 import Database from 'better-sqlite3'
 import { Ledger, type UsageEvent } from '../../src/payments/ledger.ts'
-import { decodeReceiptBoc, receiptFieldsJson, signReceipt, verifyReceiptSignature, answerHash, requestHash, paramsHash, receiptIdFromSalt, newSalt, type ReceiptFields } from '../../src/payments/receipts/receipt.ts'
+import { decodeReceiptBoc, receiptFieldsJson, signReceipt, verifyReceiptSignature, answerHash, requestHash, paramsHash, receiptIdFromSalt, newSalt, type Receipt, type ReceiptFields } from '../../src/payments/receipts/receipt.ts'
 import { verifyReceiptProof } from '../../src/payments/receipts/proof.ts'
+
+const cellOf = (r: { boc: Buffer }): Cell => Cell.fromBoc(r.boc)[0]
 
 const tmp = () => path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'receipts-')), 'ledger.sqlite')
 
@@ -35,16 +37,16 @@ export function sampleFields(i = 0, workerKey = Buffer.alloc(32, 7)): ReceiptFie
 test('a version 1 receipt (before first_token_at_ms) still decodes and verifies; version 2 carries the first token time', async () => {
   const k = keyPair()
   const v1 = await signReceipt({ ...sampleFields(0, k.raw), version: 1, firstTokenAtMs: 0 }, k.sign)
-  const back1 = decodeReceiptBoc(v1.cell.toBoc())
+  const back1 = decodeReceiptBoc(v1.boc)
   assert.equal(back1.fields.version, 1)
   assert.equal(back1.fields.firstTokenAtMs, 0)
   assert.ok(verifyReceiptSignature(back1, k.raw))
   assert.ok(!('first_token_at_ms' in receiptFieldsJson(back1.fields)))
   // Version 1's body has exactly the layout of docs/receipts.md before the bump: 32+8·3+256·3+64·2 bits.
-  assert.equal(v1.cell.refs[0].bits.length, 952)
+  assert.equal(cellOf(v1).refs[0].bits.length, 952)
   const v2 = await signReceipt(sampleFields(0, k.raw), k.sign)
-  assert.equal(v2.cell.refs[0].bits.length, 1016)
-  const back2 = decodeReceiptBoc(v2.cell.toBoc())
+  assert.equal(cellOf(v2).refs[0].bits.length, 1016)
+  const back2 = decodeReceiptBoc(v2.boc)
   assert.equal(back2.fields.firstTokenAtMs, 1_700_000_000_100)
   assert.equal(receiptFieldsJson(back2.fields).first_token_at_ms, 1_700_000_000_100)
   // The time is signed: changing it breaks the signature.
@@ -52,13 +54,13 @@ test('a version 1 receipt (before first_token_at_ms) still decodes and verifies;
   assert.ok(!verifyReceiptSignature(forged, k.raw))
   // An unknown version is refused with a clear message.
   const v3 = await signReceipt({ ...sampleFields(0, k.raw), version: 3 }, k.sign)
-  assert.throws(() => decodeReceiptBoc(v3.cell.toBoc()), /receipt version 3, this build reads 1 and 2/)
+  assert.throws(() => decodeReceiptBoc(v3.boc), /receipt version 3, this build reads 1 and 2/)
 })
 
 test('a signed receipt round-trips through its BoC and verifies against the signer only', async () => {
   const k = keyPair()
   const r = await signReceipt(sampleFields(0, k.raw), k.sign)
-  const back = decodeReceiptBoc(r.cell.toBoc().toString('base64'))
+  const back = decodeReceiptBoc(r.boc.toString('base64'))
   assert.deepEqual(receiptFieldsJson(back.fields), receiptFieldsJson(r.fields))
   assert.ok(verifyReceiptSignature(back, k.raw))
   assert.ok(!verifyReceiptSignature(back, keyPair().raw))
@@ -86,13 +88,14 @@ test('the ledger logs receipts with usage and alone, in order, and rebuilds the 
   const file = tmp()
   const l = new Ledger(file)
   const k = keyPair()
-  const cells: Cell[] = []
-  for (let i = 0; i < 5; i++) cells.push((await signReceipt(sampleFields(i, k.raw), k.sign)).cell)
-  const a = l.recordUsage(usage(0), { cell: cells[0], client: 'c1', worker: 'w1' })
+  const rs: Receipt[] = []
+  for (let i = 0; i < 5; i++) rs.push(await signReceipt(sampleFields(i, k.raw), k.sign))
+  const cells = rs.map(cellOf)
+  const a = l.recordUsage(usage(0), { receipt: rs[0], client: 'c1', worker: 'w1' })
   assert.equal(a.receiptIndex, 0)
-  const batch = l.recordUsageBatch([usage(1), usage(2)], [{ cell: cells[1], client: 'c1', worker: 'w1' }, { cell: cells[2], client: 'c2', worker: 'w1' }])
+  const batch = l.recordUsageBatch([usage(1), usage(2)], [{ receipt: rs[1], client: 'c1', worker: 'w1' }, { receipt: rs[2], client: 'c2', worker: 'w1' }])
   assert.deepEqual(batch.map((b) => b.receiptIndex), [1, 2])
-  assert.equal(l.recordReceipt('r3', { cell: cells[3], client: 'c1', worker: 'w2' }).receiptIndex, 3)
+  assert.equal(l.recordReceipt('r3', { receipt: rs[3], client: 'c1', worker: 'w2' }).receiptIndex, 3)
   const d = Dictionary.empty(Dictionary.Keys.BigUint(64), Dictionary.Values.Cell())
   cells.slice(0, 4).forEach((c, i) => d.set(BigInt(i), c))
   const root = beginCell().storeDictDirect(d).endCell().hash().toString('hex')
@@ -128,13 +131,13 @@ test('the ledger logs receipts with usage and alone, in order, and rebuilds the 
 test('a failed write leaves no receipt in the tree', async () => {
   const l = new Ledger(tmp())
   const k = keyPair()
-  const c = (await signReceipt(sampleFields(0, k.raw), k.sign)).cell
-  l.recordUsage(usage(0), { cell: c, client: 'c1', worker: 'w1' })
+  const c = await signReceipt(sampleFields(0, k.raw), k.sign)
+  l.recordUsage(usage(0), { receipt: c, client: 'c1', worker: 'w1' })
   // The same receipt number twice is refused by the primary key; simulate by a bad batch (NaN counters).
-  assert.throws(() => l.recordUsageBatch([usage(1), { ...usage(2), adjusted: 'x' }], [{ cell: c, client: 'c1', worker: 'w1' }, { cell: c, client: 'c1', worker: 'w1' }]))
+  assert.throws(() => l.recordUsageBatch([usage(1), { ...usage(2), adjusted: 'x' }], [{ receipt: c, client: 'c1', worker: 'w1' }, { receipt: c, client: 'c1', worker: 'w1' }]))
   assert.equal(l.receiptCount(), 1)
   assert.equal(l.getHead().seqno, 1)
-  l.recordUsage(usage(3), { cell: c, client: 'c1', worker: 'w1' })
+  l.recordUsage(usage(3), { receipt: c, client: 'c1', worker: 'w1' })
   assert.equal(l.receiptCount(), 2)
   l.close()
 })

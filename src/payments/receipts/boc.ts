@@ -1,5 +1,28 @@
-// Bags of cells (TON's BoC) read and written directly, for the receipt log's proofs: parsing and building them
-// through @ton/core computes every cell's hashes at every level, which was most of the cost of a proof.
+// Bags of cells (TON's BoC) and ordinary cells read and written directly, for receipts and the receipt log's proofs:
+// parsing and building them through @ton/core computes every cell's hashes at every level, which was most of the
+// cost of a proof and of handling a receipt. Tests check every writer here byte for byte against @ton/core.
+import { createHash } from 'node:crypto'
+
+/** The hash and depth a parent cell needs of a child (level 0: every cell here is ordinary or a pruned branch). */
+export interface CellRef {
+  hash: Buffer
+  depth: number
+}
+
+/** Representation hash and depth of an ordinary cell (TON cell hashing, level 0): d1 d2, data, the children's depths, their hashes. */
+export function ordinaryHash(d2: number, data: Buffer, refs: readonly CellRef[]): CellRef {
+  const head = Buffer.allocUnsafe(2 + 2 * refs.length)
+  head[0] = refs.length
+  head[1] = d2
+  let depth = 0
+  for (let i = 0; i < refs.length; i++) {
+    head.writeUInt16BE(refs[i].depth, 2 + 2 * i)
+    depth = Math.max(depth, refs[i].depth + 1)
+  }
+  const h = createHash('sha256').update(head.subarray(0, 2)).update(data).update(head.subarray(2))
+  for (const r of refs) h.update(r.hash)
+  return { hash: h.digest(), depth }
+}
 
 /** One cell of a parsed bag of cells: what a proof check needs of it. */
 export interface RawCell {
@@ -104,6 +127,195 @@ export interface OutCell {
 
 function bytesFor(n: number): number {
   return Math.max(1, Math.ceil(n.toString(2).length / 8))
+}
+
+/**
+ * Level-0 hash and depth of parsed cell `i`: for a pruned branch (level 1), the ones it stands for; for an ordinary
+ * cell, computed over its children. Any other exotic cell fails. Kept on the cell once computed.
+ */
+export function level0(cells: RawCell[], i: number, fail: (why: string) => never): CellRef {
+  const c = cells[i]
+  if (c.hash) return { hash: c.hash, depth: c.depth! }
+  if (c.exotic) {
+    // A pruned branch of level 1: type 1, mask 1, hash, depth (288 bits).
+    if (c.data.length !== 36 || c.d2 !== 72 || c.data[0] !== 1 || c.data[1] !== 1 || c.refs.length !== 0) fail('an exotic cell that is not a pruned branch')
+    c.hash = c.data.subarray(2, 34)
+    c.depth = c.data.readUInt16BE(34)
+    return { hash: c.hash, depth: c.depth }
+  }
+  const r = ordinaryHash(c.d2, c.data, c.refs.map((k) => level0(cells, k, fail)))
+  c.hash = r.hash
+  c.depth = r.depth
+  return r
+}
+
+/** Bits of a cell's data: whole bytes, and for an odd d2 the bits of the last byte above its completion tag. */
+export function dataBits(data: Buffer, d2: number): number {
+  if (d2 % 2 === 0) return (d2 / 2) * 8
+  const last = data[data.length - 1]
+  return (data.length - 1) * 8 + 7 - Math.log2(last & -last) // the completion tag is the lowest set bit
+}
+
+/** Reads a cell's data bits, most significant first; `fail` throws the caller's error when a read runs past them. */
+export class BitReader {
+  private pos = 0
+  readonly length: number
+
+  constructor(
+    private readonly data: Buffer,
+    d2: number,
+    private readonly fail: (why: string) => never,
+  ) {
+    this.length = dataBits(data, d2)
+  }
+
+  get left(): number {
+    return this.length - this.pos
+  }
+
+  bit(): boolean {
+    if (this.pos >= this.length) this.fail('a read runs past the cell')
+    const b = (this.data[this.pos >> 3] >> (7 - (this.pos & 7))) & 1
+    this.pos++
+    return b === 1
+  }
+
+  /** `n` bits as an unsigned integer. */
+  uint(n: number): bigint {
+    if (n > this.left) this.fail('a read runs past the cell')
+    let v = 0n
+    if ((this.pos & 7) === 0 && (n & 7) === 0) {
+      for (let i = 0; i < n; i += 8) v = (v << 8n) | BigInt(this.data[(this.pos + i) >> 3])
+      this.pos += n
+      return v
+    }
+    for (let i = 0; i < n; i++) v = (v << 1n) | (this.bit() ? 1n : 0n)
+    return v
+  }
+
+  /** `n` bits (n ≤ 48) as a number. */
+  num(n: number): number {
+    return Number(this.uint(n))
+  }
+
+  bytes(n: number): Buffer {
+    if (n * 8 > this.left) this.fail('a read runs past the cell')
+    if ((this.pos & 7) === 0) {
+      const b = Buffer.from(this.data.subarray(this.pos >> 3, (this.pos >> 3) + n))
+      this.pos += n * 8
+      return b
+    }
+    const b = Buffer.alloc(n)
+    for (let i = 0; i < n; i++) b[i] = Number(this.uint(8))
+    return b
+  }
+
+  /** TON's Coins (VarUInteger 16): a 4-bit byte count, then that many bytes. */
+  coins(): bigint {
+    return this.uint(this.num(4) * 8)
+  }
+}
+
+/** An ordinary cell built here: its bytes as a BoC stores them, its children, and its level-0 hash and depth. */
+export interface BuiltCell extends CellRef {
+  d2: number
+  data: Buffer
+  refs: BuiltCell[]
+}
+
+const CELL_BITS = 1023
+const CELL_REFS = 4
+
+/** Builds one ordinary cell bit by bit, as @ton/core's beginCell() does, with the same range checks. */
+export class CellBuilder {
+  private readonly buf = Buffer.alloc(128)
+  private bits = 0
+  private readonly refs: BuiltCell[] = []
+
+  get availableBits(): number {
+    return CELL_BITS - this.bits
+  }
+
+  private room(n: number): void {
+    if (this.bits + n > CELL_BITS) throw new RangeError(`a cell holds ${CELL_BITS} bits`)
+  }
+
+  private bit(b: number): void {
+    if (b) this.buf[this.bits >> 3] |= 0x80 >> (this.bits & 7)
+    this.bits++
+  }
+
+  /** `v` as an `n`-bit unsigned integer. */
+  uint(v: number | bigint, n: number): this {
+    const x = BigInt(v)
+    if (x < 0n || x >= 1n << BigInt(n)) throw new RangeError(`${v} does not fit in ${n} unsigned bits`)
+    this.room(n)
+    if ((this.bits & 7) === 0 && (n & 7) === 0) {
+      let y = x
+      for (let i = n / 8 - 1; i >= 0; i--) {
+        this.buf[(this.bits >> 3) + i] = Number(y & 0xffn)
+        y >>= 8n
+      }
+      this.bits += n
+      return this
+    }
+    for (let i = n - 1; i >= 0; i--) this.bit(Number((x >> BigInt(i)) & 1n))
+    return this
+  }
+
+  bytes(b: Uint8Array): this {
+    this.room(b.length * 8)
+    if ((this.bits & 7) === 0) {
+      this.buf.set(b, this.bits >> 3)
+      this.bits += b.length * 8
+      return this
+    }
+    for (const x of b) this.uint(x, 8)
+    return this
+  }
+
+  /** TON's Coins (VarUInteger 16): the shortest byte count, then the bytes; zero is four zero bits. */
+  coins(v: bigint): this {
+    if (v < 0n) throw new RangeError(`coins cannot be negative: ${v}`)
+    const size = v === 0n ? 0 : Math.ceil(v.toString(16).length / 2)
+    if (size > 15) throw new RangeError(`${v} does not fit in Coins`)
+    return this.uint(size, 4).uint(v, size * 8)
+  }
+
+  ref(c: BuiltCell): this {
+    if (this.refs.length >= CELL_REFS) throw new RangeError(`a cell holds ${CELL_REFS} references`)
+    this.refs.push(c)
+    return this
+  }
+
+  end(): BuiltCell {
+    const whole = this.bits >> 3
+    const partial = (this.bits & 7) !== 0
+    const data = Buffer.from(this.buf.subarray(0, whole + (partial ? 1 : 0)))
+    if (partial) data[whole] |= 0x80 >> (this.bits & 7) // the completion tag
+    const d2 = whole * 2 + (partial ? 1 : 0)
+    return { ...ordinaryHash(d2, data, this.refs), d2, data, refs: [...this.refs] }
+  }
+}
+
+/**
+ * A tree of built cells as one BoC, byte for byte what @ton/core's toBoc() writes for the same cells: identical cells
+ * stored once, in its order (the reverse of a depth-first post-order that takes each cell's references last first).
+ */
+export function serializeCells(root: BuiltCell): Buffer {
+  const order: BuiltCell[] = []
+  const seen = new Set<string>()
+  const visit = (c: BuiltCell): void => {
+    const key = c.hash.toString('latin1')
+    if (seen.has(key)) return
+    seen.add(key)
+    for (let i = c.refs.length - 1; i >= 0; i--) visit(c.refs[i])
+    order.push(c)
+  }
+  visit(root)
+  order.reverse()
+  const index = new Map(order.map((c, i) => [c.hash.toString('latin1'), i]))
+  return writeBoc(order.map((c) => ({ d1: c.refs.length, d2: c.d2, data: c.data, refs: c.refs.map((r) => index.get(r.hash.toString('latin1'))!) })))
 }
 
 /** Serializes cells (root first, every reference to a later cell) as @ton/core's toBoc() does: no index, with CRC-32C. */

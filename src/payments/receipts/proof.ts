@@ -1,8 +1,7 @@
 // Checking a receipt's Merkle proof: a TON Merkle-proof cell over the log's Dictionary<uint64, Cell>, against a committed root.
-import { createHash } from 'node:crypto'
 import { Cell, CellType, type Slice } from '@ton/core'
 import { RECEIPT_KEY_BITS } from './tree.ts'
-import { parseBoc, type RawCell } from './boc.ts'
+import { BitReader, level0, parseBoc } from './boc.ts'
 
 /** A proof that does not show the receipt under the root; `reason` says which part failed. */
 export class ReceiptProofError extends Error {
@@ -85,62 +84,6 @@ export function verifyReceiptProof(proof: Cell, root: Buffer, index: bigint | nu
   }
 }
 
-/** Level-0 hash and depth of cell `i`: for a pruned branch, the ones it stands for; for an ordinary cell, computed over its children. */
-function level0(cells: RawCell[], i: number): { hash: Buffer; depth: number } {
-  const c = cells[i]
-  if (c.hash) return { hash: c.hash, depth: c.depth! }
-  if (c.exotic) {
-    // Only a pruned branch of level 1 stands inside a receipt proof: type 1, mask 1, hash, depth (288 bits).
-    if (c.data.length !== 36 || c.d2 !== 72 || c.data[0] !== 1 || c.data[1] !== 1 || c.refs.length !== 0) throw new ReceiptProofError('malformed proof: an exotic cell that is not a pruned branch')
-    c.hash = c.data.subarray(2, 34)
-    c.depth = c.data.readUInt16BE(34)
-    return { hash: c.hash, depth: c.depth }
-  }
-  const kids = c.refs.map((r) => level0(cells, r))
-  const h = createHash('sha256')
-  const head = Buffer.allocUnsafe(2 + 2 * kids.length)
-  head[0] = kids.length
-  head[1] = c.d2
-  let depth = 0
-  kids.forEach((k, j) => {
-    head.writeUInt16BE(k.depth, 2 + 2 * j)
-    depth = Math.max(depth, k.depth + 1)
-  })
-  h.update(head.subarray(0, 2)).update(c.data).update(head.subarray(2))
-  for (const k of kids) h.update(k.hash)
-  c.hash = h.digest()
-  c.depth = depth
-  return { hash: c.hash, depth }
-}
-
-/** Reads bits of one cell's data, most significant first. */
-class Bits implements BitSource {
-  private pos = 0
-  private readonly length: number
-
-  constructor(private readonly c: RawCell) {
-    let bits = Math.floor(c.d2 / 2) * 8
-    if (c.d2 % 2 === 1) {
-      const last = c.data[c.data.length - 1]
-      bits += 7 - Math.log2(last & -last) // the completion tag is the lowest set bit
-    }
-    this.length = bits
-  }
-
-  bit(): boolean {
-    if (this.pos >= this.length) throw new ReceiptProofError('malformed dictionary cell: a label runs past the cell')
-    const b = (this.c.data[this.pos >> 3] >> (7 - (this.pos & 7))) & 1
-    this.pos++
-    return b === 1
-  }
-
-  uint(n: number): bigint {
-    let v = 0n
-    for (let i = 0; i < n; i++) v = (v << 1n) | (this.bit() ? 1n : 0n)
-    return v
-  }
-}
-
 /**
  * verifyReceiptProof on the proof's bytes (a BoC), without building @ton/core cells: the same checks, about seven
  * times faster (45 µs against 340 µs). Client nodes and workers check a proof for every receipt. Throws ReceiptProofError on any failure,
@@ -158,18 +101,21 @@ export function verifyReceiptProofBoc(boc: Buffer, root: Buffer, index: bigint |
   if (proof.data.length !== 35 || proof.d2 !== 70 || proof.refs.length !== 1) throw new ReceiptProofError('malformed proof: a Merkle-proof cell of the wrong size')
   const claimed = proof.data.subarray(1, 33)
   if (!claimed.equals(root)) throw new ReceiptProofError(`the proof is for root ${claimed.toString('hex')}, not ${root.toString('hex')}`)
+  const fail = (why: string): never => {
+    throw new ReceiptProofError(`malformed proof: ${why}`)
+  }
   let at = proof.refs[0]
-  const body = level0(cells, at)
+  const body = level0(cells, at, fail)
   if (!body.hash.equals(root) || body.depth !== proof.data.readUInt16BE(33)) throw new ReceiptProofError('the proof body does not hash to its root')
   let n = RECEIPT_KEY_BITS
   for (;;) {
     const cell = cells[at]
     if (cell.exotic) throw new ReceiptProofError(`receipt ${key} is pruned from the proof`)
-    n = followLabel(new Bits(cell), n, key)
+    n = followLabel(new BitReader(cell.data, cell.d2, (why) => fail(`a dictionary cell: ${why}`)), n, key)
     if (n === 0) {
       if (cell.refs.length < 1) throw new ReceiptProofError('malformed dictionary cell: a leaf without its value')
       const value = cell.refs[0]
-      if (!level0(cells, value).hash.equals(receiptHash)) throw new ReceiptProofError(`the dictionary holds another receipt at ${key}`)
+      if (!level0(cells, value, fail).hash.equals(receiptHash)) throw new ReceiptProofError(`the dictionary holds another receipt at ${key}`)
       if (cells[value].exotic) throw new ReceiptProofError(`receipt ${key} is pruned from the proof`)
       return
     }

@@ -1,6 +1,6 @@
 // The receipt: one TON cell per answered request, signed by the worker's attested key (TL-B in docs/receipts.md).
 import crypto from 'node:crypto'
-import { beginCell, Cell, type Slice } from '@ton/core'
+import { BitReader, CellBuilder, parseBoc, serializeCells, type BuiltCell, type CellRef, type RawCell } from './boc.ts'
 import { priceRequest, type PriceParams } from '../pricing.ts'
 import type { SignedUsage, Usage } from '../../core/usage.ts'
 import { ed25519PublicKey } from '../../core/ed25519.ts'
@@ -66,11 +66,17 @@ export interface ReceiptFields {
   finishReason: FinishReason
 }
 
-/** A receipt as it travels and is stored: the cell, decoded, with the signature over its body. */
-export interface Receipt {
-  cell: Cell
+/**
+ * A receipt as it travels and is stored: its bag of cells, that cell's hash and depth (its key and weight in the
+ * log's tree), the decoded fields, and the signature over its body. A receipt's BoC is canonical: exactly what
+ * encodeReceipt writes for its fields and signature (what @ton/core's toBoc() writes for the same cells).
+ */
+export interface Receipt extends CellRef {
+  boc: Buffer
   fields: ReceiptFields
   signature: Buffer
+  /** The body cell's hash: what the signature covers, after its domain tag. */
+  bodyHash: Buffer
 }
 
 /**
@@ -85,140 +91,173 @@ export class ReceiptFormatError extends Error {
   readonly name = 'ReceiptFormatError'
 }
 
-function storeText(s: string): Cell {
-  return beginCell().storeStringTail(s).endCell()
+/** Most bytes a receipt's text (request id, model id) may have; longer ones are chained over cells (as storeStringTail does). */
+const TEXT_BYTES_PER_CELL = 127
+
+function textCell(s: string): BuiltCell {
+  const bytes = Buffer.from(s, 'utf8')
+  let tail: BuiltCell | undefined
+  // Each cell takes as many whole bytes as fit; the rest goes on in its one reference.
+  const cuts: number[] = []
+  for (let at = 0; at < bytes.length || cuts.length === 0; at += TEXT_BYTES_PER_CELL) cuts.push(at)
+  for (let i = cuts.length - 1; i >= 0; i--) {
+    const b = new CellBuilder().bytes(bytes.subarray(cuts[i], cuts[i] + TEXT_BYTES_PER_CELL))
+    if (tail) b.ref(tail)
+    tail = b.end()
+  }
+  return tail!
 }
 
 /** The body cell: everything the signature covers. */
-export function receiptBodyCell(f: ReceiptFields): Cell {
-  const ids = beginCell().storeBuffer(f.modelHash, 32).storeRef(storeText(f.requestId)).storeRef(storeText(f.modelId)).endCell()
-  const parties = beginCell().storeBuffer(f.imageHash, 32).storeBuffer(f.workerKey, 32).storeBuffer(f.proxyKey, 32).endCell()
-  const usage = beginCell()
-    .storeUint(f.promptTokens, 32)
-    .storeUint(f.cachedTokens, 32)
-    .storeUint(f.completionTokens, 32)
-    .storeUint(f.reasoningTokens, 32)
-    .storeUint(f.coefficient, 32)
-    .storeCoins(f.pricePerTokenNano)
-    .storeCoins(f.workerFeePerTokenNano)
-    .storeUint(f.adjustedTokens, 64)
-    .storeCoins(f.costNano)
-    .endCell()
-  const b = beginCell()
-    .storeUint(RECEIPT_BODY_TAG, 32)
-    .storeUint(f.version, 8)
-    .storeUint(SIGNERS.indexOf(f.signer), 8)
-    .storeUint(FINISH_REASONS.indexOf(f.finishReason), 8)
-    .storeBuffer(f.requestHash, 32)
-    .storeBuffer(f.answerHash, 32)
-    .storeBuffer(f.paramsHash, 32)
-    .storeUint(f.startedAtMs, 64)
-    .storeUint(f.endedAtMs, 64)
-  if (f.version >= 2) b.storeUint(f.firstTokenAtMs, 64)
+function receiptBody(f: ReceiptFields): BuiltCell {
+  const ids = new CellBuilder().bytes(hash32(f.modelHash)).ref(textCell(f.requestId)).ref(textCell(f.modelId)).end()
+  const parties = new CellBuilder().bytes(hash32(f.imageHash)).bytes(hash32(f.workerKey)).bytes(hash32(f.proxyKey)).end()
+  const usage = new CellBuilder()
+    .uint(f.promptTokens, 32)
+    .uint(f.cachedTokens, 32)
+    .uint(f.completionTokens, 32)
+    .uint(f.reasoningTokens, 32)
+    .uint(f.coefficient, 32)
+    .coins(f.pricePerTokenNano)
+    .coins(f.workerFeePerTokenNano)
+    .uint(f.adjustedTokens, 64)
+    .coins(f.costNano)
+    .end()
+  const b = new CellBuilder()
+    .uint(RECEIPT_BODY_TAG, 32)
+    .uint(f.version, 8)
+    .uint(SIGNERS.indexOf(f.signer), 8)
+    .uint(FINISH_REASONS.indexOf(f.finishReason), 8)
+    .bytes(hash32(f.requestHash))
+    .bytes(hash32(f.answerHash))
+    .bytes(hash32(f.paramsHash))
+    .uint(f.startedAtMs, 64)
+    .uint(f.endedAtMs, 64)
+  if (f.version >= 2) b.uint(f.firstTokenAtMs, 64)
+  return b.ref(ids).ref(parties).ref(usage).end()
+}
+
+function hash32(b: Buffer): Buffer {
+  if (b.length !== 32) throw new ReceiptFormatError(`a receipt hash or key is 32 bytes, not ${b.length}`)
   return b
-    .storeRef(ids)
-    .storeRef(parties)
-    .storeRef(usage)
-    .endCell()
 }
 
 /** The bytes a receipt signature covers. */
-export function receiptSigningPayload(body: Cell): Buffer {
-  return Buffer.concat([RECEIPT_SIG_DOMAIN, body.hash()])
+export function receiptSigningPayload(bodyHash: Buffer): Buffer {
+  return Buffer.concat([RECEIPT_SIG_DOMAIN, bodyHash])
 }
 
-/** The receipt cell: the signature, then the body as a ref. */
-export function receiptCell(body: Cell, signature: Uint8Array): Cell {
+/**
+ * The receipt for `fields` and `signature`: the receipt cell (the signature, then the body as a reference) as a BoC,
+ * with its hash. The signature is not checked here (verifyReceiptSignature does).
+ */
+export function encodeReceipt(fields: ReceiptFields, signature: Uint8Array, body: BuiltCell = receiptBody(fields)): Receipt {
   if (signature.length !== 64) throw new ReceiptFormatError('a receipt signature is 64 bytes')
-  return beginCell().storeBuffer(Buffer.from(signature), 64).storeRef(body).endCell()
+  const root = new CellBuilder().bytes(signature).ref(body).end()
+  return { boc: serializeCells(root), hash: root.hash, depth: root.depth, fields, signature: Buffer.from(signature), bodyHash: body.hash }
 }
 
 /** Builds and signs a receipt with `sign` (the signer's Ed25519 key). */
 export async function signReceipt(f: ReceiptFields, sign: (data: Uint8Array) => Promise<Uint8Array> | Uint8Array): Promise<Receipt> {
-  const body = receiptBodyCell(f)
-  const signature = Buffer.from(await sign(receiptSigningPayload(body)))
-  return { cell: receiptCell(body, signature), fields: f, signature }
+  const body = receiptBody(f)
+  return encodeReceipt(f, await sign(receiptSigningPayload(body.hash)), body)
 }
 
-function loadText(s: Slice): string {
-  return s.loadRef().beginParse().loadStringTail()
+/** Largest receipt BoC read: a receipt is about 500 bytes, more with long ids. */
+const MAX_RECEIPT_BOC_BYTES = 16 * 1024
+
+function formatError(why: string): never {
+  throw new ReceiptFormatError(`not a receipt cell: ${why}`)
 }
 
-/** Decodes a receipt cell; throws ReceiptFormatError when it is not one. */
-export function decodeReceipt(cell: Cell): Receipt {
-  try {
-    const s = cell.beginParse()
-    const signature = s.loadBuffer(64)
-    const body = s.loadRef()
-    s.endParse()
-    const b = body.beginParse()
-    if (b.loadUint(32) !== RECEIPT_BODY_TAG) throw new ReceiptFormatError('not a receipt (bad tag)')
-    const version = b.loadUint(8)
-    if (!RECEIPT_VERSIONS_READ.includes(version)) throw new ReceiptFormatError(`receipt version ${version}, this build reads ${RECEIPT_VERSIONS_READ.join(' and ')}`)
-    const signer = SIGNERS[b.loadUint(8)]
-    const finishReason = FINISH_REASONS[b.loadUint(8)]
-    if (!signer || !finishReason) throw new ReceiptFormatError('unknown signer or finish reason')
-    const requestHash = b.loadBuffer(32)
-    const answerHash = b.loadBuffer(32)
-    const paramsHash = b.loadBuffer(32)
-    const startedAtMs = Number(b.loadUintBig(64))
-    const endedAtMs = Number(b.loadUintBig(64))
-    const firstTokenAtMs = version >= 2 ? Number(b.loadUintBig(64)) : 0
-    const ids = b.loadRef().beginParse()
-    const parties = b.loadRef().beginParse()
-    const u = b.loadRef().beginParse()
-    b.endParse()
-    const modelHash = ids.loadBuffer(32)
-    const requestId = loadText(ids)
-    const modelId = loadText(ids)
-    const fields: ReceiptFields = {
-      version,
-      signer,
-      requestId,
-      requestHash,
-      answerHash,
-      paramsHash,
-      modelId,
-      modelHash,
-      imageHash: parties.loadBuffer(32),
-      workerKey: parties.loadBuffer(32),
-      proxyKey: parties.loadBuffer(32),
-      promptTokens: u.loadUint(32),
-      cachedTokens: u.loadUint(32),
-      completionTokens: u.loadUint(32),
-      reasoningTokens: u.loadUint(32),
-      coefficient: u.loadUint(32),
-      pricePerTokenNano: u.loadCoins(),
-      workerFeePerTokenNano: u.loadCoins(),
-      adjustedTokens: u.loadUintBig(64),
-      costNano: u.loadCoins(),
-      startedAtMs,
-      firstTokenAtMs,
-      endedAtMs,
-      finishReason,
+/**
+ * Decodes a receipt's BoC (bytes or base64). Throws ReceiptFormatError when it is not one, or not in the canonical
+ * form encodeReceipt writes (so one receipt has one encoding, and its hash is that of the cells read).
+ */
+export function decodeReceiptBoc(boc: Buffer | string): Receipt {
+  const bytes = typeof boc === 'string' ? Buffer.from(boc, 'base64') : boc
+  if (bytes.length > MAX_RECEIPT_BOC_BYTES) throw new ReceiptFormatError(`a receipt BoC of ${bytes.length} bytes (at most ${MAX_RECEIPT_BOC_BYTES})`)
+  const { cells, root } = parseBoc(bytes, (why) => {
+    throw new ReceiptFormatError(`not a BoC: ${why}`)
+  })
+  const cell = (i: number, refs: number): { r: BitReader; refs: number[] } => {
+    const c = cells[i]
+    if (c.exotic) formatError('an exotic cell')
+    if (c.refs.length !== refs) formatError(`a cell with ${c.refs.length} references where ${refs} belong`)
+    return { r: new BitReader(c.data, c.d2, formatError), refs: c.refs }
+  }
+  const text = (i: number): string => {
+    const parts: Buffer[] = []
+    for (let at: number | undefined = i; at !== undefined; ) {
+      const c: RawCell = cells[at]
+      if (c.exotic || c.refs.length > 1) formatError('a text cell with more than one reference')
+      const r = new BitReader(c.data, c.d2, formatError)
+      if (r.left % 8 !== 0) formatError('a text cell of partial bytes')
+      parts.push(r.bytes(r.left / 8))
+      at = c.refs[0]
     }
-    return { cell, fields, signature }
+    return Buffer.concat(parts).toString('utf8')
+  }
+  const top = cell(root, 1)
+  const signature = top.r.bytes(64)
+  const body = cell(top.refs[0], 3)
+  const b = body.r
+  if (b.num(32) !== RECEIPT_BODY_TAG) throw new ReceiptFormatError('not a receipt (bad tag)')
+  const version = b.num(8)
+  if (!RECEIPT_VERSIONS_READ.includes(version)) throw new ReceiptFormatError(`receipt version ${version}, this build reads ${RECEIPT_VERSIONS_READ.join(' and ')}`)
+  const signer = SIGNERS[b.num(8)]
+  const finishReason = FINISH_REASONS[b.num(8)]
+  if (!signer || !finishReason) throw new ReceiptFormatError('unknown signer or finish reason')
+  const requestHash = b.bytes(32)
+  const answerHash = b.bytes(32)
+  const paramsHash = b.bytes(32)
+  const startedAtMs = b.num(64)
+  const endedAtMs = b.num(64)
+  const firstTokenAtMs = version >= 2 ? b.num(64) : 0
+  const ids = cell(body.refs[0], 2)
+  const parties = cell(body.refs[1], 0).r
+  const u = cell(body.refs[2], 0).r
+  const fields: ReceiptFields = {
+    version,
+    signer,
+    requestId: text(ids.refs[0]),
+    requestHash,
+    answerHash,
+    paramsHash,
+    modelId: text(ids.refs[1]),
+    modelHash: ids.r.bytes(32),
+    imageHash: parties.bytes(32),
+    workerKey: parties.bytes(32),
+    proxyKey: parties.bytes(32),
+    promptTokens: u.num(32),
+    cachedTokens: u.num(32),
+    completionTokens: u.num(32),
+    reasoningTokens: u.num(32),
+    coefficient: u.num(32),
+    pricePerTokenNano: u.coins(),
+    workerFeePerTokenNano: u.coins(),
+    adjustedTokens: u.uint(64),
+    costNano: u.coins(),
+    startedAtMs,
+    firstTokenAtMs,
+    endedAtMs,
+    finishReason,
+  }
+  // Anything left over, a number past 2^53, a non-shortest Coins or text split: re-encoding tells, byte for byte.
+  let again: Receipt
+  try {
+    again = encodeReceipt(fields, signature)
   } catch (err) {
-    if (err instanceof ReceiptFormatError) throw err
     throw new ReceiptFormatError(`not a receipt cell: ${(err as Error).message}`)
   }
-}
-
-export function decodeReceiptBoc(boc: Buffer | string): Receipt {
-  let cells: Cell[]
-  try {
-    cells = Cell.fromBoc(typeof boc === 'string' ? Buffer.from(boc, 'base64') : boc)
-  } catch (err) {
-    throw new ReceiptFormatError(`not a BoC: ${(err as Error).message}`)
-  }
-  if (cells.length !== 1) throw new ReceiptFormatError('a receipt BoC holds one root cell')
-  return decodeReceipt(cells[0])
+  if (!again.boc.equals(bytes)) throw new ReceiptFormatError('a receipt not in canonical form (it differs from its fields re-encoded)')
+  return again
 }
 
 /** True when the receipt's signature verifies against `publicKey` (raw 32-byte Ed25519). */
 export function verifyReceiptSignature(r: Receipt, publicKey: Uint8Array): boolean {
   try {
-    return crypto.verify(null, receiptSigningPayload(r.cell.refs[0]), ed25519PublicKey(publicKey), r.signature)
+    return crypto.verify(null, receiptSigningPayload(r.bodyHash), ed25519PublicKey(publicKey), r.signature)
   } catch {
     return false
   }

@@ -1,8 +1,8 @@
 // The client node's receipts: one row per answer, with the salt only it and the app know, and, once committed, the proof.
 import type Database from 'better-sqlite3'
 import { openSqlite, statementCache } from '../../core/sqlite.ts'
-import { Cell } from '@ton/core'
-import { decodeReceipt, receiptFieldsJson, type Receipt } from './receipt.ts'
+import { decodeReceiptBoc, receiptFieldsJson, type Receipt } from './receipt.ts'
+import { level0, parseBoc } from './boc.ts'
 
 /** Where a receipt's proof was checked: the commit that holds it. */
 export interface ReceiptCommit {
@@ -20,7 +20,10 @@ export interface HeldReceipt {
   proxyId: string
   requestId: string
   salt: Buffer
-  cell: Cell
+  /** The receipt's BoC, as the proxy handed it over (canonical: decodeReceiptBoc checked it). */
+  boc: Buffer
+  /** The receipt cell's hash: its key in the proxy's log. */
+  readonly hash: Buffer
   index: number | null
   /** The signer's certificate, DER. */
   cert: Buffer | null
@@ -68,16 +71,17 @@ export class ReceiptStore {
 
   private row(r: Row | undefined): HeldReceipt | undefined {
     if (!r) return undefined
-    // The cell is decoded when first read: the receipt sync reads every receipt still waiting for a commit each
-    // round, and needs a cell only for those it gets a proof for.
-    let cell: Cell | undefined
+    // The hash is computed when first read: the receipt sync reads every receipt still waiting for a commit each
+    // round, and needs it only for those it gets a proof for.
+    let hash: Buffer | undefined
     return {
       id: r.id,
       proxyId: r.proxy,
       requestId: r.request_id,
       salt: Buffer.from(r.salt, 'hex'),
-      get cell(): Cell {
-        return (cell ??= Cell.fromBoc(r.boc)[0])
+      boc: r.boc,
+      get hash(): Buffer {
+        return (hash ??= bocRootHash(r.boc))
       },
       index: r.idx,
       cert: r.cert,
@@ -90,9 +94,9 @@ export class ReceiptStore {
   }
 
   /** Keeps a receipt the proxy handed over with an answer. A second copy under the same id is ignored. */
-  add(r: { id: string; proxyId: string; requestId: string; salt: Buffer; cell: Cell; index: number | null; cert: Buffer | null; answerMatches: boolean | null }): void {
+  add(r: { id: string; proxyId: string; requestId: string; salt: Buffer; boc: Buffer; index: number | null; cert: Buffer | null; answerMatches: boolean | null }): void {
     this.sql(`INSERT OR IGNORE INTO receipts (id, proxy, request_id, salt, boc, idx, cert, at, answer_ok) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-      .run(r.id, r.proxyId, r.requestId, r.salt.toString('hex'), r.cell.toBoc(), r.index, r.cert, Date.now(), r.answerMatches === null ? null : r.answerMatches ? 1 : 0)
+      .run(r.id, r.proxyId, r.requestId, r.salt.toString('hex'), r.boc, r.index, r.cert, Date.now(), r.answerMatches === null ? null : r.answerMatches ? 1 : 0)
   }
 
   get(id: string): HeldReceipt | undefined {
@@ -130,7 +134,7 @@ export class ReceiptStore {
     let adjustedTokens = 0n
     let count = 0
     for (const r of this.db.prepare(`SELECT boc FROM receipts WHERE proxy = ?`).iterate(proxyId) as Iterable<{ boc: Buffer }>) {
-      const f = decodeReceipt(Cell.fromBoc(r.boc)[0]).fields
+      const f = decodeReceiptBoc(r.boc).fields
       costNano += f.costNano
       adjustedTokens += f.adjustedTokens
       count++
@@ -151,18 +155,27 @@ export class ReceiptStore {
 }
 
 /** The JSON the client node serves at GET /v1/receipts/{id}: exactly the documented shape. */
-export function heldReceiptJson(h: HeldReceipt, decoded: Receipt = decodeReceipt(h.cell)): Record<string, unknown> {
+export function heldReceiptJson(h: HeldReceipt, decoded: Receipt = decodeReceiptBoc(h.boc)): Record<string, unknown> {
   const fields: Record<string, unknown> = receiptFieldsJson(decoded.fields)
   fields.signature = decoded.signature.toString('hex')
   // The signer's certificate travels with the decoded fields, so a verifier can check the key and its evidence.
   fields.signer_certificate = h.cert ? h.cert.toString('base64') : null
   return {
     id: h.id,
-    receipt: h.cell.toBoc().toString('base64'),
+    receipt: h.boc.toString('base64'),
     fields,
     salt: h.salt.toString('hex'),
     index: h.index,
     proof: h.proof ? h.proof.toString('base64') : null,
     commit: h.commit ? { seqno: h.commit.seqno, root: h.commit.root, proxy: h.commit.proxy, tx: h.commit.tx } : null,
   }
+}
+
+/** The hash of a stored receipt's root cell, from its bytes. */
+function bocRootHash(boc: Buffer): Buffer {
+  const fail = (why: string): never => {
+    throw new Error(`a stored receipt is not a bag of cells: ${why}`)
+  }
+  const { cells, root } = parseBoc(boc, fail)
+  return level0(cells, root, fail).hash
 }

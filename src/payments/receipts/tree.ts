@@ -10,16 +10,12 @@
 // checks the root against Dictionary.storeDirect), so proofs are native TON Merkle-proof cells.
 import crypto from 'node:crypto'
 import { beginCell, Builder, Cell, convertToMerkleProof } from '@ton/core'
-import { parseBoc, writeBoc, type OutCell } from './boc.ts'
+import { ordinaryHash, parseBoc, writeBoc, type CellRef, type OutCell } from './boc.ts'
+
+export type { CellRef }
 
 /** Key length of the log's dictionary: receipt numbers are uint64. */
 export const RECEIPT_KEY_BITS = 64
-
-/** The hash and depth a parent cell needs of a child. */
-export interface CellRef {
-  hash: Buffer
-  depth: number
-}
 
 const HASH_BYTES = 32
 
@@ -105,39 +101,13 @@ function packBits(bits: Bits): { data: Buffer; d2: number } {
 export function ordinaryCellHash(bits: Bits, refs: CellRef[]): CellRef {
   if (bits.length === 2 && bits.value === 0n) return emptyLabelCellHash(refs)
   const { data, d2 } = packBits(bits)
-  const buf = Buffer.alloc(2 + data.length + refs.length * (2 + HASH_BYTES))
-  buf[0] = refs.length
-  buf[1] = d2
-  data.copy(buf, 2)
-  let depth = 0
-  let o = 2 + data.length
-  for (const r of refs) {
-    buf.writeUInt16BE(r.depth, o)
-    o += 2
-    depth = Math.max(depth, r.depth + 1)
-  }
-  for (const r of refs) {
-    r.hash.copy(buf, o)
-    o += HASH_BYTES
-  }
-  return { hash: crypto.createHash('sha256').update(buf).digest(), depth }
+  return ordinaryHash(d2, data, refs)
 }
 
 /** The common case (every full block): an empty label, two bits `00`, so one data byte 0x20 with its completion tag. */
+const EMPTY_LABEL_DATA = Buffer.from([0x20])
 function emptyLabelCellHash(refs: CellRef[]): CellRef {
-  const h = crypto.createHash('sha256')
-  const head = Buffer.allocUnsafe(3 + 2 * refs.length)
-  head[0] = refs.length
-  head[1] = 1
-  head[2] = 0x20
-  let depth = 0
-  for (let i = 0; i < refs.length; i++) {
-    head.writeUInt16BE(refs[i].depth, 3 + 2 * i)
-    depth = Math.max(depth, refs[i].depth + 1)
-  }
-  h.update(head)
-  for (const r of refs) h.update(r.hash)
-  return { hash: h.digest(), depth }
+  return ordinaryHash(1, EMPTY_LABEL_DATA, refs)
 }
 
 function storeBits(b: Builder, bits: Bits): Builder {
