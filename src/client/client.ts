@@ -98,6 +98,8 @@ export interface ClientDeps {
   funding?: () => Record<string, unknown>
   /** Runs once per new proxy session before it is used (e.g. make sure the client contract is funded). */
   onProxy?: (peer: VerifiedPeer, proxyId: string) => Promise<void>
+  /** A proxy refused a request for want of funds (402): the client contract with it may need a top-up now. */
+  refusedForFunds?: (proxyId: string) => void
   /** Routes served beside the OpenAI API (the dashboard, its /api and /admin endpoints); returns whether it handled the request. */
   routes?: (req: http.IncomingMessage, res: http.ServerResponse) => boolean
   /** API keys and the request history (src/client/apps.ts): who may ask, and what each answer cost. */
@@ -481,6 +483,7 @@ export class Client implements OpsSource {
       recipients = pickRecipients(list, this.o.e2eeRecipients, out.ctl.maxCoefficient, out.model, exclude)
       e2eeTrace?.(out.ctl.requestId, 'c.candidates')
     } catch (err) {
+      if ((err as Error).name === 'UnfundedClientError' && link.proxyId) this.deps.refusedForFunds?.(link.proxyId)
       if (this.o.e2ee === 'optional') return undefined
       if (['NoWorkerAvailableError', 'ModelNotFoundError', 'TooManyRequestsError', 'UnfundedClientError'].includes((err as Error).name)) throw err
       throw new NoWorkerAvailableError(`could not get this proxy's workers to encrypt to: ${(err as Error).message}`)
@@ -640,6 +643,7 @@ export class Client implements OpsSource {
         responded = true
         link.lastTtftMs = Date.now() - sentAt
         status = Number(h[':status'])
+        if (status === 402 && link.proxyId) this.deps.refusedForFunds?.(link.proxyId)
         if (typeof h['retry-after'] === 'string') retryAfter = h['retry-after']
         const ct = String(h['content-type'] ?? 'application/json')
         contentType = ct

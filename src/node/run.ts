@@ -162,7 +162,7 @@ export async function startNode(cfg: NodeConfig, log: Logger, extras: NodeExtras
     const ledger = new PartyLedger(path.join(cfg.dataDir, 'ledger.sqlite'))
     const c = cfg.chain
     const account = cc
-      ? new ClientAccount({ chain: cc.chain, wallet: cc.wallet, root: cc.root, rootState: () => cc.watcher.state, log }, { depositNano: c!.depositNano, topUpBelowNano: c!.topUpBelowNano, topUpNano: c!.topUpNano, fundingBudgetNano: c!.fundingBudgetNano, statesFile: path.join(cfg.dataDir, 'client-contracts.json'), fundingFile: path.join(cfg.dataDir, 'client-funding.json') })
+      ? new ClientAccount({ chain: cc.chain, wallet: cc.wallet, root: cc.root, rootState: () => cc.watcher.state, log, charged: (proxyId) => ledger.get(proxyId).told }, { depositNano: c!.depositNano, topUpBelowNano: c!.topUpBelowNano, topUpNano: c!.topUpNano, fundingBudgetNano: c!.fundingBudgetNano, statesFile: path.join(cfg.dataDir, 'client-contracts.json'), fundingFile: path.join(cfg.dataDir, 'client-funding.json') })
       : undefined
     const receipts = new ReceiptStore(path.join(cfg.dataDir, 'receipts.sqlite'))
     const apps = new AppAccounts(path.join(cfg.dataDir, 'apps.sqlite'))
@@ -190,6 +190,7 @@ export async function startNode(cfg: NodeConfig, log: Logger, extras: NodeExtras
           }
         },
       },
+      refusedForFunds: account ? (proxyId) => account.refusedForFunds(proxyId) : undefined,
       onProxy: account
         ? async (peer, proxyId) => {
             if (!peer.claims.paymentKey) return

@@ -9,6 +9,8 @@ import { ChannelLookup, clientContract } from './channels.ts'
 
 /** How often the client re-reads its client contracts (balance, charges on chain) and tops up if needed. */
 export const CLIENT_REFRESH_MS = 10_000
+/** Least time between two funding checks a proxy's refusals for funds (402) start, per proxy. */
+export const REFUSAL_CHECK_MS = 2_000
 
 export interface ClientFundingOptions {
   /** Deposit made when the client contract does not exist yet. Default 1 TON. */
@@ -74,7 +76,18 @@ export class ClientAccount {
   private readonly funding = new Map<string, Promise<void>>()
 
   constructor(
-    private readonly deps: { chain: Chain; wallet: NodeWallet; root: Address; rootState: () => RootState | undefined; log: Logger },
+    private readonly deps: {
+      chain: Chain
+      wallet: NodeWallet
+      root: Address
+      rootState: () => RootState | undefined
+      log: Logger
+      /**
+       * What each proxy has told this node it charged so far (cumulative adjusted tokens and nanoTON, from its signed
+       * statements): the part not yet charged on chain is spent already, though the contract's balance does not show it.
+       */
+      charged?: (proxyId: string) => { tokens: bigint; nano: bigint }
+    },
     opts: ClientFundingOptions = {},
   ) {
     const deposit = opts.depositNano ?? ONE_TON_NANO
@@ -163,21 +176,47 @@ export class ClientAccount {
    * Makes sure the client contract with this proxy exists and holds funds (deposit, or a top-up below the
    * threshold), within the funding budget: what would pass it is refused, logged once and shown by fundingStats().
    */
-  ensureFunded(proxyId: string): Promise<void> {
+  ensureFunded(proxyId: string, refused = false): Promise<void> {
     let run = this.funding.get(proxyId)
     if (!run) {
-      run = this.fund(proxyId).finally(() => this.funding.delete(proxyId))
+      run = this.fund(proxyId, refused).finally(() => this.funding.delete(proxyId))
       this.funding.set(proxyId, run)
     }
     return run
   }
 
-  private async fund(proxyId: string): Promise<void> {
+  /** When the proxy last refused a request of this node for funds, per proxy (refusedForFunds checks at most every REFUSAL_CHECK_MS). */
+  private readonly refusalChecks = new Map<string, number>()
+
+  /**
+   * The proxy refused a request for want of funds (402). It admits against its own view: the balance, less what it
+   * charged and has not settled on chain yet, less what requests in flight reserved. Under load that runs out before
+   * the balance on chain falls below `topUpBelowNano`, so the apps saw 402s between top-ups. A refusal therefore
+   * tops up while what is spendable is below `topUpBelowNano + topUpNano`, at most once per REFUSAL_CHECK_MS: an
+   * oversized request refused again and again never raises it past `topUpBelowNano + 2 × topUpNano`, and the funding
+   * budget holds as for any top-up.
+   */
+  refusedForFunds(proxyId: string): void {
+    const now = Date.now()
+    if (now - (this.refusalChecks.get(proxyId) ?? 0) < REFUSAL_CHECK_MS) return
+    this.refusalChecks.set(proxyId, now)
+    this.ensureFunded(proxyId, true).catch((err) => this.deps.log.warn('could not fund the client contract after a refusal for funds', { proxy: proxyId.slice(0, 16), error: String((err as Error).message).slice(0, 300) }))
+  }
+
+  /** nanoTON still spendable in the contract: its balance, less what the proxy said it charged beyond what is charged on chain. */
+  spendableNano(proxyId: string, s: ClientState): bigint {
+    const told = this.deps.charged?.(proxyId)
+    if (!told || told.tokens <= s.tokensCharged || told.tokens === 0n) return s.balanceNano
+    // The statements give nanoTON for all tokens charged; the unsettled tokens are valued at their average price.
+    return s.balanceNano - ((told.tokens - s.tokensCharged) * told.nano) / told.tokens
+  }
+
+  private async fund(proxyId: string, refused: boolean): Promise<void> {
     const s = await this.state(proxyId)
     if (!s) return this.autoTopUp(proxyId, 'deposit', this.o.depositNano, undefined)
-    if (s.state === 'active' && this.o.topUpBelowNano > 0n && s.balanceNano < this.o.topUpBelowNano) {
-      return this.autoTopUp(proxyId, 'top-up', this.o.topUpNano, s)
-    }
+    if (s.state !== 'active' || this.o.topUpBelowNano <= 0n) return
+    const below = refused ? this.o.topUpBelowNano + this.o.topUpNano : this.o.topUpBelowNano
+    if (this.spendableNano(proxyId, s) < below) return this.autoTopUp(proxyId, 'top-up', this.o.topUpNano, s)
   }
 
   private async autoTopUp(proxyId: string, kind: FundingRefusal['kind'], amountNano: bigint, before: ClientState | undefined): Promise<void> {

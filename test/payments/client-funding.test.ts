@@ -10,7 +10,7 @@ import type { Address } from '@ton/core'
 import { startDevnet, hash, type Devnet } from '../ton/helpers.ts'
 import { deployRoot, DEVNET_PARAMS, loadOrCreateWalletKey, ProxyRegistry, type NodeWallet } from '../../src/ton/chain-client/index.ts'
 import { ONE_TON_NANO, type RootState } from '../../src/ton/contracts/index.ts'
-import { ClientAccount, type ClientFundingOptions } from '../../src/payments/client-account.ts'
+import { ClientAccount, REFUSAL_CHECK_MS, type ClientFundingOptions } from '../../src/payments/client-account.ts'
 import { createLogger } from '../../src/core/log.ts'
 
 const PROXY_IMAGE = hash(7)
@@ -173,4 +173,43 @@ test("a wallet that cannot pay a deposit is told plainly once, with its address:
   await a.ensureFunded(proxyIds[0])
   assert.ok(a.isFunded(proxyIds[0]))
   assert.deepEqual((a.fundingStats() as any).walletShort, [])
+})
+
+test("what the proxy charged but has not settled counts as spent, and a proxy's refusal for funds tops up while little is spendable, never past the cap", async () => {
+  const { wallet } = await net.wallet('proxy-refusal', '5')
+  const registry = new ProxyRegistry(net.chain, wallet, loadOrCreateWalletKey(path.join(net.dir, 'payment-refusal.key')), root)
+  await registry.register({ host: '10.0.0.9', workerPort: 11001, clientPort: 11002 }, { imageHash: PROXY_IMAGE })
+  rootState = await net.chain.getRootState(root)
+  const p = registry.publicKeyHex
+  // FAKE statements: what the proxy told this client it charged (the client node reads them from its party ledger).
+  let told = { tokens: 0n, nano: 0n }
+  const lines: Array<Record<string, unknown>> = []
+  const log = createLogger({ role: 'client' }, 'info', (line: string) => void lines.push(JSON.parse(line)))
+  const a = new ClientAccount(
+    { chain: net.chain, wallet: client, root, rootState: () => rootState, log, charged: () => told },
+    { depositNano: ONE_TON_NANO, topUpBelowNano: ONE_TON_NANO / 2n, topUpNano: ONE_TON_NANO, fundingFile: path.join(net.dir, 'funding-refusal.json') },
+  )
+  const balance = async () => (await a.state(p))!.balanceNano
+  await a.ensureFunded(p)
+  assert.equal(await balance(), ONE_TON_NANO)
+  // 0.6 TON charged off chain (600 tokens at 1 mTON): 0.4 TON spendable, below the 0.5 threshold, though the balance is 1 TON.
+  told = { tokens: 600n, nano: (6n * ONE_TON_NANO) / 10n }
+  assert.equal(a.spendableNano(p, (await a.state(p))!), (4n * ONE_TON_NANO) / 10n)
+  await a.ensureFunded(p)
+  assert.equal(await balance(), 2n * ONE_TON_NANO, 'the periodic check topped up on what is spendable')
+  // 1.4 TON spendable: above the threshold, so the periodic check leaves it; a refusal for funds tops up (below 0.5 + 1).
+  await a.ensureFunded(p)
+  assert.equal(await balance(), 2n * ONE_TON_NANO)
+  a.refusedForFunds(p)
+  await a.ensureFunded(p) // joins the run the refusal started
+  assert.equal(await balance(), 3n * ONE_TON_NANO, 'the refusal topped up')
+  // More refusals (an oversized request, say): at most one check per REFUSAL_CHECK_MS, and none above the cap.
+  a.refusedForFunds(p)
+  await a.ensureFunded(p)
+  await new Promise((r) => setTimeout(r, REFUSAL_CHECK_MS + 100))
+  a.refusedForFunds(p)
+  await a.ensureFunded(p)
+  assert.equal(await balance(), 3n * ONE_TON_NANO, '2.4 TON spendable is above the cap of 1.5: no more top-ups')
+  assert.equal((a.fundingStats() as any).spentNano, (3n * ONE_TON_NANO).toString())
+  assert.deepEqual(lines.filter((l) => l.level === 'warn' || l.level === 'error'), [])
 })
