@@ -99,7 +99,7 @@ export interface ClientDeps {
   /** Runs once per new proxy session before it is used (e.g. make sure the client contract is funded). */
   onProxy?: (peer: VerifiedPeer, proxyId: string) => Promise<void>
   /** A proxy refused a request for want of funds (402): the client contract with it may need a top-up now. */
-  refusedForFunds?: (proxyId: string) => void
+  refusedForFunds?: (proxyId: string, shortfallNano?: bigint) => void
   /** Routes served beside the OpenAI API (the dashboard, its /api and /admin endpoints); returns whether it handled the request. */
   routes?: (req: http.IncomingMessage, res: http.ServerResponse) => boolean
   /** API keys and the request history (src/client/apps.ts): who may ask, and what each answer cost. */
@@ -643,7 +643,6 @@ export class Client implements OpsSource {
         responded = true
         link.lastTtftMs = Date.now() - sentAt
         status = Number(h[':status'])
-        if (status === 402 && link.proxyId) this.deps.refusedForFunds?.(link.proxyId)
         if (typeof h['retry-after'] === 'string') retryAfter = h['retry-after']
         const ct = String(h['content-type'] ?? 'application/json')
         contentType = ct
@@ -712,6 +711,7 @@ export class Client implements OpsSource {
         if (settled) return
         if (!responded) return settle({ kind: 'retry', error: new Error('proxy closed the stream without answering') })
         // Only a failure of the named recipients calls for a fresh set; the proxy's own refusals (e.g. proxy_not_serving) reach the app as they are.
+        if (status === 402 && link.proxyId && !sse) this.deps.refusedForFunds?.(link.proxyId, fundsShortfall(held))
         if (e2ee && !reader && (status === 502 || status === 503) && allowFresh && RECIPIENT_FAILURE_CODES.has(errorCode(held))) {
           return settle({ kind: 'retry', fresh: true, error: new Error(`proxy answered ${status}: ${Buffer.concat(held).toString('utf8').slice(0, 300)}`) })
         }
@@ -1099,6 +1099,20 @@ function parseSince(v: string | null): number {
 const RECIPIENT_FAILURE_CODES: ReadonlySet<string> = new Set(['no_worker_available', 'upstream_error', 'e2ee_failed'])
 
 /** The OpenAI error code of an error answer's body, or '' when it is not one. */
+/**
+ * How many nanoTON a proxy's refusal for funds says the request lacked (InsufficientQuotaError's message: "may cost up
+ * to N nanoTON, but only A nanoTON are available"); undefined when it does not say (no funds at all, another proxy).
+ */
+export function fundsShortfall(held: Buffer[]): bigint | undefined {
+  try {
+    const message = String((JSON.parse(Buffer.concat(held).toString('utf8')) as { error?: { message?: unknown } }).error?.message ?? '')
+    const m = /may cost up to (\d{1,40}) nanoTON, but only (\d{1,40}) nanoTON are available/.exec(message)
+    return m ? BigInt(m[1]) - BigInt(m[2]) : undefined
+  } catch {
+    return undefined
+  }
+}
+
 function errorCode(held: Buffer[]): string {
   try {
     const code = (JSON.parse(Buffer.concat(held).toString('utf8')) as { error?: { code?: unknown } }).error?.code

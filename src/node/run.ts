@@ -190,7 +190,7 @@ export async function startNode(cfg: NodeConfig, log: Logger, extras: NodeExtras
           }
         },
       },
-      refusedForFunds: account ? (proxyId) => account.refusedForFunds(proxyId) : undefined,
+      refusedForFunds: account ? (proxyId, shortfallNano) => account.refusedForFunds(proxyId, shortfallNano) : undefined,
       onProxy: account
         ? async (peer, proxyId) => {
             if (!peer.claims.paymentKey) return

@@ -194,9 +194,11 @@ export class ClientAccount {
    * the balance on chain falls below `topUpBelowNano`, so the apps saw 402s between top-ups. A refusal therefore
    * tops up while what is spendable is below `topUpBelowNano + topUpNano`, at most once per REFUSAL_CHECK_MS: an
    * oversized request refused again and again never raises it past `topUpBelowNano + 2 × topUpNano`, and the funding
-   * budget holds as for any top-up.
+   * budget holds as for any top-up. A refusal whose shortfall (`shortfallNano`, what the request lacked) is more than
+   * one top-up starts none: no top-up would let that request in.
    */
-  refusedForFunds(proxyId: string): void {
+  refusedForFunds(proxyId: string, shortfallNano?: bigint): void {
+    if (shortfallNano !== undefined && shortfallNano > this.o.topUpNano) return
     const now = Date.now()
     if (now - (this.refusalChecks.get(proxyId) ?? 0) < REFUSAL_CHECK_MS) return
     this.refusalChecks.set(proxyId, now)

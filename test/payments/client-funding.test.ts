@@ -197,10 +197,14 @@ test("what the proxy charged but has not settled counts as spent, and a proxy's 
   assert.equal(a.spendableNano(p, (await a.state(p))!), (4n * ONE_TON_NANO) / 10n)
   await a.ensureFunded(p)
   assert.equal(await balance(), 2n * ONE_TON_NANO, 'the periodic check topped up on what is spendable')
-  // 1.4 TON spendable: above the threshold, so the periodic check leaves it; a refusal for funds tops up (below 0.5 + 1).
+  // 1.4 TON spendable: above the threshold, so the periodic check leaves it; a refusal for funds tops up (below 0.5 + 1),
+  // unless the request lacked more than one top-up could give.
   await a.ensureFunded(p)
   assert.equal(await balance(), 2n * ONE_TON_NANO)
-  a.refusedForFunds(p)
+  a.refusedForFunds(p, 2n * ONE_TON_NANO)
+  await a.ensureFunded(p)
+  assert.equal(await balance(), 2n * ONE_TON_NANO, 'a request short of 2 TON is not helped by a 1 TON top-up')
+  a.refusedForFunds(p, ONE_TON_NANO / 50n)
   await a.ensureFunded(p) // joins the run the refusal started
   assert.equal(await balance(), 3n * ONE_TON_NANO, 'the refusal topped up')
   // More refusals (an oversized request, say): at most one check per REFUSAL_CHECK_MS, and none above the cap.
