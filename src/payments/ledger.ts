@@ -126,6 +126,9 @@ export const MAX_CACHED_PROOFS = 8192
  * Opens (creating if needed) the ledger at `file`. Every append is one synchronous SQLite
  * transaction: when `append` returns, the event and the counters it moves are on disk.
  */
+/** Most parties whose counters the ledger keeps in memory (the rest are read from the table when asked). */
+const MAX_CACHED_COUNTERS = 10_000
+
 export class Ledger {
   private readonly db: Database.Database
   /** Each statement prepared once (see statementCache). */
@@ -286,8 +289,26 @@ export class Ledger {
   }
 
   counters(party: 'client' | 'worker', address: string): Counters {
-    const r = this.stmts.getCounter.get(party, address) as { tokens: string; nano: string; requests: number; vouchered: string } | undefined
-    return r ? { tokens: BigInt(r.tokens), nano: BigInt(r.nano), requests: r.requests, vouchered: BigInt(r.vouchered) } : { tokens: 0n, nano: 0n, requests: 0, vouchered: 0n }
+    const key = `${party}\u0000${address}`
+    let c = this.counterCache.get(key)
+    if (!c) {
+      const r = this.stmts.getCounter.get(party, address) as { tokens: string; nano: string; requests: number; vouchered: string } | undefined
+      c = r ? { tokens: BigInt(r.tokens), nano: BigInt(r.nano), requests: r.requests, vouchered: BigInt(r.vouchered) } : { tokens: 0n, nano: 0n, requests: 0, vouchered: 0n }
+      this.cacheCounters(key, c)
+    }
+    return { ...c }
+  }
+
+  /**
+   * Counters as last written, by party and address: every admission and every answer reads them. A write puts its
+   * value here inside its transaction, so a transaction that fails clears it all (the next reads go to the table).
+   */
+  private readonly counterCache = new Map<string, Counters>()
+
+  private cacheCounters(key: string, c: Counters): void {
+    this.counterCache.delete(key)
+    this.counterCache.set(key, { ...c })
+    if (this.counterCache.size > MAX_CACHED_COUNTERS) this.counterCache.delete(this.counterCache.keys().next().value!)
   }
 
   allCounters(party: 'client' | 'worker'): Array<{ address: string } & Counters> {
@@ -297,6 +318,7 @@ export class Ledger {
 
   private put(party: 'client' | 'worker', address: string, c: Counters): void {
     this.stmts.putCounter.run(party, address, c.tokens.toString(), c.nano.toString(), c.requests, c.vouchered.toString())
+    this.cacheCounters(`${party}\u0000${address}`, c)
   }
 
   private appendEvent(e: LedgerEvent): LedgerHead {
@@ -336,6 +358,7 @@ export class Ledger {
       this.tree.truncate(before)
       if (this.proofs.count > before) this.proofs.count = -1
       this.head = head
+      this.counterCache.clear()
       throw err
     } finally {
       this.pending = []
@@ -387,6 +410,18 @@ export class Ledger {
 
   /** Records a signed voucher; a voucher never goes below one already issued for the same contract. */
   recordVoucher(e: VoucherEvent, party: 'client' | 'worker', address: string): LedgerHead {
+    const head = this.head
+    try {
+      return this.voucherTransaction(e, party, address)
+    } catch (err) {
+      // Nothing of a failed transaction stays: not the head, not the counters it wrote.
+      this.head = head
+      this.counterCache.clear()
+      throw err
+    }
+  }
+
+  private voucherTransaction(e: VoucherEvent, party: 'client' | 'worker', address: string): LedgerHead {
     return this.db.transaction(() => {
       const c = this.counters(party, address)
       const tokens = BigInt(e.tokens)

@@ -133,9 +133,14 @@ test('a failed write leaves no receipt in the tree', async () => {
   const k = keyPair()
   const c = await signReceipt(sampleFields(0, k.raw), k.sign)
   l.recordUsage(usage(0), { receipt: c, client: 'c1', worker: 'w1' })
+  const counters = { client: l.counters('client', 'c1'), worker: l.counters('worker', 'w1') }
   // The same receipt number twice is refused by the primary key; simulate by a bad batch (NaN counters).
   assert.throws(() => l.recordUsageBatch([usage(1), { ...usage(2), adjusted: 'x' }], [{ receipt: c, client: 'c1', worker: 'w1' }, { receipt: c, client: 'c1', worker: 'w1' }]))
   assert.equal(l.receiptCount(), 1)
+  // The counters the first usage of the failed batch moved read as before it (the ledger keeps them in memory too).
+  assert.deepEqual({ client: l.counters('client', 'c1'), worker: l.counters('worker', 'w1') }, counters)
+  assert.throws(() => l.recordVoucher({ type: 'voucher', kind: 'clientCharge', target: 'EQ-c1', tokens: '1000000', signature: 'ab' }, 'client', 'c1'), /exceeds the counter/)
+  assert.deepEqual(l.counters('client', 'c1'), counters.client)
   assert.equal(l.getHead().seqno, 1)
   l.recordUsage(usage(3), { receipt: c, client: 'c1', worker: 'w1' })
   assert.equal(l.receiptCount(), 2)

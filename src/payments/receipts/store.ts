@@ -15,6 +15,15 @@ export interface ReceiptCommit {
   tx: string | null
 }
 
+/** How many receipts are held, committed, verified, waiting for a proof (`pending`), and whose answer text did not match. */
+export interface ReceiptCounts {
+  held: number
+  committed: number
+  verified: number
+  pending: number
+  answerMismatches: number
+}
+
 export interface HeldReceipt {
   id: string
   proxyId: string
@@ -95,8 +104,13 @@ export class ReceiptStore {
 
   /** Keeps a receipt the proxy handed over with an answer. A second copy under the same id is ignored. */
   add(r: { id: string; proxyId: string; requestId: string; salt: Buffer; boc: Buffer; index: number | null; cert: Buffer | null; answerMatches: boolean | null }): void {
-    this.sql(`INSERT OR IGNORE INTO receipts (id, proxy, request_id, salt, boc, idx, cert, at, answer_ok) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-      .run(r.id, r.proxyId, r.requestId, r.salt.toString('hex'), r.boc, r.index, r.cert, Date.now(), r.answerMatches === null ? null : r.answerMatches ? 1 : 0)
+    const added = this.sql(`INSERT OR IGNORE INTO receipts (id, proxy, request_id, salt, boc, idx, cert, at, answer_ok) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+      .run(r.id, r.proxyId, r.requestId, r.salt.toString('hex'), r.boc, r.index, r.cert, Date.now(), r.answerMatches === null ? null : r.answerMatches ? 1 : 0).changes
+    if (added && this.tally) {
+      this.tally.held++
+      if (r.index !== null) this.tally.pending++
+      if (r.answerMatches === false) this.tally.answerMismatches++
+    }
   }
 
   get(id: string): HeldReceipt | undefined {
@@ -121,11 +135,27 @@ export class ReceiptStore {
   /** Marks receipts verified against one commit, in one transaction. */
   markVerifiedMany(list: Array<{ id: string; proof: Buffer }>, commit: ReceiptCommit): void {
     if (list.length === 0) return
+    const before = this.sql(`SELECT verified, commit_json IS NOT NULL AS committed, idx IS NOT NULL AS numbered FROM receipts WHERE id = ?`)
     const update = this.sql(`UPDATE receipts SET proof = ?, commit_json = ?, verified = 1 WHERE id = ?`)
     const json = JSON.stringify(commit)
+    const delta = { committed: 0, verified: 0, pending: 0 }
     this.db.transaction(() => {
-      for (const r of list) update.run(r.proof, json, r.id)
+      for (const r of list) {
+        const was = before.get(r.id) as { verified: number; committed: number; numbered: number } | undefined
+        if (!was) continue
+        update.run(r.proof, json, r.id)
+        if (!was.committed) delta.committed++
+        if (!was.verified) {
+          delta.verified++
+          if (was.numbered) delta.pending--
+        }
+      }
     })()
+    if (this.tally) {
+      this.tally.committed += delta.committed
+      this.tally.verified += delta.verified
+      this.tally.pending += delta.pending
+    }
   }
 
   /** Sum of the costs (nanoTON) and of the adjusted tokens of a proxy's receipts. */
@@ -143,7 +173,16 @@ export class ReceiptStore {
   }
 
   /** `pending`: receipts with a log number whose proof is not yet checked (what the receipt sync works through). */
-  counts(): { held: number; committed: number; verified: number; pending: number; answerMismatches: number } {
+  counts(): ReceiptCounts {
+    // Counted once, then kept as receipts are added and verified: /jsonstats asks for these on every call, and a scan
+    // of every receipt held (millions, in time) each time would stall the node.
+    this.tally ??= this.countAll()
+    return { ...this.tally }
+  }
+
+  private tally?: ReceiptCounts
+
+  private countAll(): ReceiptCounts {
     const r = this.sql(`SELECT COUNT(*) AS held, SUM(commit_json IS NOT NULL) AS committed, SUM(verified) AS verified, SUM(verified = 0 AND idx IS NOT NULL) AS pending, SUM(answer_ok = 0) AS bad FROM receipts`)
       .get() as { held: number; committed: number | null; verified: number | null; pending: number | null; bad: number | null }
     return { held: r.held, committed: r.committed ?? 0, verified: r.verified ?? 0, pending: r.pending ?? 0, answerMismatches: r.bad ?? 0 }
