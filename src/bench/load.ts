@@ -25,6 +25,8 @@ export interface LoadRun {
   ok: number
   failed: number
   errors: number
+  /** The other responses by HTTP status ("503": 12). */
+  failedByStatus: Record<string, number>
 }
 
 /** Sampling interval of autocannon's own counters; a run ends at the first tick after its duration. */
@@ -47,6 +49,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadRun> {
   const latencies: number[] = []
   const ttfbs: number[] = []
   let failed = 0
+  const failedByStatus: Record<string, number> = {}
   const setupClient = (client: AutocannonClient) => {
     // autocannon writes one request at a time per connection (pipelining 1), so one pending timer each.
     let sentAt = 0n
@@ -63,7 +66,10 @@ export async function runLoad(o: LoadOptions): Promise<LoadRun> {
       if (status >= 200 && status < 300) {
         latencies.push(totalMs)
         if (!Number.isNaN(ttfbMs)) ttfbs.push(ttfbMs)
-      } else failed++
+      } else {
+        failed++
+        failedByStatus[status] = (failedByStatus[status] ?? 0) + 1
+      }
     })
   }
   const result = await autocannon({
@@ -88,5 +94,6 @@ export async function runLoad(o: LoadOptions): Promise<LoadRun> {
     ok: latencies.length,
     failed,
     errors,
+    failedByStatus,
   }
 }

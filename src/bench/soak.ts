@@ -38,7 +38,8 @@ export interface SoakResult {
   /** Least-squares slope of each process's memory after the warm-up, MiB per minute; null with fewer than 3 samples. */
   slopeMiBPerMin: Record<string, number | null>
   targetMaxSlopeMiBPerMin: number
-  requests: { ok: number; failed: number; errors: number }
+  /** `failedByStatus`: the non-2xx answers by HTTP status (503 while the worker restarts; a 402 would be the client out of funds). */
+  requests: { ok: number; failed: number; errors: number; failedByStatus?: Record<string, number> }
   notes: string[]
 }
 
@@ -120,7 +121,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       samples,
       slopeMiBPerMin,
       targetMaxSlopeMiBPerMin: SOAK_MAX_SLOPE_MIB_PER_MIN,
-      requests: { ok: load.ok, failed: load.failed, errors: load.errors },
+      requests: { ok: load.ok, failed: load.failed, errors: load.errors, failedByStatus: load.failedByStatus },
       notes,
     }
   } finally {
@@ -159,7 +160,8 @@ export function renderSoakMarkdown(r: SoakResult): string {
     const s = r.slopeMiBPerMin[n]
     lines.push(`| ${n} | ${f(first[n])} | ${f(last[n])} | ${f(s, 3)} | ${s === null ? 'n/a' : s <= r.targetMaxSlopeMiBPerMin ? 'yes' : 'no'} |`)
   }
-  lines.push('', `Requests: ${r.requests.ok} complete, ${r.requests.failed} non-2xx, ${r.requests.errors} errors.`, '')
+  const byStatus = Object.entries(r.requests.failedByStatus ?? {}).map(([s, n]) => `${n} × ${s}`).join(', ')
+  lines.push('', `Requests: ${r.requests.ok} complete, ${r.requests.failed} non-2xx${byStatus ? ` (${byStatus})` : ''}, ${r.requests.errors} errors.`, '')
   for (const n of r.notes) lines.push(`- ${n}`)
   return lines.join('\n') + '\n'
 }
