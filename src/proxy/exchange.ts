@@ -12,7 +12,7 @@ import type { HopRouting } from '../net/validate.ts'
 import { costTrailer } from '../net/openai.ts'
 import { checkUsage } from '../net/usage.ts'
 import { E2EE_CONTENT_TYPE, encodeWrappedKeys, type E2eeRoute, type WrappedKey } from '../net/e2ee.ts'
-import { decodeReceiptBoc, priceHeader, receiptFields, receiptMismatch, signReceipt, verifyReceiptSignature, type Receipt } from '../payments/receipts/receipt.ts'
+import { decodeReceiptBoc, priceHeader, receiptFields, receiptMismatch, signReceipt, verifyReceiptSignatureAsync, type Receipt } from '../payments/receipts/receipt.ts'
 import type { ProxyBilling, Reservation } from '../payments/billing.ts'
 import { worstCaseAdjustedTokens } from '../payments/pricing.ts'
 import type { SignedUsage, Usage } from '../core/usage.ts'
@@ -417,18 +417,19 @@ export class Exchange extends BaseExchange {
     this.host.meter(conn, u)
     // The worker's receipt is logged if it is signed by the worker and agrees with its signed usage
     // and the proxy's prices; otherwise the proxy states one itself, so no answer goes unlogged.
-    let receiptP: Promise<{ receipt: Receipt; cert?: Uint8Array }>
     const prices = this.host.billing.params()
-    try {
+    const workerReceipt = async (): Promise<{ receipt: Receipt; cert?: Uint8Array }> => {
       const r = decodeReceiptBoc(String(a.receipt ?? ''))
-      if (!verifyReceiptSignature(r, conn.peer.publicKey)) throw new Error('receipt not signed by this worker')
       const bad = receiptMismatch(r.fields, u, { coefficient: conn.info.coefficient, prices, workerKey: conn.peer.publicKey, proxyKey: this.host.proxyKey() })
       if (bad) throw new Error(`receipt disagrees with the signed usage or prices: ${bad}`)
-      receiptP = Promise.resolve({ receipt: r, cert: conn.certDer })
-    } catch (err) {
-      if (a.receipt !== undefined) this.log.warn('worker receipt refused; the proxy states its own', { worker: conn.id, reason: (err as Error).message })
-      receiptP = this.proxyReceipt(a, u, u.finishReason)
+      // The signature is checked on the thread pool, like the usage's: one per answer, off the event loop.
+      if (!(await verifyReceiptSignatureAsync(r, conn.peer.publicKey))) throw new Error('receipt not signed by this worker')
+      return { receipt: r, cert: conn.certDer }
     }
+    const receiptP = workerReceipt().catch((err: Error) => {
+      if (a.receipt !== undefined) this.log.warn('worker receipt refused; the proxy states its own', { worker: conn.id, reason: err.message })
+      return this.proxyReceipt(a, u, u.finishReason)
+    })
     const signedUsage = a.signedUsage!
     receiptP
       .then((rc) =>

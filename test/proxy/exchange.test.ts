@@ -15,6 +15,7 @@ import { readBody } from '../../src/net/body.ts'
 import { HEADERS, PATHS, usageSigningPayload } from '../../src/net/protocol.ts'
 import { createIdentity, SimulatedEvidenceProvider, simulatedImageHash, type VerifiedPeer } from '../../src/tee/index.ts'
 import { silentLogger } from '../../src/core/log.ts'
+import { decodeReceiptBoc, receiptFields, signReceipt } from '../../src/payments/receipts/receipt.ts'
 import { offchainBilling } from '../helpers/network.ts'
 
 const MODEL = 'm'
@@ -174,7 +175,7 @@ async function harness(workers: FakeWorker[], opts: { maxAttempts?: number; canc
     server.close()
     for (const w of workers) w.close()
   }
-  return { billing, counts, outcomes, states, exchanges, request, settled, close, pool }
+  return { billing, counts, outcomes, states, exchanges, request, settled, close, pool, proxyKey: identity.publicKey }
 }
 
 async function until(cond: () => boolean, ms = 5_000): Promise<void> {
@@ -338,6 +339,43 @@ test('a worker failing while the app goes away and a cancel lands settles once: 
     assert.equal(w.conn.active, 0)
     assert.equal(t.billing.reservations, 0)
     assert.equal(t.billing.ledger.counters('client', 'app').requests, 0, 'nothing signed, nothing billed')
+  } finally {
+    t.close()
+  }
+})
+
+test("the worker's receipt is logged only when that worker signed it; one signed by another key is replaced by the proxy's own", async () => {
+  const w = await new FakeWorker().start('w1')
+  const stranger = crypto.generateKeyPairSync('ed25519')
+  let signWith = w.keys.privateKey
+  const t = await harness([w])
+  // The receipt a worker signs for what it produced: the fields the proxy checks against its signed usage and prices.
+  w.onRequest = (s, h) => {
+    const requestId = String(h[HEADERS.requestId])
+    s.respond({ ':status': 200, 'content-type': 'application/json' }, { waitForTrailers: true })
+    s.once('wantTrailers', async () => {
+      const fields = receiptFields({
+        signer: 'worker', requestId, salt: Buffer.alloc(32, 1), requestBody: Buffer.from('{}'), answerText: 'hello',
+        sampling: { temperature: null, top_p: null, seed: null, max_tokens: null, stop: null }, modelId: MODEL, modelHash: '', imageHash: '',
+        workerKey: w.conn.peer.publicKey, proxyKey: t.proxyKey, usage: { promptTokens: 5, cachedTokens: 0, completionTokens: 3, reasoningTokens: 0 },
+        coefficient: 1000, prices: t.billing.params(), startedAtMs: Date.now(), endedAtMs: Date.now(), finishReason: 'stop',
+      })
+      const receipt = await signReceipt(fields, (d) => crypto.sign(null, d, signWith))
+      s.sendTrailers({ ...w.usage(requestId, 3), [HEADERS.receipt]: receipt.boc.toString('base64') })
+    })
+    s.end(JSON.stringify({ choices: [{ message: { content: 'hello' } }] }))
+  }
+  try {
+    const signerOf = async () => {
+      const a = await t.request().answer
+      assert.equal(a.status, 200)
+      return decodeReceiptBoc(String(a.trailers[HEADERS.receipt])).fields.signer
+    }
+    assert.equal(await signerOf(), 'worker', "the worker's own receipt is logged")
+    signWith = stranger.privateKey
+    assert.equal(await signerOf(), 'proxy', 'a receipt signed by another key is refused, and the proxy states one itself')
+    await t.settled()
+    assert.equal(t.billing.ledger.receiptCount(), 2)
   } finally {
     t.close()
   }

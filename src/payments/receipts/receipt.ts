@@ -263,6 +263,17 @@ export function verifyReceiptSignature(r: Receipt, publicKey: Uint8Array): boole
   }
 }
 
+/** verifyReceiptSignature on libuv's thread pool, off the event loop: the proxy checks one per answer. */
+export function verifyReceiptSignatureAsync(r: Receipt, publicKey: Uint8Array): Promise<boolean> {
+  let key: crypto.KeyObject
+  try {
+    key = ed25519PublicKey(publicKey)
+  } catch {
+    return Promise.resolve(false)
+  }
+  return new Promise((resolve) => crypto.verify(null, receiptSigningPayload(r.bodyHash), key, r.signature, (err, ok) => resolve(!err && ok)))
+}
+
 /** The decoded fields as JSON (snake_case; hashes and keys hex; nanoTON and adjusted tokens as decimal strings). */
 export function receiptFieldsJson(f: ReceiptFields): Record<string, unknown> {
   return {
