@@ -1098,7 +1098,6 @@ function parseSince(v: string | null): number {
 /** Error codes of a proxy answer that mean the request's named recipients could not answer (so a fresh set may). */
 const RECIPIENT_FAILURE_CODES: ReadonlySet<string> = new Set(['no_worker_available', 'upstream_error', 'e2ee_failed'])
 
-/** The OpenAI error code of an error answer's body, or '' when it is not one. */
 /**
  * How many nanoTON a proxy's refusal for funds says the request lacked (InsufficientQuotaError's message: "may cost up
  * to N nanoTON, but only A nanoTON are available"); undefined when it does not say (no funds at all, another proxy).
@@ -1113,6 +1112,7 @@ export function fundsShortfall(held: Buffer[]): bigint | undefined {
   }
 }
 
+/** The OpenAI error code of an error answer's body, or '' when it is not one. */
 function errorCode(held: Buffer[]): string {
   try {
     const code = (JSON.parse(Buffer.concat(held).toString('utf8')) as { error?: { code?: unknown } }).error?.code

@@ -122,13 +122,13 @@ export function chainHash(prev: string, body: string): string {
 /** Proofs kept for a second ask against the newest count (about 1 KB each): a commit's worth at a few hundred requests a second. */
 export const MAX_CACHED_PROOFS = 8192
 
+/** Most parties whose counters the ledger keeps in memory (the rest are read from the table when asked). */
+const MAX_CACHED_COUNTERS = 10_000
+
 /**
  * Opens (creating if needed) the ledger at `file`. Every append is one synchronous SQLite
  * transaction: when `append` returns, the event and the counters it moves are on disk.
  */
-/** Most parties whose counters the ledger keeps in memory (the rest are read from the table when asked). */
-const MAX_CACHED_COUNTERS = 10_000
-
 export class Ledger {
   private readonly db: Database.Database
   /** Each statement prepared once (see statementCache). */

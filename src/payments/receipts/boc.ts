@@ -106,7 +106,6 @@ export function parseBoc(boc: Buffer, fail: (why: string) => never): { cells: Ra
   return { cells, root }
 }
 
-
 /** CRC-32C (Castagnoli), as a BoC's trailer: little-endian. */
 const CRC32C_TABLE = (() => {
   const t = new Int32Array(256)
@@ -157,7 +156,7 @@ export function level0(cells: RawCell[], i: number, fail: (why: string) => never
 }
 
 /** Bits of a cell's data: whole bytes, and for an odd d2 the bits of the last byte above its completion tag. */
-export function dataBits(data: Buffer, d2: number): number {
+function dataBits(data: Buffer, d2: number): number {
   if (d2 % 2 === 0) return (d2 / 2) * 8
   const last = data[data.length - 1]
   return (data.length - 1) * 8 + 7 - Math.log2(last & -last) // the completion tag is the lowest set bit
@@ -246,10 +245,6 @@ export class CellBuilder {
   private readonly buf = Buffer.alloc(128)
   private bits = 0
   private refs: BuiltCell[] = []
-
-  get availableBits(): number {
-    return CELL_BITS - this.bits
-  }
 
   private room(n: number): void {
     if (this.bits + n > CELL_BITS) throw new RangeError(`a cell holds ${CELL_BITS} bits`)

@@ -94,23 +94,16 @@ export class ReceiptFormatError extends Error {
 /** Most bytes a receipt's text (request id, model id) may have; longer ones are chained over cells (as storeStringTail does). */
 const TEXT_BYTES_PER_CELL = 127
 
-function textCell(s: string): BuiltCell {
-  const bytes = Buffer.from(s, 'utf8')
-  let tail: BuiltCell | undefined
-  // Each cell takes as many whole bytes as fit; the rest goes on in its one reference.
-  const cuts: number[] = []
-  for (let at = 0; at < bytes.length || cuts.length === 0; at += TEXT_BYTES_PER_CELL) cuts.push(at)
-  for (let i = cuts.length - 1; i >= 0; i--) {
-    const b = new CellBuilder().bytes(bytes.subarray(cuts[i], cuts[i] + TEXT_BYTES_PER_CELL))
-    if (tail) b.ref(tail)
-    tail = b.end()
-  }
-  return tail!
+/** A text as a snake string: each cell takes as many whole bytes as fit, and the rest goes on in its one reference. */
+function textCell(bytes: Buffer, at = 0): BuiltCell {
+  const b = new CellBuilder().bytes(bytes.subarray(at, at + TEXT_BYTES_PER_CELL))
+  if (at + TEXT_BYTES_PER_CELL < bytes.length) b.ref(textCell(bytes, at + TEXT_BYTES_PER_CELL))
+  return b.end()
 }
 
 /** The body cell: everything the signature covers. */
 function receiptBody(f: ReceiptFields): BuiltCell {
-  const ids = new CellBuilder().bytes(hash32(f.modelHash)).ref(textCell(f.requestId)).ref(textCell(f.modelId)).end()
+  const ids = new CellBuilder().bytes(hash32(f.modelHash)).ref(textCell(Buffer.from(f.requestId, 'utf8'))).ref(textCell(Buffer.from(f.modelId, 'utf8'))).end()
   const parties = new CellBuilder().bytes(hash32(f.imageHash)).bytes(hash32(f.workerKey)).bytes(hash32(f.proxyKey)).end()
   const usage = new CellBuilder()
     .uint(f.promptTokens, 32)

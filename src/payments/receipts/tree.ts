@@ -8,7 +8,6 @@
 // receipt against any earlier count is built from the same hashes (pruned branches).
 // The cells are exactly what @ton/core's Dictionary serializes (test/payments/receipt-tree.test.ts
 // checks the root against Dictionary.storeDirect), so proofs are native TON Merkle-proof cells.
-import crypto from 'node:crypto'
 import { beginCell, Builder, Cell, convertToMerkleProof } from '@ton/core'
 import { ordinaryHash, parseBoc, writeBoc, type CellRef, type OutCell } from './boc.ts'
 
