@@ -65,6 +65,27 @@ module.exports = {
     surface('inference-surface', 'inference', 'inference'),
     surface('bench-surface', 'bench', 'bench'),
     {
+      name: 'each-role-starts-alone',
+      severity: 'error',
+      comment: "a role's start-up (node/run-<role>.ts) loads no other role's code: a node loads only what its role uses",
+      from: { path: '^src/node/run-(client|proxy|worker)\\.ts$' },
+      to: { path: '^src/(client|proxy|worker)/', pathNot: '^src/$1/' },
+    },
+    {
+      name: 'start-up-loads-roles-on-demand',
+      severity: 'error',
+      comment: "startNode (node/run.ts) and what every role shares load no role's code, and run.ts reaches a role's start-up only by import() for that role",
+      from: { path: '^src/node/(run|run-support)\\.ts$' },
+      to: { path: ['^src/(client|proxy|worker)/', '^src/node/run-(client|proxy|worker)\\.ts$'], dependencyTypesNot: ['dynamic-import', 'type-only'] },
+    },
+    {
+      name: 'devnet-supervisor-stays-small',
+      severity: 'error',
+      comment: 'the devnet supervisor (and the cocoon entry it runs in) lives as long as the devnet: it never loads TON, attestation, payments or a node; its setup child (cli/devnet-setup.ts) does that work',
+      from: { path: '^src/cli/(devnet|main)\\.ts$' },
+      to: { path: '^src/(ton/(contracts|chain-client|chain)|tee|payments|net|client|proxy|worker|node/(config|run[^/]*|trust|client-console))/?', dependencyTypesNot: ['dynamic-import', 'type-only'] },
+    },
+    {
       name: 'no-cycles',
       severity: 'error',
       comment: 'no import cycle (type-only imports included)',

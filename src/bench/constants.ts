@@ -66,6 +66,11 @@ export interface BenchPlan {
   inferenceMaxTokens: number
   /** Streams one after another in each single-stream measurement. */
   inferenceSequential: number
+  /**
+   * Quiet time after the network starts before its idle memory is read: V8 collects a quiet heap (its memory
+   * reducer) some seconds after the allocations stop, so a read right after start-up counts start-up garbage.
+   */
+  idleSettleSec: number
 }
 
 export type BenchMode = 'full' | 'quick' | 'smoke'
@@ -75,9 +80,9 @@ export type BenchMode = 'full' | 'quick' | 'smoke'
  * (its figures are too short to mean much).
  */
 export const BENCH_PLANS: Readonly<Record<BenchMode, BenchPlan>> = {
-  full: { rounds: 5, warmupSec: 3, loadSec: 12, c1Sec: 6, handshakeSec: 8, tdxColdHandshakes: 30, tdxCachedHandshakes: 300, inferenceMaxTokens: 256, inferenceSequential: 3 },
-  quick: { rounds: 1, warmupSec: 2, loadSec: 8, c1Sec: 5, handshakeSec: 3, tdxColdHandshakes: 10, tdxCachedHandshakes: 100, inferenceMaxTokens: 128, inferenceSequential: 2 },
+  full: { rounds: 5, warmupSec: 3, loadSec: 12, c1Sec: 6, handshakeSec: 8, tdxColdHandshakes: 30, tdxCachedHandshakes: 300, inferenceMaxTokens: 256, inferenceSequential: 3, idleSettleSec: 20 },
+  quick: { rounds: 1, warmupSec: 2, loadSec: 8, c1Sec: 5, handshakeSec: 3, tdxColdHandshakes: 10, tdxCachedHandshakes: 100, inferenceMaxTokens: 128, inferenceSequential: 2, idleSettleSec: 20 },
   // Windows of 3 s at concurrency 30: on a 2-core machine shared with other tests, the first answers of a cold
   // 30-stream wave through the network could all still be in flight when a 1 s window closed (seen in CI).
-  smoke: { rounds: 1, warmupSec: 0, loadSec: 3, c1Sec: 1, handshakeSec: 0.5, tdxColdHandshakes: 2, tdxCachedHandshakes: 5, inferenceMaxTokens: 16, inferenceSequential: 1 },
+  smoke: { rounds: 1, warmupSec: 0, loadSec: 3, c1Sec: 1, handshakeSec: 0.5, tdxColdHandshakes: 2, tdxCachedHandshakes: 5, inferenceMaxTokens: 16, inferenceSequential: 1, idleSettleSec: 1 },
 }

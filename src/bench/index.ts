@@ -11,7 +11,7 @@ import { measureInference } from './inference.ts'
 import { startBenchNetwork } from './network.ts'
 import { measureOverhead } from './overhead.ts'
 import { measureReceipts } from './receipts.ts'
-import { benchWorkDir, spawnCocoon } from './procs.ts'
+import { benchWorkDir, rssMiB, spawnCocoon } from './procs.ts'
 import { renderMarkdown } from './report.ts'
 import { checkBenchResult, type BenchResult } from './schema.ts'
 import { round } from './stats.ts'
@@ -88,6 +88,7 @@ export async function runBenchmarks(o: BenchOptions = {}): Promise<BenchResult> 
         chunks: w.chunks,
         plan,
         pids: { ...network.pids, backend: backend.pid },
+        idleRssMiB: await idleRss(network.processes(), network.pids.worker, plan.idleSettleSec, say),
         receiptBacklog: () => network.receiptBacklog(),
         say,
       })
@@ -234,4 +235,28 @@ function intOption(name: string, v: string | undefined, min: number): number | u
   const n = Number(v)
   if (!Number.isInteger(n) || n < min) throw Object.assign(new Error(`--${name} must be an integer >= ${min}`), { name: 'UsageError' })
   return n
+}
+
+/**
+ * Resident memory of the network's supervisor, chain and nodes (the worker: the one the load runs through), MiB,
+ * after `settleSec` of quiet: the smallest of one read a second over the last half of that time.
+ */
+async function idleRss(procs: Record<string, number | null>, worker: number, settleSec: number, say: (line: string) => void): Promise<BenchResult['overhead']['idleRssMiB']> {
+  say(`idle memory: letting the network settle for ${settleSec} s`)
+  const pids = { supervisor: procs.supervisor, chain: procs.chain, client: procs.client, proxy: procs.proxy, worker }
+  const least: Record<string, number | null> = {}
+  const t0 = Date.now()
+  for (;;) {
+    const elapsed = (Date.now() - t0) / 1000
+    if (elapsed >= settleSec / 2) {
+      for (const [k, pid] of Object.entries(pids)) {
+        const v = pid ? rssMiB(pid) : null
+        least[k] = v === null ? (least[k] ?? null) : Math.min(v, least[k] ?? Infinity)
+      }
+    }
+    if (elapsed >= settleSec) break
+    await new Promise((r) => setTimeout(r, Math.min(1000, settleSec * 1000)))
+  }
+  const at = (k: string) => (least[k] === null || least[k] === undefined ? null : round(least[k]!, 1))
+  return { supervisor: at('supervisor'), chain: at('chain'), client: at('client'), proxy: at('proxy'), worker: at('worker') }
 }

@@ -18,6 +18,8 @@ export interface OverheadOptions {
   plan: BenchPlan
   /** The nodes of the network, and the fake backend both sides share. */
   pids: { client: number | null; proxy: number | null; worker: number; backend: number | null; plainClient: number | null }
+  /** The network's resident memory once started, before any load (BenchResult's overhead.idleRssMiB). */
+  idleRssMiB: BenchResult['overhead']['idleRssMiB']
   /** Receipts not yet proven to their client node and worker (null: none get proven, e.g. without a chain). */
   receiptBacklog?: () => Promise<number | null>
   say: (line: string) => void
@@ -152,6 +154,7 @@ export async function measureOverhead(o: OverheadOptions): Promise<{ overhead: B
       addedP50Ms: round(network.p50Ms - direct.p50Ms, 3),
       c1: { directP50Ms: c1Direct, networkP50Ms: c1Network, addedP50Ms: round(c1Network - c1Direct, 3) },
       peakRssMiB: peak,
+      idleRssMiB: o.idleRssMiB,
       cpuPerRequestMs: { direct: cpu.direct.perRequest(['backend', 'loadGenerator']), network: networkCpu(cpu.network) },
     },
     notes,

@@ -17,6 +17,8 @@ export const BENCH_TARGETS = {
   /** Issue 13: E2EE on vs off, throughput ratio and added p50 at concurrency 1. */
   minE2eeRatioRps: 0.95,
   maxE2eeAddedC1P50Ms: 0.3,
+  /** Issue 10: the devnet supervisor's resident memory, started and idle. */
+  maxSupervisorIdleRssMiB: 60,
 }
 
 const fmt = (v: number | null | undefined, digits = 1): string => (v === null || v === undefined ? 'n/a' : v.toFixed(digits))
@@ -40,9 +42,10 @@ export function renderMarkdown(r: BenchResult): string {
   const c4 = inf.concurrent4
   lines.push(`| Inference tok/s, 4 streams | ${fmt(c4.directTokPerSec)} | ${fmt(c4.networkTokPerSec)} | ×${(c4.networkTokPerSec / c4.directTokPerSec).toFixed(3)} |`)
   lines.push('')
-  lines.push('| Node | Peak RSS, MiB |')
-  lines.push('|---|---:|')
-  for (const k of ['client', 'proxy', 'worker'] as const) lines.push(`| ${k} | ${fmt(o.peakRssMiB[k])} |`)
+  lines.push('| Process | Idle RSS, MiB (started, before load) | Peak RSS, MiB |')
+  lines.push('|---|---:|---:|')
+  for (const k of ['supervisor', 'chain'] as const) lines.push(`| ${k === 'supervisor' ? 'devnet supervisor' : k} | ${fmt(o.idleRssMiB[k])} | |`)
+  for (const k of ['client', 'proxy', 'worker'] as const) lines.push(`| ${k} | ${fmt(o.idleRssMiB[k])} | ${fmt(o.peakRssMiB[k])} |`)
   lines.push('')
   const cpu = o.cpuPerRequestMs
   lines.push(`| Process | CPU ms per request, direct, c${o.concurrency} | CPU ms per request, network, c${o.concurrency} |`)
@@ -80,6 +83,8 @@ export function renderMarkdown(r: BenchResult): string {
   lines.push(`| added p50 at concurrency 1 | ≤ ${t.maxAddedP50MsAtC1} ms | ${o.c1.addedP50Ms.toFixed(3)} ms | ${met(o.c1.addedP50Ms <= t.maxAddedP50MsAtC1)} |`)
   lines.push(`| E2EE on/off requests/s (c${e.concurrency}) | ≥ ${t.minE2eeRatioRps} | ${e.ratioRps.toFixed(3)} | ${met(e.ratioRps >= t.minE2eeRatioRps)} |`)
   lines.push(`| E2EE added p50 at concurrency 1 | ≤ ${t.maxE2eeAddedC1P50Ms} ms | ${e.addedC1P50Ms.toFixed(3)} ms | ${met(e.addedC1P50Ms <= t.maxE2eeAddedC1P50Ms)} |`)
+  const sup = o.idleRssMiB.supervisor
+  lines.push(`| devnet supervisor, idle RSS | ≤ ${t.maxSupervisorIdleRssMiB} MiB | ${fmt(sup)} MiB | ${met(sup === null ? null : sup <= t.maxSupervisorIdleRssMiB)} |`)
   const cached = h.tdxCached.p50Ms
   lines.push(`| cached TDX handshake | ≤ ${t.maxTdxCachedHandshakeMs} ms | ${fmt(cached, 2)} ms | ${met(cached === null ? null : cached <= t.maxTdxCachedHandshakeMs)} |`)
   lines.push(`| inference ratio | ≥ ${t.minInferenceRatio} | ${inf.ratio.toFixed(3)} | ${met(inf.ratio >= t.minInferenceRatio)} |`)

@@ -83,6 +83,8 @@ export interface BenchResult {
     c1: { directP50Ms: number; networkP50Ms: number; addedP50Ms: number }
     /** Peak resident memory of each node process over its life up to the end of the load runs. */
     peakRssMiB: { client: number | null; proxy: number | null; worker: number | null }
+    /** Resident memory of each process of the network once started, before any load (null: no /proc, or no chain). Target for the devnet supervisor: ≤ 60 MiB. */
+    idleRssMiB: { supervisor: number | null; chain: number | null; client: number | null; proxy: number | null; worker: number | null }
     /** CPU time per request of each process at concurrency `concurrency`, from /proc/PID/stat over the load windows. */
     cpuPerRequestMs: { direct: DirectCpu; network: NetworkCpu }
   }
@@ -194,6 +196,7 @@ export function checkBenchResult(r: unknown): string[] {
   for (const side of ['direct', 'network']) for (const k of ['rps', 'p50Ms', 'p99Ms', 'ttfbP50Ms']) num(`overhead.${side}.${k}`)
   for (const k of ['ratioRps', 'addedP50Ms', 'c1.directP50Ms', 'c1.networkP50Ms', 'c1.addedP50Ms']) num(`overhead.${k}`)
   for (const k of ['client', 'proxy', 'worker']) num(`overhead.peakRssMiB.${k}`, true)
+  for (const k of ['supervisor', 'chain', 'client', 'proxy', 'worker']) num(`overhead.idleRssMiB.${k}`, true)
   for (const k of ['backend', 'loadGenerator']) num(`overhead.cpuPerRequestMs.direct.${k}`, true)
   for (const k of ['client', 'proxy', 'worker', 'stack', 'backend', 'loadGenerator']) num(`overhead.cpuPerRequestMs.network.${k}`, true)
 

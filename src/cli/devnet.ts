@@ -1,26 +1,25 @@
 // `cocoon devnet`: a whole local network (proxy, workers, client) as supervised child processes, one command.
+// The supervisor stays small: the start-up work that needs TON, x509 or the model code runs in a child of its own
+// (./devnet-setup.ts), so this process, which lives as long as the devnet, never loads them.
 import { spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import readline from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { simulatedImageHash } from '../tee/index.ts'
-import { DEFAULT_POCKETSPHINX_MODEL_DIR, hashModelDir, pocketSphinxAvailable, resolveModel } from '../inference/index.ts'
-import { ConfigError } from '../node/config.ts'
+import { pocketSphinxAvailable } from '../inference/index.ts'
+import { ConfigError } from '../core/errors.ts'
 import { sleep } from '../core/time.ts'
 import { portIsFree } from '../core/ports.ts'
+import { getJson } from '../core/get-json.ts'
 import { SUPERVISED_ENV } from '../core/supervised.ts'
-import { devnetPortOffsetProblem, devnetPorts, devnetPortsByRole, type DevnetProxyPorts, type DevnetState } from '../node/devnet.ts'
-import { createChain, NodeWallet, devnetFaucet, loadOrCreateWalletKey, deployRoot, DEVNET_PARAMS, ProxyRegistry } from '../ton/chain-client/index.ts'
-import { ONE_TON_NANO } from '../ton/contracts/index.ts'
+import { devnetPortOffsetProblem, devnetPorts, devnetPortsByRole, type DevnetState } from '../node/devnet.ts'
 import { ADMIN_TOKEN_FILE, dashboardUrl } from '../node/admin.ts'
 import { buildDashboardIfMissing } from '../dashboard/build.ts'
 import { NODE_HEAP_ENV, NodeHeapSettingError, nodeHeapArgs, nodeHeapMib } from '../core/node-heap.ts'
+import type { ChainSections, DevnetSetupMessage, DevnetSetupRequest } from './devnet-setup.ts'
 
 export const DEFAULT_DEVNET_MODEL = 'hf:ggml-org/tiny-llamas/stories260K.gguf'
-/** The devnet's speech model id, served at /v1/audio/transcriptions. */
-export const DEVNET_SPEECH_MODEL_ID = 'pocketsphinx-en-us'
 export const READY_TIMEOUT_MS = 120_000
 export const STOP_GRACE_MS = 5_000
 /** One readiness poll (chain /healthz, proxy /jsonstats, client /healthz and /v1/models). */
@@ -103,12 +102,15 @@ export async function runDevnet(args: string[]): Promise<void> {
   const ports = devnetPorts(offset, workerNames.length, proxyCount)
 
   const children: Child[] = []
+  /** The setup child (./devnet-setup.ts) while it runs. */
+  let setupProc: ChildProcess | undefined
   let shuttingDown = false
   let ready = false
   const stateFile = path.join(dir, 'devnet.json')
 
   /** Stops every child still running: SIGTERM to its process group, SIGKILL after the grace period. */
   const stopChildren = async () => {
+    if (isRunning(setupProc)) signalChild(setupProc, 'SIGKILL')
     const alive = children.filter((c) => isRunning(c.proc))
     const exited = Promise.all(alive.map((c) => new Promise((r) => (isRunning(c.proc) ? c.proc!.once('exit', r) : r(null)))))
     for (const c of alive) signalChild(c.proc!, 'SIGTERM')
@@ -120,6 +122,7 @@ export async function runDevnet(args: string[]): Promise<void> {
   // Last resort, if this process exits any other way: no child outlives it.
   process.on('exit', () => {
     for (const c of children) if (isRunning(c.proc)) signalChild(c.proc, 'SIGKILL')
+    if (isRunning(setupProc)) signalChild(setupProc, 'SIGKILL')
   })
 
   const shutdown = async (signal: string) => {
@@ -167,19 +170,14 @@ export async function runDevnet(args: string[]): Promise<void> {
   // npm install builds the dashboard; a checkout that skipped it gets it built here (about a second).
   await buildDashboardIfMissing()
   say(`resolving model ${values.model}`)
-  const model = await resolveModel(values.model!, {}).catch((err: Error) => {
-    throw new DevnetStartError(`${err.message}; set COCOON_MODELS to a folder that holds the model, or pass --model FILE`)
+  if (!withSpeech && !values['no-speech']) say('no speech worker: `sudo apt-get install pocketsphinx pocketsphinx-en-us sox` adds one for /v1/audio/transcriptions')
+  const setup = runSetup({ dir, model: values.model!, withSpeech, chainUrl: withChain ? `http://127.0.0.1:${ports.chain}` : null, workers: workerNames, proxies: ports.proxies }, say)
+  setupProc = setup.proc
+  const { model, speech, image } = await setup.resolved.catch((err: Error) => {
+    if (shuttingDown) return new Promise<never>(() => {}) // Ctrl-C: shutdown() exits the process
+    throw err
   })
   if (shuttingDown) return new Promise<never>(() => {})
-  say(`model ${model.id} (sha256 ${model.sha256.slice(0, 16)}…) at ${model.path}`)
-  let speech: DevnetState['speech'] = null
-  if (withSpeech) {
-    speech = { id: DEVNET_SPEECH_MODEL_ID, dir: DEFAULT_POCKETSPHINX_MODEL_DIR, sha256: await hashModelDir(DEFAULT_POCKETSPHINX_MODEL_DIR) }
-    say(`speech model ${speech.id} (sha256 ${speech.sha256.slice(0, 16)}…) at ${speech.dir}`)
-  } else if (!values['no-speech']) {
-    say('no speech worker: `sudo apt-get install pocketsphinx pocketsphinx-en-us sox` adds one for /v1/audio/transcriptions')
-  }
-  const image = await simulatedImageHash('')
   // Without a chain the allow-lists come from here; with one, from the root contract the devnet deploys.
   const policy = { acceptKinds: ['simulated', 'none'], imageHashes: withChain ? {} : { proxy: [image], worker: [image], client: '*' } }
 
@@ -342,9 +340,9 @@ export async function runDevnet(args: string[]): Promise<void> {
     launch(chainChild)
     writeState()
     say(`starting the devnet chain on port ${ports.chain}`)
-    const setup = await step(setUpChain({ dir, chainUrl: `http://127.0.0.1:${ports.chain}`, workers: workerNames, image, modelHashes: [model.sha256, ...(speech ? [speech.sha256] : [])], proxies: ports.proxies, say }))
-    rootAddress = setup.root
-    chainCfg = setup.chainSection
+    const onChain = await step(setup.chain)
+    rootAddress = onChain.root
+    chainCfg = (role) => ({ chain: onChain.sections[role] })
   }
   if (shuttingDown) return new Promise<never>(() => {})
   writeConfigs()
@@ -395,73 +393,64 @@ function readToken(file: string): string | undefined {
   }
 }
 
-async function fetchJson(url: string): Promise<unknown> {
+function fetchJson(url: string): Promise<unknown> {
   // Longer than the client's own readiness check (READINESS_TIMEOUT_MS), so a busy machine is slow, not "never ready".
-  const r = await fetch(url, { signal: AbortSignal.timeout(POLL_TIMEOUT_MS) })
-  return r.json()
-}
-
-/** Starting balances the faucet gives each devnet wallet, nanoTON. */
-const DEVNET_FUNDING = { owner: 100n * ONE_TON_NANO, proxy: 20n * ONE_TON_NANO, worker: 5n * ONE_TON_NANO, client: 20n * ONE_TON_NANO }
-
-/**
- * Waits for the chain, funds the devnet's wallets, deploys the root with this checkout's simulated
- * image hash and the model's hash on its allow-lists, and registers the proxy. Idempotent, so a
- * restarted devnet reuses its chain state.
- */
-async function setUpChain(o: {
-  dir: string
-  chainUrl: string
-  /** Worker names: each has a wallet under <dir>/<name>/. */
-  workers: string[]
-  image: string
-  modelHashes: string[]
-  proxies: DevnetProxyPorts[]
-  say: (line: string) => void
-}): Promise<{ root: string; chainSection: (role: 'client' | 'proxy' | 'worker') => Record<string, unknown> }> {
-  const deadline = Date.now() + READY_TIMEOUT_MS
-  while (!(await fetchJson(`${o.chainUrl}/healthz`).then((h) => (h as { ok: boolean }).ok).catch(() => false))) {
-    if (Date.now() > deadline) throw new Error(`the devnet chain did not come up at ${o.chainUrl} within ${READY_TIMEOUT_MS / 1000}s; see ${path.join(o.dir, 'logs', 'chain.log')}`)
-    await sleep(200)
-  }
-  const endpoint = `${o.chainUrl}/api/v2/jsonRPC`
-  const chain = createChain({ endpoint })
-  const fund = async (file: string, amount: bigint) => {
-    const w = new NodeWallet(chain, loadOrCreateWalletKey(file))
-    const have = await w.balance()
-    if (have < amount / 2n) await devnetFaucet(o.chainUrl, w.address, amount - have)
-    return w
-  }
-  // The faucet credits at once, so every wallet is funded side by side.
-  const [owner, ...proxyWallets] = await Promise.all([
-    fund(path.join(o.dir, 'owner.key'), DEVNET_FUNDING.owner),
-    ...o.proxies.map((pp) => fund(path.join(o.dir, pp.name, 'wallet.key'), DEVNET_FUNDING.proxy)),
-    ...o.workers.map((name) => fund(path.join(o.dir, name, 'wallet.key'), DEVNET_FUNDING.worker)),
-    fund(path.join(o.dir, 'client', 'wallet.key'), DEVNET_FUNDING.client),
-  ])
-  const { address, state } = await deployRoot(chain, owner, { params: DEVNET_PARAMS, proxyImageHashes: [o.image], workerImageHashes: [o.image], modelHashes: o.modelHashes })
-  // Each proxy registers itself from its own wallet, as any proxy with an allowed image and a stake may: no owner action.
-  await Promise.all(
-    o.proxies.map(async (pp, i) => {
-      const registry = new ProxyRegistry(chain, proxyWallets[i], loadOrCreateWalletKey(path.join(o.dir, pp.name, 'payment.key')), address)
-      const published = { host: '127.0.0.1', workerPort: pp.workers, clientPort: pp.clients }
-      const entry = state.proxies.get(registry.publicKeyHex)
-      if (!entry) await registry.register(published, { imageHash: o.image })
-      else if (entry.state === 'listed' && (entry.host !== published.host || entry.workerPort !== published.workerPort || entry.clientPort !== published.clientPort)) {
-        await registry.update(published)
-      }
-    }),
-  )
-  o.say(`root ${address.toString()} deployed with this build's image hash and the model hash`)
-  const common = { endpoint, root: address.toString(), policyRefreshSec: 2 }
-  const perRole = {
-    proxy: { settleIntervalSec: 5, chargeThresholdNano: '10000000' },
-    worker: { payoutThresholdNano: '10000000' },
-    client: { depositNano: String(5n * ONE_TON_NANO), topUpBelowNano: String(ONE_TON_NANO), topUpNano: String(5n * ONE_TON_NANO) },
-  }
-  return { root: address.toString(), chainSection: (role) => ({ chain: { ...common, ...perRole[role] } }) }
+  return getJson(url, POLL_TIMEOUT_MS)
 }
 
 function roleOf(name: string): 'chain' | 'proxy' | 'worker' | 'client' {
   return name.split('-')[0] as 'chain' | 'proxy' | 'worker' | 'client'
+}
+
+/** The setup child's answers: the resolved models and image hash, then (with a chain) the root and the nodes' chain sections. */
+interface Setup {
+  proc: ChildProcess
+  resolved: Promise<{ model: DevnetState['model']; speech: DevnetState['speech']; image: string }>
+  chain: Promise<{ root: string; sections: ChainSections }>
+}
+
+/**
+ * Starts `cocoon devnet-setup` for `req` (./devnet-setup.ts), passing its progress lines to `say`. Either
+ * promise fails with a DevnetStartError that says why, when the setup reports an error or exits before
+ * answering.
+ */
+function runSetup(req: DevnetSetupRequest, say: (line: string) => void): Setup {
+  const proc = spawn(process.execPath, [BIN, 'devnet-setup'], { stdio: ['pipe', 'pipe', 'pipe'], detached: true })
+  let stderr = ''
+  proc.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)))
+  proc.stdin!.on('error', () => {})
+  proc.stdin!.end(JSON.stringify(req))
+  const answered: { resolved?: (v: Awaited<Setup['resolved']>) => void; chain?: (v: Awaited<Setup['chain']>) => void } = {}
+  let fail: (err: Error) => void = () => {}
+  const resolved = new Promise<Awaited<Setup['resolved']>>((resolve, reject) => {
+    answered.resolved = resolve
+    fail = reject
+  })
+  const chain = new Promise<Awaited<Setup['chain']>>((resolve, reject) => {
+    answered.chain = resolve
+    const first = fail
+    fail = (err) => {
+      first(err)
+      reject(err)
+    }
+  })
+  chain.catch(() => {})
+  readline.createInterface({ input: proc.stdout! }).on('line', (line) => {
+    let m: DevnetSetupMessage
+    try {
+      m = JSON.parse(line) as DevnetSetupMessage
+    } catch {
+      return say(line.slice(0, 500))
+    }
+    if ('say' in m) say(m.say)
+    else if ('resolved' in m) answered.resolved?.(m.resolved)
+    else if ('chain' in m) answered.chain?.(m.chain)
+    else if ('error' in m) fail(new DevnetStartError(m.error))
+  })
+  // 'close' comes after the last line of stdout was read: a reported error has already failed the promises.
+  proc.once('close', (code, signal) => {
+    const why = stderr.trim().split('\n').pop()?.replace(/^cocoon devnet-setup: /, '')
+    fail(new DevnetStartError(`the devnet setup exited (${signal ? `signal ${signal}` : `exit code ${code}`}) before it finished${why ? `: ${why}` : ''}`))
+  })
+  return { proc, resolved, chain }
 }

@@ -1,10 +1,11 @@
 // The `cocoon` command line: one binary with a subcommand per role and tool.
 import { parseArgs } from 'node:util'
 import { createLogger } from '../core/log.ts'
-import { ConfigError, loadConfig } from '../node/config.ts'
+import { ConfigError } from '../core/errors.ts'
 import { PortInUseError } from '../core/ports.ts'
 import { stopWithSupervisor } from '../core/supervised.ts'
 import { installFastSha256 } from '../ton/fast-sha256.ts'
+import type { NodeExtras } from '../node/run.ts'
 
 // Every cocoon process hashes TON cells with node:crypto, not jsSHA (see ton/fast-sha256.ts).
 installFastSha256()
@@ -98,6 +99,11 @@ export async function main(argv: string[]): Promise<void> {
       case 'devnet': {
         const { runDevnet } = await import('./devnet.ts')
         return await runDevnet(rest)
+      }
+      case 'devnet-setup': {
+        // Internal: the devnet's start-up work in a child of its own (./devnet-setup.ts).
+        const { runDevnetSetup } = await import('./devnet-setup.ts')
+        return await runDevnetSetup()
       }
       case 'chain': {
         const { runChainCommand } = await import('./chain.ts')
@@ -198,14 +204,16 @@ const OPERATIONAL_ERRORS = new Set([
 async function runRole(role: 'client' | 'proxy' | 'worker', args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' } }, strict: true })
   if (!values.config) throw new ConfigError(role, '--config FILE is required')
+  // Loaded here, not at the top, like the node below: the devnet's supervisor never needs it.
+  const { loadConfig } = await import('../node/config.ts')
   const cfg = loadConfig(values.config)
   if (cfg.role !== role) throw new ConfigError(values.config, `is a ${cfg.role} config, not a ${role} config`)
   const log = createLogger({ role })
   // Loaded here, not at the top: the other commands (devnet, chain, root, ...) never need a node's whole stack.
   const { startNode } = await import('../node/run.ts')
-  // The dashboard's Verify button runs the same checks as `cocoon receipt verify`.
-  const { verifyReceiptJson } = await import('./receipts.ts')
-  const node = await startNode(cfg, log, { verifyReceipt: (j, chain) => verifyReceiptJson(j as never, { chain }) }).catch((err: NodeJS.ErrnoException & { address?: string; port?: number }) => {
+  // The dashboard's Verify button runs the same checks as `cocoon receipt verify` (loaded when first pressed).
+  const verifyReceipt: NodeExtras['verifyReceipt'] = async (j, chain) => (await import('./receipts.ts')).verifyReceiptJson(j as never, { chain })
+  const node = await startNode(cfg, log, { verifyReceipt }).catch((err: NodeJS.ErrnoException & { address?: string; port?: number }) => {
     if (err.code === 'EADDRINUSE') throw new PortInUseError(role, err.address ?? '127.0.0.1', err.port ?? 0)
     throw err
   })

@@ -7,17 +7,17 @@ import type { AppAccounts, LimitPeriod } from '../client/apps.ts'
 import type { ClientAccount } from '../payments/client-account.ts'
 import type { PartyLedger } from '../payments/party-ledger.ts'
 import { heldReceiptJson, type ReceiptStore } from '../payments/receipts/store.ts'
-import { devnetBaseUrl, devnetFaucet, tonConnectTransaction, TONCENTER_MAINNET_ENDPOINT, TONCENTER_TESTNET_ENDPOINT, type NodeWallet } from '../ton/chain-client/index.ts'
+import { devnetBaseUrl, devnetFaucet, tonConnectTransaction, type NodeWallet } from '../ton/chain-client/index.ts'
 import { ONE_TON_NANO, type RootState } from '../ton/contracts/index.ts'
 import { handleAdmin, hasAdminToken, MinInterval, type AdminRoute } from './admin.ts'
 import { serveDashboard } from './dashboard.ts'
+import { networkOf, type NetworkName } from './run-support.ts'
 
 /** Largest dashboard POST body. */
 const MAX_ADMIN_BODY_BYTES = 16 * 1024
 /** The largest top-up one click may ask the devnet faucet for. */
 export const MAX_DEVNET_TOPUP_NANO = 100n * ONE_TON_NANO
 
-export type NetworkName = 'mainnet' | 'testnet' | 'devnet' | 'custom'
 
 export interface ClientConsoleDeps {
   client: Client
@@ -42,18 +42,6 @@ class HttpError extends Error {
   ) {
     super(message)
   }
-}
-
-/** The network a chain endpoint belongs to: toncenter's two, a loopback devnet, or something else. */
-export function networkOf(endpoint: string): NetworkName {
-  if (endpoint === 'mainnet' || endpoint === TONCENTER_MAINNET_ENDPOINT) return 'mainnet'
-  if (endpoint === 'testnet' || endpoint === TONCENTER_TESTNET_ENDPOINT) return 'testnet'
-  if (endpoint === 'devnet') return 'devnet'
-  try {
-    const h = new URL(endpoint).hostname
-    if (h === '127.0.0.1' || h === 'localhost' || h === '[::1]') return 'devnet'
-  } catch {}
-  return 'custom'
 }
 
 /** "1.5" TON -> nanoTON, exactly; at most 9 decimals. */

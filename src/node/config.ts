@@ -7,13 +7,9 @@ import type { Capability, LlamaBackendConfig, OpenAIBackendConfig, PocketSphinxB
 import type { Role } from '../tee/index.ts'
 import { portProblem, urlPort } from '../core/ports.ts'
 import { MAX_E2EE_RECIPIENTS } from '../net/e2ee.ts'
+import { ConfigError } from '../core/errors.ts'
 
-export class ConfigError extends Error {
-  readonly name = 'ConfigError'
-  constructor(readonly where: string, message: string) {
-    super(`${where}: ${message}`)
-  }
-}
+export { ConfigError } from '../core/errors.ts'
 
 export interface HostPort {
   host: string

@@ -89,6 +89,7 @@ test('a smoke run of the whole harness gives a result that matches the schema', 
     assert.equal(r.overhead.concurrency, 30)
     // On Linux with the shared TDX fixtures (as in CI) every figure is measured.
     assert.ok(Object.values(r.overhead.peakRssMiB).every((v) => typeof v === 'number' && v > 0), JSON.stringify(r.overhead.peakRssMiB))
+    assert.ok(Object.values(r.overhead.idleRssMiB).every((v) => typeof v === 'number' && v > 0), JSON.stringify(r.overhead.idleRssMiB))
     const cpu = r.overhead.cpuPerRequestMs
     assert.ok([...Object.values(cpu.direct), ...Object.values(cpu.network)].every((v) => typeof v === 'number' && v >= 0), JSON.stringify(cpu))
     assert.equal(typeof r.handshake.tdxCold.p50Ms, 'number', r.notes.join('\n'))
@@ -121,7 +122,7 @@ function sampleResult(): BenchResult {
     date: new Date().toISOString(),
     machine: { cpus: 2, memGiB: 4, node: process.version },
     quick: true,
-    overhead: { concurrency: 30, direct, network, ratioRps: 0.6, addedP50Ms: 2.5, c1: { directP50Ms: 1, networkP50Ms: 2, addedP50Ms: 1 }, peakRssMiB: { client: 1, proxy: 1, worker: null },
+    overhead: { concurrency: 30, direct, network, ratioRps: 0.6, addedP50Ms: 2.5, c1: { directP50Ms: 1, networkP50Ms: 2, addedP50Ms: 1 }, peakRssMiB: { client: 1, proxy: 1, worker: null }, idleRssMiB: { supervisor: 50, chain: null, client: 1, proxy: 1, worker: null },
       cpuPerRequestMs: { direct: { backend: 0.1, loadGenerator: 0.2 }, network: { client: 0.3, proxy: 0.4, worker: 0.5, stack: 1.2, backend: 0.1, loadGenerator: 0.2 } },
     },
     e2ee: {

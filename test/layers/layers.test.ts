@@ -68,3 +68,28 @@ test('a cycle between two roles fails the check', async () => {
     fs.rmSync(dir, { recursive: true, force: true })
   }
 })
+
+test("a role's start-up loading another role, startNode loading a role up front, or the devnet supervisor loading TON fails the check", async () => {
+  const dir = tree({
+    'src/client/client.ts': 'export const c = 1\n',
+    'src/proxy/proxy.ts': 'export const p = 1\n',
+    'src/node/run-client.ts': "import { c } from '../client/client.ts'\nimport { p } from '../proxy/proxy.ts'\nexport const startClient = () => c + p\n",
+    // A static import of a role's start-up: every node would load the client's code.
+    'src/node/run.ts': "import { startClient } from './run-client.ts'\nimport type { p } from '../proxy/proxy.ts'\nexport const startNode = async (): Promise<typeof p> => startClient()\nexport const later = () => import('./run-client.ts')\n",
+    'src/ton/chain-client/index.ts': 'export const chain = 1\n',
+    'src/cli/devnet.ts': "import { chain } from '../ton/chain-client/index.ts'\nexport const d = chain\nexport const setup = () => import('../ton/chain-client/index.ts')\n",
+  })
+  try {
+    const { code, out } = await cruise(dir)
+    assert.notEqual(code, 0)
+    assert.match(out, /each-role-starts-alone: src\/node\/run-client\.ts → src\/proxy\/proxy\.ts/)
+    assert.doesNotMatch(out, /each-role-starts-alone: src\/node\/run-client\.ts → src\/client/)
+    assert.match(out, /start-up-loads-roles-on-demand: src\/node\/run\.ts → src\/node\/run-client\.ts/)
+    // Type-only imports and import() are allowed: they load nothing up front. Each violation is reported once.
+    assert.doesNotMatch(out, /start-up-loads-roles-on-demand: src\/node\/run\.ts → src\/proxy/)
+    assert.match(out, /devnet-supervisor-stays-small: src\/cli\/devnet\.ts → src\/ton\/chain-client\/index\.ts/)
+    assert.equal(out.match(/devnet-supervisor-stays-small/g)?.length, 1, out)
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
