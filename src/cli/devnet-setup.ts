@@ -12,6 +12,7 @@ import { text } from 'node:stream/consumers'
 import { simulatedImageHash } from '../tee/index.ts'
 import { DEFAULT_POCKETSPHINX_MODEL_DIR, hashModelDir, resolveModel } from '../inference/index.ts'
 import { sleep } from '../core/time.ts'
+import { getJson } from '../core/http-client.ts'
 import type { DevnetProxyPorts, DevnetState } from '../node/devnet.ts'
 import { createChain, NodeWallet, devnetFaucet, loadOrCreateWalletKey, deployRoot, DEVNET_PARAMS, ProxyRegistry } from '../ton/chain-client/index.ts'
 import { ONE_TON_NANO } from '../ton/contracts/index.ts'
@@ -82,8 +83,7 @@ export async function runDevnetSetup(): Promise<void> {
 async function setUpChain(o: DevnetSetupRequest & { chainUrl: string; image: string; modelHashes: string[] }, say: (line: string) => void): Promise<{ root: string; sections: ChainSections }> {
   const deadline = Date.now() + CHAIN_READY_TIMEOUT_MS
   const healthy = () =>
-    fetch(`${o.chainUrl}/healthz`, { signal: AbortSignal.timeout(POLL_TIMEOUT_MS) })
-      .then((r) => r.json())
+    getJson(`${o.chainUrl}/healthz`, POLL_TIMEOUT_MS)
       .then((h) => (h as { ok: boolean }).ok)
       .catch(() => false)
   while (!(await healthy())) {

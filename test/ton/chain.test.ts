@@ -31,12 +31,20 @@ async function fakeToncenter(script: (method: string, n: number) => Reply) {
       res.end(JSON.stringify(r.body))
     })
   })
+  let connections = 0
+  server.on('connection', () => connections++)
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   const port = (server.address() as AddressInfo).port
   return {
     endpoint: `http://127.0.0.1:${port}/api/v2/jsonRPC`,
     calls,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    /** TCP connections accepted so far. */
+    connections: () => connections,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve())
+        server.closeAllConnections()
+      }),
   }
 }
 
@@ -85,6 +93,38 @@ describe('chain transport', () => {
     })
     // Calls that go through TonClient fail the same way.
     await assert.rejects(chain.getBalance(new Address(0, Buffer.alloc(32))), { name: 'ChainError' })
+  })
+
+  it('times out an attempt that gets no answer, naming the limit, and aborts at once on its signal', async () => {
+    const server = http.createServer(() => {}) // takes the request, never answers
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    try {
+      const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}/api/v2/jsonRPC`
+      const chain = createChain({ endpoint, retries: 0, timeoutMs: 300 })
+      const t0 = Date.now()
+      await assert.rejects(chain.now(), (err: ChainError) => err.transient && /no answer within 300 ms/.test(err.message))
+      assert.ok(Date.now() - t0 < 5_000)
+      const ac = new AbortController()
+      const slow = createChain({ endpoint, retries: 0, timeoutMs: 60_000 })
+      const call = slow.now({ signal: ac.signal })
+      setTimeout(() => ac.abort(new Error('stopped by the caller')), 100)
+      await assert.rejects(call, /stopped by the caller/)
+    } finally {
+      server.closeAllConnections()
+      await new Promise((r) => server.close(r))
+    }
+  })
+
+  it('keeps its connection alive: calls one after another reuse one socket', async () => {
+    const fake = await fakeToncenter(() => ok({ sync_utime: 1 }))
+    try {
+      const chain = createChain({ endpoint: fake.endpoint })
+      for (let i = 0; i < 5; i++) await chain.now()
+      assert.equal(fake.calls.length, 5)
+      assert.equal(fake.connections(), 1)
+    } finally {
+      await fake.close()
+    }
   })
 
   it('retries 5xx and 429 (honouring Retry-After), then succeeds', async () => {

@@ -1,6 +1,8 @@
 // HTTP transport to a toncenter-v2 JSON-RPC endpoint (toncenter or the devnet chain), plugged
-// into TonClient as its axios adapter: rate limit, retries with backoff, and one ChainError.
+// into TonClient as its axios adapter: rate limit, retries with backoff, and one ChainError. The requests go
+// through core/http-client.ts (node:http and node:https, connections kept alive).
 import type { TonClientParameters } from '@ton/ton'
+import { httpRequest } from '../../core/http-client.ts'
 import type { Logger } from '../../core/log.ts'
 import {
   CHAIN_REQUEST_TIMEOUT_MS,
@@ -69,10 +71,10 @@ function backoffMs(attempt: number, retryAfter: string | null): number {
   return base / 2 + Math.random() * (base / 2)
 }
 
-function networkProblem(err: unknown, timedOut: boolean, timeoutMs: number): string {
-  if (timedOut) return `no answer within ${timeoutMs} ms`
-  const e = err as { message?: string; cause?: { code?: string; message?: string } }
-  return e.cause?.code ?? e.cause?.message ?? e.message ?? String(err)
+function networkProblem(err: unknown, timeoutMs: number): string {
+  const e = err as { name?: string; code?: string; message?: string }
+  if (e?.name === 'TimeoutError') return `no answer within ${timeoutMs} ms`
+  return e?.code ?? e?.message ?? String(err)
 }
 
 export function createTransport(opts: TransportOptions): Transport {
@@ -93,15 +95,9 @@ export function createTransport(opts: TransportOptions): Transport {
       let transient: boolean
       let retryAfter: string | null = null
       let cause: unknown
-      const timeout = AbortSignal.timeout(timeoutMs)
       try {
-        const res = await fetch(endpoint, {
-          method: 'POST',
-          headers,
-          body,
-          signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
-        })
-        const text = await res.text()
+        const res = await httpRequest(endpoint, { method: 'POST', headers, body, signal, timeoutMs })
+        const text = res.text
         let json: Record<string, unknown> | undefined
         try {
           const v: unknown = JSON.parse(text)
@@ -109,14 +105,15 @@ export function createTransport(opts: TransportOptions): Transport {
         } catch {
           json = undefined
         }
-        if (res.ok && json?.ok === true) return json
+        const ok = res.status >= 200 && res.status <= 299
+        if (ok && json?.ok === true) return json
         code = typeof json?.code === 'number' ? json.code : res.status
         problem = typeof json?.error === 'string' ? json.error : text.trim().slice(0, 200) || res.statusText
         transient = res.status === 429 || (res.status >= 500 && !REJECTION.test(problem))
-        retryAfter = res.headers.get('retry-after')
+        retryAfter = res.header('retry-after')
       } catch (err) {
         if (signal?.aborted) throw signal.reason
-        problem = networkProblem(err, timeout.aborted, timeoutMs)
+        problem = networkProblem(err, timeoutMs)
         transient = true
         cause = err
       }

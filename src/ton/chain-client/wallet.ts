@@ -15,7 +15,8 @@ import {
   type Transaction,
 } from '@ton/ton'
 import type { Logger } from '../../core/log.ts'
-import { FAUCET_PATH, MAX_MESSAGES_PER_TRANSFER, TX_CONFIRM_TIMEOUT_MS, TX_SEARCH_PAGE, WALLET_POLL_INTERVAL_MS, WALLET_SEND_TIMEOUT_MS } from './constants.ts'
+import { httpRequest, type HttpAnswer } from '../../core/http-client.ts'
+import { CHAIN_REQUEST_TIMEOUT_MS as FAUCET_TIMEOUT_MS, FAUCET_PATH, MAX_MESSAGES_PER_TRANSFER, TX_CONFIRM_TIMEOUT_MS, TX_SEARCH_PAGE, WALLET_POLL_INTERVAL_MS, WALLET_SEND_TIMEOUT_MS } from './constants.ts'
 import { summarizeTransaction, type TxSummary } from '../contracts/transactions.ts'
 import type { CallOpts, Chain } from './chain.ts'
 import { ChainError, ContractRejectedError, DeliveryTimeoutError, WalletKeyError, WalletSendError } from './errors.ts'
@@ -312,21 +313,25 @@ export async function collectMessages(build: (via: Sender) => Promise<unknown>, 
 /** Credits `address` from the devnet chain's faucet (devnet only). Resolves with the new balance. */
 export async function devnetFaucet(chainBaseUrl: string, address: Address, amountNano: bigint, opts: CallOpts = {}): Promise<{ balanceNano: bigint }> {
   const url = chainBaseUrl.replace(/\/$/, '') + FAUCET_PATH
-  let res: Response
+  let res: HttpAnswer
   try {
-    res = await fetch(url, {
+    res = await httpRequest(url, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ address: address.toString(), amount: amountNano.toString() }),
       signal: opts.signal,
+      timeoutMs: FAUCET_TIMEOUT_MS,
     })
   } catch (err) {
     if (opts.signal?.aborted) throw opts.signal.reason
-    const e = err as { cause?: { code?: string }; message: string }
-    throw new ChainError(`devnet faucet at ${url} unreachable: ${e.cause?.code ?? e.message}`, undefined, { method: 'faucet', transient: true, cause: err })
+    const e = err as { code?: string; message: string }
+    throw new ChainError(`devnet faucet at ${url} unreachable: ${e.code ?? e.message}`, undefined, { method: 'faucet', transient: true, cause: err })
   }
-  const body = (await res.json().catch(() => ({}))) as { ok?: boolean; error?: string; result?: { balance?: string } }
-  if (!res.ok || !body.ok) {
+  let body: { ok?: boolean; error?: string; result?: { balance?: string } } = {}
+  try {
+    body = JSON.parse(res.text) as typeof body
+  } catch {}
+  if (res.status < 200 || res.status > 299 || !body.ok) {
     const hint = res.status === 404 ? ' (is this a devnet chain? real networks have no faucet)' : ''
     throw new ChainError(`devnet faucet at ${url} failed (${res.status}): ${body.error ?? res.statusText}${hint}`, res.status, { method: 'faucet' })
   }

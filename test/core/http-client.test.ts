@@ -1,10 +1,10 @@
-// Spec: getJson (src/core/get-json.ts), the devnet supervisor's readiness GET: the JSON of a 2xx answer, and a clear
+// Spec: getJson (src/core/http-client.ts), the devnet supervisor's readiness GET: the JSON of a 2xx answer, and a clear
 // error for anything else (status, body, size, time), on a real HTTP server on loopback.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { getJson, MAX_JSON_BYTES } from '../../src/core/get-json.ts'
+import { getJson, MAX_JSON_BYTES } from '../../src/core/http-client.ts'
 
 test('getJson reads a 2xx JSON answer and refuses a non-2xx, non-JSON, oversized or late one', async () => {
   const server = http.createServer((req, res) => {
