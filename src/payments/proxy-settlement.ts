@@ -18,6 +18,11 @@ export const SETTLE_INTERVAL_MS = 30_000
 export const CHARGE_THRESHOLD_NANO = 100_000_000n
 /** How long a client contract's state read from chain is reused for admission. */
 export const FUNDS_CACHE_MS = 1_000
+/**
+ * Past FUNDS_CACHE_MS, a state younger than this still admits while the one read that refreshes it is on its way:
+ * admissions never wait on the chain for a client already known, and at most one read per client is in flight.
+ */
+export const FUNDS_STALE_MS = 5_000
 /** How long an admission waits for the chain before it uses the last known balance instead. */
 export const FUNDS_CHAIN_TIMEOUT_MS = 3_000
 /** After the chain failed to answer, admissions use the last known balances for this long without asking it. */
@@ -51,6 +56,10 @@ export interface SettlementOptions {
    * chain is unreachable, across a restart too. Default: memory only.
    */
   fundsCacheFile?: string
+  /** How long a client's funds read from chain admit without a new read. Default FUNDS_CACHE_MS. */
+  fundsCacheMs?: number
+  /** How old a funded, active state may be and still admit while the read refreshing it runs. Default FUNDS_STALE_MS. */
+  fundsStaleMs?: number
 }
 
 /** Builds the reliability record committed with each state commit (src/proxy/reliability.ts). */
@@ -70,6 +79,8 @@ export interface SettleReport {
 export class ProxySettlement implements FundsSource {
   private readonly contract
   private readonly funds = new Map<string, { at: number; value: ClientFunds | undefined }>()
+  /** The chain read of a client's funds in flight, shared by every admission that needs it. */
+  private readonly fundsReads = new Map<string, Promise<ClientFunds | undefined>>()
   private readonly vouchers = new Map<string, string>()
   private timer?: NodeJS.Timeout
   private running: Promise<SettleReport> | undefined
@@ -93,6 +104,8 @@ export class ProxySettlement implements FundsSource {
       intervalMs: opts.intervalMs ?? SETTLE_INTERVAL_MS,
       chargeThresholdNano: opts.chargeThresholdNano ?? CHARGE_THRESHOLD_NANO,
       stakeNano: opts.stakeNano ?? deps.channel.params.minProxyStakeNano,
+      fundsCacheMs: opts.fundsCacheMs ?? FUNDS_CACHE_MS,
+      fundsStaleMs: opts.fundsStaleMs ?? FUNDS_STALE_MS,
     }
   }
 
@@ -149,14 +162,32 @@ export class ProxySettlement implements FundsSource {
   }
 
   /**
-   * Client contract state for admission, cached briefly. When the chain does not answer (within
-   * FUNDS_CHAIN_TIMEOUT_MS), the last known state is used, so funded clients keep being served; what
-   * they spend meanwhile is in the ledger and is subtracted from it (see ProxyBilling.availableNano).
+   * Client contract state for admission, cached briefly (FUNDS_CACHE_MS). One read per client is in flight at a
+   * time, and every admission that needs it meanwhile shares it; while it runs, a funded, active state younger
+   * than FUNDS_STALE_MS admits instead of waiting. When the chain does not answer (within FUNDS_CHAIN_TIMEOUT_MS), the last known
+   * state is used, so funded clients keep being served; what they spend meanwhile is in the ledger and is
+   * subtracted from it (see ProxyBilling.availableNano).
    */
   async clientFunds(client: string): Promise<ClientFunds | undefined> {
     const hit = this.funds.get(client)
-    if (hit && Date.now() - hit.at < FUNDS_CACHE_MS) return hit.value
+    const age = hit ? Date.now() - hit.at : Infinity
+    if (age < this.o.fundsCacheMs) return hit!.value
     if (Date.now() < this.chainDownUntil) return this.lastKnown(client, undefined)
+    // Only a funded, active state admits while stale: a client not known to be funded (a contract just deployed or
+    // topped up) waits for the read rather than being refused on an old state.
+    const stale = age < this.o.fundsStaleMs && hit!.value?.active === true ? hit!.value : undefined
+    let read = this.fundsReads.get(client)
+    if (!read) {
+      read = this.readFunds(client).finally(() => this.fundsReads.delete(client))
+      this.fundsReads.set(client, read)
+      // A refresh nobody waits for must not fail unhandled; the next admission then finds the chain marked down.
+      read.catch(() => {})
+    }
+    return stale ?? read
+  }
+
+  /** Reads a client contract's state from chain into the cache; on a chain that does not answer, the last known state. */
+  private async readFunds(client: string): Promise<ClientFunds | undefined> {
     let value: ClientFunds | undefined
     try {
       const signal = AbortSignal.timeout(FUNDS_CHAIN_TIMEOUT_MS)
