@@ -23,6 +23,8 @@ export const DEVNET_SPEECH_MODEL_ID = 'pocketsphinx-en-us'
 export const CHAIN_READY_TIMEOUT_MS = 120_000
 /** One poll of the chain's /healthz. */
 const POLL_TIMEOUT_MS = 10_000
+/** How often the setup checks that the devnet that started it is still there. */
+const SUPERVISOR_CHECK_MS = 1_000
 
 /** What the supervisor asks for. */
 export interface DevnetSetupRequest {
@@ -52,6 +54,10 @@ const DEVNET_FUNDING = { owner: 100n * ONE_TON_NANO, proxy: 20n * ONE_TON_NANO, 
 /** Runs the setup the request on stdin asks for, answering on stdout. */
 export async function runDevnetSetup(): Promise<void> {
   const send = (m: DevnetSetupMessage) => process.stdout.write(JSON.stringify(m) + '\n')
+  // Its stdin carries only the request, so it cannot tell its supervisor is gone by EOF, as the nodes do: it
+  // watches its parent instead, and stops if the devnet was killed mid-setup.
+  const parent = process.ppid
+  setInterval(() => process.ppid !== parent && process.exit(1), SUPERVISOR_CHECK_MS).unref()
   try {
     const req = JSON.parse(await text(process.stdin)) as DevnetSetupRequest
     const model = await resolveModel(req.model, {}).catch((err: Error) => {
