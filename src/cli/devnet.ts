@@ -420,21 +420,13 @@ function runSetup(req: DevnetSetupRequest, say: (line: string) => void): Setup {
   proc.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)))
   proc.stdin!.on('error', () => {})
   proc.stdin!.end(JSON.stringify(req))
-  const answered: { resolved?: (v: Awaited<Setup['resolved']>) => void; chain?: (v: Awaited<Setup['chain']>) => void } = {}
-  let fail: (err: Error) => void = () => {}
-  const resolved = new Promise<Awaited<Setup['resolved']>>((resolve, reject) => {
-    answered.resolved = resolve
-    fail = reject
-  })
-  const chain = new Promise<Awaited<Setup['chain']>>((resolve, reject) => {
-    answered.chain = resolve
-    const first = fail
-    fail = (err) => {
-      first(err)
-      reject(err)
-    }
-  })
-  chain.catch(() => {})
+  const resolved = deferred<Awaited<Setup['resolved']>>()
+  const chain = deferred<Awaited<Setup['chain']>>()
+  chain.promise.catch(() => {}) // without a chain nobody waits for it
+  const fail = (err: Error) => {
+    resolved.reject(err)
+    chain.reject(err)
+  }
   readline.createInterface({ input: proc.stdout! }).on('line', (line) => {
     let m: DevnetSetupMessage
     try {
@@ -443,8 +435,8 @@ function runSetup(req: DevnetSetupRequest, say: (line: string) => void): Setup {
       return say(line.slice(0, 500))
     }
     if ('say' in m) say(m.say)
-    else if ('resolved' in m) answered.resolved?.(m.resolved)
-    else if ('chain' in m) answered.chain?.(m.chain)
+    else if ('resolved' in m) resolved.resolve(m.resolved)
+    else if ('chain' in m) chain.resolve(m.chain)
     else if ('error' in m) fail(new DevnetStartError(m.error))
   })
   // 'close' comes after the last line of stdout was read: a reported error has already failed the promises.
@@ -452,5 +444,16 @@ function runSetup(req: DevnetSetupRequest, say: (line: string) => void): Setup {
     const why = stderr.trim().split('\n').pop()?.replace(/^cocoon devnet-setup: /, '')
     fail(new DevnetStartError(`the devnet setup exited (${signal ? `signal ${signal}` : `exit code ${code}`}) before it finished${why ? `: ${why}` : ''}`))
   })
-  return { proc, resolved, chain }
+  return { proc, resolved: resolved.promise, chain: chain.promise }
+}
+
+/** A promise with its resolve and reject at hand; settling it again does nothing. */
+function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void; reject: (err: Error) => void } {
+  let resolve!: (v: T) => void
+  let reject!: (err: Error) => void
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res
+    reject = rej
+  })
+  return { promise, resolve, reject }
 }
