@@ -15,6 +15,7 @@ import { benchWorkDir, rssMiB, spawnCocoon } from './procs.ts'
 import { renderMarkdown } from './report.ts'
 import { checkBenchResult, type BenchResult } from './schema.ts'
 import { round } from './stats.ts'
+import { sleep } from '../core/time.ts'
 
 export { checkBenchResult, checkScaleResult, type BenchResult, type E2eeFigures, type ScaleResult, type ScaleFigures } from './schema.ts'
 export { renderMarkdown, renderScaleMarkdown, BENCH_TARGETS } from './report.ts'
@@ -244,19 +245,15 @@ function intOption(name: string, v: string | undefined, min: number): number | u
 async function idleRss(procs: Record<string, number | null>, worker: number, settleSec: number, say: (line: string) => void): Promise<BenchResult['overhead']['idleRssMiB']> {
   say(`idle memory: letting the network settle for ${settleSec} s`)
   const pids = { supervisor: procs.supervisor, chain: procs.chain, client: procs.client, proxy: procs.proxy, worker }
-  const least: Record<string, number | null> = {}
-  const t0 = Date.now()
-  for (;;) {
-    const elapsed = (Date.now() - t0) / 1000
-    if (elapsed >= settleSec / 2) {
-      for (const [k, pid] of Object.entries(pids)) {
-        const v = pid ? rssMiB(pid) : null
-        least[k] = v === null ? (least[k] ?? null) : Math.min(v, least[k] ?? Infinity)
-      }
+  const least: Partial<Record<keyof typeof pids, number>> = {}
+  await sleep((settleSec * 1000) / 2)
+  for (let i = 0, reads = Math.max(1, Math.round(settleSec / 2)); i < reads; i++) {
+    if (i > 0) await sleep(1000)
+    for (const [k, pid] of Object.entries(pids) as Array<[keyof typeof pids, number | null | undefined]>) {
+      const v = pid ? rssMiB(pid) : null
+      if (v !== null) least[k] = Math.min(v, least[k] ?? Infinity)
     }
-    if (elapsed >= settleSec) break
-    await new Promise((r) => setTimeout(r, Math.min(1000, settleSec * 1000)))
   }
-  const at = (k: string) => (least[k] === null || least[k] === undefined ? null : round(least[k]!, 1))
+  const at = (k: keyof typeof pids) => (least[k] === undefined ? null : round(least[k], 1))
   return { supervisor: at('supervisor'), chain: at('chain'), client: at('client'), proxy: at('proxy'), worker: at('worker') }
 }

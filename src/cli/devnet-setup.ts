@@ -13,16 +13,12 @@ import { simulatedImageHash } from '../tee/index.ts'
 import { DEFAULT_POCKETSPHINX_MODEL_DIR, hashModelDir, resolveModel } from '../inference/index.ts'
 import { sleep } from '../core/time.ts'
 import { getJson } from '../core/http-client.ts'
-import type { DevnetProxyPorts, DevnetState } from '../node/devnet.ts'
+import { DEVNET_POLL_TIMEOUT_MS, DEVNET_READY_TIMEOUT_MS, type DevnetProxyPorts, type DevnetState } from '../node/devnet.ts'
 import { createChain, NodeWallet, devnetFaucet, loadOrCreateWalletKey, deployRoot, DEVNET_PARAMS, ProxyRegistry } from '../ton/chain-client/index.ts'
 import { ONE_TON_NANO } from '../ton/contracts/index.ts'
 
 /** The devnet's speech model id, served at /v1/audio/transcriptions. */
 export const DEVNET_SPEECH_MODEL_ID = 'pocketsphinx-en-us'
-/** How long the chain may take to answer its /healthz. */
-export const CHAIN_READY_TIMEOUT_MS = 120_000
-/** One poll of the chain's /healthz. */
-const POLL_TIMEOUT_MS = 10_000
 /** How often the setup checks that the devnet that started it is still there. */
 const SUPERVISOR_CHECK_MS = 1_000
 
@@ -87,13 +83,13 @@ export async function runDevnetSetup(): Promise<void> {
  * restarted devnet reuses its chain state.
  */
 async function setUpChain(o: DevnetSetupRequest & { chainUrl: string; image: string; modelHashes: string[] }, say: (line: string) => void): Promise<{ root: string; sections: ChainSections }> {
-  const deadline = Date.now() + CHAIN_READY_TIMEOUT_MS
+  const deadline = Date.now() + DEVNET_READY_TIMEOUT_MS
   const healthy = () =>
-    getJson(`${o.chainUrl}/healthz`, POLL_TIMEOUT_MS)
+    getJson(`${o.chainUrl}/healthz`, DEVNET_POLL_TIMEOUT_MS)
       .then((h) => (h as { ok: boolean }).ok)
       .catch(() => false)
   while (!(await healthy())) {
-    if (Date.now() > deadline) throw new Error(`the devnet chain did not come up at ${o.chainUrl} within ${CHAIN_READY_TIMEOUT_MS / 1000}s; see ${path.join(o.dir, 'logs', 'chain.log')}`)
+    if (Date.now() > deadline) throw new Error(`the devnet chain did not come up at ${o.chainUrl} within ${DEVNET_READY_TIMEOUT_MS / 1000}s; see ${path.join(o.dir, 'logs', 'chain.log')}`)
     await sleep(200)
   }
   const endpoint = `${o.chainUrl}/api/v2/jsonRPC`

@@ -13,17 +13,14 @@ import { sleep } from '../core/time.ts'
 import { portIsFree } from '../core/ports.ts'
 import { getJson } from '../core/http-client.ts'
 import { SUPERVISED_ENV } from '../core/supervised.ts'
-import { devnetPortOffsetProblem, devnetPorts, devnetPortsByRole, type DevnetState } from '../node/devnet.ts'
+import { DEVNET_POLL_TIMEOUT_MS, DEVNET_READY_TIMEOUT_MS, devnetPortOffsetProblem, devnetPorts, devnetPortsByRole, type DevnetState } from '../node/devnet.ts'
 import { ADMIN_TOKEN_FILE, dashboardUrl } from '../node/admin.ts'
 import { buildDashboardIfMissing } from '../dashboard/build.ts'
 import { NODE_HEAP_ENV, NodeHeapSettingError, nodeHeapArgs, nodeHeapMib } from '../core/node-heap.ts'
 import type { ChainSections, DevnetSetupMessage, DevnetSetupRequest } from './devnet-setup.ts'
 
 export const DEFAULT_DEVNET_MODEL = 'hf:ggml-org/tiny-llamas/stories260K.gguf'
-export const READY_TIMEOUT_MS = 120_000
 export const STOP_GRACE_MS = 5_000
-/** One readiness poll (chain /healthz, proxy /jsonstats, client /healthz and /v1/models). */
-const POLL_TIMEOUT_MS = 10_000
 /** A child that keeps dying is given up on after this many restarts in RESTART_WINDOW_MS. */
 export const MAX_RESTARTS = 5
 export const RESTART_WINDOW_MS = 60_000
@@ -351,7 +348,7 @@ export async function runDevnet(args: string[]): Promise<void> {
   say(`starting ${proxyCount === 1 ? 'proxy' : `${proxyCount} proxies`}, ${workerNames.length} worker(s) and client; logs in ${logDir}`)
 
   // Ready means what the banner promises: the client answers /healthz and lists the model, served by every worker.
-  const deadline = Date.now() + READY_TIMEOUT_MS
+  const deadline = Date.now() + DEVNET_READY_TIMEOUT_MS
   const isReady = async () => {
     const connected = await Promise.all(
       ports.proxies.map((pp) =>
@@ -371,7 +368,7 @@ export async function runDevnet(args: string[]): Promise<void> {
     if (shuttingDown) return new Promise<never>(() => {})
     if (Date.now() > deadline) {
       const why = await fetchJson(`http://127.0.0.1:${ports.client}/healthz`).then((h) => (h as { reason?: string }).reason).catch(() => 'the client does not answer')
-      await fail(`the devnet was not ready after ${READY_TIMEOUT_MS / 1000}s${why ? ` (${why})` : ''}; see the logs in ${logDir}`)
+      await fail(`the devnet was not ready after ${DEVNET_READY_TIMEOUT_MS / 1000}s${why ? ` (${why})` : ''}; see the logs in ${logDir}`)
     }
     await sleep(200)
   }
@@ -395,7 +392,7 @@ function readToken(file: string): string | undefined {
 
 function fetchJson(url: string): Promise<unknown> {
   // Longer than the client's own readiness check (READINESS_TIMEOUT_MS), so a busy machine is slow, not "never ready".
-  return getJson(url, POLL_TIMEOUT_MS)
+  return getJson(url, DEVNET_POLL_TIMEOUT_MS)
 }
 
 function roleOf(name: string): 'chain' | 'proxy' | 'worker' | 'client' {

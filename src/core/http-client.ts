@@ -26,6 +26,8 @@ export interface HttpRequestOptions {
 
 export interface HttpAnswer {
   status: number
+  /** A 2xx status. */
+  ok: boolean
   statusText: string
   /** A response header's value (the first, when repeated), or null. */
   header(name: string): string | null
@@ -74,6 +76,7 @@ export function httpRequest(url: string | URL, o: HttpRequestOptions): Promise<H
         const h = res.headers
         finish(undefined, {
           status: res.statusCode ?? 0,
+          ok: res.statusCode !== undefined && res.statusCode >= 200 && res.statusCode <= 299,
           statusText: res.statusMessage ?? '',
           header: (name) => {
             const v = h[name.toLowerCase()]
@@ -95,7 +98,7 @@ export async function getJson(url: string, timeoutMs: number): Promise<unknown> 
   const a = await httpRequest(url, { timeoutMs, maxBytes: MAX_JSON_BYTES }).catch((err: Error) => {
     throw new Error(`${url}: ${err.message}`, { cause: err })
   })
-  if (a.status < 200 || a.status > 299) throw new Error(`${url}: HTTP ${a.status}`)
+  if (!a.ok) throw new Error(`${url}: HTTP ${a.status}`)
   try {
     return JSON.parse(a.text)
   } catch {

@@ -18,7 +18,6 @@ const MAX_ADMIN_BODY_BYTES = 16 * 1024
 /** The largest top-up one click may ask the devnet faucet for. */
 export const MAX_DEVNET_TOPUP_NANO = 100n * ONE_TON_NANO
 
-
 export interface ClientConsoleDeps {
   client: Client
   apps: AppAccounts

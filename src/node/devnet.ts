@@ -1,6 +1,11 @@
 // The devnet's layout: its default ports and the state file it writes, shared by the supervisor (`cocoon devnet`) and the bench.
 import { portProblem } from '../core/ports.ts'
 
+/** How long the devnet may take to be ready (the chain's /healthz, then every node). */
+export const DEVNET_READY_TIMEOUT_MS = 120_000
+/** One readiness poll (chain /healthz, proxy /jsonstats, client /healthz and /v1/models). */
+export const DEVNET_POLL_TIMEOUT_MS = 10_000
+
 /**
  * Default ports of a devnet, after the reference's conventions; an offset shifts them all. The chain
  * is on 10090, `cocoon chain`'s default (DEFAULT_CHAIN_PORT, kept equal by test/node/ports.test.ts,

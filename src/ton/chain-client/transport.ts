@@ -105,8 +105,7 @@ export function createTransport(opts: TransportOptions): Transport {
         } catch {
           json = undefined
         }
-        const ok = res.status >= 200 && res.status <= 299
-        if (ok && json?.ok === true) return json
+        if (res.ok && json?.ok === true) return json
         code = typeof json?.code === 'number' ? json.code : res.status
         problem = typeof json?.error === 'string' ? json.error : text.trim().slice(0, 200) || res.statusText
         transient = res.status === 429 || (res.status >= 500 && !REJECTION.test(problem))

@@ -331,7 +331,7 @@ export async function devnetFaucet(chainBaseUrl: string, address: Address, amoun
   try {
     body = JSON.parse(res.text) as typeof body
   } catch {}
-  if (res.status < 200 || res.status > 299 || !body.ok) {
+  if (!res.ok || !body.ok) {
     const hint = res.status === 404 ? ' (is this a devnet chain? real networks have no faucet)' : ''
     throw new ChainError(`devnet faucet at ${url} failed (${res.status}): ${body.error ?? res.statusText}${hint}`, res.status, { method: 'faucet' })
   }
