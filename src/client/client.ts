@@ -697,6 +697,7 @@ export class Client implements OpsSource {
         })
       })
       ps.once('trailers', (t) => {
+        e2eeTrace?.(ctl.requestId, 'c.trailers')
         if (typeof t[HEADERS.receipt] === 'string') receiptTrailers = t
         const c = t[HEADERS.charged]
         if (typeof c !== 'string') return
@@ -708,6 +709,7 @@ export class Client implements OpsSource {
         else this.scores.setPrice(link.target, billed.cost.pricePerTokenNano)
       })
       ps.once('end', () => {
+        e2eeTrace?.(ctl.requestId, 'c.end')
         if (settled) return
         if (!responded) return settle({ kind: 'retry', error: new Error('proxy closed the stream without answering') })
         // Only a failure of the named recipients calls for a fresh set; the proxy's own refusals (e.g. proxy_not_serving) reach the app as they are.
@@ -736,7 +738,8 @@ export class Client implements OpsSource {
           held.length = 0
           if (plainHeld.length) held.push(plainHeld)
         }
-        keep()
+        // The receipt is checked and kept right after the app's answer is written (below), in the same turn:
+        // the app has its answer a little sooner, and a request it sends next finds the receipt kept.
         // An answer is complete only once its usage was billed: the proxy then sends the charge as a
         // trailer. A 200 that ends without it was cut off (the proxy died, or the link broke).
         if (status === 200 && (!charged || !billed)) {
@@ -744,6 +747,7 @@ export class Client implements OpsSource {
           // The proxy may have ended the stream with its own error event; do not add a second.
           if (!(sse && lastChunk?.includes('data: {"error"'))) endWithError(new UpstreamError('the answer was cut off: the proxy stream ended before the final usage'))
           else res.end()
+          keep()
           return settle({ kind: 'done', outcome: 'failed' })
         }
         if (sse) {
@@ -756,6 +760,8 @@ export class Client implements OpsSource {
           res.writeHead(status, { 'content-type': contentType, 'content-length': body.length, 'x-request-id': ctl.requestId, [HEADERS.receiptId]: receiptId, [HEADERS.e2ee]: mode, ...(retryAfter ? { 'retry-after': retryAfter } : {}) })
           res.end(body)
         }
+        e2eeTrace?.(ctl.requestId, 'c.answered')
+        keep()
         settle({ kind: 'done', outcome: status < 400 ? 'succeeded' : 'failed' })
       })
       ps.once('close', () => {
