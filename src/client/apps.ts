@@ -10,6 +10,8 @@ import { ONE_TON_NANO } from '../ton/contracts/index.ts'
 export const API_KEY_PREFIX = 'sk-cocoon-'
 /** Requests kept in the history (oldest dropped first). */
 export const REQUEST_HISTORY_MAX = 10_000
+/** The history is trimmed once per this many requests, so it holds up to REQUEST_HISTORY_MAX + REQUEST_TRIM_EVERY - 1 rows. */
+export const REQUEST_TRIM_EVERY = 500
 
 export type LimitPeriod = 'day' | 'month'
 
@@ -98,6 +100,13 @@ export function periodStart(period: LimitPeriod, now: number): number {
   return period === 'day' ? Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate()) : Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1)
 }
 
+interface TotalsRow {
+  key_id: string
+  requests: number
+  period_start: number
+  period_spent_nano: string
+}
+
 interface KeyRow {
   id: string
   name: string
@@ -133,7 +142,25 @@ export class AppAccounts {
     `)
     const cols = this.sql(`PRAGMA table_info(requests)`).all() as Array<{ name: string }>
     if (!cols.some((c) => c.name === 'receipt_id')) this.db.exec(`ALTER TABLE requests ADD COLUMN receipt_id TEXT`)
+    // Each key's running totals, kept as requests are recorded: its spend limit is checked on every request, and the
+    // history above is trimmed to its last REQUEST_HISTORY_MAX rows, so neither may read the history.
+    this.db.exec(`CREATE TABLE IF NOT EXISTS key_totals (
+      key_id TEXT PRIMARY KEY, requests INTEGER NOT NULL, period_start INTEGER NOT NULL, period_spent_nano TEXT NOT NULL)`)
+    this.backfillTotals()
     fs.chmodSync(file, 0o600)
+  }
+
+  /** Totals for keys that have none (a file from before key_totals): counted once from the history it still holds. */
+  private backfillTotals(): void {
+    const keys = this.sql(`SELECT id, period FROM api_keys WHERE id NOT IN (SELECT key_id FROM key_totals)`).all() as Array<{ id: string; period: LimitPeriod }>
+    this.db.transaction(() => {
+      for (const k of keys) {
+        const since = periodStart(k.period, this.now())
+        const spent = (this.sql(`SELECT cost_nano FROM requests WHERE key_id = ? AND at >= ?`).all(k.id, since) as Array<{ cost_nano: string }>).reduce((t, x) => t + BigInt(x.cost_nano), 0n)
+        const n = (this.sql(`SELECT count(*) AS n FROM requests WHERE key_id = ?`).get(k.id) as { n: number }).n
+        this.sql(`INSERT INTO key_totals (key_id, requests, period_start, period_spent_nano) VALUES (?, ?, ?, ?)`).run(k.id, n, since, spent.toString())
+      }
+    })()
   }
 
   close(): void {
@@ -178,9 +205,8 @@ export class AppAccounts {
   private keyInfo(id: string): ApiKeyInfo | undefined {
     const r = this.sql(`SELECT * FROM api_keys WHERE id = ?`).get(id) as KeyRow | undefined
     if (!r) return undefined
-    const since = periodStart(r.period, this.now())
-    const s = this.sql(`SELECT cost_nano FROM requests WHERE key_id = ? AND at >= ?`).all(id, since) as Array<{ cost_nano: string }>
-    const n = this.sql(`SELECT count(*) AS n FROM requests WHERE key_id = ?`).get(id) as { n: number }
+    const t = this.sql(`SELECT * FROM key_totals WHERE key_id = ?`).get(id) as TotalsRow | undefined
+    const spent = t && t.period_start === periodStart(r.period, this.now()) ? t.period_spent_nano : '0'
     return {
       id: r.id,
       name: r.name,
@@ -190,8 +216,8 @@ export class AppAccounts {
       models: JSON.parse(r.models) as string[],
       createdAt: r.created_at,
       revokedAt: r.revoked_at,
-      spentNano: s.reduce((t, x) => t + BigInt(x.cost_nano), 0n).toString(),
-      requests: n.n,
+      spentNano: spent,
+      requests: t?.requests ?? 0,
     }
   }
 
@@ -214,10 +240,28 @@ export class AppAccounts {
     return info
   }
 
+  /** Records an answered request in the history and, with a key, in the key's totals (one transaction). */
   record(r: Omit<RequestRecord, 'at' | 'receiptId'> & { at?: number; receiptId?: string | null }): void {
-    this.sql(`INSERT INTO requests (id, at, model, key_id, status, outcome, prompt_tokens, completion_tokens, cost_nano, latency_ms, stream, receipt_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-      .run(r.id, r.at ?? this.now(), r.model.slice(0, 128), r.keyId, r.status, r.outcome, r.promptTokens, r.completionTokens, r.costNano, Math.round(r.latencyMs), r.stream ? 1 : 0, r.receiptId ?? null)
-    this.sql(`DELETE FROM requests WHERE seq <= (SELECT max(seq) FROM requests) - ?`).run(REQUEST_HISTORY_MAX)
+    const at = r.at ?? this.now()
+    this.db.transaction(() => {
+      const { lastInsertRowid } = this.sql(`INSERT INTO requests (id, at, model, key_id, status, outcome, prompt_tokens, completion_tokens, cost_nano, latency_ms, stream, receipt_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+        .run(r.id, at, r.model.slice(0, 128), r.keyId, r.status, r.outcome, r.promptTokens, r.completionTokens, r.costNano, Math.round(r.latencyMs), r.stream ? 1 : 0, r.receiptId ?? null)
+      if (r.keyId) this.addToTotals(r.keyId, at, /^\d+$/.test(r.costNano) ? BigInt(r.costNano) : 0n)
+      // The oldest rows go REQUEST_TRIM_EVERY at a time, not one per request.
+      if (Number(lastInsertRowid) % REQUEST_TRIM_EVERY === 0) this.sql(`DELETE FROM requests WHERE seq <= ?`).run(Number(lastInsertRowid) - REQUEST_HISTORY_MAX)
+    })()
+  }
+
+  private addToTotals(keyId: string, at: number, costNano: bigint): void {
+    const k = this.sql(`SELECT period FROM api_keys WHERE id = ?`).get(keyId) as { period: LimitPeriod } | undefined
+    if (!k) return
+    const start = periodStart(k.period, at)
+    const t = this.sql(`SELECT * FROM key_totals WHERE key_id = ?`).get(keyId) as TotalsRow | undefined
+    // A new period starts from zero; a request stamped in a period already past counts only in `requests`.
+    const spent = !t || start > t.period_start ? costNano : start === t.period_start ? BigInt(t.period_spent_nano) + costNano : BigInt(t.period_spent_nano)
+    this.sql(`INSERT INTO key_totals (key_id, requests, period_start, period_spent_nano) VALUES (?, 1, ?, ?)
+      ON CONFLICT (key_id) DO UPDATE SET requests = requests + 1, period_start = excluded.period_start, period_spent_nano = excluded.period_spent_nano`)
+      .run(keyId, t ? Math.max(start, t.period_start) : start, spent.toString())
   }
 
   recent(limit = 50, keyId?: string): RequestRecord[] {

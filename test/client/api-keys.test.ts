@@ -8,7 +8,8 @@ import OpenAI from 'openai'
 import { FakeBackend } from '../helpers/fake-backend.ts'
 import { startClient, startProxy, startWorker, waitFor } from '../helpers/network.ts'
 import { tmpDir } from '../helpers/procs.ts'
-import { AppAccounts } from '../../src/client/apps.ts'
+import Database from 'better-sqlite3'
+import { AppAccounts, ApiKeyQuotaError, REQUEST_HISTORY_MAX, REQUEST_TRIM_EVERY } from '../../src/client/apps.ts'
 
 const stops: Array<() => Promise<void> | void> = []
 after(async () => {
@@ -102,5 +103,60 @@ describe('API keys off (a loopback client)', () => {
     assert.equal(mine[0].costNano, String(usage.cost))
     assert.equal(mine[0].completionTokens, usage.completion_tokens)
     assert.equal(n.apps.recent(10).length, 2)
+  })
+})
+
+describe('a key’s totals (AppAccounts alone, no network)', () => {
+  const answered = (keyId: string | null, costNano: string, at?: number) => ({ id: 'r', model: 'm', keyId, status: 200, outcome: 'succeeded', promptTokens: 1, completionTokens: 1, costNano, latencyMs: 1, stream: false, ...(at !== undefined ? { at } : {}) })
+
+  test('the spend limit holds past the history’s trim: the spend is not read back from the trimmed history', () => {
+    const apps = new AppAccounts(path.join(tmpDir('keys'), 'apps.sqlite'))
+    stops.push(() => apps.close())
+    const n = REQUEST_HISTORY_MAX + REQUEST_TRIM_EVERY + 100
+    const { key, info } = apps.createKey({ name: 'busy', limitNano: BigInt(REQUEST_HISTORY_MAX + REQUEST_TRIM_EVERY), period: 'month' })
+    for (let i = 0; i < n; i++) apps.record(answered(i % 2 === 0 ? info.id : null, '2'))
+    // Half the requests were the key's, at 2 nanoTON each: n in all, over the limit. Before key_totals the spend was
+    // summed from the history, which holds the last REQUEST_HISTORY_MAX requests only, so it read under the limit.
+    const after = apps.listKeys()[0]
+    assert.equal(after.spentNano, String(n))
+    assert.equal(after.requests, n / 2)
+    assert.ok(apps.recent(n).length <= REQUEST_HISTORY_MAX + REQUEST_TRIM_EVERY, 'the history is still trimmed')
+    assert.ok(apps.recent(n).length >= REQUEST_HISTORY_MAX)
+    assert.throws(() => apps.authorize(`Bearer ${key}`, 'm', true), (e: unknown) => e instanceof ApiKeyQuotaError)
+  })
+
+  test('a new period starts from zero; a request stamped in a past period counts only as a request', () => {
+    let now = Date.UTC(2026, 11, 4, 23, 0)
+    const apps = new AppAccounts(path.join(tmpDir('keys'), 'apps.sqlite'), () => now)
+    stops.push(() => apps.close())
+    const { info } = apps.createKey({ name: 'daily', limitNano: 100n, period: 'day' })
+    apps.record(answered(info.id, '40'))
+    apps.record(answered(info.id, '30'))
+    assert.equal(apps.listKeys()[0].spentNano, '70')
+    now = Date.UTC(2026, 11, 5, 1, 0)
+    assert.equal(apps.listKeys()[0].spentNano, '0', 'the next day')
+    apps.record(answered(info.id, '5'))
+    apps.record(answered(info.id, '7', Date.UTC(2026, 11, 4, 23, 30)))
+    const k = apps.listKeys()[0]
+    assert.equal(k.spentNano, '5')
+    assert.equal(k.requests, 4)
+  })
+
+  test('a file from before key_totals gets its totals counted once from its history', () => {
+    const file = path.join(tmpDir('keys'), 'apps.sqlite')
+    const first = new AppAccounts(file)
+    const { info } = first.createKey({ name: 'old', limitNano: 1000n })
+    for (let i = 0; i < 3; i++) first.record(answered(info.id, '11'))
+    first.close()
+    const raw = new Database(file)
+    raw.exec('DROP TABLE key_totals')
+    raw.close()
+    const again = new AppAccounts(file)
+    stops.push(() => again.close())
+    const k = again.listKeys()[0]
+    assert.equal(k.spentNano, '33')
+    assert.equal(k.requests, 3)
+    again.record(answered(info.id, '1'))
+    assert.equal(again.listKeys()[0].spentNano, '34')
   })
 })
