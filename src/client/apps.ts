@@ -72,8 +72,11 @@ export class ApiKeyQuotaError extends Error {
     readonly limitNano: bigint,
     readonly period: LimitPeriod,
     readonly spentNano: bigint,
+    /** The worst case of the key's requests still in flight, counted against the limit with what it spent. */
+    readonly inFlightNano = 0n,
   ) {
-    super(`API key '${keyName}' reached its spend limit of ${formatTonText(limitNano)} TON per ${period} (spent ${formatTonText(spentNano)} TON this ${period})`)
+    const held = inFlightNano > 0n ? `, and up to ${formatTonText(inFlightNano)} TON more for its requests in flight` : ''
+    super(`API key '${keyName}' reached its spend limit of ${formatTonText(limitNano)} TON per ${period} (spent ${formatTonText(spentNano)} TON this ${period}${held})`)
   }
 }
 
@@ -123,6 +126,8 @@ export class AppAccounts {
   private readonly db: Database.Database
   /** Each statement prepared once (see statementCache). */
   private sql!: (sql: string) => Database.Statement
+  /** The worst case of each key's requests in flight (admitted, not yet answered), nanoTON. */
+  private readonly inFlight = new Map<string, bigint>()
 
   constructor(
     readonly file: string,
@@ -236,8 +241,34 @@ export class AppAccounts {
     if (row.revoked_at != null) throw new InvalidApiKeyError(`API key '${row.name}' was revoked`)
     const info = this.keyInfo(row.id)!
     if (info.models.length && !info.models.includes(model)) throw new ModelNotAllowedError(info.name, model)
-    if (info.limitNano != null && BigInt(info.spentNano) >= BigInt(info.limitNano)) throw new ApiKeyQuotaError(info.name, BigInt(info.limitNano), info.period, BigInt(info.spentNano))
+    const held = this.inFlight.get(info.id) ?? 0n
+    if (info.limitNano != null && BigInt(info.spentNano) + held >= BigInt(info.limitNano)) throw new ApiKeyQuotaError(info.name, BigInt(info.limitNano), info.period, BigInt(info.spentNano), held)
     return info
+  }
+
+  /**
+   * Admits a request as authorize() does, and holds `worstNano` (the most the request can cost) against the key's
+   * limit until `release()`, called once the answer is recorded (or the request ends without one). Without this,
+   * every request in flight was admitted against the same spend: a key could open hundreds at once and pay for
+   * all of them past its limit. With it, the key's spend can pass its limit by one request's worst case at most.
+   */
+  admit(authorization: string | undefined, model: string, required: boolean, worstNano: bigint): { keyId: string | null; release: () => void } {
+    const info = this.authorize(authorization, model, required)
+    if (!info) return { keyId: null, release: () => {} }
+    if (info.limitNano == null || worstNano <= 0n) return { keyId: info.id, release: () => {} }
+    const id = info.id
+    this.inFlight.set(id, (this.inFlight.get(id) ?? 0n) + worstNano)
+    let released = false
+    return {
+      keyId: id,
+      release: () => {
+        if (released) return
+        released = true
+        const left = (this.inFlight.get(id) ?? 0n) - worstNano
+        if (left > 0n) this.inFlight.set(id, left)
+        else this.inFlight.delete(id)
+      },
+    }
   }
 
   /** Records an answered request in the history and, with a key, in the key's totals (one transaction). */

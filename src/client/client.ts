@@ -5,6 +5,7 @@ import http2 from 'node:http2'
 import { Counter, Gauge } from 'prom-client'
 import { type VerifiedPeer, type IdentitySource, EvidenceRefusedError, identityStats } from '../tee/index.ts'
 import type { PartyLedger } from '../payments/party-ledger.ts'
+import { OFFCHAIN_PRICE_PARAMS, worstCaseAdjustedTokens, type PriceParams } from '../payments/pricing.ts'
 import type { Logger } from '../core/log.ts'
 import { createRegistry, handleOps, type OpsSource } from '../core/ops.ts'
 import { pacer } from '../core/time.ts'
@@ -21,7 +22,7 @@ import { decodeReceiptBoc, newSalt, receiptIdFromSalt, answerHash, verifyReceipt
 import { heldReceiptJson, type ReceiptStore, type HeldReceipt } from '../payments/receipts/store.ts'
 import { verifyReceiptProofBoc } from '../payments/receipts/proof.ts'
 import { H2_OPTIONS, sendBody, tuneSession } from '../net/h2.ts'
-import { type ReceiptProofsReply, RECEIPT_PROOFS_MAX, CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, MAX_AUDIO_BODY_BYTES, MAX_BODY_BYTES, MAX_MODEL_ID_CHARS, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, INFERENCE_PATHS, PROTOCOL_VERSION, type UsageRecord } from '../net/protocol.ts'
+import { type ReceiptProofsReply, RECEIPT_PROOFS_MAX, CLIENT_CONTROL_FIELDS, DEFAULT_MAX_COEFFICIENT, DEFAULT_TIMEOUT_SEC, HEADERS, MAX_AUDIO_BODY_BYTES, MAX_BODY_BYTES, MAX_MODEL_ID_CHARS, MAX_REQUEST_ID_CHARS, MAX_TIMEOUT_SEC, PATHS, INFERENCE_PATHS, PROTOCOL_VERSION, DEFAULT_MAX_TOKENS_CAP, requestBounds, type UsageRecord } from '../net/protocol.ts'
 import { parseUsageRecord, namesItsAnswer } from '../net/usage.ts'
 import type { RequestRecord } from './apps.ts'
 import { CandidateCache, pickRecipients } from './e2ee.ts'
@@ -104,12 +105,18 @@ export interface ClientDeps {
   routes?: (req: http.IncomingMessage, res: http.ServerResponse) => boolean
   /** API keys and the request history (src/client/apps.ts): who may ask, and what each answer cost. */
   apps?: AppGate
+  /** The prices proxies charge (the root's parameters on chain); without it, the off-chain prices. For an API key's worst case. */
+  priceParams?: () => PriceParams | undefined
 }
 
 /** Admits app requests by API key and records each answer. */
 export interface AppGate {
-  /** The key id (null: anonymous); throws InvalidApiKeyError (401), ApiKeyQuotaError (429) or ModelNotAllowedError (403). */
-  admit(authorization: string | undefined, model: string): string | null
+  /**
+   * The key id (null: anonymous), with `worstNano` (the most the request can cost) held against the key's limit
+   * until `release()`, which the client node calls once the request has ended (after `answered`, if it was).
+   * Throws InvalidApiKeyError (401), ApiKeyQuotaError (429) or ModelNotAllowedError (403).
+   */
+  admit(authorization: string | undefined, model: string, worstNano: bigint): { keyId: string | null; release(): void }
   answered(r: Omit<RequestRecord, 'at'>): void
   /** Whether this caller may read receipts (their salts let one check answers): throws InvalidApiKeyError when keys are required and it has none. */
   mayRead?(authorization: string | undefined): void
@@ -402,13 +409,14 @@ export class Client implements OpsSource {
     e2eeTrace?.(ctl.requestId, 'c.parsed')
     // The routing data travels in hop headers, set here once: no later hop parses the body to find it.
     const send = { ...ctl, contentType: out.contentType, model, stream: out.stream, maxTokens: out.maxTokens }
-    let keyId: string | null = null
+    let gate: ReturnType<AppGate['admit']> | undefined
     try {
-      keyId = this.deps.apps?.admit(req.headers.authorization, model) ?? null
+      gate = this.deps.apps?.admit(req.headers.authorization, model, this.worstCaseNano(path, payload.length, out.maxTokens, ctl.maxCoefficient))
     } catch (err) {
       this.finish('rejected')
       throw err
     }
+    const keyId = gate?.keyId ?? null
     const log = this.deps.log.child({ requestId: ctl.requestId })
     // The app's request closing before its answer is complete is one of the exchange's exits.
     const app = new AbortController()
@@ -446,13 +454,31 @@ export class Client implements OpsSource {
             if (r.outcome === 'succeeded' && !r.cheated) this.scores.observeSuccess(link.target, link.lastTtftMs ?? 0)
             else if (r.outcome === 'failed' && !app.signal.aborted) this.scores.observeFailure(link.target, 'failed', 'the answer failed')
           }
+          // After the answer's cost is recorded, so the key's spend never drops out of view in between.
+          gate?.release()
           this.finish(outcome)
         },
       },
       Math.round(ctl.timeoutSec * 1000),
       app.signal,
     )
-    await ex.run()
+    try {
+      await ex.run()
+    } finally {
+      gate?.release()
+    }
+  }
+
+  /**
+   * The most a request can cost at the proxies' prices, as a proxy reserves it: a prompt as long as the body and
+   * all of max_tokens, at the dearest multipliers and the app's max_coefficient. A worker caps max_tokens at its own
+   * `maxTokensCap`, which the client node does not know: it counts at most the workers' default cap. Held against
+   * the app's API key while the request is in flight.
+   */
+  private worstCaseNano(path: string, bodyBytes: number, maxTokens: number | undefined, maxCoefficient: number): bigint {
+    const params = this.deps.priceParams?.() ?? OFFCHAIN_PRICE_PARAMS
+    const b = requestBounds(path, bodyBytes, Math.min(maxTokens ?? DEFAULT_MAX_TOKENS_CAP, DEFAULT_MAX_TOKENS_CAP))
+    return worstCaseAdjustedTokens(b.maxPromptTokens, b.maxCompletionTokens, maxCoefficient, params, b.maxAudioSeconds) * params.pricePerTokenNano
   }
 
   /**

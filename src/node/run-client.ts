@@ -41,7 +41,7 @@ export async function startClient(s: RoleStart<ClientConfig>): Promise<RunningNo
     receiptsRoot: cc ? receiptsRootOn(cc.chain) : undefined,
     routes: (req, res) => consoleRoutes!(req, res),
     apps: {
-      admit: (authorization, model) => apps.authorize(authorization, model, cfg.apiKeys)?.id ?? null,
+      admit: (authorization, model, worstNano) => apps.admit(authorization, model, cfg.apiKeys, worstNano),
       answered: (r) => apps.record(r),
       mayRead: (authorization) => {
         if (!cfg.apiKeys) return
@@ -53,6 +53,7 @@ export async function startClient(s: RoleStart<ClientConfig>): Promise<RunningNo
         }
       },
     },
+    priceParams: cc ? () => cc.watcher.state?.params : undefined,
     refusedForFunds: account ? (proxyId, shortfallNano) => account.refusedForFunds(proxyId, shortfallNano) : undefined,
     onProxy: account
       ? async (peer, proxyId) => {

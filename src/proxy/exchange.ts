@@ -7,7 +7,7 @@ import type { Logger } from '../core/log.ts'
 import { ModelRestartingError, NoWorkerAvailableError, RequestTimeoutError, UpstreamError, errorResponse } from '../net/errors.ts'
 import { call, errorReply, Reply, respond, respondError, type CallResponse } from '../net/hop.ts'
 import { e2eeTrace } from '../net/e2ee-trace.ts'
-import { CANCEL_GRACE_MS, HEADERS, HOP_TIMEOUT_FACTOR, MAX_AUDIO_SECONDS, MIN_AUDIO_BYTES_PER_SECOND, PATHS, PROMPT_OVERHEAD_TOKENS, type UsageRecord } from '../net/protocol.ts'
+import { CANCEL_GRACE_MS, HEADERS, HOP_TIMEOUT_FACTOR, PATHS, requestBounds, type UsageRecord } from '../net/protocol.ts'
 import type { HopRouting } from '../net/validate.ts'
 import { costTrailer } from '../net/openai.ts'
 import { checkUsage } from '../net/usage.ts'
@@ -196,12 +196,9 @@ export class Exchange extends BaseExchange {
       // Embeddings generate nothing; a transcription is billed by its audio seconds, bounded by the upload's size.
       const generates = req.path === PATHS.chat || req.path === PATHS.completions
       const maxTokens = generates ? Math.min(req.routing.maxTokens ?? conn.info.maxTokensCap, conn.info.maxTokensCap) : 0
-      const maxAudioSeconds = req.path === PATHS.transcriptions ? Math.min(MAX_AUDIO_SECONDS, Math.ceil(req.body.length / MIN_AUDIO_BYTES_PER_SECOND)) : 0
-      const params = host.billing.params()
-      const worst =
-        req.path === PATHS.transcriptions
-          ? worstCaseAdjustedTokens(0, 0, req.maxCoefficient, params, maxAudioSeconds)
-          : worstCaseAdjustedTokens(req.body.length + PROMPT_OVERHEAD_TOKENS, maxTokens, req.maxCoefficient, params)
+      const b = requestBounds(req.path, req.body.length, maxTokens)
+      const maxAudioSeconds = b.maxAudioSeconds
+      const worst = worstCaseAdjustedTokens(b.maxPromptTokens, b.maxCompletionTokens, req.maxCoefficient, host.billing.params(), b.maxAudioSeconds)
       try {
         this.reservation = await host.billing.reserve({ client: req.client, requestId: req.requestId, worstTokens: worst, deadlineMs: this.deadline })
       } catch (err) {

@@ -14,7 +14,7 @@ import { errorResponse, InvalidRequestError, isExpectedError, PayloadTooLargeErr
 import { json, Reply, respond, respondError, serve, type Routes } from '../net/hop.ts'
 import { readBody, parseJsonObject, parseMultipart } from '../net/body.ts'
 import { H2_OPTIONS, tuneSession } from '../net/h2.ts'
-import { CAPABILITY_PATHS, HEADERS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION, usageSigningPayload, type UsageRecord, type WorkerInfo, type WorkerStatement, type WorkerStatementReply, STATEMENT_RECEIPTS_MAX, STATEMENT_BODY_BYTES } from '../net/protocol.ts'
+import { CAPABILITY_PATHS, DEFAULT_MAX_TOKENS_CAP, HEADERS, MAX_AUDIO_BODY_BYTES, MAX_AUDIO_SECONDS, MAX_BODY_BYTES, MAX_TIMEOUT_SEC, PATHS, PROTOCOL_VERSION, usageSigningPayload, type UsageRecord, type WorkerInfo, type WorkerStatement, type WorkerStatementReply, STATEMENT_RECEIPTS_MAX, STATEMENT_BODY_BYTES } from '../net/protocol.ts'
 import type { PartyLedger } from '../payments/party-ledger.ts'
 import { DuplicateRequestError } from '../payments/billing.ts'
 import { checkVoucher, InvalidVoucherError } from '../ton/contracts/index.ts'
@@ -31,7 +31,7 @@ const E2EE_OVERHEAD_BYTES = 64
 
 export const DEFAULT_COEFFICIENT = 1000
 export const MAX_ACTIVE_REQUESTS = 8
-export const MAX_TOKENS_CAP = 1024
+export const MAX_TOKENS_CAP = DEFAULT_MAX_TOKENS_CAP
 /** Receipts remembered per proxy until proven in its log. */
 export const PENDING_RECEIPTS_MAX = 10_000
 

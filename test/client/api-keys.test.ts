@@ -16,16 +16,16 @@ after(async () => {
   for (const s of stops.reverse()) await s()
 })
 
-async function network(required: boolean) {
+async function network(required: boolean, backend = new FakeBackend({ chunks: 10 })) {
   const apps = new AppAccounts(path.join(tmpDir('keys'), 'apps.sqlite'))
   stops.push(() => apps.close())
   const p = await startProxy()
   stops.push(() => p.proxy.stop())
-  const w = await startWorker(new FakeBackend({ chunks: 10 }), [p.workerPort])
+  const w = await startWorker(backend, [p.workerPort])
   stops.push(() => w.stop())
   await waitFor(() => (p.proxy.stats() as any).workers.connected === 1, 'worker')
   const c = await startClient([p.clientPort], {
-    deps: { apps: { admit: (auth, model) => apps.authorize(auth, model, required)?.id ?? null, answered: (r) => apps.record(r) } },
+    deps: { apps: { admit: (auth, model, worstNano) => apps.admit(auth, model, required, worstNano), answered: (r) => apps.record(r) } },
   })
   stops.push(() => c.client.stop())
   await waitFor(() => c.client.health().ok, 'client')
@@ -80,6 +80,27 @@ describe('API keys switched on', () => {
 
     n.apps.revokeKey('bot')
     await assert.rejects(ask(sdk), (e: any) => e.status === 401 && /revoked/.test(e.message))
+  })
+
+  test('requests in flight count against the limit: a key cannot open many at once and pay past it', async () => {
+    // Answers that take a while, so the requests below are all in flight together.
+    const n = await network(true, new FakeBackend({ chunks: 10, firstDelayMs: 400 }))
+    const probe = n.apps.createKey({ name: 'probe', limitNano: null })
+    const cost = BigInt(((await ask(n.sdk(probe.key))).usage as any).cost)
+    // Room for two answers' actual cost, but less than two requests' worst case (a prompt as long as the body plus
+    // 512 tokens, all 10 max_tokens): the first is admitted, and while it is in flight the others are refused.
+    const { key } = n.apps.createKey({ name: 'greedy', limitNano: cost * 2n })
+    const results = await Promise.allSettled(Array.from({ length: 6 }, () => ask(n.sdk(key))))
+    const ok = results.filter((r) => r.status === 'fulfilled').length
+    const refused = results.filter((r) => r.status === 'rejected' && (r.reason as any).status === 429 && (r.reason as any).code === 'insufficient_quota')
+    assert.equal(ok, 1, 'one request in flight holds its worst case, which fills the limit')
+    assert.equal(refused.length, 5)
+    assert.match((refused[0] as PromiseRejectedResult).reason.message, /in flight/)
+    // Once answered, its hold is gone and only what it cost counts: the next request is admitted.
+    await ask(n.sdk(key))
+    const spent = BigInt(n.apps.listKeys().find((k) => k.name === 'greedy')!.spentNano)
+    assert.equal(spent, cost * 2n)
+    await assert.rejects(ask(n.sdk(key)), (e: any) => e.status === 429 && !/in flight/.test(e.message))
   })
 
   test('a key limited to some models gets 403 for another', async () => {
@@ -140,6 +161,34 @@ describe('a key’s totals (AppAccounts alone, no network)', () => {
     const k = apps.listKeys()[0]
     assert.equal(k.spentNano, '5')
     assert.equal(k.requests, 4)
+  })
+
+  test('admit() holds each request’s worst case until it is released, once', () => {
+    const apps = new AppAccounts(path.join(tmpDir('keys'), 'apps.sqlite'))
+    stops.push(() => apps.close())
+    const { key, info } = apps.createKey({ name: 'held', limitNano: 250n })
+    const auth = `Bearer ${key}`
+    const a = apps.admit(auth, 'm', true, 100n)
+    const b = apps.admit(auth, 'm', true, 100n)
+    const c = apps.admit(auth, 'm', true, 100n)
+    assert.equal(a.keyId, info.id)
+    // 300 held against 250: refused, and the error says why.
+    assert.throws(() => apps.admit(auth, 'm', true, 100n), (e: unknown) => e instanceof ApiKeyQuotaError && e.inFlightNano === 300n && /in flight/.test(e.message))
+    b.release()
+    b.release()
+    // Released twice, freed once: 200 held, so one more is admitted (200 < 250) and the next refused (300).
+    const d = apps.admit(auth, 'm', true, 100n)
+    assert.throws(() => apps.admit(auth, 'm', true, 100n), ApiKeyQuotaError)
+    // What an answer cost counts once it is recorded; its hold goes when released.
+    apps.record(answered(info.id, '60'))
+    a.release()
+    c.release()
+    d.release()
+    assert.doesNotThrow(() => apps.admit(auth, 'm', true, 1000n).release())
+    assert.equal(apps.admit(undefined, 'm', false, 100n).keyId, null, 'anonymous: nothing to hold')
+    const free = apps.createKey({ name: 'unlimited', limitNano: null })
+    for (let i = 0; i < 5; i++) apps.admit(`Bearer ${free.key}`, 'm', true, 10n ** 18n)
+    assert.doesNotThrow(() => apps.admit(`Bearer ${free.key}`, 'm', true, 1n), 'a key without a limit holds nothing')
   })
 
   test('a file from before key_totals gets its totals counted once from its history', () => {
