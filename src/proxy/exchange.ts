@@ -194,10 +194,7 @@ export class Exchange extends BaseExchange {
       // Reserve the worst case before any work: all of max_tokens and a prompt as long as the body, at the
       // dearest multipliers and the app's max_coefficient. The worker never exceeds max_tokens.
       // Embeddings generate nothing; a transcription is billed by its audio seconds, bounded by the upload's size.
-      const generates = req.path === PATHS.chat || req.path === PATHS.completions
-      const maxTokens = generates ? Math.min(req.routing.maxTokens ?? conn.info.maxTokensCap, conn.info.maxTokensCap) : 0
-      const b = requestBounds(req.path, req.body.length, maxTokens)
-      const maxAudioSeconds = b.maxAudioSeconds
+      const b = requestBounds(req.path, req.body.length, Math.min(req.routing.maxTokens ?? conn.info.maxTokensCap, conn.info.maxTokensCap))
       const worst = worstCaseAdjustedTokens(b.maxPromptTokens, b.maxCompletionTokens, req.maxCoefficient, host.billing.params(), b.maxAudioSeconds)
       try {
         this.reservation = await host.billing.reserve({ client: req.client, requestId: req.requestId, worstTokens: worst, deadlineMs: this.deadline })
@@ -208,7 +205,7 @@ export class Exchange extends BaseExchange {
       }
       if (attempt > 0) host.retried()
       const key = req.e2ee ? recipientKey(conn, req.e2ee.keys) : undefined
-      const end = await this.dispatch(conn, remaining, maxTokens, maxAudioSeconds, req.e2ee && key ? { routeHeader: req.e2ee.routeHeader, key } : undefined)
+      const end = await this.dispatch(conn, remaining, b.maxCompletionTokens, b.maxAudioSeconds, req.e2ee && key ? { routeHeader: req.e2ee.routeHeader, key } : undefined)
       if (end.kind === 'done') return this.done
       lastError = end.error
       if (end.kind === 'timeout') break
