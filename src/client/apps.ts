@@ -247,24 +247,25 @@ export class AppAccounts {
   }
 
   /**
-   * Admits a request as authorize() does, and holds `worstNano` (the most the request can cost) against the key's
-   * limit until `release()`, called once the answer is recorded (or the request ends without one). Without this,
+   * Admits a request as authorize() does, and holds `worstNano()` (the most the request can cost; worked out only
+   * for a key with a limit) against the key's limit until `release()`, called once the answer is recorded (or the request ends without one). Without this,
    * every request in flight was admitted against the same spend: a key could open hundreds at once and pay for
    * all of them past its limit. With it, the key's spend can pass its limit by one request's worst case at most.
    */
-  admit(authorization: string | undefined, model: string, required: boolean, worstNano: bigint): { keyId: string | null; release: () => void } {
+  admit(authorization: string | undefined, model: string, required: boolean, worstNano: () => bigint): { keyId: string | null; release: () => void } {
     const info = this.authorize(authorization, model, required)
     if (!info) return { keyId: null, release: () => {} }
-    if (info.limitNano == null || worstNano <= 0n) return { keyId: info.id, release: () => {} }
+    const worst = info.limitNano == null ? 0n : worstNano()
+    if (worst <= 0n) return { keyId: info.id, release: () => {} }
     const id = info.id
-    this.inFlight.set(id, (this.inFlight.get(id) ?? 0n) + worstNano)
+    this.inFlight.set(id, (this.inFlight.get(id) ?? 0n) + worst)
     let released = false
     return {
       keyId: id,
       release: () => {
         if (released) return
         released = true
-        const left = (this.inFlight.get(id) ?? 0n) - worstNano
+        const left = (this.inFlight.get(id) ?? 0n) - worst
         if (left > 0n) this.inFlight.set(id, left)
         else this.inFlight.delete(id)
       },

@@ -112,11 +112,12 @@ export interface ClientDeps {
 /** Admits app requests by API key and records each answer. */
 export interface AppGate {
   /**
-   * The key id (null: anonymous), with `worstNano` (the most the request can cost) held against the key's limit
+   * The key id (null: anonymous), with `worstNano()` (the most the request can cost) held against the key's limit
    * until `release()`, which the client node calls once the request has ended (after `answered`, if it was).
+   * `worstNano` is called only for a key with a limit: an anonymous request costs nothing to admit.
    * Throws InvalidApiKeyError (401), ApiKeyQuotaError (429) or ModelNotAllowedError (403).
    */
-  admit(authorization: string | undefined, model: string, worstNano: bigint): { keyId: string | null; release(): void }
+  admit(authorization: string | undefined, model: string, worstNano: () => bigint): { keyId: string | null; release(): void }
   answered(r: Omit<RequestRecord, 'at'>): void
   /** Whether this caller may read receipts (their salts let one check answers): throws InvalidApiKeyError when keys are required and it has none. */
   mayRead?(authorization: string | undefined): void
@@ -411,7 +412,7 @@ export class Client implements OpsSource {
     const send = { ...ctl, contentType: out.contentType, model, stream: out.stream, maxTokens: out.maxTokens }
     let gate: ReturnType<AppGate['admit']> | undefined
     try {
-      gate = this.deps.apps?.admit(req.headers.authorization, model, this.worstCaseNano(path, payload.length, out.maxTokens, ctl.maxCoefficient))
+      gate = this.deps.apps?.admit(req.headers.authorization, model, () => this.worstCaseNano(path, payload.length, out.maxTokens, ctl.maxCoefficient))
     } catch (err) {
       this.finish('rejected')
       throw err

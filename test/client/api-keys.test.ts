@@ -168,27 +168,27 @@ describe('a key’s totals (AppAccounts alone, no network)', () => {
     stops.push(() => apps.close())
     const { key, info } = apps.createKey({ name: 'held', limitNano: 250n })
     const auth = `Bearer ${key}`
-    const a = apps.admit(auth, 'm', true, 100n)
-    const b = apps.admit(auth, 'm', true, 100n)
-    const c = apps.admit(auth, 'm', true, 100n)
+    const a = apps.admit(auth, 'm', true, () => 100n)
+    const b = apps.admit(auth, 'm', true, () => 100n)
+    const c = apps.admit(auth, 'm', true, () => 100n)
     assert.equal(a.keyId, info.id)
     // 300 held against 250: refused, and the error says why.
-    assert.throws(() => apps.admit(auth, 'm', true, 100n), (e: unknown) => e instanceof ApiKeyQuotaError && e.inFlightNano === 300n && /in flight/.test(e.message))
+    assert.throws(() => apps.admit(auth, 'm', true, () => 100n), (e: unknown) => e instanceof ApiKeyQuotaError && e.inFlightNano === 300n && /in flight/.test(e.message))
     b.release()
     b.release()
     // Released twice, freed once: 200 held, so one more is admitted (200 < 250) and the next refused (300).
-    const d = apps.admit(auth, 'm', true, 100n)
-    assert.throws(() => apps.admit(auth, 'm', true, 100n), ApiKeyQuotaError)
+    const d = apps.admit(auth, 'm', true, () => 100n)
+    assert.throws(() => apps.admit(auth, 'm', true, () => 100n), ApiKeyQuotaError)
     // What an answer cost counts once it is recorded; its hold goes when released.
     apps.record(answered(info.id, '60'))
     a.release()
     c.release()
     d.release()
-    assert.doesNotThrow(() => apps.admit(auth, 'm', true, 1000n).release())
-    assert.equal(apps.admit(undefined, 'm', false, 100n).keyId, null, 'anonymous: nothing to hold')
+    assert.doesNotThrow(() => apps.admit(auth, 'm', true, () => 1000n).release())
+    assert.equal(apps.admit(undefined, 'm', false, () => 100n).keyId, null, 'anonymous: nothing to hold')
     const free = apps.createKey({ name: 'unlimited', limitNano: null })
-    for (let i = 0; i < 5; i++) apps.admit(`Bearer ${free.key}`, 'm', true, 10n ** 18n)
-    assert.doesNotThrow(() => apps.admit(`Bearer ${free.key}`, 'm', true, 1n), 'a key without a limit holds nothing')
+    for (let i = 0; i < 5; i++) apps.admit(`Bearer ${free.key}`, 'm', true, () => 10n ** 18n)
+    assert.doesNotThrow(() => apps.admit(`Bearer ${free.key}`, 'm', true, () => 1n), 'a key without a limit holds nothing')
   })
 
   test('a file from before key_totals gets its totals counted once from its history', () => {
