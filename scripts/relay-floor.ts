@@ -5,7 +5,10 @@
 // chunk by chunk. The load is the bench's own (autocannon, 30 connections, the overhead body); CPU time per
 // request is read from /proc/PID/stat over the load window, as `cocoon bench` reads it (docs/benchmarks.md).
 //
-//   node --import tsx scripts/relay-floor.ts [--seconds 15] [--rounds 3]
+//   node --import tsx scripts/relay-floor.ts [--seconds 15] [--rounds 3] [--c1-seconds 5]
+//
+// Each round also measures the p50 latency at concurrency 1, direct and relayed (`c1AddedP50Ms`): the floor under
+// issue 10's added-latency target, as `cocoon bench` measures it (one connection, one request at a time).
 //
 // Run it beside `cocoon bench` on the same machine: the ratio of the two is what Cocoon's own work costs.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
@@ -93,8 +96,9 @@ function startRelay(r: string, upstream: string, keyFile: string, certFile: stri
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { seconds: { type: 'string', default: '15' }, rounds: { type: 'string', default: '3' } } })
+  const { values } = parseArgs({ options: { seconds: { type: 'string', default: '15' }, rounds: { type: 'string', default: '3' }, 'c1-seconds': { type: 'string', default: '5' } } })
   const seconds = Number(values.seconds)
+  const c1Seconds = Number(values['c1-seconds'])
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cocoon-relay-floor-'))
   const keyFile = path.join(dir, 'key.pem')
   const certFile = path.join(dir, 'cert.pem')
@@ -117,7 +121,10 @@ async function main(): Promise<void> {
       const relayed = await runLoad({ url: `${edge.url}/v1/chat/completions`, body, connections: 30, durationSec: seconds })
       const per = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, +(((cpuTimeMs(pid) ?? 0) - before[k]) / relayed.ok).toFixed(3)]))
       const stack = +Object.values(per).reduce((a, b) => a + b, 0).toFixed(3)
-      console.log(JSON.stringify({ round: i + 1, directRps: +direct.rps.toFixed(1), relayedRps: +relayed.rps.toFixed(1), ratioRps: +(relayed.rps / direct.rps).toFixed(3), p50Ms: relayed.p50Ms, failed: relayed.failed + relayed.errors, cpuMsPerRequest: { ...per, stack } }))
+      const c1Direct = await runLoad({ url: `${backendUrl}/v1/chat/completions`, body, connections: 1, durationSec: c1Seconds })
+      const c1Relayed = await runLoad({ url: `${edge.url}/v1/chat/completions`, body, connections: 1, durationSec: c1Seconds })
+      const c1 = { c1DirectP50Ms: c1Direct.p50Ms, c1RelayedP50Ms: c1Relayed.p50Ms, c1AddedP50Ms: +(c1Relayed.p50Ms - c1Direct.p50Ms).toFixed(3) }
+      console.log(JSON.stringify({ round: i + 1, directRps: +direct.rps.toFixed(1), relayedRps: +relayed.rps.toFixed(1), ratioRps: +(relayed.rps / direct.rps).toFixed(3), p50Ms: relayed.p50Ms, failed: relayed.failed + relayed.errors + c1Relayed.failed + c1Relayed.errors, cpuMsPerRequest: { ...per, stack }, ...c1 }))
     }
   } finally {
     for (const p of [edge, mid, tail]) p.proc.kill()
