@@ -43,6 +43,10 @@ interface E2eeAttempt {
 }
 
 export const MODELS_TIMEOUT_MS = 10_000
+/** How long the workers' `max_tokens` caps read from a proxy's model list are used before they are read again. */
+export const TOKEN_CAP_TTL_MS = 60_000
+/** Models whose caps are kept at most (a proxy's list is bounded too; this bounds what a rogue one can make us keep). */
+const MAX_MODELS_NOTED = 1000
 /** How long /healthz waits for a proxy's model list. */
 export const READINESS_TIMEOUT_MS = 5_000
 
@@ -375,6 +379,7 @@ export class Client implements OpsSource {
         const r = await call(link.session!, PATHS.models, { signal: AbortSignal.timeout(MODELS_TIMEOUT_MS) })
         const body = await r.read(MAX_BODY_BYTES)
         if (r.status !== 200) throw new Error(`the proxy answered ${r.status}`)
+        this.noteTokenCaps(body)
         sendReply(res, new Reply(200, body, { 'content-type': 'application/json' }))
         return
       } catch (err) {
@@ -412,7 +417,9 @@ export class Client implements OpsSource {
     const send = { ...ctl, contentType: out.contentType, model, stream: out.stream, maxTokens: out.maxTokens }
     let gate: ReturnType<AppGate['admit']> | undefined
     try {
-      gate = this.deps.apps?.admit(req.headers.authorization, model, () => this.worstCaseNano(path, payload.length, out.maxTokens, ctl.maxCoefficient))
+      // A worker generates up to max_tokens or its own cap, whichever is less: the hold needs the largest cap of the model's workers.
+      const cap = this.deps.apps ? await this.tokenCapFor(model) : DEFAULT_MAX_TOKENS_CAP
+      gate = this.deps.apps?.admit(req.headers.authorization, model, () => this.worstCaseNano(path, payload.length, Math.min(out.maxTokens ?? cap, cap), ctl.maxCoefficient))
     } catch (err) {
       this.finish('rejected')
       throw err
@@ -472,14 +479,76 @@ export class Client implements OpsSource {
 
   /**
    * The most a request can cost at the proxies' prices, as a proxy reserves it: a prompt as long as the body and
-   * all of max_tokens, at the dearest multipliers and the app's max_coefficient. A worker caps max_tokens at its own
-   * `maxTokensCap`, which the client node does not know: it counts at most the workers' default cap. Held against
-   * the app's API key while the request is in flight.
+   * all of `maxTokens` (what the app asked, up to the largest cap of the model's workers), at the dearest
+   * multipliers and the app's max_coefficient. Held against the app's API key while the request is in flight.
    */
-  private worstCaseNano(path: string, bodyBytes: number, maxTokens: number | undefined, maxCoefficient: number): bigint {
+  private worstCaseNano(path: string, bodyBytes: number, maxTokens: number, maxCoefficient: number): bigint {
     const params = this.deps.priceParams?.() ?? OFFCHAIN_PRICE_PARAMS
-    const b = requestBounds(path, bodyBytes, Math.min(maxTokens ?? DEFAULT_MAX_TOKENS_CAP, DEFAULT_MAX_TOKENS_CAP))
+    const b = requestBounds(path, bodyBytes, maxTokens)
     return worstCaseAdjustedTokens(b.maxPromptTokens, b.maxCompletionTokens, maxCoefficient, params, b.maxAudioSeconds) * params.pricePerTokenNano
+  }
+
+  /** The largest `max_tokens` cap each model's workers have, as the proxies list them (`/v1/models`), and when read. */
+  private readonly tokenCaps = new Map<string, { cap: number; at: number }>()
+  /** Reads of the caps under way, by the model they are for: requests that need the same one share it. */
+  private readonly tokenCapReads = new Map<string, Promise<void>>()
+
+  /** Notes the workers' caps from a proxy's `/v1/models` answer (the largest per model across proxies, while fresh); returns the models noted. */
+  private noteTokenCaps(body: Buffer): Set<string> {
+    const noted = new Set<string>()
+    let data: unknown
+    try {
+      data = (JSON.parse(body.toString()) as { data?: unknown }).data
+    } catch {
+      return noted
+    }
+    if (!Array.isArray(data)) return noted
+    const now = Date.now()
+    for (const m of data.slice(0, MAX_MODELS_NOTED) as Array<{ id?: unknown; workers?: unknown }>) {
+      if (typeof m?.id !== 'string' || !Array.isArray(m.workers)) continue
+      let cap = 0
+      for (const w of m.workers as Array<{ max_tokens?: unknown }>) if (Number.isSafeInteger(w?.max_tokens) && (w.max_tokens as number) > cap) cap = w.max_tokens as number
+      // A worker of a version that does not say has the default cap.
+      if (cap === 0) cap = DEFAULT_MAX_TOKENS_CAP
+      const had = this.tokenCaps.get(m.id)
+      this.tokenCaps.delete(m.id)
+      this.tokenCaps.set(m.id, { cap: had && now - had.at < TOKEN_CAP_TTL_MS ? Math.max(had.cap, cap) : cap, at: now })
+      noted.add(m.id)
+    }
+    while (this.tokenCaps.size > MAX_MODELS_NOTED) this.tokenCaps.delete(this.tokenCaps.keys().next().value!)
+    return noted
+  }
+
+  /**
+   * The largest `max_tokens` cap among `model`'s workers: asked of the proxies the first time (the request waits for
+   * it), then kept, and read again in the background once older than TOKEN_CAP_TTL_MS. The workers' default cap when
+   * no proxy answers or none lists the model (the request then fails for want of a worker anyway).
+   */
+  private async tokenCapFor(model: string): Promise<number> {
+    const known = this.tokenCaps.get(model)
+    if (known && Date.now() - known.at < TOKEN_CAP_TTL_MS) return known.cap
+    let read = this.tokenCapReads.get(model)
+    if (!read) {
+      read = this.readTokenCaps(model).finally(() => this.tokenCapReads.delete(model))
+      this.tokenCapReads.set(model, read)
+    }
+    // Stale: the request goes on with what is known; the read refreshes it for later ones.
+    if (known) return known.cap
+    await read
+    return this.tokenCaps.get(model)?.cap ?? DEFAULT_MAX_TOKENS_CAP
+  }
+
+  /** Lists the models at each ready proxy in turn until one lists `model`. */
+  private async readTokenCaps(model: string): Promise<void> {
+    for (const link of this.readyLinks()) {
+      try {
+        const r = await call(link.session!, PATHS.models, { signal: AbortSignal.timeout(MODELS_TIMEOUT_MS) })
+        const body = await r.read(MAX_BODY_BYTES)
+        if (r.status === 200 && this.noteTokenCaps(body).has(model)) return
+      } catch (err) {
+        this.deps.log.warn('could not list models at a proxy', { proxy: link.target, error: (err as Error).message })
+      }
+    }
   }
 
   /**

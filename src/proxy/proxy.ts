@@ -361,7 +361,7 @@ export class Proxy implements OpsSource {
         hashes: [...new Set(ws.map((w) => w.info.model.hash))],
         endpoints: [...new Set(ws.flatMap((w) => workerEndpoints(w.info)))].sort(),
         workers: ws
-          .map((w) => ({ coefficient: w.info.coefficient, running_requests: w.active, max_running_requests: w.info.maxActiveRequests }))
+          .map((w) => ({ coefficient: w.info.coefficient, running_requests: w.active, max_running_requests: w.info.maxActiveRequests, max_tokens: w.info.maxTokensCap }))
           .sort((a, b) => a.coefficient - b.coefficient),
       }))
     return { object: 'list', data }

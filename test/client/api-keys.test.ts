@@ -16,12 +16,12 @@ after(async () => {
   for (const s of stops.reverse()) await s()
 })
 
-async function network(required: boolean, backend = new FakeBackend({ chunks: 10 })) {
+async function network(required: boolean, backend = new FakeBackend({ chunks: 10 }), worker: { maxTokensCap?: number } = {}) {
   const apps = new AppAccounts(path.join(tmpDir('keys'), 'apps.sqlite'))
   stops.push(() => apps.close())
   const p = await startProxy()
   stops.push(() => p.proxy.stop())
-  const w = await startWorker(backend, [p.workerPort])
+  const w = await startWorker(backend, [p.workerPort], { options: worker })
   stops.push(() => w.stop())
   await waitFor(() => (p.proxy.stats() as any).workers.connected === 1, 'worker')
   const c = await startClient([p.clientPort], {
@@ -101,6 +101,32 @@ describe('API keys switched on', () => {
     const spent = BigInt(n.apps.listKeys().find((k) => k.name === 'greedy')!.spentNano)
     assert.equal(spent, cost * 2n)
     await assert.rejects(ask(n.sdk(key)), (e: any) => e.status === 429 && !/in flight/.test(e.message))
+  })
+
+  test('without max_tokens a request holds all of the largest cap among the model’s workers, as the proxy lists it', async () => {
+    // The worker's operator raised its cap far past the default (1,024): a request without max_tokens may get that many.
+    const n = await network(true, new FakeBackend({ chunks: 10, firstDelayMs: 400 }), { maxTokensCap: 200_000 })
+    const probe = n.apps.createKey({ name: 'probe', limitNano: null })
+    // No model list asked for first: the client node reads the caps from a proxy for the first request itself.
+    const noMax = (o: OpenAI) => o.chat.completions.create({ model: 'fake-model', messages: [{ role: 'user', content: 'hello there' }] })
+    const cost = BigInt(((await noMax(n.sdk(probe.key))).usage as any).cost)
+    // Room for 1,000 answers as they come out here, and for several requests' worst case at the default cap (about
+    // 80 answers' worth each), but not for one at 200,000 tokens: one is admitted, and the others wait for it.
+    const { key } = n.apps.createKey({ name: 'uncapped', limitNano: cost * 1000n })
+    const results = await Promise.allSettled(Array.from({ length: 4 }, () => noMax(n.sdk(key))))
+    assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1, 'one request holds a worst case at the worker’s cap, which fills the limit')
+    for (const r of results.filter((r) => r.status === 'rejected')) assert.ok((r as PromiseRejectedResult).reason.status === 429 && /in flight/.test((r as PromiseRejectedResult).reason.message))
+    // A request that asks for few tokens holds only those.
+    const few = await Promise.allSettled(Array.from({ length: 4 }, () => ask(n.sdk(key))))
+    assert.equal(few.filter((r) => r.status === 'fulfilled').length, 4, 'max_tokens 10: four fit at once')
+    // And one that asks for more than any worker makes holds only the cap: on the default worker, 10,000,000 is 1,024.
+    const m = await network(true, new FakeBackend({ chunks: 10, firstDelayMs: 400 }))
+    const { key: k2 } = m.apps.createKey({ name: 'asks-much', limitNano: cost * 1000n })
+    const huge = (o: OpenAI) => o.chat.completions.create({ model: 'fake-model', messages: [{ role: 'user', content: 'hello there' }], max_tokens: 10_000_000 })
+    const both = await Promise.allSettled([huge(m.sdk(k2)), huge(m.sdk(k2))])
+    assert.equal(both.filter((r) => r.status === 'fulfilled').length, 2, 'two fit at once at the default cap')
+    const models = (await n.sdk(probe.key).models.list()).data as any[]
+    assert.deepEqual(models.find((m) => m.id === 'fake-model').workers.map((w: any) => w.max_tokens), [200_000], 'the proxy lists each worker’s cap')
   })
 
   test('a key limited to some models gets 403 for another', async () => {
