@@ -45,6 +45,10 @@ interface E2eeAttempt {
 export const MODELS_TIMEOUT_MS = 10_000
 /** How long the workers' `max_tokens` caps read from a proxy's model list are used before they are read again. */
 export const TOKEN_CAP_TTL_MS = 60_000
+/** The soonest the caps are read again after a read (that may not have listed the model asked for). */
+export const TOKEN_CAP_RETRY_MS = 5_000
+/** How long a request waits for the caps of a model not seen before. */
+export const TOKEN_CAP_READ_TIMEOUT_MS = 2_000
 /** Models whose caps are kept at most (a proxy's list is bounded too; this bounds what a rogue one can make us keep). */
 const MAX_MODELS_NOTED = 1000
 /** How long /healthz waits for a proxy's model list. */
@@ -490,8 +494,9 @@ export class Client implements OpsSource {
 
   /** The largest `max_tokens` cap each model's workers have, as the proxies list them (`/v1/models`), and when read. */
   private readonly tokenCaps = new Map<string, { cap: number; at: number }>()
-  /** Reads of the caps under way, by the model they are for: requests that need the same one share it. */
-  private readonly tokenCapReads = new Map<string, Promise<void>>()
+  /** The read of the caps under way (one at a time), and when the last one ended. */
+  private tokenCapRead?: Promise<void>
+  private tokenCapReadAt = 0
 
   /** Notes the workers' caps from a proxy's `/v1/models` answer (the largest per model across proxies, while fresh); returns the models noted. */
   private noteTokenCaps(body: Buffer): Set<string> {
@@ -520,33 +525,38 @@ export class Client implements OpsSource {
   }
 
   /**
-   * The largest `max_tokens` cap among `model`'s workers: asked of the proxies the first time (the request waits for
-   * it), then kept, and read again in the background once older than TOKEN_CAP_TTL_MS. The workers' default cap when
-   * no proxy answers or none lists the model (the request then fails for want of a worker anyway).
+   * The largest `max_tokens` cap among `model`'s workers. Read from the proxies for a model's first request (which
+   * waits for it, TOKEN_CAP_READ_TIMEOUT_MS at most), then kept, and read again in the background once older than
+   * TOKEN_CAP_TTL_MS. One read at a time, and none sooner than TOKEN_CAP_RETRY_MS after the last: a model no proxy
+   * lists (an app's typo, or a flood of made-up names) does not cost a read per request. Until a read lists the
+   * model, the workers' default cap (such a request finds no worker anyway).
    */
   private async tokenCapFor(model: string): Promise<number> {
     const known = this.tokenCaps.get(model)
     if (known && Date.now() - known.at < TOKEN_CAP_TTL_MS) return known.cap
-    let read = this.tokenCapReads.get(model)
-    if (!read) {
-      read = this.readTokenCaps(model).finally(() => this.tokenCapReads.delete(model))
-      this.tokenCapReads.set(model, read)
+    if (!this.tokenCapRead && Date.now() - this.tokenCapReadAt >= TOKEN_CAP_RETRY_MS) {
+      this.tokenCapRead = this.readTokenCaps(model).finally(() => {
+        this.tokenCapRead = undefined
+        this.tokenCapReadAt = Date.now()
+      })
     }
     // Stale: the request goes on with what is known; the read refreshes it for later ones.
     if (known) return known.cap
-    await read
+    await this.tokenCapRead
     return this.tokenCaps.get(model)?.cap ?? DEFAULT_MAX_TOKENS_CAP
   }
 
   /** Lists the models at each ready proxy in turn until one lists `model`. */
   private async readTokenCaps(model: string): Promise<void> {
+    const signal = AbortSignal.timeout(TOKEN_CAP_READ_TIMEOUT_MS)
     for (const link of this.readyLinks()) {
       try {
-        const r = await call(link.session!, PATHS.models, { signal: AbortSignal.timeout(MODELS_TIMEOUT_MS) })
+        const r = await call(link.session!, PATHS.models, { signal })
         const body = await r.read(MAX_BODY_BYTES)
         if (r.status === 200 && this.noteTokenCaps(body).has(model)) return
       } catch (err) {
         this.deps.log.warn('could not list models at a proxy', { proxy: link.target, error: (err as Error).message })
+        if (signal.aborted) return
       }
     }
   }
