@@ -30,7 +30,7 @@ async function network(required: boolean, backend = new FakeBackend({ chunks: 10
   stops.push(() => c.client.stop())
   await waitFor(() => c.client.health().ok, 'client')
   const sdk = (apiKey: string) => new OpenAI({ baseURL: `${c.url}/v1`, apiKey, maxRetries: 0 })
-  return { apps, url: c.url, sdk }
+  return { apps, url: c.url, sdk, proxy: p.proxy }
 }
 
 const ask = (o: OpenAI, model = 'fake-model') => o.chat.completions.create({ model, messages: [{ role: 'user', content: 'hello there' }], max_tokens: 10 })
@@ -127,6 +127,19 @@ describe('API keys switched on', () => {
     assert.equal(both.filter((r) => r.status === 'fulfilled').length, 2, 'two fit at once at the default cap')
     const models = (await n.sdk(probe.key).models.list()).data as any[]
     assert.deepEqual(models.find((m) => m.id === 'fake-model').workers.map((w: any) => w.max_tokens), [200_000], 'the proxy lists each worker’s cap')
+  })
+
+  test('a model no proxy lists costs one read of the workers’ caps, not one per request', async () => {
+    const n = await network(true)
+    let reads = 0
+    const models = n.proxy.models.bind(n.proxy)
+    // A spy on the proxy's model list (the seam the client node reads the caps from).
+    n.proxy.models = () => (reads++, models())
+    const { key } = n.apps.createKey({ name: 'typo', limitNano: 10n ** 12n })
+    for (let i = 0; i < 10; i++) await assert.rejects(ask(n.sdk(key), 'no-such-model'), (e: any) => e.status === 404 || e.status === 503)
+    assert.equal(reads, 1, 'one read, then none for 5 s')
+    await ask(n.sdk(key))
+    assert.equal(reads, 1, 'the read listed fake-model too: its cap is known')
   })
 
   test('a key limited to some models gets 403 for another', async () => {
