@@ -146,7 +146,8 @@ export function writeResult(file: string, result: BenchResult): void {
 /**
  * The command line: `cocoon bench [--quick] [--out FILE] [--chunks N] [--chunk-bytes B]
  * [--chunk-delay-ms D] [--model SPEC] [--no-chain] [--tdx-fixtures DIR] [--fee-report FILE] [--keep]`,
- * `cocoon bench --scale [--workers N] [--streams N] [--out FILE] [--keep]` (scale.ts), or
+ * `cocoon bench --scale [--workers N] [--streams N] [--out FILE] [--keep]` (scale.ts), `cocoon bench --soak MINUTES [--out FILE] [--keep]`
+ * (soak.ts), or
  * `cocoon bench fake-backend [...]` / `cocoon bench scale-workers [...]` to run a helper process alone.
  */
 export async function runBench(args: string[]): Promise<void> {
@@ -204,7 +205,7 @@ export async function runBench(args: string[]): Promise<void> {
   if (values.soak !== undefined) {
     const minutes = intOption('soak', values.soak, 1)!
     const { runSoak, renderSoakMarkdown } = await import('./soak.ts')
-    const soak = await runSoak({ minutes, model: values.model, noChain: values['no-chain'] })
+    const soak = await runSoak({ minutes, model: values.model, noChain: values['no-chain'], keepWorkDir: values.keep })
     const out = values.out === DEFAULT_OUT_FILE ? DEFAULT_SOAK_OUT_FILE : values.out!
     fs.mkdirSync(path.dirname(path.resolve(out)), { recursive: true })
     fs.writeFileSync(out, JSON.stringify(soak, null, 2) + '\n')

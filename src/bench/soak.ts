@@ -47,6 +47,8 @@ export interface SoakOptions {
   minutes: number
   /** Where configs and logs go. Default a fresh temporary folder, removed after a successful run. */
   workDir?: string
+  /** Keep the temporary folder (configs and every node's log) after a successful run too. */
+  keepWorkDir?: boolean
   model?: string
   noChain?: boolean
   say?: (line: string) => void
@@ -126,7 +128,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     }
   } finally {
     await backend.stop()
-    if (ok && !o.workDir) fs.rmSync(workDir, { recursive: true, force: true })
+    if (ok && !o.workDir && !o.keepWorkDir) fs.rmSync(workDir, { recursive: true, force: true })
     else say(`configs and logs kept in ${workDir}`)
   }
 }
