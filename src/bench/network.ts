@@ -6,7 +6,8 @@
 // BENCH_UPSTREAM_MODEL_HASH), its stats port, enough slots for the load's concurrency, and
 // per-instance values naming `worker-0` (data folder, wallet) renamed so the two workers never
 // share state. When the devnet has a chain, the bench first allows that model hash on the root,
-// as an operator would with `cocoon root allow-model`.
+// as an operator would with `cocoon root allow-model`, and funds the worker's wallet from the faucet
+// (its payout claims pay gas), as the devnet funds its own worker.
 //
 // A second client node serves the same network with end-to-end encryption off (`e2ee: "off"`), so
 // the bench can measure E2EE on and off side by side in one run: a copy of the devnet client's config
@@ -64,6 +65,8 @@ const OPENAI_WORKER = 'worker-openai'
 /** The client node with E2EE off, and what the faucet gives its wallet (as the devnet gives its client). */
 const PLAIN_CLIENT = 'client-e2ee-off'
 const PLAIN_CLIENT_FUNDING_NANO = 20n * 1_000_000_000n
+/** What the faucet gives the openai-backed worker's wallet, for the gas of its payout claims (as the devnet gives its worker). */
+const OPENAI_WORKER_FUNDING_NANO = 5n * 1_000_000_000n
 /** Its API port: the devnet client's plus one (free in every devnet layout). */
 const plainClientPort = (offset: number) => DEVNET_PORTS.client + 1 + offset
 
@@ -113,6 +116,13 @@ export async function startBenchNetwork(o: BenchNetworkOptions): Promise<BenchNe
     }
     const cfgFile = path.join(o.dir, `${OPENAI_WORKER}.json`)
     fs.writeFileSync(cfgFile, JSON.stringify(cfg, null, 2) + '\n')
+    const dataDir = (cfg as { dataDir?: unknown }).dataDir
+    if (state.chain && typeof dataDir === 'string') {
+      // Its own wallet pays the gas of its payout claims, as the devnet's worker's does: unfunded, every claim failed.
+      o.say('funding the wallet of the openai-backed worker')
+      fs.mkdirSync(dataDir, { recursive: true })
+      await fundFromFaucet(state.chain, path.join(dataDir, 'wallet.key'), OPENAI_WORKER_FUNDING_NANO)
+    }
     const proxyStats = `http://127.0.0.1:${state.ports.proxyStats}/jsonstats`
     type ProxyStats = { workers?: { refused?: number; list?: Array<{ model: { id: string } }> } }
     const refusedBefore = ((await getJson(proxyStats)) as ProxyStats | undefined)?.workers?.refused ?? 0
