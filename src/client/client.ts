@@ -380,10 +380,7 @@ export class Client implements OpsSource {
     if (links.length === 0) return sendJson(res, 200, { object: 'list', data: [] })
     for (const link of links) {
       try {
-        const r = await call(link.session!, PATHS.models, { signal: AbortSignal.timeout(MODELS_TIMEOUT_MS) })
-        const body = await r.read(MAX_BODY_BYTES)
-        if (r.status !== 200) throw new Error(`the proxy answered ${r.status}`)
-        this.noteTokenCaps(body)
+        const { body } = await this.modelsAt(link, AbortSignal.timeout(MODELS_TIMEOUT_MS))
         sendReply(res, new Reply(200, body, { 'content-type': 'application/json' }))
         return
       } catch (err) {
@@ -423,7 +420,7 @@ export class Client implements OpsSource {
     try {
       // A worker generates up to max_tokens or its own cap, whichever is less: the hold needs the largest cap of the model's workers.
       const cap = this.deps.apps ? await this.tokenCapFor(model) : DEFAULT_MAX_TOKENS_CAP
-      gate = this.deps.apps?.admit(req.headers.authorization, model, () => this.worstCaseNano(path, payload.length, Math.min(out.maxTokens ?? cap, cap), ctl.maxCoefficient))
+      gate = this.deps.apps?.admit(req.headers.authorization, model, () => this.worstCaseNano(path, payload.length, out.maxTokens, cap, ctl.maxCoefficient))
     } catch (err) {
       this.finish('rejected')
       throw err
@@ -483,12 +480,12 @@ export class Client implements OpsSource {
 
   /**
    * The most a request can cost at the proxies' prices, as a proxy reserves it: a prompt as long as the body and
-   * all of `maxTokens` (what the app asked, up to the largest cap of the model's workers), at the dearest
+   * all of the max_tokens asked, up to `maxTokensCap` (the largest cap of the model's workers), at the dearest
    * multipliers and the app's max_coefficient. Held against the app's API key while the request is in flight.
    */
-  private worstCaseNano(path: string, bodyBytes: number, maxTokens: number, maxCoefficient: number): bigint {
+  private worstCaseNano(path: string, bodyBytes: number, maxTokensAsked: number | undefined, maxTokensCap: number, maxCoefficient: number): bigint {
     const params = this.deps.priceParams?.() ?? OFFCHAIN_PRICE_PARAMS
-    const b = requestBounds(path, bodyBytes, maxTokens)
+    const b = requestBounds(path, bodyBytes, maxTokensAsked, maxTokensCap)
     return worstCaseAdjustedTokens(b.maxPromptTokens, b.maxCompletionTokens, maxCoefficient, params, b.maxAudioSeconds) * params.pricePerTokenNano
   }
 
@@ -498,30 +495,41 @@ export class Client implements OpsSource {
   private tokenCapRead?: Promise<void>
   private tokenCapReadAt = 0
 
-  /** Notes the workers' caps from a proxy's `/v1/models` answer (the largest per model across proxies, while fresh); returns the models noted. */
+  /**
+   * A proxy's model list (`/v1/models`): its body, and the models it lists, whose workers' caps are noted on the way.
+   * Throws when the proxy does not answer 200.
+   */
+  private async modelsAt(link: ProxyLink, signal: AbortSignal): Promise<{ body: Buffer; listed: Set<string> }> {
+    const r = await call(link.session!, PATHS.models, { signal })
+    const body = await r.read(MAX_BODY_BYTES)
+    if (r.status !== 200) throw new Error(`the proxy answered ${r.status}`)
+    return { body, listed: this.noteTokenCaps(body) }
+  }
+
+  /** Notes the workers' caps from a proxy's `/v1/models` answer (the largest per model across proxies, while fresh); returns the models listed. */
   private noteTokenCaps(body: Buffer): Set<string> {
-    const noted = new Set<string>()
+    const listed = new Set<string>()
     let data: unknown
     try {
       data = (JSON.parse(body.toString()) as { data?: unknown }).data
     } catch {
-      return noted
+      return listed
     }
-    if (!Array.isArray(data)) return noted
+    if (!Array.isArray(data)) return listed
     const now = Date.now()
-    for (const m of data.slice(0, MAX_MODELS_NOTED) as Array<{ id?: unknown; workers?: unknown }>) {
-      if (typeof m?.id !== 'string' || !Array.isArray(m.workers)) continue
+    for (const m of data as Array<{ id?: unknown; workers?: unknown }>) {
+      if (typeof m?.id !== 'string') continue
       let cap = 0
-      for (const w of m.workers as Array<{ max_tokens?: unknown }>) if (Number.isSafeInteger(w?.max_tokens) && (w.max_tokens as number) > cap) cap = w.max_tokens as number
+      for (const w of Array.isArray(m.workers) ? (m.workers as Array<{ max_tokens?: unknown }>) : []) if (Number.isSafeInteger(w?.max_tokens) && (w.max_tokens as number) > cap) cap = w.max_tokens as number
       // A worker of a version that does not say has the default cap.
       if (cap === 0) cap = DEFAULT_MAX_TOKENS_CAP
       const had = this.tokenCaps.get(m.id)
       this.tokenCaps.delete(m.id)
       this.tokenCaps.set(m.id, { cap: had && now - had.at < TOKEN_CAP_TTL_MS ? Math.max(had.cap, cap) : cap, at: now })
-      noted.add(m.id)
+      listed.add(m.id)
     }
     while (this.tokenCaps.size > MAX_MODELS_NOTED) this.tokenCaps.delete(this.tokenCaps.keys().next().value!)
-    return noted
+    return listed
   }
 
   /**
@@ -551,9 +559,7 @@ export class Client implements OpsSource {
     const signal = AbortSignal.timeout(TOKEN_CAP_READ_TIMEOUT_MS)
     for (const link of this.readyLinks()) {
       try {
-        const r = await call(link.session!, PATHS.models, { signal })
-        const body = await r.read(MAX_BODY_BYTES)
-        if (r.status === 200 && this.noteTokenCaps(body).has(model)) return
+        if ((await this.modelsAt(link, signal)).listed.has(model)) return
       } catch (err) {
         this.deps.log.warn('could not list models at a proxy', { proxy: link.target, error: (err as Error).message })
         if (signal.aborted) return
@@ -1169,9 +1175,7 @@ export class Client implements OpsSource {
     const models = new Set<string>()
     for (const link of links) {
       try {
-        const r = await call(link.session!, PATHS.models, { signal: AbortSignal.timeout(READINESS_TIMEOUT_MS) })
-        const body = await r.read(MAX_BODY_BYTES)
-        if (r.status === 200) for (const m of (JSON.parse(body.toString()) as { data?: Array<{ id?: unknown }> }).data ?? []) if (typeof m.id === 'string') models.add(m.id)
+        for (const id of (await this.modelsAt(link, AbortSignal.timeout(READINESS_TIMEOUT_MS))).listed) models.add(id)
       } catch {}
     }
     const base = { connectedProxies: links.length, models: [...models].sort() }
