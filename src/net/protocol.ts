@@ -135,15 +135,20 @@ export const PROMPT_OVERHEAD_TOKENS = 512
 /** The most completion tokens a worker makes for one request unless its config says otherwise (`maxTokensCap`). */
 export const DEFAULT_MAX_TOKENS_CAP = 1024
 
+/** The max_tokens a worker with cap `cap` generates up to: what the app asked, at most the cap, and the cap when it asked nothing. */
+export function cappedMaxTokens(asked: number | undefined, cap: number): number {
+  return Math.min(asked ?? cap, cap)
+}
+
 /**
- * The most a request can make a worker do, from its endpoint, its body's size and its max_tokens (already
- * capped): the bounds the proxy reserves funds for, and the client node reserves an API key's spend for.
- * Embeddings generate nothing; a transcription is bounded by its audio seconds, from the upload's size.
+ * The most a request can make a worker do, from its endpoint, its body's size and the max_tokens asked, under a
+ * worker cap of `maxTokensCap`: the bounds the proxy reserves funds for, and the client node reserves an API key's
+ * spend for. Embeddings generate nothing; a transcription is bounded by its audio seconds, from the upload's size.
  */
-export function requestBounds(path: string, bodyBytes: number, maxTokens: number): { maxPromptTokens: number; maxCompletionTokens: number; maxAudioSeconds: number } {
+export function requestBounds(path: string, bodyBytes: number, maxTokensAsked: number | undefined, maxTokensCap: number): { maxPromptTokens: number; maxCompletionTokens: number; maxAudioSeconds: number } {
   if (path === PATHS.transcriptions) return { maxPromptTokens: 0, maxCompletionTokens: 0, maxAudioSeconds: Math.min(MAX_AUDIO_SECONDS, Math.ceil(bodyBytes / MIN_AUDIO_BYTES_PER_SECOND)) }
   const generates = path === PATHS.chat || path === PATHS.completions
-  return { maxPromptTokens: bodyBytes + PROMPT_OVERHEAD_TOKENS, maxCompletionTokens: generates ? maxTokens : 0, maxAudioSeconds: 0 }
+  return { maxPromptTokens: bodyBytes + PROMPT_OVERHEAD_TOKENS, maxCompletionTokens: generates ? cappedMaxTokens(maxTokensAsked, maxTokensCap) : 0, maxAudioSeconds: 0 }
 }
 
 /** What the worker reports it used, signed (core/usage.ts): the wire format of HEADERS.usage. */

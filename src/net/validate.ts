@@ -1,7 +1,7 @@
 // Validates an OpenAI request body at the worker and turns it into an InferenceRequest with max_tokens enforced;
 // and the hop headers that carry a request's routing data (checked at the proxy, matched against the body at the worker).
 import { InvalidRequestError, ModelNotFoundError } from './errors.ts'
-import { HEADERS, MAX_MODEL_ID_CHARS } from './protocol.ts'
+import { cappedMaxTokens, HEADERS, MAX_MODEL_ID_CHARS } from './protocol.ts'
 import type { ChatMessage, EmbeddingRequest, InferenceKind, InferenceRequest, RequestFeature } from '../inference/index.ts'
 
 export interface ValidateLimits {
@@ -147,7 +147,7 @@ export function validateRequest(kind: InferenceKind, body: Record<string, unknow
   }
   const maxCompletion = int(body, 'max_completion_tokens', 1, Number.MAX_SAFE_INTEGER)
   const maxTokensAsked = maxCompletion ?? int(body, 'max_tokens', 1, Number.MAX_SAFE_INTEGER)
-  const maxTokens = Math.min(maxTokensAsked ?? limits.maxTokensCap, limits.maxTokensCap)
+  const maxTokens = cappedMaxTokens(maxTokensAsked, limits.maxTokensCap)
   const temperature = num(body, 'temperature', 0, 2)
   const topP = num(body, 'top_p', 0, 1)
   const seed = int(body, 'seed', Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER)
@@ -322,7 +322,7 @@ export function checkHopAgreement(headers: HeaderBag, body: { model: unknown; st
     throw new InvalidRequestError(`the body's stream (${body.stream}) disagrees with the routed stream '${String(stream ?? '').slice(0, 8)}' (header ${HEADERS.stream})`, 'stream')
   }
   if (maxTokensCap === undefined) return
-  const expected = Math.min(body.maxTokens ?? maxTokensCap, maxTokensCap)
+  const expected = cappedMaxTokens(body.maxTokens, maxTokensCap)
   const reserved = headers[HEADERS.maxTokens]
   if (reserved !== String(expected)) {
     throw new InvalidRequestError(`the body's max_tokens (${expected} after the cap) disagrees with the reserved max_tokens '${String(reserved ?? '').slice(0, 20)}' (header ${HEADERS.maxTokens})`, 'max_tokens')

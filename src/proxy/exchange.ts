@@ -194,7 +194,7 @@ export class Exchange extends BaseExchange {
       // Reserve the worst case before any work: all of max_tokens and a prompt as long as the body, at the
       // dearest multipliers and the app's max_coefficient. The worker never exceeds max_tokens.
       // Embeddings generate nothing; a transcription is billed by its audio seconds, bounded by the upload's size.
-      const b = requestBounds(req.path, req.body.length, Math.min(req.routing.maxTokens ?? conn.info.maxTokensCap, conn.info.maxTokensCap))
+      const b = requestBounds(req.path, req.body.length, req.routing.maxTokens, conn.info.maxTokensCap)
       const worst = worstCaseAdjustedTokens(b.maxPromptTokens, b.maxCompletionTokens, req.maxCoefficient, host.billing.params(), b.maxAudioSeconds)
       try {
         this.reservation = await host.billing.reserve({ client: req.client, requestId: req.requestId, worstTokens: worst, deadlineMs: this.deadline })
