@@ -11,11 +11,28 @@ import { ChannelLookup, clientContract } from './channels.ts'
 export const CLIENT_REFRESH_MS = 10_000
 /** Least time between two funding checks a proxy's refusals for funds (402) start, per proxy. */
 export const REFUSAL_CHECK_MS = 2_000
+/**
+ * How long the client's recent spending with a proxy must last before a top-up is needed: the threshold is at least
+ * what it spent in this much time at its recent rate, so a node spending fast tops up before it runs out, not after.
+ * It covers the next periodic check (CLIENT_REFRESH_MS), the top-up's confirmation on chain, and room to spare.
+ */
+export const TOP_UP_LEAD_MS = 60_000
+/**
+ * The recent spend rate is measured between the last funding check and the newest one at least this much older
+ * (20-30 s with the periodic check): short enough to follow a node that starts spending fast, long enough that a
+ * burst of a few seconds is not taken for a rate.
+ */
+export const SPEND_SPAN_MS = 20_000
+/** The rate raises the threshold at most to `topUpBelowNano` plus this many top-ups: money parked with one proxy stays bounded. */
+export const MAX_LEAD_TOP_UPS = 4n
 
 export interface ClientFundingOptions {
   /** Deposit made when the client contract does not exist yet. Default 1 TON. */
   depositNano?: bigint
-  /** Top up when the contract's balance falls below this (0 = never). Default 0. */
+  /**
+   * Top up when what is spendable falls below this (0 = never), or below what the node spent with that proxy in the
+   * last TOP_UP_LEAD_MS at its recent rate, if more (at most this plus MAX_LEAD_TOP_UPS × topUpNano). Default 0.
+   */
   topUpBelowNano?: bigint
   /** Amount of each automatic top-up. Default: depositNano. */
   topUpNano?: bigint
@@ -74,6 +91,10 @@ export class ClientAccount {
   private readonly walletShort = new Map<string, WalletShortfall>()
   /** One funding run per proxy at a time, so a connect and the refresh timer never both deposit. */
   private readonly funding = new Map<string, Promise<void>>()
+  /** What the proxy had said it charged in all (nanoTON) at the funding checks of the last SPEND_SPAN_MS and the one before, per proxy. */
+  private readonly spendSamples = new Map<string, Array<{ at: number; nano: bigint }>>()
+  /** The top-up threshold each proxy's last funding check used (topUpThresholdNano), for /jsonstats. */
+  private readonly thresholds = new Map<string, bigint>()
 
   constructor(
     private readonly deps: {
@@ -87,6 +108,8 @@ export class ClientAccount {
        * statements): the part not yet charged on chain is spent already, though the contract's balance does not show it.
        */
       charged?: (proxyId: string) => { tokens: bigint; nano: bigint }
+      /** The clock (ms since epoch), for the spend rate. Default Date.now. */
+      now?: () => number
     },
     opts: ClientFundingOptions = {},
   ) {
@@ -213,15 +236,47 @@ export class ClientAccount {
     return s.balanceNano - ((told.tokens - s.tokensCharged) * told.nano) / told.tokens
   }
 
+  /**
+   * Notes what the proxy has said it charged so far and returns the threshold to top up below: `topUpBelowNano`, or
+   * what the node spent with this proxy in TOP_UP_LEAD_MS at its recent rate (SPEND_SPAN_MS), if more (capped
+   * at `topUpBelowNano + MAX_LEAD_TOP_UPS × topUpNano`). A fixed threshold is crossed too late by a node spending
+   * fast: at a hundred streams the devnet client spent ~4 TON a minute against a 1 TON threshold, and the proxy
+   * refused requests for funds (402) before the top-up landed.
+   */
+  private topUpThresholdNano(proxyId: string): bigint {
+    const t = this.leadThreshold(proxyId)
+    this.thresholds.set(proxyId, t)
+    return t
+  }
+
+  private leadThreshold(proxyId: string): bigint {
+    const base = this.o.topUpBelowNano
+    const told = this.deps.charged?.(proxyId)
+    if (!told || base <= 0n) return base
+    const now = (this.deps.now ?? Date.now)()
+    let samples = this.spendSamples.get(proxyId)
+    // A total that went down (a proxy that lost its ledger) starts the measure over.
+    if (!samples || (samples.length && told.nano < samples[samples.length - 1]!.nano)) this.spendSamples.set(proxyId, (samples = []))
+    samples.push({ at: now, nano: told.nano })
+    while (samples.length > 1 && now - samples[1]!.at >= SPEND_SPAN_MS) samples.shift()
+    const first = samples[0]!
+    const span = now - first.at
+    if (span < SPEND_SPAN_MS) return base
+    const lead = ((told.nano - first.nano) * BigInt(TOP_UP_LEAD_MS)) / BigInt(span)
+    const cap = base + MAX_LEAD_TOP_UPS * this.o.topUpNano
+    return lead > base ? (lead < cap ? lead : cap) : base
+  }
+
   private async fund(proxyId: string, refused: boolean): Promise<void> {
     const s = await this.state(proxyId)
     if (!s) return this.autoTopUp(proxyId, 'deposit', this.o.depositNano, undefined)
     if (s.state !== 'active' || this.o.topUpBelowNano <= 0n) return
-    const below = refused ? this.o.topUpBelowNano + this.o.topUpNano : this.o.topUpBelowNano
-    if (this.spendableNano(proxyId, s) < below) return this.autoTopUp(proxyId, 'top-up', this.o.topUpNano, s)
+    const threshold = this.topUpThresholdNano(proxyId)
+    const below = refused ? threshold + this.o.topUpNano : threshold
+    if (this.spendableNano(proxyId, s) < below) return this.autoTopUp(proxyId, 'top-up', this.o.topUpNano, s, threshold)
   }
 
-  private async autoTopUp(proxyId: string, kind: FundingRefusal['kind'], amountNano: bigint, before: ClientState | undefined): Promise<void> {
+  private async autoTopUp(proxyId: string, kind: FundingRefusal['kind'], amountNano: bigint, before: ClientState | undefined, thresholdNano?: bigint): Promise<void> {
     const proxy = proxyId.slice(0, 16)
     if (this.budgetNano !== undefined && this.spentNano + amountNano > this.budgetNano) {
       const reason = `the funding budget is exhausted: ${this.spentNano} of ${this.budgetNano} nanoTON spent, the ${kind} needs ${amountNano}`
@@ -258,7 +313,7 @@ export class ClientAccount {
     }
     this.walletShort.delete(proxyId)
     if (kind === 'deposit') this.deps.log.info('depositing to a new client contract', { proxy, amountNano: amountNano.toString() })
-    else this.deps.log.info('topping up the client contract', { proxy, balanceNano: before!.balanceNano.toString(), amountNano: amountNano.toString() })
+    else this.deps.log.info('topping up the client contract', { proxy, balanceNano: before!.balanceNano.toString(), spendableNano: this.spendableNano(proxyId, before!).toString(), thresholdNano: String(thresholdNano), amountNano: amountNano.toString() })
     try {
       await this.deps.wallet.sendAndConfirm(messages)
     } catch (err) {
@@ -279,7 +334,10 @@ export class ClientAccount {
     fs.renameSync(`${this.fundingFile}.tmp`, this.fundingFile)
   }
 
-  /** The funding budget for /jsonstats: what was put in automatically, what is left, what was refused, and what the wallet could not pay. */
+  /**
+   * The funding budget for /jsonstats: what was put in automatically, what is left, what was refused, what the wallet
+   * could not pay, and the top-up threshold in force per proxy (`topUpBelowNano`, raised by the spend rate).
+   */
   fundingStats(): Record<string, unknown> {
     const remaining = this.budgetNano === undefined ? null : this.budgetNano > this.spentNano ? this.budgetNano - this.spentNano : 0n
     return {
@@ -288,6 +346,7 @@ export class ClientAccount {
       remainingNano: remaining?.toString() ?? null,
       exhausted: this.refusals.size > 0,
       byProxy: Object.fromEntries([...this.spentByProxy].map(([k, v]) => [k, v.toString()])),
+      topUpBelowNano: Object.fromEntries([...this.thresholds].map(([k, v]) => [k, v.toString()])),
       refused: [...this.refusals.values()],
       walletShort: [...this.walletShort.values()],
     }

@@ -10,7 +10,7 @@ import type { Address } from '@ton/core'
 import { startDevnet, hash, type Devnet } from '../ton/helpers.ts'
 import { deployRoot, DEVNET_PARAMS, loadOrCreateWalletKey, ProxyRegistry, type NodeWallet } from '../../src/ton/chain-client/index.ts'
 import { ONE_TON_NANO, type RootState } from '../../src/ton/contracts/index.ts'
-import { ClientAccount, REFUSAL_CHECK_MS, type ClientFundingOptions } from '../../src/payments/client-account.ts'
+import { ClientAccount, MAX_LEAD_TOP_UPS, REFUSAL_CHECK_MS, SPEND_SPAN_MS, TOP_UP_LEAD_MS, type ClientFundingOptions } from '../../src/payments/client-account.ts'
 import { createLogger } from '../../src/core/log.ts'
 
 const PROXY_IMAGE = hash(7)
@@ -215,5 +215,59 @@ test("what the proxy charged but has not settled counts as spent, and a proxy's 
   await a.ensureFunded(p)
   assert.equal(await balance(), 3n * ONE_TON_NANO, '2.4 TON spendable is above the cap of 1.5: no more top-ups')
   assert.equal((a.fundingStats() as any).spentNano, (3n * ONE_TON_NANO).toString())
+  assert.deepEqual(lines.filter((l) => l.level === 'warn' || l.level === 'error'), [])
+})
+
+test('a node spending fast tops up before its contract runs low: the threshold follows the spend rate of the last 20-30 s', async () => {
+  const { wallet } = await net.wallet('proxy-rate', '5')
+  const registry = new ProxyRegistry(net.chain, wallet, loadOrCreateWalletKey(path.join(net.dir, 'payment-rate.key')), root)
+  await registry.register({ host: '10.0.0.10', workerPort: 11001, clientPort: 11002 }, { imageHash: PROXY_IMAGE })
+  rootState = await net.chain.getRootState(root)
+  const p = registry.publicKeyHex
+  // FAKE statements (what the proxy told this client it charged) and a FAKE clock, so a minute of spending takes no time.
+  let told = { tokens: 0n, nano: 0n }
+  let now = 1_000_000
+  const lines: Array<Record<string, unknown>> = []
+  const log = createLogger({ role: 'client' }, 'info', (line: string) => void lines.push(JSON.parse(line)))
+  const a = new ClientAccount(
+    { chain: net.chain, wallet: client, root, rootState: () => rootState, log, charged: () => told, now: () => now },
+    { depositNano: 3n * ONE_TON_NANO, topUpBelowNano: ONE_TON_NANO / 2n, topUpNano: ONE_TON_NANO, fundingFile: path.join(net.dir, 'funding-rate.json') },
+  )
+  const balance = async () => (await a.state(p))!.balanceNano
+  const threshold = () => BigInt((a.fundingStats() as any).topUpBelowNano[p])
+  await a.ensureFunded(p)
+  assert.equal(await balance(), 3n * ONE_TON_NANO)
+  await a.ensureFunded(p) // the first check of a funded contract: nothing spent yet
+  // Spending 1.2 TON a minute, checked every 10 s as the node does: 0.2 TON per check, all of it charged on chain
+  // at once here (tokensCharged stays 0, so what is spendable is the balance less what was told).
+  const spend = async (nano: bigint) => {
+    now += 10_000
+    told = { tokens: told.tokens + nano / 1000n, nano: told.nano + nano }
+    await a.ensureFunded(p)
+  }
+  await spend(ONE_TON_NANO / 5n)
+  assert.equal(threshold(), ONE_TON_NANO / 2n, 'no rate yet after 10 s: the configured threshold')
+  await spend(ONE_TON_NANO / 5n)
+  // 0.4 TON over 20 s: 1.2 TON a minute, TOP_UP_LEAD_MS ahead.
+  assert.equal(SPEND_SPAN_MS, 20_000)
+  assert.equal(threshold(), (ONE_TON_NANO * 4n * BigInt(TOP_UP_LEAD_MS)) / 10n / 20_000n)
+  assert.equal(threshold(), (12n * ONE_TON_NANO) / 10n)
+  assert.equal(await balance(), 3n * ONE_TON_NANO, '2.6 TON spendable is above 1.2: no top-up yet')
+  const spendable = async () => a.spendableNano(p, (await a.state(p))!)
+  for (let i = 0; i < 7; i++) await spend(ONE_TON_NANO / 5n)
+  // 3 - 1.8 = 1.2 TON spendable after 9 checks, then 1.0 < 1.2 at the 10th: topped up by 1 TON, with more than
+  // 0.5 TON (the configured threshold) still there: a fixed threshold would wait until the last 0.5 TON.
+  assert.equal(await balance(), 3n * ONE_TON_NANO)
+  assert.equal(await spendable(), (12n * ONE_TON_NANO) / 10n)
+  await spend(ONE_TON_NANO / 5n)
+  assert.equal(await balance(), 4n * ONE_TON_NANO, 'topped up at 1.0 TON spendable, twice the configured threshold')
+  assert.ok(lines.some((l) => l.msg === 'topping up the client contract' && l.thresholdNano === ((12n * ONE_TON_NANO) / 10n).toString()), 'the log says which threshold')
+  // A much faster rate is capped: at most topUpBelowNano + MAX_LEAD_TOP_UPS top-ups ahead.
+  await spend(10n * ONE_TON_NANO)
+  await spend(0n)
+  assert.equal(threshold(), ONE_TON_NANO / 2n + MAX_LEAD_TOP_UPS * ONE_TON_NANO)
+  // A burst inside one span is measured with what came before it; once spending stops, the threshold falls back.
+  for (let i = 0; i < 3; i++) await spend(0n)
+  assert.equal(threshold(), ONE_TON_NANO / 2n, 'no spending for 20 s: the configured threshold again')
   assert.deepEqual(lines.filter((l) => l.level === 'warn' || l.level === 'error'), [])
 })
