@@ -543,7 +543,7 @@ export class Client implements OpsSource {
     const known = this.tokenCaps.get(model)
     if (known && Date.now() - known.at < TOKEN_CAP_TTL_MS) return known.cap
     if (!this.tokenCapRead && Date.now() - this.tokenCapReadAt >= TOKEN_CAP_RETRY_MS) {
-      this.tokenCapRead = this.readTokenCaps(model).finally(() => {
+      this.tokenCapRead = this.readTokenCaps().finally(() => {
         this.tokenCapRead = undefined
         this.tokenCapReadAt = Date.now()
       })
@@ -554,17 +554,17 @@ export class Client implements OpsSource {
     return this.tokenCaps.get(model)?.cap ?? DEFAULT_MAX_TOKENS_CAP
   }
 
-  /** Lists the models at each ready proxy in turn until one lists `model`. */
-  private async readTokenCaps(model: string): Promise<void> {
+  /**
+   * Lists the models at every ready proxy at once: a read notes the caps of every model any of them lists, so a
+   * request for another model that waited on this read (one read at a time) finds its cap too.
+   */
+  private async readTokenCaps(): Promise<void> {
     const signal = AbortSignal.timeout(TOKEN_CAP_READ_TIMEOUT_MS)
-    for (const link of this.readyLinks()) {
-      try {
-        if ((await this.modelsAt(link, signal)).listed.has(model)) return
-      } catch (err) {
-        this.deps.log.warn('could not list models at a proxy', { proxy: link.target, error: (err as Error).message })
-        if (signal.aborted) return
-      }
-    }
+    await Promise.all(
+      this.readyLinks().map((link) =>
+        this.modelsAt(link, signal).catch((err) => this.deps.log.warn('could not list models at a proxy', { proxy: link.target, error: (err as Error).message })),
+      ),
+    )
   }
 
   /**

@@ -142,6 +142,38 @@ describe('API keys switched on', () => {
     assert.equal(reads, 1, 'the read listed fake-model too: its cap is known')
   })
 
+  test('one read of the workers’ caps covers every proxy: a model only a second proxy serves gets its cap too', async () => {
+    const apps = new AppAccounts(path.join(tmpDir('keys'), 'apps.sqlite'))
+    stops.push(() => apps.close())
+    const p1 = await startProxy()
+    const p2 = await startProxy()
+    stops.push(() => p1.proxy.stop(), () => p2.proxy.stop())
+    const w1 = await startWorker(new FakeBackend({ chunks: 10 }), [p1.workerPort])
+    // Only the second proxy has the model whose worker's cap is raised.
+    const w2 = await startWorker(new FakeBackend({ modelId: 'big-model', chunks: 10, firstDelayMs: 400 }), [p2.workerPort], { options: { maxTokensCap: 200_000 } })
+    stops.push(() => w1.stop(), () => w2.stop())
+    await waitFor(() => (p1.proxy.stats() as any).workers.connected === 1 && (p2.proxy.stats() as any).workers.connected === 1, 'workers')
+    const c = await startClient([p1.clientPort, p2.clientPort], {
+      deps: { apps: { admit: (auth, model, worstNano) => apps.admit(auth, model, true, worstNano), answered: (r) => apps.record(r) } },
+    })
+    stops.push(() => c.client.stop())
+    await waitFor(() => c.client.health().ok && (c.client.stats() as any).proxies.filter((p: any) => p.state === 'connected').length === 2, 'client')
+    const sdk = (apiKey: string) => new OpenAI({ baseURL: `${c.url}/v1`, apiKey, maxRetries: 0 })
+    // The second proxy ranks last (a slow round trip), so a read that stopped at the first proxy listing fake-model
+    // would never ask it.
+    for (let i = 0; i < 5; i++) c.client.scores.observeRtt(`127.0.0.1:${p2.clientPort}`, 500)
+    const probe = apps.createKey({ name: 'probe', limitNano: null })
+    // The first request reads the caps (for fake-model, which the first proxy lists); the requests for big-model
+    // below come within TOKEN_CAP_RETRY_MS of it, so they get no read of their own: that one read must have listed
+    // big-model at the second proxy.
+    const cost = BigInt(((await ask(sdk(probe.key))).usage as any).cost)
+    const noMax = (o: OpenAI) => o.chat.completions.create({ model: 'big-model', messages: [{ role: 'user', content: 'hello there' }] })
+    const { key } = apps.createKey({ name: 'uncapped', limitNano: cost * 1000n })
+    const results = await Promise.allSettled(Array.from({ length: 4 }, () => noMax(sdk(key))))
+    assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1, 'one request holds a worst case at big-model’s cap of 200,000, which fills the limit')
+    for (const r of results.filter((r) => r.status === 'rejected')) assert.ok((r as PromiseRejectedResult).reason.status === 429 && /in flight/.test((r as PromiseRejectedResult).reason.message), String((r as PromiseRejectedResult).reason))
+  })
+
   test('a key limited to some models gets 403 for another', async () => {
     const n = await network(true)
     const { key } = n.apps.createKey({ name: 'only-other', models: ['some-other-model'] })
