@@ -6,6 +6,7 @@ import { Counter, Gauge } from 'prom-client'
 import { type VerifiedPeer, type IdentitySource, EvidenceRefusedError, identityStats } from '../tee/index.ts'
 import type { PartyLedger } from '../payments/party-ledger.ts'
 import { OFFCHAIN_PRICE_PARAMS, worstCaseAdjustedTokens, type PriceParams } from '../payments/pricing.ts'
+import { DuplicateRequestError } from '../payments/billing.ts'
 import type { Logger } from '../core/log.ts'
 import { createRegistry, handleOps, type OpsSource } from '../core/ops.ts'
 import { pacer } from '../core/time.ts'
@@ -411,22 +412,28 @@ export class Client implements OpsSource {
       if ((err as Error).name === 'PayloadTooLargeError') res.setHeader('connection', 'close')
       throw err
     }
-    const { payload, ctl, model } = out
-    e2eeTrace?.(ctl.requestId, 'c.arrived', arrivedAt || undefined)
-    e2eeTrace?.(ctl.requestId, 'c.parsed')
-    // The routing data travels in hop headers, set here once: no later hop parses the body to find it.
-    const send = { ...ctl, contentType: out.contentType, model, stream: out.stream, maxTokens: out.maxTokens }
+    const { payload, model } = out
+    // The app's own request_id (its history records it); `ctl.requestId` below is the id this request has beyond this node.
+    const appRequestId = out.ctl.requestId
+    e2eeTrace?.(appRequestId, 'c.arrived', arrivedAt || undefined)
+    e2eeTrace?.(appRequestId, 'c.parsed')
     let gate: ReturnType<AppGate['admit']> | undefined
+    let wireId: string
     try {
       // A worker generates up to max_tokens or its own cap, whichever is less: the hold needs the largest cap of the model's workers.
       const cap = this.deps.apps ? await this.tokenCapFor(model) : DEFAULT_MAX_TOKENS_CAP
-      gate = this.deps.apps?.admit(req.headers.authorization, model, () => this.worstCaseNano(path, payload.length, out.maxTokens, cap, ctl.maxCoefficient))
+      gate = this.deps.apps?.admit(req.headers.authorization, model, () => this.worstCaseNano(path, payload.length, out.maxTokens, cap, out.ctl.maxCoefficient))
+      wireId = this.claimRequestId(gate?.keyId ?? null, appRequestId)
     } catch (err) {
+      gate?.release()
       this.finish('rejected')
       throw err
     }
     const keyId = gate?.keyId ?? null
-    const log = this.deps.log.child({ requestId: ctl.requestId })
+    const ctl = wireId === appRequestId ? out.ctl : (out.ctl = { ...out.ctl, requestId: wireId })
+    // The routing data travels in hop headers, set here once: no later hop parses the body to find it.
+    const send = { ...ctl, contentType: out.contentType, model, stream: out.stream, maxTokens: out.maxTokens }
+    const log = this.deps.log.child(wireId === appRequestId ? { requestId: wireId } : { requestId: wireId, appRequestId })
     // The app's request closing before its answer is complete is one of the exchange's exits.
     const app = new AbortController()
     const onAppClose = () => {
@@ -456,7 +463,7 @@ export class Client implements OpsSource {
             const { link, sealed, end: r } = answered
             this.e2eeCounts[sealed ? 'on' : 'off']++
             this.deps.apps?.answered({
-              id: ctl.requestId, model, keyId, status: res.statusCode, outcome: r.outcome, stream: out.stream,
+              id: appRequestId, model, keyId, status: res.statusCode, outcome: r.outcome, stream: out.stream,
               promptTokens: r.usage?.promptTokens ?? 0, completionTokens: r.usage?.completionTokens ?? 0, costNano: r.usage?.costNano ?? '0', receiptId: r.usage?.receiptId ?? null, latencyMs: Date.now() - started,
             })
             // An answer whose receipt was missing or invalid is not a success: the proxy was backed off as a cheat.
@@ -475,7 +482,32 @@ export class Client implements OpsSource {
       await ex.run()
     } finally {
       gate?.release()
+      this.appRequestIds.delete(appRequestKey(keyId, appRequestId))
+      this.wireRequestIds.delete(wireId)
     }
+  }
+
+  /** The request_ids in flight at this node, per app (its API key id, or none): an app's own duplicate is refused. */
+  private readonly appRequestIds = new Set<string>()
+  /** The ids this node's requests in flight have beyond it (at the proxies and workers): never two alike. */
+  private readonly wireRequestIds = new Set<string>()
+
+  /**
+   * Claims an app's request_id for a request in flight, and returns the id it has beyond this node. A proxy refuses a
+   * request_id already in flight from the same client node (409), and every app of this node is that client: one
+   * app's ids must not collide with another's (by chance, or to have another app's predictable ids refused). So the
+   * same id from the same app is refused here (409 duplicate_request_id), and the same id from another app gets a
+   * suffix of its own beyond this node (`<request_id>.<12 hex digits>`): both are served. Otherwise the id goes on as
+   * the app sent it.
+   */
+  private claimRequestId(keyId: string | null, requestId: string): string {
+    const appKey = appRequestKey(keyId, requestId)
+    if (this.appRequestIds.has(appKey)) throw new DuplicateRequestError(requestId)
+    let wire = requestId
+    while (this.wireRequestIds.has(wire)) wire = `${requestId.slice(0, MAX_REQUEST_ID_CHARS - 13)}.${crypto.randomBytes(6).toString('hex')}`
+    this.appRequestIds.add(appKey)
+    this.wireRequestIds.add(wire)
+    return wire
   }
 
   /**
@@ -1280,4 +1312,9 @@ function isTimeout(err: Error): boolean {
 
 function newLink(host: string, port: number, source: 'config' | 'root'): ProxyLink {
   return { target: `${host}:${port}`, host, port, source, state: 'disconnected', active: 0, requests: 0, failovers: 0 }
+}
+
+/** An app's request_id as this node tracks it in flight: per API key (none for requests without one). */
+function appRequestKey(keyId: string | null, requestId: string): string {
+  return `${keyId ?? ''}\n${requestId}`
 }

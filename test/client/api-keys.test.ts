@@ -174,6 +174,33 @@ describe('API keys switched on', () => {
     for (const r of results.filter((r) => r.status === 'rejected')) assert.ok((r as PromiseRejectedResult).reason.status === 429 && /in flight/.test((r as PromiseRejectedResult).reason.message), String((r as PromiseRejectedResult).reason))
   })
 
+  test('one app’s request_id never collides with another app’s at the same client node; an app’s own duplicate gets 409', async () => {
+    // Answers that take a while, so the requests below are in flight together.
+    const n = await network(true, new FakeBackend({ chunks: 10, firstDelayMs: 400 }))
+    const a = n.apps.createKey({ name: 'app-a' })
+    const b = n.apps.createKey({ name: 'app-b' })
+    const withId = (o: OpenAI, id: string) => o.chat.completions.create({ model: 'fake-model', messages: [{ role: 'user', content: 'hello there' }], max_tokens: 10, request_id: id } as any)
+    // App b sends the id app a is using (guessed, or by chance) while a's request is in flight: both are served.
+    const [ra, rb] = await Promise.allSettled([withId(n.sdk(a.key), 'order-1'), withId(n.sdk(b.key), 'order-1')])
+    assert.equal(ra.status, 'fulfilled', String((ra as PromiseRejectedResult).reason))
+    assert.equal(rb.status, 'fulfilled', String((rb as PromiseRejectedResult).reason))
+    const ids = [(ra as PromiseFulfilledResult<any>).value.id, (rb as PromiseFulfilledResult<any>).value.id].sort()
+    // The first keeps its id beyond the node; the other has a suffix of its own there.
+    assert.equal(ids[0], 'chatcmpl-order-1')
+    assert.match(ids[1], /^chatcmpl-order-1\.[0-9a-f]{12}$/)
+    // Each app's history has its own id.
+    assert.deepEqual(n.apps.recent(10, a.info.id).map((r) => r.id), ['order-1'])
+    assert.deepEqual(n.apps.recent(10, b.info.id).map((r) => r.id), ['order-1'])
+    // The same app sending its own id twice at once: the second is refused, as a proxy would refuse it.
+    const own = await Promise.allSettled([withId(n.sdk(a.key), 'order-2'), withId(n.sdk(a.key), 'order-2')])
+    assert.equal(own.filter((r) => r.status === 'fulfilled').length, 1)
+    const refused = own.find((r) => r.status === 'rejected') as PromiseRejectedResult
+    assert.equal(refused.reason.status, 409)
+    assert.equal(refused.reason.code, 'duplicate_request_id')
+    // Once it ended, the id is free again.
+    await withId(n.sdk(a.key), 'order-2')
+  })
+
   test('a key limited to some models gets 403 for another', async () => {
     const n = await network(true)
     const { key } = n.apps.createKey({ name: 'only-other', models: ['some-other-model'] })

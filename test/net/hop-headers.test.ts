@@ -128,6 +128,26 @@ test('a request with well-formed hop headers is routed, run and billed', async (
   assert.ok((await checkUsage(kept.json, kept.signature, ed25519PublicKey(Buffer.from(kept.signer, 'hex')), kept.usage.requestId)).ok)
 })
 
+test('a request_id already in flight from the same client session gets 409 from the proxy itself', async () => {
+  // A client node refuses an app's duplicate itself; a client node that sends one anyway meets the proxy's own check.
+  const id = `dup-${++n}`
+  const body = chat({ max_tokens: 2 })
+  const first = session.request(hop({ [HEADERS.requestId]: id, [HEADERS.maxTokens]: '2' }))
+  let firstStatus = 0
+  first.on('response', (h) => (firstStatus = Number(h[':status'])))
+  first.resume()
+  const firstDone = new Promise((resolve) => first.on('close', resolve))
+  // Its body not finished yet: the request is in flight at the proxy.
+  first.write(body.slice(0, 10))
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  const dup = await sendOnce(hop({ [HEADERS.requestId]: id, [HEADERS.maxTokens]: '2' }), body)
+  assert.equal(dup.status, 409, dup.body)
+  assert.equal(dup.json.error.code, 'duplicate_request_id')
+  first.end(body.slice(10))
+  await firstDone
+  assert.equal(firstStatus, 200, 'the first is served')
+})
+
 test('the proxy never parses a body: one that is not JSON is forwarded on the header model, and the worker refuses it with 400', async () => {
   const ran = backend.seen.length
   const before = (worker.stats() as any).requests.requests
