@@ -188,7 +188,10 @@ export async function verifyReceiptJson(j: ReceiptJson, opts: { chain?: Chain; a
 async function loadReceipt(arg: string, clientUrl: string): Promise<ReceiptJson> {
   if (fs.existsSync(arg)) return JSON.parse(fs.readFileSync(arg, 'utf8')) as ReceiptJson
   if (!/^[\w-]{1,128}$/.test(arg)) throw new UsageError(`${arg.slice(0, 80)} is neither a file nor a receipt id`)
-  const r = await fetch(`${clientUrl.replace(/\/$/, '')}/v1/receipts/${arg}`)
+  // A client node with API keys on serves each app its own receipts: the app's key comes from the environment, never argv.
+  const key = process.env.COCOON_API_KEY
+  const r = await fetch(`${clientUrl.replace(/\/$/, '')}/v1/receipts/${arg}`, key ? { headers: { authorization: `Bearer ${key}` } } : {})
+  if (r.status === 401) throw new UsageError(`the client node at ${clientUrl} needs the API key of the app whose receipt this is: set COCOON_API_KEY`)
   if (!r.ok) throw new UsageError(`the client node at ${clientUrl} has no receipt ${arg} (${r.status})`)
   return (await r.json()) as ReceiptJson
 }

@@ -232,6 +232,17 @@ export class AppAccounts {
    * A revoked key is refused either way. Throws ApiKeyQuotaError over the limit, ModelNotAllowedError.
    */
   authorize(authorization: string | undefined, model: string, required: boolean): ApiKeyInfo | undefined {
+    const row = this.keyRow(authorization, required)
+    if (!row) return undefined
+    const info = this.keyInfo(row.id)!
+    if (info.models.length && !info.models.includes(model)) throw new ModelNotAllowedError(info.name, model)
+    const held = this.inFlight.get(info.id) ?? 0n
+    if (info.limitNano != null && BigInt(info.spentNano) + held >= BigInt(info.limitNano)) throw new ApiKeyQuotaError(info.name, BigInt(info.limitNano), info.period, BigInt(info.spentNano), held)
+    return info
+  }
+
+  /** The row of the valid, unrevoked key in `Authorization: Bearer …`; none: undefined, or InvalidApiKeyError when one is required. */
+  private keyRow(authorization: string | undefined, required: boolean): KeyRow | undefined {
     const m = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? '')
     const row = m ? (this.sql(`SELECT * FROM api_keys WHERE hash = ?`).get(hashApiKey(m[1])) as KeyRow | undefined) : undefined
     if (!row) {
@@ -239,11 +250,12 @@ export class AppAccounts {
       return undefined
     }
     if (row.revoked_at != null) throw new InvalidApiKeyError(`API key '${row.name}' was revoked`)
-    const info = this.keyInfo(row.id)!
-    if (info.models.length && !info.models.includes(model)) throw new ModelNotAllowedError(info.name, model)
-    const held = this.inFlight.get(info.id) ?? 0n
-    if (info.limitNano != null && BigInt(info.spentNano) + held >= BigInt(info.limitNano)) throw new ApiKeyQuotaError(info.name, BigInt(info.limitNano), info.period, BigInt(info.spentNano), held)
-    return info
+    return row
+  }
+
+  /** The id of the valid key in `Authorization` (a model list or a spent limit do not matter): InvalidApiKeyError without one. */
+  keyOf(authorization: string | undefined): string {
+    return this.keyRow(authorization, true)!.id
   }
 
   /**

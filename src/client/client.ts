@@ -128,8 +128,12 @@ export interface AppGate {
    */
   admit(authorization: string | undefined, model: string, worstNano: () => bigint): { keyId: string | null; release(): void }
   answered(r: Omit<RequestRecord, 'at'>): void
-  /** Whether this caller may read receipts (their salts let one check answers): throws InvalidApiKeyError when keys are required and it has none. */
-  mayRead?(authorization: string | undefined): void
+  /**
+   * Which receipts this caller may read (their salts let one check answers): `{ keyId }`, only those of the app with
+   * that API key; undefined, all of them (API keys off: the node serves its operator on loopback). Throws
+   * InvalidApiKeyError when keys are required and it has none.
+   */
+  mayRead?(authorization: string | undefined): { keyId: string } | undefined
 }
 
 interface ProxyLink extends BaseLink<http2.ClientHttp2Session> {
@@ -432,7 +436,7 @@ export class Client implements OpsSource {
     const keyId = gate?.keyId ?? null
     const ctl = wireId === appRequestId ? out.ctl : (out.ctl = { ...out.ctl, requestId: wireId })
     // The routing data travels in hop headers, set here once: no later hop parses the body to find it.
-    const send = { ...ctl, contentType: out.contentType, model, stream: out.stream, maxTokens: out.maxTokens }
+    const send = { ...ctl, contentType: out.contentType, model, stream: out.stream, maxTokens: out.maxTokens, keyId }
     const log = this.deps.log.child(wireId === appRequestId ? { requestId: wireId } : { requestId: wireId, appRequestId })
     // The app's request closing before its answer is complete is one of the exchange's exits.
     const app = new AbortController()
@@ -678,7 +682,7 @@ export class Client implements OpsSource {
     res: http.ServerResponse,
     path: string,
     payload: Buffer,
-    ctl: { maxCoefficient: number; requestId: string; contentType: string; model: string; stream: boolean; maxTokens?: number; prefixKey?: string },
+    ctl: { maxCoefficient: number; requestId: string; contentType: string; model: string; stream: boolean; maxTokens?: number; prefixKey?: string; keyId: string | null },
     ex: ClientExchange<ProxyLink, E2eeAttempt, AnswerUsage>,
     log: Logger,
     e2ee?: E2eeAttempt,
@@ -699,7 +703,7 @@ export class Client implements OpsSource {
         if (kept) return
         kept = true
         if (receiptTrailers) {
-          if (!this.keepReceipt(link, ctl.requestId, salt, receiptId, receiptTrailers, sse ? seen.text : answerText(Buffer.concat(held).toString('utf8')), log)) cheated = true
+          if (!this.keepReceipt(link, ctl.requestId, ctl.keyId, salt, receiptId, receiptTrailers, sse ? seen.text : answerText(Buffer.concat(held).toString('utf8')), log)) cheated = true
         }
         // Every billed answer has its receipt, logged in the same transaction that billed it: a bill without one is a cheat.
         else if (charged) {
@@ -925,7 +929,7 @@ export class Client implements OpsSource {
    * Checks and keeps the receipt a proxy handed over with an answer, noting whether the text the app got matches its
    * answer hash. Returns false when the receipt is invalid (the proxy is then backed off as a cheat).
    */
-  private keepReceipt(link: ProxyLink, requestId: string, salt: Buffer, id: string, t: http2.IncomingHttpHeaders, text: string, log: Logger): boolean {
+  private keepReceipt(link: ProxyLink, requestId: string, keyId: string | null, salt: Buffer, id: string, t: http2.IncomingHttpHeaders, text: string, log: Logger): boolean {
     let r: ReturnType<typeof decodeReceiptBoc>
     try {
       r = decodeReceiptBoc(String(t[HEADERS.receipt]))
@@ -948,7 +952,7 @@ export class Client implements OpsSource {
     if (!matches) log.warn('the answer the app received does not match its receipt', { receipt: id })
     const idx = Number(t[HEADERS.receiptIndex])
     const cert = typeof t[HEADERS.receiptCert] === 'string' ? Buffer.from(t[HEADERS.receiptCert] as string, 'base64') : null
-    store.add({ id, proxyId: link.proxyId, requestId, salt, boc: r.boc, index: Number.isSafeInteger(idx) && idx >= 0 ? idx : null, cert, answerMatches: matches })
+    store.add({ id, proxyId: link.proxyId, requestId, keyId, salt, boc: r.boc, index: Number.isSafeInteger(idx) && idx >= 0 ? idx : null, cert, answerMatches: matches })
     return true
   }
 
@@ -968,15 +972,16 @@ export class Client implements OpsSource {
   private async serveReceipts(req: HopRequest): Promise<Reply> {
     const store = this.deps.receipts
     if (!store) throw new RouteNotFoundError('GET', req.path)
-    this.deps.apps?.mayRead?.(req.headers.authorization)
+    const reader = this.deps.apps?.mayRead?.(req.headers.authorization)
     if (req.path === RECEIPTS_PATH) {
       const since = parseSince(req.query.get('since'))
-      const list = store.since(since, RECEIPT_LIST_MAX).map((h) => heldReceiptJson(h))
+      const list = store.since(since, RECEIPT_LIST_MAX, reader?.keyId).map((h) => heldReceiptJson(h))
       return json({ object: 'list', data: list, has_more: list.length === RECEIPT_LIST_MAX })
     }
     const id = decodeURIComponent(req.path.slice(RECEIPTS_PATH.length + 1))
     let h = store.get(id)
-    if (!h) throw new ReceiptNotFoundError(id)
+    // Another app's receipt is not found, as one that does not exist: its salt would let this app check that app's answers.
+    if (!h || (reader && h.keyId !== reader.keyId)) throw new ReceiptNotFoundError(id)
     if (!h.verified) {
       await this.syncReceipts(h.proxyId, [h]).catch((err) => this.deps.log.debug('receipt proof not fetched', { error: (err as Error).message }))
       h = store.get(id)!

@@ -10,6 +10,7 @@ import { startClient, startProxy, startWorker, waitFor } from '../helpers/networ
 import { tmpDir } from '../helpers/procs.ts'
 import Database from 'better-sqlite3'
 import { AppAccounts, ApiKeyQuotaError, REQUEST_HISTORY_MAX, REQUEST_TRIM_EVERY } from '../../src/client/apps.ts'
+import { ReceiptStore } from '../../src/payments/receipts/store.ts'
 
 const stops: Array<() => Promise<void> | void> = []
 after(async () => {
@@ -199,6 +200,73 @@ describe('API keys switched on', () => {
     assert.equal(refused.reason.code, 'duplicate_request_id')
     // Once it ended, the id is free again.
     await withId(n.sdk(a.key), 'order-2')
+  })
+
+  test('each app reads its own receipts only: another app’s receipt, with the salt that checks its answer, is not found', async () => {
+    const apps = new AppAccounts(path.join(tmpDir('keys'), 'apps.sqlite'))
+    const receipts = new ReceiptStore(path.join(tmpDir('keys'), 'receipts.sqlite'))
+    stops.push(() => apps.close(), () => receipts.close())
+    const p = await startProxy()
+    stops.push(() => p.proxy.stop())
+    const w = await startWorker(new FakeBackend({ chunks: 3 }), [p.workerPort])
+    stops.push(() => w.stop())
+    await waitFor(() => (p.proxy.stats() as any).workers.connected === 1, 'worker')
+    // As the client node wires it with apiKeys on (src/node/run-client.ts).
+    const c = await startClient([p.clientPort], {
+      deps: {
+        receipts,
+        apps: { admit: (auth, model, worstNano) => apps.admit(auth, model, true, worstNano), answered: (r) => apps.record(r), mayRead: (auth) => ({ keyId: apps.keyOf(auth) }) },
+      },
+    })
+    stops.push(() => c.client.stop())
+    await waitFor(() => c.client.health().ok, 'client')
+    const a = apps.createKey({ name: 'app-a' })
+    const b = apps.createKey({ name: 'app-b', limitNano: 1n })
+    const get = (p: string, key?: string) => fetch(`${c.url}${p}`, { headers: key ? { authorization: `Bearer ${key}` } : {} })
+    const receiptOf = async (key: string) => {
+      const r = await fetch(`${c.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'fake-model', messages: [{ role: 'user', content: 'hi' }], max_tokens: 3 }) })
+      assert.equal(r.status, 200)
+      return ((await r.json()) as any).usage.receipt_id as string
+    }
+    const ra = await receiptOf(a.key)
+    const rb = await receiptOf(b.key)
+    // Each app sees its own receipt, with its salt.
+    const own = await get(`/v1/receipts/${ra}`, a.key)
+    assert.equal(own.status, 200)
+    assert.equal(((await own.json()) as any).salt.length, 64)
+    const listA = (await (await get('/v1/receipts?since=0', a.key)).json()) as any
+    assert.deepEqual(listA.data.map((r: any) => r.id), [ra])
+    // Not the other's: not found, as one that does not exist (b's limit is spent: it still reads its own).
+    const other = await get(`/v1/receipts/${rb}`, a.key)
+    assert.equal(other.status, 404)
+    assert.equal(((await other.json()) as any).error.code, 'not_found')
+    assert.equal((await get(`/v1/receipts/${ra}`, b.key)).status, 404)
+    const listB = (await (await get('/v1/receipts?since=0', b.key)).json()) as any
+    assert.deepEqual(listB.data.map((r: any) => r.id), [rb])
+    // `cocoon receipt verify <id>` asks with the app's key from COCOON_API_KEY (never argv), and says so without it.
+    const { runReceipt } = await import('../../src/cli/receipts.ts')
+    const before = process.env.COCOON_API_KEY
+    const quiet = { out: () => true, err: () => true }
+    try {
+      delete process.env.COCOON_API_KEY
+      await assert.rejects(runReceipt(['verify', ra, '--client', c.url], quiet), /needs the API key of the app whose receipt this is: set COCOON_API_KEY/)
+      process.env.COCOON_API_KEY = a.key
+      let out = ''
+      // No chain here: the checks on chain fail, but the receipt was read, with the salt its id derives from.
+      await runReceipt(['verify', ra, '--client', c.url, '--chain', 'http://127.0.0.1:59999', '--json'], { out: (t) => ((out += t), true), err: () => true })
+      const report = JSON.parse(out)
+      assert.equal(report.id, ra)
+      assert.ok(report.checks.find((x: any) => x.name === 'salt')?.ok, out)
+      process.env.COCOON_API_KEY = b.key
+      await assert.rejects(runReceipt(['verify', ra, '--client', c.url], quiet), /has no receipt/)
+    } finally {
+      if (before === undefined) delete process.env.COCOON_API_KEY
+      else process.env.COCOON_API_KEY = before
+    }
+    // Without a key, or with a revoked one: 401.
+    assert.equal((await get(`/v1/receipts/${ra}`)).status, 401)
+    apps.revokeKey('app-a')
+    assert.equal((await get(`/v1/receipts/${ra}`, a.key)).status, 401)
   })
 
   test('a key limited to some models gets 403 for another', async () => {

@@ -28,6 +28,8 @@ export interface HeldReceipt {
   id: string
   proxyId: string
   requestId: string
+  /** The API key of the app that asked (null: a request without one). Only that key reads the receipt when keys are on. */
+  keyId: string | null
   salt: Buffer
   /** The receipt's BoC, as the proxy handed it over (canonical: decodeReceiptBoc checked it). */
   boc: Buffer
@@ -49,6 +51,7 @@ type Row = {
   id: string
   proxy: string
   request_id: string
+  key_id: string | null
   salt: string
   boc: Buffer
   idx: number | null
@@ -76,6 +79,9 @@ export class ReceiptStore {
       CREATE INDEX IF NOT EXISTS receipts_at ON receipts (at);
       CREATE INDEX IF NOT EXISTS receipts_pending ON receipts (proxy, verified);
     `)
+    // A file from before receipts were kept per API key: its receipts have none (only a reader of all receipts sees them).
+    if (!(this.db.prepare(`PRAGMA table_info(receipts)`).all() as Array<{ name: string }>).some((c) => c.name === 'key_id')) this.db.exec(`ALTER TABLE receipts ADD COLUMN key_id TEXT`)
+    this.db.exec(`CREATE INDEX IF NOT EXISTS receipts_key_at ON receipts (key_id, at)`)
   }
 
   private row(r: Row | undefined): HeldReceipt | undefined {
@@ -87,6 +93,7 @@ export class ReceiptStore {
       id: r.id,
       proxyId: r.proxy,
       requestId: r.request_id,
+      keyId: r.key_id,
       salt: Buffer.from(r.salt, 'hex'),
       boc: r.boc,
       get hash(): Buffer {
@@ -103,9 +110,9 @@ export class ReceiptStore {
   }
 
   /** Keeps a receipt the proxy handed over with an answer. A second copy under the same id is ignored. */
-  add(r: { id: string; proxyId: string; requestId: string; salt: Buffer; boc: Buffer; index: number | null; cert: Buffer | null; answerMatches: boolean | null }): void {
-    const added = this.sql(`INSERT OR IGNORE INTO receipts (id, proxy, request_id, salt, boc, idx, cert, at, answer_ok) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-      .run(r.id, r.proxyId, r.requestId, r.salt.toString('hex'), r.boc, r.index, r.cert, Date.now(), r.answerMatches === null ? null : r.answerMatches ? 1 : 0).changes
+  add(r: { id: string; proxyId: string; requestId: string; keyId?: string | null; salt: Buffer; boc: Buffer; index: number | null; cert: Buffer | null; answerMatches: boolean | null }): void {
+    const added = this.sql(`INSERT OR IGNORE INTO receipts (id, proxy, request_id, key_id, salt, boc, idx, cert, at, answer_ok) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+      .run(r.id, r.proxyId, r.requestId, r.keyId ?? null, r.salt.toString('hex'), r.boc, r.index, r.cert, Date.now(), r.answerMatches === null ? null : r.answerMatches ? 1 : 0).changes
     if (added && this.tally) {
       this.tally.held++
       if (r.index !== null) this.tally.pending++
@@ -117,9 +124,12 @@ export class ReceiptStore {
     return this.row(this.sql(`SELECT * FROM receipts WHERE id = ?`).get(id) as Row | undefined)
   }
 
-  /** Receipts kept at or after `sinceMs` (unix ms), oldest first. */
-  since(sinceMs: number, limit = 1000): HeldReceipt[] {
-    return (this.sql(`SELECT * FROM receipts WHERE at >= ? ORDER BY at, id LIMIT ?`).all(sinceMs, limit) as Row[]).map((r) => this.row(r)!)
+  /** Receipts kept at or after `sinceMs` (unix ms), oldest first: all of them, or only those of API key `keyId`. */
+  since(sinceMs: number, limit = 1000, keyId?: string): HeldReceipt[] {
+    const rows = keyId === undefined
+      ? this.sql(`SELECT * FROM receipts WHERE at >= ? ORDER BY at, id LIMIT ?`).all(sinceMs, limit)
+      : this.sql(`SELECT * FROM receipts WHERE key_id = ? AND at >= ? ORDER BY at, id LIMIT ?`).all(keyId, sinceMs, limit)
+    return (rows as Row[]).map((r) => this.row(r)!)
   }
 
   /** A proxy's receipts whose proof is not yet checked, oldest first. */
