@@ -29,7 +29,7 @@ import type { RequestRecord } from './apps.ts'
 import { CandidateCache, pickRecipients } from './e2ee.ts'
 import { AppClosedError, ClientExchange, type AttemptEnd, type Outcome } from './exchange.ts'
 import { e2eeTrace, traceNow } from '../net/e2ee-trace.ts'
-import { AnswerReader, DEFAULT_E2EE_RECIPIENTS, E2EE_CONTENT_TYPE, E2eeError, encodeRoute, encodeWrappedKeys, sealRequest, sealedMultipartType, type AnswerKeys } from '../net/e2ee.ts'
+import { AnswerReader, CACHE_SCOPE_BYTES, DEFAULT_E2EE_RECIPIENTS, E2EE_CONTENT_TYPE, E2eeError, encodeRoute, encodeWrappedKeys, sealRequest, sealedMultipartType, type AnswerKeys } from '../net/e2ee.ts'
 
 /** One encrypted attempt: the sealed body, the headers naming its route and recipients, and the keys that read the answer. */
 interface E2eeAttempt {
@@ -435,8 +435,11 @@ export class Client implements OpsSource {
     }
     const keyId = gate?.keyId ?? null
     const ctl = wireId === appRequestId ? out.ctl : (out.ctl = { ...out.ctl, requestId: wireId })
+    // Workers reuse cached prompt state only within this app's scope (docs/e2ee.md): sealed with an encrypted request,
+    // a hop header with a plaintext one.
+    const cacheScope = cacheScopeOf(this.prefixSecret, keyId)
     // The routing data travels in hop headers, set here once: no later hop parses the body to find it.
-    const send = { ...ctl, contentType: out.contentType, model, stream: out.stream, maxTokens: out.maxTokens, keyId }
+    const send = { ...ctl, contentType: out.contentType, model, stream: out.stream, maxTokens: out.maxTokens, keyId, cacheScope: cacheScope.toString('hex') }
     const log = this.deps.log.child(wireId === appRequestId ? { requestId: wireId } : { requestId: wireId, appRequestId })
     // The app's request closing before its answer is complete is one of the exchange's exits.
     const app = new AbortController()
@@ -449,7 +452,7 @@ export class Client implements OpsSource {
       {
         log,
         links: () => this.readyLinks(),
-        seal: (link, exclude) => this.sealFor(link, path, out, exclude),
+        seal: (link, exclude) => this.sealFor(link, path, out, exclude, cacheScope),
         relay: (link, e2ee, x, allowFresh) => this.relay(link, res, path, e2ee?.body ?? payload, send, x, log, e2ee, allowFresh),
         failedOver: (link) => {
           this.counts.failovers++
@@ -620,7 +623,7 @@ export class Client implements OpsSource {
    * workers of this proxy that this client verified itself; undefined when the request goes in plaintext (E2EE
    * off, or `optional` with no verified E2EE worker). Throws NoWorkerAvailableError when E2EE is required and impossible.
    */
-  private async sealFor(link: ProxyLink, path: string, out: { payload: Buffer; model: string; stream: boolean; multipart: boolean; maxTokens?: number; answerType?: string; ctl: { maxCoefficient: number; requestId: string } }, exclude: ReadonlySet<string>): Promise<E2eeAttempt | undefined> {
+  private async sealFor(link: ProxyLink, path: string, out: { payload: Buffer; model: string; stream: boolean; multipart: boolean; maxTokens?: number; answerType?: string; ctl: { maxCoefficient: number; requestId: string } }, exclude: ReadonlySet<string>, cacheScope: Buffer): Promise<E2eeAttempt | undefined> {
     if (this.o.e2ee === 'off' || !INFERENCE_PATHS.has(path)) return undefined
     // The worker reads a sealed form's boundary from its first line (docs/e2ee.md); the form encoded here always has one.
     if (out.multipart) sealedMultipartType(out.payload)
@@ -637,7 +640,7 @@ export class Client implements OpsSource {
       throw new NoWorkerAvailableError(`could not get this proxy's workers to encrypt to: ${(err as Error).message}`)
     }
     const route = encodeRoute({ v: 1, path, model: out.model, ...(out.maxTokens !== undefined ? { maxTokens: out.maxTokens } : {}), stream: out.stream, requestId: out.ctl.requestId, maxCoefficient: out.ctl.maxCoefficient })
-    const sealed = await sealRequest(out.payload, route, recipients)
+    const sealed = await sealRequest(out.payload, route, recipients, cacheScope)
     e2eeTrace?.(out.ctl.requestId, 'c.sealed')
     return { body: sealed.body, route, keys: encodeWrappedKeys(sealed.keys), answer: sealed.answer, stream: out.stream, recipients, answerType: out.answerType ?? 'application/json' }
   }
@@ -682,7 +685,7 @@ export class Client implements OpsSource {
     res: http.ServerResponse,
     path: string,
     payload: Buffer,
-    ctl: { maxCoefficient: number; requestId: string; contentType: string; model: string; stream: boolean; maxTokens?: number; prefixKey?: string; keyId: string | null },
+    ctl: { maxCoefficient: number; requestId: string; contentType: string; model: string; stream: boolean; maxTokens?: number; prefixKey?: string; keyId: string | null; cacheScope: string },
     ex: ClientExchange<ProxyLink, E2eeAttempt, AnswerUsage>,
     log: Logger,
     e2ee?: E2eeAttempt,
@@ -720,7 +723,8 @@ export class Client implements OpsSource {
           [HEADERS.model]: ctl.model,
           [HEADERS.stream]: ctl.stream ? '1' : '0',
           ...(ctl.maxTokens !== undefined ? { [HEADERS.maxTokens]: String(ctl.maxTokens) } : {}),
-          ...(e2ee ? { [HEADERS.e2eeRoute]: e2ee.route, [HEADERS.e2eeKeys]: e2ee.keys } : {}),
+          // The cache scope goes sealed inside an encrypted request, where the proxy cannot see it.
+          ...(e2ee ? { [HEADERS.e2eeRoute]: e2ee.route, [HEADERS.e2eeKeys]: e2ee.keys } : { [HEADERS.cacheScope]: ctl.cacheScope }),
           [HEADERS.protocol]: String(PROTOCOL_VERSION),
           [HEADERS.requestId]: ctl.requestId,
           [HEADERS.maxCoefficient]: String(ctl.maxCoefficient),
@@ -1322,4 +1326,12 @@ function newLink(host: string, port: number, source: 'config' | 'root'): ProxyLi
 /** An app's request_id as this node tracks it in flight: per API key (none for requests without one). */
 function appRequestKey(keyId: string | null, requestId: string): string {
   return `${keyId ?? ''}\n${requestId}`
+}
+
+/**
+ * A request's cache scope (CACHE_SCOPE_BYTES): one per app (API key, or none) of this node, keyed with the node's own
+ * secret, so it names no key and differs between client nodes. Workers reuse cached prompt state only within it.
+ */
+function cacheScopeOf(secret: Buffer, keyId: string | null): Buffer {
+  return crypto.createHmac('sha256', secret).update('cocoon-cache-scope\n').update(keyId ?? '').digest().subarray(0, CACHE_SCOPE_BYTES)
 }

@@ -131,21 +131,37 @@ async function sharedLlama(gpu: false | 'auto', log?: Logger): Promise<Llama> {
 }
 
 /** Free context sequences plus a FIFO queue of requests waiting for one. */
+/** The scope of a sequence whose KV cache nobody may reuse (no request's scope is this: they are hex, or ''). */
+const UNUSABLE_SCOPE = '!'
+
 class SequencePool {
   private readonly free: LlamaContextSequence[]
   private readonly waiters: Array<{ resolve: (s: LlamaContextSequence) => void; reject: (e: unknown) => void }> = []
+  /** The cache scope of the request whose prompt state each sequence holds ('' for requests without one). */
+  private readonly scopes = new WeakMap<LlamaContextSequence, string>()
 
   constructor(sequences: LlamaContextSequence[]) {
     this.free = sequences
   }
 
-  /** Picks the free sequence whose KV cache shares the longest prefix with `tokens`. */
-  acquire(tokens: readonly Token[], signal: AbortSignal): Promise<LlamaContextSequence> {
+  /** How many leading `tokens` a request of `scope` may reuse from `seq`'s KV cache: none across scopes. */
+  reusable(seq: LlamaContextSequence, tokens: readonly Token[], scope: string): number {
+    if ((this.scopes.get(seq) ?? '') !== scope) return 0
+    return seq.compareContextTokens(tokens as Token[]).firstDifferentIndex
+  }
+
+  /** Notes that `seq` now holds the prompt state of a request of `scope`. */
+  hold(seq: LlamaContextSequence, scope: string): void {
+    this.scopes.set(seq, scope)
+  }
+
+  /** Picks the free sequence whose KV cache shares the longest prefix with `tokens`, within the request's scope. */
+  acquire(tokens: readonly Token[], signal: AbortSignal, scope = ''): Promise<LlamaContextSequence> {
     if (this.free.length > 0) {
       let best = 0
       let bestLen = -1
       for (let i = 0; i < this.free.length; i++) {
-        const len = this.free[i].compareContextTokens(tokens as Token[]).firstDifferentIndex
+        const len = this.reusable(this.free[i], tokens, scope)
         if (len > bestLen) {
           best = i
           bestLen = len
@@ -271,7 +287,7 @@ export class LlamaBackend implements InferenceBackend {
     }
     let seq: LlamaContextSequence
     try {
-      seq = await this.pool.acquire(prepared.tokens, signal)
+      seq = await this.pool.acquire(prepared.tokens, signal, req.cacheScope ?? '')
     } catch (err) {
       if (signal.aborted) {
         yield cancelledBeforeStart()
@@ -293,15 +309,21 @@ export class LlamaBackend implements InferenceBackend {
   private async *generate(seq: LlamaContextSequence, req: InferenceRequest, p: Prepared, signal: AbortSignal): AsyncGenerator<InferenceEvent> {
     const model = this.llamaModel
     const tokens = p.tokens
-    // Reuse the KV cache of a shared prefix (multi-turn chats, repeated system prompts). At
+    // Reuse the KV cache of a shared prefix (multi-turn chats, repeated system prompts), only within the request's
+    // cache scope: across apps, cached_tokens and the time to first token would tell one app what another sent. At
     // least one prompt token must be evaluated to get logits for the first sampled token.
-    let cached = seq.compareContextTokens(tokens).firstDifferentIndex
+    const scope = req.cacheScope ?? ''
+    let cached = this.pool.reusable(seq, tokens, scope)
     if (cached >= tokens.length) cached = tokens.length - 1
     try {
       if (seq.nextTokenIndex > cached) await seq.eraseContextTokenRanges([{ start: cached, end: seq.nextTokenIndex }])
     } catch (err) {
+      // What the sequence holds is unknown now: no scope may reuse it.
+      this.pool.hold(seq, UNUSABLE_SCOPE)
       throw new BackendError(`llama.cpp failed to reset the context: ${(err as Error).message}`, 500)
     }
+    // From here the sequence holds this request's prompt state.
+    this.pool.hold(seq, scope)
 
     // Stop before the sequence is full: node-llama-cpp would otherwise shift the context and
     // silently drop the start of the prompt.

@@ -37,6 +37,12 @@ export interface InferenceRequest {
   body: Record<string, unknown>
   /** Unique per request; used as the completion id suffix. */
   requestId: string
+  /**
+   * The request's cache scope (hex; docs/e2ee.md): a backend reuses cached prompt state (a KV cache prefix) only
+   * between requests of the same scope, so no app can learn from `cached_tokens` or timing what another sent.
+   * Absent: the scope of every request without one.
+   */
+  cacheScope?: string
 }
 
 /** Exact usage (core/usage.ts): the one usage type of every layer. */

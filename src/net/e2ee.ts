@@ -11,12 +11,21 @@ import { nodeHpkeSuite, type X25519Key } from './hpke-node.ts'
 
 /** Format version; bumped on any incompatible change to what is below. */
 export const E2EE_VERSION = 1
+/**
+ * The request envelope's version when it carries a cache scope: the plaintext is the scope (CACHE_SCOPE_BYTES) ‖ the
+ * body. Version 1 (no scope) is still read: a worker keeps such requests in a scope of their own.
+ */
+export const E2EE_SCOPED_VERSION = 2
+/** A cache scope: the worker reuses cached prompt state only between requests of the same scope (docs/e2ee.md). */
+export const CACHE_SCOPE_BYTES = 16
 /** HPKE `info` for every wrapped key (RFC 9180 §5.1). */
 const HPKE_INFO = new TextEncoder().encode('cocoon-e2ee-v1')
 /** Exporter context for the answer key and base nonce (RFC 9180 §5.3). */
 const ANSWER_EXPORT = new TextEncoder().encode('cocoon-e2ee-v1 answer')
 /** Domain prefixes of the additional data, so a request body can never be read as an answer record or the reverse. */
 const REQUEST_AAD_PREFIX = Buffer.from('cocoon-e2ee-v1 request\n')
+/** The same for an envelope with a cache scope: its version is bound, so neither kind opens as the other. */
+const SCOPED_REQUEST_AAD_PREFIX = Buffer.from('cocoon-e2ee-v2 request\n')
 const RECORD_AAD_PREFIX = Buffer.from('cocoon-e2ee-v1 record\n')
 /** Additional data of each record type, built once (prefix ‖ type byte). */
 const RECORD_AAD: ReadonlyMap<number, Buffer> = new Map([1, 2].map((t) => [t, Buffer.concat([RECORD_AAD_PREFIX, Buffer.from([t])])]))
@@ -267,7 +276,7 @@ export interface AnswerKeys {
 }
 
 export interface SealedRequest {
-  /** The encrypted body: version (1) ‖ AES-128-GCM(content key, zero nonce, route AAD) ‖ tag. */
+  /** The encrypted body: version (1, or 2 with a scope) ‖ AES-128-GCM(content key, zero nonce, route AAD) ‖ tag. */
   body: Buffer
   keys: WrappedKey[]
   answer: AnswerKeys
@@ -275,17 +284,21 @@ export interface SealedRequest {
 
 /**
  * Encrypts `body` once with a fresh content key and wraps that key for each recipient (raw X25519
- * public keys, hex, each already verified by the caller's attestation policy).
+ * public keys, hex, each already verified by the caller's attestation policy). With `cacheScope`
+ * (CACHE_SCOPE_BYTES), the envelope is version 2 and the scope travels encrypted before the body.
  */
-export async function sealRequest(body: Uint8Array, routeHeader: string, recipients: string[]): Promise<SealedRequest> {
+export async function sealRequest(body: Uint8Array, routeHeader: string, recipients: string[], cacheScope?: Uint8Array): Promise<SealedRequest> {
   if (recipients.length === 0) throw new E2eeError('no recipients')
   if (recipients.length > MAX_E2EE_RECIPIENTS) throw new E2eeError(`more than ${MAX_E2EE_RECIPIENTS} recipients`)
+  if (cacheScope !== undefined && cacheScope.length !== CACHE_SCOPE_BYTES) throw new E2eeError(`a cache scope has ${CACHE_SCOPE_BYTES} bytes`)
   const route = Buffer.from(routeHeader, 'utf8')
   const contentKey = randomBytes(KEY_BYTES)
   // A fresh key per request, used once: a zero nonce is safe.
   const c = createCipheriv('aes-128-gcm', contentKey, Buffer.alloc(NONCE_BYTES))
-  c.setAAD(Buffer.concat([REQUEST_AAD_PREFIX, route]))
-  const ct = Buffer.concat([Buffer.from([E2EE_VERSION]), c.update(body), c.final(), c.getAuthTag()])
+  c.setAAD(Buffer.concat([cacheScope ? SCOPED_REQUEST_AAD_PREFIX : REQUEST_AAD_PREFIX, route]))
+  const ct = cacheScope
+    ? Buffer.concat([Buffer.from([E2EE_SCOPED_VERSION]), c.update(cacheScope), c.update(body), c.final(), c.getAuthTag()])
+    : Buffer.concat([Buffer.from([E2EE_VERSION]), c.update(body), c.final(), c.getAuthTag()])
   const keys: WrappedKey[] = []
   const answer: AnswerKeys = { keys: [] }
   await Promise.all(
@@ -303,6 +316,8 @@ export async function sealRequest(body: Uint8Array, routeHeader: string, recipie
 /** What a worker recovers from a request: the plaintext body, the route it was bound to and the answer's writer. */
 export interface OpenedRequest {
   body: Buffer
+  /** The request's cache scope, hex (version 2); absent for a version 1 envelope. */
+  cacheScope?: string
   route: E2eeRoute
   answer: AnswerWriter
   /** SHA-256 of the HPKE enc, hex: names this request for the replay guard. */
@@ -329,9 +344,10 @@ export async function openRequest(body: Uint8Array, routeHeader: string, wrapped
   } catch {
     throw new E2eeError('the wrapped key does not open (wrong recipient, or the key or route was changed)')
   }
-  if (body.length < 1 + TAG_BYTES || body[0] !== E2EE_VERSION) throw new E2eeError('request body is not an encrypted envelope of a known version')
+  const version = body[0]
+  if (body.length < 1 + TAG_BYTES || (version !== E2EE_VERSION && version !== E2EE_SCOPED_VERSION)) throw new E2eeError('request body is not an encrypted envelope of a known version')
   const d = createDecipheriv('aes-128-gcm', contentKey, Buffer.alloc(NONCE_BYTES))
-  d.setAAD(Buffer.concat([REQUEST_AAD_PREFIX, aad]))
+  d.setAAD(Buffer.concat([version === E2EE_SCOPED_VERSION ? SCOPED_REQUEST_AAD_PREFIX : REQUEST_AAD_PREFIX, aad]))
   d.setAuthTag(Buffer.from(body.subarray(body.length - TAG_BYTES)))
   let plain: Buffer
   try {
@@ -339,9 +355,16 @@ export async function openRequest(body: Uint8Array, routeHeader: string, wrapped
   } catch {
     throw new E2eeError('request body does not authenticate (changed in transit, or bound to other routing headers)')
   }
+  let cacheScope: string | undefined
+  if (version === E2EE_SCOPED_VERSION) {
+    if (plain.length < CACHE_SCOPE_BYTES) throw new E2eeError('request body is shorter than its cache scope')
+    cacheScope = plain.subarray(0, CACHE_SCOPE_BYTES).toString('hex')
+    plain = plain.subarray(CACHE_SCOPE_BYTES)
+  }
   const exported = Buffer.from(await ctx.export(ANSWER_EXPORT, KEY_BYTES + NONCE_BYTES))
   return {
     body: plain,
+    ...(cacheScope !== undefined ? { cacheScope } : {}),
     route,
     answer: new AnswerWriter(exported.subarray(0, KEY_BYTES), exported.subarray(KEY_BYTES)),
     encHash: createHash('sha256').update(wrapped.wrapped.subarray(0, 32)).digest('hex'),

@@ -12,7 +12,7 @@
 import type { Capability } from '../inference/index.ts'
 
 /** Bumped on any incompatible change to what is below. */
-export const PROTOCOL_VERSION = 3
+export const PROTOCOL_VERSION = 4
 
 export const PATHS = {
   chat: '/v1/chat/completions',
@@ -82,6 +82,12 @@ export const HEADERS = {
   worker: 'x-cocoon-worker',
   /** Client -> proxy: keyed hash of the prompt prefix, for prefix-cache affinity (docs/routing.md); 32 hex chars. */
   prefixKey: 'x-cocoon-prefix-key',
+  /**
+   * Client -> proxy -> worker, plaintext requests only: the request's cache scope (16 bytes, hex), the same for every
+   * request of one app of one client node; the worker reuses cached prompt state only within a scope. An encrypted
+   * request carries it inside its envelope instead (docs/e2ee.md), where the proxy cannot see it.
+   */
+  cacheScope: 'x-cocoon-cache-scope',
   /** Client -> proxy -> worker: the request's salt (32 bytes, hex) that keys its receipt's hashes. Never logged. */
   salt: 'x-cocoon-salt',
   /** Proxy -> worker: the prices the receipt states (ReceiptPrices, comma-separated). */

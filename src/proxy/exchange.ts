@@ -49,6 +49,8 @@ export interface ExchangeRequest {
   routing: HopRouting
   maxCoefficient: number
   prefixKey?: string
+  /** A plaintext request's cache scope (hex), passed on to the worker as it came. */
+  cacheScope?: string
   /** The app's timeout, ms; this hop keeps HOP_TIMEOUT_FACTOR of it, counted from `startedAt`. */
   timeoutMs: number
   /** When the request arrived (ms since epoch). */
@@ -251,6 +253,7 @@ export class Exchange extends BaseExchange {
         ...(maxAudioSeconds > 0 ? { [HEADERS.maxAudioSeconds]: String(maxAudioSeconds) } : {}),
         [HEADERS.timeoutMs]: String(Math.floor(budgetMs * HOP_TIMEOUT_FACTOR)),
         [HEADERS.salt]: req.salt.toString('hex'),
+        ...(req.cacheScope !== undefined ? { [HEADERS.cacheScope]: req.cacheScope } : {}),
         [HEADERS.price]: priceHeader(this.host.billing.params()),
         // Only the chosen worker's wrapped key goes on: the others' are none of its business.
         ...(e2ee ? { [HEADERS.e2eeRoute]: e2ee.routeHeader, [HEADERS.e2eeKeys]: encodeWrappedKeys([e2ee.key]) } : {}),

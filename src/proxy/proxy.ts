@@ -483,6 +483,8 @@ export class Proxy implements OpsSource {
       const maxCoefficient = intHeader(headers[HEADERS.maxCoefficient], DEFAULT_MAX_COEFFICIENT, 'max_coefficient')!
       const pk = headers[HEADERS.prefixKey]
       if (pk !== undefined && (typeof pk !== 'string' || !/^[0-9a-f]{1,64}$/.test(pk))) throw new InvalidRequestError(`'prefix_key' (header ${HEADERS.prefixKey}) must be 1-64 lower-case hex characters`, 'prefix_key')
+      const cs0 = headers[HEADERS.cacheScope]
+      if (cs0 !== undefined && (typeof cs0 !== 'string' || !/^[0-9a-f]{32}$/.test(cs0))) throw new InvalidRequestError(`'cache_scope' (header ${HEADERS.cacheScope}) must be 32 lower-case hex characters`, 'cache_scope')
       const timeoutMs = intHeader(headers[HEADERS.timeoutMs], DEFAULT_TIMEOUT_SEC * 1000, 'timeout', { min: 1, max: MAX_TIMEOUT_SEC * 1000 })!
       let e2ee: E2eeRequest | undefined
       if (headers[HEADERS.e2eeRoute] !== undefined) {
@@ -500,10 +502,10 @@ export class Proxy implements OpsSource {
           throw new InvalidRequestError('the hop headers disagree with the encrypted request\'s route')
         }
       }
-      // A sealed body is its plaintext and 17 bytes (version and tag); its length bounds the reservation as a plaintext body's does.
+      // A sealed body is its plaintext and 33 bytes (version, cache scope and tag); its length bounds the reservation as a plaintext body's does.
       const body = await readBody(cs, (path === PATHS.transcriptions ? MAX_AUDIO_BODY_BYTES : MAX_BODY_BYTES) + (e2ee ? E2EE_OVERHEAD_BYTES : 0))
       e2eeTrace?.(requestId, 'p.body')
-      return { path, body, requestId, client, routing, maxCoefficient, prefixKey: pk, timeoutMs, startedAt, salt, contentType: String(headers['content-type'] ?? ''), e2ee }
+      return { path, body, requestId, client, routing, maxCoefficient, prefixKey: pk, ...(cs0 !== undefined ? { cacheScope: cs0 } : {}), timeoutMs, startedAt, salt, contentType: String(headers['content-type'] ?? ''), e2ee }
     } catch (err) {
       if (!cs.readableEnded) cs.resume()
       this.finish('rejected')

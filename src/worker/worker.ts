@@ -299,18 +299,26 @@ export class Worker implements OpsSource {
       let raw = received
       /** The decrypted body, already parsed (to check it against the route) when the request was encrypted. */
       let parsed: Record<string, unknown> | undefined
+      // Cached prompt state is reused only between requests of one scope (one app of one client node): the sealed
+      // one for an encrypted request, else the hop header; a request without one shares only with others without.
+      let cacheScope: string | undefined
       if (headers[HEADERS.e2eeRoute] !== undefined) {
         const opened = await this.openEncrypted(received, headers, kind)
         raw = opened.body
         parsed = opened.parsed
         sealer = opened.answer
+        cacheScope = opened.cacheScope
         e2eeTrace?.(requestId, 'w.opened')
-      } else if (received.length > MAX_BODY_BYTES) throw new PayloadTooLargeError(MAX_BODY_BYTES)
+      } else {
+        if (received.length > MAX_BODY_BYTES) throw new PayloadTooLargeError(MAX_BODY_BYTES)
+        cacheScope = parseCacheScope(headers[HEADERS.cacheScope])
+      }
       const body = parsed ?? parseJsonObject(raw)
       // The proxy reserved funds for at most this many completion tokens.
       const reserved = Number(headers[HEADERS.maxTokens])
       const maxTokensCap = Number.isSafeInteger(reserved) && reserved > 0 ? Math.min(reserved, this.o.maxTokensCap) : this.o.maxTokensCap
       const req = validateRequest(kind, body, requestId, { modelId: this.deps.backend.model.id, maxTokensCap, features: this.deps.backend.features })
+      if (cacheScope !== undefined) req.cacheScope = cacheScope
       // The proxy routed and reserved by the hop headers: run nothing else than what they say.
       checkHopAgreement(headers, { model: body.model, stream: body.stream === true, maxTokens: askedMaxTokens(body) }, this.o.maxTokensCap)
       const ids = answerIds(kind, requestId)
@@ -425,9 +433,9 @@ export class Worker implements OpsSource {
    * Opens an end-to-end encrypted chat or completions request (docs/e2ee.md) and checks that the routing data the
    * proxy routed and billed by is what the body says. Throws E2eeError (a 502, so the proxy may try another recipient).
    */
-  private async openEncrypted(received: Buffer, headers: http2.IncomingHttpHeaders, kind: InferenceKind): Promise<{ body: Buffer; parsed: Record<string, unknown>; answer: AnswerWriter }> {
+  private async openEncrypted(received: Buffer, headers: http2.IncomingHttpHeaders, kind: InferenceKind): Promise<{ body: Buffer; parsed: Record<string, unknown>; answer: AnswerWriter; cacheScope?: string }> {
     const opened = await this.openSealed(received, headers, kind === 'chat' ? PATHS.chat : PATHS.completions, MAX_BODY_BYTES, (plain, r) => sealedJsonBody(plain, r))
-    return { body: opened.body, parsed: opened.checked, answer: opened.answer }
+    return { body: opened.body, parsed: opened.checked, answer: opened.answer, cacheScope: opened.cacheScope }
   }
 
   /**
@@ -435,7 +443,7 @@ export class Worker implements OpsSource {
    * E2eeError when the body disagrees with the route the proxy routed, reserved and billed by. Counted as
    * opened or refused on /jsonstats.
    */
-  private async openSealed<T>(received: Buffer, headers: http2.IncomingHttpHeaders, path: string, maxPlainBytes: number, check: (plain: Buffer, route: E2eeRoute) => T | Promise<T>): Promise<{ body: Buffer; answer: AnswerWriter; checked: T }> {
+  private async openSealed<T>(received: Buffer, headers: http2.IncomingHttpHeaders, path: string, maxPlainBytes: number, check: (plain: Buffer, route: E2eeRoute) => T | Promise<T>): Promise<{ body: Buffer; answer: AnswerWriter; checked: T; cacheScope?: string }> {
     try {
       if (!this.deps.hpke) throw new E2eeError('this worker has no HPKE key')
       const keys = parseWrappedKeys(headers[HEADERS.e2eeKeys])
@@ -449,7 +457,7 @@ export class Worker implements OpsSource {
       }
       const checked = await check(opened.body, r)
       this.e2eeCounts.opened++
-      return { body: opened.body, answer: opened.answer, checked }
+      return { body: opened.body, answer: opened.answer, checked, cacheScope: opened.cacheScope }
     } catch (err) {
       this.e2eeCounts.refused++
       throw err
@@ -941,6 +949,11 @@ function drained(stream: http2.ServerHttp2Stream, signal: AbortSignal): Promise<
 }
 
 /** The key of a running request: the proxy's exchange id for this forward (older proxies send only the app's request id). */
+/** A plaintext request's cache scope header: 32 lower-case hex characters, else none (the proxy refuses any other). */
+function parseCacheScope(v: unknown): string | undefined {
+  return typeof v === 'string' && /^[0-9a-f]{32}$/.test(v) ? v : undefined
+}
+
 function runningKey(headers: http2.IncomingHttpHeaders): string {
   const x = headers[HEADERS.exchange] ?? headers[HEADERS.requestId]
   return `${headers[HEADERS.exchange] !== undefined ? 'x' : 'r'}:${String(x ?? crypto.randomUUID())}`

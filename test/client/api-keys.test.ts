@@ -269,6 +269,35 @@ describe('API keys switched on', () => {
     assert.equal((await get(`/v1/receipts/${ra}`, a.key)).status, 401)
   })
 
+  test('each app’s requests reach the worker in a cache scope of their own, sealed with E2EE and in a hop header without', async () => {
+    for (const e2ee of ['required', 'off'] as const) {
+      const backend = new FakeBackend({ chunks: 2 })
+      const apps = new AppAccounts(path.join(tmpDir('keys'), 'apps.sqlite'))
+      stops.push(() => apps.close())
+      const p = await startProxy()
+      stops.push(() => p.proxy.stop())
+      const w = await startWorker(backend, [p.workerPort])
+      stops.push(() => w.stop())
+      await waitFor(() => (p.proxy.stats() as any).workers.connected === 1, 'worker')
+      const c = await startClient([p.clientPort], { options: { e2ee }, deps: { apps: { admit: (auth, model, worstNano) => apps.admit(auth, model, true, worstNano), answered: (r) => apps.record(r) } } })
+      stops.push(() => c.client.stop())
+      await waitFor(() => c.client.health().ok, 'client')
+      const a = apps.createKey({ name: 'app-a' })
+      const b = apps.createKey({ name: 'app-b' })
+      for (const k of [a.key, b.key, a.key]) {
+        const r = await fetch(`${c.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${k}`, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'fake-model', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 }) })
+        assert.equal(r.status, 200)
+        assert.equal(r.headers.get('x-cocoon-e2ee'), e2ee === 'off' ? 'off' : 'on')
+        await r.arrayBuffer()
+      }
+      const scopes = backend.seen.map((r) => r.cacheScope)
+      assert.equal(scopes.length, 3)
+      for (const s of scopes) assert.match(String(s), /^[0-9a-f]{32}$/, `e2ee ${e2ee}`)
+      assert.equal(scopes[0], scopes[2], 'one app, one scope')
+      assert.notEqual(scopes[0], scopes[1], 'two apps, two scopes')
+    }
+  })
+
   test('a key limited to some models gets 403 for another', async () => {
     const n = await network(true)
     const { key } = n.apps.createKey({ name: 'only-other', models: ['some-other-model'] })

@@ -13,6 +13,7 @@ import { waitFor } from '../helpers/network.ts'
 import { MAX_WORD_ERROR_RATE, SPOKEN_SENTENCE, speak, wordErrorRate } from '../helpers/speech.ts'
 import { simulatedImageHash } from '../../src/tee/simulated.ts'
 import { DEFAULT_POCKETSPHINX_MODEL_DIR } from '../../src/inference/pocketsphinx.ts'
+import { HEADERS } from '../../src/net/protocol.ts'
 
 const procs: Proc[] = []
 let dir: string
@@ -104,6 +105,7 @@ test('the proxy is blind: no canary and no 16-byte window of any answer in what 
   const tap = fs.readFileSync(tapFile)
   assert.ok(tap.length > 1000, `the tap recorded the traffic (${tap.length} bytes)`)
   assert.equal(tap.includes(Buffer.from(canary)), false, 'the canary is not in what the proxy saw')
+  assert.equal(tap.includes(Buffer.from(HEADERS.cacheScope)), false, 'the cache scope (which app asked) is sealed too')
   for (const a of answers) {
     assert.ok(Buffer.byteLength(a) >= 16, `answer long enough to check: ${JSON.stringify(a)}`)
     assert.deepEqual(leakedWindows(tap, a), [], 'no window of the answer is in what the proxy saw')
@@ -118,6 +120,7 @@ test('the same check with E2EE off finds the canary and the answer: the blind-pr
   const r = await off.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: `${canary} Once upon a time` }], max_tokens: 24, temperature: 0 })
   const tap = fs.readFileSync(tapFile)
   assert.equal(tap.includes(Buffer.from(canary)), true)
+  assert.equal(tap.includes(Buffer.from(HEADERS.cacheScope)), true, 'a plaintext request carries its cache scope in a hop header')
   assert.ok(leakedWindows(tap, r.choices[0].message.content ?? '').length > 0)
 })
 
@@ -181,6 +184,7 @@ test('embeddings and transcriptions are sealed too: no canary, no 16-byte window
   const tap = fs.readFileSync(tapFile)
   assert.ok(tap.length > wav.length, `the tap recorded the traffic (${tap.length} bytes)`)
   assert.equal(tap.includes(Buffer.from(canary)), false, 'the canary is not in what the proxy saw')
+  assert.equal(tap.includes(Buffer.from(HEADERS.cacheScope)), false, 'the cache scope (which app asked) is sealed too')
   assert.equal(leakedBinaryWindows(tap, wav), 0, 'no 16-byte window of the uploaded audio is in what the proxy saw')
   assert.ok(Buffer.byteLength(tr.data.text) >= 16, `transcription long enough to check: ${JSON.stringify(tr.data.text)}`)
   assert.deepEqual(leakedWindows(tap, tr.data.text), [], 'no window of the transcription is in what the proxy saw')
@@ -200,6 +204,7 @@ test('the same check with E2EE off finds the embeddings canary, the audio and it
   assert.equal(tr.response.headers.get('x-cocoon-e2ee'), 'off')
   const tap = fs.readFileSync(tapFile)
   assert.equal(tap.includes(Buffer.from(canary)), true)
+  assert.equal(tap.includes(Buffer.from(HEADERS.cacheScope)), true, 'a plaintext request carries its cache scope in a hop header')
   assert.ok(leakedBinaryWindows(tap, wav) > wav.length / 2, 'the audio is in what the proxy saw')
   assert.ok(leakedWindows(tap, tr.data.text).length > 0, 'the transcription is in what the proxy saw')
 })

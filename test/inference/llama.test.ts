@@ -128,6 +128,35 @@ describe('LlamaBackend', () => {
     assert.equal(second.text, first.text)
   })
 
+  it('reuses cached prompt state only within a cache scope: another app learns nothing from cached_tokens', async () => {
+    const prompt = 'Sam had a red ball and a blue kite'
+    const a = 'aa'.repeat(16)
+    const b = 'bb'.repeat(16)
+    const first = await collect(small, { ...request('completion', { prompt, maxTokens: 4 }), cacheScope: a })
+    // Another scope sending the same prompt (or probing a guess of it) finds nothing cached, and is answered the same.
+    const probe = await collect(small, { ...request('completion', { prompt, maxTokens: 4 }), cacheScope: b })
+    assert.equal(probe.usage.usage.cachedTokens, 0, 'no reuse across scopes')
+    assert.equal(probe.text, first.text)
+    // Nor does a request without a scope reuse a scoped one's state.
+    const unscoped = await collect(small, request('completion', { prompt, maxTokens: 4 }))
+    assert.equal(unscoped.usage.usage.cachedTokens, 0)
+    // The same scope twice in a row reuses it, as without scopes.
+    await collect(small, { ...request('completion', { prompt, maxTokens: 4 }), cacheScope: a })
+    const again = await collect(small, { ...request('completion', { prompt, maxTokens: 4 }), cacheScope: a })
+    assert.equal(again.usage.usage.cachedTokens, again.usage.usage.promptTokens - 1)
+    // With several sequences free, a request is given the one its own scope left, not another scope's longer match.
+    const many = await create({ contextSize: 1024, parallel: 2 })
+    try {
+      await collect(many, { ...request('completion', { prompt, maxTokens: 2 }), cacheScope: a })
+      const other = await collect(many, { ...request('completion', { prompt: prompt + ' in the sun', maxTokens: 2 }), cacheScope: b })
+      assert.equal(other.usage.usage.cachedTokens, 0, 'b does not get a\'s sequence though it shares the prefix')
+      const mine = await collect(many, { ...request('completion', { prompt: prompt + ' in the sun', maxTokens: 2 }), cacheScope: a })
+      assert.ok(mine.usage.usage.cachedTokens >= first.usage.usage.promptTokens - 1, `a reuses its own prefix: ${mine.usage.usage.cachedTokens}`)
+    } finally {
+      await many.close()
+    }
+  })
+
   it('cuts at a stop string, never emitting it, also when it spans tokens', async () => {
     for (const stop of ['Lily', ' named Li', 'girl n']) {
       const r = await collect(backend, request('completion', { stop: [stop], maxTokens: 40 }))

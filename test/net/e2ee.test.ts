@@ -17,6 +17,7 @@ import {
   recipientKeyCacheSize,
   recordNonce,
   sealRequest,
+  CACHE_SCOPE_BYTES,
   sealedMultipartType,
   type E2eeRoute,
 } from '../../src/net/e2ee.ts'
@@ -261,4 +262,29 @@ test('a sealed transcription form names its own boundary, inside the encryption;
   for (const bad of ['preamble\r\n--abc\r\n', '{"model":"x"}', '--a b\r\n', '--\r\n', `--${'a'.repeat(71)}\r\n`]) {
     assert.throws(() => sealedMultipartType(Buffer.from(bad)), E2eeError, bad)
   }
+})
+
+test('a cache scope travels sealed before the body (envelope 2), bound like the body; envelope 1 still opens without one', async () => {
+  const rs = await rings(1)
+  const scope = randomBytes(CACHE_SCOPE_BYTES)
+  const sealed = await sealRequest(body, routeHeader, [rs[0].currentHex!], scope)
+  assert.equal(sealed.body[0], 2)
+  assert.equal(sealed.body.includes(scope), false, 'the scope is not in clear')
+  const opened = await openRequest(sealed.body, routeHeader, sealed.keys[0], rs[0])
+  assert.equal(opened.cacheScope, scope.toString('hex'))
+  assert.deepEqual(opened.body, Buffer.from(body))
+  // A flipped byte in the scope's part of the ciphertext fails the whole request.
+  const flipped = Buffer.from(sealed.body)
+  flipped[3] ^= 1
+  await assert.rejects(openRequest(flipped, routeHeader, sealed.keys[0], rs[0]), /does not authenticate/)
+  // The version byte is not a switch a hop can flip: 2 read as 1 (or the reverse) does not authenticate either.
+  const downgraded = Buffer.from(sealed.body)
+  downgraded[0] = 1
+  await assert.rejects(openRequest(downgraded, routeHeader, sealed.keys[0], rs[0]), /does not authenticate/)
+  const plain = await sealRequest(body, routeHeader, [rs[0].currentHex!])
+  assert.equal(plain.body[0], 1)
+  const old = await openRequest(plain.body, routeHeader, plain.keys[0], rs[0])
+  assert.equal(old.cacheScope, undefined)
+  assert.deepEqual(old.body, Buffer.from(body))
+  await assert.rejects(sealRequest(body, routeHeader, [rs[0].currentHex!], randomBytes(8)), /16 bytes/)
 })
