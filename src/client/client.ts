@@ -7,6 +7,7 @@ import { type VerifiedPeer, type IdentitySource, EvidenceRefusedError, identityS
 import type { PartyLedger } from '../payments/party-ledger.ts'
 import { OFFCHAIN_PRICE_PARAMS, worstCaseAdjustedTokens, type PriceParams } from '../payments/pricing.ts'
 import { DuplicateRequestError } from '../payments/billing.ts'
+import { CLIENT_ERRORS_PER_SEC, ErrorBudget } from '../net/error-budget.ts'
 import type { Logger } from '../core/log.ts'
 import { createRegistry, handleOps, type OpsSource } from '../core/ops.ts'
 import { pacer } from '../core/time.ts'
@@ -14,7 +15,7 @@ import type { PeerVerifier } from '../net/attested.ts'
 import { maintainProxyLink, revalidateLinks, type ProxyLink as BaseLink } from '../net/proxy-link.ts'
 import { ProxyScoreboard, type FailureKind } from './proxy-scores.ts'
 import { prefixKey } from './prefix-key.ts'
-import { errorResponse, InvalidRequestError, NoProxyAvailableError, NoWorkerAvailableError, ReceiptNotFoundError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
+import { errorResponse, TooManyRequestsError, InvalidRequestError, NoProxyAvailableError, NoWorkerAvailableError, ReceiptNotFoundError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
 import { call, json, Reply, sendError, sendJson, sendReply, serveHttp, type HopRequest, type Routes } from '../net/hop.ts'
 import { parseJsonObject, parseMultipart, readBody } from '../net/body.ts'
 import { askedMaxTokens, isWireModelId } from '../net/validate.ts'
@@ -427,6 +428,7 @@ export class Client implements OpsSource {
       // A worker generates up to max_tokens or its own cap, whichever is less: the hold needs the largest cap of the model's workers.
       const cap = this.deps.apps ? await this.tokenCapFor(model) : DEFAULT_MAX_TOKENS_CAP
       gate = this.deps.apps?.admit(req.headers.authorization, model, () => this.worstCaseNano(path, payload.length, out.maxTokens, cap, out.ctl.maxCoefficient))
+      if (gate?.keyId) this.checkAppErrors(gate.keyId)
       wireId = this.claimRequestId(gate?.keyId ?? null, appRequestId)
     } catch (err) {
       gate?.release()
@@ -485,12 +487,46 @@ export class Client implements OpsSource {
       Math.round(ctl.timeoutSec * 1000),
       app.signal,
     )
+    let status = 0
     try {
       await ex.run()
+      status = res.statusCode
+    } catch (err) {
+      status = errorResponse(err).status
+      throw err
     } finally {
       gate?.release()
       this.appRequestIds.delete(appRequestKey(keyId, appRequestId))
       this.wireRequestIds.delete(wireId)
+      // An error answer (4xx but 429) after the request went to a proxy spent this node's error budget there (the
+      // proxy counts its own and its /v1/workers answers alike), and spends the app's own here.
+      if (status >= 400 && status < 500 && status !== 429) {
+        this.nodeErrors.spend(NODE_ERROR_BUCKET)
+        if (keyId !== null) this.appErrors.spend(keyId)
+      }
+    }
+  }
+
+  /** Error answers each app (API key) may get from proxies before this node refuses its requests itself. */
+  private readonly appErrors = new ErrorBudget({ burst: APP_ERROR_BURST, perSec: APP_ERRORS_PER_SEC })
+  /** This node's error budget at a proxy, as the proxy keeps it (its defaults), spent by every error answer. */
+  private readonly nodeErrors = new ErrorBudget()
+
+  /**
+   * A proxy slows a client node whose requests keep failing (4xx; CLIENT_ERROR_BURST, then CLIENT_ERRORS_PER_SEC) with
+   * 429s for all of them, and every app of the node is that one client: an app sending bad requests on purpose would
+   * have the others refused. So an app (API key) that keeps getting error answers is slowed here first, with 429 and
+   * Retry-After, before its errors reach the proxy: after APP_ERROR_BURST errors, APP_ERRORS_PER_SEC (a quarter of the
+   * proxy's allowance). And when this node's budget at the proxy runs low (NODE_ERROR_RESERVE, as kept here), only
+   * apps with no recent errors are sent on. Requests without a key (API keys off: the node's own operator) are not
+   * limited here; the proxy's budget applies to them as before.
+   */
+  private checkAppErrors(keyId: string): void {
+    const own = this.appErrors.check(keyId)
+    if (own.waitSec > 0) throw new TooManyRequestsError(`this app's requests keep failing; retry after ${own.waitSec} s`, own.waitSec)
+    if (this.nodeErrors.tokens(NODE_ERROR_BUCKET) < NODE_ERROR_RESERVE && this.appErrors.tokens(keyId) < APP_ERROR_BURST) {
+      const waitSec = Math.max(1, Math.ceil((NODE_ERROR_RESERVE - this.nodeErrors.tokens(NODE_ERROR_BUCKET)) / CLIENT_ERRORS_PER_SEC))
+      throw new TooManyRequestsError(`this node's requests keep failing at the proxy, this app's among them; retry after ${waitSec} s`, waitSec)
     }
   }
 
@@ -1322,6 +1358,14 @@ function isTimeout(err: Error): boolean {
 function newLink(host: string, port: number, source: 'config' | 'root'): ProxyLink {
   return { target: `${host}:${port}`, host, port, source, state: 'disconnected', active: 0, requests: 0, failovers: 0 }
 }
+
+/** Error answers from proxies an app (API key) may get in a burst before this node slows it (the proxy allows a node 20). */
+export const APP_ERROR_BURST = 5
+/** Error answers per second an app earns back (the proxy: 2 per node). */
+export const APP_ERRORS_PER_SEC = 0.5
+/** Below this many errors left in this node's budget at the proxy, only apps without recent errors are sent on. */
+export const NODE_ERROR_RESERVE = 5
+const NODE_ERROR_BUCKET = 'node'
 
 /** An app's request_id as this node tracks it in flight: per API key (none for requests without one). */
 function appRequestKey(keyId: string | null, requestId: string): string {

@@ -11,6 +11,7 @@ import { tmpDir } from '../helpers/procs.ts'
 import Database from 'better-sqlite3'
 import { AppAccounts, ApiKeyQuotaError, REQUEST_HISTORY_MAX, REQUEST_TRIM_EVERY } from '../../src/client/apps.ts'
 import { ReceiptStore } from '../../src/payments/receipts/store.ts'
+import { APP_ERROR_BURST } from '../../src/client/client.ts'
 
 const stops: Array<() => Promise<void> | void> = []
 after(async () => {
@@ -137,9 +138,11 @@ describe('API keys switched on', () => {
     // A spy on the proxy's model list (the seam the client node reads the caps from).
     n.proxy.models = () => (reads++, models())
     const { key } = n.apps.createKey({ name: 'typo', limitNano: 10n ** 12n })
-    for (let i = 0; i < 10; i++) await assert.rejects(ask(n.sdk(key), 'no-such-model'), (e: any) => e.status === 404 || e.status === 503)
+    // 404 or 503 from the proxy; after a few, 429 from the client node, which slows an app that keeps erring.
+    for (let i = 0; i < 10; i++) await assert.rejects(ask(n.sdk(key), 'no-such-model'), (e: any) => e.status === 404 || e.status === 503 || e.status === 429)
     assert.equal(reads, 1, 'one read, then none for 5 s')
-    await ask(n.sdk(key))
+    // Another app (the one with the typo is slowed at the node by now).
+    await ask(n.sdk(n.apps.createKey({ name: 'other' }).key))
     assert.equal(reads, 1, 'the read listed fake-model too: its cap is known')
   })
 
@@ -296,6 +299,44 @@ describe('API keys switched on', () => {
       assert.equal(scopes[0], scopes[2], 'one app, one scope')
       assert.notEqual(scopes[0], scopes[1], 'two apps, two scopes')
     }
+  })
+
+  test('an app that keeps sending bad requests is slowed at its client node, and cannot have the proxy slow the other apps', async () => {
+    const n = await network(true)
+    const bad = n.apps.createKey({ name: 'bad-app' })
+    const good = n.apps.createKey({ name: 'good-app' })
+    const statuses: number[] = []
+    let retryAfter: string | null = null
+    for (let i = 0; i < 40; i++) {
+      const r = await fetch(`${n.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${bad.key}`, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'no-such-model', messages: [{ role: 'user', content: 'x' }] }) })
+      statuses.push(r.status)
+      if (r.status === 429) retryAfter = r.headers.get('retry-after')
+      await r.arrayBuffer()
+    }
+    assert.ok(statuses.filter((s) => s === 404).length <= APP_ERROR_BURST + 1, `only a few errors reached the proxy: ${statuses.join(',')}`)
+    assert.ok(statuses.filter((s) => s === 429).length >= 30, `then the bad app is slowed at its node: ${statuses.join(',')}`)
+    assert.ok(Number(retryAfter) >= 1, 'with Retry-After')
+    // The other app is served throughout: the proxy never had to slow the node.
+    for (let i = 0; i < 3; i++) assert.equal((await ask(n.sdk(good.key))).choices.length, 1)
+    assert.equal((n.proxy.stats() as any).clients.rateLimited, 0, 'the proxy slowed nobody')
+  })
+
+  test('several apps sending bad requests together still leave the node served: once its budget at the proxy runs low, only apps without recent errors go on', async () => {
+    const n = await network(true)
+    const bad = Array.from({ length: 5 }, (_, i) => n.apps.createKey({ name: `bad-${i}` }))
+    const good = n.apps.createKey({ name: 'good-app' })
+    const statuses: number[] = []
+    // Round after round, each bad app once: 5 x 5 errors would pass the proxy's burst of 20 for the node.
+    for (let round = 0; round < 8; round++) {
+      for (const k of bad) {
+        const r = await fetch(`${n.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${k.key}`, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'no-such-model', messages: [{ role: 'user', content: 'x' }] }) })
+        statuses.push(r.status)
+        await r.arrayBuffer()
+      }
+    }
+    assert.ok(statuses.filter((s) => s === 404).length < 20, `fewer errors than the proxy's burst reached it: ${statuses.join(',')}`)
+    assert.equal((await ask(n.sdk(good.key))).choices.length, 1, 'the app without errors is served')
+    assert.equal((n.proxy.stats() as any).clients.rateLimited, 0, 'the proxy slowed nobody')
   })
 
   test('a key limited to some models gets 403 for another', async () => {

@@ -6,7 +6,7 @@ import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { FakeBackend } from '../helpers/fake-backend.ts'
 import { startClient, startProxy, startWorker, waitFor } from '../helpers/network.ts'
-import { CLIENT_ERROR_BURST } from '../../src/proxy/error-budget.ts'
+import { CLIENT_ERROR_BURST } from '../../src/net/error-budget.ts'
 import { MODEL_GONE_RETRY_AFTER_SEC, RecentModels, RECENT_MODEL_MS } from '../../src/proxy/recent-models.ts'
 
 const stops: Array<() => Promise<void> | void> = []

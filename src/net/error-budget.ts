@@ -1,5 +1,6 @@
 // Per-client budget of error answers: a client that keeps sending bad requests is slowed with 429s before
 // the proxy reads, parses or logs anything of them, so hostile input cannot buy unbounded work or log volume.
+// The client node keeps one per app too (src/client/client.ts), so one app cannot spend its node's budget at a proxy.
 
 /** Error answers a client may get in a burst before it is slowed down. */
 export const CLIENT_ERROR_BURST = 20
@@ -59,6 +60,11 @@ export class ErrorBudget {
     const first = b.loggedAt === undefined || now - b.loggedAt >= CLIENT_LIMIT_LOG_INTERVAL_MS
     if (first) b.loggedAt = now
     return { waitSec: Math.max(1, Math.ceil((1 - b.tokens) / this.perSec)), first }
+  }
+
+  /** Errors `client` may still get before it is slowed (fractional while it earns them back). */
+  tokens(client: string): number {
+    return this.bucket(client).tokens
   }
 
   /** Spends one token for an error answer sent to `client`. */
