@@ -14,7 +14,7 @@ import { pacer } from '../core/time.ts'
 import type { PeerVerifier } from '../net/attested.ts'
 import { maintainProxyLink, revalidateLinks, type ProxyLink as BaseLink } from '../net/proxy-link.ts'
 import { ProxyScoreboard, type FailureKind } from './proxy-scores.ts'
-import { prefixKey } from './prefix-key.ts'
+import { appPrefixKey, prefixKey } from './prefix-key.ts'
 import { errorResponse, TooManyRequestsError, InvalidRequestError, NoProxyAvailableError, NoWorkerAvailableError, ReceiptNotFoundError, RequestTimeoutError, RouteNotFoundError, UpstreamError } from '../net/errors.ts'
 import { call, json, Reply, sendError, sendJson, sendReply, serveHttp, type HopRequest, type Routes } from '../net/hop.ts'
 import { parseJsonObject, parseMultipart, readBody } from '../net/body.ts'
@@ -407,7 +407,7 @@ export class Client implements OpsSource {
   private async forwardInference(req: http.IncomingMessage, res: http.ServerResponse, path: string): Promise<void> {
     this.counts.requests++
     const arrivedAt = e2eeTrace && traceNow()
-    let out: { payload: Buffer; contentType: string; model: string; stream: boolean; maxTokens?: number; multipart: boolean; answerType?: string; ctl: ReturnType<Client['controlFields']> }
+    let out: { payload: Buffer; contentType: string; model: string; stream: boolean; maxTokens?: number; multipart: boolean; answerType?: string; ctl: ReturnType<Client['controlFields']> & { prefixKey?: string } }
     try {
       const len = req.headers['content-length'] ? Number(req.headers['content-length']) : undefined
       out = path === PATHS.transcriptions ? await this.multipartRequest(req, len) : this.jsonRequest(await readBody(req, this.o.maxBodyBytes, len))
@@ -436,7 +436,9 @@ export class Client implements OpsSource {
       throw err
     }
     const keyId = gate?.keyId ?? null
-    const ctl = wireId === appRequestId ? out.ctl : (out.ctl = { ...out.ctl, requestId: wireId })
+    // Prefix affinity per app: the cache a worker keeps for one app is of no use to another (cache scopes, below).
+    const appPrefix = keyId !== null && out.ctl.prefixKey ? appPrefixKey(this.prefixSecret, keyId, out.ctl.prefixKey) : out.ctl.prefixKey
+    const ctl = wireId === appRequestId && appPrefix === out.ctl.prefixKey ? out.ctl : (out.ctl = { ...out.ctl, requestId: wireId, prefixKey: appPrefix })
     // Workers reuse cached prompt state only within this app's scope (docs/e2ee.md): sealed with an encrypted request,
     // a hop header with a plaintext one.
     const cacheScope = cacheScopeOf(this.prefixSecret, keyId)

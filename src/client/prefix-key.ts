@@ -22,3 +22,12 @@ export function prefixKey(secret: Buffer, body: Record<string, unknown>): string
   if (!prefix || prefix.length < MIN_PREFIX_CHARS) return undefined
   return crypto.createHmac('sha256', secret).update(String(body.model ?? '')).update('\0').update(prefix).digest('hex').slice(0, 32)
 }
+
+/**
+ * The prefix key of an app's request (API key `keyId`): the node's key of the prefix, keyed again per app, so the
+ * same prefix from two apps of one node lands by affinity independently (workers keep each app's cache apart anyway,
+ * docs/e2ee.md), and the proxy cannot tell that two apps sent the same prefix.
+ */
+export function appPrefixKey(secret: Buffer, keyId: string, nodeKey: string): string {
+  return crypto.createHmac('sha256', secret).update('cocoon-prefix-key\n').update(keyId).update('\n').update(nodeKey).digest('hex').slice(0, 32)
+}

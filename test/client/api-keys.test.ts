@@ -339,6 +339,26 @@ describe('API keys switched on', () => {
     assert.equal((n.proxy.stats() as any).clients.rateLimited, 0, 'the proxy slowed nobody')
   })
 
+  test('prefix affinity is per app: the same long prefix from two apps gives the proxy two unrelated prefix keys', async () => {
+    const n = await network(true)
+    // A spy on the proxy's admission (the seam that routes by the prefix key): which key each request came with.
+    const admission = (n.proxy as any).admission
+    const claim = admission.claim.bind(admission)
+    const keys: Array<string | undefined> = []
+    admission.claim = (o: any, signal: AbortSignal) => (keys.push(o.affinity?.prefixKey), claim(o, signal))
+    const a = n.apps.createKey({ name: 'app-a' })
+    const b = n.apps.createKey({ name: 'app-b' })
+    const system = 'You are a careful assistant who answers briefly. '.repeat(8)
+    const withPrefix = (k: string, q: string) => n.sdk(k).chat.completions.create({ model: 'fake-model', messages: [{ role: 'system', content: system }, { role: 'user', content: q }], max_tokens: 2 })
+    await withPrefix(a.key, 'one')
+    await withPrefix(a.key, 'two')
+    await withPrefix(b.key, 'one')
+    assert.equal(keys.length, 3)
+    for (const k of keys) assert.match(String(k), /^[0-9a-f]{32}$/)
+    assert.equal(keys[0], keys[1], 'one app, one key for its prefix')
+    assert.notEqual(keys[0], keys[2], 'two apps, two keys for the same prefix')
+  })
+
   test('a key limited to some models gets 403 for another', async () => {
     const n = await network(true)
     const { key } = n.apps.createKey({ name: 'only-other', models: ['some-other-model'] })
