@@ -49,6 +49,8 @@ export interface OpenAIBackendConfig {
   modelHash?: string
   /** What the upstream model serves. Default ['chat', 'completions']. */
   capabilities?: Capability[]
+  /** Send each request's cache scope upstream as `cache_salt` (an upstream with prefix-cache isolation, e.g. vLLM). Default false. */
+  cacheSalt?: boolean
 }
 
 /** Speech to text with Debian's PocketSphinx (pocketsphinx + pocketsphinx-en-us), offline. */
@@ -79,6 +81,7 @@ export async function createBackend(
         modelHash: cfg.modelHash,
         timeoutMs: cfg.timeoutMs,
         capabilities: cfg.capabilities,
+        cacheSalt: cfg.cacheSalt,
       },
       { log: deps.log },
     )

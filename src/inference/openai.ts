@@ -27,6 +27,12 @@ export interface OpenAIUpstreamOptions {
    * for whisper.cpp or faster-whisper-server. Default ['chat', 'completions'].
    */
   capabilities?: readonly Capability[]
+  /**
+   * Send each request's cache scope upstream as `cache_salt` (vLLM's, and others', prefix-cache isolation), so the
+   * upstream reuses a cached prefix only between requests of one app (docs/e2ee.md). Only for an upstream that takes
+   * it: OpenAI's own API refuses unknown fields. Default false.
+   */
+  cacheSalt?: boolean
 }
 
 // Cheap per-chunk probes, so that the hot path parses JSON only for the rare chunks that need it.
@@ -99,6 +105,7 @@ export class OpenAIUpstreamBackend implements InferenceBackend {
   private readonly completionUrl: string
   private readonly headers: Record<string, string>
   private readonly upstreamModel: string
+  private readonly cacheSalt: boolean
   private readonly timeoutMs: number
   private readonly inflight = new Set<AbortController>()
   private readonly log?: Logger
@@ -117,6 +124,7 @@ export class OpenAIUpstreamBackend implements InferenceBackend {
     this.headers = { 'content-type': 'application/json', accept: 'text/event-stream' }
     if (opts.apiKey) this.headers.authorization = `Bearer ${opts.apiKey}`
     this.upstreamModel = opts.upstreamModel ?? opts.modelId
+    this.cacheSalt = opts.cacheSalt === true
     this.timeoutMs = opts.timeoutMs ?? UPSTREAM_HEADERS_TIMEOUT_MS
     this.model = { id: opts.modelId, hash: opts.modelHash ?? '', capabilities: opts.capabilities ?? DEFAULT_CAPABILITIES }
     this.log = deps.log
@@ -197,6 +205,11 @@ export class OpenAIUpstreamBackend implements InferenceBackend {
     body.max_tokens = req.maxTokens
     // One limit only: upstreams differ on which of the two wins when both are present.
     delete body.max_completion_tokens
+    if (this.cacheSalt) {
+      // The app's cache scope, never a cache_salt of the app's own choosing: one app must not pick another's.
+      delete body.cache_salt
+      if (req.cacheScope) body.cache_salt = req.cacheScope
+    }
 
     const ctrl = new AbortController()
     const onAbort = () => ctrl.abort(signal.reason)

@@ -219,7 +219,7 @@ function hash256(o: Record<string, unknown>, key: string, where: string): string
 
 const BACKEND_KEYS: Record<BackendConfig['kind'], string[]> = {
   llama: ['kind', 'model', 'modelId', 'threads', 'contextSize', 'parallel', 'gpu', 'expectedSha256', 'embeddings', 'matryoshka'],
-  openai: ['kind', 'model', 'modelId', 'baseUrl', 'apiKeyFile', 'upstreamModel', 'timeoutMs', 'modelHash', 'capabilities'],
+  openai: ['kind', 'model', 'modelId', 'baseUrl', 'apiKeyFile', 'upstreamModel', 'timeoutMs', 'modelHash', 'capabilities', 'cacheSalt'],
   pocketsphinx: ['kind', 'model', 'modelId', 'parallel'],
 }
 
@@ -279,6 +279,7 @@ function backend(v: unknown, where: string): BackendConfig {
     modelHash: hash256(o, 'modelHash', where),
     apiKeyFile: optStr(o, 'apiKeyFile', where),
     capabilities: capabilities(o, where),
+    cacheSalt: optBool(o, 'cacheSalt', where),
   }
 }
 

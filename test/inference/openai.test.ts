@@ -78,6 +78,27 @@ describe('OpenAIUpstreamBackend', () => {
     assert.equal(got.body.temperature, 0.5)
   })
 
+  it('sends the cache scope upstream as cache_salt when told to, in place of any the app sent; otherwise the body as it was', async () => {
+    const salted = new OpenAIUpstreamBackend({ baseUrl: fake.url, modelId: 'cocoon-model', cacheSalt: true })
+    try {
+      const scope = 'ab'.repeat(16)
+      const req = { ...request('chat', { maxTokens: 3 }), cacheScope: scope }
+      req.body = { ...req.body, cache_salt: 'an-app-picked-this' }
+      await collect(salted, req)
+      assert.equal(fake.received[0].body.cache_salt, scope)
+      const unscoped = request('chat', { maxTokens: 3 })
+      unscoped.body = { ...unscoped.body, cache_salt: 'an-app-picked-this' }
+      await collect(salted, unscoped)
+      assert.equal('cache_salt' in fake.received[1].body, false, 'no scope: no salt, not the app’s')
+    } finally {
+      await salted.close()
+    }
+    // Off (the default, for upstreams that refuse unknown fields): nothing added, nothing taken away.
+    const plain = { ...request('chat', { maxTokens: 3 }), cacheScope: 'cd'.repeat(16) }
+    await collect(backend, plain)
+    assert.equal('cache_salt' in fake.received[2].body, false)
+  })
+
   it('posts completions to /v1/completions, also when baseUrl already ends in /v1', async () => {
     const b = new OpenAIUpstreamBackend({ baseUrl: fake.url + '/v1/', modelId: 'm' })
     const r = await collect(b, request('completion', { maxTokens: 3 }))

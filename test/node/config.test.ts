@@ -42,7 +42,11 @@ test('each backend kind has its own settings: gpu and the weights hash for llama
   assert.ok(cpu.role === 'worker' && cpu.backend.kind === 'llama' && cpu.backend.gpu === false)
   const openai = worker({ kind: 'openai', model: 'm', baseUrl: 'http://x', timeoutMs: 5000 })
   assert.ok(openai.role === 'worker' && openai.backend.kind === 'openai' && openai.backend.timeoutMs === 5000)
+  const salted = worker({ kind: 'openai', model: 'm', baseUrl: 'http://x', cacheSalt: true })
+  assert.ok(salted.role === 'worker' && salted.backend.kind === 'openai' && salted.backend.cacheSalt === true)
   const refused: Array<[unknown, RegExp]> = [
+    [{ kind: 'openai', model: 'm', baseUrl: 'http://x', cacheSalt: 'yes' }, /backend\.cacheSalt/],
+    [{ kind: 'llama', model: 'm', cacheSalt: true }, /backend\.cacheSalt.*unknown setting for the llama backend/],
     [{ kind: 'llama', model: 'm', gpu: 'cuda' }, /backend\.gpu.*false.*auto/],
     [{ kind: 'openai', model: 'm', baseUrl: 'http://x', gpu: 'auto' }, /backend\.gpu.*unknown setting for the openai backend/],
     [{ kind: 'llama', model: 'm', baseUrl: 'http://x' }, /backend\.baseUrl.*unknown setting for the llama backend/],
