@@ -130,10 +130,10 @@ async function sharedLlama(gpu: false | 'auto', log?: Logger): Promise<Llama> {
   return p
 }
 
-/** Free context sequences plus a FIFO queue of requests waiting for one. */
 /** The scope of a sequence whose KV cache nobody may reuse (no request's scope is this: they are hex, or ''). */
 const UNUSABLE_SCOPE = '!'
 
+/** Free context sequences plus a FIFO queue of requests waiting for one. */
 class SequencePool {
   private readonly free: LlamaContextSequence[]
   private readonly waiters: Array<{ resolve: (s: LlamaContextSequence) => void; reject: (e: unknown) => void }> = []

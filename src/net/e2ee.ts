@@ -18,6 +18,12 @@ export const E2EE_VERSION = 1
 export const E2EE_SCOPED_VERSION = 2
 /** A cache scope: the worker reuses cached prompt state only between requests of the same scope (docs/e2ee.md). */
 export const CACHE_SCOPE_BYTES = 16
+const CACHE_SCOPE_HEX = new RegExp(`^[0-9a-f]{${CACHE_SCOPE_BYTES * 2}}$`)
+
+/** A plaintext request's cache scope header (HEADERS.cacheScope) when well formed (lower-case hex of CACHE_SCOPE_BYTES), else undefined. */
+export function parseCacheScope(v: unknown): string | undefined {
+  return typeof v === 'string' && CACHE_SCOPE_HEX.test(v) ? v : undefined
+}
 /** HPKE `info` for every wrapped key (RFC 9180 §5.1). */
 const HPKE_INFO = new TextEncoder().encode('cocoon-e2ee-v1')
 /** Exporter context for the answer key and base nonce (RFC 9180 §5.3). */

@@ -24,7 +24,7 @@ import { AdmissionQueue, DEFAULT_QUEUE_DEPTH, DEFAULT_QUEUE_MAX_WAIT_MS } from '
 import type { ReliabilityPublisher } from './reliability.ts'
 import { tapStream } from '../net/tap.ts'
 import { e2eeTrace } from '../net/e2ee-trace.ts'
-import { type E2eeError, parseRoute, parseWrappedKeys } from '../net/e2ee.ts'
+import { CACHE_SCOPE_BYTES, type E2eeError, parseCacheScope, parseRoute, parseWrappedKeys } from '../net/e2ee.ts'
 import { Exchange, type E2eeRequest, type ExchangeHost, type ExchangeRequest, type Outcome } from './exchange.ts'
 
 /** Room for the encrypted envelope (version byte and tag) on top of the plaintext body limit. */
@@ -483,8 +483,8 @@ export class Proxy implements OpsSource {
       const maxCoefficient = intHeader(headers[HEADERS.maxCoefficient], DEFAULT_MAX_COEFFICIENT, 'max_coefficient')!
       const pk = headers[HEADERS.prefixKey]
       if (pk !== undefined && (typeof pk !== 'string' || !/^[0-9a-f]{1,64}$/.test(pk))) throw new InvalidRequestError(`'prefix_key' (header ${HEADERS.prefixKey}) must be 1-64 lower-case hex characters`, 'prefix_key')
-      const cs0 = headers[HEADERS.cacheScope]
-      if (cs0 !== undefined && (typeof cs0 !== 'string' || !/^[0-9a-f]{32}$/.test(cs0))) throw new InvalidRequestError(`'cache_scope' (header ${HEADERS.cacheScope}) must be 32 lower-case hex characters`, 'cache_scope')
+      const cs0 = parseCacheScope(headers[HEADERS.cacheScope])
+      if (headers[HEADERS.cacheScope] !== undefined && cs0 === undefined) throw new InvalidRequestError(`'cache_scope' (header ${HEADERS.cacheScope}) must be ${CACHE_SCOPE_BYTES * 2} lower-case hex characters`, 'cache_scope')
       const timeoutMs = intHeader(headers[HEADERS.timeoutMs], DEFAULT_TIMEOUT_SEC * 1000, 'timeout', { min: 1, max: MAX_TIMEOUT_SEC * 1000 })!
       let e2ee: E2eeRequest | undefined
       if (headers[HEADERS.e2eeRoute] !== undefined) {

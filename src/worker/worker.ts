@@ -24,7 +24,7 @@ import { verifyReceiptProofBoc } from '../payments/receipts/proof.ts'
 import { newSalt, parsePriceHeader, parseSalt, receiptFields, signReceipt, type SamplingParams } from '../payments/receipts/receipt.ts'
 import { OFFCHAIN_PRICE_PARAMS } from '../payments/pricing.ts'
 import { e2eeTrace } from '../net/e2ee-trace.ts'
-import { E2EE_CONTENT_TYPE, E2eeError, ReplayGuard, openRequest, parseWrappedKeys, sealedMultipartType, type AnswerWriter, type E2eeRoute, type HpkeKeyRing } from '../net/e2ee.ts'
+import { E2EE_CONTENT_TYPE, E2eeError, ReplayGuard, openRequest, parseCacheScope, parseWrappedKeys, sealedMultipartType, type AnswerWriter, type E2eeRoute, type HpkeKeyRing } from '../net/e2ee.ts'
 
 /** Room for the encrypted envelope (version byte and tag) on top of the plaintext body limit. */
 const E2EE_OVERHEAD_BYTES = 64
@@ -949,11 +949,6 @@ function drained(stream: http2.ServerHttp2Stream, signal: AbortSignal): Promise<
 }
 
 /** The key of a running request: the proxy's exchange id for this forward (older proxies send only the app's request id). */
-/** A plaintext request's cache scope header: 32 lower-case hex characters, else none (the proxy refuses any other). */
-function parseCacheScope(v: unknown): string | undefined {
-  return typeof v === 'string' && /^[0-9a-f]{32}$/.test(v) ? v : undefined
-}
-
 function runningKey(headers: http2.IncomingHttpHeaders): string {
   const x = headers[HEADERS.exchange] ?? headers[HEADERS.requestId]
   return `${headers[HEADERS.exchange] !== undefined ? 'x' : 'r'}:${String(x ?? crypto.randomUUID())}`

@@ -39,6 +39,15 @@ after(async () => {
   await net?.close()
 })
 
+/** One more proxy on the root (its wallet and payment key named by `name`); returns its id, with rootState re-read. */
+async function registerProxy(name: string, host: string): Promise<string> {
+  const { wallet } = await net.wallet(`proxy-${name}`, '5')
+  const registry = new ProxyRegistry(net.chain, wallet, loadOrCreateWalletKey(path.join(net.dir, `payment-${name}.key`)), root)
+  await registry.register({ host, workerPort: 11001, clientPort: 11002 }, { imageHash: PROXY_IMAGE })
+  rootState = await net.chain.getRootState(root)
+  return registry.publicKeyHex
+}
+
 /** A ClientAccount as the client node builds it, with its log lines collected. */
 function account(opts: ClientFundingOptions) {
   const lines: Array<Record<string, unknown>> = []
@@ -176,11 +185,7 @@ test("a wallet that cannot pay a deposit is told plainly once, with its address:
 })
 
 test("what the proxy charged but has not settled counts as spent, and a proxy's refusal for funds tops up while little is spendable, never past the cap", async () => {
-  const { wallet } = await net.wallet('proxy-refusal', '5')
-  const registry = new ProxyRegistry(net.chain, wallet, loadOrCreateWalletKey(path.join(net.dir, 'payment-refusal.key')), root)
-  await registry.register({ host: '10.0.0.9', workerPort: 11001, clientPort: 11002 }, { imageHash: PROXY_IMAGE })
-  rootState = await net.chain.getRootState(root)
-  const p = registry.publicKeyHex
+  const p = await registerProxy('refusal', '10.0.0.9')
   // FAKE statements: what the proxy told this client it charged (the client node reads them from its party ledger).
   let told = { tokens: 0n, nano: 0n }
   const lines: Array<Record<string, unknown>> = []
@@ -219,11 +224,7 @@ test("what the proxy charged but has not settled counts as spent, and a proxy's 
 })
 
 test('a node spending fast tops up before its contract runs low: the threshold follows the spend rate of the last 20-30 s', async () => {
-  const { wallet } = await net.wallet('proxy-rate', '5')
-  const registry = new ProxyRegistry(net.chain, wallet, loadOrCreateWalletKey(path.join(net.dir, 'payment-rate.key')), root)
-  await registry.register({ host: '10.0.0.10', workerPort: 11001, clientPort: 11002 }, { imageHash: PROXY_IMAGE })
-  rootState = await net.chain.getRootState(root)
-  const p = registry.publicKeyHex
+  const p = await registerProxy('rate', '10.0.0.10')
   // FAKE statements (what the proxy told this client it charged) and a FAKE clock, so a minute of spending takes no time.
   let told = { tokens: 0n, nano: 0n }
   let now = 1_000_000
